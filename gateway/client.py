@@ -1,0 +1,131 @@
+"""A thin layer over paho-mqtt 2: MQTT v5 clients configured the way every gridwatch part needs."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+
+
+class MqttSettings(BaseModel):
+    """How to reach the broker and who to be there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    username: str | None = Field(default=None, description="broker account")
+    password: SecretStr | None = Field(default=None, description="broker account password")
+    tls_ca: Path | None = Field(
+        default=None, description="CA bundle; when set, the connection uses TLS"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+
+
+class ConnectionWatch:
+    """Tracks a client's connection state for code that must wait for it or report it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.connected = threading.Event()
+        self.last_reason: str = "never connected"
+
+    def on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.last_reason = str(reason)
+        if reason.is_failure:
+            log.error("mqtt connect refused client=%s reason=%s", self.name, reason)
+            return
+        log.info(
+            "mqtt connected client=%s session_present=%s", self.name, flags.session_present
+        )
+        self.connected.set()
+
+    def on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected.clear()
+        self.last_reason = str(reason)
+        log.warning("mqtt disconnected client=%s reason=%s", self.name, reason)
+
+
+def new_client(
+    client_id: str,
+    settings: MqttSettings,
+    *,
+    manual_ack: bool = False,
+    max_inflight: int = 1000,
+) -> tuple[mqtt.Client, ConnectionWatch]:
+    """An MQTT v5 client with credentials, TLS and connection tracking set up (not yet connected)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    if settings.tls_ca is not None:
+        client.tls_set(ca_certs=str(settings.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.max_inflight_messages_set(max_inflight)
+    # paho's own queue is unbounded by default; callers that need a bound keep their own.
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    watch = ConnectionWatch(client_id)
+    client.on_connect = watch.on_connect
+    client.on_disconnect = watch.on_disconnect
+    return client, watch
+
+
+def connect_properties(
+    *, session_expiry_s: int | None = None, receive_maximum: int | None = None
+) -> Properties:
+    """CONNECT properties: how long the broker keeps our session, and how much it may send unacked."""
+    props = Properties(PacketTypes.CONNECT)
+    if session_expiry_s is not None:
+        props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    return props
+
+
+def connect_async(
+    client: mqtt.Client,
+    settings: MqttSettings,
+    *,
+    clean_start: bool,
+    properties: Properties | None = None,
+) -> None:
+    """Start connecting in paho's network thread; reconnects are automatic from then on."""
+    client.connect_async(
+        settings.host,
+        settings.port,
+        keepalive=settings.keepalive_s,
+        clean_start=clean_start,
+        properties=properties,
+    )
+    client.loop_start()

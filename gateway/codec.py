@@ -1,0 +1,124 @@
+"""Encoding and decoding of wire messages, with the reason when a payload is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import TypeAdapter, ValidationError
+
+from gateway import topics
+from gateway.messages import (
+    DEVICE_EVENT_TYPES,
+    Command,
+    CommandResult,
+    Message,
+    NodeBirth,
+    NodeDeath,
+)
+
+DEFAULT_MAX_PAYLOAD = 64 * 1024
+
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+class RejectReason(StrEnum):
+    """Why a message was refused; stored with it and counted in metrics."""
+
+    OVERSIZED = "oversized"
+    BAD_TOPIC = "bad_topic"
+    NOT_JSON = "not_json"
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    SCHEMA = "schema"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_NODE = "unknown_node"
+    UNKNOWN_DEVICE = "unknown_device"
+    FOREIGN_DEVICE = "foreign_device"
+
+
+class DecodeError(ValueError):
+    """A payload that cannot be accepted, with a reason code and a human-readable detail."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A decoded message with the topic it arrived on."""
+
+    topic: topics.Topic
+    message: Message
+
+
+def encode(message: Message) -> bytes:
+    """Serialize a message to its JSON payload."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> Message:
+    """Parse and validate one payload; raise DecodeError with the reason if it is refused."""
+    if len(payload) > max_bytes:
+        raise DecodeError(RejectReason.OVERSIZED, f"{len(payload)} bytes > limit {max_bytes}")
+    try:
+        return _ADAPTER.validate_json(payload)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+
+
+def _classify(exc: ValidationError) -> DecodeError:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return DecodeError(RejectReason.NOT_JSON, f"payload is not valid JSON: {first['msg']}")
+    if kind == "union_tag_not_found":
+        return DecodeError(RejectReason.UNKNOWN_TYPE, "the payload has no 'type' field")
+    if kind == "union_tag_invalid":
+        tag = (first.get("ctx") or {}).get("tag")
+        return DecodeError(RejectReason.UNKNOWN_TYPE, f"unknown message type {tag!r}")
+    if any(e["loc"][-1:] == ("v",) and e["type"] == "literal_error" for e in errors):
+        return DecodeError(RejectReason.UNSUPPORTED_VERSION, "unsupported contract version")
+    detail = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or '(message)'}: {e['msg']}" for e in errors[:5]
+    )
+    return DecodeError(RejectReason.SCHEMA, detail)
+
+
+def decode_for_topic(topic: str, payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> Inbound:
+    """Decode a payload and check that it is the kind of message its topic says it is."""
+    try:
+        parsed = topics.parse(topic)
+    except ValueError as exc:
+        raise DecodeError(RejectReason.BAD_TOPIC, str(exc)) from None
+    message = decode(payload, max_bytes)
+    _check_matches(parsed, message)
+    return Inbound(parsed, message)
+
+
+def _check_matches(topic: topics.Topic, message: Message) -> None:
+    channel = topics.Channel
+    ok: bool
+    match topic.channel:
+        case channel.BIRTH:
+            ok = isinstance(message, NodeBirth)
+        case channel.DEATH:
+            ok = isinstance(message, NodeDeath)
+        case channel.EVENT:
+            ok = (
+                message.type in DEVICE_EVENT_TYPES
+                and message.type == topic.message_type
+                and getattr(message, "device", None) == topic.device
+            )
+        case channel.COMMAND:
+            ok = isinstance(message, Command) and message.device == topic.device
+        case channel.COMMAND_RESULT:
+            ok = isinstance(message, CommandResult) and message.device == topic.device
+    if not ok:
+        raise DecodeError(
+            RejectReason.TOPIC_MISMATCH,
+            f"a {message.type} message does not belong on {topic}",
+        )

@@ -1,0 +1,315 @@
+"""Message schemas of the wire contract: strict, frozen pydantic models, one discriminated union.
+
+Every message an edge node publishes carries the contract version `v`, an `id` made at the edge
+(a UUID: storing the same id twice stores it once), the device's own timestamp `ts` and the
+node's sequence number `seq`. Commands flow down from the platform and carry an id made by the
+platform, the time they were issued and a deadline instead of a sequence number.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from gateway.topics import ID_PATTERN
+
+CONTRACT_VERSION = 1
+
+DeviceId = Annotated[str, Field(pattern=ID_PATTERN, description="device id, unique platform-wide")]
+ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    """Base of every wire model: unknown fields are an error and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class MessageType(StrEnum):
+    DOOR_ACCESS = "door.access"
+    DOOR_FORCED = "door.forced"
+    DOOR_HELD_OPEN = "door.held_open"
+    DOOR_STATE = "door.state"
+    OCCUPANCY = "occupancy"
+    CAMERA_ALERT = "camera.alert"
+    SPEAKER_STATUS = "speaker.status"
+    NODE_BIRTH = "node.birth"
+    NODE_DEATH = "node.death"
+    COMMAND = "command"
+    COMMAND_RESULT = "command.result"
+
+
+class DeviceKind(StrEnum):
+    DOOR = "door"
+    COUNTER = "counter"
+    CAMERA = "camera"
+    SPEAKER = "speaker"
+
+
+class AccessResult(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+
+
+class DenyReason(StrEnum):
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    EXPIRED = "expired"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    BLOCKED = "blocked"
+    LOCKDOWN = "lockdown"
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+    UNKNOWN = "unknown"
+
+
+class DoorMode(StrEnum):
+    NORMAL = "normal"
+    UNLOCKED = "unlocked"
+    LOCKDOWN = "lockdown"
+
+
+class AlertPhase(StrEnum):
+    START = "start"
+    UPDATE = "update"
+    END = "end"
+
+
+class CameraAlertKind(StrEnum):
+    INTRUSION = "intrusion"
+    LOITERING = "loitering"
+    CROWD = "crowd"
+    TAMPER_COVERED = "tamper_covered"
+    TAMPER_BLURRED = "tamper_blurred"
+    TAMPER_MOVED = "tamper_moved"
+
+
+class SpeakerFault(StrEnum):
+    AMPLIFIER = "amplifier"
+    LINE_OPEN = "line_open"
+    LINE_SHORT = "line_short"
+    OVERHEAT = "overheat"
+    POWER = "power"
+
+
+class CommandStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class SpeakerPriority(StrEnum):
+    ROUTINE = "routine"
+    NOTICE = "notice"
+    EMERGENCY = "emergency"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(Strict):
+    """Fields every edge message carries."""
+
+    v: Literal[1] = Field(default=CONTRACT_VERSION, description="contract version")
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="made at the edge; dedup key")
+    ts: AwareDatetime = Field(default_factory=_now, description="device timestamp, with zone")
+    seq: int = Field(ge=0, description="per-node sequence number")
+
+
+class DeviceMessage(Envelope):
+    device: DeviceId
+
+
+class DoorAccess(DeviceMessage):
+    """A card, code or face presented at a door; the credential is hashed at the site."""
+
+    type: Literal[MessageType.DOOR_ACCESS] = MessageType.DOOR_ACCESS
+    result: AccessResult
+    credential: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 of the raw credential with the site key"
+    )
+    direction: Direction = Direction.UNKNOWN
+    reason: DenyReason | None = Field(default=None, description="why access was denied")
+
+    @model_validator(mode="after")
+    def _reason_only_when_denied(self) -> DoorAccess:
+        if self.result is AccessResult.GRANTED and self.reason is not None:
+            raise ValueError("a granted access has no deny reason")
+        return self
+
+
+class DoorForced(DeviceMessage):
+    """The door opened without a valid access or an exit request."""
+
+    type: Literal[MessageType.DOOR_FORCED] = MessageType.DOOR_FORCED
+
+
+class DoorHeldOpen(DeviceMessage):
+    """The door has stayed open past the controller's own limit."""
+
+    type: Literal[MessageType.DOOR_HELD_OPEN] = MessageType.DOOR_HELD_OPEN
+    open_s: float = Field(gt=0, le=86_400 * 7, description="seconds the door has been open")
+
+
+class DoorState(DeviceMessage):
+    """The door's current physical and lock state."""
+
+    type: Literal[MessageType.DOOR_STATE] = MessageType.DOOR_STATE
+    open: bool
+    locked: bool
+    mode: DoorMode = DoorMode.NORMAL
+
+
+class Occupancy(DeviceMessage):
+    """A people-counter reading for one zone: who is inside, and the flow since the last one."""
+
+    type: Literal[MessageType.OCCUPANCY] = MessageType.OCCUPANCY
+    zone: ZoneName
+    count: int = Field(ge=0, le=1_000_000)
+    entered: int = Field(ge=0, le=1_000_000)
+    exited: int = Field(ge=0, le=1_000_000)
+
+
+class CameraAlert(DeviceMessage):
+    """One phase (start, update, end) of one camera alert."""
+
+    type: Literal[MessageType.CAMERA_ALERT] = MessageType.CAMERA_ALERT
+    alert_id: uuid.UUID = Field(description="the same for start, updates and end of one alert")
+    phase: AlertPhase
+    kind: CameraAlertKind
+    zone: ZoneName | None = None
+    score: float = Field(ge=0.0, le=1.0, description="detector confidence")
+    objects: int | None = Field(default=None, ge=0, description="objects seen, for crowding")
+    snapshot: str | None = Field(
+        default=None, max_length=512, description="reference to a stored snapshot image"
+    )
+
+
+class SpeakerStatus(DeviceMessage):
+    """A broadcast speaker's state."""
+
+    type: Literal[MessageType.SPEAKER_STATUS] = MessageType.SPEAKER_STATUS
+    online: bool
+    volume: int = Field(ge=0, le=100)
+    playing: bool
+    clip: str | None = Field(default=None, max_length=128)
+    fault: SpeakerFault | None = None
+
+
+class DeviceInfo(Strict):
+    """One device in a node's inventory."""
+
+    id: DeviceId
+    kind: DeviceKind
+    model: str | None = Field(default=None, max_length=64)
+
+
+class NodeBirth(Envelope):
+    """Published retained on every connect: the node is up, with this birth sequence."""
+
+    type: Literal[MessageType.NODE_BIRTH] = MessageType.NODE_BIRTH
+    bdseq: int = Field(ge=0, description="birth/death sequence, +1 on every connect")
+    devices: tuple[DeviceInfo, ...] = Field(max_length=10_000)
+    software: str = Field(default="", max_length=64)
+
+
+class NodeDeath(Envelope):
+    """The node's last will: stale unless `bdseq` matches the current birth."""
+
+    type: Literal[MessageType.NODE_DEATH] = MessageType.NODE_DEATH
+    bdseq: int = Field(ge=0)
+
+
+class DoorUnlock(Strict):
+    action: Literal["door.unlock"] = "door.unlock"
+    duration_s: int = Field(default=10, ge=1, le=3600, description="relocks after this long")
+
+
+class DoorLock(Strict):
+    action: Literal["door.lock"] = "door.lock"
+
+
+class DoorLockdown(Strict):
+    action: Literal["door.lockdown"] = "door.lockdown"
+    active: bool = Field(default=True, description="false releases the lockdown")
+
+
+class SpeakerPlay(Strict):
+    action: Literal["speaker.play"] = "speaker.play"
+    text: str | None = Field(default=None, min_length=1, max_length=2000)
+    clip: str | None = Field(default=None, min_length=1, max_length=128)
+    priority: SpeakerPriority = SpeakerPriority.ROUTINE
+    repeat: int = Field(default=1, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _text_or_clip(self) -> SpeakerPlay:
+        if (self.text is None) == (self.clip is None):
+            raise ValueError("play needs exactly one of text or clip")
+        return self
+
+
+class SpeakerStop(Strict):
+    action: Literal["speaker.stop"] = "speaker.stop"
+
+
+class SpeakerVolume(Strict):
+    action: Literal["speaker.volume"] = "speaker.volume"
+    level: int = Field(ge=0, le=100)
+
+
+CommandAction = Annotated[
+    DoorUnlock | DoorLock | DoorLockdown | SpeakerPlay | SpeakerStop | SpeakerVolume,
+    Field(discriminator="action"),
+]
+
+
+class Command(Strict):
+    """A command flowing down to one device; the platform tracks its result by `id`."""
+
+    type: Literal[MessageType.COMMAND] = MessageType.COMMAND
+    v: Literal[1] = CONTRACT_VERSION
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="made by the platform")
+    ts: AwareDatetime = Field(default_factory=_now, description="when it was issued")
+    device: DeviceId
+    deadline: AwareDatetime = Field(description="not executed after this instant")
+    action: CommandAction
+
+
+class CommandResult(DeviceMessage):
+    """What became of a command, reported by the node that received it."""
+
+    type: Literal[MessageType.COMMAND_RESULT] = MessageType.COMMAND_RESULT
+    command_id: uuid.UUID
+    status: CommandStatus
+    detail: str | None = Field(default=None, max_length=500)
+
+
+DeviceEvent = DoorAccess | DoorForced | DoorHeldOpen | DoorState | Occupancy | CameraAlert | SpeakerStatus
+EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
+
+Message = Annotated[
+    DoorAccess
+    | DoorForced
+    | DoorHeldOpen
+    | DoorState
+    | Occupancy
+    | CameraAlert
+    | SpeakerStatus
+    | NodeBirth
+    | NodeDeath
+    | Command
+    | CommandResult,
+    Field(discriminator="type"),
+]
+
+DEVICE_EVENT_TYPES: frozenset[MessageType] = frozenset(
+    MessageType(t.model_fields["type"].default) for t in DeviceEvent.__args__
+)
