@@ -75,14 +75,18 @@ class BrokerOptions(BaseModel):
         default=2 * 1024**3, ge=1, description="per-session queue size in bytes"
     )
     max_inflight_messages: int = Field(default=1000, ge=1, le=65535)
-    max_packet_size: int = Field(default=256 * 1024, ge=1024, description="bytes; larger packets disconnect")
+    max_packet_size: int = Field(
+        default=256 * 1024, ge=1024, description="bytes; larger packets disconnect"
+    )
     autosave_interval_s: int = Field(default=30, ge=1, description="how often the store is written")
     user: str | None = Field(
         default=None, description="system user the broker drops to when started as root"
     )
 
 
-def hash_password(password: str, *, iterations: int = HASH_ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str, *, iterations: int = HASH_ITERATIONS, salt: bytes | None = None
+) -> str:
     """Hash a password the way Mosquitto's password file expects it."""
     if not password:
         raise ValueError("an empty password cannot be hashed")

@@ -55,9 +55,7 @@ class ConnectionWatch:
         if reason.is_failure:
             log.error("mqtt connect refused client=%s reason=%s", self.name, reason)
             return
-        log.info(
-            "mqtt connected client=%s session_present=%s", self.name, flags.session_present
-        )
+        log.info("mqtt connected client=%s session_present=%s", self.name, flags.session_present)
         self.connected.set()
 
     def on_disconnect(

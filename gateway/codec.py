@@ -35,6 +35,7 @@ class RejectReason(StrEnum):
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_DEVICE = "unknown_device"
     FOREIGN_DEVICE = "foreign_device"
+    UNSTORABLE = "unstorable"
 
 
 class DecodeError(ValueError):

@@ -292,7 +292,9 @@ class CommandResult(DeviceMessage):
     detail: str | None = Field(default=None, max_length=500)
 
 
-DeviceEvent = DoorAccess | DoorForced | DoorHeldOpen | DoorState | Occupancy | CameraAlert | SpeakerStatus
+DeviceEvent = (
+    DoorAccess | DoorForced | DoorHeldOpen | DoorState | Occupancy | CameraAlert | SpeakerStatus
+)
 EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
 
 Message = Annotated[

@@ -1,0 +1,280 @@
+"""The `gridwatch` command: the composition root that wires the parts together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from gridwatch import logconfig
+
+log = logging.getLogger("gridwatch")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ingest.settings import IngestSettings
+
+    base = IngestSettings()
+    if args.workers == 1:
+        return _run_worker(0, single=True)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in range(args.workers)
+    ]
+    for p in procs:
+        p.start()
+    log.info("ingest started workers=%d client_id_prefix=%s", args.workers, base.client_id)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)
+
+
+def _run_worker(index: int, single: bool = False) -> int:
+    """Run one ingest worker in this process until SIGTERM or SIGINT."""
+    from ingest.settings import IngestSettings
+    from ingest.worker import IngestWorker
+
+    if not single:
+        logconfig.setup()
+    base = IngestSettings()
+    overrides: dict[str, object] = {}
+    if not single:
+        overrides["client_id"] = f"{base.client_id}-{index}"
+        if base.metrics_port:
+            overrides["metrics_port"] = base.metrics_port + index
+    settings = base.model_copy(update=overrides)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="0.0.0.0")
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    worker = IngestWorker(settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the current batch and stopping", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from ingest.migrate import Backend, migrate
+
+    report = migrate(
+        _database_url(args), backend=None if args.backend == "auto" else Backend(args.backend)
+    )
+    applied = ", ".join(report.applied) or "nothing (already up to date)"
+    print(f"schema version {report.version} on {report.backend}; applied: {applied}")
+    return 0
+
+
+def _db_seed_demo(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gridwatch import demo
+
+    out = Path(args.credentials)
+    with psycopg.connect(_database_url(args)) as conn:
+        known = {c.node: c.secret for c in demo.read_credentials(out)}
+        creds = demo.seed(
+            conn, venues=args.venues, devices_per_venue=args.devices_per_venue, secrets=known
+        )
+    demo.write_credentials(out, creds)
+    print(f"seeded {len(creds)} venues; node credentials in {out}")
+    return 0
+
+
+def _broker_config(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gridwatch.brokercfg import BrokerAccountsSettings, write_config
+
+    accounts = BrokerAccountsSettings()
+    with psycopg.connect(_database_url(args)) as conn:
+        path = write_config(
+            conn,
+            Path(args.out),
+            accounts,
+            edge_host=args.edge_host,
+            edge_port=args.edge_port,
+            service_host=args.service_host,
+            service_port=args.service_port,
+            user=args.run_as,
+        )
+    print(f"wrote {path}; run: mosquitto -c {path}")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from gridwatch.up import run
+
+    return run(args)
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from gridwatch.bench import run_ingest_bench
+
+    return run_ingest_bench(args)
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    from ingest.settings import IngestSettings
+
+    return IngestSettings().database_url.get_secret_value()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridwatch",
+        description="Venue and safety monitoring over IoT for a territory's grids.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log line format"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        func: Handler,
+        help_: str,
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    up = add(
+        sub,
+        "up",
+        _up,
+        "Run the whole system locally: PostgreSQL, Mosquitto, migrations, demo data, ingest.",
+    )
+    up.add_argument(
+        "--home",
+        default=".gridwatch",
+        help="folder for data, configuration and logs (kept between runs)",
+    )
+    up.add_argument("--venues", type=int, default=12, help="demo venues to create on first run")
+    up.add_argument("--devices-per-venue", type=int, default=6, help="devices per demo venue")
+    up.add_argument("--ingest-workers", type=int, default=1, help="ingest worker processes")
+
+    ingest = add(
+        sub,
+        "ingest",
+        _ingest,
+        "Consume the broker into the database (settings from GRIDWATCH_* variables).",
+    )
+    ingest.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing one MQTT v5 shared subscription",
+    )
+
+    db = sub.add_parser(
+        "db", help="Database schema and data.", description="Database schema and data."
+    )
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    mig = add(dbsub, "migrate", _db_migrate, "Apply pending schema migrations (safe to re-run).")
+    mig.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    mig.add_argument(
+        "--backend",
+        choices=["auto", "plain", "timescale"],
+        default="auto",
+        help="auto uses TimescaleDB when it is installed and preloaded",
+    )
+    seed = add(
+        dbsub,
+        "seed-demo",
+        _db_seed_demo,
+        "Create a demo territory, venues, edge nodes and devices.",
+    )
+    seed.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    seed.add_argument("--venues", type=int, default=12)
+    seed.add_argument("--devices-per-venue", type=int, default=6)
+    seed.add_argument(
+        "--credentials", default="demo-nodes.json", help="where the nodes' secrets are written"
+    )
+
+    broker = sub.add_parser(
+        "broker", help="Broker (Mosquitto) set-up.", description="Broker (Mosquitto) set-up."
+    )
+    bsub = broker.add_subparsers(dest="broker_command", required=True, metavar="COMMAND")
+    cfg = add(
+        bsub,
+        "config",
+        _broker_config,
+        "Write a Mosquitto configuration from the registry: accounts, ACLs, persistence, limits.",
+    )
+    cfg.add_argument(
+        "--out", required=True, help="folder to write mosquitto.conf, password and ACL files into"
+    )
+    cfg.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    cfg.add_argument("--edge-host", default="0.0.0.0", help="address the edge listener binds")
+    cfg.add_argument("--edge-port", type=int, default=1883)
+    cfg.add_argument(
+        "--service-host", default="127.0.0.1", help="internal address for ingest and api"
+    )
+    cfg.add_argument("--service-port", type=int, default=1884)
+    cfg.add_argument(
+        "--run-as",
+        default=None,
+        help="system user Mosquitto drops to when started as root (default: mosquitto)",
+    )
+
+    bench = sub.add_parser(
+        "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."
+    )
+    bsub2 = bench.add_subparsers(dest="bench_command", required=True, metavar="COMMAND")
+    bi = add(
+        bsub2,
+        "ingest",
+        _bench_ingest,
+        "Load a backlog into the broker, then measure how fast the ingest drains it into PostgreSQL.",
+    )
+    bi.add_argument("--messages", type=int, default=200_000)
+    bi.add_argument("--devices", type=int, default=1_000)
+    bi.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+    bi.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: a temp folder)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logconfig.setup(args.log_level, args.log_format)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

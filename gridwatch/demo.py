@@ -1,0 +1,182 @@
+"""A demo territory with venues, edge nodes and devices, for `gridwatch up` and benchmarks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from gateway.messages import DeviceKind
+from ingest import provision
+from ingest.provision import Device, Level, TerritoryNode, Venue, VenueKind
+
+log = logging.getLogger(__name__)
+
+# Names in the style of the towns in ../shared/DOMAIN.md.
+_DISTRICTS = ["dongcheng", "xicheng", "nanhu", "beishan"]
+_SUBDISTRICTS = ["jiefang", "renmin", "heping", "xinhua"]
+_COMMUNITIES = ["qingyuan", "taoyuan", "fenghuang", "jinxiu", "yongan"]
+_KINDS = [
+    VenueKind.COMMUNITY_CENTRE,
+    VenueKind.GRID_STATION,
+    VenueKind.SELF_SERVICE_STATION,
+    VenueKind.ESTATE,
+    VenueKind.SHELTER,
+    VenueKind.BUILDING_CORNER,
+    VenueKind.CLUSTER_CENTRE,
+]
+_CAPACITY = {
+    VenueKind.CITY_CENTRE: 800,
+    VenueKind.CLUSTER_CENTRE: 400,
+    VenueKind.COMMUNITY_CENTRE: 200,
+    VenueKind.GRID_STATION: 60,
+    VenueKind.BUILDING_CORNER: 20,
+    VenueKind.SELF_SERVICE_STATION: 15,
+    VenueKind.SHELTER: 300,
+    VenueKind.ESTATE: 2000,
+}
+_DAYTIME = {day: [("08:30", "20:30")] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCredentials:
+    """What an edge node (or a simulated one) needs to log in and report."""
+
+    site: str
+    node: str
+    secret: str
+    devices: list[tuple[str, str]]
+
+
+def territory(grids: int) -> list[TerritoryNode]:
+    """City > districts > subdistricts > communities > grids, `grids` grids in all."""
+    nodes = [TerritoryNode(id="haicheng", level=Level.CITY, name="Haicheng City")]
+    per_community = 4
+    communities = max(1, -(-grids // per_community))
+    made_grids = 0
+    for c in range(communities):
+        d = c % len(_DISTRICTS)
+        s = (c // len(_DISTRICTS)) % len(_SUBDISTRICTS)
+        district = f"{_DISTRICTS[d]}"
+        subdistrict = f"{district}_{_SUBDISTRICTS[s]}"
+        community = f"{subdistrict}_{_COMMUNITIES[c % len(_COMMUNITIES)]}{c}"
+        nodes.append(
+            TerritoryNode(
+                id=district,
+                level=Level.DISTRICT,
+                name=f"{district.title()} District",
+                parent_id="haicheng",
+            )
+        )
+        nodes.append(
+            TerritoryNode(
+                id=subdistrict,
+                level=Level.SUBDISTRICT,
+                name=f"{_SUBDISTRICTS[s].title()} Subdistrict",
+                parent_id=district,
+            )
+        )
+        nodes.append(
+            TerritoryNode(
+                id=community,
+                level=Level.COMMUNITY,
+                name=f"{_COMMUNITIES[c % len(_COMMUNITIES)].title()} Community {c}",
+                parent_id=subdistrict,
+            )
+        )
+        for g in range(per_community):
+            if made_grids == grids:
+                break
+            nodes.append(
+                TerritoryNode(
+                    id=f"{community}_g{g + 1}",
+                    level=Level.GRID,
+                    name=f"Grid {g + 1}",
+                    parent_id=community,
+                )
+            )
+            made_grids += 1
+    unique = {n.id: n for n in nodes}  # districts and subdistricts repeat across communities
+    return list(unique.values())
+
+
+def devices_for(venue_id: str, per_venue: int) -> list[Device]:
+    """A venue's devices: doors, a people counter, cameras and speakers in a fixed mix."""
+    mix = itertools.cycle(
+        [
+            DeviceKind.DOOR,
+            DeviceKind.COUNTER,
+            DeviceKind.CAMERA,
+            DeviceKind.SPEAKER,
+            DeviceKind.DOOR,
+            DeviceKind.CAMERA,
+        ]
+    )
+    return [
+        Device(
+            id=f"{venue_id}-{kind.value}{i + 1}",
+            kind=kind,
+            name=f"{kind.value} {i + 1}",
+            zone="main",
+        )
+        for i, kind in zip(range(per_venue), mix, strict=False)
+    ]
+
+
+def seed(
+    conn: psycopg.Connection[tuple[object, ...]],
+    *,
+    venues: int,
+    devices_per_venue: int,
+    secrets: dict[str, str] | None = None,
+) -> list[NodeCredentials]:
+    """Create (idempotently) the demo territory; reuse node secrets from `secrets` when given."""
+    secrets = dict(secrets or {})
+    grids = territory(max(1, venues // 2))
+    for t in grids:
+        provision.add_territory(conn, t)
+    grid_ids = [t.id for t in grids if t.level is Level.GRID]
+    creds: list[NodeCredentials] = []
+    for i in range(venues):
+        kind = _KINDS[i % len(_KINDS)]
+        venue = Venue(
+            id=f"v{i + 1:04d}",
+            grid_id=grid_ids[i % len(grid_ids)],
+            name=f"{kind.value.replace('_', ' ').title()} {i + 1}",
+            kind=kind,
+            capacity=_CAPACITY[kind],
+            is_shelter=kind in (VenueKind.SHELTER, VenueKind.COMMUNITY_CENTRE),
+            open_24h=kind is VenueKind.SELF_SERVICE_STATION,
+            opening_hours={} if kind is VenueKind.SELF_SERVICE_STATION else _DAYTIME,
+        )
+        provision.add_venue(conn, venue)
+        node = f"{venue.id}-edge"
+        secret = provision.add_node(conn, node, venue.id, secrets.get(node))
+        devs = devices_for(venue.id, devices_per_venue)
+        provision.add_devices(conn, node, devs)
+        creds.append(NodeCredentials(venue.id, node, secret, [(d.id, d.kind.value) for d in devs]))
+    log.info("demo territory seeded venues=%d devices=%d", venues, venues * devices_per_venue)
+    return creds
+
+
+def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:
+    """Keep the demo nodes' secrets (the database keeps only hashes) for the simulated fleet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(c) for c in creds], indent=1))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def read_credentials(path: Path) -> list[NodeCredentials]:
+    """Credentials written by `write_credentials`; empty if there are none yet."""
+    if not path.exists():
+        return []
+    return [
+        NodeCredentials(c["site"], c["node"], c["secret"], [tuple(d) for d in c["devices"]])  # type: ignore[misc]
+        for c in json.loads(path.read_text())
+    ]

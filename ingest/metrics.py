@@ -1,0 +1,31 @@
+"""Prometheus metrics of the ingest (one set per worker process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECEIVED = Counter("gridwatch_ingest_received_total", "MQTT messages received from the broker")
+STORED = Counter("gridwatch_ingest_stored_total", "Messages newly stored", ["table"])
+DUPLICATES = Counter(
+    "gridwatch_ingest_duplicates_total", "Messages whose id was already stored (redeliveries)"
+)
+REJECTED = Counter("gridwatch_ingest_rejected_total", "Messages refused and recorded", ["reason"])
+ACKED = Counter("gridwatch_ingest_acked_total", "Messages acknowledged to the broker after commit")
+BATCH_SIZE = Histogram(
+    "gridwatch_ingest_batch_size",
+    "Messages per committed batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)
+COMMIT_SECONDS = Histogram(
+    "gridwatch_ingest_commit_seconds",
+    "Time to write and commit one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BACKLOG = Gauge(
+    "gridwatch_ingest_backlog", "Messages received but not yet committed and acknowledged"
+)
+DB_ERRORS = Counter("gridwatch_ingest_db_errors_total", "Database errors while writing", ["kind"])
+STALE_DEATHS = Counter(
+    "gridwatch_ingest_stale_deaths_total", "Node deaths ignored because their bdseq was stale"
+)
+MQTT_CONNECTED = Gauge("gridwatch_ingest_mqtt_connected", "1 while connected to the broker")

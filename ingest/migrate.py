@@ -1,0 +1,155 @@
+"""Versioned schema migrations: numbered SQL files, applied once each, safe to re-run.
+
+`NNN_name.sql` holds what runs everywhere; `NNN_name.timescale.sql` or `NNN_name.plain.sql`
+follows it depending on whether TimescaleDB is available. The choice is made on the first
+migration and recorded, so every later migration takes the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)(?:\.(plain|timescale))?\.sql$")
+# pg_advisory_lock key shared by every migrator, so concurrent `db migrate` runs serialize.
+_LOCK_KEY = 0x67726964  # "grid"
+
+
+class Backend(StrEnum):
+    PLAIN = "plain"
+    TIMESCALE = "timescale"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    common: str
+    variants: dict[Backend, str] = field(default_factory=dict)
+
+    def sql_for(self, backend: Backend) -> str:
+        return self.common + "\n" + self.variants.get(backend, "")
+
+    def checksum(self, backend: Backend) -> str:
+        return hashlib.sha256(self.sql_for(backend).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateReport:
+    backend: Backend
+    applied: list[str]
+    version: int
+
+
+def discover(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration in `folder`, in version order."""
+    common: dict[int, tuple[str, str]] = {}
+    variants: dict[int, dict[Backend, str]] = {}
+    for path in sorted(folder.glob("*.sql")):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name not understood: {path.name}")
+        version, name, variant = int(match[1]), match[2], match[3]
+        if variant is None:
+            common[version] = (name, path.read_text())
+        else:
+            variants.setdefault(version, {})[Backend(variant)] = path.read_text()
+    orphans = set(variants) - set(common)
+    if orphans:
+        raise ValueError(f"variant files without a common migration: {sorted(orphans)}")
+    return [
+        Migration(v, name, sql, variants.get(v, {})) for v, (name, sql) in sorted(common.items())
+    ]
+
+
+def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """True if TimescaleDB is installed and preloaded, so CREATE EXTENSION will succeed."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
+        " current_setting('shared_preload_libraries')"
+    ).fetchone()
+    assert row is not None
+    available, preload = row
+    return bool(available) and "timescaledb" in str(preload)
+
+
+def migrate(dsn: str, *, backend: Backend | None = None) -> MigrateReport:
+    """Bring the database at `dsn` up to the newest migration."""
+    migrations = discover()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            return _migrate_locked(conn, migrations, backend)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _migrate_locked(
+    conn: psycopg.Connection[tuple[object, ...]],
+    migrations: list[Migration],
+    requested: Backend | None,
+) -> MigrateReport:
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version    integer PRIMARY KEY,
+               name       text NOT NULL,
+               backend    text NOT NULL,
+               checksum   text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    rows = conn.execute("SELECT version, name, backend, checksum FROM schema_migrations").fetchall()
+    applied = {int(str(v)): (str(n), Backend(str(b)), str(c)) for v, n, b, c in rows}
+    backend = _choose_backend(conn, applied, requested)
+    for m in migrations:
+        if m.version in applied:
+            name, _, checksum = applied[m.version]
+            if checksum != m.checksum(backend):
+                raise RuntimeError(
+                    f"migration {m.version:03d}_{name} was changed after it was applied; "
+                    "add a new migration instead of editing an applied one"
+                )
+    done: list[str] = []
+    for m in migrations:
+        if m.version in applied:
+            continue
+        label = f"{m.version:03d}_{m.name}"
+        log.info("applying migration %s backend=%s", label, backend)
+        with conn.transaction():
+            conn.execute(m.sql_for(backend).encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, backend, checksum)"
+                " VALUES (%s, %s, %s, %s)",
+                (m.version, m.name, backend.value, m.checksum(backend)),
+            )
+        done.append(label)
+    version = max([m.version for m in migrations] + list(applied), default=0)
+    return MigrateReport(backend, done, version)
+
+
+def _choose_backend(
+    conn: psycopg.Connection[tuple[object, ...]],
+    applied: dict[int, tuple[str, Backend, str]],
+    requested: Backend | None,
+) -> Backend:
+    if applied:
+        recorded = next(iter(applied.values()))[1]
+        if requested is not None and requested != recorded:
+            raise RuntimeError(
+                f"this database was migrated for {recorded}; it cannot switch to {requested} "
+                "in place (see docs/operations.md on moving to TimescaleDB)"
+            )
+        return recorded
+    if requested is Backend.TIMESCALE and not timescale_available(conn):
+        raise RuntimeError("TimescaleDB was requested but is not installed and preloaded")
+    if requested is not None:
+        return requested
+    return Backend.TIMESCALE if timescale_available(conn) else Backend.PLAIN

@@ -1,0 +1,91 @@
+"""The device registry as the ingest sees it: which node owns which device, at which site."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from gateway.codec import DecodeError, Inbound, RejectReason
+from gateway.messages import NodeBirth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent read of the registry."""
+
+    node_site: dict[str, str]
+    device_node: dict[str, str]
+
+
+def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
+    """Read every enabled node and every device."""
+    nodes = conn.execute("SELECT id, venue_id FROM edge_nodes WHERE NOT disabled").fetchall()
+    devices = conn.execute("SELECT id, node_id FROM devices").fetchall()
+    return Snapshot(
+        node_site={str(n): str(v) for n, v in nodes},
+        device_node={str(d): str(n) for d, n in devices},
+    )
+
+
+class Registry:
+    """A cached registry that re-reads itself periodically and, rate-limited, on a miss."""
+
+    def __init__(self, refresh_s: float, miss_reload_s: float = 2.0) -> None:
+        self._refresh_s = refresh_s
+        self._miss_reload_s = miss_reload_s
+        self._snapshot = Snapshot({}, {})
+        self._loaded_at = float("-inf")
+        self._stale = False
+
+    def refresh_if_due(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Re-read when the refresh period has passed, or sooner after an unknown id was seen."""
+        age = time.monotonic() - self._loaded_at
+        if age >= self._refresh_s or (self._stale and age >= self._miss_reload_s):
+            self._snapshot = load(conn)
+            self._loaded_at = time.monotonic()
+            self._stale = False
+            log.debug(
+                "registry loaded nodes=%d devices=%d",
+                len(self._snapshot.node_site),
+                len(self._snapshot.device_node),
+            )
+
+    def check(self, inbound: Inbound) -> None:
+        """Raise DecodeError unless the message's node and device belong together."""
+        topic, message = inbound.topic, inbound.message
+        snap = self._snapshot
+        site = snap.node_site.get(topic.node)
+        if site != topic.site:
+            self._stale = True
+            raise DecodeError(
+                RejectReason.UNKNOWN_NODE, f"no enabled node {topic.node!r} at site {topic.site!r}"
+            )
+        if isinstance(message, NodeBirth):
+            foreign = [
+                d.id
+                for d in message.devices
+                if snap.device_node.get(d.id, topic.node) != topic.node
+            ]
+            if foreign:
+                raise DecodeError(
+                    RejectReason.FOREIGN_DEVICE,
+                    f"birth of {topic.node!r} lists devices of other nodes: {foreign[:5]}",
+                )
+            return
+        device = getattr(message, "device", None)
+        if device is None:
+            return
+        owner = snap.device_node.get(device)
+        if owner is None:
+            self._stale = True
+            raise DecodeError(RejectReason.UNKNOWN_DEVICE, f"device {device!r} is not registered")
+        if owner != topic.node:
+            raise DecodeError(
+                RejectReason.FOREIGN_DEVICE,
+                f"device {device!r} belongs to node {owner!r}, not {topic.node!r}",
+            )

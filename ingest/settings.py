@@ -1,0 +1,78 @@
+"""Ingest configuration: environment variables prefixed GRIDWATCH_ (nested with __)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.client import MqttSettings
+from gateway.codec import DEFAULT_MAX_PAYLOAD
+from gateway.topics import INGEST_SHARE_GROUP
+
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/gridwatch"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class IngestSettings(BaseSettings):
+    """Everything an ingest worker needs; see the configuration table in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="production refuses missing secrets and development defaults",
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr(DEV_DATABASE_URL), description="PostgreSQL connection URL"
+    )
+    mqtt: MqttSettings = Field(
+        default_factory=lambda: MqttSettings(port=1884, username="ingest"),
+        description="broker service listener and the ingest account",
+    )
+    client_id: str = Field(
+        default="ingest-0",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="stable per worker: the broker keeps this worker's session under it",
+    )
+    share_group: str = Field(
+        default=INGEST_SHARE_GROUP, description="MQTT v5 shared subscription group of all workers"
+    )
+    session_expiry_s: int = Field(
+        default=7 * 86_400, ge=60, description="how long the broker queues for a stopped worker"
+    )
+    receive_maximum: int = Field(
+        default=10_000, ge=10, le=65_535, description="unacknowledged messages the broker may send"
+    )
+    batch_max: int = Field(default=2_000, ge=1, le=50_000, description="messages per transaction")
+    batch_wait_ms: int = Field(
+        default=50, ge=1, le=10_000, description="longest wait to fill a batch before committing"
+    )
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD, ge=1024, description="larger payloads are rejected"
+    )
+    rejected_payload_cap: int = Field(
+        default=4_096, ge=0, description="bytes of a rejected payload that are kept"
+    )
+    registry_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often the device registry is re-read"
+    )
+    metrics_port: int | None = Field(
+        default=9101, ge=0, le=65_535, description="Prometheus endpoint port; unset to disable"
+    )
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> IngestSettings:
+        if self.environment is Environment.PRODUCTION:
+            if self.database_url.get_secret_value() == DEV_DATABASE_URL:
+                raise ValueError("GRIDWATCH_DATABASE_URL must be set in production")
+            if self.mqtt.password is None:
+                raise ValueError("GRIDWATCH_MQTT__PASSWORD must be set in production")
+        return self
