@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,34 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 log = logging.getLogger(__name__)
 
 QOS_AT_LEAST_ONCE = 1
+
+
+class PublishOutcome(StrEnum):
+    """What a QoS 1 PUBACK means for the message's sender."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # the broker took it but gave it to no one, or is busy: send again later
+    REFUSED = "refused"  # not authorized, malformed, too large: sending again cannot help
+
+
+# PUBACK reason codes after which the same message should be sent again later.
+_RETRY_CODES = frozenset(
+    {
+        # Nobody is subscribed. Telemetry topics have exactly one subscriber, the ingest's shared
+        # subscription, which Mosquitto 2.0 does not restore from its store after a restart:
+        # until the ingest reconnects and subscribes again, the broker would drop the message.
+        0x10,
+        0x89,  # server busy
+        0x97,  # quota exceeded
+    }
+)
+
+
+def publish_outcome(reason: ReasonCode) -> PublishOutcome:
+    """Classify the broker's answer to a QoS 1 publish."""
+    if reason.value in _RETRY_CODES:
+        return PublishOutcome.RETRY
+    return PublishOutcome.REFUSED if reason.is_failure else PublishOutcome.DELIVERED
 
 
 class MqttSettings(BaseModel):
@@ -42,6 +71,7 @@ class ConnectionWatch:
         self.name = name
         self.connected = threading.Event()
         self.last_reason: str = "never connected"
+        self.refusal: str | None = None  # the broker's reason for refusing the last CONNECT
 
     def on_connect(
         self,
@@ -53,8 +83,10 @@ class ConnectionWatch:
     ) -> None:
         self.last_reason = str(reason)
         if reason.is_failure:
+            self.refusal = str(reason)
             log.error("mqtt connect refused client=%s reason=%s", self.name, reason)
             return
+        self.refusal = None
         log.info("mqtt connected client=%s session_present=%s", self.name, flags.session_present)
         self.connected.set()
 
@@ -103,7 +135,7 @@ def connect_properties(
     *, session_expiry_s: int | None = None, receive_maximum: int | None = None
 ) -> Properties:
     """CONNECT properties: how long the broker keeps our session, and how much it may send unacked."""
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if session_expiry_s is not None:
         props.SessionExpiryInterval = session_expiry_s
     if receive_maximum is not None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.topics import ID_PATTERN
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION: Literal[1] = 1
 
 DeviceId = Annotated[str, Field(pattern=ID_PATTERN, description="device id, unique platform-wide")]
 ZoneName = Annotated[str, Field(min_length=1, max_length=64)]
@@ -111,16 +111,33 @@ class SpeakerPriority(StrEnum):
     EMERGENCY = "emergency"
 
 
-def _now() -> datetime:
+def now() -> datetime:
+    """The current time as the contract wants it: aware, in UTC."""
     return datetime.now(UTC)
+
+
+class EnvelopeFields(TypedDict):
+    v: Literal[1]
+    id: uuid.UUID
+    ts: datetime
+    seq: int
+
+
+def envelope(
+    seq: int, *, id: uuid.UUID | None = None, ts: datetime | None = None
+) -> EnvelopeFields:
+    """The envelope of a new edge message: contract version, a fresh id, now, and `seq`."""
+    return {"v": CONTRACT_VERSION, "id": id or uuid.uuid4(), "ts": ts or now(), "seq": seq}
 
 
 class Envelope(Strict):
     """Fields every edge message carries."""
 
-    v: Literal[1] = Field(default=CONTRACT_VERSION, description="contract version")
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="made at the edge; dedup key")
-    ts: AwareDatetime = Field(default_factory=_now, description="device timestamp, with zone")
+    # No defaults on the wire: a message without its own id or time could not be deduplicated
+    # or placed in time, so the edge must set both (see `envelope`).
+    v: Literal[1] = Field(description="contract version")
+    id: uuid.UUID = Field(description="made at the edge; the platform stores an id once")
+    ts: AwareDatetime = Field(description="device timestamp, with zone")
     seq: int = Field(ge=0, description="per-node sequence number")
 
 
@@ -275,9 +292,9 @@ class Command(Strict):
     """A command flowing down to one device; the platform tracks its result by `id`."""
 
     type: Literal[MessageType.COMMAND] = MessageType.COMMAND
-    v: Literal[1] = CONTRACT_VERSION
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="made by the platform")
-    ts: AwareDatetime = Field(default_factory=_now, description="when it was issued")
+    v: Literal[1] = Field(description="contract version")
+    id: uuid.UUID = Field(description="made by the platform; a node executes an id once")
+    ts: AwareDatetime = Field(description="when it was issued")
     device: DeviceId
     deadline: AwareDatetime = Field(description="not executed after this instant")
     action: CommandAction

@@ -44,5 +44,5 @@ def write_config(
             password_hash=hash_password(accounts.api_password.get_secret_value()),
         ),
     ]
-    opts = BrokerOptions(**options)  # type: ignore[arg-type]
+    opts = BrokerOptions(**options)
     return render(opts, folder, node_accounts(conn), services).write(folder)

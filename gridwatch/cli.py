@@ -21,18 +21,14 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ingest.settings import IngestSettings
-
-    base = IngestSettings()
-    if args.workers == 1:
-        return _run_worker(0, single=True)
+    if args.workers == 1 or args.drain:
+        return _run_worker(args.slot, drain=args.drain, configure_logging=False)
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in range(args.workers)
-    ]
+    slots = range(args.slot, args.slot + args.workers)
+    procs = [ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in slots]
     for p in procs:
         p.start()
-    log.info("ingest started workers=%d client_id_prefix=%s", args.workers, base.client_id)
+    log.info("ingest started workers=%d slots=%d..%d", args.workers, slots[0], slots[-1])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for p in procs:
@@ -46,19 +42,17 @@ def _ingest(args: argparse.Namespace) -> int:
     return max((p.exitcode or 0) for p in procs)
 
 
-def _run_worker(index: int, single: bool = False) -> int:
+def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) -> int:
     """Run one ingest worker in this process until SIGTERM or SIGINT."""
     from ingest.settings import IngestSettings
     from ingest.worker import IngestWorker
 
-    if not single:
+    if configure_logging:  # a spawned worker process starts with no logging set up
         logconfig.setup()
     base = IngestSettings()
-    overrides: dict[str, object] = {}
-    if not single:
-        overrides["client_id"] = f"{base.client_id}-{index}"
-        if base.metrics_port:
-            overrides["metrics_port"] = base.metrics_port + index
+    overrides: dict[str, object] = {"worker_slot": slot}
+    if base.metrics_port:
+        overrides["metrics_port"] = base.metrics_port + slot
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
         from prometheus_client import start_http_server
@@ -73,7 +67,7 @@ def _run_worker(index: int, single: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker.run()
+    worker.run(until_idle_s=5.0 if drain else None)
     return 0
 
 
@@ -192,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing one MQTT v5 shared subscription",
+    )
+    ingest.add_argument(
+        "--slot", type=int, default=0, help="first worker slot (client id PREFIX-SLOT)"
+    )
+    ingest.add_argument(
+        "--drain",
+        action="store_true",
+        help="consume this slot's session until idle for 5 s, then exit (retiring a worker slot)",
     )
 
     db = sub.add_parser(

@@ -177,6 +177,6 @@ def read_credentials(path: Path) -> list[NodeCredentials]:
     if not path.exists():
         return []
     return [
-        NodeCredentials(c["site"], c["node"], c["secret"], [tuple(d) for d in c["devices"]])  # type: ignore[misc]
+        NodeCredentials(c["site"], c["node"], c["secret"], [(d[0], d[1]) for d in c["devices"]])
         for c in json.loads(path.read_text())
     ]

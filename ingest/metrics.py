@@ -28,4 +28,6 @@ DB_ERRORS = Counter("gridwatch_ingest_db_errors_total", "Database errors while w
 STALE_DEATHS = Counter(
     "gridwatch_ingest_stale_deaths_total", "Node deaths ignored because their bdseq was stale"
 )
-MQTT_CONNECTED = Gauge("gridwatch_ingest_mqtt_connected", "1 while connected to the broker")
+MQTT_CONNECTED = Gauge(
+    "gridwatch_ingest_mqtt_connected", "1 while connected to the broker and subscribed"
+)

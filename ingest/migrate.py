@@ -82,9 +82,11 @@ def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     return bool(available) and "timescaledb" in str(preload)
 
 
-def migrate(dsn: str, *, backend: Backend | None = None) -> MigrateReport:
-    """Bring the database at `dsn` up to the newest migration."""
-    migrations = discover()
+def migrate(
+    dsn: str, *, backend: Backend | None = None, folder: Path = MIGRATIONS_DIR
+) -> MigrateReport:
+    """Bring the database at `dsn` up to the newest migration in `folder`."""
+    migrations = discover(folder)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:

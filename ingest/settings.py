@@ -37,10 +37,13 @@ class IngestSettings(BaseSettings):
         default_factory=lambda: MqttSettings(port=1884, username="ingest"),
         description="broker service listener and the ingest account",
     )
-    client_id: str = Field(
-        default="ingest-0",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="stable per worker: the broker keeps this worker's session under it",
+    client_id_prefix: str = Field(
+        default="ingest",
+        pattern=r"^[A-Za-z0-9_-]{1,48}$",
+        description="worker client ids are PREFIX-SLOT; the broker keeps each slot's session",
+    )
+    worker_slot: int = Field(
+        default=0, ge=0, le=999, description="this worker's slot; keep slots stable across restarts"
     )
     share_group: str = Field(
         default=INGEST_SHARE_GROUP, description="MQTT v5 shared subscription group of all workers"
@@ -64,9 +67,13 @@ class IngestSettings(BaseSettings):
     registry_refresh_s: float = Field(
         default=30.0, gt=0, description="how often the device registry is re-read"
     )
-    metrics_port: int | None = Field(
-        default=9101, ge=0, le=65_535, description="Prometheus endpoint port; unset to disable"
+    metrics_port: int = Field(
+        default=9101, ge=0, le=65_535, description="Prometheus endpoint port; 0 disables it"
     )
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.client_id_prefix}-{self.worker_slot}"
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> IngestSettings:

@@ -51,6 +51,7 @@ class IngestWorker:
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
 
@@ -65,7 +66,6 @@ class IngestWorker:
         self.watch.on_connect(client, userdata, flags, reason, properties)
         if reason.is_failure:
             return
-        metrics.MQTT_CONNECTED.set(1)
         shared = topics.ingest_filters(self.settings.share_group)
         # Births and deaths go to every worker (not shared): presence must be applied in the
         # order the broker saw it, and one worker's queue keeps that order. Retained births
@@ -74,6 +74,23 @@ class IngestWorker:
         subs = [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE)) for f in shared if f.endswith("#")]
         subs += [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE, retainHandling=1)) for f in presence]
         client.subscribe(subs)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error(
+                "subscription refused client_id=%s reasons=%s", self.settings.client_id, refused
+            )
+            return
+        metrics.MQTT_CONNECTED.set(1)
+        log.info("subscribed client_id=%s filters=%d", self.settings.client_id, len(reasons))
 
     def _on_disconnect(
         self,
@@ -87,15 +104,19 @@ class IngestWorker:
         self.watch.on_disconnect(client, userdata, flags, reason, properties)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.append(Received(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._inbox.append(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
         metrics.RECEIVED.inc()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()
 
     # --- Worker side -------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Connect and consume until stopped; then flush, commit and acknowledge what is left."""
+    def run(self, until_idle_s: float | None = None) -> None:
+        """Connect and consume until stopped; then flush, commit and acknowledge what is left.
+
+        With `until_idle_s`, stop by itself once connected and idle that long: this drains the
+        session of a worker slot being retired (a shared subscription queues a share for it).
+        """
         s = self.settings
         props = connect_properties(
             session_expiry_s=s.session_expiry_s, receive_maximum=s.receive_maximum
@@ -105,12 +126,19 @@ class IngestWorker:
             s.client_id, s.mqtt.host, s.mqtt.port, s.share_group,
         )  # fmt: skip
         connect_async(self.client, s.mqtt, clean_start=False, properties=props)
+        idle_since = time.monotonic()
         try:
             while not self._stopping.is_set():
                 if len(self._inbox) < s.batch_max:
                     self._wake.wait(s.batch_wait_ms / 1000)
                     self._wake.clear()
+                busy = bool(self._inbox)
                 self._drain_once()
+                if busy or not self.watch.connected.is_set():
+                    idle_since = time.monotonic()
+                elif until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
+                    log.info("session drained, stopping client_id=%s", s.client_id)
+                    break
             while self._inbox:  # final flush of everything received before the stop
                 if not self._drain_once():
                     break

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from gateway.codec import DecodeError, Inbound, RejectReason, decode_for_topic
 from gateway.messages import (
@@ -277,7 +278,7 @@ class BatchWriter:
                 "bdseq": m.bdseq,
                 "ts": m.ts,
                 "software": m.software,
-                "inventory": psycopg.types.json.Jsonb(inventory),
+                "inventory": Jsonb(inventory),
             },
         ).fetchone()
         if took is None:  # an older birth arriving after a newer one

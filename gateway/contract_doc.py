@@ -1,0 +1,290 @@
+"""The human-readable wire contract (docs/contract.md), generated from the models themselves.
+
+`python -m gateway.contract_doc > docs/contract.md` writes it; a test fails when the page and the
+code disagree, so the page cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from gateway import codec, topics
+from gateway import messages as m
+
+SITE, NODE = "v0001", "v0001-edge"
+_TS = datetime(2026, 11, 25, 8, 30, 0, 125000, tzinfo=UTC)
+_CREDENTIAL = "3f" * 32
+
+
+def _id(n: int) -> uuid.UUID:
+    return uuid.UUID(int=n, version=4)
+
+
+def _env(n: int, seq: int) -> m.EnvelopeFields:
+    """Envelope fields of example `n`."""
+    return m.envelope(seq, id=_id(n), ts=_TS)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One message type: what it means, where it goes and a valid instance."""
+
+    title: str
+    summary: str
+    topic: str
+    message: m.Message
+
+
+EXAMPLES: list[Example] = [
+    Example(
+        "Door access",
+        "A card, code or face presented at a door, granted or denied. The raw credential never "
+        "leaves the site: `credential` is its HMAC-SHA256 with the site's secret.",
+        topics.event(SITE, NODE, "v0001-door1", m.MessageType.DOOR_ACCESS),
+        m.DoorAccess(
+            **_env(1, 101), device="v0001-door1", result=m.AccessResult.DENIED,
+            credential=_CREDENTIAL, direction=m.Direction.IN, reason=m.DenyReason.EXPIRED,
+        ),
+    ),
+    Example(
+        "Door forced open",
+        "The door opened without a valid access or an exit request.",
+        topics.event(SITE, NODE, "v0001-door1", m.MessageType.DOOR_FORCED),
+        m.DoorForced(**_env(2, 102), device="v0001-door1"),
+    ),
+    Example(
+        "Door held open",
+        "The door has stayed open past the controller's own limit; repeated while it stays open.",
+        topics.event(SITE, NODE, "v0001-door1", m.MessageType.DOOR_HELD_OPEN),
+        m.DoorHeldOpen(**_env(3, 103), device="v0001-door1", open_s=75.0),
+    ),
+    Example(
+        "Door state",
+        "The door's physical and lock state, on every change.",
+        topics.event(SITE, NODE, "v0001-door1", m.MessageType.DOOR_STATE),
+        m.DoorState(
+            **_env(4, 104), device="v0001-door1", open=False, locked=True,
+            mode=m.DoorMode.NORMAL,
+        ),
+    ),
+    Example(
+        "Occupancy",
+        "A people counter's reading for one zone: how many are inside, and the flow since the "
+        "previous reading.",
+        topics.event(SITE, NODE, "v0001-counter2", m.MessageType.OCCUPANCY),
+        m.Occupancy(
+            **_env(5, 105), device="v0001-counter2", zone="main", count=37,
+            entered=4, exited=1,
+        ),
+    ),
+    Example(
+        "Camera alert",
+        "One phase (start, update, end) of one camera alert: intrusion, loitering, crowd, or "
+        "tampering (covered, blurred, moved). The same `alert_id` ties the phases together.",
+        topics.event(SITE, NODE, "v0001-camera3", m.MessageType.CAMERA_ALERT),
+        m.CameraAlert(
+            **_env(6, 106), device="v0001-camera3", alert_id=_id(60),
+            phase=m.AlertPhase.START, kind=m.CameraAlertKind.INTRUSION, zone="back-yard",
+            score=0.91, objects=1, snapshot="snapshots/v0001-camera3/2026-11-25T083000Z.jpg",
+        ),
+    ),
+    Example(
+        "Speaker status",
+        "A broadcast speaker's state: online, volume, what it plays, and any fault.",
+        topics.event(SITE, NODE, "v0001-speaker4", m.MessageType.SPEAKER_STATUS),
+        m.SpeakerStatus(
+            **_env(7, 107), device="v0001-speaker4", online=True, volume=70,
+            playing=False, fault=m.SpeakerFault.LINE_OPEN,
+        ),
+    ),
+    Example(
+        "Node birth",
+        "Published retained on every connect, with the birth/death sequence `bdseq` (+1 on every "
+        "connect) and the node's device inventory. It makes the node and the listed devices online.",
+        topics.birth(SITE, NODE),
+        m.NodeBirth(
+            **_env(8, 0), bdseq=12, software="gridwatch-edge 0.1.0",
+            devices=(
+                m.DeviceInfo(id="v0001-door1", kind=m.DeviceKind.DOOR, model="ZK-C3"),
+                m.DeviceInfo(id="v0001-counter2", kind=m.DeviceKind.COUNTER),
+            ),
+        ),
+    ),
+    Example(
+        "Node death",
+        "The node's last will, set at connect with the same `bdseq` as its birth. A death whose "
+        "`bdseq` is not the current birth's is stale and ignored.",
+        topics.death(SITE, NODE),
+        m.NodeDeath(**_env(9, 0), bdseq=12),
+    ),
+    Example(
+        "Command",
+        "Flows down from the platform to one device: door unlock (for a duration), lock, lockdown; "
+        "speaker play (text or clip, priority), stop, volume. Not executed after `deadline`.",
+        topics.command(SITE, NODE, "v0001-speaker4"),
+        m.Command(
+            v=m.CONTRACT_VERSION, id=_id(10), ts=_TS, device="v0001-speaker4", deadline=_TS + timedelta(seconds=30),
+            action=m.SpeakerPlay(
+                text="Typhoon warning: please go to the nearest shelter.",
+                priority=m.SpeakerPriority.EMERGENCY, repeat=3,
+            ),
+        ),
+    ),
+    Example(
+        "Command result",
+        "What became of a command: done, failed, rejected or expired.",
+        topics.command_result(SITE, NODE, "v0001-speaker4"),
+        m.CommandResult(
+            **_env(11, 108), device="v0001-speaker4", command_id=_id(10),
+            status=m.CommandStatus.DONE,
+        ),
+    ),
+]  # fmt: skip
+
+_COMMAND_ACTIONS: list[type[BaseModel]] = [
+    m.DoorUnlock, m.DoorLock, m.DoorLockdown, m.SpeakerPlay, m.SpeakerStop, m.SpeakerVolume,
+]  # fmt: skip
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    lines = ["| field | type | required | meaning |", "|---|---|---|---|"]
+    schema = model.model_json_schema()
+    props: dict[str, dict[str, object]] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    for name, info in model.model_fields.items():
+        prop = props.get(name, {})
+        kind = _type_of(prop, schema)
+        meaning = info.description or ""
+        # The discriminator has a default in Python but must be on the wire.
+        needed = name in required or name in ("type", "action")
+        lines.append(f"| `{name}` | {kind} | {'yes' if needed else 'no'} | {meaning} |")
+    return lines
+
+
+def _type_of(prop: dict[str, object], schema: dict[str, object]) -> str:
+    if "const" in prop:
+        return f"`{json.dumps(prop['const'])}`"
+    if "$ref" in prop:
+        return _ref_type(str(prop["$ref"]), schema)
+    options = prop.get("anyOf") or prop.get("oneOf")
+    if isinstance(options, list):
+        return " or ".join(_type_of(o, schema) for o in options if o.get("type") != "null")
+    enum = prop.get("enum")
+    if isinstance(enum, list):
+        return " \\| ".join(f"`{v}`" for v in enum)
+    kind = str(prop.get("type", "object"))
+    fmt = prop.get("format")
+    if kind == "array":
+        items = prop.get("items")
+        return f"list of {_type_of(items, schema) if isinstance(items, dict) else 'any'}"
+    return f"{kind} ({fmt})" if fmt else kind
+
+
+def _ref_type(ref: str, schema: dict[str, object]) -> str:
+    name = ref.rsplit("/", 1)[-1]
+    defs = schema.get("$defs", {})
+    target = defs.get(name, {}) if isinstance(defs, dict) else {}
+    if isinstance(target, dict) and "enum" in target:
+        return " \\| ".join(f"`{v}`" for v in target["enum"])
+    return name
+
+
+def render() -> str:
+    """The whole contract page as Markdown."""
+    out = [
+        "# The wire contract",
+        "",
+        "Generated from `gateway/` by `python -m gateway.contract_doc > docs/contract.md`; a test",
+        "fails when this page and the code disagree. Do not edit by hand.",
+        "",
+        f"MQTT v5, QoS 1, JSON payloads (UTF-8) of at most {codec.DEFAULT_MAX_PAYLOAD:,} bytes "
+        "by default.",
+        f"Contract version: `v = {m.CONTRACT_VERSION}`. Every message an edge node publishes "
+        "carries `v`, an `id` made at the edge (a UUID: the platform stores the same id once), the "
+        "device's own timestamp `ts` (ISO 8601 with a zone) and `seq`, the node's sequence number. "
+        "Unknown fields are refused.",
+        "",
+        "## Topics",
+        "",
+        "Namespaced by site (venue) and edge node, so the broker's ACL confines a node to its own "
+        "subtree. Site, node and device ids match `" + topics.ID_PATTERN + "`.",
+        "",
+        "| topic | direction | carries | retained |",
+        "|---|---|---|---|",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.BIRTH}` | node → platform | node birth | yes |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.DEATH}` | node → platform | node death (last will) | no |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.EVENT}/{{device}}/{{type}}` | node → platform | device events and telemetry | no |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND}/{{device}}` | platform → node | commands | no |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND_RESULT}/{{device}}` | node → platform | command results | no |",
+        "",
+        "A node may publish only under its own `gw/v1/{site}/{node}/` subtree (birth, death, evt, "
+        "cmdres) and subscribe only to its own `cmd/#`; the broker refuses anything else. The ingest "
+        "also checks every message against the device registry: a message about a device that is "
+        "not that node's is rejected, whatever the topic says.",
+        "",
+        f"The ingest consumes with MQTT v5 shared subscriptions (`$share/{topics.INGEST_SHARE_GROUP}/…`) "
+        "so that several workers split the load.",
+        "",
+        "## Messages",
+        "",
+    ]  # fmt: skip
+    for ex in EXAMPLES:
+        payload = json.loads(codec.encode(ex.message))
+        out += [
+            f"### {ex.title} (`{ex.message.type}`)",
+            "",
+            ex.summary,
+            "",
+            f"Topic: `{ex.topic}`",
+            "",
+            *_fields(type(ex.message)),
+            "",
+            "```json",
+            json.dumps(payload, indent=2, ensure_ascii=False),
+            "```",
+            "",
+        ]
+    out += [
+        "## Command actions",
+        "",
+        "The `action` object of a command, by its `action` field.",
+        "",
+    ]
+    for action in _COMMAND_ACTIONS:
+        name = action.model_fields["action"].default
+        out += [f"### `{name}`", "", *_fields(action), ""]
+    out += [
+        "## Rejections",
+        "",
+        "What the ingest cannot store is kept in `rejected_messages` with one of these reasons, "
+        "counted in `gridwatch_ingest_rejected_total{reason}`, and acknowledged so it cannot loop.",
+        "",
+        "| reason | meaning |",
+        "|---|---|",
+        *[f"| `{r.value}` | {_REASON_TEXT[r]} |" for r in codec.RejectReason],
+        "",
+    ]
+    return "\n".join(out)
+
+
+_REASON_TEXT = {
+    codec.RejectReason.OVERSIZED: "the payload is larger than the ingest's limit",
+    codec.RejectReason.BAD_TOPIC: "the topic is not a gridwatch topic",
+    codec.RejectReason.NOT_JSON: "the payload is not valid JSON",
+    codec.RejectReason.UNKNOWN_TYPE: "no `type`, or a type the contract does not have",
+    codec.RejectReason.UNSUPPORTED_VERSION: "a contract version this platform does not speak",
+    codec.RejectReason.SCHEMA: "a field is missing, unknown or out of range",
+    codec.RejectReason.TOPIC_MISMATCH: "the message is not the kind its topic says",
+    codec.RejectReason.UNKNOWN_NODE: "no enabled node of that id at that site",
+    codec.RejectReason.UNKNOWN_DEVICE: "the device is not registered",
+    codec.RejectReason.FOREIGN_DEVICE: "the device belongs to another node",
+    codec.RejectReason.UNSTORABLE: "valid, but the database refused it",
+}
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,190 @@
+"""Load generation for benchmarks: mixed, valid messages published by many node accounts."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.client import QOS_AT_LEAST_ONCE, MqttSettings, connect_async, new_client
+from gridwatch.demo import NodeCredentials
+
+log = logging.getLogger(__name__)
+
+# Mix of a venue's steady traffic: counters and doors dominate, alerts are rare.
+_MIX: list[tuple[str, int]] = [
+    ("occupancy", 40),
+    ("door.access", 25),
+    ("door.state", 10),
+    ("speaker.status", 10),
+    ("camera.alert", 5),
+    ("door.held_open", 3),
+    ("door.forced", 2),
+    ("command.result", 5),
+]
+_KIND_FOR = {
+    "occupancy": "counter",
+    "door.access": "door",
+    "door.state": "door",
+    "door.held_open": "door",
+    "door.forced": "door",
+    "speaker.status": "speaker",
+    "camera.alert": "camera",
+    "command.result": "speaker",
+}
+
+
+def make_message(rng: random.Random, kind: str, device: str, seq: int, ts: datetime) -> m.Message:
+    """One valid message of `kind` for `device`."""
+    env = m.envelope(seq, id=uuid.UUID(int=rng.getrandbits(128), version=4), ts=ts)
+    match kind:
+        case "occupancy":
+            n = rng.randint(0, 200)
+            return m.Occupancy(
+                **env,
+                device=device,
+                zone="main",
+                count=n,
+                entered=rng.randint(0, 5),
+                exited=rng.randint(0, 5),
+            )
+        case "door.access":
+            granted = rng.random() < 0.9
+            return m.DoorAccess(
+                **env,
+                device=device,
+                result=m.AccessResult.GRANTED if granted else m.AccessResult.DENIED,
+                credential=f"{rng.getrandbits(256):064x}",
+                direction=rng.choice(list(m.Direction)),
+                reason=None if granted else m.DenyReason.UNKNOWN_CREDENTIAL,
+            )
+        case "door.state":
+            return m.DoorState(
+                **env, device=device, open=rng.random() < 0.2, locked=rng.random() < 0.7
+            )
+        case "door.held_open":
+            return m.DoorHeldOpen(**env, device=device, open_s=rng.uniform(60, 600))
+        case "door.forced":
+            return m.DoorForced(**env, device=device)
+        case "speaker.status":
+            return m.SpeakerStatus(
+                **env,
+                device=device,
+                online=True,
+                volume=rng.randint(0, 100),
+                playing=rng.random() < 0.1,
+            )
+        case "camera.alert":
+            return m.CameraAlert(
+                **env,
+                device=device,
+                alert_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                phase=rng.choice(list(m.AlertPhase)),
+                kind=rng.choice(list(m.CameraAlertKind)),
+                zone="entrance",
+                score=round(rng.random(), 3),
+            )
+        case "command.result":
+            return m.CommandResult(
+                **env,
+                device=device,
+                command_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                status=m.CommandStatus.DONE,
+            )
+    raise ValueError(f"unknown message kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Pre-encoded messages per node: (topic, payload) in publishing order."""
+
+    node: NodeCredentials
+    messages: list[tuple[str, bytes]]
+
+
+def plan(creds: list[NodeCredentials], total: int, seed: int = 1) -> list[Plan]:
+    """Spread `total` mixed messages over every node's devices, with per-node sequence numbers."""
+    rng = random.Random(seed)
+    kinds = [k for k, _ in _MIX]
+    weights = [w for _, w in _MIX]
+    per_node: dict[str, list[tuple[str, bytes]]] = {c.node: [] for c in creds}
+    seqs = dict.fromkeys(per_node, 0)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    by_kind = {
+        c.node: {kind: [d for d, k in c.devices if k == kind] for kind in set(_KIND_FOR.values())}
+        for c in creds
+    }
+    for i in range(total):
+        node = creds[i % len(creds)]
+        kind = rng.choices(kinds, weights)[0]
+        candidates = by_kind[node.node][_KIND_FOR[kind]] or [d for d, _ in node.devices]
+        device = rng.choice(candidates)
+        seqs[node.node] += 1
+        msg = make_message(rng, kind, device, seqs[node.node], start + timedelta(milliseconds=i))
+        if isinstance(msg, m.CommandResult):
+            topic = topics.command_result(node.site, node.node, device)
+        else:
+            topic = topics.event(node.site, node.node, device, msg.type)
+        per_node[node.node].append((topic, codec.encode(msg)))
+    return [Plan(c, per_node[c.node]) for c in creds]
+
+
+def publish(plans: list[Plan], broker: MqttSettings, timeout_s: float = 600) -> int:
+    """Publish every planned message at QoS 1 and wait for the broker's acknowledgements."""
+    acked = 0
+    lock = threading.Lock()
+    done = threading.Event()
+    expected = sum(len(p.messages) for p in plans)
+
+    def on_publish(
+        client: object, userdata: object, mid: int, reason: object, props: object
+    ) -> None:
+        nonlocal acked
+        with lock:
+            acked += 1
+            if acked >= expected:
+                done.set()
+
+    clients = []
+    for p in plans:
+        settings = MqttSettings.model_validate(
+            broker.model_dump() | {"username": p.node.node, "password": p.node.secret}
+        )
+        client, watch = new_client(p.node.node, settings, max_inflight=1000)
+        client.on_publish = on_publish
+        connect_async(client, settings, clean_start=True)
+        if not watch.connected.wait(10):
+            raise RuntimeError(f"node {p.node.node} could not connect: {watch.last_reason}")
+        clients.append(client)
+    longest = max((len(p.messages) for p in plans), default=0)
+    for i in range(longest):  # interleave nodes, as a fleet does
+        for client, p in zip(clients, plans, strict=True):
+            if i < len(p.messages):
+                topic, payload = p.messages[i]
+                client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE)
+    if expected and not done.wait(timeout_s):
+        raise RuntimeError(f"only {acked} of {expected} messages acknowledged by the broker")
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+    return acked
+
+
+def publish_parallel(
+    plans: list[Plan], broker: MqttSettings, processes: int = 2
+) -> tuple[int, float]:
+    """Publish from several processes (paho is CPU-bound); returns (acknowledged, seconds)."""
+    shares = [share for share in (plans[i::processes] for i in range(processes)) if share]
+    started = time.perf_counter()
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=ctx) as pool:
+        total = sum(pool.map(publish, shares, [broker] * len(shares)))
+    return total, time.perf_counter() - started

@@ -1,0 +1,180 @@
+"""A complete local deployment in one folder: PostgreSQL, Mosquitto and their configuration.
+
+Used by `gridwatch up`, the benchmarks and the tests, so all three run the same set-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from gateway.broker import new_secret
+from gateway.client import MqttSettings
+from gridwatch import demo
+from gridwatch.brokercfg import BrokerAccountsSettings, write_config
+from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
+from ingest.migrate import MigrateReport, migrate
+
+log = logging.getLogger(__name__)
+
+DATABASE = "gridwatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    postgres: int
+    edge: int
+    service: int
+
+
+class LocalStack:
+    """PostgreSQL and Mosquitto under `home`; ports and secrets are kept there between runs."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        preferred: Ports | None = None,
+        postgres: LocalPostgres | None = None,
+        database: str = DATABASE,
+    ) -> None:
+        self.home = home.resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs = self.home / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.credentials_file = self.home / "nodes.json"
+        self.ports = self._ports(preferred)
+        self._secrets = self._load_secrets()
+        # A shared server (the test suite's) is started and stopped by its owner, not by us.
+        self._owns_postgres = postgres is None
+        self.postgres = postgres or LocalPostgres(self.home / "postgres", port=self.ports.postgres)
+        self.database = database
+        self.broker: LocalMosquitto | None = None
+
+    # --- configuration kept in the home folder ----------------------------------------------
+
+    def _ports(self, preferred: Ports | None) -> Ports:
+        path = self.home / "ports.json"
+        if path.exists():
+            return Ports(**json.loads(path.read_text()))
+        ports = preferred or Ports(free_port(), free_port(), free_port())
+        path.write_text(json.dumps(asdict(ports)))
+        return ports
+
+    def _load_secrets(self) -> dict[str, str]:
+        path = self.home / "secrets.json"
+        if path.exists():
+            secrets: dict[str, str] = json.loads(path.read_text())
+            return secrets
+        secrets = {"ingest": new_secret(), "api": new_secret()}
+        path.write_text(json.dumps(secrets))
+        path.chmod(0o600)
+        return secrets
+
+    @property
+    def dsn(self) -> str:
+        return self.postgres.dsn(self.database)
+
+    def service_mqtt(self, role: str) -> MqttSettings:
+        """How a platform service (ingest, api) reaches the broker's service listener."""
+        return MqttSettings(port=self.ports.service, username=role, password=self._secrets[role])
+
+    def edge_mqtt(self) -> MqttSettings:
+        """The edge listener; each node adds its own account."""
+        return MqttSettings(port=self.ports.edge)
+
+    def service_env(self, role: str, **extra: str) -> dict[str, str]:
+        """Environment for a service process started from this stack."""
+        mqtt = self.service_mqtt(role)
+        env = dict(os.environ)
+        env.update(
+            GRIDWATCH_DATABASE_URL=self.dsn,
+            GRIDWATCH_MQTT__HOST=mqtt.host,
+            GRIDWATCH_MQTT__PORT=str(mqtt.port),
+            GRIDWATCH_MQTT__USERNAME=role,
+            GRIDWATCH_MQTT__PASSWORD=self._secrets[role],
+        )
+        env.update(extra)
+        return env
+
+    # --- services ---------------------------------------------------------------------------
+
+    def start_database(self) -> MigrateReport:
+        """Start PostgreSQL, create the database and apply migrations."""
+        self.postgres.start()
+        self.postgres.create_database(self.database)
+        return migrate(self.dsn)
+
+    def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
+        """Create the demo territory once; later runs keep it and its node secrets."""
+        known = {c.node: c.secret for c in demo.read_credentials(self.credentials_file)}
+        with psycopg.connect(self.dsn) as conn:
+            creds = demo.seed(
+                conn, venues=venues, devices_per_venue=devices_per_venue, secrets=known
+            )
+        demo.write_credentials(self.credentials_file, creds)
+        return creds
+
+    def write_broker_config(self) -> Path:
+        """Render the broker configuration from the registry (nodes) and this stack's secrets."""
+        accounts = BrokerAccountsSettings(
+            ingest_password=self._secrets["ingest"], api_password=self._secrets["api"]
+        )
+        with psycopg.connect(self.dsn) as conn:
+            return write_config(
+                conn,
+                self.home / "broker",
+                accounts,
+                edge_host="127.0.0.1",
+                edge_port=self.ports.edge,
+                service_host="127.0.0.1",
+                service_port=self.ports.service,
+                user=_current_user(),
+            )
+
+    def start_broker(self) -> None:
+        """(Re)write the configuration and start Mosquitto."""
+        conf = self.write_broker_config()
+        if self.broker is None:
+            self.broker = LocalMosquitto(conf, ports=[self.ports.edge, self.ports.service])
+        self.broker.start()
+
+    def start_ingest(
+        self,
+        workers: int = 1,
+        *,
+        metrics_port: int | None = None,
+        slot: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start `gridwatch ingest` as a child process, logging to logs/ingest.log."""
+        extra = {"GRIDWATCH_METRICS_PORT": str(metrics_port or 0), **(env or {})}
+        cmd = [sys.executable, "-m", "gridwatch.cli", "ingest", "--workers", str(workers)]
+        with (self.logs / "ingest.log").open("ab") as log_file:
+            return subprocess.Popen(
+                [*cmd, "--slot", str(slot)],
+                env=self.service_env("ingest", **extra),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        """Stop the broker, then the database."""
+        if self.broker is not None:
+            self.broker.stop()
+        if self._owns_postgres:
+            self.postgres.stop()
+
+
+def _current_user() -> str | None:
+    """Run Mosquitto as whoever we are (it would otherwise drop to `mosquitto` under root)."""
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name

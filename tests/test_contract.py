@@ -1,0 +1,127 @@
+"""The wire contract: topics, message models, codec and the contract page (no services needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.codec import DecodeError, RejectReason
+from gateway.contract_doc import EXAMPLES, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_message_type_has_an_example() -> None:
+    assert {ex.message.type for ex in EXAMPLES} == set(m.MessageType)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda ex: str(ex.message.type))
+def test_round_trip(example: object) -> None:
+    assert isinstance(example, type(EXAMPLES[0]))
+    payload = codec.encode(example.message)
+    inbound = codec.decode_for_topic(example.topic, payload)
+    assert inbound.message == example.message
+    assert str(inbound.topic) == example.topic
+    assert codec.encode(inbound.message) == payload
+
+
+def test_contract_page_is_current() -> None:
+    page = (ROOT / "docs" / "contract.md").read_text()
+    assert page == render(), (
+        "docs/contract.md is stale: python -m gateway.contract_doc > docs/contract.md"
+    )
+
+
+def _door_forced() -> dict[str, object]:
+    return json.loads(codec.encode(EXAMPLES[1].message))
+
+
+def _with(**changes: object) -> bytes:
+    data = _door_forced() | changes
+    return json.dumps({k: v for k, v in data.items() if v is not None}).encode()
+
+
+FORCED_TOPIC = EXAMPLES[1].topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (FORCED_TOPIC, b"{not json", RejectReason.NOT_JSON),
+        (FORCED_TOPIC, b"\xff\xfe", RejectReason.NOT_JSON),
+        (FORCED_TOPIC, b'{"v": 1}', RejectReason.UNKNOWN_TYPE),
+        (FORCED_TOPIC, _with(type="door.exploded"), RejectReason.UNKNOWN_TYPE),
+        (FORCED_TOPIC, _with(v=2), RejectReason.UNSUPPORTED_VERSION),
+        (FORCED_TOPIC, _with(id=None), RejectReason.SCHEMA),
+        (FORCED_TOPIC, _with(ts=None), RejectReason.SCHEMA),
+        (FORCED_TOPIC, _with(ts="2026-11-25T08:30:00"), RejectReason.SCHEMA),  # no zone
+        (FORCED_TOPIC, _with(seq=-1), RejectReason.SCHEMA),
+        (FORCED_TOPIC, _with(colour="red"), RejectReason.SCHEMA),
+        (FORCED_TOPIC, _with(device="bad/device"), RejectReason.SCHEMA),
+        (FORCED_TOPIC, _with(seq="7"), RejectReason.SCHEMA),  # strict: no coercion
+        (FORCED_TOPIC.replace("door.forced", "door.state"), _with(), RejectReason.TOPIC_MISMATCH),
+        (FORCED_TOPIC.replace("v0001-door1", "v0001-door2"), _with(), RejectReason.TOPIC_MISMATCH),
+        ("gw/v1/v0001/v0001-edge/birth", _with(), RejectReason.TOPIC_MISMATCH),
+        ("gw/v1/v0001/v0001-edge/evt/x", _with(), RejectReason.BAD_TOPIC),
+        ("other/topic/entirely/here/x", _with(), RejectReason.BAD_TOPIC),
+        ("gw/v1/v0001/v0001-edge/gossip/x", _with(), RejectReason.BAD_TOPIC),
+        (FORCED_TOPIC, b" " * (codec.DEFAULT_MAX_PAYLOAD + 1), RejectReason.OVERSIZED),
+    ],
+)
+def test_refused_with_reason(topic: str, payload: bytes, reason: RejectReason) -> None:
+    with pytest.raises(DecodeError) as err:
+        codec.decode_for_topic(topic, payload)
+    assert err.value.reason is reason
+    assert err.value.detail
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "error"),
+    [
+        (m.DoorAccess, {"result": "granted", "reason": "expired"}, "no deny reason"),
+        (m.SpeakerPlay, {}, "exactly one of text or clip"),
+        (m.SpeakerPlay, {"text": "hello", "clip": "c1"}, "exactly one of text or clip"),
+    ],
+)
+def test_model_rules(model: type[m.Strict], fields: dict[str, object], error: str) -> None:
+    base: dict[str, object] = {}
+    if model is m.DoorAccess:
+        base = {**m.envelope(1), "device": "d1", "credential": "ab" * 32}
+    with pytest.raises(ValueError, match=error):
+        model.model_validate_json(json.dumps(base | fields, default=str))
+
+
+def test_messages_are_immutable() -> None:
+    msg = EXAMPLES[0].message
+    with pytest.raises(ValueError, match="frozen"):
+        msg.seq = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        topics.birth("s1", "n1"),
+        topics.death("s1", "n1"),
+        topics.event("s1", "n1", "d1", "occupancy"),
+        topics.command("s1", "n1", "d1"),
+        topics.command_result("s1", "n1", "d1"),
+    ],
+)
+def test_topic_round_trip(topic: str) -> None:
+    assert str(topics.parse(topic)) == topic
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "-lead", "x" * 65, "sp ace"])
+def test_ids_that_would_break_topics_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid node"):
+        topics.birth("s1", bad)
+
+
+def test_ingest_filters_use_a_shared_subscription() -> None:
+    filters = topics.ingest_filters("ingest")
+    assert all(f.startswith("$share/ingest/gw/v1/") for f in filters)
+    assert topics.ingest_filters(None) == [f.removeprefix("$share/ingest/") for f in filters]

@@ -1,0 +1,80 @@
+"""Migrations and the registry against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.messages import DeviceKind
+from gridwatch.local import LocalStack
+from ingest import migrate as migrations
+from ingest import provision
+from ingest.provision import Device, Level, TerritoryNode, Venue, VenueKind
+from tests.support import rows, scalar
+
+
+def test_migrate_is_safe_to_rerun(stack: LocalStack) -> None:
+    again = migrations.migrate(stack.dsn)
+    assert again.applied == []
+    assert again.backend is migrations.Backend.PLAIN
+    assert again.version == max(m.version for m in migrations.discover())
+
+
+def test_an_edited_applied_migration_is_refused(stack: LocalStack, tmp_path: Path) -> None:
+    edited = tmp_path / "migrations"
+    edited.mkdir()
+    for f in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (edited / f.name).write_text(
+            f.read_text() + ("\n-- edited\n" if f.name.startswith("001_foundation.sql") else "")
+        )
+    with pytest.raises(RuntimeError, match="changed after it was applied"):
+        migrations.migrate(stack.dsn, folder=edited)
+
+
+def test_a_database_cannot_switch_backend_in_place(stack: LocalStack) -> None:
+    with pytest.raises(RuntimeError, match="cannot switch"):
+        migrations.migrate(stack.dsn, backend=migrations.Backend.TIMESCALE)
+
+
+def test_subtree_is_one_indexed_query(stack: LocalStack) -> None:
+    community = scalar(
+        stack.dsn, "SELECT path::text FROM territory WHERE level = 'community' LIMIT 1"
+    )
+    venues = rows(
+        stack.dsn,
+        "SELECT v.id FROM venues v JOIN territory t ON t.id = v.grid_id WHERE t.path <@ %s::ltree",
+        (community,),
+    )
+    assert venues
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            str(r[0])
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM territory WHERE path <@ %s::ltree", (community,)
+            )
+        )
+    assert "territory_path_gist" in plan
+
+
+def test_registry_refuses_what_does_not_fit_the_tree(stack: LocalStack) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        with pytest.raises(ValueError, match="must sit under a district, not a city"):
+            provision.add_territory(
+                conn,
+                TerritoryNode(id="x1", level=Level.SUBDISTRICT, name="X", parent_id="haicheng"),
+            )
+        with pytest.raises(ValueError, match="is not a grid"):
+            provision.add_venue(
+                conn, Venue(id="vx", grid_id="haicheng", name="X", kind=VenueKind.SHELTER)
+            )
+        taken = rows(stack.dsn, "SELECT id FROM devices LIMIT 1")[0][0]
+        grid = scalar(stack.dsn, "SELECT grid_id FROM venues LIMIT 1")
+        provision.add_venue(
+            conn, Venue(id="vnew", grid_id=str(grid), name="New", kind=VenueKind.SHELTER)
+        )
+        provision.add_node(conn, "vnew-edge", "vnew")
+        with pytest.raises(ValueError, match="already belongs to another node"):
+            provision.add_devices(conn, "vnew-edge", [Device(id=str(taken), kind=DeviceKind.DOOR)])

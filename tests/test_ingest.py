@@ -1,0 +1,335 @@
+"""The ingest against real Mosquitto and PostgreSQL: stored once, rejected with a reason, never lost."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.codec import RejectReason
+from gridwatch.demo import NodeCredentials
+from gridwatch.loadgen import make_message
+from gridwatch.local import LocalStack
+from ingest.writer import COLUMNS
+from tests.support import (
+    Node,
+    birth,
+    device_of,
+    envelope,
+    metric,
+    occupancy,
+    rows,
+    scalar,
+    start_ingest,
+    stop_process,
+    wait_until,
+)
+
+SERIES = [*COLUMNS, "presence_events"]
+
+
+def total_stored(dsn: str) -> tuple[int, int]:
+    """(rows, distinct ids) over every time-series table."""
+    union = " UNION ALL ".join(f"SELECT id FROM {t}" for t in SERIES)
+    got = rows(dsn, f"SELECT count(*), count(DISTINCT id) FROM ({union}) s")[0]
+    return int(str(got[0])), int(str(got[1]))
+
+
+def wait_stored(dsn: str, expected: int, timeout_s: float = 60) -> None:
+    try:
+        wait_until(lambda: total_stored(dsn)[0] >= expected, timeout_s, f"{expected} stored rows")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; stored (rows, ids): {total_stored(dsn)}") from None
+    time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+    assert total_stored(dsn) == (expected, expected)
+
+
+def rejections(dsn: str) -> dict[str, int]:
+    got = rows(dsn, "SELECT reason, sum(occurrences) FROM rejected_messages GROUP BY reason")
+    return {str(r): int(str(n)) for r, n in got}
+
+
+@pytest.fixture
+def node(stack: LocalStack, nodes: list[NodeCredentials]) -> Iterator[Node]:
+    n = Node(stack, nodes[0]).wait_connected()
+    yield n
+    n.close()
+
+
+def every_kind(node: Node) -> list[m.Message]:
+    """One valid message of each device event type, plus a command result."""
+    rng = random.Random(7)
+    kinds = ["door.access", "door.forced", "door.held_open", "door.state", "occupancy",
+             "camera.alert", "speaker.status", "command.result"]  # fmt: skip
+    device_kind = {"door": "door", "occupancy": "counter", "camera": "camera"}
+    out: list[m.Message] = []
+    for kind in kinds:
+        dk = device_kind.get(kind.split(".")[0], "speaker")
+        out.append(make_message(rng, kind, device_of(node.creds, dk), node.next_seq(), m.now()))
+    return out
+
+
+def test_every_message_type_is_stored_once(stack: LocalStack, node: Node, ingest: object) -> None:
+    messages = [birth(node, bdseq=1), *every_kind(node)]
+    payloads = [(node.send(msg), msg) for msg in messages]
+    node.wait_acked([mid for mid, _ in payloads])
+    wait_stored(stack.dsn, len(messages))
+    for msg in messages:  # the edge sending its backlog again changes nothing
+        node.send(msg)
+    time.sleep(1.0)
+    assert total_stored(stack.dsn) == (len(messages), len(messages))
+    per_table = dict(rows(stack.dsn, "SELECT type, count(*) FROM door_events GROUP BY type"))
+    assert per_table == {"door.access": 1, "door.forced": 1, "door.held_open": 1, "door.state": 1}
+    for table in (
+        "occupancy",
+        "camera_alerts",
+        "speaker_status",
+        "command_results",
+        "presence_events",
+    ):
+        assert scalar(stack.dsn, f"SELECT count(*) FROM {table}") == 1, table
+    assert rejections(stack.dsn) == {}
+
+
+def test_presence_follows_birth_death_sequence(
+    stack: LocalStack, node: Node, ingest: object
+) -> None:
+    dsn, name = stack.dsn, node.creds.node
+
+    def state() -> tuple[object, ...]:
+        return rows(dsn, "SELECT online, bdseq FROM node_presence WHERE node_id = %s", (name,))[0]
+
+    def devices_online() -> set[object]:
+        return {r[0] for r in rows(dsn, "SELECT online FROM device_status d JOIN devices USING (id)"
+                                        " WHERE node_id = %s", (name,))} if False else {
+            r[0] for r in rows(dsn, "SELECT s.online FROM device_status s JOIN devices d"
+                                    " ON d.id = s.device_id WHERE d.node_id = %s", (name,))}  # fmt: skip
+
+    node.send(birth(node, bdseq=5))
+    wait_until(lambda: bool(rows(dsn, "SELECT 1 FROM node_presence")), what="birth applied")
+    assert state() == (True, 5)
+    assert devices_online() == {True}
+
+    node.send(m.NodeDeath(**envelope(node), bdseq=4))  # a death from an older connection
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM presence_events") == 2, what="death")
+    assert state() == (True, 5)
+    assert scalar(dsn, "SELECT stale FROM presence_events WHERE bdseq = 4") is True
+
+    node.send(m.NodeDeath(**envelope(node), bdseq=5))
+    wait_until(lambda: state() == (False, 5), what="node offline")
+    assert devices_online() == {False}
+
+    node.send(birth(node, bdseq=6))
+    wait_until(lambda: state() == (True, 6), what="node back")
+    assert devices_online() == {True}
+
+
+def test_last_will_marks_node_offline(
+    stack: LocalStack, nodes: list[NodeCredentials], ingest: object
+) -> None:
+    node = Node.__new__(Node)
+    creds = nodes[1]
+    node = Node(stack, creds, will=lambda n: m.NodeDeath(**envelope(n), bdseq=3))
+    node.wait_connected()
+    node.send(birth(node, bdseq=3))
+    dsn = stack.dsn
+    wait_until(lambda: bool(rows(dsn, "SELECT 1 FROM node_presence WHERE online")), what="birth")
+    # An MQTT v5 client may leave with its will published, as a dropped connection would.
+    node.client.disconnect(
+        reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+    )
+    wait_until(
+        lambda: not rows(dsn, "SELECT 1 FROM node_presence WHERE online"), what="will applied"
+    )
+    node.client.loop_stop()
+
+
+def test_last_seen_and_latest_state(stack: LocalStack, node: Node, ingest: object) -> None:
+    older, newer = occupancy(node, count=3), occupancy(node, count=9)
+    node.wait_acked([node.send(newer), node.send(older)])  # out of order, as a backlog can be
+    wait_stored(stack.dsn, 2)
+    payload, seen = rows(
+        stack.dsn,
+        "SELECT l.payload, s.last_seen FROM device_latest l JOIN device_status s USING (device_id)"
+        " WHERE device_id = %s AND type = 'occupancy'",
+        (newer.device,),
+    )[0]
+    assert isinstance(payload, dict) and payload["count"] == 9
+    assert seen == newer.ts
+
+
+def test_spoofed_and_unknown_devices_are_rejected(
+    stack: LocalStack, node: Node, nodes: list[NodeCredentials], ingest: object
+) -> None:
+    other_counter = device_of(nodes[1], "counter")
+    spoof = m.Occupancy(
+        **envelope(node), device=other_counter, zone="main", count=1, entered=1, exited=0
+    )
+    unknown = m.Occupancy(
+        **envelope(node), device="nobody-counter9", zone="main", count=1, entered=1, exited=0
+    )
+    greedy = m.NodeBirth(
+        **envelope(node), bdseq=1,
+        devices=(m.DeviceInfo(id=other_counter, kind=m.DeviceKind.COUNTER),),
+    )  # fmt: skip
+    good = occupancy(node)
+    node.wait_acked([node.send(msg) for msg in (spoof, unknown, greedy, good)])
+    wait_stored(stack.dsn, 1)
+    wait_until(lambda: sum(rejections(stack.dsn).values()) == 3, what="3 rejections")
+    assert rejections(stack.dsn) == {"foreign_device": 2, "unknown_device": 1}
+    assert (
+        scalar(stack.dsn, "SELECT count(*) FROM occupancy WHERE device_id = %s", (other_counter,))
+        == 0
+    )
+    stored_raw = rows(
+        stack.dsn, "SELECT payload, node_id FROM rejected_messages WHERE reason = 'unknown_device'"
+    )
+    assert stored_raw == [(codec.encode(unknown), node.creds.node)]
+
+
+def test_bad_messages_mixed_in_do_not_disturb_good_ones(
+    stack: LocalStack, node: Node, ingest: object
+) -> None:
+    site, name = node.creds.site, node.creds.node
+    counter = device_of(node.creds, "counter")
+    evt = topics.event(site, name, counter, "occupancy")
+    good_payload = codec.encode(occupancy(node))
+    bad: list[tuple[str, bytes, RejectReason]] = [
+        (evt, b"{not json", RejectReason.NOT_JSON),
+        (evt, b'{"type": "occupancy", "v": 1}', RejectReason.SCHEMA),
+        (evt, json.dumps({"type": "gossip", "v": 1}).encode(), RejectReason.UNKNOWN_TYPE),
+        (evt, good_payload.replace(b'"v":1', b'"v":9'), RejectReason.UNSUPPORTED_VERSION),
+        (evt, b"x" * 100_000, RejectReason.OVERSIZED),
+        (
+            topics.event(site, name, counter, "door.state"),
+            codec.encode(occupancy(node)),
+            RejectReason.TOPIC_MISMATCH,
+        ),
+        (evt, b"\x00\xff binary \x00", RejectReason.NOT_JSON),
+    ]
+    mids: list[int] = []
+    good = 0
+    for i in range(70):
+        if i % 10 == 5:
+            topic, payload, _ = bad[(i // 10) % len(bad)]
+            mids.append(node.publish_raw(topic, payload))
+        else:
+            mids.append(node.send(occupancy(node, count=i)))
+            good += 1
+    mids.append(node.publish_raw(bad[0][0], bad[0][1]))  # the same bad bytes again
+    assert not any(r.is_failure for r in node.wait_acked(mids).values())
+    wait_stored(stack.dsn, good)
+    wait_until(lambda: sum(rejections(stack.dsn).values()) == len(bad) + 1, what="rejections")
+    by_reason = rejections(stack.dsn)
+    assert by_reason == {r.value: 1 for _, _, r in bad} | {"not_json": 3}
+    repeated = rows(stack.dsn, "SELECT occurrences, payload_size, length(payload), detail"
+                               " FROM rejected_messages WHERE payload = %s", (b"{not json",))  # fmt: skip
+    assert repeated[0][:3] == (2, 9, 9) and "JSON" in str(repeated[0][3])
+    big = rows(
+        stack.dsn,
+        "SELECT payload_size, length(payload) FROM rejected_messages WHERE reason = 'oversized'",
+    )
+    assert big == [(100_000, 4096)]  # the raw bytes are kept, capped
+
+
+def test_worker_killed_before_commit_stores_each_message_once(
+    stack: LocalStack, node: Node
+) -> None:
+    worker, port = start_ingest(stack)
+    n = 300
+    with psycopg.connect(stack.dsn) as blocker:
+        # Hold the table so the worker receives the messages but cannot commit them.
+        blocker.execute("LOCK TABLE occupancy IN ACCESS EXCLUSIVE MODE")
+        node.wait_acked([node.send(occupancy(node, count=i)) for i in range(n)])
+        wait_until(lambda: metric(port, "gridwatch_ingest_received_total") >= n, what="received")
+        assert metric(port, "gridwatch_ingest_acked_total") == 0
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    worker, _ = start_ingest(stack)
+    try:
+        wait_stored(stack.dsn, n)
+        counts = rows(
+            stack.dsn, "SELECT count(*), count(DISTINCT seq), min(count), max(count) FROM occupancy"
+        )
+        assert counts == [(n, n, 0, n - 1)]
+    finally:
+        stop_process(worker)
+
+
+def _stream(node: Node, total: int, per_s: float) -> tuple[threading.Thread, list[int]]:
+    """Publish `total` readings at a steady rate from a background thread."""
+    mids: list[int] = []
+
+    def run() -> None:
+        for i in range(total):
+            mids.append(node.send(occupancy(node, count=i)))
+            time.sleep(1 / per_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, mids
+
+
+def _restart_broker(stack: LocalStack) -> None:
+    assert stack.broker is not None
+    stack.broker.stop()
+    time.sleep(1.0)  # traffic keeps coming meanwhile: the publisher queues it
+    stack.broker.start()
+
+
+def _stop_start_database(stack: LocalStack) -> None:
+    stack.postgres.stop()
+    time.sleep(1.5)
+    stack.postgres.start()
+
+
+def _kill_database(stack: LocalStack) -> None:
+    stack.postgres.kill()
+    time.sleep(1.5)
+    stack.postgres.start()  # crash recovery: what was committed is there, nothing else
+
+
+@pytest.mark.parametrize(
+    "outage", [_restart_broker, _stop_start_database, _kill_database],
+    ids=["broker-restart", "database-restart", "database-crash"],
+)  # fmt: skip
+def test_outage_mid_stream_loses_and_doubles_nothing(
+    stack: LocalStack,
+    node: Node,
+    ingest: subprocess.Popen[bytes],
+    outage: Callable[[LocalStack], Any],
+) -> None:
+    total = 1500
+    thread, mids = _stream(node, total, per_s=500)
+    wait_until(lambda: len(mids) > total // 3, what="stream under way")
+    outage(stack)
+    thread.join(30)
+    node.wait_connected(30)
+    node.deliver(mids)
+    wait_stored(stack.dsn, total, timeout_s=30)
+    assert scalar(stack.dsn, "SELECT count(DISTINCT seq) FROM occupancy") == total
+    assert ingest.poll() is None, "the ingest must ride out the outage"
+
+
+def test_two_workers_share_the_load(stack: LocalStack, node: Node) -> None:
+    workers, port = start_ingest(stack, 2)
+    try:
+        n = 2000
+        node.wait_acked([node.send(occupancy(node, count=i % 50)) for i in range(n)])
+        wait_stored(stack.dsn, n)
+        shares = [metric(p, "gridwatch_ingest_acked_total") for p in (port, port + 1)]
+        assert sum(shares) == n and min(shares) > 0, shares
+    finally:
+        stop_process(workers)
