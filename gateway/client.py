@@ -100,7 +100,8 @@ class ConnectionWatch:
     ) -> None:
         self.connected.clear()
         self.last_reason = str(reason)
-        log.warning("mqtt disconnected client=%s reason=%s", self.name, reason)
+        level = logging.WARNING if reason.is_failure else logging.INFO
+        log.log(level, "mqtt disconnected client=%s reason=%s", self.name, reason)
 
 
 def new_client(

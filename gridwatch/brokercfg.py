@@ -18,11 +18,9 @@ class BrokerAccountsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDWATCH_BROKER_", extra="forbid")
 
     ingest_user: str = Field(default="ingest", description="broker account of the ingest workers")
-    ingest_password: SecretStr = Field(
-        description="its password (GRIDWATCH_BROKER_INGEST_PASSWORD)"
-    )
+    ingest_password: SecretStr = Field(description="password of the ingest account")
     api_user: str = Field(default="api", description="broker account of the API replicas")
-    api_password: SecretStr = Field(description="its password (GRIDWATCH_BROKER_API_PASSWORD)")
+    api_password: SecretStr = Field(description="password of the API account")
 
 
 def write_config(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+import psycopg
 from pydantic import ValidationError
 
 from gridwatch import logconfig
@@ -21,10 +22,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from ingest.settings import IngestSettings
+
+    first = args.slot if args.slot is not None else IngestSettings().worker_slot
     if args.workers == 1 or args.drain:
-        return _run_worker(args.slot, drain=args.drain, configure_logging=False)
+        return _run_worker(first, drain=args.drain, configure_logging=False)
     ctx = multiprocessing.get_context("spawn")
-    slots = range(args.slot, args.slot + args.workers)
+    slots = range(first, first + args.workers)
     procs = [ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in slots]
     for p in procs:
         p.start()
@@ -188,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing one MQTT v5 shared subscription",
     )
     ingest.add_argument(
-        "--slot", type=int, default=0, help="first worker slot (client id PREFIX-SLOT)"
+        "--slot",
+        type=int,
+        default=None,
+        help="first worker slot, client id PREFIX-SLOT (default: GRIDWATCH_WORKER_SLOT, 0)",
     )
     ingest.add_argument(
         "--drain",
@@ -274,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, psycopg.OperationalError) as exc:
+        # Operational failures (a server that will not start, a database that cannot be
+        # reached) are reported as what happened, not as a traceback.
+        log.debug("command failed", exc_info=True)
+        print(f"gridwatch: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

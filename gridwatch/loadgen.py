@@ -12,9 +12,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from paho.mqtt.reasoncodes import ReasonCode
+
 from gateway import codec, topics
 from gateway import messages as m
-from gateway.client import QOS_AT_LEAST_ONCE, MqttSettings, connect_async, new_client
+from gateway.client import (
+    QOS_AT_LEAST_ONCE,
+    MqttSettings,
+    PublishOutcome,
+    connect_async,
+    new_client,
+    publish_outcome,
+)
 from gridwatch.demo import NodeCredentials
 
 log = logging.getLogger(__name__)
@@ -144,12 +153,16 @@ def publish(plans: list[Plan], broker: MqttSettings, timeout_s: float = 600) -> 
     done = threading.Event()
     expected = sum(len(p.messages) for p in plans)
 
+    undelivered: list[str] = []
+
     def on_publish(
-        client: object, userdata: object, mid: int, reason: object, props: object
+        client: object, userdata: object, mid: int, reason: ReasonCode, props: object
     ) -> None:
         nonlocal acked
         with lock:
             acked += 1
+            if publish_outcome(reason) is not PublishOutcome.DELIVERED:
+                undelivered.append(str(reason))
             if acked >= expected:
                 done.set()
 
@@ -172,6 +185,9 @@ def publish(plans: list[Plan], broker: MqttSettings, timeout_s: float = 600) -> 
                 client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE)
     if expected and not done.wait(timeout_s):
         raise RuntimeError(f"only {acked} of {expected} messages acknowledged by the broker")
+    if undelivered:
+        # The ingest sessions exist before the backlog is loaded, so every message has a taker.
+        raise RuntimeError(f"{len(undelivered)} messages not delivered, e.g. {undelivered[0]}")
     for client in clients:
         client.disconnect()
         client.loop_stop()

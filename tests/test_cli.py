@@ -39,3 +39,13 @@ def test_bad_configuration_is_a_clear_error() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "batch_max" in result.stderr
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", "db", "migrate",
+         "--database-url", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("gridwatch: ") and "Traceback" not in result.stderr

@@ -333,3 +333,21 @@ def test_two_workers_share_the_load(stack: LocalStack, node: Node) -> None:
         assert sum(shares) == n and min(shares) > 0, shares
     finally:
         stop_process(workers)
+
+
+def test_clean_shutdown_mid_stream_acknowledges_only_what_is_committed(
+    stack: LocalStack, node: Node
+) -> None:
+    worker, _ = start_ingest(stack)
+    total = 1500
+    thread, mids = _stream(node, total, per_s=600)
+    wait_until(lambda: len(mids) > total // 3, what="stream under way")
+    stop_process(worker)  # SIGTERM: finish the batch, commit, acknowledge, disconnect
+    assert worker.returncode == 0
+    worker, _ = start_ingest(stack)  # the broker queued the rest for the worker's session
+    try:
+        thread.join(30)
+        node.deliver(mids)
+        wait_stored(stack.dsn, total)
+    finally:
+        stop_process(worker)
