@@ -138,7 +138,11 @@ class Envelope(Strict):
     v: Literal[1] = Field(description="contract version")
     id: uuid.UUID = Field(description="made at the edge; the platform stores an id once")
     ts: AwareDatetime = Field(description="device timestamp, with zone")
-    seq: int = Field(ge=0, description="per-node sequence number")
+    seq: int = Field(
+        ge=0,
+        description="the node's data sequence number, +1 per data message; a birth or death"
+        " carries the latest one, so the platform can tell whether anything is missing",
+    )
 
 
 class DeviceMessage(Envelope):

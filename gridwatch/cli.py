@@ -135,6 +135,18 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return run_ingest_bench(args)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from gridwatch.simulate import run_fleet
+
+    return run_fleet(args)
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from gridwatch.simulate import run_edge
+
+    return run_edge(args)
+
+
 def _database_url(args: argparse.Namespace) -> str:
     if args.database_url:
         return str(args.database_url)
@@ -168,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "up",
         _up,
-        "Run the whole system locally: PostgreSQL, Mosquitto, migrations, demo data, ingest.",
+        "Run the whole system locally: PostgreSQL, Mosquitto, migrations, demo data, ingest and"
+        " a simulated fleet.",
     )
     up.add_argument(
         "--home",
@@ -178,6 +191,52 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--venues", type=int, default=12, help="demo venues to create on first run")
     up.add_argument("--devices-per-venue", type=int, default=6, help="devices per demo venue")
     up.add_argument("--ingest-workers", type=int, default=1, help="ingest worker processes")
+
+    up.add_argument(
+        "--fleet-rate",
+        type=float,
+        default=20.0,
+        help="messages per second from the simulated demo fleet; 0 runs no fleet",
+    )
+    up.add_argument(
+        "--no-fleet", action="store_true", help="run no simulated fleet (real edge nodes only)"
+    )
+
+    edge = add(sub, "edge", _edge, "Run one venue's edge agent from its site file.")
+    edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
+
+    sim = add(
+        sub,
+        "simulate",
+        _simulate,
+        "Run simulated venues (real edge agents with simulated devices), optionally scenarios.",
+    )
+    sim.add_argument(
+        "--credentials",
+        default=".gridwatch/nodes.json",
+        help="node credentials written by `gridwatch up` or `gridwatch db seed-demo`",
+    )
+    sim.add_argument("--broker-host", default="127.0.0.1", help="the broker's edge listener")
+    sim.add_argument("--broker-port", type=int, default=1883)
+    sim.add_argument("--venues", type=int, default=0, help="simulate only the first N venues")
+    sim.add_argument("--rate", type=float, default=100.0, help="messages per second in all")
+    sim.add_argument(
+        "--speed", type=float, default=1.0, help="simulated time runs this much faster"
+    )
+    sim.add_argument("--seed", type=int, default=1, help="the same seed gives the same behaviour")
+    sim.add_argument(
+        "--scenario", action="append", default=[], help="a scenario file (YAML); may repeat"
+    )
+    sim.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: run on)"
+    )
+    sim.add_argument(
+        "--linger", type=float, default=5.0, help="seconds to keep running after the scenarios end"
+    )
+    sim.add_argument(
+        "--folder", default=".gridwatch/fleet", help="where the simulated nodes keep their outboxes"
+    )
+    sim.add_argument("--metrics-port", type=int, default=0, help="Prometheus port; 0: off")
 
     ingest = add(
         sub,
@@ -281,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, psycopg.OperationalError) as exc:
+    except (RuntimeError, ValueError, psycopg.OperationalError) as exc:
         # Operational failures (a server that will not start, a database that cannot be
         # reached) are reported as what happened, not as a traceback.
         log.debug("command failed", exc_info=True)

@@ -50,6 +50,9 @@ class NodeCredentials:
     node: str
     secret: str
     devices: list[tuple[str, str]]
+    kind: str = VenueKind.COMMUNITY_CENTRE.value
+    capacity: int = 100
+    open_24h: bool = False
 
 
 def territory(grids: int) -> list[TerritoryNode]:
@@ -158,7 +161,12 @@ def seed(
         secret = provision.add_node(conn, node, venue.id, secrets.get(node))
         devs = devices_for(venue.id, devices_per_venue)
         provision.add_devices(conn, node, devs)
-        creds.append(NodeCredentials(venue.id, node, secret, [(d.id, d.kind.value) for d in devs]))
+        creds.append(
+            NodeCredentials(
+                venue.id, node, secret, [(d.id, d.kind.value) for d in devs],
+                kind=kind.value, capacity=_CAPACITY[kind], open_24h=venue.open_24h,
+            )
+        )  # fmt: skip
     log.info("demo territory seeded venues=%d devices=%d", venues, venues * devices_per_venue)
     return creds
 
@@ -177,6 +185,14 @@ def read_credentials(path: Path) -> list[NodeCredentials]:
     if not path.exists():
         return []
     return [
-        NodeCredentials(c["site"], c["node"], c["secret"], [(d[0], d[1]) for d in c["devices"]])
+        NodeCredentials(
+            c["site"],
+            c["node"],
+            c["secret"],
+            [(d[0], d[1]) for d in c["devices"]],
+            kind=c.get("kind", VenueKind.COMMUNITY_CENTRE.value),
+            capacity=c.get("capacity", 100),
+            open_24h=c.get("open_24h", False),
+        )
         for c in json.loads(path.read_text())
     ]

@@ -165,6 +165,19 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
             )
 
+    def start_fleet(self, rate: float, *extra: str) -> subprocess.Popen[bytes]:
+        """Start `gridwatch simulate` for the demo nodes, logging to logs/fleet.log."""
+        cmd = [
+            sys.executable, "-m", "gridwatch.cli", "simulate",
+            "--credentials", str(self.credentials_file),
+            "--broker-port", str(self.ports.edge),
+            "--rate", str(rate),
+            "--folder", str(self.home / "fleet"),
+            *extra,
+        ]  # fmt: skip
+        with (self.logs / "fleet.log").open("ab") as log_file:
+            return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+
     def stop(self) -> None:
         """Stop the broker, then the database."""
         if self.broker is not None:

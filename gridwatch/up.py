@@ -64,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
             "ingest",
             lambda: stack.start_ingest(args.ingest_workers, metrics_port=INGEST_METRICS_PORT),
         )
+        fleet = not args.no_fleet and args.fleet_rate > 0
+        if fleet:
+            supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate))
         devices = sum(len(c.devices) for c in creds)
+        fleet_line = (
+            f"{len(creds)} simulated venues reporting ~{args.fleet_rate:g} msg/s (logs/fleet.log)"
+            if fleet
+            else "off (--no-fleet): connect real edge nodes with the credentials above"
+        )
         print(
             f"""
 gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
@@ -75,6 +83,7 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest, api)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{INGEST_METRICS_PORT}/metrics
   demo        {len(creds)} venues, {devices} devices; node credentials in {stack.credentials_file}
+  fleet       {fleet_line}
   logs        {stack.logs}/
 """,
             flush=True,

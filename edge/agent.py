@@ -1,0 +1,380 @@
+"""The edge agent: one per venue. Drivers' readings go through the outbox to the broker, in order
+and at a bounded rate; commands from the platform are executed once each and answered.
+
+Threads: paho's network thread runs the MQTT callbacks; a command thread executes commands (a
+driver call may block); `pump()` sends from the outbox and is called by `run()` every few
+milliseconds, or for many agents at once by a simulated fleet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import queue
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import drivers as d
+from edge import metrics
+from edge.config import SiteConfig
+from edge.outbox import Outbox, Priority
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.client import (
+    QOS_AT_LEAST_ONCE,
+    MqttSettings,
+    PublishOutcome,
+    connect_async,
+    new_client,
+    publish_outcome,
+)
+from gateway.codec import DecodeError
+
+log = logging.getLogger(__name__)
+
+SOFTWARE = "gridwatch-edge 0.1"
+PUMP_INTERVAL_S = 0.02
+_RETRY_PAUSE_S = 1.0
+_COMMAND_MEMORY = timedelta(days=7)
+_TELEMETRY = (d.OccupancySeen, d.DoorStateSeen, d.SpeakerStatusSeen)
+
+
+def hash_credential(key: bytes, raw: str) -> str:
+    """What leaves the site instead of a card or code number: HMAC-SHA256 with the site key."""
+    return hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()
+
+
+def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.DeviceEvent:
+    """The wire message for a driver's reading."""
+    if reading.ts is not None:
+        env = {**env, "ts": reading.ts}
+    dev = reading.device
+    match reading:
+        case d.AccessSeen():
+            return m.DoorAccess(
+                **env, device=dev,
+                result=m.AccessResult.GRANTED if reading.granted else m.AccessResult.DENIED,
+                credential=hash_credential(key, reading.raw_credential),
+                direction=reading.direction, reason=None if reading.granted else reading.reason,
+            )  # fmt: skip
+        case d.ForcedSeen():
+            return m.DoorForced(**env, device=dev)
+        case d.HeldOpenSeen():
+            return m.DoorHeldOpen(**env, device=dev, open_s=reading.open_s)
+        case d.DoorStateSeen():
+            return m.DoorState(
+                **env, device=dev, open=reading.open, locked=reading.locked, mode=reading.mode
+            )
+        case d.OccupancySeen():
+            return m.Occupancy(
+                **env, device=dev, zone=reading.zone, count=reading.count,
+                entered=reading.entered, exited=reading.exited,
+            )  # fmt: skip
+        case d.CameraAlertSeen():
+            return m.CameraAlert(
+                **env, device=dev, alert_id=reading.alert_id, phase=reading.phase,
+                kind=reading.kind, zone=reading.zone, score=reading.score,
+                objects=reading.objects, snapshot=reading.snapshot,
+            )  # fmt: skip
+        case d.SpeakerStatusSeen():
+            return m.SpeakerStatus(
+                **env, device=dev, online=reading.online, volume=reading.volume,
+                playing=reading.playing, clip=reading.clip, fault=reading.fault,
+            )  # fmt: skip
+    raise TypeError(f"no message for reading {type(reading).__name__}")
+
+
+class EdgeAgent:
+    """One venue's edge node."""
+
+    def __init__(self, config: SiteConfig, devices: list[d.Device]) -> None:
+        configured = {c.id: c.kind for c in config.devices}
+        given = {dev.id: dev.kind for dev in devices}
+        if configured != given:
+            raise ValueError(f"drivers {given} do not match the configured devices {configured}")
+        self.config = config
+        self.site, self.node = config.site, config.node
+        self.devices = {dev.id: dev for dev in devices}
+        self.outbox = Outbox(
+            config.outbox.path,
+            max_messages=config.outbox.max_messages,
+            durability=config.outbox.durability,
+        )
+        self._key = config.site_secret.get_secret_value().encode()
+        broker = config.broker
+        if broker.username is None:
+            broker = MqttSettings.model_validate(broker.model_dump() | {"username": config.node})
+        self._broker = broker
+        self.client, self.watch = new_client(config.node, broker, max_inflight=config.outbox.window)
+        self.client.on_pre_connect = self._on_pre_connect
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq, for this connection
+        self._cursor = 0  # highest seq handed to paho on this connection
+        self._resume_at = 0.0  # after a "send again later" PUBACK
+        self._tokens = float(config.outbox.window)
+        self._last_pump = time.monotonic()
+        self._bdseq = 0
+        self._commands: queue.Queue[m.Command | None] = queue.Queue()
+        self._command_thread = threading.Thread(
+            target=self._command_loop, name=f"commands-{self.node}", daemon=True
+        )
+        self._stopped = threading.Event()
+        self.executed_commands = 0
+        self.readings = 0
+        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+        metrics.CONNECTED.labels(self.node).set(0)
+
+    # --- life ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the drivers, the command thread and the connection (reconnects by itself)."""
+        self.outbox.forget_commands_before(time.time() - _COMMAND_MEMORY.total_seconds())
+        for payload in self.outbox.unfinished_commands():
+            command = codec.decode(payload)
+            if isinstance(command, m.Command):
+                self._commands.put(command)
+        self._command_thread.start()
+        for dev in self.devices.values():
+            dev.start(self.submit)
+        connect_async(self.client, self._broker, clean_start=True)
+        log.info(
+            "edge agent started node=%s site=%s devices=%d backlog=%d",
+            self.node, self.site, len(self.devices), len(self.outbox),
+        )  # fmt: skip
+
+    def run(self, stop: threading.Event) -> None:
+        """Pump the outbox until `stop` is set."""
+        while not stop.wait(PUMP_INTERVAL_S):
+            self.pump()
+
+    def stop(self) -> None:
+        """Stop the drivers, send what can be sent quickly, and leave with a death message."""
+        for dev in self.devices.values():
+            dev.stop()
+        deadline = time.monotonic() + 2.0
+        while self.watch.connected.is_set() and len(self.outbox) and time.monotonic() < deadline:
+            self.pump()
+            time.sleep(PUMP_INTERVAL_S)
+        # MQTT v5 lets a client leave with its will published: the platform sees the node go.
+        self.client.disconnect(
+            reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+        )
+        self.client.loop_stop()
+        self._commands.put(None)
+        self._command_thread.join(5)
+        self._stopped.set()
+        metrics.CONNECTED.labels(self.node).set(0)
+        self.outbox.close()
+        log.info("edge agent stopped node=%s", self.node)
+
+    def cut_link(self) -> None:
+        """Drop the broker connection abruptly (no will sent by us; the broker sends it)."""
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+    # --- outgoing -----------------------------------------------------------------------------
+
+    def submit(self, reading: d.Reading) -> None:
+        """Put a driver's reading into the outbox (called from any thread)."""
+        if self._stopped.is_set():
+            return
+        priority = Priority.TELEMETRY if isinstance(reading, _TELEMETRY) else Priority.EVENT
+        self._store(lambda env: to_message(reading, env, self._key), priority)
+        self.readings += 1
+        metrics.READINGS.labels(self.node).inc()
+
+    def _store(self, make: Any, priority: Priority) -> None:
+        def build(seq: int) -> tuple[str, bytes]:
+            message = make(m.envelope(seq))
+            return _topic_of(self.site, self.node, message), codec.encode(message)
+
+        _, dropped = self.outbox.add(build, priority)
+        if dropped:
+            metrics.DROPPED.labels(self.node, "outbox_full").inc(dropped)
+        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+
+    def pump(self) -> int:
+        """Hand the next messages to paho, within the window and the rate; how many were sent."""
+        now = time.monotonic()
+        cfg = self.config.outbox
+        with self._lock:
+            self._tokens = min(
+                float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
+            )
+            self._last_pump = now
+            if not self.watch.connected.is_set() or now < self._resume_at:
+                return 0
+            room = min(int(self._tokens), cfg.window - len(self._inflight))
+            if room <= 0 or self._cursor >= self.outbox.last_seq:
+                return 0
+            batch = self.outbox.pending(self._cursor, room)
+            for entry in batch:
+                info = self.client.publish(
+                    entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE, retain=entry.retain
+                )
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # the connection just dropped; the next connection starts over
+                self._inflight[info.mid] = entry.seq
+                self._cursor = entry.seq
+                self._tokens -= 1
+            sent = len(batch)
+        metrics.PUBLISHED.labels(self.node).inc(sent)
+        return sent
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        with self._lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                return  # a birth, or a message of an earlier connection sent again by paho
+            outcome = publish_outcome(reason)
+            if outcome is PublishOutcome.RETRY:
+                # Not taken (no subscriber yet, broker busy): send again from here, after a pause,
+                # so the order of what follows is kept.
+                self._cursor = min(self._cursor, seq - 1)
+                self._resume_at = time.monotonic() + _RETRY_PAUSE_S
+                metrics.RETRIED.labels(self.node).inc()
+                return
+        if outcome is PublishOutcome.DELIVERED:
+            self.outbox.remove(seq)
+            metrics.DELIVERED.labels(self.node).inc()
+        else:
+            self.outbox.refuse(seq, str(reason))
+            metrics.DROPPED.labels(self.node, "refused").inc()
+            log.error("broker refused message node=%s seq=%d reason=%s", self.node, seq, reason)
+        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        # Each connection gets its own birth/death sequence; the will carries it, so a death
+        # from an older connection arriving late is recognised as stale.
+        self._bdseq = self.outbox.next_bdseq()
+        death = m.NodeDeath(**m.envelope(self.outbox.last_seq), bdseq=self._bdseq)
+        client.will_set(topics.death(self.site, self.node), codec.encode(death), QOS_AT_LEAST_ONCE)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if not reason.is_failure:
+            with self._lock:
+                self._inflight.clear()
+                self._cursor = 0  # start again from the oldest message not yet delivered
+                self._resume_at = 0.0
+        self.watch.on_connect(client, userdata, flags, reason, properties)
+        if reason.is_failure:
+            return
+        birth = m.NodeBirth(
+            **m.envelope(self.outbox.last_seq),
+            bdseq=self._bdseq,
+            devices=tuple(dev.info() for dev in self.devices.values()),
+            software=SOFTWARE,
+        )
+        client.publish(
+            topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
+        )
+        client.subscribe(topics.node_commands_filter(self.site, self.node), QOS_AT_LEAST_ONCE)
+        metrics.CONNECTED.labels(self.node).set(1)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self.watch.on_disconnect(client, userdata, flags, reason, properties)
+        metrics.CONNECTED.labels(self.node).set(0)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            inbound = codec.decode_for_topic(msg.topic, bytes(msg.payload))
+        except DecodeError as exc:
+            metrics.COMMAND_INVALID.labels(self.node).inc()
+            log.warning("unreadable command node=%s topic=%s: %s", self.node, msg.topic, exc)
+            return
+        command = inbound.message
+        if not isinstance(command, m.Command):
+            return
+        # Recorded before paho acknowledges it (when this callback returns), so a crash between
+        # the two leaves it to be executed after the restart rather than lost.
+        if not self.outbox.remember_command(str(command.id), bytes(msg.payload)):
+            metrics.COMMAND_DUPLICATES.labels(self.node).inc()
+            log.info("duplicate command ignored node=%s id=%s", self.node, command.id)
+            return
+        self._commands.put(command)
+
+    def _command_loop(self) -> None:
+        while (command := self._commands.get()) is not None:
+            status, detail = self._execute(command)
+            self._store(
+                lambda env, c=command, s=status, t=detail: m.CommandResult(
+                    **env, device=c.device, command_id=c.id, status=s, detail=t
+                ),
+                Priority.EVENT,
+            )
+            self.outbox.command_done(str(command.id), status.value)
+            metrics.COMMANDS.labels(self.node, status.value).inc()
+            log.info(
+                "command %s node=%s device=%s action=%s id=%s%s",
+                status.value, self.node, command.device, command.action.action, command.id,
+                f" detail={detail}" if detail else "",
+            )  # fmt: skip
+
+    def _execute(self, command: m.Command) -> tuple[m.CommandStatus, str | None]:
+        if m.now() > command.deadline:
+            return m.CommandStatus.EXPIRED, f"deadline {command.deadline.isoformat()} passed"
+        device = self.devices.get(command.device)
+        if device is None:
+            return m.CommandStatus.REJECTED, f"no device {command.device!r} at this node"
+        action = command.action
+        try:
+            match action, device:
+                case m.DoorUnlock(), d.DoorController():
+                    device.unlock(action.duration_s)
+                case m.DoorLock(), d.DoorController():
+                    device.lock()
+                case m.DoorLockdown(), d.DoorController():
+                    device.lockdown(action.active)
+                case m.SpeakerPlay(), d.Speaker():
+                    device.play(
+                        text=action.text, clip=action.clip,
+                        priority=action.priority, repeat=action.repeat,
+                    )  # fmt: skip
+                case m.SpeakerStop(), d.Speaker():
+                    device.stop_playing()
+                case m.SpeakerVolume(), d.Speaker():
+                    device.set_volume(action.level)
+                case _:
+                    return m.CommandStatus.REJECTED, f"a {device.kind} cannot {action.action}"
+        except d.CommandFailed as exc:
+            return m.CommandStatus.FAILED, str(exc)[:500]
+        self.executed_commands += 1
+        return m.CommandStatus.DONE, None
+
+
+def _topic_of(site: str, node: str, message: m.DeviceEvent | m.CommandResult) -> str:
+    if isinstance(message, m.CommandResult):
+        return topics.command_result(site, node, message.device)
+    return topics.event(site, node, message.device, message.type)

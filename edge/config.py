@@ -1,0 +1,93 @@
+"""The edge agent's site configuration (a YAML file), checked strictly at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from edge.outbox import Durability
+from gateway.client import MqttSettings
+from gateway.messages import DeviceKind
+from gateway.topics import ID_PATTERN
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Config):
+    """One device at the site and the driver that talks to it."""
+
+    id: str = Field(pattern=ID_PATTERN, description="device id as registered on the platform")
+    kind: DeviceKind = Field(description="door, counter, camera or speaker")
+    driver: str = Field(min_length=1, description="driver name, e.g. 'simulated'")
+    model: str | None = Field(default=None, max_length=64, description="hardware model")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="driver-specific settings, checked by the driver"
+    )
+
+
+class OutboxConfig(_Config):
+    """Store and forward."""
+
+    path: Path = Field(description="SQLite file of the outbox; on persistent storage")
+    max_messages: int = Field(
+        default=1_000_000, ge=100, description="size bound; when full, oldest telemetry goes first"
+    )
+    durability: Durability = Field(
+        default=Durability.FULL, description="full: fsync each message; normal: crash-safe only"
+    )
+    replay_rate: float = Field(
+        default=200.0, gt=0, description="messages per second at most, so a backlog cannot swamp"
+    )
+    window: int = Field(
+        default=100, ge=1, le=1000, description="messages in flight awaiting PUBACK at most"
+    )
+
+
+class SiteConfig(_Config):
+    """Everything one edge agent needs."""
+
+    site: str = Field(pattern=ID_PATTERN, description="venue id")
+    node: str = Field(pattern=ID_PATTERN, description="this edge node's id and broker account")
+    broker: MqttSettings = Field(description="the broker's edge listener and this node's secret")
+    site_secret: SecretStr = Field(
+        description="key for hashing credentials (HMAC-SHA256) before they leave the site"
+    )
+    outbox: OutboxConfig
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0: off")
+    devices: list[DeviceConfig] = Field(min_length=1, description="the site's devices")
+
+    @model_validator(mode="after")
+    def _checks(self) -> SiteConfig:
+        ids = [d.id for d in self.devices]
+        doubled = sorted({i for i in ids if ids.count(i) > 1})
+        if doubled:
+            raise ValueError(f"device ids appear twice: {doubled}")
+        if len(self.site_secret.get_secret_value()) < 16:
+            raise ValueError("site_secret must be at least 16 characters")
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the field."""
+
+
+def load(path: Path) -> SiteConfig:
+    """Read and check a site configuration file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,36 @@
+"""Prometheus metrics of edge agents, labelled by node (a simulated fleet runs many in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+PUBLISHED = Counter("gridwatch_edge_published_total", "Messages handed to the broker", ["node"])
+DELIVERED = Counter(
+    "gridwatch_edge_delivered_total", "Messages the broker acknowledged as delivered", ["node"]
+)
+RETRIED = Counter(
+    "gridwatch_edge_retried_total",
+    "PUBACKs that asked for a resend (no subscriber yet, broker busy)",
+    ["node"],
+)
+DROPPED = Counter(
+    "gridwatch_edge_dropped_total",
+    "Messages that left the outbox undelivered: outbox_full, or refused by the broker",
+    ["node", "reason"],
+)
+BACKLOG = Gauge("gridwatch_edge_backlog", "Messages in the outbox awaiting delivery", ["node"])
+CONNECTED = Gauge(
+    "gridwatch_edge_connected", "1 while the node is connected to the broker", ["node"]
+)
+READINGS = Counter("gridwatch_edge_readings_total", "Readings reported by drivers", ["node"])
+COMMANDS = Counter(
+    "gridwatch_edge_commands_total", "Commands answered, by status", ["node", "status"]
+)
+COMMAND_DUPLICATES = Counter(
+    "gridwatch_edge_command_duplicates_total",
+    "Commands received again and not re-executed",
+    ["node"],
+)
+COMMAND_INVALID = Counter(
+    "gridwatch_edge_commands_invalid_total", "Command payloads that could not be read", ["node"]
+)

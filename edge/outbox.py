@@ -1,0 +1,221 @@
+"""Store and forward: every outgoing message is on disk before it is published.
+
+A message leaves the outbox only when the broker has acknowledged it as delivered. The node's
+sequence numbers, its birth/death sequence and the ids of commands it has executed live in the
+same SQLite file, so a restart (even `kill -9`) resumes exactly where the node stopped.
+
+When the outbox is full the oldest *telemetry* (occupancy, states, statuses) is dropped first,
+then the oldest of anything: a venue that is cut off for days keeps its alarms and loses its
+oldest routine readings. Every drop is counted, persisted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq      INTEGER PRIMARY KEY,  -- the node's sequence number, also the sending order
+    topic    TEXT NOT NULL,
+    payload  BLOB NOT NULL,
+    retain   INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    created  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, seq);
+CREATE TABLE IF NOT EXISTS refused (
+    seq     INTEGER PRIMARY KEY,
+    topic   TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason  TEXT NOT NULL,
+    at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    id       TEXT PRIMARY KEY,
+    payload  BLOB NOT NULL,
+    status   TEXT,            -- NULL until executed
+    received REAL NOT NULL
+);
+"""
+
+
+class Priority(IntEnum):
+    TELEMETRY = 0  # dropped first when the outbox is full
+    EVENT = 1
+
+
+class Durability(StrEnum):
+    FULL = "full"  # fsync on every commit: survives a power cut
+    NORMAL = "normal"  # survives a process crash; a power cut may lose the last commits
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Outbox:
+    """A bounded, durable FIFO of messages waiting for the broker's acknowledgement."""
+
+    def __init__(
+        self, path: Path, *, max_messages: int, durability: Durability = Durability.FULL
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        # Python opens a transaction before each write and `with self._db` commits it, so every
+        # method below is one atomic transaction.
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT count(*), coalesce(max(seq), 0) FROM outbox").fetchone()
+        self._count: int = row[0]
+        self.last_seq: int = max(row[1], self._counter("seq"))
+
+    # --- counters kept with the data ---------------------------------------------------------
+
+    def _counter(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_counter(self, name: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def next_bdseq(self) -> int:
+        """The birth/death sequence for a new connection (+1 each time, kept across restarts)."""
+        with self._lock, self._db:
+            value = self._counter("bdseq") + 1
+            self._set_counter("bdseq", value)
+            return value
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the outbox was full, over the outbox's whole life."""
+        with self._lock:
+            return self._counter("dropped")
+
+    def __len__(self) -> int:
+        return self._count
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def add(
+        self,
+        build: Callable[[int], tuple[str, bytes]],
+        priority: Priority,
+        *,
+        retain: bool = False,
+    ) -> tuple[int, int]:
+        """Store a message built for the next sequence number; (its seq, messages dropped)."""
+        with self._lock, self._db:
+            seq = self.last_seq + 1
+            topic, payload = build(seq)
+            self._db.execute(
+                "INSERT INTO outbox (seq, topic, payload, retain, priority, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, topic, payload, int(retain), int(priority), time.time()),
+            )
+            self.last_seq = seq
+            self._set_counter("seq", seq)
+            self._count += 1
+            dropped = 0
+            while self._count > self.max_messages:
+                self._drop_one()
+                dropped += 1
+            if dropped:
+                self._set_counter("dropped", self._counter("dropped") + dropped)
+        if dropped:
+            log.warning("outbox full, dropped oldest messages count=%d path=%s", dropped, self.path)
+        return seq, dropped
+
+    def _drop_one(self) -> None:
+        victim = self._db.execute(
+            "SELECT seq FROM outbox ORDER BY priority, seq LIMIT 1"
+        ).fetchone()
+        self._db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
+        self._count -= 1
+
+    def pending(self, after_seq: int, limit: int) -> list[Entry]:
+        """Up to `limit` messages with a sequence number above `after_seq`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [Entry(s, t, bytes(p), bool(r)) for s, t, p, r in rows]
+
+    def remove(self, seq: int) -> None:
+        """The broker has the message: forget it."""
+        with self._lock, self._db:
+            if self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount:
+                self._count -= 1
+
+    def refuse(self, seq: int, reason: str) -> None:
+        """The broker will never take this message: keep it aside, out of the sending queue."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO refused (seq, topic, payload, reason, at)"
+                " SELECT seq, topic, payload, ?, ? FROM outbox WHERE seq = ?",
+                (reason, time.time(), seq),
+            )
+            if self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount:
+                self._count -= 1
+
+    def refused_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM refused").fetchone()[0])
+
+    # --- commands: each id is executed once --------------------------------------------------
+
+    def remember_command(self, command_id: str, payload: bytes) -> bool:
+        """Record a received command; False if this id was received before."""
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO commands (id, payload, received) VALUES (?, ?, ?)",
+                (command_id, payload, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def command_done(self, command_id: str, status: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("UPDATE commands SET status = ? WHERE id = ?", (status, command_id))
+
+    def unfinished_commands(self) -> list[bytes]:
+        """Commands received but not executed before the agent stopped, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT payload FROM commands WHERE status IS NULL ORDER BY received"
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def forget_commands_before(self, cutoff: float) -> None:
+        """Drop the record of finished commands received before `cutoff` (epoch seconds)."""
+        with self._lock, self._db:
+            self._db.execute(
+                "DELETE FROM commands WHERE status IS NOT NULL AND received < ?", (cutoff,)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,135 @@
+"""`gridwatch simulate` and `gridwatch edge`: simulated venues, or one agent from a site file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from edge import config as edge_config
+from edge.agent import EdgeAgent
+from edge.drivers import Device
+from gateway.client import MqttSettings
+from gateway.messages import DeviceKind
+from gridwatch import demo
+from simulators import scenario as scenarios
+from simulators.devices import make_device
+from simulators.engine import Engine, SimClock
+from simulators.fleet import SIMULATED_DRIVER, Fleet
+from simulators.venues import Venue
+
+log = logging.getLogger(__name__)
+
+
+def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
+    """Simulated venues for the demo nodes (credentials file written by `db seed-demo` or `up`)."""
+    return [
+        Venue(c.site, c.node, c.secret, c.kind, c.capacity, c.open_24h, list(c.devices))
+        for c in creds
+    ]
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """Run simulated venues until stopped, the duration is over or the scenarios are done."""
+    creds = demo.read_credentials(Path(args.credentials))
+    if not creds:
+        raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` or "
+                           "`gridwatch db seed-demo` first")  # fmt: skip
+    if args.venues:
+        creds = creds[: args.venues]
+    plays = [scenarios.load(Path(p)) for p in args.scenario]
+    broker = MqttSettings(host=args.broker_host, port=args.broker_port)
+    fleet = Fleet(
+        venues_from(creds), broker, Path(args.folder), rate=args.rate, speed=args.speed,
+        seed=args.seed,
+    )  # fmt: skip
+    for play in plays:
+        scenarios.check(play, fleet.devices, set(fleet.agents))
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    stop = _stop_on_signals()
+    fleet.start()
+    threads = [
+        threading.Thread(
+            target=scenarios.run, args=(play, fleet.devices, fleet.cut_link, stop), daemon=True
+        )
+        for play in plays
+    ]
+    for t in threads:
+        t.start()
+    try:
+        if args.duration:
+            stop.wait(args.duration)
+        elif threads:
+            for t in threads:
+                t.join()
+            stop.wait(args.linger)
+        else:
+            stop.wait()
+    finally:
+        stop.set()
+        fleet.stop()
+    return 0
+
+
+def run_edge(args: argparse.Namespace) -> int:
+    """Run one edge agent from its site file until SIGTERM or SIGINT."""
+    config = edge_config.load(Path(args.config))
+    engine: Engine | None = None
+    devices: list[Device] = []
+    for dev in config.devices:
+        if dev.driver != SIMULATED_DRIVER:
+            raise edge_config.ConfigError(
+                f"{args.config}: devices.{dev.id}.driver: unknown driver {dev.driver!r}"
+                f" (available: {SIMULATED_DRIVER})"
+            )
+        if engine is None:
+            engine = Engine(SimClock(float(dev.settings.get("speed", 1.0))))
+        devices.append(_simulated(dev, config, engine))
+    agent = EdgeAgent(config, devices)
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port)
+    stop = _stop_on_signals()
+    if engine is not None:
+        engine.start()
+    agent.start()
+    try:
+        agent.run(stop)
+    finally:
+        if engine is not None:
+            engine.stop()
+        agent.stop()
+    return 0
+
+
+def _simulated(
+    dev: edge_config.DeviceConfig, config: edge_config.SiteConfig, engine: Engine
+) -> Device:
+    s = dev.settings
+    venue = Venue(
+        site=config.site, node=config.node, secret="", kind=str(s.get("venue_kind", "community_centre")),
+        capacity=int(s.get("capacity", 100)), open_24h=bool(s.get("open_24h", False)),
+    )  # fmt: skip
+    return make_device(
+        DeviceKind(dev.kind), dev.id, venue, engine,
+        seed=int(s.get("seed", 1)), report_every_s=float(s.get("report_every_s", 10.0)),
+    )  # fmt: skip

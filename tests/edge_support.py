@@ -1,0 +1,52 @@
+"""Helpers for edge agent tests: one-venue fleets and site files for agent subprocesses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
+from gridwatch.simulate import venues_from
+from simulators.fleet import Fleet, site_secret_for
+
+QUIET_RATE = 0.001  # periodic reports about once an hour: the test drives the devices itself
+
+
+def fleet_of(
+    stack: LocalStack, creds: list[NodeCredentials], folder: Path, *, rate: float = QUIET_RATE
+) -> Fleet:
+    """A started fleet for these nodes, every node connected."""
+    fleet = Fleet(venues_from(creds), stack.edge_mqtt(), folder, rate=rate)
+    fleet.start()
+    assert fleet.wait_connected(20), "fleet did not connect"
+    return fleet
+
+
+def site_file(
+    stack: LocalStack,
+    creds: NodeCredentials,
+    folder: Path,
+    *,
+    report_every_s: dict[str, float] | None = None,
+    password: str | None = None,
+) -> Path:
+    """A site file for `gridwatch edge` with simulated devices for this node."""
+    every = report_every_s or {}
+    config = {
+        "site": creds.site,
+        "node": creds.node,
+        "broker": {"host": "127.0.0.1", "port": stack.ports.edge, "password": password or creds.secret},
+        "site_secret": site_secret_for(creds.secret),
+        "outbox": {"path": str(folder / "outbox.db"), "durability": "normal"},
+        "devices": [
+            {"id": dev, "kind": kind, "driver": "simulated",
+             "settings": {"report_every_s": every.get(kind, 3600)}}
+            for dev, kind in creds.devices
+        ],
+    }  # fmt: skip
+    path = folder / "site.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
