@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge import drivers as d
 from edge import metrics
 from edge.config import SiteConfig
-from edge.outbox import Outbox, Priority
+from edge.outbox import Outbox, Priority, Store
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import (
@@ -94,7 +95,11 @@ def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.Devic
 class EdgeAgent:
     """One venue's edge node."""
 
-    def __init__(self, config: SiteConfig, devices: list[d.Device]) -> None:
+    def __init__(
+        self, config: SiteConfig, devices: list[d.Device], store: Store | None = None
+    ) -> None:
+        """`store`: an outbox file shared with other agents (a simulated fleet); by default the
+        agent opens its own at `config.outbox.path` and closes it when it stops."""
         configured = {c.id: c.kind for c in config.devices}
         given = {dev.id: dev.kind for dev in devices}
         if configured != given:
@@ -102,11 +107,9 @@ class EdgeAgent:
         self.config = config
         self.site, self.node = config.site, config.node
         self.devices = {dev.id: dev for dev in devices}
-        self.outbox = Outbox(
-            config.outbox.path,
-            max_messages=config.outbox.max_messages,
-            durability=config.outbox.durability,
-        )
+        self._own_store = store is None
+        store = store or Store(config.outbox.path, config.outbox.durability)
+        self.outbox = Outbox(store, config.node, max_messages=config.outbox.max_messages)
         self._key = config.site_secret.get_secret_value().encode()
         broker = config.broker
         if broker.username is None:
@@ -119,6 +122,9 @@ class EdgeAgent:
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self._lock = threading.Lock()
+        self._acks: deque[tuple[int, int, ReasonCode]] = deque()  # (connection, mid, reason)
+        self._connection = 0  # +1 on every successful connect (paho's thread)
+        self._pumped_connection = 0  # the connection the sending state below belongs to
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq, for this connection
         self._cursor = 0  # highest seq handed to paho on this connection
         self._resume_at = 0.0  # after a "send again later" PUBACK
@@ -175,7 +181,8 @@ class EdgeAgent:
         self._command_thread.join(5)
         self._stopped.set()
         metrics.CONNECTED.labels(self.node).set(0)
-        self.outbox.close()
+        if self._own_store:
+            self.outbox.store.close()
         log.info("edge agent stopped node=%s", self.node)
 
     def cut_link(self) -> None:
@@ -206,10 +213,20 @@ class EdgeAgent:
         metrics.BACKLOG.labels(self.node).set(len(self.outbox))
 
     def pump(self) -> int:
-        """Hand the next messages to paho, within the window and the rate; how many were sent."""
+        """Settle the broker's answers, then hand the next messages to paho; how many were sent.
+
+        Only this method touches the sending state, so paho's callbacks never wait for a lock
+        of ours while holding one of paho's (publishing from here takes paho's locks).
+        """
         now = time.monotonic()
         cfg = self.config.outbox
         with self._lock:
+            if self._connection != self._pumped_connection:
+                self._pumped_connection = self._connection
+                self._inflight.clear()
+                self._cursor = 0  # start again from the oldest message not yet delivered
+                self._resume_at = 0.0
+            self._settle(now)
             self._tokens = min(
                 float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
             )
@@ -219,8 +236,8 @@ class EdgeAgent:
             room = min(int(self._tokens), cfg.window - len(self._inflight))
             if room <= 0 or self._cursor >= self.outbox.last_seq:
                 return 0
-            batch = self.outbox.pending(self._cursor, room)
-            for entry in batch:
+            sent = 0
+            for entry in self.outbox.pending(self._cursor, room):
                 info = self.client.publish(
                     entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE, retain=entry.retain
                 )
@@ -229,33 +246,43 @@ class EdgeAgent:
                 self._inflight[info.mid] = entry.seq
                 self._cursor = entry.seq
                 self._tokens -= 1
-            sent = len(batch)
+                sent += 1
         metrics.PUBLISHED.labels(self.node).inc(sent)
         return sent
+
+    def _settle(self, now: float) -> None:
+        """Act on the PUBACKs received since the last pump."""
+        delivered = refused = 0
+        while self._acks:
+            connection, mid, reason = self._acks.popleft()
+            seq = self._inflight.pop(mid, None) if connection == self._connection else None
+            if seq is None:
+                continue  # a birth, or a message of an earlier connection
+            match publish_outcome(reason):
+                case PublishOutcome.DELIVERED:
+                    self.outbox.remove(seq)
+                    delivered += 1
+                case PublishOutcome.RETRY:
+                    # Not taken (no subscriber yet, broker busy): send again from here after a
+                    # pause, so the order of what follows is kept.
+                    self._cursor = min(self._cursor, seq - 1)
+                    self._resume_at = now + _RETRY_PAUSE_S
+                    metrics.RETRIED.labels(self.node).inc()
+                case PublishOutcome.REFUSED:
+                    self.outbox.refuse(seq, str(reason))
+                    refused += 1
+                    log.error(
+                        "broker refused message node=%s seq=%d reason=%s", self.node, seq, reason
+                    )
+        if delivered or refused:
+            metrics.DELIVERED.labels(self.node).inc(delivered)
+            metrics.DROPPED.labels(self.node, "refused").inc(refused)
+            metrics.BACKLOG.labels(self.node).set(len(self.outbox))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        with self._lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                return  # a birth, or a message of an earlier connection sent again by paho
-            outcome = publish_outcome(reason)
-            if outcome is PublishOutcome.RETRY:
-                # Not taken (no subscriber yet, broker busy): send again from here, after a pause,
-                # so the order of what follows is kept.
-                self._cursor = min(self._cursor, seq - 1)
-                self._resume_at = time.monotonic() + _RETRY_PAUSE_S
-                metrics.RETRIED.labels(self.node).inc()
-                return
-        if outcome is PublishOutcome.DELIVERED:
-            self.outbox.remove(seq)
-            metrics.DELIVERED.labels(self.node).inc()
-        else:
-            self.outbox.refuse(seq, str(reason))
-            metrics.DROPPED.labels(self.node, "refused").inc()
-            log.error("broker refused message node=%s seq=%d reason=%s", self.node, seq, reason)
-        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+        self._acks.append((self._connection, mid, reason))
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -275,10 +302,7 @@ class EdgeAgent:
         properties: Any,
     ) -> None:
         if not reason.is_failure:
-            with self._lock:
-                self._inflight.clear()
-                self._cursor = 0  # start again from the oldest message not yet delivered
-                self._resume_at = 0.0
+            self._connection += 1  # the next pump starts this connection's sending afresh
         self.watch.on_connect(client, userdata, flags, reason, properties)
         if reason.is_failure:
             return

@@ -7,6 +7,10 @@ same SQLite file, so a restart (even `kill -9`) resumes exactly where the node s
 When the outbox is full the oldest *telemetry* (occupancy, states, statuses) is dropped first,
 then the oldest of anything: a venue that is cut off for days keeps its alarms and loses its
 oldest routine readings. Every drop is counted, persisted and logged.
+
+One file (a Store) can hold the outboxes of several nodes: a simulated fleet keeps its hundreds
+of nodes in one file, since a process has only so many file descriptors (and paho's `select`
+loop cannot use any above 1024).
 """
 
 from __future__ import annotations
@@ -24,27 +28,38 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    seq      INTEGER PRIMARY KEY,  -- the node's sequence number, also the sending order
+    node     TEXT NOT NULL,
+    seq      INTEGER NOT NULL,  -- the node's sequence number, also the sending order
     topic    TEXT NOT NULL,
     payload  BLOB NOT NULL,
     retain   INTEGER NOT NULL,
     priority INTEGER NOT NULL,
-    created  REAL NOT NULL
+    created  REAL NOT NULL,
+    PRIMARY KEY (node, seq)
 );
-CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, seq);
+CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (node, priority, seq);
 CREATE TABLE IF NOT EXISTS refused (
-    seq     INTEGER PRIMARY KEY,
+    node    TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
     topic   TEXT NOT NULL,
     payload BLOB NOT NULL,
     reason  TEXT NOT NULL,
-    at      REAL NOT NULL
+    at      REAL NOT NULL,
+    PRIMARY KEY (node, seq)
 );
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    node  TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (node, name)
+);
 CREATE TABLE IF NOT EXISTS commands (
-    id       TEXT PRIMARY KEY,
+    node     TEXT NOT NULL,
+    id       TEXT NOT NULL,
     payload  BLOB NOT NULL,
     status   TEXT,            -- NULL until executed
-    received REAL NOT NULL
+    received REAL NOT NULL,
+    PRIMARY KEY (node, id)
 );
 """
 
@@ -67,39 +82,57 @@ class Entry:
     retain: bool
 
 
-class Outbox:
-    """A bounded, durable FIFO of messages waiting for the broker's acknowledgement."""
+class Store:
+    """One SQLite file, opened once, shared by the outboxes in it."""
 
-    def __init__(
-        self, path: Path, *, max_messages: int, durability: Durability = Durability.FULL
-    ) -> None:
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
+    def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.lock = threading.Lock()
+        # Python opens a transaction before each write and `with db` commits it, so every
+        # Outbox method is one atomic transaction.
+        self.db = sqlite3.connect(path, check_same_thread=False)
+        # Exclusive: a second process cannot open the same outbox and send its messages twice.
+        self.db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+class Outbox:
+    """A node's bounded, durable FIFO of messages waiting for the broker's acknowledgement."""
+
+    def __init__(self, store: Store, node: str, *, max_messages: int) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.store = store
+        self.node = node
         self.max_messages = max_messages
-        self._lock = threading.Lock()
-        # Python opens a transaction before each write and `with self._db` commits it, so every
-        # method below is one atomic transaction.
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT count(*), coalesce(max(seq), 0) FROM outbox").fetchone()
+        self._lock = store.lock
+        self._db = store.db
+        row = self._db.execute(
+            "SELECT count(*), coalesce(max(seq), 0) FROM outbox WHERE node = ?", (node,)
+        ).fetchone()
         self._count: int = row[0]
         self.last_seq: int = max(row[1], self._counter("seq"))
 
     # --- counters kept with the data ---------------------------------------------------------
 
     def _counter(self, name: str) -> int:
-        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(
+            "SELECT value FROM counters WHERE node = ? AND name = ?", (self.node, name)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def _set_counter(self, name: str, value: int) -> None:
         self._db.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, value),
+            "INSERT INTO counters (node, name, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (node, name) DO UPDATE SET value = excluded.value",
+            (self.node, name, value),
         )
 
     def next_bdseq(self) -> int:
@@ -132,9 +165,9 @@ class Outbox:
             seq = self.last_seq + 1
             topic, payload = build(seq)
             self._db.execute(
-                "INSERT INTO outbox (seq, topic, payload, retain, priority, created)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, topic, payload, int(retain), int(priority), time.time()),
+                "INSERT INTO outbox (node, seq, topic, payload, retain, priority, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.node, seq, topic, payload, int(retain), int(priority), time.time()),
             )
             self.last_seq = seq
             self._set_counter("seq", seq)
@@ -146,45 +179,49 @@ class Outbox:
             if dropped:
                 self._set_counter("dropped", self._counter("dropped") + dropped)
         if dropped:
-            log.warning("outbox full, dropped oldest messages count=%d path=%s", dropped, self.path)
+            log.warning("outbox full, dropped oldest node=%s count=%d", self.node, dropped)
         return seq, dropped
 
     def _drop_one(self) -> None:
         victim = self._db.execute(
-            "SELECT seq FROM outbox ORDER BY priority, seq LIMIT 1"
+            "SELECT seq FROM outbox WHERE node = ? ORDER BY priority, seq LIMIT 1", (self.node,)
         ).fetchone()
-        self._db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
+        self._db.execute("DELETE FROM outbox WHERE node = ? AND seq = ?", (self.node, victim[0]))
         self._count -= 1
 
     def pending(self, after_seq: int, limit: int) -> list[Entry]:
         """Up to `limit` messages with a sequence number above `after_seq`, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                "SELECT seq, topic, payload, retain FROM outbox WHERE node = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (self.node, after_seq, limit),
             ).fetchall()
         return [Entry(s, t, bytes(p), bool(r)) for s, t, p, r in rows]
 
     def remove(self, seq: int) -> None:
         """The broker has the message: forget it."""
         with self._lock, self._db:
-            if self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount:
-                self._count -= 1
+            self._delete(seq)
+
+    def _delete(self, seq: int) -> None:
+        cur = self._db.execute("DELETE FROM outbox WHERE node = ? AND seq = ?", (self.node, seq))
+        self._count -= cur.rowcount
 
     def refuse(self, seq: int, reason: str) -> None:
         """The broker will never take this message: keep it aside, out of the sending queue."""
         with self._lock, self._db:
             self._db.execute(
-                "INSERT OR IGNORE INTO refused (seq, topic, payload, reason, at)"
-                " SELECT seq, topic, payload, ?, ? FROM outbox WHERE seq = ?",
-                (reason, time.time(), seq),
+                "INSERT OR IGNORE INTO refused (node, seq, topic, payload, reason, at)"
+                " SELECT node, seq, topic, payload, ?, ? FROM outbox WHERE node = ? AND seq = ?",
+                (reason, time.time(), self.node, seq),
             )
-            if self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount:
-                self._count -= 1
+            self._delete(seq)
 
     def refused_count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM refused").fetchone()[0])
+            row = self._db.execute("SELECT count(*) FROM refused WHERE node = ?", (self.node,))
+            return int(row.fetchone()[0])
 
     # --- commands: each id is executed once --------------------------------------------------
 
@@ -192,20 +229,24 @@ class Outbox:
         """Record a received command; False if this id was received before."""
         with self._lock, self._db:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO commands (id, payload, received) VALUES (?, ?, ?)",
-                (command_id, payload, time.time()),
+                "INSERT OR IGNORE INTO commands (node, id, payload, received) VALUES (?, ?, ?, ?)",
+                (self.node, command_id, payload, time.time()),
             )
             return cur.rowcount == 1
 
     def command_done(self, command_id: str, status: str) -> None:
         with self._lock, self._db:
-            self._db.execute("UPDATE commands SET status = ? WHERE id = ?", (status, command_id))
+            self._db.execute(
+                "UPDATE commands SET status = ? WHERE node = ? AND id = ?",
+                (status, self.node, command_id),
+            )
 
     def unfinished_commands(self) -> list[bytes]:
         """Commands received but not executed before the agent stopped, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT payload FROM commands WHERE status IS NULL ORDER BY received"
+                "SELECT payload FROM commands WHERE node = ? AND status IS NULL ORDER BY received",
+                (self.node,),
             ).fetchall()
         return [bytes(r[0]) for r in rows]
 
@@ -213,9 +254,6 @@ class Outbox:
         """Drop the record of finished commands received before `cutoff` (epoch seconds)."""
         with self._lock, self._db:
             self._db.execute(
-                "DELETE FROM commands WHERE status IS NOT NULL AND received < ?", (cutoff,)
+                "DELETE FROM commands WHERE node = ? AND status IS NOT NULL AND received < ?",
+                (self.node, cutoff),
             )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -137,3 +138,99 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def run_fleet_bench(args: argparse.Namespace) -> int:
+    """The whole live path at the city size: fleet -> broker -> ingest -> database."""
+    from gridwatch.simulate import venues_from
+    from simulators.fleet import Fleet
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
+    stack = LocalStack(home)
+    ingest: subprocess.Popen[bytes] | None = None
+    fleet: Fleet | None = None
+    try:
+        stack.start_database()
+        creds = stack.seed_demo(venues=args.venues, devices_per_venue=args.devices_per_venue)
+        stack.start_broker()
+        metrics_base = free_port()
+        ports = [metrics_base + i for i in range(args.workers)]
+        ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
+        _wait_connected(ports, timeout_s=60)
+
+        fleet = Fleet(venues_from(creds), stack.edge_mqtt(), home / "fleet", rate=args.rate)
+        fleet.start()
+        if not fleet.wait_connected(120):
+            raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+        time.sleep(args.warmup)
+        window_start = _db_now(stack.dsn)
+        readings0 = fleet.readings
+        time.sleep(args.duration)
+        window_end = _db_now(stack.dsn)
+        made = fleet.readings - readings0
+        short = fleet.short_of_rate
+        fleet.stop()
+        readings = fleet.readings
+        fleet_backlog = fleet.backlog
+        fleet = None
+        deadline = time.monotonic() + 60  # let the ingest finish what was sent
+        while (
+            _count_events(stack.dsn)[0] < readings - fleet_backlog and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        stored, distinct = _count_events(stack.dsn)
+        with psycopg.connect(stack.dsn) as conn:
+            union = " UNION ALL ".join(f"SELECT ts, received_at FROM {t}" for t in SERIES_TABLES)
+            row = conn.execute(
+                f"""SELECT count(*),
+                           percentile_cont(0.5) WITHIN GROUP (ORDER BY received_at - ts),
+                           percentile_cont(0.99) WITHIN GROUP (ORDER BY received_at - ts),
+                           max(received_at - ts)
+                    FROM ({union}) s WHERE received_at >= %s AND received_at < %s""",
+                (window_start, window_end),
+            ).fetchone()
+        assert row is not None
+        window_s = (window_end - window_start).total_seconds()
+        result = {
+            "venues": len(creds),
+            "devices": sum(len(c.devices) for c in creds),
+            "target_msgs_per_s": args.rate,
+            "made_msgs_per_s": round(made / window_s),
+            "stored_msgs_per_s": round(int(str(row[0])) / window_s),
+            "delay_p50_ms": round(row[1].total_seconds() * 1000, 1),
+            "delay_p99_ms": round(row[2].total_seconds() * 1000, 1),
+            "delay_max_ms": round(row[3].total_seconds() * 1000, 1),
+            "readings": readings,
+            "stored": stored,
+            "duplicates": stored - distinct,
+            "left_in_outboxes": fleet_backlog,
+            "lost": readings - fleet_backlog - distinct,
+            "fell_short_of_rate": short,
+            "window_s": round(window_s, 1),
+        }
+        print(json.dumps(result))
+        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if ingest is not None:
+            _stop(ingest)
+        stack.stop()
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _db_now(dsn: str) -> datetime:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT now()").fetchone()
+    assert row is not None and isinstance(row[0], datetime)
+    return row[0]
+
+
+def _count_events(dsn: str) -> tuple[int, int]:
+    """Rows and distinct ids over the device time series (births and deaths are not readings)."""
+    union = " UNION ALL ".join(f"SELECT id FROM {t}" for t in SERIES_TABLES)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*), count(DISTINCT id) FROM ({union}) s").fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))

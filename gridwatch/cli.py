@@ -147,6 +147,12 @@ def _edge(args: argparse.Namespace) -> int:
     return run_edge(args)
 
 
+def _bench_fleet(args: argparse.Namespace) -> int:
+    from gridwatch.bench import run_fleet_bench
+
+    return run_fleet_bench(args)
+
+
 def _database_url(args: argparse.Namespace) -> str:
     if args.database_url:
         return str(args.database_url)
@@ -327,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--devices", type=int, default=1_000)
     bi.add_argument("--workers", type=int, default=2, help="ingest worker processes")
     bi.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: a temp folder)"
+    )
+    bf = add(
+        bsub2,
+        "fleet",
+        _bench_fleet,
+        "Run a simulated city (fleet, broker, ingest, database) and measure rate, delay and loss.",
+    )
+    bf.add_argument("--venues", type=int, default=200)
+    bf.add_argument("--devices-per-venue", type=int, default=25)
+    bf.add_argument("--rate", type=float, default=1000.0, help="fleet messages per second")
+    bf.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+    bf.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
+    bf.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: a temp folder)"
     )
     return parser

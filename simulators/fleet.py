@@ -12,7 +12,7 @@ from pathlib import Path
 from edge.agent import PUMP_INTERVAL_S, EdgeAgent
 from edge.config import DeviceConfig, OutboxConfig, SiteConfig
 from edge.drivers import Device
-from edge.outbox import Durability
+from edge.outbox import Durability, Store
 from gateway.client import MqttSettings
 from gateway.messages import DeviceKind
 from simulators.devices import SimDevice, make_device
@@ -53,6 +53,8 @@ class Fleet:
         # Every periodic device reports once per interval, so together they make the rate.
         self.report_every_s = max(periodic, 1) / rate
         self.agents: dict[str, EdgeAgent] = {}
+        # Crash-safe, not power-cut-safe: hundreds of simulated nodes share one file.
+        self.store = Store(folder / "fleet.outbox", Durability.NORMAL)
         self.devices: dict[str, SimDevice] = {}
         for venue in venues:
             devices: list[Device] = []
@@ -73,8 +75,8 @@ class Fleet:
                 ),
                 site_secret=site_secret_for(venue.secret),
                 outbox=OutboxConfig(
-                    path=folder / f"{venue.node}.outbox",
-                    durability=Durability.NORMAL,  # many outboxes on one disk: crash-safe is enough
+                    path=self.store.path,
+                    durability=Durability.NORMAL,
                     replay_rate=replay_rate,
                 ),
                 devices=[
@@ -82,7 +84,7 @@ class Fleet:
                     for dev in devices
                 ],
             )
-            self.agents[venue.node] = EdgeAgent(config, devices)
+            self.agents[venue.node] = EdgeAgent(config, devices, self.store)
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_all, name="fleet-pump", daemon=True)
         self.short_of_rate = False
@@ -137,6 +139,7 @@ class Fleet:
         # Each agent waits briefly for its last PUBACKs: stop them side by side.
         with ThreadPoolExecutor(max_workers=32) as pool:
             list(pool.map(EdgeAgent.stop, self.agents.values()))
+        self.store.close()
         log.info("fleet stopped readings=%d backlog=%d", self.readings, self.backlog)
 
     def _pump_all(self) -> None:

@@ -12,8 +12,12 @@ import pytest
 from edge import config as edge_config
 from edge import drivers as d
 from edge.agent import hash_credential, to_message
-from edge.outbox import Outbox, Priority
+from edge.outbox import Outbox, Priority, Store
 from gateway import messages as m
+
+
+def _open(path: Path, max_messages: int = 100, node: str = "n1") -> Outbox:
+    return Outbox(Store(path), node, max_messages=max_messages)
 
 
 def _add(box: Outbox, n: int, priority: Priority) -> list[int]:
@@ -21,11 +25,11 @@ def _add(box: Outbox, n: int, priority: Priority) -> list[int]:
 
 
 def test_sequence_numbers_and_order_survive_a_reopen(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", max_messages=100)
+    box = _open(tmp_path / "o.db", 100)
     assert _add(box, 3, Priority.EVENT) == [1, 2, 3]
     box.remove(2)
-    box.close()
-    again = Outbox(tmp_path / "o.db", max_messages=100)
+    box.store.close()
+    again = _open(tmp_path / "o.db", 100)
     assert [e.seq for e in again.pending(0, 10)] == [1, 3]
     assert _add(again, 1, Priority.EVENT) == [4]
     assert len(again) == 3
@@ -33,7 +37,7 @@ def test_sequence_numbers_and_order_survive_a_reopen(tmp_path: Path) -> None:
 
 
 def test_when_full_the_oldest_telemetry_goes_first(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", max_messages=10)
+    box = _open(tmp_path / "o.db", 10)
     events = _add(box, 4, Priority.EVENT)
     telemetry = _add(box, 6, Priority.TELEMETRY)
     _, dropped = box.add(lambda seq: ("t", b"late"), Priority.TELEMETRY)
@@ -43,19 +47,28 @@ def test_when_full_the_oldest_telemetry_goes_first(tmp_path: Path) -> None:
     _add(box, 8, Priority.EVENT)  # the 6 telemetry go first, then the oldest events
     assert len(box) == 10 and box.dropped == 9
     assert [e.seq for e in box.pending(0, 100)] == [3, 4, *range(12, 20)]
-    box.close()
-    assert Outbox(tmp_path / "o.db", max_messages=10).dropped == 9  # counted across restarts
+    box.store.close()
+    assert _open(tmp_path / "o.db", 10).dropped == 9  # counted across restarts
+
+
+def test_nodes_sharing_a_file_keep_their_own_queues(tmp_path: Path) -> None:
+    store = Store(tmp_path / "fleet.db")
+    a, b = Outbox(store, "a", max_messages=5), Outbox(store, "b", max_messages=5)
+    assert _add(a, 2, Priority.EVENT) == [1, 2]
+    assert _add(b, 1, Priority.EVENT) == [1]
+    b.remove(1)
+    assert [e.seq for e in a.pending(0, 10)] == [1, 2] and len(b) == 0
 
 
 def test_refused_messages_are_kept_aside(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", max_messages=10)
+    box = _open(tmp_path / "o.db", 10)
     (seq,) = _add(box, 1, Priority.EVENT)
     box.refuse(seq, "Not authorized")
     assert len(box) == 0 and box.refused_count() == 1
 
 
 def test_a_command_id_is_remembered(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", max_messages=10)
+    box = _open(tmp_path / "o.db", 10)
     assert box.remember_command("c1", b"{}")
     assert not box.remember_command("c1", b"{}")
     assert box.unfinished_commands() == [b"{}"]
