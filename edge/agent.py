@@ -138,6 +138,7 @@ class EdgeAgent:
         self._stopped = threading.Event()
         self.executed_commands = 0
         self.readings = 0
+        self._stopping = False
         metrics.BACKLOG.labels(self.node).set(len(self.outbox))
         metrics.CONNECTED.labels(self.node).set(0)
 
@@ -166,6 +167,7 @@ class EdgeAgent:
 
     def stop(self) -> None:
         """Stop the drivers, send what can be sent quickly, and leave with a death message."""
+        self._stopping = True
         for dev in self.devices.values():
             dev.stop()
         deadline = time.monotonic() + 2.0
@@ -316,6 +318,10 @@ class EdgeAgent:
             topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
         )
         client.subscribe(topics.node_commands_filter(self.site, self.node), QOS_AT_LEAST_ONCE)
+        log.info(
+            "node online node=%s bdseq=%d backlog=%d (sent at up to %g/s)",
+            self.node, self._bdseq, len(self.outbox), self.config.outbox.replay_rate,
+        )  # fmt: skip
         metrics.CONNECTED.labels(self.node).set(1)
 
     def _on_disconnect(
@@ -328,6 +334,12 @@ class EdgeAgent:
     ) -> None:
         self.watch.on_disconnect(client, userdata, flags, reason, properties)
         metrics.CONNECTED.labels(self.node).set(0)
+        if self._stopping:
+            return
+        log.warning(
+            "node offline node=%s reason=%s backlog=%d, storing until reconnected",
+            self.node, reason, len(self.outbox),
+        )  # fmt: skip
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -91,10 +91,14 @@ class Store:
         self.lock = threading.Lock()
         # Python opens a transaction before each write and `with db` commits it, so every
         # Outbox method is one atomic transaction.
-        self.db = sqlite3.connect(path, check_same_thread=False)
+        self.db = sqlite3.connect(path, check_same_thread=False, timeout=1.0)
         # Exclusive: a second process cannot open the same outbox and send its messages twice.
         self.db.execute("PRAGMA locking_mode = EXCLUSIVE")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        try:
+            self.db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            raise RuntimeError(f"outbox {path} is in use by another agent ({exc})") from None
         self.db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
         self.db.executescript(_SCHEMA)
 

@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-fleet", action="store_true", help="run no simulated fleet (real edge nodes only)"
     )
+    up.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        help="a scenario for the demo fleet to play (YAML, see scenarios/); may repeat",
+    )
 
     edge = add(sub, "edge", _edge, "Run one venue's edge agent from its site file.")
     edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
@@ -235,9 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--duration", type=float, default=0, help="stop after this many seconds (0: run on)"
-    )
-    sim.add_argument(
-        "--linger", type=float, default=5.0, help="seconds to keep running after the scenarios end"
     )
     sim.add_argument(
         "--folder", default=".gridwatch/fleet", help="where the simulated nodes keep their outboxes"
@@ -331,10 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--messages", type=int, default=200_000)
     bi.add_argument("--devices", type=int, default=1_000)
-    bi.add_argument("--workers", type=int, default=2, help="ingest worker processes")
-    bi.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: a temp folder)"
-    )
     bf = add(
         bsub2,
         "fleet",
@@ -344,12 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--venues", type=int, default=200)
     bf.add_argument("--devices-per-venue", type=int, default=25)
     bf.add_argument("--rate", type=float, default=1000.0, help="fleet messages per second")
-    bf.add_argument("--workers", type=int, default=2, help="ingest worker processes")
     bf.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
     bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
-    bf.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: a temp folder)"
-    )
+    for p in (bi, bf):
+        p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+        p.add_argument(
+            "--home", default=None, help="folder for the throwaway services (default: temporary)"
+        )
     return parser
 
 

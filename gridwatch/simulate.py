@@ -45,7 +45,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    """Run simulated venues until stopped, the duration is over or the scenarios are done."""
+    """Run simulated venues, playing the scenarios, until stopped or the duration is over."""
     creds = demo.read_credentials(Path(args.credentials))
     if not creds:
         raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` or "
@@ -75,14 +75,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     for t in threads:
         t.start()
     try:
-        if args.duration:
-            stop.wait(args.duration)
-        elif threads:
-            for t in threads:
-                t.join()
-            stop.wait(args.linger)
-        else:
-            stop.wait()
+        stop.wait(args.duration or None)
     finally:
         stop.set()
         fleet.stop()

@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         )
         fleet = not args.no_fleet and args.fleet_rate > 0
         if fleet:
-            supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate))
+            plays = [
+                arg for path in args.scenario for arg in ("--scenario", str(Path(path).resolve()))
+            ]
+            supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *plays))
         devices = sum(len(c.devices) for c in creds)
         fleet_line = (
             f"{len(creds)} simulated venues reporting ~{args.fleet_rate:g} msg/s (logs/fleet.log)"

@@ -29,12 +29,15 @@ def _rng(seed: int, device_id: str) -> random.Random:
     return random.Random(seed * 1_000_003 + zlib.crc32(device_id.encode()))
 
 
-class SimDevice:
+class SimDevice(d.Device):
     """Timers on simulated time, a lock for commands arriving from the agent, and reporting."""
+
+    MODEL = "sim"
 
     def __init__(
         self, device_id: str, venue: Venue, engine: Engine, *, seed: int, report_every_s: float
     ) -> None:
+        super().__init__(device_id, model=self.MODEL)
         self.venue = venue
         self.engine = engine
         self.clock: SimClock = engine.clock
@@ -48,14 +51,14 @@ class SimDevice:
 
     # --- driver plumbing ----------------------------------------------------------------------
 
-    def _begin(self, emit: d.Emit) -> None:
+    def start(self, emit: d.Emit) -> None:
         self._emit = emit
         now = self.clock.now()
         # Spread the first reports so a fleet does not report all at once.
         self.after("report", self.rng.uniform(0, self.report_every_s) * self.clock.speed, now)
         self.plan(now)
 
-    def _end(self) -> None:
+    def stop(self) -> None:
         self._stopped = True
 
     def emit(self, reading: d.Reading) -> None:
@@ -112,23 +115,18 @@ class SimDevice:
 class SimDoor(SimDevice, d.DoorController):
     """A door controller with a card reader: swipes in opening hours, rare forced or held doors."""
 
+    MODEL = "sim-door"
+
     def __init__(
         self, device_id: str, venue: Venue, engine: Engine, *, seed: int, report_every_s: float
     ) -> None:
-        d.DoorController.__init__(self, device_id, model="sim-door")
-        SimDevice.__init__(self, device_id, venue, engine, seed=seed, report_every_s=report_every_s)
+        super().__init__(device_id, venue, engine, seed=seed, report_every_s=report_every_s)
         self.is_open = False
         self.locked = True
         self.mode = m.DoorMode.NORMAL
         self.jammed = False
         self.open_since: datetime | None = None
         self.cards = [f"card-{self.rng.randrange(10**8):08d}" for _ in range(40)]
-
-    def start(self, emit: d.Emit) -> None:
-        self._begin(emit)
-
-    def stop(self) -> None:
-        self._end()
 
     def plan(self, now: datetime) -> None:
         self.after("swipe", self._swipe_gap(now), now)
@@ -264,20 +262,15 @@ class SimDoor(SimDevice, d.DoorController):
 class SimCounter(SimDevice, d.PeopleCounter):
     """A people counter following the venue's daily curve; never below zero."""
 
+    MODEL = "sim-counter"
+
     def __init__(
         self, device_id: str, venue: Venue, engine: Engine, *, seed: int, report_every_s: float
     ) -> None:
-        d.PeopleCounter.__init__(self, device_id, model="sim-counter")
-        SimDevice.__init__(self, device_id, venue, engine, seed=seed, report_every_s=report_every_s)
+        super().__init__(device_id, venue, engine, seed=seed, report_every_s=report_every_s)
         self.count = 0
         self.extra = 0  # people brought by an event (a spike)
         self.lingering = 0  # people who stay after closing
-
-    def start(self, emit: d.Emit) -> None:
-        self._begin(emit)
-
-    def stop(self) -> None:
-        self._end()
 
     def target(self, now: datetime) -> int:
         share = self.venue.expected_share(now) * self.rng.uniform(0.85, 1.15)
@@ -315,22 +308,17 @@ class SimCounter(SimDevice, d.PeopleCounter):
 class SimSpeaker(SimDevice, d.Speaker):
     """A broadcast speaker column: plays on command, sometimes faults, can go offline."""
 
+    MODEL = "sim-speaker"
+
     def __init__(
         self, device_id: str, venue: Venue, engine: Engine, *, seed: int, report_every_s: float
     ) -> None:
-        d.Speaker.__init__(self, device_id, model="sim-speaker")
-        SimDevice.__init__(self, device_id, venue, engine, seed=seed, report_every_s=report_every_s)
+        super().__init__(device_id, venue, engine, seed=seed, report_every_s=report_every_s)
         self.volume = 60
         self.playing: str | None = None
         self.priority = m.SpeakerPriority.ROUTINE
         self.fault: m.SpeakerFault | None = None
         self.played: list[str] = []  # what it played, for tests and demos
-
-    def start(self, emit: d.Emit) -> None:
-        self._begin(emit)
-
-    def stop(self) -> None:
-        self._end()
 
     def plan(self, now: datetime) -> None:
         self.after("fault", self.every(60), now)
@@ -415,18 +403,13 @@ class SimSpeaker(SimDevice, d.Speaker):
 class SimCamera(SimDevice, d.CameraAlertSource):
     """A camera's analytics as an alert source: intrusion after hours, loitering, crowds, tampering."""
 
+    MODEL = "sim-camera"
+
     def __init__(
         self, device_id: str, venue: Venue, engine: Engine, *, seed: int, report_every_s: float
     ) -> None:
-        d.CameraAlertSource.__init__(self, device_id, model="sim-camera")
-        SimDevice.__init__(self, device_id, venue, engine, seed=seed, report_every_s=report_every_s)
+        super().__init__(device_id, venue, engine, seed=seed, report_every_s=report_every_s)
         self.active: dict[str, tuple[uuid.UUID, m.CameraAlertKind, str | None]] = {}
-
-    def start(self, emit: d.Emit) -> None:
-        self._begin(emit)
-
-    def stop(self) -> None:
-        self._end()
 
     def plan(self, now: datetime) -> None:
         for kind, days in _CAMERA_RATES.items():
@@ -507,8 +490,6 @@ def make_device(
     *,
     seed: int,
     report_every_s: float,
-) -> d.Device:
+) -> SimDevice:
     """A simulated device of `kind`."""
-    device = MODELS[kind](device_id, venue, engine, seed=seed, report_every_s=report_every_s)
-    assert isinstance(device, d.Device)
-    return device
+    return MODELS[kind](device_id, venue, engine, seed=seed, report_every_s=report_every_s)

@@ -65,7 +65,6 @@ class Fleet:
                     kind, device_id, venue, self.engine, seed=seed, report_every_s=every
                 )
                 devices.append(device)
-                assert isinstance(device, SimDevice)
                 self.devices[device_id] = device
             config = SiteConfig(
                 site=venue.site,

@@ -125,3 +125,9 @@ def test_a_good_site_file_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps(_site(tmp_path)))
     config = edge_config.load(path)
     assert config.devices[0].kind is m.DeviceKind.DOOR
+
+
+def test_the_example_site_file_is_valid() -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = edge_config.load(root / "examples" / "site.yaml")
+    assert [dev.kind for dev in config.devices] == list(m.DeviceKind)
