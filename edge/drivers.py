@@ -111,8 +111,8 @@ class DoorController(Device):
     kind = m.DeviceKind.DOOR
 
     @abstractmethod
-    def unlock(self, duration_s: int) -> None:
-        """Unlock, relocking by itself after `duration_s`."""
+    def unlock(self, duration_s: int | None) -> None:
+        """Unlock, relocking by itself after `duration_s` (None: until `lock`)."""
 
     @abstractmethod
     def lock(self) -> None:

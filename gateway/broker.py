@@ -146,7 +146,8 @@ def service_acl(role: ServiceRole) -> list[str]:
     root = topics.ROOT
     match role:
         case ServiceRole.INGEST:
-            return [f"topic read {root}/#"]
+            # The ingest's leader publishes the platform's queued commands (emergency mode…).
+            return [f"topic read {root}/#", f"topic write {root}/+/+/{topics.Channel.COMMAND}/#"]
         case ServiceRole.API:
             return [
                 f"topic write {root}/+/+/{topics.Channel.COMMAND}/#",

@@ -251,7 +251,12 @@ class NodeDeath(Envelope):
 
 class DoorUnlock(Strict):
     action: Literal["door.unlock"] = "door.unlock"
-    duration_s: int = Field(default=10, ge=1, le=3600, description="relocks after this long")
+    duration_s: int | None = Field(
+        default=10,
+        ge=1,
+        le=86_400,
+        description="relocks after this many seconds; null: stays unlocked until a lock command",
+    )
 
 
 class DoorLock(Strict):

@@ -31,3 +31,17 @@ STALE_DEATHS = Counter(
 MQTT_CONNECTED = Gauge(
     "gridwatch_ingest_mqtt_connected", "1 while connected to the broker and subscribed"
 )
+
+INCIDENTS_OPENED = Counter("gridwatch_incidents_opened_total", "Incidents opened", ["rule"])
+INCIDENTS_RESOLVED = Counter(
+    "gridwatch_incidents_resolved_total", "Incidents resolved by a clear signal"
+)
+TASKS_CREATED = Counter("gridwatch_tasks_created_total", "Grid tasks opened for new incidents")
+TIMERS_FIRED = Counter("gridwatch_timers_fired_total", "Durable timers that fired", ["kind"])
+TIMER_LATENESS = Histogram(
+    "gridwatch_timer_lateness_seconds",
+    "How late a timer fired after it was due",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
+LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -14,21 +16,59 @@ from gateway.messages import NodeBirth
 log = logging.getLogger(__name__)
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueInfo:
+    """What the rules need to know about a venue."""
+
+    id: str
+    kind: str
+    capacity: int | None
+    is_shelter: bool
+    open_24h: bool
+    opening_hours: dict[str, list[list[str]]]
+    timezone: str
+    grid_id: str
+    path: str  # the grid's ltree path
+
+    def is_open(self, when: datetime) -> bool:
+        """Whether the venue is open at `when`, by its opening hours in its own time zone."""
+        if self.open_24h:
+            return True
+        local = when.astimezone(ZoneInfo(self.timezone))
+        now = local.strftime("%H:%M")
+        return any(
+            start <= now < end
+            for start, end in self.opening_hours.get(_WEEKDAYS[local.weekday()], [])
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One consistent read of the registry."""
 
     node_site: dict[str, str]
     device_node: dict[str, str]
+    venues: dict[str, VenueInfo] = field(default_factory=dict)
+    device_kind: dict[str, str] = field(default_factory=dict)
 
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
-    """Read every enabled node and every device."""
+    """Read every enabled node, every device and every venue."""
     nodes = conn.execute("SELECT id, venue_id FROM edge_nodes WHERE NOT disabled").fetchall()
-    devices = conn.execute("SELECT id, node_id FROM devices").fetchall()
+    devices = conn.execute("SELECT id, node_id, kind::text FROM devices").fetchall()
+    venues = conn.execute(
+        """SELECT v.id, v.kind::text, v.capacity, v.is_shelter, v.open_24h, v.opening_hours,
+                  v.timezone, v.grid_id, t.path::text
+           FROM venues v JOIN territory t ON t.id = v.grid_id"""
+    ).fetchall()
     return Snapshot(
         node_site={str(n): str(v) for n, v in nodes},
-        device_node={str(d): str(n) for d, n in devices},
+        device_node={str(d): str(n) for d, n, _ in devices},
+        venues={str(r[0]): VenueInfo(*r) for r in venues},  # type: ignore[arg-type]
+        device_kind={str(d): str(k) for d, _, k in devices},
     )
 
 
@@ -54,6 +94,14 @@ class Registry:
                 len(self._snapshot.node_site),
                 len(self._snapshot.device_node),
             )
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def venue_of_node(self, node: str) -> VenueInfo | None:
+        site = self._snapshot.node_site.get(node)
+        return self._snapshot.venues.get(site) if site is not None else None
 
     def check(self, inbound: Inbound) -> None:
         """Raise DecodeError unless the message's node and device belong together."""

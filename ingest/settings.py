@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
 from gateway.topics import INGEST_SHARE_GROUP
+from ingest.tasks import DeadlinePolicy
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/gridwatch"
 
@@ -69,6 +70,13 @@ class IngestSettings(BaseSettings):
     )
     metrics_port: int = Field(
         default=9101, ge=0, le=65_535, description="Prometheus endpoint port; 0 disables it"
+    )
+    deadlines: DeadlinePolicy = Field(
+        default_factory=DeadlinePolicy, description="grid task deadlines per severity and stage"
+    )
+    leader: bool = Field(
+        default=True,
+        description="take part in leader election (timers, commands); one worker leads at a time",
     )
 
     @property

@@ -23,7 +23,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway import topics
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
 from ingest import metrics
+from ingest.leader import Leader
 from ingest.registry import Registry
+from ingest.rules import RuleBook
 from ingest.settings import IngestSettings
 from ingest.writer import BatchOutcome, BatchWriter, Received
 
@@ -38,10 +40,13 @@ class IngestWorker:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.registry = Registry(settings.registry_refresh_s)
+        self.book = RuleBook(settings.registry_refresh_s)
         self.writer = BatchWriter(
             self.registry,
             max_payload=settings.max_payload_bytes,
             payload_cap=settings.rejected_payload_cap,
+            book=self.book,
+            policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
         self._wake = threading.Event()
@@ -52,6 +57,15 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
+        self.leader = Leader(
+            settings.database_url.get_secret_value(),
+            self.registry,
+            RuleBook(settings.registry_refresh_s),  # its own: the leader runs in another thread
+            settings.deadlines,
+            lambda topic, payload: self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE),
+            self._stopping,
+            settings.client_id,
+        )
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
 
@@ -126,6 +140,8 @@ class IngestWorker:
             s.client_id, s.mqtt.host, s.mqtt.port, s.share_group,
         )  # fmt: skip
         connect_async(self.client, s.mqtt, clean_start=False, properties=props)
+        if s.leader:
+            self.leader.start()
         idle_since = time.monotonic()
         try:
             while not self._stopping.is_set():
@@ -143,6 +159,9 @@ class IngestWorker:
                 if not self._drain_once():
                     break
         finally:
+            self._stopping.set()
+            if self.leader.thread.is_alive():
+                self.leader.thread.join(10)
             self.client.disconnect()
             self.client.loop_stop()
             if self._conn is not None:
@@ -207,6 +226,7 @@ class IngestWorker:
             try:
                 conn = self._connection()
                 self.registry.refresh_if_due(conn)
+                self.book.refresh_if_due(conn)
                 accepted, rejected = self.writer.classify(batch)
                 with conn.transaction():
                     if isolate:
@@ -248,6 +268,10 @@ class IngestWorker:
             metrics.STORED.labels(table=table).inc(n)
         metrics.DUPLICATES.inc(outcome.duplicates)
         metrics.STALE_DEATHS.inc(outcome.stale_deaths)
+        for rule in outcome.reactions.opened_rules:
+            metrics.INCIDENTS_OPENED.labels(rule=rule).inc()
+        metrics.INCIDENTS_RESOLVED.inc(outcome.reactions.resolved)
+        metrics.TASKS_CREATED.inc(len(outcome.reactions.tasks))
         for r in outcome.rejected:
             metrics.REJECTED.labels(reason=r.reason.value).inc()
             log.info(

@@ -33,7 +33,10 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
+from ingest import incidents, rules
+from ingest.incidents import Applied
 from ingest.registry import Registry
+from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class BatchOutcome:
     rejected: list[Rejection] = field(default_factory=list)
     stale_deaths: int = 0
     new_ids: set[uuid.UUID] = field(default_factory=set)
+    reactions: Applied = field(default_factory=Applied)
 
 
 def _v(value: object) -> object:
@@ -139,8 +143,18 @@ def to_row(inbound: Inbound) -> tuple[str, tuple[object, ...]]:
 class BatchWriter:
     """Turns received messages into rows and writes a batch in the caller's transaction."""
 
-    def __init__(self, registry: Registry, *, max_payload: int, payload_cap: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_payload: int,
+        payload_cap: int,
+        book: rules.RuleBook | None = None,
+        policy: DeadlinePolicy | None = None,
+    ) -> None:
         self.registry = registry
+        self.book = book or rules.RuleBook()
+        self.policy = policy or DeadlinePolicy()
         self.max_payload = max_payload
         self.payload_cap = payload_cap
 
@@ -176,13 +190,50 @@ class BatchWriter:
             outcome.stored[table] += len(new)
             outcome.duplicates += len(rows) - len(new)
             outcome.new_ids |= new
-        for inbound in presence:
-            self._apply_presence(conn, inbound, outcome)
+        changes = [c for inbound in presence if (c := self._apply_presence(conn, inbound, outcome))]
         self._update_device_state(
             conn, [a for a in accepted if isinstance(a.inbound.message, DeviceMessage)]
         )
         self._record_rejections(conn, outcome.rejected)
+        self._react(conn, accepted, changes, outcome)
         return outcome
+
+    def _react(
+        self,
+        conn: Conn,
+        accepted: Sequence[Accepted],
+        presence: list[tuple[Inbound, bool]],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Rules on what is new in this batch, and command results onto their commands."""
+        signals: list[rules.Signal] = []
+        results: list[CommandResult] = []
+        for inbound, died in presence:
+            venue = self.registry.venue_of_node(inbound.topic.node)
+            if venue is not None:
+                signals += rules.node_signals(inbound, venue, self.book, died=died)
+        for a in accepted:
+            msg = a.inbound.message
+            if not isinstance(msg, DeviceMessage) or msg.id not in outcome.new_ids:
+                continue  # births and deaths are above; a redelivery already had its effect
+            if isinstance(msg, CommandResult):
+                results.append(msg)
+            venue = self.registry.venue_of_node(a.inbound.topic.node)
+            if venue is not None:
+                signals += rules.evaluate(conn, a.inbound, venue, self.book)
+        if results:
+            conn.execute(
+                """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
+                       result_at = now()
+                   FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(id, status, detail)
+                   WHERE c.id = u.id AND c.state IN ('queued', 'sent')""",
+                (
+                    [r.command_id for r in results],
+                    [r.status.value for r in results],
+                    [r.detail for r in results],
+                ),
+            )
+        outcome.reactions = incidents.apply(conn, signals, self.policy)
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
@@ -206,6 +257,8 @@ class BatchWriter:
             total.duplicates += one.duplicates
             total.stale_deaths += one.stale_deaths
             total.new_ids |= one.new_ids
+            total.reactions.opened += one.reactions.opened
+            total.reactions.tasks += one.reactions.tasks
         self._record_rejections(conn, refused)
         total.rejected = refused
         return total
@@ -239,7 +292,10 @@ class BatchWriter:
             cur.execute(sql.SQL("DELETE FROM {}").format(stage))
         return new  # type: ignore[return-value]
 
-    def _apply_presence(self, conn: Conn, inbound: Inbound, outcome: BatchOutcome) -> None:
+    def _apply_presence(
+        self, conn: Conn, inbound: Inbound, outcome: BatchOutcome
+    ) -> tuple[Inbound, bool] | None:
+        """Apply a birth or death; (it, whether the node died) if it changed the node's state."""
         m = inbound.message
         assert isinstance(m, NodeBirth | NodeDeath)
         node = inbound.topic.node
@@ -250,19 +306,22 @@ class BatchWriter:
         ).fetchone()
         if inserted is None:  # a redelivery: its effect was applied when it was first stored
             outcome.duplicates += 1
-            return
+            return None
         outcome.stored["presence_events"] += 1
         outcome.new_ids.add(m.id)
         if isinstance(m, NodeBirth):
-            self._apply_birth(conn, node, m)
-        elif not self._apply_death(conn, node, m):
+            return (inbound, False) if self._apply_birth(conn, node, m) else None
+        if not self._apply_death(conn, node, m):
             outcome.stale_deaths += 1
             conn.execute(
                 "UPDATE presence_events SET stale = true WHERE id = %s AND ts = %s", (m.id, m.ts)
             )
             log.info("stale death ignored node=%s bdseq=%s", node, m.bdseq)
+            return None
+        return inbound, True
 
-    def _apply_birth(self, conn: Conn, node: str, m: NodeBirth) -> None:
+    def _apply_birth(self, conn: Conn, node: str, m: NodeBirth) -> bool:
+        """Mark the node and its listed devices online; False for a birth older than the last."""
         inventory = [d.model_dump(mode="json", exclude_none=True) for d in m.devices]
         took = conn.execute(
             """INSERT INTO node_presence AS p (node_id, online, bdseq, birth_ts, last_seen, software, inventory)
@@ -282,7 +341,7 @@ class BatchWriter:
             },
         ).fetchone()
         if took is None:  # an older birth arriving after a newer one
-            return
+            return False
         listed = [d.id for d in m.devices]
         conn.execute(
             """INSERT INTO device_status AS s (device_id, online, last_seen)
@@ -293,6 +352,7 @@ class BatchWriter:
                    updated_at = now()""",
             {"listed": listed, "ts": m.ts, "node": node},
         )
+        return True
 
     def _apply_death(self, conn: Conn, node: str, m: NodeDeath) -> bool:
         """Mark the node and its devices offline; False if the death is stale."""

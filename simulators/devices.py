@@ -236,12 +236,14 @@ class SimDoor(SimDevice, d.DoorController):
         if self.jammed:
             raise d.CommandFailed("lock motor jammed")
 
-    def unlock(self, duration_s: int) -> None:
+    def unlock(self, duration_s: int | None) -> None:
         with self._mutex:
             self._check()
             self.locked, self.mode = False, m.DoorMode.UNLOCKED
             self._state()
-            self.after("relock", duration_s * self.clock.speed)  # a command's duration is real time
+            self.timers.pop("relock", None)
+            if duration_s is not None:  # a command's duration is real time
+                self.after("relock", duration_s * self.clock.speed)
 
     def lock(self) -> None:
         with self._mutex:

@@ -1,0 +1,163 @@
+"""Emergency mode for a subtree ("normal to emergency"): tighter deadlines, a broadcast to every
+speaker in it, its shelters' doors unlocked; all reverted when it ends, all recorded."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from gateway import messages as m
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+COMMANDS_CHANNEL = "gridwatch_commands"
+DEFAULT_MESSAGE = (
+    "Emergency in this area. Please follow the instructions of staff and go to the nearest shelter."
+)
+_COMMAND_DEADLINE = timedelta(seconds=60)
+
+
+class EmergencyError(ValueError):
+    """An emergency that cannot be started or ended; the message says why."""
+
+
+def queue_command(
+    conn: Conn,
+    device_id: str,
+    action: BaseModel,
+    *,
+    issued_by: str,
+    reason: str = "",
+    emergency_id: int | None = None,
+    deadline: timedelta = _COMMAND_DEADLINE,
+) -> uuid.UUID:
+    """Queue a command for a device; the ingest leader publishes it and tracks its result."""
+    command_id = uuid.uuid4()
+    conn.execute(
+        """INSERT INTO commands (id, device_id, action, issued_by, reason, emergency_id, deadline)
+           VALUES (%s, %s, %s, %s, %s, %s, now() + %s)""",
+        (command_id, device_id, Jsonb(action.model_dump(mode="json")), issued_by, reason,
+         emergency_id, deadline),
+    )  # fmt: skip
+    conn.execute(f"NOTIFY {COMMANDS_CHANNEL}")
+    return command_id
+
+
+def _devices(conn: Conn, path: str, kind: str, shelters_only: bool = False) -> list[str]:
+    rows = conn.execute(
+        """SELECT d.id FROM devices d
+           JOIN edge_nodes n ON n.id = d.node_id
+           JOIN venues v ON v.id = n.venue_id
+           JOIN territory t ON t.id = v.grid_id
+           WHERE d.kind = %s AND t.path <@ %s::ltree AND (v.is_shelter OR NOT %s)
+           ORDER BY d.id""",
+        (kind, path, shelters_only),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def start(
+    conn: Conn, territory_id: str, *, actor: str, reason: str, message: str = DEFAULT_MESSAGE
+) -> int:
+    """Switch a subtree to emergency mode; its id."""
+    row = conn.execute("SELECT path::text FROM territory WHERE id = %s", (territory_id,)).fetchone()
+    if row is None:
+        raise EmergencyError(f"no territory {territory_id!r}")
+    path = str(row[0])
+    covering = conn.execute(
+        "SELECT territory_id FROM emergencies WHERE ended_at IS NULL AND path @> %s::ltree",
+        (path,),
+    ).fetchone()
+    if covering is not None:
+        raise EmergencyError(f"{territory_id} is already in an emergency (of {covering[0]})")
+    got = conn.execute(
+        """INSERT INTO emergencies (territory_id, path, reason, message, started_by)
+           VALUES (%s, %s::ltree, %s, %s, %s) RETURNING id""",
+        (territory_id, path, reason, message, actor),
+    ).fetchone()
+    assert got is not None
+    emergency_id = int(str(got[0]))
+    play = m.SpeakerPlay(text=message, priority=m.SpeakerPriority.EMERGENCY, repeat=3)
+    speakers = _devices(conn, path, "speaker")
+    doors = _devices(conn, path, "door", shelters_only=True)
+    for device in speakers:
+        queue_command(conn, device, play, issued_by=actor, reason="emergency broadcast",
+                      emergency_id=emergency_id)  # fmt: skip
+    for device in doors:
+        queue_command(conn, device, m.DoorUnlock(duration_s=None), issued_by=actor,
+                      reason="emergency: shelter open", emergency_id=emergency_id)  # fmt: skip
+    _tighten_deadlines(conn, path)
+    conn.execute(
+        "INSERT INTO notifications (territory_id, kind, message) VALUES (%s, 'emergency', %s)",
+        (territory_id, f"Emergency mode on: {reason}"),
+    )
+    log.info("emergency started id=%d area=%s speakers=%d shelter_doors=%d by=%s",
+             emergency_id, territory_id, len(speakers), len(doors), actor)  # fmt: skip
+    return emergency_id
+
+
+def end(conn: Conn, territory_id: str, *, actor: str) -> int:
+    """Return a subtree to normal: speakers stop, shelter doors lock again; the emergency's id."""
+    row = conn.execute(
+        """UPDATE emergencies SET ended_at = now(), ended_by = %s
+           WHERE territory_id = %s AND ended_at IS NULL RETURNING id, path::text""",
+        (actor, territory_id),
+    ).fetchone()
+    if row is None:
+        raise EmergencyError(f"{territory_id} is not in an emergency")
+    emergency_id, path = int(str(row[0])), str(row[1])
+    for device in _devices(conn, path, "speaker"):
+        queue_command(conn, device, m.SpeakerStop(), issued_by=actor,
+                      reason="emergency over", emergency_id=emergency_id)  # fmt: skip
+    for device in _devices(conn, path, "door", shelters_only=True):
+        queue_command(conn, device, m.DoorLock(), issued_by=actor,
+                      reason="emergency over: shelter back to normal", emergency_id=emergency_id)  # fmt: skip
+    conn.execute(
+        "INSERT INTO notifications (territory_id, kind, message) VALUES (%s, 'emergency', %s)",
+        (territory_id, "Emergency mode off"),
+    )
+    log.info("emergency ended id=%d area=%s by=%s", emergency_id, territory_id, actor)
+    return emergency_id
+
+
+def start_for_rule(conn: Conn, grid_id: str, level: str, title: str, incident_id: int) -> None:
+    """A rule asks for emergency mode at `level` above a grid; nothing if one already covers it."""
+    row = conn.execute(
+        """SELECT a.id FROM territory g JOIN territory a ON a.path @> g.path
+           WHERE g.id = %s AND a.level = %s""",
+        (grid_id, level),
+    ).fetchone()
+    if row is None:
+        log.error("rule asks for an emergency at level %s above %s: no such level", level, grid_id)
+        return
+    try:
+        with conn.transaction():
+            start(conn, str(row[0]), actor="system", reason=f"{title} (incident {incident_id})")
+    except EmergencyError:
+        pass  # already in an emergency: nothing more to switch on
+
+
+def _tighten_deadlines(conn: Conn, path: str) -> None:
+    """Open tasks in the area get emergency deadlines from now on (never a later one)."""
+    from ingest.tasks import DeadlinePolicy, retime_for_emergency
+
+    rows = conn.execute(
+        "UPDATE tasks SET emergency = true WHERE path <@ %s::ltree AND state <> 'closed' RETURNING id",
+        (path,),
+    ).fetchall()
+    for (task_id,) in rows:
+        retime_for_emergency(conn, int(str(task_id)), DeadlinePolicy())
+
+
+def active(conn: Conn) -> list[tuple[int, str, datetime]]:
+    """(id, territory, started) of every emergency in force."""
+    rows = conn.execute(
+        "SELECT id, territory_id, started_at FROM emergencies WHERE ended_at IS NULL ORDER BY id"
+    ).fetchall()
+    return [(int(str(i)), str(t), s) for i, t, s in rows]  # type: ignore[misc]

@@ -1,0 +1,185 @@
+"""Applying rule signals: incidents opened, repeated and resolved, rule timers, and a task for
+every new incident, all in the transaction that stores the messages behind them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ingest import emergency, tasks
+from ingest.rules import CancelTimer, Clear, Raise, Signal, StartTimer
+
+__all__ = ["Raise", "Signal", "apply", "decode", "raise_incident", "resolve"]
+from ingest.tasks import DeadlinePolicy
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+SYSTEM = "system"
+TIMER_RULE = "rule"
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a batch of signals did."""
+
+    opened: list[int] = field(default_factory=list)
+    opened_rules: list[str] = field(default_factory=list)
+    repeated: int = 0
+    resolved: int = 0
+    silenced: int = 0
+    tasks: list[int] = field(default_factory=list)
+
+
+def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
+    """Apply signals in order. Clears and cancels are checked against what exists first, in one
+    query each, so the common case (a reading that clears nothing) costs no writes."""
+    out = Applied()
+    if not signals:
+        return out
+    clear_keys = sorted({s.key for s in signals if isinstance(s, Clear)})
+    cancel_keys = sorted({s.key for s in signals if isinstance(s, CancelTimer)})
+    open_keys = _existing(conn, "SELECT dedup_key FROM incidents WHERE status <> 'resolved'"
+                          " AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
+    timer_keys = _existing(conn, "SELECT key FROM timers WHERE kind = 'rule' AND key = ANY(%s)",
+                           cancel_keys)  # fmt: skip
+    for signal in signals:
+        match signal:
+            case Raise():
+                if _silenced(conn, signal):
+                    out.silenced += 1
+                    continue
+                incident = raise_incident(conn, signal, policy, out)
+                if incident is not None:
+                    open_keys.add(signal.key)
+            case Clear() if signal.key in open_keys:
+                out.resolved += resolve(conn, signal.key, signal.reason)
+                open_keys.discard(signal.key)
+            case StartTimer():
+                conn.execute(
+                    """INSERT INTO timers (kind, key, due_at, data) VALUES (%s, %s, %s, %s)
+                       ON CONFLICT (kind, key) DO NOTHING""",
+                    (TIMER_RULE, signal.key, signal.due, Jsonb(_encode(signal.then))),
+                )
+                timer_keys.add(signal.key)
+            case CancelTimer() if signal.key in timer_keys:
+                conn.execute(
+                    "DELETE FROM timers WHERE kind = %s AND key = %s", (TIMER_RULE, signal.key)
+                )
+                timer_keys.discard(signal.key)
+    return out
+
+
+def _existing(conn: Conn, query: str, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    return {str(r[0]) for r in conn.execute(query, (keys,)).fetchall()}
+
+
+def _silenced(conn: Conn, signal: Raise) -> bool:
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM maintenance_windows
+                          WHERE starts <= now() AND now() < ends
+                            AND (venue_id = %s OR device_id = %s))""",
+        (signal.venue.id, signal.device),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def raise_incident(conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Applied) -> int | None:
+    """Open the incident (and its task), or count a repeat on the open one; its id."""
+    venue = signal.venue
+    row = conn.execute(
+        """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, device_id, node_id,
+                                  grid_id, path, detail, first_seen, last_seen)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s)
+           ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
+               occurrences = incidents.occurrences + 1,
+               last_seen = GREATEST(incidents.last_seen, excluded.last_seen),
+               detail = incidents.detail || excluded.detail
+           RETURNING id, (xmax = 0) AS inserted""",
+        (
+            signal.key, signal.rule.value, signal.severity.value, signal.title, venue.id,
+            signal.device, signal.node, venue.grid_id, venue.path, Jsonb(signal.detail),
+            signal.ts, signal.ts,
+        ),
+    ).fetchone()  # fmt: skip
+    assert row is not None
+    incident_id, inserted = int(str(row[0])), bool(row[1])
+    if not inserted:
+        out.repeated += 1
+        conn.execute(
+            "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'repeated', %s, %s)",
+            (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
+        )
+        return incident_id
+    out.opened.append(incident_id)
+    out.opened_rules.append(signal.rule.value)
+    conn.execute(
+        "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'opened', %s, %s)",
+        (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
+    )
+    task_id = tasks.create(
+        conn, incident_id=incident_id, title=f"{signal.title} at {venue.id}",
+        severity=signal.severity, grid_id=venue.grid_id, path=venue.path, policy=policy,
+    )  # fmt: skip
+    out.tasks.append(task_id)
+    conn.execute(
+        "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'task', %s, %s)",
+        (incident_id, SYSTEM, Jsonb({"task_id": task_id})),
+    )
+    if signal.emergency_level is not None:
+        emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, signal.title,
+                                 incident_id)  # fmt: skip
+    log.info("incident opened id=%d key=%s severity=%s venue=%s task=%d",
+             incident_id, signal.key, signal.severity, venue.id, task_id)  # fmt: skip
+    return incident_id
+
+
+def resolve(conn: Conn, dedup_key: str, reason: str, actor: str = SYSTEM) -> int:
+    """Resolve the open incident with this key; 1 if there was one."""
+    row = conn.execute(
+        """UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
+           WHERE dedup_key = %s AND status <> 'resolved' RETURNING id""",
+        (actor, dedup_key),
+    ).fetchone()
+    if row is None:
+        return 0
+    conn.execute(
+        "INSERT INTO incident_events (incident_id, kind, actor, note) VALUES (%s, 'resolved', %s, %s)",
+        (row[0], actor, reason),
+    )
+    conn.execute(
+        """INSERT INTO task_events (task_id, action, actor, reason)
+           SELECT id, 'incident_resolved', %s, %s FROM tasks WHERE incident_id = %s""",
+        (actor, reason, row[0]),
+    )
+    return 1
+
+
+def _encode(signal: Raise) -> dict[str, Any]:
+    """A Raise kept in a timer row, to be raised when the timer fires."""
+    return {
+        "rule": signal.rule.value, "subject": signal.subject, "severity": signal.severity.value,
+        "venue": signal.venue.id, "ts": signal.ts.isoformat(), "device": signal.device,
+        "node": signal.node, "detail": signal.detail, "emergency_level": signal.emergency_level,
+    }  # fmt: skip
+
+
+def decode(data: dict[str, Any], venues: dict[str, Any]) -> Raise | None:
+    """The Raise kept by `_encode`; None if its venue no longer exists."""
+    from ingest.rules import Rule, Severity
+
+    venue = venues.get(data["venue"])
+    if venue is None:
+        return None
+    return Raise(
+        Rule(data["rule"]), data["subject"], Severity(data["severity"]), venue,
+        datetime.fromisoformat(data["ts"]), device=data["device"], node=data["node"],
+        detail=data["detail"], emergency_level=data["emergency_level"],
+    )  # fmt: skip

@@ -1,0 +1,242 @@
+"""The work that must happen in exactly one place however many ingest workers run: timers
+(rules with durations, task deadlines), publishing queued commands, expiring unanswered ones,
+and noticing devices that went silent. Every worker runs a Leader; only the one holding the
+PostgreSQL advisory lock acts, and a worker that dies releases it with its connection.
+Timers are also taken with SKIP LOCKED and deleted in the transaction that acts on them, so
+even two leaders could not fire one twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from gateway import codec, topics
+from gateway import messages as m
+from ingest import incidents, metrics, tasks
+from ingest.emergency import COMMANDS_CHANNEL
+from ingest.registry import Registry
+from ingest.rules import DEFAULTS, Rule, RuleBook
+from ingest.tasks import DeadlinePolicy
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
+LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
+_TICK_S = 0.25
+_SWEEP_EVERY_S = 30.0
+_RESULT_GRACE_S = 10  # a command's result may arrive a little after its deadline
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class Leader:
+    """Runs in a thread of every ingest worker; works only while it holds the leader lock."""
+
+    def __init__(
+        self,
+        dsn: str,
+        registry: Registry,
+        book: RuleBook,
+        policy: DeadlinePolicy,
+        publish: Publish,
+        stop: threading.Event,
+        name: str,
+    ) -> None:
+        self.dsn = dsn
+        self.registry = registry
+        self.book = book
+        self.policy = policy
+        self.publish = publish
+        self.stop = stop
+        self.name = name
+        self.leading = False
+        self._conn: Conn | None = None
+        self._last_sweep = 0.0
+        self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn = self._connection()
+                if not self.leading:
+                    self._try_lead(conn)
+                if self.leading:
+                    self.tick(conn)
+                    self._wait(conn, _TICK_S)
+                else:
+                    self.stop.wait(2.0)
+            except psycopg.Error as exc:
+                log.warning("leader connection lost: %s", str(exc).strip())
+                self._drop()
+                self.stop.wait(2.0)
+        self._drop()
+
+    def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.dsn, autocommit=True, application_name=f"gridwatch-leader-{self.name}"
+            )
+            self.leading = False
+        return self._conn
+
+    def _drop(self) -> None:
+        if self.leading:
+            log.info("leader stepping down worker=%s", self.name)
+        self.leading = False
+        metrics.LEADER.set(0)
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def _try_lead(self, conn: Conn) -> None:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        if row and row[0]:
+            self.leading = True
+            metrics.LEADER.set(1)
+            conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
+            log.info("leader elected worker=%s", self.name)
+
+    def _wait(self, conn: Conn, timeout_s: float) -> None:
+        """Sleep until the next tick, or until a command is queued."""
+        for _ in conn.notifies(timeout=timeout_s, stop_after=1):
+            pass
+
+    def tick(self, conn: Conn) -> None:
+        """One round of leader work."""
+        self.book.refresh_if_due(conn)
+        while self._fire_due_timers(conn):
+            pass
+        self._publish_commands(conn)
+        self._expire_commands(conn)
+        if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
+            self._last_sweep = time.monotonic()
+            self._sweep_silent_devices(conn)
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def _fire_due_timers(self, conn: Conn, limit: int = 50) -> int:
+        with conn.transaction():
+            rows = conn.execute(
+                """DELETE FROM timers WHERE (kind, key) IN (
+                       SELECT kind, key FROM timers WHERE due_at <= now()
+                       ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)
+                   RETURNING kind, key, data, due_at""",
+                (limit,),
+            ).fetchall()
+            for kind, key, data, due in rows:
+                late = time.time() - due.timestamp()  # type: ignore[attr-defined]
+                metrics.TIMER_LATENESS.observe(max(late, 0.0))
+                self._fire(conn, str(kind), str(key), data)  # type: ignore[arg-type]
+        return len(rows)
+
+    def _fire(self, conn: Conn, kind: str, key: str, data: dict[str, Any]) -> None:
+        metrics.TIMERS_FIRED.labels(kind=kind).inc()
+        match kind:
+            case incidents.TIMER_RULE:
+                signal = incidents.decode(data, self.registry.snapshot.venues)
+                if signal is not None:
+                    incidents.apply(conn, [signal], self.policy)
+            case tasks.TIMER_WARN:
+                tasks.on_warn(conn, int(key))
+            case tasks.TIMER_DEADLINE:
+                tasks.on_deadline(conn, int(key), self.policy)
+            case _:
+                log.error("unknown timer kind=%s key=%s: dropped", kind, key)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def _publish_commands(self, conn: Conn) -> None:
+        rows = conn.execute(
+            """SELECT c.id, c.device_id, c.action, c.created_at, c.deadline, n.id, n.venue_id
+               FROM commands c JOIN devices d ON d.id = c.device_id
+               JOIN edge_nodes n ON n.id = d.node_id
+               WHERE c.state = 'queued' ORDER BY c.created_at LIMIT 500"""
+        ).fetchall()
+        sent: list[tuple[object, mqtt.MQTTMessageInfo]] = []
+        for cid, device, action, created, deadline, node, site in rows:
+            command = m.Command.model_validate_json(
+                json.dumps(
+                    {"type": m.MessageType.COMMAND, "v": m.CONTRACT_VERSION, "id": str(cid),
+                     "ts": created, "device": device, "deadline": deadline, "action": action},
+                    default=_iso,
+                )
+            )  # fmt: skip
+            topic = topics.command(str(site), str(node), str(device))
+            sent.append((cid, self.publish(topic, codec.encode(command))))
+        done = []
+        for cid, info in sent:
+            try:
+                info.wait_for_publish(5)
+            except (RuntimeError, ValueError) as exc:  # not connected, or the publish failed
+                log.warning("command not published yet id=%s: %s", cid, exc)
+                continue
+            if info.is_published():
+                done.append(cid)
+        if done:
+            conn.execute(
+                "UPDATE commands SET state = 'sent', sent_at = now() WHERE id = ANY(%s) AND state = 'queued'",
+                (done,),
+            )
+            metrics.COMMANDS_SENT.inc(len(done))
+
+    def _expire_commands(self, conn: Conn) -> None:
+        cur = conn.execute(
+            """UPDATE commands SET state = 'expired', detail = 'no result by the deadline',
+                   result_at = now()
+               WHERE state IN ('queued', 'sent') AND deadline < now() - make_interval(secs => %s)""",
+            (_RESULT_GRACE_S,),
+        )
+        if cur.rowcount:
+            log.warning("commands expired without a result count=%d", cur.rowcount)
+
+    # --- silent devices -----------------------------------------------------------------------
+
+    def _sweep_silent_devices(self, conn: Conn) -> None:
+        """Devices of online nodes that stopped reporting: the rule `device_offline` (a node
+        that is offline stands in for its devices, so they are not swept)."""
+        silence = DEFAULTS[Rule.DEVICE_OFFLINE].limit
+        rows = conn.execute(
+            """SELECT s.device_id, d.node_id, s.last_seen FROM device_status s
+               JOIN devices d ON d.id = s.device_id
+               JOIN node_presence p ON p.node_id = d.node_id
+               WHERE p.online AND d.kind IN ('door', 'counter', 'speaker')
+                 AND s.last_seen < now() - make_interval(secs => %s)
+                 AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.status <> 'resolved'
+                                 AND i.dedup_key = 'device_offline:' || s.device_id)
+               LIMIT 1000""",
+            (silence,),
+        ).fetchall()
+        signals: list[incidents.Signal] = []
+        for device, node, last_seen in rows:
+            venue = self.registry.venue_of_node(str(node))
+            if venue is None:
+                continue
+            s = self.book.settings(Rule.DEVICE_OFFLINE, venue)
+            if s.enabled:
+                signals.append(
+                    incidents.Raise(
+                        Rule.DEVICE_OFFLINE, str(device), s.severity, venue, last_seen,  # type: ignore[arg-type]
+                        device=str(device), node=str(node),
+                        detail={"silent_since": str(last_seen)},
+                    )
+                )  # fmt: skip
+        if signals:
+            with conn.transaction():
+                incidents.apply(conn, signals, self.policy)

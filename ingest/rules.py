@@ -1,0 +1,327 @@
+"""Rules: what turns device messages into incidents, and what clears them.
+
+`evaluate` looks at one newly stored message and returns signals: raise an incident, clear one,
+start or cancel a timer for a rule with a duration. `ingest.incidents` applies them in the same
+transaction as the message, so an incident exists exactly when its message is stored.
+
+Each rule has built-in settings (`DEFAULTS`), which the `rule_overrides` table changes per venue
+kind or per venue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import messages as m
+from gateway.codec import Inbound
+from ingest.registry import VenueInfo
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class Severity(StrEnum):
+    RED = "red"
+    YELLOW = "yellow"
+    GREEN = "green"
+
+
+class Rule(StrEnum):
+    DOOR_FORCED = "door_forced"
+    DOOR_HELD_OPEN = "door_held_open"
+    DENIED_BURST = "denied_burst"
+    OVER_CAPACITY = "over_capacity"
+    FAR_OVER_CAPACITY = "far_over_capacity"
+    INSIDE_WHEN_CLOSED = "inside_when_closed"
+    CAMERA_INTRUSION = "camera_intrusion"
+    CAMERA_LOITERING = "camera_loitering"
+    CAMERA_CROWD = "camera_crowd"
+    CAMERA_TAMPER = "camera_tamper"
+    SPEAKER_FAULT = "speaker_fault"
+    DEVICE_OFFLINE = "device_offline"
+    NODE_OFFLINE = "node_offline"
+
+
+class RuleSettings(BaseModel):
+    """One rule's settings; fields a rule does not use are ignored by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="off: the rule raises nothing")
+    severity: Severity = Field(description="colour of the incidents it raises")
+    after_hours_severity: Severity | None = Field(
+        default=None, description="colour when the venue is closed (camera intrusion)"
+    )
+    for_s: float = Field(default=0, ge=0, description="how long the condition must last")
+    limit: float = Field(default=0, ge=0, description="the rule's threshold (seconds, a count)")
+    window_s: float = Field(default=0, ge=0, description="time window for counted events")
+    factor: float = Field(default=1.0, gt=0, description="multiple of capacity")
+    emergency_level: str | None = Field(
+        default=None,
+        description="raising this rule switches on emergency mode for the venue's ancestor at"
+        " this level (grid, community, subdistrict, district, city)",
+    )
+
+
+DEFAULTS: dict[Rule, RuleSettings] = {
+    Rule.DOOR_FORCED: RuleSettings(severity=Severity.RED),
+    Rule.DOOR_HELD_OPEN: RuleSettings(severity=Severity.YELLOW, limit=60),
+    Rule.DENIED_BURST: RuleSettings(severity=Severity.YELLOW, limit=5, window_s=120),
+    Rule.OVER_CAPACITY: RuleSettings(severity=Severity.YELLOW, for_s=120),
+    Rule.FAR_OVER_CAPACITY: RuleSettings(severity=Severity.RED, factor=1.5),
+    Rule.INSIDE_WHEN_CLOSED: RuleSettings(severity=Severity.YELLOW, for_s=900),
+    Rule.CAMERA_INTRUSION: RuleSettings(
+        severity=Severity.YELLOW, after_hours_severity=Severity.RED
+    ),
+    Rule.CAMERA_LOITERING: RuleSettings(severity=Severity.GREEN),
+    Rule.CAMERA_CROWD: RuleSettings(severity=Severity.YELLOW),
+    Rule.CAMERA_TAMPER: RuleSettings(severity=Severity.YELLOW),
+    Rule.SPEAKER_FAULT: RuleSettings(severity=Severity.YELLOW),
+    Rule.DEVICE_OFFLINE: RuleSettings(severity=Severity.YELLOW, for_s=120, limit=600),
+    Rule.NODE_OFFLINE: RuleSettings(severity=Severity.RED, for_s=120),
+}
+
+_CAMERA_RULES = {
+    m.CameraAlertKind.INTRUSION: Rule.CAMERA_INTRUSION,
+    m.CameraAlertKind.LOITERING: Rule.CAMERA_LOITERING,
+    m.CameraAlertKind.CROWD: Rule.CAMERA_CROWD,
+    m.CameraAlertKind.TAMPER_COVERED: Rule.CAMERA_TAMPER,
+    m.CameraAlertKind.TAMPER_BLURRED: Rule.CAMERA_TAMPER,
+    m.CameraAlertKind.TAMPER_MOVED: Rule.CAMERA_TAMPER,
+}
+# Camera alerts that end by themselves also end their incident; an intrusion needs a person.
+_RESOLVED_BY_END = {Rule.CAMERA_LOITERING, Rule.CAMERA_CROWD, Rule.CAMERA_TAMPER}
+
+_TITLES = {
+    Rule.DOOR_FORCED: "Door forced open",
+    Rule.DOOR_HELD_OPEN: "Door held open",
+    Rule.DENIED_BURST: "Repeated denied access",
+    Rule.OVER_CAPACITY: "Over capacity",
+    Rule.FAR_OVER_CAPACITY: "Far over capacity",
+    Rule.INSIDE_WHEN_CLOSED: "People inside after closing",
+    Rule.CAMERA_INTRUSION: "Intrusion",
+    Rule.CAMERA_LOITERING: "Loitering",
+    Rule.CAMERA_CROWD: "Crowding",
+    Rule.CAMERA_TAMPER: "Camera tampered with",
+    Rule.SPEAKER_FAULT: "Speaker fault",
+    Rule.DEVICE_OFFLINE: "Device offline",
+    Rule.NODE_OFFLINE: "Venue offline",
+}
+
+
+def key(rule: Rule, subject: str) -> str:
+    """The dedup key: one open incident per rule and subject (a device or a node)."""
+    return f"{rule.value}:{subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Open an incident, or count a repeat on the open one with the same key."""
+
+    rule: Rule
+    subject: str
+    severity: Severity
+    venue: VenueInfo
+    ts: datetime
+    device: str | None = None
+    node: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    emergency_level: str | None = None
+
+    @property
+    def key(self) -> str:
+        return key(self.rule, self.subject)
+
+    @property
+    def title(self) -> str:
+        return _TITLES[self.rule]
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """The condition is over: resolve the open incident with this key, if any."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Raise `then` at `due` unless cancelled first; an existing timer keeps its earlier time."""
+
+    key: str
+    due: datetime
+    then: Raise
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+Signal = Raise | Clear | StartTimer | CancelTimer
+
+
+class RuleBook:
+    """Settings per rule, venue kind and venue; re-read from `rule_overrides` periodically."""
+
+    def __init__(self, refresh_s: float = 30.0) -> None:
+        self._refresh_s = refresh_s
+        self._loaded_at = float("-inf")
+        self._by_kind: dict[tuple[str, Rule], RuleSettings] = {}
+        self._by_venue: dict[tuple[str, Rule], RuleSettings] = {}
+
+    def refresh_if_due(self, conn: Conn) -> None:
+        if time.monotonic() - self._loaded_at < self._refresh_s:
+            return
+        by_kind: dict[tuple[str, Rule], RuleSettings] = {}
+        by_venue: dict[tuple[str, Rule], RuleSettings] = {}
+        rows = conn.execute(
+            "SELECT venue_kind::text, venue_id, rule, settings FROM rule_overrides"
+        ).fetchall()
+        for kind, venue, rule_name, settings in rows:
+            try:
+                rule = Rule(str(rule_name))
+                merged = DEFAULTS[rule].model_dump() | dict(settings)  # type: ignore[call-overload]
+                value = RuleSettings.model_validate(merged)
+            except ValueError as exc:  # a bad row must not stop the ingest: keep the defaults
+                log.error("rule override ignored rule=%s venue_kind=%s venue=%s: %s",
+                          rule_name, kind, venue, exc)  # fmt: skip
+                continue
+            if venue is not None:
+                by_venue[(str(venue), rule)] = value
+            else:
+                by_kind[(str(kind), rule)] = value
+        self._by_kind, self._by_venue = by_kind, by_venue
+        self._loaded_at = time.monotonic()
+
+    def settings(self, rule: Rule, venue: VenueInfo) -> RuleSettings:
+        return (
+            self._by_venue.get((venue.id, rule))
+            or self._by_kind.get((venue.kind, rule))
+            or DEFAULTS[rule]
+        )
+
+
+def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> list[Signal]:
+    """The signals one newly stored message gives rise to."""
+    msg = inbound.message
+    node = inbound.topic.node
+
+    def rule_on(rule: Rule) -> RuleSettings | None:
+        s = book.settings(rule, venue)
+        return s if s.enabled else None
+
+    def raise_(rule: Rule, subject: str, s: RuleSettings, **kw: Any) -> Raise:
+        severity = kw.pop("severity", s.severity)
+        return Raise(rule, subject, severity, venue, msg.ts, node=node,
+                     emergency_level=s.emergency_level, **kw)  # fmt: skip
+
+    out: list[Signal] = []
+    if isinstance(msg, m.DeviceMessage) and not (
+        isinstance(msg, m.SpeakerStatus) and not msg.online
+    ):
+        out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device)))
+        out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again"))
+    match msg:
+        case m.DoorForced():
+            if s := rule_on(Rule.DOOR_FORCED):
+                out.append(raise_(Rule.DOOR_FORCED, msg.device, s, device=msg.device))
+        case m.DoorHeldOpen():
+            s = rule_on(Rule.DOOR_HELD_OPEN)
+            if s and msg.open_s >= s.limit:
+                out.append(raise_(Rule.DOOR_HELD_OPEN, msg.device, s, device=msg.device,
+                                  detail={"open_s": msg.open_s}))  # fmt: skip
+        case m.DoorState(open=False):
+            out.append(Clear(key(Rule.DOOR_HELD_OPEN, msg.device), "the door closed"))
+        case m.DoorAccess(result=m.AccessResult.DENIED):
+            s = rule_on(Rule.DENIED_BURST)
+            if s and _denied_in_window(conn, msg.device, msg.ts, s.window_s) >= s.limit:
+                out.append(raise_(Rule.DENIED_BURST, msg.device, s, device=msg.device,
+                                  detail={"within_s": s.window_s, "at_least": s.limit}))  # fmt: skip
+        case m.Occupancy():
+            out += _occupancy(msg, venue, rule_on, raise_)
+        case m.CameraAlert():
+            rule = _CAMERA_RULES[msg.kind]
+            subject = f"{msg.device}:{msg.kind.value}"
+            if msg.phase is m.AlertPhase.START and (s := rule_on(rule)):
+                severity = s.severity
+                if s.after_hours_severity is not None and not venue.is_open(msg.ts):
+                    severity = s.after_hours_severity
+                detail = {"kind": msg.kind.value, "zone": msg.zone, "score": msg.score,
+                          "alert_id": str(msg.alert_id), "snapshot": msg.snapshot}  # fmt: skip
+                out.append(raise_(rule, subject, s, device=msg.device, severity=severity,
+                                  detail=detail))  # fmt: skip
+            elif msg.phase is m.AlertPhase.END and rule in _RESOLVED_BY_END:
+                out.append(Clear(key(rule, subject), "the camera alert ended"))
+        case m.SpeakerStatus():
+            if msg.fault is not None:
+                if s := rule_on(Rule.SPEAKER_FAULT):
+                    out.append(raise_(Rule.SPEAKER_FAULT, msg.device, s, device=msg.device,
+                                      detail={"fault": msg.fault.value}))  # fmt: skip
+            else:
+                out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared"))
+            if not msg.online and (s := rule_on(Rule.DEVICE_OFFLINE)):
+                then = raise_(Rule.DEVICE_OFFLINE, msg.device, s, device=msg.device)
+                out.append(StartTimer(then.key, msg.ts + timedelta(seconds=s.for_s), then))
+    return out
+
+
+def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) -> list[Signal]:
+    out: list[Signal] = []
+    detail = {"count": msg.count, "capacity": venue.capacity, "zone": msg.zone}
+    if venue.capacity:
+        over_key = key(Rule.OVER_CAPACITY, msg.device)
+        far = rule_on(Rule.FAR_OVER_CAPACITY)
+        if far and msg.count >= venue.capacity * far.factor:
+            out.append(raise_(Rule.FAR_OVER_CAPACITY, msg.device, far, device=msg.device,
+                              detail=detail))  # fmt: skip
+        if msg.count > venue.capacity:
+            if s := rule_on(Rule.OVER_CAPACITY):
+                then = raise_(Rule.OVER_CAPACITY, msg.device, s, device=msg.device, detail=detail)
+                out.append(StartTimer(over_key, msg.ts + timedelta(seconds=s.for_s), then))
+        else:
+            out.append(CancelTimer(over_key))
+            out.append(Clear(over_key, "back within capacity"))
+            out.append(Clear(key(Rule.FAR_OVER_CAPACITY, msg.device), "back within capacity"))
+    closed_key = key(Rule.INSIDE_WHEN_CLOSED, msg.device)
+    if msg.count > 0 and not venue.is_open(msg.ts):
+        if s := rule_on(Rule.INSIDE_WHEN_CLOSED):
+            then = raise_(Rule.INSIDE_WHEN_CLOSED, msg.device, s, device=msg.device, detail=detail)
+            out.append(StartTimer(closed_key, msg.ts + timedelta(seconds=s.for_s), then))
+    else:
+        out.append(CancelTimer(closed_key))
+        out.append(Clear(closed_key, "nobody inside, or the venue is open"))
+    return out
+
+
+def _denied_in_window(conn: Conn, device: str, ts: datetime, window_s: float) -> int:
+    row = conn.execute(
+        """SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.access'
+           AND result = 'denied' AND ts > %s AND ts <= %s""",
+        (device, ts - timedelta(seconds=window_s), ts),
+    ).fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def node_signals(inbound: Inbound, venue: VenueInfo, book: RuleBook, *, died: bool) -> list[Signal]:
+    """A node's birth clears its offline incident; its (current) death starts the offline timer."""
+    node = inbound.topic.node
+    offline_key = key(Rule.NODE_OFFLINE, node)
+    if not died:
+        return [CancelTimer(offline_key), Clear(offline_key, "the node is back")]
+    s = book.settings(Rule.NODE_OFFLINE, venue)
+    if not s.enabled:
+        return []
+    then = Raise(Rule.NODE_OFFLINE, node, s.severity, venue, inbound.message.ts, node=node,
+                 emergency_level=s.emergency_level)  # fmt: skip
+    return [StartTimer(offline_key, inbound.message.ts + timedelta(seconds=s.for_s), then)]

@@ -1,0 +1,461 @@
+"""Grid tasks: the closed loop from an incident to a checked, closed case.
+
+    reported ─dispatch→ dispatched ─accept→ accepted ─start→ handling ─feedback→ feedback
+        ─check→ checking ─approve→ closed          (reject → rework ─start→ handling …)
+    hand_back: dispatched | accepted | handling | rework → returned ─dispatch→ dispatched
+    suspend / resume (dispatcher), extend (dispatcher: more time for the current stage)
+
+Every action is a row in task_events: who, when, why. Each stage has a deadline by severity;
+at 80% the task is flagged, at 100% it escalates one level up the territory tree and that level
+is notified; it keeps going up while nobody acts. Deadline timers are rows in `timers`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.rules import Severity
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+SYSTEM = "system"
+TIMER_WARN = "task_warn"
+TIMER_DEADLINE = "task_deadline"
+
+
+class State(StrEnum):
+    REPORTED = "reported"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    HANDLING = "handling"
+    FEEDBACK = "feedback"
+    CHECKING = "checking"
+    CLOSED = "closed"
+    RETURNED = "returned"
+    REWORK = "rework"
+    SUSPENDED = "suspended"
+
+
+class Action(StrEnum):
+    DISPATCH = "dispatch"
+    ACCEPT = "accept"
+    START = "start"
+    FEEDBACK = "feedback"
+    CHECK = "check"
+    APPROVE = "approve"
+    REJECT = "reject"
+    HAND_BACK = "hand_back"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    EXTEND = "extend"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    DISPATCHER = "dispatcher"
+    GRID_WORKER = "grid_worker"
+    DEPARTMENT = "department"
+    VIEWER = "viewer"
+
+
+class Stage(StrEnum):
+    ACCEPT = "accept"  # until someone accepts it
+    HANDLE = "handle"  # until the feedback is in
+
+
+_STAGE = {
+    State.REPORTED: Stage.ACCEPT,
+    State.DISPATCHED: Stage.ACCEPT,
+    State.RETURNED: Stage.ACCEPT,
+    State.ACCEPTED: Stage.HANDLE,
+    State.HANDLING: Stage.HANDLE,
+    State.REWORK: Stage.HANDLE,
+}
+_SUPERVISORS = frozenset({Role.ADMIN, Role.OPERATOR, Role.DISPATCHER})
+_WORKERS = frozenset({Role.GRID_WORKER, Role.DEPARTMENT})
+_ACTIVE = frozenset(State) - {State.CLOSED, State.SUSPENDED}
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """An action: the states it starts from, the state it leads to, who may take it."""
+
+    sources: frozenset[State]
+    target: State | None  # None: stays (extend), or back to where it was (resume)
+    roles: frozenset[Role]
+    assignee_only: bool = False  # a worker acts only on tasks assigned to them
+
+
+MOVES: dict[Action, Move] = {
+    Action.DISPATCH: Move(frozenset({State.REPORTED, State.RETURNED}), State.DISPATCHED, _SUPERVISORS),
+    Action.ACCEPT: Move(frozenset({State.DISPATCHED}), State.ACCEPTED, _WORKERS, assignee_only=True),
+    Action.START: Move(frozenset({State.ACCEPTED, State.REWORK}), State.HANDLING, _WORKERS, assignee_only=True),
+    Action.FEEDBACK: Move(frozenset({State.HANDLING}), State.FEEDBACK, _WORKERS, assignee_only=True),
+    Action.CHECK: Move(frozenset({State.FEEDBACK}), State.CHECKING, _SUPERVISORS),
+    Action.APPROVE: Move(frozenset({State.CHECKING}), State.CLOSED, _SUPERVISORS),
+    Action.REJECT: Move(frozenset({State.CHECKING}), State.REWORK, _SUPERVISORS),
+    Action.HAND_BACK: Move(
+        frozenset({State.DISPATCHED, State.ACCEPTED, State.HANDLING, State.REWORK}),
+        State.RETURNED, _WORKERS, assignee_only=True,
+    ),
+    Action.SUSPEND: Move(_ACTIVE, State.SUSPENDED, _SUPERVISORS),
+    Action.RESUME: Move(frozenset({State.SUSPENDED}), None, _SUPERVISORS),
+    Action.EXTEND: Move(frozenset(_STAGE), None, _SUPERVISORS),
+}  # fmt: skip
+
+
+class DeadlinePolicy(BaseModel):
+    """Seconds allowed per severity and stage; tighter in emergency mode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    red_accept_s: float = Field(default=300, gt=0, description="red: accepted within")
+    red_handle_s: float = Field(default=3600, gt=0, description="red: handled within")
+    yellow_accept_s: float = Field(default=1800, gt=0, description="yellow: accepted within")
+    yellow_handle_s: float = Field(default=86_400, gt=0, description="yellow: handled within")
+    green_accept_s: float = Field(default=14_400, gt=0, description="green: accepted within")
+    green_handle_s: float = Field(default=259_200, gt=0, description="green: handled within")
+    warn_at: float = Field(default=0.8, gt=0, lt=1, description="share of a deadline that flags")
+    emergency_factor: float = Field(
+        default=0.5, gt=0, le=1, description="deadlines are multiplied by this in an emergency"
+    )
+
+    def seconds(self, severity: Severity, stage: Stage, emergency: bool) -> float:
+        base: float = getattr(self, f"{severity.value}_{stage.value}_s")
+        return base * (self.emergency_factor if emergency else 1.0)
+
+
+class TaskError(ValueError):
+    """An action that is not allowed; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    id: str
+    role: Role
+    scope_path: str
+
+
+def person(conn: Conn, person_id: str) -> Person:
+    row = conn.execute(
+        """SELECT p.id, p.role::text, t.path::text FROM people p JOIN territory t ON t.id = p.scope_id
+           WHERE p.id = %s AND p.active""",
+        (person_id,),
+    ).fetchone()
+    if row is None:
+        raise TaskError(f"no active person {person_id!r}")
+    return Person(str(row[0]), Role(str(row[1])), str(row[2]))
+
+
+def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
+    """Who is on duty in the grid now (the roster), else the grid's only worker, else nobody."""
+    row = conn.execute(
+        """SELECT person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
+           WHERE r.grid_id = %s AND r.starts <= %s AND %s < r.ends AND p.active
+           ORDER BY r.starts DESC LIMIT 1""",
+        (grid_id, at, at),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    workers = conn.execute(
+        "SELECT id FROM people WHERE scope_id = %s AND role = 'grid_worker' AND active LIMIT 2",
+        (grid_id,),
+    ).fetchall()
+    return str(workers[0][0]) if len(workers) == 1 else None
+
+
+def create(
+    conn: Conn,
+    *,
+    incident_id: int,
+    title: str,
+    severity: Severity,
+    grid_id: str,
+    path: str,
+    policy: DeadlinePolicy,
+) -> int:
+    """Open the task for a new incident, dispatched to whoever is on duty in its grid."""
+    emergency = in_emergency(conn, path)
+    row = conn.execute(
+        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency)
+           VALUES (%s, %s, %s, %s, %s::ltree, %s, %s) RETURNING id, now()""",
+        (incident_id, title, severity.value, grid_id, path, grid_id, emergency),
+    ).fetchone()
+    assert row is not None
+    task_id, now = int(str(row[0])), row[1]
+    assert isinstance(now, datetime)
+    _event(conn, task_id, "create", None, State.REPORTED, SYSTEM, data={"incident_id": incident_id})
+    assignee = on_duty(conn, grid_id, now)
+    if assignee is not None:
+        conn.execute(
+            "UPDATE tasks SET state = 'dispatched', assignee = %s WHERE id = %s",
+            (assignee, task_id),
+        )
+        _event(conn, task_id, Action.DISPATCH, State.REPORTED, State.DISPATCHED, SYSTEM,
+               reason="on duty", data={"assignee": assignee})  # fmt: skip
+    _start_stage(conn, task_id, Stage.ACCEPT, severity, emergency, policy, now)
+    return task_id
+
+
+def in_emergency(conn: Conn, path: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM emergencies WHERE ended_at IS NULL AND path @> %s::ltree)",
+        (path,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def act(
+    conn: Conn,
+    task_id: int,
+    action: Action,
+    actor_id: str,
+    *,
+    reason: str = "",
+    note: str = "",
+    evidence: list[str] | None = None,
+    assignee: str | None = None,
+    extend_s: float | None = None,
+    policy: DeadlinePolicy | None = None,
+) -> State:
+    """Take an action on a task in the caller's transaction; raise TaskError if it is not allowed."""
+    policy = policy or DeadlinePolicy()
+    actor = person(conn, actor_id)
+    row = conn.execute(
+        """SELECT state::text, suspended_from::text, assignee, path::text, severity::text,
+                  emergency, deadline_at
+           FROM tasks WHERE id = %s FOR UPDATE""",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        raise TaskError(f"no task {task_id}")
+    state, suspended_from = State(str(row[0])), row[1]
+    current_assignee, path, severity = row[2], str(row[3]), Severity(str(row[4]))
+    emergency, deadline_at = bool(row[5]), row[6]
+    move = MOVES[action]
+    if actor.role not in move.roles:
+        raise TaskError(f"a {actor.role} cannot {action} a task")
+    if not _within(path, actor.scope_path):
+        raise TaskError(f"task {task_id} is outside {actor.id}'s area")
+    if move.assignee_only and current_assignee != actor.id:
+        raise TaskError(
+            f"task {task_id} is assigned to {current_assignee or 'nobody'}, not {actor.id}"
+        )
+    if state not in move.sources:
+        allowed = ", ".join(sorted(s.value for s in move.sources))
+        raise TaskError(f"cannot {action} a task that is {state} (only when {allowed})")
+    if action is Action.FEEDBACK and not note.strip():
+        raise TaskError("feedback needs a note saying what was done")
+    if (
+        action in (Action.HAND_BACK, Action.REJECT, Action.SUSPEND, Action.EXTEND)
+        and not reason.strip()
+    ):
+        raise TaskError(f"{action} needs a reason")
+
+    target = move.target
+    if action is Action.RESUME:
+        target = State(str(suspended_from))
+    data: dict[str, Any] = {}
+    now = _now(conn)
+    if action is Action.DISPATCH:
+        if assignee is None:
+            raise TaskError("dispatch needs an assignee")
+        worker = person(conn, assignee)
+        if worker.role not in _WORKERS or not _within(path, worker.scope_path):
+            raise TaskError(f"{assignee} is not a worker for this task's area")
+        conn.execute("UPDATE tasks SET assignee = %s WHERE id = %s", (assignee, task_id))
+        data["assignee"] = assignee
+    if action is Action.EXTEND:
+        if not extend_s or extend_s <= 0:
+            raise TaskError("extend needs a positive number of seconds")
+        base = deadline_at if isinstance(deadline_at, datetime) and deadline_at > now else now
+        new_deadline = base + timedelta(seconds=extend_s)
+        conn.execute(
+            "UPDATE tasks SET deadline_at = %s, flagged = false, updated_at = now() WHERE id = %s",
+            (new_deadline, task_id),
+        )
+        _set_deadline_timers(conn, task_id, now, new_deadline, policy)
+        _event(conn, task_id, action, state, state, actor.id, reason=reason,
+               data={"deadline_at": new_deadline.isoformat()})  # fmt: skip
+        return state
+    assert target is not None
+    conn.execute(
+        """UPDATE tasks SET state = %s, updated_at = now(),
+               suspended_from = CASE WHEN %s = 'suspended' THEN state ELSE NULL END,
+               assignee = CASE WHEN %s = 'returned' THEN NULL ELSE assignee END,
+               closed_at = CASE WHEN %s = 'closed' THEN now() ELSE closed_at END
+           WHERE id = %s""",
+        (target.value, target.value, target.value, target.value, task_id),
+    )
+    _event(conn, task_id, action, state, target, actor.id, reason=reason, note=note,
+           evidence=evidence or [], data=data)  # fmt: skip
+    old_stage, new_stage = _STAGE.get(state), _STAGE.get(target)
+    if new_stage is None:
+        _clear_deadline(conn, task_id)
+    elif new_stage != old_stage or action is Action.RESUME:
+        _start_stage(conn, task_id, new_stage, severity, emergency, policy, now)
+    if target is State.CLOSED:
+        conn.execute(
+            """UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
+               WHERE id = (SELECT incident_id FROM tasks WHERE id = %s) AND status <> 'resolved'""",
+            (actor.id, task_id),
+        )
+    return target
+
+
+def _within(path: str, scope: str) -> bool:
+    return path == scope or path.startswith(scope + ".")
+
+
+def _now(conn: Conn) -> datetime:
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None and isinstance(row[0], datetime)
+    return row[0]
+
+
+def _event(
+    conn: Conn,
+    task_id: int,
+    action: str,
+    from_state: State | None,
+    to_state: State | None,
+    actor: str,
+    *,
+    reason: str = "",
+    note: str = "",
+    evidence: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        """INSERT INTO task_events (task_id, action, from_state, to_state, actor, reason, note,
+                                    evidence, data)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            task_id, str(action), from_state and from_state.value, to_state and to_state.value,
+            actor, reason, note, Jsonb(evidence or []), Jsonb(data or {}),
+        ),
+    )  # fmt: skip
+
+
+def _start_stage(
+    conn: Conn,
+    task_id: int,
+    stage: Stage,
+    severity: Severity,
+    emergency: bool,
+    policy: DeadlinePolicy,
+    now: datetime,
+) -> None:
+    deadline = now + timedelta(seconds=policy.seconds(severity, stage, emergency))
+    conn.execute(
+        """UPDATE tasks SET stage_started = %s, deadline_at = %s, flagged = false, updated_at = now()
+           WHERE id = %s""",
+        (now, deadline, task_id),
+    )
+    _set_deadline_timers(conn, task_id, now, deadline, policy)
+
+
+def _set_deadline_timers(
+    conn: Conn, task_id: int, start: datetime, deadline: datetime, policy: DeadlinePolicy
+) -> None:
+    warn = start + (deadline - start) * policy.warn_at
+    for kind, due in ((TIMER_WARN, warn), (TIMER_DEADLINE, deadline)):
+        conn.execute(
+            """INSERT INTO timers (kind, key, due_at) VALUES (%s, %s, %s)
+               ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at""",
+            (kind, str(task_id), due),
+        )
+
+
+def _clear_deadline(conn: Conn, task_id: int) -> None:
+    conn.execute("UPDATE tasks SET deadline_at = NULL, flagged = false WHERE id = %s", (task_id,))
+    conn.execute(
+        "DELETE FROM timers WHERE kind IN (%s, %s) AND key = %s",
+        (TIMER_WARN, TIMER_DEADLINE, str(task_id)),
+    )
+
+
+def retime_for_emergency(conn: Conn, task_id: int, policy: DeadlinePolicy) -> None:
+    """Shorten the current stage's deadline to the emergency one, counted from the stage start."""
+    row = conn.execute(
+        "SELECT state::text, severity::text, stage_started, deadline_at FROM tasks WHERE id = %s",
+        (task_id,),
+    ).fetchone()
+    if row is None or row[3] is None:
+        return
+    stage = _STAGE.get(State(str(row[0])))
+    started, deadline = row[2], row[3]
+    assert isinstance(started, datetime) and isinstance(deadline, datetime)
+    if stage is None:
+        return
+    tighter = started + timedelta(seconds=policy.seconds(Severity(str(row[1])), stage, True))
+    if tighter < deadline:
+        conn.execute("UPDATE tasks SET deadline_at = %s WHERE id = %s", (tighter, task_id))
+        _set_deadline_timers(conn, task_id, started, tighter, policy)
+        _event(conn, task_id, "emergency_deadline", None, None, SYSTEM,
+               data={"deadline_at": tighter.isoformat()})  # fmt: skip
+
+
+def on_warn(conn: Conn, task_id: int) -> None:
+    """80% of the stage's time is gone: flag the task and tell its current level."""
+    row = conn.execute(
+        "UPDATE tasks SET flagged = true WHERE id = %s AND deadline_at IS NOT NULL"
+        " RETURNING level_id, title, state::text",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        return
+    _event(conn, task_id, "warn", None, None, SYSTEM, reason="80% of the deadline passed")
+    _notify(conn, str(row[0]), task_id, "deadline_warning",
+            f"Task {task_id} ({row[1]}) is close to its deadline while {row[2]}")  # fmt: skip
+
+
+def on_deadline(conn: Conn, task_id: int, policy: DeadlinePolicy) -> None:
+    """The stage's deadline passed: escalate one level up and give that level a new deadline."""
+    row = conn.execute(
+        """SELECT t.level_id, p.parent_id, t.state::text, t.severity::text, t.emergency, t.title
+           FROM tasks t JOIN territory p ON p.id = t.level_id
+           WHERE t.id = %s AND t.deadline_at IS NOT NULL FOR UPDATE OF t""",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        return
+    level, parent, state = str(row[0]), row[1], State(str(row[2]))
+    severity, emergency, title = Severity(str(row[3])), bool(row[4]), str(row[5])
+    now = _now(conn)
+    stage = _STAGE.get(state)
+    if parent is None:  # already at the city: nobody above; flag it and keep the deadline off
+        _event(conn, task_id, "overdue", None, None, SYSTEM, reason="deadline passed at the top")
+        _clear_deadline(conn, task_id)
+        conn.execute("UPDATE tasks SET flagged = true WHERE id = %s", (task_id,))
+        return
+    conn.execute(
+        "UPDATE tasks SET level_id = %s, escalations = escalations + 1, updated_at = now()"
+        " WHERE id = %s",
+        (parent, task_id),
+    )
+    _event(conn, task_id, "escalate", None, None, SYSTEM,
+           reason=f"{stage} deadline passed while {state}",
+           data={"from": level, "to": str(parent)})  # fmt: skip
+    _notify(conn, str(parent), task_id, "escalated",
+            f"Task {task_id} ({title}) escalated from {level}: {stage} deadline passed")  # fmt: skip
+    if stage is not None:  # the next level gets the same time again
+        _start_stage(conn, task_id, stage, severity, emergency, policy, now)
+    log.info("task escalated task=%d from=%s to=%s", task_id, level, parent)
+
+
+def _notify(conn: Conn, territory_id: str, task_id: int, kind: str, message: str) -> None:
+    conn.execute(
+        "INSERT INTO notifications (territory_id, task_id, kind, message) VALUES (%s, %s, %s, %s)",
+        (territory_id, task_id, kind, message),
+    )
