@@ -179,6 +179,8 @@ class EdgeAgent:
             reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
         )
         self.client.loop_stop()
+        with self._lock:
+            self._settle(time.monotonic())  # PUBACKs that came in after the last pump
         self._commands.put(None)
         self._command_thread.join(5)
         self._stopped.set()
@@ -223,12 +225,12 @@ class EdgeAgent:
         now = time.monotonic()
         cfg = self.config.outbox
         with self._lock:
+            self._settle(now)  # answers of the previous connection still count
             if self._connection != self._pumped_connection:
                 self._pumped_connection = self._connection
                 self._inflight.clear()
                 self._cursor = 0  # start again from the oldest message not yet delivered
                 self._resume_at = 0.0
-            self._settle(now)
             self._tokens = min(
                 float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
             )
@@ -257,7 +259,7 @@ class EdgeAgent:
         delivered = refused = 0
         while self._acks:
             connection, mid, reason = self._acks.popleft()
-            seq = self._inflight.pop(mid, None) if connection == self._connection else None
+            seq = self._inflight.pop(mid, None) if connection == self._pumped_connection else None
             if seq is None:
                 continue  # a birth, or a message of an earlier connection
             match publish_outcome(reason):
@@ -294,6 +296,13 @@ class EdgeAgent:
         self._bdseq = self.outbox.next_bdseq()
         death = m.NodeDeath(**m.envelope(self.outbox.last_seq), bdseq=self._bdseq)
         client.will_set(topics.death(self.site, self.node), codec.encode(death), QOS_AT_LEAST_ONCE)
+        # paho would send its unacknowledged messages of the last connection again after the
+        # CONNACK, ahead of the new birth and outside the window and rate. The outbox is what
+        # counts and pump() sends it again in order, so paho's copies are dropped (paho 2.2 has
+        # no public call for this).
+        with client._out_message_mutex:
+            client._out_messages.clear()
+            client._inflight_messages = 0
 
     def _on_connect(
         self,
@@ -303,11 +312,10 @@ class EdgeAgent:
         reason: ReasonCode,
         properties: Any,
     ) -> None:
-        if not reason.is_failure:
-            self._connection += 1  # the next pump starts this connection's sending afresh
-        self.watch.on_connect(client, userdata, flags, reason, properties)
         if reason.is_failure:
+            self.watch.on_connect(client, userdata, flags, reason, properties)
             return
+        self._connection += 1  # the next pump starts this connection's sending afresh
         birth = m.NodeBirth(
             **m.envelope(self.outbox.last_seq),
             bdseq=self._bdseq,
@@ -318,6 +326,7 @@ class EdgeAgent:
             topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
         )
         client.subscribe(topics.node_commands_filter(self.site, self.node), QOS_AT_LEAST_ONCE)
+        self.watch.on_connect(client, userdata, flags, reason, properties)  # now pump may send
         log.info(
             "node online node=%s bdseq=%d backlog=%d (sent at up to %g/s)",
             self.node, self._bdseq, len(self.outbox), self.config.outbox.replay_rate,

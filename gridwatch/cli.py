@@ -79,7 +79,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
     from ingest.migrate import Backend, migrate
 
     report = migrate(
-        _database_url(args), backend=None if args.backend == "auto" else Backend(args.backend)
+        database_url(args), backend=None if args.backend == "auto" else Backend(args.backend)
     )
     applied = ", ".join(report.applied) or "nothing (already up to date)"
     print(f"schema version {report.version} on {report.backend}; applied: {applied}")
@@ -92,7 +92,7 @@ def _db_seed_demo(args: argparse.Namespace) -> int:
     from gridwatch import demo
 
     out = Path(args.credentials)
-    with psycopg.connect(_database_url(args)) as conn:
+    with psycopg.connect(database_url(args)) as conn:
         known = {c.node: c.secret for c in demo.read_credentials(out)}
         creds = demo.seed(
             conn, venues=args.venues, devices_per_venue=args.devices_per_venue, secrets=known
@@ -108,7 +108,7 @@ def _broker_config(args: argparse.Namespace) -> int:
     from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 
     accounts = BrokerAccountsSettings()
-    with psycopg.connect(_database_url(args)) as conn:
+    with psycopg.connect(database_url(args)) as conn:
         path = write_config(
             conn,
             Path(args.out),
@@ -153,7 +153,7 @@ def _bench_fleet(args: argparse.Namespace) -> int:
     return run_fleet_bench(args)
 
 
-def _database_url(args: argparse.Namespace) -> str:
+def database_url(args: argparse.Namespace) -> str:
     if args.database_url:
         return str(args.database_url)
     from ingest.settings import IngestSettings
@@ -321,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="system user Mosquitto drops to when started as root (default: mosquitto)",
     )
+
+    from gridwatch.ops import add_commands
+
+    add_commands(sub, add)
 
     bench = sub.add_parser(
         "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."

@@ -6,13 +6,15 @@ import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
 from gateway.messages import DeviceKind
 from ingest import provision
-from ingest.provision import Device, Level, TerritoryNode, Venue, VenueKind
+from ingest.provision import Device, Level, Person, TerritoryNode, Venue, VenueKind
+from ingest.tasks import Role
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +169,35 @@ def seed(
                 kind=kind.value, capacity=_CAPACITY[kind], open_24h=venue.open_24h,
             )
         )  # fmt: skip
+    _seed_people(conn, grids)
     log.info("demo territory seeded venues=%d devices=%d", venues, venues * devices_per_venue)
     return creds
+
+
+def _seed_people(conn: psycopg.Connection[tuple[object, ...]], nodes: list[TerritoryNode]) -> None:
+    """An admin and an operator for the city, a dispatcher per community, a worker per grid on
+    duty around the clock for a year (once: later runs keep whatever was changed)."""
+    if conn.execute("SELECT 1 FROM people LIMIT 1").fetchone() is not None:
+        return
+    city = next(n for n in nodes if n.level is Level.CITY)
+    provision.add_person(
+        conn, Person(id="admin", name="Administrator", role=Role.ADMIN, scope_id=city.id)
+    )
+    provision.add_person(
+        conn, Person(id="operator", name="Command centre", role=Role.OPERATOR, scope_id=city.id)
+    )
+    now = datetime.now(UTC)
+    for n in nodes:
+        if n.level is Level.COMMUNITY:
+            provision.add_person(conn, Person(id=f"disp-{n.id}"[:64], name=f"Dispatcher, {n.name}",
+                                              role=Role.DISPATCHER, scope_id=n.id))  # fmt: skip
+        elif n.level is Level.GRID:
+            worker = f"worker-{n.id}"[:64]
+            provision.add_person(conn, Person(id=worker, name=f"Grid worker, {n.name}",
+                                              role=Role.GRID_WORKER, scope_id=n.id))  # fmt: skip
+            provision.add_duty(
+                conn, n.id, worker, now - timedelta(days=1), now + timedelta(days=365)
+            )
 
 
 def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:

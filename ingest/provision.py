@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.broker import NodeAccount, hash_password, new_secret
 from gateway.messages import DeviceKind
 from gateway.topics import ID_PATTERN
+from ingest.tasks import Role
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +163,34 @@ def node_accounts(conn: Conn) -> list[NodeAccount]:
         "SELECT venue_id, id, password_hash FROM edge_nodes WHERE NOT disabled ORDER BY id"
     ).fetchall()
     return [NodeAccount(site=str(v), node=str(n), password_hash=str(h)) for v, n, h in rows]
+
+
+class Person(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    scope_id: str = Field(pattern=TERRITORY_ID, description="the subtree they work in")
+    phone: str | None = None
+
+
+def add_person(conn: Conn, person: Person) -> None:
+    """Insert or update a person; their scope must be a territory node."""
+    if conn.execute("SELECT 1 FROM territory WHERE id = %s", (person.scope_id,)).fetchone() is None:
+        raise ValueError(f"person {person.id!r}: no territory {person.scope_id!r}")
+    conn.execute(
+        """INSERT INTO people (id, name, role, scope_id, phone) VALUES (%s, %s, %s, %s, %s)
+           ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
+               scope_id = excluded.scope_id, phone = excluded.phone""",
+        (person.id, person.name, person.role.value, person.scope_id, person.phone),
+    )
+
+
+def add_duty(conn: Conn, grid_id: str, person_id: str, starts: datetime, ends: datetime) -> None:
+    """Put a person on duty in a grid for a period."""
+    row = conn.execute("SELECT level::text FROM territory WHERE id = %s", (grid_id,)).fetchone()
+    if row is None or row[0] != Level.GRID:
+        raise ValueError(f"duty: {grid_id!r} is not a grid")
+    conn.execute(
+        "INSERT INTO duty_roster (grid_id, person_id, starts, ends) VALUES (%s, %s, %s, %s)",
+        (grid_id, person_id, starts, ends),
+    )

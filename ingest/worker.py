@@ -49,6 +49,7 @@ class IngestWorker:
             policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
+        self._connection_no = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -80,6 +81,7 @@ class IngestWorker:
         self.watch.on_connect(client, userdata, flags, reason, properties)
         if reason.is_failure:
             return
+        self._connection_no += 1
         shared = topics.ingest_filters(self.settings.share_group)
         # Births and deaths go to every worker (not shared): presence must be applied in the
         # order the broker saw it, and one worker's queue keeps that order. Retained births
@@ -118,7 +120,11 @@ class IngestWorker:
         self.watch.on_disconnect(client, userdata, flags, reason, properties)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.append(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        if self._stopping.is_set():
+            return  # not taken, not acknowledged: the broker keeps it for the next start
+        self._inbox.append(
+            Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection_no)
+        )
         metrics.RECEIVED.inc()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()
@@ -188,7 +194,10 @@ class IngestWorker:
         for _ in range(n):
             self._inbox.popleft()
         for item in batch:
-            self.client.ack(item.mid, item.qos)
+            # A message of an earlier connection is redelivered on this one under another id;
+            # acknowledging its old id here could acknowledge a different, uncommitted message.
+            if item.connection == self._connection_no:
+                self.client.ack(item.mid, item.qos)
         metrics.ACKED.inc(n)
         metrics.BACKLOG.set(len(self._inbox))
         return True
@@ -234,6 +243,13 @@ class IngestWorker:
                     else:
                         outcome = self.writer.write(conn, accepted, rejected)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if isolate:  # even message by message it fails: a database problem, retry later
+                    metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
+                    log.error("isolated write failed, retrying in %.1fs: %s", delay, exc)
+                    if self._stopping.wait(delay):
+                        return None
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                    continue
                 # Something in this batch is refused by the database: find it message by message.
                 metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
                 log.warning(

@@ -65,6 +65,7 @@ class Received:
     payload: bytes
     mid: int
     qos: int
+    connection: int = 0  # message ids are only meaningful on the connection they came on
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +426,7 @@ class BatchWriter:
                        occurrences = rejected_messages.occurrences + 1, last_seen = now()""",
                 [
                     (
-                        _clean_text(r.topic),
+                        _clean_text(r.topic)[:1024],  # it is indexed: keep it well under 2 kB
                         _node_of(r.topic),
                         r.reason.value,
                         _clean_text(r.detail)[:2000],

@@ -78,6 +78,9 @@ class SimDevice(d.Device):
         with self._mutex:
             due = sorted((at, name) for name, at in self.timers.items() if at <= now)
             for _, name in due:
+                at = self.timers.get(name)
+                if at is None or at > now:
+                    continue  # an earlier handler removed it or set it again for later
                 del self.timers[name]
                 if name == "report":
                     self.after("report", self.report_every_s * self.clock.speed, now)
@@ -145,15 +148,16 @@ class SimDoor(SimDevice, d.DoorController):
 
     def on_timer(self, name: str, now: datetime) -> None:
         match name:
+            # Each recurring event is set again first, so a failing reading cannot end it.
             case "swipe":
-                self.swipe(granted=self.rng.random() < 0.93)
                 self.after("swipe", self._swipe_gap(now), now)
+                self.swipe(granted=self.rng.random() < 0.93)
             case "forced":
-                self.force()
                 self.after("forced", self.every(30), now)
+                self.force()
             case "held":
-                self.hold_open(self.rng.uniform(90, 300))
                 self.after("held", self.every(10), now)
+                self.hold_open(self.rng.uniform(90, 300))
             case "close":
                 self._close()
             case "held_report":
@@ -341,9 +345,9 @@ class SimSpeaker(SimDevice, d.Speaker):
     def on_timer(self, name: str, now: datetime) -> None:
         match name:
             case "fault":
-                self.set_fault(self.rng.choice(list(m.SpeakerFault)))
-                self.after("fault_clear", self.rng.uniform(3600, 6 * 3600), now)
                 self.after("fault", self.every(60), now)
+                self.after("fault_clear", self.rng.uniform(3600, 6 * 3600), now)
+                self.set_fault(self.rng.choice(list(m.SpeakerFault)))
             case "fault_clear":
                 self.set_fault(None)
             case "done":
@@ -422,9 +426,9 @@ class SimCamera(SimDevice, d.CameraAlertSource):
         if name.startswith("auto:"):
             kind = m.CameraAlertKind(kind_name)
             after_hours_only = kind is m.CameraAlertKind.INTRUSION and not self.venue.open_24h
+            self.after(name, self.every(_CAMERA_RATES[kind]), now)
             if not after_hours_only or not self.venue.is_open(now):
                 self.alert(kind, seconds=self.rng.uniform(20, 120))
-            self.after(name, self.every(_CAMERA_RATES[kind]), now)
         elif name.startswith("update:") and kind_name in self.active:
             self._phase(kind_name, m.AlertPhase.UPDATE)
             self.after(name, 10)

@@ -87,6 +87,7 @@ class Fleet:
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_all, name="fleet-pump", daemon=True)
         self.short_of_rate = False
+        self._link_timers: list[threading.Timer] = []
 
     @property
     def readings(self) -> int:
@@ -129,10 +130,13 @@ class Fleet:
         log.info("network cut node=%s for %.0fs", node, seconds)
         timer = threading.Timer(seconds, agent.client.loop_start)
         timer.daemon = True
+        self._link_timers.append(timer)
         timer.start()
 
     def stop(self) -> None:
         self._stop.set()
+        for timer in self._link_timers:
+            timer.cancel()
         self._pump.join(5)
         self.engine.stop()
         # Each agent waits briefly for its last PUBACKs: stop them side by side.
