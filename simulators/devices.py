@@ -173,12 +173,16 @@ class SimDoor(SimDevice, d.DoorController):
                 self.swipe(granted=False)
 
     def _open(self, seconds: float) -> None:
+        now = self.clock.now()
         if not self.is_open:
-            self.is_open, self.open_since = True, self.clock.now()
+            self.is_open, self.open_since = True, now
             self._state()
-        self.after("close", seconds)
-        if seconds > HELD_OPEN_LIMIT_S:
-            self.after("held_report", HELD_OPEN_LIMIT_S)
+        closing = self.timers.get("close")
+        if closing is not None and closing > now + timedelta(seconds=seconds):
+            return  # already open for longer (propped): someone passing does not close it sooner
+        self.after("close", seconds, now)
+        if seconds > HELD_OPEN_LIMIT_S and "held_report" not in self.timers:
+            self.after("held_report", HELD_OPEN_LIMIT_S, now)
 
     def _close(self) -> None:
         self.timers.pop("held_report", None)

@@ -157,7 +157,7 @@ class Fleet:
                 window_start, window_readings = now, self.readings
 
     def _check_rate(self, achieved: float) -> None:
-        short = achieved < 0.9 * self.rate or self.engine.lag_s > 1.0
+        short = self.rate - achieved > max(1.0, 0.1 * self.rate) or self.engine.lag_s > 1.0
         if short:
             log.warning(
                 "fleet cannot keep the rate: target %.0f/s, achieved %.0f/s, engine lag %.1fs,"

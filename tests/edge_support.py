@@ -15,10 +15,15 @@ QUIET_RATE = 0.001  # periodic reports about once an hour: the test drives the d
 
 
 def fleet_of(
-    stack: LocalStack, creds: list[NodeCredentials], folder: Path, *, rate: float = QUIET_RATE
+    stack: LocalStack,
+    creds: list[NodeCredentials],
+    folder: Path,
+    *,
+    rate: float = QUIET_RATE,
+    speed: float = 1.0,
 ) -> Fleet:
     """A started fleet for these nodes, every node connected."""
-    fleet = Fleet(venues_from(creds), stack.edge_mqtt(), folder, rate=rate)
+    fleet = Fleet(venues_from(creds), stack.edge_mqtt(), folder, rate=rate, speed=speed)
     fleet.start()
     assert fleet.wait_connected(20), "fleet did not connect"
     return fleet

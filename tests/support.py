@@ -59,10 +59,13 @@ def metric(port: int, name: str) -> float:
         return -1.0
 
 
-def start_ingest(stack: LocalStack, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+def start_ingest(
+    stack: LocalStack, workers: int = 1, *, slot: int = 0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start `gridwatch ingest` and wait until every worker is subscribed; (process, metrics port)."""
-    port = free_port()
-    proc = stack.start_ingest(workers, metrics_port=port)
+    port = free_port() - slot  # worker `slot` serves on port + slot
+    proc = stack.start_ingest(workers, metrics_port=port, slot=slot, env=env)
+    port += slot
     ports = [port + i for i in range(workers)]
     wait_until(
         lambda: all(metric(p, "gridwatch_ingest_mqtt_connected") == 1 for p in ports),

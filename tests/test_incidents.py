@@ -1,0 +1,330 @@
+"""Incidents and grid tasks end to end: simulated devices, real broker, real ingest, PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
+from ingest import emergency, kpi, tasks
+from ingest.tasks import Action, TaskError
+from simulators.devices import SimCounter, SimDoor, SimSpeaker
+from simulators.fleet import Fleet
+from tests.edge_support import fleet_of
+from tests.support import device_of, rows, scalar, start_ingest, stop_process, wait_until
+
+FAST = {"GRIDWATCH_DEADLINES__RED_ACCEPT_S": "3", "GRIDWATCH_DEADLINES__RED_HANDLE_S": "60"}
+
+
+@pytest.fixture
+def fleet(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> Iterator[Fleet]:
+    f = fleet_of(stack, nodes, tmp_path / "fleet")
+    yield f
+    f.stop()
+
+
+def door(fleet: Fleet, creds: NodeCredentials) -> SimDoor:
+    dev = fleet.devices[device_of(creds, "door")]
+    assert isinstance(dev, SimDoor)
+    return dev
+
+
+def one_task(dsn: str) -> tuple[int, int]:
+    """(task id, incident id) of the only task, once there is one."""
+    wait_until(lambda: bool(rows(dsn, "SELECT 1 FROM tasks")), 15, "a task")
+    got = rows(dsn, "SELECT id, incident_id FROM tasks")
+    assert len(got) == 1, got
+    return int(str(got[0][0])), int(str(got[0][1]))
+
+
+def act(dsn: str, task_id: int, action: Action, actor: str, **kw: object) -> tasks.State:
+    with psycopg.connect(dsn) as conn:
+        return tasks.act(conn, task_id, action, actor, **kw)  # type: ignore[arg-type]
+
+
+def grid_people(dsn: str, venue: str) -> tuple[str, str]:
+    """(the grid's worker, its community's dispatcher) for a venue."""
+    grid, community = rows(
+        dsn,
+        "SELECT g.id, g.parent_id FROM venues v JOIN territory g ON g.id = v.grid_id WHERE v.id = %s",
+        (venue,),
+    )[0]
+    return f"worker-{grid}", f"disp-{community}"
+
+
+def test_forced_door_to_closed_case_with_the_whole_timeline(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet, ingest: object
+) -> None:
+    dsn = stack.dsn
+    door(fleet, nodes[0]).force()
+    task_id, incident_id = one_task(dsn)
+    worker, dispatcher = grid_people(dsn, nodes[0].site)
+    incident = rows(dsn, "SELECT rule, severity::text, status::text, device_id FROM incidents")[0]
+    assert incident == ("door_forced", "red", "open", device_of(nodes[0], "door"))
+    assert rows(dsn, "SELECT state::text, assignee FROM tasks") == [("dispatched", worker)]
+
+    other_worker, _ = grid_people(dsn, nodes[1].site)
+    refusals = [
+        (Action.APPROVE, dispatcher, {}, "only when checking"),
+        (Action.ACCEPT, dispatcher, {}, "a dispatcher cannot accept"),
+        (Action.ACCEPT, other_worker, {}, "outside"),
+    ]
+    if other_worker == worker:  # two venues in one grid: the other worker is not the assignee
+        refusals.pop()
+    for action, actor, kw, error in refusals:
+        with pytest.raises(TaskError, match=error):
+            act(dsn, task_id, action, actor, **kw)
+
+    act(dsn, task_id, Action.ACCEPT, worker)
+    act(dsn, task_id, Action.START, worker)
+    with pytest.raises(TaskError, match="needs a note"):
+        act(dsn, task_id, Action.FEEDBACK, worker)
+    act(dsn, task_id, Action.FEEDBACK, worker, note="door was propped by a delivery; closed it",
+        evidence=["photos/door1.jpg"])  # fmt: skip
+    act(dsn, task_id, Action.CHECK, dispatcher)
+    act(dsn, task_id, Action.REJECT, dispatcher, reason="lock not checked")
+    act(dsn, task_id, Action.START, worker)
+    act(dsn, task_id, Action.FEEDBACK, worker, note="lock checked and working")
+    act(dsn, task_id, Action.CHECK, dispatcher)
+    assert act(dsn, task_id, Action.APPROVE, dispatcher) is tasks.State.CLOSED
+
+    timeline = rows(dsn, "SELECT action, to_state::text, actor FROM task_events WHERE task_id = %s"
+                         " ORDER BY id", (task_id,))  # fmt: skip
+    assert [(a, s) for a, s, _ in timeline] == [
+        ("create", "reported"), ("dispatch", "dispatched"), ("accept", "accepted"),
+        ("start", "handling"), ("feedback", "feedback"), ("check", "checking"),
+        ("reject", "rework"), ("start", "handling"), ("feedback", "feedback"),
+        ("check", "checking"), ("approve", "closed"),
+    ]  # fmt: skip
+    evidence = scalar(
+        dsn, "SELECT evidence FROM task_events WHERE action = 'feedback' ORDER BY id LIMIT 1"
+    )
+    assert evidence == ["photos/door1.jpg"]
+    assert scalar(dsn, "SELECT status::text FROM incidents") == "resolved"
+    kinds = [r[0] for r in rows(dsn, "SELECT kind FROM incident_events WHERE incident_id = %s"
+                                     " ORDER BY id", (incident_id,))]  # fmt: skip
+    assert kinds == ["opened", "task"]
+    assert scalar(dsn, "SELECT count(*) FROM timers WHERE key = %s", (str(task_id),)) == 0
+
+    with psycopg.connect(dsn) as conn:
+        now = datetime.now(UTC)
+        city = kpi.report(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert city[0].territory_id == "haicheng"
+    assert (city[0].tasks, city[0].accepted, city[0].closed, city[0].reworked) == (1, 1, 1, 1)
+    assert city[0].acceptance_rate == 1.0 and city[0].rework_rate == 1.0
+    assert city[0].on_time_closure_rate == 1.0
+    assert sum(k.tasks for k in city[1:]) == 1  # rolled up from the district below
+
+
+def test_missed_acceptance_escalates_up_the_tree(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
+) -> None:
+    worker, _ = start_ingest(stack, env=FAST)
+    try:
+        dsn = stack.dsn
+        door(fleet, nodes[0]).force()
+        one_task(dsn)
+        wait_until(lambda: scalar(dsn, "SELECT flagged FROM tasks") is True, 5, "the 80% flag")
+        wait_until(lambda: scalar(dsn, "SELECT escalations FROM tasks") == 2, 10, "two escalations")
+    finally:
+        stop_process(worker)
+    chain = rows(dsn, "SELECT data->>'from', data->>'to' FROM task_events WHERE action = 'escalate'"
+                      " ORDER BY id")  # fmt: skip
+    grid = str(scalar(dsn, "SELECT grid_id FROM venues WHERE id = %s", (nodes[0].site,)))
+    levels = dict(rows(dsn, "SELECT id, level::text FROM territory"))
+    assert chain[0][0] == grid
+    assert [levels[to] for _, to in chain] == ["community", "subdistrict"]
+    assert chain[1][0] == chain[0][1]
+    notified = {
+        r[0] for r in rows(dsn, "SELECT territory_id FROM notifications WHERE kind = 'escalated'")
+    }
+    assert notified == {to for _, to in chain}
+    assert (
+        scalar(dsn, "SELECT state::text FROM tasks") == "dispatched"
+    )  # still waiting to be accepted
+
+
+def test_two_workers_fed_the_same_events_make_one_incident(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
+) -> None:
+    # Two share groups: each worker receives every message, as if two deployments overlapped.
+    a, _ = start_ingest(stack, env={"GRIDWATCH_SHARE_GROUP": "a"})
+    b, _ = start_ingest(stack, slot=1, env={"GRIDWATCH_SHARE_GROUP": "b"})
+    try:
+        dsn = stack.dsn
+        target = door(fleet, nodes[0])
+        for _ in range(5):
+            target.force()
+        wait_until(lambda: scalar(dsn, "SELECT coalesce(max(occurrences), 0) FROM incidents") == 5,
+                   15, "five occurrences")  # fmt: skip
+        time.sleep(1.0)
+    finally:
+        stop_process(a)
+        stop_process(b)
+    assert scalar(dsn, "SELECT count(*) FROM incidents") == 1
+    assert scalar(dsn, "SELECT count(*) FROM tasks") == 1
+    assert scalar(dsn, "SELECT count(*) FROM door_events WHERE type = 'door.forced'") == 5
+
+
+def test_ingest_restart_with_a_pending_deadline_escalates_once_on_time(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
+) -> None:
+    env = {"GRIDWATCH_DEADLINES__RED_ACCEPT_S": "5"}
+    worker, _ = start_ingest(stack, env=env)
+    dsn = stack.dsn
+    door(fleet, nodes[0]).force()
+    one_task(dsn)
+    stop_process(worker)  # the deadline is pending in the database, not in a process
+    time.sleep(1.0)
+    worker, _ = start_ingest(stack, env=env)
+    try:
+        wait_until(lambda: scalar(dsn, "SELECT escalations FROM tasks") == 1, 10, "the escalation")
+        time.sleep(2.0)  # the next level has its own 5 s: nothing more yet
+        assert scalar(dsn, "SELECT escalations FROM tasks") == 1
+    finally:
+        stop_process(worker)
+    late = scalar(dsn, """SELECT extract(epoch FROM e.at - t.stage_started_first)
+                          FROM task_events e, (SELECT min(at) AS stage_started_first FROM task_events
+                                               WHERE action = 'dispatch') t
+                          WHERE e.action = 'escalate'""")  # fmt: skip
+    assert 5.0 <= float(str(late)) < 6.5, f"escalated {late}s after dispatch"
+
+
+def test_emergency_broadcasts_opens_shelters_and_reverts(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet, ingest: object
+) -> None:
+    dsn = stack.dsn
+    shelters = {str(r[0]) for r in rows(dsn, "SELECT id FROM venues WHERE is_shelter")}
+    assert shelters and shelters != {c.site for c in nodes}, "the demo has shelters and others"
+    speakers = [fleet.devices[device_of(c, "speaker")] for c in nodes]
+    doors = {c.site: door(fleet, c) for c in nodes}
+    with psycopg.connect(dsn) as conn:
+        emergency.start(conn, "haicheng", actor="operator", reason="typhoon",
+                        message="Typhoon: go to the nearest shelter")  # fmt: skip
+    wait_until(
+        lambda: all(isinstance(s, SimSpeaker) and s.played for s in speakers), 15, "broadcast"
+    )
+    assert all(s.played == ["Typhoon: go to the nearest shelter"] for s in speakers)  # type: ignore[attr-defined]
+    wait_until(lambda: all(not doors[v].locked for v in shelters), 10, "shelter doors unlocked")
+    assert all(doors[v].locked for v in doors if v not in shelters)
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM commands WHERE state <> 'done'") == 0, 10,
+               "every command answered")  # fmt: skip
+
+    door(fleet, nodes[0]).force()  # a task raised during the emergency has tighter deadlines
+    wait_until(lambda: bool(rows(dsn, "SELECT 1 FROM tasks")), 10, "a task")
+    assert rows(
+        dsn, "SELECT emergency, extract(epoch FROM deadline_at - stage_started) FROM tasks"
+    ) == [(True, 150)]
+
+    with psycopg.connect(dsn) as conn:
+        emergency.end(conn, "haicheng", actor="operator")
+    wait_until(lambda: all(doors[v].locked for v in shelters), 10, "shelter doors locked again")
+    wait_until(lambda: all(isinstance(s, SimSpeaker) and s.playing is None for s in speakers), 10,
+               "speakers stopped")  # fmt: skip
+    reasons = {r[0] for r in rows(dsn, "SELECT reason FROM commands")}
+    assert reasons == {"emergency broadcast", "emergency: shelter open", "emergency over",
+                       "emergency over: shelter back to normal"}  # fmt: skip
+    assert rows(dsn, "SELECT ended_by FROM emergencies") == [("operator",)]
+
+
+def test_rules_raise_and_clear(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    dsn = stack.dsn
+    # Simulated time 30 times faster: a door held open a simulated minute reports in 2 s.
+    fleet = fleet_of(stack, nodes[:1], tmp_path / "fleet", speed=30)
+    request.addfinalizer(fleet.stop)
+    creds = nodes[0]
+    with psycopg.connect(dsn) as conn:  # quick rules for the test: short durations
+        conn.execute(
+            """INSERT INTO rule_overrides (venue_id, rule, settings) VALUES
+               (%s, 'over_capacity', '{"for_s": 1}'), (%s, 'node_offline', '{"for_s": 1}')""",
+            (creds.site, creds.site),
+        )
+    worker, _ = start_ingest(stack)  # reads the overrides as it starts
+    request.addfinalizer(lambda: stop_process(worker))
+    d = door(fleet, creds)
+    d.hold_open(300)
+    d.deny_burst(6)
+    counter = fleet.devices[device_of(creds, "counter")]
+    speaker = fleet.devices[device_of(creds, "speaker")]
+    assert isinstance(counter, SimCounter) and isinstance(speaker, SimSpeaker)
+    speaker.set_fault("amplifier")
+
+    def open_rules() -> set[str]:
+        return {
+            str(r[0]) for r in rows(dsn, "SELECT rule FROM incidents WHERE status <> 'resolved'")
+        }
+
+    def raised() -> set[str]:
+        return {str(r[0]) for r in rows(dsn, "SELECT rule FROM incidents")}
+
+    try:
+        wait_until(lambda: {"door_held_open", "denied_burst", "speaker_fault"} <= raised(), 20,
+                   "held open, denied burst and speaker fault")  # fmt: skip
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; raised: {raised()}") from None
+    speaker.set_fault(None)
+    wait_until(lambda: "speaker_fault" not in open_rules(), 10, "the fault to clear")
+    capacity = int(str(scalar(dsn, "SELECT capacity FROM venues WHERE id = %s", (creds.site,))))
+    counter.spike(capacity * 3)
+    for _ in range(3):
+        counter.report(fleet.engine.clock.now())
+        time.sleep(0.7)
+    wait_until(lambda: {"over_capacity", "far_over_capacity"} <= open_rules(), 15, "over capacity")
+    fleet.cut_link(creds.node, 4)
+    wait_until(lambda: "node_offline" in open_rules(), 15, "the venue offline")
+    wait_until(lambda: "node_offline" not in open_rules(), 20, "the venue back")
+    assert scalar(dsn, "SELECT count(*) FROM tasks") == scalar(
+        dsn, "SELECT count(*) FROM incidents"
+    )
+
+
+def test_maintenance_silences_a_venue(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet, ingest: object
+) -> None:
+    dsn = stack.dsn
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO maintenance_windows (venue_id, starts, ends, reason)"
+            " VALUES (%s, now() - interval '1 minute', now() + interval '1 hour', 'door repair')",
+            (nodes[0].site,),
+        )
+    door(fleet, nodes[0]).force()
+    door(fleet, nodes[1]).force()
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM door_events WHERE type = 'door.forced'") == 2,
+               what="both stored")  # fmt: skip
+    wait_until(
+        lambda: bool(rows(dsn, "SELECT 1 FROM incidents")), what="the other venue's incident"
+    )
+    time.sleep(0.5)
+    assert rows(dsn, "SELECT venue_id FROM incidents") == [(nodes[1].site,)]
+
+
+def test_task_cli(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet, ingest: object
+) -> None:
+    import json
+    import sys
+
+    door(fleet, nodes[0]).force()
+    task_id, _ = one_task(stack.dsn)
+    worker, _ = grid_people(stack.dsn, nodes[0].site)
+    base = [sys.executable, "-m", "gridwatch.cli"]
+    db = ["--database-url", stack.dsn]
+    inbox = subprocess.run([*base, "task", "list", "--area", "haicheng", "--assignee", worker, *db],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert [t["id"] for t in json.loads(inbox.stdout)] == [task_id]
+    refused = subprocess.run([*base, "task", "act", str(task_id), "approve", "--as", worker, *db],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 1 and "cannot approve" in refused.stderr
+    done = subprocess.run([*base, "task", "act", str(task_id), "accept", "--as", worker, *db],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "accepted" in done.stdout
