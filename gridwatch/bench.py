@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -20,6 +22,8 @@ from gridwatch import loadgen
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port
 from ingest.writer import COLUMNS
+from simulators.devices import SimDoor
+from simulators.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +145,9 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
 
 
 def run_fleet_bench(args: argparse.Namespace) -> int:
-    """The whole live path at the city size: fleet -> broker -> ingest -> database."""
+    """The whole live path at the city size: fleet -> broker -> ingest -> database, and the
+    delay from a forced door to its incident's task."""
     from gridwatch.simulate import venues_from
-    from simulators.fleet import Fleet
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
     stack = LocalStack(home)
@@ -165,7 +169,9 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
         time.sleep(args.warmup)
         window_start = _db_now(stack.dsn)
         readings0 = fleet.readings
+        forcing = _force_doors(fleet, args.forced_doors_per_s, args.duration)
         time.sleep(args.duration)
+        forcing.join()
         window_end = _db_now(stack.dsn)
         made = fleet.readings - readings0
         short = fleet.short_of_rate
@@ -189,7 +195,15 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
                     FROM ({union}) s WHERE received_at >= %s AND received_at < %s""",
                 (window_start, window_end),
             ).fetchone()
-        assert row is not None
+            incident_delay = conn.execute(
+                """SELECT count(*),
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY t.created_at - i.first_seen),
+                          percentile_cont(0.99) WITHIN GROUP (ORDER BY t.created_at - i.first_seen)
+                   FROM incidents i JOIN tasks t ON t.incident_id = i.id
+                   WHERE i.rule = 'door_forced' AND i.opened_at >= %s""",
+                (window_start,),
+            ).fetchone()
+        assert row is not None and incident_delay is not None
         window_s = (window_end - window_start).total_seconds()
         result = {
             "venues": len(creds),
@@ -200,6 +214,9 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
             "delay_p50_ms": round(row[1].total_seconds() * 1000, 1),
             "delay_p99_ms": round(row[2].total_seconds() * 1000, 1),
             "delay_max_ms": round(row[3].total_seconds() * 1000, 1),
+            "forced_doors": int(str(incident_delay[0])),
+            "event_to_task_p50_ms": _ms(incident_delay[1]),
+            "event_to_task_p99_ms": _ms(incident_delay[2]),
             "readings": readings,
             "stored": stored,
             "duplicates": stored - distinct,
@@ -218,6 +235,26 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _ms(delta: object) -> float | None:
+    return round(delta.total_seconds() * 1000, 1) if isinstance(delta, timedelta) else None
+
+
+def _force_doors(fleet: Fleet, per_s: float, duration_s: float) -> threading.Thread:
+    """Force distinct random doors at a steady rate: each one a new incident and task."""
+    doors = [d for d in fleet.devices.values() if isinstance(d, SimDoor)]
+    random.Random(7).shuffle(doors)
+    count = min(len(doors), int(per_s * duration_s))
+
+    def run() -> None:
+        for door in doors[:count]:
+            door.force()
+            time.sleep(1 / per_s)
+
+    thread = threading.Thread(target=run, name="force-doors", daemon=True)
+    thread.start()
+    return thread
 
 
 def _db_now(dsn: str) -> datetime:

@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--devices-per-venue", type=int, default=25)
     bf.add_argument("--rate", type=float, default=1000.0, help="fleet messages per second")
     bf.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bf.add_argument(
+        "--forced-doors-per-s", type=float, default=2.0, help="doors forced while measuring"
+    )
     bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")

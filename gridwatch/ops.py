@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from ingest import emergency, kpi, tasks
+from ingest import emergency, kpi, provision, rules, tasks
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[tuple[object, ...]]:
@@ -87,6 +88,60 @@ def kpi_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def rules_set(args: argparse.Namespace) -> int:
+    settings = json.loads(args.settings)
+    rule = rules.Rule(args.rule)
+    rules.RuleSettings.model_validate(rules.DEFAULTS[rule].model_dump() | settings)  # fail now
+    with _connect(args) as conn:
+        conn.execute(
+            """INSERT INTO rule_overrides (venue_kind, venue_id, rule, settings)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (venue_kind, venue_id, rule) DO UPDATE SET settings = excluded.settings""",
+            (args.venue_kind, args.venue, rule.value, Jsonb(settings)),
+        )
+    print(f"rule {rule} set for {args.venue or args.venue_kind}; workers pick it up within 30 s")
+    return 0
+
+
+def rules_list(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        overrides = conn.execute(
+            "SELECT venue_kind::text, venue_id, rule, settings FROM rule_overrides ORDER BY id"
+        ).fetchall()
+    _print({
+        "defaults": {r.value: s.model_dump() for r, s in rules.DEFAULTS.items()},
+        "overrides": [dict(zip(("venue_kind", "venue", "rule", "settings"), o, strict=True))
+                      for o in overrides],
+    })  # fmt: skip
+    return 0
+
+
+def maintenance_add(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        conn.execute(
+            """INSERT INTO maintenance_windows (venue_id, device_id, starts, ends, reason, created_by)
+               VALUES (%s, %s, now(), now() + make_interval(secs => %s), %s, %s)""",
+            (args.venue, args.device, args.hours * 3600, args.reason, args.actor),
+        )
+    print(f"{args.venue or args.device} silenced for {args.hours:g} h")
+    return 0
+
+
+def person_add(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        provision.add_person(conn, provision.Person(
+            id=args.id, name=args.name, role=tasks.Role(args.role), scope_id=args.scope,
+            phone=args.phone,
+        ))  # fmt: skip
+        if args.on_duty_hours:
+            now = datetime.now(UTC)
+            provision.add_duty(
+                conn, args.scope, args.id, now, now + timedelta(hours=args.on_duty_hours)
+            )
+    print(f"person {args.id} ({args.role}) in {args.scope}")
+    return 0
+
+
 def add_commands(sub: Any, add: Any) -> None:
     """The `task`, `emergency` and `kpi` subcommands."""
     task = sub.add_parser("task", help="Grid tasks.", description="Grid tasks.")
@@ -123,5 +178,32 @@ def add_commands(sub: Any, add: Any) -> None:
     k = add(sub, "kpi", kpi_report, "KPIs of an area and each area directly under it (JSON).")
     k.add_argument("area", help="territory id")
     k.add_argument("--days", type=float, default=30)
-    for p in (ls, show, act, on, off, k):
+
+    ru = sub.add_parser("rules", help="Incident rules.", description="Incident rules.")
+    rsub = ru.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    rl = add(rsub, "list", rules_list, "The built-in rule settings and every override (JSON).")
+    rs = add(rsub, "set", rules_set, "Override a rule's settings for a venue kind or one venue.")
+    rs.add_argument("rule", choices=[r.value for r in rules.Rule])
+    target = rs.add_mutually_exclusive_group(required=True)
+    target.add_argument("--venue-kind", default=None)
+    target.add_argument("--venue", default=None)
+    rs.add_argument("--settings", required=True,
+                    help='JSON, e.g. \'{"for_s": 300, "severity": "red"}\'; see `rules list`')  # fmt: skip
+
+    mw = add(sub, "maintenance", maintenance_add, "Silence a venue or a device for some hours.")
+    what = mw.add_mutually_exclusive_group(required=True)
+    what.add_argument("--venue", default=None)
+    what.add_argument("--device", default=None)
+    mw.add_argument("--hours", type=float, required=True)
+    mw.add_argument("--reason", required=True)
+    mw.add_argument("--as", dest="actor", required=True)
+
+    pa = add(sub, "person", person_add, "Add or update a person, optionally on duty in a grid.")
+    pa.add_argument("id")
+    pa.add_argument("--name", required=True)
+    pa.add_argument("--role", required=True, choices=[r.value for r in tasks.Role])
+    pa.add_argument("--scope", required=True, help="territory id of the subtree they work in")
+    pa.add_argument("--phone", default=None)
+    pa.add_argument("--on-duty-hours", type=float, default=0, help="put on duty in the grid now")
+    for p in (ls, show, act, on, off, k, rl, rs, mw, pa):
         p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")

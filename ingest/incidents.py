@@ -96,8 +96,8 @@ def raise_incident(conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Appli
     venue = signal.venue
     row = conn.execute(
         """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, device_id, node_id,
-                                  grid_id, path, detail, first_seen, last_seen)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s)
+                                  grid_id, path, detail, first_seen, last_seen, opened_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s, clock_timestamp())
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
                occurrences = incidents.occurrences + 1,
                last_seen = GREATEST(incidents.last_seen, excluded.last_seen),

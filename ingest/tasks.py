@@ -187,8 +187,9 @@ def create(
     """Open the task for a new incident, dispatched to whoever is on duty in its grid."""
     emergency = in_emergency(conn, path)
     row = conn.execute(
-        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency)
-           VALUES (%s, %s, %s, %s, %s::ltree, %s, %s) RETURNING id, now()""",
+        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency,
+                              created_at)
+           VALUES (%s, %s, %s, %s, %s::ltree, %s, %s, clock_timestamp()) RETURNING id, now()""",
         (incident_id, title, severity.value, grid_id, path, grid_id, emergency),
     ).fetchone()
     assert row is not None

@@ -8,14 +8,11 @@ import sys
 import pytest
 
 COMMANDS = [
-    [],
-    ["up"],
-    ["ingest"],
-    ["db", "migrate"],
-    ["db", "seed-demo"],
-    ["broker", "config"],
-    ["bench", "ingest"],
-]
+    [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
+    ["bench", "ingest"], ["bench", "fleet"], ["edge"], ["simulate"], ["task", "list"],
+    ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
+    ["rules", "list"], ["rules", "set"], ["maintenance"], ["person"],
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gridwatch")

@@ -328,3 +328,90 @@ def test_task_cli(
     done = subprocess.run([*base, "task", "act", str(task_id), "accept", "--as", worker, *db],
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert "accepted" in done.stdout
+
+
+def _raise_one(dsn: str, site: str, rule: str = "door_forced") -> int:
+    """An incident (and its task) straight through the incident code, without a device."""
+    from ingest import incidents, registry
+    from ingest.rules import Raise, Rule, Severity
+
+    with psycopg.connect(dsn) as conn:
+        venue = registry.load(conn).venues[site]
+        applied = incidents.apply(
+            conn,
+            [Raise(Rule(rule), f"{site}-x", Severity.YELLOW, venue, datetime.now(UTC))],
+            tasks.DeadlinePolicy(),
+        )
+    return applied.tasks[0]
+
+
+def test_hand_back_dispatch_suspend_resume_extend(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    task_id = _raise_one(dsn, nodes[0].site)
+    worker, dispatcher = grid_people(dsn, nodes[0].site)
+    with pytest.raises(TaskError, match="needs a reason"):
+        act(dsn, task_id, Action.HAND_BACK, worker)
+    act(dsn, task_id, Action.HAND_BACK, worker, reason="off sick")
+    assert rows(dsn, "SELECT state::text, assignee FROM tasks") == [("returned", None)]
+    with pytest.raises(TaskError, match="needs an assignee"):
+        act(dsn, task_id, Action.DISPATCH, dispatcher)
+    with pytest.raises(TaskError, match="not a worker"):
+        act(dsn, task_id, Action.DISPATCH, dispatcher, assignee=dispatcher)
+    act(dsn, task_id, Action.DISPATCH, dispatcher, assignee=worker)
+    act(dsn, task_id, Action.ACCEPT, worker)
+    deadline = scalar(dsn, "SELECT deadline_at FROM tasks")
+    act(dsn, task_id, Action.EXTEND, dispatcher, reason="waiting for a locksmith", extend_s=3600)
+    extended = scalar(dsn, "SELECT deadline_at FROM tasks")
+    assert isinstance(deadline, datetime) and isinstance(extended, datetime)
+    assert (extended - deadline).total_seconds() == pytest.approx(3600, abs=1)
+    act(dsn, task_id, Action.SUSPEND, dispatcher, reason="venue closed for repairs")
+    assert rows(dsn, "SELECT state::text, deadline_at FROM tasks") == [("suspended", None)]
+    assert scalar(dsn, "SELECT count(*) FROM timers WHERE key = %s", (str(task_id),)) == 0
+    with pytest.raises(TaskError, match="cannot start a task that is suspended"):
+        act(dsn, task_id, Action.START, worker)
+    assert act(dsn, task_id, Action.RESUME, dispatcher) is tasks.State.ACCEPTED
+    assert scalar(dsn, "SELECT count(*) FROM timers WHERE key = %s", (str(task_id),)) == 2
+    actions = [r[0] for r in rows(dsn, "SELECT action FROM task_events ORDER BY id")]
+    assert actions == [
+        "create",
+        "dispatch",
+        "hand_back",
+        "dispatch",
+        "accept",
+        "extend",
+        "suspend",
+        "resume",
+    ]
+    reasons = dict(rows(dsn, "SELECT action, reason FROM task_events WHERE reason <> ''"))
+    assert reasons["hand_back"] == "off sick" and reasons["suspend"] == "venue closed for repairs"
+
+
+def test_rule_overrides_and_maintenance_from_the_command_line(stack: LocalStack) -> None:
+    import sys
+
+    base = [sys.executable, "-m", "gridwatch.cli"]
+    db = ["--database-url", stack.dsn]
+    ok = subprocess.run([*base, "rules", "set", "over_capacity", "--venue-kind", "shelter",
+                         "--settings", '{"for_s": 30, "severity": "red"}', *db],
+                        capture_output=True, text=True, check=False)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    again = subprocess.run([*base, "rules", "set", "over_capacity", "--venue-kind", "shelter",
+                            "--settings", '{"for_s": 60}', *db], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert again.returncode == 0
+    assert rows(stack.dsn, "SELECT venue_kind::text, settings FROM rule_overrides") == [
+        ("shelter", {"for_s": 60})
+    ]
+    bad = subprocess.run([*base, "rules", "set", "over_capacity", "--venue-kind", "shelter",
+                          "--settings", '{"for_s": -1}', *db], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert bad.returncode == 2 and "for_s" in bad.stderr
+    silenced = subprocess.run([*base, "maintenance", "--venue", "v0001", "--hours", "2",
+                               "--reason", "repainting", "--as", "operator", *db],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+    assert silenced.returncode == 0, silenced.stderr
+    assert (
+        scalar(stack.dsn, "SELECT count(*) FROM maintenance_windows WHERE venue_id = 'v0001'") == 1
+    )

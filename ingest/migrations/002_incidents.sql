@@ -32,7 +32,7 @@ CREATE TABLE rule_overrides (
     rule       text NOT NULL,
     settings   jsonb NOT NULL,
     CHECK ((venue_kind IS NULL) <> (venue_id IS NULL)),
-    UNIQUE (venue_kind, venue_id, rule)
+    UNIQUE NULLS NOT DISTINCT (venue_kind, venue_id, rule)
 );
 
 -- Maintenance: no incidents for a venue or a device between starts and ends.
