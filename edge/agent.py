@@ -126,6 +126,7 @@ class EdgeAgent:
         self._connection = 0  # +1 on every successful connect (paho's thread)
         self._pumped_connection = 0  # the connection the sending state below belongs to
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq, for this connection
+        self._probing = True  # one in flight until the broker has taken one (see pump)
         self._cursor = 0  # highest seq handed to paho on this connection
         self._resume_at = 0.0  # after a "send again later" PUBACK
         self._tokens = float(config.outbox.window)
@@ -231,13 +232,17 @@ class EdgeAgent:
                 self._inflight.clear()
                 self._cursor = 0  # start again from the oldest message not yet delivered
                 self._resume_at = 0.0
+                self._probing = True
             self._tokens = min(
                 float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
             )
             self._last_pump = now
             if not self.watch.connected.is_set() or now < self._resume_at:
                 return 0
-            room = min(int(self._tokens), cfg.window - len(self._inflight))
+            # While probing, one message at a time: if the broker has no taker yet (0x10), a
+            # message behind it must not be delivered first, or the order would break.
+            window = 1 if self._probing else cfg.window
+            room = min(int(self._tokens), window - len(self._inflight))
             if room <= 0 or self._cursor >= self.outbox.last_seq:
                 return 0
             sent = 0
@@ -266,11 +271,13 @@ class EdgeAgent:
                 case PublishOutcome.DELIVERED:
                     self.outbox.remove(seq)
                     delivered += 1
+                    self._probing = False
                 case PublishOutcome.RETRY:
                     # Not taken (no subscriber yet, broker busy): send again from here after a
                     # pause, so the order of what follows is kept.
                     self._cursor = min(self._cursor, seq - 1)
                     self._resume_at = now + _RETRY_PAUSE_S
+                    self._probing = True
                     metrics.RETRIED.labels(self.node).inc()
                 case PublishOutcome.REFUSED:
                     self.outbox.refuse(seq, str(reason))
