@@ -23,6 +23,13 @@ def _print(rows: Any) -> None:
     print(json.dumps(rows, indent=1, default=str, ensure_ascii=False))
 
 
+def _policy() -> tasks.DeadlinePolicy:
+    """The deadlines the ingest uses (GRIDWATCH_DEADLINES__*)."""
+    from ingest.settings import IngestSettings
+
+    return IngestSettings().deadlines
+
+
 def task_list(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         rows = conn.execute(
@@ -57,7 +64,7 @@ def task_act(args: argparse.Namespace) -> int:
         state = tasks.act(
             conn, args.task, tasks.Action(args.action), args.actor, reason=args.reason,
             note=args.note, evidence=args.evidence, assignee=args.assignee,
-            extend_s=args.extend_s,
+            extend_s=args.extend_s, policy=_policy(),
         )  # fmt: skip
     print(f"task {args.task}: {args.action} -> {state}")
     return 0
@@ -67,7 +74,7 @@ def emergency_start(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         eid = emergency.start(
             conn, args.area, actor=args.actor, reason=args.reason,
-            message=args.message or emergency.DEFAULT_MESSAGE,
+            message=args.message or emergency.DEFAULT_MESSAGE, policy=_policy(),
         )  # fmt: skip
     print(f"emergency {eid} on for {args.area}")
     return 0

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from gateway import messages as m
+from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,32 @@ def queue_command(
     return command_id
 
 
-def _devices(conn: Conn, path: str, kind: str, shelters_only: bool = False) -> list[str]:
+def _devices(
+    conn: Conn, path: str, kind: str, shelters_only: bool = False, uncovered: bool = False
+) -> list[str]:
+    """Devices of a kind under `path`; with `uncovered`, only those no emergency still covers."""
     rows = conn.execute(
         """SELECT d.id FROM devices d
            JOIN edge_nodes n ON n.id = d.node_id
            JOIN venues v ON v.id = n.venue_id
            JOIN territory t ON t.id = v.grid_id
            WHERE d.kind = %s AND t.path <@ %s::ltree AND (v.is_shelter OR NOT %s)
+             AND NOT (%s AND EXISTS (SELECT 1 FROM emergencies e
+                                     WHERE e.ended_at IS NULL AND e.path @> t.path))
            ORDER BY d.id""",
-        (kind, path, shelters_only),
+        (kind, path, shelters_only, uncovered),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
 
 def start(
-    conn: Conn, territory_id: str, *, actor: str, reason: str, message: str = DEFAULT_MESSAGE
+    conn: Conn,
+    territory_id: str,
+    *,
+    actor: str,
+    reason: str,
+    message: str = DEFAULT_MESSAGE,
+    policy: DeadlinePolicy | None = None,
 ) -> int:
     """Switch a subtree to emergency mode; its id."""
     row = conn.execute("SELECT path::text FROM territory WHERE id = %s", (territory_id,)).fetchone()
@@ -92,7 +104,7 @@ def start(
     for device in doors:
         queue_command(conn, device, m.DoorUnlock(duration_s=None), issued_by=actor,
                       reason="emergency: shelter open", emergency_id=emergency_id)  # fmt: skip
-    _tighten_deadlines(conn, path)
+    _tighten_deadlines(conn, path, policy or DeadlinePolicy())
     conn.execute(
         "INSERT INTO notifications (territory_id, kind, message) VALUES (%s, 'emergency', %s)",
         (territory_id, f"Emergency mode on: {reason}"),
@@ -112,10 +124,11 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
     if row is None:
         raise EmergencyError(f"{territory_id} is not in an emergency")
     emergency_id, path = int(str(row[0])), str(row[1])
-    for device in _devices(conn, path, "speaker"):
+    # What a wider emergency still covers stays as it is.
+    for device in _devices(conn, path, "speaker", uncovered=True):
         queue_command(conn, device, m.SpeakerStop(), issued_by=actor,
                       reason="emergency over", emergency_id=emergency_id)  # fmt: skip
-    for device in _devices(conn, path, "door", shelters_only=True):
+    for device in _devices(conn, path, "door", shelters_only=True, uncovered=True):
         queue_command(conn, device, m.DoorLock(), issued_by=actor,
                       reason="emergency over: shelter back to normal", emergency_id=emergency_id)  # fmt: skip
     conn.execute(
@@ -126,7 +139,9 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
     return emergency_id
 
 
-def start_for_rule(conn: Conn, grid_id: str, level: str, title: str, incident_id: int) -> None:
+def start_for_rule(
+    conn: Conn, grid_id: str, level: str, title: str, incident_id: int, policy: DeadlinePolicy
+) -> None:
     """A rule asks for emergency mode at `level` above a grid; nothing if one already covers it."""
     row = conn.execute(
         """SELECT a.id FROM territory g JOIN territory a ON a.path @> g.path
@@ -138,21 +153,22 @@ def start_for_rule(conn: Conn, grid_id: str, level: str, title: str, incident_id
         return
     try:
         with conn.transaction():
-            start(conn, str(row[0]), actor="system", reason=f"{title} (incident {incident_id})")
-    except EmergencyError:
-        pass  # already in an emergency: nothing more to switch on
+            start(conn, str(row[0]), actor="system", reason=f"{title} (incident {incident_id})",
+                  policy=policy)  # fmt: skip
+    except (EmergencyError, psycopg.errors.UniqueViolation):
+        pass  # already in an emergency (perhaps started by another worker just now)
 
 
-def _tighten_deadlines(conn: Conn, path: str) -> None:
+def _tighten_deadlines(conn: Conn, path: str, policy: DeadlinePolicy) -> None:
     """Open tasks in the area get emergency deadlines from now on (never a later one)."""
-    from ingest.tasks import DeadlinePolicy, retime_for_emergency
+    from ingest.tasks import retime_for_emergency
 
     rows = conn.execute(
         "UPDATE tasks SET emergency = true WHERE path <@ %s::ltree AND state <> 'closed' RETURNING id",
         (path,),
     ).fetchall()
     for (task_id,) in rows:
-        retime_for_emergency(conn, int(str(task_id)), DeadlinePolicy())
+        retime_for_emergency(conn, int(str(task_id)), policy)
 
 
 def active(conn: Conn) -> list[tuple[int, str, datetime]]:

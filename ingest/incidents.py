@@ -42,6 +42,9 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
     out = Applied()
     if not signals:
         return out
+    # Rows are locked in key order, the same in every worker, so two batches touching the same
+    # incidents cannot deadlock; the order of signals for one key is kept (the sort is stable).
+    signals = sorted(signals, key=lambda s: s.key)
     clear_keys = sorted({s.key for s in signals if isinstance(s, Clear)})
     cancel_keys = sorted({s.key for s in signals if isinstance(s, CancelTimer)})
     open_keys = _existing(conn, "SELECT dedup_key FROM incidents WHERE status <> 'resolved'"
@@ -135,7 +138,7 @@ def raise_incident(conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Appli
     )
     if signal.emergency_level is not None:
         emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, signal.title,
-                                 incident_id)  # fmt: skip
+                                 incident_id, policy)  # fmt: skip
     log.info("incident opened id=%d key=%s severity=%s venue=%s task=%d",
              incident_id, signal.key, signal.severity, venue.id, task_id)  # fmt: skip
     return incident_id
@@ -154,11 +157,11 @@ def resolve(conn: Conn, dedup_key: str, reason: str, actor: str = SYSTEM) -> int
         "INSERT INTO incident_events (incident_id, kind, actor, note) VALUES (%s, 'resolved', %s, %s)",
         (row[0], actor, reason),
     )
-    conn.execute(
-        """INSERT INTO task_events (task_id, action, actor, reason)
-           SELECT id, 'incident_resolved', %s, %s FROM tasks WHERE incident_id = %s""",
-        (actor, reason, row[0]),
-    )
+    task = conn.execute(
+        "SELECT id FROM tasks WHERE incident_id = %s AND state <> 'closed'", (row[0],)
+    ).fetchone()
+    if task is not None:
+        tasks.on_incident_resolved(conn, int(str(task[0])), reason)
     return 1
 
 

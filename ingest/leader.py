@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -86,6 +85,10 @@ class Leader:
                 log.warning("leader connection lost: %s", str(exc).strip())
                 self._drop()
                 self.stop.wait(2.0)
+            except Exception:
+                log.exception("leader failed; stepping down and starting again")
+                self._drop()
+                self.stop.wait(2.0)
         self._drop()
 
     def _connection(self) -> Conn:
@@ -132,26 +135,44 @@ class Leader:
     # --- timers -------------------------------------------------------------------------------
 
     def _fire_due_timers(self, conn: Conn, limit: int = 50) -> int:
-        with conn.transaction():
-            rows = conn.execute(
-                """DELETE FROM timers WHERE (kind, key) IN (
-                       SELECT kind, key FROM timers WHERE due_at <= now()
-                       ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)
-                   RETURNING kind, key, data, due_at""",
-                (limit,),
-            ).fetchall()
-            for kind, key, data, due in rows:
-                late = time.time() - due.timestamp()  # type: ignore[attr-defined]
-                metrics.TIMER_LATENESS.observe(max(late, 0.0))
-                self._fire(conn, str(kind), str(key), data)  # type: ignore[arg-type]
-        return len(rows)
+        """Fire up to `limit` due timers, each in its own transaction; how many were due."""
+        due = conn.execute(
+            "SELECT kind, key FROM timers WHERE due_at <= now() ORDER BY due_at LIMIT %s",
+            (limit,),
+        ).fetchall()
+        for kind, key in due:
+            try:
+                with conn.transaction():
+                    self._fire_one(conn, str(kind), str(key))
+            except psycopg.OperationalError:
+                raise  # the connection is gone: the caller reconnects
+            except (psycopg.Error, ValueError, KeyError) as exc:
+                # One bad timer must not block the others: record it, drop it, carry on.
+                log.exception("timer failed, dropped kind=%s key=%s: %s", kind, key, exc)
+                metrics.TIMER_FAILURES.inc()
+                conn.execute("DELETE FROM timers WHERE kind = %s AND key = %s", (kind, key))
+        return len(due)
 
-    def _fire(self, conn: Conn, kind: str, key: str, data: dict[str, Any]) -> None:
+    def _fire_one(self, conn: Conn, kind: str, key: str) -> None:
+        # A task timer locks its task before the timer row, in the same order as a person acting
+        # on the task does, so the two never deadlock.
+        if kind in (tasks.TIMER_WARN, tasks.TIMER_DEADLINE):
+            conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR NO KEY UPDATE", (int(key),))
+        row = conn.execute(
+            """DELETE FROM timers WHERE kind = %s AND key = %s AND due_at <= now()
+               RETURNING data, due_at""",
+            (kind, key),
+        ).fetchone()
+        if row is None:
+            return  # moved or cancelled meanwhile
+        data, due = row
+        assert isinstance(due, datetime) and isinstance(data, dict)
+        metrics.TIMER_LATENESS.observe(max(time.time() - due.timestamp(), 0.0))
         metrics.TIMERS_FIRED.labels(kind=kind).inc()
         match kind:
             case incidents.TIMER_RULE:
                 signal = incidents.decode(data, self.registry.snapshot.venues)
-                if signal is not None:
+                if signal is not None and _still_true(conn, signal):
                     incidents.apply(conn, [signal], self.policy)
             case tasks.TIMER_WARN:
                 tasks.on_warn(conn, int(key))
@@ -240,3 +261,24 @@ class Leader:
         if signals:
             with conn.transaction():
                 incidents.apply(conn, signals, self.policy)
+
+
+def _still_true(conn: Conn, signal: incidents.Raise) -> bool:
+    """Whether a rule timer's condition still holds when it fires: a clear signal handled by
+    another worker at the same moment may have missed the timer (it was not committed yet)."""
+    if signal.rule is Rule.NODE_OFFLINE:
+        row = conn.execute(
+            "SELECT online FROM node_presence WHERE node_id = %s", (signal.node,)
+        ).fetchone()
+        return row is not None and row[0] is False
+    if signal.rule in (Rule.OVER_CAPACITY, Rule.INSIDE_WHEN_CLOSED) and signal.device:
+        row = conn.execute(
+            "SELECT (payload->>'count')::int FROM device_latest"
+            " WHERE device_id = %s AND type = 'occupancy'",
+            (signal.device,),
+        ).fetchone()
+        count = int(str(row[0])) if row is not None else 0
+        if signal.rule is Rule.OVER_CAPACITY:
+            return count > (signal.venue.capacity or 0)
+        return count > 0
+    return True

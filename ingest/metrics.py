@@ -45,3 +45,4 @@ TIMER_LATENESS = Histogram(
 )
 COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
+TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")

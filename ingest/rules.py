@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,7 +65,7 @@ class RuleSettings(BaseModel):
     limit: float = Field(default=0, ge=0, description="the rule's threshold (seconds, a count)")
     window_s: float = Field(default=0, ge=0, description="time window for counted events")
     factor: float = Field(default=1.0, gt=0, description="multiple of capacity")
-    emergency_level: str | None = Field(
+    emergency_level: Literal["grid", "community", "subdistrict", "district", "city"] | None = Field(
         default=None,
         description="raising this rule switches on emergency mode for the venue's ancestor at"
         " this level (grid, community, subdistrict, district, city)",
@@ -313,8 +313,13 @@ def _denied_in_window(conn: Conn, device: str, ts: datetime, window_s: float) ->
     return int(str(row[0])) if row else 0
 
 
-def node_signals(inbound: Inbound, venue: VenueInfo, book: RuleBook, *, died: bool) -> list[Signal]:
-    """A node's birth clears its offline incident; its (current) death starts the offline timer."""
+def node_signals(
+    inbound: Inbound, venue: VenueInfo, book: RuleBook, *, died: bool, now: datetime
+) -> list[Signal]:
+    """A node's birth clears its offline incident; its (current) death starts the offline timer.
+
+    The timer counts from `now`, not from the death's timestamp: a will is written when the node
+    connects, so its timestamp is the start of the connection, not the moment it ended."""
     node = inbound.topic.node
     offline_key = key(Rule.NODE_OFFLINE, node)
     if not died:
@@ -322,6 +327,6 @@ def node_signals(inbound: Inbound, venue: VenueInfo, book: RuleBook, *, died: bo
     s = book.settings(Rule.NODE_OFFLINE, venue)
     if not s.enabled:
         return []
-    then = Raise(Rule.NODE_OFFLINE, node, s.severity, venue, inbound.message.ts, node=node,
+    then = Raise(Rule.NODE_OFFLINE, node, s.severity, venue, now, node=node,
                  emergency_level=s.emergency_level)  # fmt: skip
-    return [StartTimer(offline_key, inbound.message.ts + timedelta(seconds=s.for_s), then)]
+    return [StartTimer(offline_key, now + timedelta(seconds=s.for_s), then)]

@@ -161,7 +161,9 @@ def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
     """Who is on duty in the grid now (the roster), else the grid's only worker, else nobody."""
     row = conn.execute(
         """SELECT person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
+           JOIN territory s ON s.id = p.scope_id JOIN territory g ON g.id = r.grid_id
            WHERE r.grid_id = %s AND r.starts <= %s AND %s < r.ends AND p.active
+             AND p.role IN ('grid_worker', 'department') AND s.path @> g.path
            ORDER BY r.starts DESC LIMIT 1""",
         (grid_id, at, at),
     ).fetchone()
@@ -235,7 +237,7 @@ def act(
     row = conn.execute(
         """SELECT state::text, suspended_from::text, assignee, path::text, severity::text,
                   emergency, deadline_at
-           FROM tasks WHERE id = %s FOR UPDATE""",
+           FROM tasks WHERE id = %s FOR NO KEY UPDATE""",
         (task_id,),
     ).fetchone()
     if row is None:
@@ -307,11 +309,35 @@ def act(
         _start_stage(conn, task_id, new_stage, severity, emergency, policy, now)
     if target is State.CLOSED:
         conn.execute(
-            """UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
-               WHERE id = (SELECT incident_id FROM tasks WHERE id = %s) AND status <> 'resolved'""",
-            (actor.id, task_id),
+            """WITH done AS (
+                   UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
+                   WHERE id = (SELECT incident_id FROM tasks WHERE id = %s) AND status <> 'resolved'
+                   RETURNING id)
+               INSERT INTO incident_events (incident_id, kind, actor, note)
+               SELECT id, 'resolved', %s, %s FROM done""",
+            (actor.id, task_id, actor.id, f"task {task_id} closed"),
         )
     return target
+
+
+def on_incident_resolved(conn: Conn, task_id: int, reason: str) -> None:
+    """The condition cleared by itself. A task nobody has taken yet is closed; one being worked
+    on stays with its worker, who reports and has it checked as usual."""
+    row = conn.execute(
+        "SELECT state::text FROM tasks WHERE id = %s FOR NO KEY UPDATE", (task_id,)
+    ).fetchone()
+    if row is None:
+        return
+    state = State(str(row[0]))
+    if state in (State.REPORTED, State.DISPATCHED, State.RETURNED):
+        conn.execute(
+            "UPDATE tasks SET state = 'closed', closed_at = now(), updated_at = now() WHERE id = %s",
+            (task_id,),
+        )
+        _clear_deadline(conn, task_id)
+        _event(conn, task_id, "incident_resolved", state, State.CLOSED, SYSTEM, reason=reason)
+    else:
+        _event(conn, task_id, "incident_resolved", None, None, SYSTEM, reason=reason)
 
 
 def _within(path: str, scope: str) -> bool:
@@ -426,7 +452,7 @@ def on_deadline(conn: Conn, task_id: int, policy: DeadlinePolicy) -> None:
     row = conn.execute(
         """SELECT t.level_id, p.parent_id, t.state::text, t.severity::text, t.emergency, t.title
            FROM tasks t JOIN territory p ON p.id = t.level_id
-           WHERE t.id = %s AND t.deadline_at IS NOT NULL FOR UPDATE OF t""",
+           WHERE t.id = %s AND t.deadline_at IS NOT NULL FOR NO KEY UPDATE OF t""",
         (task_id,),
     ).fetchone()
     if row is None:

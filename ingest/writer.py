@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -209,10 +209,11 @@ class BatchWriter:
         """Rules on what is new in this batch, and command results onto their commands."""
         signals: list[rules.Signal] = []
         results: list[CommandResult] = []
+        now = datetime.now(UTC)
         for inbound, died in presence:
             venue = self.registry.venue_of_node(inbound.topic.node)
             if venue is not None:
-                signals += rules.node_signals(inbound, venue, self.book, died=died)
+                signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
         for a in accepted:
             msg = a.inbound.message
             if not isinstance(msg, DeviceMessage) or msg.id not in outcome.new_ids:
@@ -226,12 +227,15 @@ class BatchWriter:
             conn.execute(
                 """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
                        result_at = now()
-                   FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(id, status, detail)
-                   WHERE c.id = u.id AND c.state IN ('queued', 'sent')""",
+                   FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
+                        AS u(id, status, detail, device)
+                   WHERE c.id = u.id AND c.device_id = u.device
+                     AND c.state IN ('queued', 'sent', 'expired')""",
                 (
                     [r.command_id for r in results],
                     [r.status.value for r in results],
                     [r.detail for r in results],
+                    [r.device for r in results],
                 ),
             )
         outcome.reactions = incidents.apply(conn, signals, self.policy)

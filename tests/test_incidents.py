@@ -110,7 +110,7 @@ def test_forced_door_to_closed_case_with_the_whole_timeline(
     assert scalar(dsn, "SELECT status::text FROM incidents") == "resolved"
     kinds = [r[0] for r in rows(dsn, "SELECT kind FROM incident_events WHERE incident_id = %s"
                                      " ORDER BY id", (incident_id,))]  # fmt: skip
-    assert kinds == ["opened", "task"]
+    assert kinds == ["opened", "task", "resolved"]
     assert scalar(dsn, "SELECT count(*) FROM timers WHERE key = %s", (str(task_id),)) == 0
 
     with psycopg.connect(dsn) as conn:
@@ -415,3 +415,35 @@ def test_rule_overrides_and_maintenance_from_the_command_line(stack: LocalStack)
     assert (
         scalar(stack.dsn, "SELECT count(*) FROM maintenance_windows WHERE venue_id = 'v0001'") == 1
     )
+
+
+def test_a_condition_that_clears_closes_a_task_nobody_took(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    from ingest import incidents
+
+    dsn = stack.dsn
+    task_id = _raise_one(dsn, nodes[0].site, rule="door_held_open")
+    with psycopg.connect(dsn) as conn:
+        assert incidents.resolve(conn, f"door_held_open:{nodes[0].site}-x", "the door closed") == 1
+    assert rows(dsn, "SELECT state::text FROM tasks WHERE id = %s", (task_id,)) == [("closed",)]
+    assert scalar(dsn, "SELECT count(*) FROM timers WHERE key = %s", (str(task_id),)) == 0
+    last = rows(dsn, "SELECT action, reason FROM task_events ORDER BY id DESC LIMIT 1")
+    assert last == [("incident_resolved", "the door closed")]
+
+
+def test_a_short_network_blip_raises_no_venue_offline_incident(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object
+) -> None:
+    dsn = stack.dsn
+    fleet = fleet_of(stack, nodes[:1], tmp_path / "fleet")
+    try:
+        time.sleep(1.0)
+        fleet.cut_link(nodes[0].node, 2)  # the broker publishes the will: a death
+        wait_until(lambda: scalar(dsn, "SELECT count(*) FROM presence_events"
+                                       " WHERE type = 'node.birth'") == 2, 20, "the node back")  # fmt: skip
+        time.sleep(1.0)  # the leader ticks several times meanwhile
+    finally:
+        fleet.stop()
+    assert scalar(dsn, "SELECT count(*) FROM presence_events WHERE type = 'node.death'") >= 1  # type: ignore[operator]
+    assert scalar(dsn, "SELECT count(*) FROM incidents WHERE rule = 'node_offline'") == 0
