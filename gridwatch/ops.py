@@ -23,6 +23,11 @@ def _print(rows: Any) -> None:
     print(json.dumps(rows, indent=1, default=str, ensure_ascii=False))
 
 
+def _print_rows(cursor: psycopg.Cursor[tuple[object, ...]]) -> None:
+    cols = [c.name for c in cursor.description or []]
+    _print([dict(zip(cols, r, strict=True)) for r in cursor.fetchall()])
+
+
 def _policy() -> tasks.DeadlinePolicy:
     """The deadlines the ingest uses (GRIDWATCH_DEADLINES__*)."""
     from ingest.settings import IngestSettings
@@ -42,8 +47,7 @@ def task_list(args: argparse.Namespace) -> int:
                ORDER BY t.id DESC LIMIT %s""",
             (args.area, args.assignee, args.assignee, args.all, args.limit),
         )
-        cols = [c.name for c in rows.description or []]
-        _print([dict(zip(cols, r, strict=True)) for r in rows.fetchall()])
+        _print_rows(rows)
     return 0
 
 
@@ -54,8 +58,7 @@ def task_show(args: argparse.Namespace) -> int:
                FROM task_events WHERE task_id = %s ORDER BY id""",
             (args.task,),
         )
-        cols = [c.name for c in events.description or []]
-        _print([dict(zip(cols, r, strict=True)) for r in events.fetchall()])
+        _print_rows(events)
     return 0
 
 

@@ -279,28 +279,27 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
 def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) -> list[Signal]:
     out: list[Signal] = []
     detail = {"count": msg.count, "capacity": venue.capacity, "zone": msg.zone}
+
+    def lasting(rule: Rule, holds: bool, cleared: str) -> list[Signal]:
+        """A condition that must last `for_s`: start its timer, or cancel and clear it."""
+        k = key(rule, msg.device)
+        if not holds:
+            return [CancelTimer(k), Clear(k, cleared)]
+        if s := rule_on(rule):
+            then = raise_(rule, msg.device, s, device=msg.device, detail=detail)
+            return [StartTimer(k, msg.ts + timedelta(seconds=s.for_s), then)]
+        return []
+
     if venue.capacity:
-        over_key = key(Rule.OVER_CAPACITY, msg.device)
         far = rule_on(Rule.FAR_OVER_CAPACITY)
         if far and msg.count >= venue.capacity * far.factor:
             out.append(raise_(Rule.FAR_OVER_CAPACITY, msg.device, far, device=msg.device,
                               detail=detail))  # fmt: skip
-        if msg.count > venue.capacity:
-            if s := rule_on(Rule.OVER_CAPACITY):
-                then = raise_(Rule.OVER_CAPACITY, msg.device, s, device=msg.device, detail=detail)
-                out.append(StartTimer(over_key, msg.ts + timedelta(seconds=s.for_s), then))
-        else:
-            out.append(CancelTimer(over_key))
-            out.append(Clear(over_key, "back within capacity"))
+        out += lasting(Rule.OVER_CAPACITY, msg.count > venue.capacity, "back within capacity")
+        if msg.count <= venue.capacity:
             out.append(Clear(key(Rule.FAR_OVER_CAPACITY, msg.device), "back within capacity"))
-    closed_key = key(Rule.INSIDE_WHEN_CLOSED, msg.device)
-    if msg.count > 0 and not venue.is_open(msg.ts):
-        if s := rule_on(Rule.INSIDE_WHEN_CLOSED):
-            then = raise_(Rule.INSIDE_WHEN_CLOSED, msg.device, s, device=msg.device, detail=detail)
-            out.append(StartTimer(closed_key, msg.ts + timedelta(seconds=s.for_s), then))
-    else:
-        out.append(CancelTimer(closed_key))
-        out.append(Clear(closed_key, "nobody inside, or the venue is open"))
+    closed = msg.count > 0 and not venue.is_open(msg.ts)
+    out += lasting(Rule.INSIDE_WHEN_CLOSED, closed, "nobody inside, or the venue is open")
     return out
 
 
