@@ -135,6 +135,18 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return run_ingest_bench(args)
 
 
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    settings = ApiSettings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_config=None, access_log=False)  # fmt: skip
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from gridwatch.simulate import run_fleet
 
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a scenario for the demo fleet to play (YAML, see scenarios/); may repeat",
     )
 
+    add(sub, "api", _api, "Serve the operator API (settings from GRIDWATCH_* variables).")
     edge = add(sub, "edge", _edge, "Run one venue's edge agent from its site file.")
     edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
 

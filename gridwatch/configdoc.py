@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings
 from ingest.settings import IngestSettings
 
@@ -18,6 +19,7 @@ END = "<!-- config-table:end -->"
 
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("ingest", IngestSettings),
+    ("api", ApiSettings),
     ("broker config", BrokerAccountsSettings),
 ]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from api.security import hash_password
 from gateway.messages import DeviceKind
 from ingest import provision
 from ingest.provision import Device, Level, Person, TerritoryNode, Venue, VenueKind
@@ -174,30 +175,38 @@ def seed(
     return creds
 
 
+DEMO_PASSWORD = "gridwatch-demo"
+
+
 def _seed_people(conn: psycopg.Connection[tuple[object, ...]], nodes: list[TerritoryNode]) -> None:
     """An admin and an operator for the city, a dispatcher per community, a worker per grid on
-    duty around the clock for a year (once: later runs keep whatever was changed)."""
+    duty around the clock for a year, all with the password DEMO_PASSWORD (once: later runs keep
+    whatever was changed)."""
     if conn.execute("SELECT 1 FROM people LIMIT 1").fetchone() is not None:
         return
     city = next(n for n in nodes if n.level is Level.CITY)
-    provision.add_person(
-        conn, Person(id="admin", name="Administrator", role=Role.ADMIN, scope_id=city.id)
-    )
-    provision.add_person(
-        conn, Person(id="operator", name="Command centre", role=Role.OPERATOR, scope_id=city.id)
-    )
-    now = datetime.now(UTC)
+    people = [
+        Person(id="admin", name="Administrator", role=Role.ADMIN, scope_id=city.id),
+        Person(id="operator", name="Command centre", role=Role.OPERATOR, scope_id=city.id),
+    ]
+    workers = []
     for n in nodes:
         if n.level is Level.COMMUNITY:
-            provision.add_person(conn, Person(id=f"disp-{n.id}"[:64], name=f"Dispatcher, {n.name}",
-                                              role=Role.DISPATCHER, scope_id=n.id))  # fmt: skip
+            people.append(Person(id=f"disp-{n.id}"[:64], name=f"Dispatcher, {n.name}",
+                                 role=Role.DISPATCHER, scope_id=n.id))  # fmt: skip
         elif n.level is Level.GRID:
-            worker = f"worker-{n.id}"[:64]
-            provision.add_person(conn, Person(id=worker, name=f"Grid worker, {n.name}",
-                                              role=Role.GRID_WORKER, scope_id=n.id))  # fmt: skip
-            provision.add_duty(
-                conn, n.id, worker, now - timedelta(days=1), now + timedelta(days=365)
-            )
+            worker = Person(id=f"worker-{n.id}"[:64], name=f"Grid worker, {n.name}",
+                            role=Role.GRID_WORKER, scope_id=n.id)  # fmt: skip
+            people.append(worker)
+            workers.append(worker)
+    for person in people:
+        provision.add_person(conn, person)
+    now = datetime.now(UTC)
+    for worker in workers:
+        provision.add_duty(conn, worker.scope_id, worker.id, now - timedelta(days=1),
+                           now + timedelta(days=365))  # fmt: skip
+    # One hash for everyone: argon2 is slow on purpose, and these are demo accounts.
+    conn.execute("UPDATE people SET password_hash = %s", (hash_password(DEMO_PASSWORD),))
 
 
 def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:

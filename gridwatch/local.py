@@ -165,6 +165,17 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
             )
 
+    def start_api(self, port: int) -> subprocess.Popen[bytes]:
+        """Start `gridwatch api` on 127.0.0.1:`port`, logging to logs/api.log."""
+        env = self.service_env("api", GRIDWATCH_API_PORT=str(port), GRIDWATCH_API_HOST="127.0.0.1")
+        with (self.logs / "api.log").open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gridwatch.cli", "api"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
     def start_fleet(self, rate: float, *extra: str) -> subprocess.Popen[bytes]:
         """Start `gridwatch simulate` for the demo nodes, logging to logs/fleet.log."""
         cmd = [

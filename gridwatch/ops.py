@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from api.security import hash_password
 from ingest import emergency, kpi, provision, rules, tasks
 
 
@@ -143,6 +145,11 @@ def person_add(args: argparse.Namespace) -> int:
             id=args.id, name=args.name, role=tasks.Role(args.role), scope_id=args.scope,
             phone=args.phone,
         ))  # fmt: skip
+        if args.password_stdin:
+            conn.execute(
+                "UPDATE people SET password_hash = %s WHERE id = %s",
+                (hash_password(sys.stdin.readline().rstrip("\n")), args.id),
+            )
         if args.on_duty_hours:
             now = datetime.now(UTC)
             provision.add_duty(
@@ -215,5 +222,10 @@ def add_commands(sub: Any, add: Any) -> None:
     pa.add_argument("--scope", required=True, help="territory id of the subtree they work in")
     pa.add_argument("--phone", default=None)
     pa.add_argument("--on-duty-hours", type=float, default=0, help="put on duty in the grid now")
+    pa.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="set their password from the first line of stdin",
+    )
     for p in (ls, show, act, on, off, k, rl, rs, mw, pa):
         p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")

@@ -11,13 +11,16 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack, Ports
+from gridwatch.services import free_port
 from gridwatch.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = Ports(postgres=55432, edge=1883, service=1884)
 INGEST_METRICS_PORT = 9101
+DEFAULT_API_PORT = 8080
 
 
 def _port_free(port: int) -> bool:
@@ -64,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             "ingest",
             lambda: stack.start_ingest(args.ingest_workers, metrics_port=INGEST_METRICS_PORT),
         )
+        api_port = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else free_port()
+        supervisor.add("api", lambda: stack.start_api(api_port))
         fleet = not args.no_fleet and args.fleet_rate > 0
         if fleet:
             plays = [
@@ -85,6 +90,7 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest, api)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{INGEST_METRICS_PORT}/metrics
+  api         http://127.0.0.1:{api_port}/docs   (sign in as operator / {DEMO_PASSWORD})
   demo        {len(creds)} venues, {devices} devices; node credentials in {stack.credentials_file}
   fleet       {fleet_line}
   logs        {stack.logs}/

@@ -1,0 +1,45 @@
+"""The operator API: `create_app()` builds it; `gridwatch api` serves it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg_pool import ConnectionPool
+
+from api import errors
+from api.routes import auth, health, incidents, tasks
+from api.settings import ApiSettings
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool: ConnectionPool = ConnectionPool(
+            settings.database_url.get_secret_value(),
+            min_size=1,
+            max_size=settings.api_pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        pool.open()
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="gridwatch",
+        version="0.1.0",
+        summary="Venue and safety monitoring for a territory's grids: incidents and grid tasks.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for module in (auth, incidents, tasks, health):
+        app.include_router(module.router)
+    return app

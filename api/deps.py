@@ -1,0 +1,83 @@
+"""FastAPI dependencies: the database connection, the signed-in person, the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from api.security import read_token
+from api.settings import ApiSettings
+from ingest.tasks import Role
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+_oauth2 = OAuth2PasswordBearer(tokenUrl="/api/token")
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Iterator[Conn]:
+    pool: ConnectionPool[Conn] = request.app.state.pool
+    with pool.connection() as conn:
+        yield conn
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+DbDep = Annotated[Conn, Depends(get_db)]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The signed-in person and the subtree they may see and act in."""
+
+    id: str
+    name: str
+    role: Role
+    scope_id: str
+    scope_path: str
+
+
+def current_user(token: Annotated[str, Depends(_oauth2)], db: DbDep, settings: SettingsDep) -> User:
+    claims = read_token(token, settings.api_secret.get_secret_value())
+    row = None
+    if claims is not None:
+        row = db.execute(
+            """SELECT p.id, p.name, p.role::text, p.scope_id, t.path::text
+               FROM people p JOIN territory t ON t.id = p.scope_id WHERE p.id = %s AND p.active""",
+            (claims.sub,),
+        ).fetchone()
+    if row is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "not signed in, or the session expired",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return User(row[0], row[1], Role(row[2]), row[3], row[4])
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def audit(
+    db: Conn,
+    user: User,
+    request: Request,
+    what: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Record an action in the audit log (in the caller's transaction)."""
+    client = request.client.host if request.client else ""
+    db.execute(
+        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
+        (user.id, what, target, Jsonb(detail or {}), client),
+    )

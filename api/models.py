@@ -1,0 +1,118 @@
+"""Response and request models of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingest.tasks import Action
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="seconds")
+
+
+class Me(BaseModel):
+    id: str
+    name: str
+    role: str
+    scope_id: str
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: int | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class Incident(BaseModel):
+    id: int
+    rule: str
+    severity: str
+    status: str
+    title: str
+    venue_id: str
+    device_id: str | None
+    grid_id: str
+    occurrences: int
+    first_seen: datetime
+    last_seen: datetime
+    opened_at: datetime
+    resolved_at: datetime | None
+    detail: dict[str, Any]
+
+
+class Task(BaseModel):
+    id: int
+    incident_id: int
+    title: str
+    severity: str
+    state: str
+    assignee: str | None
+    grid_id: str
+    level_id: str
+    deadline_at: datetime | None
+    flagged: bool
+    escalations: int
+    emergency: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskEvent(BaseModel):
+    at: datetime
+    action: str
+    from_state: str | None
+    to_state: str | None
+    actor: str
+    reason: str
+    note: str
+    evidence: list[str]
+
+
+class TaskAction(BaseModel):
+    """An action on a task."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"action": "accept"},
+                {
+                    "action": "feedback",
+                    "note": "door closed and checked",
+                    "evidence": ["photos/12.jpg"],
+                },
+            ]
+        },
+    )
+
+    action: Action
+    reason: str = Field(default="", max_length=2000)
+    note: str = Field(default="", max_length=4000)
+    evidence: list[str] = Field(default_factory=list, max_length=20)
+    assignee: str | None = Field(default=None, description="for dispatch")
+    extend_s: float | None = Field(default=None, gt=0, le=30 * 86400, description="for extend")
+
+
+class IncidentAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000)
+
+
+class TerritoryNode(BaseModel):
+    id: str
+    parent_id: str | None
+    level: str
+    name: str
+    venues: int
+    open_incidents: int

@@ -1,0 +1,102 @@
+"""Incidents in the signed-in person's subtree: list, acknowledge, resolve."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+
+from api.deps import Conn, CurrentUser, DbDep, User, audit
+from api.models import Incident, IncidentAction, Page
+from ingest import incidents as incident_ops
+from ingest.tasks import Role
+
+router = APIRouter(prefix="/api/incidents", tags=["incidents"])
+_COLUMNS = """id, rule, severity::text, status::text, title, venue_id, device_id, grid_id,
+              occurrences, first_seen, last_seen, opened_at, resolved_at, detail"""
+_SUPERVISORS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
+
+
+@router.get("", response_model=Page[Incident], summary="Incidents, newest first")
+def list_incidents(
+    user: CurrentUser,
+    db: DbDep,
+    area: Annotated[str | None, Query(description="a territory id inside your area")] = None,
+    status_: Annotated[
+        str | None, Query(alias="status", pattern="^(open|acknowledged|resolved)$")
+    ] = None,
+    severity: Annotated[str | None, Query(pattern="^(red|yellow|green)$")] = None,
+    venue: str | None = None,
+    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[Incident]:
+    rows = db.execute(
+        f"""SELECT {_COLUMNS} FROM incidents
+            WHERE path <@ %(scope)s::ltree
+              AND (%(area)s::text IS NULL OR path <@ (SELECT path FROM territory WHERE id = %(area)s))
+              AND (%(status)s::text IS NULL OR status::text = %(status)s)
+              AND (%(severity)s::text IS NULL OR severity::text = %(severity)s)
+              AND (%(venue)s::text IS NULL OR venue_id = %(venue)s)
+              AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+        {"scope": user.scope_path, "area": area, "status": status_, "severity": severity,
+         "venue": venue, "cursor": cursor, "limit": limit},
+    ).fetchall()  # fmt: skip
+    items = [Incident(**dict(zip(Incident.model_fields, r, strict=True))) for r in rows]
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+
+
+def _incident(db: Conn, user: User, incident_id: int) -> Incident:
+    row = db.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE id = %s AND path <@ %s::ltree",
+        (incident_id, user.scope_path),
+    ).fetchone()
+    if row is None:  # outside the person's area looks the same as missing
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
+    return Incident(**dict(zip(Incident.model_fields, row, strict=True)))
+
+
+@router.get("/{incident_id}", response_model=Incident, summary="One incident")
+def get_incident(incident_id: int, user: CurrentUser, db: DbDep) -> Incident:
+    return _incident(db, user, incident_id)
+
+
+@router.post("/{incident_id}/acknowledge", response_model=Incident, summary="Seen, being handled")
+def acknowledge(
+    incident_id: int, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
+) -> Incident:
+    _require_supervisor(user)
+    with db.transaction():
+        incident = _incident(db, user, incident_id)
+        if incident.status != "open":
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"incident {incident_id} is {incident.status}"
+            )
+        db.execute("UPDATE incidents SET status = 'acknowledged' WHERE id = %s", (incident_id,))
+        db.execute(
+            "INSERT INTO incident_events (incident_id, kind, actor, note) VALUES (%s, 'acknowledged', %s, %s)",
+            (incident_id, user.id, body.note),
+        )
+        audit(db, user, request, "incident.acknowledge", str(incident_id), {"note": body.note})
+    return _incident(db, user, incident_id)
+
+
+@router.post("/{incident_id}/resolve", response_model=Incident, summary="The condition is over")
+def resolve(
+    incident_id: int, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
+) -> Incident:
+    _require_supervisor(user)
+    with db.transaction():
+        incident = _incident(db, user, incident_id)
+        if incident.status == "resolved":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"incident {incident_id} is resolved")
+        key = db.execute("SELECT dedup_key FROM incidents WHERE id = %s", (incident_id,)).fetchone()
+        assert key is not None
+        incident_ops.resolve(db, str(key[0]), body.note or "resolved by hand", actor=user.id)
+        audit(db, user, request, "incident.resolve", str(incident_id), {"note": body.note})
+    return _incident(db, user, incident_id)
+
+
+def _require_supervisor(user: User) -> None:
+    if user.role not in _SUPERVISORS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")

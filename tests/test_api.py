@@ -1,0 +1,179 @@
+"""The operator API over a real PostgreSQL: sign-in, scoping, task actions, errors, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import ApiSettings
+from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
+from gridwatch.local import LocalStack
+from ingest import incidents, registry, tasks
+from ingest.rules import Raise, Rule, Severity
+from tests.support import rows, scalar
+
+
+@pytest.fixture
+def client(stack: LocalStack) -> Iterator[TestClient]:
+    app = create_app(ApiSettings(database_url=stack.dsn))  # type: ignore[arg-type]
+    with TestClient(app) as c:
+        yield c
+
+
+def sign_in(client: TestClient, person: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+    r = client.post("/api/token", data={"username": person, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def raise_incident(dsn: str, site: str, subject: str = "x") -> int:
+    with psycopg.connect(dsn) as conn:
+        venue = registry.load(conn).venues[site]
+        applied = incidents.apply(
+            conn, [Raise(Rule.DOOR_FORCED, f"{site}-{subject}", Severity.RED, venue, datetime.now(UTC))],
+            tasks.DeadlinePolicy(),
+        )  # fmt: skip
+    return applied.tasks[0]
+
+
+def people_of(dsn: str, site: str) -> tuple[str, str]:
+    grid, community = rows(dsn, "SELECT g.id, g.parent_id FROM venues v JOIN territory g"
+                                " ON g.id = v.grid_id WHERE v.id = %s", (site,))[0]  # fmt: skip
+    return f"worker-{grid}", f"disp-{community}"
+
+
+def _second_grid(dsn: str, site: str) -> str:
+    """A venue in another grid of the same community, with its own worker; its id."""
+    from api.security import hash_password
+    from gridwatch.demo import DEMO_PASSWORD as pw
+    from ingest import provision
+    from ingest.provision import Level, Person, TerritoryNode, Venue, VenueKind
+
+    community = str(scalar(dsn, "SELECT g.parent_id FROM venues v JOIN territory g ON g.id = v.grid_id"
+                                " WHERE v.id = %s", (site,)))  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        provision.add_territory(conn, TerritoryNode(id="g_other", level=Level.GRID, name="Other",
+                                                    parent_id=community))  # fmt: skip
+        provision.add_venue(conn, Venue(id="v-other", grid_id="g_other", name="Other station",
+                                        kind=VenueKind.GRID_STATION))  # fmt: skip
+        provision.add_person(conn, Person(id="worker-g_other", name="Other worker",
+                                          role=tasks.Role.GRID_WORKER, scope_id="g_other"))  # fmt: skip
+        conn.execute(
+            "UPDATE people SET password_hash = %s WHERE id = 'worker-g_other'", (hash_password(pw),)
+        )
+    return "v-other"
+
+
+def test_sign_in(client: TestClient) -> None:
+    wrong = client.post("/api/token", data={"username": "operator", "password": "nope-nope"})
+    assert wrong.status_code == 401
+    assert wrong.json() == {"error": "unauthorized", "detail": "wrong person id or password"}
+    nobody = client.post("/api/token", data={"username": "nobody", "password": DEMO_PASSWORD})
+    assert nobody.status_code == 401
+    headers = sign_in(client, "operator")
+    assert client.get("/api/me", headers=headers).json()["role"] == "operator"
+    assert client.get("/api/me").status_code == 401
+    assert client.get("/api/me", headers={"Authorization": "Bearer forged"}).status_code == 401
+
+
+def test_a_person_sees_and_touches_only_their_subtree(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    mine = raise_incident(dsn, nodes[0].site)
+    worker, dispatcher = people_of(dsn, nodes[0].site)
+    other_grid = _second_grid(dsn, nodes[0].site)
+    theirs = raise_incident(dsn, other_grid)
+    me = sign_in(client, worker)
+    listed = client.get("/api/tasks", headers=me).json()
+    assert [t["id"] for t in listed["items"]] == [mine]
+    assert client.get(f"/api/tasks/{theirs}", headers=me).status_code == 404
+    r = client.post(f"/api/tasks/{theirs}/actions", json={"action": "accept"}, headers=me)
+    assert r.status_code == 404
+    operator = sign_in(client, "operator")
+    assert {t["id"] for t in client.get("/api/tasks", headers=operator).json()["items"]} == {
+        mine,
+        theirs,
+    }
+    inbox = client.get("/api/tasks", params={"mine": True}, headers=me).json()["items"]
+    assert [t["id"] for t in inbox] == [mine]
+    assert dispatcher  # the dispatcher of the first venue's community exists
+
+
+def test_task_actions_refusals_and_audit(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    task_id = raise_incident(dsn, nodes[0].site)
+    worker, dispatcher = people_of(dsn, nodes[0].site)
+    me = sign_in(client, worker)
+    refused = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=me)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "conflict" and "cannot approve" in refused.json()["detail"]
+    bad = client.post(f"/api/tasks/{task_id}/actions", json={"action": "fly"}, headers=me)
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid"
+    for body in ({"action": "accept"}, {"action": "start"},
+                 {"action": "feedback", "note": "checked", "evidence": ["p/1.jpg"]}):  # fmt: skip
+        r = client.post(f"/api/tasks/{task_id}/actions", json=body, headers=me)
+        assert r.status_code == 200, r.text
+    assert r.json()["state"] == "feedback"
+    boss = sign_in(client, dispatcher)
+    for action in ("check", "approve"):
+        r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
+        assert r.status_code == 200, r.text
+    assert r.json()["state"] == "closed"
+    timeline = client.get(f"/api/tasks/{task_id}/events", headers=boss).json()
+    assert [e["action"] for e in timeline][-3:] == ["feedback", "check", "approve"]
+    audited = [r[0] for r in rows(dsn, "SELECT action FROM audit_log WHERE person_id <> 'operator'"
+                                       " ORDER BY id")]  # fmt: skip
+    assert audited == ["sign_in", "task.accept", "task.start", "task.feedback", "sign_in",
+                       "task.check", "task.approve"]  # fmt: skip
+    assert scalar(dsn, "SELECT count(*) FROM audit_log WHERE client = ''") == 0
+
+
+def test_incidents_page_filter_and_resolve(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    for i in range(5):
+        raise_incident(dsn, nodes[0].site, subject=f"d{i}")
+    operator = sign_in(client, "operator")
+    first = client.get("/api/incidents", params={"limit": 2}, headers=operator).json()
+    second = client.get("/api/incidents", params={"limit": 2, "cursor": first["next_cursor"]},
+                        headers=operator).json()  # fmt: skip
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert len(ids) == 4 and ids == sorted(ids, reverse=True)
+    target = ids[0]
+    done = client.post(
+        f"/api/incidents/{target}/resolve", json={"note": "false alarm"}, headers=operator
+    )
+    assert done.status_code == 200 and done.json()["status"] == "resolved"
+    again = client.post(f"/api/incidents/{target}/resolve", json={}, headers=operator)
+    assert again.status_code == 409
+    open_now = client.get("/api/incidents", params={"status": "open"}, headers=operator).json()
+    assert target not in [i["id"] for i in open_now["items"]]
+    worker, _ = people_of(dsn, nodes[0].site)
+    forbidden = client.post(
+        f"/api/incidents/{ids[1]}/acknowledge", json={}, headers=sign_in(client, worker)
+    )
+    assert forbidden.status_code == 403
+
+
+def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    assert "python_info" in client.get("/metrics").text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/token", "/api/tasks", "/api/tasks/{task_id}/actions", "/api/incidents"} <= set(
+        paths
+    )
+
+
+def test_production_refuses_the_development_secret() -> None:
+    with pytest.raises(ValueError, match="GRIDWATCH_API_SECRET"):
+        ApiSettings(environment="production", database_url="postgresql://db/x")  # type: ignore[arg-type]
