@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from api import errors
-from api.routes import auth, health, incidents, tasks
+from api.live import ChangeFeed
+from api.routes import auth, health, incidents, live, tasks
 from api.settings import ApiSettings
 
 
@@ -27,9 +28,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         pool.open()
         app.state.pool = pool
+        feed = ChangeFeed(settings.database_url.get_secret_value())
+        feed.start()
+        app.state.feed = feed
         try:
             yield
         finally:
+            feed.stop()
             pool.close()
 
     app = FastAPI(
@@ -40,6 +45,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (auth, incidents, tasks, health):
+    for module in (auth, incidents, tasks, live, health):
         app.include_router(module.router)
     return app

@@ -46,8 +46,9 @@ class User:
     scope_path: str
 
 
-def current_user(token: Annotated[str, Depends(_oauth2)], db: DbDep, settings: SettingsDep) -> User:
-    claims = read_token(token, settings.api_secret.get_secret_value())
+def user_for(db: Conn, token: str | None, settings: ApiSettings) -> User:
+    """The person a token stands for; 401 if it is missing, forged, expired or theirs no more."""
+    claims = read_token(token, settings.api_secret.get_secret_value()) if token else None
     row = None
     if claims is not None:
         row = db.execute(
@@ -62,6 +63,10 @@ def current_user(token: Annotated[str, Depends(_oauth2)], db: DbDep, settings: S
             headers={"WWW-Authenticate": "Bearer"},
         )
     return User(row[0], row[1], Role(row[2]), row[3], row[4])
+
+
+def current_user(token: Annotated[str, Depends(_oauth2)], db: DbDep, settings: SettingsDep) -> User:
+    return user_for(db, token, settings)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

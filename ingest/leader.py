@@ -131,6 +131,7 @@ class Leader:
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
             self._sweep_silent_devices(conn)
+            conn.execute("DELETE FROM changes WHERE at < now() - interval '1 day'")
 
     # --- timers -------------------------------------------------------------------------------
 

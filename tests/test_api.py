@@ -177,3 +177,77 @@ def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
 def test_production_refuses_the_development_secret() -> None:
     with pytest.raises(ValueError, match="GRIDWATCH_API_SECRET"):
         ApiSettings(environment="production", database_url="postgresql://db/x")  # type: ignore[arg-type]
+
+
+def _events(
+    response: object, want: int, timeout_s: float = 5.0
+) -> list[tuple[int, str, dict[str, object]]]:
+    """Read `want` events from an open SSE response."""
+    import json
+    import time
+
+    events: list[tuple[int, str, dict[str, object]]] = []
+    fields: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    for line in response.iter_lines():  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            break
+        if line == "":
+            if "data" in fields:
+                events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                if len(events) >= want:
+                    break
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
+    import httpx
+
+    from gridwatch.services import free_port, wait_for_port
+    from tests.support import stop_process
+
+    port = free_port()
+    api = stack.start_api(port)
+    try:
+        assert wait_for_port("127.0.0.1", port, 20), (stack.logs / "api.log").read_text()
+        base = f"http://127.0.0.1:{port}"
+        tokens = {
+            who: httpx.post(
+                f"{base}/api/token", data={"username": who, "password": DEMO_PASSWORD}
+            ).json()["access_token"]
+            for who in ("operator",)
+        }
+        other = _second_grid(stack.dsn, nodes[0].site)
+        tokens["worker-g_other"] = httpx.post(
+            f"{base}/api/token", data={"username": "worker-g_other", "password": DEMO_PASSWORD}
+        ).json()["access_token"]
+        timeout = httpx.Timeout(10.0)
+        with httpx.stream("GET", f"{base}/api/live", params={"token": tokens["operator"]},
+                          timeout=timeout) as live, \
+             httpx.stream("GET", f"{base}/api/live", params={"token": tokens["worker-g_other"]},
+                          timeout=timeout) as outsider:  # fmt: skip
+            assert live.status_code == 200
+            raise_incident(stack.dsn, nodes[0].site, subject="live1")
+            got = _events(live, 2)
+            assert [kind for _, kind, _ in got] == ["incident", "task"]  # within 5 s, live
+            assert got[0][2]["severity"] == "red"
+            last_seen = got[-1][0]
+            raise_incident(stack.dsn, other, subject="live2")
+            mine = _events(outsider, 2)
+            assert [p.get("venue_id") for _, k, p in mine if k == "incident"] == [other]
+        raise_incident(stack.dsn, nodes[0].site, subject="missed")  # while nobody listens
+        with httpx.stream("GET", f"{base}/api/live", params={"token": tokens["operator"]},
+                          headers={"Last-Event-ID": str(last_seen)}, timeout=timeout) as again:  # fmt: skip
+            missed = int(str(scalar(stack.dsn, "SELECT count(*) FROM changes WHERE id > %s",
+                                    (last_seen,))))  # fmt: skip
+            resumed = _events(again, missed)
+        venues = [p.get("venue_id") for _, k, p in resumed if k == "incident"]
+        assert venues == [other, nodes[0].site]  # what came after last_seen, in order
+        unauthorised = httpx.get(f"{base}/api/live", timeout=timeout)
+        assert unauthorised.status_code == 401
+    finally:
+        stop_process(api)
