@@ -10,7 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from api import errors
 from api.live import ChangeFeed
-from api.routes import auth, health, incidents, live, tasks
+from api.routes import auth, health, incidents, live, operations, tasks, venues
 from api.settings import ApiSettings
 
 
@@ -45,6 +45,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (auth, incidents, tasks, live, health):
+    for module in (auth, incidents, tasks, venues, operations, live, health):
         app.include_router(module.router)
     return app

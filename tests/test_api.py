@@ -251,3 +251,109 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
         assert unauthorised.status_code == 401
     finally:
         stop_process(api)
+
+
+def test_venues_devices_occupancy_and_door_events(
+    client: TestClient,
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    tmp_path: object,
+    ingest: object,
+) -> None:
+    from pathlib import Path
+
+    from simulators.devices import SimCounter, SimDoor
+    from tests.edge_support import fleet_of
+    from tests.support import device_of, wait_until
+
+    fleet = fleet_of(stack, nodes[:1], Path(str(tmp_path)) / "fleet")
+    try:
+        counter = fleet.devices[device_of(nodes[0], "counter")]
+        door = fleet.devices[device_of(nodes[0], "door")]
+        assert isinstance(counter, SimCounter) and isinstance(door, SimDoor)
+        counter.spike(40)
+        for _ in range(3):
+            counter.report(fleet.engine.clock.now())
+        for _ in range(3):
+            door.swipe(granted=False)
+        wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM occupancy") == 3, 10, "readings")
+        wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM door_events") >= 3, 10, "swipes")
+    finally:
+        fleet.stop()
+    site = nodes[0].site
+    me = sign_in(client, "operator")
+    listed = {v["id"]: v for v in client.get("/api/venues", headers=me).json()}
+    assert set(listed) == {n.site for n in nodes}
+    assert listed[site]["occupancy"] == counter.count and listed[site]["devices"] == 6
+    detail = client.get(f"/api/venues/{site}", headers=me).json()
+    by_id = {d["id"]: d for d in detail["devices_list"]}
+    assert by_id[counter.id]["latest"]["occupancy"]["count"] == counter.count
+    series = client.get(
+        f"/api/venues/{site}/occupancy", params={"bucket": "hour"}, headers=me
+    ).json()
+    assert len(series) >= 1 and series[-1]["max_count"] == max(
+        int(str(r[0])) for r in rows(stack.dsn, "SELECT count FROM occupancy")
+    )
+    page = client.get(f"/api/venues/{site}/door-events", params={"limit": 2}, headers=me).json()
+    assert len(page["items"]) == 2 and page["next_cursor"] is not None
+    rest = client.get(f"/api/venues/{site}/door-events",
+                      params={"limit": 100, "cursor": page["next_cursor"]}, headers=me).json()  # fmt: skip
+    all_ts = [e["ts"] for e in page["items"] + rest["items"]]
+    assert len(all_ts) == len(set(all_ts)) == scalar(stack.dsn, "SELECT count(*) FROM door_events")
+    tree = client.get("/api/territory", headers=me).json()
+    assert tree[0]["id"] == "haicheng" and tree[0]["venues"] == len(nodes)
+    assert client.get("/api/venues/nowhere", headers=me).status_code == 404
+
+
+def test_commands_broadcast_and_emergency_through_the_api(
+    client: TestClient,
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    tmp_path: object,
+    ingest: object,
+) -> None:
+    from pathlib import Path
+
+    from simulators.devices import SimDoor, SimSpeaker
+    from tests.edge_support import fleet_of
+    from tests.support import device_of, wait_until
+
+    fleet = fleet_of(stack, nodes, Path(str(tmp_path)) / "fleet")
+    try:
+        me = sign_in(client, "operator")
+        door = fleet.devices[device_of(nodes[0], "door")]
+        assert isinstance(door, SimDoor)
+        sent = client.post("/api/commands/door", json={"device_id": door.id, "action": "unlock",
+                                                       "duration_s": 30}, headers=me)  # fmt: skip
+        assert sent.status_code == 200, sent.text
+        ids = [c["id"] for c in sent.json()]
+        wait_until(lambda: client.get("/api/commands", params={"ids": ids}, headers=me).json()[0]["state"] == "done",
+                   10, "the door's answer")  # fmt: skip
+        assert door.locked is False
+        cast = client.post("/api/commands/broadcast", json={"area": "haicheng", "text": "Drill at 10:00"},
+                           headers=me)  # fmt: skip
+        assert cast.status_code == 200 and len(cast.json()) == len(nodes)
+        speakers = [fleet.devices[device_of(n, "speaker")] for n in nodes]
+        wait_until(lambda: all(isinstance(s, SimSpeaker) and s.played == ["Drill at 10:00"] for s in speakers),
+                   10, "every speaker")  # fmt: skip
+        bad = client.post("/api/commands/broadcast", json={"text": "x"}, headers=me)
+        assert bad.status_code == 422 and "exactly one" in bad.json()["detail"]
+        worker = people_of(stack.dsn, nodes[0].site)[0]
+        denied = client.post("/api/emergencies", json={"area": "haicheng", "reason": "x"},
+                             headers=sign_in(client, worker))  # fmt: skip
+        assert denied.status_code == 403
+        on = client.post(
+            "/api/emergencies", json={"area": "haicheng", "reason": "flood"}, headers=me
+        )
+        assert on.status_code == 200 and on.json()[0]["ended_at"] is None
+        twice = client.post(
+            "/api/emergencies", json={"area": "haicheng", "reason": "flood"}, headers=me
+        )
+        assert twice.status_code == 409
+        off = client.post("/api/emergencies/haicheng/end", headers=me)
+        assert off.status_code == 200 and off.json()[0]["ended_by"] == "operator"
+        assert client.get("/api/rejected", headers=me).status_code == 403
+        assert client.get("/api/rejected", headers=sign_in(client, "admin")).json()["items"] == []
+        assert client.get("/api/kpi", headers=me).json()[0]["territory_id"] == "haicheng"
+    finally:
+        fleet.stop()

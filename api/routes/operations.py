@@ -1,0 +1,251 @@
+"""Commands to doors and speakers, emergency mode, KPIs, and rejected messages for admins."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.deps import CurrentUser, DbDep, User, audit
+from api.models import Page
+from api.routes.venues import area_path
+from gateway import messages as m
+from ingest import emergency, kpi
+from ingest.settings import IngestSettings
+from ingest.tasks import Role
+
+router = APIRouter(prefix="/api", tags=["operations"])
+_COMMANDERS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
+
+
+def _require(user: User, roles: set[Role], what: str) -> None:
+    if user.role not in roles:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot {what}")
+
+
+class DoorCommand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    action: Literal["unlock", "lock", "lockdown", "release"]
+    duration_s: int | None = Field(default=10, ge=1, le=86_400, description="for unlock")
+
+
+class Broadcast(BaseModel):
+    """A message for every speaker of a venue or of a whole area."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    venue_id: str | None = None
+    area: str | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=2000)
+    clip: str | None = Field(default=None, min_length=1, max_length=128)
+    priority: m.SpeakerPriority = m.SpeakerPriority.NOTICE
+    repeat: int = Field(default=1, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Broadcast:
+        if (self.venue_id is None) == (self.area is None):
+            raise ValueError("name exactly one of venue_id or area")
+        return self
+
+
+class CommandState(BaseModel):
+    id: uuid.UUID
+    device_id: str
+    action: dict[str, Any]
+    state: str
+    detail: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    result_at: datetime | None
+
+
+def _commands(db: DbDep, ids: list[uuid.UUID]) -> list[CommandState]:
+    rows = db.execute(
+        """SELECT id, device_id, action, state::text, detail, created_at, sent_at, result_at
+           FROM commands WHERE id = ANY(%s) ORDER BY device_id""",
+        (ids,),
+    ).fetchall()
+    return [CommandState(**dict(zip(CommandState.model_fields, r, strict=True))) for r in rows]
+
+
+@router.post("/commands/door", response_model=list[CommandState], summary="Unlock or lock a door")
+def door_command(
+    body: DoorCommand, user: CurrentUser, db: DbDep, request: Request
+) -> list[CommandState]:
+    _require(user, _COMMANDERS, "command doors")
+    action: m.DoorUnlock | m.DoorLock | m.DoorLockdown
+    match body.action:
+        case "unlock":
+            action = m.DoorUnlock(duration_s=body.duration_s)
+        case "lock":
+            action = m.DoorLock()
+        case "lockdown" | "release":
+            action = m.DoorLockdown(active=body.action == "lockdown")
+    with db.transaction():
+        row = db.execute(
+            """SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+               JOIN venues v ON v.id = n.venue_id JOIN territory g ON g.id = v.grid_id
+               WHERE d.id = %s AND d.kind = 'door' AND g.path <@ %s::ltree""",
+            (body.device_id, user.scope_path),
+        ).fetchone()
+        if row is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no door {body.device_id!r} in your area"
+            )
+        cid = emergency.queue_command(
+            db, body.device_id, action, issued_by=user.id, reason="operator"
+        )
+        audit(db, user, request, f"door.{body.action}", body.device_id, {"command": str(cid)})
+    return _commands(db, [cid])
+
+
+@router.post("/commands/broadcast", response_model=list[CommandState],
+             summary="Play a message on every speaker of a venue or area")  # fmt: skip
+def broadcast(
+    body: Broadcast, user: CurrentUser, db: DbDep, request: Request
+) -> list[CommandState]:
+    _require(user, _COMMANDERS, "broadcast")
+    play = m.SpeakerPlay(text=body.text, clip=body.clip, priority=body.priority, repeat=body.repeat)
+    path = area_path(db, user, body.area) if body.area else user.scope_path
+    with db.transaction():
+        speakers = [str(r[0]) for r in db.execute(
+            """SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+               JOIN venues v ON v.id = n.venue_id JOIN territory g ON g.id = v.grid_id
+               WHERE d.kind = 'speaker' AND g.path <@ %s::ltree
+                 AND (%s::text IS NULL OR v.id = %s) ORDER BY d.id""",
+            (path, body.venue_id, body.venue_id),
+        ).fetchall()]  # fmt: skip
+        if not speakers:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no speakers there in your area")
+        ids = [emergency.queue_command(db, s, play, issued_by=user.id, reason="broadcast")
+               for s in speakers]  # fmt: skip
+        audit(db, user, request, "broadcast", body.venue_id or str(body.area),
+              {"speakers": len(ids), "text": body.text, "clip": body.clip})  # fmt: skip
+    return _commands(db, ids)
+
+
+@router.get("/commands", response_model=list[CommandState], summary="Where commands stand")
+def commands(
+    user: CurrentUser, db: DbDep, ids: Annotated[list[uuid.UUID], Query()]
+) -> list[CommandState]:
+    found = _commands(db, ids)
+    # Only commands to devices in the person's area.
+    allowed = {str(r[0]) for r in db.execute(
+        """SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id JOIN venues v
+           ON v.id = n.venue_id JOIN territory g ON g.id = v.grid_id
+           WHERE d.id = ANY(%s) AND g.path <@ %s::ltree""",
+        ([c.device_id for c in found], user.scope_path),
+    ).fetchall()}  # fmt: skip
+    return [c for c in found if c.device_id in allowed]
+
+
+class EmergencyStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    area: str
+    reason: str = Field(min_length=1, max_length=500)
+    message: str = Field(default=emergency.DEFAULT_MESSAGE, min_length=1, max_length=2000)
+
+
+class Emergency(BaseModel):
+    id: int
+    territory_id: str
+    reason: str
+    message: str
+    started_at: datetime
+    started_by: str
+    ended_at: datetime | None
+    ended_by: str | None
+
+
+def _emergencies(db: DbDep, user: User) -> list[Emergency]:
+    rows = db.execute(
+        """SELECT id, territory_id, reason, message, started_at, started_by, ended_at, ended_by
+           FROM emergencies WHERE path <@ %s::ltree OR path @> %s::ltree ORDER BY id DESC LIMIT 50""",
+        (user.scope_path, user.scope_path),
+    ).fetchall()
+    return [Emergency(**dict(zip(Emergency.model_fields, r, strict=True))) for r in rows]
+
+
+@router.get(
+    "/emergencies", response_model=list[Emergency], summary="Emergencies touching your area"
+)
+def emergencies(user: CurrentUser, db: DbDep) -> list[Emergency]:
+    return _emergencies(db, user)
+
+
+@router.post(
+    "/emergencies", response_model=list[Emergency], summary="Switch an area to emergency mode"
+)
+def start_emergency(
+    body: EmergencyStart, user: CurrentUser, db: DbDep, request: Request
+) -> list[Emergency]:
+    _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
+    area_path(db, user, body.area)
+    with db.transaction():
+        eid = emergency.start(db, body.area, actor=user.id, reason=body.reason,
+                              message=body.message, policy=IngestSettings().deadlines)  # fmt: skip
+        audit(db, user, request, "emergency.start", body.area, {"id": eid, "reason": body.reason})
+    return _emergencies(db, user)
+
+
+@router.post("/emergencies/{area}/end", response_model=list[Emergency], summary="Back to normal")
+def end_emergency(area: str, user: CurrentUser, db: DbDep, request: Request) -> list[Emergency]:
+    _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
+    area_path(db, user, area)
+    with db.transaction():
+        eid = emergency.end(db, area, actor=user.id)
+        audit(db, user, request, "emergency.end", area, {"id": eid})
+    return _emergencies(db, user)
+
+
+@router.get("/kpi", response_model=list[kpi.Kpi], summary="KPIs of an area and the areas under it")
+def kpis(
+    user: CurrentUser,
+    db: DbDep,
+    area: str | None = None,
+    days: Annotated[float, Query(gt=0, le=366)] = 30,
+) -> list[kpi.Kpi]:
+    area_path(db, user, area)
+    until = datetime.now(UTC)
+    return kpi.report(db, area or user.scope_id, until - timedelta(days=days), until)
+
+
+class Rejected(BaseModel):
+    id: int
+    first_seen: datetime
+    last_seen: datetime
+    occurrences: int
+    topic: str
+    node_id: str | None
+    reason: str
+    detail: str
+    payload_size: int
+
+
+@router.get(
+    "/rejected", response_model=Page[Rejected], summary="Messages the ingest refused (admins)"
+)
+def rejected(
+    user: CurrentUser,
+    db: DbDep,
+    reason: str | None = None,
+    cursor: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[Rejected]:
+    _require(user, {Role.ADMIN}, "see rejected messages")
+    rows = db.execute(
+        """SELECT id, first_seen, last_seen, occurrences, topic, node_id, reason, detail, payload_size
+           FROM rejected_messages
+           WHERE (%(reason)s::text IS NULL OR reason = %(reason)s)
+             AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
+           ORDER BY id DESC LIMIT %(limit)s""",
+        {"reason": reason, "cursor": cursor, "limit": limit},
+    ).fetchall()
+    items = [Rejected(**dict(zip(Rejected.model_fields, r, strict=True))) for r in rows]
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)

@@ -1,0 +1,196 @@
+"""The territory tree, venues with their live status, devices, occupancy and door events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+
+from api.deps import Conn, CurrentUser, DbDep, User
+from api.models import Page, TerritoryNode
+
+router = APIRouter(prefix="/api", tags=["venues"])
+
+
+class VenueStatus(BaseModel):
+    id: str
+    name: str
+    kind: str
+    grid_id: str
+    capacity: int | None
+    is_shelter: bool
+    node_online: bool | None
+    devices: int
+    devices_online: int
+    open_incidents: int
+    occupancy: int | None
+
+
+class Device(BaseModel):
+    id: str
+    kind: str
+    name: str
+    online: bool | None
+    last_seen: datetime | None
+    latest: dict[str, Any]
+
+
+class VenueDetail(VenueStatus):
+    devices_list: list[Device]
+
+
+class OccupancyPoint(BaseModel):
+    bucket: datetime
+    avg_count: float
+    max_count: int
+    entered: int
+    exited: int
+
+
+class DoorEvent(BaseModel):
+    ts: datetime
+    device_id: str
+    type: str
+    result: str | None
+    direction: str | None
+    reason: str | None
+    is_open: bool | None
+
+
+def area_path(db: Conn, user: User, area: str | None) -> str:
+    """The ltree path of `area` (or of the person's own area), which must be inside theirs."""
+    if area is None:
+        return user.scope_path
+    row = db.execute(
+        "SELECT path::text FROM territory WHERE id = %s AND path <@ %s::ltree",
+        (area, user.scope_path),
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no area {area!r} in your area")
+    return str(row[0])
+
+
+@router.get("/territory", response_model=list[TerritoryNode], summary="The tree under your area")
+def territory(user: CurrentUser, db: DbDep) -> list[TerritoryNode]:
+    rows = db.execute(
+        """SELECT t.id, t.parent_id, t.level::text, t.name,
+                  (SELECT count(*) FROM venues v JOIN territory g ON g.id = v.grid_id
+                   WHERE g.path <@ t.path),
+                  (SELECT count(*) FROM incidents i WHERE i.path <@ t.path AND i.status <> 'resolved')
+           FROM territory t WHERE t.path <@ %s::ltree ORDER BY t.path""",
+        (user.scope_path,),
+    ).fetchall()
+    return [TerritoryNode(**dict(zip(TerritoryNode.model_fields, r, strict=True))) for r in rows]
+
+
+_VENUE_STATUS = """
+SELECT v.id, v.name, v.kind::text, v.grid_id, v.capacity, v.is_shelter,
+       (SELECT bool_or(p.online) FROM edge_nodes n JOIN node_presence p ON p.node_id = n.id
+        WHERE n.venue_id = v.id),
+       (SELECT count(*) FROM devices d JOIN edge_nodes n ON n.id = d.node_id WHERE n.venue_id = v.id),
+       (SELECT count(*) FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+        JOIN device_status s ON s.device_id = d.id WHERE n.venue_id = v.id AND s.online),
+       (SELECT count(*) FROM incidents i WHERE i.venue_id = v.id AND i.status <> 'resolved'),
+       (SELECT sum((l.payload->>'count')::int) FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+        JOIN device_latest l ON l.device_id = d.id AND l.type = 'occupancy' WHERE n.venue_id = v.id)
+FROM venues v JOIN territory g ON g.id = v.grid_id
+"""
+
+
+@router.get("/venues", response_model=list[VenueStatus], summary="Venues with their live status")
+def venues(user: CurrentUser, db: DbDep, area: str | None = None) -> list[VenueStatus]:
+    path = area_path(db, user, area)
+    rows = db.execute(
+        _VENUE_STATUS + " WHERE g.path <@ %s::ltree ORDER BY v.id", (path,)
+    ).fetchall()
+    return [VenueStatus(**dict(zip(VenueStatus.model_fields, r, strict=True))) for r in rows]
+
+
+def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
+    row = db.execute(
+        _VENUE_STATUS + " WHERE v.id = %s AND g.path <@ %s::ltree", (venue_id, user.scope_path)
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no venue {venue_id!r}")
+    return VenueStatus(**dict(zip(VenueStatus.model_fields, row, strict=True)))
+
+
+@router.get("/venues/{venue_id}", response_model=VenueDetail, summary="A venue and its devices")
+def venue(venue_id: str, user: CurrentUser, db: DbDep) -> VenueDetail:
+    base = _venue(db, user, venue_id)
+    rows = db.execute(
+        """SELECT d.id, d.kind::text, d.name, s.online, s.last_seen,
+                  coalesce((SELECT jsonb_object_agg(l.type, l.payload) FROM device_latest l
+                            WHERE l.device_id = d.id), '{}'::jsonb)
+           FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+           LEFT JOIN device_status s ON s.device_id = d.id
+           WHERE n.venue_id = %s ORDER BY d.id""",
+        (venue_id,),
+    ).fetchall()
+    devices = [Device(**dict(zip(Device.model_fields, r, strict=True))) for r in rows]
+    return VenueDetail(**base.model_dump(), devices_list=devices)
+
+
+@router.get(
+    "/venues/{venue_id}/occupancy",
+    response_model=list[OccupancyPoint],
+    summary="Occupancy of a venue, bucketed by hour or day",
+)
+def occupancy(
+    venue_id: str,
+    user: CurrentUser,
+    db: DbDep,
+    bucket: Literal["hour", "day"] = "hour",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[OccupancyPoint]:
+    _venue(db, user, venue_id)
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(days=1 if bucket == "hour" else 30)
+    rows = db.execute(
+        """SELECT date_trunc(%s, h.bucket, 'UTC'),
+                  sum(h.avg_count * h.samples) / nullif(sum(h.samples), 0),
+                  max(h.max_count), sum(h.entered)::bigint, sum(h.exited)::bigint
+           FROM occupancy_hourly h
+           JOIN devices d ON d.id = h.device_id JOIN edge_nodes n ON n.id = d.node_id
+           WHERE n.venue_id = %s AND h.bucket >= %s AND h.bucket < %s
+           GROUP BY 1 ORDER BY 1""",
+        (bucket, venue_id, since, until),
+    ).fetchall()
+    return [
+        OccupancyPoint(bucket=b, avg_count=round(float(a or 0), 2), max_count=int(mx or 0),
+                       entered=int(e or 0), exited=int(x or 0))
+        for b, a, mx, e, x in rows
+    ]  # fmt: skip
+
+
+@router.get(
+    "/venues/{venue_id}/door-events",
+    response_model=Page[DoorEvent],
+    summary="Door events of a venue in a period, newest first",
+)
+def door_events(
+    venue_id: str,
+    user: CurrentUser,
+    db: DbDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[DoorEvent]:
+    _venue(db, user, venue_id)
+    until = until or datetime.now(UTC) + timedelta(minutes=1)
+    if cursor is not None:  # the cursor is the last event's time in microseconds
+        until = min(until, datetime.fromtimestamp(cursor / 1_000_000, UTC))
+    since = since or until - timedelta(days=1)
+    rows = db.execute(
+        """SELECT e.ts, e.device_id, e.type, e.result, e.direction, e.reason, e.is_open
+           FROM door_events e JOIN edge_nodes n ON n.id = e.node_id
+           WHERE n.venue_id = %s AND e.ts >= %s AND e.ts < %s ORDER BY e.ts DESC LIMIT %s""",
+        (venue_id, since, until, limit),
+    ).fetchall()
+    items = [DoorEvent(**dict(zip(DoorEvent.model_fields, r, strict=True))) for r in rows]
+    last = int(items[-1].ts.timestamp() * 1_000_000) if len(items) == limit else None
+    return Page(items=items, next_cursor=last)
