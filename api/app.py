@@ -42,9 +42,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Venue and safety monitoring for a territory's grids: incidents and grid tasks.",
         lifespan=lifespan,
+        responses={code: {"model": errors.ErrorBody} for code in (400, 401, 403, 404, 409)},
     )
     app.state.settings = settings
     errors.install(app)
     for module in (auth, incidents, tasks, venues, operations, live, health):
         app.include_router(module.router)
+    errors.document_validation_errors(app)
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -43,6 +46,12 @@ def install(app: FastAPI) -> None:
         )
         return _body(422, problems)
 
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # A value PostgreSQL cannot take (a NUL byte in text, a number out of range): the
+        # request is at fault, not the server.
+        return _body(400, f"a value the database cannot take: {str(exc).strip()}")
+
     @app.exception_handler(TaskError)
     async def task_refused(request: Request, exc: TaskError) -> JSONResponse:
         return _body(409, str(exc))
@@ -50,3 +59,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EmergencyError)
     async def emergency_refused(request: Request, exc: EmergencyError) -> JSONResponse:
         return _body(409, str(exc))
+
+
+def document_validation_errors(app: FastAPI) -> None:
+    """Say in the OpenAPI document what a 422 really looks like here (our ErrorBody)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            body = ErrorBody.model_json_schema()
+            schema.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = (
+                body
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

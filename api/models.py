@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.topics import ID_PATTERN
+from ingest.provision import TERRITORY_ID
 from ingest.tasks import Action
+
+# Identifiers in paths and queries, checked before they reach the database.
+AreaQuery = Annotated[
+    str | None, Query(pattern=TERRITORY_ID, description="a territory id inside your area")
+]
+AreaPath = Annotated[str, Path(pattern=TERRITORY_ID, description="a territory id")]
+VenueQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="a venue id")]
+VenuePath = Annotated[str, Path(pattern=ID_PATTERN, description="a venue id")]
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a row id")]
+Cursor = Annotated[
+    int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page")
+]
 
 
 class Token(BaseModel):

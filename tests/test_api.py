@@ -330,14 +330,16 @@ def test_commands_broadcast_and_emergency_through_the_api(
         wait_until(lambda: client.get("/api/commands", params={"ids": ids}, headers=me).json()[0]["state"] == "done",
                    10, "the door's answer")  # fmt: skip
         assert door.locked is False
-        cast = client.post("/api/commands/broadcast", json={"area": "haicheng", "text": "Drill at 10:00"},
-                           headers=me)  # fmt: skip
+        cast = client.post("/api/areas/haicheng/broadcast",
+                           json={"message": {"kind": "text", "text": "Drill at 10:00"}}, headers=me)  # fmt: skip
+
         assert cast.status_code == 200 and len(cast.json()) == len(nodes)
         speakers = [fleet.devices[device_of(n, "speaker")] for n in nodes]
         wait_until(lambda: all(isinstance(s, SimSpeaker) and s.played == ["Drill at 10:00"] for s in speakers),
                    10, "every speaker")  # fmt: skip
-        bad = client.post("/api/commands/broadcast", json={"text": "x"}, headers=me)
-        assert bad.status_code == 422 and "exactly one" in bad.json()["detail"]
+        bad = client.post("/api/areas/haicheng/broadcast", json={"message": {"kind": "smell"}},
+                          headers=me)  # fmt: skip
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid"
         worker = people_of(stack.dsn, nodes[0].site)[0]
         denied = client.post("/api/emergencies", json={"area": "haicheng", "reason": "x"},
                              headers=sign_in(client, worker))  # fmt: skip

@@ -23,6 +23,8 @@ def token(
     settings: SettingsDep,
     request: Request,
 ) -> Token:
+    if "\x00" in form.username:  # PostgreSQL text cannot hold it; no person id has one
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong person id or password")
     row = db.execute(
         """SELECT p.id, p.name, p.role::text, p.scope_id, t.path::text, p.password_hash
            FROM people p JOIN territory t ON t.id = p.scope_id WHERE p.id = %s AND p.active""",

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
-from api.models import Incident, IncidentAction, Page
+from api.models import AreaQuery, Cursor, Incident, IncidentAction, Page, RowId, VenueQuery
 from ingest import incidents as incident_ops
 from ingest.tasks import Role
 
@@ -21,13 +21,13 @@ _SUPERVISORS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
 def list_incidents(
     user: CurrentUser,
     db: DbDep,
-    area: Annotated[str | None, Query(description="a territory id inside your area")] = None,
+    area: AreaQuery = None,
     status_: Annotated[
         str | None, Query(alias="status", pattern="^(open|acknowledged|resolved)$")
     ] = None,
     severity: Annotated[str | None, Query(pattern="^(red|yellow|green)$")] = None,
-    venue: str | None = None,
-    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+    venue: VenueQuery = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Incident]:
     rows = db.execute(
@@ -57,13 +57,13 @@ def _incident(db: Conn, user: User, incident_id: int) -> Incident:
 
 
 @router.get("/{incident_id}", response_model=Incident, summary="One incident")
-def get_incident(incident_id: int, user: CurrentUser, db: DbDep) -> Incident:
+def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
     return _incident(db, user, incident_id)
 
 
 @router.post("/{incident_id}/acknowledge", response_model=Incident, summary="Seen, being handled")
 def acknowledge(
-    incident_id: int, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
+    incident_id: RowId, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
 ) -> Incident:
     _require_supervisor(user)
     with db.transaction():
@@ -83,7 +83,7 @@ def acknowledge(
 
 @router.post("/{incident_id}/resolve", response_model=Incident, summary="The condition is over")
 def resolve(
-    incident_id: int, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
+    incident_id: RowId, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
 ) -> Incident:
     _require_supervisor(user)
     with db.transaction():

@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, DbDep, User, audit
-from api.models import Page
+from api.models import AreaPath, AreaQuery, Cursor, Page, VenuePath
 from api.routes.venues import area_path
 from gateway import messages as m
+from gateway.codec import RejectReason
+from gateway.topics import ID_PATTERN
 from ingest import emergency, kpi
+from ingest.provision import TERRITORY_ID
 from ingest.settings import IngestSettings
 from ingest.tasks import Role
 
@@ -29,28 +32,44 @@ def _require(user: User, roles: set[Role], what: str) -> None:
 class DoorCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device_id: str
+    device_id: str = Field(pattern=ID_PATTERN)
     action: Literal["unlock", "lock", "lockdown", "release"]
     duration_s: int | None = Field(default=10, ge=1, le=86_400, description="for unlock")
+
+
+class TextMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["text"]
+    text: str = Field(min_length=1, max_length=2000, description="spoken by the speakers")
+
+
+class ClipMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["clip"]
+    clip: str = Field(min_length=1, max_length=128, description="a clip stored on the speakers")
 
 
 class Broadcast(BaseModel):
     """A message for every speaker of a venue or of a whole area."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": {"kind": "text", "text": "Flood warning"},
+                    "priority": "emergency",
+                    "repeat": 3,
+                }
+            ]
+        },
+    )
 
-    venue_id: str | None = None
-    area: str | None = None
-    text: str | None = Field(default=None, min_length=1, max_length=2000)
-    clip: str | None = Field(default=None, min_length=1, max_length=128)
+    message: Annotated[TextMessage | ClipMessage, Field(discriminator="kind")]
     priority: m.SpeakerPriority = m.SpeakerPriority.NOTICE
     repeat: int = Field(default=1, ge=1, le=20)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> Broadcast:
-        if (self.venue_id is None) == (self.area is None):
-            raise ValueError("name exactly one of venue_id or area")
-        return self
 
 
 class CommandState(BaseModel):
@@ -104,29 +123,44 @@ def door_command(
     return _commands(db, [cid])
 
 
-@router.post("/commands/broadcast", response_model=list[CommandState],
-             summary="Play a message on every speaker of a venue or area")  # fmt: skip
-def broadcast(
-    body: Broadcast, user: CurrentUser, db: DbDep, request: Request
+def _broadcast(
+    db: DbDep, user: User, request: Request, body: Broadcast, path: str, venue: str | None
 ) -> list[CommandState]:
     _require(user, _COMMANDERS, "broadcast")
-    play = m.SpeakerPlay(text=body.text, clip=body.clip, priority=body.priority, repeat=body.repeat)
-    path = area_path(db, user, body.area) if body.area else user.scope_path
+    text = body.message.text if isinstance(body.message, TextMessage) else None
+    clip = body.message.clip if isinstance(body.message, ClipMessage) else None
+    play = m.SpeakerPlay(text=text, clip=clip, priority=body.priority, repeat=body.repeat)
     with db.transaction():
         speakers = [str(r[0]) for r in db.execute(
             """SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id
                JOIN venues v ON v.id = n.venue_id JOIN territory g ON g.id = v.grid_id
                WHERE d.kind = 'speaker' AND g.path <@ %s::ltree
                  AND (%s::text IS NULL OR v.id = %s) ORDER BY d.id""",
-            (path, body.venue_id, body.venue_id),
+            (path, venue, venue),
         ).fetchall()]  # fmt: skip
         if not speakers:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no speakers there in your area")
         ids = [emergency.queue_command(db, s, play, issued_by=user.id, reason="broadcast")
                for s in speakers]  # fmt: skip
-        audit(db, user, request, "broadcast", body.venue_id or str(body.area),
-              {"speakers": len(ids), "text": body.text, "clip": body.clip})  # fmt: skip
+        audit(db, user, request, "broadcast", venue or path,
+              {"speakers": len(ids), "text": text, "clip": clip})  # fmt: skip
     return _commands(db, ids)
+
+
+@router.post("/areas/{area}/broadcast", response_model=list[CommandState],
+             summary="Play a message on every speaker of an area")  # fmt: skip
+def broadcast_area(
+    area: AreaPath, body: Broadcast, user: CurrentUser, db: DbDep, request: Request
+) -> list[CommandState]:
+    return _broadcast(db, user, request, body, area_path(db, user, area), None)
+
+
+@router.post("/venues/{venue_id}/broadcast", response_model=list[CommandState],
+             summary="Play a message on every speaker of a venue")  # fmt: skip
+def broadcast_venue(
+    venue_id: VenuePath, body: Broadcast, user: CurrentUser, db: DbDep, request: Request
+) -> list[CommandState]:
+    return _broadcast(db, user, request, body, user.scope_path, venue_id)
 
 
 @router.get("/commands", response_model=list[CommandState], summary="Where commands stand")
@@ -147,7 +181,7 @@ def commands(
 class EmergencyStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    area: str
+    area: str = Field(pattern=TERRITORY_ID)
     reason: str = Field(min_length=1, max_length=500)
     message: str = Field(default=emergency.DEFAULT_MESSAGE, min_length=1, max_length=2000)
 
@@ -195,7 +229,9 @@ def start_emergency(
 
 
 @router.post("/emergencies/{area}/end", response_model=list[Emergency], summary="Back to normal")
-def end_emergency(area: str, user: CurrentUser, db: DbDep, request: Request) -> list[Emergency]:
+def end_emergency(
+    area: AreaPath, user: CurrentUser, db: DbDep, request: Request
+) -> list[Emergency]:
     _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
     area_path(db, user, area)
     with db.transaction():
@@ -208,7 +244,7 @@ def end_emergency(area: str, user: CurrentUser, db: DbDep, request: Request) -> 
 def kpis(
     user: CurrentUser,
     db: DbDep,
-    area: str | None = None,
+    area: AreaQuery = None,
     days: Annotated[float, Query(gt=0, le=366)] = 30,
 ) -> list[kpi.Kpi]:
     area_path(db, user, area)
@@ -234,8 +270,8 @@ class Rejected(BaseModel):
 def rejected(
     user: CurrentUser,
     db: DbDep,
-    reason: str | None = None,
-    cursor: int | None = None,
+    reason: RejectReason | None = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[Rejected]:
     _require(user, {Role.ADMIN}, "see rejected messages")

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api.deps import Conn, CurrentUser, DbDep, SettingsDep, User, audit
-from api.models import Page, Task, TaskAction, TaskEvent
+from api.models import AreaQuery, Cursor, Page, RowId, Task, TaskAction, TaskEvent
 from ingest import tasks as task_ops
 from ingest.settings import IngestSettings
+from ingest.tasks import State
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 _COLUMNS = """id, incident_id, title, severity::text, state::text, assignee, grid_id, level_id,
@@ -22,9 +23,9 @@ def list_tasks(
     db: DbDep,
     mine: Annotated[bool, Query(description="only tasks assigned to me (the inbox)")] = False,
     open_only: Annotated[bool, Query(alias="open")] = True,
-    state: str | None = None,
-    area: str | None = None,
-    cursor: int | None = None,
+    state: State | None = None,
+    area: AreaQuery = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Task]:
     rows = db.execute(
@@ -54,12 +55,12 @@ def _task(db: Conn, user: User, task_id: int) -> Task:
 
 
 @router.get("/{task_id}", response_model=Task, summary="One task")
-def get_task(task_id: int, user: CurrentUser, db: DbDep) -> Task:
+def get_task(task_id: RowId, user: CurrentUser, db: DbDep) -> Task:
     return _task(db, user, task_id)
 
 
 @router.get("/{task_id}/events", response_model=list[TaskEvent], summary="A task's timeline")
-def task_events(task_id: int, user: CurrentUser, db: DbDep) -> list[TaskEvent]:
+def task_events(task_id: RowId, user: CurrentUser, db: DbDep) -> list[TaskEvent]:
     _task(db, user, task_id)
     rows = db.execute(
         """SELECT at, action, from_state::text, to_state::text, actor, reason, note, evidence
@@ -71,7 +72,7 @@ def task_events(task_id: int, user: CurrentUser, db: DbDep) -> list[TaskEvent]:
 
 @router.post("/{task_id}/actions", response_model=Task, summary="Take an action on a task")
 def act(
-    task_id: int,
+    task_id: RowId,
     body: TaskAction,
     user: CurrentUser,
     db: DbDep,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from api.deps import Conn, CurrentUser, DbDep, User
-from api.models import Page, TerritoryNode
+from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath
 
 router = APIRouter(prefix="/api", tags=["venues"])
 
@@ -100,7 +100,7 @@ FROM venues v JOIN territory g ON g.id = v.grid_id
 
 
 @router.get("/venues", response_model=list[VenueStatus], summary="Venues with their live status")
-def venues(user: CurrentUser, db: DbDep, area: str | None = None) -> list[VenueStatus]:
+def venues(user: CurrentUser, db: DbDep, area: AreaQuery = None) -> list[VenueStatus]:
     path = area_path(db, user, area)
     rows = db.execute(
         _VENUE_STATUS + " WHERE g.path <@ %s::ltree ORDER BY v.id", (path,)
@@ -118,7 +118,7 @@ def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
 
 
 @router.get("/venues/{venue_id}", response_model=VenueDetail, summary="A venue and its devices")
-def venue(venue_id: str, user: CurrentUser, db: DbDep) -> VenueDetail:
+def venue(venue_id: VenuePath, user: CurrentUser, db: DbDep) -> VenueDetail:
     base = _venue(db, user, venue_id)
     rows = db.execute(
         """SELECT d.id, d.kind::text, d.name, s.online, s.last_seen,
@@ -139,7 +139,7 @@ def venue(venue_id: str, user: CurrentUser, db: DbDep) -> VenueDetail:
     summary="Occupancy of a venue, bucketed by hour or day",
 )
 def occupancy(
-    venue_id: str,
+    venue_id: VenuePath,
     user: CurrentUser,
     db: DbDep,
     bucket: Literal["hour", "day"] = "hour",
@@ -172,12 +172,12 @@ def occupancy(
     summary="Door events of a venue in a period, newest first",
 )
 def door_events(
-    venue_id: str,
+    venue_id: VenuePath,
     user: CurrentUser,
     db: DbDep,
     since: datetime | None = None,
     until: datetime | None = None,
-    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[DoorEvent]:
     _venue(db, user, venue_id)
