@@ -159,6 +159,12 @@ def _edge(args: argparse.Namespace) -> int:
     return run_edge(args)
 
 
+def _bench_api(args: argparse.Namespace) -> int:
+    from gridwatch.bench_api import run_api_bench
+
+    return run_api_bench(args)
+
+
 def _bench_fleet(args: argparse.Namespace) -> int:
     from gridwatch.bench import run_fleet_bench
 
@@ -365,6 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--forced-doors-per-s", type=float, default=2.0, help="doors forced while measuring"
     )
     bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
+    ba = add(
+        bsub2,
+        "api",
+        _bench_api,
+        "API latency over a month of a city's data; a broadcast to every speaker, answered.",
+    )
+    ba.add_argument("--venues", type=int, default=250, help="25 devices each, 4 speakers")
+    ba.add_argument("--days", type=float, default=30, help="days of occupancy loaded")
+    ba.add_argument("--every-min", type=int, default=5, help="minutes between readings")
+    ba.add_argument("--incidents", type=int, default=20_000)
+    ba.add_argument("--requests", type=int, default=200, help="timed requests per endpoint")
+    ba.add_argument("--rate", type=float, default=200.0, help="fleet messages per second")
+    ba.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(

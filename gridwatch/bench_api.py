@@ -1,0 +1,151 @@
+"""`gridwatch bench api`: API latencies over a month of a city's data, and a broadcast to every
+speaker of the city answered by simulated devices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from gridwatch.bench import _stop, _wait_connected
+from gridwatch.demo import DEMO_PASSWORD
+from gridwatch.local import LocalStack
+from gridwatch.services import free_port, wait_for_port
+from gridwatch.simulate import venues_from
+from simulators.fleet import Fleet
+
+_LOAD_OCCUPANCY = """
+INSERT INTO occupancy (ts, id, node_id, device_id, seq, zone, count, entered, exited)
+SELECT t, gen_random_uuid(), d.node_id, d.id, 0, 'main',
+       (60 + 50 * sin(extract(epoch FROM t) / 13751))::int, 3, 3
+FROM devices d, generate_series(now() - make_interval(days => %(days)s), now(),
+                                make_interval(mins => %(every)s)) AS t
+WHERE d.kind = 'counter'
+"""
+_LOAD_INCIDENTS = """
+WITH v AS (SELECT v.id, v.grid_id, t.path FROM venues v JOIN territory t ON t.id = v.grid_id),
+made AS (
+    INSERT INTO incidents (dedup_key, rule, severity, status, title, venue_id, grid_id, path,
+                           first_seen, last_seen, opened_at, resolved_at)
+    SELECT 'bench:' || i, 'door_forced', (ARRAY['red','yellow','green'])[1 + i %% 3]::severity,
+           CASE WHEN i %% 10 = 0 THEN 'open' ELSE 'resolved' END::incident_status,
+           'Door forced open', v.id, v.grid_id, v.path,
+           now() - make_interval(mins => i), now() - make_interval(mins => i),
+           now() - make_interval(mins => i),
+           CASE WHEN i %% 10 = 0 THEN NULL ELSE now() END
+    FROM generate_series(1, %(n)s) AS i
+    JOIN LATERAL (SELECT * FROM v ORDER BY v.id OFFSET (i %% (SELECT count(*) FROM v)) LIMIT 1) v ON true
+    RETURNING 1)
+SELECT count(*) FROM made
+"""
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1)}
+
+
+def _time(client: httpx.Client, path: str, params: dict[str, object], n: int) -> dict[str, float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        r = client.get(path, params=params)  # type: ignore[arg-type]
+        samples.append(time.perf_counter() - started)
+        r.raise_for_status()
+    return _percentiles(samples)
+
+
+def run_api_bench(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
+    stack = LocalStack(home)
+    procs = []
+    fleet: Fleet | None = None
+    try:
+        stack.start_database()
+        creds = stack.seed_demo(venues=args.venues, devices_per_venue=25)
+        stack.start_broker()
+        loaded = time.perf_counter()
+        with psycopg.connect(stack.dsn) as conn:
+            conn.execute(_LOAD_OCCUPANCY, {"days": args.days, "every": args.every_min})
+            conn.execute(_LOAD_INCIDENTS, {"n": args.incidents})
+        with psycopg.connect(stack.dsn, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            rows = conn.execute("SELECT count(*) FROM occupancy").fetchone()
+        load_s = time.perf_counter() - loaded
+        metrics_port = free_port()
+        procs.append(stack.start_ingest(1, metrics_port=metrics_port))
+        _wait_connected([metrics_port], timeout_s=60)
+        api_port = free_port()
+        procs.append(stack.start_api(api_port))
+        if not wait_for_port("127.0.0.1", api_port, 30):
+            raise RuntimeError("the API did not start (see logs/api.log)")
+        base = f"http://127.0.0.1:{api_port}"
+        token = httpx.post(f"{base}/api/token",
+                           data={"username": "operator", "password": DEMO_PASSWORD}).json()  # fmt: skip
+        client = httpx.Client(base_url=base, timeout=30,
+                              headers={"Authorization": f"Bearer {token['access_token']}"})  # fmt: skip
+        venue = creds[0].site
+        _time(client, "/api/incidents", {}, 10)  # warm up
+        result: dict[str, object] = {
+            "venues": len(creds),
+            "occupancy_rows": int(str(rows[0])) if rows else 0,
+            "incidents": args.incidents,
+            "load_s": round(load_s, 1),
+            "incident_list": _time(client, "/api/incidents", {"limit": 50}, args.requests),
+            "incident_list_open_red": _time(
+                client, "/api/incidents", {"status": "open", "severity": "red"}, args.requests
+            ),
+            "occupancy_30d_hourly": _time(
+                client,
+                f"/api/venues/{venue}/occupancy",
+                {"bucket": "hour", "since": _days_ago(args.days)},
+                args.requests,
+            ),
+        }
+        fleet = Fleet(venues_from(creds), stack.edge_mqtt(), home / "fleet", rate=args.rate)
+        fleet.start()
+        if not fleet.wait_connected(120):
+            raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+        time.sleep(2)
+        started = time.perf_counter()
+        sent = client.post("/api/areas/haicheng/broadcast",
+                           json={"message": {"kind": "text", "text": "Bench broadcast"}}).json()  # fmt: skip
+        ids = [c["id"] for c in sent]
+        answered, p99_at = 0, None
+        while time.perf_counter() - started < 30:
+            states = client.get("/api/commands", params={"ids": ids}).json()
+            answered = sum(1 for c in states if c["state"] == "done")
+            if answered >= 0.99 * len(ids) and p99_at is None:
+                p99_at = time.perf_counter() - started
+            if answered == len(ids):
+                break
+            time.sleep(0.05)
+        result["broadcast"] = {
+            "speakers": len(ids),
+            "answered": answered,
+            "s_to_99pct": None if p99_at is None else round(p99_at, 2),
+            "s_to_all": round(time.perf_counter() - started, 2),
+        }
+        print(json.dumps(result))
+        return 0
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        for proc in procs:
+            _stop(proc)
+        stack.stop()
+        if not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _days_ago(days: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat()
