@@ -12,6 +12,7 @@ from api import errors
 from api.live import ChangeFeed
 from api.routes import auth, health, incidents, live, operations, tasks, venues
 from api.settings import ApiSettings
+from ingest.settings import deadline_policy
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -45,6 +46,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         responses={code: {"model": errors.ErrorBody} for code in (400, 401, 403, 404, 409)},
     )
     app.state.settings = settings
+    app.state.deadlines = deadline_policy()
     errors.install(app)
     for module in (auth, incidents, tasks, venues, operations, live, health):
         app.include_router(module.router)

@@ -32,9 +32,9 @@ def _print_rows(cursor: psycopg.Cursor[tuple[object, ...]]) -> None:
 
 def _policy() -> tasks.DeadlinePolicy:
     """The deadlines the ingest uses (GRIDWATCH_DEADLINES__*)."""
-    from ingest.settings import IngestSettings
+    from ingest.settings import deadline_policy
 
-    return IngestSettings().deadlines
+    return deadline_policy()
 
 
 def task_list(args: argparse.Namespace) -> int:

@@ -91,3 +91,17 @@ class IngestSettings(BaseSettings):
             if self.mqtt.password is None:
                 raise ValueError("GRIDWATCH_MQTT__PASSWORD must be set in production")
         return self
+
+
+class DeadlineSettings(BaseSettings):
+    """Only the task deadlines (GRIDWATCH_DEADLINES__*), for the API and the command line, which
+    do not need (and in production could not build) the ingest's whole configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", env_nested_delimiter="__")
+
+    deadlines: DeadlinePolicy = Field(default_factory=DeadlinePolicy)
+
+
+def deadline_policy() -> DeadlinePolicy:
+    """The deadlines configured in the environment."""
+    return DeadlineSettings().deadlines

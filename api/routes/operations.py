@@ -17,7 +17,6 @@ from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
 from ingest import emergency, kpi
 from ingest.provision import TERRITORY_ID
-from ingest.settings import IngestSettings
 from ingest.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["operations"])
@@ -223,7 +222,7 @@ def start_emergency(
     area_path(db, user, body.area)
     with db.transaction():
         eid = emergency.start(db, body.area, actor=user.id, reason=body.reason,
-                              message=body.message, policy=IngestSettings().deadlines)  # fmt: skip
+                              message=body.message, policy=request.app.state.deadlines)  # fmt: skip
         audit(db, user, request, "emergency.start", body.area, {"id": eid, "reason": body.reason})
     return _emergencies(db, user)
 

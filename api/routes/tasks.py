@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from api.deps import Conn, CurrentUser, DbDep, SettingsDep, User, audit
+from api.deps import Conn, CurrentUser, DbDep, User, audit
 from api.models import AreaQuery, Cursor, Page, RowId, Task, TaskAction, TaskEvent
 from ingest import tasks as task_ops
-from ingest.settings import IngestSettings
 from ingest.tasks import State
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -77,19 +76,14 @@ def act(
     user: CurrentUser,
     db: DbDep,
     request: Request,
-    settings: SettingsDep,
 ) -> Task:
     with db.transaction():
         _task(db, user, task_id)
         task_ops.act(
             db, task_id, body.action, user.id, reason=body.reason, note=body.note,
             evidence=body.evidence, assignee=body.assignee, extend_s=body.extend_s,
-            policy=_deadlines(),
+            policy=request.app.state.deadlines,
         )  # fmt: skip
         audit(db, user, request, f"task.{body.action}", str(task_id),
               body.model_dump(exclude_defaults=True, mode="json"))  # fmt: skip
     return _task(db, user, task_id)
-
-
-def _deadlines() -> task_ops.DeadlinePolicy:
-    return IngestSettings().deadlines
