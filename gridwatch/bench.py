@@ -118,6 +118,9 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             rejected_row = conn.execute(
                 "SELECT coalesce(sum(occurrences), 0) FROM rejected_messages"
             ).fetchone()
+            opened = conn.execute(
+                "SELECT (SELECT count(*) FROM incidents), (SELECT count(*) FROM tasks)"
+            ).fetchone()
         assert row is not None and rejected_row is not None
         stored, distinct = int(str(row[0])), int(str(row[1]))
         result = {
@@ -134,6 +137,8 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             "devices": sum(len(c.devices) for c in creds),
             "nodes": len(creds),
             "batches": int(totals.get("gridwatch_ingest_batch_size_count", 0)),
+            "incidents_opened": int(str(opened[0])) if opened else 0,
+            "tasks_opened": int(str(opened[1])) if opened else 0,
             "ok": stored == published and stored == distinct,
         }
         print(json.dumps(result))

@@ -37,8 +37,9 @@ class Applied:
 
 
 def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
-    """Apply signals in order. Clears and cancels are checked against what exists first, in one
-    query each, so the common case (a reading that clears nothing) costs no writes."""
+    """Apply signals in order. What exists is read first, in one query for clears and one for
+    timers, so the common cases (a reading that clears nothing, a timer already running) cost
+    no writes; repeats of one incident in a batch are one write."""
     out = Applied()
     if not signals:
         return out
@@ -46,24 +47,39 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
     # incidents cannot deadlock; the order of signals for one key is kept (the sort is stable).
     signals = sorted(signals, key=lambda s: s.key)
     clear_keys = sorted({s.key for s in signals if isinstance(s, Clear)})
-    cancel_keys = sorted({s.key for s in signals if isinstance(s, CancelTimer)})
+    timer_keys_asked = sorted({s.key for s in signals if isinstance(s, StartTimer | CancelTimer)})
     open_keys = _existing(conn, "SELECT dedup_key FROM incidents WHERE status <> 'resolved'"
                           " AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
     timer_keys = _existing(conn, "SELECT key FROM timers WHERE kind = 'rule' AND key = ANY(%s)",
-                           cancel_keys)  # fmt: skip
-    for signal in signals:
+                           timer_keys_asked)  # fmt: skip
+    silenced: dict[tuple[str, str | None], bool] = {}
+    i = 0
+    while i < len(signals):
+        signal = signals[i]
+        i += 1
         match signal:
             case Raise():
-                if _silenced(conn, signal):
-                    out.silenced += 1
+                repeats = 1
+                while (
+                    i < len(signals)
+                    and isinstance(nxt := signals[i], Raise)
+                    and nxt.key == signal.key
+                ):
+                    repeats += 1
+                    signal = nxt if nxt.ts > signal.ts else signal
+                    i += 1
+                where = (signal.venue.id, signal.device)
+                if where not in silenced:
+                    silenced[where] = _silenced(conn, signal)
+                if silenced[where]:
+                    out.silenced += repeats
                     continue
-                incident = raise_incident(conn, signal, policy, out)
-                if incident is not None:
-                    open_keys.add(signal.key)
+                raise_incident(conn, signal, policy, out, repeats)
+                open_keys.add(signal.key)
             case Clear() if signal.key in open_keys:
                 out.resolved += resolve(conn, signal.key, signal.reason)
                 open_keys.discard(signal.key)
-            case StartTimer():
+            case StartTimer() if signal.key not in timer_keys:
                 conn.execute(
                     """INSERT INTO timers (kind, key, due_at, data) VALUES (%s, %s, %s, %s)
                        ON CONFLICT (kind, key) DO NOTHING""",
@@ -94,32 +110,31 @@ def _silenced(conn: Conn, signal: Raise) -> bool:
     return bool(row and row[0])
 
 
-def raise_incident(conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Applied) -> int | None:
-    """Open the incident (and its task), or count a repeat on the open one; its id."""
+def raise_incident(
+    conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Applied, repeats: int = 1
+) -> int:
+    """Open the incident (and its task), or count repeats on the open one; its id."""
     venue = signal.venue
     row = conn.execute(
         """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, device_id, node_id,
-                                  grid_id, path, detail, first_seen, last_seen, opened_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s, clock_timestamp())
+                                  grid_id, path, detail, first_seen, last_seen, occurrences,
+                                  opened_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s, %s, clock_timestamp())
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
-               occurrences = incidents.occurrences + 1,
+               occurrences = incidents.occurrences + excluded.occurrences,
                last_seen = GREATEST(incidents.last_seen, excluded.last_seen),
                detail = incidents.detail || excluded.detail
            RETURNING id, (xmax = 0) AS inserted""",
         (
             signal.key, signal.rule.value, signal.severity.value, signal.title, venue.id,
             signal.device, signal.node, venue.grid_id, venue.path, Jsonb(signal.detail),
-            signal.ts, signal.ts,
+            signal.ts, signal.ts, repeats,
         ),
     ).fetchone()  # fmt: skip
     assert row is not None
     incident_id, inserted = int(str(row[0])), bool(row[1])
-    if not inserted:
-        out.repeated += 1
-        conn.execute(
-            "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'repeated', %s, %s)",
-            (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
-        )
+    if not inserted:  # counted on the incident (occurrences, last_seen), not one row per repeat
+        out.repeated += repeats
         return incident_id
     out.opened.append(incident_id)
     out.opened_rules.append(signal.rule.value)

@@ -43,9 +43,11 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER incidents_changes AFTER INSERT OR UPDATE ON incidents
+-- Only what live views show: a repeat (occurrences, last_seen) or a moved last_seen is not sent.
+CREATE TRIGGER incidents_changes AFTER INSERT OR UPDATE OF status, severity ON incidents
     FOR EACH ROW EXECUTE FUNCTION record_change();
-CREATE TRIGGER tasks_changes AFTER INSERT OR UPDATE ON tasks
+CREATE TRIGGER tasks_changes
+    AFTER INSERT OR UPDATE OF state, assignee, level_id, flagged, deadline_at ON tasks
     FOR EACH ROW EXECUTE FUNCTION record_change();
-CREATE TRIGGER node_presence_changes AFTER INSERT OR UPDATE ON node_presence
+CREATE TRIGGER node_presence_changes AFTER INSERT OR UPDATE OF online ON node_presence
     FOR EACH ROW EXECUTE FUNCTION record_change();
