@@ -90,6 +90,8 @@ DEFAULTS: dict[Rule, RuleSettings] = {
     Rule.NODE_OFFLINE: RuleSettings(severity=Severity.RED, for_s=120),
 }
 
+CLEAR_BELOW = 0.9  # share of capacity a count must fall to for over-capacity incidents to clear
+
 _CAMERA_RULES = {
     m.CameraAlertKind.INTRUSION: Rule.CAMERA_INTRUSION,
     m.CameraAlertKind.LOITERING: Rule.CAMERA_LOITERING,
@@ -280,11 +282,12 @@ def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) ->
     out: list[Signal] = []
     detail = {"count": msg.count, "capacity": venue.capacity, "zone": msg.zone}
 
-    def lasting(rule: Rule, holds: bool, cleared: str) -> list[Signal]:
-        """A condition that must last `for_s`: start its timer, or cancel and clear it."""
+    def lasting(rule: Rule, holds: bool, cleared: str, over: bool | None = None) -> list[Signal]:
+        """A condition that must last `for_s`: start its timer, or cancel and clear it. With
+        `over` given, the condition is over only when `over` is true (a dead band in between)."""
         k = key(rule, msg.device)
         if not holds:
-            return [CancelTimer(k), Clear(k, cleared)]
+            return [CancelTimer(k), Clear(k, cleared)] if over is None or over else []
         if s := rule_on(rule):
             then = raise_(rule, msg.device, s, device=msg.device, detail=detail)
             return [StartTimer(k, msg.ts + timedelta(seconds=s.for_s), then)]
@@ -295,8 +298,12 @@ def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) ->
         if far and msg.count >= venue.capacity * far.factor:
             out.append(raise_(Rule.FAR_OVER_CAPACITY, msg.device, far, device=msg.device,
                               detail=detail))  # fmt: skip
-        out += lasting(Rule.OVER_CAPACITY, msg.count > venue.capacity, "back within capacity")
-        if msg.count <= venue.capacity:
+        # Hysteresis: over capacity clears only below CLEAR_BELOW of it, so a count hovering at
+        # the limit does not open and close an incident (and a task) on every reading.
+        back = msg.count <= venue.capacity * CLEAR_BELOW
+        out += lasting(Rule.OVER_CAPACITY, msg.count > venue.capacity, "back within capacity",
+                       over=back)  # fmt: skip
+        if back:
             out.append(Clear(key(Rule.FAR_OVER_CAPACITY, msg.device), "back within capacity"))
     closed = msg.count > 0 and not venue.is_open(msg.ts)
     out += lasting(Rule.INSIDE_WHEN_CLOSED, closed, "nobody inside, or the venue is open")

@@ -1,0 +1,35 @@
+"""Rule evaluation on single messages (no services: occupancy rules do not query the database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import codec, topics
+from gateway import messages as m
+from ingest.registry import VenueInfo
+from ingest.rules import CancelTimer, Clear, Raise, RuleBook, StartTimer, evaluate
+
+VENUE = VenueInfo("v1", "community_centre", 100, False, True, {}, "Asia/Shanghai", "g1", "c.d.g1")
+
+
+def signals_for(count: int) -> list[type]:
+    reading = m.Occupancy(**m.envelope(1), device="v1-counter1", zone="main", count=count,
+                          entered=0, exited=0)  # fmt: skip
+    inbound = codec.Inbound(
+        topics.parse(topics.event("v1", "v1-edge", "v1-counter1", "occupancy")), reading
+    )
+    out = evaluate(None, inbound, VENUE, RuleBook())  # type: ignore[arg-type]
+    return [type(s) for s in out if "capacity" in getattr(s, "key", "")]
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (105, [StartTimer]),  # over: the timer starts (an incident if it lasts)
+        (150, [Raise, StartTimer]),  # far over: at once, and the over-capacity timer
+        (95, []),  # dead band: neither raised nor cleared, so hovering does not flap
+        (90, [CancelTimer, Clear, Clear]),  # clearly back: timer cancelled, both cleared
+    ],
+)
+def test_capacity_rules_have_a_dead_band(count: int, expected: list[type]) -> None:
+    assert signals_for(count) == expected
