@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,18 @@ RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a row id")]
 Cursor = Annotated[
     int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page")
 ]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def as_model(model: type[M], row: tuple[Any, ...]) -> M:
+    """A response model from a row whose columns are the model's fields, in order."""
+    return model(**dict(zip(model.model_fields, row, strict=True)))
+
+
+def as_models(model: type[M], rows: list[tuple[Any, ...]]) -> list[M]:
+    return [as_model(model, r) for r in rows]
 
 
 class Token(BaseModel):
@@ -46,6 +58,18 @@ class Page(BaseModel, Generic[T]):
     next_cursor: int | None = Field(
         description="pass as `cursor` for the next page; null at the end"
     )
+
+
+class _HasId(Protocol):
+    id: int
+
+
+H = TypeVar("H", bound=_HasId)
+
+
+def page(items: list[H], limit: int) -> Page[H]:
+    """A page of rows ordered by id, newest first: a full page has a next one."""
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 class Incident(BaseModel):

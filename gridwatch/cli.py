@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import multiprocessing
 import signal
@@ -19,6 +20,18 @@ from gridwatch import logconfig
 log = logging.getLogger("gridwatch")
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(target: str) -> Handler:
+    """A handler that imports `module:function` only when its command runs, so `--help` and
+    light commands do not load the database, broker and web stacks."""
+
+    def handler(args: argparse.Namespace) -> int:
+        module, _, function = target.partition(":")
+        run: Handler = getattr(importlib.import_module(module), function)
+        return run(args)
+
+    return handler
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -123,18 +136,6 @@ def _broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _up(args: argparse.Namespace) -> int:
-    from gridwatch.up import run
-
-    return run(args)
-
-
-def _bench_ingest(args: argparse.Namespace) -> int:
-    from gridwatch.bench import run_ingest_bench
-
-    return run_ingest_bench(args)
-
-
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -145,30 +146,6 @@ def _api(args: argparse.Namespace) -> int:
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
                 log_config=None, access_log=False)  # fmt: skip
     return 0
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from gridwatch.simulate import run_fleet
-
-    return run_fleet(args)
-
-
-def _edge(args: argparse.Namespace) -> int:
-    from gridwatch.simulate import run_edge
-
-    return run_edge(args)
-
-
-def _bench_api(args: argparse.Namespace) -> int:
-    from gridwatch.bench_api import run_api_bench
-
-    return run_api_bench(args)
-
-
-def _bench_fleet(args: argparse.Namespace) -> int:
-    from gridwatch.bench import run_fleet_bench
-
-    return run_fleet_bench(args)
 
 
 def database_url(args: argparse.Namespace) -> str:
@@ -203,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = add(
         sub,
         "up",
-        _up,
+        _lazy("gridwatch.up:run"),
         "Run the whole system locally: PostgreSQL, Mosquitto, migrations, demo data, ingest and"
         " a simulated fleet.",
     )
@@ -233,13 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add(sub, "api", _api, "Serve the operator API (settings from GRIDWATCH_* variables).")
-    edge = add(sub, "edge", _edge, "Run one venue's edge agent from its site file.")
+    edge = add(
+        sub,
+        "edge",
+        _lazy("gridwatch.simulate:run_edge"),
+        "Run one venue's edge agent from its site file.",
+    )
     edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
 
     sim = add(
         sub,
         "simulate",
-        _simulate,
+        _lazy("gridwatch.simulate:run_fleet"),
         "Run simulated venues (real edge agents with simulated devices), optionally scenarios.",
     )
     sim.add_argument(
@@ -352,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi = add(
         bsub2,
         "ingest",
-        _bench_ingest,
+        _lazy("gridwatch.bench:run_ingest_bench"),
         "Load a backlog into the broker, then measure how fast the ingest drains it into PostgreSQL.",
     )
     bi.add_argument("--messages", type=int, default=200_000)
@@ -360,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     bf = add(
         bsub2,
         "fleet",
-        _bench_fleet,
+        _lazy("gridwatch.bench:run_fleet_bench"),
         "Run a simulated city (fleet, broker, ingest, database) and measure rate, delay and loss.",
     )
     bf.add_argument("--venues", type=int, default=200)
@@ -374,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba = add(
         bsub2,
         "api",
-        _bench_api,
+        _lazy("gridwatch.bench_api:run_api_bench"),
         "API latency over a month of a city's data; a broadcast to every speaker, answered.",
     )
     ba.add_argument("--venues", type=int, default=250, help="25 devices each, 4 speakers")

@@ -7,7 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
-from api.models import AreaQuery, Cursor, Incident, IncidentAction, Page, RowId, VenueQuery
+from api.models import (
+    AreaQuery,
+    Cursor,
+    Incident,
+    IncidentAction,
+    Page,
+    RowId,
+    VenueQuery,
+    as_model,
+    as_models,
+    page,
+)
 from ingest import incidents as incident_ops
 from ingest.tasks import Role
 
@@ -42,8 +53,8 @@ def list_incidents(
         {"scope": user.scope_path, "area": area, "status": status_, "severity": severity,
          "venue": venue, "cursor": cursor, "limit": limit},
     ).fetchall()  # fmt: skip
-    items = [Incident(**dict(zip(Incident.model_fields, r, strict=True))) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    items = as_models(Incident, rows)
+    return page(items, limit)
 
 
 def _incident(db: Conn, user: User, incident_id: int) -> Incident:
@@ -53,7 +64,7 @@ def _incident(db: Conn, user: User, incident_id: int) -> Incident:
     ).fetchone()
     if row is None:  # outside the person's area looks the same as missing
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
-    return Incident(**dict(zip(Incident.model_fields, row, strict=True)))
+    return as_model(Incident, row)
 
 
 @router.get("/{incident_id}", response_model=Incident, summary="One incident")

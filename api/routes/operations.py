@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, DbDep, User, audit
-from api.models import AreaPath, AreaQuery, Cursor, Page, VenuePath
+from api.models import AreaPath, AreaQuery, Cursor, Page, VenuePath, as_models, page
 from api.routes.venues import area_path
 from gateway import messages as m
 from gateway.codec import RejectReason
@@ -88,7 +88,7 @@ def _commands(db: DbDep, ids: list[uuid.UUID]) -> list[CommandState]:
            FROM commands WHERE id = ANY(%s) ORDER BY device_id""",
         (ids,),
     ).fetchall()
-    return [CommandState(**dict(zip(CommandState.model_fields, r, strict=True))) for r in rows]
+    return as_models(CommandState, rows)
 
 
 @router.post("/commands/door", response_model=list[CommandState], summary="Unlock or lock a door")
@@ -202,7 +202,7 @@ def _emergencies(db: DbDep, user: User) -> list[Emergency]:
            FROM emergencies WHERE path <@ %s::ltree OR path @> %s::ltree ORDER BY id DESC LIMIT 50""",
         (user.scope_path, user.scope_path),
     ).fetchall()
-    return [Emergency(**dict(zip(Emergency.model_fields, r, strict=True))) for r in rows]
+    return as_models(Emergency, rows)
 
 
 @router.get(
@@ -282,5 +282,5 @@ def rejected(
            ORDER BY id DESC LIMIT %(limit)s""",
         {"reason": reason, "cursor": cursor, "limit": limit},
     ).fetchall()
-    items = [Rejected(**dict(zip(Rejected.model_fields, r, strict=True))) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    items = as_models(Rejected, rows)
+    return page(items, limit)

@@ -7,7 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
-from api.models import AreaQuery, Cursor, Page, RowId, Task, TaskAction, TaskEvent
+from api.models import (
+    AreaQuery,
+    Cursor,
+    Page,
+    RowId,
+    Task,
+    TaskAction,
+    TaskEvent,
+    as_model,
+    as_models,
+    page,
+)
 from ingest import tasks as task_ops
 from ingest.tasks import State
 
@@ -39,8 +50,8 @@ def list_tasks(
         {"scope": user.scope_path, "area": area, "mine": mine, "me": user.id, "open": open_only,
          "state": state, "cursor": cursor, "limit": limit},
     ).fetchall()  # fmt: skip
-    items = [Task(**dict(zip(Task.model_fields, r, strict=True))) for r in rows]
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
+    items = as_models(Task, rows)
+    return page(items, limit)
 
 
 def _task(db: Conn, user: User, task_id: int) -> Task:
@@ -50,7 +61,7 @@ def _task(db: Conn, user: User, task_id: int) -> Task:
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
-    return Task(**dict(zip(Task.model_fields, row, strict=True)))
+    return as_model(Task, row)
 
 
 @router.get("/{task_id}", response_model=Task, summary="One task")
@@ -66,7 +77,7 @@ def task_events(task_id: RowId, user: CurrentUser, db: DbDep) -> list[TaskEvent]
            FROM task_events WHERE task_id = %s ORDER BY id""",
         (task_id,),
     ).fetchall()
-    return [TaskEvent(**dict(zip(TaskEvent.model_fields, r, strict=True))) for r in rows]
+    return as_models(TaskEvent, rows)
 
 
 @router.post("/{task_id}/actions", response_model=Task, summary="Take an action on a task")

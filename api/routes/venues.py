@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from api.deps import Conn, CurrentUser, DbDep, User
-from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath
+from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath, as_model, as_models
 
 router = APIRouter(prefix="/api", tags=["venues"])
 
@@ -82,7 +82,7 @@ def territory(user: CurrentUser, db: DbDep) -> list[TerritoryNode]:
            FROM territory t WHERE t.path <@ %s::ltree ORDER BY t.path""",
         (user.scope_path,),
     ).fetchall()
-    return [TerritoryNode(**dict(zip(TerritoryNode.model_fields, r, strict=True))) for r in rows]
+    return as_models(TerritoryNode, rows)
 
 
 _VENUE_STATUS = """
@@ -105,7 +105,7 @@ def venues(user: CurrentUser, db: DbDep, area: AreaQuery = None) -> list[VenueSt
     rows = db.execute(
         _VENUE_STATUS + " WHERE g.path <@ %s::ltree ORDER BY v.id", (path,)
     ).fetchall()
-    return [VenueStatus(**dict(zip(VenueStatus.model_fields, r, strict=True))) for r in rows]
+    return as_models(VenueStatus, rows)
 
 
 def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
@@ -114,7 +114,7 @@ def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no venue {venue_id!r}")
-    return VenueStatus(**dict(zip(VenueStatus.model_fields, row, strict=True)))
+    return as_model(VenueStatus, row)
 
 
 @router.get("/venues/{venue_id}", response_model=VenueDetail, summary="A venue and its devices")
@@ -129,7 +129,7 @@ def venue(venue_id: VenuePath, user: CurrentUser, db: DbDep) -> VenueDetail:
            WHERE n.venue_id = %s ORDER BY d.id""",
         (venue_id,),
     ).fetchall()
-    devices = [Device(**dict(zip(Device.model_fields, r, strict=True))) for r in rows]
+    devices = as_models(Device, rows)
     return VenueDetail(**base.model_dump(), devices_list=devices)
 
 
@@ -197,6 +197,6 @@ def door_events(
            WHERE n.venue_id = %s AND e.ts >= %s AND e.ts < %s ORDER BY e.ts DESC LIMIT %s""",
         (venue_id, since, until, limit),
     ).fetchall()
-    items = [DoorEvent(**dict(zip(DoorEvent.model_fields, r, strict=True))) for r in rows]
+    items = as_models(DoorEvent, rows)
     last = int(items[-1].ts.timestamp() * 1_000_000) if len(items) == limit else None
     return Page(items=items, next_cursor=last)
