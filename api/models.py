@@ -87,6 +87,17 @@ class Incident(BaseModel):
     opened_at: datetime
     resolved_at: datetime | None
     detail: dict[str, Any]
+    silenced_until: datetime | None = Field(
+        description="consoles neither sound nor flash for it until then"
+    )
+
+
+class IncidentEvent(BaseModel):
+    at: datetime
+    kind: str
+    actor: str
+    note: str
+    data: dict[str, Any]
 
 
 class Task(BaseModel):
@@ -146,6 +157,14 @@ class IncidentAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str = Field(default="", max_length=2000)
+
+
+class Silence(IncidentAction):
+    """Silence (shelve) an incident: it stays open, but consoles stop sounding for it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"minutes": 30, "note": "on site"}]})
+
+    minutes: int = Field(ge=0, le=24 * 60, description="how long; 0 lifts the silence")
 
 
 class TerritoryNode(BaseModel):

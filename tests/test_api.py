@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -86,15 +87,12 @@ def test_a_person_sees_and_touches_only_their_subtree(
 ) -> None:
     dsn = stack.dsn
     mine = raise_incident(dsn, nodes[0].site)
-    worker, dispatcher = people_of(dsn, nodes[0].site)
-    other_grid = _second_grid(dsn, nodes[0].site)
-    theirs = raise_incident(dsn, other_grid)
+    worker, _ = people_of(dsn, nodes[0].site)
+    other = _second_grid(dsn, nodes[0].site)
+    theirs = raise_incident(dsn, other)
     me = sign_in(client, worker)
     listed = client.get("/api/tasks", headers=me).json()
     assert [t["id"] for t in listed["items"]] == [mine]
-    assert client.get(f"/api/tasks/{theirs}", headers=me).status_code == 404
-    r = client.post(f"/api/tasks/{theirs}/actions", json={"action": "accept"}, headers=me)
-    assert r.status_code == 404
     operator = sign_in(client, "operator")
     assert {t["id"] for t in client.get("/api/tasks", headers=operator).json()["items"]} == {
         mine,
@@ -102,7 +100,76 @@ def test_a_person_sees_and_touches_only_their_subtree(
     }
     inbox = client.get("/api/tasks", params={"mine": True}, headers=me).json()["items"]
     assert [t["id"] for t in inbox] == [mine]
-    assert dispatcher  # the dispatcher of the first venue's community exists
+
+
+def test_every_resource_is_closed_to_another_grid(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """Each route that names something, tried on another grid's venue, incident, task and area,
+    by that grid's neighbours: a worker and an operator whose area is one grid. Nothing is
+    readable and nothing changes."""
+    from gateway.messages import DeviceKind
+    from ingest import provision
+    from ingest.provision import Device, Person
+
+    dsn = stack.dsn
+    site = nodes[0].site
+    other = _second_grid(dsn, site)
+    incident_task = raise_incident(dsn, other)
+    incident = int(scalar(dsn, "SELECT incident_id FROM tasks WHERE id = %s", (incident_task,)))
+    grid = str(scalar(dsn, "SELECT grid_id FROM venues WHERE id = %s", (site,)))
+    with psycopg.connect(dsn) as conn:
+        provision.add_node(conn, "n-other", other)
+        provision.add_devices(conn, "n-other", [
+            Device(id="other-door", kind=DeviceKind.DOOR, name="Door"),
+            Device(id="other-speaker", kind=DeviceKind.SPEAKER, name="Speaker"),
+        ])  # fmt: skip
+        provision.add_person(conn, Person(id="op-grid", name="Grid operator",
+                                          role=tasks.Role.OPERATOR, scope_id=grid))  # fmt: skip
+        conn.execute("UPDATE people SET password_hash = (SELECT password_hash FROM people"
+                     " WHERE id = 'operator') WHERE id = 'op-grid'")  # fmt: skip
+    values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
+              "area": "g_other"}  # fmt: skip
+    bodies: dict[str, Any] = {
+        "/api/tasks/{task_id}/actions": {"action": "accept"},
+        "/api/incidents/{incident_id}/silence": {"minutes": 5},
+        "/api/venues/{venue_id}/broadcast": {"message": {"kind": "text", "text": "x"}},
+        "/api/areas/{area}/broadcast": {"message": {"kind": "text", "text": "x"}},
+    }
+    paths = client.get("/openapi.json").json()["paths"]
+    named = [(path, method.upper()) for path, ops in paths.items() if "{" in path for method in ops]
+    assert len(named) >= 14
+    before = rows(
+        dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s", (incident,)
+    )
+    for person in (people_of(dsn, site)[0], "op-grid"):
+        headers = sign_in(client, person)
+        for path, method in named:
+            url = path.format(**values)
+            r = client.request(method, url, json=bodies.get(path, {}), headers=headers)
+            allowed = {404} if person == "op-grid" else {403, 404}
+            assert r.status_code in allowed, (person, method, url, r.status_code, r.text)
+        for url, params in [
+            ("/api/incidents", {"area": "g_other"}), ("/api/tasks", {"area": "g_other"}),
+            ("/api/venues", {"area": "g_other"}), ("/api/kpi", {"area": "g_other"}),
+        ]:  # fmt: skip
+            r = client.get(url, params=params, headers=headers)
+            assert r.status_code == 404 or r.json()["items"] == [], (url, r.text)
+        seen = client.get("/api/incidents", params={"venue": other}, headers=headers).json()
+        assert seen["items"] == []
+        assert other not in {v["id"] for v in client.get("/api/venues", headers=headers).json()}
+        assert "g_other" not in {
+            t["id"] for t in client.get("/api/territory", headers=headers).json()
+        }
+        door = client.post("/api/commands/door", json={"device_id": "other-door", "action": "unlock"},
+                           headers=headers)  # fmt: skip
+        assert door.status_code == (404 if person == "op-grid" else 403)
+    assert scalar(dsn, "SELECT count(*) FROM commands") == 0
+    assert rows(dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s",
+                (incident,)) == before  # fmt: skip
+    assert (
+        scalar(dsn, "SELECT state::text FROM tasks WHERE id = %s", (incident_task,)) != "accepted"
+    )
 
 
 def test_task_actions_refusals_and_audit(
@@ -162,6 +229,36 @@ def test_incidents_page_filter_and_resolve(
         f"/api/incidents/{ids[1]}/acknowledge", json={}, headers=sign_in(client, worker)
     )
     assert forbidden.status_code == 403
+
+
+def test_silencing_an_incident_keeps_it_open_for_a_while(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    raise_incident(stack.dsn, nodes[0].site)
+    operator = sign_in(client, "operator")
+    incident = client.get("/api/incidents", headers=operator).json()["items"][0]
+    assert incident["silenced_until"] is None
+    url = f"/api/incidents/{incident['id']}"
+    quiet = client.post(f"{url}/silence", json={"minutes": 30, "note": "on site"}, headers=operator)
+    assert quiet.status_code == 200, quiet.text
+    until = datetime.fromisoformat(quiet.json()["silenced_until"])
+    assert 29 * 60 < (until - datetime.now(UTC)).total_seconds() <= 30 * 60
+    assert quiet.json()["status"] == "open"
+    loud = client.post(f"{url}/silence", json={"minutes": 0}, headers=operator).json()
+    assert loud["silenced_until"] is None
+    too_long = client.post(f"{url}/silence", json={"minutes": 5000}, headers=operator)
+    assert too_long.status_code == 422
+    worker, _ = people_of(stack.dsn, nodes[0].site)
+    refused = client.post(f"{url}/silence", json={"minutes": 5}, headers=sign_in(client, worker))
+    assert refused.status_code == 403
+    timeline = client.get(f"{url}/events", headers=operator).json()
+    assert [(e["kind"], e["actor"]) for e in timeline][-2:] == [
+        ("silenced", "operator"),
+        ("unsilenced", "operator"),
+    ]
+    assert timeline[-2]["note"] == "on site" and timeline[-2]["data"] == {"minutes": 30}
+    client.post(f"{url}/resolve", json={}, headers=operator)
+    assert client.post(f"{url}/silence", json={"minutes": 5}, headers=operator).status_code == 409
 
 
 def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:

@@ -1,10 +1,11 @@
-"""Incidents in the signed-in person's subtree: list, acknowledge, resolve."""
+"""Incidents in the signed-in person's subtree: list, timeline, acknowledge, silence, resolve."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from psycopg.types.json import Jsonb
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
 from api.models import (
@@ -12,8 +13,10 @@ from api.models import (
     Cursor,
     Incident,
     IncidentAction,
+    IncidentEvent,
     Page,
     RowId,
+    Silence,
     VenueQuery,
     as_model,
     as_models,
@@ -24,7 +27,7 @@ from ingest.tasks import Role
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 _COLUMNS = """id, rule, severity::text, status::text, title, venue_id, device_id, grid_id,
-              occurrences, first_seen, last_seen, opened_at, resolved_at, detail"""
+              occurrences, first_seen, last_seen, opened_at, resolved_at, detail, silenced_until"""
 _SUPERVISORS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
 
 
@@ -72,6 +75,16 @@ def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
     return _incident(db, user, incident_id)
 
 
+@router.get("/{incident_id}/events", response_model=list[IncidentEvent], summary="Its timeline")
+def incident_events(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[IncidentEvent]:
+    _incident(db, user, incident_id)
+    rows = db.execute(
+        "SELECT at, kind, actor, note, data FROM incident_events WHERE incident_id = %s ORDER BY id",
+        (incident_id,),
+    ).fetchall()
+    return as_models(IncidentEvent, rows)
+
+
 @router.post("/{incident_id}/acknowledge", response_model=Incident, summary="Seen, being handled")
 def acknowledge(
     incident_id: RowId, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
@@ -111,3 +124,27 @@ def resolve(
 def _require_supervisor(user: User) -> None:
     if user.role not in _SUPERVISORS:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")
+
+
+@router.post("/{incident_id}/silence", response_model=Incident, summary="Stop sounding for a while")
+def silence(
+    incident_id: RowId, body: Silence, user: CurrentUser, db: DbDep, request: Request
+) -> Incident:
+    _require_supervisor(user)
+    with db.transaction():
+        incident = _incident(db, user, incident_id)
+        if incident.status == "resolved":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"incident {incident_id} is resolved")
+        db.execute(
+            """UPDATE incidents SET silenced_until = CASE WHEN %(m)s > 0
+                   THEN now() + make_interval(mins => %(m)s) END WHERE id = %(id)s""",
+            {"m": body.minutes, "id": incident_id},
+        )
+        kind = "silenced" if body.minutes else "unsilenced"
+        db.execute(
+            "INSERT INTO incident_events (incident_id, kind, actor, note, data) VALUES (%s, %s, %s, %s, %s)",
+            (incident_id, kind, user.id, body.note, Jsonb({"minutes": body.minutes})),
+        )
+        audit(db, user, request, f"incident.{kind[:-1]}", str(incident_id),
+              {"minutes": body.minutes, "note": body.note})  # fmt: skip
+    return _incident(db, user, incident_id)
