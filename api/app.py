@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from api import errors
 from api.live import ChangeFeed
-from api.routes import auth, health, incidents, live, operations, tasks, venues
+from api.routes import auth, health, incidents, live, operations, people, tasks, venues
 from api.settings import ApiSettings
 from ingest.settings import deadline_policy
 
@@ -48,7 +51,36 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.deadlines = deadline_policy()
     errors.install(app)
-    for module in (auth, incidents, tasks, venues, operations, live, health):
+    for module in (auth, incidents, tasks, venues, people, operations, live, health):
         app.include_router(module.router)
     errors.document_validation_errors(app)
+    _serve_console(app)
     return app
+
+
+CONSOLE_DIR = Path(__file__).parent / "console"
+# The console is plain files from this origin: no inline code, no other hosts, no framing.
+_CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _serve_console(app: FastAPI) -> None:
+    """The web console at /console/ (and / leads there), served from api/console as it is."""
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    @app.middleware("http")
+    async def console_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith("/console"):
+            response.headers.update(_CONSOLE_HEADERS)
+        return response

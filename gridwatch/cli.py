@@ -206,7 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         action="append",
         default=[],
-        help="a scenario for the demo fleet to play (YAML, see scenarios/); may repeat",
+        help="a scenario for the demo fleet to play (YAML, see scenarios/); may repeat; "
+        "without one, the fleet plays scenarios/demo.yaml",
+    )
+    up.add_argument(
+        "--no-demo-incidents",
+        action="store_true",
+        help="do not play scenarios/demo.yaml (a forced door, a crowd… in the first minute)",
     )
 
     add(sub, "api", _api, "Serve the operator API (settings from GRIDWATCH_* variables).")

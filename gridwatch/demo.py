@@ -209,6 +209,21 @@ def _seed_people(conn: psycopg.Connection[tuple[object, ...]], nodes: list[Terri
     conn.execute("UPDATE people SET password_hash = %s", (hash_password(DEMO_PASSWORD),))
 
 
+def people_of_venue(conn: psycopg.Connection[tuple[object, ...]], venue_id: str) -> list[str]:
+    """The demo worker of a venue's grid and the dispatcher of its community, as sign-in ids."""
+    row = conn.execute(
+        "SELECT g.id, g.parent_id FROM venues v JOIN territory g ON g.id = v.grid_id WHERE v.id = %s",
+        (venue_id,),
+    ).fetchone()
+    if row is None:
+        return []
+    wanted = [f"worker-{row[0]}"[:64], f"disp-{row[1]}"[:64]]
+    found = {str(r[0]) for r in conn.execute(
+        "SELECT id FROM people WHERE id = ANY(%s) AND active", (wanted,)
+    ).fetchall()}  # fmt: skip
+    return [p for p in wanted if p in found]
+
+
 def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:
     """Keep the demo nodes' secrets (the database keeps only hashes) for the simulated fleet."""
     path.parent.mkdir(parents=True, exist_ok=True)

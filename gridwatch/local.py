@@ -122,6 +122,11 @@ class LocalStack:
         demo.write_credentials(self.credentials_file, creds)
         return creds
 
+    def people_of_venue(self, venue_id: str) -> list[str]:
+        """The demo worker and dispatcher who handle a venue's tasks."""
+        with psycopg.connect(self.dsn) as conn:
+            return demo.people_of_venue(conn, venue_id)
+
     def write_broker_config(self) -> Path:
         """Render the broker configuration from the registry (nodes) and this stack's secrets."""
         accounts = BrokerAccountsSettings(

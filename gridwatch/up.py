@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = Ports(postgres=55432, edge=1883, service=1884)
 INGEST_METRICS_PORT = 9101
 DEFAULT_API_PORT = 8080
+# Played by the demo fleet unless told otherwise: incidents within the first minute. It names
+# devices of the first five demo venues.
+DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "demo.yaml"
+DEMO_SCENARIO_VENUES = 5
 
 
 def _port_free(port: int) -> bool:
@@ -70,14 +74,16 @@ def run(args: argparse.Namespace) -> int:
         api_port = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else free_port()
         supervisor.add("api", lambda: stack.start_api(api_port))
         fleet = not args.no_fleet and args.fleet_rate > 0
+        scenarios = [Path(p) for p in args.scenario]
+        if not scenarios and not args.no_demo_incidents and len(creds) >= DEMO_SCENARIO_VENUES:
+            scenarios = [DEMO_SCENARIO] if DEMO_SCENARIO.exists() else []
         if fleet:
-            plays = [
-                arg for path in args.scenario for arg in ("--scenario", str(Path(path).resolve()))
-            ]
+            plays = [arg for path in scenarios for arg in ("--scenario", str(path.resolve()))]
             supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *plays))
         devices = sum(len(c.devices) for c in creds)
         fleet_line = (
             f"{len(creds)} simulated venues reporting ~{args.fleet_rate:g} msg/s (logs/fleet.log)"
+            + "".join(f"\n              playing {p.name}" for p in scenarios)
             if fleet
             else "off (--no-fleet): connect real edge nodes with the credentials above"
         )
@@ -90,7 +96,9 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest, api)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{INGEST_METRICS_PORT}/metrics
-  api         http://127.0.0.1:{api_port}/docs   (sign in as operator / {DEMO_PASSWORD})
+  console     http://127.0.0.1:{api_port}/   (sign in as operator / {DEMO_PASSWORD};
+              the same password for {" and ".join(stack.people_of_venue(creds[0].site)) if creds else "the demo people"})
+  api         http://127.0.0.1:{api_port}/docs
   demo        {len(creds)} venues, {devices} devices; node credentials in {stack.credentials_file}
   fleet       {fleet_line}
   logs        {stack.logs}/

@@ -143,7 +143,7 @@ def raise_incident(
         (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
     )
     task_id = tasks.create(
-        conn, incident_id=incident_id, title=f"{signal.title} at {venue.id}",
+        conn, incident_id=incident_id, title=f"{signal.title} at {venue.name or venue.id}",
         severity=signal.severity, grid_id=venue.grid_id, path=venue.path, policy=policy,
     )  # fmt: skip
     out.tasks.append(task_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from pydantic import BaseModel
@@ -85,4 +85,43 @@ def report(
         )  # fmt: skip
     # The root first, then its children.
     out.sort(key=lambda k: k.territory_id != territory_id)
+    return out
+
+
+class DailyKpi(BaseModel):
+    """One day of an area's tasks: how many came in, how many were closed, how many late."""
+
+    day: date
+    created: int
+    closed: int
+    closed_late: int
+
+
+def daily(conn: Conn, territory_id: str, since: datetime, until: datetime) -> list[DailyKpi]:
+    """Per UTC day from `since` to `until`, days without tasks included (as zeros)."""
+    rows = conn.execute(
+        """WITH k AS (
+               SELECT k.created_at, k.closed_at,
+                      EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = k.id
+                              AND e.action IN ('escalate', 'overdue')) AS late
+               FROM tasks k
+               WHERE k.path <@ (SELECT path FROM territory WHERE id = %(root)s)
+                 AND (k.created_at >= %(since)s OR k.closed_at >= %(since)s))
+           SELECT (date_trunc('day', at, 'UTC') AT TIME ZONE 'UTC')::date,
+                  sum(created)::int, sum(closed)::int, sum(late)::int
+           FROM (SELECT created_at AS at, 1 AS created, 0 AS closed, 0 AS late FROM k
+                 UNION ALL
+                 SELECT closed_at, 0, 1, late::int FROM k WHERE closed_at IS NOT NULL) x
+           WHERE at >= %(since)s AND at < %(until)s
+           GROUP BY 1""",
+        {"root": territory_id, "since": since, "until": until},
+    ).fetchall()
+    found = {r[0]: r for r in rows}
+    out = []
+    day = since.astimezone(UTC).date()
+    while day <= until.astimezone(UTC).date():
+        _, created, closed, late = found.get(day, (day, 0, 0, 0))
+        out.append(DailyKpi(day=day, created=int(str(created)), closed=int(str(closed)),
+                            closed_late=int(str(late))))  # fmt: skip
+        day += timedelta(days=1)
     return out

@@ -32,6 +32,7 @@ class VenueInfo:
     timezone: str
     grid_id: str
     path: str  # the grid's ltree path
+    name: str = ""
 
     def is_open(self, when: datetime) -> bool:
         """Whether the venue is open at `when`, by its opening hours in its own time zone."""
@@ -61,7 +62,7 @@ def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     devices = conn.execute("SELECT id, node_id, kind::text FROM devices").fetchall()
     venues = conn.execute(
         """SELECT v.id, v.kind::text, v.capacity, v.is_shelter, v.open_24h, v.opening_hours,
-                  v.timezone, v.grid_id, t.path::text
+                  v.timezone, v.grid_id, t.path::text, v.name
            FROM venues v JOIN territory t ON t.id = v.grid_id"""
     ).fetchall()
     return Snapshot(

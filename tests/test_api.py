@@ -261,6 +261,35 @@ def test_silencing_an_incident_keeps_it_open_for_a_while(
     assert client.post(f"{url}/silence", json={"minutes": 5}, headers=operator).status_code == 409
 
 
+def test_people_to_dispatch_to_and_daily_kpis(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    task_id = raise_incident(stack.dsn, nodes[0].site)
+    worker, dispatcher = people_of(stack.dsn, nodes[0].site)
+    boss = sign_in(client, dispatcher)
+    workers = client.get("/api/people", params={"role": "grid_worker"}, headers=boss).json()
+    mine = next(p for p in workers if p["id"] == worker)
+    assert mine["on_duty"] is True and mine["open_tasks"] == 1
+    assert {p["role"] for p in workers} == {"grid_worker"}
+    everyone = {p["id"] for p in client.get("/api/people", headers=boss).json()}
+    assert dispatcher in everyone and "operator" not in everyone  # the city is above them
+    seen_by_worker = client.get("/api/people", headers=sign_in(client, worker)).json()
+    assert [p["id"] for p in seen_by_worker] == [worker]
+    days = client.get("/api/kpi/daily", params={"days": 7}, headers=boss).json()
+    assert len(days) == 7 and days[-1]["day"] == datetime.now(UTC).date().isoformat()
+    assert days[-1]["created"] == 1 and sum(d["created"] for d in days) == 1
+    me = sign_in(client, worker)
+    for body in ({"action": "accept"}, {"action": "start"}, {"action": "feedback", "note": "ok"}):
+        assert (
+            client.post(f"/api/tasks/{task_id}/actions", json=body, headers=me).status_code == 200
+        )
+    for action in ("check", "approve"):
+        client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
+    days = client.get("/api/kpi/daily", params={"days": 1}, headers=boss).json()
+    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0}]
+    assert client.get("/api/kpi/daily", params={"days": 0}, headers=boss).status_code == 422
+
+
 def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
@@ -397,6 +426,12 @@ def test_venues_devices_occupancy_and_door_events(
                       params={"limit": 100, "cursor": page["next_cursor"]}, headers=me).json()  # fmt: skip
     all_ts = [e["ts"] for e in page["items"] + rest["items"]]
     assert len(all_ts) == len(set(all_ts)) == scalar(stack.dsn, "SELECT count(*) FROM door_events")
+    denied_only = client.get(f"/api/venues/{site}/door-events",
+                             params={"type": "door.access"}, headers=me).json()  # fmt: skip
+    assert {e["type"] for e in denied_only["items"]} == {"door.access"}
+    assert len(denied_only["items"]) == scalar(
+        stack.dsn, "SELECT count(*) FROM door_events WHERE type = 'door.access'"
+    )
     tree = client.get("/api/territory", headers=me).json()
     assert tree[0]["id"] == "haicheng" and tree[0]["venues"] == len(nodes)
     assert client.get("/api/venues/nowhere", headers=me).status_code == 404

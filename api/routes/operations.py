@@ -251,6 +251,21 @@ def kpis(
     return kpi.report(db, area or user.scope_id, until - timedelta(days=days), until)
 
 
+@router.get("/kpi/daily", response_model=list[kpi.DailyKpi],
+            summary="Tasks created, closed and closed late per day in an area")  # fmt: skip
+def kpi_daily(
+    user: CurrentUser,
+    db: DbDep,
+    area: AreaQuery = None,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> list[kpi.DailyKpi]:
+    area_path(db, user, area)
+    until = datetime.now(UTC)
+    first = (until - timedelta(days=days - 1)).date()
+    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    return kpi.daily(db, area or user.scope_id, since, until)
+
+
 class Rejected(BaseModel):
     id: int
     first_seen: datetime

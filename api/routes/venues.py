@@ -49,6 +49,9 @@ class OccupancyPoint(BaseModel):
     exited: int
 
 
+DoorEventType = Literal["door.access", "door.forced", "door.held_open", "door.state"]
+
+
 class DoorEvent(BaseModel):
     ts: datetime
     device_id: str
@@ -183,6 +186,9 @@ def door_events(
     db: DbDep,
     since: datetime | None = None,
     until: datetime | None = None,
+    type_: Annotated[
+        list[DoorEventType] | None, Query(alias="type", description="only these kinds; may repeat")
+    ] = None,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[DoorEvent]:
@@ -194,8 +200,10 @@ def door_events(
     rows = db.execute(
         """SELECT e.ts, e.device_id, e.type, e.result, e.direction, e.reason, e.is_open
            FROM door_events e JOIN edge_nodes n ON n.id = e.node_id
-           WHERE n.venue_id = %s AND e.ts >= %s AND e.ts < %s ORDER BY e.ts DESC LIMIT %s""",
-        (venue_id, since, until, limit),
+           WHERE n.venue_id = %s AND e.ts >= %s AND e.ts < %s
+             AND (%s::text[] IS NULL OR e.type = ANY(%s))
+           ORDER BY e.ts DESC LIMIT %s""",
+        (venue_id, since, until, type_, type_, limit),
     ).fetchall()
     items = as_models(DoorEvent, rows)
     last = int(items[-1].ts.timestamp() * 1_000_000) if len(items) == limit else None

@@ -1,0 +1,128 @@
+// The API client: the signed-in session, JSON requests with clear errors, and the live stream.
+
+const KEY = "gridwatch.session";
+
+export const session = {
+  get() {
+    try {
+      const s = JSON.parse(localStorage.getItem(KEY) || "null");
+      return s && s.expires > Date.now() ? s : null;
+    } catch {
+      return null;
+    }
+  },
+  set(token, expiresIn) {
+    localStorage.setItem(KEY, JSON.stringify({ token, expires: Date.now() + expiresIn * 1000 }));
+  },
+  clear() {
+    localStorage.removeItem(KEY);
+  },
+};
+
+export class ApiError extends Error {
+  constructor(status, error, detail) {
+    super(detail || error || `HTTP ${status}`);
+    this.status = status;
+    this.error = error;
+  }
+}
+
+/** A request to the API; the parsed JSON, or an ApiError with the server's reason. */
+export async function api(path, { method = "GET", body, params } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v === undefined || v === null || v === "") continue;
+    for (const one of Array.isArray(v) ? v : [v]) url.searchParams.append(k, one);
+  }
+  const headers = { Accept: "application/json" };
+  const s = session.get();
+  if (s) headers.Authorization = `Bearer ${s.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError(0, "unreachable", `the server cannot be reached (${e.message})`);
+  }
+  const data = (response.headers.get("content-type") || "").includes("json") ? await response.json() : null;
+  if (response.status === 401 && path !== "/api/token") {
+    session.clear();
+    window.dispatchEvent(new Event("gridwatch:signed-out"));
+  }
+  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail);
+  return data;
+}
+
+export async function signIn(username, password) {
+  const response = await fetch("/api/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ username, password }),
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail);
+  session.set(data.access_token, data.expires_in);
+}
+
+/**
+ * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
+ * events carry the changed row; `state` says live / reconnecting / down; `resync` fires after a
+ * reconnection, when views should reload what they show.
+ */
+export class Live extends EventTarget {
+  #source = null;
+  #retry = null;
+  #opened = false;
+
+  start() {
+    this.stop();
+    const s = session.get();
+    if (!s) return;
+    this.#state("connecting");
+    const source = new EventSource(`/api/live?token=${encodeURIComponent(s.token)}`);
+    this.#source = source;
+    for (const kind of ["incident", "task", "presence"]) {
+      source.addEventListener(kind, (e) => {
+        this.dispatchEvent(new CustomEvent(kind, { detail: JSON.parse(e.data) }));
+      });
+    }
+    source.onopen = () => {
+      if (this.#opened) this.dispatchEvent(new Event("resync"));
+      this.#opened = true;
+      this.#state("live");
+    };
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        this.#state("reconnecting"); // the browser retries by itself, with Last-Event-ID
+        return;
+      }
+      // Refused (a token that expired, or the server gone): start again in a while.
+      this.#state("down");
+      this.#retry = setTimeout(() => (session.get() ? this.start() : null), 5000);
+    };
+  }
+
+  stop() {
+    clearTimeout(this.#retry);
+    if (this.#source) this.#source.close();
+    this.#source = null;
+  }
+
+  #state(state) {
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+}
+
+/** Commands that will not change any more. */
+export const FINAL_COMMAND_STATES = new Set(["done", "failed", "rejected", "expired"]);
+
+let venueCache = { at: 0, names: null };
+
+/** Venue names by id, cached for a minute (names rarely change). */
+export async function venueNames() {
+  if (!venueCache.names || Date.now() - venueCache.at > 60_000) {
+    const venues = await api("/api/venues");
+    venueCache = { at: Date.now(), names: new Map(venues.map((v) => [v.id, v.name])) };
+  }
+  return venueCache.names;
+}

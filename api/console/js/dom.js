@@ -1,0 +1,208 @@
+// Small DOM helpers, formatting and SVG charts. Text always goes in as text, never as HTML.
+
+/** An element: h("a", {href: "#/x", class: "y", onclick: f}, "text", child, ...). */
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  el.append(...nodes(children));
+  return el;
+}
+
+/** Replaces an element's content with children (nested arrays, null and false allowed). */
+export function fill(el, ...children) {
+  el.replaceChildren(...nodes(children));
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k === "value") el.value = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+}
+
+function nodes(children) {
+  return children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  setAttrs(el, attrs);
+  el.append(...nodes(children));
+  return el;
+}
+
+export function chip(text, colour) {
+  return h("span", { class: `chip ${colour}` }, text);
+}
+
+export function severityChip(severity) {
+  return chip(severity, severity);
+}
+
+export function dot(online) {
+  return h("span", { class: `dot ${online === true ? "on" : online === false ? "off" : ""}`,
+    title: online === true ? "online" : online === false ? "offline" : "never seen" });
+}
+
+// ---- time ----
+
+export function clock(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+export function ago(ts) {
+  if (!ts) return "never";
+  const s = Math.round((Date.now() - new Date(ts).getTime()) / 1000);
+  if (s < 5) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const s = Math.abs(Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** "due in 4 min" or "overdue 2 min", with the overdue class when late. */
+export function due(deadline) {
+  if (!deadline) return h("span", { class: "muted" }, "no deadline");
+  const left = (new Date(deadline).getTime() - Date.now()) / 1000;
+  return left >= 0
+    ? h("span", { title: clock(deadline) }, `due in ${duration(left)}`)
+    : h("span", { class: "overdue", title: clock(deadline) }, `overdue ${duration(left)}`);
+}
+
+export function percent(rate) {
+  return rate === null || rate === undefined ? "–" : `${Math.round(rate * 100)}%`;
+}
+
+// ---- behaviour ----
+
+/** Calls `f` once, `ms` after the last of a burst of calls. */
+export function debounce(f, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => f(...args), ms);
+  };
+}
+
+let toastTimer = null;
+export function toast(message, bad = false) {
+  const el = document.getElementById("toast");
+  el.textContent = message;
+  el.className = bad ? "toast bad" : "toast";
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), bad ? 6000 : 3000);
+}
+
+/** Runs an action from a button: disabled while it runs, the error shown if it fails. */
+export async function act(button, f) {
+  button.disabled = true;
+  try {
+    return await f();
+  } catch (e) {
+    toast(e.message, true);
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- charts ----
+
+const W = 640;
+const H = 220;
+const PAD = { left: 44, right: 12, top: 12, bottom: 36 };
+
+function niceMax(v) {
+  if (v <= 0) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+}
+
+/**
+ * Bars (one or more series side by side per label) with an optional line over them.
+ * series: [{name, values, cls}], line: {name, values} or null, format: y-axis labels.
+ */
+export function barChart({ labels, series, line = null, format = String, label = "" }) {
+  const all = series.flatMap((x) => x.values).concat(line ? line.values : []);
+  if (all.every((v) => v === null || v === undefined)) return h("p", { class: "empty" }, "No data in this period.");
+  const top = niceMax(Math.max(0, ...all.filter((v) => v !== null)));
+  const plotW = W - PAD.left - PAD.right;
+  const plotH = H - PAD.top - PAD.bottom;
+  const y = (v) => PAD.top + plotH - (v / top) * plotH;
+  const slot = plotW / Math.max(1, labels.length);
+  const barW = Math.max(2, (slot * 0.8) / series.length);
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
+  for (let i = 0; i <= 4; i++) {
+    const v = (top * i) / 4;
+    svg.append(s("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }),
+      s("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end" }, format(v)));
+  }
+  const every = Math.ceil(labels.length / 8);
+  labels.forEach((name, i) => {
+    const x0 = PAD.left + i * slot + slot * 0.1;
+    series.forEach((ser, j) => {
+      const v = ser.values[i];
+      if (v === null || v === undefined) return;
+      svg.append(s("rect", { class: `bar ${ser.cls || ""}`, x: x0 + j * barW, y: y(v), width: barW - 1,
+        height: Math.max(0, y(0) - y(v)) }, s("title", {}, `${name} · ${ser.name}: ${format(v)}`)));
+    });
+    if (i % every === 0) {
+      svg.append(s("text", { x: PAD.left + i * slot + slot / 2, y: H - PAD.bottom + 16, "text-anchor": "middle" }, name));
+    }
+  });
+  if (line) {
+    const pts = line.values.map((v, i) => (v === null ? null : [PAD.left + i * slot + slot / 2, y(v), v, labels[i]]))
+      .filter(Boolean);
+    if (pts.length > 1) svg.append(s("polyline", { class: "line", points: pts.map(([x, yy]) => `${x},${yy}`).join(" ") }));
+    for (const [x, yy, v, name] of pts) {
+      svg.append(s("circle", { class: "point", cx: x, cy: yy, r: 3 }, s("title", {}, `${name} · ${line.name}: ${format(v)}`)));
+    }
+  }
+  const keys = series.map((x) => [x.name, `k-${x.cls || "bar"}`]).concat(line ? [[line.name, "k-line"]] : []);
+  const legend = h("div", { class: "legend" }, keys.map(([n, k]) => h("span", {}, h("i", { class: k }), n)));
+  return h("figure", { class: "figure" }, svg, legend);
+}
+
+/**
+ * A small modal form: resolves to the text typed (or "" when not required and left empty),
+ * or to null when cancelled.
+ */
+export function ask(title, { label = "Note", required = false, placeholder = "", confirm = "OK" } = {}) {
+  return new Promise((resolve) => {
+    const input = h("textarea", { name: "text", required, placeholder });
+    const dialog = h("dialog", { class: "ask" },
+      h("form", { method: "dialog" },
+        h("h1", {}, title),
+        h("label", {}, label), input,
+        h("div", { class: "row" }, h("span", { class: "spacer" }),
+          h("button", { type: "button", class: "quiet", onclick: () => dialog.close("") }, "Cancel"),
+          h("button", { class: "primary", value: "ok" }, confirm))));
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      resolve(dialog.returnValue === "ok" ? input.value.trim() : null);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+}

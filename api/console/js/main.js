@@ -1,0 +1,183 @@
+// The console's shell: sign-in, navigation by role, the live stream and the red-incident alarm.
+
+import { Live, api, session } from "./api.js";
+import { h } from "./dom.js";
+import * as board from "./views/board.js";
+import * as emergency from "./views/emergency.js";
+import * as inbox from "./views/inbox.js";
+import * as kpi from "./views/kpi.js";
+import * as login from "./views/login.js";
+import * as rejected from "./views/rejected.js";
+import * as tasks from "./views/tasks.js";
+import * as territory from "./views/territory.js";
+import * as venue from "./views/venue.js";
+
+const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
+const WORKERS = new Set(["grid_worker", "department"]);
+
+// Pages: hash pattern, view, title, who sees it in the navigation.
+const PAGES = [
+  { path: /^board$/, view: board, nav: "Incidents", href: "#/board", roles: (r) => !WORKERS.has(r) },
+  { path: /^territory$/, view: territory, nav: "Territory", href: "#/territory", roles: () => true },
+  { path: /^tasks$/, view: tasks, nav: "Tasks", href: "#/tasks", roles: (r) => SUPERVISORS.has(r) },
+  { path: /^inbox$/, view: inbox, nav: "My tasks", href: "#/inbox", roles: (r) => WORKERS.has(r) },
+  { path: /^emergency$/, view: emergency, nav: "Emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
+  { path: /^kpi$/, view: kpi, nav: "KPIs", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
+  { path: /^rejected$/, view: rejected, nav: "Rejected", href: "#/rejected", roles: (r) => r === "admin" },
+  { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
+];
+
+const live = new Live();
+const ctx = { me: null, live };
+let cleanup = null;
+
+function home(role) {
+  if (WORKERS.has(role)) return "#/inbox";
+  if (role === "dispatcher") return "#/tasks";
+  return "#/board";
+}
+
+async function route() {
+  if (cleanup) cleanup();
+  cleanup = null;
+  const root = document.getElementById("view");
+  root.replaceChildren();
+  if (!session.get()) {
+    showChrome(false);
+    live.stop();
+    cleanup = login.render(root, { onSignedIn: start });
+    return;
+  }
+  if (!ctx.me) {
+    await start();
+    return;
+  }
+  const hash = location.hash.replace(/^#\/?/, "");
+  for (const page of PAGES) {
+    const match = hash.match(page.path);
+    if (!match || (page.roles && !page.roles(ctx.me.role))) continue;
+    for (const a of document.querySelectorAll("#nav a")) {
+      a.classList.toggle("active", a.getAttribute("href") === `#/${hash}`);
+    }
+    document.title = `gridwatch · ${page.nav || "venue"}`;
+    cleanup = (await page.view.render(root, ctx, ...match.slice(1))) || null;
+    return;
+  }
+  location.hash = home(ctx.me.role);
+}
+
+async function start() {
+  try {
+    ctx.me = await api("/api/me");
+  } catch {
+    ctx.me = null;
+    session.clear();
+    route();
+    return;
+  }
+  document.getElementById("me").textContent = `${ctx.me.name} · ${ctx.me.role.replace("_", " ")}`;
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(...PAGES.filter((p) => p.nav && p.roles(ctx.me.role))
+    .map((p) => h("a", { href: p.href }, p.nav)));
+  showChrome(true);
+  live.start();
+  if (!location.hash || location.hash === "#/" || location.hash === "#/login") location.hash = home(ctx.me.role);
+  else route();
+}
+
+function showChrome(on) {
+  document.getElementById("top").hidden = !on;
+  if (!on) quiet();
+}
+
+// ---- the alarm: a new red incident flashes the page and sounds, unless silenced ----
+
+const seen = new Set();
+let sound = localStorage.getItem("gridwatch.sound") !== "off";
+let audio = null;
+
+function beep() {
+  if (!sound) return;
+  audio = audio || new AudioContext();
+  const t = audio.currentTime;
+  for (let i = 0; i < 3; i++) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = 880;
+    gain.gain.setValueAtTime(0.0001, t + i * 0.35);
+    gain.gain.exponentialRampToValueAtTime(0.3, t + i * 0.35 + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.35 + 0.25);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(t + i * 0.35);
+    osc.stop(t + i * 0.35 + 0.3);
+  }
+}
+
+function quiet() {
+  document.getElementById("alarm").hidden = true;
+  document.body.classList.remove("alarm");
+  document.title = "gridwatch";
+}
+
+function alarm(incident) {
+  const banner = document.getElementById("alarm");
+  banner.replaceChildren(
+    h("span", {}, `RED · ${incident.title}`),
+    h("a", { href: `#/venue/${incident.venue_id}` }, incident.venue_id),
+    h("span", { class: "spacer" }),
+    h("button", { class: "small", type: "button", onclick: quiet }, "dismiss"),
+  );
+  banner.hidden = false;
+  document.body.classList.remove("alarm");
+  void document.body.offsetWidth; // restart the animation
+  document.body.classList.add("alarm");
+  document.title = `● RED · ${incident.title}`;
+  beep();
+}
+
+live.addEventListener("incident", (e) => {
+  const i = e.detail;
+  const silenced = i.silenced_until && new Date(i.silenced_until) > new Date();
+  if (i.severity === "red" && i.status === "open" && !silenced && !seen.has(i.id) && !WORKERS.has(ctx.me?.role)) {
+    alarm(i);
+  }
+  seen.add(i.id);
+});
+
+live.addEventListener("state", (e) => {
+  const el = document.getElementById("live-state");
+  el.dataset.state = e.detail;
+  el.textContent = e.detail;
+});
+
+function showSound() {
+  const b = document.getElementById("sound");
+  b.textContent = sound ? "sound on" : "sound off";
+  b.setAttribute("aria-pressed", String(sound));
+}
+
+document.getElementById("sound").addEventListener("click", () => {
+  sound = !sound;
+  localStorage.setItem("gridwatch.sound", sound ? "on" : "off");
+  if (sound) {
+    audio = audio || new AudioContext(); // created on a click, so the browser lets it play
+    audio.resume();
+  }
+  showSound();
+});
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  session.clear();
+  ctx.me = null;
+  live.stop();
+  location.hash = "#/login";
+  route();
+});
+
+window.addEventListener("gridwatch:signed-out", () => {
+  ctx.me = null;
+  route();
+});
+window.addEventListener("hashchange", route);
+showSound();
+route();

@@ -1,0 +1,106 @@
+// The live incident board: what is open now, newest first, red on top; acknowledge, silence, resolve.
+
+import { api, venueNames } from "../api.js";
+import { act, ago, ask, clock, debounce, h, severityChip, toast } from "../dom.js";
+
+const RANK = { red: 0, yellow: 1, green: 2 };
+const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
+
+export async function render(root, { me, live }) {
+  const state = { severity: "", view: "active", fresh: new Set() };
+  const counters = h("div", { class: "counters" });
+  const body = h("tbody");
+  const severity = h("select", { "aria-label": "severity", onchange: () => { state.severity = severity.value; load(); } },
+    h("option", { value: "" }, "all severities"), h("option", { value: "red" }, "red"),
+    h("option", { value: "yellow" }, "yellow"), h("option", { value: "green" }, "green"));
+  const view = h("select", { "aria-label": "which", onchange: () => { state.view = view.value; load(); } },
+    h("option", { value: "active" }, "open and acknowledged"), h("option", { value: "resolved" }, "recently resolved"));
+  root.append(
+    h("div", { class: "row" }, h("h1", {}, "Incidents"), h("span", { class: "spacer" }), severity, view),
+    counters,
+    h("div", { class: "panel" }, h("table", { class: "responsive", id: "incidents" },
+      h("thead", {}, h("tr", {}, ["", "Incident", "Venue", "Device", "Seen", "Opened", "Status", ""].map((t) => h("th", {}, t)))),
+      body)));
+
+  async function fetchIncidents() {
+    const params = { severity: state.severity || undefined, limit: 200 };
+    if (state.view === "resolved") return (await api("/api/incidents", { params: { ...params, status: "resolved", limit: 50 } })).items;
+    const [open, acked] = await Promise.all([
+      api("/api/incidents", { params: { ...params, status: "open" } }),
+      api("/api/incidents", { params: { ...params, status: "acknowledged" } }),
+    ]);
+    return open.items.concat(acked.items)
+      .sort((a, b) => RANK[a.severity] - RANK[b.severity] || b.id - a.id);
+  }
+
+  async function load() {
+    let incidents;
+    let names;
+    try {
+      [incidents, names] = await Promise.all([fetchIncidents(), venueNames()]);
+    } catch (e) {
+      toast(e.message, true);
+      return;
+    }
+    showCounters(incidents);
+    body.replaceChildren(...incidents.map((i) => row(i, names)));
+    if (!incidents.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "Nothing open. All quiet.")));
+    state.fresh.clear();
+  }
+
+  function showCounters(incidents) {
+    const active = incidents.filter((i) => i.status !== "resolved");
+    const count = (f) => active.filter(f).length;
+    const quiet = (i) => i.silenced_until && new Date(i.silenced_until) > new Date();
+    counters.replaceChildren(
+      h("div", { class: "counter red" }, h("b", { id: "count-red" }, count((i) => i.severity === "red" && i.status === "open")), "red, open"),
+      h("div", { class: "counter yellow" }, h("b", {}, count((i) => i.severity === "yellow" && i.status === "open")), "yellow, open"),
+      h("div", { class: "counter" }, h("b", {}, count((i) => i.status === "acknowledged")), "acknowledged"),
+      h("div", { class: "counter" }, h("b", {}, count(quiet)), "silenced"));
+  }
+
+  function row(i, names) {
+    const silenced = i.silenced_until && new Date(i.silenced_until) > new Date();
+    const actions = h("div", { class: "row" });
+    if (SUPERVISORS.has(me.role) && i.status !== "resolved") {
+      if (i.status === "open") {
+        actions.append(button("Acknowledge", () => api(`/api/incidents/${i.id}/acknowledge`, { method: "POST", body: {} })));
+      }
+      actions.append(silenced
+        ? button("Unsilence", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 0 } }))
+        : button("Silence 30 min", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 30 } })));
+      actions.append(button("Resolve", async () => {
+        const note = await ask(`Resolve: ${i.title}`, { label: "What was it? (kept in the timeline)" });
+        return note === null ? null : api(`/api/incidents/${i.id}/resolve`, { method: "POST", body: { note } });
+      }));
+    }
+    return h("tr", { class: state.fresh.has(i.id) ? "flash" : null, dataset: { id: i.id, severity: i.severity } },
+      h("td", {}, severityChip(i.severity)),
+      h("td", {}, h("div", {}, i.title), h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`)),
+      h("td", {}, h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)),
+      h("td", { class: "mono" }, i.device_id || "–"),
+      h("td", { title: `last ${clock(i.last_seen)}` }, i.occurrences > 1 ? `${i.occurrences}× · ${ago(i.last_seen)}` : ago(i.last_seen)),
+      h("td", { title: clock(i.opened_at) }, ago(i.opened_at)),
+      h("td", {}, i.status, silenced ? h("div", { class: "muted small" }, `silenced until ${clock(i.silenced_until)}`) : null),
+      h("td", {}, actions));
+  }
+
+  function button(label, f) {
+    const b = h("button", { class: "small", type: "button", onclick: () => act(b, async () => {
+      if ((await f()) !== null) load();
+    }) }, label);
+    return b;
+  }
+
+  const reload = debounce(load, 200);
+  const onIncident = (e) => { state.fresh.add(e.detail.id); reload(); };
+  live.addEventListener("incident", onIncident);
+  live.addEventListener("resync", reload);
+  const ticker = setInterval(load, 60_000); // keeps the "ago" columns honest
+  await load();
+  return () => {
+    live.removeEventListener("incident", onIncident);
+    live.removeEventListener("resync", reload);
+    clearInterval(ticker);
+  };
+}

@@ -1,0 +1,115 @@
+// The broadcast and door-command dialog: send, then watch each device's answer come in.
+
+import { FINAL_COMMAND_STATES, api } from "../api.js";
+import { ago, h } from "../dom.js";
+
+const STATE_COLOUR = { queued: "grey", sent: "yellow", done: "green", failed: "red", rejected: "red", expired: "red" };
+
+function dialogShell(title) {
+  const dialog = h("dialog", { class: "command" });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.append(h("h1", {}, title));
+  return dialog;
+}
+
+/** Polls the commands until each has a final state (or a minute passed); fills `table` as it goes. */
+async function track(dialog, commands) {
+  const summary = h("p", { class: "tracking" });
+  const body = h("tbody");
+  dialog.append(summary, h("table", { class: "results" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "State"), h("th", {}, "Detail"), h("th", {}, "Answered"))), body),
+  h("div", { class: "row" }, h("span", { class: "spacer" }),
+    h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, "Close")));
+  const started = Date.now();
+  const ids = commands.map((c) => c.id);
+  for (;;) {
+    body.replaceChildren(...commands.map((c) => h("tr", { dataset: { device: c.device_id, state: c.state } },
+      h("td", { class: "mono" }, c.device_id),
+      h("td", {}, h("span", { class: `chip ${STATE_COLOUR[c.state] || "grey"}` }, c.state)),
+      h("td", { class: "small" }, c.detail || ""),
+      h("td", { class: "muted small" }, c.result_at ? ago(c.result_at) : ""))));
+    const final = commands.filter((c) => FINAL_COMMAND_STATES.has(c.state));
+    const done = commands.filter((c) => c.state === "done").length;
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    summary.textContent = `${final.length} of ${commands.length} answered (${done} done) · ${seconds} s`;
+    if (final.length === commands.length || Date.now() - started > 60_000 || !dialog.open) return;
+    await new Promise((r) => setTimeout(r, 500));
+    try {
+      // The query string holds ~40 ids comfortably; large broadcasts are asked for in slices.
+      const slices = [];
+      for (let i = 0; i < ids.length; i += 40) slices.push(ids.slice(i, i + 40));
+      commands = (await Promise.all(slices.map((s) => api("/api/commands", { params: { ids: s } })))).flat();
+    } catch (e) {
+      summary.textContent = `cannot follow the commands: ${e.message}`;
+      return;
+    }
+  }
+}
+
+async function send(dialog, form, error, f) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  error.textContent = "";
+  try {
+    const commands = await f();
+    form.remove();
+    await track(dialog, commands);
+  } catch (e) {
+    error.textContent = e.message;
+    button.disabled = false;
+  }
+}
+
+/** A message for the speakers of a venue ({venue, name}) or of a whole area ({area, name}). */
+export function broadcastDialog({ venue, area, name }) {
+  const dialog = dialogShell(`Broadcast to ${name}`);
+  const text = h("textarea", { name: "text", required: true, maxlength: 2000, placeholder: "Spoken by every speaker" });
+  const priority = h("select", { name: "priority" }, ["notice", "routine", "emergency"].map((p) => h("option", { value: p }, p)));
+  const repeat = h("input", { name: "repeat", type: "number", min: 1, max: 20, value: 1 });
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { onsubmit: (e) => {
+    e.preventDefault();
+    const url = venue ? `/api/venues/${venue}/broadcast` : `/api/areas/${area}/broadcast`;
+    const body = { message: { kind: "text", text: text.value.trim() }, priority: priority.value, repeat: Number(repeat.value) };
+    send(dialog, form, error, () => api(url, { method: "POST", body }));
+  } },
+  h("label", {}, "Message"), text,
+  h("div", { class: "row" }, h("label", {}, "Priority"), priority, h("label", {}, "Repeat"), repeat),
+  error,
+  h("div", { class: "row" }, h("span", { class: "spacer" }),
+    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"),
+    h("button", { type: "submit", class: "primary" }, "Send")));
+  dialog.append(form);
+  dialog.showModal();
+  text.focus();
+}
+
+const DOOR_ACTIONS = {
+  unlock: "Unlock (opens for the time below, then locks again)",
+  lock: "Lock now",
+  lockdown: "Lockdown: stays locked, badges refused",
+  release: "Release a lockdown",
+};
+
+/** Unlock, lock, lock down or release one door. */
+export function doorDialog({ device, name, action = "unlock" }) {
+  const dialog = dialogShell(`Door: ${name || device}`);
+  const choice = h("select", { name: "action" },
+    Object.entries(DOOR_ACTIONS).map(([v, label]) => h("option", { value: v, selected: v === action }, label)));
+  const seconds = h("input", { name: "duration_s", type: "number", min: 1, max: 86400, value: 10 });
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { onsubmit: (e) => {
+    e.preventDefault();
+    const body = { device_id: device, action: choice.value, duration_s: choice.value === "unlock" ? Number(seconds.value) : null };
+    send(dialog, form, error, () => api("/api/commands/door", { method: "POST", body }));
+  } },
+  h("label", {}, "Action"), choice,
+  h("label", {}, "Seconds open (unlock)"), seconds,
+  error,
+  h("div", { class: "row" }, h("span", { class: "spacer" }),
+    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"),
+    h("button", { type: "submit", class: "primary" }, "Send")));
+  dialog.append(form);
+  dialog.showModal();
+}

@@ -1,0 +1,90 @@
+// The territory tree (city > district > subdistrict > community > grid) with each venue's status.
+
+import { api } from "../api.js";
+import { debounce, h, toast } from "../dom.js";
+import { broadcastDialog } from "./commands.js";
+
+const COMMANDERS = new Set(["admin", "operator", "dispatcher"]);
+
+/** red: an open incident; grey: the venue's node is offline or never seen; yellow: devices offline. */
+export function venueColour(v) {
+  if (v.open_incidents > 0) return "red";
+  if (v.node_online !== true) return "grey";
+  if (v.devices_online < v.devices) return "yellow";
+  return "green";
+}
+
+function venueLabel(v) {
+  if (v.node_online === null) return "never connected";
+  if (v.node_online === false) return "offline";
+  return v.open_incidents ? `${v.open_incidents} open incident${v.open_incidents > 1 ? "s" : ""}` : "ok";
+}
+
+export async function render(root, { me, live }) {
+  const tree = h("div", { class: "tree panel" });
+  const summary = h("div", { class: "counters" });
+  root.append(h("h1", {}, "Territory"), summary, tree);
+  const open = new Set(); // areas the person folded open, kept across reloads
+
+  async function load() {
+    let nodes;
+    let venues;
+    try {
+      [nodes, venues] = await Promise.all([api("/api/territory"), api("/api/venues")]);
+    } catch (e) {
+      toast(e.message, true);
+      return;
+    }
+    const colours = venues.map(venueColour);
+    const count = (c) => colours.filter((x) => x === c).length;
+    summary.replaceChildren(
+      h("div", { class: "counter" }, h("b", {}, venues.length), "venues"),
+      h("div", { class: "counter red" }, h("b", {}, count("red")), "with incidents"),
+      h("div", { class: "counter" }, h("b", {}, count("grey")), "offline"),
+      h("div", { class: "counter yellow" }, h("b", {}, count("yellow")), "devices missing"));
+    const children = new Map();
+    for (const n of nodes) {
+      if (!children.has(n.parent_id)) children.set(n.parent_id, []);
+      children.get(n.parent_id).push(n);
+    }
+    const byGrid = new Map();
+    for (const v of venues) {
+      if (!byGrid.has(v.grid_id)) byGrid.set(v.grid_id, []);
+      byGrid.get(v.grid_id).push(v);
+    }
+    const ids = new Set(nodes.map((n) => n.id));
+    const roots = nodes.filter((n) => !ids.has(n.parent_id));
+    tree.replaceChildren(...roots.map((n) => area(n, children, byGrid, 0)));
+  }
+
+  function area(n, children, byGrid, depth) {
+    const details = h("details", { dataset: { area: n.id } },
+      h("summary", {},
+        h("b", {}, n.name), h("span", { class: "level" }, n.level),
+        h("span", { class: "muted small" }, ` · ${n.venues} venues`),
+        n.open_incidents ? h("span", { class: "chip red", title: "open incidents" }, ` ${n.open_incidents} open`) : null,
+        COMMANDERS.has(me.role) && n.venues > 0
+          ? h("button", { class: "small quiet", type: "button", onclick: (e) => { e.preventDefault(); broadcastDialog({ area: n.id, name: n.name }); } }, "broadcast")
+          : null),
+      (children.get(n.id) || []).map((c) => area(c, children, byGrid, depth + 1)),
+      (byGrid.get(n.id) || []).map(venueRow));
+    details.open = depth < 2 || open.has(n.id) || n.open_incidents > 0;
+    details.addEventListener("toggle", () => (details.open ? open.add(n.id) : open.delete(n.id)));
+    return details;
+  }
+
+  function venueRow(v) {
+    const colour = venueColour(v);
+    return h("a", { class: `venue-row status-${colour}`, href: `#/venue/${v.id}`, dataset: { venue: v.id, status: colour } },
+      h("span", { class: "dot" }),
+      h("span", {}, v.name, h("span", { class: "muted small" }, ` · ${v.kind.replaceAll("_", " ")}`)),
+      h("span", {}, venueLabel(v)),
+      h("span", { class: "muted" }, `devices ${v.devices_online}/${v.devices}`),
+      h("span", { class: "muted wide" }, v.occupancy === null ? "" : `${v.occupancy}${v.capacity ? ` / ${v.capacity}` : ""} inside`));
+  }
+
+  const reload = debounce(load, 500);
+  for (const kind of ["incident", "presence", "resync"]) live.addEventListener(kind, reload);
+  await load();
+  return () => { for (const kind of ["incident", "presence", "resync"]) live.removeEventListener(kind, reload); };
+}

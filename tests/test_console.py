@@ -1,0 +1,209 @@
+"""The web console in a real browser (Debian's chromium, driven by Playwright) against the running
+system: PostgreSQL, Mosquitto, the ingest, the API in its own process and simulated venues.
+
+Screenshots of the main pages are taken on the way; set GRIDWATCH_SCREENSHOTS=docs/screenshots to
+keep them (that is how the README's pictures are made), otherwise they go to the test's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
+from gridwatch.local import LocalStack
+from gridwatch.services import free_port, wait_for_port
+from simulators.devices import SimCounter, SimDoor, SimSpeaker
+from tests.edge_support import fleet_of
+from tests.support import device_of, scalar, stop_process, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root in a container, without a GPU, and without Chromium calling home (this network is
+# closed; its background requests would only fail, many at a time).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def api_url(stack: LocalStack) -> Iterator[str]:
+    port = free_port()
+    proc = stack.start_api(port)
+    try:
+        assert wait_for_port("127.0.0.1", port, 20), (stack.logs / "api.log").read_text()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "chromium is missing: scripts/setup installs it with apt"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("GRIDWATCH_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def signed_in(
+    browser: Browser, base: str, person: str, errors: list[str], phone: bool = False
+) -> Page:
+    """A page in a browser context of its own, signed in through the login form."""
+    context = browser.new_context(
+        viewport=PHONE if phone else DESKTOP, is_mobile=phone, has_touch=phone,
+        device_scale_factor=2 if phone else 1,
+    )  # fmt: skip
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(f"{person}: {e}"))
+    page.goto(f"{base}/")
+    page.fill("#username", person)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+    return page
+
+
+def test_console_from_a_forced_door_to_an_accepted_task(
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    ingest: subprocess.Popen[bytes],
+    api_url: str,
+    browser: Browser,
+    shots: Path,
+    tmp_path: Path,
+) -> None:
+    site = nodes[0].site
+    worker_id, dispatcher_id = stack.people_of_venue(site)
+    fleet = fleet_of(stack, nodes, tmp_path / "fleet")
+    errors: list[str] = []
+    try:
+        operator = signed_in(browser, api_url, "operator", errors)
+        dispatcher = signed_in(browser, api_url, dispatcher_id, errors)
+        worker = signed_in(browser, api_url, worker_id, errors, phone=True)
+        expect(operator).to_have_url(f"{api_url}/console/#/board")
+        expect(dispatcher).to_have_url(f"{api_url}/console/#/tasks")
+        expect(worker).to_have_url(f"{api_url}/console/#/inbox")
+        expect(operator.locator("#incidents")).to_contain_text("All quiet")
+
+        # A forced door: on the operator's board within 2 seconds, flashing, with the alarm.
+        door = fleet.devices[device_of(nodes[0], "door")]
+        assert isinstance(door, SimDoor)
+        door.force()
+        red = operator.locator("#incidents tr[data-severity=red]")
+        expect(red).to_have_count(1, timeout=2_000)
+        expect(red).to_contain_text("Door forced open")
+        expect(operator.locator("#alarm")).to_be_visible()
+        expect(operator.locator("#alarm")).to_contain_text("RED")
+        expect(operator.locator("#count-red")).to_have_text("1")
+        operator.screenshot(path=shots / "board.png")
+        operator.locator("#alarm button", has_text="dismiss").click()
+        expect(operator.locator("#alarm")).to_be_hidden()
+
+        # Its task reaches the dispatcher's board and the worker's inbox by itself.
+        task_id = int(str(scalar(stack.dsn, "SELECT max(id) FROM tasks")))
+        card = f"[data-task='{task_id}']"
+        expect(dispatcher.locator(f"[data-column=dispatched] {card}")).to_be_visible()
+        expect(worker.locator(f"#inbox {card}")).to_be_visible()
+        worker.screenshot(path=shots / "inbox.png")
+
+        # Accepted on the phone: it moves to "In hand" on the dispatcher's board.
+        worker.locator(f"{card} button[data-action=accept]").click()
+        expect(dispatcher.locator(f"[data-column=accepted] {card}")).to_be_visible(timeout=5_000)
+        worker.locator(f"{card} button[data-action=start]").click()
+        worker.locator(f"{card} button[data-action=feedback]").click()
+        worker.locator("dialog textarea").fill("Door closed and checked, nobody inside.")
+        worker.locator("dialog button[value=ok]").click()
+        expect(dispatcher.locator(f"[data-column=reported] {card}")).to_have_count(0)
+        expect(dispatcher.locator(f"[data-column=feedback] {card}")).to_be_visible(timeout=5_000)
+        dispatcher.locator(f"{card} button", has_text="timeline").click()
+        expect(dispatcher.locator(f"{card} .timeline")).to_contain_text("Door closed and checked")
+        dispatcher.screenshot(path=shots / "tasks.png")
+        assert (
+            scalar(stack.dsn, "SELECT state::text FROM tasks WHERE id = %s", (task_id,))
+            == "feedback"
+        )
+
+        # Acknowledge it on the board; the territory shows the venue red.
+        operator.locator("#incidents tr[data-severity=red] button", has_text="Acknowledge").click()
+        expect(operator.locator("#incidents tr[data-severity=red]")).to_contain_text("acknowledged")
+        operator.goto(f"{api_url}/console/#/territory")
+        expect(operator.locator(f"[data-venue='{site}']")).to_have_attribute("data-status", "red")
+        operator.screenshot(path=shots / "territory.png")
+
+        # The venue page: occupancy, devices with presence, door events, and a broadcast
+        # followed to the end.
+        counter = fleet.devices[device_of(nodes[0], "counter")]
+        assert isinstance(counter, SimCounter)
+        counter.spike(40)
+        for _ in range(3):
+            counter.report(fleet.engine.clock.now())
+        wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM occupancy") >= 3, 10, "readings")
+        operator.goto(f"{api_url}/console/#/venue/{site}")
+        expect(operator.locator("svg.chart rect.bar")).to_have_count(1)
+        expect(operator.locator("#devices tbody tr")).to_have_count(len(nodes[0].devices))
+        expect(operator.locator("#door-events")).to_contain_text("forced open")
+        operator.screenshot(path=shots / "venue.png", full_page=True)
+        operator.get_by_role("button", name="Broadcast").click()
+        operator.locator("dialog textarea").fill("Please keep the side door closed.")
+        operator.locator("dialog button[type=submit]").click()
+        expect(operator.locator("dialog .tracking")).to_contain_text("1 of 1 answered (1 done)")
+        speaker = fleet.devices[device_of(nodes[0], "speaker")]
+        assert isinstance(speaker, SimSpeaker)
+        assert speaker.played == ["Please keep the side door closed."]
+        operator.screenshot(path=shots / "broadcast.png")
+        operator.locator("dialog button", has_text="Close").click()
+
+        # Emergency mode on and off for the city, from its page.
+        operator.goto(f"{api_url}/console/#/emergency")
+        operator.locator("select[name=area]").select_option("haicheng")
+        operator.locator("input[name=reason]").fill("flood warning, level 2")
+        operator.locator("button", has_text="Start emergency mode").click()
+        active = operator.locator("#emergencies tr[data-active=yes]")
+        expect(active).to_contain_text("flood warning")
+        operator.screenshot(path=shots / "emergency.png")
+        active.locator("button", has_text="End").click()
+        expect(active).to_have_count(0)
+
+        operator.goto(f"{api_url}/console/#/kpi")
+        expect(operator.locator("#kpi tbody tr").first).to_contain_text("Haicheng")
+        expect(operator.locator("svg.chart").first).to_be_visible()
+        operator.screenshot(path=shots / "kpi.png")
+    finally:
+        fleet.stop()
+    assert errors == [], errors
+
+
+def test_console_refuses_a_wrong_password_and_needs_a_sign_in(
+    stack: LocalStack, api_url: str, browser: Browser
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{api_url}/console/#/board")
+    expect(page.locator("#username")).to_be_visible()  # not signed in: the login form
+    page.fill("#username", "operator")
+    page.fill("#password", "not-the-password")
+    page.click("button[type=submit]")
+    expect(page.locator(".login .error")).to_have_text("Wrong person id or password.")
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("#nav")).to_contain_text("Incidents")
+    page.click("#sign-out")
+    expect(page.locator("#username")).to_be_visible()
+    page.reload()
+    expect(page.locator("#username")).to_be_visible()  # signing out forgot the token
