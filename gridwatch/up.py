@@ -13,7 +13,7 @@ from types import FrameType
 
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack, Ports
-from gridwatch.services import free_port
+from gridwatch.services import free_port, wait_for_port
 from gridwatch.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = Ports(postgres=55432, edge=1883, service=1884)
 INGEST_METRICS_PORT = 9101
 DEFAULT_API_PORT = 8080
+API_START_S = 30.0  # the summary is printed once the console answers, or after this long
 # Played by the demo fleet unless told otherwise: incidents within the first minute. It names
 # devices of the first five demo venues.
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "demo.yaml"
@@ -28,7 +29,10 @@ DEMO_SCENARIO_VENUES = 5
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on the port now (as servers do, with SO_REUSEADDR, so a
+    port that a stopped run left in TIME_WAIT counts as free)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -67,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         report = stack.start_database()
         creds = stack.seed_demo(args.venues, args.devices_per_venue)
         stack.start_broker()
+        metrics_port = INGEST_METRICS_PORT if _port_free(INGEST_METRICS_PORT) else free_port()
         supervisor.add(
-            "ingest",
-            lambda: stack.start_ingest(args.ingest_workers, metrics_port=INGEST_METRICS_PORT),
+            "ingest", lambda: stack.start_ingest(args.ingest_workers, metrics_port=metrics_port)
         )
         api_port = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else free_port()
         supervisor.add("api", lambda: stack.start_api(api_port))
@@ -80,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         if fleet:
             plays = [arg for path in scenarios for arg in ("--scenario", str(path.resolve()))]
             supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *plays))
+        if not wait_for_port("127.0.0.1", api_port, API_START_S):
+            log.warning("the API is not listening after %.0f s; see %s", API_START_S,
+                        stack.logs / "api.log")  # fmt: skip
         devices = sum(len(c.devices) for c in creds)
         fleet_line = (
             f"{len(creds)} simulated venues reporting ~{args.fleet_rate:g} msg/s (logs/fleet.log)"
@@ -95,7 +102,7 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
   database    {stack.dsn}   (schema v{report.version}, {report.backend})
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest, api)
-  ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{INGEST_METRICS_PORT}/metrics
+  ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{metrics_port}/metrics
   console     http://127.0.0.1:{api_port}/   (sign in as operator / {DEMO_PASSWORD};
               the same password for {" and ".join(stack.people_of_venue(creds[0].site)) if creds else "the demo people"})
   api         http://127.0.0.1:{api_port}/docs

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gateway.messages import DoorMode
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port, wait_for_port
@@ -169,6 +170,12 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         assert speaker.played == ["Please keep the side door closed."]
         operator.screenshot(path=shots / "broadcast.png")
         operator.locator("dialog button", has_text="Close").click()
+        operator.locator(f"#devices tr[data-device='{door.id}'] button", has_text="Door").click()
+        operator.locator("dialog select[name=action]").select_option("lockdown")
+        operator.locator("dialog button[type=submit]").click()
+        expect(operator.locator("dialog .tracking")).to_contain_text("1 of 1 answered (1 done)")
+        assert door.mode is DoorMode.LOCKDOWN
+        operator.locator("dialog button", has_text="Close").click()
 
         # Emergency mode on and off for the city, from its page.
         operator.goto(f"{api_url}/console/#/emergency")
@@ -190,10 +197,12 @@ def test_console_from_a_forced_door_to_an_accepted_task(
     assert errors == [], errors
 
 
-def test_console_refuses_a_wrong_password_and_needs_a_sign_in(
+def test_console_sign_in_sign_out_and_pages_by_role(
     stack: LocalStack, api_url: str, browser: Browser
 ) -> None:
+    errors: list[str] = []
     page = browser.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{api_url}/console/#/board")
     expect(page.locator("#username")).to_be_visible()  # not signed in: the login form
     page.fill("#username", "operator")
@@ -203,7 +212,14 @@ def test_console_refuses_a_wrong_password_and_needs_a_sign_in(
     page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
     expect(page.locator("#nav")).to_contain_text("Incidents")
+    expect(page.locator("#nav")).not_to_contain_text("Rejected")  # for admins only
     page.click("#sign-out")
     expect(page.locator("#username")).to_be_visible()
     page.reload()
     expect(page.locator("#username")).to_be_visible()  # signing out forgot the token
+    page.fill("#username", "admin")
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.locator("#nav a", has_text="Rejected").click()
+    expect(page.locator("main")).to_contain_text("Nothing refused.")
+    assert errors == [], errors

@@ -85,23 +85,52 @@ def incident_events(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[In
     return as_models(IncidentEvent, rows)
 
 
+def _to_change(db: Conn, user: User, incident_id: int, *, states: set[str]) -> Incident:
+    """The incident, for a supervisor to change, if its status is one of `states` (else 409)."""
+    if user.role not in _SUPERVISORS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")
+    incident = _incident(db, user, incident_id)
+    if incident.status not in states:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"incident {incident_id} is {incident.status}"
+        )
+    return incident
+
+
+def _record(db: Conn, incident_id: int, kind: str, user: User, note: str, **data: object) -> None:
+    db.execute(
+        "INSERT INTO incident_events (incident_id, kind, actor, note, data) VALUES (%s, %s, %s, %s, %s)",
+        (incident_id, kind, user.id, note, Jsonb(data)),
+    )
+
+
 @router.post("/{incident_id}/acknowledge", response_model=Incident, summary="Seen, being handled")
 def acknowledge(
     incident_id: RowId, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
 ) -> Incident:
-    _require_supervisor(user)
     with db.transaction():
-        incident = _incident(db, user, incident_id)
-        if incident.status != "open":
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"incident {incident_id} is {incident.status}"
-            )
+        _to_change(db, user, incident_id, states={"open"})
         db.execute("UPDATE incidents SET status = 'acknowledged' WHERE id = %s", (incident_id,))
-        db.execute(
-            "INSERT INTO incident_events (incident_id, kind, actor, note) VALUES (%s, 'acknowledged', %s, %s)",
-            (incident_id, user.id, body.note),
-        )
+        _record(db, incident_id, "acknowledged", user, body.note)
         audit(db, user, request, "incident.acknowledge", str(incident_id), {"note": body.note})
+    return _incident(db, user, incident_id)
+
+
+@router.post("/{incident_id}/silence", response_model=Incident, summary="Stop sounding for a while")
+def silence(
+    incident_id: RowId, body: Silence, user: CurrentUser, db: DbDep, request: Request
+) -> Incident:
+    with db.transaction():
+        _to_change(db, user, incident_id, states={"open", "acknowledged"})
+        db.execute(
+            """UPDATE incidents SET silenced_until = CASE WHEN %(m)s > 0
+                   THEN now() + make_interval(mins => %(m)s) END WHERE id = %(id)s""",
+            {"m": body.minutes, "id": incident_id},
+        )
+        _record(db, incident_id, "silenced" if body.minutes else "unsilenced", user, body.note,
+                minutes=body.minutes)  # fmt: skip
+        audit(db, user, request, "incident.silence", str(incident_id),
+              {"minutes": body.minutes, "note": body.note})  # fmt: skip
     return _incident(db, user, incident_id)
 
 
@@ -109,42 +138,10 @@ def acknowledge(
 def resolve(
     incident_id: RowId, body: IncidentAction, user: CurrentUser, db: DbDep, request: Request
 ) -> Incident:
-    _require_supervisor(user)
     with db.transaction():
-        incident = _incident(db, user, incident_id)
-        if incident.status == "resolved":
-            raise HTTPException(status.HTTP_409_CONFLICT, f"incident {incident_id} is resolved")
+        _to_change(db, user, incident_id, states={"open", "acknowledged"})
         key = db.execute("SELECT dedup_key FROM incidents WHERE id = %s", (incident_id,)).fetchone()
         assert key is not None
         incident_ops.resolve(db, str(key[0]), body.note or "resolved by hand", actor=user.id)
         audit(db, user, request, "incident.resolve", str(incident_id), {"note": body.note})
-    return _incident(db, user, incident_id)
-
-
-def _require_supervisor(user: User) -> None:
-    if user.role not in _SUPERVISORS:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")
-
-
-@router.post("/{incident_id}/silence", response_model=Incident, summary="Stop sounding for a while")
-def silence(
-    incident_id: RowId, body: Silence, user: CurrentUser, db: DbDep, request: Request
-) -> Incident:
-    _require_supervisor(user)
-    with db.transaction():
-        incident = _incident(db, user, incident_id)
-        if incident.status == "resolved":
-            raise HTTPException(status.HTTP_409_CONFLICT, f"incident {incident_id} is resolved")
-        db.execute(
-            """UPDATE incidents SET silenced_until = CASE WHEN %(m)s > 0
-                   THEN now() + make_interval(mins => %(m)s) END WHERE id = %(id)s""",
-            {"m": body.minutes, "id": incident_id},
-        )
-        kind = "silenced" if body.minutes else "unsilenced"
-        db.execute(
-            "INSERT INTO incident_events (incident_id, kind, actor, note, data) VALUES (%s, %s, %s, %s, %s)",
-            (incident_id, kind, user.id, body.note, Jsonb({"minutes": body.minutes})),
-        )
-        audit(db, user, request, f"incident.{kind[:-1]}", str(incident_id),
-              {"minutes": body.minutes, "note": body.note})  # fmt: skip
     return _incident(db, user, incident_id)

@@ -72,6 +72,7 @@ export function ago(ts) {
 
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (Math.abs(seconds) < 10) return `${Math.abs(seconds).toFixed(seconds % 1 ? 1 : 0)} s`;
   const s = Math.abs(Math.round(seconds));
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
@@ -150,7 +151,7 @@ export function barChart({ labels, series, line = null, format = String, label =
   const plotH = H - PAD.top - PAD.bottom;
   const y = (v) => PAD.top + plotH - (v / top) * plotH;
   const slot = plotW / Math.max(1, labels.length);
-  const barW = Math.max(2, (slot * 0.8) / series.length);
+  const barW = Math.min(56, Math.max(2, (slot * 0.8) / series.length));
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
   for (let i = 0; i <= 4; i++) {
     const v = (top * i) / 4;
@@ -159,7 +160,7 @@ export function barChart({ labels, series, line = null, format = String, label =
   }
   const every = Math.ceil(labels.length / 8);
   labels.forEach((name, i) => {
-    const x0 = PAD.left + i * slot + slot * 0.1;
+    const x0 = PAD.left + i * slot + (slot - barW * series.length) / 2;
     series.forEach((ser, j) => {
       const v = ser.values[i];
       if (v === null || v === undefined) return;

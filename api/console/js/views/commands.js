@@ -47,6 +47,12 @@ async function track(dialog, commands) {
   }
 }
 
+function cancelOrSend(dialog) {
+  return h("div", { class: "row" }, h("span", { class: "spacer" }),
+    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"),
+    h("button", { type: "submit", class: "primary" }, "Send"));
+}
+
 async function send(dialog, form, error, f) {
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
@@ -76,10 +82,7 @@ export function broadcastDialog({ venue, area, name }) {
   } },
   h("label", {}, "Message"), text,
   h("div", { class: "row" }, h("label", {}, "Priority"), priority, h("label", {}, "Repeat"), repeat),
-  error,
-  h("div", { class: "row" }, h("span", { class: "spacer" }),
-    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"),
-    h("button", { type: "submit", class: "primary" }, "Send")));
+  error, cancelOrSend(dialog));
   dialog.append(form);
   dialog.showModal();
   text.focus();
@@ -106,10 +109,7 @@ export function doorDialog({ device, name, action = "unlock" }) {
   } },
   h("label", {}, "Action"), choice,
   h("label", {}, "Seconds open (unlock)"), seconds,
-  error,
-  h("div", { class: "row" }, h("span", { class: "spacer" }),
-    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"),
-    h("button", { type: "submit", class: "primary" }, "Send")));
+  error, cancelOrSend(dialog));
   dialog.append(form);
   dialog.showModal();
 }

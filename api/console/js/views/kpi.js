@@ -55,10 +55,11 @@ export async function render(root) {
           { name: "reworked", values: parts.map((k) => k.rework_rate), cls: "warn" }],
         format: (v) => `${Math.round(v * 100)}%`,
       })),
-      h("section", { class: "panel" }, h("h2", {}, "Mean time to accept, minutes"), barChart({
-        label: "time to accept", labels: parts.map((k) => k.name),
-        series: [{ name: "to accept", values: parts.map((k) => (k.mean_time_to_accept_s === null ? null : k.mean_time_to_accept_s / 60)) }],
-        format: (v) => v.toFixed(v < 10 ? 1 : 0),
+      h("section", { class: "panel" }, h("h2", {}, "Mean time to accept and to close"), barChart({
+        label: "time to accept and to close", labels: parts.map((k) => k.name),
+        series: [{ name: "to accept", values: parts.map((k) => k.mean_time_to_accept_s) },
+          { name: "to close", values: parts.map((k) => k.mean_time_to_close_s), cls: "alt" }],
+        format: duration,
       })));
   }
 
