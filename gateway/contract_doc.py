@@ -16,6 +16,18 @@ from pydantic import BaseModel
 from gateway import codec, topics
 from gateway import messages as m
 
+TINY_JPEG = (
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERX"
+    "RTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+    "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAQABADASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAA"
+    "AAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAk"
+    "M2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKT"
+    "lJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QA"
+    "HwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdh"
+    "cRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp"
+    "anN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk"
+    "5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDMoooqdb+Rr7ns/wC9f8D/2Q=="
+)
 SITE, NODE = "v0001", "v0001-edge"
 _TS = datetime(2026, 11, 25, 8, 30, 0, 125000, tzinfo=UTC)
 _CREDENTIAL = "3f" * 32
@@ -90,7 +102,30 @@ EXAMPLES: list[Example] = [
         m.CameraAlert(
             **_env(6, 106), device="v0001-camera3", alert_id=_id(60),
             phase=m.AlertPhase.START, kind=m.CameraAlertKind.INTRUSION, zone="back-yard",
-            score=0.91, objects=1, snapshot="snapshots/v0001-camera3/2026-11-25T083000Z.jpg",
+            score=0.91, objects=1, snapshot=str(_id(61)),
+        ),
+    ),
+    Example(
+        "Camera snapshot",
+        "The picture of a camera alert (the alert's `snapshot` is this message's `id`): a small "
+        "JPEG, base64, of the privacy-masked scene with the zone and the objects drawn, at most "
+        f"{m.SNAPSHOT_MAX_BYTES:,} bytes. Sent right after the alert's start; a node under "
+        "pressure drops snapshots before alerts. (This example carries a 16 by 16 image.)",
+        topics.event(SITE, NODE, "v0001-camera3", m.MessageType.CAMERA_SNAPSHOT),
+        m.CameraSnapshot(
+            **_env(61, 110), device="v0001-camera3", alert_id=_id(60),
+            width=16, height=16, jpeg=TINY_JPEG,
+        ),
+    ),
+    Example(
+        "Camera status",
+        "Whether the edge agent is reading and analysing a camera's stream, and how many frames "
+        "per second it analyses: sent when that changes and every minute, so a quiet camera is "
+        "told from a dead one. Offline for two minutes raises `device_offline`.",
+        topics.event(SITE, NODE, "v0001-camera3", m.MessageType.CAMERA_STATUS),
+        m.CameraStatus(
+            **_env(62, 111), device="v0001-camera3", online=False, fps=0.0,
+            detail="stream ended; reconnecting in 8 s",
         ),
     ),
     Example(

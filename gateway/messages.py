@@ -8,12 +8,14 @@ platform, the time they were issued and a deadline instead of a sequence number.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, TypedDict
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.topics import ID_PATTERN
 
@@ -36,6 +38,8 @@ class MessageType(StrEnum):
     DOOR_STATE = "door.state"
     OCCUPANCY = "occupancy"
     CAMERA_ALERT = "camera.alert"
+    CAMERA_SNAPSHOT = "camera.snapshot"
+    CAMERA_STATUS = "camera.status"
     SPEAKER_STATUS = "speaker.status"
     NODE_BIRTH = "node.birth"
     NODE_DEATH = "node.death"
@@ -210,8 +214,50 @@ class CameraAlert(DeviceMessage):
     score: float = Field(ge=0.0, le=1.0, description="detector confidence")
     objects: int | None = Field(default=None, ge=0, description="objects seen, for crowding")
     snapshot: str | None = Field(
-        default=None, max_length=512, description="reference to a stored snapshot image"
+        default=None, max_length=512, description="the id of its camera.snapshot message, if any"
     )
+
+
+# A snapshot is a small JPEG (320 pixels wide is plenty to recognise a scene); the limit keeps
+# the message well under the ingest's payload limit once base64-encoded.
+SNAPSHOT_MAX_BYTES = 40_000
+
+
+class CameraSnapshot(DeviceMessage):
+    """The picture of a camera alert: the scene with the zone and the objects drawn. The alert's
+    `snapshot` field holds this message's id."""
+
+    type: Literal[MessageType.CAMERA_SNAPSHOT] = MessageType.CAMERA_SNAPSHOT
+    alert_id: uuid.UUID = Field(description="the alert it shows")
+    width: int = Field(ge=16, le=1920)
+    height: int = Field(ge=16, le=1080)
+    jpeg: str = Field(
+        max_length=(SNAPSHOT_MAX_BYTES + 2) // 3 * 4, description="the JPEG image, base64"
+    )
+
+    @field_validator("jpeg")
+    @classmethod
+    def _a_jpeg(cls, value: str) -> str:
+        try:
+            data = base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"jpeg is not base64: {exc}") from None
+        if not data.startswith(b"\xff\xd8\xff"):
+            raise ValueError("jpeg is not a JPEG image")
+        return value
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.jpeg)
+
+
+class CameraStatus(DeviceMessage):
+    """Whether the agent is reading and analysing a camera's stream: sent when that changes and
+    every minute while it does not, so the platform knows a quiet camera from a dead one."""
+
+    type: Literal[MessageType.CAMERA_STATUS] = MessageType.CAMERA_STATUS
+    online: bool
+    fps: float = Field(ge=0, le=1000, description="frames analysed per second lately")
+    detail: str | None = Field(default=None, max_length=200, description="why it is offline")
 
 
 class SpeakerStatus(DeviceMessage):
@@ -319,7 +365,15 @@ class CommandResult(DeviceMessage):
 
 
 DeviceEvent = (
-    DoorAccess | DoorForced | DoorHeldOpen | DoorState | Occupancy | CameraAlert | SpeakerStatus
+    DoorAccess
+    | DoorForced
+    | DoorHeldOpen
+    | DoorState
+    | Occupancy
+    | CameraAlert
+    | CameraSnapshot
+    | CameraStatus
+    | SpeakerStatus
 )
 EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
 
@@ -330,6 +384,8 @@ Message = Annotated[
     | DoorState
     | Occupancy
     | CameraAlert
+    | CameraSnapshot
+    | CameraStatus
     | SpeakerStatus
     | NodeBirth
     | NodeDeath

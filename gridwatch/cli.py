@@ -374,6 +374,19 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
+    bv = add(
+        bsub2,
+        "vision",
+        _lazy("gridwatch.bench_vision:run"),
+        "Camera analytics on synthetic clips: precision, recall, delay, counting error, "
+        "false alerts per hour, frames per second per core.",
+    )
+    bv.add_argument("--seeds", type=int, default=3, help="clips of each kind (different seeds)")
+    bv.add_argument(
+        "--quiet-minutes", type=float, default=60.0,
+        help="minutes of quiet footage in all, for false alerts per hour",
+    )  # fmt: skip
+    bv.add_argument("--folder", help="keep the clips here (re-used when present)")
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(

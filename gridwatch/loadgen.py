@@ -24,6 +24,7 @@ from gateway.client import (
     new_client,
     publish_outcome,
 )
+from gateway.contract_doc import TINY_JPEG
 from gridwatch.demo import NodeCredentials
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,17 @@ def make_message(rng: random.Random, kind: str, device: str, seq: int, ts: datet
                 zone="entrance",
                 score=round(rng.random(), 3),
             )
+        case "camera.snapshot":
+            return m.CameraSnapshot(
+                **env,
+                device=device,
+                alert_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                width=16,
+                height=16,
+                jpeg=TINY_JPEG,
+            )
+        case "camera.status":
+            return m.CameraStatus(**env, device=device, online=True, fps=5.0)
         case "command.result":
             return m.CommandResult(
                 **env,

@@ -27,6 +27,7 @@ from ingest.rules import DEFAULTS, Rule, RuleBook
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
+SNAPSHOT_RETENTION_DAYS = 90  # as the retention policy in migrations/006_camera.timescale.sql
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
@@ -132,6 +133,11 @@ class Leader:
             self._last_sweep = time.monotonic()
             self._sweep_silent_devices(conn)
             conn.execute("DELETE FROM changes WHERE at < now() - interval '1 day'")
+            # TimescaleDB drops old snapshot chunks by itself; plain PostgreSQL needs this.
+            conn.execute(
+                "DELETE FROM camera_snapshots WHERE ts < now() - make_interval(days => %s)",
+                (SNAPSHOT_RETENTION_DAYS,),
+            )
 
     # --- timers -------------------------------------------------------------------------------
 

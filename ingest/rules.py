@@ -229,9 +229,8 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                      emergency_level=s.emergency_level, **kw)  # fmt: skip
 
     out: list[Signal] = []
-    if isinstance(msg, m.DeviceMessage) and not (
-        isinstance(msg, m.SpeakerStatus) and not msg.online
-    ):
+    says_down = isinstance(msg, m.SpeakerStatus | m.CameraStatus) and not msg.online
+    if isinstance(msg, m.DeviceMessage) and not says_down:
         out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device)))
         out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again"))
     match msg:
@@ -272,9 +271,14 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                                       detail={"fault": msg.fault.value}))  # fmt: skip
             else:
                 out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared"))
-            if not msg.online and (s := rule_on(Rule.DEVICE_OFFLINE)):
-                then = raise_(Rule.DEVICE_OFFLINE, msg.device, s, device=msg.device)
-                out.append(StartTimer(then.key, msg.ts + timedelta(seconds=s.for_s), then))
+    if (
+        isinstance(msg, m.SpeakerStatus | m.CameraStatus)
+        and says_down
+        and (s := rule_on(Rule.DEVICE_OFFLINE))
+    ):
+        detail = {"detail": msg.detail} if isinstance(msg, m.CameraStatus) and msg.detail else {}
+        then = raise_(Rule.DEVICE_OFFLINE, msg.device, s, device=msg.device, detail=detail)
+        out.append(StartTimer(then.key, msg.ts + timedelta(seconds=s.for_s), then))
     return out
 
 

@@ -22,6 +22,8 @@ from psycopg.types.json import Jsonb
 from gateway.codec import DecodeError, Inbound, RejectReason, decode_for_topic
 from gateway.messages import (
     CameraAlert,
+    CameraSnapshot,
+    CameraStatus,
     CommandResult,
     DeviceMessage,
     DoorAccess,
@@ -52,6 +54,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "camera_alerts": (
         *_BASE, "alert_id", "phase", "kind", "zone", "score", "objects", "snapshot",
     ),
+    "camera_snapshots": (*_BASE, "alert_id", "width", "height", "jpeg"),
+    "camera_status": (*_BASE, "online", "fps", "detail"),
     "speaker_status": (*_BASE, "online", "volume", "playing", "clip", "fault"),
     "command_results": (*_BASE, "command_id", "status", "detail"),
 }  # fmt: skip
@@ -132,6 +136,10 @@ def to_row(inbound: Inbound) -> tuple[str, tuple[object, ...]]:
                 *base, m.alert_id, m.phase.value, m.kind.value, m.zone, m.score, m.objects,
                 m.snapshot,
             )  # fmt: skip
+        case CameraSnapshot():
+            return "camera_snapshots", (*base, m.alert_id, m.width, m.height, m.image())
+        case CameraStatus():
+            return "camera_status", (*base, m.online, m.fps, m.detail)
         case SpeakerStatus():
             return "speaker_status", (
                 *base, m.online, m.volume, m.playing, m.clip, _v(m.fault),
@@ -377,13 +385,17 @@ class BatchWriter:
 
     def _update_device_state(self, conn: Conn, accepted: Sequence[Accepted]) -> None:
         """Last-seen per device and the newest message of each type per device."""
-        seen: dict[str, tuple[datetime, int]] = {}
+        seen: dict[str, tuple[datetime, int, bool]] = {}
         latest: dict[tuple[str, str], Accepted] = {}
         for a in accepted:
             m = a.inbound.message
             assert isinstance(m, DeviceMessage)
             if m.device not in seen or m.ts >= seen[m.device][0]:
-                seen[m.device] = (m.ts, m.seq)
+                # A device that says its own stream or line is down is seen, but not online.
+                down = isinstance(m, CameraStatus | SpeakerStatus) and not m.online
+                seen[m.device] = (m.ts, m.seq, not down)
+            if isinstance(m, CameraSnapshot):
+                continue  # a picture, not a state: it stays in camera_snapshots
             key = (m.device, m.type)
             prev = latest.get(key)
             if prev is None or m.ts >= prev.inbound.message.ts:
@@ -394,13 +406,21 @@ class BatchWriter:
         devices = sorted(seen)
         conn.execute(
             """INSERT INTO device_status AS s (device_id, online, last_seen, last_seq)
-               SELECT d, true, t, q FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS u(d, t, q)
-               ON CONFLICT (device_id) DO UPDATE SET online = true,
+               SELECT d, o, t, q
+               FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::bigint[]) AS u(d, o, t, q)
+               ON CONFLICT (device_id) DO UPDATE SET
+                   online = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.online
+                                 ELSE s.online END,
                    last_seen = GREATEST(s.last_seen, excluded.last_seen),
                    last_seq = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.last_seq
                                    ELSE s.last_seq END,
                    updated_at = now()""",
-            (devices, [seen[d][0] for d in devices], [seen[d][1] for d in devices]),
+            (
+                devices,
+                [seen[d][2] for d in devices],
+                [seen[d][0] for d in devices],
+                [seen[d][1] for d in devices],
+            ),
         )
         keys = sorted(latest)
         rows = [latest[k] for k in keys]

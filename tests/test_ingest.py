@@ -72,7 +72,8 @@ def every_kind(node: Node) -> list[m.Message]:
     """One valid message of each device event type, plus a command result."""
     rng = random.Random(7)
     kinds = ["door.access", "door.forced", "door.held_open", "door.state", "occupancy",
-             "camera.alert", "speaker.status", "command.result"]  # fmt: skip
+             "camera.alert", "camera.snapshot", "camera.status", "speaker.status",
+             "command.result"]  # fmt: skip
     device_kind = {"door": "door", "occupancy": "counter", "camera": "camera"}
     out: list[m.Message] = []
     for kind in kinds:
@@ -95,6 +96,8 @@ def test_every_message_type_is_stored_once(stack: LocalStack, node: Node, ingest
     for table in (
         "occupancy",
         "camera_alerts",
+        "camera_snapshots",
+        "camera_status",
         "speaker_status",
         "command_results",
         "presence_events",

@@ -1,0 +1,291 @@
+"""One camera's analytics: frames in, camera alerts and line counts out.
+
+Each frame is resized, privacy-masked (before anything looks at it), analysed for motion at a
+lower resolution, tracked, and tested against the camera's zones; the view itself is checked for
+tampering. Conditions become alerts through `Lifecycle`s, and each alert's start carries a
+snapshot: the masked frame with the zone and the objects drawn, as a small JPEG.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+from cv2.typing import MatLike
+from numpy.typing import NDArray
+
+from edge.vision.alerts import Lifecycle
+from edge.vision.config import CameraSettings, Zone, ZonePurpose
+from edge.vision.motion import Blob, MotionDetector, Track, Tracker
+from edge.vision.tamper import TamperDetector
+from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase, CameraAlertKind
+
+Frame = MatLike
+
+_PERSON_FILL = 0.25  # a person's silhouette covers about this share of height squared
+_ZONE_COLOUR = {
+    ZonePurpose.RESTRICTED: (40, 40, 230),
+    ZonePurpose.LOITERING: (0, 200, 255),
+    ZonePurpose.CROWD: (255, 160, 0),
+    ZonePurpose.COUNTING_LINE: (0, 220, 0),
+}
+_ALERT_KIND = {
+    ZonePurpose.RESTRICTED: CameraAlertKind.INTRUSION,
+    ZonePurpose.LOITERING: CameraAlertKind.LOITERING,
+    ZonePurpose.CROWD: CameraAlertKind.CROWD,
+}
+_TAMPER_KINDS = (
+    CameraAlertKind.TAMPER_COVERED,
+    CameraAlertKind.TAMPER_BLURRED,
+    CameraAlertKind.TAMPER_MOVED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOut:
+    """A phase of an alert to publish."""
+
+    alert_id: uuid.UUID
+    phase: AlertPhase
+    kind: CameraAlertKind
+    zone: str | None
+    score: float
+    objects: int | None
+    when: datetime
+    snapshot: bytes | None = None  # a JPEG, with the start
+
+
+@dataclass(frozen=True, slots=True)
+class CountOut:
+    """A counting line's reading: people inside by the line's tally, and the flow since the last."""
+
+    zone: str
+    count: int
+    entered: int
+    exited: int
+    when: datetime
+
+
+Output = AlertOut | CountOut
+
+
+@dataclass(slots=True)
+class _Line:
+    zone: Zone
+    inside: int = 0
+    entered: int = 0
+    exited: int = 0
+    reported_at: float | None = None
+
+
+def _side(a: tuple[float, float], b: tuple[float, float], p: tuple[float, float]) -> float:
+    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+
+
+def _crosses(a: tuple[float, float], b: tuple[float, float],
+             p: tuple[float, float], q: tuple[float, float]) -> bool:  # fmt: skip
+    return _side(a, b, p) * _side(a, b, q) < 0 and _side(p, q, a) * _side(p, q, b) < 0
+
+
+class CameraAnalytics:
+    def __init__(self, settings: CameraSettings) -> None:
+        self.settings = settings
+        w, h = settings.width, settings.height
+        self.tz = ZoneInfo(settings.timezone)
+        aw = settings.tuning.analysis_width
+        self.small_size = (aw, max(1, round(aw * h / w)))
+        person_px = (settings.tuning.person_height * self.small_size[1]) ** 2 * _PERSON_FILL
+        self.person_area = person_px
+        self.motion = MotionDetector(
+            *self.small_size, min_area_px=person_px * settings.tuning.min_area,
+            fps=settings.fps, background_s=settings.tuning.background_s,
+        )  # fmt: skip
+        # At 5 fps a brisk walker moves about a tenth of the frame's width per frame.
+        self.tracker = Tracker(max_step=0.6 / settings.fps, max_missed=max(2, int(settings.fps)))
+        self.tamper = TamperDetector(settings.tuning)
+        self._privacy: Frame | None = None
+        if settings.privacy_masks:
+            keep = np.full((h, w), 255, np.uint8)
+            for poly in settings.privacy_masks:
+                cv2.fillPoly(keep, [self._px(poly, (w, h))], 0)
+            self._privacy = cv2.merge([keep, keep, keep])
+        self._polys = {z.name: np.array(z.points, np.float32) for z in settings.zones}
+        self._zone_masks = {
+            z.name: self._mask(z) for z in settings.zones if z.purpose is ZonePurpose.CROWD
+        }
+        self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
+        self._lines = {z.name: _Line(z) for z in settings.zones
+                       if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
+        self.frames = 0
+
+    # ---- geometry ----
+
+    @staticmethod
+    def _px(points: list[tuple[float, float]], size: tuple[int, int]) -> NDArray[np.int32]:
+        return np.array([(round(x * (size[0] - 1)), round(y * (size[1] - 1))) for x, y in points],
+                        np.int32)  # fmt: skip
+
+    def _mask(self, zone: Zone) -> Frame:
+        mask = np.zeros((self.small_size[1], self.small_size[0]), np.uint8)
+        cv2.fillPoly(mask, [self._px(zone.points, self.small_size)], 255)
+        return mask
+
+    def _inside(self, zone: Zone, track: Track) -> bool:
+        x, y = track.foot
+        return cv2.pointPolygonTest(self._polys[zone.name], (x, y), False) >= 0
+
+    # ---- the frame ----
+
+    def prepare(self, frame: Frame) -> Frame:
+        """The frame at the configured size with the privacy masks blanked."""
+        size = (self.settings.width, self.settings.height)
+        if (frame.shape[1], frame.shape[0]) != size:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        if self._privacy is not None:
+            frame = cv2.bitwise_and(frame, self._privacy)
+        return frame
+
+    def process(self, frame: Frame, when: datetime) -> list[Output]:
+        """Analyse one frame taken at `when` (aware); what to publish."""
+        self.frames += 1
+        t = when.timestamp()
+        frame = self.prepare(frame)
+        small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
+        blobs = self.motion.apply(small)
+        tracks = self.tracker.update(blobs, t)
+        busy = self.motion.global_change or len(blobs) > 0
+        view = self.tamper.check(frame, t, busy=busy)
+        tampered = view.covered or view.blurred or view.moved
+        out: list[Output] = []
+        tamper_scores = (
+            1.0 - min(1.0, view.std / (2 * self.settings.tuning.covered_std)),
+            1.0 - min(1.0, view.sharpness / (self.tamper.baseline or 1.0)),
+            min(1.0, max(view.shift / (2 * self.settings.tuning.moved_shift), 1.0 - view.match)),
+        )
+        for kind, holds, score in zip(_TAMPER_KINDS, (view.covered, view.blurred, view.moved),
+                                      tamper_scores, strict=True):  # fmt: skip
+            out += self._alert(kind, None, holds, t, when, max(0.5, score), None, frame, [])
+        local = when.astimezone(self.tz)
+        for zone in self.settings.zones:
+            if zone.purpose is ZonePurpose.COUNTING_LINE:
+                continue
+            watched = zone.watched(local) and not tampered
+            inside = [tr for tr in tracks if self._inside(zone, tr)] if watched else []
+            holds, score, objects = self._condition(zone, inside, tracks, t)
+            out += self._alert(_ALERT_KIND[zone.purpose], zone.name, holds and watched, t, when,
+                               score, objects, frame, inside, zone)  # fmt: skip
+        if not tampered:
+            self._count(tracks)
+        out += self._report_counts(t, when)
+        return out
+
+    def _condition(
+        self, zone: Zone, inside: list[Track], tracks: list[Track], t: float
+    ) -> tuple[bool, float, int]:
+        for tr in tracks:  # entry times, kept while the person stays in the zone
+            if tr in inside:
+                tr.zone_since.setdefault(zone.name, t)
+            else:
+                tr.zone_since.pop(zone.name, None)
+        match zone.purpose:
+            case ZonePurpose.RESTRICTED:
+                best = max((tr.hits for tr in inside), default=0)
+                return bool(inside), min(1.0, 0.6 + 0.04 * best), len(inside)
+            case ZonePurpose.LOITERING:
+                dwell = max((t - tr.zone_since[zone.name] for tr in inside), default=0.0)
+                lasting = [tr for tr in inside if t - tr.zone_since[zone.name] >= zone.loiter_s]
+                return bool(lasting), min(1.0, 0.5 + dwell / (4 * zone.loiter_s)), len(lasting)
+            case _:
+                people = self._crowd_estimate(zone, inside)
+                return (people > zone.crowd_limit, min(1.0, 0.5 * people / zone.crowd_limit),
+                        people)  # fmt: skip
+
+    def _crowd_estimate(self, zone: Zone, inside: list[Track]) -> int:
+        """People in a crowd zone: tracked ones, or moving area over a person's when they
+        merge into one blob."""
+        area = cv2.countNonZero(cv2.bitwise_and(self.motion.mask, self._zone_masks[zone.name]))
+        return max(len(inside), math.floor(area / self.person_area + 0.3))
+
+    def _alert(
+        self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,
+        when: datetime, score: float, objects: int | None, frame: Frame, inside: list[Track],
+        zone: Zone | None = None,
+    ) -> list[Output]:  # fmt: skip
+        life = self._alerts.get((kind, zone_name))
+        if life is None:
+            life = self._alerts[(kind, zone_name)] = Lifecycle(self.settings.alerts)
+        phase = life.update(holds, t)
+        if phase is None:
+            return []
+        snapshot = None
+        if phase.phase is AlertPhase.START:
+            snapshot = self.snapshot(frame, zone, [tr.blob for tr in inside])
+        return [AlertOut(phase.alert_id, phase.phase, kind, zone_name, round(score, 3), objects,
+                         when, snapshot)]  # fmt: skip
+
+    # ---- counting lines ----
+
+    def _count(self, tracks: list[Track]) -> None:
+        """A track crosses a line when its foot changes side, between where it was last seen
+        clearly on one side and where it is now, within the line's ends."""
+        for line in self._lines.values():
+            a, b = line.zone.points
+            name = line.zone.name
+            for tr in tracks:
+                side = _side(a, b, tr.foot)
+                if side == 0:
+                    continue  # on the line: wait until it is clearly across
+                before = tr.line_side.get(name)
+                tr.line_side[name] = (side, tr.foot)
+                if before is None or before[0] * side > 0 or not _crosses(a, b, before[1], tr.foot):
+                    continue
+                if side < 0:
+                    line.entered += 1
+                    line.inside += 1
+                else:
+                    line.exited += 1
+                    line.inside = max(0, line.inside - 1)
+
+    def _report_counts(self, t: float, when: datetime) -> list[Output]:
+        out: list[Output] = []
+        for line in self._lines.values():
+            if (
+                line.reported_at is not None
+                and t - line.reported_at < self.settings.occupancy_every_s
+            ):
+                continue
+            out.append(CountOut(line.zone.name, line.inside, line.entered, line.exited, when))
+            line.entered = line.exited = 0
+            line.reported_at = t
+        return out
+
+    # ---- snapshots ----
+
+    def snapshot(self, frame: Frame, zone: Zone | None, blobs: list[Blob]) -> bytes:
+        """The (masked) frame with the zone and the objects drawn, as a small JPEG."""
+        img = frame.copy()
+        size = (img.shape[1], img.shape[0])
+        if zone is not None:
+            pts = self._px(zone.points, size)
+            cv2.polylines(img, [pts], zone.purpose is not ZonePurpose.COUNTING_LINE,
+                          _ZONE_COLOUR[zone.purpose], 2)  # fmt: skip
+        sx, sy = size[0] / self.small_size[0], size[1] / self.small_size[1]
+        for b in blobs:
+            cv2.rectangle(img, (int(b.x * sx), int(b.y * sy)),
+                          (int((b.x + b.w) * sx), int((b.y + b.h) * sy)), (0, 0, 255), 2)  # fmt: skip
+        width = self.settings.snapshot_width
+        img = cv2.resize(img, (width, max(1, round(width * size[1] / size[0]))),
+                         interpolation=cv2.INTER_AREA)  # fmt: skip
+        quality = self.settings.snapshot_quality
+        while True:
+            ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise RuntimeError("OpenCV could not encode a snapshot")
+            if len(data) <= SNAPSHOT_MAX_BYTES or quality <= 20:
+                return data.tobytes()
+            quality -= 15

@@ -1,0 +1,181 @@
+"""A camera's analytics configuration: its stream, zones with purposes and schedules, privacy
+masks, and the detectors' thresholds. Given as the `settings` of a camera device whose driver is
+`opencv` in the site file; coordinates are fractions of the frame (0-1, x right, y down)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Point = tuple[float, float]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZonePurpose(StrEnum):
+    RESTRICTED = "restricted"  # anyone inside while the zone is active is an intrusion
+    LOITERING = "loitering"  # anyone staying longer than loiter_s
+    CROWD = "crowd"  # more people than crowd_limit at once
+    COUNTING_LINE = "counting_line"  # crossings each way, published as occupancy
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+_DAYS = list(Weekday)
+
+
+class Window(_Config):
+    """When a zone is watched: from `start` to `end` on the given days (a window whose end is
+    before its start runs past midnight into the next day)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(Weekday), min_length=1)
+    start: time
+    end: time
+
+    def covers(self, when: datetime) -> bool:
+        t, day = when.time(), _DAYS[when.weekday()]
+        if self.start <= self.end:
+            return day in self.days and self.start <= t < self.end
+        yesterday = _DAYS[(when.weekday() - 1) % 7]
+        return (day in self.days and t >= self.start) or (yesterday in self.days and t < self.end)
+
+
+class Zone(_Config):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    purpose: ZonePurpose
+    points: list[Point] = Field(
+        min_length=2, max_length=64, description="a polygon; for a counting line, its two ends"
+    )
+    active: list[Window] = Field(
+        default_factory=list, description="when the zone is watched; empty: always"
+    )
+    loiter_s: float = Field(default=30.0, gt=0, le=86_400, description="loitering: how long")
+    crowd_limit: int = Field(default=10, ge=1, le=10_000, description="crowd: more than this")
+
+    @field_validator("points")
+    @classmethod
+    def _inside_frame(cls, points: list[Point]) -> list[Point]:
+        for x, y in points:
+            if not (0 <= x <= 1 and 0 <= y <= 1):
+                raise ValueError(f"point ({x}, {y}) is outside the frame: use fractions 0-1")
+        return points
+
+    @model_validator(mode="after")
+    def _shape(self) -> Zone:
+        if self.purpose is ZonePurpose.COUNTING_LINE and len(self.points) != 2:
+            raise ValueError("a counting line has exactly two points")
+        if self.purpose is not ZonePurpose.COUNTING_LINE and len(self.points) < 3:
+            raise ValueError("a zone is a polygon of at least three points")
+        return self
+
+    def watched(self, when: datetime) -> bool:
+        return not self.active or any(w.covers(when) for w in self.active)
+
+
+class AlertTiming(_Config):
+    """An alert's life: it starts once its condition has held `min_duration_s`, is updated at
+    most every `update_every_s`, and ends once the condition has been gone `cooldown_s`."""
+
+    min_duration_s: float = Field(default=1.0, ge=0, le=3600)
+    cooldown_s: float = Field(default=10.0, ge=0, le=3600)
+    update_every_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class Tuning(_Config):
+    """Detector thresholds. The defaults suit a fixed camera at 640x360, 5 frames per second."""
+
+    analysis_width: int = Field(
+        default=320, ge=80, le=1920, description="motion is found at this width"
+    )
+    person_height: float = Field(
+        default=0.2, gt=0, le=1, description="a standing person's height, as a share of the frame's"
+    )
+    min_area: float = Field(
+        default=0.15, gt=0, le=1, description="smallest moving blob, as a share of a person's area"
+    )
+    background_s: float = Field(
+        default=1800.0, gt=1, description="what stays put about this long becomes background"
+    )
+    covered_std: float = Field(
+        default=10.0, gt=0, description="grey-level spread below which the view is featureless"
+    )
+    blur_ratio: float = Field(
+        default=0.35, gt=0, lt=1, description="sharpness below this share of the usual is defocus"
+    )
+    moved_shift: float = Field(
+        default=0.03,
+        gt=0,
+        lt=1,
+        description="a view shifted by more than this share of its width has moved",
+    )
+    moved_match: float = Field(
+        default=0.5,
+        gt=-1,
+        lt=1,
+        description="a view correlating less than this with its reference has moved",
+    )
+
+
+class CameraSettings(_Config):
+    """The `settings` of a camera device with the `opencv` driver."""
+
+    source: str = Field(
+        min_length=1, description="what OpenCV's VideoCapture opens: rtsp://, http://, a file"
+    )
+    fps: float = Field(default=5.0, gt=0, le=60, description="frames analysed per second")
+    width: int = Field(default=640, ge=64, le=3840, description="frames are resized to this first")
+    height: int = Field(default=360, ge=36, le=2160)
+    timezone: str = Field(default="UTC", description="for zone schedules (IANA name)")
+    zones: list[Zone] = Field(default_factory=list)
+    privacy_masks: list[list[Point]] = Field(
+        default_factory=list, description="polygons blanked before any analysis or snapshot"
+    )
+    alerts: AlertTiming = AlertTiming()
+    tuning: Tuning = Tuning()
+    occupancy_every_s: float = Field(
+        default=10.0, gt=0, description="counting lines report this often"
+    )
+    status_every_s: float = Field(default=60.0, gt=0, description="camera.status heartbeat")
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    snapshot_width: int = Field(default=320, ge=64, le=1280)
+    snapshot_quality: int = Field(default=70, ge=10, le=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("privacy_masks")
+    @classmethod
+    def _masks(cls, masks: list[list[Point]]) -> list[list[Point]]:
+        for mask in masks:
+            if len(mask) < 3 or any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in mask):
+                raise ValueError("a privacy mask is a polygon of 3+ points inside the frame (0-1)")
+        return masks
+
+    @model_validator(mode="after")
+    def _names(self) -> CameraSettings:
+        names = [z.name for z in self.zones]
+        if len(names) != len(set(names)):
+            raise ValueError(f"zone names repeat: {names}")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s is below reconnect_min_s")
+        return self

@@ -1,0 +1,168 @@
+"""Moving objects: background subtraction on a downscaled frame, and a simple tracker.
+
+The background is a running average per pixel that learns only where nothing is moving, so a
+person who stops stays in the foreground (for loitering) instead of fading into the background;
+what stays put for `background_s` (a parked bicycle) is learned slowly all the same. It follows
+gradual light changes within seconds; a sudden change of most of the frame (a light switched on
+or off) makes it take the new frame as the background at once instead of reporting the whole
+picture as moving. Pixels that are only a darker (or, as a shadow moves off, a lighter) version
+of the background, with the same colour, are shadows and do not count. Blobs smaller than a share of a person are noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from cv2.typing import MatLike
+from numpy.typing import NDArray
+
+Frame = MatLike
+
+_GLOBAL_CHANGE = 0.4  # this share of the frame changing at once is light, not people
+_WARMUP_FRAMES = 3
+_FOLLOW_S = 10.0  # the background follows slow light changes over about this long
+_MIN_THRESHOLD = 14.0  # grey levels: differences below this are never motion
+_NOISE_K = 4.0  # differences above this many noise deviations are motion
+_SHADOW_RATIO = (0.4, 0.93)  # a shadow darkens the background by this much…
+_SHADOW_CHROMA = 0.06  # …and keeps its colour (normalised r, g within this)
+_NOISE_EVERY = 5  # frames between updates of the noise estimate
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A moving region in analysis pixels, with its foot point (bottom centre) in frame fractions."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    foot: tuple[float, float]
+
+
+class MotionDetector:
+    def __init__(
+        self, width: int, height: int, *, min_area_px: float, fps: float, background_s: float
+    ) -> None:
+        self.width, self.height = width, height
+        self.min_area_px = min_area_px
+        self._follow = min(1.0, 1.0 / (fps * _FOLLOW_S))
+        self._absorb = min(1.0, 1.0 / (fps * background_s))
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._bg: MatLike | None = None
+        self._noise = 3.0
+        self._frames = 0
+        self.mask: Frame = np.zeros((height, width), np.uint8)
+        self.global_change = False
+
+    def apply(self, small: Frame) -> list[Blob]:
+        """Blobs moving in `small` (a BGR frame at the analysis size)."""
+        self._frames += 1
+        f = small.astype(np.float32)
+        if self._bg is None or self._frames <= _WARMUP_FRAMES:
+            self._bg = f if self._bg is None else cv2.addWeighted(self._bg, 0.5, f, 0.5, 0)
+            return []
+        bg = self._bg
+        diff = cv2.cvtColor(cv2.absdiff(f, bg), cv2.COLOR_BGR2GRAY)
+        moving = diff > max(_MIN_THRESHOLD, _NOISE_K * self._noise)
+        if moving.mean() > _GLOBAL_CHANGE:  # the light changed, not the scene
+            self.global_change = True
+            self._bg = f
+            self.mask = np.zeros_like(self.mask)
+            return []
+        self.global_change = False
+        if moving.any():
+            moving[moving] = ~self._shadow(f, bg, moving)
+        fg = cv2.morphologyEx(moving.astype(np.uint8) * 255, cv2.MORPH_OPEN, self._kernel)
+        fg = cv2.dilate(fg, self._kernel, iterations=2)
+        still = cv2.bitwise_not(fg)
+        if self._frames % _NOISE_EVERY == 0:  # noise level from the background's own pixels
+            mean_diff = cv2.mean(diff, mask=still)[0]
+            self._noise += 0.2 * (mean_diff * 1.25 - self._noise)
+        cv2.accumulateWeighted(f, bg, self._follow, mask=still)
+        cv2.accumulateWeighted(f, bg, self._absorb, mask=fg)
+        self.mask = fg
+        contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        blobs = []
+        for c in contours:
+            area = cv2.contourArea(c)
+            if area < self.min_area_px:
+                continue
+            x, y, w, h = cv2.boundingRect(c)
+            blobs.append(Blob(x, y, w, h, int(area),
+                              ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
+        return blobs
+
+    @staticmethod
+    def _shadow(f: MatLike, bg: MatLike, where: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Which of the pixels `where` are light changes only (shadows), in their order."""
+        # Colour is compared on slightly blurred copies: sensor noise would swamp it in the dark.
+        fp, bp = cv2.blur(f, (5, 5))[where], cv2.blur(bg, (5, 5))[where]
+        fs, bs = fp.sum(axis=1) + 1.0, bp.sum(axis=1) + 1.0
+        ratio = fs / bs
+        chroma = np.abs(fp[:, 2] / fs - bp[:, 2] / bs) + np.abs(fp[:, 1] / fs - bp[:, 1] / bs)
+        lo, hi = _SHADOW_RATIO
+        # Darker (a shadow falls) or lighter (a shadow the background still holds moves away).
+        light_only = ((ratio > lo) & (ratio < hi)) | ((ratio > 1 / hi) & (ratio < 1 / lo))
+        shadow: NDArray[np.bool_] = light_only & (chroma < _SHADOW_CHROMA)
+        return shadow
+
+
+@dataclass(slots=True)
+class Track:
+    id: int
+    blob: Blob
+    first_t: float
+    last_t: float
+    hits: int = 1
+    missed: int = 0
+    zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
+    # counting line → the last side the track was clearly on, and where
+    line_side: dict[str, tuple[float, tuple[float, float]]] = field(default_factory=dict)
+
+    @property
+    def foot(self) -> tuple[float, float]:
+        return self.blob.foot
+
+    @property
+    def confirmed(self) -> bool:
+        return self.hits >= 2
+
+
+class Tracker:
+    """Greedy nearest-neighbour matching of blobs to tracks by their foot points."""
+
+    def __init__(self, max_step: float, max_missed: int) -> None:
+        self.max_step = max_step  # in frame fractions per frame
+        self.max_missed = max_missed
+        self.tracks: list[Track] = []
+        self._next = 1
+
+    def update(self, blobs: list[Blob], t: float) -> list[Track]:
+        pairs = sorted(
+            ((math.dist(tr.foot, b.foot), i, j) for i, tr in enumerate(self.tracks)
+             for j, b in enumerate(blobs)),
+        )  # fmt: skip
+        used_t: set[int] = set()
+        used_b: set[int] = set()
+        for d, i, j in pairs:
+            if i in used_t or j in used_b:
+                continue
+            track = self.tracks[i]
+            if d > self.max_step * (1 + track.missed):
+                continue
+            used_t.add(i)
+            used_b.add(j)
+            track.blob, track.last_t, track.hits, track.missed = blobs[j], t, track.hits + 1, 0
+        for i, track in enumerate(self.tracks):
+            if i not in used_t:
+                track.missed += 1
+        self.tracks = [tr for tr in self.tracks if tr.missed <= self.max_missed]
+        for j, b in enumerate(blobs):
+            if j not in used_b:
+                self.tracks.append(Track(self._next, b, t, t))
+                self._next += 1
+        return [tr for tr in self.tracks if tr.confirmed and tr.missed == 0]
