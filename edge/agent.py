@@ -8,6 +8,7 @@ milliseconds, or for many agents at once by a simulated fleet.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -44,7 +45,12 @@ SOFTWARE = "gridwatch-edge 0.1"
 PUMP_INTERVAL_S = 0.02
 _RETRY_PAUSE_S = 1.0
 _COMMAND_MEMORY = timedelta(days=7)
-_TELEMETRY = (d.OccupancySeen, d.DoorStateSeen, d.SpeakerStatusSeen)
+# Dropped first when the outbox is full: states that the next report repeats, and pictures
+# (their alerts stay).
+_TELEMETRY = (
+    d.OccupancySeen, d.DoorStateSeen, d.SpeakerStatusSeen, d.CameraStatusSeen,
+    d.CameraSnapshotSeen,
+)  # fmt: skip
 
 
 def hash_credential(key: bytes, raw: str) -> str:
@@ -83,6 +89,18 @@ def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.Devic
                 **env, device=dev, alert_id=reading.alert_id, phase=reading.phase,
                 kind=reading.kind, zone=reading.zone, score=reading.score,
                 objects=reading.objects, snapshot=reading.snapshot,
+            )  # fmt: skip
+        case d.CameraSnapshotSeen():
+            named = m.envelope(env["seq"], id=reading.message_id, ts=env["ts"])
+            return m.CameraSnapshot(
+                **named, device=dev, alert_id=reading.alert_id,
+                width=reading.width, height=reading.height,
+                jpeg=base64.b64encode(reading.jpeg).decode(),
+            )  # fmt: skip
+        case d.CameraStatusSeen():
+            return m.CameraStatus(
+                **env, device=dev, online=reading.online, fps=round(reading.fps, 2),
+                detail=reading.detail,
             )  # fmt: skip
         case d.SpeakerStatusSeen():
             return m.SpeakerStatus(

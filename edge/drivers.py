@@ -70,6 +70,25 @@ class CameraAlertSeen(Reading):
 
 
 @dataclass(frozen=True, slots=True)
+class CameraSnapshotSeen(Reading):
+    """The picture of an alert; its message goes out with `message_id`, which the alert's
+    `snapshot` names."""
+
+    message_id: uuid.UUID
+    alert_id: uuid.UUID
+    width: int
+    height: int
+    jpeg: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatusSeen(Reading):
+    online: bool
+    fps: float
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SpeakerStatusSeen(Reading):
     online: bool
     volume: int

@@ -252,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--folder", default=".gridwatch/fleet", help="where the simulated nodes keep their outboxes"
     )
+    scene = sub.add_parser(
+        "scene", help="Synthetic camera scenes with ground truth (files or live streams).",
+        description="Synthetic camera scenes with ground truth.",
+    )  # fmt: skip
+    ssub = scene.add_subparsers(dest="scene_command", required=True, metavar="COMMAND")
+    sw = add(ssub, "write", _lazy("gridwatch.simulate:run_scene_write"),
+             "Render a scene to a video file with its ground truth (JSON) beside it.")  # fmt: skip
+    sw.add_argument("--out", default=".", help="folder for the files")
+    ss = add(ssub, "serve", _lazy("gridwatch.simulate:run_scene_serve"),
+             "Serve a scene as a live MJPEG stream over HTTP, like an IP camera.")  # fmt: skip
+    ss.add_argument("--host", default="127.0.0.1")
+    ss.add_argument("--port", type=int, default=8554)
+    for p in (sw, ss):
+        p.add_argument("kind", choices=["intrusion", "loitering", "crowd", "counting", "quiet",
+                                        "tamper-covered", "tamper-blurred", "tamper-moved"])  # fmt: skip
+        p.add_argument("--seed", type=int, default=1, help="the same seed gives the same scene")
     sim.add_argument("--metrics-port", type=int, default=0, help="Prometheus port; 0: off")
 
     ingest = add(

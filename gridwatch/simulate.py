@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -19,9 +20,11 @@ from simulators import scenario as scenarios
 from simulators.devices import make_device
 from simulators.engine import Engine, SimClock
 from simulators.fleet import SIMULATED_DRIVER, Fleet
+from simulators.scenes import Scene
 from simulators.venues import Venue
 
 log = logging.getLogger(__name__)
+OPENCV_DRIVER = "opencv"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -88,10 +91,13 @@ def run_edge(args: argparse.Namespace) -> int:
     engine: Engine | None = None
     devices: list[Device] = []
     for dev in config.devices:
+        if dev.driver == OPENCV_DRIVER:
+            devices.append(_opencv_camera(dev, args.config))
+            continue
         if dev.driver != SIMULATED_DRIVER:
             raise edge_config.ConfigError(
                 f"{args.config}: devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-                f" (available: {SIMULATED_DRIVER})"
+                f" (available: {SIMULATED_DRIVER}, {OPENCV_DRIVER} for cameras)"
             )
         if engine is None:
             engine = Engine(SimClock(float(dev.settings.get("speed", 1.0))))
@@ -114,6 +120,25 @@ def run_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _opencv_camera(dev: edge_config.DeviceConfig, path: str) -> Device:
+    """A camera whose stream the agent analyses itself (edge.vision)."""
+    from pydantic import ValidationError
+
+    from edge.vision.camera import AnalyzedCamera
+    from edge.vision.config import CameraSettings
+
+    where = f"{path}: devices.{dev.id}"
+    if dev.kind is not DeviceKind.CAMERA:
+        raise edge_config.ConfigError(f"{where}.driver: {OPENCV_DRIVER} drives cameras only")
+    try:
+        settings = CameraSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{where}.settings.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())  # fmt: skip
+        raise edge_config.ConfigError(problems) from None
+    return AnalyzedCamera(dev.id, settings, model=dev.model)
+
+
 def _simulated(
     dev: edge_config.DeviceConfig, config: edge_config.SiteConfig, engine: Engine
 ) -> Device:
@@ -126,3 +151,40 @@ def _simulated(
         DeviceKind(dev.kind), dev.id, venue, engine,
         seed=int(s.get("seed", 1)), report_every_s=float(s.get("report_every_s", 10.0)),
     )  # fmt: skip
+
+
+def _scene(kind: str, seed: int) -> Scene:
+    from simulators import scenes
+
+    if kind.startswith("tamper-"):
+        return scenes.tamper_scene(seed, kind.removeprefix("tamper-"))  # type: ignore[arg-type]
+    make = {"intrusion": scenes.intrusion_scene, "loitering": scenes.loitering_scene,
+            "crowd": scenes.crowd_scene, "counting": scenes.counting_scene,
+            "quiet": scenes.quiet_scene}[kind]  # fmt: skip
+    return make(seed)
+
+
+def run_scene_write(args: argparse.Namespace) -> int:
+    """Render a synthetic camera scene to a video file, with its ground truth beside it."""
+    from simulators import scenes
+
+    scene = _scene(args.kind, args.seed)
+    video, truth = scenes.write_clip(scene, Path(args.out))
+    print(json.dumps({"video": str(video), "truth": str(truth),
+                      "camera_settings": scenes.camera_settings(scene, str(video))}, indent=2))  # fmt: skip
+    return 0
+
+
+def run_scene_serve(args: argparse.Namespace) -> int:
+    """Serve a synthetic camera scene as a live MJPEG stream until SIGTERM or SIGINT."""
+    from simulators import scenes
+    from simulators.stream import SceneStream
+
+    scene = _scene(args.kind, args.seed)
+    stream = SceneStream(scene, host=args.host, port=args.port).start()
+    print(json.dumps({"url": stream.url, "camera_settings": scenes.camera_settings(scene, stream.url)},
+                     indent=2), flush=True)  # fmt: skip
+    stop = _stop_on_signals()
+    stop.wait()
+    stream.stop()
+    return 0

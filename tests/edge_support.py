@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,9 +37,12 @@ def site_file(
     *,
     report_every_s: dict[str, float] | None = None,
     password: str | None = None,
+    cameras: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """A site file for `gridwatch edge` with simulated devices for this node."""
+    """A site file for `gridwatch edge` with simulated devices for this node; the devices in
+    `cameras` are analysed cameras (driver `opencv`) with those settings instead."""
     every = report_every_s or {}
+    cameras = cameras or {}
     config = {
         "site": creds.site,
         "node": creds.node,
@@ -46,8 +50,9 @@ def site_file(
         "site_secret": site_secret_for(creds.secret),
         "outbox": {"path": str(folder / "outbox.db"), "durability": "normal"},
         "devices": [
-            {"id": dev, "kind": kind, "driver": "simulated",
-             "settings": {"report_every_s": every.get(kind, 3600)}}
+            {"id": dev, "kind": kind, "driver": "opencv", "settings": cameras[dev]} if dev in cameras
+            else {"id": dev, "kind": kind, "driver": "simulated",
+                  "settings": {"report_every_s": every.get(kind, 3600)}}
             for dev, kind in creds.devices
         ],
     }  # fmt: skip

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg.types.json import Jsonb
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
@@ -73,6 +74,30 @@ def _incident(db: Conn, user: User, incident_id: int) -> Incident:
 @router.get("/{incident_id}", response_model=Incident, summary="One incident")
 def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
     return _incident(db, user, incident_id)
+
+
+@router.get(
+    "/{incident_id}/snapshot",
+    summary="The camera's picture of it (JPEG)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}},
+)
+def snapshot(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
+    incident = _incident(db, user, incident_id)
+    ref = incident.detail.get("snapshot")
+    row = None
+    if isinstance(ref, str):
+        try:
+            row = db.execute(
+                "SELECT jpeg FROM camera_snapshots WHERE id = %s AND device_id = %s LIMIT 1",
+                (uuid.UUID(ref), incident.device_id),
+            ).fetchone()
+        except ValueError:
+            row = None
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} has no snapshot")
+    return Response(bytes(row[0]), media_type="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
 
 
 @router.get("/{incident_id}/events", response_model=list[IncidentEvent], summary="Its timeline")

@@ -126,3 +126,14 @@ export async function venueNames() {
   }
   return venueCache.names;
 }
+
+/** An image (or other file) from the API, as an object URL for an <img>. */
+export async function objectUrl(path) {
+  const s = session.get();
+  const response = await fetch(path, { headers: s ? { Authorization: `Bearer ${s.token}` } : {} });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    throw new ApiError(response.status, data?.error, data?.detail);
+  }
+  return URL.createObjectURL(await response.blob());
+}

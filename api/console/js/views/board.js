@@ -1,6 +1,6 @@
 // The live incident board: what is open now, newest first, red on top; acknowledge, silence, resolve.
 
-import { api, venueNames } from "../api.js";
+import { api, objectUrl, venueNames } from "../api.js";
 import { act, ago, ask, clock, debounce, h, severityChip, toast } from "../dom.js";
 
 const RANK = { red: 0, yellow: 1, green: 2 };
@@ -76,13 +76,29 @@ export async function render(root, { me, live }) {
     }
     return h("tr", { class: state.fresh.has(i.id) ? "flash" : null, dataset: { id: i.id, severity: i.severity } },
       h("td", {}, severityChip(i.severity)),
-      h("td", {}, h("div", {}, i.title), h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`)),
+      h("td", {}, h("div", {}, i.title), h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`),
+        i.detail?.snapshot ? picture(i) : null),
       h("td", {}, h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)),
       h("td", { class: "mono" }, i.device_id || "–"),
       h("td", { title: `last ${clock(i.last_seen)}` }, i.occurrences > 1 ? `${i.occurrences}× · ${ago(i.last_seen)}` : ago(i.last_seen)),
       h("td", { title: clock(i.opened_at) }, ago(i.opened_at)),
       h("td", {}, i.status, silenced ? h("div", { class: "muted small" }, `silenced until ${clock(i.silenced_until)}`) : null),
       h("td", {}, actions));
+  }
+
+  /** The camera's snapshot of an incident, loaded when asked for. */
+  function picture(i) {
+    const box = h("div", { class: "snapshot" });
+    const show = h("button", { type: "button", class: "small quiet", onclick: async () => {
+      show.remove();
+      try {
+        box.append(h("img", { src: await objectUrl(`/api/incidents/${i.id}/snapshot`), alt: `camera picture of incident ${i.id}` }));
+      } catch (e) {
+        box.append(h("span", { class: "muted small" }, e.message));
+      }
+    } }, "picture");
+    box.append(show);
+    return box;
   }
 
   function button(label, f) {
