@@ -306,3 +306,13 @@ def test_a_camera_stream_with_an_intrusion_becomes_an_incident_with_its_picture(
     finally:
         stop_process(agent)
         stream.stop()
+
+
+def test_the_example_site_files_camera_settings_are_valid() -> None:
+    from edge.config import load
+
+    site = load(Path(__file__).parents[1] / "examples" / "site.yaml")
+    (camera,) = [d for d in site.devices if d.driver == "opencv"]
+    settings = CameraSettings.model_validate(camera.settings)
+    assert {z.purpose.value for z in settings.zones} == {"restricted", "counting_line"}
+    assert settings.privacy_masks

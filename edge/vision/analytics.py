@@ -121,7 +121,6 @@ class CameraAnalytics:
         self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
         self._lines = {z.name: _Line(z) for z in settings.zones
                        if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
-        self.frames = 0
 
     # ---- geometry ----
 
@@ -152,12 +151,11 @@ class CameraAnalytics:
 
     def process(self, frame: Frame, when: datetime) -> list[Output]:
         """Analyse one frame taken at `when` (aware); what to publish."""
-        self.frames += 1
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
         blobs = self.motion.apply(small)
-        tracks = self.tracker.update(blobs, t)
+        tracks = self.tracker.update(blobs)
         busy = self.motion.global_change or len(blobs) > 0
         view = self.tamper.check(frame, t, busy=busy)
         tampered = view.covered or view.blurred or view.moved

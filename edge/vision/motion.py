@@ -115,8 +115,6 @@ class MotionDetector:
 class Track:
     id: int
     blob: Blob
-    first_t: float
-    last_t: float
     hits: int = 1
     missed: int = 0
     zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
@@ -141,7 +139,7 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next = 1
 
-    def update(self, blobs: list[Blob], t: float) -> list[Track]:
+    def update(self, blobs: list[Blob]) -> list[Track]:
         pairs = sorted(
             ((math.dist(tr.foot, b.foot), i, j) for i, tr in enumerate(self.tracks)
              for j, b in enumerate(blobs)),
@@ -156,13 +154,13 @@ class Tracker:
                 continue
             used_t.add(i)
             used_b.add(j)
-            track.blob, track.last_t, track.hits, track.missed = blobs[j], t, track.hits + 1, 0
+            track.blob, track.hits, track.missed = blobs[j], track.hits + 1, 0
         for i, track in enumerate(self.tracks):
             if i not in used_t:
                 track.missed += 1
         self.tracks = [tr for tr in self.tracks if tr.missed <= self.max_missed]
         for j, b in enumerate(blobs):
             if j not in used_b:
-                self.tracks.append(Track(self._next, b, t, t))
+                self.tracks.append(Track(self._next, b))
                 self._next += 1
         return [tr for tr in self.tracks if tr.confirmed and tr.missed == 0]
