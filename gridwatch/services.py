@@ -35,6 +35,25 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (worker i of a group serves on first + i)."""
+    for _ in range(100):
+        first = free_port()
+        socks = []
+        try:
+            for i in range(1, count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", first + i))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     """True once something accepts connections on host:port, False after the timeout."""
     deadline = time.monotonic() + timeout_s

@@ -25,7 +25,7 @@ from gateway.client import (
 from gridwatch.bench import scrape
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.services import free_port
+from gridwatch.services import free_ports
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
@@ -63,7 +63,7 @@ def start_ingest(
     stack: LocalStack, workers: int = 1, *, slot: int = 0, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start `gridwatch ingest` and wait until every worker is subscribed; (process, metrics port)."""
-    port = free_port() - slot  # worker `slot` serves on port + slot
+    port = free_ports(workers) - slot  # worker `slot + i` serves on port + slot + i
     proc = stack.start_ingest(workers, metrics_port=port, slot=slot, env=env)
     port += slot
     ports = [port + i for i in range(workers)]

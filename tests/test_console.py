@@ -223,3 +223,39 @@ def test_console_sign_in_sign_out_and_pages_by_role(
     page.locator("#nav a", has_text="Rejected").click()
     expect(page.locator("main")).to_contain_text("Nothing refused.")
     assert errors == [], errors
+
+
+def test_a_camera_incident_shows_its_picture_on_the_board(
+    stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Browser
+) -> None:
+    import base64
+    import uuid
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from gateway.contract_doc import TINY_JPEG
+    from ingest import incidents, registry, tasks
+    from ingest.rules import Raise, Rule, Severity
+
+    camera = device_of(nodes[0], "camera")
+    picture = uuid.uuid4()
+    now = datetime.now(UTC)
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute(
+            """INSERT INTO camera_snapshots (ts, id, node_id, device_id, seq, alert_id, width, height, jpeg)
+               VALUES (%s, %s, %s, %s, 1, %s, 16, 16, %s)""",
+            (now, picture, nodes[0].node, camera, uuid.uuid4(), base64.b64decode(TINY_JPEG)),
+        )
+        venue = registry.load(conn).venues[nodes[0].site]
+        incidents.apply(conn, [Raise(Rule.CAMERA_INTRUSION, f"{camera}:intrusion", Severity.RED, venue, now,
+                                     device=camera, detail={"kind": "intrusion", "snapshot": str(picture)})],
+                        tasks.DeadlinePolicy())  # fmt: skip
+    errors: list[str] = []
+    page = signed_in(browser, api_url, "operator", errors)
+    row = page.locator("#incidents tr[data-severity=red]")
+    row.get_by_role("button", name="picture").click()
+    image = row.locator(".snapshot img")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") == 16  # loaded, not blocked by the CSP
+    assert errors == [], errors
