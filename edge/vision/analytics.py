@@ -27,6 +27,7 @@ from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase, CameraAlertKind
 
 Frame = MatLike
 
+_LINE_BAND = 0.01  # feet closer to a counting line than this share of the frame are on it
 _PERSON_FILL = 0.25  # a person's silhouette covers about this share of height squared
 _ZONE_COLOUR = {
     ZonePurpose.RESTRICTED: (40, 40, 230),
@@ -115,9 +116,6 @@ class CameraAnalytics:
                 cv2.fillPoly(keep, [self._px(poly, (w, h))], 0)
             self._privacy = cv2.merge([keep, keep, keep])
         self._polys = {z.name: np.array(z.points, np.float32) for z in settings.zones}
-        self._zone_masks = {
-            z.name: self._mask(z) for z in settings.zones if z.purpose is ZonePurpose.CROWD
-        }
         self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
         self._lines = {z.name: _Line(z) for z in settings.zones
                        if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
@@ -128,11 +126,6 @@ class CameraAnalytics:
     def _px(points: list[tuple[float, float]], size: tuple[int, int]) -> NDArray[np.int32]:
         return np.array([(round(x * (size[0] - 1)), round(y * (size[1] - 1))) for x, y in points],
                         np.int32)  # fmt: skip
-
-    def _mask(self, zone: Zone) -> Frame:
-        mask = np.zeros((self.small_size[1], self.small_size[0]), np.uint8)
-        cv2.fillPoly(mask, [self._px(zone.points, self.small_size)], 255)
-        return mask
 
     def _inside(self, zone: Zone, track: Track) -> bool:
         x, y = track.foot
@@ -174,7 +167,7 @@ class CameraAnalytics:
                 continue
             watched = zone.watched(local) and not tampered
             inside = [tr for tr in tracks if self._inside(zone, tr)] if watched else []
-            holds, score, objects = self._condition(zone, inside, tracks, t)
+            holds, score, objects = self._condition(zone, inside, tracks, blobs, t)
             out += self._alert(_ALERT_KIND[zone.purpose], zone.name, holds and watched, t, when,
                                score, objects, frame, inside, zone)  # fmt: skip
         if not tampered:
@@ -183,7 +176,7 @@ class CameraAnalytics:
         return out
 
     def _condition(
-        self, zone: Zone, inside: list[Track], tracks: list[Track], t: float
+        self, zone: Zone, inside: list[Track], tracks: list[Track], blobs: list[Blob], t: float
     ) -> tuple[bool, float, int]:
         for tr in tracks:  # entry times, kept while the person stays in the zone
             if tr in inside:
@@ -199,15 +192,17 @@ class CameraAnalytics:
                 lasting = [tr for tr in inside if t - tr.zone_since[zone.name] >= zone.loiter_s]
                 return bool(lasting), min(1.0, 0.5 + dwell / (4 * zone.loiter_s)), len(lasting)
             case _:
-                people = self._crowd_estimate(zone, inside)
+                people = self._crowd_estimate(zone, inside, blobs)
                 return (people > zone.crowd_limit, min(1.0, 0.5 * people / zone.crowd_limit),
                         people)  # fmt: skip
 
-    def _crowd_estimate(self, zone: Zone, inside: list[Track]) -> int:
-        """People in a crowd zone: tracked ones, or moving area over a person's when they
-        merge into one blob."""
-        area = cv2.countNonZero(cv2.bitwise_and(self.motion.mask, self._zone_masks[zone.name]))
-        return max(len(inside), math.floor(area / self.person_area + 0.3))
+    def _crowd_estimate(self, zone: Zone, inside: list[Track], blobs: list[Blob]) -> int:
+        """People in a crowd zone: tracked ones, or, when people merge into one blob, the
+        moving area of the blobs standing in the zone over a person's area."""
+        poly = self._polys[zone.name]
+        merged = sum(max(1, math.floor(b.area / self.person_area + 0.3)) for b in blobs
+                     if cv2.pointPolygonTest(poly, b.foot, False) >= 0)  # fmt: skip
+        return max(len(inside), merged)
 
     def _alert(
         self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,
@@ -234,9 +229,10 @@ class CameraAnalytics:
         for line in self._lines.values():
             a, b = line.zone.points
             name = line.zone.name
+            length = math.dist(a, b)
             for tr in tracks:
                 side = _side(a, b, tr.foot)
-                if side == 0:
+                if abs(side) < _LINE_BAND * length:
                     continue  # on the line: wait until it is clearly across
                 before = tr.line_side.get(name)
                 tr.line_side[name] = (side, tr.foot)

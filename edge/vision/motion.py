@@ -29,6 +29,7 @@ _NOISE_K = 4.0  # differences above this many noise deviations are motion
 _SHADOW_RATIO = (0.4, 0.93)  # a shadow darkens the background by this much…
 _SHADOW_CHROMA = 0.06  # …and keeps its colour (normalised r, g within this)
 _NOISE_EVERY = 5  # frames between updates of the noise estimate
+_GATE_GROWTH = 2  # a track unseen for a while may be found up to twice as far, no further
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ class Tracker:
             if i in used_t or j in used_b:
                 continue
             track = self.tracks[i]
-            if d > self.max_step * (1 + track.missed):
+            if d > self.max_step * min(1 + track.missed, _GATE_GROWTH):
                 continue
             used_t.add(i)
             used_b.add(j)
