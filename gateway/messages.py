@@ -378,19 +378,7 @@ DeviceEvent = (
 EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
 
 Message = Annotated[
-    DoorAccess
-    | DoorForced
-    | DoorHeldOpen
-    | DoorState
-    | Occupancy
-    | CameraAlert
-    | CameraSnapshot
-    | CameraStatus
-    | SpeakerStatus
-    | NodeBirth
-    | NodeDeath
-    | Command
-    | CommandResult,
+    EdgeMessage | Command,
     Field(discriminator="type"),
 ]
 
