@@ -230,7 +230,8 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
 
     out: list[Signal] = []
     says_down = isinstance(msg, m.SpeakerStatus | m.CameraStatus) and not msg.online
-    if isinstance(msg, m.DeviceMessage) and not says_down:
+    # A command result comes from the node, for a device that may not answer: not a sign of life.
+    if isinstance(msg, m.DeviceMessage) and not says_down and not isinstance(msg, m.CommandResult):
         out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device)))
         out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again"))
     match msg:

@@ -390,7 +390,9 @@ class BatchWriter:
         for a in accepted:
             m = a.inbound.message
             assert isinstance(m, DeviceMessage)
-            if m.device not in seen or m.ts >= seen[m.device][0]:
+            if isinstance(m, CommandResult):
+                pass  # the node answers for the device, which may well be dead: no sign of life
+            elif m.device not in seen or m.ts >= seen[m.device][0]:
                 # A device that says its own stream or line is down is seen, but not online.
                 down = isinstance(m, CameraStatus | SpeakerStatus) and not m.online
                 seen[m.device] = (m.ts, m.seq, not down)
@@ -400,28 +402,29 @@ class BatchWriter:
             prev = latest.get(key)
             if prev is None or m.ts >= prev.inbound.message.ts:
                 latest[key] = a
-        if not seen:
+        if seen:
+            # Sorted, so that concurrent workers lock rows in the same order and cannot deadlock.
+            devices = sorted(seen)
+            conn.execute(
+                """INSERT INTO device_status AS s (device_id, online, last_seen, last_seq)
+                   SELECT d, o, t, q
+                   FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::bigint[]) AS u(d, o, t, q)
+                   ON CONFLICT (device_id) DO UPDATE SET
+                       online = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.online
+                                     ELSE s.online END,
+                       last_seen = GREATEST(s.last_seen, excluded.last_seen),
+                       last_seq = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.last_seq
+                                       ELSE s.last_seq END,
+                       updated_at = now()""",
+                (
+                    devices,
+                    [seen[d][2] for d in devices],
+                    [seen[d][0] for d in devices],
+                    [seen[d][1] for d in devices],
+                ),
+            )
+        if not latest:
             return
-        # Sorted, so that concurrent workers lock rows in the same order and cannot deadlock.
-        devices = sorted(seen)
-        conn.execute(
-            """INSERT INTO device_status AS s (device_id, online, last_seen, last_seq)
-               SELECT d, o, t, q
-               FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::bigint[]) AS u(d, o, t, q)
-               ON CONFLICT (device_id) DO UPDATE SET
-                   online = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.online
-                                 ELSE s.online END,
-                   last_seen = GREATEST(s.last_seen, excluded.last_seen),
-                   last_seq = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.last_seq
-                                   ELSE s.last_seq END,
-                   updated_at = now()""",
-            (
-                devices,
-                [seen[d][2] for d in devices],
-                [seen[d][0] for d in devices],
-                [seen[d][1] for d in devices],
-            ),
-        )
         keys = sorted(latest)
         rows = [latest[k] for k in keys]
         conn.execute(

@@ -276,18 +276,19 @@ def write_clip(scene: Scene, folder: Path) -> tuple[Path, Path]:
     """The scene as a video file (Motion JPEG in AVI: every OpenCV build reads it) with its
     ground truth beside it; their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    video = folder / f"{scene.name}.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), scene.fps,
+    video, truth = folder / f"{scene.name}.avi", folder / f"{scene.name}.json"
+    partial = folder / f"{scene.name}.partial.avi"  # renamed when complete: no half clips
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*"MJPG"), scene.fps,
                              (scene.width, scene.height))  # fmt: skip
     if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {video}")
+        raise RuntimeError(f"OpenCV cannot write {partial}")
     try:
         for i in range(scene.frames()):
             writer.write(scene.frame(i))
     finally:
         writer.release()
-    truth = folder / f"{scene.name}.json"
     truth.write_text(json.dumps(scene.truth(), indent=1))
+    partial.replace(video)
     return video, truth
 
 
@@ -417,7 +418,7 @@ def quiet_scene(seed: int, duration: float = 600.0) -> Scene:
         switches += [LightSwitch(at, float(rng.uniform(0.55, 0.7))), LightSwitch(at + 60, 1.0)]
     shadows = [Shadow(s, s + 40, float(rng.uniform(0.5, 0.9)))
                for s in np.linspace(30, duration - 60, 4).tolist()]  # fmt: skip
-    return Scene(f"quiet-{seed}", duration, seed=seed, noise=6.0, drift=0.1, drift_period_s=300,
+    return Scene(f"quiet-{seed}-{round(duration)}s", duration, seed=seed, noise=6.0, drift=0.1, drift_period_s=300,
                  walkers=_passers(rng, 12, duration, (0.3, 0.45)), switches=switches,
                  shadows=shadows, zones=[RESTRICTED, LOITER])  # fmt: skip
 

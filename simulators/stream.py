@@ -24,6 +24,7 @@ class SceneStream:
         quality: int = 85,
     ) -> None:  # fmt: skip
         self.scene, self.loop, self.quality = scene, loop, quality
+        scene.background()  # rendered once here, not by two viewers at once
         self.started = time.monotonic()
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
@@ -46,7 +47,9 @@ class SceneStream:
     def stop(self) -> None:
         """Stop serving; viewers see their stream end."""
         self._closing.set()
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever(): only if it runs
+            self._server.shutdown()
+            self._thread = None
         self._server.server_close()
 
     def scene_time(self) -> float:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -354,3 +355,35 @@ def test_clean_shutdown_mid_stream_acknowledges_only_what_is_committed(
         wait_stored(stack.dsn, total)
     finally:
         stop_process(worker)
+
+
+def test_a_device_that_says_it_is_down_stays_down_until_it_reports_itself(
+    stack: LocalStack, node: Node, ingest: object
+) -> None:
+    """A camera's stream down (camera.status) makes it offline; a command result the node sends
+    for it afterwards is no sign of life; its own next report is."""
+    dsn = stack.dsn
+    camera = device_of(node.creds, "camera")
+
+    def online() -> object:
+        return scalar(dsn, "SELECT online FROM device_status WHERE device_id = %s", (camera,))
+
+    node.send(birth(node, bdseq=1))
+    node.send(
+        m.CameraStatus(**envelope(node), device=camera, online=False, fps=0.0, detail="no stream")
+    )
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM camera_status") == 1, what="the status")
+    wait_until(lambda: online() is False, what="the camera offline")
+    node.send(m.CommandResult(**envelope(node), device=camera, command_id=uuid.uuid4(),
+                              status=m.CommandStatus.FAILED, detail="camera not answering"))  # fmt: skip
+    wait_until(lambda: scalar(dsn, "SELECT count(*) FROM command_results") == 1, what="the result")
+    assert online() is False
+    timer = "SELECT count(*) FROM timers WHERE key = %s"
+    assert (
+        scalar(dsn, timer, (f"device_offline:{camera}",)) == 1
+    )  # still counting towards an incident
+    node.send(m.CameraStatus(**envelope(node), device=camera, online=True, fps=5.0))
+    wait_until(lambda: online() is True, what="the camera back")
+    wait_until(
+        lambda: scalar(dsn, timer, (f"device_offline:{camera}",)) == 0, what="the timer cancelled"
+    )

@@ -27,6 +27,8 @@ from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase, CameraAlertKind
 
 Frame = MatLike
 
+_SNAPSHOT_MIN_WIDTH = 80
+_BUSY = 0.2  # more than this share of the frame moving: too busy to learn the view from
 _LINE_BAND = 0.01  # feet closer to a counting line than this share of the frame are on it
 _PERSON_FILL = 0.25  # a person's silhouette covers about this share of height squared
 _ZONE_COLOUR = {
@@ -58,7 +60,7 @@ class AlertOut:
     score: float
     objects: int | None
     when: datetime
-    snapshot: bytes | None = None  # a JPEG, with the start
+    snapshot: tuple[bytes, tuple[int, int]] | None = None  # with the start: a JPEG, its size
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +149,11 @@ class CameraAnalytics:
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
+        small_px = self.small_size[0] * self.small_size[1]
         blobs = self.motion.apply(small)
         tracks = self.tracker.update(blobs)
-        busy = self.motion.global_change or len(blobs) > 0
+        # The view is a fair reference unless much of it is moving (some motion always is).
+        busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > _BUSY * small_px
         view = self.tamper.check(frame, t, busy=busy)
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []
@@ -245,13 +249,17 @@ class CameraAnalytics:
                     line.exited += 1
                     line.inside = max(0, line.inside - 1)
 
-    def _report_counts(self, t: float, when: datetime) -> list[Output]:
+    def flush_counts(self, when: datetime) -> list[Output]:
+        """Every counting line's reading now, whenever it last reported (at the end of a clip)."""
+        return self._report_counts(when.timestamp(), when, every=True)
+
+    def _report_counts(self, t: float, when: datetime, every: bool = False) -> list[Output]:
         out: list[Output] = []
         for line in self._lines.values():
-            if (
-                line.reported_at is not None
-                and t - line.reported_at < self.settings.occupancy_every_s
-            ):
+            due = (
+                line.reported_at is None or t - line.reported_at >= self.settings.occupancy_every_s
+            )
+            if not (due or every):
                 continue
             out.append(CountOut(line.zone.name, line.inside, line.entered, line.exited, when))
             line.entered = line.exited = 0
@@ -260,8 +268,11 @@ class CameraAnalytics:
 
     # ---- snapshots ----
 
-    def snapshot(self, frame: Frame, zone: Zone | None, blobs: list[Blob]) -> bytes:
-        """The (masked) frame with the zone and the objects drawn, as a small JPEG."""
+    def snapshot(
+        self, frame: Frame, zone: Zone | None, blobs: list[Blob]
+    ) -> tuple[bytes, tuple[int, int]] | None:
+        """The (masked) frame with the zone and the objects drawn, as a small JPEG (None in the
+        unlikely case that no size fits the contract's limit)."""
         img = frame.copy()
         size = (img.shape[1], img.shape[0])
         if zone is not None:
@@ -272,14 +283,15 @@ class CameraAnalytics:
         for b in blobs:
             cv2.rectangle(img, (int(b.x * sx), int(b.y * sy)),
                           (int((b.x + b.w) * sx), int((b.y + b.h) * sy)), (0, 0, 255), 2)  # fmt: skip
-        width = self.settings.snapshot_width
-        img = cv2.resize(img, (width, max(1, round(width * size[1] / size[0]))),
-                         interpolation=cv2.INTER_AREA)  # fmt: skip
-        quality = self.settings.snapshot_quality
-        while True:
-            ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:
-                raise RuntimeError("OpenCV could not encode a snapshot")
-            if len(data) <= SNAPSHOT_MAX_BYTES or quality <= 20:
-                return data.tobytes()
-            quality -= 15
+        width, quality = self.settings.snapshot_width, self.settings.snapshot_quality
+        while width >= _SNAPSHOT_MIN_WIDTH:  # smaller and coarser until it fits the contract
+            small = cv2.resize(img, (width, max(1, round(width * size[1] / size[0]))),
+                               interpolation=cv2.INTER_AREA)  # fmt: skip
+            ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(data) <= SNAPSHOT_MAX_BYTES:
+                return data.tobytes(), (small.shape[1], small.shape[0])
+            if quality > 30:
+                quality -= 15
+            else:
+                width //= 2
+        return None

@@ -43,6 +43,7 @@ ALERTS = Counter(
     "gridwatch_camera_alerts_total", "Alert phases published", ["device", "kind", "phase"]
 )
 
+_MAX_FPS = 1000.0  # camera.status's bound
 _OPEN_TIMEOUT_MS = 5000
 _READ_TIMEOUT_MS = 5000
 
@@ -55,6 +56,7 @@ class AnalyzedCamera(d.CameraAlertSource):
         self._thread: threading.Thread | None = None
         self._emit: d.Emit | None = None
         self.online: bool | None = None
+        self._status_at = 0.0
         self.frames = 0
 
     def start(self, emit: d.Emit) -> None:
@@ -86,34 +88,45 @@ class AnalyzedCamera(d.CameraAlertSource):
             cap = self._open()
             if not cap.isOpened():
                 cap.release()
-                self._offline(f"cannot open the stream; trying again in {backoff:g} s")
+                problem = "cannot open the stream"
             else:
-                backoff = self.settings.reconnect_min_s
-                self._read(cap, analytics)
-                cap.release()
+                try:
+                    analysed = self._read(cap, analytics)
+                    problem = "the stream ended"
+                except Exception as exc:  # a bad frame or a bug must not silence the camera
+                    log.exception("camera analysis failed device=%s", self.id)
+                    analysed, problem = 0, f"analysis failed: {type(exc).__name__}"
+                finally:
+                    cap.release()
                 if self._stop.is_set():
                     break
-                self._offline(f"the stream ended; trying again in {backoff:g} s")
+                if analysed:  # it worked for a while: start the back-off over
+                    backoff = self.settings.reconnect_min_s
             RECONNECTS.labels(self.id).inc()
-            if self._stop.wait(backoff):
+            if self._offline_until_retry(f"{problem}; trying again in {backoff:g} s", backoff):
                 break
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
         ONLINE.labels(self.id).set(0)
 
-    def _read(self, cap: cv2.VideoCapture, analytics: CameraAnalytics) -> None:
-        """Analyse the stream until it ends or the driver stops."""
+    def _read(self, cap: cv2.VideoCapture, analytics: CameraAnalytics) -> int:
+        """Analyse the stream until it ends or the driver stops; how many frames it analysed.
+        A file starts over when it ends."""
         period = 1.0 / self.settings.fps
-        file_fps = cap.get(cv2.CAP_PROP_FPS) if Path(self.settings.source).exists() else 0.0
+        is_file = Path(self.settings.source).exists()
+        file_fps = cap.get(cv2.CAP_PROP_FPS) if is_file else 0.0
         pace = 1.0 / file_fps if file_fps > 0 else 0.0  # a file plays at its own rate
         next_frame = next_analysis = window_start = time.monotonic()
-        analysed, last_status = 0, 0.0
+        analysed = in_window = 0
+        last_status = -self.settings.status_every_s
         while not self._stop.is_set():
             if pace:
                 if self._stop.wait(max(0.0, next_frame - time.monotonic())):
-                    return
+                    break
                 next_frame += pace
             if not cap.grab():  # a live stream blocks here until its next frame
-                return
+                if is_file and analysed and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                    continue
+                break
             now = time.monotonic()
             if now < next_analysis - period / 2:
                 SKIPPED.labels(self.id).inc()
@@ -121,19 +134,23 @@ class AnalyzedCamera(d.CameraAlertSource):
             next_analysis = max(next_analysis + period, now - period)
             ok, frame = cap.retrieve()
             if not ok:
-                return
+                break
             started = time.perf_counter()
             outputs = analytics.process(frame, datetime.now(UTC))
             ANALYSIS.labels(self.id).observe(time.perf_counter() - started)
             FRAMES.labels(self.id).inc()
             self.frames += 1
             analysed += 1
+            in_window += 1
             if self.online is not True or now - last_status >= self.settings.status_every_s:
-                fps = analysed / (now - window_start) if now > window_start else 0.0
+                # The rate over the last status period (none yet on the first frame).
+                elapsed = now - window_start
+                fps = min(in_window / elapsed, _MAX_FPS) if elapsed >= 1.0 else 0.0
                 self._status(True, fps, None)
-                last_status, analysed, window_start = now, 0, now
+                last_status, in_window, window_start = now, 0, now
             for out in outputs:
                 self._publish(out)
+        return analysed
 
     # ---- readings ----
 
@@ -147,10 +164,9 @@ class AnalyzedCamera(d.CameraAlertSource):
         snapshot_id = None
         if out.snapshot is not None:
             snapshot_id = uuid.uuid4()
-            w = self.settings.snapshot_width
-            h = max(1, round(w * self.settings.height / self.settings.width))
+            jpeg, (w, h) = out.snapshot
             self._emit(d.CameraSnapshotSeen(self.id, message_id=snapshot_id, alert_id=out.alert_id,
-                                            width=w, height=h, jpeg=out.snapshot, ts=out.when))  # fmt: skip
+                                            width=w, height=h, jpeg=jpeg, ts=out.when))  # fmt: skip
         self._emit(d.CameraAlertSeen(
             self.id, alert_id=out.alert_id, phase=out.phase, kind=out.kind, score=out.score,
             zone=out.zone, objects=out.objects,
@@ -165,11 +181,23 @@ class AnalyzedCamera(d.CameraAlertSource):
             log.log(logging.INFO if online else logging.WARNING,
                     "camera %s device=%s%s", "online" if online else "offline", self.id,
                     f" detail={detail!r}" if detail else "")  # fmt: skip
-        self.online = online
+        self.online, self._status_at = online, time.monotonic()
         ONLINE.labels(self.id).set(1 if online else 0)
         assert self._emit is not None
         self._emit(d.CameraStatusSeen(self.id, online=online, fps=fps, detail=detail))
 
-    def _offline(self, detail: str) -> None:
-        if self.online is not False:
-            self._status(False, 0.0, detail[:200])
+    def _offline_until_retry(self, detail: str, wait_s: float) -> bool:
+        """Report the camera offline, again every `status_every_s` (a node's birth after a
+        reconnect would otherwise show it online), until the retry is due; True if stopped."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if (
+                self.online is not False
+                or time.monotonic() - self._status_at >= self.settings.status_every_s
+            ):
+                self._status(False, 0.0, detail[:200])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(left, self.settings.status_every_s)):
+                return True

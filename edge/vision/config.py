@@ -45,6 +45,14 @@ class Window(_Config):
     start: time
     end: time
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> Window:
+        if self.start == self.end:
+            raise ValueError(
+                "a window from a time to the same time is empty; for all day, give no window"
+            )
+        return self
+
     def covers(self, when: datetime) -> bool:
         t, day = when.time(), _DAYS[when.weekday()]
         if self.start <= self.end:
@@ -178,4 +186,7 @@ class CameraSettings(_Config):
             raise ValueError(f"zone names repeat: {names}")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s is below reconnect_min_s")
+        snapshot_height = round(self.snapshot_width * self.height / self.width)
+        if not 16 <= snapshot_height <= 1080:
+            raise ValueError(f"snapshots would be {snapshot_height} pixels high: keep it 16-1080")
         return self

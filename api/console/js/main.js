@@ -30,6 +30,7 @@ const PAGES = [
 const live = new Live();
 const ctx = { me: null, live };
 let cleanup = null;
+let navigation = 0; // which route() is current: a slow page must not outlive a newer one
 
 function home(role) {
   if (WORKERS.has(role)) return "#/inbox";
@@ -38,6 +39,7 @@ function home(role) {
 }
 
 async function route() {
+  const mine = ++navigation;
   if (cleanup) cleanup();
   cleanup = null;
   const root = document.getElementById("view");
@@ -60,7 +62,9 @@ async function route() {
       a.classList.toggle("active", a.getAttribute("href") === `#/${hash}`);
     }
     document.title = `gridwatch · ${page.nav || "venue"}`;
-    cleanup = (await page.view.render(root, ctx, ...match.slice(1))) || null;
+    const done = (await page.view.render(root, ctx, ...match.slice(1))) || null;
+    if (mine === navigation) cleanup = done;
+    else if (done) done(); // navigated away while it loaded: stop it now
     return;
   }
   location.hash = home(ctx.me.role);
@@ -69,10 +73,17 @@ async function route() {
 async function start() {
   try {
     ctx.me = await api("/api/me");
-  } catch {
+  } catch (e) {
     ctx.me = null;
-    session.clear();
-    route();
+    if (e.status === 401) {
+      session.clear();
+      route();
+    } else {
+      // The server is unreachable or failing: keep the session and try again shortly.
+      document.getElementById("view").replaceChildren(
+        h("p", { class: "error" }, `Cannot reach gridwatch (${e.message}); trying again…`));
+      setTimeout(start, 5000);
+    }
     return;
   }
   document.getElementById("me").textContent = `${ctx.me.name} · ${ctx.me.role.replace("_", " ")}`;

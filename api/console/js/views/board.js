@@ -8,6 +8,7 @@ const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
 
 export async function render(root, { me, live }) {
   const state = { severity: "", view: "active", fresh: new Set() };
+  const pictures = new Map(); // incident id → object URL of its snapshot
   const counters = h("div", { class: "counters" });
   const body = h("tbody");
   const severity = h("select", { "aria-label": "severity", onchange: () => { state.severity = severity.value; load(); } },
@@ -86,13 +87,19 @@ export async function render(root, { me, live }) {
       h("td", {}, actions));
   }
 
-  /** The camera's snapshot of an incident, loaded when asked for. */
+  /** The camera's snapshot of an incident, loaded when asked for and kept across reloads. */
   function picture(i) {
     const box = h("div", { class: "snapshot" });
+    const img = (url) => h("img", { src: url, alt: `camera picture of incident ${i.id}` });
+    if (pictures.has(i.id)) {
+      box.append(img(pictures.get(i.id)));
+      return box;
+    }
     const show = h("button", { type: "button", class: "small quiet", onclick: async () => {
       show.remove();
       try {
-        box.append(h("img", { src: await objectUrl(`/api/incidents/${i.id}/snapshot`), alt: `camera picture of incident ${i.id}` }));
+        pictures.set(i.id, await objectUrl(`/api/incidents/${i.id}/snapshot`));
+        box.append(img(pictures.get(i.id)));
       } catch (e) {
         box.append(h("span", { class: "muted small" }, e.message));
       }
@@ -118,5 +125,6 @@ export async function render(root, { me, live }) {
     live.removeEventListener("incident", onIncident);
     live.removeEventListener("resync", reload);
     clearInterval(ticker);
+    for (const url of pictures.values()) URL.revokeObjectURL(url);
   };
 }
