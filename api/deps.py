@@ -12,7 +12,7 @@ from fastapi.security import OAuth2PasswordBearer
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from api.security import read_token
+from api.security import Use, read_token
 from api.settings import ApiSettings
 from ingest.tasks import Role
 
@@ -46,9 +46,10 @@ class User:
     scope_path: str
 
 
-def user_for(db: Conn, token: str | None, settings: ApiSettings) -> User:
-    """The person a token stands for; 401 if it is missing, forged, expired or theirs no more."""
-    claims = read_token(token, settings.api_secret.get_secret_value()) if token else None
+def user_for(db: Conn, token: str | None, settings: ApiSettings, use: Use = "access") -> User:
+    """The person a token stands for; 401 if it is missing, forged, expired, for another use or
+    theirs no more."""
+    claims = read_token(token, settings.api_secret.get_secret_value(), use) if token else None
     row = None
     if claims is not None:
         row = db.execute(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 _HASHER = PasswordHasher()
 _ALGORITHM = "HS256"
@@ -28,20 +29,28 @@ def verify_password(stored: str | None, password: str) -> bool:
         return False
 
 
+# What a token is for: "access" signs every API request (in a header); "live" only opens the
+# live stream, whose URL carries it (browsers' EventSource cannot send headers), so it lives a
+# minute and a logged URL is worth nothing for long, and it can never stand in for an access token.
+Use = Literal["access", "live"]
+
+
 class Claims(BaseModel):
     sub: str
     exp: datetime
+    use: Use = "access"
 
 
-def make_token(person_id: str, secret: str, ttl: timedelta) -> str:
+def make_token(person_id: str, secret: str, ttl: timedelta, use: Use = "access") -> str:
     return jwt.encode(
-        {"sub": person_id, "exp": datetime.now(UTC) + ttl}, secret, algorithm=_ALGORITHM
+        {"sub": person_id, "exp": datetime.now(UTC) + ttl, "use": use}, secret, algorithm=_ALGORITHM
     )
 
 
-def read_token(token: str, secret: str) -> Claims | None:
-    """The token's claims, or None when it is forged, malformed or expired."""
+def read_token(token: str, secret: str, use: Use = "access") -> Claims | None:
+    """The token's claims, or None when it is forged, malformed, expired or for another use."""
     try:
-        return Claims.model_validate(jwt.decode(token, secret, algorithms=[_ALGORITHM]))
-    except jwt.PyJWTError:
+        claims = Claims.model_validate(jwt.decode(token, secret, algorithms=[_ALGORITHM]))
+    except (jwt.PyJWTError, ValidationError):
         return None
+    return claims if claims.use == use else None

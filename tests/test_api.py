@@ -352,9 +352,20 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
             f"{base}/api/token", data={"username": "worker-g_other", "password": DEMO_PASSWORD}
         ).json()["access_token"]
         timeout = httpx.Timeout(10.0)
-        with httpx.stream("GET", f"{base}/api/live", params={"token": tokens["operator"]},
+        tickets = {
+            who: httpx.post(f"{base}/api/live/ticket",
+                            headers={"Authorization": f"Bearer {token}"}).json()["ticket"]
+            for who, token in tokens.items()
+        }  # fmt: skip
+        # Each kind of token does its own job only.
+        assert (
+            httpx.get(f"{base}/api/live", params={"ticket": tokens["operator"]}).status_code == 401
+        )
+        me = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {tickets['operator']}"})
+        assert me.status_code == 401
+        with httpx.stream("GET", f"{base}/api/live", params={"ticket": tickets["operator"]},
                           timeout=timeout) as live, \
-             httpx.stream("GET", f"{base}/api/live", params={"token": tokens["worker-g_other"]},
+             httpx.stream("GET", f"{base}/api/live", params={"ticket": tickets["worker-g_other"]},
                           timeout=timeout) as outsider:  # fmt: skip
             assert live.status_code == 200
             raise_incident(stack.dsn, nodes[0].site, subject="live1")
@@ -366,13 +377,18 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
             mine = _events(outsider, 2)
             assert [p.get("venue_id") for _, k, p in mine if k == "incident"] == [other]
         raise_incident(stack.dsn, nodes[0].site, subject="missed")  # while nobody listens
-        with httpx.stream("GET", f"{base}/api/live", params={"token": tokens["operator"]},
+        with httpx.stream("GET", f"{base}/api/live", params={"ticket": tickets["operator"]},
                           headers={"Last-Event-ID": str(last_seen)}, timeout=timeout) as again:  # fmt: skip
             missed = int(str(scalar(stack.dsn, "SELECT count(*) FROM changes WHERE id > %s",
                                     (last_seen,))))  # fmt: skip
             resumed = _events(again, missed)
         venues = [p.get("venue_id") for _, k, p in resumed if k == "incident"]
         assert venues == [other, nodes[0].site]  # what came after last_seen, in order
+        # A fresh start (a new ticket) resumes the same way with ?after=.
+        bearer = {"Authorization": f"Bearer {tokens['operator']}"}
+        with httpx.stream("GET", f"{base}/api/live", params={"after": last_seen},
+                          headers=bearer, timeout=timeout) as fresh:  # fmt: skip
+            assert [e[0] for e in _events(fresh, missed)] == [e[0] for e in resumed]
         unauthorised = httpx.get(f"{base}/api/live", timeout=timeout)
         assert unauthorised.status_code == 401
     finally:

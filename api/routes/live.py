@@ -5,47 +5,72 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import User, user_for
+from api.deps import CurrentUser, User, user_for
 from api.live import ChangeFeed
+from api.security import make_token
 from api.settings import ApiSettings
 
 router = APIRouter(tags=["live"])
 _KEEPALIVE_S = 15.0
 
 
+_TICKET_TTL = timedelta(seconds=60)
+
+
+class Ticket(BaseModel):
+    ticket: str = Field(description="opens /api/live?ticket= within `expires_in` seconds")
+    expires_in: int
+
+
+@router.post("/api/live/ticket", response_model=Ticket, summary="A ticket for the live stream")
+def ticket(user: CurrentUser, request: Request) -> Ticket:
+    """Browsers cannot send headers with an EventSource, so the stream's URL carries a ticket: it
+    opens the stream for a minute (reconnections included) and is good for nothing else."""
+    settings: ApiSettings = request.app.state.settings
+    made = make_token(user.id, settings.api_secret.get_secret_value(), _TICKET_TTL, use="live")
+    return Ticket(ticket=made, expires_in=int(_TICKET_TTL.total_seconds()))
+
+
 @router.get(
     "/api/live",
     summary="A live stream of changes (text/event-stream)",
     description="Events `incident`, `task` and `presence`, each with an `id`. Reconnect with "
-    "the `Last-Event-ID` header (browsers do it by themselves) to get what was missed. "
-    "Browsers cannot set headers on an EventSource, so the token may also come as `?token=`.",
+    "the `Last-Event-ID` header (browsers do it by themselves) or `?after=` to get what was "
+    "missed. Authenticate with the `Authorization` header, or, from a browser's EventSource, "
+    "which cannot set headers, with `?ticket=` from `POST /api/live/ticket`.",
     response_class=StreamingResponse,
 )
 async def live(
     request: Request,
-    token: Annotated[str | None, Query(description="access token, for EventSource")] = None,
+    ticket: Annotated[str | None, Query(description="from POST /api/live/ticket")] = None,
+    after: Annotated[int | None, Query(ge=0, description="the last event id seen")] = None,
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     settings: ApiSettings = request.app.state.settings
     pool = request.app.state.pool
     feed: ChangeFeed = request.app.state.feed
-    bearer = authorization.removeprefix("Bearer ").strip() if authorization else token
+    bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
 
     def who() -> tuple[User, int]:
         with pool.connection() as db:
-            user = user_for(db, bearer, settings)
+            if bearer is not None:
+                user = user_for(db, bearer, settings)
+            else:
+                user = user_for(db, ticket, settings, use="live")
             row = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
         return user, int(row[0])
 
     user, newest = await run_in_threadpool(who)
-    start = last_event_id if last_event_id is not None else newest
+    start = next((i for i in (last_event_id, after) if i is not None), newest)
 
     def fetch(after: int) -> list[tuple[Any, ...]]:
         with pool.connection() as db:

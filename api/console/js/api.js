@@ -66,23 +66,35 @@ export async function signIn(username, password) {
 
 /**
  * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
- * events carry the changed row; `state` says live / reconnecting / down; `resync` fires after a
- * reconnection, when views should reload what they show.
+ * events carry the changed row; `state` says connecting / live / reconnecting / down; `resync`
+ * fires after a reconnection, when views should reload what they show. The browser reconnects
+ * by itself while the ticket is good; after that a new ticket resumes from the last event seen.
  */
 export class Live extends EventTarget {
   #source = null;
   #retry = null;
   #opened = false;
+  #last = null; // the id of the last event seen, to resume from after a fresh start
 
-  start() {
+  /** Opens the stream with a fresh one-minute ticket (the URL carries no access token). */
+  async start() {
     this.stop();
-    const s = session.get();
-    if (!s) return;
-    this.#state("connecting");
-    const source = new EventSource(`/api/live?token=${encodeURIComponent(s.token)}`);
+    if (!session.get()) return;
+    this.#state(this.#opened ? "reconnecting" : "connecting");
+    let ticket;
+    try {
+      ticket = (await api("/api/live/ticket", { method: "POST" })).ticket;
+    } catch {
+      this.#down();
+      return;
+    }
+    const params = new URLSearchParams({ ticket });
+    if (this.#last !== null) params.set("after", this.#last);
+    const source = new EventSource(`/api/live?${params}`);
     this.#source = source;
     for (const kind of ["incident", "task", "presence"]) {
       source.addEventListener(kind, (e) => {
+        this.#last = e.lastEventId || this.#last;
         this.dispatchEvent(new CustomEvent(kind, { detail: JSON.parse(e.data) }));
       });
     }
@@ -96,9 +108,7 @@ export class Live extends EventTarget {
         this.#state("reconnecting"); // the browser retries by itself, with Last-Event-ID
         return;
       }
-      // Refused (a token that expired, or the server gone): start again in a while.
-      this.#state("down");
-      this.#retry = setTimeout(() => (session.get() ? this.start() : null), 5000);
+      this.#down(); // refused (its ticket expired) or the server is gone: a new ticket, soon
     };
   }
 
@@ -106,6 +116,12 @@ export class Live extends EventTarget {
     clearTimeout(this.#retry);
     if (this.#source) this.#source.close();
     this.#source = null;
+  }
+
+  #down() {
+    this.stop();
+    this.#state("down");
+    this.#retry = setTimeout(() => (session.get() ? this.start() : null), 3000);
   }
 
   #state(state) {
