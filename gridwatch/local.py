@@ -168,6 +168,7 @@ class LocalStack:
                 env=self.service_env("ingest", **extra),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops them in order
             )
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
@@ -179,6 +180,7 @@ class LocalStack:
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops them in order
             )
 
     def start_fleet(self, rate: float, *extra: str) -> subprocess.Popen[bytes]:
@@ -192,7 +194,7 @@ class LocalStack:
             *extra,
         ]  # fmt: skip
         with (self.logs / "fleet.log").open("ab") as log_file:
-            return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+            return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, process_group=0)
 
     def stop(self) -> None:
         """Stop the broker, then the database."""

@@ -290,7 +290,10 @@ class LocalMosquitto:
             return
         with self.logfile.open("ab") as log_file:
             self.proc = subprocess.Popen(
-                ["mosquitto", "-c", str(self.config)], stdout=log_file, stderr=subprocess.STDOUT
+                ["mosquitto", "-c", str(self.config)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # stopped by its owner, after the services that use it
             )
         for port in self.ports:
             if not wait_for_port("127.0.0.1", port, timeout_s) or not self.running:

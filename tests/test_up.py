@@ -1,8 +1,9 @@
 """`gridwatch up` as a newcomer runs it: everything starts, the console answers, the demo fleet's
-first incidents arrive within a minute, and Ctrl-C stops it all cleanly."""
+first incidents arrive within a minute, and Ctrl-C stops it all cleanly, in order."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -36,6 +37,7 @@ def test_up_serves_the_console_and_shows_incidents_within_a_minute(tmp_path: Pat
         [sys.executable, "-m", "gridwatch.cli", "up", "--home", str(tmp_path / "home"),
          "--venues", "6", "--fleet-rate", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        process_group=0,  # its own group, like a command in a terminal: Ctrl-C reaches it all
     )  # fmt: skip
     try:
         summary = _read_until_up(proc, 90)
@@ -68,10 +70,12 @@ def test_up_serves_the_console_and_shows_incidents_within_a_minute(tmp_path: Pat
                          headers={"Authorization": f"Bearer {inbox.json()['access_token']}"})  # fmt: skip
         assert len(mine.json()["items"]) >= 1  # the forced door's task, in the worker's inbox
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole group gets it
         try:
             code = proc.wait(60)
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert code == 0
+    # `up` alone took the Ctrl-C and stopped the rest in order: the fleet never saw its broker go.
+    assert "Unspecified error" not in (tmp_path / "home" / "logs" / "fleet.log").read_text()
