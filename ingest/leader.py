@@ -23,7 +23,7 @@ from gateway import messages as m
 from ingest import incidents, metrics, tasks
 from ingest.emergency import COMMANDS_CHANNEL
 from ingest.registry import Registry
-from ingest.rules import DEFAULTS, Rule, RuleBook
+from ingest.rules import Rule, RuleBook
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -239,25 +239,28 @@ class Leader:
     def _sweep_silent_devices(self, conn: Conn) -> None:
         """Devices of online nodes that stopped reporting: the rule `device_offline` (a node
         that is offline stands in for its devices, so they are not swept)."""
-        silence = DEFAULTS[Rule.DEVICE_OFFLINE].limit
+        # The shortest silence any venue allows; each venue's own limit is applied below.
+        silence = self.book.smallest(Rule.DEVICE_OFFLINE, "limit")
         rows = conn.execute(
-            """SELECT s.device_id, d.node_id, s.last_seen FROM device_status s
+            """SELECT s.device_id, d.node_id, s.last_seen,
+                      extract(epoch FROM now() - s.last_seen)::float8
+               FROM device_status s
                JOIN devices d ON d.id = s.device_id
                JOIN node_presence p ON p.node_id = d.node_id
                WHERE p.online AND d.kind IN ('door', 'counter', 'speaker')
                  AND s.last_seen < now() - make_interval(secs => %s)
                  AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.status <> 'resolved'
                                  AND i.dedup_key = 'device_offline:' || s.device_id)
-               LIMIT 1000""",
+               ORDER BY s.last_seen LIMIT 1000""",
             (silence,),
         ).fetchall()
         signals: list[incidents.Signal] = []
-        for device, node, last_seen in rows:
+        for device, node, last_seen, silent_s in rows:
             venue = self.registry.venue_of_node(str(node))
             if venue is None:
                 continue
             s = self.book.settings(Rule.DEVICE_OFFLINE, venue)
-            if s.enabled:
+            if s.enabled and float(str(silent_s)) >= s.limit:
                 signals.append(
                     incidents.Raise(
                         Rule.DEVICE_OFFLINE, str(device), s.severity, venue, last_seen,  # type: ignore[arg-type]

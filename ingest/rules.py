@@ -206,6 +206,12 @@ class RuleBook:
         self._by_kind, self._by_venue = by_kind, by_venue
         self._loaded_at = time.monotonic()
 
+    def smallest(self, rule: Rule, field: str) -> float:
+        """The smallest value of a setting across the defaults and every override of a rule."""
+        values = [DEFAULTS[rule], *(v for (_, r), v in self._by_kind.items() if r is rule),
+                  *(v for (_, r), v in self._by_venue.items() if r is rule)]  # fmt: skip
+        return min(float(getattr(v, field)) for v in values)
+
     def settings(self, rule: Rule, venue: VenueInfo) -> RuleSettings:
         return (
             self._by_venue.get((venue.id, rule))

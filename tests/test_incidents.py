@@ -447,3 +447,47 @@ def test_a_short_network_blip_raises_no_venue_offline_incident(
         fleet.stop()
     assert scalar(dsn, "SELECT count(*) FROM presence_events WHERE type = 'node.death'") >= 1  # type: ignore[operator]
     assert scalar(dsn, "SELECT count(*) FROM incidents WHERE rule = 'node_offline'") == 0
+
+
+def test_silent_devices_are_swept_by_their_venues_own_limit(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """A venue may allow its devices less silence than the default (10 min): the leader's sweep
+    raises `device_offline` by that venue's limit, and not earlier anywhere else."""
+    import threading
+
+    from ingest.leader import Leader
+    from ingest.registry import Registry
+    from ingest.rules import RuleBook
+
+    dsn = stack.dsn
+    strict, relaxed = nodes[0], nodes[1]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            """INSERT INTO rule_overrides (venue_id, rule, settings)
+               VALUES (%s, 'device_offline', '{"limit": 60}')""",
+            (strict.site,),
+        )
+        for creds in (strict, relaxed):
+            conn.execute(
+                """INSERT INTO node_presence (node_id, online, bdseq, birth_ts, last_seen)
+                   VALUES (%s, true, 1, now(), now())""",
+                (creds.node,),
+            )
+            conn.execute(  # every device last heard from five minutes ago
+                """INSERT INTO device_status (device_id, online, last_seen)
+                   SELECT id, true, now() - interval '5 minutes' FROM devices WHERE node_id = %s""",
+                (creds.node,),
+            )
+    leader = Leader(dsn, Registry(60), RuleBook(60), tasks.DeadlinePolicy(),
+                    lambda topic, payload: None, threading.Event(), "test")  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        leader.registry.refresh_if_due(conn)
+        leader.book.refresh_if_due(conn)
+        leader._sweep_silent_devices(conn)
+    swept = {
+        str(r[0])
+        for r in rows(dsn, "SELECT device_id FROM incidents WHERE rule = 'device_offline'")
+    }
+    kinds = ("door", "counter", "speaker")  # cameras report their own stream (camera.status)
+    assert swept == {d for d, k in strict.devices if k in kinds}
