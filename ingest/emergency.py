@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from gateway import messages as m
+from ingest import tasks
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -161,19 +162,9 @@ def start_for_rule(
 
 def _tighten_deadlines(conn: Conn, path: str, policy: DeadlinePolicy) -> None:
     """Open tasks in the area get emergency deadlines from now on (never a later one)."""
-    from ingest.tasks import retime_for_emergency
-
     rows = conn.execute(
         "UPDATE tasks SET emergency = true WHERE path <@ %s::ltree AND state <> 'closed' RETURNING id",
         (path,),
     ).fetchall()
     for (task_id,) in rows:
-        retime_for_emergency(conn, int(str(task_id)), policy)
-
-
-def active(conn: Conn) -> list[tuple[int, str, datetime]]:
-    """(id, territory, started) of every emergency in force."""
-    rows = conn.execute(
-        "SELECT id, territory_id, started_at FROM emergencies WHERE ended_at IS NULL ORDER BY id"
-    ).fetchall()
-    return [(int(str(i)), str(t), s) for i, t, s in rows]  # type: ignore[misc]
+        tasks.retime_for_emergency(conn, int(str(task_id)), policy)

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ingest import emergency, tasks
-from ingest.rules import CancelTimer, Clear, Raise, Signal, StartTimer
+from ingest.rules import CancelTimer, Clear, Raise, Rule, Severity, Signal, StartTimer
 
 __all__ = ["Raise", "Signal", "apply", "decode", "raise_incident", "resolve"]
 from ingest.tasks import DeadlinePolicy
@@ -28,12 +28,14 @@ TIMER_RULE = "rule"
 class Applied:
     """What a batch of signals did."""
 
-    opened: list[int] = field(default_factory=list)
-    opened_rules: list[str] = field(default_factory=list)
-    repeated: int = 0
+    opened: list[str] = field(default_factory=list)  # the rule of each incident opened
     resolved: int = 0
-    silenced: int = 0
     tasks: list[int] = field(default_factory=list)
+
+    def merge(self, other: Applied) -> None:
+        self.opened += other.opened
+        self.resolved += other.resolved
+        self.tasks += other.tasks
 
 
 def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
@@ -72,7 +74,6 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
                 if where not in silenced:
                     silenced[where] = _silenced(conn, signal)
                 if silenced[where]:
-                    out.silenced += repeats
                     continue
                 raise_incident(conn, signal, policy, out, repeats)
                 open_keys.add(signal.key)
@@ -134,10 +135,8 @@ def raise_incident(
     assert row is not None
     incident_id, inserted = int(str(row[0])), bool(row[1])
     if not inserted:  # counted on the incident (occurrences, last_seen), not one row per repeat
-        out.repeated += repeats
         return incident_id
-    out.opened.append(incident_id)
-    out.opened_rules.append(signal.rule.value)
+    out.opened.append(signal.rule.value)
     conn.execute(
         "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'opened', %s, %s)",
         (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
@@ -191,8 +190,6 @@ def _encode(signal: Raise) -> dict[str, Any]:
 
 def decode(data: dict[str, Any], venues: dict[str, Any]) -> Raise | None:
     """The Raise kept by `_encode`; None if its venue no longer exists."""
-    from ingest.rules import Rule, Severity
-
     venue = venues.get(data["venue"])
     if venue is None:
         return None

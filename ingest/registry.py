@@ -53,13 +53,12 @@ class Snapshot:
     node_site: dict[str, str]
     device_node: dict[str, str]
     venues: dict[str, VenueInfo] = field(default_factory=dict)
-    device_kind: dict[str, str] = field(default_factory=dict)
 
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     """Read every enabled node, every device and every venue."""
     nodes = conn.execute("SELECT id, venue_id FROM edge_nodes WHERE NOT disabled").fetchall()
-    devices = conn.execute("SELECT id, node_id, kind::text FROM devices").fetchall()
+    devices = conn.execute("SELECT id, node_id FROM devices").fetchall()
     venues = conn.execute(
         """SELECT v.id, v.kind::text, v.capacity, v.is_shelter, v.open_24h, v.opening_hours,
                   v.timezone, v.grid_id, t.path::text, v.name
@@ -67,9 +66,8 @@ def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     ).fetchall()
     return Snapshot(
         node_site={str(n): str(v) for n, v in nodes},
-        device_node={str(d): str(n) for d, n, _ in devices},
+        device_node={str(d): str(n) for d, n in devices},
         venues={str(r[0]): VenueInfo(*r) for r in venues},  # type: ignore[arg-type]
-        device_kind={str(d): str(k) for d, _, k in devices},
     )
 
 

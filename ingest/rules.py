@@ -220,6 +220,15 @@ class RuleBook:
         )
 
 
+def sign_of_life(msg: m.DeviceMessage) -> bool | None:
+    """What a device's message says of the device: alive (True), down by its own report
+    (False), or nothing (None: a command result comes from the node, for a device that may not
+    answer at all)."""
+    if isinstance(msg, m.CommandResult):
+        return None
+    return not (isinstance(msg, m.SpeakerStatus | m.CameraStatus) and not msg.online)
+
+
 def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> list[Signal]:
     """The signals one newly stored message gives rise to."""
     msg = inbound.message
@@ -235,9 +244,8 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                      emergency_level=s.emergency_level, **kw)  # fmt: skip
 
     out: list[Signal] = []
-    says_down = isinstance(msg, m.SpeakerStatus | m.CameraStatus) and not msg.online
-    # A command result comes from the node, for a device that may not answer: not a sign of life.
-    if isinstance(msg, m.DeviceMessage) and not says_down and not isinstance(msg, m.CommandResult):
+    life = sign_of_life(msg) if isinstance(msg, m.DeviceMessage) else None
+    if isinstance(msg, m.DeviceMessage) and life:
         out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device)))
         out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again"))
     match msg:
@@ -280,7 +288,7 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                 out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared"))
     if (
         isinstance(msg, m.SpeakerStatus | m.CameraStatus)
-        and says_down
+        and life is False
         and (s := rule_on(Rule.DEVICE_OFFLINE))
     ):
         detail = {"detail": msg.detail} if isinstance(msg, m.CameraStatus) and msg.detail else {}

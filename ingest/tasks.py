@@ -81,7 +81,8 @@ _STAGE = {
     State.HANDLING: Stage.HANDLE,
     State.REWORK: Stage.HANDLE,
 }
-_SUPERVISORS = frozenset({Role.ADMIN, Role.OPERATOR, Role.DISPATCHER})
+# Who runs the work of an area: dispatch and check tasks, change incidents, command devices.
+SUPERVISORS = frozenset({Role.ADMIN, Role.OPERATOR, Role.DISPATCHER})
 _WORKERS = frozenset({Role.GRID_WORKER, Role.DEPARTMENT})
 _ACTIVE = frozenset(State) - {State.CLOSED, State.SUSPENDED}
 
@@ -97,20 +98,20 @@ class Move:
 
 
 MOVES: dict[Action, Move] = {
-    Action.DISPATCH: Move(frozenset({State.REPORTED, State.RETURNED}), State.DISPATCHED, _SUPERVISORS),
+    Action.DISPATCH: Move(frozenset({State.REPORTED, State.RETURNED}), State.DISPATCHED, SUPERVISORS),
     Action.ACCEPT: Move(frozenset({State.DISPATCHED}), State.ACCEPTED, _WORKERS, assignee_only=True),
     Action.START: Move(frozenset({State.ACCEPTED, State.REWORK}), State.HANDLING, _WORKERS, assignee_only=True),
     Action.FEEDBACK: Move(frozenset({State.HANDLING}), State.FEEDBACK, _WORKERS, assignee_only=True),
-    Action.CHECK: Move(frozenset({State.FEEDBACK}), State.CHECKING, _SUPERVISORS),
-    Action.APPROVE: Move(frozenset({State.CHECKING}), State.CLOSED, _SUPERVISORS),
-    Action.REJECT: Move(frozenset({State.CHECKING}), State.REWORK, _SUPERVISORS),
+    Action.CHECK: Move(frozenset({State.FEEDBACK}), State.CHECKING, SUPERVISORS),
+    Action.APPROVE: Move(frozenset({State.CHECKING}), State.CLOSED, SUPERVISORS),
+    Action.REJECT: Move(frozenset({State.CHECKING}), State.REWORK, SUPERVISORS),
     Action.HAND_BACK: Move(
         frozenset({State.DISPATCHED, State.ACCEPTED, State.HANDLING, State.REWORK}),
         State.RETURNED, _WORKERS, assignee_only=True,
     ),
-    Action.SUSPEND: Move(_ACTIVE, State.SUSPENDED, _SUPERVISORS),
-    Action.RESUME: Move(frozenset({State.SUSPENDED}), None, _SUPERVISORS),
-    Action.EXTEND: Move(frozenset(_STAGE), None, _SUPERVISORS),
+    Action.SUSPEND: Move(_ACTIVE, State.SUSPENDED, SUPERVISORS),
+    Action.RESUME: Move(frozenset({State.SUSPENDED}), None, SUPERVISORS),
+    Action.EXTEND: Move(frozenset(_STAGE), None, SUPERVISORS),
 }  # fmt: skip
 
 

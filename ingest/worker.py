@@ -284,7 +284,7 @@ class IngestWorker:
             metrics.STORED.labels(table=table).inc(n)
         metrics.DUPLICATES.inc(outcome.duplicates)
         metrics.STALE_DEATHS.inc(outcome.stale_deaths)
-        for rule in outcome.reactions.opened_rules:
+        for rule in outcome.reactions.opened:
             metrics.INCIDENTS_OPENED.labels(rule=rule).inc()
         metrics.INCIDENTS_RESOLVED.inc(outcome.reactions.resolved)
         metrics.TASKS_CREATED.inc(len(outcome.reactions.tasks))

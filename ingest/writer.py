@@ -270,8 +270,7 @@ class BatchWriter:
             total.duplicates += one.duplicates
             total.stale_deaths += one.stale_deaths
             total.new_ids |= one.new_ids
-            total.reactions.opened += one.reactions.opened
-            total.reactions.tasks += one.reactions.tasks
+            total.reactions.merge(one.reactions)
         self._record_rejections(conn, refused)
         total.rejected = refused
         return total
@@ -390,12 +389,9 @@ class BatchWriter:
         for a in accepted:
             m = a.inbound.message
             assert isinstance(m, DeviceMessage)
-            if isinstance(m, CommandResult):
-                pass  # the node answers for the device, which may well be dead: no sign of life
-            elif m.device not in seen or m.ts >= seen[m.device][0]:
-                # A device that says its own stream or line is down is seen, but not online.
-                down = isinstance(m, CameraStatus | SpeakerStatus) and not m.online
-                seen[m.device] = (m.ts, m.seq, not down)
+            life = rules.sign_of_life(m)
+            if life is not None and (m.device not in seen or m.ts >= seen[m.device][0]):
+                seen[m.device] = (m.ts, m.seq, life)  # down by its own report: seen, not online
             if isinstance(m, CameraSnapshot):
                 continue  # a picture, not a state: it stays in camera_snapshots
             key = (m.device, m.type)

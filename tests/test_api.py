@@ -224,6 +224,9 @@ def test_incidents_page_filter_and_resolve(
     assert again.status_code == 409
     open_now = client.get("/api/incidents", params={"status": "open"}, headers=operator).json()
     assert target not in [i["id"] for i in open_now["items"]]
+    either = client.get("/api/incidents", params={"status": ["open", "resolved"]},
+                        headers=operator).json()  # fmt: skip
+    assert {i["status"] for i in either["items"]} == {"open", "resolved"}
     worker, _ = people_of(dsn, nodes[0].site)
     forbidden = client.post(
         f"/api/incidents/{ids[1]}/acknowledge", json={}, headers=sign_in(client, worker)
@@ -271,6 +274,8 @@ def test_people_to_dispatch_to_and_daily_kpis(
     mine = next(p for p in workers if p["id"] == worker)
     assert mine["on_duty"] is True and mine["open_tasks"] == 1
     assert {p["role"] for p in workers} == {"grid_worker"}
+    both = client.get("/api/people", params={"role": ["grid_worker", "dispatcher"]}, headers=boss)
+    assert {p["role"] for p in both.json()} == {"grid_worker", "dispatcher"}
     everyone = {p["id"] for p in client.get("/api/people", headers=boss).json()}
     assert dispatcher in everyone and "operator" not in everyone  # the city is above them
     seen_by_worker = client.get("/api/people", headers=sign_in(client, worker)).json()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg.types.json import Jsonb
@@ -24,12 +24,11 @@ from api.models import (
     page,
 )
 from ingest import incidents as incident_ops
-from ingest.tasks import Role
+from ingest.tasks import SUPERVISORS
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 _COLUMNS = """id, rule, severity::text, status::text, title, venue_id, device_id, grid_id,
               occurrences, first_seen, last_seen, opened_at, resolved_at, detail, silenced_until"""
-_SUPERVISORS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
 
 
 @router.get("", response_model=Page[Incident], summary="Incidents, newest first")
@@ -38,7 +37,8 @@ def list_incidents(
     db: DbDep,
     area: AreaQuery = None,
     status_: Annotated[
-        str | None, Query(alias="status", pattern="^(open|acknowledged|resolved)$")
+        list[Literal["open", "acknowledged", "resolved"]] | None,
+        Query(alias="status", description="any of these; may repeat"),
     ] = None,
     severity: Annotated[str | None, Query(pattern="^(red|yellow|green)$")] = None,
     venue: VenueQuery = None,
@@ -49,7 +49,7 @@ def list_incidents(
         f"""SELECT {_COLUMNS} FROM incidents
             WHERE path <@ %(scope)s::ltree
               AND (%(area)s::text IS NULL OR path <@ (SELECT path FROM territory WHERE id = %(area)s))
-              AND (%(status)s::text IS NULL OR status::text = %(status)s)
+              AND (%(status)s::text[] IS NULL OR status::text = ANY(%(status)s))
               AND (%(severity)s::text IS NULL OR severity::text = %(severity)s)
               AND (%(venue)s::text IS NULL OR venue_id = %(venue)s)
               AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
@@ -112,7 +112,7 @@ def incident_events(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[In
 
 def _to_change(db: Conn, user: User, incident_id: int, *, states: set[str]) -> Incident:
     """The incident, for a supervisor to change, if its status is one of `states` (else 409)."""
-    if user.role not in _SUPERVISORS:
+    if user.role not in SUPERVISORS:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")
     incident = _incident(db, user, incident_id)
     if incident.status not in states:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
@@ -75,7 +74,7 @@ async def live(
     def fetch(after: int) -> list[tuple[Any, ...]]:
         with pool.connection() as db:
             rows: list[tuple[Any, ...]] = db.execute(
-                """SELECT id, kind, payload FROM changes
+                """SELECT id, kind, payload::text FROM changes
                    WHERE id > %s AND path <@ %s::ltree ORDER BY id LIMIT 500""",
                 (after, user.scope_path),
             ).fetchall()
@@ -90,7 +89,7 @@ async def live(
                 wake.clear()
                 for cid, kind, payload in await run_in_threadpool(fetch, last):
                     last = int(cid)
-                    yield f"id: {cid}\nevent: {kind}\ndata: {json.dumps(payload)}\n\n"
+                    yield f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"  # JSON as stored
                 try:
                     await asyncio.wait_for(wake.wait(), _KEEPALIVE_S)
                 except TimeoutError:

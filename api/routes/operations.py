@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Set
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -17,13 +18,12 @@ from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
 from ingest import emergency, kpi
 from ingest.provision import TERRITORY_ID
-from ingest.tasks import Role
+from ingest.tasks import SUPERVISORS, Role
 
 router = APIRouter(prefix="/api", tags=["operations"])
-_COMMANDERS = {Role.ADMIN, Role.OPERATOR, Role.DISPATCHER}
 
 
-def _require(user: User, roles: set[Role], what: str) -> None:
+def _require(user: User, roles: Set[Role], what: str) -> None:
     if user.role not in roles:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot {what}")
 
@@ -95,7 +95,7 @@ def _commands(db: DbDep, ids: list[uuid.UUID]) -> list[CommandState]:
 def door_command(
     body: DoorCommand, user: CurrentUser, db: DbDep, request: Request
 ) -> list[CommandState]:
-    _require(user, _COMMANDERS, "command doors")
+    _require(user, SUPERVISORS, "command doors")
     action: m.DoorUnlock | m.DoorLock | m.DoorLockdown
     match body.action:
         case "unlock":
@@ -125,7 +125,7 @@ def door_command(
 def _broadcast(
     db: DbDep, user: User, request: Request, body: Broadcast, path: str, venue: str | None
 ) -> list[CommandState]:
-    _require(user, _COMMANDERS, "broadcast")
+    _require(user, SUPERVISORS, "broadcast")
     text = body.message.text if isinstance(body.message, TextMessage) else None
     clip = body.message.clip if isinstance(body.message, ClipMessage) else None
     play = m.SpeakerPlay(text=text, clip=clip, priority=body.priority, repeat=body.repeat)

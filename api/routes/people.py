@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, DbDep
@@ -24,17 +26,21 @@ class PersonOut(BaseModel):
 
 @router.get("/people", response_model=list[PersonOut], summary="Active people in your area")
 def people(
-    user: CurrentUser, db: DbDep, area: AreaQuery = None, role: Role | None = None
+    user: CurrentUser,
+    db: DbDep,
+    area: AreaQuery = None,
+    role: Annotated[list[Role] | None, Query(description="any of these; may repeat")] = None,
 ) -> list[PersonOut]:
     path = area_path(db, user, area)
+    roles = [r.value for r in role] if role else None
     rows = db.execute(
         """SELECT p.id, p.name, p.role::text, p.scope_id,
                   EXISTS (SELECT 1 FROM duty_roster r WHERE r.person_id = p.id
                           AND r.starts <= now() AND now() < r.ends),
                   (SELECT count(*) FROM tasks k WHERE k.assignee = p.id AND k.state <> 'closed')
            FROM people p JOIN territory t ON t.id = p.scope_id
-           WHERE p.active AND t.path <@ %s::ltree AND (%s::text IS NULL OR p.role::text = %s)
+           WHERE p.active AND t.path <@ %s::ltree AND (%s::text[] IS NULL OR p.role::text = ANY(%s))
            ORDER BY t.path, p.id""",
-        (path, role, role),
+        (path, roles, roles),
     ).fetchall()
     return as_models(PersonOut, rows)

@@ -129,6 +129,15 @@ export class Live extends EventTarget {
   }
 }
 
+/** Roles that run an area's work: dispatch and check tasks, change incidents, command devices
+ * (ingest.tasks.SUPERVISORS). */
+export const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
+
+/** Whether consoles keep quiet about an incident for now. */
+export function silenced(incident) {
+  return Boolean(incident.silenced_until) && new Date(incident.silenced_until) > new Date();
+}
+
 /** Commands that will not change any more. */
 export const FINAL_COMMAND_STATES = new Set(["done", "failed", "rejected", "expired"]);
 

@@ -185,25 +185,26 @@ export function barChart({ labels, series, line = null, format = String, label =
 }
 
 /**
- * A small modal form: resolves to the text typed (or "" when not required and left empty),
- * or to null when cancelled.
+ * A small modal form asking for one value: a note (a textarea, by default) or whatever `input`
+ * is given (a select, say). Resolves to the value (trimmed; "" when not required and left
+ * empty), or to null when cancelled.
  */
-export function ask(title, { label = "Note", required = false, placeholder = "", confirm = "OK" } = {}) {
+export function ask(title, { label = "Note", required = false, placeholder = "", confirm = "OK", input = null } = {}) {
   return new Promise((resolve) => {
-    const input = h("textarea", { name: "text", required, placeholder });
+    const field = input || h("textarea", { name: "text", required, placeholder });
     const dialog = h("dialog", { class: "ask" },
       h("form", { method: "dialog" },
         h("h1", {}, title),
-        h("label", {}, label), input,
+        h("label", {}, label), field,
         h("div", { class: "row" }, h("span", { class: "spacer" }),
           h("button", { type: "button", class: "quiet", onclick: () => dialog.close("") }, "Cancel"),
           h("button", { class: "primary", value: "ok" }, confirm))));
     dialog.addEventListener("close", () => {
       dialog.remove();
-      resolve(dialog.returnValue === "ok" ? input.value.trim() : null);
+      resolve(dialog.returnValue === "ok" ? field.value.trim() : null);
     });
     document.body.append(dialog);
     dialog.showModal();
-    input.focus();
+    field.focus();
   });
 }

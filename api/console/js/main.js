@@ -1,6 +1,6 @@
 // The console's shell: sign-in, navigation by role, the live stream and the red-incident alarm.
 
-import { Live, api, session } from "./api.js";
+import { Live, SUPERVISORS, api, session, silenced } from "./api.js";
 import { h } from "./dom.js";
 import * as board from "./views/board.js";
 import * as emergency from "./views/emergency.js";
@@ -12,7 +12,6 @@ import * as tasks from "./views/tasks.js";
 import * as territory from "./views/territory.js";
 import * as venue from "./views/venue.js";
 
-const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
 const WORKERS = new Set(["grid_worker", "department"]);
 
 // Pages: hash pattern, view, title, who sees it in the navigation.
@@ -148,8 +147,7 @@ function alarm(incident) {
 
 live.addEventListener("incident", (e) => {
   const i = e.detail;
-  const silenced = i.silenced_until && new Date(i.silenced_until) > new Date();
-  if (i.severity === "red" && i.status === "open" && !silenced && !seen.has(i.id) && !WORKERS.has(ctx.me?.role)) {
+  if (i.severity === "red" && i.status === "open" && !silenced(i) && !seen.has(i.id) && !WORKERS.has(ctx.me?.role)) {
     alarm(i);
   }
   seen.add(i.id);

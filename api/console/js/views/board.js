@@ -1,10 +1,9 @@
 // The live incident board: what is open now, newest first, red on top; acknowledge, silence, resolve.
 
-import { api, objectUrl, venueNames } from "../api.js";
+import { SUPERVISORS, api, objectUrl, silenced, venueNames } from "../api.js";
 import { act, ago, ask, clock, debounce, h, severityChip, toast } from "../dom.js";
 
 const RANK = { red: 0, yellow: 1, green: 2 };
-const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
 
 export async function render(root, { me, live }) {
   const state = { severity: "", view: "active", fresh: new Set() };
@@ -26,11 +25,8 @@ export async function render(root, { me, live }) {
   async function fetchIncidents() {
     const params = { severity: state.severity || undefined, limit: 200 };
     if (state.view === "resolved") return (await api("/api/incidents", { params: { ...params, status: "resolved", limit: 50 } })).items;
-    const [open, acked] = await Promise.all([
-      api("/api/incidents", { params: { ...params, status: "open" } }),
-      api("/api/incidents", { params: { ...params, status: "acknowledged" } }),
-    ]);
-    return open.items.concat(acked.items)
+    const active = await api("/api/incidents", { params: { ...params, status: ["open", "acknowledged"], limit: 400 } });
+    return active.items
       .sort((a, b) => RANK[a.severity] - RANK[b.severity] || b.id - a.id);
   }
 
@@ -52,22 +48,21 @@ export async function render(root, { me, live }) {
   function showCounters(incidents) {
     const active = incidents.filter((i) => i.status !== "resolved");
     const count = (f) => active.filter(f).length;
-    const quiet = (i) => i.silenced_until && new Date(i.silenced_until) > new Date();
     counters.replaceChildren(
       h("div", { class: "counter red" }, h("b", { id: "count-red" }, count((i) => i.severity === "red" && i.status === "open")), "red, open"),
       h("div", { class: "counter yellow" }, h("b", {}, count((i) => i.severity === "yellow" && i.status === "open")), "yellow, open"),
       h("div", { class: "counter" }, h("b", {}, count((i) => i.status === "acknowledged")), "acknowledged"),
-      h("div", { class: "counter" }, h("b", {}, count(quiet)), "silenced"));
+      h("div", { class: "counter" }, h("b", {}, count(silenced)), "silenced"));
   }
 
   function row(i, names) {
-    const silenced = i.silenced_until && new Date(i.silenced_until) > new Date();
+    const quiet = silenced(i);
     const actions = h("div", { class: "row" });
     if (SUPERVISORS.has(me.role) && i.status !== "resolved") {
       if (i.status === "open") {
         actions.append(button("Acknowledge", () => api(`/api/incidents/${i.id}/acknowledge`, { method: "POST", body: {} })));
       }
-      actions.append(silenced
+      actions.append(quiet
         ? button("Unsilence", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 0 } }))
         : button("Silence 30 min", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 30 } })));
       actions.append(button("Resolve", async () => {
@@ -83,7 +78,7 @@ export async function render(root, { me, live }) {
       h("td", { class: "mono" }, i.device_id || "–"),
       h("td", { title: `last ${clock(i.last_seen)}` }, i.occurrences > 1 ? `${i.occurrences}× · ${ago(i.last_seen)}` : ago(i.last_seen)),
       h("td", { title: clock(i.opened_at) }, ago(i.opened_at)),
-      h("td", {}, i.status, silenced ? h("div", { class: "muted small" }, `silenced until ${clock(i.silenced_until)}`) : null),
+      h("td", {}, i.status, quiet ? h("div", { class: "muted small" }, `silenced until ${clock(i.silenced_until)}`) : null),
       h("td", {}, actions));
   }
 

@@ -15,13 +15,12 @@ export async function render(root, ctx) {
     let open;
     let recent;
     try {
-      let areas;
-      [open, recent, areas] = await Promise.all([
+      const areas = names.areas ? null : api("/api/territory"); // once: the tree does not change
+      [open, recent] = await Promise.all([
         api("/api/tasks", { params: { mine: true, open: true, limit: 100 } }),
         api("/api/tasks", { params: { mine: true, open: false, state: "closed", limit: 5 } }),
-        api("/api/territory"),
       ]);
-      names.areas = new Map(areas.map((a) => [a.id, a.name]));
+      if (areas) names.areas = new Map((await areas).map((a) => [a.id, a.name]));
     } catch (e) {
       toast(e.message, true);
       return;

@@ -1,6 +1,6 @@
 // A task as a card, with the actions the signed-in person may take on it, and its timeline.
 
-import { api } from "../api.js";
+import { SUPERVISORS, api } from "../api.js";
 import { act, ask, clock, due, h, severityChip } from "../dom.js";
 
 const STATE_LABEL = {
@@ -35,7 +35,7 @@ function actionsFor(task, me) {
       rework: [["Start again", "start"], ["Hand back", "hand_back", "reason"]],
     }[task.state] || [];
   }
-  if (!["admin", "operator", "dispatcher"].includes(me.role)) return [];
+  if (!SUPERVISORS.has(me.role)) return [];
   const out = {
     reported: [["Dispatch", "dispatch", "assignee"]],
     returned: [["Dispatch", "dispatch", "assignee"]],
@@ -51,7 +51,10 @@ function actionsFor(task, me) {
 async function details(action, needs, task, people) {
   if (!needs) return {};
   if (needs === "assignee") {
-    const chosen = await pick(`Dispatch #${task.id}`, people(task));
+    const choices = h("select", { name: "assignee", required: true },
+      people(task).map((p) => h("option", { value: p.id },
+        `${p.name} (${p.id})${p.on_duty ? " · on duty" : ""} · ${p.open_tasks} open`)));
+    const chosen = await ask(`Dispatch #${task.id}`, { label: "Send to", input: choices, confirm: "Dispatch" });
     return chosen === null ? null : { assignee: chosen };
   }
   const questions = {
@@ -63,26 +66,6 @@ async function details(action, needs, task, people) {
   if (text === null) return null;
   const extra = action === "extend" ? { extend_s: 1800 } : {};
   return needs === "note" ? { note: text } : { reason: text, ...extra };
-}
-
-/** A modal list of people to choose from; resolves to a person id, or null. */
-function pick(title, candidates) {
-  return new Promise((resolve) => {
-    const select = h("select", { name: "assignee", required: true },
-      candidates.map((p) => h("option", { value: p.id },
-        `${p.name} (${p.id})${p.on_duty ? " · on duty" : ""} · ${p.open_tasks} open`)));
-    const dialog = h("dialog", {}, h("form", { method: "dialog" }, h("h1", {}, title),
-      h("label", {}, "Send to"), select,
-      h("div", { class: "row" }, h("span", { class: "spacer" }),
-        h("button", { type: "button", class: "quiet", onclick: () => dialog.close("") }, "Cancel"),
-        h("button", { class: "primary", value: "ok", disabled: !candidates.length }, "Dispatch"))));
-    dialog.addEventListener("close", () => {
-      dialog.remove();
-      resolve(dialog.returnValue === "ok" ? select.value : null);
-    });
-    document.body.append(dialog);
-    dialog.showModal();
-  });
 }
 
 /**

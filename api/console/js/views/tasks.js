@@ -34,15 +34,17 @@ export async function render(root, ctx) {
   async function load() {
     let tasks;
     try {
-      let nodes;
-      [tasks, people, nodes] = await Promise.all([
+      // The tree does not change while the page is open; who holds how many tasks does.
+      const nodes = territory.size ? null : api("/api/territory");
+      [tasks, people] = await Promise.all([
         api("/api/tasks", { params: { open: true, limit: 500 } }).then((p) => p.items),
-        Promise.all([api("/api/people", { params: { role: "grid_worker" } }),
-          api("/api/people", { params: { role: "department" } })]).then((x) => x.flat()),
-        api("/api/territory"),
+        api("/api/people", { params: { role: ["grid_worker", "department"] } }),
       ]);
-      territory = new Map(nodes.map((n) => [n.id, n.parent_id]));
-      names.areas = new Map(nodes.map((n) => [n.id, n.name]));
+      if (nodes) {
+        const areas = await nodes;
+        territory = new Map(areas.map((n) => [n.id, n.parent_id]));
+        names.areas = new Map(areas.map((n) => [n.id, n.name]));
+      }
       names.people = new Map(people.map((p) => [p.id, p.name]));
     } catch (e) {
       toast(e.message, true);

@@ -1,10 +1,9 @@
 // The territory tree (city > district > subdistrict > community > grid) with each venue's status.
 
-import { api } from "../api.js";
+import { SUPERVISORS, api } from "../api.js";
 import { debounce, h, toast } from "../dom.js";
 import { broadcastDialog } from "./commands.js";
 
-const COMMANDERS = new Set(["admin", "operator", "dispatcher"]);
 
 /** red: an open incident; grey: the venue's node is offline or never seen; yellow: devices offline. */
 export function venueColour(v) {
@@ -63,7 +62,7 @@ export async function render(root, { me, live }) {
         h("b", {}, n.name), h("span", { class: "level" }, n.level),
         h("span", { class: "muted small" }, ` · ${n.venues} venues`),
         n.open_incidents ? h("span", { class: "chip red", title: "open incidents" }, ` ${n.open_incidents} open`) : null,
-        COMMANDERS.has(me.role) && n.venues > 0
+        SUPERVISORS.has(me.role) && n.venues > 0
           ? h("button", { class: "small quiet", type: "button", onclick: (e) => { e.preventDefault(); broadcastDialog({ area: n.id, name: n.name }); } }, "broadcast")
           : null),
       (children.get(n.id) || []).map((c) => area(c, children, byGrid, depth + 1)),

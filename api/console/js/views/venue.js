@@ -1,11 +1,10 @@
 // A venue: its status, occupancy chart, devices with presence, recent incidents and door events.
 
-import { api } from "../api.js";
+import { SUPERVISORS, api } from "../api.js";
 import { ago, barChart, clock, debounce, dot, h, severityChip, toast } from "../dom.js";
 import { broadcastDialog, doorDialog } from "./commands.js";
 import { venueColour } from "./territory.js";
 
-const COMMANDERS = new Set(["admin", "operator", "dispatcher"]);
 const EVENT_NAMES = { "door.access": "badge", "door.forced": "forced open", "door.held_open": "held open", "door.state": "state" };
 const EVENT_TYPES = ["door.access", "door.forced", "door.held_open"];
 
@@ -75,7 +74,7 @@ export async function render(root, { me, live }, venueId) {
       h("h1", {}, h("span", { class: `status-${colour}` }, h("span", { class: "dot" })), v.name),
       h("span", { class: "muted" }, `${v.kind.replaceAll("_", " ")}${v.is_shelter ? " · shelter" : ""} · ${where(v.grid_id)}`),
       h("span", { class: "spacer" }),
-      COMMANDERS.has(me.role) ? h("button", { type: "button", onclick: () => broadcastDialog({ venue: v.id, name: v.name }) }, "Broadcast") : null),
+      SUPERVISORS.has(me.role) ? h("button", { type: "button", onclick: () => broadcastDialog({ venue: v.id, name: v.name }) }, "Broadcast") : null),
     h("div", { class: "counters" },
       h("div", { class: "counter" }, h("b", {}, v.occupancy ?? "–"), v.capacity ? `inside, of ${v.capacity}` : "inside"),
       h("div", { class: `counter ${v.open_incidents ? "red" : ""}` }, h("b", {}, v.open_incidents), "open incidents"),
@@ -87,7 +86,7 @@ export async function render(root, { me, live }, venueId) {
       h("td", {}, d.kind),
       h("td", { title: clock(d.last_seen) }, ago(d.last_seen)),
       h("td", { class: "small" }, latestSummary(d)),
-      h("td", {}, d.kind === "door" && COMMANDERS.has(me.role)
+      h("td", {}, d.kind === "door" && SUPERVISORS.has(me.role)
         ? h("button", { class: "small", type: "button", onclick: () => doorDialog({ device: d.id, name: d.name }) }, "Door…")
         : null))));
     return v;
