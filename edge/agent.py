@@ -228,7 +228,7 @@ class EdgeAgent:
     def _store(self, make: Any, priority: Priority) -> None:
         def build(seq: int) -> tuple[str, bytes]:
             message = make(m.envelope(seq))
-            return _topic_of(self.site, self.node, message), codec.encode(message)
+            return codec.topic_for(self.site, self.node, message), codec.encode(message)
 
         _, dropped = self.outbox.add(build, priority)
         if dropped:
@@ -442,9 +442,3 @@ class EdgeAgent:
             return m.CommandStatus.FAILED, str(exc)[:500]
         self.executed_commands += 1
         return m.CommandStatus.DONE, None
-
-
-def _topic_of(site: str, node: str, message: m.DeviceEvent | m.CommandResult) -> str:
-    if isinstance(message, m.CommandResult):
-        return topics.command_result(site, node, message.device)
-    return topics.event(site, node, message.device, message.type)

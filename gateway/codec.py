@@ -55,6 +55,21 @@ class Inbound:
     message: Message
 
 
+def topic_for(site: str, node: str, message: Message) -> str:
+    """The topic `message` travels on for this site and node."""
+    match message:
+        case NodeBirth():
+            return topics.birth(site, node)
+        case NodeDeath():
+            return topics.death(site, node)
+        case CommandResult():
+            return topics.command_result(site, node, message.device)
+        case Command():
+            return topics.command(site, node, message.device)
+        case _:
+            return topics.event(site, node, message.device, message.type)
+
+
 def encode(message: Message) -> bytes:
     """Serialize a message to its JSON payload."""
     return message.model_dump_json(exclude_none=True).encode()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import codec, topics
+from gateway import codec
 from gateway import messages as m
 from gateway.client import (
     QOS_AT_LEAST_ONCE,
@@ -153,10 +153,7 @@ def plan(creds: list[NodeCredentials], total: int, seed: int = 1) -> list[Plan]:
         device = rng.choice(candidates)
         seqs[node.node] += 1
         msg = make_message(rng, kind, device, seqs[node.node], start + timedelta(milliseconds=i))
-        if isinstance(msg, m.CommandResult):
-            topic = topics.command_result(node.site, node.node, device)
-        else:
-            topic = topics.event(node.site, node.node, device, msg.type)
+        topic = codec.topic_for(node.site, node.node, msg)
         per_node[node.node].append((topic, codec.encode(msg)))
     return [Plan(c, per_node[c.node]) for c in creds]
 

@@ -124,9 +124,7 @@ class Fleet:
         agent = self.agents[node]
         agent.client.loop_stop()
         agent.watch.connected.clear()
-        sock = agent.client.socket()
-        if sock is not None:
-            sock.close()
+        agent.cut_link()
         log.info("network cut node=%s for %.0fs", node, seconds)
         timer = threading.Timer(seconds, agent.client.loop_start)
         timer.daemon = True

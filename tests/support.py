@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import codec, topics
+from gateway import codec
 from gateway import messages as m
 from gateway.client import (
     QOS_AT_LEAST_ONCE,
@@ -185,18 +185,7 @@ class Node:
 
 def topic_for(creds: NodeCredentials, message: m.Message) -> str:
     """The topic a node publishes `message` on."""
-    site, node = creds.site, creds.node
-    match message:
-        case m.NodeBirth():
-            return topics.birth(site, node)
-        case m.NodeDeath():
-            return topics.death(site, node)
-        case m.CommandResult():
-            return topics.command_result(site, node, message.device)
-        case m.Command():
-            return topics.command(site, node, message.device)
-        case _:
-            return topics.event(site, node, message.device, message.type)
+    return codec.topic_for(creds.site, creds.node, message)
 
 
 def device_of(creds: NodeCredentials, kind: str) -> str:

@@ -361,3 +361,21 @@ def test_the_driver_plays_a_file_in_a_loop_and_reports_its_rate(tmp_path: Path) 
     rates = [s.fps for s in statuses[1:]]
     assert rates and all(3 <= r <= 6 for r in rates), rates  # about 5 analysed a second
     assert 20 <= camera.frames <= 30
+
+
+def test_a_camera_left_turned_away_makes_its_new_view_the_reference() -> None:
+    """Ten minutes in a new position and the moved view becomes normal: the alert can end (the
+    incident it raised stays for people to look at)."""
+    from edge.vision.config import Tuning
+    from edge.vision.tamper import TamperDetector
+
+    scene = scenes.tamper_scene(4, "moved")
+    (tamper,) = scene.tampers
+    shifted = scene.frame(int((tamper.start_s + 1) * scene.fps))
+    detector = TamperDetector(Tuning())
+    for i in range(20):
+        detector.check(scene.frame(i), i / scene.fps)
+    assert detector.check(shifted, 100.0).moved
+    assert detector.check(shifted, 100.0 + 599).moved
+    assert detector.check(shifted, 100.0 + 600).moved  # the last moved look…
+    assert not detector.check(shifted, 100.0 + 601).moved  # …then this view is the reference

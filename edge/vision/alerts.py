@@ -33,10 +33,6 @@ class Lifecycle:
         self._last_sent = 0.0
         self.alert_id: uuid.UUID | None = None
 
-    @property
-    def active(self) -> bool:
-        return self._state in (_State.ACTIVE, _State.COOLING)
-
     def update(self, holds: bool, t: float) -> Phase | None:
         """Feed the condition at time `t`; the phase to publish, if any."""
         tm = self.timing

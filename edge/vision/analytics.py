@@ -80,6 +80,7 @@ Output = AlertOut | CountOut
 @dataclass(slots=True)
 class _Line:
     zone: Zone
+    band: float = 0.0  # how far from the line a foot is still on it (in side units)
     inside: int = 0
     entered: int = 0
     exited: int = 0
@@ -104,6 +105,7 @@ class CameraAnalytics:
         self.small_size = (aw, max(1, round(aw * h / w)))
         person_px = (settings.tuning.person_height * self.small_size[1]) ** 2 * _PERSON_FILL
         self.person_area = person_px
+        self._busy_px = _BUSY * self.small_size[0] * self.small_size[1]
         self.motion = MotionDetector(
             *self.small_size, min_area_px=person_px * settings.tuning.min_area,
             fps=settings.fps, background_s=settings.tuning.background_s,
@@ -119,7 +121,7 @@ class CameraAnalytics:
             self._privacy = cv2.merge([keep, keep, keep])
         self._polys = {z.name: np.array(z.points, np.float32) for z in settings.zones}
         self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
-        self._lines = {z.name: _Line(z) for z in settings.zones
+        self._lines = {z.name: _Line(z, _LINE_BAND * math.dist(*z.points)) for z in settings.zones
                        if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
 
     # ---- geometry ----
@@ -149,12 +151,11 @@ class CameraAnalytics:
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
-        small_px = self.small_size[0] * self.small_size[1]
         blobs = self.motion.apply(small)
         tracks = self.tracker.update(blobs)
         # The view is a fair reference unless much of it is moving (some motion always is).
-        busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > _BUSY * small_px
-        view = self.tamper.check(frame, t, busy=busy)
+        busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > self._busy_px
+        view = self.tamper.check(small, t, busy=busy)  # it needs no more than the small copy
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []
         tamper_scores = (
@@ -233,10 +234,9 @@ class CameraAnalytics:
         for line in self._lines.values():
             a, b = line.zone.points
             name = line.zone.name
-            length = math.dist(a, b)
             for tr in tracks:
                 side = _side(a, b, tr.foot)
-                if abs(side) < _LINE_BAND * length:
+                if abs(side) < line.band:
                     continue  # on the line: wait until it is clearly across
                 before = tr.line_side.get(name)
                 tr.line_side[name] = (side, tr.foot)

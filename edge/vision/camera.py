@@ -57,6 +57,10 @@ class AnalyzedCamera(d.CameraAlertSource):
         self._emit: d.Emit | None = None
         self.online: bool | None = None
         self._status_at = 0.0
+        # Metric children looked up once: the frame loop only counts.
+        self._frames = FRAMES.labels(device_id)
+        self._skipped = SKIPPED.labels(device_id)
+        self._analysis = ANALYSIS.labels(device_id)
         self.frames = 0
 
     def start(self, emit: d.Emit) -> None:
@@ -129,7 +133,7 @@ class AnalyzedCamera(d.CameraAlertSource):
                 break
             now = time.monotonic()
             if now < next_analysis - period / 2:
-                SKIPPED.labels(self.id).inc()
+                self._skipped.inc()
                 continue
             next_analysis = max(next_analysis + period, now - period)
             ok, frame = cap.retrieve()
@@ -137,8 +141,8 @@ class AnalyzedCamera(d.CameraAlertSource):
                 break
             started = time.perf_counter()
             outputs = analytics.process(frame, datetime.now(UTC))
-            ANALYSIS.labels(self.id).observe(time.perf_counter() - started)
-            FRAMES.labels(self.id).inc()
+            self._analysis.observe(time.perf_counter() - started)
+            self._frames.inc()
             self.frames += 1
             analysed += 1
             in_window += 1

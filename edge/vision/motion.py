@@ -114,7 +114,6 @@ class MotionDetector:
 
 @dataclass(slots=True)
 class Track:
-    id: int
     blob: Blob
     hits: int = 1
     missed: int = 0
@@ -138,7 +137,6 @@ class Tracker:
         self.max_step = max_step  # in frame fractions per frame
         self.max_missed = max_missed
         self.tracks: list[Track] = []
-        self._next = 1
 
     def update(self, blobs: list[Blob]) -> list[Track]:
         pairs = sorted(
@@ -162,6 +160,5 @@ class Tracker:
         self.tracks = [tr for tr in self.tracks if tr.missed <= self.max_missed]
         for j, b in enumerate(blobs):
             if j not in used_b:
-                self.tracks.append(Track(self._next, b))
-                self._next += 1
+                self.tracks.append(Track(b))
         return [tr for tr in self.tracks if tr.confirmed and tr.missed == 0]
