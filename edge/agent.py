@@ -31,7 +31,6 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import (
     QOS_AT_LEAST_ONCE,
-    MqttSettings,
     PublishOutcome,
     connect_async,
     new_client,
@@ -124,6 +123,7 @@ class EdgeAgent:
             raise ValueError(f"drivers {given} do not match the configured devices {configured}")
         self.config = config
         self.site, self.node = config.site, config.node
+        self._metrics = metrics.for_node(self.node)
         self.devices = {dev.id: dev for dev in devices}
         self._own_store = store is None
         store = store or Store(config.outbox.path, config.outbox.durability)
@@ -131,7 +131,7 @@ class EdgeAgent:
         self._key = config.site_secret.get_secret_value().encode()
         broker = config.broker
         if broker.username is None:
-            broker = MqttSettings.model_validate(broker.model_dump() | {"username": config.node})
+            broker = broker.as_account(config.node)
         self._broker = broker
         self.client, self.watch = new_client(config.node, broker, max_inflight=config.outbox.window)
         self.client.on_pre_connect = self._on_pre_connect
@@ -158,8 +158,8 @@ class EdgeAgent:
         self.executed_commands = 0
         self.readings = 0
         self._stopping = False
-        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
-        metrics.CONNECTED.labels(self.node).set(0)
+        self._metrics.backlog.set(len(self.outbox))
+        self._metrics.connected.set(0)
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class EdgeAgent:
         self._commands.put(None)
         self._command_thread.join(5)
         self._stopped.set()
-        metrics.CONNECTED.labels(self.node).set(0)
+        self._metrics.connected.set(0)
         if self._own_store:
             self.outbox.store.close()
         log.info("edge agent stopped node=%s", self.node)
@@ -223,7 +223,7 @@ class EdgeAgent:
         priority = Priority.TELEMETRY if isinstance(reading, _TELEMETRY) else Priority.EVENT
         self._store(lambda env: to_message(reading, env, self._key), priority)
         self.readings += 1
-        metrics.READINGS.labels(self.node).inc()
+        self._metrics.readings.inc()
 
     def _store(self, make: Any, priority: Priority) -> None:
         def build(seq: int) -> tuple[str, bytes]:
@@ -232,8 +232,8 @@ class EdgeAgent:
 
         _, dropped = self.outbox.add(build, priority)
         if dropped:
-            metrics.DROPPED.labels(self.node, "outbox_full").inc(dropped)
-        metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+            self._metrics.dropped_full.inc(dropped)
+        self._metrics.backlog.set(len(self.outbox))
 
     def pump(self) -> int:
         """Settle the broker's answers, then hand the next messages to paho; how many were sent.
@@ -274,7 +274,7 @@ class EdgeAgent:
                 self._cursor = entry.seq
                 self._tokens -= 1
                 sent += 1
-        metrics.PUBLISHED.labels(self.node).inc(sent)
+        self._metrics.published.inc(sent)
         return sent
 
     def _settle(self, now: float) -> None:
@@ -296,7 +296,7 @@ class EdgeAgent:
                     self._cursor = min(self._cursor, seq - 1)
                     self._resume_at = now + _RETRY_PAUSE_S
                     self._probing = True
-                    metrics.RETRIED.labels(self.node).inc()
+                    self._metrics.retried.inc()
                 case PublishOutcome.REFUSED:
                     self.outbox.refuse(seq, str(reason))
                     refused += 1
@@ -304,9 +304,9 @@ class EdgeAgent:
                         "broker refused message node=%s seq=%d reason=%s", self.node, seq, reason
                     )
         if delivered or refused:
-            metrics.DELIVERED.labels(self.node).inc(delivered)
-            metrics.DROPPED.labels(self.node, "refused").inc(refused)
-            metrics.BACKLOG.labels(self.node).set(len(self.outbox))
+            self._metrics.delivered.inc(delivered)
+            self._metrics.dropped_refused.inc(refused)
+            self._metrics.backlog.set(len(self.outbox))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
@@ -356,7 +356,7 @@ class EdgeAgent:
             "node online node=%s bdseq=%d backlog=%d (sent at up to %g/s)",
             self.node, self._bdseq, len(self.outbox), self.config.outbox.replay_rate,
         )  # fmt: skip
-        metrics.CONNECTED.labels(self.node).set(1)
+        self._metrics.connected.set(1)
 
     def _on_disconnect(
         self,
@@ -367,7 +367,7 @@ class EdgeAgent:
         properties: Any,
     ) -> None:
         self.watch.on_disconnect(client, userdata, flags, reason, properties)
-        metrics.CONNECTED.labels(self.node).set(0)
+        self._metrics.connected.set(0)
         if self._stopping:
             return
         log.warning(
@@ -381,7 +381,7 @@ class EdgeAgent:
         try:
             inbound = codec.decode_for_topic(msg.topic, bytes(msg.payload))
         except DecodeError as exc:
-            metrics.COMMAND_INVALID.labels(self.node).inc()
+            self._metrics.command_invalid.inc()
             log.warning("unreadable command node=%s topic=%s: %s", self.node, msg.topic, exc)
             return
         command = inbound.message
@@ -390,7 +390,7 @@ class EdgeAgent:
         # Recorded before paho acknowledges it (when this callback returns), so a crash between
         # the two leaves it to be executed after the restart rather than lost.
         if not self.outbox.remember_command(str(command.id), bytes(msg.payload)):
-            metrics.COMMAND_DUPLICATES.labels(self.node).inc()
+            self._metrics.command_duplicates.inc()
             log.info("duplicate command ignored node=%s id=%s", self.node, command.id)
             return
         self._commands.put(command)

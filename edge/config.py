@@ -87,7 +87,12 @@ def load(path: Path) -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {problems(exc)}") from None
+
+
+def problems(exc: ValidationError, prefix: str = "") -> str:
+    """What a validation error found, one `field.path: message` per problem, for people."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}"
+        for e in exc.errors()
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge
 
 PUBLISHED = Counter("gridwatch_edge_published_total", "Messages handed to the broker", ["node"])
@@ -34,3 +36,30 @@ COMMAND_DUPLICATES = Counter(
 COMMAND_INVALID = Counter(
     "gridwatch_edge_commands_invalid_total", "Command payloads that could not be read", ["node"]
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetrics:
+    """One node's metric children, looked up once: the send path runs per message."""
+
+    published: Counter
+    delivered: Counter
+    retried: Counter
+    dropped_full: Counter
+    dropped_refused: Counter
+    backlog: Gauge
+    connected: Gauge
+    readings: Counter
+    command_invalid: Counter
+    command_duplicates: Counter
+
+
+def for_node(node: str) -> NodeMetrics:
+    return NodeMetrics(
+        published=PUBLISHED.labels(node), delivered=DELIVERED.labels(node),
+        retried=RETRIED.labels(node), dropped_full=DROPPED.labels(node, "outbox_full"),
+        dropped_refused=DROPPED.labels(node, "refused"), backlog=BACKLOG.labels(node),
+        connected=CONNECTED.labels(node), readings=READINGS.labels(node),
+        command_invalid=COMMAND_INVALID.labels(node),
+        command_duplicates=COMMAND_DUPLICATES.labels(node),
+    )  # fmt: skip

@@ -63,6 +63,13 @@ class MqttSettings(BaseModel):
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
 
+    def as_account(self, username: str, password: str | None = None) -> MqttSettings:
+        """The same broker, as another account (the password kept when none is given)."""
+        changes: dict[str, object] = {"username": username}
+        if password is not None:
+            changes["password"] = SecretStr(password)
+        return self.model_copy(update=changes)
+
 
 class ConnectionWatch:
     """Tracks a client's connection state for code that must wait for it or report it."""

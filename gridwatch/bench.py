@@ -7,7 +7,6 @@ import json
 import logging
 import random
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import psycopg
 
 from gridwatch import loadgen
 from gridwatch.local import LocalStack
-from gridwatch.services import free_port
+from gridwatch.services import free_ports, terminate
 from ingest.writer import COLUMNS
 from simulators.devices import SimDoor
 from simulators.fleet import Fleet
@@ -63,15 +62,6 @@ def _wait_connected(ports: list[int], timeout_s: float) -> None:
     raise RuntimeError("ingest workers did not connect to the broker in time (see logs/ingest.log)")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_ingest_bench(args: argparse.Namespace) -> int:
     """Load a backlog, start the ingest, time the drain, verify exactly-once, print JSON."""
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
@@ -83,7 +73,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             venues=max(1, args.devices // per_venue), devices_per_venue=per_venue
         )
         stack.start_broker()
-        metrics_base = free_port()
+        metrics_base = free_ports(args.workers)
         ports = [metrics_base + i for i in range(args.workers)]
 
         # The workers' persistent sessions must exist before the backlog is published, so that
@@ -91,7 +81,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         _wait_connected(ports, timeout_s=60)
         time.sleep(0.5)
-        _stop(ingest)
+        terminate(ingest)
 
         plans = loadgen.plan(creds, args.messages)
         published, publish_s = loadgen.publish_parallel(plans, stack.edge_mqtt())
@@ -110,19 +100,17 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"ingest stalled at {acked:.0f} of {published} messages")
         drain_s = time.perf_counter() - started
         totals = _scrape_all(ports)
-        _stop(ingest)
+        terminate(ingest)
 
+        stored, distinct = _count_events(stack.dsn)
         with psycopg.connect(stack.dsn) as conn:
-            union = " UNION ALL ".join(f"SELECT id FROM {t}" for t in SERIES_TABLES)
-            row = conn.execute(f"SELECT count(*), count(DISTINCT id) FROM ({union}) s").fetchone()
             rejected_row = conn.execute(
                 "SELECT coalesce(sum(occurrences), 0) FROM rejected_messages"
             ).fetchone()
             opened = conn.execute(
                 "SELECT (SELECT count(*) FROM incidents), (SELECT count(*) FROM tasks)"
             ).fetchone()
-        assert row is not None and rejected_row is not None
-        stored, distinct = int(str(row[0])), int(str(row[1]))
+        assert rejected_row is not None
         result = {
             "published": published,
             "stored": stored,
@@ -162,7 +150,7 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
         stack.start_database()
         creds = stack.seed_demo(venues=args.venues, devices_per_venue=args.devices_per_venue)
         stack.start_broker()
-        metrics_base = free_port()
+        metrics_base = free_ports(args.workers)
         ports = [metrics_base + i for i in range(args.workers)]
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         _wait_connected(ports, timeout_s=60)
@@ -236,7 +224,7 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
         if fleet is not None:
             fleet.stop()
         if ingest is not None:
-            _stop(ingest)
+            terminate(ingest)
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from gridwatch.bench import _stop, _wait_connected
+from gridwatch.bench import _wait_connected
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.services import free_port, terminate, wait_for_port
 from gridwatch.simulate import venues_from
 from simulators.fleet import Fleet
 
@@ -139,7 +139,7 @@ def run_api_bench(args: argparse.Namespace) -> int:
         if fleet is not None:
             fleet.stop()
         for proc in procs:
-            _stop(proc)
+            terminate(proc)
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)

@@ -106,11 +106,7 @@ def _db_seed_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.credentials)
     with psycopg.connect(database_url(args)) as conn:
-        known = {c.node: c.secret for c in demo.read_credentials(out)}
-        creds = demo.seed(
-            conn, venues=args.venues, devices_per_venue=args.devices_per_venue, secrets=known
-        )
-    demo.write_credentials(out, creds)
+        creds = demo.seed_and_save(conn, out, args.venues, args.devices_per_venue)
     print(f"seeded {len(creds)} venues; node credentials in {out}")
     return 0
 

@@ -224,6 +224,17 @@ def people_of_venue(conn: psycopg.Connection[tuple[object, ...]], venue_id: str)
     return [p for p in wanted if p in found]
 
 
+def seed_and_save(
+    conn: psycopg.Connection[tuple[object, ...]], path: Path, venues: int, devices_per_venue: int
+) -> list[NodeCredentials]:
+    """Seed the demo (once: later runs keep it) and keep its node secrets in `path`, reusing
+    the secrets already there."""
+    known = {c.node: c.secret for c in read_credentials(path)}
+    creds = seed(conn, venues=venues, devices_per_venue=devices_per_venue, secrets=known)
+    write_credentials(path, creds)
+    return creds
+
+
 def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:
     """Keep the demo nodes' secrets (the database keeps only hashes) for the simulated fleet."""
     path.parent.mkdir(parents=True, exist_ok=True)

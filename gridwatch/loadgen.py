@@ -180,9 +180,7 @@ def publish(plans: list[Plan], broker: MqttSettings, timeout_s: float = 600) -> 
 
     clients = []
     for p in plans:
-        settings = MqttSettings.model_validate(
-            broker.model_dump() | {"username": p.node.node, "password": p.node.secret}
-        )
+        settings = broker.as_account(p.node.node, p.node.secret)
         client, watch = new_client(p.node.node, settings, max_inflight=1000)
         client.on_publish = on_publish
         connect_async(client, settings, clean_start=True)

@@ -114,13 +114,8 @@ class LocalStack:
 
     def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
         """Create the demo territory once; later runs keep it and its node secrets."""
-        known = {c.node: c.secret for c in demo.read_credentials(self.credentials_file)}
         with psycopg.connect(self.dsn) as conn:
-            creds = demo.seed(
-                conn, venues=venues, devices_per_venue=devices_per_venue, secrets=known
-            )
-        demo.write_credentials(self.credentials_file, creds)
-        return creds
+            return demo.seed_and_save(conn, self.credentials_file, venues, devices_per_venue)
 
     def people_of_venue(self, venue_id: str) -> list[str]:
         """The demo worker and dispatcher who handle a venue's tasks."""

@@ -15,10 +15,11 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import psycopg
 
@@ -33,6 +34,34 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: how a long-running command learns to stop."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> bool:
+    """SIGTERM and wait, as an operator stopping a service would; SIGKILL if it does not stop in
+    time. True if it stopped by itself (or was not running)."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
 
 
 def free_ports(count: int) -> int:
@@ -305,11 +334,7 @@ class LocalMosquitto:
         """SIGTERM: Mosquitto writes its persistence store and exits."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        terminate(self.proc, timeout_s)
         log.info("Mosquitto stopped")
 
     def kill(self) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
@@ -16,6 +14,7 @@ from edge.drivers import Device
 from gateway.client import MqttSettings
 from gateway.messages import DeviceKind
 from gridwatch import demo
+from gridwatch.services import stop_on_signals
 from simulators import scenario as scenarios
 from simulators.devices import make_device
 from simulators.engine import Engine, SimClock
@@ -33,18 +32,6 @@ def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
         Venue(c.site, c.node, c.secret, c.kind, c.capacity, c.open_24h, list(c.devices))
         for c in creds
     ]
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 def run_fleet(args: argparse.Namespace) -> int:
@@ -67,7 +54,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     fleet.start()
     threads = [
         threading.Thread(
@@ -107,7 +94,7 @@ def run_edge(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_port)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     if engine is not None:
         engine.start()
     agent.start()
@@ -133,9 +120,7 @@ def _opencv_camera(dev: edge_config.DeviceConfig, path: str) -> Device:
     try:
         settings = CameraSettings.model_validate(dev.settings)
     except ValidationError as exc:
-        problems = "; ".join(f"{where}.settings.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in exc.errors())  # fmt: skip
-        raise edge_config.ConfigError(problems) from None
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{where}.settings.")) from None
     return AnalyzedCamera(dev.id, settings, model=dev.model)
 
 
@@ -184,7 +169,7 @@ def run_scene_serve(args: argparse.Namespace) -> int:
     stream = SceneStream(scene, host=args.host, port=args.port).start()
     print(json.dumps({"url": stream.url, "camera_settings": scenes.camera_settings(scene, stream.url)},
                      indent=2), flush=True)  # fmt: skip
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     stop.wait()
     stream.stop()
     return 0

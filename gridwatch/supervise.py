@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from gridwatch.services import terminate
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ class Supervisor:
             proc = child.proc
             if proc is None or proc.poll() is not None:
                 continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
+            if terminate(proc, timeout_s):
                 log.info("stopped %s", child.name)
-            except subprocess.TimeoutExpired:
-                log.error("%s did not stop in %.0fs; killing it", child.name, timeout_s)
-                proc.kill()
-                proc.wait()
+            else:
+                log.error("%s did not stop in %.0fs; it was killed", child.name, timeout_s)

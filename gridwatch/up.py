@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import socket
-import threading
 from pathlib import Path
-from types import FrameType
 
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack, Ports
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.services import free_port, stop_on_signals, wait_for_port
 from gridwatch.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -59,13 +56,7 @@ def run(args: argparse.Namespace) -> int:
     first_run = not (home / "ports.json").exists()
     preferred = DEFAULT_PORTS if first_run and all(map(_port_free, wanted)) else None
     stack = LocalStack(home, preferred=preferred)
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping = stop_on_signals()
     supervisor = Supervisor()
     try:
         report = stack.start_database()

@@ -51,20 +51,28 @@ def queue_command(
     return command_id
 
 
-def _devices(
-    conn: Conn, path: str, kind: str, shelters_only: bool = False, uncovered: bool = False
+def devices(
+    conn: Conn,
+    path: str,
+    kind: str,
+    *,
+    venue: str | None = None,
+    shelters_only: bool = False,
+    uncovered: bool = False,
 ) -> list[str]:
-    """Devices of a kind under `path`; with `uncovered`, only those no emergency still covers."""
+    """Devices of a kind under `path` (of one venue, if given); with `uncovered`, only those no
+    emergency still covers."""
     rows = conn.execute(
         """SELECT d.id FROM devices d
            JOIN edge_nodes n ON n.id = d.node_id
            JOIN venues v ON v.id = n.venue_id
            JOIN territory t ON t.id = v.grid_id
            WHERE d.kind = %s AND t.path <@ %s::ltree AND (v.is_shelter OR NOT %s)
+             AND (%s::text IS NULL OR v.id = %s)
              AND NOT (%s AND EXISTS (SELECT 1 FROM emergencies e
                                      WHERE e.ended_at IS NULL AND e.path @> t.path))
            ORDER BY d.id""",
-        (kind, path, shelters_only, uncovered),
+        (kind, path, shelters_only, venue, venue, uncovered),
     ).fetchall()
     return [str(r[0]) for r in rows]
 
@@ -97,8 +105,8 @@ def start(
     assert got is not None
     emergency_id = int(str(got[0]))
     play = m.SpeakerPlay(text=message, priority=m.SpeakerPriority.EMERGENCY, repeat=3)
-    speakers = _devices(conn, path, "speaker")
-    doors = _devices(conn, path, "door", shelters_only=True)
+    speakers = devices(conn, path, "speaker")
+    doors = devices(conn, path, "door", shelters_only=True)
     for device in speakers:
         queue_command(conn, device, play, issued_by=actor, reason="emergency broadcast",
                       emergency_id=emergency_id)  # fmt: skip
@@ -126,10 +134,10 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
         raise EmergencyError(f"{territory_id} is not in an emergency")
     emergency_id, path = int(str(row[0])), str(row[1])
     # What a wider emergency still covers stays as it is.
-    for device in _devices(conn, path, "speaker", uncovered=True):
+    for device in devices(conn, path, "speaker", uncovered=True):
         queue_command(conn, device, m.SpeakerStop(), issued_by=actor,
                       reason="emergency over", emergency_id=emergency_id)  # fmt: skip
-    for device in _devices(conn, path, "door", shelters_only=True, uncovered=True):
+    for device in devices(conn, path, "door", shelters_only=True, uncovered=True):
         queue_command(conn, device, m.DoorLock(), issued_by=actor,
                       reason="emergency over: shelter back to normal", emergency_id=emergency_id)  # fmt: skip
     conn.execute(

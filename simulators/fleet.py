@@ -69,9 +69,7 @@ class Fleet:
             config = SiteConfig(
                 site=venue.site,
                 node=venue.node,
-                broker=MqttSettings.model_validate(
-                    broker.model_dump() | {"username": venue.node, "password": venue.secret}
-                ),
+                broker=broker.as_account(venue.node, venue.secret),
                 site_secret=site_secret_for(venue.secret),
                 outbox=OutboxConfig(
                     path=self.store.path,

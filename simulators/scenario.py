@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from edge.config import problems
 from simulators.devices import SimCamera, SimCounter, SimDevice, SimDoor, SimSpeaker
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,7 @@ def load(path: Path) -> Scenario:
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ScenarioError(f"{path}: {problems}") from None
+        raise ScenarioError(f"{path}: {problems(exc)}") from None
 
 
 def check(scenario: Scenario, devices: dict[str, SimDevice], nodes: set[str]) -> None:

@@ -135,13 +135,9 @@ class Scene:
         return self._background
 
     def light(self, t: float) -> float:
-        level = 1.0 + self.drift * math.sin(2 * math.pi * t / self.drift_period_s)
-        for s in self.switches:
-            if t >= s.at_s:
-                level = s.factor * (
-                    1.0 + self.drift * math.sin(2 * math.pi * t / self.drift_period_s)
-                )
-        return level
+        switched = [s.factor for s in self.switches if t >= s.at_s]
+        factor = switched[-1] if switched else 1.0  # the last switch flipped sets the level
+        return factor * (1.0 + self.drift * math.sin(2 * math.pi * t / self.drift_period_s))
 
     def people_at(self, t: float) -> list[tuple[int, Point, Walker]]:
         out = []
@@ -229,23 +225,20 @@ class Scene:
     def _crossings(self, zone: ZoneSpec) -> dict[str, int]:
         """Crossings of the line (its first two points) by each walker's path: "in" is crossing
         towards the left of the line as drawn from its first point to its second."""
-        (ax, ay), (bx, by) = zone.points[0], zone.points[1]
+        a, b = zone.points[0], zone.points[1]
         out = {"in": 0, "out": 0}
         for walker in self.walkers:
             pts = [(x, y) for _, x, y in walker.waypoints]
-            for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-                s0 = (bx - ax) * (y0 - ay) - (by - ay) * (x0 - ax)
-                s1 = (bx - ax) * (y1 - ay) - (by - ay) * (x1 - ax)
-                if s0 * s1 < 0 and _segments_cross((ax, ay), (bx, by), (x0, y0), (x1, y1)):
-                    out["in" if s1 < 0 else "out"] += 1
+            for p, q in itertools.pairwise(pts):
+                end = _side(a, b, q)
+                if _side(a, b, p) * end < 0 and _side(p, q, a) * _side(p, q, b) < 0:
+                    out["in" if end < 0 else "out"] += 1
         return out
 
 
-def _segments_cross(a: Point, b: Point, c: Point, d: Point) -> bool:
-    def side(p: Point, q: Point, r: Point) -> float:
-        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
-
-    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+def _side(p: Point, q: Point, r: Point) -> float:
+    """Which side of the line from p to q the point r is on (the sign), by the cross product."""
+    return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
 
 
 def _intervals(times: list[float], flags: list[bool]) -> list[tuple[float, float]]:

@@ -25,7 +25,7 @@ class SceneStream:
     ) -> None:  # fmt: skip
         self.scene, self.loop, self.quality = scene, loop, quality
         scene.background()  # rendered once here, not by two viewers at once
-        self.started = time.monotonic()
+        self.started = 0.0  # the scene's clock starts with start()
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None

@@ -9,8 +9,8 @@ import yaml
 
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import venues_from
-from simulators.fleet import Fleet, site_secret_for
+from gridwatch.simulate import OPENCV_DRIVER, venues_from
+from simulators.fleet import SIMULATED_DRIVER, Fleet, site_secret_for
 
 QUIET_RATE = 0.001  # periodic reports about once an hour: the test drives the devices itself
 
@@ -50,8 +50,9 @@ def site_file(
         "site_secret": site_secret_for(creds.secret),
         "outbox": {"path": str(folder / "outbox.db"), "durability": "normal"},
         "devices": [
-            {"id": dev, "kind": kind, "driver": "opencv", "settings": cameras[dev]} if dev in cameras
-            else {"id": dev, "kind": kind, "driver": "simulated",
+            {"id": dev, "kind": kind, "driver": OPENCV_DRIVER, "settings": cameras[dev]}
+            if dev in cameras
+            else {"id": dev, "kind": kind, "driver": SIMULATED_DRIVER,
                   "settings": {"report_every_s": every.get(kind, 3600)}}
             for dev, kind in creds.devices
         ],

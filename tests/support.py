@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from gateway.client import (
 from gridwatch.bench import scrape
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.services import free_ports
+from gridwatch.services import free_ports, terminate
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
@@ -40,15 +39,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
     """SIGTERM and wait, as an operator stopping a service would; SIGKILL if it hangs."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError("process did not stop on SIGTERM") from None
+    assert terminate(proc, timeout_s), "process did not stop on SIGTERM"
 
 
 def metric(port: int, name: str) -> float:
@@ -213,7 +204,3 @@ def birth(node: Node, bdseq: int) -> m.NodeBirth:
 def envelope(node: Node) -> m.EnvelopeFields:
     """Fresh envelope fields for the node's next message."""
     return m.envelope(node.next_seq())
-
-
-def stored_ids(dsn: str, table: str = "occupancy") -> list[object]:
-    return [r[0] for r in rows(dsn, f"SELECT id FROM {table}")]

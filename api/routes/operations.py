@@ -130,13 +130,7 @@ def _broadcast(
     clip = body.message.clip if isinstance(body.message, ClipMessage) else None
     play = m.SpeakerPlay(text=text, clip=clip, priority=body.priority, repeat=body.repeat)
     with db.transaction():
-        speakers = [str(r[0]) for r in db.execute(
-            """SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id
-               JOIN venues v ON v.id = n.venue_id JOIN territory g ON g.id = v.grid_id
-               WHERE d.kind = 'speaker' AND g.path <@ %s::ltree
-                 AND (%s::text IS NULL OR v.id = %s) ORDER BY d.id""",
-            (path, venue, venue),
-        ).fetchall()]  # fmt: skip
+        speakers = emergency.devices(db, path, "speaker", venue=venue)
         if not speakers:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no speakers there in your area")
         ids = [emergency.queue_command(db, s, play, issued_by=user.id, reason="broadcast")
