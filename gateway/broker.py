@@ -1,24 +1,32 @@
-"""Mosquitto configuration: accounts, ACLs and limits, rendered from the node registry.
+"""Mosquitto configuration: accounts, roles and limits, rendered from the node registry.
 
-Two listeners, each with its own accounts (`per_listener_settings true`):
+Accounts and access control live in Mosquitto's dynamic-security plugin (shipped with Mosquitto
+2.0), which checks subscriptions as well as publishes, per role, deny by default:
 
-- the edge listener, where every edge node logs in with its own account, its client id is forced
-  to its user name (so no node can take over another's session) and the ACL confines it to its
-  own topic subtree;
-- the service listener, for the platform's own services (ingest workers, API replicas), which
-  keep their own client ids so that several workers can share one subscription. Bind it to an
-  internal address only.
+- every edge node has its own account and role: it may publish only under its own topic subtree
+  and subscribe only to its own commands and receipts; any other subscription (`#`, `$SYS/#`,
+  another node's commands, the ingest's shared subscription) is refused at SUBACK;
+- each ingest worker slot has an account `PREFIX-SLOT` sharing the ingest role: it subscribes to
+  the shared subscription of one configured group only, publishes commands and receipts;
+- client ids are forced to account names, so no account can take over another's session.
+
+There is no account for the API: it never speaks MQTT (commands go through the database).
+
+Two listeners: the edge listener, where nodes connect, and the service listener for the ingest on
+an internal address. Both authenticate against the same plugin.
 """
 
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
+import json
 import os
 import secrets
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,13 +36,12 @@ from gateway import topics
 # iteration count guards nothing a brute force could reach; it is kept moderate because the
 # broker hashes on every connect, and a city's 200 nodes reconnect at once after an outage.
 HASH_ITERATIONS = 10_000
-_SALT_BYTES = 12
+_SALT_BYTES = 12  # Mosquitto's SALT_LEN: the plugin refuses any other length
 _HASH_BYTES = 64
-
-
-class ServiceRole(StrEnum):
-    INGEST = "ingest"
-    API = "api"
+_HASH_PATTERN = r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
+DYNSEC_PLUGIN_NAME = "mosquitto_dynamic_security.so"
+DYNSEC_FILE = "dynamic-security.json"
+INGEST_ROLE = "ingest"
 
 
 class NodeAccount(BaseModel):
@@ -44,30 +51,42 @@ class NodeAccount(BaseModel):
 
     site: str = Field(pattern=topics.ID_PATTERN)
     node: str = Field(pattern=topics.ID_PATTERN)
-    password_hash: str = Field(pattern=r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+    password_hash: str = Field(pattern=_HASH_PATTERN)
 
 
-class ServiceAccount(BaseModel):
-    """A platform service's broker account."""
+class IngestAccounts(BaseModel):
+    """The ingest workers' accounts: one per slot (`PREFIX-SLOT`), one password, one role."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    username: str = Field(pattern=topics.ID_PATTERN)
-    role: ServiceRole
-    password_hash: str = Field(pattern=r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+    prefix: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,48}$")
+    slots: int = Field(default=16, ge=1, le=1000, description="worker slots 0..slots-1")
+    password_hash: str = Field(pattern=_HASH_PATTERN)
+    share_groups: tuple[str, ...] = Field(
+        min_length=1, description="shared-subscription groups the ingest may join"
+    )
+
+    def usernames(self) -> list[str]:
+        return [f"{self.prefix}-{slot}" for slot in range(self.slots)]
 
 
 class BrokerOptions(BaseModel):
-    """Where the broker listens and keeps its data, and its queue limits."""
+    """Where the broker listens and keeps its data, and its limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     edge_host: str = Field(default="0.0.0.0", description="address edge nodes connect to")
     edge_port: int = Field(default=1883, ge=1, le=65535, description="edge listener port")
     service_host: str = Field(
-        default="127.0.0.1", description="internal address for ingest and api; never public"
+        default="127.0.0.1", description="internal address for the ingest; never public"
     )
     service_port: int = Field(default=1884, ge=1, le=65535, description="service listener port")
+    max_connections: int = Field(
+        default=5_000,
+        ge=1,
+        description="connections the edge listener holds at most (nodes, and clients that never"
+        " send CONNECT, which Mosquitto 2.0 keeps for 90 s)",
+    )
     max_queued_messages: int = Field(
         default=2_000_000, ge=1, description="per-session queue above the in-flight window"
     )
@@ -82,12 +101,15 @@ class BrokerOptions(BaseModel):
     user: str | None = Field(
         default=None, description="system user the broker drops to when started as root"
     )
+    plugin: Path | None = Field(
+        default=None, description="the dynamic-security plugin; found in the usual places if unset"
+    )
 
 
 def hash_password(
     password: str, *, iterations: int = HASH_ITERATIONS, salt: bytes | None = None
 ) -> str:
-    """Hash a password the way Mosquitto's password file expects it."""
+    """Hash a password the way Mosquitto expects it (`$7$iterations$salt$hash`)."""
     if not password:
         raise ValueError("an empty password cannot be hashed")
     salt = salt if salt is not None else os.urandom(_SALT_BYTES)
@@ -100,93 +122,150 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_share_group() -> str:
+    """A shared-subscription group name nobody can guess."""
+    return f"ingest_{secrets.token_hex(12)}"
+
+
+def find_plugin() -> Path:
+    """Where Mosquitto's dynamic-security plugin is installed."""
+    candidates = [
+        *sorted(glob.glob(f"/usr/lib/*/{DYNSEC_PLUGIN_NAME}")),
+        f"/usr/lib/{DYNSEC_PLUGIN_NAME}",
+        f"/usr/local/lib/{DYNSEC_PLUGIN_NAME}",
+    ]
+    for c in candidates:
+        if Path(c).exists():
+            return Path(c)
+    raise RuntimeError(
+        f"Mosquitto's dynamic-security plugin ({DYNSEC_PLUGIN_NAME}) was not found: install "
+        "Mosquitto 2.0 or newer (Debian: `apt-get install mosquitto`) or give its path"
+    )
+
+
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "allow": True, "priority": 0}
+
+
+def node_role(site: str, node: str) -> dict[str, Any]:
+    """A node's role: publish only under its own subtree, read only its commands and receipts."""
+    prefix = topics.node_prefix(site, node)
+    sends = [
+        topics.birth(site, node),
+        topics.death(site, node),
+        f"{prefix}/{topics.Channel.EVENT}/#",
+        f"{prefix}/{topics.Channel.COMMAND_RESULT}/#",
+    ]
+    reads = topics.node_subscriptions(site, node)
+    acls = [_acl("publishClientSend", t) for t in sends]
+    acls += [_acl("subscribeLiteral", t) for t in reads]
+    acls += [_acl("publishClientReceive", t) for t in reads]
+    return {"rolename": f"node:{node}", "acls": acls}
+
+
+def ingest_role(share_groups: tuple[str, ...]) -> dict[str, Any]:
+    """The ingest: its shared subscription (of the configured groups only) and presence; it
+    publishes commands and receipts, and clears retained messages nodes should not have left."""
+    root = topics.ROOT
+    subs = [f for g in share_groups for f in topics.ingest_subscriptions(g)[0]]
+    subs += topics.ingest_subscriptions(share_groups[0])[1]
+    sends = [
+        f"{root}/+/+/{topics.Channel.COMMAND}/#",
+        f"{root}/+/+/{topics.Channel.RECEIPT}",
+        # Only ever an empty retained payload, to delete a retained message a node left on a
+        # topic where none belongs (see ingest.worker): dynamic security cannot say "retained
+        # only", so this is as narrow as it gets.
+        f"{root}/+/+/{topics.Channel.EVENT}/#",
+        f"{root}/+/+/{topics.Channel.COMMAND_RESULT}/#",
+        f"{root}/+/+/{topics.Channel.DEATH}",
+    ]
+    acls = [_acl("subscribeLiteral", f) for f in subs]
+    acls += [_acl("publishClientReceive", f"{root}/#")]
+    acls += [_acl("publishClientSend", t) for t in sends]
+    return {"rolename": INGEST_ROLE, "acls": acls}
+
+
+def _client(username: str, password_hash: str, role: str) -> dict[str, Any]:
+    _, _, iterations, salt, digest = password_hash.split("$")
+    return {
+        "username": username,
+        "password": digest,
+        "salt": salt,
+        "iterations": int(iterations),
+        "roles": [{"rolename": role, "priority": 0}],
+    }
+
+
+def dynsec_config(nodes: list[NodeAccount], ingest: IngestAccounts) -> dict[str, Any]:
+    """The dynamic-security plugin's file: clients, roles, deny-by-default access."""
+    names = [n.node for n in nodes] + ingest.usernames()
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"broker accounts {doubled} are defined twice")
+    ordered = sorted(nodes, key=lambda a: a.node)
+    clients = [_client(n.node, n.password_hash, f"node:{n.node}") for n in ordered]
+    clients += [_client(u, ingest.password_hash, INGEST_ROLE) for u in ingest.usernames()]
+    roles = [node_role(n.site, n.node) for n in ordered]
+    roles.append(ingest_role(ingest.share_groups))
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerFiles:
     """The generated files, by name inside the broker's configuration folder."""
 
     config: str
-    edge_passwd: str
-    edge_acl: str
-    service_passwd: str
-    service_acl: str
+    dynsec: str
 
     def write(self, folder: Path) -> Path:
         """Write every file into `folder` (private modes) and return the main configuration path."""
         folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
         (folder / "data").mkdir(exist_ok=True)
-        for name, text in (
-            ("edge.passwd", self.edge_passwd),
-            ("edge.acl", self.edge_acl),
-            ("service.passwd", self.service_passwd),
-            ("service.acl", self.service_acl),
-            ("mosquitto.conf", self.config),
-        ):
+        for name, text in ((DYNSEC_FILE, self.dynsec), ("mosquitto.conf", self.config)):
             path = folder / name
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_text(text)
-            tmp.chmod(0o600 if "passwd" in name else 0o644)
+            tmp.chmod(0o600)
             tmp.replace(path)
         return folder / "mosquitto.conf"
 
 
-def node_acl(site: str, node: str) -> list[str]:
-    """The topics a node may use: publish only under its own subtree, read only its commands."""
-    prefix = topics.node_prefix(site, node)
-    return [
-        f"topic write {topics.birth(site, node)}",
-        f"topic write {topics.death(site, node)}",
-        f"topic write {prefix}/{topics.Channel.EVENT}/#",
-        f"topic write {prefix}/{topics.Channel.COMMAND_RESULT}/#",
-        f"topic read {topics.node_commands_filter(site, node)}",
-    ]
-
-
-def service_acl(role: ServiceRole) -> list[str]:
-    """What each platform service may do on the broker."""
-    root = topics.ROOT
-    match role:
-        case ServiceRole.INGEST:
-            # The ingest's leader publishes the platform's queued commands (emergency mode…).
-            return [f"topic read {root}/#", f"topic write {root}/+/+/{topics.Channel.COMMAND}/#"]
-        case ServiceRole.API:
-            return [
-                f"topic write {root}/+/+/{topics.Channel.COMMAND}/#",
-                f"topic read {root}/#",
-            ]
-
-
 def render(
-    options: BrokerOptions,
-    folder: Path,
-    nodes: list[NodeAccount],
-    services: list[ServiceAccount],
+    options: BrokerOptions, folder: Path, nodes: list[NodeAccount], ingest: IngestAccounts
 ) -> BrokerFiles:
     """Render the Mosquitto configuration for these accounts; `folder` is where it will live."""
     folder = folder.resolve()
-    seen: set[str] = set()
-    for name in [n.node for n in nodes] + [s.username for s in services]:
-        if name in seen:
-            raise ValueError(f"broker account {name!r} is defined twice")
-        seen.add(name)
-
-    edge_acl = ["# Edge nodes: each confined to its own subtree. Generated; do not edit."]
-    for n in sorted(nodes, key=lambda a: a.node):
-        edge_acl += ["", f"user {n.node}", *node_acl(n.site, n.node)]
-    svc_acl = ["# Platform services. Generated; do not edit."]
-    for s in sorted(services, key=lambda a: a.username):
-        svc_acl += ["", f"user {s.username}", *service_acl(s.role)]
+    plugin = options.plugin or find_plugin()
+    dynsec = json.dumps(dynsec_config(nodes, ingest), indent=1) + "\n"
 
     config = f"""\
 # Mosquitto configuration for gridwatch, generated by `gridwatch broker config`.
 # Do not edit by hand: change the registry or the options and generate it again.
 
-per_listener_settings true
+# --- Accounts and access: the dynamic-security plugin, deny by default -------------------
+# One set of accounts for both listeners (the plugin does not work per listener in 2.0).
+# Subscriptions are checked too: a node may subscribe to its own commands and receipts only.
+per_listener_settings false
+allow_anonymous false
+plugin {plugin}
+plugin_opt_config_file {folder / DYNSEC_FILE}
 
 # --- Persistence -------------------------------------------------------------------------
 # Sessions and queued QoS 1 messages survive a restart. Mosquitto 2.0 writes its store every
-# autosave_interval seconds and on a clean shutdown: a clean restart loses nothing, a hard
-# crash can lose what was acknowledged since the last save (the edge outbox covers what the
-# broker had not yet acknowledged).
+# autosave_interval seconds and on a clean shutdown: a hard crash loses what it acknowledged
+# since the last save. Nothing is lost end to end all the same: an edge node forgets a message
+# only when the platform's receipt says it is stored in the database, and sends the rest again.
 persistence true
 persistence_location {folder / "data"}/
 autosave_interval {options.autosave_interval_s}
@@ -219,23 +298,17 @@ connection_messages true
 log_timestamp true
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 
-# --- Edge listener: one account per node, client id forced to the account name ----------
+# --- Edge listener: where the venues' nodes connect ---------------------------------------
 listener {options.edge_port} {options.edge_host}
-allow_anonymous false
+# Client ids are account names, so no account can take over another's session (a listener
+# setting in Mosquitto 2.0, whatever per_listener_settings says).
 use_username_as_clientid true
-password_file {folder / "edge.passwd"}
-acl_file {folder / "edge.acl"}
+# A bound on what a flood of connections can hold; a client that never sends CONNECT is
+# dropped after 90 s (fixed in Mosquitto 2.0).
+max_connections {options.max_connections}
 
-# --- Service listener: ingest workers and API replicas; internal address only -------------
+# --- Service listener: the ingest workers; internal address only --------------------------
 listener {options.service_port} {options.service_host}
-allow_anonymous false
-password_file {folder / "service.passwd"}
-acl_file {folder / "service.acl"}
+use_username_as_clientid true
 """
-    return BrokerFiles(
-        config=config,
-        edge_passwd="".join(f"{n.node}:{n.password_hash}\n" for n in nodes),
-        edge_acl="\n".join(edge_acl) + "\n",
-        service_passwd="".join(f"{s.username}:{s.password_hash}\n" for s in services),
-        service_acl="\n".join(svc_acl) + "\n",
-    )
+    return BrokerFiles(config=config, dynsec=dynsec)

@@ -15,6 +15,7 @@ from gateway.messages import (
     Message,
     NodeBirth,
     NodeDeath,
+    Receipt,
 )
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024
@@ -35,6 +36,7 @@ class RejectReason(StrEnum):
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_DEVICE = "unknown_device"
     FOREIGN_DEVICE = "foreign_device"
+    CONFLICT = "conflict"  # an id already stored with other content: the first version stands
     UNSTORABLE = "unstorable"
 
 
@@ -66,6 +68,8 @@ def topic_for(site: str, node: str, message: Message) -> str:
             return topics.command_result(site, node, message.device)
         case Command():
             return topics.command(site, node, message.device)
+        case Receipt():
+            return topics.receipt(site, node)
         case _:
             return topics.event(site, node, message.device, message.type)
 
@@ -133,6 +137,8 @@ def _check_matches(topic: topics.Topic, message: Message) -> None:
             ok = isinstance(message, Command) and message.device == topic.device
         case channel.COMMAND_RESULT:
             ok = isinstance(message, CommandResult) and message.device == topic.device
+        case channel.RECEIPT:
+            ok = isinstance(message, Receipt)
     if not ok:
         raise DecodeError(
             RejectReason.TOPIC_MISMATCH,

@@ -179,6 +179,16 @@ EXAMPLES: list[Example] = [
             status=m.CommandStatus.DONE,
         ),
     ),
+    Example(
+        "Receipt",
+        "Flows down from the platform to a node after each commit: these of the node's messages "
+        "(by `seq`, as inclusive ranges) are stored in the database, or recorded as rejected. A "
+        "node keeps every message in its outbox until a receipt covers it, and sends what stays "
+        "unconfirmed again after a reconnect or a timeout (ids make that harmless): a PUBACK only "
+        "says the broker has the message, not that it survives the broker.",
+        topics.receipt(SITE, NODE),
+        m.Receipt(v=m.CONTRACT_VERSION, ts=_TS, seqs=((100, 108), (111, 111))),
+    ),
 ]  # fmt: skip
 
 _COMMAND_ACTIONS: list[type[BaseModel]] = [
@@ -256,14 +266,17 @@ def render() -> str:
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.EVENT}/{{device}}/{{type}}` | node → platform | device events and telemetry | no |",
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND}/{{device}}` | platform → node | commands | no |",
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND_RESULT}/{{device}}` | node → platform | command results | no |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.RECEIPT}` | platform → node | receipts: which messages are stored | no |",
         "",
         "A node may publish only under its own `gw/v1/{site}/{node}/` subtree (birth, death, evt, "
-        "cmdres) and subscribe only to its own `cmd/#`; the broker refuses anything else. The ingest "
+        "cmdres) and subscribe only to its own `cmd/#` and `ack`; the broker refuses anything else, "
+        "subscriptions included (at SUBACK). Only the birth is published retained. The ingest "
         "also checks every message against the device registry: a message about a device that is "
         "not that node's is rejected, whatever the topic says.",
         "",
-        f"The ingest consumes with MQTT v5 shared subscriptions (`$share/{topics.INGEST_SHARE_GROUP}/…`) "
-        "so that several workers split the load.",
+        "The ingest consumes with an MQTT v5 shared subscription (`$share/{group}/…`, the group a "
+        "random name set at installation, the only one the broker lets it join) so that several "
+        "workers split the load.",
         "",
         "## Messages",
         "",
@@ -318,6 +331,8 @@ _REASON_TEXT = {
     codec.RejectReason.UNKNOWN_NODE: "no enabled node of that id at that site",
     codec.RejectReason.UNKNOWN_DEVICE: "the device is not registered",
     codec.RejectReason.FOREIGN_DEVICE: "the device belongs to another node",
+    codec.RejectReason.CONFLICT: "an id already stored with other content (the first version "
+    "stands)",
     codec.RejectReason.UNSTORABLE: "valid, but the database refused it",
 }
 

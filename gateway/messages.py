@@ -13,6 +13,7 @@ import binascii
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from collections.abc import Iterable
 from typing import Annotated, Literal, TypedDict
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -45,6 +46,7 @@ class MessageType(StrEnum):
     NODE_DEATH = "node.death"
     COMMAND = "command"
     COMMAND_RESULT = "command.result"
+    RECEIPT = "receipt"
 
 
 class DeviceKind(StrEnum):
@@ -364,6 +366,46 @@ class CommandResult(DeviceMessage):
     detail: str | None = Field(default=None, max_length=500)
 
 
+# Receipts list sequence numbers as inclusive ranges: a batch holds long runs of one node's messages.
+SeqRange = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+
+
+class Receipt(Strict):
+    """Sent by the platform to a node after each commit: these of its messages (by `seq`) are
+    stored for good, or recorded as rejected, so the node may forget them. Until then a node keeps
+    every message in its outbox, whatever the broker answered: a broker's PUBACK only says it has
+    the message, not that it will survive a crash."""
+
+    type: Literal[MessageType.RECEIPT] = MessageType.RECEIPT
+    v: Literal[1] = Field(description="contract version")
+    ts: AwareDatetime = Field(description="when the messages were committed")
+    seqs: tuple[SeqRange, ...] = Field(
+        min_length=1, max_length=10_000, description="inclusive [first, last] ranges of seq"
+    )
+
+    @field_validator("seqs")
+    @classmethod
+    def _ordered_ranges(cls, value: tuple[SeqRange, ...]) -> tuple[SeqRange, ...]:
+        if any(first > last for first, last in value):
+            raise ValueError("a range's first seq is above its last")
+        return value
+
+    def covers(self) -> list[int]:
+        """Every sequence number the receipt confirms."""
+        return [seq for first, last in self.seqs for seq in range(first, last + 1)]
+
+
+def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
+    """Sequence numbers as sorted, merged inclusive ranges."""
+    out: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if out and seq == out[-1][1] + 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return tuple((a, b) for a, b in out)
+
+
 DeviceEvent = (
     DoorAccess
     | DoorForced
@@ -378,7 +420,7 @@ DeviceEvent = (
 EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
 
 Message = Annotated[
-    EdgeMessage | Command,
+    EdgeMessage | Command | Receipt,
     Field(discriminator="type"),
 ]
 

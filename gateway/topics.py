@@ -7,6 +7,7 @@ Layout, namespaced by site and edge node so that a broker ACL can confine a node
     gw/v1/{site}/{node}/evt/{device}/{type}         device telemetry and events
     gw/v1/{site}/{node}/cmd/{device}                commands flowing down to the node
     gw/v1/{site}/{node}/cmdres/{device}             command results flowing back up
+    gw/v1/{site}/{node}/ack                         receipts: which of the node's messages are stored
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Channel(StrEnum):
     EVENT = "evt"
     COMMAND = "cmd"
     COMMAND_RESULT = "cmdres"
+    RECEIPT = "ack"
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -86,9 +88,19 @@ def command_result(site: str, node: str, device: str) -> str:
     return f"{node_prefix(site, node)}/{Channel.COMMAND_RESULT}/{check_id(device, 'device')}"
 
 
+def receipt(site: str, node: str) -> str:
+    return f"{node_prefix(site, node)}/{Channel.RECEIPT}"
+
+
 def node_commands_filter(site: str, node: str) -> str:
-    """The one filter an edge node subscribes to: its own commands."""
+    """The filter of a node's own commands."""
     return f"{node_prefix(site, node)}/{Channel.COMMAND}/#"
+
+
+def node_subscriptions(site: str, node: str) -> list[str]:
+    """Everything an edge node subscribes to (and all the broker lets it): its own commands and
+    the receipts for its own messages."""
+    return [node_commands_filter(site, node), receipt(site, node)]
 
 
 def ingest_filters(shared_group: str | None = INGEST_SHARE_GROUP) -> list[str]:
@@ -98,6 +110,15 @@ def ingest_filters(shared_group: str | None = INGEST_SHARE_GROUP) -> list[str]:
     if shared_group:
         return [f"$share/{check_id(shared_group, 'share group')}/{f}" for f in filters]
     return filters
+
+
+def ingest_subscriptions(shared_group: str) -> tuple[list[str], list[str]]:
+    """What an ingest worker subscribes to: (data filters shared by all workers of the group,
+    presence filters every worker takes whole). Presence is not shared so that every worker
+    applies births and deaths in the order the broker saw them."""
+    shared = [f for f in ingest_filters(shared_group) if f.endswith("#")]
+    presence = [f for f in ingest_filters(None) if not f.endswith("#")]
+    return shared, presence
 
 
 def parse(topic: str) -> Topic:
@@ -118,6 +139,7 @@ def parse(topic: str) -> Topic:
         Channel.EVENT: 2,
         Channel.COMMAND: 1,
         Channel.COMMAND_RESULT: 1,
+        Channel.RECEIPT: 0,
     }[channel]
     if len(rest) != expected_rest:
         raise ValueError(f"topic {topic!r} has the wrong number of levels for {channel}")

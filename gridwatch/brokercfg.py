@@ -1,4 +1,4 @@
-"""Broker configuration from the registry plus the platform's service accounts."""
+"""Broker configuration from the registry plus the ingest's accounts."""
 
 from __future__ import annotations
 
@@ -8,39 +8,52 @@ import psycopg
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.broker import BrokerOptions, ServiceAccount, ServiceRole, hash_password, render
+from gateway.broker import BrokerOptions, IngestAccounts, hash_password, render
+from gateway.topics import ID_PATTERN
 from ingest.provision import node_accounts
 
 
 class BrokerAccountsSettings(BaseSettings):
-    """Passwords of the service accounts (the node accounts come from the registry)."""
+    """The ingest's broker accounts (the node accounts come from the registry)."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_BROKER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDWATCH_BROKER_", extra="forbid", hide_input_in_errors=True
+    )
 
-    ingest_user: str = Field(default="ingest", description="broker account of the ingest workers")
-    ingest_password: SecretStr = Field(description="password of the ingest account")
-    api_user: str = Field(default="api", description="broker account of the API replicas")
-    api_password: SecretStr = Field(description="password of the API account")
+    ingest_prefix: str = Field(
+        default="ingest",
+        pattern=r"^[A-Za-z0-9_-]{1,48}$",
+        description="the ingest workers' accounts are PREFIX-SLOT (the workers' client ids)",
+    )
+    ingest_slots: int = Field(default=16, ge=1, le=1000, description="worker slots 0..N-1")
+    ingest_password: SecretStr = Field(
+        description="password of the ingest accounts (GRIDWATCH_BROKER_INGEST_PASSWORD; the"
+        " ingest's GRIDWATCH_MQTT__PASSWORD)"
+    )
+    share_group: str = Field(
+        pattern=ID_PATTERN,
+        description="the ingest's shared-subscription group (GRIDWATCH_BROKER_SHARE_GROUP; the"
+        " ingest's GRIDWATCH_SHARE_GROUP): a random name, so nobody can guess it",
+    )
+
+    def accounts(self, extra_groups: tuple[str, ...] = ()) -> IngestAccounts:
+        return IngestAccounts(
+            prefix=self.ingest_prefix,
+            slots=self.ingest_slots,
+            password_hash=hash_password(self.ingest_password.get_secret_value()),
+            share_groups=(self.share_group, *extra_groups),
+        )
 
 
 def write_config(
     conn: psycopg.Connection[tuple[object, ...]],
     folder: Path,
     accounts: BrokerAccountsSettings,
+    *,
+    extra_share_groups: tuple[str, ...] = (),
     **options: object,
 ) -> Path:
-    """Render the Mosquitto files for every enabled node and the service accounts into `folder`."""
-    services = [
-        ServiceAccount(
-            username=accounts.ingest_user,
-            role=ServiceRole.INGEST,
-            password_hash=hash_password(accounts.ingest_password.get_secret_value()),
-        ),
-        ServiceAccount(
-            username=accounts.api_user,
-            role=ServiceRole.API,
-            password_hash=hash_password(accounts.api_password.get_secret_value()),
-        ),
-    ]
-    opts = BrokerOptions(**options)
-    return render(opts, folder, node_accounts(conn), services).write(folder)
+    """Render the Mosquitto files for every enabled node and the ingest into `folder`."""
+    opts = BrokerOptions(**options)  # type: ignore[arg-type]
+    files = render(opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups))
+    return files.write(folder)

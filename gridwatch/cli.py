@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--edge-host", default="0.0.0.0", help="address the edge listener binds")
     cfg.add_argument("--edge-port", type=int, default=1883)
     cfg.add_argument(
-        "--service-host", default="127.0.0.1", help="internal address for ingest and api"
+        "--service-host", default="127.0.0.1", help="internal address for the ingest workers"
     )
     cfg.add_argument("--service-port", type=int, default=1884)
     cfg.add_argument(

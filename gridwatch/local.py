@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from gateway.broker import new_secret
+from gateway.broker import new_secret, new_share_group
 from gateway.client import MqttSettings
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
@@ -25,6 +25,7 @@ from ingest.migrate import MigrateReport, migrate
 log = logging.getLogger(__name__)
 
 DATABASE = "gridwatch"
+INGEST_SLOTS = 16  # broker accounts ingest-0..15; the last is left to tests and tools
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,37 +71,45 @@ class LocalStack:
 
     def _load_secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
-        if path.exists():
-            secrets: dict[str, str] = json.loads(path.read_text())
-            return secrets
-        secrets = {"ingest": new_secret(), "api": new_secret()}
-        path.write_text(json.dumps(secrets))
-        path.chmod(0o600)
+        secrets: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {"ingest": new_secret, "share_group": new_share_group}
+        if not all(k in secrets for k in wanted):  # a new home, or one made before a secret was
+            secrets = {k: secrets.get(k) or make() for k, make in wanted.items()}
+            path.write_text(json.dumps(secrets))
+            path.chmod(0o600)
         return secrets
+
+    @property
+    def share_group(self) -> str:
+        return self._secrets["share_group"]
 
     @property
     def dsn(self) -> str:
         return self.postgres.dsn(self.database)
 
-    def service_mqtt(self, role: str) -> MqttSettings:
-        """How a platform service (ingest, api) reaches the broker's service listener."""
-        return MqttSettings(port=self.ports.service, username=role, password=self._secrets[role])
+    def service_mqtt(self, slot: int = INGEST_SLOTS - 1) -> MqttSettings:
+        """How an ingest worker slot reaches the broker's service listener (the last slot by
+        default: the tests' own clients, which running workers do not use)."""
+        return MqttSettings(
+            port=self.ports.service, username=f"ingest-{slot}", password=self._secrets["ingest"]
+        )
 
     def edge_mqtt(self) -> MqttSettings:
         """The edge listener; each node adds its own account."""
         return MqttSettings(port=self.ports.edge)
 
-    def service_env(self, role: str, **extra: str) -> dict[str, str]:
-        """Environment for a service process started from this stack."""
-        mqtt = self.service_mqtt(role)
+    def service_env(self, broker: bool, **extra: str) -> dict[str, str]:
+        """Environment for a service process started from this stack; with `broker`, the
+        ingest's broker settings (the API has no broker account)."""
         env = dict(os.environ)
-        env.update(
-            GRIDWATCH_DATABASE_URL=self.dsn,
-            GRIDWATCH_MQTT__HOST=mqtt.host,
-            GRIDWATCH_MQTT__PORT=str(mqtt.port),
-            GRIDWATCH_MQTT__USERNAME=role,
-            GRIDWATCH_MQTT__PASSWORD=self._secrets[role],
-        )
+        env.update(GRIDWATCH_DATABASE_URL=self.dsn)
+        if broker:
+            env.update(
+                GRIDWATCH_MQTT__HOST="127.0.0.1",
+                GRIDWATCH_MQTT__PORT=str(self.ports.service),
+                GRIDWATCH_MQTT__PASSWORD=self._secrets["ingest"],
+                GRIDWATCH_SHARE_GROUP=self.share_group,
+            )
         env.update(extra)
         return env
 
@@ -122,16 +131,19 @@ class LocalStack:
         with psycopg.connect(self.dsn) as conn:
             return demo.people_of_venue(conn, venue_id)
 
-    def write_broker_config(self) -> Path:
+    def write_broker_config(self, extra_share_groups: tuple[str, ...] = ()) -> Path:
         """Render the broker configuration from the registry (nodes) and this stack's secrets."""
         accounts = BrokerAccountsSettings(
-            ingest_password=self._secrets["ingest"], api_password=self._secrets["api"]
+            ingest_password=self._secrets["ingest"],
+            share_group=self.share_group,
+            ingest_slots=INGEST_SLOTS,
         )
         with psycopg.connect(self.dsn) as conn:
             return write_config(
                 conn,
                 self.home / "broker",
                 accounts,
+                extra_share_groups=extra_share_groups,
                 edge_host="127.0.0.1",
                 edge_port=self.ports.edge,
                 service_host="127.0.0.1",
@@ -139,9 +151,9 @@ class LocalStack:
                 user=_current_user(),
             )
 
-    def start_broker(self) -> None:
+    def start_broker(self, extra_share_groups: tuple[str, ...] = ()) -> None:
         """(Re)write the configuration and start Mosquitto."""
-        conf = self.write_broker_config()
+        conf = self.write_broker_config(extra_share_groups)
         if self.broker is None:
             self.broker = LocalMosquitto(conf, ports=[self.ports.edge, self.ports.service])
         self.broker.start()
@@ -160,7 +172,7 @@ class LocalStack:
         with (self.logs / "ingest.log").open("ab") as log_file:
             return subprocess.Popen(
                 [*cmd, "--slot", str(slot)],
-                env=self.service_env("ingest", **extra),
+                env=self.service_env(broker=True, **extra),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops them in order
@@ -168,7 +180,9 @@ class LocalStack:
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
         """Start `gridwatch api` on 127.0.0.1:`port`, logging to logs/api.log."""
-        env = self.service_env("api", GRIDWATCH_API_PORT=str(port), GRIDWATCH_API_HOST="127.0.0.1")
+        env = self.service_env(
+            broker=False, GRIDWATCH_API_PORT=str(port), GRIDWATCH_API_HOST="127.0.0.1"
+        )
         with (self.logs / "api.log").open("ab") as log_file:
             return subprocess.Popen(
                 [sys.executable, "-m", "gridwatch.cli", "api"],

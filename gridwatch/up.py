@@ -92,7 +92,7 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
   home        {stack.home}
   database    {stack.dsn}   (schema v{report.version}, {report.backend})
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
-              services     mqtt://127.0.0.1:{stack.ports.service}   (ingest, api)
+              services     mqtt://127.0.0.1:{stack.ports.service}   (ingest workers)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{metrics_port}/metrics
   console     http://127.0.0.1:{api_port}/   (sign in as operator / {DEMO_PASSWORD};
               the same password for {" and ".join(stack.people_of_venue(creds[0].site)) if creds else "the demo people"})

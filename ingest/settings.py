@@ -35,8 +35,9 @@ class IngestSettings(BaseSettings):
         default=SecretStr(DEV_DATABASE_URL), description="PostgreSQL connection URL"
     )
     mqtt: MqttSettings = Field(
-        default_factory=lambda: MqttSettings(port=1884, username="ingest"),
-        description="broker service listener and the ingest account",
+        default_factory=lambda: MqttSettings(port=1884),
+        description="broker service listener and the ingest accounts' password (each worker"
+        " logs in as its client id, PREFIX-SLOT)",
     )
     client_id_prefix: str = Field(
         default="ingest",
@@ -47,7 +48,10 @@ class IngestSettings(BaseSettings):
         default=0, ge=0, le=999, description="this worker's slot; keep slots stable across restarts"
     )
     share_group: str = Field(
-        default=INGEST_SHARE_GROUP, description="MQTT v5 shared subscription group of all workers"
+        default=INGEST_SHARE_GROUP,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="MQTT v5 shared subscription group of all workers; the broker lets the"
+        " ingest join this group only (GRIDWATCH_BROKER_SHARE_GROUP): use a random name",
     )
     session_expiry_s: int = Field(
         default=7 * 86_400, ge=60, description="how long the broker queues for a stopped worker"
@@ -90,6 +94,11 @@ class IngestSettings(BaseSettings):
                 raise ValueError("GRIDWATCH_DATABASE_URL must be set in production")
             if self.mqtt.password is None:
                 raise ValueError("GRIDWATCH_MQTT__PASSWORD must be set in production")
+            if self.share_group == INGEST_SHARE_GROUP:
+                raise ValueError(
+                    "GRIDWATCH_SHARE_GROUP must be set in production to the random group name"
+                    " the broker was configured with (GRIDWATCH_BROKER_SHARE_GROUP)"
+                )
         return self
 
 

@@ -53,7 +53,9 @@ class IngestWorker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self.client, self.watch = new_client(settings.client_id, settings.mqtt, manual_ack=True)
+        # Each worker slot has its own broker account, named like its client id.
+        broker = settings.mqtt.as_account(settings.client_id)
+        self.client, self.watch = new_client(settings.client_id, broker, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -82,12 +84,11 @@ class IngestWorker:
         if reason.is_failure:
             return
         self._connection_no += 1
-        shared = topics.ingest_filters(self.settings.share_group)
         # Births and deaths go to every worker (not shared): presence must be applied in the
         # order the broker saw it, and one worker's queue keeps that order. Retained births
         # are sent only when the subscription is new.
-        presence = [f for f in topics.ingest_filters(None) if not f.endswith("#")]
-        subs = [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE)) for f in shared if f.endswith("#")]
+        shared, presence = topics.ingest_subscriptions(self.settings.share_group)
+        subs = [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE)) for f in shared]
         subs += [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE, retainHandling=1)) for f in presence]
         client.subscribe(subs)
 
@@ -145,7 +146,8 @@ class IngestWorker:
             "ingest worker starting client_id=%s broker=%s:%s group=%s",
             s.client_id, s.mqtt.host, s.mqtt.port, s.share_group,
         )  # fmt: skip
-        connect_async(self.client, s.mqtt, clean_start=False, properties=props)
+        connect_async(self.client, s.mqtt.as_account(s.client_id), clean_start=False,
+                      properties=props)  # fmt: skip
         if s.leader:
             self.leader.start()
         idle_since = time.monotonic()

@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
-from gridwatch.demo import NodeCredentials
+from gridwatch.demo import NodeCredentials, read_credentials
 from gridwatch.local import LocalStack
 from tests.support import Node, device_of, envelope, occupancy, wait_until
 
 
 @pytest.fixture
 def platform_view(stack: LocalStack) -> Iterator[list[mqtt.MQTTMessage]]:
-    """Everything the broker delivers under gw/v1/#, seen through the ingest's service account."""
-    client, watch = new_client("test-observer", stack.service_mqtt("ingest"))
+    """Everything the broker delivers to the ingest, seen through an ingest account (no ingest
+    runs: a shared subscription with one member gets all of it)."""
+    client, watch = new_client("test-observer", stack.service_mqtt())
     seen: list[mqtt.MQTTMessage] = []
     client.on_message = lambda c, u, msg: seen.append(msg)
-    connect_async(client, stack.service_mqtt("ingest"), clean_start=True)
+    connect_async(client, stack.service_mqtt(), clean_start=True)
     assert watch.connected.wait(10), watch.last_reason
-    client.subscribe([(f"{topics.ROOT}/#", SubscribeOptions(qos=1))])
+    granted: list[ReasonCode] = []
+    client.on_subscribe = lambda c, u, mid, reasons, props: granted.extend(reasons)
+    filters = [f for fs in topics.ingest_subscriptions(stack.share_group) for f in fs]
+    client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+    wait_until(lambda: len(granted) == len(filters), what="SUBACK")
+    assert not any(r.is_failure for r in granted), granted
     yield seen
     client.disconnect()
     client.loop_stop()
@@ -56,37 +65,63 @@ def test_node_cannot_publish_into_another_nodes_subtree(
     node.close()
 
 
-def test_commands_reach_only_their_node(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
-    """Mosquitto grants any subscription but delivers only what the reader's ACL allows."""
-    receiver = Node(stack, nodes[0]).wait_connected()
-    snoop = Node(stack, nodes[1]).wait_connected()
-    receiver.client.subscribe(topics.node_commands_filter(nodes[0].site, nodes[0].node), qos=1)
-    snoop.client.subscribe(
-        [
-            (topics.node_commands_filter(nodes[0].site, nodes[0].node), SubscribeOptions(qos=1)),
-            (f"{topics.ROOT}/#", SubscribeOptions(qos=1)),
-        ]
-    )
-    wait_until(lambda: bool(receiver.subacks) and len(snoop.subacks) == 2, what="SUBACKs")
+def test_a_node_may_subscribe_only_to_its_own_commands_and_receipts(
+    stack: LocalStack, nodes: list[NodeCredentials], ingest: object
+) -> None:
+    """A node with valid credentials that tries to read what is not its own (the ingest's shared
+    subscription, everything, the broker's own topics, another node's commands) is refused at
+    SUBACK, and the shared stream loses nothing to it meanwhile."""
+    from tests.support import scalar
 
-    api, watch = new_client("api-test", stack.service_mqtt("api"))
-    connect_async(api, stack.service_mqtt("api"), clean_start=True)
+    snoop = Node(stack, nodes[1]).wait_connected()
+    wanted = [
+        *topics.ingest_filters(stack.share_group),
+        *topics.ingest_subscriptions("ingest")[0],
+        "#",
+        "$SYS/#",
+        topics.node_commands_filter(nodes[0].site, nodes[0].node),
+        f"{topics.ROOT}/+/+/{topics.Channel.RECEIPT}",
+    ]
+    snoop.client.subscribe([(f, SubscribeOptions(qos=1)) for f in wanted])
+    own = topics.node_subscriptions(nodes[1].site, nodes[1].node)
+    snoop.client.subscribe([(f, SubscribeOptions(qos=1)) for f in own])
+    wait_until(lambda: len(snoop.subacks) == len(wanted) + len(own), what="SUBACKs")
+    refused, granted = snoop.subacks[: len(wanted)], snoop.subacks[len(wanted) :]
+    assert [r.getName() for r in refused] == ["Not authorized"] * len(wanted)
+    assert not any(r.is_failure for r in granted)
+
+    sender = Node(stack, nodes[0]).wait_connected()
+    sent = [sender.send(occupancy(sender, count=i)) for i in range(40)]
+    sender.deliver(sent)
+    wait_until(
+        lambda: scalar(stack.dsn, "SELECT count(*) FROM occupancy") == 40, 30, "all 40 stored"
+    )
+    assert snoop.received == []
+    for n in (snoop, sender):
+        n.close()
+
+
+def test_commands_reach_only_their_node(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
+    receiver = Node(stack, nodes[0]).wait_connected()
+    receiver.client.subscribe(topics.node_commands_filter(nodes[0].site, nodes[0].node), qos=1)
+    wait_until(lambda: bool(receiver.subacks), what="SUBACK")
+
+    platform, watch = new_client("platform-test", stack.service_mqtt())
+    connect_async(platform, stack.service_mqtt(), clean_start=True)
     assert watch.connected.wait(10), watch.last_reason
     speaker = device_of(nodes[0], "speaker")
     cmd = m.Command(
         v=1, id=uuid.uuid4(), ts=m.now(), device=speaker, deadline=m.now(),
         action=m.SpeakerVolume(level=40),
     )  # fmt: skip
-    api.publish(topics.command(nodes[0].site, nodes[0].node, speaker), codec.encode(cmd), qos=1)
-    third = Node(stack, nodes[2]).wait_connected()
-    third.wait_acked([third.send(occupancy(third))])  # traffic the snoop must not see either
+    platform.publish(
+        topics.command(nodes[0].site, nodes[0].node, speaker), codec.encode(cmd), qos=1
+    )
     wait_until(lambda: len(receiver.received) == 1, what="the command at its node")
     assert codec.decode(receiver.received[0].payload) == cmd
-    assert snoop.received == []
-    api.disconnect()
-    api.loop_stop()
-    for n in (receiver, snoop, third):
-        n.close()
+    platform.disconnect()
+    platform.loop_stop()
+    receiver.close()
 
 
 @pytest.mark.parametrize("secret_of", [None, 1], ids=["wrong-secret", "another-nodes-secret"])
@@ -100,13 +135,13 @@ def test_bad_credentials_are_refused(
     node.close()
 
 
-def test_ingest_account_cannot_publish(
+def test_ingest_account_cannot_publish_as_a_node(
     stack: LocalStack, nodes: list[NodeCredentials], platform_view: list[mqtt.MQTTMessage]
 ) -> None:
-    client, watch = new_client("ingest-writer", stack.service_mqtt("ingest"))
+    client, watch = new_client("ingest-writer", stack.service_mqtt(0))
     acks: list[str] = []
     client.on_publish = lambda c, u, mid, reason, props: acks.append(reason.getName())
-    connect_async(client, stack.service_mqtt("ingest"), clean_start=True)
+    connect_async(client, stack.service_mqtt(0), clean_start=True)
     assert watch.connected.wait(10)
     node = Node(stack, nodes[0])
     client.publish(topics.birth(nodes[0].site, nodes[0].node), b"{}", qos=1)
@@ -120,13 +155,34 @@ def test_ingest_account_cannot_publish(
 def test_generated_config_sets_limits_on_purpose(stack: LocalStack) -> None:
     conf = (stack.home / "broker" / "mosquitto.conf").read_text()
     for line in ("persistence true", "max_queued_messages 2000000", "allow_anonymous false",
-                 "use_username_as_clientid true", "per_listener_settings true"):  # fmt: skip
+                 "use_username_as_clientid true", "per_listener_settings false",
+                 "max_connections 5000"):  # fmt: skip
         assert line in conf
-    acl = (stack.home / "broker" / "edge.acl").read_text()
-    assert acl.count("\nuser ") == 3
-    passwd = (stack.home / "broker" / "edge.passwd").read_text()
-    assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.splitlines())
-    assert (stack.home / "broker" / "edge.passwd").stat().st_mode & 0o077 == 0
+    dynsec_file = stack.home / "broker" / "dynamic-security.json"
+    dynsec = json.loads(dynsec_file.read_text())
+    assert dynsec["defaultACLAccess"] == {"publishClientSend": False,
+        "publishClientReceive": False, "subscribe": False, "unsubscribe": True}  # fmt: skip
+    users = {c["username"] for c in dynsec["clients"]}
+    assert {n.node for n in read_credentials(stack.credentials_file)} < users
+    assert "api" not in users  # the API never speaks MQTT
+    assert all(len(c["password"]) == 88 and c["iterations"] > 0 for c in dynsec["clients"])
+    assert dynsec_file.stat().st_mode & 0o077 == 0
+
+
+def test_a_client_cannot_take_over_another_accounts_session(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """Client ids are account names: a service account connecting under a node's id is that
+    account's session, and the node stays connected."""
+    node = Node(stack, nodes[0]).wait_connected()
+    intruder, watch = new_client(nodes[0].node, stack.service_mqtt())
+    connect_async(intruder, stack.service_mqtt(), clean_start=True)
+    assert watch.connected.wait(10)
+    time.sleep(0.5)
+    assert node.watch.connected.is_set()
+    intruder.disconnect()
+    intruder.loop_stop()
+    node.close()
 
 
 def test_birth_is_retained_for_late_subscribers(
@@ -136,12 +192,12 @@ def test_birth_is_retained_for_late_subscribers(
 
     node = Node(stack, nodes[0]).wait_connected()
     node.wait_acked([node.send(birth(node, bdseq=1), retain=True)])
-    late, watch = new_client("late", stack.service_mqtt("ingest"))
+    late, watch = new_client("late", stack.service_mqtt())
     got: list[mqtt.MQTTMessage] = []
     late.on_message = lambda c, u, msg: got.append(msg)
-    connect_async(late, stack.service_mqtt("ingest"), clean_start=True)
+    connect_async(late, stack.service_mqtt(), clean_start=True)
     assert watch.connected.wait(10)
-    late.subscribe(topics.birth(nodes[0].site, nodes[0].node), qos=1)
+    late.subscribe(f"{topics.ROOT}/+/+/{topics.Channel.BIRTH}", qos=1)
     wait_until(lambda: bool(got), what="the retained birth")
     assert got[0].retain
     assert envelope  # the helper builds births from fresh envelopes

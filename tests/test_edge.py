@@ -100,8 +100,8 @@ def test_agent_killed_mid_stream_loses_and_doubles_nothing(
 
 @pytest.fixture
 def api(stack: LocalStack) -> object:
-    client, watch = new_client("api-test", stack.service_mqtt("api"))
-    connect_async(client, stack.service_mqtt("api"), clean_start=True)
+    client, watch = new_client("platform-test", stack.service_mqtt())
+    connect_async(client, stack.service_mqtt(), clean_start=True)
     assert watch.connected.wait(10), watch.last_reason
     yield client
     client.disconnect()
