@@ -55,6 +55,7 @@ class Inbound:
 
     topic: topics.Topic
     message: Message
+    ahead_s: float = 0.0  # how far in the future the device dated it, when taken as now
 
 
 def topic_for(site: str, node: str, message: Message) -> str:

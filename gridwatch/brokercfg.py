@@ -54,6 +54,6 @@ def write_config(
     **options: object,
 ) -> Path:
     """Render the Mosquitto files for every enabled node and the ingest into `folder`."""
-    opts = BrokerOptions(**options)  # type: ignore[arg-type]
+    opts = BrokerOptions.model_validate(options)
     files = render(opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups))
     return files.write(folder)

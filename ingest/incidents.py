@@ -50,10 +50,12 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
     signals = sorted(signals, key=lambda s: s.key)
     clear_keys = sorted({s.key for s in signals if isinstance(s, Clear)})
     timer_keys_asked = sorted({s.key for s in signals if isinstance(s, StartTimer | CancelTimer)})
-    open_keys = _existing(conn, "SELECT dedup_key FROM incidents WHERE status <> 'resolved'"
-                          " AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
-    timer_keys = _existing(conn, "SELECT key FROM timers WHERE kind = 'rule' AND key = ANY(%s)",
-                           timer_keys_asked)  # fmt: skip
+    # Open incidents and running timers with the time of their latest evidence: a clear or a
+    # cancel older than that evidence is a late message and changes nothing.
+    open_since = _existing(conn, "SELECT dedup_key, last_seen FROM incidents"
+                           " WHERE status <> 'resolved' AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
+    timer_since = _existing(conn, "SELECT key, (data->>'ts')::timestamptz FROM timers"
+                            " WHERE kind = 'rule' AND key = ANY(%s)", timer_keys_asked)  # fmt: skip
     silenced: dict[tuple[str, str | None], bool] = {}
     i = 0
     while i < len(signals):
@@ -76,29 +78,42 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
                 if silenced[where]:
                     continue
                 raise_incident(conn, signal, policy, out, repeats)
-                open_keys.add(signal.key)
-            case Clear() if signal.key in open_keys:
-                out.resolved += resolve(conn, signal.key, signal.reason)
-                open_keys.discard(signal.key)
-            case StartTimer() if signal.key not in timer_keys:
+                seen = open_since.get(signal.key)
+                open_since[signal.key] = signal.ts if seen is None else max(seen, signal.ts)
+            case Clear() if signal.key in open_since and _not_older(
+                signal.ts, open_since[signal.key]
+            ):
+                out.resolved += resolve(conn, signal.key, signal.reason, not_after=signal.ts)
+                del open_since[signal.key]
+            case StartTimer() if signal.key not in timer_since:
                 conn.execute(
                     """INSERT INTO timers (kind, key, due_at, data) VALUES (%s, %s, %s, %s)
                        ON CONFLICT (kind, key) DO NOTHING""",
                     (TIMER_RULE, signal.key, signal.due, Jsonb(_encode(signal.then))),
                 )
-                timer_keys.add(signal.key)
-            case CancelTimer() if signal.key in timer_keys:
+                timer_since[signal.key] = signal.then.ts
+            case CancelTimer() if signal.key in timer_since and _not_older(
+                signal.ts, timer_since[signal.key]
+            ):
                 conn.execute(
-                    "DELETE FROM timers WHERE kind = %s AND key = %s", (TIMER_RULE, signal.key)
+                    """DELETE FROM timers WHERE kind = %s AND key = %s
+                       AND (%s::timestamptz IS NULL OR (data->>'ts')::timestamptz <= %s)""",
+                    (TIMER_RULE, signal.key, signal.ts, signal.ts),
                 )
-                timer_keys.discard(signal.key)
+                del timer_since[signal.key]
     return out
 
 
-def _existing(conn: Conn, query: str, keys: list[str]) -> set[str]:
+def _not_older(ts: datetime | None, evidence: datetime | None) -> bool:
+    """Whether a clear or cancel dated `ts` may act on what `evidence` (its time) raised."""
+    return ts is None or evidence is None or ts >= evidence
+
+
+def _existing(conn: Conn, query: str, keys: list[str]) -> dict[str, datetime | None]:
     if not keys:
-        return set()
-    return {str(r[0]) for r in conn.execute(query, (keys,)).fetchall()}
+        return {}
+    rows = conn.execute(query, (keys,)).fetchall()
+    return {str(k): t if isinstance(t, datetime) else None for k, t in rows}
 
 
 def _silenced(conn: Conn, signal: Raise) -> bool:
@@ -158,12 +173,21 @@ def raise_incident(
     return incident_id
 
 
-def resolve(conn: Conn, dedup_key: str, reason: str, actor: str = SYSTEM) -> int:
-    """Resolve the open incident with this key; 1 if there was one."""
+def resolve(
+    conn: Conn,
+    dedup_key: str,
+    reason: str,
+    actor: str = SYSTEM,
+    *,
+    not_after: datetime | None = None,
+) -> int:
+    """Resolve the open incident with this key; 1 if there was one. With `not_after`, only an
+    incident whose latest evidence is not newer than that."""
     row = conn.execute(
         """UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
-           WHERE dedup_key = %s AND status <> 'resolved' RETURNING id""",
-        (actor, dedup_key),
+           WHERE dedup_key = %s AND status <> 'resolved'
+             AND (%s::timestamptz IS NULL OR last_seen <= %s) RETURNING id""",
+        (actor, dedup_key, not_after, not_after),
     ).fetchone()
     if row is None:
         return 0

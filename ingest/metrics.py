@@ -46,3 +46,19 @@ TIMER_LATENESS = Histogram(
 COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")
+LATE = Counter(
+    "gridwatch_ingest_late_total",
+    "State messages older than their device's latest: stored, judged by no rule",
+)
+RECEIPTS = Counter(
+    "gridwatch_ingest_receipts_total", "Receipts published to nodes after a commit (one per node)"
+)
+RECEIPTS_FAILED = Counter(
+    "gridwatch_ingest_receipts_failed_total",
+    "Receipts that could not be handed to the broker (the node sends those messages again)",
+)
+CLOCK_AHEAD = Gauge(
+    "gridwatch_ingest_clock_ahead_seconds",
+    "How far ahead a node's clock was when its messages were last taken as sent now",
+    ["node"],
+)

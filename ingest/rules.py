@@ -90,6 +90,15 @@ DEFAULTS: dict[Rule, RuleSettings] = {
     Rule.NODE_OFFLINE: RuleSettings(severity=Severity.RED, for_s=120),
 }
 
+# Messages that say how a device is now, each replacing the one before: only a device's newest
+# of a kind (by its timestamp, then the node's sequence) speaks of the present, so an older one
+# arriving late is stored but neither raises nor clears anything. Events (a forced door, a camera
+# alert) happened when they happened and are judged whenever they arrive.
+STATES = frozenset(
+    {m.MessageType.OCCUPANCY, m.MessageType.DOOR_STATE, m.MessageType.SPEAKER_STATUS,
+     m.MessageType.CAMERA_STATUS}
+)  # fmt: skip
+
 CLEAR_BELOW = 0.9  # share of capacity a count must fall to for over-capacity incidents to clear
 
 _CAMERA_RULES = {
@@ -150,10 +159,13 @@ class Raise:
 
 @dataclass(frozen=True, slots=True)
 class Clear:
-    """The condition is over: resolve the open incident with this key, if any."""
+    """The condition is over: resolve the open incident with this key, if any, unless that
+    incident's latest evidence is newer than `ts` (a late message must not rewrite the present).
+    `ts` None: the platform's own judgement, now."""
 
     key: str
     reason: str
+    ts: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +179,10 @@ class StartTimer:
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
+    """Stop a rule's timer, unless what started it is newer than `ts` (None: whatever)."""
+
     key: str
+    ts: datetime | None = None
 
 
 Signal = Raise | Clear | StartTimer | CancelTimer
@@ -246,8 +261,8 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
     out: list[Signal] = []
     life = sign_of_life(msg) if isinstance(msg, m.DeviceMessage) else None
     if isinstance(msg, m.DeviceMessage) and life:
-        out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device)))
-        out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again"))
+        out.append(CancelTimer(key(Rule.DEVICE_OFFLINE, msg.device), msg.ts))
+        out.append(Clear(key(Rule.DEVICE_OFFLINE, msg.device), "the device reported again", msg.ts))
     match msg:
         case m.DoorForced():
             if s := rule_on(Rule.DOOR_FORCED):
@@ -258,7 +273,7 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                 out.append(raise_(Rule.DOOR_HELD_OPEN, msg.device, s, device=msg.device,
                                   detail={"open_s": msg.open_s}))  # fmt: skip
         case m.DoorState(open=False):
-            out.append(Clear(key(Rule.DOOR_HELD_OPEN, msg.device), "the door closed"))
+            out.append(Clear(key(Rule.DOOR_HELD_OPEN, msg.device), "the door closed", msg.ts))
         case m.DoorAccess(result=m.AccessResult.DENIED):
             s = rule_on(Rule.DENIED_BURST)
             if s and _denied_in_window(conn, msg.device, msg.ts, s.window_s) >= s.limit:
@@ -278,14 +293,14 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
                 out.append(raise_(rule, subject, s, device=msg.device, severity=severity,
                                   detail=detail))  # fmt: skip
             elif msg.phase is m.AlertPhase.END and rule in _RESOLVED_BY_END:
-                out.append(Clear(key(rule, subject), "the camera alert ended"))
+                out.append(Clear(key(rule, subject), "the camera alert ended", msg.ts))
         case m.SpeakerStatus():
             if msg.fault is not None:
                 if s := rule_on(Rule.SPEAKER_FAULT):
                     out.append(raise_(Rule.SPEAKER_FAULT, msg.device, s, device=msg.device,
                                       detail={"fault": msg.fault.value}))  # fmt: skip
             else:
-                out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared"))
+                out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared", msg.ts))
     if (
         isinstance(msg, m.SpeakerStatus | m.CameraStatus)
         and life is False
@@ -306,7 +321,9 @@ def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) ->
         `over` given, the condition is over only when `over` is true (a dead band in between)."""
         k = key(rule, msg.device)
         if not holds:
-            return [CancelTimer(k), Clear(k, cleared)] if over is None or over else []
+            if over is None or over:
+                return [CancelTimer(k, msg.ts), Clear(k, cleared, msg.ts)]
+            return []
         if s := rule_on(rule):
             then = raise_(rule, msg.device, s, device=msg.device, detail=detail)
             return [StartTimer(k, msg.ts + timedelta(seconds=s.for_s), then)]
@@ -323,7 +340,9 @@ def _occupancy(msg: m.Occupancy, venue: VenueInfo, rule_on: Any, raise_: Any) ->
         out += lasting(Rule.OVER_CAPACITY, msg.count > venue.capacity, "back within capacity",
                        over=back)  # fmt: skip
         if back:
-            out.append(Clear(key(Rule.FAR_OVER_CAPACITY, msg.device), "back within capacity"))
+            out.append(
+                Clear(key(Rule.FAR_OVER_CAPACITY, msg.device), "back within capacity", msg.ts)
+            )
     closed = msg.count > 0 and not venue.is_open(msg.ts)
     out += lasting(Rule.INSIDE_WHEN_CLOSED, closed, "nobody inside, or the venue is open")
     return out

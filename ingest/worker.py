@@ -20,7 +20,8 @@ import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway import topics
+from gateway import codec, topics
+from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
 from ingest import metrics
 from ingest.leader import Leader
@@ -193,6 +194,8 @@ class IngestWorker:
         outcome = self._store(batch)
         if outcome is None:
             return False
+        # Committed: tell each node what it may forget, then let the broker forget the batch.
+        self._send_receipts(outcome)
         for _ in range(n):
             self._inbox.popleft()
         for item in batch:
@@ -203,6 +206,21 @@ class IngestWorker:
         metrics.ACKED.inc(n)
         metrics.BACKLOG.set(len(self._inbox))
         return True
+
+    def _send_receipts(self, outcome: BatchOutcome) -> None:
+        """Receipts go out QoS 1 after the commit. One that is lost (the node is offline, the
+        broker crashed) costs only a resend by the node, which the ids make harmless."""
+        now = m.now()
+        for (site, node), seqs in outcome.receipts.items():
+            receipt = m.Receipt(v=m.CONTRACT_VERSION, ts=now, seqs=m.seq_ranges(seqs))
+            info = self.client.publish(
+                topics.receipt(site, node), codec.encode(receipt), qos=QOS_AT_LEAST_ONCE
+            )
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                metrics.RECEIPTS.inc()
+            else:
+                metrics.RECEIPTS_FAILED.inc()
+                log.warning("receipt not sent node=%s seqs=%d rc=%s", node, len(seqs), info.rc)
 
     def _touch_registry(self) -> None:
         try:
@@ -286,6 +304,9 @@ class IngestWorker:
             metrics.STORED.labels(table=table).inc(n)
         metrics.DUPLICATES.inc(outcome.duplicates)
         metrics.STALE_DEATHS.inc(outcome.stale_deaths)
+        metrics.LATE.inc(outcome.late)
+        for node, ahead in outcome.clock_ahead.items():
+            metrics.CLOCK_AHEAD.labels(node=node).set(ahead)
         for rule in outcome.reactions.opened:
             metrics.INCIDENTS_OPENED.labels(rule=rule).inc()
         metrics.INCIDENTS_RESOLVED.inc(outcome.reactions.resolved)

@@ -8,17 +8,19 @@ What cannot be stored is recorded in `rejected_messages` in the same transaction
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from gateway import topics
 from gateway.codec import DecodeError, Inbound, RejectReason, decode_for_topic
 from gateway.messages import (
     CameraAlert,
@@ -30,6 +32,7 @@ from gateway.messages import (
     DoorForced,
     DoorHeldOpen,
     DoorState,
+    Envelope,
     NodeBirth,
     NodeDeath,
     Occupancy,
@@ -43,6 +46,8 @@ from ingest.tasks import DeadlinePolicy
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
+# A device clock may run this far ahead before its messages are taken as sent now.
+MAX_CLOCK_AHEAD_S = 300.0
 
 _BASE = ("ts", "id", "node_id", "device_id", "seq")
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -84,6 +89,7 @@ class Rejection:
     reason: RejectReason
     detail: str
     payload: bytes
+    receipt: tuple[str, str, int] | None = None  # (site, node, seq) of a known node's message
 
 
 @dataclass(slots=True)
@@ -94,8 +100,27 @@ class BatchOutcome:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     stale_deaths: int = 0
+    late: int = 0  # states older than the device's latest: stored, judged by no rule
     new_ids: set[uuid.UUID] = field(default_factory=set)
     reactions: Applied = field(default_factory=Applied)
+    # What each node may forget: (site, node) -> seqs stored, or recorded as rejected.
+    receipts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    clock_ahead: dict[str, float] = field(default_factory=dict)  # node -> seconds ahead, clamped
+
+    def merge(self, other: BatchOutcome) -> None:
+        self.stored.update(other.stored)
+        self.duplicates += other.duplicates
+        self.stale_deaths += other.stale_deaths
+        self.late += other.late
+        self.new_ids |= other.new_ids
+        self.reactions.merge(other.reactions)
+        for target, seqs in other.receipts.items():
+            self.receipts.setdefault(target, []).extend(seqs)
+        for node, ahead in other.clock_ahead.items():
+            self.clock_ahead[node] = max(ahead, self.clock_ahead.get(node, 0.0))
+
+    def confirm(self, site: str, node: str, seq: int) -> None:
+        self.receipts.setdefault((site, node), []).append(seq)
 
 
 def _v(value: object) -> object:
@@ -160,52 +185,166 @@ class BatchWriter:
         payload_cap: int,
         book: rules.RuleBook | None = None,
         policy: DeadlinePolicy | None = None,
+        max_clock_ahead_s: float = MAX_CLOCK_AHEAD_S,
     ) -> None:
         self.registry = registry
         self.book = book or rules.RuleBook()
         self.policy = policy or DeadlinePolicy()
         self.max_payload = max_payload
         self.payload_cap = payload_cap
+        self.max_clock_ahead = timedelta(seconds=max_clock_ahead_s)
 
     def classify(self, items: Iterable[Received]) -> tuple[list[Accepted], list[Rejection]]:
-        """Decode and registry-check each message; never raises for bad input."""
+        """Decode and registry-check each message, and bring clocks from the future back to now;
+        never raises for bad input."""
         accepted: list[Accepted] = []
         rejected: list[Rejection] = []
+        now = datetime.now(UTC)
         for item in items:
             try:
                 inbound = decode_for_topic(item.topic, item.payload, self.max_payload)
                 self.registry.check(inbound)
             except DecodeError as exc:
-                rejected.append(Rejection(item.topic, exc.reason, exc.detail, item.payload))
+                rejected.append(
+                    Rejection(
+                        item.topic, exc.reason, exc.detail, item.payload, self._receipt_for(item)
+                    )
+                )
                 continue
-            accepted.append(Accepted(inbound, item.payload))
+            accepted.append(Accepted(self._clamped(inbound, now), item.payload))
         return accepted, rejected
+
+    def _clamped(self, inbound: Inbound, now: datetime) -> Inbound:
+        """A message dated more than a few minutes ahead is taken as sent now: a device clock in
+        the future must not decide anything (a birth dated 2099 would outrank every real one).
+        The node's clock error is reported, not hidden."""
+        m = inbound.message
+        if not isinstance(m, Envelope) or m.ts <= now + self.max_clock_ahead:
+            return inbound
+        ahead = (m.ts - now).total_seconds()
+        log.warning("message from the future taken as now node=%s type=%s ahead_s=%.0f",
+                    inbound.topic.node, m.type, ahead)  # fmt: skip
+        return Inbound(inbound.topic, m.model_copy(update={"ts": now}), ahead_s=ahead)
+
+    def _receipt_for(self, item: Received) -> tuple[str, str, int] | None:
+        """(site, node, seq) of a rejected message from a registered node, so the node can
+        forget it: it is recorded, and sending it again cannot help."""
+        try:
+            topic = topics.parse(item.topic)
+            seq = json.loads(item.payload).get("seq")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            return None
+        if self.registry.snapshot.node_site.get(topic.node) != topic.site:
+            return None
+        return topic.site, topic.node, seq
 
     def write(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
     ) -> BatchOutcome:
         """Write everything inside the current transaction; raises on any database error."""
         outcome = BatchOutcome(rejected=list(rejected))
-        by_table: dict[str, list[tuple[object, ...]]] = {}
-        presence: list[Inbound] = []
+        by_table: dict[str, list[tuple[Accepted, tuple[object, ...]]]] = {}
+        presence: list[Accepted] = []
         for a in accepted:
+            if a.inbound.ahead_s:
+                node = a.inbound.topic.node
+                outcome.clock_ahead[node] = max(a.inbound.ahead_s, outcome.clock_ahead.get(node, 0))
             if isinstance(a.inbound.message, NodeBirth | NodeDeath):
-                presence.append(a.inbound)
+                presence.append(a)
             else:
                 table, row = to_row(a.inbound)
-                by_table.setdefault(table, []).append(row)
-        for table, rows in by_table.items():
-            new = self._insert_series(conn, table, rows)
+                by_table.setdefault(table, []).append((a, row))
+        conflicts: list[Accepted] = []
+        for table, items in by_table.items():
+            new, refused = self._insert_series(conn, table, items)
+            conflicts += refused
             outcome.stored[table] += len(new)
-            outcome.duplicates += len(rows) - len(new)
+            outcome.duplicates += len(items) - len(new) - len(refused)
             outcome.new_ids |= new
-        changes = [c for inbound in presence if (c := self._apply_presence(conn, inbound, outcome))]
-        self._update_device_state(
-            conn, [a for a in accepted if isinstance(a.inbound.message, DeviceMessage)]
-        )
+        changes: list[tuple[Inbound, bool]] = []
+        for a in presence:
+            match self._stored_presence(conn, a):
+                case "conflict":
+                    conflicts.append(a)
+                case "duplicate":
+                    outcome.duplicates += 1
+                case _:
+                    if change := self._apply_presence(conn, a.inbound, outcome):
+                        changes.append(change)
+        outcome.rejected += [self._conflict(a) for a in conflicts]
+        refused_ids = {a.inbound.message.id for a in conflicts}  # type: ignore[union-attr]
+        kept = [a for a in accepted if a.inbound.message.id not in refused_ids]  # type: ignore[union-attr]
+        devices = [a for a in kept if isinstance(a.inbound.message, DeviceMessage)]
+        current = self._current_states(conn, devices)
+        self._update_device_state(conn, devices)
         self._record_rejections(conn, outcome.rejected)
-        self._react(conn, accepted, changes, outcome)
+        if outcome.clock_ahead:
+            nodes = sorted(outcome.clock_ahead)
+            conn.execute(
+                """UPDATE node_presence p SET clock_ahead_s = u.ahead, clock_checked_at = now()
+                   FROM unnest(%s::text[], %s::float8[]) AS u(node, ahead)
+                   WHERE p.node_id = u.node""",
+                (nodes, [outcome.clock_ahead[n] for n in nodes]),
+            )
+        self._react(conn, kept, changes, outcome, current)
+        self._confirm(accepted, outcome)
         return outcome
+
+    @staticmethod
+    def _confirm(accepted: Sequence[Accepted], outcome: BatchOutcome) -> None:
+        """Everything handled in this transaction may be forgotten by its node once committed:
+        new, duplicate, conflicting and rejected messages alike (births and deaths are not in a
+        node's outbox)."""
+        for a in accepted:
+            msg = a.inbound.message
+            if isinstance(msg, DeviceMessage):
+                outcome.confirm(a.inbound.topic.site, a.inbound.topic.node, msg.seq)
+        for r in outcome.rejected:
+            if r.receipt is not None:
+                outcome.confirm(*r.receipt)
+
+    @staticmethod
+    def _conflict(a: Accepted) -> Rejection:
+        msg = a.inbound.message
+        assert isinstance(msg, Envelope)
+        topic = a.inbound.topic
+        return Rejection(
+            str(topic), RejectReason.CONFLICT,
+            f"message id {msg.id} is already stored with other content; the first version stands",
+            a.payload,
+            None if isinstance(msg, NodeBirth | NodeDeath) else (topic.site, topic.node, msg.seq),
+        )  # fmt: skip
+
+    @staticmethod
+    def _current_states(conn: Conn, devices: Sequence[Accepted]) -> set[uuid.UUID]:
+        """The state messages that are newer than the latest of their device and kind, judged in
+        the order they arrived (by the device's timestamp, then the node's sequence). The latest
+        rows are locked, so two workers holding one device's messages judge them one after the
+        other."""
+        states = [a.inbound.message for a in devices if a.inbound.message.type in rules.STATES]
+        if not states:
+            return set()
+        pairs = sorted({(m.device, m.type.value) for m in states})  # type: ignore[union-attr]
+        rows = conn.execute(
+            """SELECT device_id, type, ts, coalesce(seq, -1) FROM device_latest
+               WHERE (device_id, type) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+               ORDER BY device_id, type FOR UPDATE""",
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        ).fetchall()
+        latest: dict[tuple[str, str], tuple[datetime, int]] = {}
+        for d, t, ts, q in rows:
+            assert isinstance(ts, datetime)
+            latest[(str(d), str(t))] = (ts, int(str(q)))
+        current: set[uuid.UUID] = set()
+        for msg in states:
+            assert isinstance(msg, DeviceMessage)
+            key, mark = (msg.device, msg.type.value), (msg.ts, msg.seq)
+            if key not in latest or mark >= latest[key]:
+                current.add(msg.id)
+                latest[key] = mark
+        return current
 
     def _react(
         self,
@@ -213,6 +352,7 @@ class BatchWriter:
         accepted: Sequence[Accepted],
         presence: list[tuple[Inbound, bool]],
         outcome: BatchOutcome,
+        current: set[uuid.UUID],
     ) -> None:
         """Rules on what is new in this batch, and command results onto their commands."""
         signals: list[rules.Signal] = []
@@ -228,6 +368,9 @@ class BatchWriter:
                 continue  # births and deaths are above; a redelivery already had its effect
             if isinstance(msg, CommandResult):
                 results.append(msg)
+            if msg.type in rules.STATES and msg.id not in current:
+                outcome.late += 1  # stored in the series; the present is what came after it
+                continue
             venue = self.registry.venue_of_node(a.inbound.topic.node)
             if venue is not None:
                 signals += rules.evaluate(conn, a.inbound, venue, self.book)
@@ -260,19 +403,23 @@ class BatchWriter:
                     one = self.write(conn, [a], [])
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 log.warning("database refused message topic=%s error=%s", a.inbound.topic, exc)
+                msg = a.inbound.message
+                topic = a.inbound.topic
                 refused.append(
                     Rejection(
-                        str(a.inbound.topic), RejectReason.UNSTORABLE, str(exc).strip(), a.payload
+                        str(topic), RejectReason.UNSTORABLE, str(exc).strip(), a.payload,
+                        (topic.site, topic.node, msg.seq) if isinstance(msg, DeviceMessage) else None,
                     )
-                )
+                )  # fmt: skip
                 continue
-            total.stored.update(one.stored)
-            total.duplicates += one.duplicates
-            total.stale_deaths += one.stale_deaths
-            total.new_ids |= one.new_ids
-            total.reactions.merge(one.reactions)
-        self._record_rejections(conn, refused)
+            refused += one.rejected  # conflicts, recorded by `write` itself
+            one.rejected = []
+            total.merge(one)
+        self._record_rejections(conn, [r for r in refused if r.reason is not RejectReason.CONFLICT])
         total.rejected = refused
+        for r in refused:
+            if r.receipt is not None:
+                total.confirm(*r.receipt)
         return total
 
     @staticmethod
@@ -286,23 +433,72 @@ class BatchWriter:
             )
 
     def _insert_series(
-        self, conn: Conn, table: str, rows: list[tuple[object, ...]]
-    ) -> set[uuid.UUID]:
+        self, conn: Conn, table: str, items: list[tuple[Accepted, tuple[object, ...]]]
+    ) -> tuple[set[uuid.UUID], list[Accepted]]:
+        """Insert rows whose id is new; (ids stored now, messages refused as conflicts). An id
+        comes in once: a copy of what is stored (or earlier in the batch) is a duplicate, other
+        content under a stored id is a conflict and is not applied."""
+        first: dict[uuid.UUID, tuple[object, ...]] = {}
+        rows: list[tuple[object, ...]] = []
+        conflicts: list[Accepted] = []
+        for a, row in items:
+            mid = a.inbound.message.id  # type: ignore[union-attr]
+            if mid not in first:
+                first[mid] = row
+                rows.append(row)
+            elif first[mid] != row:
+                conflicts.append(a)
         cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table]))
         stage = sql.Identifier(f"stage_{table}")
+        target = sql.Identifier(table)
+        # A message taken as sent now (its clock was in the future) has a new ts each time it
+        # comes: its copies differ from the stored one in ts alone.
+        clamped = [a.inbound.message.id for a, _ in items if a.inbound.ahead_s]  # type: ignore[union-attr]
+        differs = sql.SQL(" OR ").join(
+            sql.SQL("(t.ts IS DISTINCT FROM s.ts AND NOT s.id = ANY(%(clamped)s))")
+            if c == "ts"
+            else sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
+            for c in COLUMNS[table]
+        )
         with conn.cursor() as cur:
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING RETURNING id"
-                ).format(sql.Identifier(table), cols, cols, stage)
+                    "DELETE FROM {stage} s USING {target} t WHERE t.id = s.id AND ({differs})"
+                    " RETURNING s.id"
+                ).format(stage=stage, target=target, differs=differs),
+                {"clamped": clamped},
+            )
+            clashing = {r[0] for r in cur.fetchall()}
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} s"
+                    " WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)"
+                    " ON CONFLICT DO NOTHING RETURNING id"
+                ).format(target=target, cols=cols, stage=stage)
             )
             new = {r[0] for r in cur.fetchall()}
             # Staging rows of a failed transaction vanish with it; of a good one, at commit.
             cur.execute(sql.SQL("DELETE FROM {}").format(stage))
-        return new  # type: ignore[return-value]
+        conflicts += [a for a, _ in items if a.inbound.message.id in clashing]  # type: ignore[union-attr]
+        return new, conflicts  # type: ignore[return-value]
+
+    @staticmethod
+    def _stored_presence(conn: Conn, a: Accepted) -> str:
+        """Whether a birth or death is "new", a "duplicate" of the stored one with its id, or a
+        "conflict" with it (other content under the same id)."""
+        m = a.inbound.message
+        assert isinstance(m, NodeBirth | NodeDeath)
+        row = conn.execute(
+            "SELECT ts, node_id, seq, type, bdseq FROM presence_events WHERE id = %s", (m.id,)
+        ).fetchone()
+        if row is None:
+            return "new"
+        same_ts = a.inbound.ahead_s > 0 or row[0] == m.ts
+        same = same_ts and row[1:] == (a.inbound.topic.node, m.seq, m.type.value, m.bdseq)
+        return "duplicate" if same else "conflict"
 
     def _apply_presence(
         self, conn: Conn, inbound: Inbound, outcome: BatchOutcome
@@ -396,7 +592,7 @@ class BatchWriter:
                 continue  # a picture, not a state: it stays in camera_snapshots
             key = (m.device, m.type)
             prev = latest.get(key)
-            if prev is None or m.ts >= prev.inbound.message.ts:
+            if prev is None or (m.ts, m.seq) >= _mark(prev):
                 latest[key] = a
         if seen:
             # Sorted, so that concurrent workers lock rows in the same order and cannot deadlock.
@@ -424,16 +620,18 @@ class BatchWriter:
         keys = sorted(latest)
         rows = [latest[k] for k in keys]
         conn.execute(
-            """INSERT INTO device_latest AS l (device_id, type, ts, id, payload)
-               SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::uuid[], %s::jsonb[])
-               ON CONFLICT (device_id, type) DO UPDATE SET ts = excluded.ts, id = excluded.id,
-                   payload = excluded.payload
-               WHERE excluded.ts >= l.ts""",
+            """INSERT INTO device_latest AS l (device_id, type, ts, seq, id, payload)
+               SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[],
+                                    %s::uuid[], %s::jsonb[])
+               ON CONFLICT (device_id, type) DO UPDATE SET ts = excluded.ts, seq = excluded.seq,
+                   id = excluded.id, payload = excluded.payload
+               WHERE (excluded.ts, excluded.seq) >= (l.ts, coalesce(l.seq, -1))""",
             (
                 [k[0] for k in keys],
                 [k[1] for k in keys],
-                [r.inbound.message.ts for r in rows],
-                [r.inbound.message.id for r in rows],
+                [_mark(r)[0] for r in rows],
+                [_mark(r)[1] for r in rows],
+                [r.inbound.message.id for r in rows],  # type: ignore[union-attr]
                 [r.payload.decode() for r in rows],
             ),
         )
@@ -460,6 +658,13 @@ class BatchWriter:
                     for r in rejected
                 ],
             )
+
+
+def _mark(a: Accepted) -> tuple[datetime, int]:
+    """Where a device message stands in its device's time: its timestamp, then its sequence."""
+    m = a.inbound.message
+    assert isinstance(m, DeviceMessage)
+    return m.ts, m.seq
 
 
 def _clean_text(text: str) -> str:
