@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SOFTWARE = "gridwatch-edge 0.1"
 PUMP_INTERVAL_S = 0.02
 _RETRY_PAUSE_S = 1.0
+_RECEIPT_WAIT_MAX_S = 3600.0
 _COMMAND_MEMORY = timedelta(days=7)
 # Dropped first when the outbox is full: states that the next report repeats, and pictures
 # (their alerts stay).
@@ -149,6 +150,9 @@ class EdgeAgent:
         self._resume_at = 0.0  # after a "send again later" PUBACK
         self._tokens = float(config.outbox.window)
         self._last_pump = time.monotonic()
+        self._receipts: deque[m.Receipt] = deque()  # from paho's thread, settled by pump()
+        self._last_progress = time.monotonic()  # the last receipt that confirmed something
+        self._receipt_wait_s = config.outbox.receipt_timeout_s
         self._bdseq = 0
         self._commands: queue.Queue[m.Command | None] = queue.Queue()
         self._command_thread = threading.Thread(
@@ -245,12 +249,18 @@ class EdgeAgent:
         cfg = self.config.outbox
         with self._lock:
             self._settle(now)  # answers of the previous connection still count
+            self._take_receipts(now)
             if self._connection != self._pumped_connection:
                 self._pumped_connection = self._connection
                 self._inflight.clear()
-                self._cursor = 0  # start again from the oldest message not yet delivered
+                # Start again from the oldest message not yet confirmed stored: whatever the
+                # broker acknowledged before may have died with it.
+                self._cursor = 0
                 self._resume_at = 0.0
                 self._probing = True
+                self._last_progress = now
+            elif self._unconfirmed_too_long(now):
+                self._cursor = 0  # send what is still unconfirmed again, in order
             self._tokens = min(
                 float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
             )
@@ -287,7 +297,7 @@ class EdgeAgent:
                 continue  # a birth, or a message of an earlier connection
             match publish_outcome(reason):
                 case PublishOutcome.DELIVERED:
-                    self.outbox.remove(seq)
+                    # The broker has it; the outbox keeps it until a receipt says it is stored.
                     delivered += 1
                     self._probing = False
                 case PublishOutcome.RETRY:
@@ -307,6 +317,33 @@ class EdgeAgent:
             self._metrics.delivered.inc(delivered)
             self._metrics.dropped_refused.inc(refused)
             self._metrics.backlog.set(len(self.outbox))
+
+    def _take_receipts(self, now: float) -> None:
+        """Forget the messages the platform confirmed stored."""
+        confirmed = 0
+        while self._receipts:
+            confirmed += self.outbox.confirm(self._receipts.popleft().seqs)
+        if confirmed:
+            self._last_progress = now
+            self._receipt_wait_s = self.config.outbox.receipt_timeout_s
+            self._metrics.confirmed.inc(confirmed)
+            self._metrics.backlog.set(len(self.outbox))
+
+    def _unconfirmed_too_long(self, now: float) -> bool:
+        """Whether everything sent has been waiting for a receipt longer than the timeout: then
+        it is sent again (the wait doubles each time, up to an hour, so a platform that is down
+        for long is not flooded with copies)."""
+        sent_all = not self._inflight and self._cursor >= self.outbox.last_seq
+        if not (len(self.outbox) and sent_all and now - self._last_progress > self._receipt_wait_s):
+            return False
+        log.warning(
+            "no receipt for %.0f s node=%s: sending the %d unconfirmed messages again",
+            now - self._last_progress, self.node, len(self.outbox),
+        )  # fmt: skip
+        self._metrics.resent.inc(len(self.outbox))
+        self._last_progress = now
+        self._receipt_wait_s = min(self._receipt_wait_s * 2, _RECEIPT_WAIT_MAX_S)
+        return True
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
@@ -350,7 +387,9 @@ class EdgeAgent:
         client.publish(
             topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
         )
-        client.subscribe(topics.node_commands_filter(self.site, self.node), QOS_AT_LEAST_ONCE)
+        client.subscribe(
+            [(f, QOS_AT_LEAST_ONCE) for f in topics.node_subscriptions(self.site, self.node)]
+        )
         self.watch.on_connect(client, userdata, flags, reason, properties)  # now pump may send
         log.info(
             "node online node=%s bdseq=%d backlog=%d (sent at up to %g/s)",
@@ -385,6 +424,9 @@ class EdgeAgent:
             log.warning("unreadable command node=%s topic=%s: %s", self.node, msg.topic, exc)
             return
         command = inbound.message
+        if isinstance(command, m.Receipt):
+            self._receipts.append(command)
+            return
         if not isinstance(command, m.Command):
             return
         # Recorded before paho acknowledges it (when this callback returns), so a crash between

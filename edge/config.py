@@ -46,6 +46,12 @@ class OutboxConfig(_Config):
     window: int = Field(
         default=100, ge=1, le=1000, description="messages in flight awaiting PUBACK at most"
     )
+    receipt_timeout_s: float = Field(
+        default=120.0,
+        ge=1,
+        description="messages the platform has not confirmed stored after this long are sent"
+        " again (the wait doubles each time, up to an hour); a reconnect sends them at once",
+    )
 
 
 class SiteConfig(_Config):

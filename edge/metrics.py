@@ -10,6 +10,16 @@ PUBLISHED = Counter("gridwatch_edge_published_total", "Messages handed to the br
 DELIVERED = Counter(
     "gridwatch_edge_delivered_total", "Messages the broker acknowledged as delivered", ["node"]
 )
+CONFIRMED = Counter(
+    "gridwatch_edge_confirmed_total",
+    "Messages the platform's receipts confirmed stored (they leave the outbox)",
+    ["node"],
+)
+RESENT = Counter(
+    "gridwatch_edge_resent_total",
+    "Messages sent again because no receipt came for them in time",
+    ["node"],
+)
 RETRIED = Counter(
     "gridwatch_edge_retried_total",
     "PUBACKs that asked for a resend (no subscriber yet, broker busy)",
@@ -44,6 +54,8 @@ class NodeMetrics:
 
     published: Counter
     delivered: Counter
+    confirmed: Counter
+    resent: Counter
     retried: Counter
     dropped_full: Counter
     dropped_refused: Counter
@@ -57,6 +69,7 @@ class NodeMetrics:
 def for_node(node: str) -> NodeMetrics:
     return NodeMetrics(
         published=PUBLISHED.labels(node), delivered=DELIVERED.labels(node),
+        confirmed=CONFIRMED.labels(node), resent=RESENT.labels(node),
         retried=RETRIED.labels(node), dropped_full=DROPPED.labels(node, "outbox_full"),
         dropped_refused=DROPPED.labels(node, "refused"), backlog=BACKLOG.labels(node),
         connected=CONNECTED.labels(node), readings=READINGS.labels(node),

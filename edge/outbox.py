@@ -1,6 +1,8 @@
 """Store and forward: every outgoing message is on disk before it is published.
 
-A message leaves the outbox only when the broker has acknowledged it as delivered. The node's
+A message leaves the outbox only when the platform's receipt says it is stored in the database
+(a broker's PUBACK is not enough: a broker that crashes loses what it acknowledged since its last
+save). The node's
 sequence numbers, its birth/death sequence and the ids of commands it has executed live in the
 same SQLite file, so a restart (even `kill -9`) resumes exactly where the node stopped.
 
@@ -19,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -204,9 +206,23 @@ class Outbox:
         return [Entry(s, t, bytes(p), bool(r)) for s, t, p, r in rows]
 
     def remove(self, seq: int) -> None:
-        """The broker has the message: forget it."""
+        """Forget one message."""
         with self._lock, self._db:
             self._delete(seq)
+
+    def confirm(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """The platform has stored these messages (inclusive seq ranges): forget them; how many
+        were still here."""
+        removed = 0
+        with self._lock, self._db:
+            for first, last in ranges:
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE node = ? AND seq BETWEEN ? AND ?",
+                    (self.node, first, last),
+                )
+                removed += cur.rowcount
+            self._count -= removed
+        return removed
 
     def _delete(self, seq: int) -> None:
         cur = self._db.execute("DELETE FROM outbox WHERE node = ? AND seq = ?", (self.node, seq))

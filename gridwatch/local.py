@@ -131,7 +131,9 @@ class LocalStack:
         with psycopg.connect(self.dsn) as conn:
             return demo.people_of_venue(conn, venue_id)
 
-    def write_broker_config(self, extra_share_groups: tuple[str, ...] = ()) -> Path:
+    def write_broker_config(
+        self, extra_share_groups: tuple[str, ...] = (), **options: object
+    ) -> Path:
         """Render the broker configuration from the registry (nodes) and this stack's secrets."""
         accounts = BrokerAccountsSettings(
             ingest_password=self._secrets["ingest"],
@@ -149,11 +151,12 @@ class LocalStack:
                 service_host="127.0.0.1",
                 service_port=self.ports.service,
                 user=_current_user(),
+                **options,
             )
 
-    def start_broker(self, extra_share_groups: tuple[str, ...] = ()) -> None:
-        """(Re)write the configuration and start Mosquitto."""
-        conf = self.write_broker_config(extra_share_groups)
+    def start_broker(self, extra_share_groups: tuple[str, ...] = (), **options: object) -> None:
+        """(Re)write the configuration (`options`: BrokerOptions) and start Mosquitto."""
+        conf = self.write_broker_config(extra_share_groups, **options)
         if self.broker is None:
             self.broker = LocalMosquitto(conf, ports=[self.ports.edge, self.ports.service])
         self.broker.start()

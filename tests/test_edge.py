@@ -21,7 +21,7 @@ from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from simulators.devices import SimDoor, SimSpeaker
 from tests.edge_support import fleet_of, site_file
-from tests.support import device_of, rows, scalar, stop_process, wait_until
+from tests.support import device_of, rows, scalar, start_ingest, stop_process, wait_until
 
 EVENT_TABLES = ["door_events", "occupancy", "camera_alerts", "speaker_status", "command_results"]
 
@@ -184,3 +184,36 @@ def test_agent_cannot_publish_as_another_node(
     assert len(agent.outbox) >= 1, "what it could not send stays in its outbox"
     fleet.stop()
     assert event_seqs(stack.dsn, impostor.node) == []
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_broker_killed_with_a_backlog_loses_nothing(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, run: int
+) -> None:
+    """The drill that lost 1-27% before receipts: the ingest is stopped, the broker takes (and
+    PUBACKs) a backlog it keeps in memory, and is killed with -9 before saving it. The nodes keep
+    every message until the platform's receipt says it is stored, and send the rest again."""
+    assert stack.broker is not None
+    stack.broker.stop()
+    stack.start_broker(autosave_interval_s=3600)  # nothing saved before the crash
+    worker, _ = start_ingest(stack)  # the ingest's session exists, then it stops
+    stop_process(worker)
+    fleet = fleet_of(stack, nodes, tmp_path / "fleet")
+    doors = [fleet.devices[device_of(c, "door")] for c in nodes]
+    for _ in range(60):
+        for d in doors:
+            assert isinstance(d, SimDoor)
+            d.swipe()
+    agents = list(fleet.agents.values())
+    wait_until(lambda: all(a._metrics.delivered._value.get() >= a.readings for a in agents), 30,
+               "the broker to acknowledge the whole backlog")  # fmt: skip
+    stack.broker.kill()
+    stack.broker.start()
+    worker, _ = start_ingest(stack)
+    try:
+        wait_until(lambda: all(len(a.outbox) == 0 for a in agents), 90, "every receipt")
+        for a in agents:
+            assert event_seqs(stack.dsn, a.node) == list(range(1, a.readings + 1)), a.node
+    finally:
+        fleet.stop()
+        stop_process(worker)
