@@ -78,7 +78,7 @@ class Incident(BaseModel):
     severity: str
     status: str
     title: str
-    venue_id: str
+    venue_id: str | None = Field(description="none for the platform's own incidents")
     device_id: str | None
     grid_id: str
     occurrences: int

@@ -22,6 +22,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from ingest import incidents, metrics, tasks
 from ingest.emergency import COMMANDS_CHANNEL
+from ingest.platform import BrokerWatch
 from ingest.registry import Registry
 from ingest.rules import Rule, RuleBook
 from ingest.tasks import DeadlinePolicy
@@ -55,6 +56,7 @@ class Leader:
         publish: Publish,
         stop: threading.Event,
         name: str,
+        broker: BrokerWatch | None = None,
     ) -> None:
         self.dsn = dsn
         self.registry = registry
@@ -64,6 +66,7 @@ class Leader:
         self.stop = stop
         self.name = name
         self.leading = False
+        self.broker = broker
         self._conn: Conn | None = None
         self._last_sweep = 0.0
         self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
@@ -125,6 +128,8 @@ class Leader:
     def tick(self, conn: Conn) -> None:
         """One round of leader work."""
         self.book.refresh_if_due(conn)
+        if self.broker is not None:
+            self.broker.check(conn)
         while self._fire_due_timers(conn):
             pass
         self._publish_commands(conn)
@@ -143,9 +148,11 @@ class Leader:
 
     def _fire_due_timers(self, conn: Conn, limit: int = 50) -> int:
         """Fire up to `limit` due timers, each in its own transaction; how many were due."""
+        held = self.broker.held_timers() if self.broker is not None else None
         due = conn.execute(
-            "SELECT kind, key FROM timers WHERE due_at <= now() ORDER BY due_at LIMIT %s",
-            (limit,),
+            """SELECT kind, key FROM timers WHERE due_at <= now()
+                 AND (%s::text IS NULL OR key NOT LIKE %s) ORDER BY due_at LIMIT %s""",
+            (held, held, limit),
         ).fetchall()
         for kind, key in due:
             try:

@@ -62,3 +62,7 @@ CLOCK_AHEAD = Gauge(
     "How far ahead a node's clock was when its messages were last taken as sent now",
     ["node"],
 )
+PLATFORM_BROKER_DOWN = Gauge(
+    "gridwatch_platform_broker_down",
+    "1 while the leader cannot reach the broker for longer than the limit (a platform incident)",
+)

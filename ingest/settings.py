@@ -78,6 +78,12 @@ class IngestSettings(BaseSettings):
     deadlines: DeadlinePolicy = Field(
         default_factory=DeadlinePolicy, description="grid task deadlines per severity and stage"
     )
+    broker_down_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="the leader reports a platform incident when it cannot reach the broker"
+        " this long (node-offline timers wait meanwhile)",
+    )
     leader: bool = Field(
         default=True,
         description="take part in leader election (timers, commands); one worker leads at a time",

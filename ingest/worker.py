@@ -25,6 +25,7 @@ from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
 from ingest import metrics
 from ingest.leader import Leader
+from ingest.platform import BrokerWatch
 from ingest.registry import Registry
 from ingest.rules import RuleBook
 from ingest.settings import IngestSettings
@@ -69,6 +70,7 @@ class IngestWorker:
             lambda topic, payload: self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE),
             self._stopping,
             settings.client_id,
+            BrokerWatch(self.watch.connected.is_set, settings.broker_down_after_s),
         )
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------

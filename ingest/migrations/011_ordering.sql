@@ -12,3 +12,7 @@ UPDATE node_presence SET birth_ts = now() WHERE birth_ts > now() + interval '5 m
 -- Rejected messages are counted per node, so one node cannot fill the table (a cap per node),
 -- and old rows are pruned by the ingest leader.
 CREATE INDEX rejected_messages_node ON rejected_messages (node_id, last_seen DESC);
+
+-- The platform's own outages (its broker unreachable) are incidents of the whole territory for
+-- the operators, tied to no venue and opening no task.
+ALTER TABLE incidents ALTER COLUMN venue_id DROP NOT NULL;

@@ -74,7 +74,9 @@ export async function render(root, { me, live }) {
       h("td", {}, severityChip(i.severity)),
       h("td", {}, h("div", {}, i.title), h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`),
         i.detail?.snapshot ? picture(i) : null),
-      h("td", {}, h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)),
+      h("td", {}, i.venue_id
+        ? h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)
+        : h("span", { class: "muted" }, "platform")),
       h("td", { class: "mono" }, i.device_id || "–"),
       h("td", { title: `last ${clock(i.last_seen)}` }, i.occurrences > 1 ? `${i.occurrences}× · ${ago(i.last_seen)}` : ago(i.last_seen)),
       h("td", { title: clock(i.opened_at) }, ago(i.opened_at)),
