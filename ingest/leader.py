@@ -57,6 +57,7 @@ class Leader:
         stop: threading.Event,
         name: str,
         broker: BrokerWatch | None = None,
+        rejected_retention_days: int = 30,
     ) -> None:
         self.dsn = dsn
         self.registry = registry
@@ -67,6 +68,7 @@ class Leader:
         self.name = name
         self.leading = False
         self.broker = broker
+        self.rejected_retention_days = rejected_retention_days
         self._conn: Conn | None = None
         self._last_sweep = 0.0
         self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
@@ -142,6 +144,10 @@ class Leader:
             conn.execute(
                 "DELETE FROM camera_snapshots WHERE ts < now() - make_interval(days => %s)",
                 (SNAPSHOT_RETENTION_DAYS,),
+            )
+            conn.execute(
+                "DELETE FROM rejected_messages WHERE last_seen < now() - make_interval(days => %s)",
+                (self.rejected_retention_days,),
             )
 
     # --- timers -------------------------------------------------------------------------------

@@ -66,3 +66,7 @@ PLATFORM_BROKER_DOWN = Gauge(
     "gridwatch_platform_broker_down",
     "1 while the leader cannot reach the broker for longer than the limit (a platform incident)",
 )
+RETAINED_CLEARED = Counter(
+    "gridwatch_ingest_retained_cleared_total",
+    "Retained messages deleted because nodes may retain only their birth",
+)

@@ -69,6 +69,14 @@ class IngestSettings(BaseSettings):
     rejected_payload_cap: int = Field(
         default=4_096, ge=0, description="bytes of a rejected payload that are kept"
     )
+    rejected_per_node: int = Field(
+        default=1000,
+        ge=1,
+        description="rejected messages kept per node; past that they are only counted",
+    )
+    rejected_retention_days: int = Field(
+        default=30, ge=1, description="rejected messages not seen again for this long are deleted"
+    )
     registry_refresh_s: float = Field(
         default=30.0, gt=0, description="how often the device registry is re-read"
     )

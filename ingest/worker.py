@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
+from gateway.topics import Channel
 from ingest import metrics
 from ingest.leader import Leader
 from ingest.platform import BrokerWatch
@@ -47,6 +48,7 @@ class IngestWorker:
             self.registry,
             max_payload=settings.max_payload_bytes,
             payload_cap=settings.rejected_payload_cap,
+            rejected_per_node=settings.rejected_per_node,
             book=self.book,
             policy=settings.deadlines,
         )
@@ -71,6 +73,7 @@ class IngestWorker:
             self._stopping,
             settings.client_id,
             BrokerWatch(self.watch.connected.is_set, settings.broker_down_after_s),
+            rejected_retention_days=settings.rejected_retention_days,
         )
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
@@ -91,8 +94,15 @@ class IngestWorker:
         # order the broker saw it, and one worker's queue keeps that order. Retained births
         # are sent only when the subscription is new.
         shared, presence = topics.ingest_subscriptions(self.settings.share_group)
-        subs = [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE)) for f in shared]
-        subs += [(f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE, retainHandling=1)) for f in presence]
+        # Retain-as-published: the ingest sees which messages a node left retained, and deletes
+        # those where none belongs (only the birth may be retained; the broker cannot say so).
+        subs = [
+            (f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE, retainAsPublished=True)) for f in shared
+        ]
+        subs += [
+            (f, SubscribeOptions(qos=QOS_AT_LEAST_ONCE, retainHandling=1, retainAsPublished=True))
+            for f in presence
+        ]
         client.subscribe(subs)
 
     def _on_subscribe(
@@ -126,9 +136,10 @@ class IngestWorker:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not taken, not acknowledged: the broker keeps it for the next start
-        self._inbox.append(
-            Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection_no)
+        item = Received(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection_no, bool(msg.retain)
         )
+        self._inbox.append(item)
         metrics.RECEIVED.inc()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()
@@ -198,6 +209,7 @@ class IngestWorker:
             return False
         # Committed: tell each node what it may forget, then let the broker forget the batch.
         self._send_receipts(outcome)
+        self._clear_retained(batch)
         for _ in range(n):
             self._inbox.popleft()
         for item in batch:
@@ -223,6 +235,17 @@ class IngestWorker:
             else:
                 metrics.RECEIPTS_FAILED.inc()
                 log.warning("receipt not sent node=%s seqs=%d rc=%s", node, len(seqs), info.rc)
+
+    def _clear_retained(self, batch: list[Received]) -> None:
+        """Delete retained messages left where none belongs (anywhere but a birth topic): a
+        node must not fill the broker with retained junk. The message itself was judged and
+        stored (or refused) like any other."""
+        for item in batch:
+            if not item.retained or not item.payload or item.topic.endswith(f"/{Channel.BIRTH}"):
+                continue
+            self.client.publish(item.topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
+            metrics.RETAINED_CLEARED.inc()
+            log.warning("retained message cleared topic=%s", item.topic[:200])
 
     def _touch_registry(self) -> None:
         try:

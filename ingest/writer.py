@@ -75,6 +75,7 @@ class Received:
     mid: int
     qos: int
     connection: int = 0  # message ids are only meaningful on the connection they came on
+    retained: bool = False  # published retained (the ingest subscribes retain-as-published)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,7 @@ class BatchWriter:
         book: rules.RuleBook | None = None,
         policy: DeadlinePolicy | None = None,
         max_clock_ahead_s: float = MAX_CLOCK_AHEAD_S,
+        rejected_per_node: int = 1000,
     ) -> None:
         self.registry = registry
         self.book = book or rules.RuleBook()
@@ -193,6 +195,7 @@ class BatchWriter:
         self.max_payload = max_payload
         self.payload_cap = payload_cap
         self.max_clock_ahead = timedelta(seconds=max_clock_ahead_s)
+        self.rejected_per_node = rejected_per_node
 
     def classify(self, items: Iterable[Received]) -> tuple[list[Accepted], list[Rejection]]:
         """Decode and registry-check each message, and bring clocks from the future back to now;
@@ -201,6 +204,8 @@ class BatchWriter:
         rejected: list[Rejection] = []
         now = datetime.now(UTC)
         for item in items:
+            if not item.payload:
+                continue  # nothing to store: how a retained message is deleted (see the worker)
             try:
                 inbound = decode_for_topic(item.topic, item.payload, self.max_payload)
                 self.registry.check(inbound)
@@ -637,26 +642,38 @@ class BatchWriter:
         )
 
     def _record_rejections(self, conn: Conn, rejected: Sequence[Rejection]) -> None:
+        """Keep what was refused, one row per topic and payload. A node (or a topic that names
+        none) holds at most `rejected_per_node` rows: past that, its refusals are only counted,
+        on one row per node, so one misbehaving node cannot fill the table."""
         if not rejected:
             return
+        nodes = sorted({_node_of(r.topic) or "" for r in rejected})
+        counted = conn.execute(
+            """SELECT coalesce(node_id, ''), count(*) FROM rejected_messages
+               WHERE coalesce(node_id, '') = ANY(%s) GROUP BY 1""",
+            (nodes,),
+        ).fetchall()
+        held = {str(node): int(str(n)) for node, n in counted}
+        rows = []
+        for r in rejected:
+            node = _node_of(r.topic)
+            if held.get(node or "", 0) >= self.rejected_per_node:
+                topic = f"(over the cap of {self.rejected_per_node} rows) {node or '(no node)'}"
+                detail = "further refusals of this node are counted here, not kept"
+                payload, digest = b"", hashlib.sha256(topic.encode()).digest()
+            else:
+                topic = _clean_text(r.topic)[:1024]  # it is indexed: keep it well under 2 kB
+                detail = _clean_text(r.detail)[:2000]
+                payload, digest = r.payload[: self.payload_cap], hashlib.sha256(r.payload).digest()
+                held[node or ""] = held.get(node or "", 0) + 1  # at most: it may be a repeat
+            rows.append((topic, node, r.reason.value, detail, payload, len(r.payload), digest))
         with conn.cursor() as cur:
             cur.executemany(
                 """INSERT INTO rejected_messages (topic, node_id, reason, detail, payload, payload_size, digest)
                    VALUES (%s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (topic, digest) DO UPDATE SET
                        occurrences = rejected_messages.occurrences + 1, last_seen = now()""",
-                [
-                    (
-                        _clean_text(r.topic)[:1024],  # it is indexed: keep it well under 2 kB
-                        _node_of(r.topic),
-                        r.reason.value,
-                        _clean_text(r.detail)[:2000],
-                        r.payload[: self.payload_cap],
-                        len(r.payload),
-                        hashlib.sha256(r.payload).digest(),
-                    )
-                    for r in rejected
-                ],
+                rows,
             )
 
 
