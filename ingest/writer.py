@@ -394,6 +394,7 @@ class BatchWriter:
                     [r.device for r in results],
                 ),
             )
+            _audit_door_outcomes(conn, results)
         outcome.reactions = incidents.apply(conn, signals, self.policy)
 
     def write_isolating(
@@ -675,6 +676,27 @@ class BatchWriter:
                        occurrences = rejected_messages.occurrences + 1, last_seen = now()""",
                 rows,
             )
+
+
+def _audit_door_outcomes(conn: Conn, results: Sequence[CommandResult]) -> None:
+    """What became of each door command goes into the audit log beside who asked for it: the
+    action with its duration, and the door's answer."""
+    conn.execute(
+        """INSERT INTO audit_log (person_id, action, target, detail, client)
+           SELECT 'system', 'door.outcome', c.device_id,
+                  jsonb_build_object('command', c.id, 'issued_by', c.issued_by,
+                                     'reason', c.reason, 'action', c.action,
+                                     'status', u.status, 'detail', u.detail),
+                  'ingest'
+           FROM commands c JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS u(id, status, detail)
+                ON c.id = u.id
+           WHERE c.action->>'action' LIKE 'door.%%'""",
+        (
+            [r.command_id for r in results],
+            [r.status.value for r in results],
+            [r.detail for r in results],
+        ),
+    )
 
 
 def _mark(a: Accepted) -> tuple[datetime, int]:

@@ -483,6 +483,13 @@ def test_commands_broadcast_and_emergency_through_the_api(
         wait_until(lambda: client.get("/api/commands", params={"ids": ids}, headers=me).json()[0]["state"] == "done",
                    10, "the door's answer")  # fmt: skip
         assert door.locked is False
+        outcome = rows(stack.dsn, "SELECT person_id, target, detail FROM audit_log"
+                                  " WHERE action = 'door.outcome'")  # fmt: skip
+        assert len(outcome) == 1 and outcome[0][:2] == ("system", door.id)
+        detail = outcome[0][2]
+        assert isinstance(detail, dict)
+        assert (detail["issued_by"], detail["status"], detail["action"]["duration_s"]) == (
+            "operator", "done", 30)  # fmt: skip
         cast = client.post("/api/areas/haicheng/broadcast",
                            json={"message": {"kind": "text", "text": "Drill at 10:00"}}, headers=me)  # fmt: skip
 
