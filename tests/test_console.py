@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -213,15 +214,35 @@ def test_console_sign_in_sign_out_and_pages_by_role(
     page.click("button[type=submit]")
     expect(page.locator("#nav")).to_contain_text("Incidents")
     expect(page.locator("#nav")).not_to_contain_text("Rejected")  # for admins only
+    expect(page.locator("#nav")).not_to_contain_text("People")
+    token = page.evaluate("JSON.parse(localStorage.getItem('gridwatch.session')).token")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{api_url}/api/me", headers=bearer).status_code == 200
     page.click("#sign-out")
     expect(page.locator("#username")).to_be_visible()
     page.reload()
     expect(page.locator("#username")).to_be_visible()  # signing out forgot the token
+    assert httpx.get(f"{api_url}/api/me", headers=bearer).status_code == 401  # and revoked it
     page.fill("#username", "admin")
     page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
     page.locator("#nav a", has_text="Rejected").click()
     expect(page.locator("main")).to_contain_text("Nothing refused.")
+
+    # People: the admin disables the operator, whose token is refused at once, then enables them.
+    theirs = httpx.post(f"{api_url}/api/token",
+                        data={"username": "operator", "password": DEMO_PASSWORD}).json()  # fmt: skip
+    theirs_bearer = {"Authorization": f"Bearer {theirs['access_token']}"}
+    page.locator("#nav a", has_text="People").click()
+    row = page.locator("#people tr[data-person=operator]")
+    expect(row).to_have_attribute("data-active", "yes")
+    expect(page.locator("#people tr[data-person=admin] button")).to_have_count(0)  # not oneself
+    row.get_by_role("button", name="Disable").click()
+    expect(row).to_have_attribute("data-active", "no")
+    expect(row).to_contain_text("disabled")
+    assert httpx.get(f"{api_url}/api/me", headers=theirs_bearer).status_code == 401
+    row.get_by_role("button", name="Enable").click()
+    expect(row).to_have_attribute("data-active", "yes")
     assert errors == [], errors
 
 
