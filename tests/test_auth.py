@@ -318,3 +318,27 @@ def test_refused_actions_are_audited_with_who_what_and_why(
         (worker, url, "403", "a grid_worker cannot change incidents", "testclient"),
         (worker, url, "401", "not signed in, or the session expired", "testclient"),
     ]
+
+
+def test_a_password_change_through_the_api_ends_every_other_session(
+    client: TestClient, stack: LocalStack
+) -> None:
+    one, two = sign_in(client, "operator"), sign_in(client, "operator")
+    url = "/api/me/password"
+    wrong = client.post(url, json={"current_password": "not-it-at-all", "new_password": "x" * 12},
+                        headers=one)  # fmt: skip
+    assert wrong.status_code == 403 and wrong.json()["detail"] == "the current password is wrong"
+    short = client.post(url, json={"current_password": DEMO_PASSWORD, "new_password": "short"},
+                        headers=one)  # fmt: skip
+    assert short.status_code == 422
+    done = client.post(url, json={"current_password": DEMO_PASSWORD,
+                                  "new_password": "a-new-password"}, headers=one)  # fmt: skip
+    assert done.status_code == 200, done.text
+    assert client.get("/api/me", headers=one).status_code == 401
+    assert client.get("/api/me", headers=two).status_code == 401
+    fresh = {"Authorization": f"Bearer {done.json()['access_token']}"}
+    assert client.get("/api/me", headers=fresh).status_code == 200
+    assert _token(client, "operator").status_code == 401
+    assert _token(client, "operator", "a-new-password").status_code == 200
+    actions = [r[0] for r in rows(stack.dsn, "SELECT action FROM audit_log ORDER BY id")]
+    assert "password.change" in actions and actions.count("sign_in.failed") == 2

@@ -1,4 +1,4 @@
-"""Sign-in (OAuth2 password flow, throttled), sign-out, and who am I."""
+"""Sign-in (OAuth2 password flow, throttled), sign-out, password changes, and who am I."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import sessions, throttle
 from api.deps import CurrentSession, CurrentUser, DbDep, User, audit, client_of, record
 from api.errors import ErrorBody
 from api.models import Me, Token
-from api.security import make_token, verify_password
+from api.security import hash_password, make_token, verify_password
 from api.settings import ApiSettings
+from ingest import people
 from ingest.tasks import Role
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,56 @@ def sign_out(session: CurrentSession, db: DbDep, request: Request) -> Response:
         sessions.revoke(db, claims.jti, user.id, claims.exp)
         audit(db, user, request, "sign_out", user.id, {"session": claims.jti})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=1024, description="the password you sign in with now")
+    new_password: str = Field(min_length=8, max_length=1024, description="at least 8 characters")
+
+
+@router.post(
+    "/me/password",
+    response_model=Token,
+    summary="Change your password; every session of yours ends, and a new token is returned",
+    description="Throttled and audited like sign-in: a wrong current password is a failed "
+    "sign-in (403).",
+    responses={429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def change_password(body: PasswordChange, session: CurrentSession, request: Request) -> Token:
+    state = request.app.state
+    settings: ApiSettings = state.settings
+    pool: ConnectionPool[Any] = state.pool
+    user, _ = session
+    client = client_of(request)
+
+    def change() -> Token:
+        with pool.connection() as db:
+            wait = throttle.retry_after(db, user.id, client, settings)
+            if wait is not None:
+                raise throttle.throttled(wait)
+            row = db.execute(
+                "SELECT password_hash FROM people WHERE id = %s", (user.id,)
+            ).fetchone()
+            if not verify_password(row[0] if row else None, body.current_password):
+                with db.transaction():
+                    record(db, user.id, request, throttle.FAILED, user.id,
+                           {"reason": "wrong current password"})  # fmt: skip
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+            with db.transaction():
+                people.set_password_hash(db, user.id, hash_password(body.new_password))
+                audit(db, user, request, "password.change", user.id)
+            ttl = settings.api_token_ttl_s
+            made, claims = make_token(
+                user.id, state.signing_key, timedelta(seconds=ttl), sessions.now(db)
+            )
+            with db.transaction():
+                audit(db, user, request, "sign_in", user.id, {"session": claims.jti})
+        return Token(access_token=made, expires_in=ttl)
+
+    async with throttle.hashing_slot(state.hashing):
+        return await run_in_threadpool(change)
 
 
 @router.get("/me", response_model=Me, summary="The signed-in person")
