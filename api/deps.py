@@ -81,10 +81,8 @@ def session_for(
     return user, claims
 
 
-def user_for(
-    db: Conn, token: str | None, key: str, use: Use = "access", request: Request | None = None
-) -> User:
-    return session_for(db, token, key, use, request)[0]
+def user_for(db: Conn, token: str | None, key: str, use: Use = "access") -> User:
+    return session_for(db, token, key, use)[0]
 
 
 def current_session(
