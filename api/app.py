@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,10 +12,11 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
-from api import errors
+from api import errors, keys
 from api.live import ChangeFeed
 from api.routes import auth, health, incidents, live, operations, people, tasks, venues
 from api.settings import ApiSettings
+from api.streams import StreamSlots
 from ingest.settings import deadline_policy
 
 
@@ -32,6 +34,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         pool.open()
         app.state.pool = pool
+        with pool.connection() as conn:
+            app.state.signing_key = keys.signing_key(settings, conn)
+        app.state.hashing = asyncio.Semaphore(settings.api_hash_concurrency)
         feed = ChangeFeed(settings.database_url.get_secret_value())
         feed.start()
         app.state.feed = feed
@@ -50,6 +55,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.deadlines = deadline_policy()
+    app.state.streams = StreamSlots(settings.api_live_streams_per_person)
     errors.install(app)
     for module in (auth, incidents, tasks, venues, people, operations, live, health):
         app.include_router(module.router)

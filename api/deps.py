@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the database connection, the signed-in person, the audit log."""
+"""FastAPI dependencies: the database connection, the signing key, the signed-in person, the
+audit log."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from fastapi.security import OAuth2PasswordBearer
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from api.security import Use, read_token
+from api import sessions
+from api.security import Claims, Use, read_token, token_subject
 from api.settings import ApiSettings
 from ingest.tasks import Role
 
@@ -46,31 +48,62 @@ class User:
     scope_path: str
 
 
-def user_for(db: Conn, token: str | None, settings: ApiSettings, use: Use = "access") -> User:
-    """The person a token stands for; 401 if it is missing, forged, expired, for another use or
-    theirs no more."""
-    claims = read_token(token, settings.api_secret.get_secret_value(), use) if token else None
-    row = None
-    if claims is not None:
-        row = db.execute(
-            """SELECT p.id, p.name, p.role::text, p.scope_id, t.path::text
-               FROM people p JOIN territory t ON t.id = p.scope_id WHERE p.id = %s AND p.active""",
-            (claims.sub,),
-        ).fetchone()
-    if row is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "not signed in, or the session expired",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return User(row[0], row[1], Role(row[2]), row[3], row[4])
+def get_signing_key(request: Request) -> str:
+    key: str = request.app.state.signing_key
+    return key
 
 
-def current_user(token: Annotated[str, Depends(_oauth2)], db: DbDep, settings: SettingsDep) -> User:
-    return user_for(db, token, settings)
+KeyDep = Annotated[str, Depends(get_signing_key)]
+_NOT_SIGNED_IN = "not signed in, or the session expired"
 
 
+def not_signed_in(detail: str = _NOT_SIGNED_IN) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def session_for(
+    db: Conn, token: str | None, key: str, use: Use = "access", request: Request | None = None
+) -> tuple[User, Claims]:
+    """The person a token stands for and its claims; 401 if it is missing, forged, expired, for
+    another use, signed out, older than the person's last password change, or theirs no more."""
+    if token and request is not None:
+        # Whose genuine token was refused goes into the audit log with a refused action.
+        request.state.subject = token_subject(token, key)
+    claims = read_token(token, key, use) if token else None
+    row = sessions.person_row(db, claims) if claims is not None else None
+    if claims is None or row is None:
+        raise not_signed_in()
+    user = User(row[0], row[1], Role(row[2]), row[3], row[4])
+    if request is not None:
+        request.state.user = user
+    return user, claims
+
+
+def user_for(db: Conn, token: str | None, key: str, use: Use = "access") -> User:
+    return session_for(db, token, key, use)[0]
+
+
+def current_session(
+    token: Annotated[str, Depends(_oauth2)], db: DbDep, key: KeyDep, request: Request
+) -> tuple[User, Claims]:
+    return session_for(db, token, key, request=request)
+
+
+def current_user(
+    session: Annotated[tuple[User, Claims], Depends(current_session)],
+) -> User:
+    return session[0]
+
+
+CurrentSession = Annotated[tuple[User, Claims], Depends(current_session)]
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def client_of(request: Request) -> str:
+    """The client's address, as the audit log and the sign-in throttle know it."""
+    return request.client.host if request.client else ""
 
 
 def audit(
@@ -82,8 +115,19 @@ def audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Record an action in the audit log (in the caller's transaction)."""
-    client = request.client.host if request.client else ""
+    record(db, user.id, request, what, target, detail)
+
+
+def record(
+    db: Conn,
+    person_id: str,
+    request: Request,
+    what: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Record something a person (or someone claiming to be them) did, in the audit log."""
     db.execute(
         "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (user.id, what, target, Jsonb(detail or {}), client),
+        (person_id, what, target, Jsonb(detail or {}), client_of(request)),
     )

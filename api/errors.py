@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from api import refusals
 from ingest.emergency import EmergencyError
 from ingest.tasks import TaskError
 
@@ -21,7 +22,8 @@ class ErrorBody(BaseModel):
 
 
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            409: "conflict", 422: "invalid"}  # fmt: skip
+            409: "conflict", 422: "invalid", 429: "too_many_requests",
+            503: "unavailable"}  # fmt: skip
 
 
 def _body(status_code: int, detail: str) -> JSONResponse:
@@ -34,6 +36,7 @@ def _body(status_code: int, detail: str) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        await refusals.record(request, exc.status_code, str(exc.detail))
         response = _body(exc.status_code, str(exc.detail))
         for k, v in (exc.headers or {}).items():
             response.headers[k] = v
@@ -54,10 +57,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TaskError)
     async def task_refused(request: Request, exc: TaskError) -> JSONResponse:
+        await refusals.record(request, 409, str(exc))
         return _body(409, str(exc))
 
     @app.exception_handler(EmergencyError)
     async def emergency_refused(request: Request, exc: EmergencyError) -> JSONResponse:
+        await refusals.record(request, 409, str(exc))
         return _body(409, str(exc))
 
 

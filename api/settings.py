@@ -8,7 +8,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.settings import DEV_DATABASE_URL, Environment
 
+# The development secret earlier versions signed tokens with when none was set. It is public,
+# so it is refused as a configured secret, and nothing signs with it any more.
 DEV_SECRET = "development-only-secret-change-me-in-production"
+MIN_SECRET_LENGTH = 32
 
 
 class ApiSettings(BaseSettings):
@@ -27,21 +30,51 @@ class ApiSettings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="address the API listens on")
     api_port: int = Field(default=8080, ge=1, le=65535, description="port the API listens on")
-    api_secret: SecretStr = Field(
-        default=SecretStr(DEV_SECRET), description="key that signs access tokens (32+ characters)"
+    api_secret: SecretStr | None = Field(
+        default=None,
+        description="key that signs access tokens (32+ random characters, the same on every "
+        "replica); unset: a random key made once and kept in the database",
     )
     api_token_ttl_s: int = Field(
         default=12 * 3600, ge=60, description="how long an access token is valid"
     )
     api_pool_size: int = Field(default=10, ge=1, le=200, description="database connections")
+    api_sign_in_window_s: int = Field(
+        default=900,
+        ge=1,
+        le=86_400,
+        description="how far back the sign-in throttle counts failures",
+    )
+    api_sign_in_failures_per_person: int = Field(
+        default=10, ge=1, description="failed sign-ins for one person id in the window before 429"
+    )
+    api_sign_in_failures_per_address: int = Field(
+        default=50, ge=1, description="failed sign-ins from one address in the window before 429"
+    )
+    api_hash_concurrency: int = Field(
+        default=2, ge=1, le=64, description="password hashes checked at once (each takes 64 MiB)"
+    )
+    api_live_recheck_s: float = Field(
+        default=30.0, gt=0, le=600, description="how often an open live stream re-checks its person"
+    )
+    api_live_streams_per_person: int = Field(
+        default=5, ge=1, le=1000, description="open live streams per person per API process"
+    )
 
     @model_validator(mode="after")
-    def _no_dev_secrets_in_production(self) -> ApiSettings:
-        if self.environment is Environment.PRODUCTION:
-            if self.database_url.get_secret_value() == DEV_DATABASE_URL:
-                raise ValueError("GRIDWATCH_DATABASE_URL must be set in production")
-            if self.api_secret.get_secret_value() == DEV_SECRET:
-                raise ValueError("GRIDWATCH_API_SECRET must be set in production")
-        if len(self.api_secret.get_secret_value()) < 32:
-            raise ValueError("GRIDWATCH_API_SECRET must be at least 32 characters")
+    def _no_dev_secrets(self) -> ApiSettings:
+        production = self.environment is Environment.PRODUCTION
+        if production and self.database_url.get_secret_value() == DEV_DATABASE_URL:
+            raise ValueError("GRIDWATCH_DATABASE_URL must be set in production")
+        if self.api_secret is not None:
+            secret = self.api_secret.get_secret_value()
+            if secret == DEV_SECRET:
+                raise ValueError(
+                    "GRIDWATCH_API_SECRET is the public development secret: set 32+ random "
+                    "characters, or unset it to use a random key kept in the database"
+                )
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"GRIDWATCH_API_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+                )
         return self

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from ingest import emergency, kpi, provision, rules, tasks
+from ingest import emergency, kpi, people, provision, rules, tasks
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[tuple[object, ...]]:
@@ -145,10 +145,9 @@ def person_add(args: argparse.Namespace) -> int:
             id=args.id, name=args.name, role=tasks.Role(args.role), scope_id=args.scope,
             phone=args.phone,
         ))  # fmt: skip
-        if args.password_stdin:
-            conn.execute(
-                "UPDATE people SET password_hash = %s WHERE id = %s",
-                (hash_password(sys.stdin.readline().rstrip("\n")), args.id),
+        if args.password_stdin:  # a new password: their earlier tokens count no more
+            people.set_password_hash(
+                conn, args.id, hash_password(sys.stdin.readline().rstrip("\n"))
             )
         if args.on_duty_hours:
             now = datetime.now(UTC)
@@ -156,6 +155,21 @@ def person_add(args: argparse.Namespace) -> int:
                 conn, args.scope, args.id, now, now + timedelta(hours=args.on_duty_hours)
             )
     print(f"person {args.id} ({args.role}) in {args.scope}")
+    return 0
+
+
+def person_switch(args: argparse.Namespace) -> int:
+    on = args.person_command == "enable"
+    with _connect(args) as conn:
+        if conn.execute("SELECT 1 FROM people WHERE id = %s", (args.actor,)).fetchone() is None:
+            raise ValueError(f"--as {args.actor!r}: no such person; name the person acting")
+        if not people.set_active(conn, args.id, on):
+            raise ValueError(f"no person {args.id!r}; `gridwatch person add` creates one")
+        conn.execute(
+            "INSERT INTO audit_log (person_id, action, target, client) VALUES (%s, %s, %s, 'cli')",
+            (args.actor, f"person.{args.person_command}", args.id),
+        )
+    print(f"person {args.id} {'enabled' if on else 'disabled: every token of theirs is refused'}")
     return 0
 
 
@@ -215,7 +229,9 @@ def add_commands(sub: Any, add: Any) -> None:
     mw.add_argument("--reason", required=True)
     mw.add_argument("--as", dest="actor", required=True)
 
-    pa = add(sub, "person", person_add, "Add or update a person, optionally on duty in a grid.")
+    pe = sub.add_parser("person", help="People.", description="People: add, disable, enable.")
+    psub = pe.add_subparsers(dest="person_command", required=True, metavar="COMMAND")
+    pa = add(psub, "add", person_add, "Add or update a person, optionally on duty in a grid.")
     pa.add_argument("id")
     pa.add_argument("--name", required=True)
     pa.add_argument("--role", required=True, choices=[r.value for r in tasks.Role])
@@ -225,7 +241,14 @@ def add_commands(sub: Any, add: Any) -> None:
     pa.add_argument(
         "--password-stdin",
         action="store_true",
-        help="set their password from the first line of stdin",
+        help="set their password from the first line of stdin (their earlier tokens end)",
     )
-    for p in (ls, show, act, on, off, k, rl, rs, mw, pa):
+    switches = []
+    for verb, what in (("disable", "Disable a person: no sign-in, every token of theirs refused."),
+                       ("enable", "Enable a disabled person again; they sign in afresh.")):  # fmt: skip
+        ps = add(psub, verb, person_switch, what)
+        ps.add_argument("id")
+        ps.add_argument("--as", dest="actor", required=True, help="the person acting (audited)")
+        switches.append(ps)
+    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, *switches):
         p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")

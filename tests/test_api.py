@@ -129,7 +129,7 @@ def test_every_resource_is_closed_to_another_grid(
         conn.execute("UPDATE people SET password_hash = (SELECT password_hash FROM people"
                      " WHERE id = 'operator') WHERE id = 'op-grid'")  # fmt: skip
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
-              "area": "g_other"}  # fmt: skip
+              "area": "g_other", "person_id": "worker-g_other"}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
         "/api/incidents/{incident_id}/silence": {"minutes": 5},
@@ -170,6 +170,7 @@ def test_every_resource_is_closed_to_another_grid(
     assert (
         scalar(dsn, "SELECT state::text FROM tasks WHERE id = %s", (incident_task,)) != "accepted"
     )
+    assert scalar(dsn, "SELECT active FROM people WHERE id = 'worker-g_other'") is True
 
 
 def test_task_actions_refusals_and_audit(
@@ -198,8 +199,11 @@ def test_task_actions_refusals_and_audit(
     assert [e["action"] for e in timeline][-3:] == ["feedback", "check", "approve"]
     audited = [r[0] for r in rows(dsn, "SELECT action FROM audit_log WHERE person_id <> 'operator'"
                                        " ORDER BY id")]  # fmt: skip
-    assert audited == ["sign_in", "task.accept", "task.start", "task.feedback", "sign_in",
-                       "task.check", "task.approve"]  # fmt: skip
+    assert audited == ["sign_in", "refused", "task.accept", "task.start", "task.feedback",
+                       "sign_in", "task.check", "task.approve"]  # fmt: skip
+    refusal = rows(dsn, "SELECT person_id, target, detail FROM audit_log WHERE action = 'refused'")
+    assert refusal == [(worker, f"/api/tasks/{task_id}/actions",
+                        {"method": "POST", "status": 409, "reason": refused.json()["detail"]})]  # fmt: skip
     assert scalar(dsn, "SELECT count(*) FROM audit_log WHERE client = ''") == 0
 
 
@@ -305,11 +309,6 @@ def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
     )
 
 
-def test_production_refuses_the_development_secret() -> None:
-    with pytest.raises(ValueError, match="GRIDWATCH_API_SECRET"):
-        ApiSettings(environment="production", database_url="postgresql://db/x")  # type: ignore[arg-type]
-
-
 def _events(
     response: object, want: int, timeout_s: float = 5.0
 ) -> list[tuple[int, str, dict[str, object]]]:
@@ -382,7 +381,12 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
             mine = _events(outsider, 2)
             assert [p.get("venue_id") for _, k, p in mine if k == "incident"] == [other]
         raise_incident(stack.dsn, nodes[0].site, subject="missed")  # while nobody listens
-        with httpx.stream("GET", f"{base}/api/live", params={"ticket": tickets["operator"]},
+        # A ticket opens one stream: reconnecting takes a new one.
+        used = httpx.get(f"{base}/api/live", params={"ticket": tickets["operator"]})
+        assert used.status_code == 401 and "used already" in used.json()["detail"]
+        fresh_ticket = httpx.post(f"{base}/api/live/ticket", headers={
+            "Authorization": f"Bearer {tokens['operator']}"}).json()["ticket"]  # fmt: skip
+        with httpx.stream("GET", f"{base}/api/live", params={"ticket": fresh_ticket},
                           headers={"Last-Event-ID": str(last_seen)}, timeout=timeout) as again:  # fmt: skip
             missed = int(str(scalar(stack.dsn, "SELECT count(*) FROM changes WHERE id > %s",
                                     (last_seen,))))  # fmt: skip

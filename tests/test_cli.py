@@ -11,7 +11,8 @@ COMMANDS = [
     [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
     ["bench", "ingest"], ["bench", "fleet"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
-    ["rules", "list"], ["rules", "set"], ["maintenance"], ["person"],
+    ["rules", "list"], ["rules", "set"], ["maintenance"], ["person", "add"], ["person", "disable"],
+    ["person", "enable"],
 ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -213,15 +214,35 @@ def test_console_sign_in_sign_out_and_pages_by_role(
     page.click("button[type=submit]")
     expect(page.locator("#nav")).to_contain_text("Incidents")
     expect(page.locator("#nav")).not_to_contain_text("Rejected")  # for admins only
+    expect(page.locator("#nav")).not_to_contain_text("People")
+    token = page.evaluate("JSON.parse(localStorage.getItem('gridwatch.session')).token")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{api_url}/api/me", headers=bearer).status_code == 200
     page.click("#sign-out")
     expect(page.locator("#username")).to_be_visible()
     page.reload()
     expect(page.locator("#username")).to_be_visible()  # signing out forgot the token
+    assert httpx.get(f"{api_url}/api/me", headers=bearer).status_code == 401  # and revoked it
     page.fill("#username", "admin")
     page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
     page.locator("#nav a", has_text="Rejected").click()
     expect(page.locator("main")).to_contain_text("Nothing refused.")
+
+    # People: the admin disables the operator, whose token is refused at once, then enables them.
+    theirs = httpx.post(f"{api_url}/api/token",
+                        data={"username": "operator", "password": DEMO_PASSWORD}).json()  # fmt: skip
+    theirs_bearer = {"Authorization": f"Bearer {theirs['access_token']}"}
+    page.locator("#nav a", has_text="People").click()
+    row = page.locator("#people tr[data-person=operator]")
+    expect(row).to_have_attribute("data-active", "yes")
+    expect(page.locator("#people tr[data-person=admin] button")).to_have_count(0)  # not oneself
+    row.get_by_role("button", name="Disable").click()
+    expect(row).to_have_attribute("data-active", "no")
+    expect(row).to_contain_text("disabled")
+    assert httpx.get(f"{api_url}/api/me", headers=theirs_bearer).status_code == 401
+    row.get_by_role("button", name="Enable").click()
+    expect(row).to_have_attribute("data-active", "yes")
     assert errors == [], errors
 
 
@@ -259,3 +280,40 @@ def test_a_camera_incident_shows_its_picture_on_the_board(
     expect(image).to_be_visible()
     assert image.evaluate("img => img.naturalWidth") == 16  # loaded, not blocked by the CSP
     assert errors == [], errors
+
+
+def test_the_console_takes_a_new_ticket_for_each_reconnection(
+    stack: LocalStack, nodes: list[NodeCredentials], browser: Browser
+) -> None:
+    """A ticket opens one stream: when the API goes away and comes back, the console asks for a
+    new one and resumes, and what happens next still reaches the board."""
+    from tests.test_api import raise_incident
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    api = stack.start_api(port)
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        assert wait_for_port("127.0.0.1", port, 20), (stack.logs / "api.log").read_text()
+        errors: list[str] = []
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/")
+        page.fill("#username", "operator")
+        page.fill("#password", DEMO_PASSWORD)
+        page.click("button[type=submit]")
+        state = page.locator("#live-state")
+        expect(state).to_have_attribute("data-state", "live", timeout=10_000)
+        api.kill()  # gone at once, streams and all
+        api.wait()
+        expect(state).not_to_have_attribute("data-state", "live", timeout=10_000)
+        api = stack.start_api(port)
+        assert wait_for_port("127.0.0.1", port, 20), (stack.logs / "api.log").read_text()
+        expect(state).to_have_attribute("data-state", "live", timeout=20_000)
+        assert scalar(stack.dsn, "SELECT count(*) FROM revoked_tokens") == 2  # two tickets, used
+        raise_incident(stack.dsn, nodes[0].site, subject="after")
+        expect(page.locator("#incidents tr[data-severity=red]")).to_have_count(1, timeout=5_000)
+        assert errors == [], errors
+    finally:
+        context.close()  # its stream open would hold the API's graceful stop
+        stop_process(api)

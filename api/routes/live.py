@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUser, User, user_for
+from api import sessions
+from api.deps import CurrentSession, DbDep, KeyDep, User, not_signed_in, user_for
+from api.errors import ErrorBody
 from api.live import ChangeFeed
-from api.security import make_token
+from api.security import Use, make_token, read_token
 from api.settings import ApiSettings
+from api.streams import StreamSlots
 
 router = APIRouter(tags=["live"])
 _KEEPALIVE_S = 15.0
@@ -25,16 +29,17 @@ _TICKET_TTL = timedelta(seconds=60)
 
 
 class Ticket(BaseModel):
-    ticket: str = Field(description="opens /api/live?ticket= within `expires_in` seconds")
+    ticket: str = Field(description="opens /api/live?ticket= once, within `expires_in` seconds")
     expires_in: int
 
 
 @router.post("/api/live/ticket", response_model=Ticket, summary="A ticket for the live stream")
-def ticket(user: CurrentUser, request: Request) -> Ticket:
+def ticket(session: CurrentSession, db: DbDep, key: KeyDep) -> Ticket:
     """Browsers cannot send headers with an EventSource, so the stream's URL carries a ticket: it
-    opens the stream for a minute (reconnections included) and is good for nothing else."""
-    settings: ApiSettings = request.app.state.settings
-    made = make_token(user.id, settings.api_secret.get_secret_value(), _TICKET_TTL, use="live")
+    opens one stream within a minute, and is good for nothing else. Each reconnection needs a
+    new one. The stream lasts while the session the ticket came from does."""
+    user, access = session
+    made, _ = make_token(user.id, key, _TICKET_TTL, sessions.now(db), use="live", session=access)
     return Ticket(ticket=made, expires_in=int(_TICKET_TTL.total_seconds()))
 
 
@@ -42,10 +47,14 @@ def ticket(user: CurrentUser, request: Request) -> Ticket:
     "/api/live",
     summary="A live stream of changes (text/event-stream)",
     description="Events `incident`, `task` and `presence`, each with an `id`. Reconnect with "
-    "the `Last-Event-ID` header (browsers do it by themselves) or `?after=` to get what was "
-    "missed. Authenticate with the `Authorization` header, or, from a browser's EventSource, "
-    "which cannot set headers, with `?ticket=` from `POST /api/live/ticket`.",
+    "the `Last-Event-ID` header or `?after=` to get what was missed. Authenticate with the "
+    "`Authorization` header, or, from a browser's EventSource, which cannot set headers, with "
+    "`?ticket=` from `POST /api/live/ticket` (one ticket per connection). The stream re-checks "
+    "its person every `GRIDWATCH_API_LIVE_RECHECK_S` and ends with an `end` event once the "
+    "session no longer counts (expired, signed out, password changed, person disabled); a "
+    "person may hold `GRIDWATCH_API_LIVE_STREAMS_PER_PERSON` streams open per process (429).",
     response_class=StreamingResponse,
+    responses={429: {"model": ErrorBody}},
 )
 async def live(
     request: Request,
@@ -55,20 +64,36 @@ async def live(
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     settings: ApiSettings = request.app.state.settings
+    key: str = request.app.state.signing_key
     pool = request.app.state.pool
     feed: ChangeFeed = request.app.state.feed
+    slots: StreamSlots = request.app.state.streams
     bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
+    use: Use = "access" if bearer is not None else "live"
+    token = bearer if bearer is not None else ticket
+    claims = read_token(token, key, use) if token else None
+    if claims is None:
+        raise not_signed_in()
+    slot = slots.take(claims.sub)
+    if slot is None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{claims.sub} has {slots.per_person} live streams open already; close one first",
+        )
 
     def who() -> tuple[User, int]:
         with pool.connection() as db:
-            if bearer is not None:
-                user = user_for(db, bearer, settings)
-            else:
-                user = user_for(db, ticket, settings, use="live")
+            user = user_for(db, token, key, use)
+            if use == "live" and not sessions.revoke(db, claims.jti, user.id, claims.exp):
+                raise not_signed_in("this live ticket was used already; ask for a new one")
             row = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
         return user, int(row[0])
 
-    user, newest = await run_in_threadpool(who)
+    try:
+        user, newest = await run_in_threadpool(who)
+    except BaseException:
+        slots.give_back(claims.sub, slot)
+        raise
     start = next((i for i in (last_event_id, after) if i is not None), newest)
 
     def fetch(after: int) -> list[tuple[Any, ...]]:
@@ -80,22 +105,37 @@ async def live(
             ).fetchall()
         return rows
 
+    def still_counts() -> bool:
+        if claims.session_expires <= datetime.now(UTC):
+            return False
+        with pool.connection() as db:
+            return sessions.person_row(db, claims) is not None
+
     async def stream() -> AsyncIterator[str]:
         wake = feed.subscribe()
         last = start
+        recheck = time.monotonic() + settings.api_live_recheck_s
         try:
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
+                if time.monotonic() >= recheck:
+                    if not await run_in_threadpool(still_counts):
+                        yield 'event: end\ndata: {"reason": "the session ended"}\n\n'
+                        return
+                    recheck = time.monotonic() + settings.api_live_recheck_s
                 wake.clear()
                 for cid, kind, payload in await run_in_threadpool(fetch, last):
                     last = int(cid)
                     yield f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"  # JSON as stored
+                wait = min(_KEEPALIVE_S, max(0.0, recheck - time.monotonic()))
                 try:
-                    await asyncio.wait_for(wake.wait(), _KEEPALIVE_S)
+                    await asyncio.wait_for(wake.wait(), wait)
                 except TimeoutError:
-                    yield ": keep-alive\n\n"
+                    if time.monotonic() < recheck:
+                        yield ": keep-alive\n\n"
         finally:
             feed.unsubscribe(wake)
+            slots.give_back(claims.sub, slot)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})  # fmt: skip

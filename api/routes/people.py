@@ -1,18 +1,23 @@
-"""People in the signed-in person's area: whom a dispatcher can send a task to."""
+"""People in the signed-in person's area: whom a dispatcher can send a task to; admins switch
+them off and on."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentUser, DbDep
-from api.models import AreaQuery, as_models
+from api.deps import CurrentUser, DbDep, audit
+from api.models import AreaQuery, as_model, as_models
 from api.routes.venues import area_path
+from ingest import people as roster
 from ingest.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["people"])
+PersonPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a person id")
+]
 
 
 class PersonOut(BaseModel):
@@ -22,6 +27,15 @@ class PersonOut(BaseModel):
     scope_id: str
     on_duty: bool = Field(description="on the duty roster of a grid right now")
     open_tasks: int = Field(description="tasks assigned to them that are not closed")
+    active: bool = Field(description="false once disabled: they cannot sign in")
+
+
+_PEOPLE = """SELECT p.id, p.name, p.role::text, p.scope_id,
+                    EXISTS (SELECT 1 FROM duty_roster r WHERE r.person_id = p.id
+                            AND r.starts <= now() AND now() < r.ends),
+                    (SELECT count(*) FROM tasks k WHERE k.assignee = p.id AND k.state <> 'closed'),
+                    p.active
+             FROM people p JOIN territory t ON t.id = p.scope_id"""
 
 
 @router.get("/people", response_model=list[PersonOut], summary="Active people in your area")
@@ -30,17 +44,57 @@ def people(
     db: DbDep,
     area: AreaQuery = None,
     role: Annotated[list[Role] | None, Query(description="any of these; may repeat")] = None,
+    include_disabled: Annotated[bool, Query(description="disabled people too")] = False,
 ) -> list[PersonOut]:
     path = area_path(db, user, area)
     roles = [r.value for r in role] if role else None
     rows = db.execute(
-        """SELECT p.id, p.name, p.role::text, p.scope_id,
-                  EXISTS (SELECT 1 FROM duty_roster r WHERE r.person_id = p.id
-                          AND r.starts <= now() AND now() < r.ends),
-                  (SELECT count(*) FROM tasks k WHERE k.assignee = p.id AND k.state <> 'closed')
-           FROM people p JOIN territory t ON t.id = p.scope_id
-           WHERE p.active AND t.path <@ %s::ltree AND (%s::text[] IS NULL OR p.role::text = ANY(%s))
-           ORDER BY t.path, p.id""",
-        (path, roles, roles),
+        _PEOPLE
+        + """ WHERE (p.active OR %s) AND t.path <@ %s::ltree
+                        AND (%s::text[] IS NULL OR p.role::text = ANY(%s))
+                      ORDER BY t.path, p.id""",
+        (include_disabled, path, roles, roles),
     ).fetchall()
     return as_models(PersonOut, rows)
+
+
+def _switch(user: CurrentUser, db: DbDep, request: Request, person_id: str, on: bool) -> PersonOut:
+    with db.transaction():
+        inside = db.execute(
+            """SELECT 1 FROM people p JOIN territory t ON t.id = p.scope_id
+               WHERE p.id = %s AND t.path <@ %s::ltree FOR UPDATE OF p""",
+            (person_id, user.scope_path),
+        ).fetchone()
+        if inside is None:  # outside your area, as if it did not exist
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no person {person_id!r} in your area")
+        if user.role is not Role.ADMIN:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"a {user.role} cannot disable or enable people"
+            )
+        if person_id == user.id and not on:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "you cannot disable yourself; ask another admin"
+            )
+        roster.set_active(db, person_id, on)
+        audit(db, user, request, "person.enable" if on else "person.disable", person_id)
+    row = db.execute(_PEOPLE + " WHERE p.id = %s", (person_id,)).fetchone()
+    assert row is not None
+    return as_model(PersonOut, row)
+
+
+@router.post(
+    "/people/{person_id}/disable",
+    response_model=PersonOut,
+    summary="Disable a person (admins): no sign-in, every token of theirs refused, live streams end",
+)
+def disable(user: CurrentUser, db: DbDep, request: Request, person_id: PersonPath) -> PersonOut:
+    return _switch(user, db, request, person_id, on=False)
+
+
+@router.post(
+    "/people/{person_id}/enable",
+    response_model=PersonOut,
+    summary="Enable a disabled person again (admins); they sign in afresh",
+)
+def enable(user: CurrentUser, db: DbDep, request: Request, person_id: PersonPath) -> PersonOut:
+    return _switch(user, db, request, person_id, on=True)

@@ -64,19 +64,32 @@ export async function signIn(username, password) {
   session.set(data.access_token, data.expires_in);
 }
 
+/** Sign out on the server (the token counts no more, anywhere), then forget it here. */
+export async function signOut() {
+  try {
+    if (session.get()) await api("/api/sign-out", { method: "POST" });
+  } catch {
+    // Unreachable or already expired: the token is forgotten here all the same.
+  } finally {
+    session.clear();
+  }
+}
+
 /**
  * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
  * events carry the changed row; `state` says connecting / live / reconnecting / down; `resync`
- * fires after a reconnection, when views should reload what they show. The browser reconnects
- * by itself while the ticket is good; after that a new ticket resumes from the last event seen.
+ * fires after a reconnection, when views should reload what they show. A ticket opens one
+ * connection only, so every reconnection asks for a new ticket and resumes after the last event
+ * seen (`?after=`); the browser's own retry, which would reuse the ticket, is never left to run.
  */
 export class Live extends EventTarget {
   #source = null;
   #retry = null;
   #opened = false;
-  #last = null; // the id of the last event seen, to resume from after a fresh start
+  #last = null; // the id of the last event seen, to resume from
+  #delay = 500; // before the next reconnection; grows while the server keeps failing
 
-  /** Opens the stream with a fresh one-minute ticket (the URL carries no access token). */
+  /** Opens the stream with a fresh single-use ticket (the URL carries no access token). */
   async start() {
     this.stop();
     if (!session.get()) return;
@@ -85,9 +98,10 @@ export class Live extends EventTarget {
     try {
       ticket = (await api("/api/live/ticket", { method: "POST" })).ticket;
     } catch {
-      this.#down();
+      this.#down(); // a 401 has signed the console out already; otherwise try again soon
       return;
     }
+    if (!session.get()) return;
     const params = new URLSearchParams({ ticket });
     if (this.#last !== null) params.set("after", this.#last);
     const source = new EventSource(`/api/live?${params}`);
@@ -101,14 +115,16 @@ export class Live extends EventTarget {
     source.onopen = () => {
       if (this.#opened) this.dispatchEvent(new Event("resync"));
       this.#opened = true;
+      this.#delay = 500;
       this.#state("live");
     };
     source.onerror = () => {
-      if (source.readyState !== EventSource.CLOSED) {
-        this.#state("reconnecting"); // the browser retries by itself, with Last-Event-ID
-        return;
-      }
-      this.#down(); // refused (its ticket expired) or the server is gone: a new ticket, soon
+      // Dropped, ended by the server (its session ended) or refused: a new ticket, soon.
+      source.close();
+      this.#source = null;
+      this.#state("reconnecting");
+      this.#later(this.#delay);
+      this.#delay = Math.min(this.#delay * 2, 10_000);
     };
   }
 
@@ -118,10 +134,15 @@ export class Live extends EventTarget {
     this.#source = null;
   }
 
+  #later(ms) {
+    clearTimeout(this.#retry);
+    this.#retry = setTimeout(() => (session.get() ? this.start() : null), ms);
+  }
+
   #down() {
     this.stop();
     this.#state("down");
-    this.#retry = setTimeout(() => (session.get() ? this.start() : null), 3000);
+    this.#later(3000);
   }
 
   #state(state) {

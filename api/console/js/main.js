@@ -1,12 +1,13 @@
 // The console's shell: sign-in, navigation by role, the live stream and the red-incident alarm.
 
-import { Live, SUPERVISORS, api, session, silenced } from "./api.js";
+import { Live, SUPERVISORS, api, session, signOut, silenced } from "./api.js";
 import { h } from "./dom.js";
 import * as board from "./views/board.js";
 import * as emergency from "./views/emergency.js";
 import * as inbox from "./views/inbox.js";
 import * as kpi from "./views/kpi.js";
 import * as login from "./views/login.js";
+import * as people from "./views/people.js";
 import * as rejected from "./views/rejected.js";
 import * as tasks from "./views/tasks.js";
 import * as territory from "./views/territory.js";
@@ -23,6 +24,7 @@ const PAGES = [
   { path: /^emergency$/, view: emergency, nav: "Emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
   { path: /^kpi$/, view: kpi, nav: "KPIs", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
   { path: /^rejected$/, view: rejected, nav: "Rejected", href: "#/rejected", roles: (r) => r === "admin" },
+  { path: /^people$/, view: people, nav: "People", href: "#/people", roles: (r) => r === "admin" },
   { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
 ];
 
@@ -175,10 +177,10 @@ document.getElementById("sound").addEventListener("click", () => {
   showSound();
 });
 
-document.getElementById("sign-out").addEventListener("click", () => {
-  session.clear();
-  ctx.me = null;
+document.getElementById("sign-out").addEventListener("click", async () => {
   live.stop();
+  await signOut(); // the token counts no more on the server, not only here
+  ctx.me = null;
   location.hash = "#/login";
   route();
 });
