@@ -268,6 +268,15 @@ class BatchWriter:
             outcome.stored[table] += len(new)
             outcome.duplicates += len(items) - len(new) - len(refused)
             outcome.new_ids |= new
+        # Device messages refused as conflicts take no further part (by identity: the first
+        # message with that id, earlier in the batch, stands). The latest states are locked
+        # before presence touches any device, in one order for every worker.
+        series_conflicts = {id(a) for a in conflicts}
+        devices = [
+            a for a in accepted
+            if isinstance(a.inbound.message, DeviceMessage) and id(a) not in series_conflicts
+        ]  # fmt: skip
+        current = self._current_states(conn, devices)
         changes: list[tuple[Inbound, bool]] = []
         for a in presence:
             match self._stored_presence(conn, a):
@@ -279,10 +288,8 @@ class BatchWriter:
                     if change := self._apply_presence(conn, a.inbound, outcome):
                         changes.append(change)
         outcome.rejected += [self._conflict(a) for a in conflicts]
-        refused_ids = {a.inbound.message.id for a in conflicts}  # type: ignore[union-attr]
-        kept = [a for a in accepted if a.inbound.message.id not in refused_ids]  # type: ignore[union-attr]
-        devices = [a for a in kept if isinstance(a.inbound.message, DeviceMessage)]
-        current = self._current_states(conn, devices)
+        dropped = {id(a) for a in conflicts}
+        kept = [a for a in accepted if id(a) not in dropped]
         self._update_device_state(conn, devices)
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
