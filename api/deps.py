@@ -10,13 +10,13 @@ import psycopg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
+from api.database import Database
 from api.security import Use, read_token
 from api.settings import ApiSettings
 from ingest.tasks import Role
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+Conn = psycopg.Connection[tuple[Any, ...]]  # the same as api.database.Conn
 _oauth2 = OAuth2PasswordBearer(tokenUrl="/api/token")
 
 
@@ -26,8 +26,8 @@ def get_settings(request: Request) -> ApiSettings:
 
 
 def get_db(request: Request) -> Iterator[Conn]:
-    pool: ConnectionPool[Conn] = request.app.state.pool
-    with pool.connection() as conn:
+    db: Database = request.app.state.db
+    with db.connection() as conn:
         yield conn
 
 

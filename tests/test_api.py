@@ -180,8 +180,12 @@ def test_task_actions_refusals_and_audit(
     worker, dispatcher = people_of(dsn, nodes[0].site)
     me = sign_in(client, worker)
     refused = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=me)
-    assert refused.status_code == 409
-    assert refused.json()["error"] == "conflict" and "cannot approve" in refused.json()["detail"]
+    assert refused.status_code == 403  # not a worker's to do, whatever the task's state
+    assert refused.json() == {"error": "forbidden", "detail": "a grid_worker cannot approve a task"}
+    boss = sign_in(client, dispatcher)
+    early = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=boss)
+    assert early.status_code == 409  # theirs to do, but not now
+    assert early.json()["error"] == "conflict" and "cannot approve" in early.json()["detail"]
     bad = client.post(f"/api/tasks/{task_id}/actions", json={"action": "fly"}, headers=me)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid"
     for body in ({"action": "accept"}, {"action": "start"},
@@ -189,7 +193,6 @@ def test_task_actions_refusals_and_audit(
         r = client.post(f"/api/tasks/{task_id}/actions", json=body, headers=me)
         assert r.status_code == 200, r.text
     assert r.json()["state"] == "feedback"
-    boss = sign_in(client, dispatcher)
     for action in ("check", "approve"):
         r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
         assert r.status_code == 200, r.text
@@ -198,7 +201,7 @@ def test_task_actions_refusals_and_audit(
     assert [e["action"] for e in timeline][-3:] == ["feedback", "check", "approve"]
     audited = [r[0] for r in rows(dsn, "SELECT action FROM audit_log WHERE person_id <> 'operator'"
                                        " ORDER BY id")]  # fmt: skip
-    assert audited == ["sign_in", "task.accept", "task.start", "task.feedback", "sign_in",
+    assert audited == ["sign_in", "sign_in", "task.accept", "task.start", "task.feedback",
                        "task.check", "task.approve"]  # fmt: skip
     assert scalar(dsn, "SELECT count(*) FROM audit_log WHERE client = ''") == 0
 

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api.database import Database, DatabaseUnavailable
 from api.deps import CurrentUser, User, user_for
 from api.live import ChangeFeed
 from api.security import make_token
 from api.settings import ApiSettings
 
 router = APIRouter(tags=["live"])
+log = logging.getLogger(__name__)
 _KEEPALIVE_S = 15.0
 
 
@@ -55,25 +58,28 @@ async def live(
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     settings: ApiSettings = request.app.state.settings
-    pool = request.app.state.pool
+    db: Database = request.app.state.db
     feed: ChangeFeed = request.app.state.feed
     bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
 
     def who() -> tuple[User, int]:
-        with pool.connection() as db:
+        with db.connection() as conn:
             if bearer is not None:
-                user = user_for(db, bearer, settings)
+                user = user_for(conn, bearer, settings)
             else:
-                user = user_for(db, ticket, settings, use="live")
-            row = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+                user = user_for(conn, ticket, settings, use="live")
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+        assert row is not None  # an aggregate always has a row
         return user, int(row[0])
 
+    if feed.closing:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is shutting down")
     user, newest = await run_in_threadpool(who)
     start = next((i for i in (last_event_id, after) if i is not None), newest)
 
     def fetch(after: int) -> list[tuple[Any, ...]]:
-        with pool.connection() as db:
-            rows: list[tuple[Any, ...]] = db.execute(
+        with db.connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(
                 """SELECT id, kind, payload::text FROM changes
                    WHERE id > %s AND path <@ %s::ltree ORDER BY id LIMIT 500""",
                 (after, user.scope_path),
@@ -85,7 +91,7 @@ async def live(
         last = start
         try:
             yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
+            while not feed.closing and not await request.is_disconnected():
                 wake.clear()
                 for cid, kind, payload in await run_in_threadpool(fetch, last):
                     last = int(cid)
@@ -94,6 +100,10 @@ async def live(
                     await asyncio.wait_for(wake.wait(), _KEEPALIVE_S)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
+        except DatabaseUnavailable as exc:
+            # End the stream: the browser reconnects (with Last-Event-ID) and learns the state
+            # from the answer, instead of watching a stream that can carry nothing.
+            log.warning("live stream ended: %s", exc.reason)
         finally:
             feed.unsubscribe(wake)
 
