@@ -64,13 +64,13 @@ def _reports_read_only(conn: Conn) -> bool:
 
 
 def check(conn: Conn) -> None:
-    """The pool's check before handing out a connection: alive, and not stale read-only."""
+    """The check before a pooled connection is used: alive, and not stale read-only."""
     conn.execute("")  # a dead connection (server restarted, backend terminated) raises here
     if _reports_read_only(conn) and write_blocker(conn) is None:
         # Opened while the database was read-only, which it is no more: replace it.
-        log.info("replacing a database connection opened while the database was read-only")
-        conn.close()
-        raise psycopg.OperationalError("stale read-only session")
+        raise psycopg.OperationalError(
+            "opened while the database was read-only, which it is no more"
+        )
 
 
 class Database:
@@ -83,7 +83,6 @@ class Database:
             min_size=1,
             max_size=size,
             kwargs={"autocommit": True, "connect_timeout": 5},
-            check=check,
             reconnect_timeout=_RECONNECT_S,
             open=False,
         )
@@ -101,11 +100,7 @@ class Database:
         wait = self.wait_s if wait_s is None else wait_s
         if self._outage_since is not None:
             wait = min(wait, _OUTAGE_WAIT_S)
-        try:
-            conn = self.pool.getconn(timeout=wait)
-        except PoolTimeout:
-            self._outage("no database connection came within %.1f s", wait)
-            raise DatabaseUnavailable("the database cannot be reached") from None
+        conn = self._checked(wait)
         if self._outage_since is not None:
             log.info("database reachable again after %.1f s", time.monotonic() - self._outage_since)
             self._outage_since = None
@@ -118,6 +113,28 @@ class Database:
             raise DatabaseUnavailable("the database is read-only") from None
         finally:
             self.pool.putconn(conn)
+
+    def _checked(self, wait: float) -> Conn:
+        # Checked here rather than by the pool's `check`, which sleeps with back-off after each
+        # bad connection: after a restart every idle connection is dead, and they are dropped
+        # at once, each replaced by a fresh one.
+        deadline = time.monotonic() + wait
+        for _ in range(self.pool.max_size + 1):
+            try:
+                conn = self.pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
+            except PoolTimeout:
+                self._outage("no database connection came within %.1f s", wait)
+                raise DatabaseUnavailable("the database cannot be reached") from None
+            try:
+                check(conn)
+            except psycopg.Error as exc:
+                log.info("dropping a pooled database connection: %s", str(exc).strip())
+                conn.close()
+                self.pool.putconn(conn)  # closed: the pool discards it and opens another
+                continue
+            return conn
+        self._outage("no working database connection among %d tried", self.pool.max_size + 1)
+        raise DatabaseUnavailable("the database cannot be reached")
 
     def _outage(self, message: str, *args: object) -> None:
         if self._outage_since is None:
