@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import ConnectionPool
 
 from api import errors, keys
+from api.database import Database
+from api.limits import Limits
 from api.live import ChangeFeed
 from api.routes import auth, health, incidents, live, operations, people, tasks, venues
 from api.settings import ApiSettings
@@ -25,17 +26,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool: ConnectionPool = ConnectionPool(
-            settings.database_url.get_secret_value(),
-            min_size=1,
-            max_size=settings.api_pool_size,
-            kwargs={"autocommit": True},
-            open=False,
+        db = Database(
+            settings.database_url.get_secret_value(), settings.api_pool_size, settings.api_db_wait_s
         )
-        pool.open()
-        app.state.pool = pool
-        with pool.connection() as conn:
-            app.state.signing_key = keys.signing_key(settings, conn)
+        db.open()
+        app.state.db = db
+        app.state.pool = db.pool
+        app.state.signing_key = None
+        keys.load_at_start(app)
         app.state.hashing = asyncio.Semaphore(settings.api_hash_concurrency)
         feed = ChangeFeed(settings.database_url.get_secret_value())
         feed.start()
@@ -44,14 +42,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             yield
         finally:
             feed.stop()
-            pool.close()
+            db.close()
 
     app = FastAPI(
         title="gridwatch",
         version="0.1.0",
         summary="Venue and safety monitoring for a territory's grids: incidents and grid tasks.",
         lifespan=lifespan,
-        responses={code: {"model": errors.ErrorBody} for code in (400, 401, 403, 404, 409)},
+        # Swagger UI and ReDoc load their code from a public CDN: not on the console's origin in
+        # production unless asked for (GRIDWATCH_API_DOCS).
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        responses={
+            code: {"model": errors.ErrorBody} for code in (400, 401, 403, 404, 409, 413, 503)
+        },
     )
     app.state.settings = settings
     app.state.deadlines = deadline_policy()
@@ -60,6 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in (auth, incidents, tasks, venues, people, operations, live, health):
         app.include_router(module.router)
     errors.document_validation_errors(app)
+    app.add_middleware(Limits, max_body=settings.api_max_body_bytes)
     _serve_console(app)
     return app
 

@@ -11,14 +11,14 @@ import psycopg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-from api import sessions
+from api import keys, sessions
+from api.database import Database
 from api.security import Claims, Use, read_token, token_subject
 from api.settings import ApiSettings
 from ingest.tasks import Role
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+Conn = psycopg.Connection[tuple[Any, ...]]  # the same as api.database.Conn
 _oauth2 = OAuth2PasswordBearer(tokenUrl="/api/token")
 
 
@@ -28,8 +28,8 @@ def get_settings(request: Request) -> ApiSettings:
 
 
 def get_db(request: Request) -> Iterator[Conn]:
-    pool: ConnectionPool[Conn] = request.app.state.pool
-    with pool.connection() as conn:
+    db: Database = request.app.state.db
+    with db.connection() as conn:
         yield conn
 
 
@@ -49,8 +49,9 @@ class User:
 
 
 def get_signing_key(request: Request) -> str:
-    key: str = request.app.state.signing_key
-    return key
+    """The key tokens are signed with (read from the database when the API started without one
+    at hand, e.g. because the database was down then)."""
+    return keys.current(request.app)
 
 
 KeyDep = Annotated[str, Depends(get_signing_key)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -12,8 +13,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api import refusals
+from api.database import DatabaseUnavailable
 from ingest.emergency import EmergencyError
-from ingest.tasks import TaskError
+from ingest.tasks import TaskError, TaskForbidden
 
 
 class ErrorBody(BaseModel):
@@ -22,8 +24,16 @@ class ErrorBody(BaseModel):
 
 
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            409: "conflict", 422: "invalid", 429: "too_many_requests",
+            409: "conflict", 413: "too_large", 422: "invalid", 429: "too_many_requests",
             503: "unavailable"}  # fmt: skip
+log = logging.getLogger(__name__)
+
+
+def unavailable(reason: str) -> JSONResponse:
+    """503 for a database that cannot take the request now: a fault to wait out, not a bug."""
+    response = _body(503, f"{reason}; try again in a moment")
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _body(status_code: int, detail: str) -> JSONResponse:
@@ -57,8 +67,24 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TaskError)
     async def task_refused(request: Request, exc: TaskError) -> JSONResponse:
-        await refusals.record(request, 409, str(exc))
-        return _body(409, str(exc))
+        # Not this person's to do (role, assignee) is 403; not now (the task's state) is 409.
+        code = 403 if isinstance(exc, TaskForbidden) else 409
+        await refusals.record(request, code, str(exc))
+        return _body(code, str(exc))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return unavailable(exc.reason)
+
+    @app.exception_handler(psycopg.errors.ReadOnlySqlTransaction)
+    async def read_only(request: Request, exc: psycopg.Error) -> JSONResponse:
+        return unavailable("the database is read-only")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def unreachable(request: Request, exc: psycopg.Error) -> JSONResponse:
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                    str(exc).strip())  # fmt: skip
+        return unavailable("the database cannot be reached")
 
     @app.exception_handler(EmergencyError)
     async def emergency_refused(request: Request, exc: EmergencyError) -> JSONResponse:

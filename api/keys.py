@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from api.database import Database, DatabaseUnavailable
 from api.security import new_signing_key
 from api.settings import ApiSettings
 
@@ -41,3 +42,23 @@ def signing_key(settings: ApiSettings, conn: psycopg.Connection[tuple[Any, ...]]
         row[1].isoformat(timespec="seconds"),
     )
     return str(row[0])
+
+
+def load_at_start(app: Any) -> None:
+    """Read the key when the API starts, so it says at once where its key comes from; a
+    database that is down then delays this to the first request that needs it (503 until)."""
+    try:
+        current(app)
+    except DatabaseUnavailable as exc:
+        log.warning("signing key not read at start (%s): read when the database is back", exc)
+
+
+def current(app: Any) -> str:
+    """The signing key of this process, read once."""
+    key: str | None = app.state.signing_key
+    if key is None:
+        db: Database = app.state.db
+        with db.connection() as conn:
+            key = signing_key(app.state.settings, conn)
+        app.state.signing_key = key
+    return key

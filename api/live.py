@@ -25,6 +25,12 @@ class ChangeFeed:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self.closing = False
+
+    def close_streams(self) -> None:
+        """End every open stream now (the server is shutting down), and refuse new ones."""
+        self.closing = True
+        self._wake()
 
     def start(self) -> None:
         self._thread.start()

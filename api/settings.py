@@ -60,6 +60,43 @@ class ApiSettings(BaseSettings):
     api_live_streams_per_person: int = Field(
         default=5, ge=1, le=1000, description="open live streams per person per API process"
     )
+    api_db_wait_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="longest wait for a database connection before a request answers 503",
+    )
+    api_max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="larger request bodies are refused with 413 before they are read",
+    )
+    api_limit_concurrency: int = Field(
+        default=1000,
+        ge=10,
+        description="open connections (live streams included) past which new requests get 503",
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="a connection whose request headers are not complete by then is closed (408)",
+    )
+    api_keep_alive_s: int = Field(
+        default=5, ge=1, le=300, description="an idle keep-alive connection is closed after this"
+    )
+    api_docs: bool | None = Field(
+        default=None,
+        description="serve /docs and /redoc (they load Swagger UI from a public CDN); "
+        "unset: on in development, off in production",
+    )
+
+    @property
+    def docs(self) -> bool:
+        """Whether /docs and /redoc are served."""
+        if self.api_docs is None:
+            return self.environment is not Environment.PRODUCTION
+        return self.api_docs
 
     @model_validator(mode="after")
     def _no_dev_secrets(self) -> ApiSettings:

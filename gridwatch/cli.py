@@ -133,14 +133,10 @@ def _broker_config(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
+    from api.server import server
     from api.settings import ApiSettings
 
-    settings = ApiSettings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_config=None, access_log=False)  # fmt: skip
+    server(ApiSettings()).run()
     return 0
 
 

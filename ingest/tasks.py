@@ -140,6 +140,10 @@ class TaskError(ValueError):
     """An action that is not allowed; the message says why."""
 
 
+class TaskForbidden(TaskError):
+    """An action that is not this person's to take (their role, or someone else's task)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Person:
     id: str
@@ -248,11 +252,11 @@ def act(
     emergency, deadline_at = bool(row[5]), row[6]
     move = MOVES[action]
     if actor.role not in move.roles:
-        raise TaskError(f"a {actor.role} cannot {action} a task")
+        raise TaskForbidden(f"a {actor.role} cannot {action} a task")
     if not _within(path, actor.scope_path):
-        raise TaskError(f"task {task_id} is outside {actor.id}'s area")
+        raise TaskForbidden(f"task {task_id} is outside {actor.id}'s area")
     if move.assignee_only and current_assignee != actor.id:
-        raise TaskError(
+        raise TaskForbidden(
             f"task {task_id} is assigned to {current_assignee or 'nobody'}, not {actor.id}"
         )
     if state not in move.sources:

@@ -161,8 +161,8 @@ def test_every_resource_is_closed_to_another_grid(
         assert "g_other" not in {
             t["id"] for t in client.get("/api/territory", headers=headers).json()
         }
-        door = client.post("/api/commands/door", json={"device_id": "other-door", "action": "unlock"},
-                           headers=headers)  # fmt: skip
+        door = client.post("/api/commands/door", json={"device_id": "other-door", "action": "unlock",
+                                                       "reason": "test"}, headers=headers)  # fmt: skip
         assert door.status_code == (404 if person == "op-grid" else 403)
     assert scalar(dsn, "SELECT count(*) FROM commands") == 0
     assert rows(dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s",
@@ -181,8 +181,12 @@ def test_task_actions_refusals_and_audit(
     worker, dispatcher = people_of(dsn, nodes[0].site)
     me = sign_in(client, worker)
     refused = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=me)
-    assert refused.status_code == 409
-    assert refused.json()["error"] == "conflict" and "cannot approve" in refused.json()["detail"]
+    assert refused.status_code == 403  # not a worker's to do, whatever the task's state
+    assert refused.json() == {"error": "forbidden", "detail": "a grid_worker cannot approve a task"}
+    boss = sign_in(client, dispatcher)
+    early = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=boss)
+    assert early.status_code == 409  # theirs to do, but not now
+    assert early.json()["error"] == "conflict" and "cannot approve" in early.json()["detail"]
     bad = client.post(f"/api/tasks/{task_id}/actions", json={"action": "fly"}, headers=me)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid"
     for body in ({"action": "accept"}, {"action": "start"},
@@ -190,7 +194,6 @@ def test_task_actions_refusals_and_audit(
         r = client.post(f"/api/tasks/{task_id}/actions", json=body, headers=me)
         assert r.status_code == 200, r.text
     assert r.json()["state"] == "feedback"
-    boss = sign_in(client, dispatcher)
     for action in ("check", "approve"):
         r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
         assert r.status_code == 200, r.text
@@ -199,11 +202,16 @@ def test_task_actions_refusals_and_audit(
     assert [e["action"] for e in timeline][-3:] == ["feedback", "check", "approve"]
     audited = [r[0] for r in rows(dsn, "SELECT action FROM audit_log WHERE person_id <> 'operator'"
                                        " ORDER BY id")]  # fmt: skip
-    assert audited == ["sign_in", "refused", "task.accept", "task.start", "task.feedback",
-                       "sign_in", "task.check", "task.approve"]  # fmt: skip
-    refusal = rows(dsn, "SELECT person_id, target, detail FROM audit_log WHERE action = 'refused'")
-    assert refusal == [(worker, f"/api/tasks/{task_id}/actions",
-                        {"method": "POST", "status": 409, "reason": refused.json()["detail"]})]  # fmt: skip
+    assert audited == ["sign_in", "refused", "sign_in", "refused", "task.accept", "task.start",
+                       "task.feedback", "task.check", "task.approve"]  # fmt: skip
+    refusals = rows(dsn, "SELECT person_id, target, detail FROM audit_log WHERE action = 'refused'"
+                         " ORDER BY id")  # fmt: skip
+    assert refusals == [
+        (worker, f"/api/tasks/{task_id}/actions",
+         {"method": "POST", "status": 403, "reason": refused.json()["detail"]}),
+        (dispatcher, f"/api/tasks/{task_id}/actions",
+         {"method": "POST", "status": 409, "reason": early.json()["detail"]}),
+    ]  # fmt: skip
     assert scalar(dsn, "SELECT count(*) FROM audit_log WHERE client = ''") == 0
 
 
@@ -481,7 +489,8 @@ def test_commands_broadcast_and_emergency_through_the_api(
         door = fleet.devices[device_of(nodes[0], "door")]
         assert isinstance(door, SimDoor)
         sent = client.post("/api/commands/door", json={"device_id": door.id, "action": "unlock",
-                                                       "duration_s": 30}, headers=me)  # fmt: skip
+                                                       "duration_s": 30, "reason": "delivery"},
+                           headers=me)  # fmt: skip
         assert sent.status_code == 200, sent.text
         ids = [c["id"] for c in sent.json()]
         wait_until(lambda: client.get("/api/commands", params={"ids": ids}, headers=me).json()[0]["state"] == "done",
@@ -523,3 +532,92 @@ def test_commands_broadcast_and_emergency_through_the_api(
         assert client.get("/api/kpi", headers=me).json()[0]["territory_id"] == "haicheng"
     finally:
         fleet.stop()
+
+
+def test_door_commands_need_a_reason_and_dispatchers_get_a_shorter_unlock(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    from tests.support import device_of
+
+    door = device_of(nodes[0], "door")
+    _, dispatcher = people_of(stack.dsn, nodes[0].site)
+    disp, op = sign_in(client, dispatcher), sign_in(client, "operator")
+
+    def unlock(headers: dict[str, str], **body: Any) -> Any:
+        return client.post("/api/commands/door", json={"device_id": door, "action": "unlock",
+                                                       **body}, headers=headers)  # fmt: skip
+
+    for reasonless in ({}, {"reason": ""}, {"reason": "   "}):
+        r = unlock(op, duration_s=30, **reasonless)
+        assert r.status_code == 422 and "reason" in r.json()["detail"], r.text
+    long = unlock(disp, duration_s=3600, reason="event")
+    assert long.status_code == 403
+    assert long.json()["detail"] == (
+        "a dispatcher may unlock a door for at most 900 s; ask an operator for longer"
+    )
+    forever = unlock(disp, duration_s=None, reason="event")
+    assert forever.status_code == 403 and "until it is locked" in forever.json()["detail"]
+    assert unlock(disp, duration_s=900, reason="cleaners, 15 minutes").status_code == 200
+    assert unlock(op, duration_s=3600, reason="community event").status_code == 200
+    assert unlock(op, duration_s=None, reason="shelter opened for the night").status_code == 200
+    assert unlock(op, duration_s=86_401, reason="too long").status_code == 422
+    audited = rows(stack.dsn, "SELECT person_id, detail->>'reason', detail->'duration_s' FROM"
+                              " audit_log WHERE action = 'door.unlock' ORDER BY id")  # fmt: skip
+    assert audited == [
+        (dispatcher, "cleaners, 15 minutes", 900),
+        ("operator", "community event", 3600),
+        ("operator", "shelter opened for the night", None),
+    ]
+
+
+def test_only_admins_see_door_credential_hashes(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    import uuid
+
+    from psycopg.types.json import Jsonb
+
+    from tests.support import device_of
+
+    door, site = device_of(nodes[0], "door"), nodes[0].site
+    credential = "ab" * 32
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("INSERT INTO device_latest (device_id, type, ts, id, payload)"
+                     " VALUES (%s, 'door.access', now(), %s, %s)",
+                     (door, uuid.uuid4(), Jsonb({"result": "denied", "credential": credential})))  # fmt: skip
+    _, dispatcher = people_of(stack.dsn, site)
+    for person, sees in (("admin", True), ("operator", False), (dispatcher, False)):
+        venue = client.get(f"/api/venues/{site}", headers=sign_in(client, person)).json()
+        latest = next(d for d in venue["devices_list"] if d["id"] == door)["latest"]
+        assert latest["door.access"]["result"] == "denied"
+        assert ("credential" in latest["door.access"]) is sees, person
+        assert (credential in str(venue)) is sees
+
+
+def test_rejected_messages_are_limited_to_the_admins_area(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    from api.security import hash_password
+    from ingest import provision
+    from ingest.provision import Person
+
+    mine = nodes[0]
+    other = _second_grid(stack.dsn, mine.site)  # another grid, with a node of its own
+    grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = %s", (mine.site,)))
+    with psycopg.connect(stack.dsn) as conn:
+        provision.add_node(conn, "n-other", other)
+        provision.add_person(conn, Person(id="admin-grid", name="Grid admin", role=tasks.Role.ADMIN,
+                                          scope_id=grid))  # fmt: skip
+        conn.execute("UPDATE people SET password_hash = %s WHERE id = 'admin-grid'",
+                     (hash_password(DEMO_PASSWORD),))  # fmt: skip
+        for topic, node in ((f"t/{mine.node}", mine.node), ("t/n-other", "n-other"),
+                            ("t/stranger", "n-nobody"), ("t/none", None)):  # fmt: skip
+            conn.execute("INSERT INTO rejected_messages (topic, node_id, reason, detail, payload,"
+                         " payload_size, digest) VALUES (%s, %s, 'bad_json', 'x', '', 0, %s)",
+                         (topic, node, topic.encode()))  # fmt: skip
+    everything = {"t/none", "t/stranger", f"t/{mine.node}", "t/n-other"}
+    seen = {r["topic"] for r in client.get("/api/rejected", headers=sign_in(client, "admin"))
+            .json()["items"]}  # fmt: skip
+    assert seen == everything  # an admin of the whole city
+    local = client.get("/api/rejected", headers=sign_in(client, "admin-grid")).json()["items"]
+    assert [(r["topic"], r["node_id"]) for r in local] == [(f"t/{mine.node}", mine.node)]

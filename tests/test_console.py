@@ -174,8 +174,13 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         operator.locator(f"#devices tr[data-device='{door.id}'] button", has_text="Door").click()
         operator.locator("dialog select[name=action]").select_option("lockdown")
         operator.locator("dialog button[type=submit]").click()
+        expect(operator.locator("dialog .error")).to_contain_text("reason")  # asked for first
+        operator.locator("dialog input[name=reason]").fill("intruder reported on the stairs")
+        operator.locator("dialog button[type=submit]").click()
         expect(operator.locator("dialog .tracking")).to_contain_text("1 of 1 answered (1 done)")
         assert door.mode is DoorMode.LOCKDOWN
+        assert scalar(stack.dsn, "SELECT detail->>'reason' FROM audit_log"
+                                 " WHERE action = 'door.lockdown'") == "intruder reported on the stairs"  # fmt: skip
         operator.locator("dialog button", has_text="Close").click()
 
         # Emergency mode on and off for the city, from its page.
@@ -317,3 +322,46 @@ def test_the_console_takes_a_new_ticket_for_each_reconnection(
     finally:
         context.close()  # its stream open would hold the API's graceful stop
         stop_process(api)
+
+
+def test_console_says_offline_when_actions_fail_and_not_live_when_the_api_stops(
+    stack: LocalStack, nodes: list[NodeCredentials], browser: Browser
+) -> None:
+    import signal
+
+    from tests.test_api import raise_incident
+    from tests.test_api_faults import _read_only
+
+    raise_incident(stack.dsn, nodes[0].site)
+    port = free_port()
+    api = stack.start_api(port)
+    errors: list[str] = []
+    try:
+        assert wait_for_port("127.0.0.1", port, 20), (stack.logs / "api.log").read_text()
+        page = signed_in(browser, f"http://127.0.0.1:{port}", "operator", errors)
+        state = page.locator("#live-state")
+        acknowledge = page.locator(
+            "#incidents tr[data-severity=red] button", has_text="Acknowledge"
+        )
+        # The database turns read-only: reads (and so the stream) still work, actions do not.
+        _read_only(stack, True)
+        try:
+            expect(state).to_have_attribute("data-state", "live", timeout=10_000)
+            acknowledge.click()
+            expect(state).to_have_attribute("data-state", "offline")
+            expect(state).to_have_text("offline")
+        finally:
+            _read_only(stack, False)
+        acknowledge.click()  # it works again, and the header says so
+        expect(page.locator("#incidents tr[data-severity=red]")).to_contain_text("acknowledged")
+        expect(state).to_have_attribute("data-state", "live")
+        # The API stops (Ctrl-C): its stream ends at once and the header stops saying "live".
+        api.send_signal(signal.SIGINT)
+        assert api.wait(15) in (0, 130)
+        expect(state).not_to_have_attribute("data-state", "live", timeout=5_000)
+        assert state.get_attribute("data-state") in ("reconnecting", "offline")
+        api = stack.start_api(port)  # back: live again by itself
+        expect(state).to_have_attribute("data-state", "live", timeout=20_000)
+    finally:
+        stop_process(api)
+    assert errors == [], errors

@@ -155,6 +155,10 @@ def test_two_workers_fed_the_same_events_make_one_incident(
     stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
 ) -> None:
     # Two share groups: each worker receives every message, as if two deployments overlapped.
+    assert stack.broker is not None
+    stack.broker.stop()
+    stack.start_broker(extra_share_groups=("a", "b"))  # the broker lets the ingest join these
+    assert fleet.wait_connected(30)
     a, _ = start_ingest(stack, env={"GRIDWATCH_SHARE_GROUP": "a"})
     b, _ = start_ingest(stack, slot=1, env={"GRIDWATCH_SHARE_GROUP": "b"})
     try:

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from api import sessions, throttle
+from api import keys, sessions, throttle
 from api.deps import CurrentSession, CurrentUser, DbDep, User, audit, client_of, record
 from api.errors import ErrorBody
 from api.models import Me, Token
@@ -76,7 +76,9 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DISABLED if good else _WRONG)
             user = User(row[0], row[1], Role(row[2]), row[3], row[4])
             ttl = settings.api_token_ttl_s
-            made, claims = make_token(user.id, state.signing_key, timedelta(seconds=ttl), row[7])
+            made, claims = make_token(
+                user.id, keys.current(request.app), timedelta(seconds=ttl), row[7]
+            )
             with db.transaction():
                 audit(db, user, request, "sign_in", user.id, {"session": claims.jti})
         return Token(access_token=made, expires_in=ttl)
@@ -139,7 +141,7 @@ async def change_password(body: PasswordChange, session: CurrentSession, request
                 audit(db, user, request, "password.change", user.id)
             ttl = settings.api_token_ttl_s
             made, claims = make_token(
-                user.id, state.signing_key, timedelta(seconds=ttl), sessions.now(db)
+                user.id, keys.current(request.app), timedelta(seconds=ttl), sessions.now(db)
             )
             with db.transaction():
                 audit(db, user, request, "sign_in", user.id, {"session": claims.jti})

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api import errors
+from api.database import Database, DatabaseUnavailable, write_blocker
+
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -14,13 +20,21 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database answers")
+@router.get(
+    "/readyz",
+    summary="The database answers and can take writes",
+    responses={503: {"model": errors.ErrorBody, "description": "not ready, and why"}},
+)
 def readyz(request: Request) -> dict[str, str]:
+    db: Database = request.app.state.db
     try:
-        with request.app.state.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
-    except (psycopg.Error, TimeoutError) as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"database: {exc}") from None
+        with db.connection(wait_s=2) as conn:
+            blocker = write_blocker(conn)
+    except psycopg.Error as exc:  # the detail goes to the log, not to whoever asks
+        log.warning("readiness check failed: %s", str(exc).strip())
+        raise DatabaseUnavailable("the database check failed") from None
+    if blocker is not None:
+        raise DatabaseUnavailable(f"the database cannot take writes ({blocker})")
     return {"status": "ready"}
 
 

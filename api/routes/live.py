@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api import sessions
+from api import keys, sessions
+from api.database import Database, DatabaseUnavailable
 from api.deps import CurrentSession, DbDep, KeyDep, User, not_signed_in, user_for
 from api.errors import ErrorBody
 from api.live import ChangeFeed
@@ -22,6 +24,7 @@ from api.settings import ApiSettings
 from api.streams import StreamSlots
 
 router = APIRouter(tags=["live"])
+log = logging.getLogger(__name__)
 _KEEPALIVE_S = 15.0
 
 
@@ -64,9 +67,11 @@ async def live(
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     settings: ApiSettings = request.app.state.settings
-    key: str = request.app.state.signing_key
-    pool = request.app.state.pool
+    db: Database = request.app.state.db
     feed: ChangeFeed = request.app.state.feed
+    if feed.closing:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is shutting down")
+    key = await run_in_threadpool(keys.current, request.app)
     slots: StreamSlots = request.app.state.streams
     bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
     use: Use = "access" if bearer is not None else "live"
@@ -82,11 +87,12 @@ async def live(
         )
 
     def who() -> tuple[User, int]:
-        with pool.connection() as db:
-            user = user_for(db, token, key, use)
-            if use == "live" and not sessions.revoke(db, claims.jti, user.id, claims.exp):
+        with db.connection() as conn:
+            user = user_for(conn, token, key, use)
+            if use == "live" and not sessions.revoke(conn, claims.jti, user.id, claims.exp):
                 raise not_signed_in("this live ticket was used already; ask for a new one")
-            row = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+        assert row is not None  # an aggregate always has a row
         return user, int(row[0])
 
     try:
@@ -97,8 +103,8 @@ async def live(
     start = next((i for i in (last_event_id, after) if i is not None), newest)
 
     def fetch(after: int) -> list[tuple[Any, ...]]:
-        with pool.connection() as db:
-            rows: list[tuple[Any, ...]] = db.execute(
+        with db.connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(
                 """SELECT id, kind, payload::text FROM changes
                    WHERE id > %s AND path <@ %s::ltree ORDER BY id LIMIT 500""",
                 (after, user.scope_path),
@@ -108,8 +114,8 @@ async def live(
     def still_counts() -> bool:
         if claims.session_expires <= datetime.now(UTC):
             return False
-        with pool.connection() as db:
-            return sessions.person_row(db, claims) is not None
+        with db.connection() as conn:
+            return sessions.person_row(conn, claims) is not None
 
     async def stream() -> AsyncIterator[str]:
         wake = feed.subscribe()
@@ -117,7 +123,7 @@ async def live(
         recheck = time.monotonic() + settings.api_live_recheck_s
         try:
             yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
+            while not feed.closing and not await request.is_disconnected():
                 if time.monotonic() >= recheck:
                     if not await run_in_threadpool(still_counts):
                         yield 'event: end\ndata: {"reason": "the session ended"}\n\n'
@@ -133,6 +139,10 @@ async def live(
                 except TimeoutError:
                     if time.monotonic() < recheck:
                         yield ": keep-alive\n\n"
+        except DatabaseUnavailable as exc:
+            # End the stream: the browser reconnects (with Last-Event-ID) and learns the state
+            # from the answer, instead of watching a stream that can carry nothing.
+            log.warning("live stream ended: %s", exc.reason)
         finally:
             feed.unsubscribe(wake)
             slots.give_back(claims.sub, slot)

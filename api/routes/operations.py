@@ -28,12 +28,43 @@ def _require(user: User, roles: Set[Role], what: str) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot {what}")
 
 
+# The longest a dispatcher may unlock a door for; operators and admins up to a day, or until a
+# lock command (duration_s null).
+DISPATCHER_UNLOCK_MAX_S = 15 * 60
+_UNLOCK_MAX_S = {
+    Role.ADMIN: 86_400,
+    Role.OPERATOR: 86_400,
+    Role.DISPATCHER: DISPATCHER_UNLOCK_MAX_S,
+}
+
+
 class DoorCommand(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "device_id": "door-1",
+                    "action": "unlock",
+                    "duration_s": 30,
+                    "reason": "resident locked out, identity checked by phone",
+                }
+            ]
+        },
+    )
 
     device_id: str = Field(pattern=ID_PATTERN)
     action: Literal["unlock", "lock", "lockdown", "release"]
-    duration_s: int | None = Field(default=10, ge=1, le=86_400, description="for unlock")
+    duration_s: int | None = Field(
+        default=10,
+        ge=1,
+        le=86_400,
+        description="for unlock: seconds open (a dispatcher at most 900); null: until a lock "
+        "command (operators and admins only)",
+    )
+    reason: str = Field(
+        min_length=1, max_length=500, pattern=r"\S", description="why; kept in the audit log"
+    )
 
 
 class TextMessage(BaseModel):
@@ -96,6 +127,14 @@ def door_command(
     body: DoorCommand, user: CurrentUser, db: DbDep, request: Request
 ) -> list[CommandState]:
     _require(user, SUPERVISORS, "command doors")
+    if body.action == "unlock":
+        longest = _UNLOCK_MAX_S[user.role]
+        if body.duration_s is None and longest < 86_400:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot unlock a door "
+                                "until it is locked again; give duration_s (seconds)")  # fmt: skip
+        if body.duration_s is not None and body.duration_s > longest:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} may unlock a door for "
+                                f"at most {longest} s; ask an operator for longer")  # fmt: skip
     action: m.DoorUnlock | m.DoorLock | m.DoorLockdown
     match body.action:
         case "unlock":
@@ -116,9 +155,12 @@ def door_command(
                 status.HTTP_404_NOT_FOUND, f"no door {body.device_id!r} in your area"
             )
         cid = emergency.queue_command(
-            db, body.device_id, action, issued_by=user.id, reason="operator"
+            db, body.device_id, action, issued_by=user.id, reason=body.reason.strip()
         )
-        audit(db, user, request, f"door.{body.action}", body.device_id, {"command": str(cid)})
+        detail: dict[str, Any] = {"command": str(cid), "reason": body.reason.strip()}
+        if body.action == "unlock":
+            detail["duration_s"] = body.duration_s  # None: until locked
+        audit(db, user, request, f"door.{body.action}", body.device_id, detail)
     return _commands(db, [cid])
 
 
@@ -283,13 +325,18 @@ def rejected(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[Rejected]:
     _require(user, {Role.ADMIN}, "see rejected messages")
+    # Only what came from nodes in the admin's area; what names no known node (a stranger, a
+    # spoofed id) could be anyone's, so only an admin of a whole city sees it.
     rows = db.execute(
-        """SELECT id, first_seen, last_seen, occurrences, topic, node_id, reason, detail, payload_size
-           FROM rejected_messages
-           WHERE (%(reason)s::text IS NULL OR reason = %(reason)s)
-             AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)
-           ORDER BY id DESC LIMIT %(limit)s""",
-        {"reason": reason, "cursor": cursor, "limit": limit},
+        """SELECT r.id, r.first_seen, r.last_seen, r.occurrences, r.topic, r.node_id, r.reason,
+                  r.detail, r.payload_size
+           FROM rejected_messages r LEFT JOIN edge_nodes n ON n.id = r.node_id
+           LEFT JOIN venues v ON v.id = n.venue_id LEFT JOIN territory g ON g.id = v.grid_id
+           WHERE (g.path <@ %(scope)s::ltree OR (g.path IS NULL AND nlevel(%(scope)s::ltree) = 1))
+             AND (%(reason)s::text IS NULL OR r.reason = %(reason)s)
+             AND (%(cursor)s::bigint IS NULL OR r.id < %(cursor)s)
+           ORDER BY r.id DESC LIMIT %(limit)s""",
+        {"scope": user.scope_path, "reason": reason, "cursor": cursor, "limit": limit},
     ).fetchall()
     items = as_models(Rejected, rows)
     return page(items, limit)

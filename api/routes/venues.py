@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import Conn, CurrentUser, DbDep, User
 from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath, as_model, as_models
+from ingest.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["venues"])
 
@@ -123,14 +124,16 @@ def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
 @router.get("/venues/{venue_id}", response_model=VenueDetail, summary="A venue and its devices")
 def venue(venue_id: VenuePath, user: CurrentUser, db: DbDep) -> VenueDetail:
     base = _venue(db, user, venue_id)
+    # A badge's credential hash identifies a person across visits: admins only.
     rows = db.execute(
         """SELECT d.id, d.kind::text, d.name, s.online, s.last_seen,
-                  coalesce((SELECT jsonb_object_agg(l.type, l.payload) FROM device_latest l
-                            WHERE l.device_id = d.id), '{}'::jsonb)
+                  coalesce((SELECT jsonb_object_agg(l.type, CASE WHEN %s THEN l.payload
+                                                            ELSE l.payload - 'credential' END)
+                            FROM device_latest l WHERE l.device_id = d.id), '{}'::jsonb)
            FROM devices d JOIN edge_nodes n ON n.id = d.node_id
            LEFT JOIN device_status s ON s.device_id = d.id
            WHERE n.venue_id = %s ORDER BY d.id""",
-        (venue_id,),
+        (user.role is Role.ADMIN, venue_id),
     ).fetchall()
     devices = as_models(Device, rows)
     return VenueDetail(**base.model_dump(), devices_list=devices)

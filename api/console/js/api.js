@@ -27,6 +27,14 @@ export class ApiError extends Error {
   }
 }
 
+// Answers that mean the server or its database cannot serve now (not a refusal of the request).
+const UNAVAILABLE = new Set([502, 503, 504]);
+
+/** Tells the page whether the last request reached a working server (`gridwatch:server`). */
+function serverState(up) {
+  window.dispatchEvent(new CustomEvent("gridwatch:server", { detail: up }));
+}
+
 /** A request to the API; the parsed JSON, or an ApiError with the server's reason. */
 export async function api(path, { method = "GET", body, params } = {}) {
   const url = new URL(path, location.origin);
@@ -42,8 +50,10 @@ export async function api(path, { method = "GET", body, params } = {}) {
   try {
     response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
+    serverState(false);
     throw new ApiError(0, "unreachable", `the server cannot be reached (${e.message})`);
   }
+  serverState(!UNAVAILABLE.has(response.status));
   const data = (response.headers.get("content-type") || "").includes("json") ? await response.json() : null;
   if (response.status === 401 && path !== "/api/token") {
     session.clear();
@@ -77,7 +87,7 @@ export async function signOut() {
 
 /**
  * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
- * events carry the changed row; `state` says connecting / live / reconnecting / down; `resync`
+ * events carry the changed row; `state` says connecting / live / reconnecting / offline; `resync`
  * fires after a reconnection, when views should reload what they show. A ticket opens one
  * connection only, so every reconnection asks for a new ticket and resumes after the last event
  * seen (`?after=`); the browser's own retry, which would reuse the ticket, is never left to run.
@@ -141,7 +151,7 @@ export class Live extends EventTarget {
 
   #down() {
     this.stop();
-    this.#state("down");
+    this.#state("offline");
     this.#later(3000);
   }
 

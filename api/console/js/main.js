@@ -155,10 +155,28 @@ live.addEventListener("incident", (e) => {
   seen.add(i.id);
 });
 
-live.addEventListener("state", (e) => {
+// The header says what is true: "live" only while the stream is open and requests work; an
+// action that finds no server or no database shows "offline" until a request succeeds again.
+let streamState = "connecting";
+let serverUp = true;
+
+function showLiveState() {
+  const state = streamState === "live" && !serverUp ? "offline" : streamState;
   const el = document.getElementById("live-state");
-  el.dataset.state = e.detail;
-  el.textContent = e.detail;
+  el.dataset.state = state;
+  el.textContent = state;
+  el.title = state === "offline" ? "the server or its database cannot be reached; retrying" : "live updates";
+}
+
+live.addEventListener("state", (e) => {
+  streamState = e.detail;
+  if (streamState === "live") serverUp = true; // the stream's opening needed both
+  showLiveState();
+});
+window.addEventListener("gridwatch:server", (e) => {
+  if (serverUp === e.detail) return;
+  serverUp = e.detail;
+  showLiveState();
 });
 
 function showSound() {

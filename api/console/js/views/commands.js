@@ -95,21 +95,44 @@ const DOOR_ACTIONS = {
   release: "Release a lockdown",
 };
 
-/** Unlock, lock, lock down or release one door. */
-export function doorDialog({ device, name, action = "unlock" }) {
+/** The longest unlock by role, in seconds (api.routes.operations); operators and admins may also
+ * leave a door unlocked until it is locked again. */
+const UNLOCK_MAX_S = { dispatcher: 900, operator: 86400, admin: 86400 };
+
+/** Unlock, lock, lock down or release one door, with the reason the audit log keeps. */
+export function doorDialog({ device, name, role, action = "unlock" }) {
   const dialog = dialogShell(`Door: ${name || device}`);
+  const longest = UNLOCK_MAX_S[role] || 900;
   const choice = h("select", { name: "action" },
     Object.entries(DOOR_ACTIONS).map(([v, label]) => h("option", { value: v, selected: v === action }, label)));
-  const seconds = h("input", { name: "duration_s", type: "number", min: 1, max: 86400, value: 10 });
+  const seconds = h("input", { name: "duration_s", type: "number", min: 1, max: longest, value: 10 });
+  const untilLocked = longest >= 86400
+    ? h("input", { name: "until_locked", type: "checkbox", onchange: () => { seconds.disabled = untilLocked.checked; } })
+    : null;
+  const reason = h("input", { name: "reason", "aria-required": "true", maxlength: 500, placeholder: "Why (kept in the audit log)" });
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { onsubmit: (e) => {
     e.preventDefault();
-    const body = { device_id: device, action: choice.value, duration_s: choice.value === "unlock" ? Number(seconds.value) : null };
+    if (!reason.value.trim()) {
+      error.textContent = "Say why: the reason is kept in the audit log.";
+      reason.focus();
+      return;
+    }
+    const unlock = choice.value === "unlock";
+    const body = {
+      device_id: device,
+      action: choice.value,
+      duration_s: unlock && !untilLocked?.checked ? Number(seconds.value) : null,
+      reason: reason.value.trim(),
+    };
     send(dialog, form, error, () => api("/api/commands/door", { method: "POST", body }));
   } },
   h("label", {}, "Action"), choice,
-  h("label", {}, "Seconds open (unlock)"), seconds,
+  h("label", {}, `Seconds open (unlock; at most ${longest})`), seconds,
+  untilLocked ? h("label", { class: "inline" }, untilLocked, " until locked again") : null,
+  h("label", {}, "Reason"), reason,
   error, cancelOrSend(dialog));
   dialog.append(form);
   dialog.showModal();
+  reason.focus();
 }

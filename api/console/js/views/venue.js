@@ -87,7 +87,7 @@ export async function render(root, { me, live }, venueId) {
       h("td", { title: clock(d.last_seen) }, ago(d.last_seen)),
       h("td", { class: "small" }, latestSummary(d)),
       h("td", {}, d.kind === "door" && SUPERVISORS.has(me.role)
-        ? h("button", { class: "small", type: "button", onclick: () => doorDialog({ device: d.id, name: d.name }) }, "Door…")
+        ? h("button", { class: "small", type: "button", onclick: () => doorDialog({ device: d.id, name: d.name, role: me.role }) }, "Door…")
         : null))));
     return v;
   }
