@@ -12,7 +12,7 @@ import pytest
 from edge import config as edge_config
 from edge import drivers as d
 from edge.agent import hash_credential, to_message
-from edge.outbox import Outbox, Priority, Store
+from edge.outbox import Outbox, OutboxError, Priority, Store
 from gateway import messages as m
 
 
@@ -131,3 +131,34 @@ def test_the_example_site_file_is_valid() -> None:
     root = Path(__file__).resolve().parent.parent
     config = edge_config.load(root / "examples" / "site.yaml")
     assert [dev.kind for dev in config.devices] == list(m.DeviceKind)
+
+
+def test_the_outbox_is_private_to_the_agent(tmp_path: Path) -> None:
+    box = _open(tmp_path / "new" / "deeper" / "o.db")
+    _add(box, 3, Priority.EVENT)  # the write-ahead log exists now
+    folder = tmp_path / "new" / "deeper"
+    files = [
+        folder / f"o.db{suffix}"
+        for suffix in ("", "-wal", "-shm")
+        if (folder / f"o.db{suffix}").exists()
+    ]
+    assert {f.name for f in files} >= {"o.db", "o.db-wal"}
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+    assert (tmp_path / "new" / "deeper").stat().st_mode & 0o777 == 0o700
+    box.store.close()
+
+
+def test_an_existing_outbox_is_made_private(tmp_path: Path) -> None:
+    _open(tmp_path / "o.db").store.close()
+    (tmp_path / "o.db").chmod(0o644)
+    box = _open(tmp_path / "o.db")
+    assert (tmp_path / "o.db").stat().st_mode & 0o777 == 0o600
+    box.store.close()
+
+
+def test_an_outbox_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(
+        OutboxError, match=r"outbox .*a-file/o\.db: cannot create it .*outbox\.path"
+    ):
+        Store(tmp_path / "a-file" / "o.db")
