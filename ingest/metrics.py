@@ -24,6 +24,10 @@ COMMIT_SECONDS = Histogram(
 BACKLOG = Gauge(
     "gridwatch_ingest_backlog", "Messages received but not yet committed and acknowledged"
 )
+LAST_COMMIT = Gauge(
+    "gridwatch_ingest_last_commit_timestamp_seconds",
+    "When this worker last committed a batch (Unix time); 0 before the first",
+)
 DB_ERRORS = Counter("gridwatch_ingest_db_errors_total", "Database errors while writing", ["kind"])
 STALE_DEATHS = Counter(
     "gridwatch_ingest_stale_deaths_total", "Node deaths ignored because their bdseq was stale"

@@ -49,6 +49,9 @@ class IngestWorker:
             policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
+        # Read when scraped, so it grows while a batch cannot be committed (a database outage),
+        # instead of showing the size the inbox had when that batch began.
+        metrics.BACKLOG.set_function(lambda: len(self._inbox))
         self._connection_no = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -183,7 +186,6 @@ class IngestWorker:
     def _drain_once(self) -> bool:
         """Store and acknowledge one batch; False if the database could not be reached."""
         n = min(len(self._inbox), self.settings.batch_max)
-        metrics.BACKLOG.set(len(self._inbox))
         if n == 0:
             self._touch_registry()
             return True
@@ -199,7 +201,6 @@ class IngestWorker:
             if item.connection == self._connection_no:
                 self.client.ack(item.mid, item.qos)
         metrics.ACKED.inc(n)
-        metrics.BACKLOG.set(len(self._inbox))
         return True
 
     def _touch_registry(self) -> None:
@@ -274,6 +275,7 @@ class IngestWorker:
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.LAST_COMMIT.set_to_current_time()
             metrics.BATCH_SIZE.observe(len(batch))
             self._count(outcome)
             return outcome

@@ -387,3 +387,32 @@ def test_a_device_that_says_it_is_down_stays_down_until_it_reports_itself(
     wait_until(
         lambda: scalar(dsn, timer, (f"device_offline:{camera}",)) == 0, what="the timer cancelled"
     )
+
+
+def test_backlog_counts_what_waits_during_a_database_outage(stack: LocalStack, node: Node) -> None:
+    worker, port = start_ingest(stack)
+    try:
+        node.deliver([node.send(occupancy(node, count=i)) for i in range(10)])
+        wait_stored(stack.dsn, 10)
+        committed = metric(port, "gridwatch_ingest_last_commit_timestamp_seconds")
+        assert committed > 0
+        stack.postgres.stop()
+        try:
+            n = 0
+            for wave in (100, 300):  # the second arrives while the first is being retried
+                node.deliver([node.send(occupancy(node, count=i)) for i in range(wave)])
+                n += wave
+                wait_until(lambda n=n: metric(port, "gridwatch_ingest_received_total") >= 10 + n,
+                           what="received")  # fmt: skip
+                time.sleep(0.5)
+            # Every message received since the outage waits in the worker, and the gauge says so.
+            assert metric(port, "gridwatch_ingest_backlog") == n
+            assert metric(port, "gridwatch_ingest_acked_total") == 10
+            assert metric(port, "gridwatch_ingest_last_commit_timestamp_seconds") == committed
+        finally:
+            stack.postgres.start()
+        wait_stored(stack.dsn, 10 + n)
+        wait_until(lambda: metric(port, "gridwatch_ingest_backlog") == 0, what="backlog drained")
+        assert metric(port, "gridwatch_ingest_last_commit_timestamp_seconds") > committed
+    finally:
+        stop_process(worker)
