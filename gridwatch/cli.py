@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import multiprocessing
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -39,33 +38,18 @@ def _ingest(args: argparse.Namespace) -> int:
 
     first = args.slot if args.slot is not None else IngestSettings().worker_slot
     if args.workers == 1 or args.drain:
-        return _run_worker(first, drain=args.drain, configure_logging=False)
-    ctx = multiprocessing.get_context("spawn")
-    slots = range(first, first + args.workers)
-    procs = [ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in slots]
-    for p in procs:
-        p.start()
-    log.info("ingest started workers=%d slots=%d..%d", args.workers, slots[0], slots[-1])
+        return _run_worker(first, drain=args.drain)
+    from gridwatch import workers
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    return workers.run(first, args.workers, ["--log-level", args.log_level,
+                                             "--log-format", args.log_format])  # fmt: skip
 
 
-def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) -> int:
+def _run_worker(slot: int, drain: bool = False) -> int:
     """Run one ingest worker in this process until SIGTERM or SIGINT."""
     from ingest.settings import IngestSettings
     from ingest.worker import IngestWorker
 
-    if configure_logging:  # a spawned worker process starts with no logging set up
-        logconfig.setup()
     base = IngestSettings()
     overrides: dict[str, object] = {"worker_slot": slot}
     if base.metrics_port:

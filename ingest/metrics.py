@@ -48,5 +48,9 @@ TIMER_LATENESS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
+UNCONSUMED_SLOTS = Gauge(
+    "gridwatch_ingest_unconsumed_slots",
+    "On the leader: worker slots whose broker session has had no live worker for slot_stale_s",
+)
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")
