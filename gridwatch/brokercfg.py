@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import psycopg
@@ -10,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.broker import BrokerOptions, ServiceAccount, ServiceRole, hash_password, render
 from ingest.provision import node_accounts
+from ingest.settings import Environment
+
+log = logging.getLogger(__name__)
 
 
 class BrokerAccountsSettings(BaseSettings):
@@ -23,13 +27,28 @@ class BrokerAccountsSettings(BaseSettings):
     api_password: SecretStr = Field(description="password of the API account")
 
 
+class BrokerEnvironment(BaseSettings):
+    """Whether the generated broker configuration is for production (GRIDWATCH_ENVIRONMENT)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", extra="ignore")
+
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="production refuses an edge listener other machines reach without TLS",
+    )
+
+
 def write_config(
     conn: psycopg.Connection[tuple[object, ...]],
     folder: Path,
     accounts: BrokerAccountsSettings,
+    environment: Environment = Environment.DEVELOPMENT,
     **options: object,
 ) -> Path:
-    """Render the Mosquitto files for every enabled node and the service accounts into `folder`."""
+    """Render the Mosquitto files for every enabled node and the service accounts into `folder`.
+
+    An edge listener that other machines can reach without TLS is refused in production and
+    warned about in development."""
     services = [
         ServiceAccount(
             username=accounts.ingest_user,
@@ -43,4 +62,9 @@ def write_config(
         ),
     ]
     opts = BrokerOptions(**options)
+    exposure = opts.plaintext_exposure()
+    if exposure is not None:
+        if environment is Environment.PRODUCTION:
+            raise ValueError(f"refused in production: {exposure}")
+        log.warning("broker configuration for development only: %s", exposure)
     return render(opts, folder, node_accounts(conn), services).write(folder)

@@ -98,7 +98,7 @@ def _db_seed_demo(args: argparse.Namespace) -> int:
 def _broker_config(args: argparse.Namespace) -> int:
     import psycopg
 
-    from gridwatch.brokercfg import BrokerAccountsSettings, write_config
+    from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment, write_config
 
     accounts = BrokerAccountsSettings()
     with psycopg.connect(database_url(args)) as conn:
@@ -106,11 +106,15 @@ def _broker_config(args: argparse.Namespace) -> int:
             conn,
             Path(args.out),
             accounts,
+            BrokerEnvironment().environment,
             edge_host=args.edge_host,
             edge_port=args.edge_port,
             service_host=args.service_host,
             service_port=args.service_port,
             user=args.run_as,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
         )
     print(f"wrote {path}; run: mosquitto -c {path}")
     return 0
@@ -313,12 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder to write mosquitto.conf, password and ACL files into"
     )
     cfg.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
-    cfg.add_argument("--edge-host", default="0.0.0.0", help="address the edge listener binds")
+    cfg.add_argument(
+        "--edge-host",
+        default="0.0.0.0",
+        help="address the edge listener binds; other than loopback it needs TLS in production",
+    )
     cfg.add_argument("--edge-port", type=int, default=1883)
     cfg.add_argument(
         "--service-host", default="127.0.0.1", help="internal address for ingest and api"
     )
     cfg.add_argument("--service-port", type=int, default=1884)
+    cfg.add_argument(
+        "--tls-cert", default=None, help="certificate (PEM) for TLS on the edge listener"
+    )
+    cfg.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    cfg.add_argument(
+        "--tls-ca", default=None, help="CA bundle for checking client certificates (optional)"
+    )
     cfg.add_argument(
         "--run-as",
         default=None,

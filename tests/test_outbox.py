@@ -162,3 +162,25 @@ def test_an_outbox_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) 
         OutboxError, match=r"outbox .*a-file/o\.db: cannot create it .*outbox\.path"
     ):
         Store(tmp_path / "a-file" / "o.db")
+
+
+def _load(tmp_path: Path, **changes: object) -> edge_config.SiteConfig:
+    path = tmp_path / "site.yaml"
+    path.write_text(json.dumps(_site(tmp_path, **changes)))
+    return edge_config.load(path)
+
+
+def test_plaintext_to_a_broker_on_another_machine_is_refused(tmp_path: Path) -> None:
+    remote = {"host": "10.20.30.40", "port": 8883, "password": "secret"}
+    with pytest.raises(
+        edge_config.ConfigError, match=r"broker\.tls_ca is not set but broker\.host 10\.20\.30\.40"
+    ):
+        _load(tmp_path, broker=remote)
+    with pytest.raises(
+        edge_config.ConfigError, match=r"broker\.tls_ca: Path does not point to a file"
+    ):
+        _load(tmp_path, broker={**remote, "tls_ca": str(tmp_path / "missing.pem")})
+    (tmp_path / "ca.pem").write_text("a CA bundle")
+    assert _load(tmp_path, broker={**remote, "tls_ca": str(tmp_path / "ca.pem")}).broker.tls_ca
+    assert _load(tmp_path, broker=remote, development_site=True).development_site
+    assert _load(tmp_path, broker={**remote, "host": "localhost"}).broker.tls_ca is None
