@@ -38,15 +38,16 @@ def _ingest(args: argparse.Namespace) -> int:
 
     first = args.slot if args.slot is not None else IngestSettings().worker_slot
     if args.workers == 1 or args.drain:
-        return _run_worker(first, drain=args.drain)
+        return _run_worker(first, drain=args.drain, supervised=args.supervised)
     from gridwatch import workers
 
     return workers.run(first, args.workers, ["--log-level", args.log_level,
                                              "--log-format", args.log_format])  # fmt: skip
 
 
-def _run_worker(slot: int, drain: bool = False) -> int:
-    """Run one ingest worker in this process until SIGTERM or SIGINT."""
+def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int:
+    """Run one ingest worker in this process until SIGTERM or SIGINT (or, `supervised`, until
+    the parent process is gone)."""
     from ingest.settings import IngestSettings
     from ingest.worker import IngestWorker
 
@@ -68,6 +69,10 @@ def _run_worker(slot: int, drain: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if supervised:
+        from gridwatch import workers
+
+        workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
 
@@ -272,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="first worker slot, client id PREFIX-SLOT (default: GRIDWATCH_WORKER_SLOT, 0)",
     )
+    # Set by `--workers N` for its children: a worker whose parent is gone stops, or the next
+    # parent's worker for the same slot would fight it for the slot's session.
+    ingest.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     ingest.add_argument(
         "--drain",
         action="store_true",

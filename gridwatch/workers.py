@@ -8,8 +8,11 @@ unread (the leader also reports such a slot, see ingest/heartbeat.py).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 from gridwatch.services import stop_on_signals
@@ -39,6 +42,20 @@ def run(first_slot: int, count: int, log_args: list[str]) -> int:
 
 
 def _starter(slot: int, log_args: list[str]) -> Callable[[], subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "gridwatch.cli", *log_args, "ingest", "--slot", str(slot)]
+    command = [sys.executable, "-m", "gridwatch.cli", *log_args, "ingest", "--slot", str(slot),
+               "--supervised"]  # fmt: skip
     # Same stdout/stderr (one log) and process group (a terminal's Ctrl-C reaches every worker).
     return lambda: subprocess.Popen(command)
+
+
+def stop_when_orphaned(stop: Callable[[], None], every_s: float = 1.0) -> None:
+    """Call `stop` once this process's parent is gone (a supervisor killed with SIGKILL)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        log.error("the supervising process %d is gone: stopping this worker", parent)
+        stop()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

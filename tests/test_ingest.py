@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -469,3 +470,21 @@ def test_a_slot_without_a_worker_is_an_alert_until_drained(stack: LocalStack, no
         wait_stored(stack.dsn, n)
     finally:
         stop_process(one)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_their_supervisor_is_killed(stack: LocalStack) -> None:
+    parent, _ = start_ingest(stack, 2, env=FAST_HEARTBEAT)
+    wait_until(lambda: len(worker_pids(stack.dsn)) == 2, what="both heartbeats")
+    children = list(worker_pids(stack.dsn).values())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    # Left running, they would fight the next supervisor's workers for their slots' sessions.
+    wait_until(lambda: not any(map(_running, children)), 30, "the orphaned workers to stop")
