@@ -45,6 +45,14 @@ PUMP_INTERVAL_S = 0.02
 _RETRY_PAUSE_S = 1.0
 _RECEIPT_WAIT_MAX_S = 3600.0
 _COMMAND_MEMORY = timedelta(days=7)
+# The broker gave this node's session to a newer connection with the same client id (the node
+# id): another agent runs as this node. Reconnecting would only take it back, for ever.
+_SESSION_TAKEN_OVER = ReasonCode(PacketTypes.DISCONNECT, "Session taken over")
+# Mosquitto 2.0.11 closes the older connection without sending that reason: the sign is then a
+# connection the broker closes soon after accepting it, several times in a row (the two agents
+# take turns, one reconnect delay apart). The agent that was displaced first gives way.
+_TAKEOVER_WINDOW_S = 10.0
+_TAKEOVERS_TO_STOP = 3
 # Dropped first when the outbox is full: states that the next report repeats, and pictures
 # (their alerts stay).
 _TELEMETRY = (
@@ -140,6 +148,7 @@ class EdgeAgent:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._lock = threading.Lock()
         self._acks: deque[tuple[int, int, ReasonCode]] = deque()  # (connection, mid, reason)
         self._connection = 0  # +1 on every successful connect (paho's thread)
@@ -162,6 +171,12 @@ class EdgeAgent:
         self.executed_commands = 0
         self.readings = 0
         self._stopping = False
+        self.fatal: str | None = None  # why the agent gave up (see _fail); None while it runs
+        self.failed = threading.Event()
+        self._birth_mid: int | None = None
+        self._subscribe_mid: int | None = None
+        self._online_since = 0.0  # monotonic time of the last CONNACK; 0 while offline
+        self._short_drops = 0  # connections in a row the broker closed soon after accepting
         self._metrics.backlog.set(len(self.outbox))
         self._metrics.connected.set(0)
 
@@ -184,12 +199,14 @@ class EdgeAgent:
         )  # fmt: skip
 
     def run(self, stop: threading.Event) -> None:
-        """Pump the outbox until `stop` is set."""
-        while not stop.wait(PUMP_INTERVAL_S):
+        """Pump the outbox until `stop` is set or the agent fails (see `fatal`)."""
+        while not stop.wait(PUMP_INTERVAL_S) and not self.failed.is_set():
             self.pump()
 
     def stop(self) -> None:
         """Stop the drivers, send what can be sent quickly, and leave with a death message."""
+        if self._stopped.is_set():
+            return
         self._stopping = True
         for dev in self.devices.values():
             dev.stop()
@@ -348,6 +365,11 @@ class EdgeAgent:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
+        if mid == self._birth_mid:
+            self._birth_mid = None
+            if reason.is_failure:
+                self._fail(client, self._not_this_site(reason))
+            return
         self._acks.append((self._connection, mid, reason))
 
     # --- connection ---------------------------------------------------------------------------
@@ -384,10 +406,12 @@ class EdgeAgent:
             devices=tuple(dev.info() for dev in self.devices.values()),
             software=SOFTWARE,
         )
-        client.publish(
+        # Both answers are checked (_on_publish, _on_subscribe): the broker refuses them when the
+        # node is registered at another site than the site file says.
+        self._birth_mid = client.publish(
             topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
-        )
-        client.subscribe(
+        ).mid
+        _, self._subscribe_mid = client.subscribe(
             [(f, QOS_AT_LEAST_ONCE) for f in topics.node_subscriptions(self.site, self.node)]
         )
         self.watch.on_connect(client, userdata, flags, reason, properties)  # now pump may send
@@ -396,6 +420,7 @@ class EdgeAgent:
             self.node, self._bdseq, len(self.outbox), self.config.outbox.replay_rate,
         )  # fmt: skip
         self._metrics.connected.set(1)
+        self._online_since = time.monotonic()
 
     def _on_disconnect(
         self,
@@ -407,12 +432,69 @@ class EdgeAgent:
     ) -> None:
         self.watch.on_disconnect(client, userdata, flags, reason, properties)
         self._metrics.connected.set(0)
-        if self._stopping:
+        if not self._stopping:
+            self._check_taken_over(client, reason)
+        if self._stopping or self.failed.is_set():
             return
         log.warning(
             "node offline node=%s reason=%s backlog=%d, storing until reconnected",
             self.node, reason, len(self.outbox),
         )  # fmt: skip
+
+    # --- fatal conditions: trying again cannot help ----------------------------------------
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        refused = next((r for r in reasons if r.is_failure), None)
+        if mid == self._subscribe_mid and refused is not None:
+            self._fail(client, self._not_this_site(refused))
+
+    def _check_taken_over(self, client: mqtt.Client, reason: ReasonCode) -> None:
+        """Give way to another agent running as this node, rather than fight it for ever."""
+        lasted = time.monotonic() - self._online_since if self._online_since else None
+        self._online_since = 0.0
+        if reason == _SESSION_TAKEN_OVER:
+            why = "the broker gave the node's session to it: Session taken over"
+        elif reason.is_failure and lasted is not None and lasted < _TAKEOVER_WINDOW_S:
+            self._short_drops += 1
+            if self._short_drops < _TAKEOVERS_TO_STOP:
+                return
+            why = (
+                f"the broker closed this agent's connection right after accepting it"
+                f" {self._short_drops} times in a row ({reason}), as it does when a second agent"
+                " logs in as the same node"
+            )
+        else:
+            if lasted is not None:
+                self._short_drops = 0  # a connection that lasted: whatever it was has passed
+            return
+        self._fail(
+            client,
+            f"another agent is running as node {self.node} ({why}); stop one of them, each"
+            " node id belongs to one agent",
+        )
+
+    def _not_this_site(self, reason: ReasonCode) -> str:
+        return (
+            f"the broker refused node {self.node}'s birth or command subscription under site"
+            f" {self.site} ({reason}): the node is registered at another venue; set site: in the"
+            f" site file to the venue the platform registered node {self.node} at"
+        )
+
+    def _fail(self, client: mqtt.Client, why: str) -> None:
+        """Give up for good (paho's thread): stop reconnecting, and let the owner stop us."""
+        if self.fatal is None:
+            self.fatal = why
+            log.error("edge agent giving up node=%s: %s", self.node, why)
+        self.failed.set()
+        self._stopping = True
+        client.disconnect()  # paho's network loop then ends instead of reconnecting
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from edge.outbox import Durability
-from gateway.client import MqttSettings
+from gateway.client import MqttSettings, is_loopback
 from gateway.messages import DeviceKind
 from gateway.topics import ID_PATTERN
 
@@ -66,6 +66,10 @@ class SiteConfig(_Config):
     outbox: OutboxConfig
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0: off")
     devices: list[DeviceConfig] = Field(min_length=1, description="the site's devices")
+    development_site: bool = Field(
+        default=False,
+        description="a test site: may talk plaintext MQTT to a broker on another machine",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> SiteConfig:
@@ -75,6 +79,14 @@ class SiteConfig(_Config):
             raise ValueError(f"device ids appear twice: {doubled}")
         if len(self.site_secret.get_secret_value()) < 16:
             raise ValueError("site_secret must be at least 16 characters")
+        broker = self.broker
+        if broker.tls_ca is None and not is_loopback(broker.host) and not self.development_site:
+            raise ValueError(
+                f"broker.tls_ca is not set but broker.host {broker.host} is another machine: the"
+                " node's secret and every message would cross the network in plaintext; set"
+                " broker.tls_ca to the CA that signed the broker's certificate (or, on a test"
+                " site only, development_site: true)"
+            )
         return self
 
 

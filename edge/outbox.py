@@ -18,6 +18,7 @@ loop cannot use any above 1024).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -84,23 +85,57 @@ class Entry:
     retain: bool
 
 
+_WHAT_TO_DO = "set outbox.path in the site file to a file in a folder this agent can write"
+
+
+def _create_private(path: Path) -> None:
+    """Create the outbox file (and its folder) readable by this agent's user only.
+
+    The outbox holds every message the site has not yet delivered (hashed card numbers, the
+    venue's comings and goings). SQLite gives its -wal and -shm files the mode of the database
+    file, so making the database file 0600 before SQLite opens it covers all three.
+    """
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            part = path.with_name(path.name + suffix)
+            if part.exists():
+                part.chmod(0o600)  # an outbox made by an older agent, or under another umask
+    except OSError as exc:
+        raise OutboxError(
+            f"outbox {path}: cannot create it ({exc.strerror}); {_WHAT_TO_DO}"
+        ) from None
+
+
+class OutboxError(RuntimeError):
+    """An outbox file that cannot be opened; the message says what to change."""
+
+
 class Store:
     """One SQLite file, opened once, shared by the outboxes in it."""
 
     def __init__(self, path: Path, durability: Durability = Durability.FULL) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.lock = threading.Lock()
+        _create_private(path)
         # Python opens a transaction before each write and `with db` commits it, so every
         # Outbox method is one atomic transaction.
-        self.db = sqlite3.connect(path, check_same_thread=False, timeout=1.0)
+        try:
+            self.db = sqlite3.connect(path, check_same_thread=False, timeout=1.0)
+        except sqlite3.OperationalError as exc:
+            raise OutboxError(f"outbox {path}: cannot open ({exc}); {_WHAT_TO_DO}") from None
         # Exclusive: a second process cannot open the same outbox and send its messages twice.
         self.db.execute("PRAGMA locking_mode = EXCLUSIVE")
         try:
             self.db.execute("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError as exc:
             self.db.close()
-            raise RuntimeError(f"outbox {path} is in use by another agent ({exc})") from None
+            raise OutboxError(
+                f"outbox {path} is in use by another agent ({exc}); stop the other agent"
+                " or give this one its own outbox.path"
+            ) from None
         self.db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
         self.db.executescript(_SCHEMA)
 

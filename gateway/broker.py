@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath, model_validator
 
 from gateway import topics
+from gateway.client import is_loopback
 
 # PBKDF2-SHA512 in Mosquitto's own `$7$` format. Node secrets are random 256-bit tokens, so the
 # iteration count guards nothing a brute force could reach; it is kept moderate because the
@@ -104,6 +105,36 @@ class BrokerOptions(BaseModel):
     plugin: Path | None = Field(
         default=None, description="the dynamic-security plugin; found in the usual places if unset"
     )
+    # --- TLS on the edge listener (item 14) ---
+    tls_cert: FilePath | None = Field(
+        default=None, description="the edge listener's certificate (PEM, chain after it)"
+    )
+    tls_key: FilePath | None = Field(default=None, description="its private key (PEM)")
+    tls_ca: FilePath | None = Field(
+        default=None, description="CA bundle Mosquitto uses to check client certificates"
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> BrokerOptions:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both, or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key")
+        return self
+
+    @property
+    def edge_tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def plaintext_exposure(self) -> str | None:
+        """Why the edge listener would carry node secrets in plaintext over a network, if it would."""
+        if self.edge_tls or is_loopback(self.edge_host):
+            return None
+        return (
+            f"the edge listener binds {self.edge_host}, which other machines can reach, without"
+            " TLS: node secrets and every message would cross the network in plaintext; give"
+            " --tls-cert and --tls-key, or --edge-host 127.0.0.1 behind a TLS-terminating proxy"
+        )
 
 
 def hash_password(
@@ -241,6 +272,21 @@ class BrokerFiles:
         return folder / "mosquitto.conf"
 
 
+def _edge_tls(options: BrokerOptions) -> str:
+    """The edge listener's TLS lines (nothing without a certificate)."""
+    if options.tls_cert is None or options.tls_key is None:
+        return "# No TLS: loopback only (see BrokerOptions.plaintext_exposure)\n"
+    lines = [
+        "# TLS: nodes check this certificate against their tls_ca",
+        f"certfile {options.tls_cert.resolve()}",
+        f"keyfile {options.tls_key.resolve()}",
+        "tls_version tlsv1.2",
+    ]
+    if options.tls_ca is not None:
+        lines.append(f"cafile {options.tls_ca.resolve()}")
+    return "\n".join(lines) + "\n"
+
+
 def render(
     options: BrokerOptions, folder: Path, nodes: list[NodeAccount], ingest: IngestAccounts
 ) -> BrokerFiles:
@@ -306,7 +352,7 @@ use_username_as_clientid true
 # A bound on what a flood of connections can hold; a client that never sends CONNECT is
 # dropped after 90 s (fixed in Mosquitto 2.0).
 max_connections {options.max_connections}
-
+{_edge_tls(options)}
 # --- Service listener: the ingest workers; internal address only --------------------------
 listener {options.service_port} {options.service_host}
 use_username_as_clientid true

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import threading
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ def publish_outcome(reason: ReasonCode) -> PublishOutcome:
     return PublishOutcome.REFUSED if reason.is_failure else PublishOutcome.DELIVERED
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it reaches the network
+
+
 class MqttSettings(BaseModel):
     """How to reach the broker and who to be there."""
 
@@ -58,7 +68,7 @@ class MqttSettings(BaseModel):
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
     username: str | None = Field(default=None, description="broker account")
     password: SecretStr | None = Field(default=None, description="broker account password")
-    tls_ca: Path | None = Field(
+    tls_ca: FilePath | None = Field(
         default=None, description="CA bundle; when set, the connection uses TLS"
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pydantic import Field, SecretStr
@@ -11,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.broker import BrokerOptions, IngestAccounts, hash_password, render
 from gateway.topics import ID_PATTERN
 from ingest.provision import node_accounts
+from ingest.settings import Environment
+
+log = logging.getLogger(__name__)
 
 
 class BrokerAccountsSettings(BaseSettings):
@@ -45,15 +50,35 @@ class BrokerAccountsSettings(BaseSettings):
         )
 
 
+class BrokerEnvironment(BaseSettings):
+    """Whether the generated broker configuration is for production (GRIDWATCH_ENVIRONMENT)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", extra="ignore")
+
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="production refuses an edge listener other machines reach without TLS",
+    )
+
+
 def write_config(
     conn: psycopg.Connection[tuple[object, ...]],
     folder: Path,
     accounts: BrokerAccountsSettings,
     *,
     extra_share_groups: tuple[str, ...] = (),
-    **options: object,
+    environment: Environment = Environment.DEVELOPMENT,
+    **options: Any,
 ) -> Path:
-    """Render the Mosquitto files for every enabled node and the ingest into `folder`."""
+    """Render the Mosquitto files for every enabled node and the ingest into `folder`.
+
+    An edge listener that other machines can reach without TLS is refused in production and
+    warned about in development."""
     opts = BrokerOptions.model_validate(options)
+    exposure = opts.plaintext_exposure()
+    if exposure is not None:
+        if environment is Environment.PRODUCTION:
+            raise ValueError(f"refused in production: {exposure}")
+        log.warning("broker configuration for development only: %s", exposure)
     files = render(opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups))
     return files.write(folder)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import multiprocessing
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -39,33 +38,19 @@ def _ingest(args: argparse.Namespace) -> int:
 
     first = args.slot if args.slot is not None else IngestSettings().worker_slot
     if args.workers == 1 or args.drain:
-        return _run_worker(first, drain=args.drain, configure_logging=False)
-    ctx = multiprocessing.get_context("spawn")
-    slots = range(first, first + args.workers)
-    procs = [ctx.Process(target=_run_worker, args=(i,), name=f"ingest-{i}") for i in slots]
-    for p in procs:
-        p.start()
-    log.info("ingest started workers=%d slots=%d..%d", args.workers, slots[0], slots[-1])
+        return _run_worker(first, drain=args.drain, supervised=args.supervised)
+    from gridwatch import workers
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    return workers.run(first, args.workers, ["--log-level", args.log_level,
+                                             "--log-format", args.log_format])  # fmt: skip
 
 
-def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) -> int:
-    """Run one ingest worker in this process until SIGTERM or SIGINT."""
+def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int:
+    """Run one ingest worker in this process until SIGTERM or SIGINT (or, `supervised`, until
+    the parent process is gone)."""
     from ingest.settings import IngestSettings
     from ingest.worker import IngestWorker
 
-    if configure_logging:  # a spawned worker process starts with no logging set up
-        logconfig.setup()
     base = IngestSettings()
     overrides: dict[str, object] = {"worker_slot": slot}
     if base.metrics_port:
@@ -84,6 +69,10 @@ def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) 
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if supervised:
+        from gridwatch import workers
+
+        workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
 
@@ -114,7 +103,7 @@ def _db_seed_demo(args: argparse.Namespace) -> int:
 def _broker_config(args: argparse.Namespace) -> int:
     import psycopg
 
-    from gridwatch.brokercfg import BrokerAccountsSettings, write_config
+    from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment, write_config
 
     accounts = BrokerAccountsSettings()
     with psycopg.connect(database_url(args)) as conn:
@@ -122,11 +111,15 @@ def _broker_config(args: argparse.Namespace) -> int:
             conn,
             Path(args.out),
             accounts,
+            environment=BrokerEnvironment().environment,
             edge_host=args.edge_host,
             edge_port=args.edge_port,
             service_host=args.service_host,
             service_port=args.service_port,
             user=args.run_as,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
         )
     print(f"wrote {path}; run: mosquitto -c {path}")
     return 0
@@ -280,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="first worker slot, client id PREFIX-SLOT (default: GRIDWATCH_WORKER_SLOT, 0)",
     )
+    # Set by `--workers N` for its children: a worker whose parent is gone stops, or the next
+    # parent's worker for the same slot would fight it for the slot's session.
+    ingest.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     ingest.add_argument(
         "--drain",
         action="store_true",
@@ -319,18 +315,31 @@ def build_parser() -> argparse.ArgumentParser:
         bsub,
         "config",
         _broker_config,
-        "Write a Mosquitto configuration from the registry: accounts, ACLs, persistence, limits.",
+        "Write a Mosquitto configuration from the registry: accounts, roles, persistence, limits.",
     )
     cfg.add_argument(
-        "--out", required=True, help="folder to write mosquitto.conf, password and ACL files into"
+        "--out",
+        required=True,
+        help="folder to write mosquitto.conf and the dynamic-security file into",
     )
     cfg.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
-    cfg.add_argument("--edge-host", default="0.0.0.0", help="address the edge listener binds")
+    cfg.add_argument(
+        "--edge-host",
+        default="0.0.0.0",
+        help="address the edge listener binds; other than loopback it needs TLS in production",
+    )
     cfg.add_argument("--edge-port", type=int, default=1883)
     cfg.add_argument(
         "--service-host", default="127.0.0.1", help="internal address for the ingest workers"
     )
     cfg.add_argument("--service-port", type=int, default=1884)
+    cfg.add_argument(
+        "--tls-cert", default=None, help="certificate (PEM) for TLS on the edge listener"
+    )
+    cfg.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    cfg.add_argument(
+        "--tls-ca", default=None, help="CA bundle for checking client certificates (optional)"
+    )
     cfg.add_argument(
         "--run-as",
         default=None,

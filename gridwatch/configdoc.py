@@ -11,7 +11,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
 from api.settings import ApiSettings
-from gridwatch.brokercfg import BrokerAccountsSettings
+from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
 
 START = "<!-- config-table:start -->"
@@ -20,6 +20,7 @@ END = "<!-- config-table:end -->"
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("ingest", IngestSettings),
     ("api", ApiSettings),
+    ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
 ]
 

@@ -104,6 +104,8 @@ def run_edge(args: argparse.Namespace) -> int:
         if engine is not None:
             engine.stop()
         agent.stop()
+    if agent.fatal is not None:
+        raise RuntimeError(agent.fatal)  # one line from `gridwatch`, exit code 1
     return 0
 
 

@@ -20,7 +20,7 @@ import psycopg
 
 from gateway import codec, topics
 from gateway import messages as m
-from ingest import incidents, metrics, tasks
+from ingest import heartbeat, incidents, metrics, tasks
 from ingest.emergency import COMMANDS_CHANNEL
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
@@ -57,7 +57,10 @@ class Leader:
         stop: threading.Event,
         name: str,
         broker: BrokerWatch | None = None,
+        *,
         rejected_retention_days: int = 30,
+        slot_stale_s: float = 30.0,
+        session_expiry_s: int = 7 * 86_400,
     ) -> None:
         self.dsn = dsn
         self.registry = registry
@@ -71,6 +74,10 @@ class Leader:
         self.rejected_retention_days = rejected_retention_days
         self._conn: Conn | None = None
         self._last_sweep = 0.0
+        self.slot_stale_s = slot_stale_s
+        self.session_expiry_s = session_expiry_s
+        self._last_slot_check = 0.0
+        self._silent: set[str] = set()  # client ids of the slots reported as not consumed
         self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
 
     def start(self) -> None:
@@ -110,6 +117,8 @@ class Leader:
             log.info("leader stepping down worker=%s", self.name)
         self.leading = False
         metrics.LEADER.set(0)
+        metrics.UNCONSUMED_SLOTS.set(0)  # the next leader reports them
+        self._silent = set()
         if self._conn is not None:
             self._conn.close()
         self._conn = None
@@ -136,6 +145,9 @@ class Leader:
             pass
         self._publish_commands(conn)
         self._expire_commands(conn)
+        if time.monotonic() - self._last_slot_check >= self.slot_stale_s / 4:
+            self._last_slot_check = time.monotonic()
+            self._check_slots(conn)
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
             self._sweep_silent_devices(conn)
@@ -246,6 +258,28 @@ class Leader:
         )
         if cur.rowcount:
             log.warning("commands expired without a result count=%d", cur.rowcount)
+
+    # --- worker slots -------------------------------------------------------------------------
+
+    def _check_slots(self, conn: Conn) -> None:
+        """Report slots whose broker session queues traffic that no worker consumes."""
+        silent = heartbeat.silent_slots(
+            conn, stale_s=self.slot_stale_s, session_expiry_s=self.session_expiry_s
+        )
+        metrics.UNCONSUMED_SLOTS.set(len(silent))
+        for s in silent:
+            if s.client_id not in self._silent:
+                log.error(
+                    "ingest slot %d (client id %s, last pid %d on %s) has had no worker for %.0fs:"
+                    " the broker queues its share of the traffic, alarms included, unread;"
+                    " start `gridwatch ingest --slot %d` or retire the slot with"
+                    " `gridwatch ingest --slot %d --drain`",
+                    s.slot, s.client_id, s.pid, s.host, s.silent_s, s.slot, s.slot,
+                )  # fmt: skip
+        now = {s.client_id for s in silent}
+        for back in sorted(self._silent - now):
+            log.info("ingest slot consumed again client_id=%s", back)
+        self._silent = now
 
     # --- silent devices -----------------------------------------------------------------------
 

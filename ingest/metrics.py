@@ -24,6 +24,10 @@ COMMIT_SECONDS = Histogram(
 BACKLOG = Gauge(
     "gridwatch_ingest_backlog", "Messages received but not yet committed and acknowledged"
 )
+LAST_COMMIT = Gauge(
+    "gridwatch_ingest_last_commit_timestamp_seconds",
+    "When this worker last committed a batch (Unix time); 0 before the first",
+)
 DB_ERRORS = Counter("gridwatch_ingest_db_errors_total", "Database errors while writing", ["kind"])
 STALE_DEATHS = Counter(
     "gridwatch_ingest_stale_deaths_total", "Node deaths ignored because their bdseq was stale"
@@ -44,6 +48,10 @@ TIMER_LATENESS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
+UNCONSUMED_SLOTS = Gauge(
+    "gridwatch_ingest_unconsumed_slots",
+    "On the leader: worker slots whose broker session has had no live worker for slot_stale_s",
+)
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")
 LATE = Counter(

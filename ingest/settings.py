@@ -96,10 +96,27 @@ class IngestSettings(BaseSettings):
         default=True,
         description="take part in leader election (timers, commands); one worker leads at a time",
     )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, le=300, description="how often each worker records its heartbeat"
+    )
+    slot_stale_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a slot with a broker session but no heartbeat for this long is an alert",
+    )
 
     @property
     def client_id(self) -> str:
         return f"{self.client_id_prefix}-{self.worker_slot}"
+
+    @model_validator(mode="after")
+    def _stale_after_several_heartbeats(self) -> IngestSettings:
+        if self.slot_stale_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                "GRIDWATCH_SLOT_STALE_S must be at least twice GRIDWATCH_HEARTBEAT_S,"
+                " or a slow heartbeat would raise a false alert"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> IngestSettings:

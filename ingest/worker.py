@@ -10,13 +10,18 @@ broker still holds those messages and sends them again; the ids make that harmle
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -24,7 +29,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
 from gateway.topics import Channel
-from ingest import metrics
+from ingest import heartbeat, metrics
 from ingest.leader import Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
@@ -35,6 +40,20 @@ from ingest.writer import BatchOutcome, BatchWriter, Received
 log = logging.getLogger(__name__)
 
 _RETRY_MAX_S = 10.0
+
+
+def _end_session() -> Properties:
+    """DISCONNECT properties that end our session: a retired slot's share stops being queued."""
+    props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    return props
+
+
+_END_SESSION = _end_session()
+
+
+def _at(unix: float | None) -> datetime | None:
+    return datetime.fromtimestamp(unix, UTC) if unix is not None else None
 
 
 class IngestWorker:
@@ -53,10 +72,17 @@ class IngestWorker:
             policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
+        # Read when scraped, so it grows while a batch cannot be committed (a database outage),
+        # instead of showing the size the inbox had when that batch began.
+        metrics.BACKLOG.set_function(lambda: len(self._inbox))
         self._connection_no = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._started_at = datetime.now(UTC)
+        self._last_receive: float | None = None  # Unix time, set by paho's thread
+        self._last_commit: float | None = None
+        self._next_beat = 0.0
         # Each worker slot has its own broker account, named like its client id.
         broker = settings.mqtt.as_account(settings.client_id)
         self.client, self.watch = new_client(settings.client_id, broker, manual_ack=True)
@@ -74,6 +100,8 @@ class IngestWorker:
             settings.client_id,
             BrokerWatch(self.watch.connected.is_set, settings.broker_down_after_s),
             rejected_retention_days=settings.rejected_retention_days,
+            slot_stale_s=settings.slot_stale_s,
+            session_expiry_s=settings.session_expiry_s,
         )
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
@@ -104,6 +132,9 @@ class IngestWorker:
             for f in presence
         ]
         client.subscribe(subs)
+
+    def _shared_filters(self) -> list[str]:
+        return topics.ingest_subscriptions(self.settings.share_group)[0]
 
     def _on_subscribe(
         self,
@@ -141,6 +172,7 @@ class IngestWorker:
         )
         self._inbox.append(item)
         metrics.RECEIVED.inc()
+        self._last_receive = time.time()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()
 
@@ -165,8 +197,10 @@ class IngestWorker:
         if s.leader:
             self.leader.start()
         idle_since = time.monotonic()
+        retire = left_group = False
         try:
             while not self._stopping.is_set():
+                self._beat_if_due()
                 if len(self._inbox) < s.batch_max:
                     self._wake.wait(s.batch_wait_ms / 1000)
                     self._wake.clear()
@@ -175,7 +209,15 @@ class IngestWorker:
                 if busy or not self.watch.connected.is_set():
                     idle_since = time.monotonic()
                 elif until_idle_s is not None and time.monotonic() - idle_since >= until_idle_s:
-                    log.info("session drained, stopping client_id=%s", s.client_id)
+                    if not left_group:
+                        # Leave the shared subscription first, so that nothing more is queued
+                        # for this slot, and take what was already on its way; then end the
+                        # session, or the broker would queue this slot's share for days.
+                        self.client.unsubscribe(self._shared_filters())
+                        left_group, idle_since = True, time.monotonic()
+                        continue
+                    log.info("session drained, ending it client_id=%s", s.client_id)
+                    retire = True
                     break
             while self._inbox:  # final flush of everything received before the stop
                 if not self._drain_once():
@@ -184,8 +226,10 @@ class IngestWorker:
             self._stopping.set()
             if self.leader.thread.is_alive():
                 self.leader.thread.join(10)
-            self.client.disconnect()
+            self.client.disconnect(properties=_END_SESSION if retire else None)
             self.client.loop_stop()
+            if retire:
+                self._retire()
             if self._conn is not None:
                 self._conn.close()
             metrics.MQTT_CONNECTED.set(0)
@@ -199,7 +243,6 @@ class IngestWorker:
     def _drain_once(self) -> bool:
         """Store and acknowledge one batch; False if the database could not be reached."""
         n = min(len(self._inbox), self.settings.batch_max)
-        metrics.BACKLOG.set(len(self._inbox))
         if n == 0:
             self._touch_registry()
             return True
@@ -218,7 +261,6 @@ class IngestWorker:
             if item.connection == self._connection_no:
                 self.client.ack(item.mid, item.qos)
         metrics.ACKED.inc(n)
-        metrics.BACKLOG.set(len(self._inbox))
         return True
 
     def _send_receipts(self, outcome: BatchOutcome) -> None:
@@ -246,6 +288,32 @@ class IngestWorker:
             self.client.publish(item.topic, b"", qos=QOS_AT_LEAST_ONCE, retain=True)
             metrics.RETAINED_CLEARED.inc()
             log.warning("retained message cleared topic=%s", item.topic[:200])
+
+    def _beat_if_due(self) -> None:
+        """Record this worker's heartbeat every `heartbeat_s` (the leader watches for gaps)."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self.settings.heartbeat_s
+        s = self.settings
+        beat = heartbeat.Beat(
+            s.client_id, s.worker_slot, socket.gethostname(), os.getpid(), self._started_at,
+            _at(self._last_receive), _at(self._last_commit),
+        )  # fmt: skip
+        try:
+            heartbeat.beat(self._connection(), beat)
+        except psycopg.Error as exc:
+            log.warning("heartbeat not recorded client_id=%s: %s", s.client_id, exc)
+            self._reset_connection()
+
+    def _retire(self) -> None:
+        try:
+            heartbeat.retire(self._connection(), self.settings.client_id)
+        except psycopg.Error as exc:
+            log.error(
+                "slot drained but its heartbeat row is left client_id=%s: %s",
+                self.settings.client_id, exc,
+            )  # fmt: skip
 
     def _touch_registry(self) -> None:
         try:
@@ -319,6 +387,8 @@ class IngestWorker:
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            self._last_commit = time.time()
+            metrics.LAST_COMMIT.set(self._last_commit)
             metrics.BATCH_SIZE.observe(len(batch))
             self._count(outcome)
             return outcome

@@ -145,6 +145,9 @@ class Fleet:
         window_start, window_readings = time.monotonic(), self.readings
         while not self._stop.wait(PUMP_INTERVAL_S):
             for agent in self.agents.values():
+                if agent.failed.is_set():
+                    agent.stop()  # that venue only (it logged why); a no-op once stopped
+                    continue
                 agent.pump()
             now = time.monotonic()
             if now - window_start >= _RATE_WINDOW_S:

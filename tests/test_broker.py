@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import codec, topics
 from gateway import messages as m
-from gateway.client import connect_async, new_client
+from gateway.broker import new_secret, new_share_group
+from gateway.client import MqttSettings, connect_async, new_client
+from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.demo import NodeCredentials, read_credentials
 from gridwatch.local import LocalStack
+from gridwatch.services import LocalMosquitto, free_port
+from gridwatch.simulate import venues_from
+from ingest.settings import Environment
+from simulators.fleet import Fleet
 from tests.support import Node, device_of, envelope, occupancy, wait_until
 
 
@@ -204,3 +217,114 @@ def test_birth_is_retained_for_late_subscribers(
     late.disconnect()
     late.loop_stop()
     node.close()
+
+
+def make_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate it signed for 127.0.0.1 and localhost: (ca, cert, key)."""
+    folder.mkdir(parents=True)
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    cert, key, csr = folder / "server.pem", folder / "server.key", folder / "server.csr"
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=gridwatch test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def _mqtt_connect_packet() -> bytes:
+    """A minimal plaintext MQTT 3.1.1 CONNECT, as a careless client would send it."""
+    body = b"\x00\x04MQTT\x04\x02\x00\x1e" + b"\x00\x05plain"
+    return bytes([0x10, len(body)]) + body
+
+
+def test_agents_reach_a_tls_edge_listener_and_plaintext_is_refused(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path
+) -> None:
+    ca, cert, key = make_tls(tmp_path / "tls")
+    edge, service = free_port(), free_port()
+    accounts = BrokerAccountsSettings(ingest_password=new_secret(), share_group=new_share_group())
+    with psycopg.connect(stack.dsn) as conn:
+        conf = write_config(
+            conn, tmp_path / "broker", accounts, environment=Environment.PRODUCTION,
+            edge_host="0.0.0.0", edge_port=edge, service_host="127.0.0.1", service_port=service,
+            user=pwd.getpwuid(os.geteuid()).pw_name, tls_cert=cert, tls_key=key,
+        )  # fmt: skip
+    text = conf.read_text()
+    assert f"certfile {cert}" in text and f"keyfile {key}" in text
+    broker = LocalMosquitto(conf, ports=[edge, service])
+    broker.start()
+    creds = nodes[0]
+    watcher = MqttSettings(port=service, username="ingest-15", password=accounts.ingest_password)
+    observer, watch = new_client("test-observer", watcher)
+    births: list[mqtt.MQTTMessage] = []
+    observer.on_message = lambda c, u, msg: births.append(msg)
+    fleet = Fleet(
+        venues_from([creds]), MqttSettings(host="localhost", port=edge, tls_ca=ca),
+        tmp_path / "fleet", rate=0.001,
+    )  # fmt: skip
+    try:
+        fleet.start()
+        assert fleet.wait_connected(20), fleet.agents[creds.node].watch.last_reason
+        connect_async(observer, watcher, clean_start=True)
+        assert watch.connected.wait(10), watch.last_reason
+        observer.subscribe(f"{topics.ROOT}/+/+/{topics.Channel.BIRTH}", qos=1)
+        wait_until(lambda: len(births) == 1, 10, "the node's retained birth")
+
+        with socket.create_connection(("127.0.0.1", edge), timeout=10) as plain:
+            plain.sendall(_mqtt_connect_packet())
+            try:
+                reply = plain.recv(64)  # a TLS alert, or nothing
+            except ConnectionResetError:
+                reply = b""
+        assert not reply.startswith(b"\x20"), "a plaintext client must get no CONNACK"
+    finally:
+        fleet.stop()
+        observer.disconnect()
+        observer.loop_stop()
+        broker.stop()
+
+
+def _broker_config(
+    stack: LocalStack, out: Path, environment: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GRIDWATCH_ENVIRONMENT": environment,
+           "GRIDWATCH_BROKER_INGEST_PASSWORD": new_secret(),
+           "GRIDWATCH_BROKER_SHARE_GROUP": new_share_group()}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", "broker", "config", "--out", str(out),
+         "--database-url", stack.dsn, *extra],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_production_refuses_an_open_edge_listener_without_tls(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    refused = _broker_config(stack, tmp_path / "prod", "production", "--edge-host", "0.0.0.0")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        "gridwatch: refused in production: the edge listener binds 0.0.0.0"
+    )
+    assert "--tls-cert and --tls-key" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "prod" / "mosquitto.conf").exists()
+
+    warned = _broker_config(stack, tmp_path / "dev", "development", "--edge-host", "0.0.0.0")
+    assert warned.returncode == 0, warned.stderr
+    assert "for development only: the edge listener binds 0.0.0.0" in warned.stderr
+
+    ca, cert, key = make_tls(tmp_path / "tls")
+    tls = _broker_config(stack, tmp_path / "tls-prod", "production", "--edge-host", "0.0.0.0",
+                         "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca))  # fmt: skip
+    assert tls.returncode == 0, tls.stderr
+    conf = (tmp_path / "tls-prod" / "mosquitto.conf").read_text()
+    assert f"certfile {cert}" in conf and f"cafile {ca}" in conf
+
+    half = _broker_config(stack, tmp_path / "half", "production", "--tls-cert", str(cert))
+    assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr

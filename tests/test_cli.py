@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,24 @@ def test_unreachable_database_is_a_clear_error() -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("gridwatch: ") and "Traceback" not in result.stderr
+
+
+def test_an_outbox_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    site = {
+        "site": "v0001", "node": "v0001-edge",
+        "broker": {"host": "127.0.0.1", "port": 1, "password": "secret"},
+        "site_secret": "0123456789abcdef0123",
+        "outbox": {"path": str(tmp_path / "a-file" / "outbox.db")},
+        "devices": [{"id": "v0001-door1", "kind": "door", "driver": "simulated"}],
+    }  # fmt: skip
+    (tmp_path / "site.yaml").write_text(json.dumps(site))
+    result = subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", "edge", "--config", str(tmp_path / "site.yaml")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"gridwatch: outbox {tmp_path}/a-file/outbox.db: cannot create it (Not a directory); set"
+        " outbox.path in the site file to a file in a folder this agent can write\n"
+    )

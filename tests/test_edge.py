@@ -13,13 +13,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
+from gridwatch.simulate import venues_from
 from simulators.devices import SimDoor, SimSpeaker
+from simulators.fleet import Fleet
 from tests.edge_support import fleet_of, site_file
 from tests.support import device_of, rows, scalar, start_ingest, stop_process, wait_until
 
@@ -217,3 +220,69 @@ def test_broker_killed_with_a_backlog_loses_nothing(
     finally:
         fleet.stop()
         stop_process(worker)
+
+
+def _edge(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`gridwatch edge` for a site file, its stderr (the log, then any error) into `log`."""
+    with log.open("ab") as out:
+        cmd = [sys.executable, "-m", "gridwatch.cli", "edge", "--config", str(config)]
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _last_line(log: Path) -> str:
+    text = log.read_text()
+    assert "Traceback" not in text
+    return text.strip().splitlines()[-1]
+
+
+def test_a_site_file_with_the_wrong_site_stops_with_what_to_fix(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path
+) -> None:
+    creds, other = nodes[0], nodes[1]
+    config = site_file(stack, creds, tmp_path / "site")
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "site": other.site}))
+    agent = _edge(config, tmp_path / "agent.log")
+    assert agent.wait(30) == 1
+    assert _last_line(tmp_path / "agent.log") == (
+        f"gridwatch: the broker refused node {creds.node}'s birth or command subscription under"
+        f" site {other.site} (Not authorized): the node is registered at another venue; set site:"
+        f" in the site file to the venue the platform registered node {creds.node} at"
+    )
+
+    # In a fleet, only that venue stops.
+    wrong = NodeCredentials(other.site, creds.node, creds.secret, creds.devices)
+    fleet = Fleet(venues_from([wrong, other]), stack.edge_mqtt(), tmp_path / "fleet", rate=0.001)
+    fleet.start()
+    try:
+        wait_until(fleet.agents[creds.node].failed.is_set, 10, "the wrong venue to stop")
+        assert "registered at another venue" in str(fleet.agents[creds.node].fatal)
+        assert fleet.agents[other.node].watch.connected.wait(10)
+        assert fleet.agents[other.node].fatal is None
+    finally:
+        fleet.stop()
+
+
+def test_a_second_agent_as_the_same_node_stops_the_first_instead_of_fighting(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path
+) -> None:
+    creds = nodes[0]
+    first = _edge(site_file(stack, creds, tmp_path / "first"), tmp_path / "first.log")
+    wait_until(lambda: "node online" in (tmp_path / "first.log").read_text(), 20, "online")
+    fleet = fleet_of(stack, [creds, nodes[1]], tmp_path / "fleet")  # runs the same node again
+    try:
+        assert first.wait(30) == 1
+        last = _last_line(tmp_path / "first.log")
+        assert last.startswith(f"gridwatch: another agent is running as node {creds.node} (")
+        assert last.endswith("); stop one of them, each node id belongs to one agent")
+        # And the other way round: a newer agent displaces the fleet's, which stops alone.
+        second = _edge(site_file(stack, creds, tmp_path / "second"), tmp_path / "second.log")
+        displaced = fleet.agents[creds.node]
+        wait_until(displaced.failed.is_set, 20, "the fleet's agent to give way")
+        assert "another agent is running as node" in str(displaced.fatal)
+        assert fleet.agents[nodes[1].node].watch.connected.is_set()
+        assert second.poll() is None, "the newer agent keeps the node"
+        stop_process(second)
+        assert "another agent" not in (tmp_path / "second.log").read_text()
+    finally:
+        fleet.stop()

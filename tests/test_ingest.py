@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -387,3 +390,101 @@ def test_a_device_that_says_it_is_down_stays_down_until_it_reports_itself(
     wait_until(
         lambda: scalar(dsn, timer, (f"device_offline:{camera}",)) == 0, what="the timer cancelled"
     )
+
+
+def test_backlog_counts_what_waits_during_a_database_outage(stack: LocalStack, node: Node) -> None:
+    worker, port = start_ingest(stack)
+    try:
+        node.deliver([node.send(occupancy(node, count=i)) for i in range(10)])
+        wait_stored(stack.dsn, 10)
+        committed = metric(port, "gridwatch_ingest_last_commit_timestamp_seconds")
+        assert committed > 0
+        stack.postgres.stop()
+        try:
+            n = 0
+            for wave in (100, 300):  # the second arrives while the first is being retried
+                node.deliver([node.send(occupancy(node, count=i)) for i in range(wave)])
+                n += wave
+                wait_until(lambda n=n: metric(port, "gridwatch_ingest_received_total") >= 10 + n,
+                           what="received")  # fmt: skip
+                time.sleep(0.5)
+            # Every message received since the outage waits in the worker, and the gauge says so.
+            assert metric(port, "gridwatch_ingest_backlog") == n
+            assert metric(port, "gridwatch_ingest_acked_total") == 10
+            assert metric(port, "gridwatch_ingest_last_commit_timestamp_seconds") == committed
+        finally:
+            stack.postgres.start()
+        wait_stored(stack.dsn, 10 + n)
+        wait_until(lambda: metric(port, "gridwatch_ingest_backlog") == 0, what="backlog drained")
+        assert metric(port, "gridwatch_ingest_last_commit_timestamp_seconds") > committed
+    finally:
+        stop_process(worker)
+
+
+FAST_HEARTBEAT = {"GRIDWATCH_HEARTBEAT_S": "0.5", "GRIDWATCH_SLOT_STALE_S": "2"}
+
+
+def worker_pids(dsn: str) -> dict[int, int]:
+    """slot -> pid of the worker that last recorded a heartbeat for it."""
+    return {int(str(s)): int(str(p)) for s, p in rows(dsn, "SELECT slot, pid FROM ingest_workers")}
+
+
+def test_a_killed_worker_is_restarted(stack: LocalStack, node: Node) -> None:
+    workers, port = start_ingest(stack, 2, env=FAST_HEARTBEAT)
+    try:
+        wait_until(lambda: len(worker_pids(stack.dsn)) == 2, what="both heartbeats")
+        killed = worker_pids(stack.dsn)[1]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: worker_pids(stack.dsn)[1] != killed, 30, "slot 1 to come back")
+        wait_until(lambda: metric(port + 1, "gridwatch_ingest_mqtt_connected") == 1, 30,
+                   "slot 1 to subscribe again")  # fmt: skip
+        n = 1000
+        node.deliver([node.send(occupancy(node, count=i % 50)) for i in range(n)])
+        wait_stored(stack.dsn, n)
+        shares = [metric(p, "gridwatch_ingest_acked_total") for p in (port, port + 1)]
+        assert min(shares) > 0, shares  # both slots consume again
+        assert workers.poll() is None
+    finally:
+        stop_process(workers)
+
+
+def test_a_slot_without_a_worker_is_an_alert_until_drained(stack: LocalStack, node: Node) -> None:
+    two, _ = start_ingest(stack, 2, env=FAST_HEARTBEAT)
+    wait_until(lambda: len(worker_pids(stack.dsn)) == 2, what="both heartbeats")
+    stop_process(two)
+    one, port = start_ingest(stack, 1, env=FAST_HEARTBEAT)  # slot 1 is left with its session
+    try:
+        wait_until(lambda: metric(port, "gridwatch_ingest_unconsumed_slots") == 1, 30, "the alert")
+        log = (stack.logs / "ingest.log").read_text()
+        assert "ingest slot 1 (client id ingest-1" in log and "--slot 1 --drain" in log
+        drain = subprocess.run(
+            [sys.executable, "-m", "gridwatch.cli", "ingest", "--slot", "1", "--drain"],
+            env=stack.service_env("ingest", GRIDWATCH_METRICS_PORT="0", GRIDWATCH_LEADER="false"),
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert drain.returncode == 0, drain.stderr.decode()[-2000:]
+        wait_until(lambda: metric(port, "gridwatch_ingest_unconsumed_slots") == 0, 30, "all clear")
+        # The drained slot's session is gone: nothing is queued for it any more.
+        n = 300
+        node.deliver([node.send(occupancy(node, count=i % 50)) for i in range(n)])
+        wait_stored(stack.dsn, n)
+    finally:
+        stop_process(one)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_their_supervisor_is_killed(stack: LocalStack) -> None:
+    parent, _ = start_ingest(stack, 2, env=FAST_HEARTBEAT)
+    wait_until(lambda: len(worker_pids(stack.dsn)) == 2, what="both heartbeats")
+    children = list(worker_pids(stack.dsn).values())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    # Left running, they would fight the next supervisor's workers for their slots' sessions.
+    wait_until(lambda: not any(map(_running, children)), 30, "the orphaned workers to stop")

@@ -12,7 +12,7 @@ import pytest
 from edge import config as edge_config
 from edge import drivers as d
 from edge.agent import hash_credential, to_message
-from edge.outbox import Outbox, Priority, Store
+from edge.outbox import Outbox, OutboxError, Priority, Store
 from gateway import messages as m
 
 
@@ -131,3 +131,56 @@ def test_the_example_site_file_is_valid() -> None:
     root = Path(__file__).resolve().parent.parent
     config = edge_config.load(root / "examples" / "site.yaml")
     assert [dev.kind for dev in config.devices] == list(m.DeviceKind)
+
+
+def test_the_outbox_is_private_to_the_agent(tmp_path: Path) -> None:
+    box = _open(tmp_path / "new" / "deeper" / "o.db")
+    _add(box, 3, Priority.EVENT)  # the write-ahead log exists now
+    folder = tmp_path / "new" / "deeper"
+    files = [
+        folder / f"o.db{suffix}"
+        for suffix in ("", "-wal", "-shm")
+        if (folder / f"o.db{suffix}").exists()
+    ]
+    assert {f.name for f in files} >= {"o.db", "o.db-wal"}
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+    assert (tmp_path / "new" / "deeper").stat().st_mode & 0o777 == 0o700
+    box.store.close()
+
+
+def test_an_existing_outbox_is_made_private(tmp_path: Path) -> None:
+    _open(tmp_path / "o.db").store.close()
+    (tmp_path / "o.db").chmod(0o644)
+    box = _open(tmp_path / "o.db")
+    assert (tmp_path / "o.db").stat().st_mode & 0o777 == 0o600
+    box.store.close()
+
+
+def test_an_outbox_path_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(
+        OutboxError, match=r"outbox .*a-file/o\.db: cannot create it .*outbox\.path"
+    ):
+        Store(tmp_path / "a-file" / "o.db")
+
+
+def _load(tmp_path: Path, **changes: object) -> edge_config.SiteConfig:
+    path = tmp_path / "site.yaml"
+    path.write_text(json.dumps(_site(tmp_path, **changes)))
+    return edge_config.load(path)
+
+
+def test_plaintext_to_a_broker_on_another_machine_is_refused(tmp_path: Path) -> None:
+    remote = {"host": "10.20.30.40", "port": 8883, "password": "secret"}
+    with pytest.raises(
+        edge_config.ConfigError, match=r"broker\.tls_ca is not set but broker\.host 10\.20\.30\.40"
+    ):
+        _load(tmp_path, broker=remote)
+    with pytest.raises(
+        edge_config.ConfigError, match=r"broker\.tls_ca: Path does not point to a file"
+    ):
+        _load(tmp_path, broker={**remote, "tls_ca": str(tmp_path / "missing.pem")})
+    (tmp_path / "ca.pem").write_text("a CA bundle")
+    assert _load(tmp_path, broker={**remote, "tls_ca": str(tmp_path / "ca.pem")}).broker.tls_ca
+    assert _load(tmp_path, broker=remote, development_site=True).development_site
+    assert _load(tmp_path, broker={**remote, "host": "localhost"}).broker.tls_ca is None
