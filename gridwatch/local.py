@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -131,9 +132,7 @@ class LocalStack:
         with psycopg.connect(self.dsn) as conn:
             return demo.people_of_venue(conn, venue_id)
 
-    def write_broker_config(
-        self, extra_share_groups: tuple[str, ...] = (), **options: object
-    ) -> Path:
+    def write_broker_config(self, extra_share_groups: tuple[str, ...] = (), **options: Any) -> Path:
         """Render the broker configuration from the registry (nodes) and this stack's secrets."""
         accounts = BrokerAccountsSettings(
             ingest_password=self._secrets["ingest"],
