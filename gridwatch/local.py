@@ -21,10 +21,14 @@ from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
 from ingest.migrate import MigrateReport, migrate
+from ingest.privileges import ServiceRole
 
 log = logging.getLogger(__name__)
 
 DATABASE = "gridwatch"
+# The login role each local process signs in to PostgreSQL as, and the group role it is in.
+# Migrations, the demo seed and the broker configuration run as the owner (the superuser here).
+LOGIN_ROLES = {"ingest": ServiceRole.INGEST, "api": ServiceRole.API, "cli": ServiceRole.CLI}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,14 @@ class LocalStack:
 
     @property
     def dsn(self) -> str:
+        """The owner's connection URL: migrations, seeding, and the tests' own checks."""
         return self.postgres.dsn(self.database)
+
+    def role_dsn(self, login: str) -> str:
+        """The connection URL of a service's own login role (ingest, api or cli)."""
+        if login not in LOGIN_ROLES:
+            raise ValueError(f"no database login {login!r}: use one of {', '.join(LOGIN_ROLES)}")
+        return self.postgres.dsn(self.database, user=login)
 
     def service_mqtt(self, role: str) -> MqttSettings:
         """How a platform service (ingest, api) reaches the broker's service listener."""
@@ -95,7 +106,8 @@ class LocalStack:
         mqtt = self.service_mqtt(role)
         env = dict(os.environ)
         env.update(
-            GRIDWATCH_DATABASE_URL=self.dsn,
+            GRIDWATCH_DATABASE_URL=self.role_dsn(role),
+            PGPASSFILE=str(self.postgres.passfile),
             GRIDWATCH_MQTT__HOST=mqtt.host,
             GRIDWATCH_MQTT__PORT=str(mqtt.port),
             GRIDWATCH_MQTT__USERNAME=role,
@@ -107,10 +119,14 @@ class LocalStack:
     # --- services ---------------------------------------------------------------------------
 
     def start_database(self) -> MigrateReport:
-        """Start PostgreSQL, create the database and apply migrations."""
+        """Start PostgreSQL, create the database, apply migrations and make sure each service's
+        login role exists (roles belong to the server, so one server's are shared)."""
         self.postgres.start()
         self.postgres.create_database(self.database)
-        return migrate(self.dsn)
+        report = migrate(self.dsn)
+        for login, group in LOGIN_ROLES.items():
+            self.postgres.ensure_login(login, group)
+        return report
 
     def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
         """Create the demo territory once; later runs keep it and its node secrets."""

@@ -2,7 +2,8 @@
 
 `NNN_name.sql` holds what runs everywhere; `NNN_name.timescale.sql` or `NNN_name.plain.sql`
 follows it depending on whether TimescaleDB is available. The choice is made on the first
-migration and recorded, so every later migration takes the same path.
+migration and recorded, so every later migration takes the same path. After every run the
+services' privileges are set again from `privileges.sql` (see ingest/privileges.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 
 import psycopg
+
+from ingest import privileges
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ def _migrate_locked(
                 (m.version, m.name, backend.value, m.checksum(backend)),
             )
         done.append(label)
+    privileges.apply(conn)
     version = max([m.version for m in migrations] + list(applied), default=0)
     return MigrateReport(backend, done, version)
 
