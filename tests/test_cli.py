@@ -1,11 +1,20 @@
-"""The command line: every command documents itself."""
+"""The command line: every command documents itself, and everything it does is audited."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
+from datetime import UTC, datetime
 
+import psycopg
 import pytest
+
+from gridwatch.local import LocalStack
+from ingest import incidents, registry, tasks
+from ingest.rules import Raise, Rule, Severity
+from tests.support import rows, scalar
 
 COMMANDS = [
     [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
@@ -46,3 +55,76 @@ def test_unreachable_database_is_a_clear_error() -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("gridwatch: ") and "Traceback" not in result.stderr
+
+
+def _cli(stack: LocalStack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """A command run as the command line's own database role."""
+    return subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", *args, "--database-url", stack.role_dsn("cli")],
+        input=stdin, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def _audit(stack: LocalStack) -> list[tuple[object, ...]]:
+    return rows(
+        stack.dsn, "SELECT person_id, action, target, client, detail FROM audit_log ORDER BY id"
+    )
+
+
+def test_everything_done_from_the_command_line_is_audited(stack: LocalStack) -> None:
+    worker, _ = stack.people_of_venue("v0001")
+    grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = 'v0001'"))
+    device = str(scalar(stack.dsn, "SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id"
+                                   " WHERE n.venue_id = 'v0001' LIMIT 1"))  # fmt: skip
+    task = _raise_task(stack)
+    commands = [
+        ["task", "act", str(task), "accept", "--as", worker],
+        ["emergency", "start", grid, "--as", "operator", "--reason", "drill"],
+        ["emergency", "end", grid, "--as", "operator"],
+        ["rules", "set", "over_capacity", "--venue", "v0001", "--settings", '{"for_s": 30}',
+         "--as", "operator"],
+        ["maintenance", "--device", device, "--hours", "1", "--reason", "new battery",
+         "--as", "operator"],
+    ]  # fmt: skip
+    done = [_cli(stack, *c) for c in commands]
+    done.append(_cli(stack, "person", "newbie", "--name", "New", "--role", "viewer",
+                     "--scope", grid, "--as", "admin", "--password-stdin",
+                     stdin="a-secret-password\n"))  # fmt: skip
+    assert [r.returncode for r in done] == [0] * len(done), [r.stderr for r in done]
+    audit = _audit(stack)
+    assert [(a[0], a[1], a[2]) for a in audit] == [
+        (worker, "task.accept", str(task)),
+        ("operator", "emergency.start", grid),
+        ("operator", "emergency.end", grid),
+        ("operator", "rules.set", "venue:v0001"),
+        ("operator", "maintenance.add", f"device:{device}"),
+        ("admin", "person.add", "newbie"),
+    ]
+    assert {a[3] for a in audit} == {f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"}
+    assert audit[0][4] == {"reason": "", "note": "", "state": "accepted"}
+    assert audit[1][4] == {"reason": "drill", "id": audit[2][4]["id"]}  # type: ignore[index]
+    assert "a-secret-password" not in str(audit)
+
+
+def test_a_refused_command_is_audited_as_refused(stack: LocalStack) -> None:
+    worker, _ = stack.people_of_venue("v0001")
+    task = _raise_task(stack)
+    approve = _cli(stack, "task", "act", str(task), "approve", "--as", worker)
+    nobody = _cli(stack, "emergency", "start", "haicheng", "--as", "nobody", "--reason", "x")
+    assert approve.returncode == nobody.returncode == 1
+    assert "Traceback" not in approve.stderr + nobody.stderr
+    audit = _audit(stack)
+    assert [(a[0], a[1]) for a in audit] == [
+        (worker, "task.approve"),
+        ("nobody", "emergency.start"),
+    ]
+    assert "cannot approve" in audit[0][4]["refused"]  # type: ignore[index]
+    assert audit[1][4]["refused"] == "no active person 'nobody'"  # type: ignore[index]
+    assert scalar(stack.dsn, "SELECT count(*) FROM emergencies") == 0  # refused: nothing done
+
+
+def _raise_task(stack: LocalStack) -> int:
+    with psycopg.connect(stack.dsn) as conn:
+        venue = registry.load(conn).venues["v0001"]
+        raised = Raise(Rule.DOOR_FORCED, "v0001-cli", Severity.RED, venue, datetime.now(UTC))
+        return incidents.apply(conn, [raised], tasks.DeadlinePolicy()).tasks[0]
