@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from ingest import emergency, kpi, provision, rules, tasks
+from ingest import audit, emergency, kpi, provision, rules, tasks
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[tuple[object, ...]]:
@@ -220,6 +220,20 @@ def person_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_verify(args: argparse.Namespace) -> int:
+    expect = audit.parse_head(args.expect) if args.expect else None
+    with _connect(args) as conn:
+        verdict = audit.verify(conn, expect)
+    for problem in verdict.problems:
+        print(f"audit log: {problem}", file=sys.stderr)
+    if not verdict.intact:
+        print(f"audit log broken: {len(verdict.problems)} problem(s) in {verdict.rows} rows")
+        return 1
+    print(f"audit log intact: {verdict.rows} rows; head {verdict.head} (write it down; "
+          "check it later with --expect)")  # fmt: skip
+    return 0
+
+
 def add_commands(sub: Any, add: Any) -> None:
     """The `task`, `emergency` and `kpi` subcommands."""
     task = sub.add_parser("task", help="Grid tasks.", description="Grid tasks.")
@@ -290,5 +304,12 @@ def add_commands(sub: Any, add: Any) -> None:
         action="store_true",
         help="set their password from the first line of stdin",
     )
-    for p in (ls, show, act, on, off, k, rl, rs, mw, pa):
+    au = sub.add_parser("audit", help="The audit log.", description="The audit log.")
+    asub = au.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    av = add(asub, "verify", audit_verify,
+             "Check the audit log's hash chain: no row edited, removed or inserted since written "
+             "(as the schema owner, who alone may read it).")  # fmt: skip
+    av.add_argument("--expect", default=None,
+                    help="a head printed by an earlier run (SEQ:HASH): it must still be there")  # fmt: skip
+    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, av):
         p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")

@@ -93,7 +93,7 @@ def migrate(
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            return _migrate_locked(conn, migrations, backend)
+            return _migrate_locked(conn, migrations, backend, folder)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
@@ -102,6 +102,7 @@ def _migrate_locked(
     conn: psycopg.Connection[tuple[object, ...]],
     migrations: list[Migration],
     requested: Backend | None,
+    folder: Path,
 ) -> MigrateReport:
     conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -136,7 +137,8 @@ def _migrate_locked(
                 (m.version, m.name, backend.value, m.checksum(backend)),
             )
         done.append(label)
-    privileges.apply(conn)
+    if folder == MIGRATIONS_DIR:  # the grants are for these migrations' tables
+        privileges.apply(conn)
     version = max([m.version for m in migrations] + list(applied), default=0)
     return MigrateReport(backend, done, version)
 

@@ -20,7 +20,7 @@ COMMANDS = [
     [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
     ["bench", "ingest"], ["bench", "fleet"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
-    ["rules", "list"], ["rules", "set"], ["maintenance"], ["person"],
+    ["rules", "list"], ["rules", "set"], ["maintenance"], ["person"], ["audit", "verify"],
 ]  # fmt: skip
 
 

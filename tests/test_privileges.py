@@ -193,3 +193,89 @@ def test_a_refused_role_is_a_clear_error_not_a_traceback(stack: LocalStack) -> N
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("gridwatch: ") and "Traceback" not in result.stderr
+
+
+def _verify(stack: LocalStack, *extra: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", "audit", "verify", "--database-url", stack.dsn,
+         *extra],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def _write_audit(stack: LocalStack, count: int) -> None:
+    with psycopg.connect(stack.role_dsn("api")) as conn:
+        for i in range(count):
+            conn.execute(
+                "INSERT INTO audit_log (person_id, action, target, detail) VALUES (%s, %s, %s, %s)",
+                ("operator", "task.accept", str(i), psycopg.types.json.Jsonb({"n": i})),
+            )
+
+
+def _tamper(stack: LocalStack, *statements: str) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("SET gridwatch.audit_maintenance = on")
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+@pytest.mark.parametrize(
+    ("statements", "found"),
+    [
+        (
+            ["UPDATE audit_log SET detail = '{\"n\": 7}' WHERE seq = 2"],
+            "row 2 (id 2) was changed after it was written",
+        ),
+        (["DELETE FROM audit_log WHERE seq = 2"], "rows 2..2 are missing (before id 3)"),
+        # Whoever edits a row and writes its hash again still breaks the link to the next one.
+        (
+            [
+                "UPDATE audit_log SET target = 'nothing' WHERE seq = 2",
+                "UPDATE audit_log a SET hash = audit_log_hash(prev_hash, audit_log_fields(a))"
+                " WHERE seq = 2",
+            ],
+            "row 3 (id 3) does not follow the row before it",
+        ),
+    ],
+    ids=["edited", "removed", "edited-and-rehashed"],
+)
+def test_audit_verify_finds_a_row_edited_or_removed(
+    stack: LocalStack, statements: list[str], found: str
+) -> None:
+    _write_audit(stack, 3)
+    intact = _verify(stack)
+    assert intact.returncode == 0, intact.stderr
+    assert "audit log intact: 3 rows; head 3:" in intact.stdout
+    _tamper(stack, *statements)
+    broken = _verify(stack)
+    assert broken.returncode == 1
+    assert f"audit log: {found}" in broken.stderr.splitlines()
+
+
+def test_audit_verify_finds_the_last_rows_removed_against_a_head_written_down(
+    stack: LocalStack,
+) -> None:
+    _write_audit(stack, 3)
+    head = _verify(stack).stdout.split("head ")[1].split()[0]
+    assert _verify(stack, "--expect", head).returncode == 0
+    _tamper(stack, "DELETE FROM audit_log WHERE seq = 3")
+    assert _verify(stack).returncode == 0  # the rest is a valid chain on its own…
+    broken = _verify(stack, "--expect", head)  # …but not the one written down
+    assert broken.returncode == 1 and "row 3, the head written down, is gone" in broken.stderr
+    bad = _verify(stack, "--expect", "three")
+    assert bad.returncode == 1 and bad.stderr.startswith("gridwatch: --expect 'three' is not")
+
+
+def test_the_chain_holds_when_services_write_at_once(stack: LocalStack) -> None:
+    import threading
+
+    writers = [threading.Thread(target=_write_audit, args=(stack, 10)) for _ in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    result = _verify(stack)
+    assert result.returncode == 0, result.stderr
+    assert "40 rows; head 40:" in result.stdout

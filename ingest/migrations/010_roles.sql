@@ -24,6 +24,70 @@ BEGIN
 END;
 $$;
 
+-- A hash chain through the audit log, so that an edited, removed or inserted row is found by
+-- `gridwatch audit verify` even if whoever did it could get past the trigger above. Each row
+-- has its place (`seq`, gap-free), the hash of the row before it and its own hash: sha256 of
+-- the previous hash and the row's fields (audit_log_fields), each written as "LENGTH:BYTES".
+-- ingest/audit.py recomputes the chain independently.
+ALTER TABLE audit_log ADD COLUMN seq bigint UNIQUE, ADD COLUMN prev_hash bytea,
+    ADD COLUMN hash bytea;
+
+CREATE FUNCTION audit_log_fields(a audit_log) RETURNS text[] LANGUAGE sql STABLE AS $$
+    SELECT ARRAY[a.seq::text, to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                 a.person_id, a.action, a.target, a.detail::text, a.client]
+$$;
+
+CREATE FUNCTION audit_log_hash(prev bytea, fields text[]) RETURNS bytea LANGUAGE plpgsql
+STABLE AS $$
+DECLARE
+    body bytea := prev;
+    field text;
+BEGIN
+    FOREACH field IN ARRAY fields LOOP
+        body := body || convert_to(octet_length(convert_to(field, 'UTF8'))::text || ':', 'UTF8')
+                     || convert_to(field, 'UTF8');
+    END LOOP;
+    RETURN sha256(body);
+END;
+$$;
+
+-- Rows written before this migration are chained in the order they were written.
+DO $$
+DECLARE
+    r audit_log;
+    n bigint := 0;
+    prev bytea := decode(repeat('00', 32), 'hex');
+BEGIN
+    FOR r IN SELECT * FROM audit_log ORDER BY id LOOP
+        n := n + 1;
+        r.seq := n;
+        UPDATE audit_log SET seq = n, prev_hash = prev,
+                             hash = audit_log_hash(prev, audit_log_fields(r))
+            WHERE id = r.id RETURNING hash INTO prev;
+    END LOOP;
+END;
+$$;
+ALTER TABLE audit_log ALTER COLUMN seq SET NOT NULL, ALTER COLUMN prev_hash SET NOT NULL,
+    ALTER COLUMN hash SET NOT NULL;
+
+-- Writers take turns (a transaction-long lock), so each row follows the one committed before
+-- it. Runs as the owner: the services may insert into the audit log but not read it.
+CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public, pg_temp AS $$
+DECLARE
+    last audit_log;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('gridwatch.audit_log'));
+    SELECT * INTO last FROM audit_log ORDER BY seq DESC LIMIT 1;
+    NEW.seq := coalesce(last.seq, 0) + 1;
+    NEW.prev_hash := coalesce(last.hash, decode(repeat('00', 32), 'hex'));
+    NEW.hash := audit_log_hash(NEW.prev_hash, audit_log_fields(NEW));
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER audit_log_chain BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_chain();
+
 -- The audit log is append-only: nobody but its owner may change or remove a row, and even the
 -- owner is stopped by this trigger unless it first sets gridwatch.audit_maintenance = 'on'
 -- for the session (for a deliberate, documented clean-up).
