@@ -3,15 +3,18 @@ code uses, and an audit log nobody can change."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from gridwatch.local import LOGIN_ROLES, LocalStack
+from gridwatch.services import LocalPostgres, free_port
 from ingest import incidents, privileges, registry, tasks
 from ingest.privileges import ServiceRole
 from ingest.rules import Raise, Rule, Severity
@@ -279,3 +282,23 @@ def test_the_chain_holds_when_services_write_at_once(stack: LocalStack) -> None:
     result = _verify(stack)
     assert result.returncode == 0, result.stderr
     assert "40 rows; head 40:" in result.stdout
+
+
+def test_a_server_made_with_trust_requires_passwords_on_its_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A home from before passwords: its pg_hba.conf trusts everyone until `up` starts it again."""
+    monkeypatch.setenv("PGPASSFILE", os.environ.get("PGPASSFILE", ""))  # restored afterwards
+    server = LocalPostgres(tmp_path / "old", port=free_port())
+    server.start()
+    try:
+        hba = server.data / "pg_hba.conf"
+        hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+        server.restart()
+        assert rows(server.dsn(), "SELECT DISTINCT auth_method FROM pg_hba_file_rules") == [
+            ("scram-sha-256",)
+        ]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(server.dsn(), password="guessed", connect_timeout=5).close()
+    finally:
+        server.stop("immediate")
