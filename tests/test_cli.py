@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -128,3 +131,22 @@ def _raise_task(stack: LocalStack) -> int:
         venue = registry.load(conn).venues["v0001"]
         raised = Raise(Rule.DOOR_FORCED, "v0001-cli", Severity.RED, venue, datetime.now(UTC))
         return incidents.apply(conn, [raised], tasks.DeadlinePolicy()).tasks[0]
+
+
+def test_the_command_line_finds_the_local_passwords_where_up_ran(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSFILE"}
+    cmd = [sys.executable, "-m", "gridwatch.cli", "task", "list", "--area", "haicheng",
+           "--database-url", stack.role_dsn("cli")]  # fmt: skip
+    elsewhere = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert elsewhere.returncode == 1 and "password" in elsewhere.stderr
+    assert "Traceback" not in elsewhere.stderr
+    home = tmp_path / ".gridwatch" / "postgres"
+    home.mkdir(parents=True)
+    shutil.copy(stack.postgres.passfile, home / "pgpass")  # as `gridwatch up` leaves it
+    here = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout) == []
