@@ -15,7 +15,7 @@ from psycopg import sql
 
 from gridwatch.local import LOGIN_ROLES, LocalStack
 from gridwatch.services import LocalPostgres, free_port
-from ingest import incidents, privileges, registry, tasks
+from ingest import audit, incidents, privileges, registry, tasks
 from ingest.privileges import ServiceRole
 from ingest.rules import Raise, Rule, Severity
 from tests.support import rows, scalar, start_ingest, stop_process
@@ -302,3 +302,18 @@ def test_a_server_made_with_trust_requires_passwords_on_its_next_start(
             psycopg.connect(server.dsn(), password="guessed", connect_timeout=5).close()
     finally:
         server.stop("immediate")
+
+
+def test_the_chain_covers_a_column_added_later_in_any_time_zone(stack: LocalStack) -> None:
+    _write_audit(stack, 2)
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("ALTER TABLE audit_log ADD COLUMN outcome text")  # as a later migration might
+        conn.execute("SET TimeZone = 'Asia/Shanghai'")
+        conn.execute(
+            "INSERT INTO audit_log (person_id, action, outcome) VALUES ('x', 'sign_in', 'failed')"
+        )
+        verdict = audit.verify(conn)
+    assert verdict.intact and verdict.rows == 3, verdict.problems
+    _tamper(stack, "UPDATE audit_log SET outcome = 'ok' WHERE seq = 3")
+    broken = _verify(stack)
+    assert "audit log: row 3 (id 3) was changed after it was written" in broken.stderr

@@ -25,16 +25,19 @@ END;
 $$;
 
 -- A hash chain through the audit log, so that an edited, removed or inserted row is found by
--- `gridwatch audit verify` even if whoever did it could get past the trigger above. Each row
+-- `gridwatch audit verify` even if whoever did it got past the append-only trigger below. Each row
 -- has its place (`seq`, gap-free), the hash of the row before it and its own hash: sha256 of
 -- the previous hash and the row's fields (audit_log_fields), each written as "LENGTH:BYTES".
 -- ingest/audit.py recomputes the chain independently.
 ALTER TABLE audit_log ADD COLUMN seq bigint UNIQUE, ADD COLUMN prev_hash bytea,
     ADD COLUMN hash bytea;
 
-CREATE FUNCTION audit_log_fields(a audit_log) RETURNS text[] LANGUAGE sql STABLE AS $$
-    SELECT ARRAY[a.seq::text, to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                 a.person_id, a.action, a.target, a.detail::text, a.client]
+-- The row as JSON without its hashes, rendered in UTC and without NULLs: a column added later
+-- is covered by the chain at once, and older rows (NULL there) keep their hashes. A column
+-- added with a non-NULL default would change every older row: add it nullable.
+CREATE FUNCTION audit_log_fields(a audit_log) RETURNS text[] LANGUAGE sql STABLE
+SET TimeZone = 'UTC' AS $$
+    SELECT ARRAY[jsonb_strip_nulls(to_jsonb(a) - 'prev_hash' - 'hash')::text]
 $$;
 
 CREATE FUNCTION audit_log_hash(prev bytea, fields text[]) RETURNS bytea LANGUAGE plpgsql
