@@ -344,8 +344,8 @@ class LocalPostgres:
         verifier = scram_verifier(self.password(role))
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            statement = (
-                "ALTER ROLE {} LOGIN PASSWORD {}" if exists else "CREATE ROLE {} LOGIN PASSWORD {}"
+            statement = ("ALTER" if exists else "CREATE") + (
+                " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}"
             )
             conn.execute(sql.SQL(statement).format(sql.Identifier(role), sql.Literal(verifier)))
             conn.execute(

@@ -317,3 +317,24 @@ def test_the_chain_covers_a_column_added_later_in_any_time_zone(stack: LocalStac
     _tamper(stack, "UPDATE audit_log SET outcome = 'ok' WHERE seq = 3")
     broken = _verify(stack)
     assert "audit log: row 3 (id 3) was changed after it was written" in broken.stderr
+
+
+def test_service_roles_hold_no_power_beyond_their_grants(stack: LocalStack) -> None:
+    powerful = rows(
+        stack.dsn,
+        "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s)"
+        " AND (rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls)",
+        ([*SERVICES, *(r.value for r in ServiceRole)],),
+    )
+    assert powerful == []
+    groups = rows(stack.dsn, "SELECT rolname::text, rolcanlogin FROM pg_roles"
+                             " WHERE rolname LIKE 'gridwatch\\_%%' ORDER BY 1")  # fmt: skip
+    assert groups == [(r, False) for r in sorted(r.value for r in ServiceRole)]
+    members = rows(
+        stack.dsn,
+        "SELECT m.rolname::text, g.rolname::text FROM pg_auth_members a"
+        " JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.roleid"
+        " WHERE m.rolname = ANY(%s) ORDER BY 1",
+        (SERVICES,),
+    )
+    assert members == sorted((login, group.value) for login, group in LOGIN_ROLES.items())
