@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from gridwatch import logconfig
 log = logging.getLogger("gridwatch")
 
 Handler = Callable[[argparse.Namespace], int]
+LOCAL_PASSFILE = Path(".gridwatch/postgres/pgpass")  # `gridwatch up`'s default home
 
 
 def _lazy(target: str) -> Handler:
@@ -415,14 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logconfig.setup(args.log_level, args.log_format)
+    # Run where `gridwatch up` ran, the command line signs in with its local server's passwords.
+    if "PGPASSFILE" not in os.environ and LOCAL_PASSFILE.exists():
+        os.environ["PGPASSFILE"] = str(LOCAL_PASSFILE.resolve())
     try:
         return int(args.func(args))
     except ValidationError as exc:
         print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, psycopg.OperationalError) as exc:
+    except (RuntimeError, ValueError, psycopg.Error) as exc:
         # Operational failures (a server that will not start, a database that cannot be
-        # reached) are reported as what happened, not as a traceback.
+        # reached or that refuses this role) are reported as what happened, not as a traceback.
         log.debug("command failed", exc_info=True)
         print(f"gridwatch: {exc}", file=sys.stderr)
         return 1

@@ -22,11 +22,15 @@ from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
 from ingest.migrate import MigrateReport, migrate
+from ingest.privileges import ServiceRole
 
 log = logging.getLogger(__name__)
 
 DATABASE = "gridwatch"
 INGEST_SLOTS = 16  # broker accounts ingest-0..15; the last is left to tests and tools
+# The login role each local process signs in to PostgreSQL as, and the group role it is in.
+# Migrations, the demo seed and the broker configuration run as the owner (the superuser here).
+LOGIN_ROLES = {"ingest": ServiceRole.INGEST, "api": ServiceRole.API, "cli": ServiceRole.CLI}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,14 @@ class LocalStack:
 
     @property
     def dsn(self) -> str:
+        """The owner's connection URL: migrations, seeding, and the tests' own checks."""
         return self.postgres.dsn(self.database)
+
+    def role_dsn(self, login: str) -> str:
+        """The connection URL of a service's own login role (ingest, api or cli)."""
+        if login not in LOGIN_ROLES:
+            raise ValueError(f"no database login {login!r}: use one of {', '.join(LOGIN_ROLES)}")
+        return self.postgres.dsn(self.database, user=login)
 
     def service_mqtt(self, slot: int = INGEST_SLOTS - 1) -> MqttSettings:
         """How an ingest worker slot reaches the broker's service listener (the last slot by
@@ -99,12 +110,14 @@ class LocalStack:
         """The edge listener; each node adds its own account."""
         return MqttSettings(port=self.ports.edge)
 
-    def service_env(self, broker: bool, **extra: str) -> dict[str, str]:
-        """Environment for a service process started from this stack; with `broker`, the
-        ingest's broker settings (the API has no broker account)."""
+    def service_env(self, login: str, **extra: str) -> dict[str, str]:
+        """Environment for a process started from this stack as a database login (ingest, api
+        or cli); the ingest also gets its broker settings (nothing else has a broker account)."""
         env = dict(os.environ)
-        env.update(GRIDWATCH_DATABASE_URL=self.dsn)
-        if broker:
+        env.update(
+            GRIDWATCH_DATABASE_URL=self.role_dsn(login), PGPASSFILE=str(self.postgres.passfile)
+        )
+        if login == "ingest":
             env.update(
                 GRIDWATCH_MQTT__HOST="127.0.0.1",
                 GRIDWATCH_MQTT__PORT=str(self.ports.service),
@@ -117,10 +130,14 @@ class LocalStack:
     # --- services ---------------------------------------------------------------------------
 
     def start_database(self) -> MigrateReport:
-        """Start PostgreSQL, create the database and apply migrations."""
+        """Start PostgreSQL, create the database, apply migrations and make sure each service's
+        login role exists (roles belong to the server, so one server's are shared)."""
         self.postgres.start()
         self.postgres.create_database(self.database)
-        return migrate(self.dsn)
+        report = migrate(self.dsn)
+        for login, group in LOGIN_ROLES.items():
+            self.postgres.ensure_login(login, group)
+        return report
 
     def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
         """Create the demo territory once; later runs keep it and its node secrets."""
@@ -174,7 +191,7 @@ class LocalStack:
         with (self.logs / "ingest.log").open("ab") as log_file:
             return subprocess.Popen(
                 [*cmd, "--slot", str(slot)],
-                env=self.service_env(broker=True, **extra),
+                env=self.service_env("ingest", **extra),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops them in order
@@ -182,9 +199,7 @@ class LocalStack:
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
         """Start `gridwatch api` on 127.0.0.1:`port`, logging to logs/api.log."""
-        env = self.service_env(
-            broker=False, GRIDWATCH_API_PORT=str(port), GRIDWATCH_API_HOST="127.0.0.1"
-        )
+        env = self.service_env("api", GRIDWATCH_API_PORT=str(port), GRIDWATCH_API_HOST="127.0.0.1")
         with (self.logs / "api.log").open("ab") as log_file:
             return subprocess.Popen(
                 [sys.executable, "-m", "gridwatch.cli", "api"],

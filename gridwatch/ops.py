@@ -1,10 +1,18 @@
-"""Operator commands until the web console exists: tasks, emergency mode, KPIs (JSON out)."""
+"""Operator commands until the web console exists: tasks, emergency mode, KPIs (JSON out).
+
+Every action is written to the audit log in its own transaction, as the `--as` person from the
+client `cli:<OS user>`; a refused one is written too, with why.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pwd
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,13 +20,54 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from ingest import emergency, kpi, people, provision, rules, tasks
+from ingest import audit, emergency, kpi, people, provision, rules, tasks
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[tuple[object, ...]]:
     from gridwatch.cli import database_url
 
     return psycopg.connect(database_url(args))
+
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def cli_client() -> str:
+    """The audit log's client for the command line: `cli:` and the OS user running it (from the
+    process's user id, not from the environment, which anyone can set)."""
+    return f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+
+
+def _audit(conn: Conn, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
+        (actor, action, target, Jsonb(detail), cli_client()),
+    )
+
+
+@contextmanager
+def _acting(
+    args: argparse.Namespace,
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+    *,
+    known: bool = True,
+) -> Iterator[Conn]:
+    """One transaction for an action and its audit row; `detail` may be added to until the end.
+    A refused action (a ValueError: not allowed, not found) is recorded as refused and re-raised.
+    With `known`, the `--as` person must be an active person."""
+    with _connect(args) as conn:
+        try:
+            with conn.transaction():
+                if known:
+                    tasks.person(conn, args.actor)
+                yield conn
+                _audit(conn, args.actor, action, target, detail)
+        except ValueError as exc:
+            _audit(conn, args.actor, action, target, detail | {"refused": str(exc)})
+            conn.commit()
+            raise
 
 
 def _print(rows: Any) -> None:
@@ -65,29 +114,35 @@ def task_show(args: argparse.Namespace) -> int:
 
 
 def task_act(args: argparse.Namespace) -> int:
-    with _connect(args) as conn:
+    detail: dict[str, Any] = {"reason": args.reason, "note": args.note}
+    with _acting(args, f"task.{args.action}", str(args.task), detail) as conn:
         state = tasks.act(
             conn, args.task, tasks.Action(args.action), args.actor, reason=args.reason,
             note=args.note, evidence=args.evidence, assignee=args.assignee,
             extend_s=args.extend_s, policy=_policy(),
         )  # fmt: skip
+        detail["state"] = state.value
     print(f"task {args.task}: {args.action} -> {state}")
     return 0
 
 
 def emergency_start(args: argparse.Namespace) -> int:
-    with _connect(args) as conn:
+    detail: dict[str, Any] = {"reason": args.reason}
+    with _acting(args, "emergency.start", args.area, detail) as conn:
         eid = emergency.start(
             conn, args.area, actor=args.actor, reason=args.reason,
             message=args.message or emergency.DEFAULT_MESSAGE, policy=_policy(),
         )  # fmt: skip
+        detail["id"] = eid
     print(f"emergency {eid} on for {args.area}")
     return 0
 
 
 def emergency_end(args: argparse.Namespace) -> int:
-    with _connect(args) as conn:
+    detail: dict[str, Any] = {}
+    with _acting(args, "emergency.end", args.area, detail) as conn:
         eid = emergency.end(conn, args.area, actor=args.actor)
+        detail["id"] = eid
     print(f"emergency {eid} over for {args.area}")
     return 0
 
@@ -104,7 +159,8 @@ def rules_set(args: argparse.Namespace) -> int:
     settings = json.loads(args.settings)
     rule = rules.Rule(args.rule)
     rules.RuleSettings.model_validate(rules.DEFAULTS[rule].model_dump() | settings)  # fail now
-    with _connect(args) as conn:
+    target = f"venue:{args.venue}" if args.venue else f"venue_kind:{args.venue_kind}"
+    with _acting(args, "rules.set", target, {"rule": rule.value, "settings": settings}) as conn:
         conn.execute(
             """INSERT INTO rule_overrides (venue_kind, venue_id, rule, settings)
                VALUES (%s, %s, %s, %s)
@@ -129,7 +185,9 @@ def rules_list(args: argparse.Namespace) -> int:
 
 
 def maintenance_add(args: argparse.Namespace) -> int:
-    with _connect(args) as conn:
+    target = f"venue:{args.venue}" if args.venue else f"device:{args.device}"
+    detail = {"hours": args.hours, "reason": args.reason}
+    with _acting(args, "maintenance.add", target, detail) as conn:
         conn.execute(
             """INSERT INTO maintenance_windows (venue_id, device_id, starts, ends, reason, created_by)
                VALUES (%s, %s, now(), now() + make_interval(secs => %s), %s, %s)""",
@@ -140,7 +198,10 @@ def maintenance_add(args: argparse.Namespace) -> int:
 
 
 def person_add(args: argparse.Namespace) -> int:
-    with _connect(args) as conn:
+    detail: dict[str, Any] = {"role": args.role, "scope": args.scope,
+                              "password_set": args.password_stdin, "on_duty_hours": args.on_duty_hours}  # fmt: skip
+    # The first person of a new territory is added by someone who is not a person yet.
+    with _acting(args, "person.add", args.id, detail, known=False) as conn:
         provision.add_person(conn, provision.Person(
             id=args.id, name=args.name, role=tasks.Role(args.role), scope_id=args.scope,
             phone=args.phone,
@@ -165,11 +226,22 @@ def person_switch(args: argparse.Namespace) -> int:
             raise ValueError(f"--as {args.actor!r}: no such person; name the person acting")
         if not people.set_active(conn, args.id, on):
             raise ValueError(f"no person {args.id!r}; `gridwatch person add` creates one")
-        conn.execute(
-            "INSERT INTO audit_log (person_id, action, target, client) VALUES (%s, %s, %s, 'cli')",
-            (args.actor, f"person.{args.person_command}", args.id),
-        )
+        _audit(conn, args.actor, f"person.{args.person_command}", args.id, {})
     print(f"person {args.id} {'enabled' if on else 'disabled: every token of theirs is refused'}")
+    return 0
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    expect = audit.parse_head(args.expect) if args.expect else None
+    with _connect(args) as conn:
+        verdict = audit.verify(conn, expect)
+    for problem in verdict.problems:
+        print(f"audit log: {problem}", file=sys.stderr)
+    if not verdict.intact:
+        print(f"audit log broken: {len(verdict.problems)} problem(s) in {verdict.rows} rows")
+        return 1
+    print(f"audit log intact: {verdict.rows} rows; head {verdict.head} (write it down; "
+          "check it later with --expect)")  # fmt: skip
     return 0
 
 
@@ -218,6 +290,7 @@ def add_commands(sub: Any, add: Any) -> None:
     target = rs.add_mutually_exclusive_group(required=True)
     target.add_argument("--venue-kind", default=None)
     target.add_argument("--venue", default=None)
+    rs.add_argument("--as", dest="actor", required=True, help="the person making the change")
     rs.add_argument("--settings", required=True,
                     help='JSON, e.g. \'{"for_s": 300, "severity": "red"}\'; see `rules list`')  # fmt: skip
 
@@ -237,6 +310,7 @@ def add_commands(sub: Any, add: Any) -> None:
     pa.add_argument("--role", required=True, choices=[r.value for r in tasks.Role])
     pa.add_argument("--scope", required=True, help="territory id of the subtree they work in")
     pa.add_argument("--phone", default=None)
+    pa.add_argument("--as", dest="actor", required=True, help="who is adding them (audit log)")
     pa.add_argument("--on-duty-hours", type=float, default=0, help="put on duty in the grid now")
     pa.add_argument(
         "--password-stdin",
@@ -250,5 +324,12 @@ def add_commands(sub: Any, add: Any) -> None:
         ps.add_argument("id")
         ps.add_argument("--as", dest="actor", required=True, help="the person acting (audited)")
         switches.append(ps)
-    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, *switches):
+    au = sub.add_parser("audit", help="The audit log.", description="The audit log.")
+    asub = au.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    av = add(asub, "verify", audit_verify,
+             "Check the audit log's hash chain: no row edited, removed or inserted since written "
+             "(as the schema owner, who alone may read it).")  # fmt: skip
+    av.add_argument("--expect", default=None,
+                    help="a head printed by an earlier run (SEQ:HASH): it must still be there")  # fmt: skip
+    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, av, *switches):
         p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")

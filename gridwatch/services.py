@@ -1,15 +1,22 @@
 """Local PostgreSQL and Mosquitto servers for `gridwatch up`, benchmarks and tests.
 
 PostgreSQL refuses to run as root; under root the server runs as an unprivileged system user
-that owns only its data folder.
+that owns only its data folder. Every role signs in with a generated password (SCRAM-SHA-256);
+the passwords are kept in the server's folder (0600) and reach libpq through a pgpass file, so
+connection URLs and logs never hold one.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
+import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -22,10 +29,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
 PG_SYSTEM_USER = "gridwatch-pg"
+SUPERUSER = "postgres"
+_SCRAM_ITERATIONS = 4096
 
 
 def free_port() -> int:
@@ -154,6 +164,30 @@ def _make_readable(folder: Path) -> None:
                 p.chmod(wanted)
 
 
+def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802, 7677): sent in
+    CREATE/ALTER ROLE instead of the password, which so never reaches the server or its log."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _SCRAM_ITERATIONS)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    stored_key = hashlib.sha256(client_key).digest()
+    return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (0600 from the start, not chmod after)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
 class LocalPostgres:
     """A PostgreSQL server in its own data folder, listening on 127.0.0.1:`port`."""
 
@@ -161,6 +195,8 @@ class LocalPostgres:
         self.folder = folder.resolve()
         self.data = self.folder / "data"
         self.logfile = self.folder / "server.log"
+        self.passfile = self.folder / "pgpass"
+        self._passwords_file = self.folder / "passwords.json"
         port_file = self.folder / "port"
         if port is None and port_file.exists():
             port = int(port_file.read_text())
@@ -215,29 +251,106 @@ class LocalPostgres:
             return None
 
     def start(self) -> None:
-        """Create the cluster on first use, then start it (a no-op if it already runs)."""
+        """Create the cluster on first use, then start it (a no-op if it already runs).
+
+        This process (and the processes it starts) find the passwords through PGPASSFILE.
+        """
         self._prepare_folder()
         if not (self.data / "PG_VERSION").exists():
             log.info("initialising PostgreSQL cluster in %s", self.data)
-            self._run(
-                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                "--encoding=UTF8", "--locale=C",
-            )  # fmt: skip
-            # Loopback-only development server: trust auth and no listening beyond 127.0.0.1.
+            pwfile = self.folder / "initdb.pw"
+            _write_private(pwfile, self.password(SUPERUSER) + "\n")
+            if self._user is not None:  # initdb runs as the server's user and must read it
+                os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+            try:
+                self._run(
+                    "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C",
+                )  # fmt: skip
+            finally:
+                pwfile.unlink(missing_ok=True)
+            # Loopback only, every role with its password; no Unix socket to reach.
             with (self.data / "postgresql.auto.conf").open("a") as conf:
                 conf.write(
                     "max_connections = 200\nshared_buffers = '256MB'\n"
                     "listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                    "password_encryption = 'scram-sha-256'\n"
                 )
-        if self.running:
+        self._write_passfile()
+        os.environ["PGPASSFILE"] = str(self.passfile)
+        if not self.running:
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
+                "-o", f"-p {self.port}", "start",
+            )  # fmt: skip
+            if not wait_for_port("127.0.0.1", self.port, 30):
+                raise RuntimeError(
+                    f"PostgreSQL did not listen on {self.port}:\n{_tail(self.logfile)}"
+                )
+            log.info("PostgreSQL running port=%d data=%s", self.port, self.data)
+        self._end_trust()
+
+    # --- passwords --------------------------------------------------------------------------
+
+    def password(self, role: str) -> str:
+        """The generated password of a role of this server, made on first use and kept."""
+        passwords = self._passwords()
+        if role not in passwords:
+            passwords[role] = secrets.token_urlsafe(24)
+            _write_private(self._passwords_file, json.dumps(passwords))
+            self._write_passfile()
+        return passwords[role]
+
+    def _passwords(self) -> dict[str, str]:
+        if not self._passwords_file.exists():
+            return {}
+        passwords: dict[str, str] = json.loads(self._passwords_file.read_text())
+        return passwords
+
+    def _write_passfile(self) -> None:
+        # token_urlsafe never makes the ':' or '\\' that pgpass would need escaped.
+        lines = [f"127.0.0.1:{self.port}:*:{r}:{pw}\n" for r, pw in self._passwords().items()]
+        _write_private(self.passfile, "".join(lines))
+
+    def _end_trust(self) -> None:
+        """A cluster made before passwords (trust for everyone): give the superuser its
+        password and require passwords from now on."""
+        hba = self.data / "pg_hba.conf"
+        try:
+            rules = hba.read_text()
+        except OSError:
             return
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
-            "-o", f"-p {self.port}", "start",
-        )  # fmt: skip
-        if not wait_for_port("127.0.0.1", self.port, 30):
-            raise RuntimeError(f"PostgreSQL did not listen on {self.port}:\n{_tail(self.logfile)}")
-        log.info("PostgreSQL running port=%d data=%s", self.port, self.data)
+        lines = rules.splitlines()
+        if not any(ln.split()[-1:] == ["trust"] for ln in lines if not ln.startswith("#")):
+            return
+        log.warning("PostgreSQL in %s trusted every local user; requiring passwords now", self.data)
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(scram_verifier(self.password(SUPERUSER)))
+                )
+            )
+            fixed = [
+                ln if ln.startswith("#") or ln.split()[-1:] != ["trust"]
+                else ln.rsplit("trust", 1)[0] + "scram-sha-256"
+                for ln in lines
+            ]  # fmt: skip
+            hba.write_text("\n".join(fixed) + "\n")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def ensure_login(self, role: str, member_of: str) -> None:
+        """A login role with its generated password, a member of the group role `member_of`
+        (and nothing else: no superuser, no CREATEDB or CREATEROLE)."""
+        verifier = scram_verifier(self.password(role))
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            statement = ("ALTER" if exists else "CREATE") + (
+                " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}"
+            )
+            conn.execute(sql.SQL(statement).format(sql.Identifier(role), sql.Literal(verifier)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(role))
+            )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server cleanly (it checkpoints; nothing committed is lost)."""
@@ -263,8 +376,9 @@ class LocalPostgres:
         self.stop()
         self.start()
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        """A connection URL without a password (libpq reads it from PGPASSFILE)."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> None:
         """Create database `name` if it does not exist."""

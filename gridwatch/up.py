@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
 gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
 
   home        {stack.home}
-  database    {stack.dsn}   (schema v{report.version}, {report.backend})
+  database    {stack.role_dsn("cli")}   (schema v{report.version}, {report.backend})
+              ingest, api and cli each sign in as their own role;
+              passwords in {stack.postgres.passfile} (PGPASSFILE)
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest workers)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{metrics_port}/metrics

@@ -2,7 +2,8 @@
 
 `NNN_name.sql` holds what runs everywhere; `NNN_name.timescale.sql` or `NNN_name.plain.sql`
 follows it depending on whether TimescaleDB is available. The choice is made on the first
-migration and recorded, so every later migration takes the same path.
+migration and recorded, so every later migration takes the same path. After every run the
+services' privileges are set again from `privileges.sql` (see ingest/privileges.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 
 import psycopg
+
+from ingest import privileges
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ def migrate(
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            return _migrate_locked(conn, migrations, backend)
+            return _migrate_locked(conn, migrations, backend, folder)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
@@ -99,6 +102,7 @@ def _migrate_locked(
     conn: psycopg.Connection[tuple[object, ...]],
     migrations: list[Migration],
     requested: Backend | None,
+    folder: Path,
 ) -> MigrateReport:
     conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -133,6 +137,8 @@ def _migrate_locked(
                 (m.version, m.name, backend.value, m.checksum(backend)),
             )
         done.append(label)
+    if folder == MIGRATIONS_DIR:  # the grants are for these migrations' tables
+        privileges.apply(conn)
     version = max([m.version for m in migrations] + list(applied), default=0)
     return MigrateReport(backend, done, version)
 

@@ -21,7 +21,7 @@ from tests.support import rows, scalar
 
 @pytest.fixture
 def client(stack: LocalStack) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(database_url=stack.dsn))  # type: ignore[arg-type]
+    app = create_app(ApiSettings(database_url=stack.role_dsn("api")))  # type: ignore[arg-type]
     with TestClient(app) as c:
         yield c
 

@@ -20,7 +20,7 @@ _SKIP = {"/api/live", "/api/sign-out"}
 
 def test_no_server_errors_and_responses_match_the_schema(stack: LocalStack) -> None:
     raise_incident(stack.dsn, "v0001")  # something to list
-    app = create_app(ApiSettings(database_url=stack.dsn))  # type: ignore[arg-type]
+    app = create_app(ApiSettings(database_url=stack.role_dsn("api")))  # type: ignore[arg-type]
     with TestClient(app) as client:
         auth = sign_in(client, "operator")
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)

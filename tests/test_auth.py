@@ -44,7 +44,7 @@ def _token(client: TestClient, person: str, password: str = DEMO_PASSWORD) -> ht
 
 def _cli(stack: LocalStack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gridwatch.cli", *args, "--database-url", stack.dsn],
+        [sys.executable, "-m", "gridwatch.cli", *args, "--database-url", stack.role_dsn("cli")],
         input=stdin, capture_output=True, text=True, check=False,
     )  # fmt: skip
 
@@ -183,7 +183,8 @@ def test_sign_out_revokes_the_token_on_the_server(client: TestClient, stack: Loc
 def test_a_password_change_ends_earlier_tokens(client: TestClient, stack: LocalStack) -> None:
     old = sign_in(client, "operator")
     done = _cli(stack, "person", "add", "operator", "--name", "Command centre", "--role",
-                "operator", "--scope", "haicheng", "--password-stdin", stdin="a-new-password\n")  # fmt: skip
+                "operator", "--scope", "haicheng", "--as", "admin", "--password-stdin",
+                stdin="a-new-password\n")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert client.get("/api/me", headers=old).status_code == 401
     assert _token(client, "operator").status_code == 401

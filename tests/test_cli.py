@@ -1,20 +1,30 @@
-"""The command line: every command documents itself."""
+"""The command line: every command documents itself, and everything it does is audited."""
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from gridwatch.local import LocalStack
+from ingest import incidents, registry, tasks
+from ingest.rules import Raise, Rule, Severity
+from tests.support import rows, scalar
 
 COMMANDS = [
     [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
     ["bench", "ingest"], ["bench", "fleet"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
     ["rules", "list"], ["rules", "set"], ["maintenance"], ["person", "add"], ["person", "disable"],
-    ["person", "enable"],
+    ["person", "enable"], ["audit", "verify"],
 ]  # fmt: skip
 
 
@@ -70,3 +80,95 @@ def test_an_outbox_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) ->
         f"gridwatch: outbox {tmp_path}/a-file/outbox.db: cannot create it (Not a directory); set"
         " outbox.path in the site file to a file in a folder this agent can write\n"
     )
+
+
+def _cli(stack: LocalStack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """A command run as the command line's own database role."""
+    return subprocess.run(
+        [sys.executable, "-m", "gridwatch.cli", *args, "--database-url", stack.role_dsn("cli")],
+        input=stdin, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def _audit(stack: LocalStack) -> list[tuple[object, ...]]:
+    return rows(
+        stack.dsn, "SELECT person_id, action, target, client, detail FROM audit_log ORDER BY id"
+    )
+
+
+def test_everything_done_from_the_command_line_is_audited(stack: LocalStack) -> None:
+    worker, _ = stack.people_of_venue("v0001")
+    grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = 'v0001'"))
+    device = str(scalar(stack.dsn, "SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id"
+                                   " WHERE n.venue_id = 'v0001' LIMIT 1"))  # fmt: skip
+    task = _raise_task(stack)
+    commands = [
+        ["task", "act", str(task), "accept", "--as", worker],
+        ["emergency", "start", grid, "--as", "operator", "--reason", "drill"],
+        ["emergency", "end", grid, "--as", "operator"],
+        ["rules", "set", "over_capacity", "--venue", "v0001", "--settings", '{"for_s": 30}',
+         "--as", "operator"],
+        ["maintenance", "--device", device, "--hours", "1", "--reason", "new battery",
+         "--as", "operator"],
+    ]  # fmt: skip
+    done = [_cli(stack, *c) for c in commands]
+    done.append(_cli(stack, "person", "add", "newbie", "--name", "New", "--role", "viewer",
+                     "--scope", grid, "--as", "admin", "--password-stdin",
+                     stdin="a-secret-password\n"))  # fmt: skip
+    assert [r.returncode for r in done] == [0] * len(done), [r.stderr for r in done]
+    audit = _audit(stack)
+    assert [(a[0], a[1], a[2]) for a in audit] == [
+        (worker, "task.accept", str(task)),
+        ("operator", "emergency.start", grid),
+        ("operator", "emergency.end", grid),
+        ("operator", "rules.set", "venue:v0001"),
+        ("operator", "maintenance.add", f"device:{device}"),
+        ("admin", "person.add", "newbie"),
+    ]
+    assert {a[3] for a in audit} == {f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"}
+    assert audit[0][4] == {"reason": "", "note": "", "state": "accepted"}
+    assert audit[1][4] == {"reason": "drill", "id": audit[2][4]["id"]}  # type: ignore[index]
+    assert "a-secret-password" not in str(audit)
+
+
+def test_a_refused_command_is_audited_as_refused(stack: LocalStack) -> None:
+    worker, _ = stack.people_of_venue("v0001")
+    task = _raise_task(stack)
+    approve = _cli(stack, "task", "act", str(task), "approve", "--as", worker)
+    nobody = _cli(stack, "emergency", "start", "haicheng", "--as", "nobody", "--reason", "x")
+    assert approve.returncode == nobody.returncode == 1
+    assert "Traceback" not in approve.stderr + nobody.stderr
+    audit = _audit(stack)
+    assert [(a[0], a[1]) for a in audit] == [
+        (worker, "task.approve"),
+        ("nobody", "emergency.start"),
+    ]
+    assert "cannot approve" in audit[0][4]["refused"]  # type: ignore[index]
+    assert audit[1][4]["refused"] == "no active person 'nobody'"  # type: ignore[index]
+    assert scalar(stack.dsn, "SELECT count(*) FROM emergencies") == 0  # refused: nothing done
+
+
+def _raise_task(stack: LocalStack) -> int:
+    with psycopg.connect(stack.dsn) as conn:
+        venue = registry.load(conn).venues["v0001"]
+        raised = Raise(Rule.DOOR_FORCED, "v0001-cli", Severity.RED, venue, datetime.now(UTC))
+        return incidents.apply(conn, [raised], tasks.DeadlinePolicy()).tasks[0]
+
+
+def test_the_command_line_finds_the_local_passwords_where_up_ran(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSFILE"}
+    cmd = [sys.executable, "-m", "gridwatch.cli", "task", "list", "--area", "haicheng",
+           "--database-url", stack.role_dsn("cli")]  # fmt: skip
+    elsewhere = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert elsewhere.returncode == 1 and "password" in elsewhere.stderr
+    assert "Traceback" not in elsewhere.stderr
+    home = tmp_path / ".gridwatch" / "postgres"
+    home.mkdir(parents=True)
+    shutil.copy(stack.postgres.passfile, home / "pgpass")  # as `gridwatch up` leaves it
+    here = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout) == []

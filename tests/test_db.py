@@ -9,8 +9,9 @@ import pytest
 
 from gateway.messages import DeviceKind
 from gridwatch.local import LocalStack
+from gridwatch.services import LocalPostgres
+from ingest import audit, provision
 from ingest import migrate as migrations
-from ingest import provision
 from ingest.provision import Device, Level, TerritoryNode, Venue, VenueKind
 from tests.support import rows, scalar
 
@@ -78,3 +79,26 @@ def test_registry_refuses_what_does_not_fit_the_tree(stack: LocalStack) -> None:
         provision.add_node(conn, "vnew-edge", "vnew")
         with pytest.raises(ValueError, match="already belongs to another node"):
             provision.add_devices(conn, "vnew-edge", [Device(id=str(taken), kind=DeviceKind.DOOR)])
+
+
+def test_audit_rows_written_before_the_chain_are_chained(
+    stack: LocalStack, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for f in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        if int(f.name[:3]) < 10:
+            (older / f.name).write_text(f.read_text())
+    postgres.create_database(f"{stack.database}_old")
+    dsn = postgres.dsn(f"{stack.database}_old")
+    migrations.migrate(dsn, folder=older)
+    with psycopg.connect(dsn) as conn:
+        for action in ("sign_in", "task.accept"):
+            conn.execute(
+                "INSERT INTO audit_log (person_id, action) VALUES ('operator', %s)", (action,)
+            )
+    migrations.migrate(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO audit_log (person_id, action) VALUES ('operator', 'later')")
+        verdict = audit.verify(conn)
+    assert verdict.intact and verdict.rows == 3, verdict.problems

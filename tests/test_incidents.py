@@ -322,7 +322,7 @@ def test_task_cli(
     task_id, _ = one_task(stack.dsn)
     worker, _ = grid_people(stack.dsn, nodes[0].site)
     base = [sys.executable, "-m", "gridwatch.cli"]
-    db = ["--database-url", stack.dsn]
+    db = ["--database-url", stack.role_dsn("cli")]
     inbox = subprocess.run([*base, "task", "list", "--area", "haicheng", "--assignee", worker, *db],
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert [t["id"] for t in json.loads(inbox.stdout)] == [task_id]
@@ -396,7 +396,7 @@ def test_rule_overrides_and_maintenance_from_the_command_line(stack: LocalStack)
     import sys
 
     base = [sys.executable, "-m", "gridwatch.cli"]
-    db = ["--database-url", stack.dsn]
+    db = ["--database-url", stack.role_dsn("cli"), "--as", "operator"]
     ok = subprocess.run([*base, "rules", "set", "over_capacity", "--venue-kind", "shelter",
                          "--settings", '{"for_s": 30, "severity": "red"}', *db],
                         capture_output=True, text=True, check=False)  # fmt: skip
@@ -413,7 +413,7 @@ def test_rule_overrides_and_maintenance_from_the_command_line(stack: LocalStack)
                          check=False)  # fmt: skip
     assert bad.returncode == 2 and "for_s" in bad.stderr
     silenced = subprocess.run([*base, "maintenance", "--venue", "v0001", "--hours", "2",
-                               "--reason", "repainting", "--as", "operator", *db],
+                               "--reason", "repainting", *db],
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert silenced.returncode == 0, silenced.stderr
     assert (

@@ -1,0 +1,102 @@
+-- What each service's database role may do, and nothing more. Applied by `ingest/migrate.py`
+-- after every migration run (it is idempotent): everything is revoked, then granted again from
+-- this file, so this file is the whole truth.
+--
+-- Every table, view and sequence of the schema must appear below in a GRANT, or in a
+-- "-- not granted: NAME: why" line; tests/test_privileges.py fails on one that does neither.
+-- A migration that adds a table adds its lines here.
+--
+-- gridwatch_ingest  the ingest workers: store messages, presence, rules, incidents, tasks,
+--                   timers, the leader's commands and clean-up
+-- gridwatch_api     the operator API: reads, and the actions people take (tasks, incidents,
+--                   commands, emergency mode); the audit log, insert only
+-- gridwatch_cli     the operator's command line: the same actions, plus rules, maintenance
+--                   windows and people
+-- Nobody but the owner may update, delete or truncate the audit log, create or alter anything.
+--
+-- not granted: schema_migrations: only the owner, who migrates, reads or writes it
+-- not granted: changes_id_seq: only the trigger that records changes (as the owner) uses it
+
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gridwatch_ingest, gridwatch_api, gridwatch_cli;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM gridwatch_ingest, gridwatch_api, gridwatch_cli;
+
+-- The live feed's rows are written by a trigger on incidents, tasks and node_presence. It runs
+-- as the owner, so no service may write `changes` itself (what consoles are sent is only what
+-- those tables say). Set here, not in a migration, so that a migration replacing the function
+-- cannot silently drop it.
+ALTER FUNCTION record_change() SECURITY DEFINER SET search_path = public, pg_temp;
+
+-- Registry and territory: read by everyone. Only the columns without secrets of edge_nodes;
+-- people's password hashes only by the API, which checks sign-ins.
+GRANT SELECT ON territory, venues, devices TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT (id, venue_id, disabled, created_at) ON edge_nodes
+    TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT (id, name, role, scope_id, phone, active, created_at) ON people TO gridwatch_ingest;
+GRANT SELECT (id, name, role, scope_id, phone, active, created_at, valid_after) ON people
+    TO gridwatch_cli;
+GRANT SELECT ON people TO gridwatch_api;
+GRANT INSERT (id, name, role, scope_id, phone),
+    UPDATE (name, role, scope_id, phone, password_hash, active, valid_after)
+    ON people TO gridwatch_cli;
+-- The API switches people off and on, and changes passwords (both end their tokens).
+GRANT UPDATE (password_hash, active, valid_after) ON people TO gridwatch_api;
+GRANT SELECT ON duty_roster TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT INSERT ON duty_roster TO gridwatch_cli;
+GRANT USAGE ON SEQUENCE duty_roster_id_seq TO gridwatch_cli;
+GRANT SELECT ON rule_overrides, maintenance_windows TO gridwatch_ingest, gridwatch_cli;
+GRANT INSERT, UPDATE ON rule_overrides TO gridwatch_cli;
+GRANT INSERT ON maintenance_windows TO gridwatch_cli;
+GRANT USAGE ON SEQUENCE rule_overrides_id_seq, maintenance_windows_id_seq TO gridwatch_cli;
+
+-- Time series: written only by the ingest (a stale death is marked, old snapshots pruned).
+GRANT SELECT, INSERT ON presence_events, door_events, occupancy, camera_alerts, speaker_status,
+    command_results, camera_snapshots, camera_status TO gridwatch_ingest;
+GRANT UPDATE (stale) ON presence_events TO gridwatch_ingest;
+GRANT DELETE ON camera_snapshots TO gridwatch_ingest;
+GRANT SELECT ON door_events, camera_snapshots, occupancy_hourly TO gridwatch_api;
+
+-- Presence and latest state: kept by the ingest, read by the API.
+GRANT SELECT, INSERT, UPDATE ON node_presence, device_status, device_latest TO gridwatch_ingest;
+GRANT SELECT ON node_presence, device_status, device_latest TO gridwatch_api;
+
+-- What could not be stored: kept by the ingest, shown by the API.
+GRANT SELECT, INSERT, UPDATE, DELETE ON rejected_messages TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE rejected_messages_id_seq TO gridwatch_ingest;
+GRANT SELECT ON rejected_messages TO gridwatch_api;
+
+-- Incidents, tasks and their timelines: raised by the ingest, worked by people.
+GRANT SELECT, INSERT, UPDATE ON incidents, tasks TO gridwatch_ingest;
+GRANT SELECT, UPDATE ON incidents, tasks TO gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT ON incident_events, task_events
+    TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT USAGE ON SEQUENCE incidents_id_seq, tasks_id_seq TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE incident_events_id_seq, task_events_id_seq
+    TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT, UPDATE, DELETE ON timers TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT ON notifications TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT USAGE ON SEQUENCE notifications_id_seq TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+
+-- Emergency mode and device commands: started by people or a rule, sent by the ingest leader.
+GRANT SELECT, INSERT, UPDATE ON emergencies TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT ON commands TO gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT, UPDATE ON commands TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE emergencies_id_seq TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+
+-- The live feed: read by the API, pruned by the ingest leader.
+GRANT SELECT ON changes TO gridwatch_api;
+GRANT SELECT, DELETE ON changes TO gridwatch_ingest;
+
+-- The audit log: append-only for everyone (the ingest records what rules start and what doors
+-- answered). The API reads only what its sign-in throttle counts: who tried, from where, when.
+GRANT INSERT ON audit_log TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT (action, person_id, client, at) ON audit_log TO gridwatch_api;
+GRANT USAGE ON SEQUENCE audit_log_id_seq TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+
+-- Sessions (007): the API's token signing key, made once; revoked tokens and used live tickets.
+GRANT SELECT, INSERT ON api_signing_key TO gridwatch_api;
+GRANT SELECT, INSERT, DELETE ON revoked_tokens TO gridwatch_api;
+
+-- Ingest workers' heartbeats (012): each worker keeps its row; the leader reads them all.
+GRANT SELECT, INSERT, UPDATE, DELETE ON ingest_workers TO gridwatch_ingest;
