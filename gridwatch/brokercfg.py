@@ -15,7 +15,9 @@ from ingest.provision import node_accounts
 class BrokerAccountsSettings(BaseSettings):
     """Passwords of the service accounts (the node accounts come from the registry)."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_BROKER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDWATCH_BROKER_", extra="forbid", hide_input_in_errors=True
+    )
 
     ingest_user: str = Field(default="ingest", description="broker account of the ingest workers")
     ingest_password: SecretStr = Field(description="password of the ingest account")

@@ -72,10 +72,7 @@ def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) 
         overrides["metrics_port"] = base.metrics_port + slot
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+        _serve_metrics(settings.metrics_host, settings.metrics_port)
     worker = IngestWorker(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -86,6 +83,20 @@ def _run_worker(slot: int, drain: bool = False, configure_logging: bool = True) 
     signal.signal(signal.SIGINT, stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """The Prometheus endpoint, or a clear error naming the port when it cannot listen."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set "
+            "GRIDWATCH_METRICS_PORT to a free port, or to 0 to turn metrics off"
+        ) from None
+    log.info("metrics on %s:%d/metrics", host, port)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -387,3 +388,22 @@ def test_a_device_that_says_it_is_down_stays_down_until_it_reports_itself(
     wait_until(
         lambda: scalar(dsn, timer, (f"device_offline:{camera}",)) == 0, what="the timer cancelled"
     )
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses something listens on at `port` (IPv4), read from the kernel."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_metrics_listen_on_loopback_by_default(stack: LocalStack) -> None:
+    proc, port = start_ingest(stack)
+    try:
+        assert _listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        stop_process(proc)
