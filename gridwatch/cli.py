@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,8 @@ from types import FrameType
 import psycopg
 from pydantic import ValidationError
 
-from gridwatch import logconfig
+from gridwatch import home, logconfig
+from gridwatch.errors import configuration_problems
 
 log = logging.getLogger("gridwatch")
 
@@ -155,12 +157,66 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
-def database_url(args: argparse.Namespace) -> str:
-    if args.database_url:
-        return str(args.database_url)
-    from ingest.settings import IngestSettings
+DATABASE_URL_EXAMPLE = "postgresql://user@127.0.0.1:5432/gridwatch"
 
-    return IngestSettings().database_url.get_secret_value()
+
+def postgres_url(value: str) -> str:
+    """`value` if it is a PostgreSQL URL (argparse type: a bad one is a usage error). The value
+    is not repeated in the error, since a URL may carry a password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if value.startswith(("postgresql://", "postgres://")):
+        try:
+            conninfo_to_dict(value)
+            return value
+        except psycopg.ProgrammingError:
+            pass
+    raise argparse.ArgumentTypeError(f"not a PostgreSQL URL; give one like {DATABASE_URL_EXAMPLE}")
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """--database-url, else GRIDWATCH_DATABASE_URL, else the database of a running `up` home
+    (--home, GRIDWATCH_HOME or ./.gridwatch), else the development default."""
+    if getattr(args, "database_url", None):
+        return str(args.database_url)
+    if os.environ.get("GRIDWATCH_DATABASE_URL"):
+        try:
+            return postgres_url(os.environ["GRIDWATCH_DATABASE_URL"])
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"GRIDWATCH_DATABASE_URL is {exc}") from None
+    found = home.running_database_url(getattr(args, "home", None))
+    if found is not None:
+        return found
+    from ingest.settings import DEV_DATABASE_URL
+
+    return DEV_DATABASE_URL
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """--database-url and --home, for every command that uses the database."""
+    parser.add_argument(
+        "--database-url",
+        type=postgres_url,
+        help="defaults to GRIDWATCH_DATABASE_URL, then to the database of a running "
+        "`gridwatch up` home",
+    )
+    parser.add_argument(
+        "--home",
+        default=None,
+        help=f"a `gridwatch up` home whose database to use (default: ${home.HOME_VARIABLE}, "
+        f"or {home.DEFAULT_HOME} when it exists)",
+    )
+
+
+def log_level(value: str) -> str:
+    """argparse type for --log-level: one of the four names, in any case."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gridwatch",
         description="Venue and safety monitoring over IoT for a territory's grids.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
     parser.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="log line format"
     )
@@ -193,11 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--home",
-        default=".gridwatch",
-        help="folder for data, configuration and logs (kept between runs)",
+        default=home.default_home(),
+        help=f"folder for data, configuration and logs, kept between runs (default: "
+        f"${home.HOME_VARIABLE}, or {home.DEFAULT_HOME})",
     )
-    up.add_argument("--venues", type=int, default=12, help="demo venues to create on first run")
-    up.add_argument("--devices-per-venue", type=int, default=6, help="devices per demo venue")
+    up.add_argument(
+        "--venues",
+        type=int,
+        default=None,
+        help=f"demo venues (first run: {home.DEFAULT_VENUES}; later runs keep the home's, and a "
+        "larger number grows it)",
+    )
+    up.add_argument(
+        "--devices-per-venue",
+        type=int,
+        default=None,
+        help=f"devices per demo venue (first run: {home.DEFAULT_DEVICES_PER_VENUE}; kept like "
+        "--venues)",
+    )
     up.add_argument("--ingest-workers", type=int, default=1, help="ingest worker processes")
 
     up.add_argument(
@@ -306,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     mig = add(dbsub, "migrate", _db_migrate, "Apply pending schema migrations (safe to re-run).")
-    mig.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(mig)
     mig.add_argument(
         "--backend",
         choices=["auto", "plain", "timescale"],
@@ -319,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         _db_seed_demo,
         "Create a demo territory, venues, edge nodes and devices.",
     )
-    seed.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(seed)
     seed.add_argument("--venues", type=int, default=12)
     seed.add_argument("--devices-per-venue", type=int, default=6)
     seed.add_argument(
@@ -339,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument(
         "--out", required=True, help="folder to write mosquitto.conf, password and ACL files into"
     )
-    cfg.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(cfg)
     cfg.add_argument("--edge-host", default="0.0.0.0", help="address the edge listener binds")
     cfg.add_argument("--edge-port", type=int, default=1883)
     cfg.add_argument(
@@ -418,17 +489,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off by `| head`
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logconfig.setup(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except ValidationError as exc:
-        print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"gridwatch: invalid configuration: {configuration_problems(exc)}", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, psycopg.OperationalError) as exc:
+    except BrokenPipeError:
+        # The reader went away (`gridwatch kpi haicheng | head`): stop quietly, as other tools
+        # do, and keep the interpreter from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except psycopg.OperationalError as exc:
+        log.debug("command failed", exc_info=True)
+        reason = " ".join(str(exc).split())  # libpq's message spans lines
+        print(f"gridwatch: {reason}; check --database-url or GRIDWATCH_DATABASE_URL, or start "
+              "the local system with `scripts/up`", file=sys.stderr)  # fmt: skip
+        return 1
+    except (RuntimeError, ValueError, OSError) as exc:
         # Operational failures (a server that will not start, a database that cannot be
-        # reached) are reported as what happened, not as a traceback.
+        # reached, a folder that cannot be written) are reported as what happened, not as a
+        # traceback.
         log.debug("command failed", exc_info=True)
         print(f"gridwatch: {exc}", file=sys.stderr)
         return 1

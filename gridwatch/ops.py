@@ -227,5 +227,7 @@ def add_commands(sub: Any, add: Any) -> None:
         action="store_true",
         help="set their password from the first line of stdin",
     )
+    from gridwatch.cli import add_database_options
+
     for p in (ls, show, act, on, off, k, rl, rs, mw, pa):
-        p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+        add_database_options(p)
