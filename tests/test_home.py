@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from gridwatch import demo
+from gridwatch import home as homes
 from gridwatch.local import LocalStack
 from tests.support import rows
 
@@ -167,3 +169,15 @@ def test_a_reseed_never_replaces_a_node_secret(stack: LocalStack) -> None:
     after = rows(stack.dsn, "SELECT id, password_hash FROM edge_nodes ORDER BY id")
     assert after[:3] == before  # the three issued secrets were not replaced
     assert len(after) == 4
+
+
+def test_an_explicit_larger_demo_grows_the_home_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert homes.demo_size(tmp_path, None, None) == homes.DemoSize(12, 6)  # a new home
+    assert homes.demo_size(tmp_path, None, None) == homes.DemoSize(12, 6)  # kept
+    assert homes.demo_size(tmp_path, 20, None) == homes.DemoSize(20, 6)
+    assert "growing this home's demo from 12 to 20 venues" in capsys.readouterr().out
+    assert homes.demo_size(tmp_path, None, None) == homes.DemoSize(20, 6)  # the new size is kept
+    with pytest.raises(homes.HomeError, match="6 devices per venue, and a demo never shrinks"):
+        homes.demo_size(tmp_path, None, 4)
