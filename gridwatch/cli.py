@@ -493,9 +493,9 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logconfig.setup(args.log_level, args.log_format)
     try:
+        args = build_parser().parse_args(argv)  # `--help | head` can break the pipe too
+        logconfig.setup(args.log_level, args.log_format)
         return int(args.func(args))
     except ValidationError as exc:
         print(f"gridwatch: invalid configuration: {configuration_problems(exc)}", file=sys.stderr)
