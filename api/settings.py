@@ -18,8 +18,9 @@ class ApiSettings(BaseSettings):
     """Everything an API process needs; see the configuration table in the README."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GRIDWATCH_", env_nested_delimiter="__", frozen=True
-    )
+        env_prefix="GRIDWATCH_", env_nested_delimiter="__", frozen=True,
+        hide_input_in_errors=True,  # the API secret and the database URL are secrets
+    )  # fmt: skip
 
     environment: Environment = Field(
         default=Environment.DEVELOPMENT,

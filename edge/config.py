@@ -15,7 +15,8 @@ from gateway.topics import ID_PATTERN
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never repeat input values: a site file holds the site secret and broker password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class DeviceConfig(_Config):

@@ -62,7 +62,7 @@ def is_loopback(host: str) -> bool:
 class MqttSettings(BaseModel):
     """How to reach the broker and who to be there."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     host: str = Field(default="127.0.0.1", description="broker host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")

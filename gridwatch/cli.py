@@ -15,7 +15,8 @@ from types import FrameType
 import psycopg
 from pydantic import ValidationError
 
-from gridwatch import logconfig
+from gridwatch import home, logconfig
+from gridwatch.errors import configuration_problems
 
 log = logging.getLogger("gridwatch")
 
@@ -59,10 +60,7 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
         overrides["metrics_port"] = base.metrics_port + slot
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+        _serve_metrics(settings.metrics_host, settings.metrics_port)
     worker = IngestWorker(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -77,6 +75,20 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
         workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """The Prometheus endpoint, or a clear error naming the port when it cannot listen."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); set "
+            "GRIDWATCH_METRICS_PORT to a free port, or to 0 to turn metrics off"
+        ) from None
+    log.info("metrics on %s:%d/metrics", host, port)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
@@ -135,12 +147,66 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
-def database_url(args: argparse.Namespace) -> str:
-    if args.database_url:
-        return str(args.database_url)
-    from ingest.settings import IngestSettings
+DATABASE_URL_EXAMPLE = "postgresql://user@127.0.0.1:5432/gridwatch"
 
-    return IngestSettings().database_url.get_secret_value()
+
+def postgres_url(value: str) -> str:
+    """`value` if it is a PostgreSQL URL (argparse type: a bad one is a usage error). The value
+    is not repeated in the error, since a URL may carry a password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    if value.startswith(("postgresql://", "postgres://")):
+        try:
+            conninfo_to_dict(value)
+            return value
+        except psycopg.ProgrammingError:
+            pass
+    raise argparse.ArgumentTypeError(f"not a PostgreSQL URL; give one like {DATABASE_URL_EXAMPLE}")
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """--database-url, else GRIDWATCH_DATABASE_URL, else the database of a running `up` home
+    (--home, GRIDWATCH_HOME or ./.gridwatch), else the development default."""
+    if getattr(args, "database_url", None):
+        return str(args.database_url)
+    if os.environ.get("GRIDWATCH_DATABASE_URL"):
+        try:
+            return postgres_url(os.environ["GRIDWATCH_DATABASE_URL"])
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"GRIDWATCH_DATABASE_URL is {exc}") from None
+    found = home.running_database_url(getattr(args, "home", None))
+    if found is not None:
+        return found
+    from ingest.settings import DEV_DATABASE_URL
+
+    return DEV_DATABASE_URL
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """--database-url and --home, for every command that uses the database."""
+    parser.add_argument(
+        "--database-url",
+        type=postgres_url,
+        help="defaults to GRIDWATCH_DATABASE_URL, then to the database of a running "
+        "`gridwatch up` home",
+    )
+    parser.add_argument(
+        "--home",
+        default=None,
+        help=f"a `gridwatch up` home whose database to use (default: ${home.HOME_VARIABLE}, "
+        f"or {home.DEFAULT_HOME} when it exists)",
+    )
+
+
+def log_level(value: str) -> str:
+    """argparse type for --log-level: one of the four names, in any case."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gridwatch",
         description="Venue and safety monitoring over IoT for a territory's grids.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
     parser.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="log line format"
     )
@@ -173,11 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--home",
-        default=".gridwatch",
-        help="folder for data, configuration and logs (kept between runs)",
+        default=home.default_home(),
+        help=f"folder for data, configuration and logs, kept between runs (default: "
+        f"${home.HOME_VARIABLE}, or {home.DEFAULT_HOME})",
     )
-    up.add_argument("--venues", type=int, default=12, help="demo venues to create on first run")
-    up.add_argument("--devices-per-venue", type=int, default=6, help="devices per demo venue")
+    up.add_argument(
+        "--venues",
+        type=int,
+        default=None,
+        help=f"demo venues (first run: {home.DEFAULT_VENUES}; later runs keep the home's, and a "
+        "larger number grows it)",
+    )
+    up.add_argument(
+        "--devices-per-venue",
+        type=int,
+        default=None,
+        help=f"devices per demo venue (first run: {home.DEFAULT_DEVICES_PER_VENUE}; kept like "
+        "--venues)",
+    )
     up.add_argument("--ingest-workers", type=int, default=1, help="ingest worker processes")
 
     up.add_argument(
@@ -289,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     mig = add(dbsub, "migrate", _db_migrate, "Apply pending schema migrations (safe to re-run).")
-    mig.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(mig)
     mig.add_argument(
         "--backend",
         choices=["auto", "plain", "timescale"],
@@ -302,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         _db_seed_demo,
         "Create a demo territory, venues, edge nodes and devices.",
     )
-    seed.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(seed)
     seed.add_argument("--venues", type=int, default=12)
     seed.add_argument("--devices-per-venue", type=int, default=6)
     seed.add_argument(
@@ -324,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="folder to write mosquitto.conf and the dynamic-security file into",
     )
-    cfg.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+    add_database_options(cfg)
     cfg.add_argument(
         "--edge-host",
         default="0.0.0.0",
@@ -414,20 +495,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off by `| head`
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logconfig.setup(args.log_level, args.log_format)
     # Run where `gridwatch up` ran, the command line signs in with its local server's passwords.
     if "PGPASSFILE" not in os.environ and LOCAL_PASSFILE.exists():
         os.environ["PGPASSFILE"] = str(LOCAL_PASSFILE.resolve())
     try:
+        args = build_parser().parse_args(argv)  # `--help | head` can break the pipe too
+        logconfig.setup(args.log_level, args.log_format)
         return int(args.func(args))
     except ValidationError as exc:
-        print(f"gridwatch: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"gridwatch: invalid configuration: {configuration_problems(exc)}", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, psycopg.Error) as exc:
+    except BrokenPipeError:
+        # The reader went away (`gridwatch kpi haicheng | head`): stop quietly, as other tools
+        # do, and keep the interpreter from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except psycopg.OperationalError as exc:
+        log.debug("command failed", exc_info=True)
+        reason = " ".join(str(exc).split())  # libpq's message spans lines
+        print(f"gridwatch: {reason}; check --database-url or GRIDWATCH_DATABASE_URL, or start "
+              "the local system with `scripts/up`", file=sys.stderr)  # fmt: skip
+        return 1
+    except (RuntimeError, ValueError, OSError, psycopg.Error) as exc:
         # Operational failures (a server that will not start, a database that cannot be
-        # reached or that refuses this role) are reported as what happened, not as a traceback.
+        # reached or refuses this role, a folder that cannot be written) are reported as what
+        # happened, not as a traceback.
         log.debug("command failed", exc_info=True)
         print(f"gridwatch: {exc}", file=sys.stderr)
         return 1

@@ -140,8 +140,13 @@ def seed(
     devices_per_venue: int,
     secrets: dict[str, str] | None = None,
 ) -> list[NodeCredentials]:
-    """Create (idempotently) the demo territory; reuse node secrets from `secrets` when given."""
+    """Create (idempotently) the demo territory; reuse node secrets from `secrets` when given.
+
+    A node already registered keeps its secret: a re-seed never replaces one (a node whose
+    secret is not in `secrets` is left out of the credentials returned, with a warning).
+    """
     secrets = dict(secrets or {})
+    registered = {str(r[0]) for r in conn.execute("SELECT id FROM edge_nodes").fetchall()}
     grids = territory(max(1, venues // 2))
     for t in grids:
         provision.add_territory(conn, t)
@@ -161,9 +166,16 @@ def seed(
         )
         provision.add_venue(conn, venue)
         node = f"{venue.id}-edge"
-        secret = provision.add_node(conn, node, venue.id, secrets.get(node))
         devs = devices_for(venue.id, devices_per_venue)
+        known = secrets.get(node)
+        if node not in registered:
+            known = provision.add_node(conn, node, venue.id, known)
         provision.add_devices(conn, node, devs)
+        if known is None:
+            log.warning("node %s keeps the secret it was given, which is not in the saved "
+                        "credentials: the simulated fleet leaves it out", node)  # fmt: skip
+            continue
+        secret = known
         creds.append(
             NodeCredentials(
                 venue.id, node, secret, [(d.id, d.kind.value) for d in devs],
@@ -229,9 +241,12 @@ def seed_and_save(
 ) -> list[NodeCredentials]:
     """Seed the demo (once: later runs keep it) and keep its node secrets in `path`, reusing
     the secrets already there."""
-    known = {c.node: c.secret for c in read_credentials(path)}
+    saved = read_credentials(path)
+    known = {c.node: c.secret for c in saved}
     creds = seed(conn, venues=venues, devices_per_venue=devices_per_venue, secrets=known)
-    write_credentials(path, creds)
+    # Nodes seeded before and not now (a smaller --venues) keep their saved credentials.
+    seeded = {c.node for c in creds}
+    write_credentials(path, creds + [c for c in saved if c.node not in seeded])
     return creds
 
 

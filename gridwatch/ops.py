@@ -331,5 +331,7 @@ def add_commands(sub: Any, add: Any) -> None:
              "(as the schema owner, who alone may read it).")  # fmt: skip
     av.add_argument("--expect", default=None,
                     help="a head printed by an earlier run (SEQ:HASH): it must still be there")  # fmt: skip
+    from gridwatch.cli import add_database_options
+
     for p in (ls, show, act, on, off, k, rl, rs, mw, pa, av, *switches):
-        p.add_argument("--database-url", help="defaults to GRIDWATCH_DATABASE_URL")
+        add_database_options(p)

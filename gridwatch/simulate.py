@@ -16,7 +16,7 @@ from gateway.messages import DeviceKind
 from gridwatch import demo
 from gridwatch.services import stop_on_signals
 from simulators import scenario as scenarios
-from simulators.devices import make_device
+from simulators.devices import SimDevice, make_device
 from simulators.engine import Engine, SimClock
 from simulators.fleet import SIMULATED_DRIVER, Fleet
 from simulators.scenes import Scene
@@ -32,6 +32,30 @@ def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
         Venue(c.site, c.node, c.secret, c.kind, c.capacity, c.open_24h, list(c.devices))
         for c in creds
     ]
+
+
+def check_scenarios(
+    paths: list[Path], creds: list[demo.NodeCredentials]
+) -> list[scenarios.Scenario]:
+    """Load each scenario and check it against the fleet the credentials make, without starting
+    anything: raises ScenarioError naming the file and the step."""
+    engine = Engine(SimClock(1.0))  # never started: the devices are only looked at
+    devices: dict[str, SimDevice] = {}
+    for venue in venues_from(creds):
+        for device_id, kind in venue.devices:
+            devices[device_id] = make_device(
+                DeviceKind(kind), device_id, venue, engine, seed=1, report_every_s=60.0
+            )
+    nodes = {c.node for c in creds}
+    plays = []
+    for path in paths:
+        play = scenarios.load(path)
+        try:
+            scenarios.check(play, devices, nodes)
+        except scenarios.ScenarioError as exc:
+            raise scenarios.ScenarioError(f"{path}: {exc}") from None
+        plays.append(play)
+    return plays
 
 
 def run_fleet(args: argparse.Namespace) -> int:

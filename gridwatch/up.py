@@ -8,6 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
+from gridwatch import home as homes
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack, Ports
 from gridwatch.services import free_port, stop_on_signals, wait_for_port
@@ -20,9 +21,10 @@ INGEST_METRICS_PORT = 9101
 DEFAULT_API_PORT = 8080
 API_START_S = 30.0  # the summary is printed once the console answers, or after this long
 # Played by the demo fleet unless told otherwise: incidents within the first minute. It names
-# devices of the first five demo venues.
+# the first six devices of the first five demo venues.
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "demo.yaml"
 DEMO_SCENARIO_VENUES = 5
+DEMO_SCENARIO_DEVICES = 6
 
 
 def _port_free(port: int) -> bool:
@@ -51,7 +53,43 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"gridwatch up: {p}")
         return 1
-    home = Path(args.home)
+    home = homes.prepare(Path(args.home))
+    lock = homes.HomeLock(home)
+    lock.acquire()  # before anything in the home changes: a second `up` must not touch it
+    try:
+        return _run_locked(args, home)
+    finally:
+        lock.release()
+
+
+def _scenario_paths(args: argparse.Namespace, size: homes.DemoSize) -> list[Path]:
+    """The scenarios the demo fleet plays: those asked for, else the demo's own when the demo
+    has the devices it names."""
+    scenarios = [Path(p) for p in args.scenario]
+    fits = size.venues >= DEMO_SCENARIO_VENUES and size.devices_per_venue >= DEMO_SCENARIO_DEVICES
+    if not scenarios and not args.no_demo_incidents and fits:
+        scenarios = [DEMO_SCENARIO] if DEMO_SCENARIO.exists() else []
+    return scenarios
+
+
+def _commands_line(home: Path, dsn: str) -> str:
+    """How the other commands (`gridwatch kpi`, `task list`, …) find this database."""
+    here = home == Path(homes.DEFAULT_HOME).resolve()
+    passfile = home / "postgres" / "pgpass"
+    return f"export GRIDWATCH_DATABASE_URL={dsn} PGPASSFILE={passfile}" + (
+        "   (not needed in this folder)" if here else ""
+    )
+
+
+def _run_locked(args: argparse.Namespace, home: Path) -> int:
+    from gridwatch.simulate import check_scenarios
+    from simulators.scenario import load
+
+    size = homes.demo_size(home, args.venues, args.devices_per_venue)
+    fleet = not args.no_fleet and args.fleet_rate > 0
+    scenarios = _scenario_paths(args, size) if fleet else []
+    for path in scenarios:
+        load(path)  # a file that does not parse stops us before anything starts
     wanted = [DEFAULT_PORTS.postgres, DEFAULT_PORTS.edge, DEFAULT_PORTS.service]
     first_run = not (home / "ports.json").exists()
     preferred = DEFAULT_PORTS if first_run and all(map(_port_free, wanted)) else None
@@ -60,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     supervisor = Supervisor()
     try:
         report = stack.start_database()
-        creds = stack.seed_demo(args.venues, args.devices_per_venue)
+        homes.save_database_url(stack.home, stack.role_dsn("cli"))
+        creds = stack.seed_demo(size.venues, size.devices_per_venue)
+        check_scenarios(scenarios, creds)  # every device and node they name is in the fleet
         stack.start_broker()
         metrics_port = INGEST_METRICS_PORT if _port_free(INGEST_METRICS_PORT) else free_port()
         supervisor.add(
@@ -68,10 +108,6 @@ def run(args: argparse.Namespace) -> int:
         )
         api_port = DEFAULT_API_PORT if _port_free(DEFAULT_API_PORT) else free_port()
         supervisor.add("api", lambda: stack.start_api(api_port))
-        fleet = not args.no_fleet and args.fleet_rate > 0
-        scenarios = [Path(p) for p in args.scenario]
-        if not scenarios and not args.no_demo_incidents and len(creds) >= DEMO_SCENARIO_VENUES:
-            scenarios = [DEMO_SCENARIO] if DEMO_SCENARIO.exists() else []
         if fleet:
             plays = [arg for path in scenarios for arg in ("--scenario", str(path.resolve()))]
             supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *plays))
@@ -93,6 +129,7 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
   database    {stack.role_dsn("cli")}   (schema v{report.version}, {report.backend})
               ingest, api and cli each sign in as their own role;
               passwords in {stack.postgres.passfile} (PGPASSFILE)
+              {_commands_line(stack.home, stack.role_dsn("cli"))}
   broker      edge nodes   mqtt://127.0.0.1:{stack.ports.edge}   (one account per node)
               services     mqtt://127.0.0.1:{stack.ports.service}   (ingest workers)
   ingest      {args.ingest_workers} worker(s), metrics http://127.0.0.1:{metrics_port}/metrics

@@ -24,8 +24,9 @@ class IngestSettings(BaseSettings):
     """Everything an ingest worker needs; see the configuration table in the README."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GRIDWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+        env_prefix="GRIDWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        hide_input_in_errors=True,  # a password or a database URL is the secret itself
+    )  # fmt: skip
 
     environment: Environment = Field(
         default=Environment.DEVELOPMENT,
@@ -79,6 +80,10 @@ class IngestSettings(BaseSettings):
     )
     registry_refresh_s: float = Field(
         default=30.0, gt=0, description="how often the device registry is re-read"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the Prometheus endpoint listens on; 0.0.0.0 exposes it to the network",
     )
     metrics_port: int = Field(
         default=9101, ge=0, le=65_535, description="Prometheus endpoint port; 0 disables it"
@@ -137,7 +142,9 @@ class DeadlineSettings(BaseSettings):
     """Only the task deadlines (GRIDWATCH_DEADLINES__*), for the API and the command line, which
     do not need (and in production could not build) the ingest's whole configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDWATCH_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     deadlines: DeadlinePolicy = Field(default_factory=DeadlinePolicy)
 

@@ -488,3 +488,22 @@ def test_workers_stop_when_their_supervisor_is_killed(stack: LocalStack) -> None
     parent.wait()
     # Left running, they would fight the next supervisor's workers for their slots' sessions.
     wait_until(lambda: not any(map(_running, children)), 30, "the orphaned workers to stop")
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses something listens on at `port` (IPv4), read from the kernel."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_metrics_listen_on_loopback_by_default(stack: LocalStack) -> None:
+    proc, port = start_ingest(stack)
+    try:
+        assert _listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        stop_process(proc)

@@ -14,7 +14,8 @@ Point = tuple[float, float]
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never repeat input values: a stream URL may carry the camera's password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ZonePurpose(StrEnum):
