@@ -5,6 +5,8 @@ session, and refusals in the audit log."""
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import subprocess
 import sys
 import time
@@ -240,8 +242,9 @@ def test_person_disable_and_enable_on_the_command_line(
     assert missing.stderr.startswith("gridwatch: no person 'nobody'")
     actions = rows(stack.dsn, "SELECT person_id, action, target, client FROM audit_log"
                               " WHERE action LIKE 'person.%%' ORDER BY id")  # fmt: skip
-    assert actions == [("admin", "person.disable", "operator", "cli"),
-                       ("admin", "person.enable", "operator", "cli")]  # fmt: skip
+    client_id = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+    assert actions == [("admin", "person.disable", "operator", client_id),
+                       ("admin", "person.enable", "operator", client_id)]  # fmt: skip
 
 
 # --- 11: live tickets and open streams ----------------------------------------------------------
