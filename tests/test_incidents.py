@@ -213,6 +213,8 @@ def test_emergency_broadcasts_opens_shelters_and_reverts(
     )
     assert all(s.played == ["Typhoon: go to the nearest shelter"] for s in speakers)  # type: ignore[attr-defined]
     wait_until(lambda: all(not doors[v].locked for v in shelters), 10, "shelter doors unlocked")
+    # Open until the emergency ends, not for an unlock's default 10 seconds.
+    assert all("relock" not in doors[v].timers for v in shelters)
     assert all(doors[v].locked for v in doors if v not in shelters)
     wait_until(lambda: scalar(dsn, "SELECT count(*) FROM commands WHERE state <> 'done'") == 0, 10,
                "every command answered")  # fmt: skip
