@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from edge.outbox import Durability
 from gateway.client import MqttSettings
 from gateway.messages import DeviceKind
+from gateway.signing import Verifier
 from gateway.topics import ID_PATTERN
 
 
@@ -57,6 +58,11 @@ class SiteConfig(_Config):
     site_secret: SecretStr = Field(
         description="key for hashing credentials (HMAC-SHA256) before they leave the site"
     )
+    command_key: str | None = Field(
+        default=None,
+        description="the platform's public key for commands (base64 Ed25519, printed by"
+        " `gridwatch keys init`); without it the agent executes no command",
+    )
     outbox: OutboxConfig
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0: off")
     devices: list[DeviceConfig] = Field(min_length=1, description="the site's devices")
@@ -69,6 +75,8 @@ class SiteConfig(_Config):
             raise ValueError(f"device ids appear twice: {doubled}")
         if len(self.site_secret.get_secret_value()) < 16:
             raise ValueError("site_secret must be at least 16 characters")
+        if self.command_key is not None:
+            Verifier(self.command_key)  # a key that cannot verify anything is a config error
         return self
 
 

@@ -38,6 +38,7 @@ class RejectReason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     FOREIGN_DEVICE = "foreign_device"
     UNSTORABLE = "unstorable"
+    IMPLAUSIBLE = "implausible"
 
 
 class DecodeError(ValueError):

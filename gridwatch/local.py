@@ -17,6 +17,7 @@ import psycopg
 
 from gateway.broker import new_secret
 from gateway.client import MqttSettings
+from gateway.signing import init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
@@ -52,6 +53,9 @@ class LocalStack:
         self.credentials_file = self.home / "nodes.json"
         self.ports = self._ports(preferred)
         self._secrets = self._load_secrets()
+        # The platform's command key: the ingest signs with it, the simulated nodes verify.
+        self.command_key_file = self.home / "command-key.pem"
+        self.command_public_key = init_key(self.command_key_file)
         # A shared server (the test suite's) is started and stopped by its owner, not by us.
         self._owns_postgres = postgres is None
         self.postgres = postgres or LocalPostgres(self.home / "postgres", port=self.ports.postgres)
@@ -101,6 +105,8 @@ class LocalStack:
             GRIDWATCH_MQTT__USERNAME=role,
             GRIDWATCH_MQTT__PASSWORD=self._secrets[role],
         )
+        if role == "ingest":
+            env["GRIDWATCH_COMMAND_KEY_FILE"] = str(self.command_key_file)
         env.update(extra)
         return env
 
@@ -186,6 +192,7 @@ class LocalStack:
             "--broker-port", str(self.ports.edge),
             "--rate", str(rate),
             "--folder", str(self.home / "fleet"),
+            "--command-key", self.command_public_key,
             *extra,
         ]  # fmt: skip
         with (self.logs / "fleet.log").open("ab") as log_file:

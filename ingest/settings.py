@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,18 @@ class IngestSettings(BaseSettings):
         description="take part in leader election (timers, commands); one worker leads at a time",
     )
 
+    command_key_file: Path | None = Field(
+        default=None,
+        description="the platform's private Ed25519 key that signs commands (`gridwatch keys"
+        " init` makes it); required in production: without it the edge refuses every command",
+    )
+    command_alarm_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a lock, lockdown or shelter command unanswered this long raises a red"
+        " incident for its venue (it is retried meanwhile)",
+    )
+
     @property
     def client_id(self) -> str:
         return f"{self.client_id_prefix}-{self.worker_slot}"
@@ -90,6 +103,11 @@ class IngestSettings(BaseSettings):
                 raise ValueError("GRIDWATCH_DATABASE_URL must be set in production")
             if self.mqtt.password is None:
                 raise ValueError("GRIDWATCH_MQTT__PASSWORD must be set in production")
+            if self.command_key_file is None:
+                raise ValueError(
+                    "GRIDWATCH_COMMAND_KEY_FILE must be set in production"
+                    " (make the key with `gridwatch keys init`)"
+                )
         return self
 
 

@@ -22,7 +22,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import topics
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
+from gateway.signing import Signer
 from ingest import metrics
+from ingest.commands import CommandPolicy
 from ingest.leader import Leader
 from ingest.registry import Registry
 from ingest.rules import RuleBook
@@ -66,7 +68,13 @@ class IngestWorker:
             lambda topic, payload: self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE),
             self._stopping,
             settings.client_id,
+            signer=Signer.from_file(settings.command_key_file)
+            if settings.command_key_file
+            else None,
+            command_policy=CommandPolicy(alarm_after_s=settings.command_alarm_s),
         )
+        if settings.command_key_file is None:
+            log.warning("no GRIDWATCH_COMMAND_KEY_FILE: commands go unsigned and edges refuse them")
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
 

@@ -35,7 +35,7 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
-from ingest import incidents, rules
+from ingest import incidents, plausible, rules
 from ingest.incidents import Applied
 from ingest.registry import Registry
 from ingest.tasks import DeadlinePolicy
@@ -175,11 +175,16 @@ class BatchWriter:
             try:
                 inbound = decode_for_topic(item.topic, item.payload, self.max_payload)
                 self.registry.check(inbound)
+                self._plausible(inbound)
             except DecodeError as exc:
                 rejected.append(Rejection(item.topic, exc.reason, exc.detail, item.payload))
                 continue
             accepted.append(Accepted(inbound, item.payload))
         return accepted, rejected
+
+    def _plausible(self, inbound: Inbound) -> None:
+        """Readings far outside the device's plausible range are rejected (ingest.plausible)."""
+        plausible.check(inbound, self.registry.venue_of_node(inbound.topic.node))
 
     def write(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]

@@ -512,3 +512,55 @@ def test_commands_broadcast_and_emergency_through_the_api(
         assert client.get("/api/kpi", headers=me).json()[0]["territory_id"] == "haicheng"
     finally:
         fleet.stop()
+
+
+def _far_over_capacity(dsn: str, site: str, *, alone: bool) -> None:
+    with psycopg.connect(dsn) as conn:
+        venue = registry.load(conn).venues[site]
+        incidents.apply(
+            conn,
+            [Raise(Rule.FAR_OVER_CAPACITY, f"{site}-counter", Severity.RED, venue,
+                   datetime.now(UTC), emergency_level="community", emergency_alone=alone)],
+            tasks.DeadlinePolicy(),
+        )  # fmt: skip
+
+
+def test_a_rule_proposes_an_emergency_and_a_person_confirms_it(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    site = nodes[0].site
+    _far_over_capacity(dsn, site, alone=False)
+    assert scalar(dsn, "SELECT count(*) FROM emergencies") == 0, "no emergency on a rule alone"
+    proposal = rows(dsn, "SELECT severity::text, status::text FROM incidents"
+                         " WHERE rule = 'emergency_proposed'")  # fmt: skip
+    assert proposal == [("red", "open")]
+    me = sign_in(client, "operator")
+    listed = client.get("/api/emergencies/proposals", headers=me).json()
+    assert [p["rule"] for p in listed] == ["far_over_capacity"]
+    pid = listed[0]["id"]
+    _, dispatcher = people_of(dsn, site)
+    denied = client.post(f"/api/emergencies/proposals/{pid}/confirm",
+                         headers=sign_in(client, dispatcher))  # fmt: skip
+    assert denied.status_code == 403
+    ok = client.post(f"/api/emergencies/proposals/{pid}/confirm", headers=me)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()[0]["started_by"] == "operator"
+    assert rows(dsn, "SELECT status::text FROM incidents WHERE rule = 'emergency_proposed'") == [
+        ("resolved",)
+    ]
+    audited = rows(dsn, "SELECT person_id, action FROM audit_log WHERE action LIKE 'emergency.%%'")
+    assert audited == [("operator", "emergency.confirm")]
+    again = client.post(f"/api/emergencies/proposals/{pid}/confirm", headers=me)
+    assert again.status_code == 404 and "already decided" in again.json()["detail"]
+
+
+def test_a_rule_an_admin_let_act_alone_starts_the_emergency_audited_as_such(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    _far_over_capacity(stack.dsn, nodes[0].site, alone=True)
+    assert rows(stack.dsn, "SELECT started_by FROM emergencies") == [("system",)]
+    (detail,) = rows(stack.dsn, "SELECT detail FROM audit_log WHERE action = 'emergency.start'")[0]
+    assert isinstance(detail, dict) and detail["acts_alone"] is True
+    assert detail["rule"] == "far_over_capacity"
+    assert scalar(stack.dsn, "SELECT count(*) FROM emergency_proposals") == 0

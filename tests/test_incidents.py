@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import emergency, kpi, tasks
@@ -493,3 +494,66 @@ def test_silent_devices_are_swept_by_their_venues_own_limit(
     }
     kinds = ("door", "counter", "speaker")  # cameras report their own stream (camera.status)
     assert swept == {d for d, k in strict.devices if k in kinds}
+
+
+def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
+) -> None:
+    """The relock is retried until the shelter's node is back, an incident says meanwhile that
+    someone must go and lock it, and the incident resolves when the door answers."""
+    proc, _ = start_ingest(stack, env={"GRIDWATCH_COMMAND_ALARM_S": "2"})
+    try:
+        dsn = stack.dsn
+        shelter = next(c for c in nodes if c.site in
+                       {str(r[0]) for r in rows(dsn, "SELECT id FROM venues WHERE is_shelter")})  # fmt: skip
+        shelter_door = door(fleet, shelter)
+        with psycopg.connect(dsn) as conn:
+            emergency.start(conn, "haicheng", actor="operator", reason="typhoon")
+        wait_until(lambda: not shelter_door.locked, 15, "the shelter open")
+        fleet.cut_link(shelter.node, 8)
+        wait_until(
+            lambda: scalar(dsn, "SELECT online FROM node_presence WHERE node_id = %s",
+                           (shelter.node,)) is False, 10, "the shelter's node offline",
+        )  # fmt: skip
+        with psycopg.connect(dsn) as conn:
+            emergency.end(conn, "haicheng", actor="operator")
+
+        def undelivered() -> list[tuple[object, ...]]:
+            return rows(dsn, "SELECT status::text FROM incidents WHERE rule = 'command_undelivered'"
+                        " AND device_id = %s", (shelter_door.id,))  # fmt: skip
+
+        wait_until(lambda: undelivered() == [("open",)], 15, "an incident: go and lock it")
+        assert not shelter_door.locked
+        wait_until(lambda: shelter_door.locked, 30, "the shelter locked once its node is back")
+        wait_until(lambda: undelivered() == [("resolved",)], 15, "the incident resolved")
+        state, attempts = rows(
+            dsn, "SELECT state::text, attempts FROM commands WHERE device_id = %s"
+            " AND action->>'action' = 'door.lock'", (shelter_door.id,),
+        )[0]  # fmt: skip
+        assert state == "done" and int(str(attempts)) >= 2
+        red = rows(dsn, "SELECT i.device_id, t.severity::text FROM tasks t"
+                   " JOIN incidents i ON i.id = t.incident_id WHERE i.rule = 'command_undelivered'")  # fmt: skip
+        doors = {d for d, k in shelter.devices if k == "door"}
+        assert sorted(red) == sorted((d, "red") for d in doors), "one red task per shelter door"
+    finally:
+        stop_process(proc)
+
+
+def test_a_newer_door_command_supersedes_older_unanswered_ones(stack: LocalStack) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        device = str(
+            conn.execute("SELECT id FROM devices WHERE kind = 'door' LIMIT 1").fetchone()[0]
+        )  # type: ignore[index]
+        lock = emergency.queue_command(conn, device, m.DoorLock(), issued_by="operator")
+        conn.execute("UPDATE commands SET state = 'sent' WHERE id = %s", (lock,))
+        queued = emergency.queue_command(conn, device, m.DoorLockdown(), issued_by="operator")
+        unlock = emergency.queue_command(conn, device, m.DoorUnlock(), issued_by="operator")
+    got = {
+        r[0]: r[1:]
+        for r in rows(
+            stack.dsn, "SELECT id, state::text, superseded_by, must_deliver FROM commands"
+        )
+    }
+    assert got[lock] == ("sent", queued, True)  # no longer retried; it may still be answered
+    assert got[queued] == ("expired", unlock, True)  # never sent
+    assert got[unlock] == ("queued", None, False)  # a momentary unlock must never happen late

@@ -7,7 +7,7 @@ from collections.abc import Set
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, DbDep, User, audit
@@ -16,7 +16,7 @@ from api.routes.venues import area_path
 from gateway import messages as m
 from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
-from ingest import emergency, kpi
+from ingest import emergency, kpi, proposals
 from ingest.provision import TERRITORY_ID
 from ingest.tasks import SUPERVISORS, Role
 
@@ -230,6 +230,51 @@ def end_emergency(
     with db.transaction():
         eid = emergency.end(db, area, actor=user.id)
         audit(db, user, request, "emergency.end", area, {"id": eid})
+    return _emergencies(db, user)
+
+
+class EmergencyProposal(BaseModel):
+    id: int
+    territory_id: str
+    reason: str
+    rule: str
+    proposed_at: datetime
+
+
+@router.get("/emergencies/proposals", response_model=list[EmergencyProposal],
+            summary="Emergencies rules proposed, awaiting a person")  # fmt: skip
+def emergency_proposals(user: CurrentUser, db: DbDep) -> list[EmergencyProposal]:
+    return [
+        EmergencyProposal(id=p.id, territory_id=p.territory_id, reason=p.reason, rule=p.rule,
+                          proposed_at=p.proposed_at)
+        for p in proposals.open_proposals(db, user.scope_path)
+    ]  # fmt: skip
+
+
+@router.post("/emergencies/proposals/{proposal_id}/{decision}", response_model=list[Emergency],
+             summary="Confirm (start) or dismiss an emergency a rule proposed")  # fmt: skip
+def decide_proposal(
+    proposal_id: Annotated[int, Path(ge=1, le=2**62)],
+    decision: Literal["confirm", "dismiss"],
+    user: CurrentUser,
+    db: DbDep,
+    request: Request,
+) -> list[Emergency]:
+    _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
+    with db.transaction():
+        try:
+            proposal, eid = proposals.decide(
+                db, proposal_id, confirm=decision == "confirm", actor=user.id,
+                policy=request.app.state.deadlines,
+            )  # fmt: skip
+            area_path(db, user, proposal.territory_id)  # outside the person's area: 404, undone
+        except proposals.ProposalError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except emergency.EmergencyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        audit(db, user, request, f"emergency.{decision}", proposal.territory_id,
+              {"proposal": proposal_id, "id": eid, "reason": proposal.reason,
+               "rule": proposal.rule})  # fmt: skip
     return _emergencies(db, user)
 
 
