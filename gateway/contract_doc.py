@@ -324,7 +324,7 @@ _REASON_TEXT = {
     codec.RejectReason.FOREIGN_DEVICE: "the device belongs to another node",
     codec.RejectReason.UNSTORABLE: "valid, but the database refused it",
     codec.RejectReason.IMPLAUSIBLE: "valid, but far outside what the device can measure (an"
-    " occupancy over 5x the venue's capacity, or over 5,000 without one)",
+    " occupancy over 5x the venue's capacity and over 100, or over 5,000 without one)",
 }
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from ingest.registry import VenueInfo
 
 CAPACITY_FACTOR = 5  # a count above five times the venue's capacity is not a count
 NO_CAPACITY_LIMIT = 5_000  # for a venue without a capacity: more than a large station holds
+SMALLEST_LIMIT = 100  # a crowd can gather at a bus-stop-sized venue
 
 
 def occupancy_limit(venue: VenueInfo) -> int:
     """The highest count believed at a venue."""
-    return CAPACITY_FACTOR * venue.capacity if venue.capacity else NO_CAPACITY_LIMIT
+    if not venue.capacity:
+        return NO_CAPACITY_LIMIT
+    return max(CAPACITY_FACTOR * venue.capacity, SMALLEST_LIMIT)
 
 
 def check(inbound: Inbound, venue: VenueInfo | None) -> None:
@@ -25,7 +28,8 @@ def check(inbound: Inbound, venue: VenueInfo | None) -> None:
             raise DecodeError(
                 RejectReason.IMPLAUSIBLE,
                 f"occupancy {msg.count} (entered {msg.entered}, exited {msg.exited}) at {venue.id}"
-                f" is over {limit}, {CAPACITY_FACTOR}x its capacity of {venue.capacity}"
+                f" is over {limit} ({CAPACITY_FACTOR}x its capacity of {venue.capacity}, at least"
+                f" {SMALLEST_LIMIT}); check the counter"
                 if venue.capacity
                 else f"occupancy {msg.count} at {venue.id} is over {limit}, the limit for a venue"
                 " without a capacity; check the counter",

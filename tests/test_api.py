@@ -128,8 +128,10 @@ def test_every_resource_is_closed_to_another_grid(
                                           role=tasks.Role.OPERATOR, scope_id=grid))  # fmt: skip
         conn.execute("UPDATE people SET password_hash = (SELECT password_hash FROM people"
                      " WHERE id = 'operator') WHERE id = 'op-grid'")  # fmt: skip
+    _far_over_capacity(dsn, other, alone=False, level="grid")  # a proposal for g_other
+    proposal = scalar(dsn, "SELECT id FROM emergency_proposals WHERE territory_id = 'g_other'")
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
-              "area": "g_other"}  # fmt: skip
+              "area": "g_other", "proposal_id": proposal}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
         "/api/incidents/{incident_id}/silence": {"minutes": 5},
@@ -165,6 +167,7 @@ def test_every_resource_is_closed_to_another_grid(
                            headers=headers)  # fmt: skip
         assert door.status_code == (404 if person == "op-grid" else 403)
     assert scalar(dsn, "SELECT count(*) FROM commands") == 0
+    assert scalar(dsn, "SELECT count(*) FROM emergency_proposals WHERE decided_at IS NULL") == 1
     assert rows(dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s",
                 (incident,)) == before  # fmt: skip
     assert (
@@ -514,13 +517,13 @@ def test_commands_broadcast_and_emergency_through_the_api(
         fleet.stop()
 
 
-def _far_over_capacity(dsn: str, site: str, *, alone: bool) -> None:
+def _far_over_capacity(dsn: str, site: str, *, alone: bool, level: str = "community") -> None:
     with psycopg.connect(dsn) as conn:
         venue = registry.load(conn).venues[site]
         incidents.apply(
             conn,
             [Raise(Rule.FAR_OVER_CAPACITY, f"{site}-counter", Severity.RED, venue,
-                   datetime.now(UTC), emergency_level="community", emergency_alone=alone)],
+                   datetime.now(UTC), emergency_level=level, emergency_alone=alone)],
             tasks.DeadlinePolicy(),
         )  # fmt: skip
 

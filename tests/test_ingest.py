@@ -277,8 +277,8 @@ def _stream(node: Node, total: int, per_s: float) -> tuple[threading.Thread, lis
     mids: list[int] = []
 
     def run() -> None:
-        for i in range(total):
-            mids.append(node.send(occupancy(node, count=i)))
+        for i in range(total):  # counts a counter could make (see ingest/plausible.py)
+            mids.append(node.send(occupancy(node, count=i % 100)))
             time.sleep(1 / per_s)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -80,11 +80,15 @@ class CommandState(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     result_at: datetime | None
+    must_deliver: bool = Field(description="retried until the device answers (locks, lockdowns)")
+    attempts: int = Field(description="times published")
+    superseded_by: uuid.UUID | None = Field(description="a newer door command that replaced it")
 
 
 def _commands(db: DbDep, ids: list[uuid.UUID]) -> list[CommandState]:
     rows = db.execute(
-        """SELECT id, device_id, action, state::text, detail, created_at, sent_at, result_at
+        """SELECT id, device_id, action, state::text, detail, created_at, sent_at, result_at,
+                  must_deliver, attempts, superseded_by
            FROM commands WHERE id = ANY(%s) ORDER BY device_id""",
         (ids,),
     ).fetchall()
@@ -251,15 +255,29 @@ def emergency_proposals(user: CurrentUser, db: DbDep) -> list[EmergencyProposal]
     ]  # fmt: skip
 
 
-@router.post("/emergencies/proposals/{proposal_id}/{decision}", response_model=list[Emergency],
-             summary="Confirm (start) or dismiss an emergency a rule proposed")  # fmt: skip
-def decide_proposal(
-    proposal_id: Annotated[int, Path(ge=1, le=2**62)],
-    decision: Literal["confirm", "dismiss"],
-    user: CurrentUser,
-    db: DbDep,
-    request: Request,
+ProposalPath = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post("/emergencies/proposals/{proposal_id}/confirm", response_model=list[Emergency],
+             summary="Confirm an emergency a rule proposed: it starts")  # fmt: skip
+def confirm_proposal(
+    proposal_id: ProposalPath, user: CurrentUser, db: DbDep, request: Request
 ) -> list[Emergency]:
+    return _decide(db, user, request, proposal_id, "confirm")
+
+
+@router.post("/emergencies/proposals/{proposal_id}/dismiss", response_model=list[Emergency],
+             summary="Dismiss an emergency a rule proposed")  # fmt: skip
+def dismiss_proposal(
+    proposal_id: ProposalPath, user: CurrentUser, db: DbDep, request: Request
+) -> list[Emergency]:
+    return _decide(db, user, request, proposal_id, "dismiss")
+
+
+def _decide(
+    db: DbDep, user: User, request: Request, proposal_id: int,
+    decision: Literal["confirm", "dismiss"],
+) -> list[Emergency]:  # fmt: skip
     _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
     with db.transaction():
         try:
