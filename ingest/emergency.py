@@ -24,6 +24,7 @@ DEFAULT_MESSAGE = (
     "Emergency in this area. Please follow the instructions of staff and go to the nearest shelter."
 )
 _COMMAND_DEADLINE = timedelta(seconds=60)
+MAX_COMMAND_VALIDITY = timedelta(seconds=300)  # as edge/trust.py's MAX_VALIDITY
 
 
 class EmergencyError(ValueError):
@@ -50,6 +51,11 @@ def queue_command(
 ) -> uuid.UUID:
     """Queue a command for a device; the ingest leader publishes it and tracks its result. A
     door command supersedes the device's older unanswered door commands."""
+    if not timedelta(0) < deadline <= MAX_COMMAND_VALIDITY:
+        raise ValueError(
+            f"a command's deadline must be within {MAX_COMMAND_VALIDITY.total_seconds():.0f} s"
+            f" of now (the edge refuses longer ones), not {deadline.total_seconds():.0f} s"
+        )
     command_id = uuid.uuid4()
     conn.execute(
         """INSERT INTO commands (id, device_id, action, issued_by, reason, emergency_id, deadline,

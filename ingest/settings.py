@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
+from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
 from ingest.tasks import DeadlinePolicy
 
@@ -91,6 +92,12 @@ class IngestSettings(BaseSettings):
         description="a lock, lockdown or shelter command unanswered this long raises a red"
         " incident for its venue (it is retried meanwhile)",
     )
+
+    @model_validator(mode="after")
+    def _command_key_usable(self) -> IngestSettings:
+        if self.command_key_file is not None:
+            Signer.from_file(self.command_key_file)  # SigningError says what is wrong with it
+        return self
 
     @property
     def client_id(self) -> str:

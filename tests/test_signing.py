@@ -93,3 +93,27 @@ def test_keys_init_prints_the_public_key(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 1
     assert "not a PEM private key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_ingest_needs_a_usable_command_key_in_production(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from ingest.settings import IngestSettings
+
+    prod = {"environment": "production", "database_url": "postgresql://db/x",
+            "mqtt": {"password": "p" * 20}}  # fmt: skip
+    with pytest.raises(ValidationError, match="GRIDWATCH_COMMAND_KEY_FILE must be set"):
+        IngestSettings.model_validate(prod)
+    (tmp_path / "bad.pem").write_text("not a key")
+    with pytest.raises(ValidationError, match="not a PEM private key"):
+        IngestSettings.model_validate(prod | {"command_key_file": tmp_path / "bad.pem"})
+    init_key(tmp_path / "good.pem")
+    IngestSettings.model_validate(prod | {"command_key_file": tmp_path / "good.pem"})
+
+
+def test_a_command_valid_longer_than_the_edge_accepts_is_not_queued() -> None:
+    from ingest import emergency
+
+    with pytest.raises(ValueError, match="within 300 s"):
+        emergency.queue_command(None, "d1", m.DoorLock(), issued_by="x",  # type: ignore[arg-type]
+                                deadline=timedelta(hours=1))  # fmt: skip
