@@ -82,7 +82,7 @@ def payload(
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def publish(conn: Conn, publish: Publish, signer: Signer | None) -> None:
+def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
     """Publish queued commands, and attempts of must-deliver ones that are due (their retry
     time has come, or their node has been born again since the last attempt)."""
     rows = conn.execute(
@@ -96,20 +96,20 @@ def publish(conn: Conn, publish: Publish, signer: Signer | None) -> None:
                   AND (c.retry_at <= now() OR (p.online AND p.updated_at > c.sent_at)))
            ORDER BY c.created_at LIMIT 500"""
     ).fetchall()
-    sent: list[tuple[object, datetime | None, float, mqtt.MQTTMessageInfo]] = []
+    sent: list[tuple[object, int, float, mqtt.MQTTMessageInfo]] = []
+    deadlines: dict[object, datetime] = {}
     for cid, device, action, created, deadline, must, attempts, node, site, now in rows:
         assert isinstance(created, datetime) and isinstance(deadline, datetime)
         assert isinstance(now, datetime)
-        attempt_deadline: datetime | None = None
         ts, valid_until = created, deadline
         if must:  # each attempt is issued now and valid a short while
-            ts, attempt_deadline = now, now + timedelta(seconds=ATTEMPT_S)
-            valid_until = attempt_deadline
+            ts = now
+            valid_until = deadlines[cid] = now + timedelta(seconds=ATTEMPT_S)
         topic = topics.command(str(site), str(node), str(device))
-        info = publish(topic, payload(cid, str(device), action, ts, valid_until, signer))
-        sent.append((cid, attempt_deadline, retry_after(int(str(attempts)) + 1), info))
-    done = 0
-    for cid, attempt_deadline, pause, info in sent:
+        info = send(topic, payload(cid, str(device), action, ts, valid_until, signer))
+        sent.append((cid, int(str(attempts)), retry_after(int(str(attempts)) + 1), info))
+    done = retried = 0
+    for cid, attempts_before, pause, info in sent:
         try:
             info.wait_for_publish(5)
         except (RuntimeError, ValueError) as exc:  # not connected, or the publish failed
@@ -118,15 +118,18 @@ def publish(conn: Conn, publish: Publish, signer: Signer | None) -> None:
         if not info.is_published():
             continue
         done += 1
+        retried += attempts_before > 0
         conn.execute(
             """UPDATE commands SET state = 'sent', sent_at = now(), attempts = attempts + 1,
                    deadline = COALESCE(%s, deadline),
                    retry_at = CASE WHEN must_deliver THEN now() + make_interval(secs => %s) END
                WHERE id = %s AND (state = 'queued' OR (must_deliver AND state IN ('sent', 'expired')))""",
-            (attempt_deadline, pause, cid),
+            (deadlines.get(cid), pause, cid),
         )
     if done:
         metrics.COMMANDS_SENT.inc(done)
+    if retried:
+        metrics.COMMANDS_RETRIED.inc(retried)
 
 
 def expire(conn: Conn) -> None:
@@ -186,6 +189,7 @@ def alarm(
     with conn.transaction():
         if alarmed:
             conn.execute("UPDATE commands SET alarmed_at = now() WHERE id = ANY(%s)", (alarmed,))
+            metrics.COMMANDS_UNDELIVERED.inc(len(alarmed))
             log.error("door commands undelivered past %.0fs count=%d",
                       limits.alarm_after_s, len(alarmed))  # fmt: skip
         signals += [Clear(str(k), "the device answered") for (k,) in answered]

@@ -44,5 +44,13 @@ TIMER_LATENESS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 COMMANDS_SENT = Counter("gridwatch_commands_sent_total", "Platform commands published to nodes")
+COMMANDS_RETRIED = Counter(
+    "gridwatch_commands_retried_total",
+    "Attempts after the first of commands that must be delivered",
+)
+COMMANDS_UNDELIVERED = Counter(
+    "gridwatch_commands_undelivered_total",
+    "Commands that must be delivered and were not answered in time (an incident each)",
+)
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")

@@ -19,7 +19,15 @@ from ingest.tasks import Action, TaskError
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from simulators.fleet import Fleet
 from tests.edge_support import fleet_of
-from tests.support import device_of, rows, scalar, start_ingest, stop_process, wait_until
+from tests.support import (
+    device_of,
+    metric,
+    rows,
+    scalar,
+    start_ingest,
+    stop_process,
+    wait_until,
+)
 
 FAST = {"GRIDWATCH_DEADLINES__RED_ACCEPT_S": "3", "GRIDWATCH_DEADLINES__RED_HANDLE_S": "60"}
 
@@ -501,7 +509,7 @@ def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
 ) -> None:
     """The relock is retried until the shelter's node is back, an incident says meanwhile that
     someone must go and lock it, and the incident resolves when the door answers."""
-    proc, _ = start_ingest(stack, env={"GRIDWATCH_COMMAND_ALARM_S": "2"})
+    proc, port = start_ingest(stack, env={"GRIDWATCH_COMMAND_ALARM_S": "2"})
     try:
         dsn = stack.dsn
         shelter = next(c for c in nodes if c.site in
@@ -535,6 +543,8 @@ def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
                    " JOIN incidents i ON i.id = t.incident_id WHERE i.rule = 'command_undelivered'")  # fmt: skip
         doors = {d for d, k in shelter.devices if k == "door"}
         assert sorted(red) == sorted((d, "red") for d in doors), "one red task per shelter door"
+        assert metric(port, "gridwatch_commands_undelivered_total") == len(doors)
+        assert metric(port, "gridwatch_commands_retried_total") >= len(doors)
     finally:
         stop_process(proc)
 
