@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import drivers as d
-from edge import metrics
+from edge import metrics, trust
 from edge.config import SiteConfig
 from edge.outbox import Outbox, Priority, Store
 from gateway import codec, topics
@@ -37,6 +37,7 @@ from gateway.client import (
     publish_outcome,
 )
 from gateway.codec import DecodeError
+from gateway.signing import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class EdgeAgent:
         store = store or Store(config.outbox.path, config.outbox.durability)
         self.outbox = Outbox(store, config.node, max_messages=config.outbox.max_messages)
         self._key = config.site_secret.get_secret_value().encode()
+        self._verifier = Verifier(config.command_key) if config.command_key else None
         broker = config.broker
         if broker.username is None:
             broker = broker.as_account(config.node)
@@ -193,6 +195,12 @@ class EdgeAgent:
         for dev in self.devices.values():
             dev.start(self.submit)
         connect_async(self.client, self._broker, clean_start=True)
+        if self._verifier is None:
+            log.error(
+                "no command_key in the site file of node=%s: every command will be refused;"
+                " add the platform's public key (`gridwatch keys init` prints it)",
+                self.node,
+            )
         log.info(
             "edge agent started node=%s site=%s devices=%d backlog=%d",
             self.node, self.site, len(self.devices), len(self.outbox),
@@ -499,6 +507,9 @@ class EdgeAgent:
     # --- commands -----------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:  # a command is for now, never for whoever subscribes next
+            self._refused(None, trust.Refused(trust.Refusal.RETAINED, "retained"), msg.topic)
+            return
         try:
             inbound = codec.decode_for_topic(msg.topic, bytes(msg.payload))
         except DecodeError as exc:
@@ -511,6 +522,10 @@ class EdgeAgent:
             return
         if not isinstance(command, m.Command):
             return
+        refused = trust.check(command, bytes(msg.payload), self._verifier, m.now())
+        if refused is not None:
+            self._refused(command, refused, msg.topic)
+            return
         # Recorded before paho acknowledges it (when this callback returns), so a crash between
         # the two leaves it to be executed after the restart rather than lost.
         if not self.outbox.remember_command(str(command.id), bytes(msg.payload)):
@@ -518,6 +533,23 @@ class EdgeAgent:
             log.info("duplicate command ignored node=%s id=%s", self.node, command.id)
             return
         self._commands.put(command)
+
+    def _refused(self, command: m.Command | None, why: trust.Refused, topic: str) -> None:
+        """Count and log a command that is not trusted; answer it `rejected` with the reason
+        (not a retained one: it is ignored)."""
+        metrics.COMMAND_REFUSED.labels(self.node, why.reason.value).inc()
+        log.warning("command refused node=%s topic=%s reason=%s: %s",
+                    self.node, topic, why.reason.value, why.detail)  # fmt: skip
+        if command is None:
+            return
+        self._store(
+            lambda env: m.CommandResult(
+                **env, device=command.device, command_id=command.id,
+                status=m.CommandStatus.REJECTED, detail=why.detail[:500],
+            ),
+            Priority.EVENT,
+        )  # fmt: skip
+        metrics.COMMANDS.labels(self.node, m.CommandStatus.REJECTED.value).inc()
 
     def _command_loop(self) -> None:
         while (command := self._commands.get()) is not None:

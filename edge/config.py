@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from edge.outbox import Durability
 from gateway.client import MqttSettings, is_loopback
 from gateway.messages import DeviceKind
+from gateway.signing import Verifier
 from gateway.topics import ID_PATTERN
 
 
@@ -64,6 +65,11 @@ class SiteConfig(_Config):
     site_secret: SecretStr = Field(
         description="key for hashing credentials (HMAC-SHA256) before they leave the site"
     )
+    command_key: str | None = Field(
+        default=None,
+        description="the platform's public key for commands (base64 Ed25519, printed by"
+        " `gridwatch keys init`); without it the agent executes no command",
+    )
     outbox: OutboxConfig
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0: off")
     devices: list[DeviceConfig] = Field(min_length=1, description="the site's devices")
@@ -88,6 +94,8 @@ class SiteConfig(_Config):
                 " broker.tls_ca to the CA that signed the broker's certificate (or, on a test"
                 " site only, development_site: true)"
             )
+        if self.command_key is not None:
+            Verifier(self.command_key)  # a key that cannot verify anything is a config error
         return self
 
 

@@ -46,6 +46,11 @@ COMMAND_DUPLICATES = Counter(
 COMMAND_INVALID = Counter(
     "gridwatch_edge_commands_invalid_total", "Command payloads that could not be read", ["node"]
 )
+COMMAND_REFUSED = Counter(
+    "gridwatch_edge_commands_refused_total",
+    "Commands not executed because they could not be trusted, by reason",
+    ["node", "reason"],
+)
 
 
 @dataclass(frozen=True, slots=True)

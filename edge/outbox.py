@@ -281,10 +281,14 @@ class Outbox:
     # --- commands: each id is executed once --------------------------------------------------
 
     def remember_command(self, command_id: str, payload: bytes) -> bool:
-        """Record a received command; False if this id was received before."""
+        """Record a received command; False if this id was received before. One answered
+        `expired` was not executed: the platform's retry of it, with a fresh deadline, is new."""
         with self._lock, self._db:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO commands (node, id, payload, received) VALUES (?, ?, ?, ?)",
+                """INSERT INTO commands (node, id, payload, received) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (node, id) DO UPDATE SET payload = excluded.payload,
+                       status = NULL, received = excluded.received
+                   WHERE commands.status = 'expired'""",
                 (self.node, command_id, payload, time.time()),
             )
             return cur.rowcount == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gateway import topics
 from gateway.messages import (
@@ -38,6 +40,7 @@ class RejectReason(StrEnum):
     FOREIGN_DEVICE = "foreign_device"
     CONFLICT = "conflict"  # an id already stored with other content: the first version stands
     UNSTORABLE = "unstorable"
+    IMPLAUSIBLE = "implausible"
 
 
 class DecodeError(ValueError):
@@ -77,7 +80,30 @@ def topic_for(site: str, node: str, message: Message) -> str:
 
 def encode(message: Message) -> bytes:
     """Serialize a message to its JSON payload."""
+    if isinstance(message, Command):
+        return json.dumps(to_wire(message), ensure_ascii=False, separators=(",", ":")).encode()
+    # Elsewhere a null field always means the same as a missing one (tests/test_contract.py
+    # checks), so pydantic's fast path may leave them out.
     return message.model_dump_json(exclude_none=True).encode()
+
+
+def to_wire(model: BaseModel) -> dict[str, Any]:
+    """A model's JSON object: every field except a null one whose default is null too.
+
+    A null that differs from the default stays: an unlock's `duration_s: null` means "until
+    locked", and leaving it out would give the door the default of 10 seconds."""
+    data: dict[str, Any] = model.model_dump(mode="json")
+    return _pruned(model, data)
+
+
+def _pruned(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None and info.default is None:
+            continue
+        out[name] = _pruned(value, data[name]) if isinstance(value, BaseModel) else data[name]
+    return out
 
 
 def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> Message:

@@ -160,7 +160,11 @@ EXAMPLES: list[Example] = [
     Example(
         "Command",
         "Flows down from the platform to one device: door unlock (for a duration), lock, lockdown; "
-        "speaker play (text or clip, priority), stop, volume. Not executed after `deadline`.",
+        "speaker play (text or clip, priority), stop, volume. Not executed after `deadline`. "
+        "Signed by the platform (`sig`, Ed25519 over the object without `sig`, keys sorted, no "
+        "spaces, UTF-8); the edge answers `rejected` to one unsigned or badly signed, valid "
+        "more than 300 s after `ts`, or issued in the future, and ignores a retained one. "
+        "`duration_s: null` unlocks until a lock command.",
         topics.command(SITE, NODE, "v0001-speaker4"),
         m.Command(
             v=m.CONTRACT_VERSION, id=_id(10), ts=_TS, device="v0001-speaker4", deadline=_TS + timedelta(seconds=30),
@@ -334,6 +338,8 @@ _REASON_TEXT = {
     codec.RejectReason.CONFLICT: "an id already stored with other content (the first version "
     "stands)",
     codec.RejectReason.UNSTORABLE: "valid, but the database refused it",
+    codec.RejectReason.IMPLAUSIBLE: "valid, but far outside what the device can measure (an"
+    " occupancy over 5x the venue's capacity and over 100, or over 5,000 without one)",
 }
 
 if __name__ == "__main__":

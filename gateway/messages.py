@@ -353,8 +353,17 @@ class Command(Strict):
     id: uuid.UUID = Field(description="made by the platform; a node executes an id once")
     ts: AwareDatetime = Field(description="when it was issued")
     device: DeviceId
-    deadline: AwareDatetime = Field(description="not executed after this instant")
+    deadline: AwareDatetime = Field(
+        description="not executed after this instant; at most 300 s after `ts`"
+    )
     action: CommandAction
+    sig: str | None = Field(
+        default=None,
+        max_length=200,
+        description="the platform's Ed25519 signature (base64) of the command's JSON object"
+        " without `sig`, keys sorted, no spaces, UTF-8; the edge refuses a command without a"
+        " valid one",
+    )
 
 
 class CommandResult(DeviceMessage):

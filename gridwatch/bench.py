@@ -155,7 +155,13 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         _wait_connected(ports, timeout_s=60)
 
-        fleet = Fleet(venues_from(creds), stack.edge_mqtt(), home / "fleet", rate=args.rate)
+        fleet = Fleet(
+            venues_from(creds),
+            stack.edge_mqtt(),
+            home / "fleet",
+            rate=args.rate,
+            command_key=stack.command_public_key,
+        )
         fleet.start()
         if not fleet.wait_connected(120):
             raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")

@@ -109,7 +109,13 @@ def run_api_bench(args: argparse.Namespace) -> int:
                 args.requests,
             ),
         }
-        fleet = Fleet(venues_from(creds), stack.edge_mqtt(), home / "fleet", rate=args.rate)
+        fleet = Fleet(
+            venues_from(creds),
+            stack.edge_mqtt(),
+            home / "fleet",
+            rate=args.rate,
+            command_key=stack.command_public_key,
+        )
         fleet.start()
         if not fleet.wait_connected(120):
             raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")

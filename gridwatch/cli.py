@@ -209,6 +209,13 @@ def log_level(value: str) -> str:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def _keys_init(args: argparse.Namespace) -> int:
+    from gateway.signing import init_key
+
+    print(init_key(Path(args.key)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridwatch",
@@ -305,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--broker-host", default="127.0.0.1", help="the broker's edge listener")
     sim.add_argument("--broker-port", type=int, default=1883)
+    sim.add_argument(
+        "--command-key",
+        default=None,
+        help="the platform's public command key (from `gridwatch keys init`); without it the"
+        " simulated nodes refuse every command",
+    )
     sim.add_argument("--venues", type=int, default=0, help="simulate only the first N venues")
     sim.add_argument("--rate", type=float, default=100.0, help="messages per second in all")
     sim.add_argument(
@@ -427,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-as",
         default=None,
         help="system user Mosquitto drops to when started as root (default: mosquitto)",
+    )
+
+    keys = sub.add_parser(
+        "keys", help="The platform's command signing key.",
+        description="The platform's command signing key.",
+    )  # fmt: skip
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    kinit = add(
+        ksub, "init", _keys_init,
+        "Make the Ed25519 key pair that signs commands (private key 0600, kept if it exists) and"
+        " print the public key for the nodes' site files (command_key).",
+    )  # fmt: skip
+    kinit.add_argument(
+        "--key", required=True, help="the private key file (GRIDWATCH_COMMAND_KEY_FILE)"
     )
 
     from gridwatch.ops import add_commands

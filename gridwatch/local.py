@@ -18,6 +18,7 @@ import psycopg
 
 from gateway.broker import new_secret, new_share_group
 from gateway.client import MqttSettings
+from gateway.signing import init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
@@ -58,6 +59,9 @@ class LocalStack:
         self.credentials_file = self.home / "nodes.json"
         self.ports = self._ports(preferred)
         self._secrets = self._load_secrets()
+        # The platform's command key: the ingest signs with it, the simulated nodes verify.
+        self.command_key_file = self.home / "command-key.pem"
+        self.command_public_key = init_key(self.command_key_file)
         # A shared server (the test suite's) is started and stopped by its owner, not by us.
         self._owns_postgres = postgres is None
         self.postgres = postgres or LocalPostgres(self.home / "postgres", port=self.ports.postgres)
@@ -123,6 +127,7 @@ class LocalStack:
                 GRIDWATCH_MQTT__PORT=str(self.ports.service),
                 GRIDWATCH_MQTT__PASSWORD=self._secrets["ingest"],
                 GRIDWATCH_SHARE_GROUP=self.share_group,
+                GRIDWATCH_COMMAND_KEY_FILE=str(self.command_key_file),
             )
         env.update(extra)
         return env
@@ -217,6 +222,7 @@ class LocalStack:
             "--broker-port", str(self.ports.edge),
             "--rate", str(rate),
             "--folder", str(self.home / "fleet"),
+            "--command-key", self.command_public_key,
             *extra,
         ]  # fmt: skip
         with (self.logs / "fleet.log").open("ab") as log_file:

@@ -70,7 +70,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     broker = MqttSettings(host=args.broker_host, port=args.broker_port)
     fleet = Fleet(
         venues_from(creds), broker, Path(args.folder), rate=args.rate, speed=args.speed,
-        seed=args.seed,
+        seed=args.seed, command_key=args.command_key,
     )  # fmt: skip
     for play in plays:
         scenarios.check(play, fleet.devices, set(fleet.agents))

@@ -137,6 +137,8 @@ gridwatch is up (Ctrl-C stops everything; running it again keeps the data)
               the same password for {" and ".join(stack.people_of_venue(creds[0].site)) if creds else "the demo people"})
   api         http://127.0.0.1:{api_port}/docs
   demo        {len(creds)} venues, {devices} devices; node credentials in {stack.credentials_file}
+  commands    signed with {stack.command_key_file}; a real node's site file needs
+              command_key: "{stack.command_public_key}"
   fleet       {fleet_line}
   logs        {stack.logs}/
 """,

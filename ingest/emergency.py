@@ -19,14 +19,24 @@ log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 COMMANDS_CHANNEL = "gridwatch_commands"
+SYSTEM = "system"
 DEFAULT_MESSAGE = (
     "Emergency in this area. Please follow the instructions of staff and go to the nearest shelter."
 )
 _COMMAND_DEADLINE = timedelta(seconds=60)
+MAX_COMMAND_VALIDITY = timedelta(seconds=300)  # as edge/trust.py's MAX_VALIDITY
 
 
 class EmergencyError(ValueError):
     """An emergency that cannot be started or ended; the message says why."""
+
+
+def must_deliver(action: BaseModel, emergency_id: int | None) -> bool:
+    """Whether a command is retried until its device answers: locks and lockdowns, and an
+    emergency's shelter unlocks; never a momentary unlock, which must not happen late."""
+    if isinstance(action, m.DoorLock | m.DoorLockdown):
+        return True
+    return isinstance(action, m.DoorUnlock) and emergency_id is not None
 
 
 def queue_command(
@@ -39,16 +49,39 @@ def queue_command(
     emergency_id: int | None = None,
     deadline: timedelta = _COMMAND_DEADLINE,
 ) -> uuid.UUID:
-    """Queue a command for a device; the ingest leader publishes it and tracks its result."""
+    """Queue a command for a device; the ingest leader publishes it and tracks its result. A
+    door command supersedes the device's older unanswered door commands."""
+    if not timedelta(0) < deadline <= MAX_COMMAND_VALIDITY:
+        raise ValueError(
+            f"a command's deadline must be within {MAX_COMMAND_VALIDITY.total_seconds():.0f} s"
+            f" of now (the edge refuses longer ones), not {deadline.total_seconds():.0f} s"
+        )
     command_id = uuid.uuid4()
     conn.execute(
-        """INSERT INTO commands (id, device_id, action, issued_by, reason, emergency_id, deadline)
-           VALUES (%s, %s, %s, %s, %s, %s, now() + %s)""",
+        """INSERT INTO commands (id, device_id, action, issued_by, reason, emergency_id, deadline,
+                                 must_deliver)
+           VALUES (%s, %s, %s, %s, %s, %s, now() + %s, %s)""",
         (command_id, device_id, Jsonb(action.model_dump(mode="json")), issued_by, reason,
-         emergency_id, deadline),
+         emergency_id, deadline, must_deliver(action, emergency_id)),
     )  # fmt: skip
+    if isinstance(action, m.DoorUnlock | m.DoorLock | m.DoorLockdown):
+        _supersede(conn, device_id, command_id)
     conn.execute(f"NOTIFY {COMMANDS_CHANNEL}")
     return command_id
+
+
+def _supersede(conn: Conn, device_id: str, newer: uuid.UUID) -> None:
+    """Older unanswered door commands of the device are no longer sent or retried."""
+    conn.execute(
+        """UPDATE commands SET superseded_by = %(newer)s,
+               state = CASE WHEN state = 'queued' THEN 'expired' ELSE state END,
+               detail = CASE WHEN state = 'queued' THEN 'superseded by ' || %(newer)s::text
+                             ELSE detail END,
+               result_at = CASE WHEN state = 'queued' THEN now() ELSE result_at END
+           WHERE device_id = %(device)s AND id <> %(newer)s AND superseded_by IS NULL
+             AND state IN ('queued', 'sent', 'expired') AND action->>'action' LIKE 'door.%%'""",
+        {"newer": newer, "device": device_id},
+    )
 
 
 def devices(
@@ -148,22 +181,45 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
     return emergency_id
 
 
-def start_for_rule(
-    conn: Conn, grid_id: str, level: str, title: str, incident_id: int, policy: DeadlinePolicy
-) -> None:
-    """A rule asks for emergency mode at `level` above a grid; nothing if one already covers it."""
+def area_for_rule(conn: Conn, grid_id: str, level: str) -> str | None:
+    """The ancestor of a grid at `level` a rule asks emergency mode for; None if there is no
+    such level, or an emergency already covers it."""
     row = conn.execute(
-        """SELECT a.id FROM territory g JOIN territory a ON a.path @> g.path
+        """SELECT a.id, EXISTS (SELECT 1 FROM emergencies e
+                                WHERE e.ended_at IS NULL AND e.path @> a.path)
+           FROM territory g JOIN territory a ON a.path @> g.path
            WHERE g.id = %s AND a.level = %s""",
         (grid_id, level),
     ).fetchone()
     if row is None:
         log.error("rule asks for an emergency at level %s above %s: no such level", level, grid_id)
+        return None
+    return None if row[1] else str(row[0])
+
+
+def start_for_rule(
+    conn: Conn,
+    grid_id: str,
+    level: str,
+    reason: str,
+    incident_id: int,
+    rule: str,
+    policy: DeadlinePolicy,
+) -> None:
+    """A rule an admin let act alone starts emergency mode at `level` above a grid, audited as
+    the rule acting alone; nothing if one already covers it."""
+    area = area_for_rule(conn, grid_id, level)
+    if area is None:
         return
     try:
         with conn.transaction():
-            start(conn, str(row[0]), actor="system", reason=f"{title} (incident {incident_id})",
-                  policy=policy)  # fmt: skip
+            eid = start(conn, area, actor=SYSTEM, reason=reason, policy=policy)
+            conn.execute(
+                """INSERT INTO audit_log (person_id, action, target, detail)
+                   VALUES (%s, 'emergency.start', %s, %s)""",
+                (SYSTEM, area, Jsonb({"id": eid, "reason": reason, "rule": rule,
+                                      "incident": incident_id, "acts_alone": True})),
+            )  # fmt: skip
     except (EmergencyError, psycopg.errors.UniqueViolation):
         pass  # already in an emergency (perhaps started by another worker just now)
 

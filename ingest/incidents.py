@@ -166,11 +166,41 @@ def raise_incident(
         (incident_id, SYSTEM, Jsonb({"task_id": task_id})),
     )
     if signal.emergency_level is not None:
-        emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, signal.title,
-                                 incident_id, policy)  # fmt: skip
+        _emergency_for_rule(conn, signal, incident_id, policy, out)
     log.info("incident opened id=%d key=%s severity=%s venue=%s task=%d",
              incident_id, signal.key, signal.severity, venue.id, task_id)  # fmt: skip
     return incident_id
+
+
+def _emergency_for_rule(
+    conn: Conn, signal: Raise, incident_id: int, policy: DeadlinePolicy, out: Applied
+) -> None:
+    """A rule asks for emergency mode above its venue: it starts at once only if an admin let
+    the rule act alone; otherwise it is proposed, as a red incident a person confirms."""
+    assert signal.emergency_level is not None
+    venue = signal.venue
+    reason = f"{signal.title} at {venue.name or venue.id} (incident {incident_id})"
+    if signal.emergency_alone:
+        emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, reason,
+                                 incident_id, signal.rule.value, policy)  # fmt: skip
+        return
+    area = emergency.area_for_rule(conn, venue.grid_id, signal.emergency_level)
+    if area is None:
+        return
+    proposal = Raise(
+        Rule.EMERGENCY_PROPOSED, area, Severity.RED, venue, signal.ts, node=signal.node,
+        detail={"area": area, "rule": signal.rule.value, "source_incident": incident_id,
+                "reason": reason},
+    )  # fmt: skip
+    proposal_incident = raise_incident(conn, proposal, policy, out)
+    conn.execute(
+        """INSERT INTO emergency_proposals (territory_id, incident_id, source_id, rule, reason)
+           VALUES (%s, %s, %s, %s, %s) ON CONFLICT (territory_id) WHERE decided_at IS NULL
+           DO NOTHING""",
+        (area, proposal_incident, incident_id, signal.rule.value, reason),
+    )
+    log.warning("emergency proposed area=%s rule=%s incident=%d: a person must confirm it",
+                area, signal.rule.value, proposal_incident)  # fmt: skip
 
 
 def resolve(
@@ -209,6 +239,7 @@ def _encode(signal: Raise) -> dict[str, Any]:
         "rule": signal.rule.value, "subject": signal.subject, "severity": signal.severity.value,
         "venue": signal.venue.id, "ts": signal.ts.isoformat(), "device": signal.device,
         "node": signal.node, "detail": signal.detail, "emergency_level": signal.emergency_level,
+        "emergency_alone": signal.emergency_alone,
     }  # fmt: skip
 
 
@@ -221,4 +252,5 @@ def decode(data: dict[str, Any], venues: dict[str, Any]) -> Raise | None:
         Rule(data["rule"]), data["subject"], Severity(data["severity"]), venue,
         datetime.fromisoformat(data["ts"]), device=data["device"], node=data["node"],
         detail=data["detail"], emergency_level=data["emergency_level"],
+        emergency_alone=bool(data.get("emergency_alone", False)),  # absent in older timers
     )  # fmt: skip

@@ -8,19 +8,16 @@ even two leaders could not fire one twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 
-import paho.mqtt.client as mqtt
 import psycopg
 
-from gateway import codec, topics
-from gateway import messages as m
-from ingest import heartbeat, incidents, metrics, tasks
+from gateway.signing import Signer
+from ingest import commands, heartbeat, incidents, metrics, tasks
+from ingest.commands import CommandPolicy, Publish
 from ingest.emergency import COMMANDS_CHANNEL
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
@@ -31,17 +28,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_RETENTION_DAYS = 90  # as the retention policy in migrations/006_camera.timescale.sql
 
 Conn = psycopg.Connection[tuple[object, ...]]
-Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
 LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
 _TICK_S = 0.25
 _SWEEP_EVERY_S = 30.0
-_RESULT_GRACE_S = 10  # a command's result may arrive a little after its deadline
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 class Leader:
@@ -61,7 +50,11 @@ class Leader:
         rejected_retention_days: int = 30,
         slot_stale_s: float = 30.0,
         session_expiry_s: int = 7 * 86_400,
+        signer: Signer | None = None,
+        command_policy: CommandPolicy | None = None,
     ) -> None:
+        """`signer`: the platform's command key; without it commands go unsigned, and the edge
+        refuses them."""
         self.dsn = dsn
         self.registry = registry
         self.book = book
@@ -69,6 +62,8 @@ class Leader:
         self.publish = publish
         self.stop = stop
         self.name = name
+        self.signer = signer
+        self.commands = command_policy or CommandPolicy()
         self.leading = False
         self.broker = broker
         self.rejected_retention_days = rejected_retention_days
@@ -143,8 +138,9 @@ class Leader:
             self.broker.check(conn)
         while self._fire_due_timers(conn):
             pass
-        self._publish_commands(conn)
-        self._expire_commands(conn)
+        commands.publish(conn, self.publish, self.signer)
+        commands.expire(conn)
+        commands.alarm(conn, self.registry, self.book, self.policy, self.commands)
         if time.monotonic() - self._last_slot_check >= self.slot_stale_s / 4:
             self._last_slot_check = time.monotonic()
             self._check_slots(conn)
@@ -212,52 +208,6 @@ class Leader:
                 tasks.on_deadline(conn, int(key), self.policy)
             case _:
                 log.error("unknown timer kind=%s key=%s: dropped", kind, key)
-
-    # --- commands -----------------------------------------------------------------------------
-
-    def _publish_commands(self, conn: Conn) -> None:
-        rows = conn.execute(
-            """SELECT c.id, c.device_id, c.action, c.created_at, c.deadline, n.id, n.venue_id
-               FROM commands c JOIN devices d ON d.id = c.device_id
-               JOIN edge_nodes n ON n.id = d.node_id
-               WHERE c.state = 'queued' ORDER BY c.created_at LIMIT 500"""
-        ).fetchall()
-        sent: list[tuple[object, mqtt.MQTTMessageInfo]] = []
-        for cid, device, action, created, deadline, node, site in rows:
-            command = m.Command.model_validate_json(
-                json.dumps(
-                    {"type": m.MessageType.COMMAND, "v": m.CONTRACT_VERSION, "id": str(cid),
-                     "ts": created, "device": device, "deadline": deadline, "action": action},
-                    default=_iso,
-                )
-            )  # fmt: skip
-            topic = topics.command(str(site), str(node), str(device))
-            sent.append((cid, self.publish(topic, codec.encode(command))))
-        done = []
-        for cid, info in sent:
-            try:
-                info.wait_for_publish(5)
-            except (RuntimeError, ValueError) as exc:  # not connected, or the publish failed
-                log.warning("command not published yet id=%s: %s", cid, exc)
-                continue
-            if info.is_published():
-                done.append(cid)
-        if done:
-            conn.execute(
-                "UPDATE commands SET state = 'sent', sent_at = now() WHERE id = ANY(%s) AND state = 'queued'",
-                (done,),
-            )
-            metrics.COMMANDS_SENT.inc(len(done))
-
-    def _expire_commands(self, conn: Conn) -> None:
-        cur = conn.execute(
-            """UPDATE commands SET state = 'expired', detail = 'no result by the deadline',
-                   result_at = now()
-               WHERE state IN ('queued', 'sent') AND deadline < now() - make_interval(secs => %s)""",
-            (_RESULT_GRACE_S,),
-        )
-        if cur.rowcount:
-            log.warning("commands expired without a result count=%d", cur.rowcount)
 
     # --- worker slots -------------------------------------------------------------------------
 

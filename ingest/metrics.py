@@ -52,6 +52,14 @@ UNCONSUMED_SLOTS = Gauge(
     "gridwatch_ingest_unconsumed_slots",
     "On the leader: worker slots whose broker session has had no live worker for slot_stale_s",
 )
+COMMANDS_RETRIED = Counter(
+    "gridwatch_commands_retried_total",
+    "Attempts after the first of commands that must be delivered",
+)
+COMMANDS_UNDELIVERED = Counter(
+    "gridwatch_commands_undelivered_total",
+    "Commands that must be delivered and were not answered in time (an incident each)",
+)
 LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")
 LATE = Counter(

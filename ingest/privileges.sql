@@ -100,3 +100,9 @@ GRANT SELECT, INSERT, DELETE ON revoked_tokens TO gridwatch_api;
 
 -- Ingest workers' heartbeats (012): each worker keeps its row; the leader reads them all.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ingest_workers TO gridwatch_ingest;
+
+-- Emergencies proposed by rules (009): raised by the ingest, confirmed or dismissed by people.
+GRANT SELECT, INSERT ON emergency_proposals TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE emergency_proposals_id_seq TO gridwatch_ingest;
+GRANT SELECT, UPDATE (decided_at, decided_by, confirmed, emergency_id) ON emergency_proposals
+    TO gridwatch_api, gridwatch_cli;

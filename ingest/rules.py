@@ -49,6 +49,8 @@ class Rule(StrEnum):
     SPEAKER_FAULT = "speaker_fault"
     DEVICE_OFFLINE = "device_offline"
     NODE_OFFLINE = "node_offline"
+    COMMAND_UNDELIVERED = "command_undelivered"
+    EMERGENCY_PROPOSED = "emergency_proposed"
 
 
 class RuleSettings(BaseModel):
@@ -67,8 +69,13 @@ class RuleSettings(BaseModel):
     factor: float = Field(default=1.0, gt=0, description="multiple of capacity")
     emergency_level: Literal["grid", "community", "subdistrict", "district", "city"] | None = Field(
         default=None,
-        description="raising this rule switches on emergency mode for the venue's ancestor at"
-        " this level (grid, community, subdistrict, district, city)",
+        description="raising this rule proposes emergency mode for the venue's ancestor at"
+        " this level (grid, community, subdistrict, district, city); a person confirms it",
+    )
+    emergency_acts_alone: bool = Field(
+        default=False,
+        description="with emergency_level: start the emergency with no person confirming (an"
+        " admin's choice; audited as the rule acting alone)",
     )
 
 
@@ -88,6 +95,8 @@ DEFAULTS: dict[Rule, RuleSettings] = {
     Rule.SPEAKER_FAULT: RuleSettings(severity=Severity.YELLOW),
     Rule.DEVICE_OFFLINE: RuleSettings(severity=Severity.YELLOW, for_s=120, limit=600),
     Rule.NODE_OFFLINE: RuleSettings(severity=Severity.RED, for_s=120),
+    Rule.COMMAND_UNDELIVERED: RuleSettings(severity=Severity.RED),
+    Rule.EMERGENCY_PROPOSED: RuleSettings(severity=Severity.RED),
 }
 
 # Messages that say how a device is now, each replacing the one before: only a device's newest
@@ -126,6 +135,8 @@ _TITLES = {
     Rule.SPEAKER_FAULT: "Speaker fault",
     Rule.DEVICE_OFFLINE: "Device offline",
     Rule.NODE_OFFLINE: "Venue offline",
+    Rule.COMMAND_UNDELIVERED: "Door command not delivered: go and secure the door",
+    Rule.EMERGENCY_PROPOSED: "Emergency proposed by a rule: confirm or dismiss",
 }
 
 
@@ -147,6 +158,7 @@ class Raise:
     node: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     emergency_level: str | None = None
+    emergency_alone: bool = False  # the rule may start the emergency without a person
 
     @property
     def key(self) -> str:
@@ -256,7 +268,8 @@ def evaluate(conn: Conn, inbound: Inbound, venue: VenueInfo, book: RuleBook) -> 
     def raise_(rule: Rule, subject: str, s: RuleSettings, **kw: Any) -> Raise:
         severity = kw.pop("severity", s.severity)
         return Raise(rule, subject, severity, venue, msg.ts, node=node,
-                     emergency_level=s.emergency_level, **kw)  # fmt: skip
+                     emergency_level=s.emergency_level, emergency_alone=s.emergency_acts_alone,
+                     **kw)  # fmt: skip
 
     out: list[Signal] = []
     life = sign_of_life(msg) if isinstance(msg, m.DeviceMessage) else None
@@ -372,5 +385,6 @@ def node_signals(
     if not s.enabled:
         return []
     then = Raise(Rule.NODE_OFFLINE, node, s.severity, venue, now, node=node,
-                 emergency_level=s.emergency_level)  # fmt: skip
+                 emergency_level=s.emergency_level,
+                 emergency_alone=s.emergency_acts_alone)  # fmt: skip
     return [StartTimer(offline_key, now + timedelta(seconds=s.for_s), then)]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
+from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
 from ingest.tasks import DeadlinePolicy
 
@@ -110,6 +112,24 @@ class IngestSettings(BaseSettings):
         description="a slot with a broker session but no heartbeat for this long is an alert",
     )
 
+    command_key_file: Path | None = Field(
+        default=None,
+        description="the platform's private Ed25519 key that signs commands (`gridwatch keys"
+        " init` makes it); required in production: without it the edge refuses every command",
+    )
+    command_alarm_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a lock, lockdown or shelter command unanswered this long raises a red"
+        " incident for its venue (it is retried meanwhile)",
+    )
+
+    @model_validator(mode="after")
+    def _command_key_usable(self) -> IngestSettings:
+        if self.command_key_file is not None:
+            Signer.from_file(self.command_key_file)  # SigningError says what is wrong with it
+        return self
+
     @property
     def client_id(self) -> str:
         return f"{self.client_id_prefix}-{self.worker_slot}"
@@ -134,6 +154,11 @@ class IngestSettings(BaseSettings):
                 raise ValueError(
                     "GRIDWATCH_SHARE_GROUP must be set in production to the random group name"
                     " the broker was configured with (GRIDWATCH_BROKER_SHARE_GROUP)"
+                )
+            if self.command_key_file is None:
+                raise ValueError(
+                    "GRIDWATCH_COMMAND_KEY_FILE must be set in production"
+                    " (make the key with `gridwatch keys init`)"
                 )
         return self
 

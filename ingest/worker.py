@@ -28,8 +28,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
+from gateway.signing import Signer
 from gateway.topics import Channel
 from ingest import heartbeat, metrics
+from ingest.commands import CommandPolicy
 from ingest.leader import Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
@@ -102,7 +104,13 @@ class IngestWorker:
             rejected_retention_days=settings.rejected_retention_days,
             slot_stale_s=settings.slot_stale_s,
             session_expiry_s=settings.session_expiry_s,
+            signer=Signer.from_file(settings.command_key_file)
+            if settings.command_key_file
+            else None,
+            command_policy=CommandPolicy(alarm_after_s=settings.command_alarm_s),
         )
+        if settings.command_key_file is None:
+            log.warning("no GRIDWATCH_COMMAND_KEY_FILE: commands go unsigned and edges refuse them")
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
 

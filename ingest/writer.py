@@ -38,7 +38,7 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
-from ingest import incidents, rules
+from ingest import incidents, plausible, rules
 from ingest.incidents import Applied
 from ingest.registry import Registry
 from ingest.tasks import DeadlinePolicy
@@ -209,6 +209,7 @@ class BatchWriter:
             try:
                 inbound = decode_for_topic(item.topic, item.payload, self.max_payload)
                 self.registry.check(inbound)
+                self._plausible(inbound)
             except DecodeError as exc:
                 rejected.append(
                     Rejection(
@@ -244,6 +245,10 @@ class BatchWriter:
         if self.registry.snapshot.node_site.get(topic.node) != topic.site:
             return None
         return topic.site, topic.node, seq
+
+    def _plausible(self, inbound: Inbound) -> None:
+        """Readings far outside the device's plausible range are rejected (ingest.plausible)."""
+        plausible.check(inbound, self.registry.venue_of_node(inbound.topic.node))
 
     def write(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]

@@ -44,7 +44,10 @@ class Fleet:
         speed: float = 1.0,
         seed: int = 1,
         replay_rate: float = 500.0,
+        command_key: str | None = None,
     ) -> None:
+        """`command_key`: the platform's public command key; without it the nodes refuse every
+        command."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -71,6 +74,7 @@ class Fleet:
                 node=venue.node,
                 broker=broker.as_account(venue.node, venue.secret),
                 site_secret=site_secret_for(venue.secret),
+                command_key=command_key,
                 outbox=OutboxConfig(
                     path=self.store.path,
                     durability=Durability.NORMAL,

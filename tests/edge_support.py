@@ -24,7 +24,10 @@ def fleet_of(
     speed: float = 1.0,
 ) -> Fleet:
     """A started fleet for these nodes, every node connected."""
-    fleet = Fleet(venues_from(creds), stack.edge_mqtt(), folder, rate=rate, speed=speed)
+    fleet = Fleet(
+        venues_from(creds), stack.edge_mqtt(), folder, rate=rate, speed=speed,
+        command_key=stack.command_public_key,
+    )  # fmt: skip
     fleet.start()
     assert fleet.wait_connected(20), "fleet did not connect"
     return fleet
@@ -48,6 +51,7 @@ def site_file(
         "node": creds.node,
         "broker": {"host": "127.0.0.1", "port": stack.ports.edge, "password": password or creds.secret},
         "site_secret": site_secret_for(creds.secret),
+        "command_key": stack.command_public_key,
         "outbox": {"path": str(folder / "outbox.db"), "durability": "normal"},
         "devices": [
             {"id": dev, "kind": kind, "driver": OPENCV_DRIVER, "settings": cameras[dev]}

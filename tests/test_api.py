@@ -128,8 +128,10 @@ def test_every_resource_is_closed_to_another_grid(
                                           role=tasks.Role.OPERATOR, scope_id=grid))  # fmt: skip
         conn.execute("UPDATE people SET password_hash = (SELECT password_hash FROM people"
                      " WHERE id = 'operator') WHERE id = 'op-grid'")  # fmt: skip
+    _far_over_capacity(dsn, other, alone=False, level="grid")  # a proposal for g_other
+    proposal = scalar(dsn, "SELECT id FROM emergency_proposals WHERE territory_id = 'g_other'")
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
-              "area": "g_other", "person_id": "worker-g_other"}  # fmt: skip
+              "area": "g_other", "person_id": "worker-g_other", "proposal_id": proposal}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
         "/api/incidents/{incident_id}/silence": {"minutes": 5},
@@ -165,6 +167,7 @@ def test_every_resource_is_closed_to_another_grid(
                                                        "reason": "test"}, headers=headers)  # fmt: skip
         assert door.status_code == (404 if person == "op-grid" else 403)
     assert scalar(dsn, "SELECT count(*) FROM commands") == 0
+    assert scalar(dsn, "SELECT count(*) FROM emergency_proposals WHERE decided_at IS NULL") == 1
     assert rows(dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s",
                 (incident,)) == before  # fmt: skip
     assert (
@@ -621,3 +624,55 @@ def test_rejected_messages_are_limited_to_the_admins_area(
     assert seen == everything  # an admin of the whole city
     local = client.get("/api/rejected", headers=sign_in(client, "admin-grid")).json()["items"]
     assert [(r["topic"], r["node_id"]) for r in local] == [(f"t/{mine.node}", mine.node)]
+
+
+def _far_over_capacity(dsn: str, site: str, *, alone: bool, level: str = "community") -> None:
+    with psycopg.connect(dsn) as conn:
+        venue = registry.load(conn).venues[site]
+        incidents.apply(
+            conn,
+            [Raise(Rule.FAR_OVER_CAPACITY, f"{site}-counter", Severity.RED, venue,
+                   datetime.now(UTC), emergency_level=level, emergency_alone=alone)],
+            tasks.DeadlinePolicy(),
+        )  # fmt: skip
+
+
+def test_a_rule_proposes_an_emergency_and_a_person_confirms_it(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    dsn = stack.dsn
+    site = nodes[0].site
+    _far_over_capacity(dsn, site, alone=False)
+    assert scalar(dsn, "SELECT count(*) FROM emergencies") == 0, "no emergency on a rule alone"
+    proposal = rows(dsn, "SELECT severity::text, status::text FROM incidents"
+                         " WHERE rule = 'emergency_proposed'")  # fmt: skip
+    assert proposal == [("red", "open")]
+    me = sign_in(client, "operator")
+    listed = client.get("/api/emergencies/proposals", headers=me).json()
+    assert [p["rule"] for p in listed] == ["far_over_capacity"]
+    pid = listed[0]["id"]
+    _, dispatcher = people_of(dsn, site)
+    denied = client.post(f"/api/emergencies/proposals/{pid}/confirm",
+                         headers=sign_in(client, dispatcher))  # fmt: skip
+    assert denied.status_code == 403
+    ok = client.post(f"/api/emergencies/proposals/{pid}/confirm", headers=me)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()[0]["started_by"] == "operator"
+    assert rows(dsn, "SELECT status::text FROM incidents WHERE rule = 'emergency_proposed'") == [
+        ("resolved",)
+    ]
+    audited = rows(dsn, "SELECT person_id, action FROM audit_log WHERE action LIKE 'emergency.%%'")
+    assert audited == [("operator", "emergency.confirm")]
+    again = client.post(f"/api/emergencies/proposals/{pid}/confirm", headers=me)
+    assert again.status_code == 404 and "already decided" in again.json()["detail"]
+
+
+def test_a_rule_an_admin_let_act_alone_starts_the_emergency_audited_as_such(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    _far_over_capacity(stack.dsn, nodes[0].site, alone=True)
+    assert rows(stack.dsn, "SELECT started_by FROM emergencies") == [("system",)]
+    (detail,) = rows(stack.dsn, "SELECT detail FROM audit_log WHERE action = 'emergency.start'")[0]
+    assert isinstance(detail, dict) and detail["acts_alone"] is True
+    assert detail["rule"] == "far_over_capacity"
+    assert scalar(stack.dsn, "SELECT count(*) FROM emergency_proposals") == 0

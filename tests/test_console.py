@@ -11,9 +11,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -21,6 +23,8 @@ from gateway.messages import DoorMode
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port, wait_for_port
+from ingest import incidents, registry, tasks
+from ingest.rules import Raise, Rule, Severity
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from tests.edge_support import fleet_of
 from tests.support import device_of, scalar, stop_process, wait_until
@@ -191,6 +195,22 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         active = operator.locator("#emergencies tr[data-active=yes]")
         expect(active).to_contain_text("flood warning")
         operator.screenshot(path=shots / "emergency.png")
+        active.locator("button", has_text="End").click()
+        expect(active).to_have_count(0)
+
+        # A rule's proposal waits for a person: confirmed from the same page.
+        with psycopg.connect(stack.dsn) as conn:
+            venue = registry.load(conn).venues[site]
+            incidents.apply(conn, [Raise(Rule.FAR_OVER_CAPACITY, f"{site}-counter", Severity.RED,
+                                         venue, datetime.now(UTC), emergency_level="community")],
+                            tasks.DeadlinePolicy())  # fmt: skip
+        assert scalar(stack.dsn, "SELECT count(*) FROM emergencies WHERE ended_at IS NULL") == 0
+        operator.reload()
+        proposal = operator.locator("#proposals tbody tr")
+        expect(proposal).to_contain_text("far_over_capacity")
+        proposal.locator("button", has_text="Confirm").click()
+        expect(proposal).to_have_count(0)
+        expect(active).to_contain_text("Far over capacity")
         active.locator("button", has_text="End").click()
         expect(active).to_have_count(0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
+from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import venues_from
@@ -121,6 +124,12 @@ def _command(
     )  # fmt: skip
 
 
+def signed(stack: LocalStack, command: m.Command) -> bytes:
+    """The payload the platform would publish for `command`: signed with the stack's key."""
+    obj = Signer.from_file(stack.command_key_file).sign(codec.to_wire(command))
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def test_commands_round_trip_expire_and_run_once(
     stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object, api: object
 ) -> None:
@@ -139,7 +148,7 @@ def test_commands_round_trip_expire_and_run_once(
     volume = _command(speaker.id, m.SpeakerVolume(level=80))
     sent = [play, play, late, jammed, wrong, volume, volume]  # two delivered twice
     for cmd in sent:
-        api.publish(topics.command(creds.site, creds.node, cmd.device), codec.encode(cmd), qos=1)  # type: ignore[attr-defined]
+        api.publish(topics.command(creds.site, creds.node, cmd.device), signed(stack, cmd), qos=1)  # type: ignore[attr-defined]
 
     expected = {
         play.id: "done",
@@ -286,3 +295,77 @@ def test_a_second_agent_as_the_same_node_stops_the_first_instead_of_fighting(
         assert "another agent" not in (tmp_path / "second.log").read_text()
     finally:
         fleet.stop()
+
+
+def test_commands_not_signed_by_the_platform_or_out_of_their_window_are_refused(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object, api: object
+) -> None:
+    """A service account alone cannot move a door: unsigned, forged, tampered, too long-lived,
+    future and retained commands are not executed; each but the retained one is answered."""
+    creds = nodes[0]
+    unlock = m.DoorUnlock(duration_s=None)
+    topic = topics.command(creds.site, creds.node, device_of(creds, "door"))
+    # Retained before the node subscribes: the broker hands it over as retained on subscribe.
+    retained = _command(device_of(creds, "door"), unlock)
+    api.publish(topic, signed(stack, retained), qos=1, retain=True).wait_for_publish(5)  # type: ignore[attr-defined]
+    fleet = fleet_of(stack, [creds], tmp_path / "fleet")
+    door = fleet.devices[device_of(creds, "door")]
+    assert isinstance(door, SimDoor)
+    unsigned = _command(door.id, unlock)
+    forged = _command(door.id, unlock)
+    other_key = Signer(Ed25519PrivateKey.generate())
+    forged_payload = json.dumps(other_key.sign(codec.to_wire(forged))).encode()
+    tampered = _command(door.id, m.DoorUnlock(duration_s=5))
+    tampered_obj = json.loads(signed(stack, tampered))
+    tampered_obj["action"]["duration_s"] = None  # "until locked" instead of the signed 5 s
+    ten_years = _command(door.id, unlock, deadline_s=10 * 365 * 86_400)
+    future = m.Command(
+        v=1, id=uuid.uuid4(), ts=m.now() + timedelta(hours=1), device=door.id,
+        deadline=m.now() + timedelta(hours=1, seconds=30), action=unlock,
+    )  # fmt: skip
+    for payload in (codec.encode(unsigned), forged_payload, json.dumps(tampered_obj).encode(),
+                    signed(stack, ten_years), signed(stack, future)):  # fmt: skip
+        api.publish(topic, payload, qos=1)  # type: ignore[attr-defined]
+    refused = [unsigned, forged, tampered, ten_years, future]
+    wait_until(
+        lambda: scalar(stack.dsn, "SELECT count(*) FROM command_results") >= len(refused),
+        20,
+        "answers",
+    )
+    time.sleep(0.5)
+    answers = {
+        r[0]: (r[1], r[2])
+        for r in rows(stack.dsn, "SELECT command_id, status, detail FROM command_results")
+    }
+    assert set(answers) == {c.id for c in refused}, "the retained command is not answered"
+    assert all(status == "rejected" for status, _ in answers.values())
+    assert "not signed" in str(answers[unsigned.id][1])
+    assert "bad signature" in str(answers[forged.id][1])
+    assert "bad signature" in str(answers[tampered.id][1])
+    assert "more than 300 s" in str(answers[ten_years.id][1])
+    assert "future" in str(answers[future.id][1])
+    assert door.locked, "no refused command moved the door"
+    assert fleet.agents[creds.node].executed_commands == 0
+    api.publish(topic, b"", qos=1, retain=True)  # type: ignore[attr-defined]
+    fleet.stop()
+
+
+def test_an_agent_without_the_platform_key_executes_no_command(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object, api: object
+) -> None:
+    from gridwatch.simulate import venues_from
+    from simulators.fleet import Fleet
+
+    creds = nodes[0]
+    fleet = Fleet(venues_from([creds]), stack.edge_mqtt(), tmp_path / "fleet", rate=0.001)
+    fleet.start()
+    assert fleet.wait_connected(20)
+    door = fleet.devices[device_of(creds, "door")]
+    assert isinstance(door, SimDoor)
+    cmd = _command(door.id, m.DoorUnlock(duration_s=None))
+    api.publish(topics.command(creds.site, creds.node, door.id), signed(stack, cmd), qos=1)  # type: ignore[attr-defined]
+    wait_until(lambda: bool(rows(stack.dsn, "SELECT 1 FROM command_results")), 20, "an answer")
+    status, detail = rows(stack.dsn, "SELECT status, detail FROM command_results")[0]
+    assert status == "rejected" and "no command_key" in str(detail)
+    assert door.locked
+    fleet.stop()

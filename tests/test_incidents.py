@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import emergency, kpi, tasks
@@ -18,7 +19,15 @@ from ingest.tasks import Action, TaskError
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from simulators.fleet import Fleet
 from tests.edge_support import fleet_of
-from tests.support import device_of, rows, scalar, start_ingest, stop_process, wait_until
+from tests.support import (
+    device_of,
+    metric,
+    rows,
+    scalar,
+    start_ingest,
+    stop_process,
+    wait_until,
+)
 
 FAST = {"GRIDWATCH_DEADLINES__RED_ACCEPT_S": "3", "GRIDWATCH_DEADLINES__RED_HANDLE_S": "60"}
 
@@ -217,6 +226,8 @@ def test_emergency_broadcasts_opens_shelters_and_reverts(
     )
     assert all(s.played == ["Typhoon: go to the nearest shelter"] for s in speakers)  # type: ignore[attr-defined]
     wait_until(lambda: all(not doors[v].locked for v in shelters), 10, "shelter doors unlocked")
+    # Open until the emergency ends, not for an unlock's default 10 seconds.
+    assert all("relock" not in doors[v].timers for v in shelters)
     assert all(doors[v].locked for v in doors if v not in shelters)
     wait_until(lambda: scalar(dsn, "SELECT count(*) FROM commands WHERE state <> 'done'") == 0, 10,
                "every command answered")  # fmt: skip
@@ -495,3 +506,68 @@ def test_silent_devices_are_swept_by_their_venues_own_limit(
     }
     kinds = ("door", "counter", "speaker")  # cameras report their own stream (camera.status)
     assert swept == {d for d, k in strict.devices if k in kinds}
+
+
+def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
+    stack: LocalStack, nodes: list[NodeCredentials], fleet: Fleet
+) -> None:
+    """The relock is retried until the shelter's node is back, an incident says meanwhile that
+    someone must go and lock it, and the incident resolves when the door answers."""
+    proc, port = start_ingest(stack, env={"GRIDWATCH_COMMAND_ALARM_S": "2"})
+    try:
+        dsn = stack.dsn
+        shelter = next(c for c in nodes if c.site in
+                       {str(r[0]) for r in rows(dsn, "SELECT id FROM venues WHERE is_shelter")})  # fmt: skip
+        shelter_door = door(fleet, shelter)
+        with psycopg.connect(dsn) as conn:
+            emergency.start(conn, "haicheng", actor="operator", reason="typhoon")
+        wait_until(lambda: not shelter_door.locked, 15, "the shelter open")
+        fleet.cut_link(shelter.node, 8)
+        wait_until(
+            lambda: scalar(dsn, "SELECT online FROM node_presence WHERE node_id = %s",
+                           (shelter.node,)) is False, 10, "the shelter's node offline",
+        )  # fmt: skip
+        with psycopg.connect(dsn) as conn:
+            emergency.end(conn, "haicheng", actor="operator")
+
+        def undelivered() -> list[tuple[object, ...]]:
+            return rows(dsn, "SELECT status::text FROM incidents WHERE rule = 'command_undelivered'"
+                        " AND device_id = %s", (shelter_door.id,))  # fmt: skip
+
+        wait_until(lambda: undelivered() == [("open",)], 15, "an incident: go and lock it")
+        assert not shelter_door.locked
+        wait_until(lambda: shelter_door.locked, 30, "the shelter locked once its node is back")
+        wait_until(lambda: undelivered() == [("resolved",)], 15, "the incident resolved")
+        state, attempts = rows(
+            dsn, "SELECT state::text, attempts FROM commands WHERE device_id = %s"
+            " AND action->>'action' = 'door.lock'", (shelter_door.id,),
+        )[0]  # fmt: skip
+        assert state == "done" and int(str(attempts)) >= 2
+        red = rows(dsn, "SELECT i.device_id, t.severity::text FROM tasks t"
+                   " JOIN incidents i ON i.id = t.incident_id WHERE i.rule = 'command_undelivered'")  # fmt: skip
+        doors = {d for d, k in shelter.devices if k == "door"}
+        assert sorted(red) == sorted((d, "red") for d in doors), "one red task per shelter door"
+        assert metric(port, "gridwatch_commands_undelivered_total") == len(doors)
+        assert metric(port, "gridwatch_commands_retried_total") >= len(doors)
+    finally:
+        stop_process(proc)
+
+
+def test_a_newer_door_command_supersedes_older_unanswered_ones(stack: LocalStack) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        device = str(
+            conn.execute("SELECT id FROM devices WHERE kind = 'door' LIMIT 1").fetchone()[0]
+        )  # type: ignore[index]
+        lock = emergency.queue_command(conn, device, m.DoorLock(), issued_by="operator")
+        conn.execute("UPDATE commands SET state = 'sent' WHERE id = %s", (lock,))
+        queued = emergency.queue_command(conn, device, m.DoorLockdown(), issued_by="operator")
+        unlock = emergency.queue_command(conn, device, m.DoorUnlock(), issued_by="operator")
+    got = {
+        r[0]: r[1:]
+        for r in rows(
+            stack.dsn, "SELECT id, state::text, superseded_by, must_deliver FROM commands"
+        )
+    }
+    assert got[lock] == ("sent", queued, True)  # no longer retried; it may still be answered
+    assert got[queued] == ("expired", unlock, True)  # never sent
+    assert got[unlock] == ("queued", None, False)  # a momentary unlock must never happen late

@@ -280,8 +280,8 @@ def _stream(node: Node, total: int, per_s: float) -> tuple[threading.Thread, lis
     mids: list[int] = []
 
     def run() -> None:
-        for i in range(total):
-            mids.append(node.send(occupancy(node, count=i)))
+        for i in range(total):  # counts a counter could make (see ingest/plausible.py)
+            mids.append(node.send(occupancy(node, count=i % 100)))
             time.sleep(1 / per_s)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -507,3 +507,19 @@ def test_metrics_listen_on_loopback_by_default(stack: LocalStack) -> None:
         assert _listening_addresses(port) == {"127.0.0.1"}
     finally:
         stop_process(proc)
+
+
+def test_an_implausible_reading_is_rejected_with_its_reason(
+    stack: LocalStack, node: Node, ingest: object
+) -> None:
+    """A counter saying a million people are inside a 100-person venue is not believed: no
+    incident (nor an emergency a rule might propose), and the reason is kept."""
+    capacity = scalar(stack.dsn, "SELECT capacity FROM venues WHERE id = %s", (node.creds.site,))
+    mids = [node.send(birth(node, bdseq=1)), node.send(occupancy(node, count=1_000_000)),
+            node.send(occupancy(node, count=int(str(capacity)) * 2))]  # fmt: skip
+    node.deliver(mids)
+    wait_until(lambda: rejections(stack.dsn) == {"implausible": 1}, 15, "the rejection")
+    detail = str(scalar(stack.dsn, "SELECT detail FROM rejected_messages"))
+    assert "1000000" in detail and f"5x its capacity of {capacity}" in detail
+    wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM occupancy") == 1, 15, "stored")
+    assert scalar(stack.dsn, "SELECT count FROM occupancy") == int(str(capacity)) * 2

@@ -77,6 +77,17 @@ def test_a_command_id_is_remembered(tmp_path: Path) -> None:
     assert box.next_bdseq() == 1 and box.next_bdseq() == 2
 
 
+def test_a_command_answered_expired_may_come_again_with_a_fresh_deadline(tmp_path: Path) -> None:
+    """The platform retries a lock with the same id; one executed is not executed twice."""
+    box = _open(tmp_path / "o.db", 10)
+    assert box.remember_command("late", b"first")
+    box.command_done("late", "expired")
+    assert box.remember_command("late", b"retry")
+    assert box.unfinished_commands() == [b"retry"]
+    box.command_done("late", "done")
+    assert not box.remember_command("late", b"third")
+
+
 def test_raw_credentials_never_leave_the_site() -> None:
     reading = d.AccessSeen("door-1", granted=False, raw_credential="card-12345678",
                            reason=m.DenyReason.EXPIRED)  # fmt: skip

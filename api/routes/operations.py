@@ -7,7 +7,7 @@ from collections.abc import Set
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, DbDep, User, audit
@@ -16,7 +16,7 @@ from api.routes.venues import area_path
 from gateway import messages as m
 from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
-from ingest import emergency, kpi
+from ingest import emergency, kpi, proposals
 from ingest.provision import TERRITORY_ID
 from ingest.tasks import SUPERVISORS, Role
 
@@ -111,11 +111,15 @@ class CommandState(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     result_at: datetime | None
+    must_deliver: bool = Field(description="retried until the device answers (locks, lockdowns)")
+    attempts: int = Field(description="times published")
+    superseded_by: uuid.UUID | None = Field(description="a newer door command that replaced it")
 
 
 def _commands(db: DbDep, ids: list[uuid.UUID]) -> list[CommandState]:
     rows = db.execute(
-        """SELECT id, device_id, action, state::text, detail, created_at, sent_at, result_at
+        """SELECT id, device_id, action, state::text, detail, created_at, sent_at, result_at,
+                  must_deliver, attempts, superseded_by
            FROM commands WHERE id = ANY(%s) ORDER BY device_id""",
         (ids,),
     ).fetchall()
@@ -272,6 +276,65 @@ def end_emergency(
     with db.transaction():
         eid = emergency.end(db, area, actor=user.id)
         audit(db, user, request, "emergency.end", area, {"id": eid})
+    return _emergencies(db, user)
+
+
+class EmergencyProposal(BaseModel):
+    id: int
+    territory_id: str
+    reason: str
+    rule: str
+    proposed_at: datetime
+
+
+@router.get("/emergencies/proposals", response_model=list[EmergencyProposal],
+            summary="Emergencies rules proposed, awaiting a person")  # fmt: skip
+def emergency_proposals(user: CurrentUser, db: DbDep) -> list[EmergencyProposal]:
+    return [
+        EmergencyProposal(id=p.id, territory_id=p.territory_id, reason=p.reason, rule=p.rule,
+                          proposed_at=p.proposed_at)
+        for p in proposals.open_proposals(db, user.scope_path)
+    ]  # fmt: skip
+
+
+ProposalPath = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post("/emergencies/proposals/{proposal_id}/confirm", response_model=list[Emergency],
+             summary="Confirm an emergency a rule proposed: it starts")  # fmt: skip
+def confirm_proposal(
+    proposal_id: ProposalPath, user: CurrentUser, db: DbDep, request: Request
+) -> list[Emergency]:
+    return _decide(db, user, request, proposal_id, "confirm")
+
+
+@router.post("/emergencies/proposals/{proposal_id}/dismiss", response_model=list[Emergency],
+             summary="Dismiss an emergency a rule proposed")  # fmt: skip
+def dismiss_proposal(
+    proposal_id: ProposalPath, user: CurrentUser, db: DbDep, request: Request
+) -> list[Emergency]:
+    return _decide(db, user, request, proposal_id, "dismiss")
+
+
+def _decide(
+    db: DbDep, user: User, request: Request, proposal_id: int,
+    decision: Literal["confirm", "dismiss"],
+) -> list[Emergency]:  # fmt: skip
+    _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
+    with db.transaction():
+        try:
+            proposal, eid = proposals.decide(
+                db, proposal_id, confirm=decision == "confirm", actor=user.id,
+                policy=request.app.state.deadlines,
+            )  # fmt: skip
+            area_path(db, user, proposal.territory_id)  # outside the person's area: 404, undone
+        except proposals.ProposalError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except emergency.EmergencyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        audit(db, user, request, f"emergency.{decision}", proposal.territory_id,
+              {"proposal": proposal_id, "id": eid, "reason": proposal.reason,
+               "rule": proposal.rule})  # fmt: skip
     return _emergencies(db, user)
 
 

@@ -29,7 +29,13 @@ export async function render(root, { me }) {
   h("p", { class: "muted small" }, "Every speaker in the area plays the message, shelter doors unlock, and task deadlines tighten. It stays on until ended here; ending it locks the shelters again."),
   h("label", {}, "Area"), area, h("label", {}, "Reason"), reason, h("label", {}, "Message"), message,
   error, h("div", { class: "row" }, h("span", { class: "spacer" }), start));
-  root.append(h("h1", {}, "Emergency mode"),
+  const proposed = h("tbody");
+  const proposals = h("section", { class: "panel", hidden: true },
+    h("h2", {}, "Proposed by rules"),
+    h("p", { class: "muted small" }, "A rule asked for emergency mode. Nothing happens until an operator confirms it."),
+    h("table", { class: "responsive", id: "proposals" },
+      h("thead", {}, h("tr", {}, ["Area", "Why", "Rule", "Proposed", ""].map((t) => h("th", {}, t)))), proposed));
+  root.append(h("h1", {}, "Emergency mode"), proposals,
     h("section", { class: "panel" }, h("table", { class: "responsive", id: "emergencies" },
       h("thead", {}, h("tr", {}, ["Area", "Reason", "Started", "By", "Ended", ""].map((t) => h("th", {}, t)))), list)),
     may ? form : h("p", { class: "muted" }, "Operators switch emergency mode; you can see it here."));
@@ -50,10 +56,29 @@ export async function render(root, { me }) {
     if (!emergencies.length) list.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No emergency so far.")));
   }
 
+  function propose(items) {
+    proposals.hidden = !items.length;
+    proposed.replaceChildren(...items.map((p) => {
+      const decide = (button, decision) => act(button, async () => {
+        show(await api(`/api/emergencies/proposals/${p.id}/${decision}`, { method: "POST" }));
+        propose(await api("/api/emergencies/proposals"));
+        toast(decision === "confirm" ? `Emergency mode on in ${p.territory_id}` : "Proposal dismissed");
+      });
+      const confirm = h("button", { type: "button", class: "small danger", onclick: () => decide(confirm, "confirm") }, "Confirm");
+      const dismiss = h("button", { type: "button", class: "small", onclick: () => decide(dismiss, "dismiss") }, "Dismiss");
+      return h("tr", { dataset: { proposal: p.id } },
+        h("td", {}, h("span", { class: "chip red" }, p.territory_id)), h("td", {}, p.reason),
+        h("td", {}, p.rule), h("td", {}, clock(p.proposed_at)),
+        h("td", {}, may ? h("div", { class: "row" }, confirm, dismiss) : null));
+    }));
+  }
+
   try {
-    const [emergencies, nodes] = await Promise.all([api("/api/emergencies"), api("/api/territory")]);
+    const [emergencies, nodes, asked] = await Promise.all(
+      [api("/api/emergencies"), api("/api/territory"), api("/api/emergencies/proposals")]);
     area.replaceChildren(...nodes.map((n) => h("option", { value: n.id }, `${"· ".repeat(depth(n, nodes))}${n.name} (${n.level})`)));
     show(emergencies);
+    propose(asked);
   } catch (e) {
     toast(e.message, true);
   }

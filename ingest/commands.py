@@ -1,0 +1,196 @@
+"""The leader's work on commands: sign and publish queued ones, re-publish unanswered ones that
+must reach their device, expire the others, and raise an incident for a door command that could
+not be delivered in time (resolved when the device answers).
+
+A must-deliver command keeps its id on every attempt, with a fresh `ts` and a short deadline:
+the edge executes an id once, so an attempt that crosses an answer does nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.signing import Signer
+from ingest import incidents, metrics
+from ingest.registry import Registry
+from ingest.rules import Clear, Rule, RuleBook
+from ingest.tasks import DeadlinePolicy
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[object, ...]]
+Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
+ATTEMPT_S = 30  # each attempt of a must-deliver command is valid this long
+RETRY_FIRST_S = 5.0  # then 10, 20, 40, 60, 60, ... (and at once when the node is born again)
+RETRY_MAX_S = 60.0
+RESULT_GRACE_S = 10  # a command's result may arrive a little after its deadline
+DEFAULT_ALARM_S = 300.0
+
+_UNDELIVERED = (
+    "c.must_deliver AND c.superseded_by IS NULL AND c.state IN ('queued', 'sent', 'expired')"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPolicy:
+    """How the leader treats commands that must reach their device."""
+
+    alarm_after_s: float = DEFAULT_ALARM_S  # unanswered this long: an incident for the venue
+
+
+def retry_after(attempts: int) -> float:
+    """Seconds before attempt `attempts + 1` when nothing has been heard."""
+    return min(RETRY_FIRST_S * 2.0 ** max(attempts - 1, 0), RETRY_MAX_S)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def payload(
+    cid: object,
+    device: str,
+    action: object,
+    ts: datetime,
+    deadline: datetime,
+    signer: Signer | None,
+) -> bytes:
+    """The signed wire payload of one attempt of a command."""
+    command = m.Command.model_validate_json(
+        json.dumps(
+            {"type": m.MessageType.COMMAND, "v": m.CONTRACT_VERSION, "id": str(cid), "ts": ts,
+             "device": device, "deadline": deadline, "action": action},
+            default=_iso,
+        )
+    )  # fmt: skip
+    obj: dict[str, Any] = codec.to_wire(command)
+    if signer is not None:
+        obj = signer.sign(obj)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
+    """Publish queued commands, and attempts of must-deliver ones that are due (their retry
+    time has come, or their node has been born again since the last attempt)."""
+    rows = conn.execute(
+        f"""SELECT c.id, c.device_id, c.action, c.created_at, c.deadline, c.must_deliver,
+                  c.attempts, n.id, n.venue_id, now()
+           FROM commands c JOIN devices d ON d.id = c.device_id
+           JOIN edge_nodes n ON n.id = d.node_id
+           LEFT JOIN node_presence p ON p.node_id = n.id
+           WHERE c.state = 'queued'
+              OR ({_UNDELIVERED} AND c.attempts > 0
+                  AND (c.retry_at <= now() OR (p.online AND p.updated_at > c.sent_at)))
+           ORDER BY c.created_at LIMIT 500"""
+    ).fetchall()
+    sent: list[tuple[object, int, float, mqtt.MQTTMessageInfo]] = []
+    deadlines: dict[object, datetime] = {}
+    for cid, device, action, created, deadline, must, attempts, node, site, now in rows:
+        assert isinstance(created, datetime) and isinstance(deadline, datetime)
+        assert isinstance(now, datetime)
+        ts, valid_until = created, deadline
+        if must:  # each attempt is issued now and valid a short while
+            ts = now
+            valid_until = deadlines[cid] = now + timedelta(seconds=ATTEMPT_S)
+        topic = topics.command(str(site), str(node), str(device))
+        info = send(topic, payload(cid, str(device), action, ts, valid_until, signer))
+        sent.append((cid, int(str(attempts)), retry_after(int(str(attempts)) + 1), info))
+    done = retried = 0
+    for cid, attempts_before, pause, info in sent:
+        try:
+            info.wait_for_publish(5)
+        except (RuntimeError, ValueError) as exc:  # not connected, or the publish failed
+            log.warning("command not published yet id=%s: %s", cid, exc)
+            continue
+        if not info.is_published():
+            continue
+        done += 1
+        retried += attempts_before > 0
+        conn.execute(
+            """UPDATE commands SET state = 'sent', sent_at = now(), attempts = attempts + 1,
+                   deadline = COALESCE(%s, deadline),
+                   retry_at = CASE WHEN must_deliver THEN now() + make_interval(secs => %s) END
+               WHERE id = %s AND (state = 'queued' OR (must_deliver AND state IN ('sent', 'expired')))""",
+            (deadlines.get(cid), pause, cid),
+        )
+    if done:
+        metrics.COMMANDS_SENT.inc(done)
+    if retried:
+        metrics.COMMANDS_RETRIED.inc(retried)
+
+
+def expire(conn: Conn) -> None:
+    """Commands that may be dropped and had no result by their deadline are expired."""
+    cur = conn.execute(
+        """UPDATE commands SET state = 'expired', detail = 'no result by the deadline',
+               result_at = now()
+           WHERE state IN ('queued', 'sent') AND deadline < now() - make_interval(secs => %s)
+             AND NOT (must_deliver AND superseded_by IS NULL)""",
+        (RESULT_GRACE_S,),
+    )
+    if cur.rowcount:
+        log.warning("commands expired without a result count=%d", cur.rowcount)
+
+
+def alarm(
+    conn: Conn, registry: Registry, book: RuleBook, policy: DeadlinePolicy, limits: CommandPolicy
+) -> None:
+    """An incident for each device with a must-deliver command unanswered past the limit, and
+    the resolution of those whose device has answered (or whose command a newer one replaced)."""
+    rows = conn.execute(
+        f"""SELECT c.id, c.device_id, d.node_id, c.action->>'action', c.created_at, c.attempts
+           FROM commands c JOIN devices d ON d.id = c.device_id
+           WHERE {_UNDELIVERED} AND c.alarmed_at IS NULL
+             AND c.created_at < now() - make_interval(secs => %s)
+           ORDER BY c.created_at LIMIT 100""",
+        (limits.alarm_after_s,),
+    ).fetchall()
+    signals: list[incidents.Signal] = []
+    alarmed: list[uuid.UUID] = []
+    for cid, device, node, action, created, attempts in rows:
+        venue = registry.venue_of_node(str(node))
+        assert isinstance(cid, uuid.UUID) and isinstance(created, datetime)
+        alarmed.append(cid)
+        if venue is None:
+            continue
+        s = book.settings(Rule.COMMAND_UNDELIVERED, venue)
+        if not s.enabled:
+            continue
+        signals.append(
+            incidents.Raise(
+                Rule.COMMAND_UNDELIVERED, str(device), s.severity, venue, created,
+                device=str(device), node=str(node),
+                detail={"command": str(cid), "action": str(action), "attempts": attempts,
+                        "since": created.isoformat()},
+            )
+        )  # fmt: skip
+    answered = conn.execute(
+        f"""SELECT i.dedup_key FROM incidents i
+           WHERE i.rule = %s AND i.status <> 'resolved'
+             AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.device_id = i.device_id
+                             AND {_UNDELIVERED})""",
+        (Rule.COMMAND_UNDELIVERED.value,),
+    ).fetchall()
+    if not (alarmed or answered):
+        return
+    with conn.transaction():
+        if alarmed:
+            conn.execute("UPDATE commands SET alarmed_at = now() WHERE id = ANY(%s)", (alarmed,))
+            metrics.COMMANDS_UNDELIVERED.inc(len(alarmed))
+            log.error("door commands undelivered past %.0fs count=%d",
+                      limits.alarm_after_s, len(alarmed))  # fmt: skip
+        signals += [Clear(str(k), "the device answered") for (k,) in answered]
+        incidents.apply(conn, signals, policy)
