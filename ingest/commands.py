@@ -133,16 +133,29 @@ def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
 
 
 def expire(conn: Conn) -> None:
-    """Commands that may be dropped and had no result by their deadline are expired."""
-    cur = conn.execute(
-        """UPDATE commands SET state = 'expired', detail = 'no result by the deadline',
-               result_at = now()
-           WHERE state IN ('queued', 'sent') AND deadline < now() - make_interval(secs => %s)
-             AND NOT (must_deliver AND superseded_by IS NULL)""",
-        (RESULT_GRACE_S,),
-    )
-    if cur.rowcount:
-        log.warning("commands expired without a result count=%d", cur.rowcount)
+    """Commands that may be dropped and had no result by their deadline are expired; a door's is
+    an outcome for the audit log, beside who asked for it."""
+    with conn.transaction():
+        gone = conn.execute(
+            """UPDATE commands SET state = 'expired', detail = 'no result by the deadline',
+                   result_at = now()
+               WHERE state IN ('queued', 'sent') AND deadline < now() - make_interval(secs => %s)
+                 AND NOT (must_deliver AND superseded_by IS NULL)
+               RETURNING id""",
+            (RESULT_GRACE_S,),
+        ).fetchall()
+        if gone:
+            conn.execute(
+                """INSERT INTO audit_log (person_id, action, target, detail, client)
+                   SELECT 'system', 'door.outcome', device_id,
+                          jsonb_build_object('command', id, 'issued_by', issued_by,
+                                             'reason', reason, 'action', action,
+                                             'status', 'expired', 'detail', detail),
+                          'ingest'
+                   FROM commands WHERE id = ANY(%s) AND action->>'action' LIKE 'door.%%'""",
+                ([r[0] for r in gone],),
+            )
+            log.warning("commands expired without a result count=%d", len(gone))
 
 
 def alarm(

@@ -81,6 +81,8 @@ GRANT USAGE ON SEQUENCE notifications_id_seq TO gridwatch_ingest, gridwatch_api,
 -- Emergency mode and device commands: started by people or a rule, sent by the ingest leader.
 GRANT SELECT, INSERT, UPDATE ON emergencies TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 GRANT SELECT, INSERT ON commands TO gridwatch_api, gridwatch_cli;
+-- A newer door command supersedes older unanswered ones for the same door (009).
+GRANT UPDATE (superseded_by, state, detail, result_at) ON commands TO gridwatch_api, gridwatch_cli;
 GRANT SELECT, INSERT, UPDATE ON commands TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE emergencies_id_seq TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 

@@ -571,3 +571,23 @@ def test_a_newer_door_command_supersedes_older_unanswered_ones(stack: LocalStack
     assert got[lock] == ("sent", queued, True)  # no longer retried; it may still be answered
     assert got[queued] == ("expired", unlock, True)  # never sent
     assert got[unlock] == ("queued", None, False)  # a momentary unlock must never happen late
+
+
+def test_a_door_command_that_expires_is_an_outcome_in_the_audit_log(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    from ingest import commands
+
+    door_id = device_of(nodes[0], "door")
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        cid = emergency.queue_command(conn, door_id, m.DoorUnlock(duration_s=30),
+                                      issued_by="operator", reason="delivery",
+                                      deadline=timedelta(seconds=1))  # fmt: skip
+        conn.execute("UPDATE commands SET deadline = now() - interval '1 minute' WHERE id = %s",
+                     (cid,))  # fmt: skip
+        commands.expire(conn)
+    assert scalar(stack.dsn, "SELECT state::text FROM commands WHERE id = %s", (cid,)) == "expired"
+    (detail,) = rows(stack.dsn, "SELECT detail FROM audit_log WHERE action = 'door.outcome'")[0]
+    assert isinstance(detail, dict)
+    assert (detail["issued_by"], detail["status"], detail["action"]["duration_s"]) == (
+        "operator", "expired", 30)  # fmt: skip
