@@ -51,14 +51,17 @@ def test_the_edge_verifies_the_json_it_received_whatever_its_layout(signer: Sign
 
 
 @pytest.mark.parametrize(
-    ("command", "reason"),
+    ("made", "reason"),
     [
-        (_command(valid_s=301), trust.Refusal.TOO_LONG),
-        (_command(ahead_s=120), trust.Refusal.FROM_FUTURE),
-        (_command(), None),
+        ({"valid_s": 301}, trust.Refusal.TOO_LONG),
+        ({"ahead_s": 120}, trust.Refusal.FROM_FUTURE),
+        ({}, None),
     ],
 )
-def test_validity_window(signer: Signer, command: m.Command, reason: trust.Refusal | None) -> None:
+def test_validity_window(
+    signer: Signer, made: dict[str, float], reason: trust.Refusal | None
+) -> None:
+    command = _command(**made)  # made now: "ahead" is ahead of the clock when it is checked
     payload = json.dumps(signer.sign(codec.to_wire(command))).encode()
     parsed = codec.decode(payload)
     assert isinstance(parsed, m.Command)
@@ -101,7 +104,7 @@ def test_the_ingest_needs_a_usable_command_key_in_production(tmp_path: Path) -> 
     from ingest.settings import IngestSettings
 
     prod = {"environment": "production", "database_url": "postgresql://db/x",
-            "mqtt": {"password": "p" * 20}}  # fmt: skip
+            "mqtt": {"password": "p" * 20}, "share_group": "ingest_5f0c2a"}  # fmt: skip
     with pytest.raises(ValidationError, match="GRIDWATCH_COMMAND_KEY_FILE must be set"):
         IngestSettings.model_validate(prod)
     (tmp_path / "bad.pem").write_text("not a key")
