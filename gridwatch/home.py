@@ -126,7 +126,7 @@ def running_database_url(home: str | None) -> str | None:
             "(or `gridwatch up --home ...`), or give --database-url"
         )
     passfile = folder / "postgres" / "pgpass"  # its server's passwords (URLs carry none)
-    if "PGPASSFILE" not in os.environ and passfile.exists():
+    if passfile.exists():
         os.environ["PGPASSFILE"] = str(passfile.resolve())
     return path.read_text().strip()
 

@@ -111,7 +111,8 @@ def test_a_home_runs_once_keeps_its_demo_and_serves_the_commands(tmp_path: Path)
         ):
             assert found.returncode == 0, found.stderr
             assert isinstance(json.loads(found.stdout), list)
-        assert rows(dsn, "SELECT 1")  # the first one's database still answers
+        with psycopg.connect(dsn, passfile=str(home / "postgres" / "pgpass")) as conn:
+            assert conn.execute("SELECT 1").fetchone()  # the first one's database still answers
     finally:
         assert _ctrl_c(first) == 0
     stopped = _gridwatch("kpi", "haicheng", "--home", str(home))
