@@ -31,7 +31,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         db.open()
         app.state.db = db
-        app.state.pool = db.pool
         app.state.signing_key = None
         keys.load_at_start(app)
         app.state.hashing = asyncio.Semaphore(settings.api_hash_concurrency)

@@ -8,9 +8,9 @@ import logging
 import psycopg
 from fastapi import Request
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
+from api.database import Database, DatabaseUnavailable
 from api.deps import client_of
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,13 @@ async def record(request: Request, status_code: int, detail: str) -> None:
     person = user.id if user is not None else getattr(request.state, "subject", None)
     if person is None:  # nobody we know: a stranger's request is not worth a row each
         return
-    pool: ConnectionPool[psycopg.Connection[tuple[object, ...]]] = request.app.state.pool
+    database: Database = request.app.state.db
     row = (person, "refused", request.url.path,
            Jsonb({"method": request.method, "status": status_code, "reason": detail}),
            client_of(request))  # fmt: skip
 
     def insert() -> None:
-        with pool.connection() as db:
+        with database.connection() as db:
             db.execute(
                 "INSERT INTO audit_log (person_id, action, target, detail, client)"
                 " VALUES (%s, %s, %s, %s, %s)",
@@ -42,7 +42,7 @@ async def record(request: Request, status_code: int, detail: str) -> None:
 
     try:
         await run_in_threadpool(insert)
-    except psycopg.Error as exc:
+    except (psycopg.Error, DatabaseUnavailable) as exc:
         # The refusal still stands; only its audit row is missing, and the log says so.
         log.warning("could not audit a refused %s %s by %s: %s", request.method,
                     request.url.path, person, str(exc).strip())  # fmt: skip

@@ -212,7 +212,8 @@ class EdgeAgent:
             self.pump()
 
     def stop(self) -> None:
-        """Stop the drivers, send what can be sent quickly, and leave with a death message."""
+        """Stop the drivers, give what is in flight a moment to be confirmed (what is not stays
+        in the outbox for the next start), and leave with a death message."""
         if self._stopped.is_set():
             return
         self._stopping = True
@@ -358,9 +359,11 @@ class EdgeAgent:
         """Whether everything sent has been waiting for a receipt longer than the timeout: then
         it is sent again (the wait doubles each time, up to an hour, so a platform that is down
         for long is not flooded with copies)."""
-        sent_all = not self._inflight and self._cursor >= self.outbox.last_seq
-        if not (len(self.outbox) and sent_all and now - self._last_progress > self._receipt_wait_s):
+        waited = now - self._last_progress > self._receipt_wait_s
+        if not (len(self.outbox) and not self._inflight and waited):
             return False
+        if self.outbox.pending(self._cursor, 1):
+            return False  # still sending what came after: not a wait for receipts yet
         log.warning(
             "no receipt for %.0f s node=%s: sending the %d unconfirmed messages again",
             now - self._last_progress, self.node, len(self.outbox),

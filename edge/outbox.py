@@ -145,7 +145,7 @@ class Store:
 
 
 class Outbox:
-    """A node's bounded, durable FIFO of messages waiting for the broker's acknowledgement."""
+    """A node's bounded, durable FIFO of messages waiting for the platform's receipt."""
 
     def __init__(self, store: Store, node: str, *, max_messages: int) -> None:
         if max_messages < 1:
@@ -239,11 +239,6 @@ class Outbox:
                 (self.node, after_seq, limit),
             ).fetchall()
         return [Entry(s, t, bytes(p), bool(r)) for s, t, p, r in rows]
-
-    def remove(self, seq: int) -> None:
-        """Forget one message."""
-        with self._lock, self._db:
-            self._delete(seq)
 
     def confirm(self, ranges: Iterable[tuple[int, int]]) -> int:
         """The platform has stored these messages (inclusive seq ranges): forget them; how many

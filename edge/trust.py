@@ -15,7 +15,7 @@ from gateway import messages as m
 from gateway.signing import SigningError, Verifier
 
 MAX_VALIDITY = timedelta(seconds=300)  # deadline - ts at most
-MAX_SKEW = timedelta(seconds=30)  # ts ahead of our clock at most
+MAX_SKEW = timedelta(seconds=120)  # ts ahead of our clock at most (a node's clock may be off)
 
 
 class Refusal(StrEnum):

@@ -399,10 +399,6 @@ class Receipt(Strict):
             raise ValueError("a range's first seq is above its last")
         return value
 
-    def covers(self) -> list[int]:
-        """Every sequence number the receipt confirms."""
-        return [seq for first, last in self.seqs for seq in range(first, last + 1)]
-
 
 def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
     """Sequence numbers as sorted, merged inclusive ranges."""

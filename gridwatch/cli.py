@@ -168,18 +168,33 @@ def database_url(args: argparse.Namespace) -> str:
     """--database-url, else GRIDWATCH_DATABASE_URL, else the database of a running `up` home
     (--home, GRIDWATCH_HOME or ./.gridwatch), else the development default."""
     if getattr(args, "database_url", None):
-        return str(args.database_url)
+        return _with_local_passwords(str(args.database_url))
     if os.environ.get("GRIDWATCH_DATABASE_URL"):
         try:
-            return postgres_url(os.environ["GRIDWATCH_DATABASE_URL"])
+            url = postgres_url(os.environ["GRIDWATCH_DATABASE_URL"])
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"GRIDWATCH_DATABASE_URL is {exc}") from None
+        return _with_local_passwords(url)
     found = home.running_database_url(getattr(args, "home", None))
     if found is not None:
         return found
     from ingest.settings import DEV_DATABASE_URL
 
     return DEV_DATABASE_URL
+
+
+def _with_local_passwords(url: str) -> str:
+    """Run where `gridwatch up` ran, a URL of its local server signs in with that server's
+    passwords (URLs carry none); a URL of any other server keeps the caller's own."""
+    if "PGPASSFILE" in os.environ or not LOCAL_PASSFILE.exists():
+        return url
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    server = (str(info.get("host", "")), str(info.get("port", "5432")))
+    for line in LOCAL_PASSFILE.read_text().splitlines():
+        if tuple(line.split(":")[:2]) == server:
+            os.environ["PGPASSFILE"] = str(LOCAL_PASSFILE.resolve())
+            break
+    return url
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
@@ -526,9 +541,6 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Run where `gridwatch up` ran, the command line signs in with its local server's passwords.
-    if "PGPASSFILE" not in os.environ and LOCAL_PASSFILE.exists():
-        os.environ["PGPASSFILE"] = str(LOCAL_PASSFILE.resolve())
     try:
         args = build_parser().parse_args(argv)  # `--help | head` can break the pipe too
         logconfig.setup(args.log_level, args.log_format)

@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
-ATTEMPT_S = 30  # each attempt of a must-deliver command is valid this long
+# Each attempt of a must-deliver command is valid this long: wider than the clock skew a node
+# accepts (edge.trust.MAX_SKEW), so a node whose clock is a minute off still executes it.
+ATTEMPT_S = 150
 RETRY_FIRST_S = 5.0  # then 10, 20, 40, 60, 60, ... (and at once when the node is born again)
 RETRY_MAX_S = 60.0
 RESULT_GRACE_S = 10  # a command's result may arrive a little after its deadline
@@ -40,6 +42,10 @@ DEFAULT_ALARM_S = 300.0
 _UNDELIVERED = (
     "c.must_deliver AND c.superseded_by IS NULL AND c.state IN ('queued', 'sent', 'expired')"
 )
+# A must-deliver command its door refused or could not carry out (a jammed lock, a node without
+# the platform's key): retrying does not help, a person must go. Trouble until a newer
+# must-deliver command for the door replaces it.
+_REFUSED = "c.must_deliver AND c.superseded_by IS NULL AND c.state IN ('failed', 'rejected')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,8 @@ def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
             """UPDATE commands SET state = 'sent', sent_at = now(), attempts = attempts + 1,
                    deadline = COALESCE(%s, deadline),
                    retry_at = CASE WHEN must_deliver THEN now() + make_interval(secs => %s) END
-               WHERE id = %s AND (state = 'queued' OR (must_deliver AND state IN ('sent', 'expired')))""",
+               WHERE id = %s AND superseded_by IS NULL
+                 AND (state = 'queued' OR (must_deliver AND state IN ('sent', 'expired')))""",
             (deadlines.get(cid), pause, cid),
         )
     if done:
@@ -161,19 +168,22 @@ def expire(conn: Conn) -> None:
 def alarm(
     conn: Conn, registry: Registry, book: RuleBook, policy: DeadlinePolicy, limits: CommandPolicy
 ) -> None:
-    """An incident for each device with a must-deliver command unanswered past the limit, and
-    the resolution of those whose device has answered (or whose command a newer one replaced)."""
+    """An incident for each device with a must-deliver command unanswered past the limit, or
+    refused or failed by its door (at once), and the resolution of those whose door has done what
+    was asked (or whose command a newer must-deliver one replaced)."""
     rows = conn.execute(
-        f"""SELECT c.id, c.device_id, d.node_id, c.action->>'action', c.created_at, c.attempts
+        f"""SELECT c.id, c.device_id, d.node_id, c.action->>'action', c.created_at, c.attempts,
+                  c.state::text, c.detail
            FROM commands c JOIN devices d ON d.id = c.device_id
-           WHERE {_UNDELIVERED} AND c.alarmed_at IS NULL
-             AND c.created_at < now() - make_interval(secs => %s)
+           WHERE c.alarmed_at IS NULL
+             AND ({_REFUSED}
+                  OR ({_UNDELIVERED} AND c.created_at < now() - make_interval(secs => %s)))
            ORDER BY c.created_at LIMIT 100""",
         (limits.alarm_after_s,),
     ).fetchall()
     signals: list[incidents.Signal] = []
     alarmed: list[uuid.UUID] = []
-    for cid, device, node, action, created, attempts in rows:
+    for cid, device, node, action, created, attempts, state, why in rows:
         venue = registry.venue_of_node(str(node))
         assert isinstance(cid, uuid.UUID) and isinstance(created, datetime)
         alarmed.append(cid)
@@ -187,14 +197,14 @@ def alarm(
                 Rule.COMMAND_UNDELIVERED, str(device), s.severity, venue, created,
                 device=str(device), node=str(node),
                 detail={"command": str(cid), "action": str(action), "attempts": attempts,
-                        "since": created.isoformat()},
+                        "since": created.isoformat(), "state": state, "why": why},
             )
         )  # fmt: skip
     answered = conn.execute(
         f"""SELECT i.dedup_key FROM incidents i
            WHERE i.rule = %s AND i.status <> 'resolved'
              AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.device_id = i.device_id
-                             AND {_UNDELIVERED})""",
+                             AND ({_UNDELIVERED} OR {_REFUSED}))""",
         (Rule.COMMAND_UNDELIVERED.value,),
     ).fetchall()
     if not (alarmed or answered):
@@ -205,5 +215,5 @@ def alarm(
             metrics.COMMANDS_UNDELIVERED.inc(len(alarmed))
             log.error("door commands undelivered past %.0fs count=%d",
                       limits.alarm_after_s, len(alarmed))  # fmt: skip
-        signals += [Clear(str(k), "the device answered") for (k,) in answered]
+        signals += [Clear(str(k), "the door did what was asked") for (k,) in answered]
         incidents.apply(conn, signals, policy)

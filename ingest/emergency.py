@@ -65,13 +65,15 @@ def queue_command(
          emergency_id, deadline, must_deliver(action, emergency_id)),
     )  # fmt: skip
     if isinstance(action, m.DoorUnlock | m.DoorLock | m.DoorLockdown):
-        _supersede(conn, device_id, command_id)
+        _supersede(conn, device_id, command_id, must_deliver(action, emergency_id))
     conn.execute(f"NOTIFY {COMMANDS_CHANNEL}")
     return command_id
 
 
-def _supersede(conn: Conn, device_id: str, newer: uuid.UUID) -> None:
-    """Older unanswered door commands of the device are no longer sent or retried."""
+def _supersede(conn: Conn, device_id: str, newer: uuid.UUID, must: bool) -> None:
+    """Older unanswered (or refused) door commands of the device are no longer sent, retried or
+    alarmed about. Only a command that must be delivered replaces one that must: a momentary
+    unlock that may expire unheard must not cancel the lock that secures a shelter."""
     conn.execute(
         """UPDATE commands SET superseded_by = %(newer)s,
                state = CASE WHEN state = 'queued' THEN 'expired' ELSE state END,
@@ -79,8 +81,10 @@ def _supersede(conn: Conn, device_id: str, newer: uuid.UUID) -> None:
                              ELSE detail END,
                result_at = CASE WHEN state = 'queued' THEN now() ELSE result_at END
            WHERE device_id = %(device)s AND id <> %(newer)s AND superseded_by IS NULL
-             AND state IN ('queued', 'sent', 'expired') AND action->>'action' LIKE 'door.%%'""",
-        {"newer": newer, "device": device_id},
+             AND (%(must)s OR NOT must_deliver)
+             AND state IN ('queued', 'sent', 'expired', 'failed', 'rejected')
+             AND action->>'action' LIKE 'door.%%'""",
+        {"newer": newer, "device": device_id, "must": must},
     )
 
 

@@ -67,13 +67,13 @@ def decide(
 
 
 def open_proposals(conn: Conn, scope_path: str) -> list[Proposal]:
-    """Undecided proposals for areas in or above `scope_path`."""
+    """Undecided proposals for areas in `scope_path` (those a person there may decide)."""
     rows = conn.execute(
         """SELECT p.id, p.territory_id, t.path::text, p.reason, p.rule, p.proposed_at
            FROM emergency_proposals p JOIN territory t ON t.id = p.territory_id
-           WHERE p.decided_at IS NULL AND (t.path <@ %s::ltree OR t.path @> %s::ltree)
+           WHERE p.decided_at IS NULL AND t.path <@ %s::ltree
            ORDER BY p.id""",
-        (scope_path, scope_path),
+        (scope_path,),
     ).fetchall()
     out = []
     for pid, area, path, reason, rule, at in rows:

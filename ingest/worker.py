@@ -42,6 +42,7 @@ from ingest.writer import BatchOutcome, BatchWriter, Received
 log = logging.getLogger(__name__)
 
 _RETRY_MAX_S = 10.0
+_RECEIPT_RANGES = 1_000  # at most ~25 bytes each: well inside the edge's 64 KiB payload limit
 
 
 def _end_session() -> Properties:
@@ -276,15 +277,22 @@ class IngestWorker:
         broker crashed) costs only a resend by the node, which the ids make harmless."""
         now = m.now()
         for (site, node), seqs in outcome.receipts.items():
-            receipt = m.Receipt(v=m.CONTRACT_VERSION, ts=now, seqs=m.seq_ranges(seqs))
-            info = self.client.publish(
-                topics.receipt(site, node), codec.encode(receipt), qos=QOS_AT_LEAST_ONCE
-            )
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                metrics.RECEIPTS.inc()
-            else:
-                metrics.RECEIPTS_FAILED.inc()
-                log.warning("receipt not sent node=%s seqs=%d rc=%s", node, len(seqs), info.rc)
+            ranges = m.seq_ranges(seqs)
+            # One node's messages are spread over the workers, so its ranges may be many: in
+            # parts small enough for the node's payload limit.
+            for i in range(0, len(ranges), _RECEIPT_RANGES):
+                part = ranges[i : i + _RECEIPT_RANGES]
+                receipt = m.Receipt(v=m.CONTRACT_VERSION, ts=now, seqs=part)
+                info = self.client.publish(
+                    topics.receipt(site, node), codec.encode(receipt), qos=QOS_AT_LEAST_ONCE
+                )
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    metrics.RECEIPTS.inc()
+                else:
+                    metrics.RECEIPTS_FAILED.inc()
+                    log.warning(
+                        "receipt not sent node=%s ranges=%d rc=%s", node, len(part), info.rc
+                    )
 
     def _clear_retained(self, batch: list[Received]) -> None:
         """Delete retained messages left where none belongs (anywhere but a birth topic): a

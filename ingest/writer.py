@@ -283,6 +283,11 @@ class BatchWriter:
         ]  # fmt: skip
         current = self._current_states(conn, devices)
         changes: list[tuple[Inbound, bool]] = []
+        # Every worker gets every birth and death, and a clamped one has a new ts in each: the
+        # workers take its id in turn, so the second sees the first's row (ids in one order).
+        clamped_ids = sorted({str(a.inbound.message.id) for a in presence if a.inbound.ahead_s})  # type: ignore[union-attr]
+        for mid in clamped_ids:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (mid,))
         for a in presence:
             match self._stored_presence(conn, a):
                 case "conflict":
@@ -391,23 +396,26 @@ class BatchWriter:
             venue = self.registry.venue_of_node(a.inbound.topic.node)
             if venue is not None:
                 signals += rules.evaluate(conn, a.inbound, venue, self.book)
+        answered: list[object] = []
         if results:
-            conn.execute(
+            answered = [r[0] for r in conn.execute(
                 """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
                        result_at = now()
                    FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
                         AS u(id, status, detail, device)
                    WHERE c.id = u.id AND c.device_id = u.device
-                     AND c.state IN ('queued', 'sent', 'expired')""",
+                     AND c.state IN ('queued', 'sent', 'expired')
+                   RETURNING c.id""",
                 (
                     [r.command_id for r in results],
                     [r.status.value for r in results],
                     [r.detail for r in results],
                     [r.device for r in results],
                 ),
-            )
-            _audit_door_outcomes(conn, results)
+            ).fetchall()]  # fmt: skip
         outcome.reactions = incidents.apply(conn, signals, self.policy)
+        # Last in the transaction: the audit log's chain holds its lock until the commit.
+        _audit_door_outcomes(conn, [r for r in results if r.command_id in answered])
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
@@ -692,7 +700,9 @@ class BatchWriter:
 
 def _audit_door_outcomes(conn: Conn, results: Sequence[CommandResult]) -> None:
     """What became of each door command goes into the audit log beside who asked for it: the
-    action with its duration, and the door's answer."""
+    action with its duration, and the door's answer (once: a repeated answer changes nothing)."""
+    if not results:
+        return
     conn.execute(
         """INSERT INTO audit_log (person_id, action, target, detail, client)
            SELECT 'system', 'door.outcome', c.device_id,

@@ -553,7 +553,9 @@ def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
         stop_process(proc)
 
 
-def test_a_newer_door_command_supersedes_older_unanswered_ones(stack: LocalStack) -> None:
+def test_a_newer_door_command_supersedes_older_unanswered_ones_but_never_a_lock_by_an_unlock(
+    stack: LocalStack,
+) -> None:
     with psycopg.connect(stack.dsn) as conn:
         device = str(
             conn.execute("SELECT id FROM devices WHERE kind = 'door' LIMIT 1").fetchone()[0]
@@ -569,7 +571,8 @@ def test_a_newer_door_command_supersedes_older_unanswered_ones(stack: LocalStack
         )
     }
     assert got[lock] == ("sent", queued, True)  # no longer retried; it may still be answered
-    assert got[queued] == ("expired", unlock, True)  # never sent
+    # A momentary unlock, which may expire unheard, must not cancel what secures the door.
+    assert got[queued] == ("queued", None, True)
     assert got[unlock] == ("queued", None, False)  # a momentary unlock must never happen late
 
 
@@ -591,3 +594,40 @@ def test_a_door_command_that_expires_is_an_outcome_in_the_audit_log(
     assert isinstance(detail, dict)
     assert (detail["issued_by"], detail["status"], detail["action"]["duration_s"]) == (
         "operator", "expired", 30)  # fmt: skip
+
+
+def test_a_door_that_refuses_or_fails_a_lock_is_an_incident_at_once(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """Retrying cannot help a door that refused the lock (a node without the platform's key) or
+    could not carry it out (a jammed lock): someone must go, so the incident opens at once, and
+    only a newer lock the door carries out clears it."""
+    from ingest import commands
+    from ingest.registry import Registry
+    from ingest.rules import RuleBook
+
+    door_id = device_of(nodes[0], "door")
+
+    def tick(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        registry, book = Registry(30), RuleBook()
+        registry.refresh_if_due(conn)
+        book.refresh_if_due(conn)
+        commands.alarm(conn, registry, book, tasks.DeadlinePolicy(), commands.CommandPolicy())
+
+    def state() -> list[tuple[object, ...]]:
+        return rows(
+            stack.dsn, "SELECT status::text FROM incidents WHERE rule = 'command_undelivered'"
+        )
+
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        lock = emergency.queue_command(conn, door_id, m.DoorLock(), issued_by="operator",
+                                       reason="emergency over")  # fmt: skip
+        conn.execute("UPDATE commands SET state = 'rejected', detail = 'no command_key'"
+                     " WHERE id = %s", (lock,))  # fmt: skip
+        tick(conn)
+        assert state() == [("open",)]
+        again = emergency.queue_command(conn, door_id, m.DoorLock(), issued_by="operator",
+                                        reason="key installed, lock again")  # fmt: skip
+        conn.execute("UPDATE commands SET state = 'done' WHERE id = %s", (again,))
+        tick(conn)
+    assert state() == [("resolved",)]

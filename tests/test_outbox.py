@@ -27,7 +27,7 @@ def _add(box: Outbox, n: int, priority: Priority) -> list[int]:
 def test_sequence_numbers_and_order_survive_a_reopen(tmp_path: Path) -> None:
     box = _open(tmp_path / "o.db", 100)
     assert _add(box, 3, Priority.EVENT) == [1, 2, 3]
-    box.remove(2)
+    assert box.confirm([(2, 2)]) == 1
     box.store.close()
     again = _open(tmp_path / "o.db", 100)
     assert [e.seq for e in again.pending(0, 10)] == [1, 3]
@@ -56,7 +56,7 @@ def test_nodes_sharing_a_file_keep_their_own_queues(tmp_path: Path) -> None:
     a, b = Outbox(store, "a", max_messages=5), Outbox(store, "b", max_messages=5)
     assert _add(a, 2, Priority.EVENT) == [1, 2]
     assert _add(b, 1, Priority.EVENT) == [1]
-    b.remove(1)
+    assert b.confirm([(1, 1)]) == 1
     assert [e.seq for e in a.pending(0, 10)] == [1, 2] and len(b) == 0
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
-from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import keys, sessions, throttle
+from api.database import Database
 from api.deps import CurrentSession, CurrentUser, DbDep, User, audit, client_of, record
 from api.errors import ErrorBody
 from api.models import Me, Token
@@ -39,14 +39,14 @@ _LONGEST_ID = 64  # people.id allows no more
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request) -> Token:
     state = request.app.state
     settings: ApiSettings = state.settings
-    pool: ConnectionPool[Any] = state.pool
+    database: Database = state.db
     # What the audit log keeps of the id tried: no NUL (PostgreSQL text cannot hold it), not
     # more than an id can be. The password is never kept.
     tried = form.username.replace("\x00", "")[:_LONGEST_ID]
     client = client_of(request)
 
     def check_throttle() -> None:
-        with pool.connection() as db:
+        with database.connection() as db:
             wait = throttle.retry_after(db, tried, client, settings)
         if wait is not None:
             log.info("sign-in throttled person=%s client=%s retry_after=%s", tried, client, wait)
@@ -54,7 +54,7 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
 
     def attempt() -> Token:
         check_throttle()  # again: attempts that queued for a slot may have failed meanwhile
-        with pool.connection() as db:
+        with database.connection() as db:
             row = db.execute(
                 """SELECT p.id, p.name, p.role::text, p.scope_id, t.path::text, p.password_hash,
                           p.active, extract(epoch FROM clock_timestamp())::float8
@@ -119,12 +119,12 @@ class PasswordChange(BaseModel):
 async def change_password(body: PasswordChange, session: CurrentSession, request: Request) -> Token:
     state = request.app.state
     settings: ApiSettings = state.settings
-    pool: ConnectionPool[Any] = state.pool
+    database: Database = state.db
     user, _ = session
     client = client_of(request)
 
     def change() -> Token:
-        with pool.connection() as db:
+        with database.connection() as db:
             wait = throttle.retry_after(db, user.id, client, settings)
             if wait is not None:
                 raise throttle.throttled(wait)

@@ -321,13 +321,18 @@ def _decide(
     decision: Literal["confirm", "dismiss"],
 ) -> list[Emergency]:  # fmt: skip
     _require(user, {Role.ADMIN, Role.OPERATOR}, "switch emergency mode")
+    found = db.execute(
+        "SELECT territory_id FROM emergency_proposals WHERE id = %s", (proposal_id,)
+    ).fetchone()
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no emergency proposal {proposal_id}")
+    area_path(db, user, str(found[0]))  # outside the person's area: 404, before anything else
     with db.transaction():
         try:
             proposal, eid = proposals.decide(
                 db, proposal_id, confirm=decision == "confirm", actor=user.id,
                 policy=request.app.state.deadlines,
             )  # fmt: skip
-            area_path(db, user, proposal.territory_id)  # outside the person's area: 404, undone
         except proposals.ProposalError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
         except emergency.EmergencyError as exc:

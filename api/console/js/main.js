@@ -135,7 +135,9 @@ function alarm(incident) {
   const banner = document.getElementById("alarm");
   banner.replaceChildren(
     h("span", {}, `RED · ${incident.title}`),
-    h("a", { href: `#/venue/${incident.venue_id}` }, incident.venue_id),
+    incident.venue_id
+      ? h("a", { href: `#/venue/${incident.venue_id}` }, incident.venue_id)
+      : h("a", { href: "#/" }, "platform"), // the platform's own outage: no venue
     h("span", { class: "spacer" }),
     h("button", { class: "small", type: "button", onclick: quiet }, "dismiss"),
   );
