@@ -69,10 +69,11 @@ def session_for(
 ) -> tuple[User, Claims]:
     """The person a token stands for and its claims; 401 if it is missing, forged, expired, for
     another use, signed out, older than the person's last password change, or theirs no more."""
-    if token and request is not None:
-        # Whose genuine token was refused goes into the audit log with a refused action.
-        request.state.subject = token_subject(token, key)
     claims = read_token(token, key, use) if token else None
+    if token and request is not None:
+        # Whose genuine token was refused goes into the audit log with a refused action (the
+        # token is decoded again only when it did not count: expired, for another use).
+        request.state.subject = claims.sub if claims is not None else token_subject(token, key)
     row = sessions.person_row(db, claims) if claims is not None else None
     if claims is None or row is None:
         raise not_signed_in()

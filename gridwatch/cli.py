@@ -21,7 +21,6 @@ from gridwatch.errors import configuration_problems
 log = logging.getLogger("gridwatch")
 
 Handler = Callable[[argparse.Namespace], int]
-LOCAL_PASSFILE = Path(".gridwatch/postgres/pgpass")  # `gridwatch up`'s default home
 
 
 def _lazy(target: str) -> Handler:
@@ -186,14 +185,13 @@ def database_url(args: argparse.Namespace) -> str:
 def _with_local_passwords(url: str) -> str:
     """Run where `gridwatch up` ran, a URL of its local server signs in with that server's
     passwords (URLs carry none); a URL of any other server keeps the caller's own."""
-    if "PGPASSFILE" in os.environ or not LOCAL_PASSFILE.exists():
+    local = home.passfile_of(Path(home.default_home()))
+    if "PGPASSFILE" in os.environ or not local.exists():
         return url
     info = psycopg.conninfo.conninfo_to_dict(url)
     server = (str(info.get("host", "")), str(info.get("port", "5432")))
-    for line in LOCAL_PASSFILE.read_text().splitlines():
-        if tuple(line.split(":")[:2]) == server:
-            os.environ["PGPASSFILE"] = str(LOCAL_PASSFILE.resolve())
-            break
+    if any(tuple(line.split(":")[:2]) == server for line in local.read_text().splitlines()):
+        os.environ["PGPASSFILE"] = str(local.resolve())
     return url
 
 

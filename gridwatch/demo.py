@@ -13,6 +13,7 @@ import psycopg
 
 from api.security import hash_password
 from gateway.messages import DeviceKind
+from gridwatch.services import write_private
 from ingest import provision
 from ingest.provision import Device, Level, Person, TerritoryNode, Venue, VenueKind
 from ingest.tasks import Role
@@ -253,10 +254,7 @@ def seed_and_save(
 def write_credentials(path: Path, creds: list[NodeCredentials]) -> None:
     """Keep the demo nodes' secrets (the database keeps only hashes) for the simulated fleet."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(c) for c in creds], indent=1))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps([asdict(c) for c in creds], indent=1))
 
 
 def read_credentials(path: Path) -> list[NodeCredentials]:

@@ -15,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gridwatch.services import write_private
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOME = ".gridwatch"
@@ -28,6 +30,11 @@ DEFAULT_DEVICES_PER_VENUE = 6
 
 class HomeError(RuntimeError):
     """A home that cannot be used as asked; the message says what to do."""
+
+
+def passfile_of(folder: Path) -> Path:
+    """The pgpass file of a home's local PostgreSQL: its URLs carry no password."""
+    return folder / "postgres" / "pgpass"
 
 
 def default_home() -> str:
@@ -99,12 +106,7 @@ def holder(home: Path) -> int | None:
 def save_database_url(home: Path, url: str) -> None:
     """Keep the URL of the home's database for the other commands (owner-only: it may hold a
     password)."""
-    path = home / DATABASE_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(url + "\n")
-    tmp.replace(path)
+    write_private(home / DATABASE_FILE, url + "\n")
 
 
 def running_database_url(home: str | None) -> str | None:
@@ -125,7 +127,7 @@ def running_database_url(home: str | None) -> str | None:
             f"the gridwatch home {folder.resolve()} is not running; start it with `scripts/up` "
             "(or `gridwatch up --home ...`), or give --database-url"
         )
-    passfile = folder / "postgres" / "pgpass"  # its server's passwords (URLs carry none)
+    passfile = passfile_of(folder)
     if passfile.exists():
         os.environ["PGPASSFILE"] = str(passfile.resolve())
     return path.read_text().strip()

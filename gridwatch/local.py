@@ -21,7 +21,7 @@ from gateway.client import MqttSettings
 from gateway.signing import init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
-from gridwatch.services import LocalMosquitto, LocalPostgres, free_port
+from gridwatch.services import LocalMosquitto, LocalPostgres, free_port, write_private
 from ingest.migrate import MigrateReport, migrate
 from ingest.privileges import ServiceRole
 
@@ -84,8 +84,7 @@ class LocalStack:
         wanted = {"ingest": new_secret, "share_group": new_share_group}
         if not all(k in secrets for k in wanted):  # a new home, or one made before a secret was
             secrets = {k: secrets.get(k) or make() for k, make in wanted.items()}
-            path.write_text(json.dumps(secrets))
-            path.chmod(0o600)
+            write_private(path, json.dumps(secrets))
         return secrets
 
     @property

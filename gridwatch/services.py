@@ -179,7 +179,7 @@ def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
     return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only its owner may read (0600 from the start, not chmod after)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -259,7 +259,7 @@ class LocalPostgres:
         if not (self.data / "PG_VERSION").exists():
             log.info("initialising PostgreSQL cluster in %s", self.data)
             pwfile = self.folder / "initdb.pw"
-            _write_private(pwfile, self.password(SUPERUSER) + "\n")
+            write_private(pwfile, self.password(SUPERUSER) + "\n")
             if self._user is not None:  # initdb runs as the server's user and must read it
                 os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
             try:
@@ -297,7 +297,7 @@ class LocalPostgres:
         passwords = self._passwords()
         if role not in passwords:
             passwords[role] = secrets.token_urlsafe(24)
-            _write_private(self._passwords_file, json.dumps(passwords))
+            write_private(self._passwords_file, json.dumps(passwords))
             self._write_passfile()
         return passwords[role]
 
@@ -310,7 +310,7 @@ class LocalPostgres:
     def _write_passfile(self) -> None:
         # token_urlsafe never makes the ':' or '\\' that pgpass would need escaped.
         lines = [f"127.0.0.1:{self.port}:*:{r}:{pw}\n" for r, pw in self._passwords().items()]
-        _write_private(self.passfile, "".join(lines))
+        write_private(self.passfile, "".join(lines))
 
     def _end_trust(self) -> None:
         """A cluster made before passwords (trust for everyone): give the superuser its

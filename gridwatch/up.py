@@ -75,7 +75,7 @@ def _scenario_paths(args: argparse.Namespace, size: homes.DemoSize) -> list[Path
 def _commands_line(home: Path, dsn: str) -> str:
     """How the other commands (`gridwatch kpi`, `task list`, …) find this database."""
     here = home == Path(homes.DEFAULT_HOME).resolve()
-    passfile = home / "postgres" / "pgpass"
+    passfile = homes.passfile_of(home)
     return f"export GRIDWATCH_DATABASE_URL={dsn} PGPASSFILE={passfile}" + (
         "   (not needed in this folder)" if here else ""
     )

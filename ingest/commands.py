@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -152,17 +152,24 @@ def expire(conn: Conn) -> None:
             (RESULT_GRACE_S,),
         ).fetchall()
         if gone:
-            conn.execute(
-                """INSERT INTO audit_log (person_id, action, target, detail, client)
-                   SELECT 'system', 'door.outcome', device_id,
-                          jsonb_build_object('command', id, 'issued_by', issued_by,
-                                             'reason', reason, 'action', action,
-                                             'status', 'expired', 'detail', detail),
-                          'ingest'
-                   FROM commands WHERE id = ANY(%s) AND action->>'action' LIKE 'door.%%'""",
-                ([r[0] for r in gone],),
-            )
+            audit_door_outcomes(conn, [r[0] for r in gone])  # type: ignore[misc]
             log.warning("commands expired without a result count=%d", len(gone))
+
+
+def audit_door_outcomes(conn: Conn, ids: Sequence[uuid.UUID]) -> None:
+    """What became of door commands (their state just set: done, failed, rejected, expired)
+    goes into the audit log beside who asked for them, with the action and its duration."""
+    if not ids:
+        return
+    conn.execute(
+        """INSERT INTO audit_log (person_id, action, target, detail, client)
+           SELECT 'system', 'door.outcome', device_id,
+                  jsonb_build_object('command', id, 'issued_by', issued_by, 'reason', reason,
+                                     'action', action, 'status', state::text, 'detail', detail),
+                  'ingest'
+           FROM commands WHERE id = ANY(%s) AND action->>'action' LIKE 'door.%%' ORDER BY id""",
+        (list(ids),),
+    )
 
 
 def alarm(

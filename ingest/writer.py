@@ -38,7 +38,7 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
-from ingest import incidents, plausible, rules
+from ingest import commands, incidents, plausible, rules
 from ingest.incidents import Applied
 from ingest.registry import Registry
 from ingest.tasks import DeadlinePolicy
@@ -209,7 +209,7 @@ class BatchWriter:
             try:
                 inbound = decode_for_topic(item.topic, item.payload, self.max_payload)
                 self.registry.check(inbound)
-                self._plausible(inbound)
+                plausible.check(inbound, self.registry.venue_of_node(inbound.topic.node))
             except DecodeError as exc:
                 rejected.append(
                     Rejection(
@@ -245,10 +245,6 @@ class BatchWriter:
         if self.registry.snapshot.node_site.get(topic.node) != topic.site:
             return None
         return topic.site, topic.node, seq
-
-    def _plausible(self, inbound: Inbound) -> None:
-        """Readings far outside the device's plausible range are rejected (ingest.plausible)."""
-        plausible.check(inbound, self.registry.venue_of_node(inbound.topic.node))
 
     def write(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
@@ -332,11 +328,11 @@ class BatchWriter:
         msg = a.inbound.message
         assert isinstance(msg, Envelope)
         topic = a.inbound.topic
+        # No receipt of its own: `_confirm` confirms it with the rest of what was accepted.
         return Rejection(
             str(topic), RejectReason.CONFLICT,
             f"message id {msg.id} is already stored with other content; the first version stands",
             a.payload,
-            None if isinstance(msg, NodeBirth | NodeDeath) else (topic.site, topic.node, msg.seq),
         )  # fmt: skip
 
     @staticmethod
@@ -396,9 +392,9 @@ class BatchWriter:
             venue = self.registry.venue_of_node(a.inbound.topic.node)
             if venue is not None:
                 signals += rules.evaluate(conn, a.inbound, venue, self.book)
-        answered: list[object] = []
+        answered: list[uuid.UUID] = []
         if results:
-            answered = [r[0] for r in conn.execute(
+            answered = [r[0] for r in conn.execute(  # type: ignore[misc]
                 """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
                        result_at = now()
                    FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
@@ -415,7 +411,7 @@ class BatchWriter:
             ).fetchall()]  # fmt: skip
         outcome.reactions = incidents.apply(conn, signals, self.policy)
         # Last in the transaction: the audit log's chain holds its lock until the commit.
-        _audit_door_outcomes(conn, [r for r in results if r.command_id in answered])
+        commands.audit_door_outcomes(conn, answered)
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
@@ -498,12 +494,20 @@ class BatchWriter:
                 {"clamped": clamped},
             )
             clashing = {r[0] for r in cur.fetchall()}
+            # What is left is new, or a copy of a stored row; a copy has its stored ts, so the
+            # primary key (id, ts) turns it away, except a clamped one (a new ts each time).
+            again = (
+                sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)").format(
+                    target=target
+                )
+                if clamped
+                else sql.SQL("")
+            )
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} s"
-                    " WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)"
+                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} s{again}"
                     " ON CONFLICT DO NOTHING RETURNING id"
-                ).format(target=target, cols=cols, stage=stage)
+                ).format(target=target, cols=cols, stage=stage, again=again)
             )
             new = {r[0] for r in cur.fetchall()}
             # Staging rows of a failed transaction vanish with it; of a good one, at commit.
@@ -696,29 +700,6 @@ class BatchWriter:
                        occurrences = rejected_messages.occurrences + 1, last_seen = now()""",
                 rows,
             )
-
-
-def _audit_door_outcomes(conn: Conn, results: Sequence[CommandResult]) -> None:
-    """What became of each door command goes into the audit log beside who asked for it: the
-    action with its duration, and the door's answer (once: a repeated answer changes nothing)."""
-    if not results:
-        return
-    conn.execute(
-        """INSERT INTO audit_log (person_id, action, target, detail, client)
-           SELECT 'system', 'door.outcome', c.device_id,
-                  jsonb_build_object('command', c.id, 'issued_by', c.issued_by,
-                                     'reason', c.reason, 'action', c.action,
-                                     'status', u.status, 'detail', u.detail),
-                  'ingest'
-           FROM commands c JOIN unnest(%s::uuid[], %s::text[], %s::text[]) AS u(id, status, detail)
-                ON c.id = u.id
-           WHERE c.action->>'action' LIKE 'door.%%'""",
-        (
-            [r.command_id for r in results],
-            [r.status.value for r in results],
-            [r.detail for r in results],
-        ),
-    )
 
 
 def _mark(a: Accepted) -> tuple[datetime, int]:
