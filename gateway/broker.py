@@ -179,13 +179,15 @@ def _acl(kind: str, topic: str) -> dict[str, Any]:
 
 
 def node_role(site: str, node: str) -> dict[str, Any]:
-    """A node's role: publish only under its own subtree, read only its commands and receipts."""
+    """A node's role: publish only under its own subtree, read only its commands, receipts and
+    configuration."""
     prefix = topics.node_prefix(site, node)
     sends = [
         topics.birth(site, node),
         topics.death(site, node),
         f"{prefix}/{topics.Channel.EVENT}/#",
         f"{prefix}/{topics.Channel.COMMAND_RESULT}/#",
+        topics.config_result(site, node),
     ]
     reads = topics.node_subscriptions(site, node)
     acls = [_acl("publishClientSend", t) for t in sends]
@@ -203,6 +205,7 @@ def ingest_role(share_groups: tuple[str, ...]) -> dict[str, Any]:
     sends = [
         f"{root}/+/+/{topics.Channel.COMMAND}/#",
         f"{root}/+/+/{topics.Channel.RECEIPT}",
+        f"{root}/+/+/{topics.Channel.CONFIG}",
         # Only ever an empty retained payload, to delete a retained message a node left on a
         # topic where none belongs (see ingest.worker): dynamic security cannot say "retained
         # only", so this is as narrow as it gets.

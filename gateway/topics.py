@@ -8,6 +8,8 @@ Layout, namespaced by site and edge node so that a broker ACL can confine a node
     gw/v1/{site}/{node}/cmd/{device}                commands flowing down to the node
     gw/v1/{site}/{node}/cmdres/{device}             command results flowing back up
     gw/v1/{site}/{node}/ack                         receipts: which of the node's messages are stored
+    gw/v1/{site}/{node}/cfg                         the node's configuration (retained, signed)
+    gw/v1/{site}/{node}/cfgres                      the node's answer: applied, or refused and why
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Channel(StrEnum):
     COMMAND = "cmd"
     COMMAND_RESULT = "cmdres"
     RECEIPT = "ack"
+    CONFIG = "cfg"
+    CONFIG_RESULT = "cfgres"
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -92,21 +96,31 @@ def receipt(site: str, node: str) -> str:
     return f"{node_prefix(site, node)}/{Channel.RECEIPT}"
 
 
+def config(site: str, node: str) -> str:
+    return f"{node_prefix(site, node)}/{Channel.CONFIG}"
+
+
+def config_result(site: str, node: str) -> str:
+    return f"{node_prefix(site, node)}/{Channel.CONFIG_RESULT}"
+
+
 def node_commands_filter(site: str, node: str) -> str:
     """The filter of a node's own commands."""
     return f"{node_prefix(site, node)}/{Channel.COMMAND}/#"
 
 
 def node_subscriptions(site: str, node: str) -> list[str]:
-    """Everything an edge node subscribes to (and all the broker lets it): its own commands and
-    the receipts for its own messages."""
-    return [node_commands_filter(site, node), receipt(site, node)]
+    """Everything an edge node subscribes to (and all the broker lets it): its own commands,
+    the receipts for its own messages and its configuration."""
+    return [node_commands_filter(site, node), receipt(site, node), config(site, node)]
 
 
 def ingest_filters(shared_group: str | None = INGEST_SHARE_GROUP) -> list[str]:
     """What the ingest consumes; with a group, an MQTT v5 shared subscription."""
     filters = [f"{ROOT}/+/+/{channel}/#" for channel in (Channel.EVENT, Channel.COMMAND_RESULT)]
-    filters += [f"{ROOT}/+/+/{channel}" for channel in (Channel.BIRTH, Channel.DEATH)]
+    filters += [
+        f"{ROOT}/+/+/{channel}" for channel in (Channel.BIRTH, Channel.DEATH, Channel.CONFIG_RESULT)
+    ]
     if shared_group:
         return [f"$share/{check_id(shared_group, 'share group')}/{f}" for f in filters]
     return filters
@@ -140,6 +154,8 @@ def parse(topic: str) -> Topic:
         Channel.COMMAND: 1,
         Channel.COMMAND_RESULT: 1,
         Channel.RECEIPT: 0,
+        Channel.CONFIG: 0,
+        Channel.CONFIG_RESULT: 0,
     }[channel]
     if len(rest) != expected_rest:
         raise ValueError(f"topic {topic!r} has the wrong number of levels for {channel}")

@@ -108,3 +108,35 @@ GRANT SELECT, INSERT ON emergency_proposals TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE emergency_proposals_id_seq TO gridwatch_ingest;
 GRANT SELECT, UPDATE (decided_at, decided_by, confirmed, emergency_id) ON emergency_proposals
     TO gridwatch_api, gridwatch_cli;
+
+-- The registry (013). Admins edit it through the API and the command line, within their area
+-- (the API checks the area); a node's secret is set only as a hash and sealed to the broker
+-- reconcile's key. The ingest leader reads the sealed secrets to give them to the broker, and
+-- marks which configuration each node was sent.
+GRANT INSERT, UPDATE ON territory, venues, devices, duty_shifts TO gridwatch_api, gridwatch_cli;
+GRANT SELECT ON duty_shifts TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT INSERT, DELETE ON duty_roster TO gridwatch_api;
+GRANT DELETE ON duty_roster TO gridwatch_cli;
+GRANT USAGE ON SEQUENCE duty_roster_id_seq TO gridwatch_api;
+GRANT SELECT (name, config_version, config_published, version, updated_at, secret_issued_at)
+    ON edge_nodes TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT SELECT (secret_sealed) ON edge_nodes TO gridwatch_ingest;
+GRANT UPDATE (config_published) ON edge_nodes TO gridwatch_ingest;
+GRANT INSERT (id, venue_id, name, disabled, password_hash, secret_sealed, secret_issued_at),
+    UPDATE (venue_id, name, disabled, password_hash, secret_sealed, secret_issued_at)
+    ON edge_nodes TO gridwatch_api, gridwatch_cli;
+GRANT SELECT (email, wecom_id, dingtalk_id, language, version, updated_at) ON people
+    TO gridwatch_ingest, gridwatch_cli;
+GRANT INSERT (email, wecom_id, dingtalk_id, language),
+    UPDATE (email, wecom_id, dingtalk_id, language) ON people TO gridwatch_cli;
+GRANT INSERT (id, name, role, scope_id, phone, email, wecom_id, dingtalk_id, language, active),
+    UPDATE (name, role, scope_id, phone, email, wecom_id, dingtalk_id, language)
+    ON people TO gridwatch_api;
+GRANT SELECT, INSERT, UPDATE ON enrolment_codes TO gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT, UPDATE, DELETE ON broker_refusals TO gridwatch_ingest;
+GRANT SELECT ON broker_refusals TO gridwatch_api, gridwatch_cli;
+GRANT SELECT, INSERT, DELETE ON broker_reconciles TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE broker_reconciles_id_seq TO gridwatch_ingest;
+GRANT SELECT ON broker_reconciles TO gridwatch_api, gridwatch_cli;
+GRANT SELECT ON platform_keys TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT INSERT ON platform_keys TO gridwatch_ingest, gridwatch_cli;
