@@ -24,6 +24,7 @@ from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port, write_private
 from ingest.migrate import MigrateReport, migrate
 from ingest.privileges import ServiceRole
+from registry.secrets import init_seal_key, register_public_key
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class LocalStack:
         # The platform's command key: the ingest signs with it, the simulated nodes verify.
         self.command_key_file = self.home / "command-key.pem"
         self.command_public_key = init_key(self.command_key_file)
+        # The key node secrets are sealed to: the ingest leader's broker reconcile opens them.
+        self.seal_key_file = self.home / "seal-key.pem"
+        self._seal_key = init_seal_key(self.seal_key_file)
         # A shared server (the test suite's) is started and stopped by its owner, not by us.
         self._owns_postgres = postgres is None
         self.postgres = postgres or LocalPostgres(self.home / "postgres", port=self.ports.postgres)
@@ -127,6 +131,7 @@ class LocalStack:
                 GRIDWATCH_MQTT__PASSWORD=self._secrets["ingest"],
                 GRIDWATCH_SHARE_GROUP=self.share_group,
                 GRIDWATCH_COMMAND_KEY_FILE=str(self.command_key_file),
+                GRIDWATCH_SEAL_KEY_FILE=str(self.seal_key_file),
             )
         env.update(extra)
         return env
@@ -141,6 +146,8 @@ class LocalStack:
         report = migrate(self.dsn)
         for login, group in LOGIN_ROLES.items():
             self.postgres.ensure_login(login, group)
+        with psycopg.connect(self.dsn) as conn:
+            register_public_key(conn, self._seal_key)
         return report
 
     def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:

@@ -53,6 +53,16 @@ def save_seal_key(key: X25519PrivateKey, path: Path) -> None:
         f.write(pem)
 
 
+def init_seal_key(path: Path) -> X25519PrivateKey:
+    """The seal key at `path`, made (0600) unless it is there."""
+    if path.exists():
+        return load_seal_key(path)
+    key = new_seal_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_seal_key(key, path)
+    return key
+
+
 def load_seal_key(path: Path) -> X25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
