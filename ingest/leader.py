@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 import psycopg
 
@@ -28,6 +30,22 @@ log = logging.getLogger(__name__)
 SNAPSHOT_RETENTION_DAYS = 90  # as the retention policy in migrations/006_camera.timescale.sql
 
 Conn = psycopg.Connection[tuple[object, ...]]
+REGISTRY_CHANNEL = "gridwatch_registry"  # 013: 'node:<id>' and 'broker:<id>' on registry changes
+
+
+class Duty(Protocol):
+    """Leader work wired in from outside the ingest by the composition root (the registry's
+    broker reconcile and node configuration): run at the start of leadership, every
+    `interval_s`, and at once when the registry announces a change on REGISTRY_CHANNEL."""
+
+    name: str
+    interval_s: float
+
+    def run(self, conn: Conn, publish: Publish, changed: frozenset[str]) -> None:
+        """One round; `changed` holds the registry notices since the last round (empty when
+        the round is due by time). Exceptions are logged and the round is tried again later."""
+
+
 LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
 _TICK_S = 0.25
 _SWEEP_EVERY_S = 30.0
@@ -52,9 +70,10 @@ class Leader:
         session_expiry_s: int = 7 * 86_400,
         signer: Signer | None = None,
         command_policy: CommandPolicy | None = None,
+        duties: Sequence[Duty] = (),
     ) -> None:
         """`signer`: the platform's command key; without it commands go unsigned, and the edge
-        refuses them."""
+        refuses them. `duties`: work the composition root adds (see Duty)."""
         self.dsn = dsn
         self.registry = registry
         self.book = book
@@ -73,6 +92,9 @@ class Leader:
         self.session_expiry_s = session_expiry_s
         self._last_slot_check = 0.0
         self._silent: set[str] = set()  # client ids of the slots reported as not consumed
+        self.duties = list(duties)
+        self._duty_due: dict[str, float] = {}  # monotonic time each duty runs next
+        self._registry_notices: set[str] = set()
         self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
 
     def start(self) -> None:
@@ -124,12 +146,35 @@ class Leader:
             self.leading = True
             metrics.LEADER.set(1)
             conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
+            conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
+            self._duty_due = {}  # every duty runs at once on taking the lead
             log.info("leader elected worker=%s", self.name)
 
     def _wait(self, conn: Conn, timeout_s: float) -> None:
-        """Sleep until the next tick, or until a command is queued."""
-        for _ in conn.notifies(timeout=timeout_s, stop_after=1):
-            pass
+        """Sleep until the next tick, or until a command is queued or the registry changes."""
+        for notice in conn.notifies(timeout=timeout_s, stop_after=1):
+            if notice.channel == REGISTRY_CHANNEL:
+                self._registry_notices.add(notice.payload)
+
+    def _run_duties(self, conn: Conn) -> None:
+        # Notices that arrived during other work are waiting in the connection, unread.
+        for notice in conn.notifies(timeout=0):
+            if notice.channel == REGISTRY_CHANNEL:
+                self._registry_notices.add(notice.payload)
+        changed = frozenset(self._registry_notices)
+        self._registry_notices.clear()
+        now = time.monotonic()
+        for duty in self.duties:
+            if not changed and now < self._duty_due.get(duty.name, 0.0):
+                continue
+            self._duty_due[duty.name] = now + duty.interval_s
+            try:
+                duty.run(conn, self.publish, changed)
+            except psycopg.Error:
+                raise  # the connection: step down and start again
+            except Exception:
+                log.exception("leader duty failed duty=%s; tried again in %.0f s", duty.name,
+                              duty.interval_s)  # fmt: skip
 
     def tick(self, conn: Conn) -> None:
         """One round of leader work."""
@@ -141,6 +186,8 @@ class Leader:
         commands.publish(conn, self.publish, self.signer)
         commands.expire(conn)
         commands.alarm(conn, self.registry, self.book, self.policy, self.commands)
+        if self.duties:
+            self._run_duties(conn)
         if time.monotonic() - self._last_slot_check >= self.slot_stale_s / 4:
             self._last_slot_check = time.monotonic()
             self._check_slots(conn)

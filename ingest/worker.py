@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from gateway.signing import Signer
 from gateway.topics import Channel
 from ingest import heartbeat, metrics
 from ingest.commands import CommandPolicy
-from ingest.leader import Leader
+from ingest.leader import Duty, Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
 from ingest.rules import RuleBook
@@ -62,7 +63,8 @@ def _at(unix: float | None) -> datetime | None:
 class IngestWorker:
     """Consumes the broker into the database until `stop()` is called."""
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(self, settings: IngestSettings, duties: Sequence[Duty] = ()) -> None:
+        """`duties`: leader work the composition root adds (ingest.leader.Duty)."""
         self.settings = settings
         self.registry = Registry(settings.registry_refresh_s)
         self.book = RuleBook(settings.registry_refresh_s)
@@ -109,6 +111,7 @@ class IngestWorker:
             if settings.command_key_file
             else None,
             command_policy=CommandPolicy(alarm_after_s=settings.command_alarm_s),
+            duties=duties,
         )
         if settings.command_key_file is None:
             log.warning("no GRIDWATCH_COMMAND_KEY_FILE: commands go unsigned and edges refuse them")
