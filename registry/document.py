@@ -477,7 +477,9 @@ def check(
         if s.person not in known["people"]:
             problems.add(f"{doc.locate('duty', rid, 'person')}: no person {s.person!r}{hint}")
     if scope is not None and not problems:
-        _check_scope(doc, known, registered or {}, scope, problems)
+        # Where a record lies is read from the whole tree, the file's and the registry's.
+        everything = {k: {**(registered or {}).get(k, {}), **doc.records[k]} for k in KINDS}
+        _check_scope(doc, everything, registered or {}, scope, problems)
     problems.raise_if_any()
 
 
