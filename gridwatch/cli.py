@@ -505,6 +505,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes of quiet footage in all, for false alerts per hour",
     )  # fmt: skip
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
+    br = add(
+        bsub2,
+        "registry",
+        _lazy("gridwatch.bench_registry:run"),
+        "Plan and apply a city's registry file (200 venues, 5,000 devices, 1,000 people) and a "
+        "province's (20,000 venues, 500,000 devices): times and peak memory.",
+    )
+    br.add_argument(
+        "--no-province", action="store_true", help="only the city (the province takes minutes)"
+    )
+    br.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="skip the broker reconcile of the province's 20,000 nodes",
+    )
+    br.add_argument("--home", default=None,
+                    help="folder for the throwaway services (default: temporary)")  # fmt: skip
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(

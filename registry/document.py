@@ -22,6 +22,11 @@ from typing import Any, cast
 import yaml
 from pydantic import ValidationError
 
+try:
+    from yaml import CSafeLoader as _SafeBase  # libyaml: a province's file in seconds
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeBase  # type: ignore[assignment]
+
 from gateway.topics import ID_PATTERN
 from registry.model import (
     KINDS,
@@ -66,7 +71,7 @@ class Where:
     file: str
     line: int
     index: int
-    fields: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, int] | None = None  # None: every field on the record's line (CSV)
 
 
 @dataclass(slots=True)
@@ -121,7 +126,7 @@ class Document:
             what += f" {field_name}"
         if w is None:
             return f"{self.filename}: {what}"
-        line = w.fields.get(field_name, w.line) if field_name else w.line
+        line = w.fields.get(field_name, w.line) if field_name and w.fields else w.line
         return f"{w.file}:{line}: {what}"
 
 
@@ -149,7 +154,7 @@ class Problems:
 # --- YAML: the YAML 1.2 core scalars, so 20:30 stays a time and `no` stays a word ---------------
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(_SafeBase):
     """Safe YAML, with only true/false as booleans and plain decimal numbers: YAML 1.1 would read
     20:30 as the number 1230 (base 60) and a field `on:` as True."""
 
@@ -345,8 +350,7 @@ def _read_csv_section(path: Path, kind: str, doc: Document, problems: Problems) 
             else:
                 data[column] = cell
         if not bad:
-            lines = dict.fromkeys(data, start)
-            _add_record(doc, problems, kind, data, Where(path.name, start, index, lines))
+            _add_record(doc, problems, kind, data, Where(path.name, start, index))
         index += 1
 
 
@@ -362,7 +366,7 @@ def _add_record(
         for error in exc.errors():
             loc = error["loc"]
             name = str(loc[0]) if loc else None
-            line = where.fields.get(name, where.line) if name else where.line
+            line = where.fields.get(name, where.line) if name and where.fields else where.line
             path = ".".join(str(p) for p in loc)
             problems.add(
                 f"{where.file}:{line}: {label}{' ' + path if path else ''}: {_message(error)}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -82,7 +82,7 @@ class Plan(BaseModel):
     changes: list[Change] = Field(default_factory=list)
     prune: bool = False
     scope: str | None = None
-    _records: dict[tuple[str, str], Record] = PrivateAttr(default_factory=dict)
+    _doc: Document = PrivateAttr(default_factory=Document)
     _paths: dict[str, str] = PrivateAttr(default_factory=dict)  # every area's path
     _moved: list[str] = PrivateAttr(default_factory=list)  # registered areas whose path moves
 
@@ -92,7 +92,7 @@ class Plan(BaseModel):
 
     def record(self, kind: str, rid: str) -> Record | None:
         """The record as the file has it (for added, changed, and enabled or disabled by the file)."""
-        return self._records.get((kind, rid))
+        return self._doc.records[kind].get(rid)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per kind, how many records each action touches."""
@@ -208,35 +208,36 @@ _FROM_ROW: dict[str, Callable[[Sequence[Any]], dict[str, Any]]] = {
 
 def read(conn: Conn) -> Document:
     """The live registry as a document (disabled records too; never a secret)."""
-    doc, _ = _read(conn)
+    doc = Document(filename="the registry")
+    for kind, record, _ in _live(conn):
+        doc.add(kind, record)
     return doc
 
 
-def _read(conn: Conn) -> tuple[Document, dict[str, str]]:
-    doc = Document(filename="the registry")
-    paths: dict[str, str] = {}
-    for kind, query in _READ.items():
-        model, convert = KINDS[kind], _FROM_ROW[kind]
-        with conn.cursor() as cur:
-            cur.execute(query)
-            for row in cur:
-                data = convert(row)
-                try:
-                    record = model.model_validate(data)
-                except ValidationError as exc:
-                    # Registered before the file's checks existed: kept as it is, so export
-                    # shows it and a file can correct it.
-                    log.warning(
-                        "registry record does not pass today's checks kind=%s id=%s: %s",
-                        kind,
-                        data["id"],
-                        exc.errors()[0]["msg"],
-                    )
-                    record = model.model_construct(**data)
-                doc.add(kind, record)
-                if kind == "areas":
-                    paths[str(row[0])] = str(row[6])
-    return doc, paths
+def _live(conn: Conn) -> Iterator[tuple[str, Record, str | None]]:
+    """Every registered record, kind by kind (parents first), streamed from a server-side
+    cursor so that a province's registry is never held twice; an area comes with its path."""
+    with conn.transaction():
+        for kind, query in _READ.items():
+            model, convert = KINDS[kind], _FROM_ROW[kind]
+            with conn.cursor(name=f"registry_read_{kind}") as cur:
+                cur.itersize = 5000
+                cur.execute(query)
+                for row in cur:
+                    data = convert(row)
+                    try:
+                        record = model.model_validate(data)
+                    except ValidationError as exc:
+                        # Registered before the file's checks existed: kept as it is, so
+                        # export shows it and a file can correct it.
+                        log.warning(
+                            "registry record does not pass today's checks kind=%s id=%s: %s",
+                            kind,
+                            data["id"],
+                            exc.errors()[0]["msg"],
+                        )
+                        record = model.model_construct(**data)
+                    yield kind, record, str(row[6]) if kind == "areas" else None
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -287,34 +288,50 @@ def plan(conn: Conn, doc: Document, *, prune: bool = False, scope: str | None = 
     does not list, unless `prune` (then the file is the whole registry, within `scope`). With
     `scope` (an area id), every record of the file must lie in that subtree and only records
     there are pruned. Raises RegistryFileError naming every problem, with its file and line."""
-    live, live_paths = _read(conn)
-    document.check(doc, live.records, prune=prune, scope=scope)
+    # Of the live registry only what the checks and the plan need is kept: every area, the
+    # records the file does not list, and the old versions of those it changes.
+    registered: Records = {kind: {} for kind in KINDS}
+    seen: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    diffs: dict[str, dict[str, dict[str, FieldChange]]] = {kind: {} for kind in KINDS}
+    live_paths: dict[str, str] = {}
+    for kind, old, path in _live(conn):
+        rid = str(getattr(old, "id"))  # noqa: B009
+        new = doc.records[kind].get(rid)
+        if path is not None:
+            live_paths[rid] = path
+            registered[kind][rid] = old
+        if new is None:
+            registered[kind][rid] = old
+            continue
+        seen[kind].add(rid)
+        fields = _diff(old, new)
+        if fields:
+            diffs[kind][rid] = fields
+            registered[kind][rid] = old
+    document.check(doc, registered, prune=prune, scope=scope)
     result = Plan(prune=prune, scope=scope)
+    result._doc = doc
     for kind in KINDS:
-        registered = live.records[kind]
         for rid, record in doc.records[kind].items():
-            old = registered.get(rid)
-            if old is None:
+            if rid not in seen[kind]:
                 result.changes.append(Change(kind=kind, id=rid, action=Action.ADDED))
-                result._records[(kind, rid)] = record
                 continue
-            fields = _diff(old, record)
-            if not fields:
+            changed = diffs[kind].get(rid)
+            if not changed:
                 continue
             action = Action.CHANGED
-            if "disabled" in fields:
+            if "disabled" in changed:
                 action = Action.DISABLED if record.disabled else Action.ENABLED
-            result.changes.append(Change(kind=kind, id=rid, action=action, fields=fields))
-            result._records[(kind, rid)] = record
+            result.changes.append(Change(kind=kind, id=rid, action=action, fields=changed))
     if prune:
-        known: Records = {k: {**live.records[k], **doc.records[k]} for k in KINDS}
+        known: Records = {k: {**registered[k], **doc.records[k]} for k in KINDS}
         areas = cast(dict[str, Area], known["areas"])
         for kind in KINDS:
-            for rid, old in live.records[kind].items():
+            for rid, old in registered[kind].items():
                 if rid in doc.records[kind] or old.disabled:
                     continue
                 if scope is not None and not document.within(
-                    document.area_of(kind, old, live.records), scope, areas
+                    document.area_of(kind, old, known), scope, areas
                 ):
                     continue
                 result.changes.append(
@@ -326,7 +343,7 @@ def plan(conn: Conn, doc: Document, *, prune: bool = False, scope: str | None = 
                     )
                 )
     # An area that moved takes its subtree's paths with it.
-    result._paths = area_paths({**live.areas, **doc.areas})
+    result._paths = area_paths({**cast(dict[str, Area], registered["areas"]), **doc.areas})
     result._moved = [
         rid for rid, path in result._paths.items() if rid in live_paths and live_paths[rid] != path
     ]
