@@ -511,6 +511,14 @@ def apply(conn: Conn, plan: Plan, actor: str, *, client: str = "", audit: bool =
     """Write the plan in one transaction (a savepoint inside the caller's, if it has one), with
     one audit row per changed record from `actor` (and `client`, the audit log's client).
     `audit=False` is for throwaway test and benchmark databases only."""
+    unbacked = [c for c in plan.changes
+                if c.action is not Action.DISABLED and plan.record(c.kind, c.id) is None]  # fmt: skip
+    if unbacked:
+        raise ValueError(
+            f"this plan does not hold the records it adds or changes ({unbacked[0].kind} "
+            f"{unbacked[0].id}, …): a plan read back from JSON cannot be applied; plan the file "
+            "again and apply that plan, in the same transaction"
+        )
     with conn.transaction():
         by_kind: dict[str, list[Change]] = {}
         for change in plan.changes:

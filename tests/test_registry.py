@@ -350,3 +350,15 @@ def test_the_command_line_plans_applies_and_exports(
     assert "name: 桃园社区服务中心" in exported.stdout and "secret" not in exported.stdout
     again = _cli(registry_db, "registry", "apply", str(write(tmp_path, exported.stdout, "x.yaml")))
     assert again.returncode == 0 and again.stdout.startswith("no changes"), again.stdout
+
+
+def test_a_plan_shown_as_json_cannot_be_applied_without_its_records(
+    registry_db: LocalStack, tmp_path: Path
+) -> None:
+    with cli_conn(registry_db) as conn:
+        plan = store.plan(conn, document.load(write(tmp_path, CITY)))
+        shown = store.Plan.model_validate_json(plan.model_dump_json())
+        assert shown.changes == plan.changes and shown.counts() == plan.counts()
+        with pytest.raises(ValueError, match="a plan read back from JSON cannot be applied"):
+            store.apply(conn, shown, "tester")
+    assert snapshot(registry_db)[0]["areas"] == []
