@@ -362,3 +362,35 @@ def test_a_plan_shown_as_json_cannot_be_applied_without_its_records(
         with pytest.raises(ValueError, match="a plan read back from JSON cannot be applied"):
             store.apply(conn, shown, "tester")
     assert snapshot(registry_db)[0]["areas"] == []
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        ("2026-12-07 09:00", "w1"),  # Monday, in the day shift
+        ("2026-12-07 20:30", None),  # Monday evening: after it
+        ("2026-12-09 09:00", None),  # Wednesday: not one of its days
+        ("2026-12-09 23:30", "w2"),  # Wednesday night: the night shift
+        ("2026-12-10 05:00", "w2"),  # Thursday morning: the same night shift, past midnight
+        ("2026-12-11 05:00", None),  # Friday morning: Thursday has no night shift
+    ],
+)
+def test_weekly_shifts_route_tasks_in_their_time_zone(
+    registry_db: LocalStack, tmp_path: Path, local: str, expected: str | None
+) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from ingest import tasks
+
+    text = CITY.replace(
+        '  - {id: s1, grid: ty_g1, person: w1, days: [mon, tue], starts: "08:00", ends: "20:00"}',
+        '  - {id: s1, grid: ty_g1, person: w1, days: [mon, tue], starts: "08:00", ends: "20:00"}\n'
+        '  - {id: s2, grid: ty_g1, person: w2, days: [wed], starts: "22:00", ends: "06:00"}',
+    ).replace(
+        "  - {id: w1,", "  - {id: w2, name: 夜班, role: grid_worker, scope: ty_g1}\n  - {id: w1,"
+    )
+    apply_doc(registry_db, document.load(write(tmp_path, text)))
+    at = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    with psycopg.connect(registry_db.dsn) as conn:
+        assert tasks.on_duty(conn, "ty_g1", at) == expected
