@@ -442,6 +442,13 @@ def check(
         )
         for kind in KINDS
     }
+    if prune and scope is not None and registered is not None:
+        # A scoped file is the whole of its subtree, not of the registry: it may name the area
+        # it is scoped to and the areas above it without listing them.
+        areas_before = cast(dict[str, Area], registered.get("areas", {}))
+        for above in ancestors(scope, areas_before):
+            if above in areas_before:
+                known["areas"].setdefault(above, areas_before[above])
     areas = cast(dict[str, Area], known["areas"])
     where_else = "" if prune or registered is None else " or the registry"
     hint = " in the file" + where_else

@@ -328,8 +328,8 @@ def plan(conn: Conn, doc: Document, *, prune: bool = False, scope: str | None = 
         areas = cast(dict[str, Area], known["areas"])
         for kind in KINDS:
             for rid, old in registered[kind].items():
-                if rid in doc.records[kind] or old.disabled:
-                    continue
+                if rid in doc.records[kind] or old.disabled or (kind == "areas" and rid == scope):
+                    continue  # the area a scoped file is for is its root, never pruned by it
                 if scope is not None and not document.within(
                     document.area_of(kind, old, known), scope, areas
                 ):
