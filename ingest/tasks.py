@@ -162,8 +162,31 @@ def person(conn: Conn, person_id: str) -> Person:
     return Person(str(row[0]), Role(str(row[1])), str(row[2]))
 
 
+# A weekly shift (registry duty, 013) covers `at` in its own time zone: on one of its days
+# between its times, or, for one that runs past midnight, from its start on one of its days
+# until its end the next morning.
+_ON_SHIFT = """
+SELECT s.person_id FROM duty_shifts s JOIN people p ON p.id = s.person_id
+  JOIN territory ps ON ps.id = p.scope_id JOIN territory g ON g.id = s.grid_id,
+  LATERAL (SELECT %(at)s::timestamptz AT TIME ZONE s.timezone AS t) l
+WHERE s.grid_id = %(grid)s AND NOT s.disabled AND p.active
+  AND p.role IN ('grid_worker', 'department') AND ps.path @> g.path
+  AND (s.valid_from IS NULL OR s.valid_from <= l.t::date)
+  AND (s.valid_to IS NULL OR l.t::date <= s.valid_to)
+  AND CASE WHEN s.starts < s.ends THEN
+        extract(isodow FROM l.t)::smallint = ANY(s.days)
+        AND l.t::time >= s.starts AND l.t::time < s.ends
+      ELSE
+        (extract(isodow FROM l.t)::smallint = ANY(s.days) AND l.t::time >= s.starts)
+        OR (extract(isodow FROM l.t - interval '1 day')::smallint = ANY(s.days)
+            AND l.t::time < s.ends)
+      END
+ORDER BY s.starts DESC, s.id LIMIT 1"""
+
+
 def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
-    """Who is on duty in the grid now (the roster), else the grid's only worker, else nobody."""
+    """Who is on duty in the grid now: the dated roster, else a weekly shift, else the grid's
+    only worker, else nobody."""
     row = conn.execute(
         """SELECT person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
            JOIN territory s ON s.id = p.scope_id JOIN territory g ON g.id = r.grid_id
@@ -172,6 +195,9 @@ def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
            ORDER BY r.starts DESC LIMIT 1""",
         (grid_id, at, at),
     ).fetchone()
+    if row is not None:
+        return str(row[0])
+    row = conn.execute(_ON_SHIFT, {"at": at, "grid": grid_id}).fetchone()
     if row is not None:
         return str(row[0])
     workers = conn.execute(
