@@ -310,7 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
         _lazy("gridwatch.simulate:run_edge"),
         "Run one venue's edge agent from its site file.",
     )
-    edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
+    edge.add_argument("--config", help="the site file (YAML): node, broker, devices")
+    edge.add_argument(
+        "--enrol",
+        metavar="CODE",
+        help="a one-time enrolment code (`gridwatch node enrol-code`): exchanged at --platform"
+        " for the node's site file on the first start; later starts use the file written",
+    )
+    edge.add_argument("--platform", metavar="URL", help="the platform's address, https://...")
+    edge.add_argument(
+        "--site-file",
+        metavar="PATH",
+        help="where --enrol writes the site file (0600; default: --config, else ./site.yaml)",
+    )
+    edge.add_argument("--ca", metavar="FILE", help="CA bundle to check the platform's certificate")
 
     sim = add(
         sub,
