@@ -11,12 +11,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import psycopg
 from pydantic import ValidationError
 
 from gridwatch import home, logconfig
 from gridwatch.errors import configuration_problems
+
+if TYPE_CHECKING:
+    from ingest.leader import Duty
+    from ingest.settings import IngestSettings
 
 log = logging.getLogger("gridwatch")
 
@@ -60,7 +65,7 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
-    worker = IngestWorker(settings)
+    worker = IngestWorker(settings, duties=_leader_duties(settings))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch and stopping", signal.Signals(signum).name)
@@ -74,6 +79,19 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
         workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
+
+
+def _leader_duties(settings: IngestSettings) -> list[Duty]:
+    """The registry's work for the ingest leader (the ingest does not import the registry)."""
+    from gateway.signing import Signer
+    from registry.nodeconfig import NodeConfigDuty
+
+    duties: list[Duty] = []
+    if settings.command_key_file is not None:
+        duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file)))
+    else:
+        log.warning("no GRIDWATCH_COMMAND_KEY_FILE: node configurations are not pushed")
+    return duties
 
 
 def _serve_metrics(host: str, port: int) -> None:
