@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pydantic import ValidationError
@@ -503,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gridwatch.ops import add_commands
 
     add_commands(sub, add)
+    _node_commands(sub, add)
 
     bench = sub.add_parser(
         "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."
@@ -564,6 +565,35 @@ def build_parser() -> argparse.ArgumentParser:
             "--home", default=None, help="folder for the throwaway services (default: temporary)"
         )
     return parser
+
+
+def _node_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Any) -> None:
+    """`gridwatch node ...` (gridwatch/nodes.py)."""
+    node = sub.add_parser(
+        "node", help="Edge nodes: site files, enrolment codes, secrets, status.",
+        description="Edge nodes: site files, enrolment codes, secrets, status.",
+    )  # fmt: skip
+    nsub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    sf = add(nsub, "site-file", _lazy("gridwatch.nodes:site_file"),
+             "Write the node's complete site file (0600). It issues a NEW secret: the old one"
+             " stops working.")  # fmt: skip
+    sf.add_argument("--output", help="the file to write (default: NODE.site.yaml)")
+    ec = add(nsub, "enrol-code", _lazy("gridwatch.nodes:enrolment_code"),
+             "A one-time enrolment code for `gridwatch edge --enrol CODE --platform URL`.")  # fmt: skip
+    ec.add_argument("--hours", type=float, default=24.0, help="valid this long (default 24)")
+    ro = add(nsub, "rotate", _lazy("gridwatch.nodes:rotate"),
+             "Give the node a new secret, shown once.")  # fmt: skip
+    di = add(nsub, "disable", _lazy("gridwatch.nodes:switch"),
+             "Switch the node off: its broker session is cut.")  # fmt: skip
+    en = add(nsub, "enable", _lazy("gridwatch.nodes:switch"), "Switch the node on again.")
+    sh = add(nsub, "show", _lazy("gridwatch.nodes:show"),
+             "The node's status, last seen, and configuration version wanted and running.")  # fmt: skip
+    for p in (sf, ec, ro, di, en, sh):
+        p.add_argument("node", metavar="NODE", help="the edge node id")
+        add_database_options(p)
+        if p is not sh:
+            p.add_argument("--as", dest="actor", default=None,
+                           help="who does it, for the audit log (default: the OS user)")  # fmt: skip
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off by `| head`

@@ -38,7 +38,14 @@ DEFAULT_OUTBOX = "/var/lib/gridwatch-edge/outbox.db"
 
 
 class EnrolmentError(ValueError):
-    """A code that cannot be redeemed (always INVALID), or a node that cannot be enrolled."""
+    """A node that cannot be enrolled (disabled; the platform not set up for it)."""
+
+
+class InvalidCode(EnrolmentError):
+    """A wrong, used or expired code, or one for a disabled node: always the same sentence."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID)
 
 
 class EdgeBrokerSettings(BaseSettings):
@@ -139,9 +146,10 @@ def create_code(
 def redeem(
     conn: Conn, code: str, client: str, edge_broker: EdgeBrokerSettings | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Use a code once: the node's new secret and its complete site file. EnrolmentError
-    (INVALID) for a wrong, used or expired code or a disabled node, audited either way. Call
-    inside a transaction: the refusal's audit row must be committed by the caller too."""
+    """Use a code once: the node's new secret and its complete site file. InvalidCode for a
+    wrong, used or expired code or a disabled node, audited either way. Call inside a
+    transaction, and commit it on InvalidCode too (its audit row); roll back on any other
+    error, so that the code stays usable."""
     # Taken and marked in one statement: two redemptions of one code cannot both succeed.
     row = conn.execute(
         """UPDATE enrolment_codes c SET used_at = now(), used_from = %s
@@ -164,7 +172,7 @@ def redeem(
         # The reason is for admins reading the audit log, not for whoever tried the code.
         _audit(conn, "enrolment", "node.enrol.failed", str(known[0]) if known else "",
                {"reason": why}, client)  # fmt: skip
-        raise EnrolmentError(INVALID)
+        raise InvalidCode()
     node_id, created_by = str(row[0]), str(row[1])
     secret = issue_secret(conn, node_id)
     site = site_file(conn, node_id, secret, edge_broker or EdgeBrokerSettings())

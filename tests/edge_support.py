@@ -37,7 +37,9 @@ def fleet_of(
 def config_version_of(stack: LocalStack, node: str) -> int:
     """The configuration version the registry wants the node to run."""
     with psycopg.connect(stack.dsn) as conn:
-        row = conn.execute("SELECT config_version FROM edge_nodes WHERE id = %s", (node,)).fetchone()
+        row = conn.execute(
+            "SELECT config_version FROM edge_nodes WHERE id = %s", (node,)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
