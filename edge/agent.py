@@ -705,7 +705,7 @@ class EdgeAgent:
         log.info("configuration applied node=%s version=%d %s",
                  self.node, config.version, plan.summary())  # fmt: skip
         self._answer_config(config.version, None)
-        if self.watch.connected.is_set():
+        if (plan.start or plan.stop) and self.watch.connected.is_set():
             self._publish_birth(self.client)  # the platform sees the new devices and version
 
     def _answer_config(self, version: int, refused: str | None) -> None:

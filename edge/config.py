@@ -96,6 +96,9 @@ class SiteConfig(_Config):
 
     @model_validator(mode="after")
     def _checks(self) -> SiteConfig:
+        if not self.devices and self.config_version == 0:
+            # From the platform a node may have none yet (they come by configuration push).
+            raise ValueError("devices: a site file written by hand lists at least one device")
         ids = [d.id for d in self.devices]
         doubled = sorted({i for i in ids if ids.count(i) > 1})
         if doubled:
