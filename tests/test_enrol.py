@@ -217,3 +217,41 @@ def test_node_commands_write_a_site_file_the_agent_accepts_and_show_the_versions
     assert code.returncode == 0 and "gridwatch edge --enrol" in code.stdout
     missing = node("rotate", "nope")
     assert missing.returncode == 1 and "no edge node 'nope'" in missing.stderr
+
+
+def test_enrolment_endpoints_are_for_admins_in_their_area_and_wrong_codes_are_throttled(
+    stack: LocalStack, nodes: list[NodeCredentials], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    settings = ApiSettings(database_url=stack.role_dsn("api"),  # type: ignore[arg-type]
+                           api_sign_in_failures_per_address=3)  # fmt: skip
+    node = nodes[0].node
+    monkeypatch.setenv("GRIDWATCH_EDGE_BROKER_URL", f"mqtt://127.0.0.1:{stack.ports.edge}")
+    with TestClient(create_app(settings)) as client:
+
+        def headers(person: str) -> dict[str, str]:
+            r = client.post("/api/token", data={"username": person, "password": DEMO_PASSWORD})
+            assert r.status_code == 200, r.text
+            return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        admin, operator = headers("admin"), headers("operator")
+        url = f"/api/v1/admin/nodes/{node}"
+        assert client.post(f"{url}/enrolment-code", headers=operator, json={}).status_code == 403
+        assert client.post("/api/v1/admin/nodes/nope/site-file", headers=admin).status_code == 404
+        before = scalar(stack.dsn, "SELECT password_hash FROM edge_nodes WHERE id = %s", (node,))
+        r = client.post(f"{url}/site-file", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["site_file"]["broker"]["port"] == stack.ports.edge
+        after = scalar(stack.dsn, "SELECT password_hash FROM edge_nodes WHERE id = %s", (node,))
+        assert after != before, "a downloaded site file carries a new secret"
+        states = client.get("/api/v1/admin/nodes/config", headers=admin).json()
+        assert {s["node"] for s in states} == {n.node for n in nodes}
+        assert all(s["config_outdated"] for s in states)  # never ran by any agent yet
+
+        answers = [client.post("/api/v1/enrol", json={"code": f"WRONG-{i:05d}"}) for i in range(4)]
+        assert [a.status_code for a in answers] == [403, 403, 403, 429]
+        assert "Retry-After" in answers[-1].headers
