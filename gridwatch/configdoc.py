@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from registry.enrol import EdgeBrokerSettings
 
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
@@ -22,6 +23,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("api", ApiSettings),
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
+    ("api, node site files", EdgeBrokerSettings),
 ]
 
 

@@ -18,12 +18,13 @@ import psycopg
 
 from gateway.broker import new_secret, new_share_group
 from gateway.client import MqttSettings
-from gateway.signing import init_key
+from gateway.signing import Signer, init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port, write_private
 from ingest.migrate import MigrateReport, migrate
 from ingest.privileges import ServiceRole
+from registry.nodeconfig import register_command_key
 from registry.secrets import init_seal_key, register_public_key
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ class LocalStack:
         env.update(
             GRIDWATCH_DATABASE_URL=self.role_dsn(login), PGPASSFILE=str(self.postgres.passfile)
         )
+        if login in ("api", "cli"):  # they write site files: how nodes reach the broker
+            env.update(GRIDWATCH_EDGE_BROKER_URL=f"mqtt://127.0.0.1:{self.ports.edge}")
         if login == "ingest":
             env.update(
                 GRIDWATCH_MQTT__HOST="127.0.0.1",
@@ -148,6 +151,8 @@ class LocalStack:
             self.postgres.ensure_login(login, group)
         with psycopg.connect(self.dsn) as conn:
             register_public_key(conn, self._seal_key)
+            # Site files name the command key: the API and the command line read it from here.
+            register_command_key(conn, Signer.from_file(self.command_key_file))
         return report
 
     def apply_demo(

@@ -142,4 +142,6 @@ GRANT SELECT, INSERT, DELETE ON broker_reconciles TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE broker_reconciles_id_seq TO gridwatch_ingest;
 GRANT SELECT ON broker_reconciles TO gridwatch_api, gridwatch_cli;
 GRANT SELECT ON platform_keys TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+-- `gridwatch node show`: whether a node is online and which configuration it runs.
+GRANT SELECT ON node_presence TO gridwatch_cli;
 GRANT INSERT ON platform_keys TO gridwatch_ingest, gridwatch_cli;
