@@ -27,9 +27,6 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM gridwatch_ingest, gridwatch_ap
 -- those tables say). Set here, not in a migration, so that a migration replacing the function
 -- cannot silently drop it.
 ALTER FUNCTION record_change() SECURITY DEFINER SET search_path = public, pg_temp;
--- The same for the trigger that bumps a node's configuration version when its devices change
--- (013): whoever edits devices (the API, the command line) may not set that version itself.
-ALTER FUNCTION bump_node_config() SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- Registry and territory: read by everyone. Only the columns without secrets of edge_nodes;
 -- people's password hashes only by the API, which checks sign-ins.
