@@ -101,18 +101,6 @@ def _db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _db_seed_demo(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from gridwatch import demo
-
-    out = Path(args.credentials)
-    with psycopg.connect(database_url(args)) as conn:
-        creds = demo.seed_and_save(conn, out, args.venues, args.devices_per_venue)
-    print(f"seeded {len(creds)} venues; node credentials in {out}")
-    return 0
-
-
 def _broker_config(args: argparse.Namespace) -> int:
     import psycopg
 
@@ -321,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--credentials",
         default=".gridwatch/nodes.json",
-        help="node credentials written by `gridwatch up` or `gridwatch db seed-demo`",
+        help="node credentials written by `gridwatch up` (HOME/nodes.json)",
     )
     sim.add_argument("--broker-host", default="127.0.0.1", help="the broker's edge listener")
     sim.add_argument("--broker-port", type=int, default=1883)
@@ -403,18 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto uses TimescaleDB when it is installed and preloaded",
     )
-    seed = add(
-        dbsub,
-        "seed-demo",
-        _db_seed_demo,
-        "Create a demo territory, venues, edge nodes and devices.",
-    )
-    add_database_options(seed)
-    seed.add_argument("--venues", type=int, default=12)
-    seed.add_argument("--devices-per-venue", type=int, default=6)
-    seed.add_argument(
-        "--credentials", default="demo-nodes.json", help="where the nodes' secrets are written"
-    )
 
     broker = sub.add_parser(
         "broker", help="Broker (Mosquitto) set-up.", description="Broker (Mosquitto) set-up."
@@ -469,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", required=True, help="the private key file (GRIDWATCH_COMMAND_KEY_FILE)"
     )
 
+    from gridwatch import registry_cmd
     from gridwatch.ops import add_commands
 
     add_commands(sub, add)
+    registry_cmd.add_commands(sub, add)
 
     bench = sub.add_parser(
         "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."

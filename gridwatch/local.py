@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DATABASE = "gridwatch"
 INGEST_SLOTS = 16  # broker accounts ingest-0..15; the last is left to tests and tools
 # The login role each local process signs in to PostgreSQL as, and the group role it is in.
-# Migrations, the demo seed and the broker configuration run as the owner (the superuser here).
+# Migrations, the demo registry and the broker configuration run as the owner (the superuser here).
 LOGIN_ROLES = {"ingest": ServiceRole.INGEST, "api": ServiceRole.API, "cli": ServiceRole.CLI}
 
 
@@ -150,10 +150,22 @@ class LocalStack:
             register_public_key(conn, self._seal_key)
         return report
 
-    def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
-        """Create the demo territory once; later runs keep it and its node secrets."""
+    def apply_demo(
+        self, venues: int, devices_per_venue: int, *, audit: bool = False
+    ) -> list[demo.NodeCredentials]:
+        """Apply the demo registry of this size (the shipped examples/demo-city.yaml at its own
+        size) over what is registered, issue secrets to its nodes that have none and keep them
+        in the credentials file. Without `audit` (the tests' and benchmarks' throwaway
+        databases) the registry changes write no audit rows."""
+        doc = demo.demo_document(venues, devices_per_venue)
         with psycopg.connect(self.dsn) as conn:
-            return demo.seed_and_save(conn, self.credentials_file, venues, devices_per_venue)
+            return demo.apply_and_save(conn, doc, self.credentials_file, audit=audit)
+
+    seed_demo = apply_demo  # the name before the registry file (issue 12)
+
+    def registry_is_empty(self) -> bool:
+        with psycopg.connect(self.dsn) as conn:
+            return demo.registry_is_empty(conn)
 
     def people_of_venue(self, venue_id: str) -> list[str]:
         """The demo worker and dispatcher who handle a venue's tasks."""

@@ -27,7 +27,7 @@ OPENCV_DRIVER = "opencv"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
-    """Simulated venues for the demo nodes (credentials file written by `db seed-demo` or `up`)."""
+    """Simulated venues for the demo nodes (the credentials file `up` writes)."""
     return [
         Venue(c.site, c.node, c.secret, c.kind, c.capacity, c.open_24h, list(c.devices))
         for c in creds
@@ -62,8 +62,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     """Run simulated venues, playing the scenarios, until stopped or the duration is over."""
     creds = demo.read_credentials(Path(args.credentials))
     if not creds:
-        raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` or "
-                           "`gridwatch db seed-demo` first")  # fmt: skip
+        raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` "
+                           "first (it registers the demo city and keeps its nodes' secrets)")  # fmt: skip
     if args.venues:
         creds = creds[: args.venues]
     plays = [scenarios.load(Path(p)) for p in args.scenario]
