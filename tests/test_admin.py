@@ -369,3 +369,62 @@ def test_who_is_on_duty_by_weekly_shifts(stack: LocalStack, nodes: list[NodeCred
             at = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=beijing)
             found = tasks.on_duty(conn, grid, at.astimezone(UTC))
             assert (found == "w-two") is expected, _CASES[i]
+
+
+def test_an_uploaded_file_is_planned_then_applied_within_the_area(
+    client: TestClient, stack: LocalStack
+) -> None:
+    h = sign_in(client, "admin")
+    community = _community(stack.dsn)
+    text = f"""version: 1
+areas:
+  - {{id: g_up, level: grid, name: 上传网格, parent: {community}}}
+venues:
+  - {{id: v-up, grid: g_up, name: 上传驿站, kind: grid_station, capacity: 30}}
+people:
+  - {{id: w-up, name: 李雷, role: grid_worker, scope: g_up}}
+"""
+    upload = {"text": text, "filename": "upload.yaml"}
+    planned = _ok(client.post(f"{ADMIN}/registry/plan", json=upload, headers=h))
+    assert planned["summary"]["added"] == 3 and planned["changes"] == 3
+    assert "v-up" in planned["text"] and "capacity=30" in planned["text"]
+    assert scalar(stack.dsn, "SELECT count(*) FROM venues WHERE id = 'v-up'") == 0  # only a plan
+    applied = _ok(client.post(f"{ADMIN}/registry/apply", headers=h,
+                              json=upload | {"fingerprint": planned["fingerprint"]}))  # fmt: skip
+    assert applied["summary"]["added"] == 3
+    assert scalar(stack.dsn, "SELECT capacity FROM venues WHERE id = 'v-up'") == 30
+    assert _ok(client.post(f"{ADMIN}/registry/plan", json=upload, headers=h))["changes"] == 0
+    audited = rows(stack.dsn, "SELECT action, target FROM audit_log WHERE action LIKE"
+                              " 'registry.%%' ORDER BY id")  # fmt: skip
+    assert audited == [("registry.added", "area:g_up"), ("registry.added", "venue:v-up"),
+                       ("registry.added", "person:w-up"), ("registry.upload", "upload.yaml")]  # fmt: skip
+
+    # The registry moves on between the plan and its apply: 409 with the plan as it is now.
+    renamed = upload | {"text": text.replace("上传驿站", "新名字")}
+    shown = _ok(client.post(f"{ADMIN}/registry/plan", json=renamed, headers=h))
+    assert shown["summary"]["changed"] == 1
+    venue = _ok(client.get(f"{ADMIN}/venues/v-up", headers=h))
+    _ok(client.put(f"{ADMIN}/venues/v-up", json=editable("venues", venue) | {"capacity": 31},
+                   headers=h))  # fmt: skip
+    late = client.post(f"{ADMIN}/registry/apply", headers=h,
+                       json=renamed | {"fingerprint": shown["fingerprint"]})  # fmt: skip
+    assert late.status_code == 409, late.text
+    assert "capacity" in late.json()["current"]["text"]
+    assert scalar(stack.dsn, "SELECT name FROM venues WHERE id = 'v-up'") == "上传驿站"
+
+    bad = client.post(f"{ADMIN}/registry/plan", headers=h, json={"filename": "bad.yaml",
+                      "text": text.replace("grid: g_up", "grid: g_nowhere")})  # fmt: skip
+    assert bad.status_code == 422 and "bad.yaml:5" in bad.json()["detail"], bad.text
+
+    # An admin of one grid cannot upload what lies outside it.
+    _ok(client.post(f"{ADMIN}/people", json={"id": "admin-g", "name": "网格管理员", "role": "admin",
+                                            "scope": "g_up"}, headers=h), 201)  # fmt: skip
+    _with_password(stack.dsn, "admin-g")
+    small = sign_in(client, "admin-g")
+    other_grid = str(scalar(stack.dsn, "SELECT id FROM territory WHERE level = 'grid' AND"
+                                       " id <> 'g_up' ORDER BY id LIMIT 1"))  # fmt: skip
+    outside = f"version: 1\nvenues:\n  - {{id: v-out, grid: {other_grid}, name: x, kind: estate}}\n"
+    refused = client.post(f"{ADMIN}/registry/apply", headers=small,
+                          json={"text": outside, "filename": "out.yaml"})  # fmt: skip
+    assert refused.status_code == 422 and "outside g_up" in refused.json()["detail"], refused.text
+    assert scalar(stack.dsn, "SELECT count(*) FROM venues WHERE id = 'v-out'") == 0

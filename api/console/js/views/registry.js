@@ -479,19 +479,27 @@ function bulk(root) {
       try {
         return await api(`${BASE}/registry/${step}`, { method: "POST", body: step === "plan" ? request() : planned });
       } catch (e) {
+        if (e.status === 409 && e.body?.current) {
+          shown(e.body.current); // the registry moved on: the plan as it is now, to apply again
+          error.textContent = e.message;
+          return null;
+        }
         error.textContent = e.status === 404 && e.message === "Not Found" ? T.bulkMissing : e.message;
         return null;
       }
     });
   }
 
+  function shown(answer) {
+    planned = { ...request(), fingerprint: answer.fingerprint };
+    showPlan(result, T.planTitle, answer);
+    applyButton.hidden = !answer.changes;
+  }
+
   const form = h("form", { class: "panel", onsubmit: async (e) => {
     e.preventDefault();
     const answer = await call("plan", planButton);
-    if (!answer) return;
-    planned = request();
-    showPlan(result, T.planTitle, answer);
-    applyButton.hidden = !answer.changes;
+    if (answer) shown(answer);
   } },
   h("p", { class: "muted small" }, T.bulkIntro),
   h("label", { for: "bulk-text" }, T.fileText), text,
@@ -514,6 +522,6 @@ function showPlan(el, title, answer) {
   const counts = answer.summary || {};
   el.replaceChildren(h("h2", {}, title),
     h("div", { class: "counters" }, Object.entries(counts).map(([k, n]) => h("div", { class: "counter", dataset: { count: k } }, h("b", {}, n), k))),
-    answer.changes ? h("pre", { class: "mono plan" }, answer.text) : h("p", { class: "empty" }, T.planEmpty));
+    answer.changes ? h("pre", { class: "mono plan", tabindex: 0 }, answer.text) : h("p", { class: "empty" }, T.planEmpty));
   el.hidden = false;
 }
