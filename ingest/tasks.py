@@ -166,25 +166,29 @@ def person(conn: Conn, person_id: str) -> Person:
 # days between its start and end, or, for a shift past midnight (its end not after its start),
 # after its start on one of its days or before its end on the day after one; the dates bound
 # the day the shift starts on.
-SHIFT_COVERS = """
+def shift_covers(at: str) -> str:
+    """SQL true when shift `s` covers the moment `at` (an SQL expression: `now()`, a parameter)."""
+    return """
     (NOT s.disabled AND (
       (s.starts < s.ends
-       AND extract(isodow FROM (%(at)s::timestamptz AT TIME ZONE s.timezone))::smallint = ANY(s.days)
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::time >= s.starts
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::time < s.ends
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::date
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone))::smallint = ANY(s.days)
+       AND ({at} AT TIME ZONE s.timezone)::time >= s.starts
+       AND ({at} AT TIME ZONE s.timezone)::time < s.ends
+       AND ({at} AT TIME ZONE s.timezone)::date
            BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))
       OR (s.ends <= s.starts
-       AND extract(isodow FROM (%(at)s::timestamptz AT TIME ZONE s.timezone))::smallint = ANY(s.days)
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::time >= s.starts
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::date
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone))::smallint = ANY(s.days)
+       AND ({at} AT TIME ZONE s.timezone)::time >= s.starts
+       AND ({at} AT TIME ZONE s.timezone)::date
            BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))
       OR (s.ends <= s.starts
-       AND extract(isodow FROM (%(at)s::timestamptz AT TIME ZONE s.timezone) - interval '1 day')
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone) - interval '1 day')
            ::smallint = ANY(s.days)
-       AND (%(at)s::timestamptz AT TIME ZONE s.timezone)::time < s.ends
-       AND ((%(at)s::timestamptz AT TIME ZONE s.timezone) - interval '1 day')::date
-           BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))))"""
+       AND ({at} AT TIME ZONE s.timezone)::time < s.ends
+       AND (({at} AT TIME ZONE s.timezone) - interval '1 day')::date
+           BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))))""".format(
+        at=f"({at})::timestamptz"
+    )
 
 
 def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
@@ -205,7 +209,7 @@ def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
            JOIN territory ps ON ps.id = p.scope_id JOIN territory g ON g.id = s.grid_id
            WHERE s.grid_id = %(grid)s AND p.active AND p.role IN ('grid_worker', 'department')
              AND ps.path @> g.path AND """
-        + SHIFT_COVERS
+        + shift_covers("%(at)s")
         + " ORDER BY s.starts DESC, s.id LIMIT 1",
         {"grid": grid_id, "at": at},
     ).fetchone()

@@ -316,6 +316,8 @@ def test_a_weekly_shift_puts_its_person_on_duty(
     assert scalar(stack.dsn, "SELECT assignee FROM tasks WHERE id = %s", (first,)) is None
     _ok(client.post(f"{ADMIN}/duty", json={"id": "always", "grid": grid, "person": "w-shift",
                                           "starts": "00:00", "ends": "00:00"}, headers=h), 201)  # fmt: skip
+    on_duty = {p["id"]: p["on_duty"] for p in _ok(client.get("/api/people", headers=h))}
+    assert on_duty["w-shift"] is True and on_duty["w-one"] is False
     task = raise_incident(stack.dsn, site, subject="after")
     assert rows(stack.dsn, "SELECT state::text, assignee FROM tasks WHERE id = %s", (task,)) == [
         ("dispatched", "w-shift")]  # fmt: skip

@@ -53,7 +53,7 @@ const T = {
   configError: "refused its configuration",
   noSecret: "no secret yet",
   secretAt: (at) => `secret ${ago(at)}`,
-  bulkIntro: "Paste a registry file (YAML, or CSV for devices, people or duty) or choose one. You see the plan first; nothing changes until you apply it.",
+  bulkIntro: "Paste a registry file (YAML, every section in it, up to 1 MiB; larger ones and CSV tables go through `gridwatch registry apply`) or choose one. You see the plan first; nothing changes until you apply it. Only your area can change.",
   fileText: "File contents",
   fileName: "File name",
   fileChoose: "Or choose a file",
@@ -454,7 +454,7 @@ async function enrolment(nodeId) {
 function bulk(root) {
   const text = h("textarea", { id: "bulk-text", class: "mono", rows: 14, spellcheck: "false" });
   const name = h("input", { id: "bulk-name", value: "registry.yaml", required: true });
-  const file = h("input", { id: "bulk-file", type: "file", accept: ".yaml,.yml,.csv,text/yaml,text/csv" });
+  const file = h("input", { id: "bulk-file", type: "file", accept: ".yaml,.yml,text/yaml" });
   const prune = h("input", { id: "bulk-prune", type: "checkbox" });
   const planButton = h("button", { type: "submit", class: "primary" }, T.plan);
   const applyButton = h("button", { type: "button", class: "danger", hidden: true }, T.apply);
