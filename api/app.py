@@ -71,8 +71,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.deadlines = deadline_policy()
     app.state.streams = StreamSlots(settings.api_live_streams_per_person)
     errors.install(app)
-    for module in (auth, incidents, tasks, venues, people, operations, live, health, admin,
-                   registry_upload):  # fmt: skip
+    # admin last: its /api/v1/admin/{kind}/{record_id} would shadow a fixed path under
+    # /api/v1/admin/nodes/ of a router included after it.
+    for module in (auth, incidents, tasks, venues, people, operations, live, health,
+                   registry_upload, admin):  # fmt: skip
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)

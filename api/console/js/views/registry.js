@@ -48,7 +48,11 @@ const T = {
   enrolTitle: (id) => `Enrolment code for ${id}`,
   enrolWarn: "Shown once. Give it to the installer: `gridwatch edge --enrol CODE --platform URL` exchanges it for the node's credentials. It is single use.",
   enrolMissing: "Enrolment codes are not available on this server yet (it has no enrolment endpoint). Issue a secret instead.",
-  expires: (at) => `valid until ${new Date(at).toLocaleString()}`,
+  validFor: (hours) => `Valid for ${hours} h, once.`,
+  siteButton: "Site file",
+  siteConfirm: (id) => `Download a complete site file for ${id}? It holds a NEW secret: the node's current secret stops working at once. Keep the file safe.`,
+  siteSaved: (name) => `${name} downloaded: it holds the node's secret, keep it safe`,
+  siteMissing: "Site files are not available on this server yet (it has no site-file endpoint).",
   behind: (run, want) => `runs config ${run}, should run ${want}`,
   configError: "refused its configuration",
   noSecret: "no secret yet",
@@ -220,7 +224,8 @@ async function list(root, kind, { me }) {
     if (kind === "nodes") {
       const secret = h("button", { type: "button", class: "small", onclick: () => act(secret, () => issueSecret(r.id, done)) }, T.secretButton);
       const enrol = h("button", { type: "button", class: "small", onclick: () => act(enrol, () => enrolment(r.id)) }, T.enrolButton);
-      buttons.push(secret, enrol);
+      const site = h("button", { type: "button", class: "small", onclick: () => act(site, () => siteFile(r.id, done)) }, T.siteButton);
+      buttons.push(secret, enrol, site);
     }
     return h("tr", { dataset: { id: r.id, disabled: r.disabled ? "yes" : "no" } },
       COLUMNS[kind].map(([, cell, cls]) => h("td", { class: cls || null }, cell(r))),
@@ -440,12 +445,31 @@ async function issueSecret(nodeId, done) {
 
 async function enrolment(nodeId) {
   try {
-    const issued = await api(`${BASE}/nodes/${encodeURIComponent(nodeId)}/enrolment-code`, { method: "POST" });
+    const issued = await api(`${BASE}/nodes/${encodeURIComponent(nodeId)}/enrolment-code`, { method: "POST", body: {} });
     showOnce(T.enrolTitle(nodeId), T.enrolWarn, issued.code,
-      issued.expires_at ? h("p", { class: "muted small" }, T.expires(issued.expires_at)) : null);
+      issued.valid_hours ? h("p", { class: "muted small" }, T.validFor(issued.valid_hours)) : null);
   } catch (e) {
     // No such route on this server (FastAPI's own 404) is not the node missing.
     toast(e.status === 404 && e.message === "Not Found" ? T.enrolMissing : e.message, true);
+  }
+}
+
+async function siteFile(nodeId, done) {
+  if (!confirm(T.siteConfirm(nodeId))) return;
+  try {
+    const answer = await api(`${BASE}/nodes/${encodeURIComponent(nodeId)}/site-file`, { method: "POST" });
+    // JSON is YAML: the edge reads the file as it reads the command line's NODE.site.yaml.
+    const name = `${nodeId}.site.yaml`;
+    const url = URL.createObjectURL(new Blob([JSON.stringify(answer.site_file, null, 2)], { type: "application/yaml" }));
+    const link = h("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+    toast(T.siteSaved(name));
+    done();
+  } catch (e) {
+    toast(e.status === 404 && e.message === "Not Found" ? T.siteMissing : e.message, true);
   }
 }
 
