@@ -60,7 +60,13 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
-    worker = IngestWorker(settings)
+    duties = []
+    if settings.leader:
+        from registry.broker_sync import BrokerSync, BrokerSyncSettings
+
+        # The broker's node accounts follow the registry (ingest must not import registry).
+        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt))
+    worker = IngestWorker(settings, duties=duties)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch and stopping", signal.Signals(signum).name)
@@ -121,8 +127,33 @@ def _broker_config(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
+            log_file=args.log_file,
+        )
+    if accounts.control_password is None:
+        print(
+            "gridwatch: no GRIDWATCH_BROKER_CONTROL_PASSWORD: the broker gets no control"
+            " account, and node accounts change only when this is run again",
+            file=sys.stderr,
         )
     print(f"wrote {path}; run: mosquitto -c {path}")
+    return 0
+
+
+def _broker_refusals(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from registry.broker_sync import refusals
+
+    with psycopg.connect(database_url(args)) as conn:
+        found = refusals(conn, None, limit=args.limit)
+    if not found:
+        print("no refused broker connects recorded")
+        return 0
+    print(f"{'client':<24} {'node':<20} {'count':>7}  {'first seen':<19}  {'last seen':<19}")
+    for r in found:
+        print(f"{r.client:<24} {r.node_id or '-':<20} {r.count:>7}  "
+              f"{r.first_seen:%Y-%m-%d %H:%M:%S}  {r.last_seen:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+    print(f"reason: {found[0].reason}")
     return 0
 
 
@@ -430,6 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="system user Mosquitto drops to when started as root (default: mosquitto)",
     )
+    cfg.add_argument(
+        "--log-file",
+        default=None,
+        help="file the broker also logs to, read by the ingest leader to count refused"
+        " connects (GRIDWATCH_BROKER_LOG_FILE); default: OUT/broker.log",
+    )
+
+    ref = add(
+        bsub,
+        "refusals",
+        _broker_refusals,
+        "Connects the broker refused (bad credentials, unknown or disabled nodes), counted by"
+        " the ingest leader from the broker's log: by account or source address, latest first.",
+    )
+    add_database_options(ref)
+    ref.add_argument("--limit", type=int, default=100, help="rows shown at most")
 
     keys = sub.add_parser(
         "keys", help="The platform's command signing key.",
@@ -505,6 +552,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes of quiet footage in all, for false alerts per hour",
     )  # fmt: skip
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
+    bb = add(
+        bsub2,
+        "broker",
+        _lazy("gridwatch.bench_broker:run"),
+        "Reconcile the broker accounts of N nodes from an empty broker, then once more with"
+        " nothing to change, against a real Mosquitto with its dynamic-security plugin.",
+    )
+    bb.add_argument("--nodes", type=int, default=20_000, help="nodes at scale")
+    bb.add_argument(
+        "--from-empty",
+        type=int,
+        default=None,
+        help="nodes reconciled from an empty broker (default: --nodes; quadratic in Mosquitto"
+        " 2.0, whose plugin writes its whole state after every command)",
+    )
+    bb.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(
