@@ -430,3 +430,27 @@ people:
                           json={"text": outside, "filename": "out.yaml"})  # fmt: skip
     assert refused.status_code == 422 and "outside g_up" in refused.json()["detail"], refused.text
     assert scalar(stack.dsn, "SELECT count(*) FROM venues WHERE id = 'v-out'") == 0
+
+
+def test_refused_broker_connects_are_shown_to_admins_of_their_area(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("INSERT INTO broker_refusals (client, node_id, reason, count) VALUES"
+                     " (%s, %s, 'disabled', 3), ('stranger', NULL, 'unknown', 7)",
+                     (nodes[0].node, nodes[0].node))  # fmt: skip
+    city = sign_in(client, "admin")
+    seen = _ok(client.get(f"{ADMIN}/broker/refusals", headers=city))
+    assert {(r["client"], r["count"], r["site"]) for r in seen} == {
+        (nodes[0].node, 3, nodes[0].site), ("stranger", 7, None)}  # fmt: skip
+    other = "g_far"  # a grid without the node
+    _ok(client.post(f"{ADMIN}/areas", json={"id": other, "level": "grid", "name": "远",
+                                           "parent": _community(stack.dsn)}, headers=city), 201)  # fmt: skip
+    _ok(client.post(f"{ADMIN}/people", json={"id": "admin-o", "name": "x", "role": "admin",
+                                            "scope": other}, headers=city), 201)  # fmt: skip
+    _with_password(stack.dsn, "admin-o")
+    assert _ok(client.get(f"{ADMIN}/broker/refusals", headers=sign_in(client, "admin-o"))) == []
+    assert (
+        client.get(f"{ADMIN}/broker/refusals", headers=sign_in(client, "operator")).status_code
+        == 403
+    )

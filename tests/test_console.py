@@ -483,4 +483,9 @@ def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
     page.get_by_role("button", name="Apply").click()
     expect(plan).to_contain_text("Applied")
     assert scalar(stack.dsn, "SELECT name FROM venues WHERE id = 'v-bulk'") == "批量驿站"
+
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("INSERT INTO broker_refusals (client, reason) VALUES ('stranger', 'unknown')")
+    page.get_by_role("link", name="Refused connects").click()
+    expect(page.locator("#refused tr[data-client=stranger]")).to_contain_text("unknown")
     assert errors == [], errors

@@ -19,8 +19,8 @@ from api.models import AreaQuery
 from api.records import AREAS, NODES, PEOPLE, Invalid, Kind, Meta
 from api.routes.venues import area_path
 from ingest.tasks import Role
+from registry import broker_sync, secrets
 from registry import model as rm
-from registry import secrets
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -274,3 +274,31 @@ def node_secret(
         note="shown once: put it in the node's site file now; its session on any earlier "
         "secret is cut and that secret refused",
     )  # fmt: skip
+
+
+class RefusedConnect(BaseModel):
+    client: str = Field(description="the account name tried, or the address it came from")
+    node_id: str | None = Field(description="the node it was put down to, if any")
+    site: str | None = Field(description="that node's venue")
+    reason: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@router.get(
+    "/broker/refusals",
+    response_model=list[RefusedConnect],
+    summary="Connects the broker refused (unknown, disabled, old secret), latest first",
+)
+def broker_refusals(
+    user: AdminUser, db: DbDep, limit: Annotated[int, Query(ge=1, le=500)] = 200
+) -> list[RefusedConnect]:
+    # Those put down to no known node could be anyone's: only an admin of a whole city sees them.
+    city = user.scope_path.count(".") == 0
+    found = broker_sync.refusals(db, None if city else user.scope_path, limit)
+    return [
+        RefusedConnect(client=r.client, node_id=r.node_id, site=r.site, reason=r.reason,
+                       count=r.count, first_seen=r.first_seen, last_seen=r.last_seen)
+        for r in found
+    ]  # fmt: skip

@@ -10,7 +10,10 @@ import { act, ago, chip, h, toast } from "../dom.js";
 const T = {
   title: "Registry",
   intro: "What your area has and who works in it. Changes are audited; disabled records keep their history.",
-  tabs: { areas: "Areas", venues: "Venues", nodes: "Edge nodes", devices: "Devices", people: "People", duty: "Duty", bulk: "Bulk upload" },
+  tabs: { areas: "Areas", venues: "Venues", nodes: "Edge nodes", devices: "Devices", people: "People", duty: "Duty", bulk: "Bulk upload", refused: "Refused connects" },
+  refusedIntro: "Connects the broker turned away: unknown accounts, disabled nodes, old secrets. A node you expect here needs its secret or to be enabled.",
+  refusedNone: "No refused connects.",
+  refusedHeads: ["Account or address", "Node", "Venue", "Why", "Times", "First", "Last"],
   one: { areas: "area", venues: "venue", nodes: "edge node", devices: "device", people: "person", duty: "duty shift" },
   add: (what) => `Add ${what}`,
   edit: (what, id) => `Edit ${what} ${id}`,
@@ -171,11 +174,12 @@ const BASE = "/api/v1/admin";
 export async function render(root, ctx, tab) {
   const kind = tab || "venues";
   const tabs = h("nav", { class: "row tabs", "aria-label": T.title },
-    [...KINDS, "bulk"].map((k) => h("a", { href: `#/registry/${k}`, class: k === kind ? "active" : null,
+    [...KINDS, "bulk", "refused"].map((k) => h("a", { href: `#/registry/${k}`, class: k === kind ? "active" : null,
       "aria-current": k === kind ? "page" : null }, T.tabs[k])));
   const body = h("div");
   root.append(h("h1", {}, T.title), h("p", { class: "muted" }, T.intro), tabs, body);
   if (kind === "bulk") bulk(body);
+  else if (kind === "refused") await refused(body);
   else if (FIELDS[kind]) await list(body, kind, ctx);
 }
 
@@ -470,6 +474,24 @@ async function siteFile(nodeId, done) {
     done();
   } catch (e) {
     toast(e.status === 404 && e.message === "Not Found" ? T.siteMissing : e.message, true);
+  }
+}
+
+// ---- the broker's refused connects ----
+
+async function refused(root) {
+  const rows = h("tbody");
+  root.append(h("p", { class: "muted small" }, T.refusedIntro),
+    h("section", { class: "panel" }, h("table", { id: "refused", class: "responsive" },
+      h("thead", {}, h("tr", {}, T.refusedHeads.map((t) => h("th", { scope: "col" }, t)))), rows)));
+  try {
+    const items = await api(`${BASE}/broker/refusals`);
+    rows.replaceChildren(...items.map((r) => h("tr", { dataset: { client: r.client } },
+      h("td", { class: "mono" }, r.client), h("td", { class: "mono" }, r.node_id || "–"), h("td", { class: "mono" }, r.site || "–"),
+      h("td", {}, r.reason), h("td", {}, r.count), h("td", {}, ago(r.first_seen)), h("td", {}, ago(r.last_seen)))));
+    if (!items.length) rows.append(h("tr", {}, h("td", { colspan: T.refusedHeads.length, class: "empty" }, T.refusedNone)));
+  } catch (e) {
+    rows.replaceChildren(h("tr", {}, h("td", { colspan: T.refusedHeads.length, class: "error" }, e.message)));
   }
 }
 
