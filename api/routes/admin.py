@@ -4,6 +4,7 @@ audited; and a node's secret, issued and shown once."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -23,6 +24,7 @@ from registry import broker_sync, secrets
 from registry import model as rm
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+log = logging.getLogger(__name__)
 
 
 def admin_user(user: CurrentUser) -> User:
@@ -108,6 +110,7 @@ def _create(kind: Kind, body: rm.Record, user: User, db: DbDep, request: Request
         except psycopg.errors.UniqueViolation:  # made at the same moment by someone else
             raise _taken(db, kind, body, user) from None
         after = _found(db, kind, rid, user)
+        log.info("registry %s %s added by %s", kind.name, rid, user.id)
         audit(db, user, request, f"registry.{kind.name}.create", rid,
               {"after": after.model_dump(mode="json", exclude={"updated_at"})})  # fmt: skip
     return after
@@ -141,6 +144,8 @@ def _update(
         after = _found(db, kind, record_id, user)
         changed = records.changes(before, after)
         if changed:
+            log.info("registry %s %s changed by %s: %s", kind.name, record_id, user.id,
+                     ", ".join(changed))  # fmt: skip
             audit(db, user, request, f"registry.{kind.name}.update", record_id,
                   {"version": after.version, "changes": changed})  # fmt: skip
     return after
@@ -164,6 +169,7 @@ def _switch(
         records.set_disabled(db, kind, record_id, disabled)
         after = _found(db, kind, record_id, user)
         what = "disable" if disabled else "enable"
+        log.info("registry %s %s %sd by %s", kind.name, record_id, what, user.id)
         audit(db, user, request, f"registry.{kind.name}.{what}", record_id,
               {"version": after.version})  # fmt: skip
     return after
@@ -266,6 +272,7 @@ def node_secret(
         after = _found(db, NODES, record_id, user)
         assert isinstance(after, records.NodeOut) and after.secret_issued_at is not None
         # Never the secret itself: what was done, and whether it replaced one.
+        log.info("node %s given a new secret by %s", record_id, user.id)
         audit(db, user, request, "registry.node.secret", record_id,
               {"rotated": before.secret_issued_at is not None, "version": after.version})  # fmt: skip
     response.headers["Cache-Control"] = "no-store"
