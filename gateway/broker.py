@@ -8,7 +8,13 @@ Accounts and access control live in Mosquitto's dynamic-security plugin (shipped
   another node's commands, the ingest's shared subscription) is refused at SUBACK;
 - each ingest worker slot has an account `PREFIX-SLOT` sharing the ingest role: it subscribes to
   the shared subscription of one configured group only, publishes commands and receipts;
+- one control account (`gridwatch-control`) may use the plugin's control topic only: it is the
+  broker's administrator, held by the ingest leader, which reconciles the node accounts and roles
+  with the registry while the broker runs (registry/broker_sync.py);
 - client ids are forced to account names, so no account can take over another's session.
+
+The file written here is the plugin's initial state; once the broker runs, the plugin owns it
+(and saves every change into it), and the node accounts change only through the control topic.
 
 There is no account for the API: it never speaks MQTT (commands go through the database).
 
@@ -25,6 +31,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,10 @@ _HASH_PATTERN = r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$"
 DYNSEC_PLUGIN_NAME = "mosquitto_dynamic_security.so"
 DYNSEC_FILE = "dynamic-security.json"
 INGEST_ROLE = "ingest"
+CONTROL_ROLE = "control"
+CONTROL_USER = "gridwatch-control"
+NODE_ROLE_PREFIX = "node:"
+SECRET_MARK = "secret issued "  # a node account's textdescription: which secret the broker has
 
 
 class NodeAccount(BaseModel):
@@ -53,6 +64,22 @@ class NodeAccount(BaseModel):
     site: str = Field(pattern=topics.ID_PATTERN)
     node: str = Field(pattern=topics.ID_PATTERN)
     password_hash: str = Field(pattern=_HASH_PATTERN)
+    disabled: bool = False
+    secret_issued_at: datetime | None = Field(
+        default=None, description="when the secret behind the hash was issued (if known)"
+    )
+
+
+def secret_mark(issued_at: datetime | None) -> str:
+    """What a node account's textdescription says about its secret, so that the reconcile can
+    tell whether the broker has the registry's current one (the broker never shows passwords)."""
+    if issued_at is None:
+        return ""
+    return SECRET_MARK + issued_at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def node_role_name(node: str) -> str:
+    return f"{NODE_ROLE_PREFIX}{node}"
 
 
 class IngestAccounts(BaseModel):
@@ -99,6 +126,11 @@ class BrokerOptions(BaseModel):
         default=256 * 1024, ge=1024, description="bytes; larger packets disconnect"
     )
     autosave_interval_s: int = Field(default=30, ge=1, description="how often the store is written")
+    log_file: Path | None = Field(
+        default=None,
+        description="a file the broker also logs to (refused connects are counted from it by"
+        " the ingest leader: GRIDWATCH_BROKER_LOG_FILE); default: broker.log in its folder",
+    )
     user: str | None = Field(
         default=None, description="system user the broker drops to when started as root"
     )
@@ -193,7 +225,7 @@ def node_role(site: str, node: str) -> dict[str, Any]:
     acls = [_acl("publishClientSend", t) for t in sends]
     acls += [_acl("subscribeLiteral", t) for t in reads]
     acls += [_acl("publishClientReceive", t) for t in reads]
-    return {"rolename": f"node:{node}", "acls": acls}
+    return {"rolename": node_role_name(node), "acls": acls}
 
 
 def ingest_role(share_groups: tuple[str, ...]) -> dict[str, Any]:
@@ -219,28 +251,56 @@ def ingest_role(share_groups: tuple[str, ...]) -> dict[str, Any]:
     return {"rolename": INGEST_ROLE, "acls": acls}
 
 
-def _client(username: str, password_hash: str, role: str) -> dict[str, Any]:
+def control_role() -> dict[str, Any]:
+    """The broker's administrator: the plugin's control topic and its answers, nothing else."""
+    answers = "$CONTROL/dynamic-security/v1/response"
+    acls = [
+        _acl("publishClientSend", "$CONTROL/dynamic-security/#"),
+        _acl("subscribeLiteral", answers),
+        _acl("publishClientReceive", answers),
+    ]
+    return {"rolename": CONTROL_ROLE, "acls": acls}
+
+
+def _client(
+    username: str, password_hash: str, role: str, *, disabled: bool = False, text: str = ""
+) -> dict[str, Any]:
     _, _, iterations, salt, digest = password_hash.split("$")
-    return {
+    client: dict[str, Any] = {
         "username": username,
         "password": digest,
         "salt": salt,
         "iterations": int(iterations),
         "roles": [{"rolename": role, "priority": 0}],
     }
+    if text:
+        client["textdescription"] = text
+    if disabled:
+        client["disabled"] = True
+    return client
 
 
-def dynsec_config(nodes: list[NodeAccount], ingest: IngestAccounts) -> dict[str, Any]:
-    """The dynamic-security plugin's file: clients, roles, deny-by-default access."""
-    names = [n.node for n in nodes] + ingest.usernames()
+def dynsec_config(
+    nodes: list[NodeAccount], ingest: IngestAccounts, control_hash: str | None = None
+) -> dict[str, Any]:
+    """The dynamic-security plugin's file: clients, roles, deny-by-default access. Disabled
+    nodes are there, disabled, so the running broker and this file mean the same."""
+    names = [n.node for n in nodes] + ingest.usernames() + [CONTROL_USER]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise ValueError(f"broker accounts {doubled} are defined twice")
     ordered = sorted(nodes, key=lambda a: a.node)
-    clients = [_client(n.node, n.password_hash, f"node:{n.node}") for n in ordered]
+    clients = [
+        _client(n.node, n.password_hash, node_role_name(n.node), disabled=n.disabled,
+                text=secret_mark(n.secret_issued_at))
+        for n in ordered
+    ]  # fmt: skip
     clients += [_client(u, ingest.password_hash, INGEST_ROLE) for u in ingest.usernames()]
     roles = [node_role(n.site, n.node) for n in ordered]
     roles.append(ingest_role(ingest.share_groups))
+    if control_hash is not None:
+        clients.append(_client(CONTROL_USER, control_hash, CONTROL_ROLE))
+        roles.append(control_role())
     return {
         "defaultACLAccess": {
             "publishClientSend": False,
@@ -291,12 +351,18 @@ def _edge_tls(options: BrokerOptions) -> str:
 
 
 def render(
-    options: BrokerOptions, folder: Path, nodes: list[NodeAccount], ingest: IngestAccounts
+    options: BrokerOptions,
+    folder: Path,
+    nodes: list[NodeAccount],
+    ingest: IngestAccounts,
+    control_hash: str | None = None,
 ) -> BrokerFiles:
-    """Render the Mosquitto configuration for these accounts; `folder` is where it will live."""
+    """Render the Mosquitto configuration for these accounts; `folder` is where it will live.
+    `control_hash`: the control account's password hash (no control account without it)."""
     folder = folder.resolve()
     plugin = options.plugin or find_plugin()
-    dynsec = json.dumps(dynsec_config(nodes, ingest), indent=1) + "\n"
+    dynsec = json.dumps(dynsec_config(nodes, ingest, control_hash), indent=1) + "\n"
+    log_file = (options.log_file or folder / "broker.log").resolve()
 
     config = f"""\
 # Mosquitto configuration for gridwatch, generated by `gridwatch broker config`.
@@ -338,7 +404,9 @@ set_tcp_nodelay true
 {f"user {options.user}" if options.user else ""}
 
 # --- Logging -----------------------------------------------------------------------------
+# The file is read by the ingest leader, which counts refused connects (broker_refusals).
 log_dest stderr
+log_dest file {log_file}
 log_type error
 log_type warning
 log_type notice

@@ -84,8 +84,9 @@ class MqttSettings(BaseModel):
 class ConnectionWatch:
     """Tracks a client's connection state for code that must wait for it or report it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, account: str | None = None) -> None:
         self.name = name
+        self.account = account
         self.connected = threading.Event()
         self.last_reason: str = "never connected"
         self.refusal: str | None = None  # the broker's reason for refusing the last CONNECT
@@ -100,8 +101,10 @@ class ConnectionWatch:
     ) -> None:
         self.last_reason = str(reason)
         if reason.is_failure:
+            if self.refusal != str(reason) or reason.value not in _CREDENTIALS_REFUSED:
+                log.error("mqtt connect refused client=%s reason=%s%s", self.name, reason,
+                          _what_to_check(self.account, reason))  # fmt: skip
             self.refusal = str(reason)
-            log.error("mqtt connect refused client=%s reason=%s", self.name, reason)
             return
         self.refusal = None
         log.info("mqtt connected client=%s session_present=%s", self.name, flags.session_present)
@@ -119,6 +122,23 @@ class ConnectionWatch:
         self.last_reason = str(reason)
         level = logging.WARNING if reason.is_failure else logging.INFO
         log.log(level, "mqtt disconnected client=%s reason=%s", self.name, reason)
+
+
+# CONNACK reason codes for credentials the broker does not take: bad user name or password
+# (134) and not authorised (135, what Mosquitto's dynamic-security plugin answers for a wrong
+# secret, an unknown account and a disabled one alike).
+_CREDENTIALS_REFUSED = frozenset({134, 135})
+
+
+def _what_to_check(account: str | None, reason: ReasonCode) -> str:
+    """For a refusal of the credentials: which account, and what its owner should check."""
+    if reason.value not in _CREDENTIALS_REFUSED or account is None:
+        return ""
+    return (
+        f": the broker refused the credentials of account {account!r} ({reason}): check the"
+        " secret in the site file, whether the node is disabled (`gridwatch node show"
+        f" {account}`), or re-enrol it; retrying meanwhile"
+    )
 
 
 def new_client(
@@ -143,7 +163,7 @@ def new_client(
     client.max_inflight_messages_set(max_inflight)
     # paho's own queue is unbounded by default; callers that need a bound keep their own.
     client.reconnect_delay_set(min_delay=1, max_delay=30)
-    watch = ConnectionWatch(client_id)
+    watch = ConnectionWatch(client_id, settings.username)
     client.on_connect = watch.on_connect
     client.on_disconnect = watch.on_disconnect
     return client, watch

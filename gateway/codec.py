@@ -42,6 +42,7 @@ class RejectReason(StrEnum):
     TOPIC_MISMATCH = "topic_mismatch"
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_DEVICE = "unknown_device"
+    DISABLED_DEVICE = "disabled_device"
     FOREIGN_DEVICE = "foreign_device"
     CONFLICT = "conflict"  # an id already stored with other content: the first version stands
     UNSTORABLE = "unstorable"

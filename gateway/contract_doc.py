@@ -372,6 +372,8 @@ _REASON_TEXT = {
     codec.RejectReason.TOPIC_MISMATCH: "the message is not the kind its topic says",
     codec.RejectReason.UNKNOWN_NODE: "no enabled node of that id at that site",
     codec.RejectReason.UNKNOWN_DEVICE: "the device is not registered",
+    codec.RejectReason.DISABLED_DEVICE: "the device is disabled in the registry; its messages"
+    " are refused until it is enabled again",
     codec.RejectReason.FOREIGN_DEVICE: "the device belongs to another node",
     codec.RejectReason.CONFLICT: "an id already stored with other content (the first version "
     "stands)",

@@ -10,9 +10,8 @@ import psycopg
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.broker import BrokerOptions, IngestAccounts, hash_password, render
+from gateway.broker import BrokerOptions, IngestAccounts, NodeAccount, hash_password, render
 from gateway.topics import ID_PATTERN
-from ingest.provision import node_accounts
 from ingest.settings import Environment
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,18 @@ class BrokerAccountsSettings(BaseSettings):
         description="the ingest's shared-subscription group (GRIDWATCH_BROKER_SHARE_GROUP; the"
         " ingest's GRIDWATCH_SHARE_GROUP): a random name, so nobody can guess it",
     )
+
+    control_password: SecretStr | None = Field(
+        default=None,
+        description="password of the broker's control account `gridwatch-control`, its"
+        " administrator (GRIDWATCH_BROKER_CONTROL_PASSWORD, also given to the ingest, whose"
+        " leader keeps the node accounts in line with the registry); none: no control account,"
+        " and node accounts change only when the broker configuration is written again",
+    )
+
+    def control_hash(self) -> str | None:
+        pw = self.control_password
+        return hash_password(pw.get_secret_value()) if pw is not None else None
 
     def accounts(self, extra_groups: tuple[str, ...] = ()) -> IngestAccounts:
         return IngestAccounts(
@@ -80,5 +91,23 @@ def write_config(
         if environment is Environment.PRODUCTION:
             raise ValueError(f"refused in production: {exposure}")
         log.warning("broker configuration for development only: %s", exposure)
-    files = render(opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups))
+    files = render(
+        opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups),
+        accounts.control_hash(),
+    )  # fmt: skip
     return files.write(folder)
+
+
+def node_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[NodeAccount]:
+    """The broker's initial node accounts: every node with a password hash (disabled ones too,
+    as disabled accounts), marked with the secret they hold. Nodes that only have a sealed
+    secret or none get their account from the leader's reconcile once the broker runs."""
+    rows = conn.execute(
+        """SELECT venue_id, id, password_hash, disabled, secret_issued_at FROM edge_nodes
+           WHERE password_hash IS NOT NULL ORDER BY id"""
+    ).fetchall()
+    return [
+        NodeAccount(site=str(v), node=str(n), password_hash=str(h), disabled=bool(d),
+                    secret_issued_at=t)
+        for v, n, h, d, t in rows
+    ]  # fmt: skip

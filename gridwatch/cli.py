@@ -84,9 +84,12 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
 def _leader_duties(settings: IngestSettings) -> list[Duty]:
     """The registry's work for the ingest leader (the ingest does not import the registry)."""
     from gateway.signing import Signer
+    from registry.broker_sync import BrokerSync, BrokerSyncSettings
     from registry.nodeconfig import NodeConfigDuty
 
     duties: list[Duty] = []
+    if settings.leader:  # the broker's node accounts follow the registry
+        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt))
     if settings.command_key_file is not None:
         duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file)))
     else:
@@ -139,8 +142,33 @@ def _broker_config(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
+            log_file=args.log_file,
+        )
+    if accounts.control_password is None:
+        print(
+            "gridwatch: no GRIDWATCH_BROKER_CONTROL_PASSWORD: the broker gets no control"
+            " account, and node accounts change only when this is run again",
+            file=sys.stderr,
         )
     print(f"wrote {path}; run: mosquitto -c {path}")
+    return 0
+
+
+def _broker_refusals(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from registry.broker_sync import refusals
+
+    with psycopg.connect(database_url(args)) as conn:
+        found = refusals(conn, None, limit=args.limit)
+    if not found:
+        print("no refused broker connects recorded")
+        return 0
+    print(f"{'client':<24} {'node':<20} {'count':>7}  {'first seen':<19}  {'last seen':<19}")
+    for r in found:
+        print(f"{r.client:<24} {r.node_id or '-':<20} {r.count:>7}  "
+              f"{r.first_seen:%Y-%m-%d %H:%M:%S}  {r.last_seen:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+    print(f"reason: {found[0].reason}")
     return 0
 
 
@@ -461,6 +489,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="system user Mosquitto drops to when started as root (default: mosquitto)",
     )
+    cfg.add_argument(
+        "--log-file",
+        default=None,
+        help="file the broker also logs to, read by the ingest leader to count refused"
+        " connects (GRIDWATCH_BROKER_LOG_FILE); default: OUT/broker.log",
+    )
+
+    ref = add(
+        bsub,
+        "refusals",
+        _broker_refusals,
+        "Connects the broker refused (bad credentials, unknown or disabled nodes), counted by"
+        " the ingest leader from the broker's log: by account or source address, latest first.",
+    )
+    add_database_options(ref)
+    ref.add_argument("--limit", type=int, default=100, help="rows shown at most")
 
     keys = sub.add_parser(
         "keys", help="The platform's command signing key.",
@@ -554,6 +598,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     br.add_argument("--home", default=None,
                     help="folder for the throwaway services (default: temporary)")  # fmt: skip
+    bb = add(
+        bsub2,
+        "broker",
+        _lazy("gridwatch.bench_broker:run"),
+        "Reconcile the broker accounts of N nodes from an empty broker, then once more with"
+        " nothing to change, against a real Mosquitto with its dynamic-security plugin.",
+    )
+    bb.add_argument("--nodes", type=int, default=20_000, help="nodes at scale")
+    bb.add_argument(
+        "--from-empty",
+        type=int,
+        default=None,
+        help="nodes reconciled from an empty broker (default: --nodes; quadratic in Mosquitto"
+        " 2.0, whose plugin writes its whole state after every command)",
+    )
+    bb.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
     for p in (bi, bf):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(

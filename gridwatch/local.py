@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.broker import new_secret, new_share_group
+from gateway.broker import CONTROL_USER, new_secret, new_share_group
 from gateway.client import MqttSettings
 from gateway.signing import Signer, init_key
 from gridwatch import demo
@@ -86,7 +86,7 @@ class LocalStack:
     def _load_secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
         secrets: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        wanted = {"ingest": new_secret, "share_group": new_share_group}
+        wanted = {"ingest": new_secret, "share_group": new_share_group, "control": new_secret}
         if not all(k in secrets for k in wanted):  # a new home, or one made before a secret was
             secrets = {k: secrets.get(k) or make() for k, make in wanted.items()}
             write_private(path, json.dumps(secrets))
@@ -114,6 +114,17 @@ class LocalStack:
             port=self.ports.service, username=f"ingest-{slot}", password=self._secrets["ingest"]
         )
 
+    def control_mqtt(self) -> MqttSettings:
+        """The broker's control account on the service listener (its administrator)."""
+        return MqttSettings(
+            port=self.ports.service, username=CONTROL_USER, password=self._secrets["control"]
+        )
+
+    @property
+    def broker_log_file(self) -> Path:
+        """The broker's log file, from which the leader counts refused connects."""
+        return self.home / "broker" / "broker.log"
+
     def edge_mqtt(self) -> MqttSettings:
         """The edge listener; each node adds its own account."""
         return MqttSettings(port=self.ports.edge)
@@ -135,6 +146,8 @@ class LocalStack:
                 GRIDWATCH_SHARE_GROUP=self.share_group,
                 GRIDWATCH_COMMAND_KEY_FILE=str(self.command_key_file),
                 GRIDWATCH_SEAL_KEY_FILE=str(self.seal_key_file),
+                GRIDWATCH_BROKER_CONTROL_PASSWORD=self._secrets["control"],
+                GRIDWATCH_BROKER_LOG_FILE=str(self.broker_log_file),
             )
         env.update(extra)
         return env
@@ -183,6 +196,7 @@ class LocalStack:
             ingest_password=self._secrets["ingest"],
             share_group=self.share_group,
             ingest_slots=INGEST_SLOTS,
+            control_password=self._secrets["control"],
         )
         with psycopg.connect(self.dsn) as conn:
             return write_config(

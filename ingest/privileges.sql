@@ -124,6 +124,9 @@ GRANT USAGE ON SEQUENCE duty_roster_id_seq TO gridwatch_api;
 GRANT SELECT (name, config_version, config_published, version, updated_at, secret_issued_at)
     ON edge_nodes TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 GRANT SELECT (secret_sealed) ON edge_nodes TO gridwatch_ingest;
+-- The broker reconcile needs to know whether a node without a sealed secret has a hash (then
+-- the broker keeps the account it has); a PBKDF2 hash of a 256-bit random secret reveals nothing.
+GRANT SELECT (password_hash) ON edge_nodes TO gridwatch_ingest;
 GRANT UPDATE (config_published) ON edge_nodes TO gridwatch_ingest;
 GRANT INSERT (id, venue_id, name, disabled, password_hash, secret_sealed, secret_issued_at),
     UPDATE (venue_id, name, disabled, password_hash, secret_sealed, secret_issued_at)

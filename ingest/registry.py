@@ -53,12 +53,13 @@ class Snapshot:
     node_site: dict[str, str]
     device_node: dict[str, str]
     venues: dict[str, VenueInfo] = field(default_factory=dict)
+    disabled_devices: frozenset[str] = frozenset()
 
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     """Read every enabled node, every device and every venue."""
     nodes = conn.execute("SELECT id, venue_id FROM edge_nodes WHERE NOT disabled").fetchall()
-    devices = conn.execute("SELECT id, node_id FROM devices").fetchall()
+    devices = conn.execute("SELECT id, node_id, disabled FROM devices").fetchall()
     venues = conn.execute(
         """SELECT v.id, v.kind::text, v.capacity, v.is_shelter, v.open_24h, v.opening_hours,
                   v.timezone, v.grid_id, t.path::text, v.name
@@ -66,13 +67,15 @@ def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     ).fetchall()
     return Snapshot(
         node_site={str(n): str(v) for n, v in nodes},
-        device_node={str(d): str(n) for d, n in devices},
+        device_node={str(d): str(n) for d, n, _ in devices},
         venues={str(r[0]): VenueInfo(*r) for r in venues},  # type: ignore[arg-type]
+        disabled_devices=frozenset(str(d) for d, _, off in devices if off),
     )
 
 
 class Registry:
-    """A cached registry that re-reads itself periodically and, rate-limited, on a miss."""
+    """A cached registry that re-reads itself periodically, at once when the registry announces
+    a change (`changed()`, from a NOTIFY), and, rate-limited, on a miss."""
 
     def __init__(self, refresh_s: float, miss_reload_s: float = 2.0) -> None:
         self._refresh_s = refresh_s
@@ -80,11 +83,20 @@ class Registry:
         self._snapshot = Snapshot({}, {})
         self._loaded_at = float("-inf")
         self._stale = False
+        self._changed = False
+
+    def changed(self) -> None:
+        """The registry changed (a device or node disabled, added, moved): read it again at the
+        next refresh, so that a disabled device's messages are refused within a second."""
+        self._changed = True
 
     def refresh_if_due(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        """Re-read when the refresh period has passed, or sooner after an unknown id was seen."""
+        """Re-read when the refresh period has passed, a change was announced, or (at most every
+        `miss_reload_s`) an unknown id was seen."""
         age = time.monotonic() - self._loaded_at
-        if age >= self._refresh_s or (self._stale and age >= self._miss_reload_s):
+        if (age >= self._refresh_s or self._changed
+                or (self._stale and age >= self._miss_reload_s)):  # fmt: skip
+            self._changed = False
             self._snapshot = load(conn)
             self._loaded_at = time.monotonic()
             self._stale = False
@@ -135,4 +147,10 @@ class Registry:
             raise DecodeError(
                 RejectReason.FOREIGN_DEVICE,
                 f"device {device!r} belongs to node {owner!r}, not {topic.node!r}",
+            )
+        if device in snap.disabled_devices:
+            raise DecodeError(
+                RejectReason.DISABLED_DEVICE,
+                f"device {device!r} of node {topic.node!r} is disabled in the registry: its"
+                " messages are refused until it is enabled again",
             )

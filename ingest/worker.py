@@ -33,7 +33,7 @@ from gateway.signing import Signer
 from gateway.topics import Channel
 from ingest import heartbeat, metrics
 from ingest.commands import CommandPolicy
-from ingest.leader import Duty, Leader
+from ingest.leader import REGISTRY_CHANNEL, Duty, Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
 from ingest.rules import RuleBook
@@ -337,9 +337,18 @@ class IngestWorker:
                 self.settings.client_id, exc,
             )  # fmt: skip
 
+    def _registry_notices(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """A registry change announced (a device disabled, a node moved): read it again now,
+        not at the next periodic refresh. The notices wait in the connection, unread."""
+        for notice in conn.notifies(timeout=0):
+            if notice.channel == REGISTRY_CHANNEL:
+                self.registry.changed()
+
     def _touch_registry(self) -> None:
         try:
-            self.registry.refresh_if_due(self._connection())
+            conn = self._connection()
+            self._registry_notices(conn)
+            self.registry.refresh_if_due(conn)
         except psycopg.Error as exc:
             log.warning("registry refresh failed: %s", exc)
             self._reset_connection()
@@ -354,6 +363,8 @@ class IngestWorker:
                 application_name=f"gridwatch-{self.settings.client_id}",
             )
             self.writer.prepare(self._conn)
+            self._conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
+            self.registry.changed()  # what changed while not listening is read now
         return self._conn
 
     def _reset_connection(self) -> None:
@@ -369,6 +380,7 @@ class IngestWorker:
             started = time.perf_counter()
             try:
                 conn = self._connection()
+                self._registry_notices(conn)
                 self.registry.refresh_if_due(conn)
                 self.book.refresh_if_due(conn)
                 accepted, rejected = self.writer.classify(batch)
