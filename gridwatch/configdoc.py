@@ -13,12 +13,14 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from registry.broker_sync import BrokerSyncSettings
 
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
 
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("ingest", IngestSettings),
+    ("ingest (leader)", BrokerSyncSettings),
     ("api", ApiSettings),
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
