@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -213,7 +215,7 @@ class DynSec:
             info = self._client.publish(CONTROL_TOPIC, payload, qos=QOS_AT_LEAST_ONCE)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise DynSecError(f"dynamic-security commands not sent (paho rc {info.rc})")
-        answers = self._wait(ids, len(cmds))
+        answers = self._wait(ids)
         failures = [(cmd, str(a["error"])) for cmd, a in zip(cmds, answers, strict=True)
                     if a.get("error")]  # fmt: skip
         if failures:
@@ -223,16 +225,25 @@ class DynSec:
                               failures)  # fmt: skip
         return answers
 
-    def _wait(self, ids: list[str], n: int) -> list[dict[str, Any]]:
-        # The plugin answers a batch after running all of it; a big batch on a big state takes
-        # a while (each command rewrites its file), so the deadline grows with the work.
-        timeout = self.timeout_s + 0.05 * n
+    def _wait(self, ids: list[str]) -> list[dict[str, Any]]:
+        # The plugin answers a batch after running all of it, and a big state makes each
+        # command slow (it rewrites its whole file): the deadline is for the next answer, and
+        # moves on while answers keep coming.
+        def settled() -> bool:
+            gone = self._client is None or not self._client.is_connected()
+            return bool(self._stray) or gone or all(i in self._answers for i in ids)
+
+        def count() -> int:
+            return sum(1 for i in ids if i in self._answers)
+
+        started = time.monotonic()
         with self._lock:
-            done = self._lock.wait_for(
-                lambda: bool(self._stray) or all(i in self._answers for i in ids)
-                or self._client is None or not self._client.is_connected(),
-                timeout,
-            )  # fmt: skip
+            answered = -1
+            while not settled():
+                if count() == answered:
+                    break  # nothing came for timeout_s
+                answered = count()
+                self._lock.wait_for(partial(_more, settled, count, answered), self.timeout_s)
             stray, self._stray = self._stray, []
             answers = [self._answers.pop(i) for i in ids if i in self._answers]
             for i in ids:
@@ -240,11 +251,12 @@ class DynSec:
         if stray:
             raise DynSecError(f"the broker refused a batch of commands: {'; '.join(stray)}")
         if len(answers) < len(ids):
-            why = "timed out" if not done else "lost the connection"
+            gone = self._client is None or not self._client.is_connected()
+            why = "lost the connection" if gone else f"gave no answer for {self.timeout_s:.0f} s"
             raise DynSecError(
                 f"dynamic security {why} with {len(ids) - len(answers)} of {len(ids)} commands"
-                f" unanswered (after {timeout:.0f} s); whether they were applied is unknown:"
-                " the next reconcile reads the broker again"
+                f" unanswered (after {time.monotonic() - started:.0f} s); whether they were"
+                " applied is unknown: the next reconcile reads the broker again"
             )
         return answers
 
@@ -362,6 +374,10 @@ class DynSec:
     def remove_role_acl(rolename: str, acl: Acl) -> Command:
         return {"command": "removeRoleACL", "rolename": rolename, "acltype": acl.acltype,
                 "topic": acl.topic}  # fmt: skip
+
+
+def _more(settled: Callable[[], bool], count: Callable[[], int], seen: int) -> bool:
+    return settled() or count() > seen
 
 
 def _describe(cmd: Command) -> str:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from registry.broker_sync import BrokerSyncSettings
 from registry.enrol import EdgeBrokerSettings
 
 START = "<!-- config-table:start -->"
@@ -20,6 +21,7 @@ END = "<!-- config-table:end -->"
 
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("ingest", IngestSettings),
+    ("ingest (leader)", BrokerSyncSettings),
     ("api", ApiSettings),
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),

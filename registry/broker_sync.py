@@ -350,6 +350,7 @@ class BrokerSync:
         self.interval_s = min(settings.broker_reconcile_s, 5.0)  # refusals are read this often
         self._full_every = settings.broker_reconcile_s
         self._last_full = float("-inf")
+        self._last_run = float("-inf")
         self._dynsec: DynSec | None = None
         if settings.broker_control_password is None:
             log.error(
@@ -382,6 +383,9 @@ class BrokerSync:
         if self._dynsec is None:
             return
         now = time.monotonic()
+        if now - self._last_run > 3 * self.interval_s:
+            self._last_full = float("-inf")  # the lead was taken (again): reconcile in full
+        self._last_run = now
         if now - self._last_full >= self._full_every:
             self._last_full = now
             self.once(conn, None)
