@@ -9,8 +9,8 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.topics import ID_PATTERN
-from ingest.provision import TERRITORY_ID
 from ingest.tasks import Action
+from registry.model import TERRITORY_ID
 
 # Identifiers in paths and queries, checked before they reach the database.
 AreaQuery = Annotated[

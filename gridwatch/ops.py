@@ -20,7 +20,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from ingest import audit, emergency, kpi, people, provision, rules, tasks
+from ingest import audit, emergency, kpi, people, rules, tasks
+from registry import store
+from registry.model import Person
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection[tuple[object, ...]]:
@@ -202,18 +204,29 @@ def person_add(args: argparse.Namespace) -> int:
                               "password_set": args.password_stdin, "on_duty_hours": args.on_duty_hours}  # fmt: skip
     # The first person of a new territory is added by someone who is not a person yet.
     with _acting(args, "person.add", args.id, detail, known=False) as conn:
-        provision.add_person(conn, provision.Person(
-            id=args.id, name=args.name, role=tasks.Role(args.role), scope_id=args.scope,
-            phone=args.phone,
-        ))  # fmt: skip
+        # What the command line does not set (contact points, language) stays as it was.
+        kept = conn.execute(
+            "SELECT email, wecom_id, dingtalk_id, language FROM people WHERE id = %s", (args.id,)
+        ).fetchone()
+        contacts = dict(zip(("email", "wecom_id", "dingtalk_id", "language"), kept or (),
+                            strict=False))  # fmt: skip
+        person = Person(id=args.id, name=args.name, role=tasks.Role(args.role), scope=args.scope,
+                        phone=args.phone, **{k: v for k, v in contacts.items() if v is not None})  # fmt: skip
+        store.put(conn, [person], args.actor, audit=False)  # audited as person.add
         if args.password_stdin:  # a new password: their earlier tokens count no more
             people.set_password_hash(
                 conn, args.id, hash_password(sys.stdin.readline().rstrip("\n"))
             )
         if args.on_duty_hours:
             now = datetime.now(UTC)
-            provision.add_duty(
-                conn, args.scope, args.id, now, now + timedelta(hours=args.on_duty_hours)
+            grid = conn.execute(
+                "SELECT 1 FROM territory WHERE id = %s AND level = 'grid'", (args.scope,)
+            ).fetchone()
+            if grid is None:
+                raise ValueError(f"--on-duty-hours: {args.scope!r} is not a grid; duty is per grid")
+            conn.execute(
+                "INSERT INTO duty_roster (grid_id, person_id, starts, ends) VALUES (%s, %s, %s, %s)",
+                (args.scope, args.id, now, now + timedelta(hours=args.on_duty_hours)),
             )
     print(f"person {args.id} ({args.role}) in {args.scope}")
     return 0

@@ -684,3 +684,17 @@ def _show(value: Any) -> str:
     import json
 
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def put(
+    conn: Conn, records: Sequence[Record], actor: str, *, client: str = "", audit: bool = True
+) -> Plan:
+    """Add or change a few records (a partial registry: nothing is pruned) as a registry file
+    would, with the same checks and audit; the plan that was applied."""
+    doc = Document(filename="<command line>")
+    for record in records:
+        kind = next(k for k, model in KINDS.items() if isinstance(record, model))
+        doc.add(kind, record)
+    applied = plan(conn, doc)
+    apply(conn, applied, actor, client=client, audit=audit)
+    return applied

@@ -52,18 +52,18 @@ def _second_grid(dsn: str, site: str) -> str:
     """A venue in another grid of the same community, with its own worker; its id."""
     from api.security import hash_password
     from gridwatch.demo import DEMO_PASSWORD as pw
-    from ingest import provision
-    from ingest.provision import Level, Person, TerritoryNode, Venue, VenueKind
+    from registry import store
+    from registry.model import Area, Level, Person, Venue, VenueKind
 
     community = str(scalar(dsn, "SELECT g.parent_id FROM venues v JOIN territory g ON g.id = v.grid_id"
                                 " WHERE v.id = %s", (site,)))  # fmt: skip
     with psycopg.connect(dsn) as conn:
-        provision.add_territory(conn, TerritoryNode(id="g_other", level=Level.GRID, name="Other",
-                                                    parent_id=community))  # fmt: skip
-        provision.add_venue(conn, Venue(id="v-other", grid_id="g_other", name="Other station",
-                                        kind=VenueKind.GRID_STATION))  # fmt: skip
-        provision.add_person(conn, Person(id="worker-g_other", name="Other worker",
-                                          role=tasks.Role.GRID_WORKER, scope_id="g_other"))  # fmt: skip
+        store.put(conn, [
+            Area(id="g_other", level=Level.GRID, name="Other", parent=community),
+            Venue(id="v-other", grid="g_other", name="Other station", kind=VenueKind.GRID_STATION),
+            Person(id="worker-g_other", name="Other worker", role=tasks.Role.GRID_WORKER,
+                   scope="g_other"),
+        ], "test", audit=False)  # fmt: skip
         conn.execute(
             "UPDATE people SET password_hash = %s WHERE id = 'worker-g_other'", (hash_password(pw),)
         )
@@ -109,8 +109,8 @@ def test_every_resource_is_closed_to_another_grid(
     by that grid's neighbours: a worker and an operator whose area is one grid. Nothing is
     readable and nothing changes."""
     from gateway.messages import DeviceKind
-    from ingest import provision
-    from ingest.provision import Device, Person
+    from registry import store
+    from registry.model import Device, Node, Person
 
     dsn = stack.dsn
     site = nodes[0].site
@@ -119,13 +119,12 @@ def test_every_resource_is_closed_to_another_grid(
     incident = int(scalar(dsn, "SELECT incident_id FROM tasks WHERE id = %s", (incident_task,)))
     grid = str(scalar(dsn, "SELECT grid_id FROM venues WHERE id = %s", (site,)))
     with psycopg.connect(dsn) as conn:
-        provision.add_node(conn, "n-other", other)
-        provision.add_devices(conn, "n-other", [
-            Device(id="other-door", kind=DeviceKind.DOOR, name="Door"),
-            Device(id="other-speaker", kind=DeviceKind.SPEAKER, name="Speaker"),
-        ])  # fmt: skip
-        provision.add_person(conn, Person(id="op-grid", name="Grid operator",
-                                          role=tasks.Role.OPERATOR, scope_id=grid))  # fmt: skip
+        store.put(conn, [
+            Node(id="n-other", venue=other),
+            Device(id="other-door", node="n-other", kind=DeviceKind.DOOR, name="Door"),
+            Device(id="other-speaker", node="n-other", kind=DeviceKind.SPEAKER, name="Speaker"),
+            Person(id="op-grid", name="Grid operator", role=tasks.Role.OPERATOR, scope=grid),
+        ], "test", audit=False)  # fmt: skip
         conn.execute("UPDATE people SET password_hash = (SELECT password_hash FROM people"
                      " WHERE id = 'operator') WHERE id = 'op-grid'")  # fmt: skip
     _far_over_capacity(dsn, other, alone=False, level="grid")  # a proposal for g_other
@@ -604,16 +603,17 @@ def test_rejected_messages_are_limited_to_the_admins_area(
     client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
 ) -> None:
     from api.security import hash_password
-    from ingest import provision
-    from ingest.provision import Person
+    from registry import store
+    from registry.model import Node, Person
 
     mine = nodes[0]
     other = _second_grid(stack.dsn, mine.site)  # another grid, with a node of its own
     grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = %s", (mine.site,)))
     with psycopg.connect(stack.dsn) as conn:
-        provision.add_node(conn, "n-other", other)
-        provision.add_person(conn, Person(id="admin-grid", name="Grid admin", role=tasks.Role.ADMIN,
-                                          scope_id=grid))  # fmt: skip
+        store.put(conn, [
+            Node(id="n-other", venue=other),
+            Person(id="admin-grid", name="Grid admin", role=tasks.Role.ADMIN, scope=grid),
+        ], "test", audit=False)  # fmt: skip
         conn.execute("UPDATE people SET password_hash = %s WHERE id = 'admin-grid'",
                      (hash_password(DEMO_PASSWORD),))  # fmt: skip
         for topic, node in ((f"t/{mine.node}", mine.node), ("t/n-other", "n-other"),

@@ -10,9 +10,11 @@ import pytest
 from gateway.messages import DeviceKind
 from gridwatch.local import LocalStack
 from gridwatch.services import LocalPostgres
-from ingest import audit, provision
+from ingest import audit
 from ingest import migrate as migrations
-from ingest.provision import Device, Level, TerritoryNode, Venue, VenueKind
+from registry import store
+from registry.document import RegistryFileError
+from registry.model import Area, Device, Level, Node, Record, Venue, VenueKind
 from tests.support import rows, scalar
 
 
@@ -61,24 +63,29 @@ def test_subtree_is_one_indexed_query(stack: LocalStack) -> None:
 
 
 def test_registry_refuses_what_does_not_fit_the_tree(stack: LocalStack) -> None:
+    def refused(record: Record) -> str:
+        with psycopg.connect(stack.dsn) as conn, pytest.raises(RegistryFileError) as caught:
+            store.put(conn, [record], "test")
+        return str(caught.value)
+
+    assert "a subdistrict sits under a district, and haicheng is a city" in refused(
+        Area(id="x1", level=Level.SUBDISTRICT, name="X", parent="haicheng")
+    )
+    assert "haicheng is a city, not a grid" in refused(
+        Venue(id="vx", grid="haicheng", name="X", kind=VenueKind.SHELTER)
+    )
+    taken = rows(stack.dsn, "SELECT id, node_id FROM devices LIMIT 1")[0]
+    grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues LIMIT 1"))
     with psycopg.connect(stack.dsn) as conn:
-        with pytest.raises(ValueError, match="must sit under a district, not a city"):
-            provision.add_territory(
-                conn,
-                TerritoryNode(id="x1", level=Level.SUBDISTRICT, name="X", parent_id="haicheng"),
-            )
-        with pytest.raises(ValueError, match="is not a grid"):
-            provision.add_venue(
-                conn, Venue(id="vx", grid_id="haicheng", name="X", kind=VenueKind.SHELTER)
-            )
-        taken = rows(stack.dsn, "SELECT id FROM devices LIMIT 1")[0][0]
-        grid = scalar(stack.dsn, "SELECT grid_id FROM venues LIMIT 1")
-        provision.add_venue(
-            conn, Venue(id="vnew", grid_id=str(grid), name="New", kind=VenueKind.SHELTER)
-        )
-        provision.add_node(conn, "vnew-edge", "vnew")
-        with pytest.raises(ValueError, match="already belongs to another node"):
-            provision.add_devices(conn, "vnew-edge", [Device(id=str(taken), kind=DeviceKind.DOOR)])
+        store.put(conn, [Venue(id="vnew", grid=grid, name="New", kind=VenueKind.SHELTER),
+                         Node(id="vnew-edge", venue="vnew")], "test")  # fmt: skip
+    # A device moves to another node only as a change the plan shows (old node → new node).
+    moved = Device(id=str(taken[0]), node="vnew-edge", kind=DeviceKind.DOOR)
+    with psycopg.connect(stack.dsn) as conn:
+        applied = store.put(conn, [moved], "test")
+    [change] = [c for c in applied.changes if c.kind == "devices"]
+    assert change.fields["node"].old == taken[1] and change.fields["node"].new == "vnew-edge"
+    assert scalar(stack.dsn, "SELECT node_id FROM devices WHERE id = %s", (taken[0],)) == "vnew-edge"
 
 
 def test_audit_rows_written_before_the_chain_are_chained(

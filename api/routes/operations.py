@@ -17,8 +17,8 @@ from gateway import messages as m
 from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
 from ingest import emergency, kpi, proposals
-from ingest.provision import TERRITORY_ID
 from ingest.tasks import SUPERVISORS, Role
+from registry.model import TERRITORY_ID
 
 router = APIRouter(prefix="/api", tags=["operations"])
 
