@@ -15,7 +15,19 @@ from api import errors, keys
 from api.database import Database
 from api.limits import Limits
 from api.live import ChangeFeed
-from api.routes import auth, health, incidents, live, operations, people, tasks, venues
+from api.routes import (
+    admin,
+    auth,
+    enrol,
+    health,
+    incidents,
+    live,
+    operations,
+    people,
+    registry_upload,
+    tasks,
+    venues,
+)
 from api.settings import ApiSettings
 from api.streams import StreamSlots
 from ingest.settings import deadline_policy
@@ -60,7 +72,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.deadlines = deadline_policy()
     app.state.streams = StreamSlots(settings.api_live_streams_per_person)
     errors.install(app)
-    for module in (auth, incidents, tasks, venues, people, operations, live, health):
+    # admin last: its /api/v1/admin/{kind}/{record_id} would shadow a fixed path under
+    # /api/v1/admin/nodes/ of a router included after it.
+    for module in (auth, incidents, tasks, venues, people, operations, live, health,
+                   enrol, registry_upload, admin):  # fmt: skip
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)

@@ -9,11 +9,12 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from api import refusals
 from api.database import DatabaseUnavailable
+from api.records import Invalid
 from ingest.emergency import EmergencyError
 from ingest.tasks import TaskError, TaskForbidden
 
@@ -21,6 +22,23 @@ from ingest.tasks import TaskError, TaskForbidden
 class ErrorBody(BaseModel):
     error: str
     detail: str
+
+
+class InvalidBody(ErrorBody):
+    field: str | None = Field(default=None, description="the field at fault, when one is")
+
+
+class StaleBody(ErrorBody):
+    current: dict[str, Any] = Field(description="the record as it is now, with its version")
+
+
+class Stale(Exception):
+    """An update made against an older version of a record: 409 with the record as it is now."""
+
+    def __init__(self, detail: str, current: BaseModel) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.current = current
 
 
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -85,6 +103,18 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
                     str(exc).strip())  # fmt: skip
         return unavailable("the database cannot be reached")
+
+    @app.exception_handler(Invalid)
+    async def invalid_record(request: Request, exc: Invalid) -> JSONResponse:
+        body = InvalidBody(error="invalid", detail=str(exc), field=exc.field)
+        return JSONResponse(body.model_dump(), status_code=422)
+
+    @app.exception_handler(Stale)
+    async def stale(request: Request, exc: Stale) -> JSONResponse:
+        await refusals.record(request, 409, exc.detail)
+        current = exc.current.model_dump(mode="json")
+        body = StaleBody(error="conflict", detail=exc.detail, current=current)
+        return JSONResponse(body.model_dump(), status_code=409)
 
     @app.exception_handler(EmergencyError)
     async def emergency_refused(request: Request, exc: EmergencyError) -> JSONResponse:

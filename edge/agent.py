@@ -1,9 +1,10 @@
 """The edge agent: one per venue. Drivers' readings go through the outbox to the broker, in order
 and at a bounded rate; commands from the platform are executed once each and answered.
 
-Threads: paho's network thread runs the MQTT callbacks; a command thread executes commands (a
-driver call may block); `pump()` sends from the outbox and is called by `run()` every few
-milliseconds, or for many agents at once by a simulated fleet.
+Threads: paho's network thread runs the MQTT callbacks; a command thread executes commands and
+applies configurations pushed by the platform (a driver call may block; one after the other, so
+no command meets a driver being replaced); `pump()` sends from the outbox and is called by
+`run()` every few milliseconds, or for many agents at once by a simulated fleet.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,8 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import drivers as d
-from edge import metrics, trust
-from edge.config import SiteConfig
+from edge import metrics, reconfig, trust
+from edge.config import ConfigError, DeviceConfig, SiteConfig
 from edge.outbox import Outbox, Priority, Store
 from gateway import codec, topics
 from gateway import messages as m
@@ -119,14 +123,29 @@ def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.Devic
     raise TypeError(f"no message for reading {type(reading).__name__}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Pushed:
+    """A configuration received, waiting for the command thread."""
+
+    config: m.NodeConfig
+    payload: bytes
+
+
 class EdgeAgent:
     """One venue's edge node."""
 
     def __init__(
-        self, config: SiteConfig, devices: list[d.Device], store: Store | None = None
+        self,
+        config: SiteConfig,
+        devices: list[d.Device],
+        store: Store | None = None,
+        *,
+        drivers: reconfig.DriverFactory | None = None,
     ) -> None:
         """`store`: an outbox file shared with other agents (a simulated fleet); by default the
-        agent opens its own at `config.outbox.path` and closes it when it stops."""
+        agent opens its own at `config.outbox.path` and closes it when it stops. `drivers`
+        builds the driver of a device a pushed configuration adds or changes; without it only
+        a configuration that changes no driver can be applied."""
         configured = {c.id: c.kind for c in config.devices}
         given = {dev.id: dev.kind for dev in devices}
         if configured != given:
@@ -143,7 +162,14 @@ class EdgeAgent:
         broker = config.broker
         if broker.username is None:
             broker = broker.as_account(config.node)
+        if config.broker_ca is not None:
+            broker = broker.model_copy(update={"tls_ca": _write_ca(config)})
         self._broker = broker
+        self._drivers = drivers
+        self._device_configs: dict[str, DeviceConfig] = {c.id: c for c in config.devices}
+        self.config_version = config.config_version
+        self._kept = reconfig.Kept(config.outbox.path, config.node)
+        self._config_topic = topics.config(self.site, self.node)
         self.client, self.watch = new_client(config.node, broker, max_inflight=config.outbox.window)
         self.client.on_pre_connect = self._on_pre_connect
         self.client.on_connect = self._on_connect
@@ -165,7 +191,7 @@ class EdgeAgent:
         self._last_progress = time.monotonic()  # the last receipt that confirmed something
         self._receipt_wait_s = config.outbox.receipt_timeout_s
         self._bdseq = 0
-        self._commands: queue.Queue[m.Command | None] = queue.Queue()
+        self._commands: queue.Queue[m.Command | _Pushed | None] = queue.Queue()
         self._command_thread = threading.Thread(
             target=self._command_loop, name=f"commands-{self.node}", daemon=True
         )
@@ -411,17 +437,9 @@ class EdgeAgent:
             self.watch.on_connect(client, userdata, flags, reason, properties)
             return
         self._connection += 1  # the next pump starts this connection's sending afresh
-        birth = m.NodeBirth(
-            **m.envelope(self.outbox.last_seq),
-            bdseq=self._bdseq,
-            devices=tuple(dev.info() for dev in self.devices.values()),
-            software=SOFTWARE,
-        )
         # Both answers are checked (_on_publish, _on_subscribe): the broker refuses them when the
         # node is registered at another site than the site file says.
-        self._birth_mid = client.publish(
-            topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
-        ).mid
+        self._publish_birth(client)
         _, self._subscribe_mid = client.subscribe(
             [(f, QOS_AT_LEAST_ONCE) for f in topics.node_subscriptions(self.site, self.node)]
         )
@@ -432,6 +450,20 @@ class EdgeAgent:
         )  # fmt: skip
         self._metrics.connected.set(1)
         self._online_since = time.monotonic()
+
+    def _publish_birth(self, client: mqtt.Client) -> None:
+        """The retained birth: this connection's bdseq, the devices and the configuration version
+        running now (sent again, with the same bdseq, when a pushed configuration is applied)."""
+        birth = m.NodeBirth(
+            **m.envelope(self.outbox.last_seq),
+            bdseq=self._bdseq,
+            devices=tuple(dev.info() for dev in self.devices.values()),
+            software=SOFTWARE,
+            config_version=self.config_version,
+        )
+        self._birth_mid = client.publish(
+            topics.birth(self.site, self.node), codec.encode(birth), QOS_AT_LEAST_ONCE, retain=True
+        ).mid
 
     def _on_disconnect(
         self,
@@ -510,6 +542,9 @@ class EdgeAgent:
     # --- commands -----------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self._config_topic:  # retained on purpose: the node's configuration
+            self._on_config(bytes(msg.payload))
+            return
         if msg.retain:  # a command is for now, never for whoever subscribes next
             self._refused(None, trust.Refused(trust.Refusal.RETAINED, "retained"), msg.topic)
             return
@@ -556,6 +591,14 @@ class EdgeAgent:
 
     def _command_loop(self) -> None:
         while (command := self._commands.get()) is not None:
+            if isinstance(command, _Pushed):
+                try:
+                    self._apply_config(command)
+                except Exception as exc:  # a driver failing to stop or start: say so, go on
+                    log.exception("configuration failed while applying node=%s version=%d",
+                                  self.node, command.config.version)  # fmt: skip
+                    self._answer_config(command.config.version, f"failed while applying: {exc}")
+                continue
             status, detail = self._execute(command)
             self._store(
                 lambda env, c=command, s=status, t=detail: m.CommandResult(
@@ -601,3 +644,104 @@ class EdgeAgent:
             return m.CommandStatus.FAILED, str(exc)[:500]
         self.executed_commands += 1
         return m.CommandStatus.DONE, None
+
+    # --- configuration pushed by the platform -------------------------------------------------
+
+    def _on_config(self, payload: bytes) -> None:
+        """A configuration arrived (paho's thread): read it, and leave it to the command thread."""
+        if not payload:
+            return  # the retained configuration was deleted: nothing to apply
+        try:
+            inbound = codec.decode_for_topic(self._config_topic, payload, codec.CONFIG_MAX_PAYLOAD)
+        except DecodeError as exc:
+            version = _version_in(payload)
+            log.warning("unreadable configuration node=%s version=%s: %s",
+                        self.node, version, exc)  # fmt: skip
+            if version is not None and version > self.config_version:
+                self._answer_config(version, f"unreadable: {exc}")
+            return
+        config = inbound.message
+        assert isinstance(config, m.NodeConfig)
+        self._commands.put(_Pushed(config, payload))
+
+    def _apply_config(self, pushed: _Pushed) -> None:
+        """Check a pushed configuration and apply it: drivers of new devices start, of removed
+        ones stop, of changed ones restart, the others keep running. Answered either way."""
+        config = pushed.config
+        if config.version == self.config_version:
+            log.debug("configuration version %d already running node=%s", config.version,
+                      self.node)  # fmt: skip
+            return
+        log.info("configuration received node=%s version=%d devices=%d (running version %d)",
+                 self.node, config.version, len(config.devices), self.config_version)  # fmt: skip
+        why = reconfig.refusal(config, pushed.payload, self._verifier, self.site, self.node)
+        if why is None and config.version < self.config_version:
+            why = f"older than the version this node runs ({self.config_version})"
+        if why is not None:
+            self._answer_config(config.version, why)
+            return
+        try:
+            wanted = reconfig.devices_of(config)
+            plan = reconfig.plan(self._device_configs, wanted, self._drivers)
+        except (ConfigError, ValueError) as exc:
+            self._answer_config(config.version, str(exc))
+            return
+        devices = dict(self.devices)
+        for device_id in plan.stop:
+            devices.pop(device_id).stop()
+            log.info("driver stopped node=%s device=%s", self.node, device_id)
+        for device_id, dev in plan.start.items():
+            dev.start(self.submit)
+            devices[device_id] = dev
+            log.info("driver started node=%s device=%s driver=%s", self.node, device_id,
+                     next(c.driver for c in wanted if c.id == device_id))  # fmt: skip
+        self.devices = {c.id: devices[c.id] for c in wanted}  # one assignment: births see either
+        self._device_configs = {c.id: c for c in wanted}
+        self.config = self.config.model_copy(
+            update={"devices": wanted, "config_version": config.version}
+        )
+        self.config_version = config.version
+        self._kept.save(pushed.payload)
+        log.info("configuration applied node=%s version=%d %s",
+                 self.node, config.version, plan.summary())  # fmt: skip
+        self._answer_config(config.version, None)
+        if (plan.start or plan.stop) and self.watch.connected.is_set():
+            self._publish_birth(self.client)  # the platform sees the new devices and version
+
+    def _answer_config(self, version: int, refused: str | None) -> None:
+        """Tell the platform a configuration was applied or refused (and why). Not through the
+        outbox: if the node is offline, the retained configuration comes again on reconnect and
+        is judged again, and the birth says which version runs."""
+        status = m.ConfigStatus.APPLIED if refused is None else m.ConfigStatus.REFUSED
+        metrics.CONFIGS.labels(self.node, status.value).inc()
+        if refused is not None:
+            log.warning("configuration refused node=%s version=%d, version %d keeps running: %s",
+                        self.node, version, self.config_version, refused)  # fmt: skip
+        result = m.ConfigResult(
+            **m.envelope(self.outbox.last_seq), version=version, status=status,
+            reason=None if refused is None else refused[:2000],
+        )  # fmt: skip
+        info = self.client.publish(
+            topics.config_result(self.site, self.node), codec.encode(result), QOS_AT_LEAST_ONCE
+        )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("configuration answer not sent node=%s version=%d (offline): the next"
+                        " connection's birth reports the version", self.node, version)  # fmt: skip
+
+
+def _version_in(payload: bytes) -> int | None:
+    """The version an unreadable configuration claims, to answer it."""
+    try:
+        version = json.loads(payload).get("version")
+    except (ValueError, AttributeError):
+        return None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _write_ca(config: SiteConfig) -> Path:
+    """The site file's inline broker CA as a file beside the outbox (paho wants a path)."""
+    assert config.broker_ca is not None
+    path = config.outbox.path.parent / f"{config.node}.broker-ca.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.broker_ca)
+    return path

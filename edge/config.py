@@ -1,4 +1,5 @@
-"""The edge agent's site configuration (a YAML file), checked strictly at start."""
+"""The edge agent's site configuration (a YAML file), checked strictly at start, and the
+configuration the platform pushed since (kept beside the outbox, used on the next start)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class DeviceConfig(_Config):
     kind: DeviceKind = Field(description="door, counter, camera or speaker")
     driver: str = Field(min_length=1, description="driver name, e.g. 'simulated'")
     model: str | None = Field(default=None, max_length=64, description="hardware model")
+    zone: str | None = Field(default=None, max_length=64, description="where it is at the venue")
     settings: dict[str, Any] = Field(
         default_factory=dict, description="driver-specific settings, checked by the driver"
     )
@@ -62,6 +64,12 @@ class SiteConfig(_Config):
     site: str = Field(pattern=ID_PATTERN, description="venue id")
     node: str = Field(pattern=ID_PATTERN, description="this edge node's id and broker account")
     broker: MqttSettings = Field(description="the broker's edge listener and this node's secret")
+    broker_ca: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="the CA certificate (PEM) that signed the broker's, inline (as an enrolment"
+        " writes it): TLS, as broker.tls_ca with a file",
+    )
     site_secret: SecretStr = Field(
         description="key for hashing credentials (HMAC-SHA256) before they leave the site"
     )
@@ -72,7 +80,15 @@ class SiteConfig(_Config):
     )
     outbox: OutboxConfig
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0: off")
-    devices: list[DeviceConfig] = Field(min_length=1, description="the site's devices")
+    devices: list[DeviceConfig] = Field(
+        description="the site's devices; the platform may push newer ones (see config_version)"
+    )
+    config_version: int = Field(
+        default=0,
+        ge=0,
+        description="the platform's configuration version these devices are (0: written by"
+        " hand); a pushed configuration is applied only when newer",
+    )
     development_site: bool = Field(
         default=False,
         description="a test site: may talk plaintext MQTT to a broker on another machine",
@@ -80,6 +96,9 @@ class SiteConfig(_Config):
 
     @model_validator(mode="after")
     def _checks(self) -> SiteConfig:
+        if not self.devices and self.config_version == 0:
+            # From the platform a node may have none yet (they come by configuration push).
+            raise ValueError("devices: a site file written by hand lists at least one device")
         ids = [d.id for d in self.devices]
         doubled = sorted({i for i in ids if ids.count(i) > 1})
         if doubled:
@@ -87,7 +106,13 @@ class SiteConfig(_Config):
         if len(self.site_secret.get_secret_value()) < 16:
             raise ValueError("site_secret must be at least 16 characters")
         broker = self.broker
-        if broker.tls_ca is None and not is_loopback(broker.host) and not self.development_site:
+        if self.broker_ca is not None:
+            if broker.tls_ca is not None:
+                raise ValueError("give the broker's CA once: broker.tls_ca (a file) or broker_ca")
+            if "-----BEGIN CERTIFICATE-----" not in self.broker_ca:
+                raise ValueError("broker_ca is not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        tls = broker.tls_ca is not None or self.broker_ca is not None
+        if not tls and not is_loopback(broker.host) and not self.development_site:
             raise ValueError(
                 f"broker.tls_ca is not set but broker.host {broker.host} is another machine: the"
                 " node's secret and every message would cross the network in plaintext; set"

@@ -51,6 +51,11 @@ COMMAND_REFUSED = Counter(
     "Commands not executed because they could not be trusted, by reason",
     ["node", "reason"],
 )
+CONFIGS = Counter(
+    "gridwatch_edge_configs_total",
+    "Configurations pushed by the platform and answered, by status (applied, refused)",
+    ["node", "status"],
+)
 
 
 @dataclass(frozen=True, slots=True)

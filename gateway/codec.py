@@ -14,13 +14,18 @@ from gateway.messages import (
     DEVICE_EVENT_TYPES,
     Command,
     CommandResult,
+    ConfigResult,
     Message,
     NodeBirth,
+    NodeConfig,
     NodeDeath,
     Receipt,
 )
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024
+# A node's configuration lists all its devices with their settings: it may be larger than any
+# other message, up to the broker's packet limit (gateway.broker.BrokerOptions.max_packet_size).
+CONFIG_MAX_PAYLOAD = 256 * 1024 - 1024
 
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
@@ -75,13 +80,17 @@ def topic_for(site: str, node: str, message: Message) -> str:
             return topics.command(site, node, message.device)
         case Receipt():
             return topics.receipt(site, node)
+        case NodeConfig():
+            return topics.config(site, node)
+        case ConfigResult():
+            return topics.config_result(site, node)
         case _:
             return topics.event(site, node, message.device, message.type)
 
 
 def encode(message: Message) -> bytes:
     """Serialize a message to its JSON payload."""
-    if isinstance(message, Command):
+    if isinstance(message, Command | NodeConfig):
         return json.dumps(to_wire(message), ensure_ascii=False, separators=(",", ":")).encode()
     # Elsewhere a null field always means the same as a missing one (tests/test_contract.py
     # checks), so pydantic's fast path may leave them out.
@@ -167,6 +176,13 @@ def _check_matches(topic: topics.Topic, message: Message) -> None:
             ok = isinstance(message, CommandResult) and message.device == topic.device
         case channel.RECEIPT:
             ok = isinstance(message, Receipt)
+        case channel.CONFIG:
+            ok = isinstance(message, NodeConfig) and (message.site, message.node) == (
+                topic.site,
+                topic.node,
+            )
+        case channel.CONFIG_RESULT:
+            ok = isinstance(message, ConfigResult)
     if not ok:
         raise DecodeError(
             RejectReason.TOPIC_MISMATCH,

@@ -140,10 +140,12 @@ EXAMPLES: list[Example] = [
     Example(
         "Node birth",
         "Published retained on every connect, with the birth/death sequence `bdseq` (+1 on every "
-        "connect) and the node's device inventory. It makes the node and the listed devices online.",
+        "connect), the node's device inventory and the configuration version it runs (0: its site "
+        "file's own devices; absent from older nodes). It makes the node and the listed devices "
+        "online.",
         topics.birth(SITE, NODE),
         m.NodeBirth(
-            **_env(8, 0), bdseq=12, software="gridwatch-edge 0.1.0",
+            **_env(8, 0), bdseq=12, software="gridwatch-edge 0.1.0", config_version=3,
             devices=(
                 m.DeviceInfo(id="v0001-door1", kind=m.DeviceKind.DOOR, model="ZK-C3"),
                 m.DeviceInfo(id="v0001-counter2", kind=m.DeviceKind.COUNTER),
@@ -192,6 +194,39 @@ EXAMPLES: list[Example] = [
         "says the broker has the message, not that it survives the broker.",
         topics.receipt(SITE, NODE),
         m.Receipt(v=m.CONTRACT_VERSION, ts=_TS, seqs=((100, 108), (111, 111))),
+    ),
+    Example(
+        "Node configuration",
+        "Published retained by the platform whenever a node's devices change in the registry: "
+        "every enabled device with its driver and settings, and a version (+1 on every change). "
+        "Signed like a command (`sig`). The node applies a version newer than the one it runs "
+        "without a restart (drivers of new devices start, of removed ones stop, of changed ones "
+        "restart, the others keep running), keeps it across restarts, and answers it; it "
+        "ignores the version it runs (the retained copy on every reconnect) and refuses one "
+        "unsigned, for another node or older than its own. Up to "
+        f"{codec.CONFIG_MAX_PAYLOAD:,} bytes.",
+        topics.config(SITE, NODE),
+        m.NodeConfig(
+            v=m.CONTRACT_VERSION, ts=_TS, site=SITE, node=NODE, version=4,
+            devices=(
+                m.ConfigDevice(id="v0001-door1", kind=m.DeviceKind.DOOR, driver="simulated",
+                               model="ZK-C3", zone="main", settings={"report_every_s": 30}),
+                m.ConfigDevice(id="v0001-counter2", kind=m.DeviceKind.COUNTER, driver="simulated"),
+            ),
+        ),
+    ),
+    Example(
+        "Configuration result",
+        "The node's answer to a configuration: `applied` (its births now report that version) "
+        "or `refused` with the reason (an unknown driver, settings a driver cannot use, a bad "
+        "signature), and the old configuration keeps running. Like a birth it carries the "
+        "node's latest `seq`: it is not a data message and no receipt covers it.",
+        topics.config_result(SITE, NODE),
+        m.ConfigResult(
+            **_env(12, 108), version=4, status=m.ConfigStatus.REFUSED,
+            reason="devices.v0001-door1.driver: unknown driver 'zkteco' (available: opencv,"
+            " simulated)",
+        ),
     ),
 ]  # fmt: skip
 
@@ -271,16 +306,19 @@ def render() -> str:
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND}/{{device}}` | platform → node | commands | no |",
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.COMMAND_RESULT}/{{device}}` | node → platform | command results | no |",
         f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.RECEIPT}` | platform → node | receipts: which messages are stored | no |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.CONFIG}` | platform → node | the node's configuration (signed) | yes |",
+        f"| `{topics.ROOT}/{{site}}/{{node}}/{topics.Channel.CONFIG_RESULT}` | node → platform | the node's answer to it | no |",
         "",
         "A node may publish only under its own `gw/v1/{site}/{node}/` subtree (birth, death, evt, "
-        "cmdres) and subscribe only to its own `cmd/#` and `ack`; the broker refuses anything else, "
-        "subscriptions included (at SUBACK). Only the birth is published retained. The ingest "
+        "cmdres, cfgres) and subscribe only to its own `cmd/#`, `ack` and `cfg`; the broker refuses anything else, "
+        "subscriptions included (at SUBACK). Of what nodes publish, only the birth is retained. The ingest "
         "also checks every message against the device registry: a message about a device that is "
         "not that node's is rejected, whatever the topic says.",
         "",
         "The ingest consumes with an MQTT v5 shared subscription (`$share/{group}/…`, the group a "
         "random name set at installation, the only one the broker lets it join) so that several "
-        "workers split the load.",
+        "workers split the load; births and deaths go to every worker whole, so each applies "
+        "presence in the order the broker saw it.",
         "",
         "## Messages",
         "",

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, TypedDict
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
 from gateway.topics import ID_PATTERN
 
@@ -47,6 +55,8 @@ class MessageType(StrEnum):
     COMMAND = "command"
     COMMAND_RESULT = "command.result"
     RECEIPT = "receipt"
+    NODE_CONFIG = "node.config"
+    CONFIG_RESULT = "config.result"
 
 
 class DeviceKind(StrEnum):
@@ -109,6 +119,11 @@ class CommandStatus(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+
+
+class ConfigStatus(StrEnum):
+    APPLIED = "applied"
+    REFUSED = "refused"
 
 
 class SpeakerPriority(StrEnum):
@@ -288,6 +303,12 @@ class NodeBirth(Envelope):
     bdseq: int = Field(ge=0, description="birth/death sequence, +1 on every connect")
     devices: tuple[DeviceInfo, ...] = Field(max_length=10_000)
     software: str = Field(default="", max_length=64)
+    config_version: int | None = Field(
+        default=None,
+        ge=0,
+        description="the configuration version the node runs (0: its site file's own devices);"
+        " absent from nodes older than configuration push",
+    )
 
 
 class NodeDeath(Envelope):
@@ -411,6 +432,63 @@ def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
     return tuple((a, b) for a, b in out)
 
 
+class ConfigDevice(Strict):
+    """One device of a node's configuration: what its driver needs."""
+
+    id: DeviceId
+    kind: DeviceKind
+    driver: str = Field(min_length=1, max_length=32, description="the edge driver that reads it")
+    model: str | None = Field(default=None, max_length=64)
+    zone: str | None = Field(default=None, max_length=64)
+    settings: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the driver's settings, checked by the driver"
+    )
+
+
+class NodeConfig(Strict):
+    """A node's devices, published retained by the platform and signed like a command; the node
+    applies a version newer than the one it runs without a restart, and answers it."""
+
+    type: Literal[MessageType.NODE_CONFIG] = MessageType.NODE_CONFIG
+    v: Literal[1] = Field(description="contract version")
+    ts: AwareDatetime = Field(description="when it was issued")
+    site: str = Field(pattern=ID_PATTERN, description="the node's venue")
+    node: str = Field(pattern=ID_PATTERN, description="the node it is for; another node refuses it")
+    version: int = Field(ge=1, description="the configuration version; +1 on every change")
+    devices: tuple[ConfigDevice, ...] = Field(max_length=10_000)
+    sig: str | None = Field(
+        default=None,
+        max_length=200,
+        description="the platform's Ed25519 signature, made as a command's; the node refuses a"
+        " configuration without a valid one",
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, value: tuple[ConfigDevice, ...]) -> tuple[ConfigDevice, ...]:
+        ids = [d.id for d in value]
+        doubled = sorted({i for i in ids if ids.count(i) > 1})
+        if doubled:
+            raise ValueError(f"device ids appear twice: {doubled}")
+        return value
+
+
+class ConfigResult(Envelope):
+    """The node's answer to a configuration: applied, or refused with the reason (the old one
+    keeps running). Like a birth it carries the node's latest `seq` and is not a data message."""
+
+    type: Literal[MessageType.CONFIG_RESULT] = MessageType.CONFIG_RESULT
+    version: int = Field(ge=0, description="the configuration version answered")
+    status: ConfigStatus
+    reason: str | None = Field(default=None, max_length=2000, description="why it was refused")
+
+    @model_validator(mode="after")
+    def _reason_when_refused(self) -> ConfigResult:
+        if (self.status is ConfigStatus.REFUSED) != (self.reason is not None):
+            raise ValueError("a refused configuration has a reason, an applied one none")
+        return self
+
+
 DeviceEvent = (
     DoorAccess
     | DoorForced
@@ -422,10 +500,10 @@ DeviceEvent = (
     | CameraStatus
     | SpeakerStatus
 )
-EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult
+EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult | ConfigResult
 
 Message = Annotated[
-    EdgeMessage | Command | Receipt,
+    EdgeMessage | Command | Receipt | NodeConfig,
     Field(discriminator="type"),
 ]
 

@@ -119,20 +119,29 @@ def ingest_filters(shared_group: str | None = INGEST_SHARE_GROUP) -> list[str]:
     """What the ingest consumes; with a group, an MQTT v5 shared subscription."""
     filters = [f"{ROOT}/+/+/{channel}/#" for channel in (Channel.EVENT, Channel.COMMAND_RESULT)]
     filters += [
-        f"{ROOT}/+/+/{channel}" for channel in (Channel.BIRTH, Channel.DEATH, Channel.CONFIG_RESULT)
+        f"{ROOT}/+/+/{channel}" for channel in (Channel.CONFIG_RESULT, Channel.BIRTH, Channel.DEATH)
     ]
     if shared_group:
         return [f"$share/{check_id(shared_group, 'share group')}/{f}" for f in filters]
     return filters
 
 
+_PRESENCE = (Channel.BIRTH, Channel.DEATH)
+
+
 def ingest_subscriptions(shared_group: str) -> tuple[list[str], list[str]]:
     """What an ingest worker subscribes to: (data filters shared by all workers of the group,
     presence filters every worker takes whole). Presence is not shared so that every worker
-    applies births and deaths in the order the broker saw them."""
-    shared = [f for f in ingest_filters(shared_group) if f.endswith("#")]
-    presence = [f for f in ingest_filters(None) if not f.endswith("#")]
-    return shared, presence
+    applies births and deaths in the order the broker saw them. A node's answers to its
+    configuration are shared: one worker records each (a newer answer never loses to an older
+    one, whichever worker has it, see ingest.writer)."""
+
+    def presence(f: str) -> bool:
+        return f.rsplit("/", 1)[-1] in _PRESENCE
+
+    shared = [f for f in ingest_filters(shared_group) if not presence(f)]
+    whole = [f for f in ingest_filters(None) if presence(f)]
+    return shared, whole
 
 
 def parse(topic: str) -> Topic:

@@ -69,7 +69,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
     try:
         stack.start_database()
         per_venue = 10
-        creds = stack.seed_demo(
+        creds = stack.apply_demo(
             venues=max(1, args.devices // per_venue), devices_per_venue=per_venue
         )
         stack.start_broker()
@@ -148,7 +148,7 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
     fleet: Fleet | None = None
     try:
         stack.start_database()
-        creds = stack.seed_demo(venues=args.venues, devices_per_venue=args.devices_per_venue)
+        creds = stack.apply_demo(venues=args.venues, devices_per_venue=args.devices_per_venue)
         stack.start_broker()
         metrics_base = free_ports(args.workers)
         ports = [metrics_base + i for i in range(args.workers)]

@@ -69,7 +69,7 @@ def run_api_bench(args: argparse.Namespace) -> int:
     fleet: Fleet | None = None
     try:
         stack.start_database()
-        creds = stack.seed_demo(venues=args.venues, devices_per_venue=25)
+        creds = stack.apply_demo(venues=args.venues, devices_per_venue=25)
         stack.start_broker()
         loaded = time.perf_counter()
         with psycopg.connect(stack.dsn) as conn:

@@ -11,12 +11,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pydantic import ValidationError
 
 from gridwatch import home, logconfig
 from gridwatch.errors import configuration_problems
+
+if TYPE_CHECKING:
+    from ingest.leader import Duty
+    from ingest.settings import IngestSettings
 
 log = logging.getLogger("gridwatch")
 
@@ -60,13 +65,7 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     settings = base.model_copy(update=overrides)
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
-    duties = []
-    if settings.leader:
-        from registry.broker_sync import BrokerSync, BrokerSyncSettings
-
-        # The broker's node accounts follow the registry (ingest must not import registry).
-        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt))
-    worker = IngestWorker(settings, duties=duties)
+    worker = IngestWorker(settings, duties=_leader_duties(settings))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch and stopping", signal.Signals(signum).name)
@@ -80,6 +79,22 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
         workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
     return 0
+
+
+def _leader_duties(settings: IngestSettings) -> list[Duty]:
+    """The registry's work for the ingest leader (the ingest does not import the registry)."""
+    from gateway.signing import Signer
+    from registry.broker_sync import BrokerSync, BrokerSyncSettings
+    from registry.nodeconfig import NodeConfigDuty
+
+    duties: list[Duty] = []
+    if settings.leader:  # the broker's node accounts follow the registry
+        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt))
+    if settings.command_key_file is not None:
+        duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file)))
+    else:
+        log.warning("no GRIDWATCH_COMMAND_KEY_FILE: node configurations are not pushed")
+    return duties
 
 
 def _serve_metrics(host: str, port: int) -> None:
@@ -104,18 +119,6 @@ def _db_migrate(args: argparse.Namespace) -> int:
     )
     applied = ", ".join(report.applied) or "nothing (already up to date)"
     print(f"schema version {report.version} on {report.backend}; applied: {applied}")
-    return 0
-
-
-def _db_seed_demo(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from gridwatch import demo
-
-    out = Path(args.credentials)
-    with psycopg.connect(database_url(args)) as conn:
-        creds = demo.seed_and_save(conn, out, args.venues, args.devices_per_venue)
-    print(f"seeded {len(creds)} venues; node credentials in {out}")
     return 0
 
 
@@ -341,7 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
         _lazy("gridwatch.simulate:run_edge"),
         "Run one venue's edge agent from its site file.",
     )
-    edge.add_argument("--config", required=True, help="the site file (YAML): node, broker, devices")
+    edge.add_argument("--config", help="the site file (YAML): node, broker, devices")
+    edge.add_argument(
+        "--enrol",
+        metavar="CODE",
+        help="a one-time enrolment code (`gridwatch node enrol-code`): exchanged at --platform"
+        " for the node's site file on the first start; later starts use the file written",
+    )
+    edge.add_argument("--platform", metavar="URL", help="the platform's address, https://...")
+    edge.add_argument(
+        "--site-file",
+        metavar="PATH",
+        help="where --enrol writes the site file (0600; default: --config, else ./site.yaml)",
+    )
+    edge.add_argument("--ca", metavar="FILE", help="CA bundle to check the platform's certificate")
 
     sim = add(
         sub,
@@ -352,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--credentials",
         default=".gridwatch/nodes.json",
-        help="node credentials written by `gridwatch up` or `gridwatch db seed-demo`",
+        help="node credentials written by `gridwatch up` (HOME/nodes.json)",
     )
     sim.add_argument("--broker-host", default="127.0.0.1", help="the broker's edge listener")
     sim.add_argument("--broker-port", type=int, default=1883)
@@ -434,18 +450,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto uses TimescaleDB when it is installed and preloaded",
     )
-    seed = add(
-        dbsub,
-        "seed-demo",
-        _db_seed_demo,
-        "Create a demo territory, venues, edge nodes and devices.",
-    )
-    add_database_options(seed)
-    seed.add_argument("--venues", type=int, default=12)
-    seed.add_argument("--devices-per-venue", type=int, default=6)
-    seed.add_argument(
-        "--credentials", default="demo-nodes.json", help="where the nodes' secrets are written"
-    )
 
     broker = sub.add_parser(
         "broker", help="Broker (Mosquitto) set-up.", description="Broker (Mosquitto) set-up."
@@ -516,9 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", required=True, help="the private key file (GRIDWATCH_COMMAND_KEY_FILE)"
     )
 
+    from gridwatch import registry_cmd
     from gridwatch.ops import add_commands
 
     add_commands(sub, add)
+    registry_cmd.add_commands(sub, add)
+    _node_commands(sub, add)
 
     bench = sub.add_parser(
         "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."
@@ -574,6 +581,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes of quiet footage in all, for false alerts per hour",
     )  # fmt: skip
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
+    br = add(
+        bsub2,
+        "registry",
+        _lazy("gridwatch.bench_registry:run"),
+        "Plan and apply a city's registry file (200 venues, 5,000 devices, 1,000 people) and a "
+        "province's (20,000 venues, 500,000 devices): times and peak memory.",
+    )
+    br.add_argument(
+        "--no-province", action="store_true", help="only the city (the province takes minutes)"
+    )
+    br.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="skip the broker reconcile of the province's 20,000 nodes",
+    )
+    br.add_argument("--home", default=None,
+                    help="folder for the throwaway services (default: temporary)")  # fmt: skip
     bb = add(
         bsub2,
         "broker",
@@ -598,6 +622,35 @@ def build_parser() -> argparse.ArgumentParser:
             "--home", default=None, help="folder for the throwaway services (default: temporary)"
         )
     return parser
+
+
+def _node_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Any) -> None:
+    """`gridwatch node ...` (gridwatch/nodes.py)."""
+    node = sub.add_parser(
+        "node", help="Edge nodes: site files, enrolment codes, secrets, status.",
+        description="Edge nodes: site files, enrolment codes, secrets, status.",
+    )  # fmt: skip
+    nsub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    sf = add(nsub, "site-file", _lazy("gridwatch.nodes:site_file"),
+             "Write the node's complete site file (0600). It issues a NEW secret: the old one"
+             " stops working.")  # fmt: skip
+    sf.add_argument("--output", help="the file to write (default: NODE.site.yaml)")
+    ec = add(nsub, "enrol-code", _lazy("gridwatch.nodes:enrolment_code"),
+             "A one-time enrolment code for `gridwatch edge --enrol CODE --platform URL`.")  # fmt: skip
+    ec.add_argument("--hours", type=float, default=24.0, help="valid this long (default 24)")
+    ro = add(nsub, "rotate", _lazy("gridwatch.nodes:rotate"),
+             "Give the node a new secret, shown once.")  # fmt: skip
+    di = add(nsub, "disable", _lazy("gridwatch.nodes:switch"),
+             "Switch the node off: its broker session is cut.")  # fmt: skip
+    en = add(nsub, "enable", _lazy("gridwatch.nodes:switch"), "Switch the node on again.")
+    sh = add(nsub, "show", _lazy("gridwatch.nodes:show"),
+             "The node's status, last seen, and configuration version wanted and running.")  # fmt: skip
+    for p in (sf, ec, ro, di, en, sh):
+        p.add_argument("node", metavar="NODE", help="the edge node id")
+        add_database_options(p)
+        if p is not sh:
+            p.add_argument("--as", dest="actor", default=None,
+                           help="who does it, for the audit log (default: the OS user)")  # fmt: skip
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a tool cut off by `| head`

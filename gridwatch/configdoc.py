@@ -14,6 +14,7 @@ from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
 from registry.broker_sync import BrokerSyncSettings
+from registry.enrol import EdgeBrokerSettings
 
 START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
@@ -24,6 +25,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("api", ApiSettings),
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
+    ("api, node site files", EdgeBrokerSettings),
 ]
 
 

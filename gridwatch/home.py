@@ -147,7 +147,7 @@ def demo_size(home: Path, venues: int | None, devices_per_venue: int | None) -> 
     demo never shrinks: nodes left out would go silent and show offline.
     """
     path = home / DEMO_FILE
-    kept = _kept_size(home)
+    kept = kept_size(home)
     if kept is None:
         size = DemoSize(venues or DEFAULT_VENUES, devices_per_venue or DEFAULT_DEVICES_PER_VENUE)
     else:
@@ -170,7 +170,7 @@ def demo_size(home: Path, venues: int | None, devices_per_venue: int | None) -> 
     return size
 
 
-def _kept_size(home: Path) -> DemoSize | None:
+def kept_size(home: Path) -> DemoSize | None:
     """The size kept in the home; for a home made before it was kept, read from nodes.json."""
     path = home / DEMO_FILE
     if path.exists():

@@ -18,12 +18,13 @@ import psycopg
 
 from gateway.broker import CONTROL_USER, new_secret, new_share_group
 from gateway.client import MqttSettings
-from gateway.signing import init_key
+from gateway.signing import Signer, init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.services import LocalMosquitto, LocalPostgres, free_port, write_private
 from ingest.migrate import MigrateReport, migrate
 from ingest.privileges import ServiceRole
+from registry.nodeconfig import register_command_key
 from registry.secrets import init_seal_key, register_public_key
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 DATABASE = "gridwatch"
 INGEST_SLOTS = 16  # broker accounts ingest-0..15; the last is left to tests and tools
 # The login role each local process signs in to PostgreSQL as, and the group role it is in.
-# Migrations, the demo seed and the broker configuration run as the owner (the superuser here).
+# Migrations, the demo registry and the broker configuration run as the owner (the superuser here).
 LOGIN_ROLES = {"ingest": ServiceRole.INGEST, "api": ServiceRole.API, "cli": ServiceRole.CLI}
 
 
@@ -135,6 +136,8 @@ class LocalStack:
         env.update(
             GRIDWATCH_DATABASE_URL=self.role_dsn(login), PGPASSFILE=str(self.postgres.passfile)
         )
+        if login in ("api", "cli"):  # they write site files: how nodes reach the broker
+            env.update(GRIDWATCH_EDGE_BROKER_URL=f"mqtt://127.0.0.1:{self.ports.edge}")
         if login == "ingest":
             env.update(
                 GRIDWATCH_MQTT__HOST="127.0.0.1",
@@ -161,12 +164,26 @@ class LocalStack:
             self.postgres.ensure_login(login, group)
         with psycopg.connect(self.dsn) as conn:
             register_public_key(conn, self._seal_key)
+            # Site files name the command key: the API and the command line read it from here.
+            register_command_key(conn, Signer.from_file(self.command_key_file))
         return report
 
-    def seed_demo(self, venues: int, devices_per_venue: int) -> list[demo.NodeCredentials]:
-        """Create the demo territory once; later runs keep it and its node secrets."""
+    def apply_demo(
+        self, venues: int, devices_per_venue: int, *, audit: bool = False
+    ) -> list[demo.NodeCredentials]:
+        """Apply the demo registry of this size (the shipped examples/demo-city.yaml at its own
+        size) over what is registered, issue secrets to its nodes that have none and keep them
+        in the credentials file. Without `audit` (the tests' and benchmarks' throwaway
+        databases) the registry changes write no audit rows."""
+        doc = demo.demo_document(venues, devices_per_venue)
         with psycopg.connect(self.dsn) as conn:
-            return demo.seed_and_save(conn, self.credentials_file, venues, devices_per_venue)
+            return demo.apply_and_save(conn, doc, self.credentials_file, audit=audit)
+
+    seed_demo = apply_demo  # the name before the registry file (issue 12)
+
+    def registry_is_empty(self) -> bool:
+        with psycopg.connect(self.dsn) as conn:
+            return demo.registry_is_empty(conn)
 
     def people_of_venue(self, venue_id: str) -> list[str]:
         """The demo worker and dispatcher who handle a venue's tasks."""

@@ -8,7 +8,10 @@ import logging
 import threading
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edge import config as edge_config
+from edge import reconfig
 from edge.agent import EdgeAgent
 from edge.drivers import Device
 from gateway.client import MqttSettings
@@ -27,7 +30,7 @@ OPENCV_DRIVER = "opencv"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
-    """Simulated venues for the demo nodes (credentials file written by `db seed-demo` or `up`)."""
+    """Simulated venues for the demo nodes (the credentials file `up` writes)."""
     return [
         Venue(c.site, c.node, c.secret, c.kind, c.capacity, c.open_24h, list(c.devices))
         for c in creds
@@ -62,8 +65,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     """Run simulated venues, playing the scenarios, until stopped or the duration is over."""
     creds = demo.read_credentials(Path(args.credentials))
     if not creds:
-        raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` or "
-                           "`gridwatch db seed-demo` first")  # fmt: skip
+        raise RuntimeError(f"no node credentials in {args.credentials}: run `gridwatch up` "
+                           "first (it registers the demo city and keeps its nodes' secrets)")  # fmt: skip
     if args.venues:
         creds = creds[: args.venues]
     plays = [scenarios.load(Path(p)) for p in args.scenario]
@@ -96,72 +99,116 @@ def run_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_edge(args: argparse.Namespace) -> int:
-    """Run one edge agent from its site file until SIGTERM or SIGINT."""
-    config = edge_config.load(Path(args.config))
-    engine: Engine | None = None
-    devices: list[Device] = []
-    for dev in config.devices:
+class SimulatedSettings(BaseModel):
+    """The `settings` of a device with the `simulated` driver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    venue_kind: str = Field(default="community_centre", description="whose daily curve it follows")
+    capacity: int = Field(default=100, gt=0, description="people the venue holds")
+    open_24h: bool = False
+    seed: int = Field(default=1, description="the same seed gives the same behaviour")
+    report_every_s: float = Field(default=10.0, gt=0, description="seconds between reports")
+    speed: float = Field(
+        default=1.0, gt=0, description="simulated time runs this much faster (the first sets it)"
+    )
+
+
+class Drivers:
+    """Builds the driver of each device from its site-file entry (or a pushed configuration):
+    `simulated` for every kind, `opencv` for cameras. A device that cannot be driven is a
+    ConfigError naming it."""
+
+    def __init__(self, config: edge_config.SiteConfig, where: str) -> None:
+        self.site, self.node, self.where = config.site, config.node, where
+        self.engine: Engine | None = None
+        self._started = False
+
+    def build(self, dev: edge_config.DeviceConfig) -> Device:
         if dev.driver == OPENCV_DRIVER:
-            devices.append(_opencv_camera(dev, args.config))
-            continue
+            return _opencv_camera(dev, self.where)
         if dev.driver != SIMULATED_DRIVER:
             raise edge_config.ConfigError(
-                f"{args.config}: devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-                f" (available: {SIMULATED_DRIVER}, {OPENCV_DRIVER} for cameras)"
+                f"{self.where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
+                f" (available: {OPENCV_DRIVER} for cameras, {SIMULATED_DRIVER})"
             )
-        if engine is None:
-            engine = Engine(SimClock(float(dev.settings.get("speed", 1.0))))
-        devices.append(_simulated(dev, config, engine))
-    agent = EdgeAgent(config, devices)
+        try:
+            settings = SimulatedSettings.model_validate(dev.settings)
+        except ValidationError as exc:
+            raise edge_config.ConfigError(
+                edge_config.problems(exc, f"{self.where}devices.{dev.id}.settings.")
+            ) from None
+        if self.engine is None:
+            self.engine = Engine(SimClock(settings.speed))
+            if self._started:
+                self.engine.start()
+        return _simulated(dev, settings, self.site, self.node, self.engine)
+
+    def start(self) -> None:
+        self._started = True
+        if self.engine is not None:
+            self.engine.start()
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+
+
+def run_edge(args: argparse.Namespace) -> int:
+    """Run one edge agent from its site file until SIGTERM or SIGINT; with --enrol, get the site
+    file from the platform first (once: a later start uses the file written)."""
+    path = Path(args.config) if args.config else None
+    if args.enrol:
+        from gridwatch import enrolment
+
+        path = enrolment.enrol_once(args, path)
+    if path is None:
+        raise ValueError("give the site file (--config FILE), or --enrol CODE --platform URL")
+    config = reconfig.effective(edge_config.load(path))
+    drivers = Drivers(config, f"{path}: ")
+    devices = [drivers.build(dev) for dev in config.devices]
+    drivers.where = ""  # a pushed configuration's problems name the device, not the file
+    agent = EdgeAgent(config, devices, drivers=drivers.build)
     if config.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_port)
     stop = stop_on_signals()
-    if engine is not None:
-        engine.start()
+    drivers.start()
     agent.start()
     try:
         agent.run(stop)
     finally:
-        if engine is not None:
-            engine.stop()
         agent.stop()
+        drivers.stop()
     if agent.fatal is not None:
         raise RuntimeError(agent.fatal)  # one line from `gridwatch`, exit code 1
     return 0
 
 
-def _opencv_camera(dev: edge_config.DeviceConfig, path: str) -> Device:
+def _opencv_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
     """A camera whose stream the agent analyses itself (edge.vision)."""
-    from pydantic import ValidationError
-
     from edge.vision.camera import AnalyzedCamera
     from edge.vision.config import CameraSettings
 
-    where = f"{path}: devices.{dev.id}"
+    at = f"{where}devices.{dev.id}"
     if dev.kind is not DeviceKind.CAMERA:
-        raise edge_config.ConfigError(f"{where}.driver: {OPENCV_DRIVER} drives cameras only")
+        raise edge_config.ConfigError(f"{at}.driver: {OPENCV_DRIVER} drives cameras only")
     try:
         settings = CameraSettings.model_validate(dev.settings)
     except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{where}.settings.")) from None
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return AnalyzedCamera(dev.id, settings, model=dev.model)
 
 
 def _simulated(
-    dev: edge_config.DeviceConfig, config: edge_config.SiteConfig, engine: Engine
+    dev: edge_config.DeviceConfig, s: SimulatedSettings, site: str, node: str, engine: Engine
 ) -> Device:
-    s = dev.settings
-    venue = Venue(
-        site=config.site, node=config.node, secret="", kind=str(s.get("venue_kind", "community_centre")),
-        capacity=int(s.get("capacity", 100)), open_24h=bool(s.get("open_24h", False)),
-    )  # fmt: skip
+    venue = Venue(site=site, node=node, secret="", kind=s.venue_kind, capacity=s.capacity,
+                  open_24h=s.open_24h)  # fmt: skip
     return make_device(
-        DeviceKind(dev.kind), dev.id, venue, engine,
-        seed=int(s.get("seed", 1)), report_every_s=float(s.get("report_every_s", 10.0)),
-    )  # fmt: skip
+        DeviceKind(dev.kind), dev.id, venue, engine, seed=s.seed, report_every_s=s.report_every_s
+    )
 
 
 def _scene(kind: str, seed: int) -> Scene:

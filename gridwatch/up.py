@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from gridwatch import home as homes
-from gridwatch.demo import DEMO_PASSWORD
+from gridwatch.demo import DEMO_PASSWORD, read_credentials
 from gridwatch.local import LocalStack, Ports
 from gridwatch.services import free_port, stop_on_signals, wait_for_port
 from gridwatch.supervise import Supervisor
@@ -85,6 +85,7 @@ def _run_locked(args: argparse.Namespace, home: Path) -> int:
     from gridwatch.simulate import check_scenarios
     from simulators.scenario import load
 
+    kept = homes.kept_size(home)
     size = homes.demo_size(home, args.venues, args.devices_per_venue)
     fleet = not args.no_fleet and args.fleet_rate > 0
     scenarios = _scenario_paths(args, size) if fleet else []
@@ -99,7 +100,12 @@ def _run_locked(args: argparse.Namespace, home: Path) -> int:
     try:
         report = stack.start_database()
         homes.save_database_url(stack.home, stack.role_dsn("cli"))
-        creds = stack.seed_demo(size.venues, size.devices_per_venue)
+        # The demo registry goes in on first start (an empty registry) or when the demo grows;
+        # otherwise the registry is left as its admins made it.
+        if stack.registry_is_empty() or size != kept:
+            creds = stack.apply_demo(size.venues, size.devices_per_venue, audit=True)
+        else:
+            creds = read_credentials(stack.credentials_file)
         check_scenarios(scenarios, creds)  # every device and node they name is in the fleet
         stack.start_broker()
         metrics_port = INGEST_METRICS_PORT if _port_free(INGEST_METRICS_PORT) else free_port()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -30,7 +30,16 @@ from ingest.tasks import DeadlinePolicy
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
-Publish = Callable[[str, bytes], mqtt.MQTTMessageInfo]
+
+
+class Publish(Protocol):
+    """Publish at QoS 1 on the worker's broker account (retained: a node's configuration)."""
+
+    def __call__(
+        self, topic: str, payload: bytes, *, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo: ...
+
+
 # Each attempt of a must-deliver command is valid this long: wider than the clock skew a node
 # accepts (edge.trust.MAX_SKEW), so a node whose clock is a minute off still executes it.
 ATTEMPT_S = 150

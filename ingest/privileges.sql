@@ -27,6 +27,9 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM gridwatch_ingest, gridwatch_ap
 -- those tables say). Set here, not in a migration, so that a migration replacing the function
 -- cannot silently drop it.
 ALTER FUNCTION record_change() SECURITY DEFINER SET search_path = public, pg_temp;
+-- Likewise a node's configuration version moves with its devices (013): whoever edits devices
+-- (the API, the command line) needs no right to edit the node's bookkeeping itself.
+ALTER FUNCTION bump_node_config() SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- Registry and territory: read by everyone. Only the columns without secrets of edge_nodes;
 -- people's password hashes only by the API, which checks sign-ins.
@@ -130,7 +133,7 @@ GRANT INSERT (id, venue_id, name, disabled, password_hash, secret_sealed, secret
     ON edge_nodes TO gridwatch_api, gridwatch_cli;
 GRANT SELECT (email, wecom_id, dingtalk_id, language, version, updated_at) ON people
     TO gridwatch_ingest, gridwatch_cli;
-GRANT INSERT (email, wecom_id, dingtalk_id, language),
+GRANT INSERT (email, wecom_id, dingtalk_id, language, active),
     UPDATE (email, wecom_id, dingtalk_id, language) ON people TO gridwatch_cli;
 GRANT INSERT (id, name, role, scope_id, phone, email, wecom_id, dingtalk_id, language, active),
     UPDATE (name, role, scope_id, phone, email, wecom_id, dingtalk_id, language)
@@ -142,4 +145,6 @@ GRANT SELECT, INSERT, DELETE ON broker_reconciles TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE broker_reconciles_id_seq TO gridwatch_ingest;
 GRANT SELECT ON broker_reconciles TO gridwatch_api, gridwatch_cli;
 GRANT SELECT ON platform_keys TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+-- `gridwatch node show`: whether a node is online and which configuration it runs.
+GRANT SELECT ON node_presence TO gridwatch_cli;
 GRANT INSERT ON platform_keys TO gridwatch_ingest, gridwatch_cli;

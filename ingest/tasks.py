@@ -162,8 +162,38 @@ def person(conn: Conn, person_id: str) -> Person:
     return Person(str(row[0]), Role(str(row[1])), str(row[2]))
 
 
+# A weekly shift covers a moment when, in the shift's time zone, the moment falls on one of its
+# days between its start and end, or, for a shift past midnight (its end not after its start),
+# after its start on one of its days or before its end on the day after one; the dates bound
+# the day the shift starts on.
+def shift_covers(at: str) -> str:
+    """SQL true when shift `s` covers the moment `at` (an SQL expression: `now()`, a parameter)."""
+    return """
+    (NOT s.disabled AND (
+      (s.starts < s.ends
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone))::smallint = ANY(s.days)
+       AND ({at} AT TIME ZONE s.timezone)::time >= s.starts
+       AND ({at} AT TIME ZONE s.timezone)::time < s.ends
+       AND ({at} AT TIME ZONE s.timezone)::date
+           BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))
+      OR (s.ends <= s.starts
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone))::smallint = ANY(s.days)
+       AND ({at} AT TIME ZONE s.timezone)::time >= s.starts
+       AND ({at} AT TIME ZONE s.timezone)::date
+           BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))
+      OR (s.ends <= s.starts
+       AND extract(isodow FROM ({at} AT TIME ZONE s.timezone) - interval '1 day')
+           ::smallint = ANY(s.days)
+       AND ({at} AT TIME ZONE s.timezone)::time < s.ends
+       AND (({at} AT TIME ZONE s.timezone) - interval '1 day')::date
+           BETWEEN coalesce(s.valid_from, '-infinity') AND coalesce(s.valid_to, 'infinity'))))""".format(
+        at=f"({at})::timestamptz"
+    )
+
+
 def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
-    """Who is on duty in the grid now (the roster), else the grid's only worker, else nobody."""
+    """Who is on duty in the grid now: a dated roster entry (one-off cover) first, then a weekly
+    shift, else the grid's only worker, else nobody."""
     row = conn.execute(
         """SELECT person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
            JOIN territory s ON s.id = p.scope_id JOIN territory g ON g.id = r.grid_id
@@ -171,6 +201,17 @@ def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
              AND p.role IN ('grid_worker', 'department') AND s.path @> g.path
            ORDER BY r.starts DESC LIMIT 1""",
         (grid_id, at, at),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    row = conn.execute(
+        """SELECT s.person_id FROM duty_shifts s JOIN people p ON p.id = s.person_id
+           JOIN territory ps ON ps.id = p.scope_id JOIN territory g ON g.id = s.grid_id
+           WHERE s.grid_id = %(grid)s AND p.active AND p.role IN ('grid_worker', 'department')
+             AND ps.path @> g.path AND """
+        + shift_covers("%(at)s")
+        + " ORDER BY s.starts DESC, s.id LIMIT 1",
+        {"grid": grid_id, "at": at},
     ).fetchone()
     if row is not None:
         return str(row[0])

@@ -100,7 +100,7 @@ class IngestWorker:
             self.registry,
             RuleBook(settings.registry_refresh_s),  # its own: the leader runs in another thread
             settings.deadlines,
-            lambda topic, payload: self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE),
+            self._publish,
             self._stopping,
             settings.client_id,
             BrokerWatch(self.watch.connected.is_set, settings.broker_down_after_s),
@@ -115,6 +115,9 @@ class IngestWorker:
         )
         if settings.command_key_file is None:
             log.warning("no GRIDWATCH_COMMAND_KEY_FILE: commands go unsigned and edges refuse them")
+
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=QOS_AT_LEAST_ONCE, retain=retain)
 
     # --- MQTT side (paho's network thread) ---------------------------------------------------
 

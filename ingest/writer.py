@@ -27,6 +27,8 @@ from gateway.messages import (
     CameraSnapshot,
     CameraStatus,
     CommandResult,
+    ConfigResult,
+    ConfigStatus,
     DeviceMessage,
     DoorAccess,
     DoorForced,
@@ -259,6 +261,8 @@ class BatchWriter:
                 outcome.clock_ahead[node] = max(a.inbound.ahead_s, outcome.clock_ahead.get(node, 0))
             if isinstance(a.inbound.message, NodeBirth | NodeDeath):
                 presence.append(a)
+            elif isinstance(a.inbound.message, ConfigResult):
+                self._record_config_result(conn, a.inbound.topic.node, a.inbound.message)
             else:
                 table, row = to_row(a.inbound)
                 by_table.setdefault(table, []).append((a, row))
@@ -309,6 +313,28 @@ class BatchWriter:
         self._react(conn, kept, changes, outcome, current)
         self._confirm(accepted, outcome)
         return outcome
+
+    @staticmethod
+    def _record_config_result(conn: Conn, node: str, m: ConfigResult) -> None:
+        """A node's answer to a configuration: the version it runs now, or why it refused one
+        (its birth came first, so its presence row is there). A redelivered or late answer
+        changes nothing once the node runs a newer version."""
+        if m.status is ConfigStatus.APPLIED:
+            conn.execute(
+                """UPDATE node_presence SET config_version = %(v)s, config_error = NULL,
+                       updated_at = now()
+                   WHERE node_id = %(node)s AND coalesce(config_version, -1) <= %(v)s""",
+                {"node": node, "v": m.version},
+            )
+            log.info("node configuration applied node=%s version=%d", node, m.version)
+        else:
+            reason = f"version {m.version}: {m.reason}"
+            conn.execute(
+                """UPDATE node_presence SET config_error = %(reason)s, updated_at = now()
+                   WHERE node_id = %(node)s AND coalesce(config_version, -1) < %(v)s""",
+                {"node": node, "reason": reason, "v": m.version},
+            )
+            log.warning("node refused its configuration node=%s %s", node, reason)
 
     @staticmethod
     def _confirm(accepted: Sequence[Accepted], outcome: BatchOutcome) -> None:
@@ -562,12 +588,15 @@ class BatchWriter:
         """Mark the node and its listed devices online; False for a birth older than the last."""
         inventory = [d.model_dump(mode="json", exclude_none=True) for d in m.devices]
         took = conn.execute(
-            """INSERT INTO node_presence AS p (node_id, online, bdseq, birth_ts, last_seen, software, inventory)
-               VALUES (%(node)s, true, %(bdseq)s, %(ts)s, %(ts)s, %(software)s, %(inventory)s)
+            """INSERT INTO node_presence AS p (node_id, online, bdseq, birth_ts, last_seen, software, inventory,
+                                               config_version)
+               VALUES (%(node)s, true, %(bdseq)s, %(ts)s, %(ts)s, %(software)s, %(inventory)s,
+                       %(config)s)
                ON CONFLICT (node_id) DO UPDATE SET
                    online = true, bdseq = excluded.bdseq, birth_ts = excluded.birth_ts,
                    last_seen = GREATEST(p.last_seen, excluded.last_seen),
-                   software = excluded.software, inventory = excluded.inventory, updated_at = now()
+                   software = excluded.software, inventory = excluded.inventory,
+                   config_version = excluded.config_version, updated_at = now()
                WHERE p.birth_ts IS NULL OR excluded.birth_ts >= p.birth_ts
                RETURNING 1""",
             {
@@ -576,6 +605,7 @@ class BatchWriter:
                 "ts": m.ts,
                 "software": m.software,
                 "inventory": Jsonb(inventory),
+                "config": m.config_version,
             },
         ).fetchone()
         if took is None:  # an older birth arriving after a newer one

@@ -28,7 +28,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres
 
 @pytest.fixture
 def stack(tmp_path: Path, postgres: LocalPostgres) -> Iterator[LocalStack]:
-    """A migrated database of its own, a small demo fleet, and a running Mosquitto."""
+    """A migrated database of its own, a small demo registry (3 venues), and a running Mosquitto."""
     s = LocalStack(
         tmp_path / "home",
         preferred=Ports(postgres.port, free_port(), free_port()),
@@ -36,7 +36,7 @@ def stack(tmp_path: Path, postgres: LocalPostgres) -> Iterator[LocalStack]:
         database=f"test_{next(_db_numbers)}",
     )
     s.start_database()
-    s.seed_demo(venues=3, devices_per_venue=6)
+    s.apply_demo(venues=3, devices_per_venue=6)
     s.start_broker()
     yield s
     s.stop()

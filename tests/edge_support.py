@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 
 from gridwatch.demo import NodeCredentials
@@ -33,6 +34,16 @@ def fleet_of(
     return fleet
 
 
+def config_version_of(stack: LocalStack, node: str) -> int:
+    """The configuration version the registry wants the node to run."""
+    with psycopg.connect(stack.dsn) as conn:
+        row = conn.execute(
+            "SELECT config_version FROM edge_nodes WHERE id = %s", (node,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def site_file(
     stack: LocalStack,
     creds: NodeCredentials,
@@ -43,7 +54,9 @@ def site_file(
     cameras: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A site file for `gridwatch edge` with simulated devices for this node; the devices in
-    `cameras` are analysed cameras (driver `opencv`) with those settings instead."""
+    `cameras` are analysed cameras (driver `opencv`) with those settings instead. The file
+    claims the node's current configuration version, so the platform's push (which has no
+    test settings) does not replace its drivers."""
     every = report_every_s or {}
     cameras = cameras or {}
     config = {
@@ -52,6 +65,7 @@ def site_file(
         "broker": {"host": "127.0.0.1", "port": stack.ports.edge, "password": password or creds.secret},
         "site_secret": site_secret_for(creds.secret),
         "command_key": stack.command_public_key,
+        "config_version": config_version_of(stack, creds.node),
         "outbox": {"path": str(folder / "outbox.db"), "durability": "normal"},
         "devices": [
             {"id": dev, "kind": kind, "driver": OPENCV_DRIVER, "settings": cameras[dev]}

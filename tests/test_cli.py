@@ -21,7 +21,8 @@ from ingest.rules import Raise, Rule, Severity
 from tests.support import rows, scalar
 
 COMMANDS = [
-    [], ["up"], ["ingest"], ["db", "migrate"], ["db", "seed-demo"], ["broker", "config"],
+    [], ["up"], ["ingest"], ["db", "migrate"], ["broker", "config"],
+    ["registry", "plan"], ["registry", "apply"], ["registry", "export"], ["bench", "registry"],
     ["bench", "ingest"], ["bench", "fleet"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
     ["rules", "list"], ["rules", "set"], ["maintenance"], ["person", "add"], ["person", "disable"],

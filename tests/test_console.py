@@ -27,7 +27,7 @@ from ingest import incidents, registry, tasks
 from ingest.rules import Raise, Rule, Severity
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from tests.edge_support import fleet_of
-from tests.support import device_of, scalar, stop_process, wait_until
+from tests.support import device_of, rows, scalar, stop_process, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root in a container, without a GPU, and without Chromium calling home (this network is
@@ -384,4 +384,108 @@ def test_console_says_offline_when_actions_fail_and_not_live_when_the_api_stops(
         expect(state).to_have_attribute("data-state", "live", timeout=20_000)
     finally:
         stop_process(api)
+    assert errors == [], errors
+
+
+def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
+    stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Browser, shots: Path
+) -> None:
+    site, node = nodes[0].site, nodes[0].node
+    grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = %s", (site,)))
+    with psycopg.connect(stack.dsn) as conn:  # the node runs an older configuration
+        conn.execute("INSERT INTO node_presence (node_id, online, bdseq, last_seen, config_version)"
+                     " VALUES (%s, true, 1, now(), 0)", (node,))  # fmt: skip
+    errors: list[str] = []
+    page = signed_in(browser, api_url, "admin", errors)
+    page.on("dialog", lambda d: d.accept())  # the browser's own confirm() before a new secret
+    page.locator("#nav a", has_text="Registry").click()
+    table = page.locator("#registry[data-kind=venues]")
+    expect(table.locator(f"tr[data-id='{site}']")).to_be_visible()
+
+    # Add a venue through the form; its labels name its fields.
+    page.get_by_role("button", name="Add venue").click()
+    form = page.locator("dialog.registry-form")
+    form.get_by_label("Id", exact=True).fill("v-console")
+    form.get_by_label("Grid", exact=True).fill(grid)
+    form.get_by_label("Name", exact=True).fill("控制台驿站")
+    form.get_by_label("Kind", exact=True).select_option("grid_station")
+    form.get_by_label("Capacity (people)", exact=True).fill("0")
+    form.get_by_role("button", name="Save").click()
+    expect(form.locator(".error")).to_contain_text("capacity")  # the API's 422, at its field
+    expect(form.get_by_label("Capacity (people)", exact=True)).to_have_attribute(
+        "aria-invalid", "true"
+    )
+    form.get_by_label("Capacity (people)", exact=True).fill("25")
+    form.get_by_role("button", name="Save").click()
+    row = table.locator("tr[data-id='v-console']")
+    expect(row).to_contain_text("控制台驿站")
+    assert scalar(stack.dsn, "SELECT capacity FROM venues WHERE id = 'v-console'") == 25
+
+    # A stale edit: someone else saves first; the form shows what changed, then edits afresh.
+    row.get_by_role("button", name="Edit").click()
+    expect(form.get_by_label("Id", exact=True)).to_be_disabled()
+    token = page.evaluate("JSON.parse(localStorage.getItem('gridwatch.session')).token")
+    bearer = {"Authorization": f"Bearer {token}"}
+    current = httpx.get(f"{api_url}/api/v1/admin/venues/v-console", headers=bearer).json()
+    theirs = {k: v for k, v in current.items() if k != "updated_at"} | {"name": "别人改的"}
+    assert httpx.put(f"{api_url}/api/v1/admin/venues/v-console", json=theirs,
+                     headers=bearer).status_code == 200  # fmt: skip
+    form.get_by_label("Capacity (people)", exact=True).fill("30")
+    form.get_by_role("button", name="Save").click()
+    conflict = form.locator(".conflict")
+    expect(conflict).to_be_visible()
+    expect(conflict.locator("tr[data-field=name]")).to_contain_text("别人改的")
+    expect(conflict.locator("tr[data-field=capacity]")).to_contain_text("30")
+    page.screenshot(path=shots / "registry-stale.png")
+    conflict.get_by_role("button", name="Edit the current record").click()
+    expect(form.get_by_label("Name", exact=True)).to_have_value("别人改的")
+    form.get_by_label("Capacity (people)", exact=True).fill("30")
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_have_count(0)
+    assert rows(stack.dsn, "SELECT name, capacity, version FROM venues WHERE id = 'v-console'") == [
+        ("别人改的", 30, 3)]  # fmt: skip
+    row.get_by_role("button", name="Disable").click()
+    expect(row).to_have_count(0)  # disabled ones are hidden until asked for
+    page.get_by_label("Show disabled ones", exact=True).check()
+    expect(row).to_have_attribute("data-disabled", "yes")
+
+    # Nodes: the one behind on its configuration is marked; its secret is shown once.
+    page.get_by_role("link", name="Edge nodes").click()
+    node_row = page.locator(f"#registry[data-kind=nodes] tr[data-id='{node}']")
+    expect(node_row.locator("[data-behind=yes]")).to_be_visible()
+    node_row.get_by_role("button", name="Issue secret").click()
+    once = page.locator("dialog.once")
+    expect(once.locator(".warning")).to_contain_text("Shown once")
+    secret = once.locator("input.once").input_value()
+    assert len(secret) >= 32
+    assert secret not in str(scalar(stack.dsn, "SELECT password_hash FROM edge_nodes WHERE id = %s",
+                                    (node,)))  # fmt: skip
+    once.get_by_role("button", name="Close").click()
+    expect(once).to_have_count(0)
+    node_row.get_by_role("button", name="Enrolment code").click()
+    code = page.locator("dialog.once")
+    toast = page.locator("#toast")
+    expect(code.or_(toast)).to_be_visible()  # a code when enrolment is there, else it says so
+    if toast.is_visible():
+        expect(toast).to_contain_text("Enrolment codes are not available")
+
+    # Bulk upload: the plan first, then apply.
+    page.get_by_role("link", name="Bulk upload").click()
+    page.get_by_label("File contents", exact=True).fill(
+        f"version: 1\nvenues:\n  - {{id: v-bulk, grid: {grid}, name: 批量驿站, kind: estate}}\n"
+    )
+    page.get_by_role("button", name="Show plan").click()
+    plan = page.locator("#bulk-plan")
+    expect(plan).to_contain_text("v-bulk")
+    expect(plan.locator("[data-count=added] b")).to_have_text("1")
+    assert scalar(stack.dsn, "SELECT count(*) FROM venues WHERE id = 'v-bulk'") == 0
+    page.screenshot(path=shots / "registry-plan.png")
+    page.get_by_role("button", name="Apply").click()
+    expect(plan).to_contain_text("Applied")
+    assert scalar(stack.dsn, "SELECT name FROM venues WHERE id = 'v-bulk'") == "批量驿站"
+
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("INSERT INTO broker_refusals (client, reason) VALUES ('stranger', 'unknown')")
+    page.get_by_role("link", name="Refused connects").click()
+    expect(page.locator("#refused tr[data-client=stranger]")).to_contain_text("unknown")
     assert errors == [], errors

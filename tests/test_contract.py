@@ -181,3 +181,42 @@ def test_edge_messages_have_no_null_that_differs_from_absent(model: type[m.Stric
     for name, info in model.model_fields.items():
         allows_null = "None" in str(info.annotation)
         assert not allows_null or info.default is None or info.is_required(), (model, name)
+
+
+def _example(kind: m.MessageType) -> object:
+    return next(ex for ex in EXAMPLES if ex.message.type is kind)
+
+
+def test_a_birth_from_a_node_older_than_configuration_push_still_validates() -> None:
+    birth = _example(m.MessageType.NODE_BIRTH)
+    data = json.loads(codec.encode(birth.message))  # type: ignore[attr-defined]
+    del data["config_version"]
+    inbound = codec.decode_for_topic(birth.topic, json.dumps(data).encode())  # type: ignore[attr-defined]
+    assert isinstance(inbound.message, m.NodeBirth) and inbound.message.config_version is None
+
+
+def test_a_configuration_for_another_node_does_not_belong_on_this_nodes_topic() -> None:
+    config = _example(m.MessageType.NODE_CONFIG)
+    data = json.loads(codec.encode(config.message))  # type: ignore[attr-defined]
+    data["node"] = "v0002-edge"
+    with pytest.raises(DecodeError) as err:
+        codec.decode_for_topic(config.topic, json.dumps(data).encode())  # type: ignore[attr-defined]
+    assert err.value.reason is RejectReason.TOPIC_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"status": m.ConfigStatus.REFUSED}, "has a reason"),
+        ({"status": m.ConfigStatus.APPLIED, "reason": "no"}, "has a reason"),
+    ],
+)
+def test_a_refused_configuration_says_why(fields: dict[str, object], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        m.ConfigResult(**m.envelope(1), version=2, **fields)  # type: ignore[arg-type]
+
+
+def test_configuration_answers_are_shared_and_presence_is_not() -> None:
+    shared, whole = topics.ingest_subscriptions("g1")
+    assert "$share/g1/gw/v1/+/+/cfgres" in shared
+    assert whole == ["gw/v1/+/+/birth", "gw/v1/+/+/death"]

@@ -156,17 +156,20 @@ def test_a_broken_scenario_file_stops_up_before_anything_starts(tmp_path: Path) 
     assert not (home / "postgres").exists()  # nothing was started
 
 
-def test_a_reseed_never_replaces_a_node_secret(stack: LocalStack) -> None:
-    """Node secrets already issued survive a re-seed, even one without the saved credentials."""
+def test_a_reapplied_demo_never_replaces_a_node_secret(stack: LocalStack) -> None:
+    """Node secrets already issued survive the demo applied again, even without the saved
+    credentials."""
     before = rows(stack.dsn, "SELECT id, password_hash FROM edge_nodes ORDER BY id")
     saved = demo.read_credentials(stack.credentials_file)
     with psycopg.connect(stack.dsn) as conn:
-        smaller = demo.seed_and_save(conn, stack.credentials_file, 2, 6)
+        smaller = demo.apply_and_save(conn, demo.generate(2, 6), stack.credentials_file)
     assert [c.node for c in smaller] == [c.node for c in saved[:2]]
     assert demo.read_credentials(stack.credentials_file) == saved  # the third one is kept
-    stack.credentials_file.unlink()  # lost: the re-seed cannot know the secrets
+    stack.credentials_file.unlink()  # lost: applying again cannot know the secrets
     with psycopg.connect(stack.dsn) as conn:
-        assert demo.seed_and_save(conn, stack.credentials_file, 4, 6)[0].node == "v0004-edge"
+        assert demo.apply_and_save(conn, demo.generate(4, 6), stack.credentials_file)[0].node == (
+            "v0004-edge"
+        )
     after = rows(stack.dsn, "SELECT id, password_hash FROM edge_nodes ORDER BY id")
     assert after[:3] == before  # the three issued secrets were not replaced
     assert len(after) == 4

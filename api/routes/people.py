@@ -12,6 +12,7 @@ from api.deps import CurrentUser, DbDep, audit
 from api.models import AreaQuery, as_model, as_models
 from api.routes.venues import area_path
 from ingest import people as roster
+from ingest import tasks
 from ingest.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["people"])
@@ -30,12 +31,17 @@ class PersonOut(BaseModel):
     active: bool = Field(description="false once disabled: they cannot sign in")
 
 
-_PEOPLE = """SELECT p.id, p.name, p.role::text, p.scope_id,
+_PEOPLE = (
+    """SELECT p.id, p.name, p.role::text, p.scope_id,
                     EXISTS (SELECT 1 FROM duty_roster r WHERE r.person_id = p.id
-                            AND r.starts <= now() AND now() < r.ends),
+                            AND r.starts <= now() AND now() < r.ends)
+                    OR EXISTS (SELECT 1 FROM duty_shifts s WHERE s.person_id = p.id AND """
+    + tasks.shift_covers("now()")
+    + """),
                     (SELECT count(*) FROM tasks k WHERE k.assignee = p.id AND k.state <> 'closed'),
                     p.active
              FROM people p JOIN territory t ON t.id = p.scope_id"""
+)
 
 
 @router.get("/people", response_model=list[PersonOut], summary="Active people in your area")

@@ -20,10 +20,11 @@ export const session = {
 };
 
 export class ApiError extends Error {
-  constructor(status, error, detail) {
+  constructor(status, error, detail, body = null) {
     super(detail || error || `HTTP ${status}`);
     this.status = status;
     this.error = error;
+    this.body = body; // the whole answer: a 409's `current` record, a 422's `field`
   }
 }
 
@@ -59,7 +60,7 @@ export async function api(path, { method = "GET", body, params } = {}) {
     session.clear();
     window.dispatchEvent(new Event("gridwatch:signed-out"));
   }
-  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail);
+  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail, data);
   return data;
 }
 

@@ -8,6 +8,7 @@ import * as inbox from "./views/inbox.js";
 import * as kpi from "./views/kpi.js";
 import * as login from "./views/login.js";
 import * as people from "./views/people.js";
+import * as registry from "./views/registry.js";
 import * as rejected from "./views/rejected.js";
 import * as tasks from "./views/tasks.js";
 import * as territory from "./views/territory.js";
@@ -25,6 +26,7 @@ const PAGES = [
   { path: /^kpi$/, view: kpi, nav: "KPIs", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
   { path: /^rejected$/, view: rejected, nav: "Rejected", href: "#/rejected", roles: (r) => r === "admin" },
   { path: /^people$/, view: people, nav: "People", href: "#/people", roles: (r) => r === "admin" },
+  { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "Registry", href: "#/registry", roles: (r) => r === "admin" },
   { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
 ];
 
