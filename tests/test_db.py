@@ -85,7 +85,9 @@ def test_registry_refuses_what_does_not_fit_the_tree(stack: LocalStack) -> None:
         applied = store.put(conn, [moved], "test")
     [change] = [c for c in applied.changes if c.kind == "devices"]
     assert change.fields["node"].old == taken[1] and change.fields["node"].new == "vnew-edge"
-    assert scalar(stack.dsn, "SELECT node_id FROM devices WHERE id = %s", (taken[0],)) == "vnew-edge"
+    assert (
+        scalar(stack.dsn, "SELECT node_id FROM devices WHERE id = %s", (taken[0],)) == "vnew-edge"
+    )
 
 
 def test_audit_rows_written_before_the_chain_are_chained(
