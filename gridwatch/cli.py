@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import logging
 import os
@@ -263,6 +264,14 @@ def _keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_seal_init(args: argparse.Namespace) -> int:
+    from registry.secrets import init_seal_key, public_bytes
+
+    key = init_seal_key(Path(args.key))
+    print(base64.b64encode(public_bytes(key)).decode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridwatch",
@@ -518,6 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     kinit.add_argument(
         "--key", required=True, help="the private key file (GRIDWATCH_COMMAND_KEY_FILE)"
+    )
+    kseal = add(
+        ksub, "seal-init", _keys_seal_init,
+        "Make the X25519 key pair node secrets are sealed to (private key 0600, kept if it"
+        " exists; only the ingest holds it) and print its public half, which the ingest"
+        " registers in the database when it starts, for the API and command line to seal with.",
+    )  # fmt: skip
+    kseal.add_argument(
+        "--key", required=True, help="the private key file (GRIDWATCH_SEAL_KEY_FILE)"
     )
 
     from gridwatch import registry_cmd

@@ -47,7 +47,7 @@ from gateway.broker import (
 from gateway.client import MqttSettings
 from gateway.dynsec import Acl, Client, Command, DynSec, DynSecError, Role
 from registry.broker_log import Refusal, RefusalLog, refusals
-from registry.secrets import SealError, load_seal_key, unseal
+from registry.secrets import SealError, load_seal_key, register_public_key, unseal
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,7 @@ class BrokerSync:
         else:
             log.warning("no GRIDWATCH_SEAL_KEY_FILE: the broker reconcile cannot give nodes their"
                         " secrets; only accounts the broker already has are kept right")  # fmt: skip
+        self._key_registered = False
         self._noted: set[str] = set()
         self.refusal_log = (
             RefusalLog(settings.broker_log_file) if settings.broker_log_file is not None else None
@@ -378,6 +379,15 @@ class BrokerSync:
             log.warning("no GRIDWATCH_BROKER_LOG_FILE: refused broker connects are not counted")
 
     def run(self, conn: Conn, publish: object, changed: frozenset[str]) -> None:
+        if self._key is not None and not self._key_registered:
+            # Whoever issues secrets (API, command line) seals them to the registered half.
+            if not register_public_key(conn, self._key):
+                log.error(
+                    "the node-secret seal key registered in the database is not the one in"
+                    " GRIDWATCH_SEAL_KEY_FILE: secrets issued are sealed to the registered key,"
+                    " which this ingest cannot open; configure the key that was registered"
+                )
+            self._key_registered = True
         if self.refusal_log is not None:
             self.refusal_log.read(conn)
         if self._dynsec is None:

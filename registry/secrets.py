@@ -101,12 +101,16 @@ def unseal(sealed: bytes, key: X25519PrivateKey) -> str:
         raise SealError("a node secret was sealed to another key, or altered") from exc
 
 
-def register_public_key(conn: Conn, key: X25519PrivateKey) -> None:
-    """Publish the seal key's public half for whoever issues secrets (once; never replaced)."""
+def register_public_key(conn: Conn, key: X25519PrivateKey) -> bool:
+    """Publish the seal key's public half for whoever issues secrets (once; never replaced).
+    False when another key is registered: secrets are then sealed to that one, which this key
+    cannot open."""
+    mine = public_bytes(key)
     conn.execute(
         "INSERT INTO platform_keys (name, public_key) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        (SEAL_KEY_NAME, public_bytes(key)),
+        (SEAL_KEY_NAME, mine),
     )
+    return seal_public_key(conn) == mine
 
 
 def seal_public_key(conn: Conn) -> bytes:

@@ -111,3 +111,14 @@ def test_audit_rows_written_before_the_chain_are_chained(
         conn.execute("INSERT INTO audit_log (person_id, action) VALUES ('operator', 'later')")
         verdict = audit.verify(conn)
     assert verdict.intact and verdict.rows == 3, verdict.problems
+
+
+def test_the_seal_key_registered_first_is_kept_and_another_is_told_apart(stack: LocalStack) -> None:
+    from registry.secrets import load_seal_key, new_seal_key, register_public_key, seal_public_key
+
+    mine = load_seal_key(stack.seal_key_file)
+    with psycopg.connect(stack.dsn) as conn:
+        registered = seal_public_key(conn)
+        assert register_public_key(conn, mine) is True
+        assert register_public_key(conn, new_seal_key()) is False
+        assert seal_public_key(conn) == registered
