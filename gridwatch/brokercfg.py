@@ -99,12 +99,13 @@ def write_config(
 
 
 def node_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[NodeAccount]:
-    """The broker's initial node accounts: every node with a password hash (disabled ones too,
-    as disabled accounts), marked with the secret they hold. Nodes that only have a sealed
+    """The broker's initial node accounts: every node with a password hash (disabled ones, and
+    those of disabled venues, as disabled accounts), marked with the secret they hold. Nodes that only have a sealed
     secret or none get their account from the leader's reconcile once the broker runs."""
     rows = conn.execute(
-        """SELECT venue_id, id, password_hash, disabled, secret_issued_at FROM edge_nodes
-           WHERE password_hash IS NOT NULL ORDER BY id"""
+        """SELECT n.venue_id, n.id, n.password_hash, n.disabled OR v.disabled, n.secret_issued_at
+           FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
+           WHERE n.password_hash IS NOT NULL ORDER BY n.id"""
     ).fetchall()
     return [
         NodeAccount(site=str(v), node=str(n), password_hash=str(h), disabled=bool(d),

@@ -58,7 +58,10 @@ class Snapshot:
 
 def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
     """Read every enabled node, every device and every venue."""
-    nodes = conn.execute("SELECT id, venue_id FROM edge_nodes WHERE NOT disabled").fetchall()
+    nodes = conn.execute(
+        """SELECT n.id, n.venue_id FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
+           WHERE NOT n.disabled AND NOT v.disabled"""
+    ).fetchall()
     devices = conn.execute("SELECT id, node_id, disabled FROM devices").fetchall()
     venues = conn.execute(
         """SELECT v.id, v.kind::text, v.capacity, v.is_shelter, v.open_24h, v.opening_hours,

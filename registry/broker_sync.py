@@ -148,9 +148,10 @@ class Report:
 
 def registry_nodes(conn: Conn, only: Collection[str] | None = None) -> dict[str, Wanted]:
     rows = conn.execute(
-        """SELECT id, venue_id, disabled, secret_sealed, secret_issued_at,
-                  password_hash IS NOT NULL
-           FROM edge_nodes WHERE %s::text[] IS NULL OR id = ANY(%s::text[])""",
+        """SELECT n.id, n.venue_id, n.disabled OR v.disabled, n.secret_sealed,
+                  n.secret_issued_at, n.password_hash IS NOT NULL
+           FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
+           WHERE %s::text[] IS NULL OR n.id = ANY(%s::text[])""",
         (list(only) if only is not None else None,) * 2,
     ).fetchall()
     return {

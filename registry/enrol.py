@@ -112,12 +112,14 @@ def _audit(conn: Conn, actor: str, action: str, node_id: str, detail: dict[str, 
 def _enabled_node(conn: Conn, node_id: str) -> str:
     """The node's venue; LookupError / EnrolmentError when it is missing or disabled."""
     row = conn.execute(
-        "SELECT venue_id, disabled FROM edge_nodes WHERE id = %s", (node_id,)
+        """SELECT n.venue_id, n.disabled OR v.disabled FROM edge_nodes n
+           JOIN venues v ON v.id = n.venue_id WHERE n.id = %s""",
+        (node_id,),
     ).fetchone()
     if row is None:
         raise LookupError(f"no edge node {node_id!r}: register it first (gridwatch registry apply)")
     if row[1]:
-        raise EnrolmentError(f"edge node {node_id} is disabled: enable it first")
+        raise EnrolmentError(f"edge node {node_id} (or its venue) is disabled: enable it first")
     return str(row[0])
 
 
@@ -153,9 +155,9 @@ def redeem(
     # Taken and marked in one statement: two redemptions of one code cannot both succeed.
     row = conn.execute(
         """UPDATE enrolment_codes c SET used_at = now(), used_from = %s
-           FROM edge_nodes n
+           FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
            WHERE c.code_hash = %s AND n.id = c.node_id AND c.used_at IS NULL
-             AND c.expires_at > now() AND NOT n.disabled
+             AND c.expires_at > now() AND NOT n.disabled AND NOT v.disabled
            RETURNING c.node_id, c.created_by""",
         (client[:200], _hash(code)),
     ).fetchone()

@@ -115,6 +115,20 @@ def test_disabling_a_node_cuts_its_session_and_enabling_lets_it_back(
     other.close()
 
 
+def test_a_disabled_venues_nodes_are_cut_and_come_back_with_it(
+    stack: LocalStack, nodes: list[NodeCredentials], leader: int
+) -> None:
+    creds = nodes[0]
+    node = Node(stack, creds).wait_connected()
+    _sql(stack, "UPDATE venues SET disabled = true WHERE id = %s", creds.site)
+    _timed(lambda: not node.watch.connected.is_set(), "the disabled venue's node cut")
+    wait_until(lambda: node.watch.refusal == "Not authorized", 15, "its reconnect refused")
+    assert _refused(stack, creds)
+    _sql(stack, "UPDATE venues SET disabled = false WHERE id = %s", creds.site)
+    node.wait_connected(60)
+    node.close()
+
+
 def test_a_rotated_secret_cuts_the_old_session_and_only_the_new_one_works(
     stack: LocalStack, nodes: list[NodeCredentials], leader: int
 ) -> None:
