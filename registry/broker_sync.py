@@ -86,7 +86,7 @@ class BrokerSyncSettings(BaseSettings):
     )
     seal_key_file: Path | None = Field(
         default=None,
-        description="the private key node secrets are sealed to (`gridwatch keys init`); the"
+        description="the private key node secrets are sealed to (`gridwatch keys seal-init`); the"
         " reconcile needs it to give the broker each node's secret",
     )
     broker_reconcile_s: float = Field(
