@@ -8,6 +8,7 @@ keep them (that is how the README's pictures are made), otherwise they go to the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -215,7 +216,7 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         expect(active).to_have_count(0)
 
         operator.goto(f"{api_url}/console/#/kpi")
-        expect(operator.locator("#kpi tbody tr").first).to_contain_text("Haicheng")
+        expect(operator.locator("#kpi tbody tr").first).to_contain_text("海城市")
         expect(operator.locator("svg.chart").first).to_be_visible()
         operator.screenshot(path=shots / "kpi.png")
     finally:
@@ -464,10 +465,12 @@ def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
     expect(once).to_have_count(0)
     node_row.get_by_role("button", name="Enrolment code").click()
     code = page.locator("dialog.once")
-    toast = page.locator("#toast")
-    expect(code.or_(toast)).to_be_visible()  # a code when enrolment is there, else it says so
-    if toast.is_visible():
-        expect(toast).to_contain_text("Enrolment codes are not available")
+    expect(code).to_be_visible()
+    expect(code.locator(".warning")).to_contain_text("Shown once")
+    shown = code.locator("input.once").input_value()
+    assert re.fullmatch(r"[0-9A-Z]{5}-[0-9A-Z]{5}", shown), shown
+    code.get_by_role("button", name="Close").click()
+    expect(code).to_have_count(0)
 
     # Bulk upload: the plan first, then apply.
     page.get_by_role("link", name="Bulk upload").click()

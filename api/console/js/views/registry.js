@@ -50,12 +50,10 @@ const T = {
   enrolButton: "Enrolment code",
   enrolTitle: (id) => `Enrolment code for ${id}`,
   enrolWarn: "Shown once. Give it to the installer: `gridwatch edge --enrol CODE --platform URL` exchanges it for the node's credentials. It is single use.",
-  enrolMissing: "Enrolment codes are not available on this server yet (it has no enrolment endpoint). Issue a secret instead.",
   validFor: (hours) => `Valid for ${hours} h, once.`,
   siteButton: "Site file",
   siteConfirm: (id) => `Download a complete site file for ${id}? It holds a NEW secret: the node's current secret stops working at once. Keep the file safe.`,
   siteSaved: (name) => `${name} downloaded: it holds the node's secret, keep it safe`,
-  siteMissing: "Site files are not available on this server yet (it has no site-file endpoint).",
   behind: (run, want) => `runs config ${run}, should run ${want}`,
   configError: "refused its configuration",
   noSecret: "no secret yet",
@@ -70,7 +68,6 @@ const T = {
   planEmpty: "Nothing would change.",
   planTitle: "Plan",
   applied: "Applied",
-  bulkMissing: "Bulk upload is not available on this server yet (it has no plan endpoint).",
   yes: "yes",
   no: "no",
 };
@@ -453,8 +450,7 @@ async function enrolment(nodeId) {
     showOnce(T.enrolTitle(nodeId), T.enrolWarn, issued.code,
       issued.valid_hours ? h("p", { class: "muted small" }, T.validFor(issued.valid_hours)) : null);
   } catch (e) {
-    // No such route on this server (FastAPI's own 404) is not the node missing.
-    toast(e.status === 404 && e.message === "Not Found" ? T.enrolMissing : e.message, true);
+    toast(e.message, true);
   }
 }
 
@@ -473,7 +469,7 @@ async function siteFile(nodeId, done) {
     toast(T.siteSaved(name));
     done();
   } catch (e) {
-    toast(e.status === 404 && e.message === "Not Found" ? T.siteMissing : e.message, true);
+    toast(e.message, true);
   }
 }
 
@@ -525,12 +521,9 @@ function bulk(root) {
       try {
         return await api(`${BASE}/registry/${step}`, { method: "POST", body: step === "plan" ? request() : planned });
       } catch (e) {
-        if (e.status === 409 && e.body?.current) {
-          shown(e.body.current); // the registry moved on: the plan as it is now, to apply again
-          error.textContent = e.message;
-          return null;
-        }
-        error.textContent = e.status === 404 && e.message === "Not Found" ? T.bulkMissing : e.message;
+        // The registry moved on (409): the plan as it is now, to apply again.
+        if (e.status === 409 && e.body?.current) shown(e.body.current);
+        error.textContent = e.message;
         return null;
       }
     });
