@@ -55,6 +55,13 @@ class NodeOut(rm.Node, Meta):
     config_behind: bool = Field(description="it runs an older configuration than it should")
 
 
+class NodeAdded(NodeOut):
+    secret: str | None = Field(
+        description="its first secret, in this answer only (only a hash is kept); null when the "
+        "platform cannot seal secrets yet (no seal key registered: start the ingest once)"
+    )
+
+
 class DeviceOut(rm.Device, Meta):
     venue: str
 

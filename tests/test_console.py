@@ -450,8 +450,18 @@ def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
     page.get_by_label("Show disabled ones", exact=True).check()
     expect(row).to_have_attribute("data-disabled", "yes")
 
-    # Nodes: the one behind on its configuration is marked; its secret is shown once.
+    # Nodes: registering one shows its first secret once; the one behind on its configuration
+    # is marked; a new secret is shown once.
     page.get_by_role("link", name="Edge nodes").click()
+    page.get_by_role("button", name="Add edge node").click()
+    form.get_by_label("Id", exact=True).fill("v-console-edge")
+    form.get_by_label("Venue", exact=True).fill(site)
+    form.get_by_role("button", name="Save").click()
+    first = page.locator("dialog.once")
+    expect(first.locator(".warning")).to_contain_text("Shown once")
+    assert len(first.locator("input.once").input_value()) >= 32
+    first.get_by_role("button", name="Close").click()
+    expect(first).to_have_count(0)
     node_row = page.locator(f"#registry[data-kind=nodes] tr[data-id='{node}']")
     expect(node_row.locator("[data-behind=yes]")).to_be_visible()
     node_row.get_by_role("button", name="Issue secret").click()

@@ -109,11 +109,23 @@ def _create(kind: Kind, body: rm.Record, user: User, db: DbDep, request: Request
                 records.insert(db, kind, body)
         except psycopg.errors.UniqueViolation:  # made at the same moment by someone else
             raise _taken(db, kind, body, user) from None
+        secret = _first_secret(db, rid) if kind is NODES else None
         after = _found(db, kind, rid, user)
         log.info("registry %s %s added by %s", kind.name, rid, user.id)
         audit(db, user, request, f"registry.{kind.name}.create", rid,
               {"after": after.model_dump(mode="json", exclude={"updated_at"})})  # fmt: skip
+    if kind is NODES:  # registering a node creates its secret, shown this once
+        return records.NodeAdded(**after.model_dump(), secret=secret)
     return after
+
+
+def _first_secret(db: DbDep, node_id: str) -> str | None:
+    try:
+        with db.transaction():
+            return secrets.issue_secret(db, node_id)
+    except secrets.SealError as exc:
+        log.warning("node %s added without a secret: %s", node_id, exc)
+        return None
 
 
 def _stale(kind: Kind, current: Meta, sent: int) -> Stale:
@@ -231,9 +243,11 @@ def _routes(kind: Kind) -> None:
         name=f"list_{plural}")  # fmt: skip
     add(f"{base}/{{record_id}}", _typed(get, **{"return": out}), methods=["GET"],
         response_model=out, summary=f"Get a {name}", name=f"get_{name}")  # fmt: skip
-    add(base, _typed(create, body=kind.model, **{"return": out}), methods=["POST"],
-        response_model=out, status_code=201, responses=_ERRORS, name=f"create_{name}",
-        summary=f"Add a {name} (in your area; audited)")  # fmt: skip
+    added = records.NodeAdded if kind is NODES else out
+    add(base, _typed(create, body=kind.model, **{"return": added}), methods=["POST"],
+        response_model=added, status_code=201, responses=_ERRORS, name=f"create_{name}",
+        summary=f"Add a {name} (in your area; audited)"
+        + ("; the answer holds its first secret, shown once" if kind is NODES else ""))  # fmt: skip
     add(f"{base}/{{record_id}}", _typed(update, body=kind.update, **{"return": out}),
         methods=["PUT"], response_model=out, responses=_ERRORS, name=f"update_{name}",
         summary=f"Change a {name}: the whole record, with the version it was read at")  # fmt: skip

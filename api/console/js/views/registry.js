@@ -385,6 +385,8 @@ function openForm(kind, record, done) {
         toast(T.saved(T.one[kind], saved.id));
         dialog.close();
         done();
+        // A node just registered comes with its first secret, in this answer only.
+        if (!record && saved.secret) showOnce(T.secretTitle(saved.id), T.secretWarn, saved.secret);
       } catch (err) {
         if (err.status === 409 && err.body?.current) {
           showStale(err.body.current, body);
