@@ -179,15 +179,16 @@ END $$;
 CREATE TRIGGER emergencies_notify AFTER INSERT OR UPDATE OF ended_at ON emergencies
     FOR EACH ROW EXECUTE FUNCTION notify_emergency();
 
--- A door or broadcast command that failed, was refused by the edge, or expired unanswered.
+-- A door or broadcast command that failed, was refused by the edge, or expired unanswered (one
+-- superseded by a newer command for the same door is not a failure).
 CREATE FUNCTION notify_command() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     grid text;
 BEGIN
     IF NEW.state IN ('failed', 'rejected', 'expired') AND OLD.state IS DISTINCT FROM NEW.state
-    THEN
-        SELECT v.grid_id INTO grid FROM devices d JOIN venues v ON v.id = d.venue_id
-            WHERE d.id = NEW.device_id;
+       AND NEW.superseded_by IS NULL THEN
+        SELECT v.grid_id INTO grid FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+            JOIN venues v ON v.id = n.venue_id WHERE d.id = NEW.device_id;
         PERFORM notify_event('command.failed', 'yellow', grid, NULL, NULL,
             CASE WHEN EXISTS (SELECT 1 FROM people WHERE id = NEW.issued_by)
                  THEN NEW.issued_by END,
