@@ -53,12 +53,13 @@ def run(stack: LocalStack, channels: dict[str, Channel], settings: NotifySetting
 
 
 def raise_at(dsn: str, subject: str, rule: Rule = Rule.DOOR_FORCED,
-             severity: Severity = Severity.RED, site: str = SITE) -> int:  # fmt: skip
+             severity: Severity = Severity.RED, site: str = SITE,
+             policy: tasks.DeadlinePolicy | None = None) -> int:  # fmt: skip
     """Raise an incident (and its task) the way the rules do; the task id."""
     with psycopg.connect(dsn) as conn:
         venue = registry.load(conn).venues[site]
         signal = Raise(rule, f"{site}-{subject}", severity, venue, datetime.now(UTC))
-        return incidents.apply(conn, [signal], tasks.DeadlinePolicy()).tasks[0]
+        return incidents.apply(conn, [signal], policy or tasks.DeadlinePolicy()).tasks[0]
 
 
 def people_of(dsn: str, site: str = SITE) -> tuple[str, str]:
