@@ -265,6 +265,12 @@ def test_policies_are_data(stack: LocalStack, hook: WebhookServer) -> None:
     assert {p for p, *_ in deliveries(stack.dsn, "incident.red")} == {"admin"}
     with pytest.raises(PolicyError, match=r"incident.red/red: 0.who: Input should be"):
         parse("incident.red", "red", [{"who": "everybody"}])
+    # A row that does not read leaves the built-in policy in force (and says so in the log).
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute('UPDATE notify_policies SET rules = \'[{"who": "everybody"}]\'')
+    raise_at(stack.dsn, "policy-bad")
+    run(stack, channels_for(hook), NotifySettings())
+    assert "operator" in {p for p, *_ in deliveries(stack.dsn, "incident.red")}
 
 
 def test_triggers_write_events_for_emergencies_commands_enrolments_and_refusals(
