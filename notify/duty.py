@@ -40,6 +40,9 @@ class NotifyDuty:
             self._pruned = time.monotonic()
             links.prune(conn)
 
+    def stop(self) -> None:
+        """Nothing is held between rounds: what a round took is leased in the database."""
+
 
 def configured_channels(production: bool = False) -> dict[str, Channel]:
     """Every enabled channel: the console always, the webhook when enabled, and the providers'
