@@ -322,3 +322,40 @@ def test_sender_metrics_and_gauges(stack: LocalStack, hook: WebhookServer) -> No
     with psycopg.connect(stack.role_dsn("ingest")) as conn:
         sender.update_gauges(conn)
     assert REGISTRY.get_sample_value("gridwatch_notify_queue_depth") == 0
+
+
+def test_a_channel_limit_holds_the_rest_for_the_next_minute(
+    stack: LocalStack, hook: WebhookServer
+) -> None:
+    limited = WebhookChannel(WebhookSettings(enabled=True, url=hook.url,
+                                             secret=SecretStr(SECRET), per_minute=2))  # fmt: skip
+    raise_at(stack.dsn, "limit-1")  # three people hear of it: two now, one next minute
+    run(stack, {"console": ConsoleChannel(), "webhook": limited}, NotifySettings())
+    assert len(hook.received) == 2
+    held = rows(stack.dsn, "SELECT count(*), bool_and(next_at > now() + interval '30 s')"
+                           " FROM deliveries WHERE channel = 'webhook' AND state = 'pending'")  # fmt: skip
+    assert held == [(1, True)]
+
+
+def test_the_webhook_signature_and_its_settings() -> None:
+    from notify.channels import webhook as wh
+    from notify.duty import configured_channels
+
+    now = str(int(datetime.now(UTC).timestamp()))
+    body = b'{"kind":"task.dispatched"}'
+    signature = wh.sign("s3cret", now, body)
+    assert signature.startswith("sha256=") and wh.verify("s3cret", now, body, signature)
+    assert not wh.verify("other", now, body, signature)
+    assert not wh.verify("s3cret", now, body + b" ", signature)
+    assert not wh.verify(
+        "s3cret", str(int(now) - 3600), body, wh.sign("s3cret", str(int(now) - 3600), body)
+    )
+    assert wh.retry_after("7") == 7.0 and wh.retry_after("soon") is None
+    assert wh.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date passed: at once
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRIDWATCH_NOTIFY_WEBHOOK_ENABLED", "true")
+        env.setenv("GRIDWATCH_NOTIFY_WEBHOOK_URL", "https://example.invalid/hook")
+        with pytest.raises(ValueError, match="GRIDWATCH_NOTIFY_WEBHOOK_SECRET is not set"):
+            configured_channels(production=True)
+        env.setenv("GRIDWATCH_NOTIFY_WEBHOOK_SECRET", "s3cret")
+        assert "webhook" in configured_channels(production=True)

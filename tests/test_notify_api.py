@@ -20,7 +20,7 @@ from gridwatch.services import free_port, wait_for_port
 from ingest.tasks import DeadlinePolicy
 from notify.channels.console import ConsoleChannel
 from notify.settings import NotifySettings
-from tests.support import scalar, start_ingest, stop_process, wait_until
+from tests.support import metric, scalar, start_ingest, stop_process, wait_until
 from tests.test_notify import channels_for, people_of, raise_at, run
 from tests.webhook_server import SECRET, WebhookServer, webhook_server
 
@@ -139,7 +139,7 @@ def test_end_to_end_forced_door_pages_up_the_tree_until_accepted(stack: LocalSta
             "GRIDWATCH_NOTIFY_WEBHOOK_SECRET": SECRET, "GRIDWATCH_NOTIFY_BURST_PER_MINUTE": "100",
             "GRIDWATCH_DEADLINES__RED_ACCEPT_S": "8", "GRIDWATCH_NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         }  # fmt: skip
-        ingest, _ = start_ingest(stack, env=env)
+        ingest, metrics_port = start_ingest(stack, env=env)
         api = stack.start_api(port)
         try:
             assert wait_for_port("127.0.0.1", port, 30), (stack.logs / "api.log").read_text()
@@ -166,6 +166,8 @@ def test_end_to_end_forced_door_pages_up_the_tree_until_accepted(stack: LocalSta
             assert scalar(stack.dsn, "SELECT count(*) FROM deliveries WHERE task_id = %s"
                                      " AND state = 'pending'", (task,)) == 0  # fmt: skip
             states = client_deliveries(base, task, bearer)
+            assert metric(metrics_port, "gridwatch_notify_deliveries_total") >= len(hook.ok())
+            assert metric(metrics_port, "gridwatch_notify_events_total") >= 4
             assert (dispatcher, "webhook") in {(p, c) for p, c, s in states if s == "sent"}
         finally:
             stop_process(api)
