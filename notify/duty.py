@@ -38,7 +38,7 @@ class NotifyDuty:
             router.route(conn, self.channels, self.settings)
         if time.monotonic() - self._pruned > _PRUNE_EVERY_S:
             self._pruned = time.monotonic()
-            links.prune(conn)
+            links.prune(conn, self.settings.retention_days)
 
     def stop(self) -> None:
         """Nothing is held between rounds: what a round took is leased in the database."""

@@ -359,3 +359,26 @@ def test_the_webhook_signature_and_its_settings() -> None:
             configured_channels(production=True)
         env.setenv("GRIDWATCH_NOTIFY_WEBHOOK_SECRET", "s3cret")
         assert "webhook" in configured_channels(production=True)
+
+
+def test_old_settled_deliveries_are_pruned_and_services_keep_to_their_rights(
+    stack: LocalStack, hook: WebhookServer
+) -> None:
+    from notify import links
+    from tests.test_privileges import refused
+
+    raise_at(stack.dsn, "old")
+    run(stack, channels_for(hook), NotifySettings())
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("UPDATE deliveries SET created_at = now() - interval '100 days'")
+        conn.execute("UPDATE notify_events SET at = now() - interval '100 days'")
+    with psycopg.connect(stack.role_dsn("ingest"), autocommit=True) as conn:
+        links.prune(conn, retention_days=90)
+    assert scalar(stack.dsn, "SELECT count(*) FROM deliveries") == 0
+    assert scalar(stack.dsn, "SELECT count(*) FROM notify_events") == 0
+    # Events come from triggers only; a person's preferences are theirs (through the API).
+    for login in ("ingest", "api", "cli"):
+        assert refused(stack.role_dsn(login), "INSERT INTO notify_events (kind) VALUES ('x')")
+    assert refused(stack.role_dsn("ingest"), "UPDATE notify_prefs SET channels = '{sms}'")
+    assert refused(stack.role_dsn("api"), "UPDATE deliveries SET state = 'sent'")
+    assert refused(stack.role_dsn("api"), "SELECT * FROM notify_links WHERE false FOR UPDATE")
