@@ -123,6 +123,25 @@ def test_a_forced_door_pages_the_worker_then_the_dispatcher_until_accepted(
     assert deliveries(stack.dsn, "task.accepted") == set()
 
 
+def test_an_escalation_pages_the_dispatcher_and_calls_the_worker(
+    stack: LocalStack, hook: WebhookServer
+) -> None:
+    worker, dispatcher = people_of(stack.dsn)
+    with webhook_server() as calls:  # a voice provider's stand-in: a real receiver named voice
+        channels = {**channels_for(hook), "voice": webhook(calls.url, "voice")}
+        task = raise_at(stack.dsn, "door-voice")
+        run(stack, channels, NotifySettings(burst_per_minute=100))
+        assert calls.received == []  # voice only when a policy asks for it
+        with psycopg.connect(stack.role_dsn("ingest")) as conn:
+            tasks.on_deadline(conn, task, tasks.DeadlinePolicy())
+        run(stack, channels, NotifySettings(burst_per_minute=100))
+        assert [(r.body["recipient"]["person_id"], r.body["kind"]) for r in calls.ok()] == [
+            (worker, "task.escalated")
+        ]
+    assert any(r.body["recipient"]["person_id"] == dispatcher and r.body["kind"] == "task.escalated"
+               for r in hook.ok())  # fmt: skip
+
+
 def test_paging_raised_before_acceptance_but_routed_after_pages_nobody(
     stack: LocalStack, hook: WebhookServer
 ) -> None:
