@@ -455,9 +455,10 @@ class Providers:
 
     def stop(self) -> None:
         self._server.state.stopping.set()  # releases hanging requests
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever for a loop never started
+            self._server.shutdown()
+            self._thread.join(timeout=10)
         self._server.server_close()
-        self._thread.join(timeout=10)
 
     def __enter__(self) -> Providers:
         return self.start()

@@ -72,7 +72,7 @@ class DingtalkChannel(Adapter):
     """Posts to one DingTalk robot, @-ing the person by user id and phone."""
 
     name = "dingtalk"
-    per_minute = PER_MINUTE
+    per_minute: int | None = PER_MINUTE
 
     def __init__(self, settings: DingtalkSettings) -> None:
         settings.require_secrets()

@@ -76,7 +76,6 @@ class EmailChannel(Adapter):
         domain = self.settings.sender.rpartition("@")[2] or "gridwatch"
         # One Message-ID per delivery, so a resent delivery is recognisably the same mail.
         mail["Message-ID"] = f"<{message.key}.{message.kind}@{domain}>"
-        mail["Content-Language"] = recipient.language
         mail.set_content(plain(message, recipient.language))
         body = "".join(f"<p>{html.escape(line)}</p>" for line in message.body.splitlines())
         link = (
@@ -89,6 +88,7 @@ class EmailChannel(Adapter):
             f"<h3>{html.escape(str(mail['Subject']))}</h3>{body}{link}</body></html>",
             subtype="html",
         )
+        mail["Content-Language"] = recipient.language  # after the parts: set_content clears it
         return mail
 
     def _send(self, message: Message, recipient: Recipient, address: str) -> Outcome:

@@ -52,7 +52,7 @@ class WecomChannel(Adapter):
     """Posts to one WeCom group robot, mentioning the person by user id (or phone)."""
 
     name = "wecom"
-    per_minute = PER_MINUTE
+    per_minute: int | None = PER_MINUTE
 
     def __init__(self, settings: WecomSettings) -> None:
         settings.require_secrets()
