@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from notify.channels import SETTINGS as CHANNEL_SETTINGS
 from registry.broker_sync import BrokerSyncSettings
 from registry.enrol import EdgeBrokerSettings
 
@@ -26,6 +27,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
     ("api, node site files", EdgeBrokerSettings),
+    *(("ingest (notify channels)", settings) for settings in CHANNEL_SETTINGS),
 ]
 
 

@@ -21,7 +21,7 @@ from notify.channels._adapter import (
 from notify.channels._format import labels, phone_digits, severity_label, truncate_utf8
 from notify.channels.base import Failed, Message, Outcome, Recipient, Retry, Sent
 
-PER_MINUTE = 20  # a custom robot takes 20 messages a minute, then refuses for ten minutes
+PER_MINUTE = 20  # a custom robot takes 20 messages a minute (the sender keeps below it)
 MARKDOWN_MAX_BYTES = 5000
 OK = 0
 SYSTEM_BUSY = -1

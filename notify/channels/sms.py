@@ -24,9 +24,9 @@ class SmsSettings(aliyun.AliyunSettings):
     )
 
     endpoint: str = Field(default="https://dysmsapi.aliyuncs.com", description="the API endpoint")
-    sign_name: str = Field(default="", description="the approved SMS signature (签名)")
-    template_code: str = Field(
-        default="",
+    sign_name: str | None = Field(default=None, description="the approved SMS signature (签名)")
+    template_code: str | None = Field(
+        default=None,
         description="the approved template, with variables ${severity} ${title} ${link}",
     )
     template_code_en: str | None = Field(
@@ -59,7 +59,7 @@ class SmsChannel(Adapter):
 
     def params(self, message: Message, recipient: Recipient, address: str) -> dict[str, str]:
         """SendSms's own parameters."""
-        template = self.settings.template_code
+        template = self.settings.template_code or ""
         if recipient.language == "en" and self.settings.template_code_en:
             template = self.settings.template_code_en
         variables = {
@@ -69,7 +69,7 @@ class SmsChannel(Adapter):
         }
         return {
             "PhoneNumbers": address,
-            "SignName": self.settings.sign_name,
+            "SignName": self.settings.sign_name or "",
             "TemplateCode": template,
             "TemplateParam": json.dumps(variables, ensure_ascii=False, separators=(",", ":")),
             "OutId": message.key,

@@ -36,7 +36,7 @@ class SmsHttpSettings(ChannelSettings):
         hide_input_in_errors=True,
     )
 
-    url: str = Field(default="", description="the gateway's send URL")
+    url: str | None = Field(default=None, description="the gateway's send URL (needed if enabled)")
     method: Method = Field(default=Method.POST, description="the HTTP method")
     content_type: str = Field(
         default="application/json",
@@ -107,7 +107,7 @@ class SmsHttpChannel(Adapter):
     def _send(self, message: Message, recipient: Recipient, address: str) -> Outcome:
         response = self._client.request(
             self.settings.method.value,
-            self.settings.url,
+            self.settings.url or "",
             content=self.body(message, recipient, address).encode(),
             headers=self._headers,
         )

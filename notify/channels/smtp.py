@@ -24,13 +24,17 @@ class EmailSettings(ChannelSettings):
         env_prefix="GRIDWATCH_NOTIFY_EMAIL_", extra="forbid", frozen=True, hide_input_in_errors=True
     )
 
-    host: str = Field(default="", description="the SMTP relay's host name")
+    host: str | None = Field(
+        default=None, description="the SMTP relay's host name (needed if enabled)"
+    )
     port: int = Field(default=587, ge=1, le=65535, description="the relay's submission port")
     username: str | None = Field(default=None, description="the relay account; unset: no login")
     password: SecretStr | None = Field(
         default=None, description="the relay account's password (secret; needed with a username)"
     )
-    sender: str = Field(default="", description="the From address, e.g. gridwatch@example.org")
+    sender: str | None = Field(
+        default=None, description="the From address, e.g. gridwatch@example.org (needed if on)"
+    )
     ca_file: Path | None = Field(
         default=None, description="a CA file to trust instead of the system's; unset: system CAs"
     )
@@ -57,6 +61,7 @@ class EmailChannel(Adapter):
     def __init__(self, settings: EmailSettings) -> None:
         settings.require_secrets()
         self.settings = settings
+        self._host, self._sender = settings.host or "", settings.sender or ""
         self._context = tls_context(settings.ca_file)
         self._password = settings.password.get_secret_value() if settings.password else ""
 
@@ -70,10 +75,10 @@ class EmailChannel(Adapter):
         severity = severity_label(message, recipient.language)
         mail = EmailMessage()
         mail["Subject"] = f"[{severity}] {message.title}" if severity else message.title
-        mail["From"] = self.settings.sender
+        mail["From"] = self._sender
         mail["To"] = address
         mail["Date"] = formatdate(localtime=False)
-        domain = self.settings.sender.rpartition("@")[2] or "gridwatch"
+        domain = self._sender.rpartition("@")[2] or "gridwatch"
         # One Message-ID per delivery, so a resent delivery is recognisably the same mail.
         mail["Message-ID"] = f"<{message.key}.{message.kind}@{domain}>"
         mail.set_content(plain(message, recipient.language))
@@ -95,13 +100,13 @@ class EmailChannel(Adapter):
         mail = self.compose(message, recipient, address)
         s = self.settings
         try:
-            with smtplib.SMTP(s.host, s.port, timeout=s.timeout_s) as smtp:
+            with smtplib.SMTP(self._host, s.port, timeout=s.timeout_s) as smtp:
                 smtp.ehlo()
                 smtp.starttls(context=self._context)  # refuses a server without STARTTLS
                 smtp.ehlo()
                 if s.username:
                     smtp.login(s.username, self._password)
-                refused = smtp.send_message(mail, from_addr=s.sender, to_addrs=[address])
+                refused = smtp.send_message(mail, from_addr=self._sender, to_addrs=[address])
         except smtplib.SMTPNotSupportedError:
             return Failed(reason="the relay does not offer STARTTLS; mail is never sent in clear")
         except smtplib.SMTPRecipientsRefused as error:

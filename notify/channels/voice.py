@@ -25,8 +25,8 @@ class VoiceSettings(aliyun.AliyunSettings):
     called_show_number: str | None = Field(
         default=None, description="the number shown to the called person; unset: the public pool"
     )
-    tts_code: str = Field(
-        default="", description="the approved TTS template, with variables ${severity} ${title}"
+    tts_code: str | None = Field(
+        default=None, description="the approved TTS template, with variables ${severity} ${title}"
     )
     tts_code_en: str | None = Field(
         default=None, description="a TTS template for people whose language is en; unset: the one"
@@ -53,7 +53,7 @@ class VoiceChannel(Adapter):
 
     def params(self, message: Message, recipient: Recipient, address: str) -> dict[str, str]:
         """SingleCallByTts's own parameters."""
-        template = self.settings.tts_code
+        template = self.settings.tts_code or ""
         if recipient.language == "en" and self.settings.tts_code_en:
             template = self.settings.tts_code_en
         variables = {
