@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from gridwatch.services import free_port
-from notify.channels import configured
+from notify.channels import aliyun, configured
 from notify.channels.base import Channel, Failed, Message, Recipient, Retry, Sent
 from notify.channels.dingtalk import DingtalkChannel, DingtalkSettings
 from notify.channels.sms import SmsChannel, SmsSettings
@@ -43,6 +43,7 @@ from simulators.providers import (
     Forced,
     Provider,
     Providers,
+    aliyun_signature,
 )
 
 TIMEOUT_S = 1.0  # the adapters' timeout; a hanging provider answers only after 30 s
@@ -277,6 +278,24 @@ def test_a_person_without_an_address_fails_without_a_request(sim: Providers, nam
 
 
 # -- Aliyun SMS
+
+# The example in Aliyun's signature documentation (ECS DescribeRegions, key testid/testsecret).
+ALIYUN_EXAMPLE = {
+    "TimeStamp": "2016-02-23T12:46:24Z",
+    "Format": "XML",
+    "AccessKeyId": "testid",
+    "Action": "DescribeRegions",
+    "SignatureMethod": "HMAC-SHA1",
+    "SignatureNonce": "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf",
+    "Version": "2014-05-26",
+    "SignatureVersion": "1.0",
+}
+
+
+def test_aliyun_signature_matches_the_published_example() -> None:
+    assert aliyun.signature("GET", ALIYUN_EXAMPLE, "testsecret") == "CT9X0VtwR86fNWSnsc6v8YGOjuE="
+    assert aliyun_signature(ALIYUN_EXAMPLE, "testsecret") == "CT9X0VtwR86fNWSnsc6v8YGOjuE="
+    assert aliyun.encode("a b*c~/é") == "a%20b%2Ac~%2F%C3%A9"
 
 
 def test_sms_is_signed_and_templated_with_the_biz_id_back(sim: Providers) -> None:
