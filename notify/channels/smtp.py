@@ -102,13 +102,17 @@ class EmailChannel(Adapter):
         try:
             with smtplib.SMTP(self._host, s.port, timeout=s.timeout_s) as smtp:
                 smtp.ehlo()
-                smtp.starttls(context=self._context)  # refuses a server without STARTTLS
+                if not smtp.has_extn("starttls"):
+                    return Failed(
+                        reason="the relay offers no STARTTLS; mail is never sent in clear"
+                    )
+                smtp.starttls(context=self._context)
                 smtp.ehlo()
                 if s.username:
                     smtp.login(s.username, self._password)
                 refused = smtp.send_message(mail, from_addr=self._sender, to_addrs=[address])
-        except smtplib.SMTPNotSupportedError:
-            return Failed(reason="the relay does not offer STARTTLS; mail is never sent in clear")
+        except smtplib.SMTPNotSupportedError as error:
+            return Failed(reason=f"the relay does not support what is needed ({error})")
         except smtplib.SMTPRecipientsRefused as error:
             code, text = next(iter(error.recipients.values()))
             return _code_outcome(code, text, "recipient refused")
