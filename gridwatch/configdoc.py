@@ -15,6 +15,7 @@ from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
 from notify.channels.webhook import WebhookSettings
 from notify.settings import NotifySettings
+from notify.channels import SETTINGS as CHANNEL_SETTINGS
 from registry.broker_sync import BrokerSyncSettings
 from registry.enrol import EdgeBrokerSettings
 
@@ -30,6 +31,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("api, node site files", EdgeBrokerSettings),
     ("ingest (leader): notifications", NotifySettings),
     ("ingest (leader): webhook channel", WebhookSettings),
+    *(("ingest (notify channels)", settings) for settings in CHANNEL_SETTINGS),
 ]
 
 
