@@ -8,6 +8,8 @@ export const CHANNEL_NAMES = {
   console: "console", wecom: "WeCom", dingtalk: "DingTalk", sms: "SMS", voice: "voice call",
   email: "e-mail", webhook: "webhook",
 };
+// A pending one may be waiting for a retry (attempts > 0) or for its first try; "digested": sent
+// inside a digest with others.
 const STATE_COLOUR = { sent: "green", pending: "yellow", failed: "red", cancelled: "grey", digested: "grey" };
 
 function when(ts) {
@@ -24,7 +26,8 @@ function row(d) {
     h("td", {}, String(d.attempts ?? 0)),
     h("td", { class: "small" }, d.last_error || "–"),
     h("td", {}, when(d.created_at)),
-    h("td", {}, d.state === "pending" ? (d.next_at ? ["next try ", when(d.next_at)] : "–") : when(d.sent_at || d.updated_at)));
+    h("td", {}, d.state === "pending" ? (d.next_at ? ["next try ", when(d.next_at)] : "–")
+      : when(d.sent_at || d.tried_at || d.updated_at)));
 }
 
 /** The deliveries of `what` ("incidents" or "tasks") `id`, as a table that reloads itself. */
@@ -50,19 +53,24 @@ export function deliveriesTable(what, id) {
   return box;
 }
 
+// Which tables are open, so that a board redrawn by a live change keeps them open.
+const expanded = new Set();
+
 /** A small "deliveries" button that shows or hides the table under it. */
 export function deliveriesToggle(what, id) {
+  const key = `${what}/${id}`;
   const slot = h("div");
   let table = null;
-  const button = h("button", { type: "button", class: "small quiet", "aria-expanded": "false", onclick: () => {
-    if (table) {
-      table.remove();
-      table = null;
-    } else {
-      table = deliveriesTable(what, id);
-      slot.append(table);
-    }
-    button.setAttribute("aria-expanded", String(Boolean(table)));
-  } }, "deliveries");
+  const button = h("button", { type: "button", class: "small quiet", "aria-expanded": "false", onclick: () => show(!table) },
+    "deliveries");
+  function show(on) {
+    if (table) table.remove();
+    table = on ? deliveriesTable(what, id) : null;
+    if (table) slot.append(table);
+    if (on) expanded.add(key);
+    else expanded.delete(key);
+    button.setAttribute("aria-expanded", String(on));
+  }
+  if (expanded.has(key)) show(true);
   return h("div", {}, button, slot);
 }

@@ -8,7 +8,7 @@ import { act, fill, h, toast } from "../dom.js";
 const CHANNELS = ["console", "wecom", "dingtalk", "sms", "voice", "email"];
 const LABELS = {
   console: "In the console (this page, the bell)", wecom: "WeCom (企业微信)", dingtalk: "DingTalk (钉钉)",
-  sms: "SMS", voice: "Voice call", email: "E-mail",
+  sms: "SMS", voice: "Voice call", email: "E-mail", webhook: "Webhook (integrations)",
 };
 const LANGUAGES = [["zh-CN", "中文 (zh-CN)"], ["en", "English (en)"]];
 
@@ -24,9 +24,10 @@ export async function render(root) {
   }
   // The person's channels in their order, then the others; those without a contact point
   // (no WeCom id, no phone) cannot be chosen.
-  const available = new Set(prefs.available || CHANNELS);
-  let order = [...(prefs.channels || []), ...CHANNELS.filter((c) => !(prefs.channels || []).includes(c))];
-  const chosen = new Set(prefs.channels || []);
+  const mine = prefs.channels || [];
+  const available = new Set(prefs.available || [...CHANNELS, ...mine]);
+  const order = [...mine, ...CHANNELS.filter((c) => !mine.includes(c))];
+  const chosen = new Set(mine);
   const list = h("ol", { class: "channels", id: "channels" });
   const error = h("p", { class: "error", role: "alert" });
 
@@ -84,6 +85,7 @@ export async function render(root) {
         quiet_hours: quietOn.checked ? { from: from.value, to: to.value } : null,
         language: language.value,
       };
+      if (prefs.timezone) body.timezone = prefs.timezone; // kept as it is
       try {
         prefs = await api("/api/v1/me/notify", { method: "PUT", body });
       } catch (err) {
