@@ -34,7 +34,7 @@ const PAGES = [
   { path: /^people$/, view: people, nav: "People", href: "#/people", roles: (r) => r === "admin" },
   { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "Registry", href: "#/registry", roles: (r) => r === "admin" },
   { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
-  { path: /^task\/(\d+)$/, view: task, title: "task" },
+  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: task, title: "task" }, // a message's link adds ?for=
   { path: /^incident\/(\d+)$/, view: incident, title: "incident" },
   { path: /^settings\/notifications$/, view: notifyPrefs, title: "notifications" },
 ];

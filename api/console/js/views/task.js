@@ -6,11 +6,15 @@ import { debounce, fill, h } from "../dom.js";
 import { deliveriesTable } from "./deliveries.js";
 import { taskCard } from "./taskcard.js";
 
-export async function render(root, ctx, id) {
+export async function render(root, ctx, id, forPerson) {
   const { live } = ctx;
   const card = h("div", { class: "inbox", id: "task" });
   const deliveries = deliveriesTable("tasks", id);
-  root.append(h("h1", {}, `Task #${id}`), card,
+  // A message's link names whom it was sent to: someone else signed in here is told.
+  const other = forPerson && forPerson !== ctx.me.id
+    ? h("p", { class: "warning", id: "link-for" }, `This link was sent to ${forPerson}; you are signed in as ${ctx.me.id}.`)
+    : null;
+  root.append(h("h1", {}, `Task #${id}`), ...[other].filter(Boolean), card,
     h("section", { class: "panel task-deliveries" }, h("h2", {}, "Notified"), deliveries));
 
   let loaded = false;
