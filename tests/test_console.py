@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -633,9 +634,20 @@ def test_the_bell_counts_a_new_notification_over_the_live_stream_and_reading_low
     state = httpx.get(f"{api_url}/api/v1/notifications", headers=_bearer(page)).json()
     assert state["unread"] == 0
 
-    # The notification's link opens the task, where its assignee can accept it.
+    # The panel's entry opens the task page; so does the message's short link, after sign-in,
+    # where its assignee can accept it.
     panel.locator(f".notification a[href='#/task/{task_id}']").first.click()
     expect(page).to_have_url(f"{api_url}/console/#/task/{task_id}")
+    expect(page.locator(f"#task [data-task='{task_id}']")).to_be_visible()
+    link = next(n["link"] for n in state["items"] if n["task_id"] == task_id and n["link"])
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    page.on("pageerror", lambda e: errors.append(f"link: {e}"))
+    page.goto(f"{api_url}{urlsplit(link).path}")  # the link names the public address
+    page.fill("#username", worker_id)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("#link-for")).to_have_count(0)  # sent to this very person
     page.locator(f"#task [data-task='{task_id}'] button[data-action=accept]").click()
     expect(page.locator(f"#task [data-task='{task_id}']")).to_have_attribute(
         "data-state", "accepted"
