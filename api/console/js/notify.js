@@ -50,6 +50,7 @@ export class NotificationCentre {
       else if (state === "unsupported") toast("This browser cannot show notifications; sound and vibration still work.", true);
     });
     document.addEventListener("keydown", this.#onKey);
+    window.addEventListener("hashchange", () => this.close()); // another page: the panel goes
     document.addEventListener("click", this.#onOutside);
     this.#showAlerts();
   }

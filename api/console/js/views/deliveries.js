@@ -19,14 +19,15 @@ function when(ts) {
 function row(d) {
   const who = d.person_name ? `${d.person_name} (${d.person_id})` : d.person_id || d.person || "–";
   const state = d.state || "–";
+  // data-label names the column where the table is stacked (phones, cards).
   return h("tr", { dataset: { delivery: d.id, state, channel: d.channel } },
-    h("td", {}, who),
-    h("td", {}, CHANNEL_NAMES[d.channel] || d.channel),
-    h("td", {}, h("span", { class: `chip ${STATE_COLOUR[state] || "grey"}` }, state)),
-    h("td", {}, String(d.attempts ?? 0)),
-    h("td", { class: "small" }, d.last_error || "–"),
-    h("td", {}, when(d.created_at)),
-    h("td", {}, d.state === "pending" ? (d.next_at ? ["next try ", when(d.next_at)] : "–")
+    h("td", { "data-label": "who" }, who),
+    h("td", { "data-label": "channel" }, CHANNEL_NAMES[d.channel] || d.channel),
+    h("td", { "data-label": "state" }, h("span", { class: `chip ${STATE_COLOUR[state] || "grey"}` }, state)),
+    h("td", { "data-label": "attempts" }, String(d.attempts ?? 0)),
+    h("td", { "data-label": "last error", class: "small" }, d.last_error || "–"),
+    h("td", { "data-label": "queued" }, when(d.created_at)),
+    h("td", { "data-label": d.state === "pending" ? "next try" : "done" }, d.state === "pending" ? when(d.next_at)
       : when(d.sent_at || d.tried_at || d.updated_at)));
 }
 

@@ -7,7 +7,7 @@ import { act, fill, h, toast } from "../dom.js";
 
 const CHANNELS = ["console", "wecom", "dingtalk", "sms", "voice", "email"];
 const LABELS = {
-  console: "In the console (this page, the bell)", wecom: "WeCom (企业微信)", dingtalk: "DingTalk (钉钉)",
+  console: "In the console (the bell)", wecom: "WeCom (企业微信)", dingtalk: "DingTalk (钉钉)",
   sms: "SMS", voice: "Voice call", email: "E-mail", webhook: "Webhook (integrations)",
 };
 const LANGUAGES = [["zh-CN", "中文 (zh-CN)"], ["en", "English (en)"]];
