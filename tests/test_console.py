@@ -759,4 +759,17 @@ def test_a_task_shows_who_was_notified_on_which_channel(
     card = page.locator(f"[data-task='{task_id}']")
     card.get_by_role("button", name="deliveries").click()
     expect(card.locator(f"[data-deliveries='tasks/{task_id}'] tbody tr").first).to_be_visible()
+
+    # Its incident's page, and the incident's row on the board, show the incident's deliveries.
+    incident_id = scalar(stack.dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,))
+    answer = httpx.get(f"{api_url}/api/v1/incidents/{incident_id}/deliveries", headers=bearer)
+    assert answer.status_code == 200
+    page.goto(f"{api_url}/console/#/incident/{incident_id}")
+    expect(page.locator("#incident h1")).to_contain_text("Door forced open")
+    box = page.locator(f"[data-deliveries='incidents/{incident_id}']")
+    expect(box.locator("tbody tr")).to_have_count(len(answer.json()))
+    page.goto(f"{api_url}/console/#/board")
+    row = page.locator(f"#incidents tr[data-id='{incident_id}']")
+    row.get_by_role("button", name="deliveries").click()
+    expect(row.locator(f"[data-deliveries='incidents/{incident_id}']")).to_be_visible()
     assert errors == [], errors
