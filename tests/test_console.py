@@ -514,6 +514,9 @@ def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
 WATCH = """
 window.__shown = [];
 window.__buzzed = [];
+window.__tones = 0;
+const tone = AudioContext.prototype.createOscillator;
+AudioContext.prototype.createOscillator = function () { window.__tones += 1; return tone.call(this); };
 const vibrate = navigator.vibrate ? navigator.vibrate.bind(navigator) : null;
 navigator.vibrate = (pattern) => { window.__buzzed.push(pattern); return vibrate ? vibrate(pattern) : true; };
 if (window.ServiceWorkerRegistration) {
@@ -621,7 +624,8 @@ def test_the_bell_counts_a_new_notification_over_the_live_stream_and_reading_low
     expect(page.locator("#unread")).to_have_text(str(unread))
     expect(page.locator("#unread-live")).to_contain_text("unread notification")
     assert f"{unread} unread" in str(bell.get_attribute("aria-label"))
-    page.wait_for_function("window.__buzzed.length > 0", timeout=10_000)  # red: it buzzed
+    page.wait_for_function("window.__buzzed.length > 0", timeout=10_000)  # red: it buzzed,
+    page.wait_for_function("window.__tones > 0", timeout=10_000)  # sounded
     page.wait_for_function("window.__shown.length > 0", timeout=10_000)  # and showed itself
 
     # In the panel, linked to the task; reading one lowers the count, reading all empties it.
