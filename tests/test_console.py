@@ -7,6 +7,7 @@ keep them (that is how the README's pictures are made), otherwise they go to the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -29,6 +31,7 @@ from ingest.rules import Raise, Rule, Severity
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from tests.edge_support import fleet_of
 from tests.support import device_of, rows, scalar, stop_process, wait_until
+from tests.test_api import raise_incident
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root in a container, without a GPU, and without Chromium calling home (this network is
@@ -501,4 +504,276 @@ def test_the_registry_page_adds_edits_and_shows_a_stale_edit(
         conn.execute("INSERT INTO broker_refusals (client, reason) VALUES ('stranger', 'unknown')")
     page.get_by_role("link", name="Refused connects").click()
     expect(page.locator("#refused tr[data-client=stranger]")).to_contain_text("unknown")
+    assert errors == [], errors
+
+
+# ---- notifications (issue 13): the bell, alerts, preferences, deliveries, the manifest ----
+
+# Records what the page asks of the browser's notification and vibration APIs, and still calls
+# them: the browser's own objects, watched, not replaced.
+WATCH = """
+window.__shown = [];
+window.__buzzed = [];
+window.__tones = 0;
+const tone = AudioContext.prototype.createOscillator;
+AudioContext.prototype.createOscillator = function () { window.__tones += 1; return tone.call(this); };
+const vibrate = navigator.vibrate ? navigator.vibrate.bind(navigator) : null;
+navigator.vibrate = (pattern) => { window.__buzzed.push(pattern); return vibrate ? vibrate(pattern) : true; };
+if (window.ServiceWorkerRegistration) {
+  const show = ServiceWorkerRegistration.prototype.showNotification;
+  ServiceWorkerRegistration.prototype.showNotification = function (title, options) {
+    window.__shown.push(title);
+    return show.call(this, title, options);
+  };
+}
+if (window.Notification) {
+  const Original = window.Notification;
+  window.Notification = class extends Original {
+    constructor(title, options) { super(title, options); window.__shown.push(title); }
+  };
+}
+"""
+
+
+def _bearer(page: Page) -> dict[str, str]:
+    token = page.evaluate("JSON.parse(localStorage.getItem('gridwatch.session')).token")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_manifest_is_served_with_its_icons_and_linked_from_the_page(
+    stack: LocalStack, api_url: str, browser: Browser
+) -> None:
+    answer = httpx.get(f"{api_url}/console/manifest.webmanifest")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/manifest+json")
+    manifest = json.loads(answer.text)
+    assert manifest["display"] == "standalone"
+    assert manifest["start_url"] == "/console/#/inbox"
+    assert manifest["scope"] == "/console/"
+    assert manifest["theme_color"] and manifest["background_color"]
+    assert {i["purpose"] for i in manifest["icons"]} == {"any", "maskable"}
+    for icon in manifest["icons"]:
+        got = httpx.get(f"{api_url}/console/{icon['src']}")
+        assert got.status_code == 200, icon
+        assert got.headers["content-type"].startswith("image/svg+xml")
+        assert got.text.startswith("<svg") and icon["type"] == "image/svg+xml"
+    worker = httpx.get(f"{api_url}/console/sw.js")
+    assert worker.status_code == 200
+    assert "javascript" in worker.headers["content-type"]
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{api_url}/console/")
+    href = page.locator("link[rel=manifest]").get_attribute("href")
+    assert href == "manifest.webmanifest"
+    # The browser reads it under the console's CSP (manifest-src falls back to 'self').
+    fetched = page.evaluate(
+        "fetch(document.querySelector('link[rel=manifest]').href).then(r => r.json())"
+    )
+    assert fetched["name"] == "gridwatch"
+    assert (
+        page.locator("meta[name=theme-color]").get_attribute("content") == manifest["theme_color"]
+    )
+    assert errors == [], errors
+
+
+def test_the_bell_counts_a_new_notification_over_the_live_stream_and_reading_lowers_it(
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    ingest: subprocess.Popen[bytes],
+    api_url: str,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    site = nodes[0].site
+    worker_id, _ = stack.people_of_venue(site)
+    errors: list[str] = []
+    page = signed_in(browser, api_url, worker_id, errors, phone=True)
+    page.context.grant_permissions(["notifications"], origin=api_url)
+    page.context.add_init_script(WATCH)
+    page.reload()
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+    bell = page.locator("#bell")
+    expect(bell).to_be_visible()
+    expect(bell).to_have_attribute("data-unread", "0")
+    expect(page.locator("#unread")).to_be_hidden()
+    # Alerts: on, since this browser allows notifications for the console; turned off and on
+    # again from a click (the browser lets a page ask only then), the choice remembered.
+    bell.click()
+    panel = page.locator("#notifications")
+    expect(panel).to_be_visible()
+    expect(bell).to_have_attribute("aria-expanded", "true")
+    alerts = panel.locator("#alerts")
+    expect(alerts).to_have_attribute("aria-pressed", "true")
+    panel.get_by_role("button", name="Turn off alerts").click()
+    expect(alerts).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate("localStorage.getItem('gridwatch.alerts')") == "off"
+    panel.get_by_role("button", name="Turn on alerts").click()
+    expect(alerts).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("localStorage.getItem('gridwatch.alerts')") == "on"
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+
+    # A red task for the worker: its notification arrives over the live stream.
+    task_id = raise_incident(stack.dsn, site)
+    wait_until(lambda: scalar(stack.dsn, "SELECT assignee FROM tasks WHERE id = %s", (task_id,))
+               == worker_id, 30, "the task dispatched to the worker")  # fmt: skip
+    expect(bell).not_to_have_attribute("data-unread", "0", timeout=30_000)
+    unread = int(str(bell.get_attribute("data-unread")))
+    expect(page.locator("#unread")).to_have_text(str(unread))
+    expect(page.locator("#unread-live")).to_contain_text("unread notification")
+    assert f"{unread} unread" in str(bell.get_attribute("aria-label"))
+    page.wait_for_function("window.__buzzed.length > 0", timeout=10_000)  # red: it buzzed,
+    page.wait_for_function("window.__tones > 0", timeout=10_000)  # sounded
+    page.wait_for_function("window.__shown.length > 0", timeout=10_000)  # and showed itself
+
+    # In the panel, linked to the task; reading one lowers the count, reading all empties it.
+    bell.click()
+    items = panel.locator(".notification[data-read=no]")
+    expect(items).to_have_count(unread)
+    expect(panel.locator(f".notification a[href='#/task/{task_id}']").first).to_be_visible()
+    page.screenshot(path=tmp_path / "notifications.png")
+    items.first.get_by_role("button", name="Mark read", exact=False).click()
+    expect(bell).to_have_attribute("data-unread", str(unread - 1))
+    if unread > 1:
+        panel.get_by_role("button", name="Mark all read").click()
+    expect(bell).to_have_attribute("data-unread", "0")
+    expect(page.locator("#unread")).to_be_hidden()
+    expect(panel.locator(".notification[data-read=no]")).to_have_count(0)
+    state = httpx.get(f"{api_url}/api/v1/notifications", headers=_bearer(page)).json()
+    assert state["unread"] == 0
+
+    # The panel's entry opens the task page; so does the message's short link, after sign-in,
+    # where its assignee can accept it.
+    panel.locator(f".notification a[href='#/task/{task_id}']").first.click()
+    expect(page).to_have_url(f"{api_url}/console/#/task/{task_id}")
+    expect(page.locator(f"#task [data-task='{task_id}']")).to_be_visible()
+    link = next(n["link"] for n in state["items"] if n["task_id"] == task_id and n["link"])
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = phone.new_page()
+    page.on("pageerror", lambda e: errors.append(f"link: {e}"))
+    page.goto(f"{api_url}{urlsplit(link).path}")  # the link names the public address
+    page.fill("#username", worker_id)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("#link-for")).to_have_count(0)  # sent to this very person
+    page.locator(f"#task [data-task='{task_id}'] button[data-action=accept]").click()
+    expect(page.locator(f"#task [data-task='{task_id}']")).to_have_attribute(
+        "data-state", "accepted"
+    )
+    assert errors == [], errors
+
+
+def _move(page: Page, channel: str, to: int) -> None:
+    """Moves a channel in the preferences' list to position `to` with its arrow buttons."""
+    order = page.locator("#channels li")
+    for _ in range(10):
+        now = [order.nth(i).get_attribute("data-channel") for i in range(order.count())]
+        at = now.index(channel)
+        if at == to:
+            return
+        page.locator(
+            f"#channels li[data-channel={channel}] button[data-move={'up' if at > to else 'down'}]"
+        ).click()
+    raise AssertionError(f"{channel} did not move to {to}")
+
+
+def test_notification_preferences_are_saved_and_read_back(
+    stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Browser
+) -> None:
+    worker_id, _ = stack.people_of_venue(nodes[0].site)
+    errors: list[str] = []
+    page = signed_in(browser, api_url, worker_id, errors, phone=True)
+    page.locator("#me-menu").click()
+    page.get_by_role("link", name="Notifications").click()
+    expect(page).to_have_url(f"{api_url}/console/#/settings/notifications")
+    form = page.locator("#notify-prefs")
+    expect(form.locator("#channels li").first).to_be_visible()
+    expect(form.locator("#red-note")).to_contain_text("Red notifications ignore quiet hours")
+
+    # Console first, then SMS moved up to second; quiet hours 22:30 to 06:45; English.
+    console = form.get_by_role("checkbox", name="In the console")
+    if not console.is_checked():
+        console.check()
+    sms = form.locator("#channels li[data-channel=sms]")
+    sms_box = sms.get_by_role("checkbox")
+    if sms_box.is_enabled() and not sms_box.is_checked():
+        sms_box.check()
+    _move(page, "console", 0)
+    _move(page, "sms", 1)
+    form.get_by_label("No notifications between").check()
+    form.locator("#quiet-from").fill("22:30")
+    form.locator("#quiet-to").fill("06:45")
+    form.get_by_label("Language of the messages").select_option("en")
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator("#toast")).to_contain_text("saved")
+
+    saved = httpx.get(f"{api_url}/api/v1/me/notify", headers=_bearer(page)).json()
+    assert saved["channels"][:2] == ["console", "sms"]
+    assert saved["quiet_hours"] == {"from": "22:30", "to": "06:45"}
+    assert saved["language"] == "en"
+
+    page.reload()  # read back into the form
+    expect(form.locator("#channels li").nth(0)).to_have_attribute("data-channel", "console")
+    expect(form.locator("#channels li").nth(1)).to_have_attribute("data-channel", "sms")
+    expect(form.locator("#quiet-from")).to_have_value("22:30")
+    expect(form.locator("#quiet-to")).to_have_value("06:45")
+    expect(form.get_by_label("Language of the messages")).to_have_value("en")
+
+    form.get_by_label("No notifications between").uncheck()
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator("#toast")).to_contain_text("saved")
+    again = httpx.get(f"{api_url}/api/v1/me/notify", headers=_bearer(page)).json()
+    assert again["quiet_hours"] is None
+    assert errors == [], errors
+
+
+def test_a_task_shows_who_was_notified_on_which_channel(
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    ingest: subprocess.Popen[bytes],
+    api_url: str,
+    browser: Browser,
+) -> None:
+    site = nodes[0].site
+    worker_id, dispatcher_id = stack.people_of_venue(site)
+    task_id = raise_incident(stack.dsn, site)
+    token = httpx.post(f"{api_url}/api/token",
+                       data={"username": dispatcher_id, "password": DEMO_PASSWORD}).json()  # fmt: skip
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+
+    def delivered() -> bool:
+        answer = httpx.get(f"{api_url}/api/v1/tasks/{task_id}/deliveries", headers=bearer)
+        data = answer.json() if answer.status_code == 200 else []
+        items = data if isinstance(data, list) else data.get("items", [])
+        return any(d.get("channel") == "console" for d in items)
+
+    wait_until(delivered, 30, "the task's console delivery")
+    errors: list[str] = []
+    page = signed_in(browser, api_url, dispatcher_id, errors)
+    page.goto(f"{api_url}/console/#/task/{task_id}")
+    table = page.locator(f"[data-deliveries='tasks/{task_id}'] tbody tr")
+    expect(table.first).to_be_visible(timeout=10_000)
+    expect(page.locator(f"[data-deliveries='tasks/{task_id}']")).to_contain_text(worker_id)
+    expect(table.filter(has=page.locator("td", has_text="console")).first).to_be_visible()
+
+    # The same on the dispatcher's board, under the card.
+    page.goto(f"{api_url}/console/#/tasks")
+    card = page.locator(f"[data-task='{task_id}']")
+    card.get_by_role("button", name="deliveries").click()
+    expect(card.locator(f"[data-deliveries='tasks/{task_id}'] tbody tr").first).to_be_visible()
+
+    # Its incident's page, and the incident's row on the board, show the incident's deliveries.
+    incident_id = scalar(stack.dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,))
+    answer = httpx.get(f"{api_url}/api/v1/incidents/{incident_id}/deliveries", headers=bearer)
+    assert answer.status_code == 200
+    page.goto(f"{api_url}/console/#/incident/{incident_id}")
+    expect(page.locator("#incident h1")).to_contain_text("Door forced open")
+    box = page.locator(f"[data-deliveries='incidents/{incident_id}']")
+    expect(box.locator("tbody tr")).to_have_count(len(answer.json()))
+    page.goto(f"{api_url}/console/#/board")
+    row = page.locator(f"#incidents tr[data-id='{incident_id}']")
+    row.get_by_role("button", name="deliveries").click()
+    expect(row.locator(f"[data-deliveries='incidents/{incident_id}']")).to_be_visible()
     assert errors == [], errors

@@ -88,7 +88,8 @@ export async function signOut() {
 
 /**
  * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
- * events carry the changed row; `state` says connecting / live / reconnecting / offline; `resync`
+ * events carry the changed row, `notification` a new notification of the signed-in person;
+ * `state` says connecting / live / reconnecting / offline; `resync`
  * fires after a reconnection, when views should reload what they show. A ticket opens one
  * connection only, so every reconnection asks for a new ticket and resumes after the last event
  * seen (`?after=`); the browser's own retry, which would reuse the ticket, is never left to run.
@@ -117,7 +118,7 @@ export class Live extends EventTarget {
     if (this.#last !== null) params.set("after", this.#last);
     const source = new EventSource(`/api/live?${params}`);
     this.#source = source;
-    for (const kind of ["incident", "task", "presence"]) {
+    for (const kind of ["incident", "task", "presence", "notification"]) {
       source.addEventListener(kind, (e) => {
         this.#last = e.lastEventId || this.#last;
         this.dispatchEvent(new CustomEvent(kind, { detail: JSON.parse(e.data) }));

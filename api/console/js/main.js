@@ -1,15 +1,21 @@
-// The console's shell: sign-in, navigation by role, the live stream and the red-incident alarm.
+// The console's shell: sign-in, navigation by role, the live stream, the red-incident alarm, the
+// notification centre and the person's menu.
 
+import { beep, registerWorker, setSound, soundOn } from "./alerts.js";
 import { Live, SUPERVISORS, api, session, signOut, silenced } from "./api.js";
 import { h } from "./dom.js";
+import { NotificationCentre } from "./notify.js";
 import * as board from "./views/board.js";
 import * as emergency from "./views/emergency.js";
 import * as inbox from "./views/inbox.js";
+import * as incident from "./views/incident.js";
 import * as kpi from "./views/kpi.js";
 import * as login from "./views/login.js";
+import * as notifyPrefs from "./views/notify-prefs.js";
 import * as people from "./views/people.js";
 import * as registry from "./views/registry.js";
 import * as rejected from "./views/rejected.js";
+import * as task from "./views/task.js";
 import * as tasks from "./views/tasks.js";
 import * as territory from "./views/territory.js";
 import * as venue from "./views/venue.js";
@@ -28,10 +34,14 @@ const PAGES = [
   { path: /^people$/, view: people, nav: "People", href: "#/people", roles: (r) => r === "admin" },
   { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "Registry", href: "#/registry", roles: (r) => r === "admin" },
   { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
+  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: task, title: "task" }, // a message's link adds ?for=
+  { path: /^incident\/(\d+)$/, view: incident, title: "incident" },
+  { path: /^settings\/notifications$/, view: notifyPrefs, title: "notifications" },
 ];
 
 const live = new Live();
 const ctx = { me: null, live };
+const centre = new NotificationCentre(live);
 let cleanup = null;
 let navigation = 0; // which route() is current: a slow page must not outlive a newer one
 
@@ -50,6 +60,7 @@ async function route() {
   if (!session.get()) {
     showChrome(false);
     live.stop();
+    centre.stop();
     cleanup = login.render(root, { onSignedIn: start });
     return;
   }
@@ -64,7 +75,7 @@ async function route() {
     for (const a of document.querySelectorAll("#nav a")) {
       a.classList.toggle("active", a.getAttribute("href") === `#/${hash}`);
     }
-    document.title = `gridwatch · ${page.nav || "venue"}`;
+    document.title = `gridwatch · ${page.nav || page.title || "venue"}`;
     const done = (await page.view.render(root, ctx, ...match.slice(1))) || null;
     if (mine === navigation) cleanup = done;
     else if (done) done(); // navigated away while it loaded: stop it now
@@ -95,6 +106,7 @@ async function start() {
     .map((p) => h("a", { href: p.href }, p.nav)));
   showChrome(true);
   live.start();
+  centre.start();
   if (!location.hash || location.hash === "#/" || location.hash === "#/login") location.hash = home(ctx.me.role);
   else route();
 }
@@ -107,25 +119,6 @@ function showChrome(on) {
 // ---- the alarm: a new red incident flashes the page and sounds, unless silenced ----
 
 const seen = new Set();
-let sound = localStorage.getItem("gridwatch.sound") !== "off";
-let audio = null;
-
-function beep() {
-  if (!sound) return;
-  audio = audio || new AudioContext();
-  const t = audio.currentTime;
-  for (let i = 0; i < 3; i++) {
-    const osc = audio.createOscillator();
-    const gain = audio.createGain();
-    osc.frequency.value = 880;
-    gain.gain.setValueAtTime(0.0001, t + i * 0.35);
-    gain.gain.exponentialRampToValueAtTime(0.3, t + i * 0.35 + 0.02);
-    gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.35 + 0.25);
-    osc.connect(gain).connect(audio.destination);
-    osc.start(t + i * 0.35);
-    osc.stop(t + i * 0.35 + 0.3);
-  }
-}
 
 function quiet() {
   document.getElementById("alarm").hidden = true;
@@ -185,18 +178,44 @@ window.addEventListener("gridwatch:server", (e) => {
 
 function showSound() {
   const b = document.getElementById("sound");
-  b.textContent = sound ? "sound on" : "sound off";
-  b.setAttribute("aria-pressed", String(sound));
+  b.textContent = soundOn() ? "sound on" : "sound off";
+  b.setAttribute("aria-pressed", String(soundOn()));
+  b.title = "sound on red incidents and red notifications";
 }
 
 document.getElementById("sound").addEventListener("click", () => {
-  sound = !sound;
-  localStorage.setItem("gridwatch.sound", sound ? "on" : "off");
-  if (sound) {
-    audio = audio || new AudioContext(); // created on a click, so the browser lets it play
-    audio.resume();
-  }
+  setSound(!soundOn()); // on a click, so the browser lets it play
   showSound();
+});
+
+// ---- the person's menu ----
+
+const menuButton = document.getElementById("me-menu");
+const menuItems = document.getElementById("me-items");
+
+function menu(open) {
+  menuItems.hidden = !open;
+  menuButton.setAttribute("aria-expanded", String(open));
+}
+
+menuButton.addEventListener("click", () => {
+  menu(menuItems.hidden);
+  if (!menuItems.hidden) menuItems.querySelector("a").focus();
+});
+menuItems.addEventListener("click", () => menu(false));
+document.addEventListener("click", (e) => {
+  if (!menuItems.hidden && !menuItems.contains(e.target) && !menuButton.contains(e.target)) menu(false);
+});
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !menuItems.hidden) {
+    menu(false);
+    menuButton.focus();
+  }
+});
+
+// A tapped notification from the service worker: go to its page.
+navigator.serviceWorker?.addEventListener("message", (e) => {
+  if (typeof e.data?.open === "string" && e.data.open.startsWith("#/")) location.hash = e.data.open;
 });
 
 document.getElementById("sign-out").addEventListener("click", async () => {
@@ -213,4 +232,5 @@ window.addEventListener("gridwatch:signed-out", () => {
 });
 window.addEventListener("hashchange", route);
 showSound();
+registerWorker();
 route();

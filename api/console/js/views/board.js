@@ -2,6 +2,7 @@
 
 import { SUPERVISORS, api, objectUrl, silenced, venueNames } from "../api.js";
 import { act, ago, ask, clock, debounce, h, severityChip, toast } from "../dom.js";
+import { deliveriesToggle } from "./deliveries.js";
 
 const RANK = { red: 0, yellow: 1, green: 2 };
 
@@ -72,8 +73,9 @@ export async function render(root, { me, live }) {
     }
     return h("tr", { class: state.fresh.has(i.id) ? "flash" : null, dataset: { id: i.id, severity: i.severity } },
       h("td", {}, severityChip(i.severity)),
-      h("td", {}, h("div", {}, i.title), h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`),
-        i.detail?.snapshot ? picture(i) : null),
+      h("td", {}, h("div", {}, h("a", { href: `#/incident/${i.id}`, class: "plain" }, i.title)),
+        h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`),
+        i.detail?.snapshot ? picture(i) : null, deliveriesToggle("incidents", i.id)),
       h("td", {}, i.venue_id
         ? h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)
         : h("span", { class: "muted" }, "platform")),

@@ -1,15 +1,32 @@
 // A grid worker's inbox, made for a phone: my tasks, what to do next, one tap each.
 
+import { alertsState, setAlerts } from "../alerts.js";
 import { api } from "../api.js";
 import { debounce, fill, h, toast } from "../dom.js";
 import { taskCard, urgent } from "./taskcard.js";
+
+/** On a phone that was never asked: an offer to sound, buzz and notify on new red tasks (the
+ * browser asks for permission only from a tap). */
+function offer() {
+  if (alertsState() !== "ask") return null;
+  const box = h("div", { class: "inbox offer panel", id: "alerts-offer" },
+    h("p", {}, "Get a sound, a vibration and a notification when a red task comes in while this page is open."),
+    h("div", { class: "row" },
+      h("button", { type: "button", class: "primary", onclick: async () => {
+        const state = await setAlerts(true);
+        if (state !== "on") toast("Alerts stay off: this browser refuses notifications for gridwatch (its site settings can allow them).", true);
+        box.remove();
+      } }, "Turn on alerts"),
+      h("button", { type: "button", class: "quiet", onclick: async () => { await setAlerts(false); box.remove(); } }, "Not now")));
+  return box;
+}
 
 export async function render(root, ctx) {
   const { live } = ctx;
   const names = { people: new Map([[ctx.me.id, "you"]]) };
   const list = h("div", { class: "inbox", id: "inbox" });
   const closed = h("div", { class: "inbox" });
-  root.append(list, closed);
+  root.append(...[offer(), list, closed].filter(Boolean));
 
   async function load() {
     let open;

@@ -2,6 +2,7 @@
 
 import { SUPERVISORS, api } from "../api.js";
 import { act, ask, clock, due, h, severityChip } from "../dom.js";
+import { deliveriesToggle } from "./deliveries.js";
 
 const STATE_LABEL = {
   reported: "new", dispatched: "dispatched", accepted: "accepted", handling: "in hand",
@@ -70,9 +71,10 @@ async function details(action, needs, task, people) {
 
 /**
  * The card. `people(task)` gives whom it can be dispatched to; `names` has Maps from person and
- * area ids to names (`people`, `areas`); `done()` runs after an action.
+ * area ids to names (`people`, `areas`); `done()` runs after an action; `alone`: on the task's
+ * own page (which shows its deliveries itself).
  */
-export function taskCard(task, { me, people = () => [], names = {}, done, moved = false }) {
+export function taskCard(task, { me, people = () => [], names = {}, done, moved = false, alone = false }) {
   const person = (id) => names.people?.get(id) || id;
   const area = (id) => names.areas?.get(id) || id;
   const timeline = h("ol", { class: "timeline", hidden: true });
@@ -108,5 +110,6 @@ export function taskCard(task, { me, people = () => [], names = {}, done, moved 
       task.level_id !== task.grid_id ? h("span", { class: "overdue" }, `escalated to ${area(task.level_id)}`) : null,
       task.state === "closed" || task.state === "suspended" ? null : due(task.deadline_at)),
     buttons.length ? h("div", { class: "actions" }, buttons) : null,
-    h("div", {}, toggle), timeline);
+    h("div", { class: "row" }, toggle, alone ? null : h("a", { class: "small", href: `#/task/${task.id}` }, "open")),
+    timeline, SUPERVISORS.has(me.role) && !alone ? deliveriesToggle("tasks", task.id) : null);
 }

@@ -1,0 +1,43 @@
+// One task, the page a notification's link opens: the card (with "accept" for its assignee),
+// its timeline and who was notified about it.
+
+import { api } from "../api.js";
+import { debounce, fill, h } from "../dom.js";
+import { deliveriesTable } from "./deliveries.js";
+import { taskCard } from "./taskcard.js";
+
+export async function render(root, ctx, id, forPerson) {
+  const { live } = ctx;
+  const card = h("div", { class: "inbox", id: "task" });
+  const deliveries = deliveriesTable("tasks", id);
+  // A message's link names whom it was sent to: someone else signed in here is told.
+  const other = forPerson && forPerson !== ctx.me.id
+    ? h("p", { class: "warning", id: "link-for" }, `This link was sent to ${forPerson}; you are signed in as ${ctx.me.id}.`)
+    : null;
+  root.append(h("h1", {}, `Task #${id}`), ...[other].filter(Boolean), card,
+    h("section", { class: "panel task-deliveries" }, h("h2", {}, "Notified"), deliveries));
+
+  let loaded = false;
+  async function load() {
+    let task;
+    try {
+      task = await api(`/api/tasks/${id}`);
+    } catch (e) {
+      fill(card, h("p", { class: "error" }, e.status === 404 ? `Task #${id} is not there, or not in your area.` : e.message));
+      return;
+    }
+    fill(card, taskCard(task, { me: ctx.me, names: { people: new Map([[ctx.me.id, "you"]]) }, done: load, alone: true }));
+    if (loaded) deliveries.load();
+    loaded = true;
+  }
+
+  const reload = debounce(load, 250);
+  const onTask = (e) => { if (String(e.detail.id) === String(id)) reload(); };
+  live.addEventListener("task", onTask);
+  live.addEventListener("resync", reload);
+  await load();
+  return () => {
+    live.removeEventListener("task", onTask);
+    live.removeEventListener("resync", reload);
+  };
+}
