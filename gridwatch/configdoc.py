@@ -13,9 +13,9 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from notify.channels import SETTINGS as CHANNEL_SETTINGS
 from notify.channels.webhook import WebhookSettings
 from notify.settings import NotifySettings
-from notify.channels import SETTINGS as CHANNEL_SETTINGS
 from registry.broker_sync import BrokerSyncSettings
 from registry.enrol import EdgeBrokerSettings
 
