@@ -148,3 +148,29 @@ GRANT SELECT ON platform_keys TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 -- `gridwatch node show`: whether a node is online and which configuration it runs.
 GRANT SELECT ON node_presence TO gridwatch_cli;
 GRANT INSERT ON platform_keys TO gridwatch_ingest, gridwatch_cli;
+
+-- Notifications (015). Events are written only by triggers (as the owner), in the transaction of
+-- what causes them; the ingest leader routes them into deliveries and sends those; the API shows
+-- a person their own, marks them read, and keeps each person's preferences.
+ALTER FUNCTION notify_event(text, severity, text, bigint, bigint, text, jsonb)
+    SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_task() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_incident() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_emergency() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_command() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_node_audit() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_refusal() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_console() SECURITY DEFINER SET search_path = public, pg_temp;
+-- not granted: notify_events_id_seq: only the triggers that record events (as the owner) use it
+GRANT SELECT, UPDATE (routed_at) ON notify_events TO gridwatch_ingest;
+GRANT SELECT ON notify_events TO gridwatch_api;
+GRANT SELECT, INSERT, UPDATE ON deliveries TO gridwatch_ingest;
+GRANT USAGE ON SEQUENCE deliveries_id_seq TO gridwatch_ingest;
+GRANT SELECT, UPDATE (read_at) ON deliveries TO gridwatch_api;
+GRANT SELECT ON notify_prefs, notify_policies TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
+GRANT INSERT, UPDATE ON notify_prefs TO gridwatch_api, gridwatch_cli;
+GRANT INSERT, UPDATE, DELETE ON notify_policies TO gridwatch_cli;
+-- The leader makes a task's short link when it renders a message and prunes expired ones; the
+-- API opens them.
+GRANT SELECT, INSERT, DELETE ON notify_links TO gridwatch_ingest;
+GRANT SELECT ON notify_links TO gridwatch_api;

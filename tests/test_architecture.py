@@ -6,14 +6,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"gateway", "edge", "simulators", "ingest", "registry", "api", "gridwatch"}
+OURS = {"gateway", "edge", "simulators", "ingest", "registry", "notify", "api", "gridwatch"}
 MAY_IMPORT = {
     "gateway": set(),
     "edge": {"gateway"},
     "simulators": {"gateway", "edge"},
     "ingest": {"gateway"},
     "registry": {"gateway", "ingest"},
-    "api": {"gateway", "ingest", "registry"},
+    "notify": {"gateway", "ingest", "registry"},
+    "api": {"gateway", "ingest", "registry", "notify"},
     "gridwatch": OURS,
 }
 

@@ -1,0 +1,78 @@
+"""Titles and bodies in the recipient's language, from an event's kind and parameters."""
+
+# ruff: noqa: RUF001  (Chinese text takes its own full-width punctuation)
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+LANGUAGES = ("zh-CN", "en")
+
+# kind -> language -> (title, body); {name} is a parameter of the event.
+_TEXTS: dict[str, dict[str, tuple[str, str]]] = {
+    "task.dispatched": {
+        "zh-CN": ("新任务：{title}", "任务 {task_id} 已派给您，请尽快接收。"),
+        "en": ("New task: {title}", "Task {task_id} is yours; please accept it."),
+    },
+    "task.deadline": {
+        "zh-CN": ("任务即将超时：{title}", "任务 {task_id} 已用去八成时限（{state}）。"),
+        "en": ("Task close to its deadline: {title}", "Task {task_id} used 80% of its time ({state})."),
+    },
+    "task.escalated": {
+        "zh-CN": ("任务升级至{level_id}：{title}", "任务 {task_id} 超时未办，已从 {from} 升级。"),
+        "en": ("Task escalated to {level_id}: {title}", "Task {task_id} passed its deadline at {from}."),
+    },
+    "task.accepted": {
+        "zh-CN": ("任务已接收：{title}", "任务 {task_id} 已由 {assignee} 接收。"),
+        "en": ("Task accepted: {title}", "Task {task_id} was accepted by {assignee}."),
+    },
+    "incident.red": {
+        "zh-CN": ("红色事件：{title}", "{venue}（{venue_id}）发生红色事件 {incident_id}。"),
+        "en": ("Red incident: {title}", "Red incident {incident_id} at {venue} ({venue_id})."),
+    },
+    "node.offline": {
+        "zh-CN": ("节点离线：{node_id}", "{venue}（{venue_id}）的节点 {node_id} 离线。"),
+        "en": ("Node offline: {node_id}", "Node {node_id} at {venue} ({venue_id}) is offline."),
+    },
+    "emergency.started": {
+        "zh-CN": ("应急状态启动：{area}", "{reason}\n{message}"),
+        "en": ("Emergency started: {area}", "{reason}\n{message}"),
+    },
+    "emergency.ended": {
+        "zh-CN": ("应急状态结束：{area}", "由 {by} 结束。"),
+        "en": ("Emergency ended: {area}", "Ended by {by}."),
+    },
+    "command.failed": {
+        "zh-CN": ("指令未执行：{action} {device_id}", "指令 {command_id} 状态 {state}：{detail}"),
+        "en": ("Command not carried out: {action} {device_id}", "Command {command_id} {state}: {detail}"),
+    },
+    "node.enrolled": {
+        "zh-CN": ("节点已注册：{node_id}", "节点 {node_id} 从 {client} 完成注册。"),
+        "en": ("Node enrolled: {node_id}", "Node {node_id} enrolled from {client}."),
+    },
+    "node.refused": {
+        "zh-CN": ("已停用节点尝试连接：{node_id}", "账号 {client} 被拒绝 {count} 次。"),
+        "en": ("Disabled node trying to connect: {node_id}", "Account {client} refused {count} times."),
+    },
+    "digest": {
+        "zh-CN": ("{n} 条新通知", "{lines}"),
+        "en": ("{n} new notifications", "{lines}"),
+    },
+}  # fmt: skip
+
+
+def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str, str]:
+    """(title, body) for an event in `language` (zh-CN when the language is not known)."""
+    texts = _TEXTS.get(kind)
+    if texts is None:
+        return kind, ""
+    title, body = texts.get(language) or texts["zh-CN"]
+    values: defaultdict[str, str] = defaultdict(str)
+    values.update({k: "" if v is None else str(v) for k, v in params.items()})
+    return title.format_map(values), body.format_map(values).strip()
+
+
+def kinds() -> list[str]:
+    """Every event kind that has texts (the digest included)."""
+    return sorted(_TEXTS)
