@@ -175,14 +175,20 @@ def _red_incidents(dsn: str, since: datetime) -> dict[int, datetime]:
     return {int(r[0]): r[1] for r in rows}
 
 
-def _incident_of_keys(dsn: str, keys: set[str]) -> dict[str, int]:
+def _incidents_of_keys(dsn: str, keys: set[str]) -> dict[str, set[int]]:
+    """The incidents each request was about: its delivery's, or every one its digest holds."""
     ids = [int(k) for k in keys if k.isdigit()]
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT id, incident_id FROM deliveries WHERE id = ANY(%s) AND incident_id IS NOT NULL",
-            (ids,),
+            "SELECT id, incident_id FROM deliveries WHERE id = ANY(%s) AND incident_id IS NOT NULL"
+            " UNION ALL SELECT digest_id, incident_id FROM deliveries"
+            " WHERE digest_id = ANY(%s) AND incident_id IS NOT NULL",
+            (ids, ids),
         ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+    found: dict[str, set[int]] = {}
+    for key, incident in rows:
+        found.setdefault(str(key), set()).add(int(incident))
+    return found
 
 
 def _first_request_delays(
@@ -190,12 +196,12 @@ def _first_request_delays(
 ) -> dict[int, float]:
     """Seconds from each incident's opening to the first webhook request about it."""
     hits = receiver.hits()
-    of_key = _incident_of_keys(dsn, {h.key for h in hits})
+    of_key = _incidents_of_keys(dsn, {h.key for h in hits})
     first: dict[int, float] = {}
     for hit in hits:
-        incident = of_key.get(hit.key)
-        if incident in incidents:
-            first[incident] = min(first.get(incident, hit.at), hit.at)
+        for incident in of_key.get(hit.key, ()):
+            if incident in incidents:
+                first[incident] = min(first.get(incident, hit.at), hit.at)
     return {i: at - incidents[i].timestamp() for i, at in first.items()}
 
 
@@ -230,6 +236,23 @@ def _sent_times(dsn: str, channel: str, since: datetime) -> list[float]:
             (channel, since),
         ).fetchall()
     return [float(r[0]) for r in rows]
+
+
+def _most_per_person_minute(dsn: str, since: datetime) -> dict[str, int]:
+    """By channel: the most messages (direct or digest) one person got in any minute."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT channel, person_id, extract(epoch FROM sent_at) FROM deliveries"
+            " WHERE state = 'sent' AND sent_at >= %s",
+            (since,),
+        ).fetchall()
+    times: dict[tuple[str, str], list[float]] = {}
+    for channel, person, at in rows:
+        times.setdefault((str(channel), str(person)), []).append(float(at))
+    most: dict[str, int] = {}
+    for (channel, _), ts in times.items():
+        most[channel] = max(most.get(channel, 0), _max_per_window(ts))
+    return most
 
 
 def _pending(dsn: str, *, due_only: bool) -> int:
@@ -325,7 +348,9 @@ def run(args: argparse.Namespace) -> int:
         _wait(
             lambda: len(_red_incidents(stack.dsn, storm_start)) >= args.storm, 60
         )  # the fleet's messages committed
+        drain_start = time.monotonic()
         drained = _wait(lambda: _pending(stack.dsn, due_only=False) == 0, args.drain_s)
+        drain_s = time.monotonic() - drain_start
         time.sleep(2)
         fleet.stop()
         fleet = None
@@ -346,6 +371,8 @@ def run(args: argparse.Namespace) -> int:
             "wecom_refused_over_limit": wecom_requests - len(wecom),
             "wecom_limit_per_minute": ROBOT_PER_MINUTE,
             "drained": drained,
+            "drain_s": round(drain_s, 1),
+            "most_per_person_minute": _most_per_person_minute(stack.dsn, storm_start),
             "drain_limit_s": args.drain_s,
             "wecom_pending": by_channel.get("wecom", {}).get("pending", 0),
             "webhook_refused_signature": receiver.refused,
