@@ -23,6 +23,7 @@ from api.routes import (
     health,
     incidents,
     live,
+    notify,
     operations,
     people,
     registry_upload,
@@ -76,7 +77,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # admin last: its /api/v1/admin/{kind}/{record_id} would shadow a fixed path under
     # /api/v1/admin/nodes/ of a router included after it.
     for module in (auth, incidents, tasks, venues, people, operations, live, health,
-                   enrol, registry_upload, admin):  # fmt: skip
+                   enrol, registry_upload, notify, admin):  # fmt: skip
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)

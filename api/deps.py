@@ -103,6 +103,18 @@ CurrentSession = Annotated[tuple[User, Claims], Depends(current_session)]
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+def admin_user(user: CurrentUser) -> User:
+    """The signed-in person, who must be an admin (403 otherwise)."""
+    if user.role is not Role.ADMIN:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"a {user.role} cannot manage the registry; admins do"
+        )
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
 def client_of(request: Request) -> str:
     """The client's address, as the audit log and the sign-in throttle know it."""
     return request.client.host if request.client else ""

@@ -686,15 +686,7 @@ class EdgeAgent:
         except (ConfigError, ValueError) as exc:
             self._answer_config(config.version, str(exc))
             return
-        devices = dict(self.devices)
-        for device_id in plan.stop:
-            devices.pop(device_id).stop()
-            log.info("driver stopped node=%s device=%s", self.node, device_id)
-        for device_id, dev in plan.start.items():
-            dev.start(self.submit)
-            devices[device_id] = dev
-            log.info("driver started node=%s device=%s driver=%s", self.node, device_id,
-                     next(c.driver for c in wanted if c.id == device_id))  # fmt: skip
+        devices = self._switch_drivers(plan)
         self.devices = {c.id: devices[c.id] for c in wanted}  # one assignment: births see either
         self._device_configs = {c.id: c for c in wanted}
         self.config = self.config.model_copy(
@@ -707,6 +699,55 @@ class EdgeAgent:
         self._answer_config(config.version, None)
         if (plan.start or plan.stop) and self.watch.connected.is_set():
             self._publish_birth(self.client)  # the platform sees the new devices and version
+
+    def _switch_drivers(self, plan: reconfig.Plan) -> dict[str, d.Device]:
+        """Start the plan's new drivers, restart its changed ones and stop its removed ones, so
+        that a failure leaves what ran running: new devices start first (all stopped again if
+        one fails); a changed one whose new driver fails to start gets its old driver back;
+        removed ones stop last. Raises the first failure after undoing; the running set then."""
+        devices = dict(self.devices)
+        fresh = [i for i in plan.start if i not in devices]
+        started: list[str] = []
+        try:
+            for device_id in fresh:
+                plan.start[device_id].start(self.submit)
+                started.append(device_id)
+            for device_id in plan.restarted:
+                devices[device_id].stop()
+                try:
+                    plan.start[device_id].start(self.submit)
+                except Exception:
+                    old = self._rebuild(device_id)
+                    if old is not None:
+                        old.start(self.submit)
+                        devices[device_id] = old
+                    else:
+                        devices.pop(device_id)
+                    self.devices = devices
+                    raise
+                devices[device_id] = plan.start[device_id]
+                log.info("driver restarted node=%s device=%s", self.node, device_id)
+        except Exception:
+            for device_id in started:
+                plan.start[device_id].stop()
+            raise
+        for device_id in started:
+            devices[device_id] = plan.start[device_id]
+            log.info("driver started node=%s device=%s", self.node, device_id)
+        for device_id in (i for i in plan.stop if i not in plan.start):
+            devices.pop(device_id).stop()
+            log.info("driver stopped node=%s device=%s", self.node, device_id)
+        return devices
+
+    def _rebuild(self, device_id: str) -> d.Device | None:
+        """A fresh driver for a device as it ran before (to put back after a failed change)."""
+        config = self._device_configs.get(device_id)
+        if config is None or self._drivers is None:
+            return None
+        try:
+            return self._drivers(config)
+        except ConfigError:
+            return None
 
     def _answer_config(self, version: int, refused: str | None) -> None:
         """Tell the platform a configuration was applied or refused (and why). Not through the

@@ -147,13 +147,16 @@ def new_client(
     *,
     manual_ack: bool = False,
     max_inflight: int = 1000,
+    reconnect: bool = True,
 ) -> tuple[mqtt.Client, ConnectionWatch]:
-    """An MQTT v5 client with credentials, TLS and connection tracking set up (not yet connected)."""
+    """An MQTT v5 client with credentials, TLS and connection tracking set up (not yet
+    connected). `reconnect=False`: a lost connection stays lost (paho does not reconnect)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
         manual_ack=manual_ack,
+        reconnect_on_failure=reconnect,
     )
     if settings.username is not None:
         password = settings.password.get_secret_value() if settings.password else None

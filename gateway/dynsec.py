@@ -122,7 +122,9 @@ class DynSec:
             return
         self.close()
         user = str(self.settings.username)
-        client, watch = new_client(user, self.settings)
+        # Never reconnected by paho: two holders of the control account (one client id) would
+        # otherwise take the session from each other forever. The next batch connects again.
+        client, watch = new_client(user, self.settings, reconnect=False)
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         connected = watch.on_connect
@@ -135,9 +137,6 @@ class DynSec:
         def on_disconnect(c: mqtt.Client, u: Any, flags: Any, reason: ReasonCode, p: Any) -> None:
             watch.on_disconnect(c, u, flags, reason, p)
             self._subscribed.clear()
-            # No automatic reconnect: two holders of the control account would otherwise take
-            # the session from each other forever. The next batch connects again.
-            c.disconnect()
             with self._lock:
                 self._lock.notify_all()
 
@@ -330,10 +329,6 @@ class DynSec:
     @staticmethod
     def disable_client(username: str) -> Command:
         return {"command": "disableClient", "username": username}
-
-    @staticmethod
-    def set_client_password(username: str, password: str) -> Command:
-        return {"command": "setClientPassword", "username": username, "password": password}
 
     @staticmethod
     def modify_client(

@@ -83,8 +83,10 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
 
 
 def _leader_duties(settings: IngestSettings) -> list[Duty]:
-    """The registry's work for the ingest leader (the ingest does not import the registry)."""
+    """The registry's and the notifications' work for the ingest leader (the ingest imports
+    neither)."""
     from gateway.signing import Signer
+    from ingest.settings import Environment
     from notify.duty import NotifyDuty, configured_channels
     from notify.settings import NotifySettings
     from registry.broker_sync import BrokerSync, BrokerSyncSettings
@@ -97,7 +99,8 @@ def _leader_duties(settings: IngestSettings) -> list[Duty]:
         duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file)))
     else:
         log.warning("no GRIDWATCH_COMMAND_KEY_FILE: node configurations are not pushed")
-    duties.append(NotifyDuty(configured_channels(), NotifySettings()))
+    production = settings.environment is Environment.PRODUCTION
+    duties.append(NotifyDuty(configured_channels(production), NotifySettings()))
     return duties
 
 

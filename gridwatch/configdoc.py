@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
+from notify.channels.webhook import WebhookSettings
+from notify.settings import NotifySettings
 from registry.broker_sync import BrokerSyncSettings
 from registry.enrol import EdgeBrokerSettings
 
@@ -26,6 +28,8 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
     ("api, node site files", EdgeBrokerSettings),
+    ("ingest (leader): notifications", NotifySettings),
+    ("ingest (leader): webhook channel", WebhookSettings),
 ]
 
 

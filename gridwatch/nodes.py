@@ -44,7 +44,7 @@ def _audit(conn: Conn, args: argparse.Namespace, action: str, node: str,
 def site_file(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{args.node}.site.yaml")
     with _connect(args) as conn, conn.transaction():
-        enrol._enabled_node(conn, args.node)
+        enrol.enabled_node(conn, args.node)
         secret = issue_secret(conn, args.node)
         site = enrol.site_file(conn, args.node, secret, enrol.EdgeBrokerSettings())
         _audit(conn, args, "node.site_file", args.node,
@@ -65,7 +65,7 @@ def enrolment_code(args: argparse.Namespace) -> int:
 
 def rotate(args: argparse.Namespace) -> int:
     with _connect(args) as conn, conn.transaction():
-        enrol._enabled_node(conn, args.node)
+        enrol.enabled_node(conn, args.node)
         secret = issue_secret(conn, args.node)
         _audit(conn, args, "node.rotate", args.node)
     print(f"new secret for node {args.node} (shown once; the old one stops working within a"

@@ -45,6 +45,10 @@ class Duty(Protocol):
         """One round; `changed` holds the registry notices since the last round (empty when
         the round is due by time). Exceptions are logged and the round is tried again later."""
 
+    def stop(self) -> None:
+        """The lead is lost or the worker stops: let go of what only a leader may hold (the
+        broker's control connection). The next round, if the lead comes back, starts afresh."""
+
 
 LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
 _TICK_S = 0.25
@@ -133,6 +137,11 @@ class Leader:
         if self.leading:
             log.info("leader stepping down worker=%s", self.name)
         self.leading = False
+        for duty in self.duties:
+            try:
+                duty.stop()
+            except Exception:
+                log.exception("leader duty did not stop cleanly duty=%s", duty.name)
         metrics.LEADER.set(0)
         metrics.UNCONSUMED_SLOTS.set(0)  # the next leader reports them
         self._silent = set()

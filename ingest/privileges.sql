@@ -150,8 +150,8 @@ GRANT SELECT ON node_presence TO gridwatch_cli;
 GRANT INSERT ON platform_keys TO gridwatch_ingest, gridwatch_cli;
 
 -- Notifications (015). Events are written only by triggers (as the owner), in the transaction of
--- what causes them; the ingest leader routes them into deliveries and sends those; the API shows
--- a person their own, marks them read, and keeps each person's preferences.
+-- what causes them; the ingest leader routes them into deliveries, sends those and prunes old
+-- ones; the API shows a person their own, marks them read, and keeps each person's preferences.
 ALTER FUNCTION notify_event(text, severity, text, bigint, bigint, text, jsonb)
     SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_task() SECURITY DEFINER SET search_path = public, pg_temp;
@@ -162,9 +162,9 @@ ALTER FUNCTION notify_node_audit() SECURITY DEFINER SET search_path = public, pg
 ALTER FUNCTION notify_refusal() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_console() SECURITY DEFINER SET search_path = public, pg_temp;
 -- not granted: notify_events_id_seq: only the triggers that record events (as the owner) use it
-GRANT SELECT, UPDATE (routed_at) ON notify_events TO gridwatch_ingest;
+GRANT SELECT, UPDATE (routed_at), DELETE ON notify_events TO gridwatch_ingest;
 GRANT SELECT ON notify_events TO gridwatch_api;
-GRANT SELECT, INSERT, UPDATE ON deliveries TO gridwatch_ingest;
+GRANT SELECT, INSERT, UPDATE, DELETE ON deliveries TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO gridwatch_ingest;
 GRANT SELECT, UPDATE (read_at) ON deliveries TO gridwatch_api;
 GRANT SELECT ON notify_prefs, notify_policies TO gridwatch_ingest, gridwatch_api, gridwatch_cli;

@@ -241,6 +241,9 @@ class IngestWorker:
             self._stopping.set()
             if self.leader.thread.is_alive():
                 self.leader.thread.join(10)
+                if self.leader.thread.is_alive():  # a daemon thread: it does not hold the exit
+                    log.warning("leader thread still busy after 10 s client_id=%s; stopping "
+                                "without it", s.client_id)  # fmt: skip
             self.client.disconnect(properties=_END_SESSION if retire else None)
             self.client.loop_stop()
             if retire:

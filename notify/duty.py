@@ -38,15 +38,24 @@ class NotifyDuty:
             router.route(conn, self.channels, self.settings)
         if time.monotonic() - self._pruned > _PRUNE_EVERY_S:
             self._pruned = time.monotonic()
-            links.prune(conn)
+            links.prune(conn, self.settings.retention_days)
+
+    def stop(self) -> None:
+        """Nothing is held between rounds: what a round took is leased in the database."""
 
 
-def configured_channels() -> dict[str, Channel]:
+def configured_channels(production: bool = False) -> dict[str, Channel]:
     """Every enabled channel: the console always, the webhook when enabled, and the providers'
-    adapters of notify.channels.configured() (each refusing a missing secret in production)."""
+    adapters of notify.channels.configured(). In production an enabled channel whose secret is
+    missing is refused (ValueError naming the setting)."""
     found: dict[str, Channel] = {"console": ConsoleChannel()}
     webhook = WebhookSettings()
+    if production:
+        webhook.check_production()
     if webhook.enabled:
+        if webhook.secret is None:
+            log.warning("the notify webhook is enabled without GRIDWATCH_NOTIFY_WEBHOOK_SECRET:"
+                        " its messages are signed with an empty key")  # fmt: skip
         found["webhook"] = WebhookChannel(webhook)
     package = importlib.import_module("notify.channels")
     providers = getattr(package, "configured", None)  # the providers' adapters (notify-channels)

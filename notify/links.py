@@ -41,5 +41,15 @@ def resolve(conn: Conn, token: str) -> tuple[int, str] | None:
     return (int(str(row[0])), str(row[1])) if row is not None else None
 
 
-def prune(conn: Conn) -> None:
+def prune(conn: Conn, retention_days: int) -> None:
+    """Expired links, and settled deliveries and events older than the retention."""
     conn.execute("DELETE FROM notify_links WHERE expires_at < now() - interval '1 day'")
+    cutoff = timedelta(days=retention_days)
+    conn.execute(
+        "DELETE FROM deliveries WHERE created_at < now() - %s AND state <> 'pending'", (cutoff,)
+    )
+    conn.execute(
+        """DELETE FROM notify_events e WHERE e.at < now() - %s AND e.routed_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)""",
+        (cutoff,),
+    )

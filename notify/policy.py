@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Literal
 
@@ -10,6 +11,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Conn = psycopg.Connection[tuple[object, ...]]
+log = logging.getLogger(__name__)
 
 
 class Who(StrEnum):
@@ -91,7 +93,10 @@ class Policies:
             "SELECT kind, severity::text, rules FROM notify_policies"
         ).fetchall():
             key = (str(kind), str(severity) if severity is not None else None)
-            found[key] = parse(key[0], key[1], rules)
+            try:
+                found[key] = parse(key[0], key[1], rules)
+            except PolicyError as exc:  # one bad row must not silence every notification
+                log.error("%s; the built-in policy applies until it is fixed", exc)
         return cls(found)
 
     def rules(self, kind: str, severity: str | None) -> Rules:

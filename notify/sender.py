@@ -138,7 +138,7 @@ def _with_attempt(c: Claimed) -> Claimed:
 def _claim_channel(
     conn: Conn, channel: Channel, items: list[Claimed], settings: NotifySettings
 ) -> list[Claimed]:
-    budget = math.inf
+    budget, free_at = math.inf, None
     if channel.per_minute is not None:
         row = conn.execute(
             """SELECT count(*), min(tried_at) FROM deliveries
@@ -177,9 +177,11 @@ def _claim_channel(
                 out.append(c)
             else:
                 held.append(c)
-    if held:
-        at = free_at + _WINDOW if isinstance(free_at, datetime) else None
-        _defer(conn, held, at)
+    if held:  # until the oldest send of the window is a minute old (this round's: now)
+        conn.execute(
+            "UPDATE deliveries SET next_at = coalesce(%s, now()) + %s WHERE id = ANY(%s)",
+            (free_at, _WINDOW, [c.id for c in held]),
+        )
         log.info("notify channel at its limit channel=%s per_minute=%s held=%d", channel.name,
                  channel.per_minute, len(held))  # fmt: skip
     return out

@@ -39,6 +39,9 @@ class NotifySettings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="the API's public address, for the short links in messages (/t/TOKEN)",
     )
+    retention_days: int = Field(
+        default=90, ge=1, description="settled deliveries and their events are kept this long"
+    )
     link_ttl_s: float = Field(
         default=7 * 86_400, gt=0, description="how long a message's link opens its task"
     )

@@ -435,6 +435,7 @@ class BrokerSync:
         record(conn, report)
         return report
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The lead is lost: close the control connection (only the leader may hold it)."""
         if self._dynsec is not None:
             self._dynsec.close()

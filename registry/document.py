@@ -548,6 +548,9 @@ def _check_scope(
     if scope not in areas:
         problems.add(f"{doc.filename}: the scope {scope!r} is not an area of the registry")
         return
+    # Where records were before: as registered, or, for those the file lists unchanged (the
+    # plan keeps no copy of those), as the file has them, which is the same.
+    was: Records = {k: {**doc.records[k], **registered.get(k, {})} for k in doc.records}
     was_areas = cast(dict[str, Area], registered.get("areas", {}))
     for kind, records in doc.records.items():
         for rid, record in records.items():
@@ -565,7 +568,7 @@ def _check_scope(
                 )
                 continue
             old = registered.get(kind, {}).get(rid)
-            if old is not None and not within(area_of(kind, old, registered), scope, was_areas):
+            if old is not None and not within(area_of(kind, old, was), scope, was_areas):
                 problems.add(
                     f"{doc.locate(kind, rid)}: {rid} is registered outside {scope}; "
                     "it cannot be taken over from there"

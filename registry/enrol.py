@@ -109,7 +109,7 @@ def _audit(conn: Conn, actor: str, action: str, node_id: str, detail: dict[str, 
     )
 
 
-def _enabled_node(conn: Conn, node_id: str) -> str:
+def enabled_node(conn: Conn, node_id: str) -> str:
     """The node's venue; LookupError / EnrolmentError when it is missing or disabled."""
     row = conn.execute(
         """SELECT n.venue_id, n.disabled OR v.disabled FROM edge_nodes n
@@ -131,7 +131,7 @@ def create_code(
     if not 0 < valid_hours <= MAX_VALID_HOURS:
         raise ValueError(f"an enrolment code is valid for 0 to {MAX_VALID_HOURS} hours, not"
                          f" {valid_hours:g}")  # fmt: skip
-    _enabled_node(conn, node_id)
+    enabled_node(conn, node_id)
     raw = "".join(secrets.choice(_ALPHABET) for _ in range(_CODE_CHARS))
     code = "-".join(raw[i : i + _GROUP] for i in range(0, _CODE_CHARS, _GROUP))
     expires = conn.execute(

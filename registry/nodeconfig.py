@@ -114,6 +114,9 @@ class NodeConfigDuty:
         for (node_id,) in due:
             self.push(conn, publish, str(node_id))
 
+    def stop(self) -> None:
+        """Nothing to let go of: configurations go out on the worker's own connection."""
+
     def push(self, conn: Conn, publish: Publish, node_id: str) -> bool:
         """Publish one node's configuration (retained) and record it as sent; False if the
         broker did not take it (tried again next round)."""

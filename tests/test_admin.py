@@ -97,7 +97,7 @@ def test_an_admin_adds_changes_disables_and_enables_each_kind(
     made = _build(client, h, _community(stack.dsn))
     assert made["venues"]["location"] == {"lat": 30.1, "lon": 120.2}
     assert made["duty"]["days"] == ["mon", "tue"] and made["duty"]["starts"] == "22:00"
-    assert made["nodes"]["secret_issued_at"] is None  # no secret until enrolled or issued
+    assert made["nodes"]["secret_issued_at"] is not None and len(made["nodes"]["secret"]) >= 32
     for kind, edit in EDITS.items():
         rid = made[kind]["id"]
         current = _ok(client.get(f"{ADMIN}/{kind}/{rid}", headers=h))
@@ -432,6 +432,22 @@ people:
                           json={"text": outside, "filename": "out.yaml"})  # fmt: skip
     assert refused.status_code == 422 and "outside g_up" in refused.json()["detail"], refused.text
     assert scalar(stack.dsn, "SELECT count(*) FROM venues WHERE id = 'v-out'") == 0
+    # Nor take away their own access through a file, as the single-record routes refuse it.
+    for own in (
+        "  - {id: admin-g, name: 网格管理员, role: grid_worker, scope: g_up}\n",
+        "  - {id: admin-g, name: 网格管理员, role: admin, scope: g_up, disabled: true}\n",
+    ):
+        mine = client.post(
+            f"{ADMIN}/registry/apply",
+            headers=small,
+            json={"text": f"version: 1\npeople:\n{own}", "filename": "me.yaml"},
+        )
+        assert mine.status_code == 409 and "your own" in mine.json()["detail"], mine.text
+    whole = client.post(f"{ADMIN}/registry/apply", headers=small, json={
+        "text": "version: 1\nareas:\n  - {id: g_up, level: grid, name: 上传网格, parent: "
+        f"{community}, disabled: true}}\n", "filename": "area.yaml"})  # fmt: skip
+    assert whole.status_code == 409 and "your own area" in whole.json()["detail"], whole.text
+    assert scalar(stack.dsn, "SELECT role::text FROM people WHERE id = 'admin-g'") == "admin"
 
 
 def test_refused_broker_connects_are_shown_to_admins_of_their_area(

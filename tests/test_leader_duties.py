@@ -24,11 +24,15 @@ class Recorder:
 
     def __init__(self) -> None:
         self.rounds: list[frozenset[str]] = []
+        self.stopped = 0
 
     def run(self, conn: Conn, publish: Publish, changed: frozenset[str]) -> None:
         self.rounds.append(changed)
         if changed == frozenset({"broker:boom"}):
             raise RuntimeError("a duty failing must not stop the leader")
+
+    def stop(self) -> None:
+        self.stopped += 1
 
 
 def _wait_for(condition: object, timeout_s: float = 20.0) -> bool:
@@ -54,7 +58,8 @@ def test_a_duty_runs_on_taking_the_lead_and_on_each_registry_notice(stack: Local
             conn.execute("SELECT pg_notify(%s, 'node:n1')", (REGISTRY_CHANNEL,))
             assert _wait_for(lambda: len(duty.rounds) == 3)
         assert duty.rounds[1:] == [frozenset({"broker:boom"}), frozenset({"node:n1"})]
-        assert leader.leading
+        assert leader.leading and duty.stopped == 0
     finally:
         stop.set()
         leader.thread.join(10)
+    assert duty.stopped >= 1  # stepping down lets go of what only a leader may hold

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge import drivers as d
 from edge import reconfig
+from edge.agent import EdgeAgent
 from edge.config import ConfigError, DeviceConfig, SiteConfig
 from gateway import codec
 from gateway import messages as m
@@ -140,3 +142,59 @@ def test_a_site_file_from_the_platform_may_list_no_device_yet(tmp_path: Path) ->
 def test_an_enrolment_code_is_read_as_people_type_it(typed: str) -> None:
     assert enrol.normalise(typed) == "ABCDEFGHJK"
     assert enrol.normalise("O1L-I") == "0111"
+
+
+class _Hardware(d.Device):
+    """A device whose driver start can fail, as a lost serial port or camera does."""
+
+    kind = m.DeviceKind.COUNTER
+
+    def __init__(self, device_id: str, log: list[str], fails: bool = False) -> None:
+        super().__init__(device_id)
+        self.log, self.fails = log, fails
+
+    def start(self, emit: d.Emit) -> None:
+        if self.fails:
+            raise OSError(f"{self.id}: the port is gone")
+        self.log.append(f"start {self.id}")
+
+    def stop(self) -> None:
+        self.log.append(f"stop {self.id}")
+
+
+def test_a_driver_failing_to_start_leaves_what_ran_running(tmp_path: Path) -> None:
+    log: list[str] = []
+    counter = m.ConfigDevice(id="v0001-counter2", kind=m.DeviceKind.COUNTER, driver="simulated")
+    site = _site(tmp_path, devices=[{"id": "v0001-counter2", "kind": "counter",
+                                     "driver": "simulated"}])  # fmt: skip
+    failing = {"v0001-counter5"}
+
+    def factory(config: DeviceConfig) -> d.Device:
+        return _Hardware(config.id, log, fails=config.id in failing)
+
+    running = _Hardware("v0001-counter2", log)
+    agent = EdgeAgent(site, [running], drivers=factory)
+    try:
+        # A new device whose driver fails: the other new one is stopped again, the old one runs.
+        fresh = [m.ConfigDevice(id=i, kind=m.DeviceKind.COUNTER, driver="simulated")
+                 for i in ("v0001-counter4", "v0001-counter5")]  # fmt: skip
+        plan = reconfig.plan(agent._device_configs,
+                             reconfig.devices_of(_config(2, counter, *fresh)), factory)  # fmt: skip
+        with pytest.raises(OSError, match="port is gone"):
+            agent._switch_drivers(plan)
+        assert log == ["start v0001-counter4", "stop v0001-counter4"]
+        assert agent.devices == {"v0001-counter2": running}
+        # A changed device whose new driver fails gets its old driver back.
+        log.clear()
+        failing.add("v0001-counter2")
+        changed = counter.model_copy(update={"settings": {"report_every_s": 9}})
+        plan = reconfig.plan(agent._device_configs,
+                             reconfig.devices_of(_config(3, changed)), factory)  # fmt: skip
+        failing.discard("v0001-counter2")  # the rebuilt old driver starts
+        plan.start["v0001-counter2"].fails = True  # type: ignore[attr-defined]
+        with pytest.raises(OSError):
+            agent._switch_drivers(plan)
+        assert log == ["stop v0001-counter2", "start v0001-counter2"]
+        assert agent.devices["v0001-counter2"] is not running  # a fresh driver, started
+    finally:
+        agent.outbox.store.close()

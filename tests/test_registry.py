@@ -326,6 +326,13 @@ def test_a_scoped_upload_stays_in_its_subtree(registry_db: LocalStack, tmp_path:
         assert caught.value.errors == [
             "up.yaml:6: areas[0] (xc_a): outside dc, the area this upload may change"
         ]
+        # A node changed beside its venue listed unchanged (an export edited) is inside.
+        edited = store.plan(conn, document.load_text(
+            "version: 1\nvenues:\n  - {id: v1, grid: ty_g1, name: 桃园社区服务中心, kind:"
+            " community_centre, capacity: 200, opening_hours: {mon: [[08:30, 20:30]]}}\n"
+            "nodes:\n  - {id: v1-edge, venue: v1, name: renamed}\n", "up.yaml"), scope="dc")  # fmt: skip
+        assert [(c.kind, c.id, c.action.value) for c in edited.changes] == [
+            ("nodes", "v1-edge", "changed")]  # fmt: skip
         # Pruning within a scope touches only that subtree, never its root, and the file may
         # name the root and the areas above it without listing them.
         assert store.plan(conn, document.load_text("version: 1\n", "up.yaml"), prune=True,

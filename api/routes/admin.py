@@ -10,16 +10,15 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import records
-from api.deps import CurrentUser, DbDep, User, audit
+from api.deps import AdminUser, DbDep, User, audit
 from api.errors import InvalidBody, Stale, StaleBody
 from api.models import AreaQuery
 from api.records import AREAS, NODES, PEOPLE, Invalid, Kind, Meta
 from api.routes.venues import area_path
-from ingest.tasks import Role
 from registry import broker_sync, secrets
 from registry import model as rm
 
@@ -27,16 +26,6 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 log = logging.getLogger(__name__)
 
 
-def admin_user(user: CurrentUser) -> User:
-    """The signed-in person, who must be an admin."""
-    if user.role is not Role.ADMIN:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"a {user.role} cannot manage the registry; admins do"
-        )
-    return user
-
-
-AdminUser = Annotated[User, Depends(admin_user)]
 RecordPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="the record's id")
 ]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.database import Database
-from api.deps import Conn, CurrentUser, DbDep, audit, client_of
+from api.deps import AdminUser, Conn, CurrentUser, DbDep, audit, client_of
 from api.errors import ErrorBody
 from api.settings import ApiSettings
 from gateway.topics import ID_PATTERN
@@ -156,7 +156,7 @@ def site_file(node_id: NodePath, user: CurrentUser, db: DbDep, request: Request)
     _admin_node(db, user, node_id)
     try:
         with db.transaction():
-            enrol._enabled_node(db, node_id)
+            enrol.enabled_node(db, node_id)
             secret = issue_secret(db, node_id)
             site = enrol.site_file(db, node_id, secret, enrol.EdgeBrokerSettings())
             audit(db, user, request, "node.site_file", node_id,
@@ -173,7 +173,7 @@ def site_file(node_id: NodePath, user: CurrentUser, db: DbDep, request: Request)
     response_model=list[NodeConfigOut],
     summary="Each node's configuration: wanted, sent, running, refused (nodes in your area)",
 )
-def node_configs(user: CurrentUser, db: DbDep, outdated: bool = False) -> list[NodeConfigOut]:
+def node_configs(user: AdminUser, db: DbDep, outdated: bool = False) -> list[NodeConfigOut]:
     rows = db.execute(
         """SELECT n.id, n.venue_id, n.config_version, n.config_published, p.config_version,
                   p.config_error

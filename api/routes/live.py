@@ -49,7 +49,8 @@ def ticket(session: CurrentSession, db: DbDep, key: KeyDep) -> Ticket:
 @router.get(
     "/api/live",
     summary="A live stream of changes (text/event-stream)",
-    description="Events `incident`, `task` and `presence`, each with an `id`. Reconnect with "
+    description="Events `incident`, `task` and `presence`, each with an `id`, and `notification`"
+    " (an item of GET /api/v1/notifications), to its person only. Reconnect with "
     "the `Last-Event-ID` header or `?after=` to get what was missed. Authenticate with the "
     "`Authorization` header, or, from a browser's EventSource, which cannot set headers, with "
     "`?ticket=` from `POST /api/live/ticket` (one ticket per connection). The stream re-checks "
@@ -106,8 +107,9 @@ async def live(
         with db.connection() as conn:
             rows: list[tuple[Any, ...]] = conn.execute(
                 """SELECT id, kind, payload::text FROM changes
-                   WHERE id > %s AND path <@ %s::ltree ORDER BY id LIMIT 500""",
-                (after, user.scope_path),
+                   WHERE id > %s AND path <@ %s::ltree
+                     AND (person_id IS NULL OR person_id = %s) ORDER BY id LIMIT 500""",
+                (after, user.scope_path, user.id),
             ).fetchall()
         return rows
 

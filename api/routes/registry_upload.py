@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import DbDep, User, audit, client_of
+from api.deps import AdminUser, DbDep, User, audit, client_of
 from api.errors import Stale, StaleBody
-from api.routes.admin import AdminUser
 from registry import document, store
 
 router = APIRouter(prefix="/api/v1/admin/registry", tags=["admin"])
@@ -59,6 +58,7 @@ def _plan(db: DbDep, user: User, body: Upload) -> tuple[store.Plan, PlanOut]:
         plan = store.plan(db, doc, prune=body.prune, scope=user.scope_id)
     except document.RegistryFileError as exc:
         raise HTTPException(422, str(exc)) from None
+    _check_self(plan, user)
     totals: dict[str, int] = {a.value: 0 for a in store.Action}
     for change in plan.changes:
         totals[change.action.value] += 1
@@ -67,6 +67,25 @@ def _plan(db: DbDep, user: User, body: Upload) -> tuple[store.Plan, PlanOut]:
     out = PlanOut(summary=totals, changes=len(plan.changes), text=text, plan=plan,
                   fingerprint=fingerprint)  # fmt: skip
     return plan, out
+
+
+def _check_self(plan: store.Plan, user: User) -> None:
+    """What the single-record routes refuse an admin, an upload refuses too: taking away their
+    own access (their role, scope or person disabled; their own area disabled)."""
+    for change in plan.changes:
+        if (
+            change.kind == "people"
+            and change.id == user.id
+            and (change.action is store.Action.DISABLED or {"role", "scope"} & change.fields.keys())
+        ):
+            raise HTTPException(status.HTTP_409_CONFLICT, "this file changes your own role or "
+                                "scope, or disables you; ask another admin")  # fmt: skip
+        if (
+            change.kind == "areas"
+            and change.id == user.scope_id
+            and (change.action is store.Action.DISABLED)
+        ):
+            raise HTTPException(status.HTTP_409_CONFLICT, "this file disables your own area")
 
 
 @router.post("/plan", response_model=PlanOut, summary="What a registry file would change")

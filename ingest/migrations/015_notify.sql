@@ -20,11 +20,13 @@ CREATE TABLE notify_events (
 );
 CREATE INDEX notify_events_unrouted ON notify_events (id) WHERE routed_at IS NULL;
 CREATE INDEX notify_events_task ON notify_events (task_id);
+CREATE INDEX notify_events_kind ON notify_events (kind, at DESC);
 
 CREATE TYPE delivery_state AS ENUM ('pending', 'sent', 'failed', 'cancelled', 'digested');
 
 -- The outbox: one row per event, person and channel, taken by the sender when due (next_at)
--- with FOR UPDATE SKIP LOCKED. A digest is a delivery too (kind 'digest', no event); the
+-- with FOR UPDATE SKIP LOCKED; settled rows are pruned by the leader after
+-- GRIDWATCH_NOTIFY_RETENTION_DAYS. A digest is a delivery too (kind 'digest', no event); the
 -- deliveries it gathers are 'digested' and point at it.
 CREATE TABLE deliveries (
     id           bigserial PRIMARY KEY,
@@ -47,7 +49,7 @@ CREATE TABLE deliveries (
     sent_at      timestamptz,
     last_error   text,
     provider_ref text,
-    digest_id    bigint REFERENCES deliveries (id),
+    digest_id    bigint REFERENCES deliveries (id) ON DELETE SET NULL,
     read_at      timestamptz,                   -- console: read in the notification centre
     UNIQUE (event_id, person_id, channel)
 );
@@ -179,15 +181,16 @@ END $$;
 CREATE TRIGGER emergencies_notify AFTER INSERT OR UPDATE OF ended_at ON emergencies
     FOR EACH ROW EXECUTE FUNCTION notify_emergency();
 
--- A door or broadcast command that failed, was refused by the edge, or expired unanswered.
+-- A door or broadcast command that failed, was refused by the edge, or expired unanswered (one
+-- superseded by a newer command for the same door is not a failure).
 CREATE FUNCTION notify_command() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     grid text;
 BEGIN
     IF NEW.state IN ('failed', 'rejected', 'expired') AND OLD.state IS DISTINCT FROM NEW.state
-    THEN
-        SELECT v.grid_id INTO grid FROM devices d JOIN venues v ON v.id = d.venue_id
-            WHERE d.id = NEW.device_id;
+       AND NEW.superseded_by IS NULL THEN
+        SELECT v.grid_id INTO grid FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+            JOIN venues v ON v.id = n.venue_id WHERE d.id = NEW.device_id;
         PERFORM notify_event('command.failed', 'yellow', grid, NULL, NULL,
             CASE WHEN EXISTS (SELECT 1 FROM people WHERE id = NEW.issued_by)
                  THEN NEW.issued_by END,
