@@ -15,6 +15,7 @@ from api import errors, keys
 from api.database import Database
 from api.limits import Limits
 from api.live import ChangeFeed
+from api.metrics import RequestMetrics
 from api.routes import (
     admin,
     auth,
@@ -80,6 +81,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outside Limits: its 413s are counted too
     _serve_console(app)
     return app
 

@@ -640,7 +640,24 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
-    for p in (bi, bf):
+    bn = add(
+        bsub2,
+        "notify",
+        _lazy("gridwatch.bench_notify:run"),
+        "With the city fleet running: from a red incident's commit to the first channel's HTTP"
+        " request (p50, p99); then a storm of red incidents: deliveries, digests, provider limits.",
+    )
+    bn.add_argument("--venues", type=int, default=200)
+    bn.add_argument("--devices-per-venue", type=int, default=25)
+    bn.add_argument("--rate", type=float, default=1000.0, help="fleet messages per second")
+    bn.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bn.add_argument("--incidents", type=int, default=60, help="red incidents timed, one a second")
+    bn.add_argument("--storm", type=int, default=1000, help="red incidents in the storm")
+    bn.add_argument("--storm-s", type=float, default=60.0, help="seconds the storm lasts")
+    bn.add_argument(
+        "--drain-s", type=float, default=180.0, help="seconds to wait for the storm's deliveries"
+    )
+    for p in (bi, bf, bn):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
         p.add_argument(
             "--home", default=None, help="folder for the throwaway services (default: temporary)"
