@@ -244,6 +244,59 @@ def person_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def notify_policies(args: argparse.Namespace) -> int:
+    """Every notification policy in force: the built-in ones and the overrides stored."""
+    from notify import policy
+
+    with _connect(args) as conn:
+        stored = policy.Policies.load(conn).overrides
+    keys = sorted(set(policy.DEFAULTS) | set(stored), key=lambda k: (k[0], k[1] or ""))
+    _print([
+        {"kind": kind, "severity": severity or "any", "stored": (kind, severity) in stored,
+         "rules": [r.model_dump(mode="json") for r in
+                   stored.get((kind, severity), policy.DEFAULTS.get((kind, severity), []))]}
+        for kind, severity in keys
+    ])  # fmt: skip
+    return 0
+
+
+def notify_policy_set(args: argparse.Namespace) -> int:
+    """Store a policy for an event kind (and severity): who hears it, on which channels."""
+    from notify import policy
+
+    try:
+        raw = json.loads(args.rules)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"rules: not JSON ({exc.msg}, column {exc.colno}); for example "
+                         '\'[{"who": "assignee", "channels": "all"}]\'') from None  # fmt: skip
+    rules = policy.parse(args.kind, args.severity, raw)
+    target = f"{args.kind}/{args.severity or 'any'}"
+    dumped = [r.model_dump(mode="json") for r in rules]
+    with _acting(args, "notify.policy.set", target, {"rules": dumped}) as conn:
+        conn.execute(
+            """INSERT INTO notify_policies (kind, severity, rules) VALUES (%s, %s, %s)
+               ON CONFLICT (kind, severity) DO UPDATE SET rules = excluded.rules""",
+            (args.kind, args.severity, Jsonb(dumped)),
+        )
+    print(f"notify policy {target}: " + json.dumps(dumped, ensure_ascii=False))
+    return 0
+
+
+def notify_policy_reset(args: argparse.Namespace) -> int:
+    """Drop a stored policy: the built-in one applies again."""
+    target = f"{args.kind}/{args.severity or 'any'}"
+    with _acting(args, "notify.policy.reset", target, {}) as conn:
+        gone = conn.execute(
+            "DELETE FROM notify_policies WHERE kind = %s AND severity IS NOT DISTINCT FROM %s"
+            " RETURNING kind", (args.kind, args.severity),
+        ).fetchone()  # fmt: skip
+        if gone is None:
+            raise ValueError(f"no stored notify policy {target}; `gridwatch notify policies` "
+                             "lists them")  # fmt: skip
+    print(f"notify policy {target}: the built-in one applies again")
+    return 0
+
+
 def audit_verify(args: argparse.Namespace) -> int:
     expect = audit.parse_head(args.expect) if args.expect else None
     with _connect(args) as conn:
@@ -337,6 +390,24 @@ def add_commands(sub: Any, add: Any) -> None:
         ps.add_argument("id")
         ps.add_argument("--as", dest="actor", required=True, help="the person acting (audited)")
         switches.append(ps)
+    nt = sub.add_parser("notify", help="Notification policies.",
+                        description="Who hears about which events, on which channels.")  # fmt: skip
+    nsub = nt.add_subparsers(dest="notify_command", required=True, metavar="COMMAND")
+    nl = add(nsub, "policies", notify_policies, "List the policies in force (built-in and stored).")
+    policy_args = []
+    for verb, fn, what in (
+        ("set", notify_policy_set, "Store a policy for an event kind (audited)."),
+        ("reset", notify_policy_reset, "Drop a stored policy; the built-in one applies (audited)."),
+    ):
+        np = add(nsub, f"policy-{verb}", fn, what)
+        np.add_argument("kind", help="the event kind, e.g. task.escalated (see `policies`)")
+        np.add_argument("--severity", default=None, choices=["red", "yellow", "green"],
+                        help="only for this severity (default: any)")  # fmt: skip
+        if verb == "set":
+            np.add_argument("rules", help='JSON, e.g. \'[{"who": "dispatchers", "channels": '
+                            '"all"}, {"who": "assignee", "channels": ["voice"]}]\'')  # fmt: skip
+        np.add_argument("--as", dest="actor", required=True, help="the person acting (audited)")
+        policy_args.append(np)
     au = sub.add_parser("audit", help="The audit log.", description="The audit log.")
     asub = au.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     av = add(asub, "verify", audit_verify,
@@ -346,5 +417,5 @@ def add_commands(sub: Any, add: Any) -> None:
                     help="a head printed by an earlier run (SEQ:HASH): it must still be there")  # fmt: skip
     from gridwatch.cli import add_database_options
 
-    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, av, *switches):
+    for p in (ls, show, act, on, off, k, rl, rs, mw, pa, av, nl, *switches, *policy_args):
         add_database_options(p)

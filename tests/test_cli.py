@@ -26,7 +26,8 @@ COMMANDS = [
     ["bench", "ingest"], ["bench", "fleet"], ["bench", "notify"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
     ["rules", "list"], ["rules", "set"], ["maintenance"], ["person", "add"], ["person", "disable"],
-    ["person", "enable"], ["audit", "verify"],
+    ["person", "enable"], ["audit", "verify"], ["notify", "policies"], ["notify", "policy-set"],
+    ["notify", "policy-reset"], ["node", "enrol-code"], ["broker", "refusals"],
 ]  # fmt: skip
 
 
@@ -264,3 +265,28 @@ def test_output_cut_short_stops_quietly(stack: LocalStack) -> None:
         os.close(write_end)
     assert result.returncode == 141  # 128 + SIGPIPE, as for other tools cut off by `head`
     assert result.stderr == ""
+
+
+def test_notification_policies_are_set_listed_and_reset_from_the_command_line(
+    stack: LocalStack,
+) -> None:
+    rules = (
+        '[{"who": "dispatchers", "channels": "all"}, {"who": "assignee", "channels": ["voice"]}]'
+    )
+    done = _cli(stack, "notify", "policy-set", "task.dispatched", "--severity", "red", rules,
+                "--as", "admin")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(_cli(stack, "notify", "policies").stdout)
+    [mine] = [p for p in listed if (p["kind"], p["severity"]) == ("task.dispatched", "red")]
+    assert mine["stored"] and [r["who"] for r in mine["rules"]] == ["dispatchers", "assignee"]
+    bad = _cli(stack, "notify", "policy-set", "task.dispatched", '[{"who": "nobody"}]',
+               "--as", "admin")  # fmt: skip
+    assert bad.returncode == 1 and "notify policy task.dispatched/any: 0.who" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    reset = _cli(stack, "notify", "policy-reset", "task.dispatched", "--severity", "red",
+                 "--as", "admin")  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    listed = json.loads(_cli(stack, "notify", "policies").stdout)
+    assert not any(p["stored"] for p in listed)
+    assert [a for _, a, *_ in _audit(stack) if a.startswith("notify.policy")] == [
+        "notify.policy.set", "notify.policy.reset"]  # fmt: skip
