@@ -128,6 +128,29 @@ def json_object(response: httpx.Response) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+ROBOT_OK = 0
+ROBOT_BUSY = -1  # "system busy": both robots' own code for trying again
+
+
+def robot_outcome(response: httpx.Response, *, rate_limited: int) -> Outcome:
+    """A group robot's answer (WeCom's and DingTalk's read alike): errcode 0 is sent; its
+    rate-limit code waits the robot's minute; busy is tried again; any other code is final."""
+    trouble = passing_trouble(response)
+    if trouble:
+        return trouble
+    data = json_object(response)
+    if data is None:
+        return Failed(reason=f"robot answered {response.status_code} without JSON")
+    errcode, errmsg = data.get("errcode"), str(data.get("errmsg", ""))[:200]
+    if errcode == ROBOT_OK:
+        return Sent(provider_ref=None)
+    if errcode == rate_limited:
+        return Retry(reason=f"robot rate limit ({errcode} {errmsg})", after_s=60.0)
+    if errcode == ROBOT_BUSY:
+        return Retry(reason=f"robot busy ({errcode} {errmsg})")
+    return Failed(reason=f"robot refused the message ({errcode} {errmsg})")
+
+
 class Adapter:
     """The send wrapper: address check, provider call, trouble to outcomes, metrics and logs."""
 

@@ -14,17 +14,14 @@ from notify.channels._adapter import (
     Adapter,
     ChannelSettings,
     http_client,
-    json_object,
-    passing_trouble,
+    robot_outcome,
     secret_missing,
 )
 from notify.channels._format import labels, phone_digits, severity_label, truncate_utf8
-from notify.channels.base import Failed, Message, Outcome, Recipient, Retry, Sent
+from notify.channels.base import Message, Outcome, Recipient
 
 PER_MINUTE = 20  # a custom robot takes 20 messages a minute (the sender keeps below it)
 MARKDOWN_MAX_BYTES = 5000
-OK = 0
-SYSTEM_BUSY = -1
 TOO_FAST = 130101  # send too fast, exceed 20 times per minute
 SECURITY = 310000  # keyword missing, sign not match, or address not allowed
 
@@ -128,20 +125,7 @@ class DingtalkChannel(Adapter):
             },
             json=self.body(message, recipient),
         )
-        trouble = passing_trouble(response)
-        if trouble:
-            return trouble
-        data = json_object(response)
-        if data is None:
-            return Failed(reason=f"robot answered {response.status_code} without JSON")
-        errcode, errmsg = data.get("errcode"), str(data.get("errmsg", ""))[:200]
-        if errcode == OK:
-            return Sent(provider_ref=None)
-        if errcode == TOO_FAST:
-            return Retry(reason=f"robot rate limit ({errcode} {errmsg})", after_s=60.0)
-        if errcode == SYSTEM_BUSY:
-            return Retry(reason=f"robot busy ({errcode} {errmsg})")
-        return Failed(reason=f"robot refused the message ({errcode} {errmsg})")
+        return robot_outcome(response, rate_limited=TOO_FAST)
 
     def close(self) -> None:
         self._client.close()

@@ -9,20 +9,17 @@ from notify.channels._adapter import (
     Adapter,
     ChannelSettings,
     http_client,
-    json_object,
-    passing_trouble,
+    robot_outcome,
     secret_missing,
 )
 from notify.channels._format import labels, phone_digits, plain, severity_label, truncate_utf8
-from notify.channels.base import Failed, Message, Outcome, Recipient, Retry, Sent
+from notify.channels.base import Message, Outcome, Recipient
 
 # The robot's documented limits: 20 messages a minute, markdown content up to 4096 bytes.
 PER_MINUTE = 20
 MARKDOWN_MAX_BYTES = 4096
 TEXT_MAX_BYTES = 2048
-OK = 0
 FREQUENCY_LIMIT = 45009  # api freq out of limit: the minute's 20 are used up
-SYSTEM_BUSY = -1
 _COLOURS = {"red": "warning", "yellow": "comment", "green": "info"}
 
 
@@ -99,20 +96,7 @@ class WecomChannel(Adapter):
             params={"key": self._key},
             json=self.body(message, recipient),
         )
-        trouble = passing_trouble(response)
-        if trouble:
-            return trouble
-        data = json_object(response)
-        if data is None:
-            return Failed(reason=f"robot answered {response.status_code} without JSON")
-        errcode, errmsg = data.get("errcode"), str(data.get("errmsg", ""))[:200]
-        if errcode == OK:
-            return Sent(provider_ref=None)
-        if errcode == FREQUENCY_LIMIT:
-            return Retry(reason=f"robot frequency limit ({errcode} {errmsg})", after_s=60.0)
-        if errcode == SYSTEM_BUSY:
-            return Retry(reason=f"robot busy ({errcode} {errmsg})")
-        return Failed(reason=f"robot refused the message ({errcode} {errmsg})")
+        return robot_outcome(response, rate_limited=FREQUENCY_LIMIT)
 
     def close(self) -> None:
         self._client.close()
