@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from datetime import datetime, time
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
 from api.models import RowId, as_models
@@ -42,14 +42,10 @@ class Inbox(BaseModel):
 class ReadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, max_length=1000, description="these (none: nothing is marked)"
+    )
     all: bool = Field(default=False, description="mark every notification read")
-
-    @model_validator(mode="after")
-    def _one(self) -> ReadRequest:
-        if not self.ids and not self.all:
-            raise ValueError('give the ids to mark read, or "all": true')
-        return self
 
 
 class ReadResult(BaseModel):
@@ -96,16 +92,19 @@ def mark_read(body: ReadRequest, user: CurrentUser, db: DbDep, request: Request)
                  AND (%s OR id = ANY(%s))""",
             (user.id, body.all, body.ids),
         )
-        audit(db, user, request, "notifications.read", user.id,
-              {"all": body.all, "ids": body.ids[:50], "marked": cur.rowcount})  # fmt: skip
+        if cur.rowcount:  # marking nothing changes nothing: no row for it
+            audit(db, user, request, "notifications.read", user.id,
+                  {"all": body.all, "ids": body.ids[:50], "marked": cur.rowcount})  # fmt: skip
     return ReadResult(marked=cur.rowcount, unread=_unread(db, user))
 
 
 class QuietHours(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    start: str = Field(alias="from", description="HH:MM, the person's time zone")
-    end: str = Field(alias="to", description="HH:MM; before `from` runs past midnight")
+    start: str = Field(alias="from", description="HH:MM, the person's time zone",
+                       json_schema_extra={"pattern": _HHMM.pattern})  # fmt: skip
+    end: str = Field(alias="to", description="HH:MM; before `from` runs past midnight",
+                     json_schema_extra={"pattern": _HHMM.pattern})  # fmt: skip
 
     @field_validator("start", "end")
     @classmethod
@@ -115,20 +114,26 @@ class QuietHours(BaseModel):
         return value
 
 
+# The schema names what is accepted, so that a client (and the API's fuzzing) can tell.
+ChannelName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(CHANNEL_NAMES)})]
+TimeZone = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(available_timezones())})]
+
+
 class NotifyPrefs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    channels: list[str] = Field(
+    channels: list[ChannelName] = Field(
         description="in the order to reach me: console, wecom, dingtalk, sms, voice, email,"
         " webhook (the console's inbox always gets everything)",
         min_length=1,
         max_length=10,
+        json_schema_extra={"uniqueItems": True},
     )
     quiet_hours: QuietHours | None = Field(
         default=None, description='{"from": "22:00", "to": "07:00"}: only red then; null: none'
     )
     language: Literal["zh-CN", "en"] = Field(description="of titles and messages")
-    timezone: str = Field(default="Asia/Shanghai", description="of the quiet hours")
+    timezone: TimeZone = Field(default="Asia/Shanghai", description="of the quiet hours")
 
     @field_validator("channels")
     @classmethod
