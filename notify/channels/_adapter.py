@@ -6,6 +6,7 @@ import email.utils
 import logging
 import ssl
 import time
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -151,17 +152,19 @@ def robot_outcome(response: httpx.Response, *, rate_limited: int) -> Outcome:
     return Failed(reason=f"robot refused the message ({errcode} {errmsg})")
 
 
-class Adapter:
+class Adapter(ABC):
     """The send wrapper: address check, provider call, trouble to outcomes, metrics and logs."""
 
     name: str
     per_minute: int | None = None
 
+    @abstractmethod
     def address(self, recipient: Recipient) -> str | None:
-        raise NotImplementedError
+        """Where this person is reached on the channel; None: they cannot be."""
 
+    @abstractmethod
     def _send(self, message: Message, recipient: Recipient, address: str) -> Outcome:
-        raise NotImplementedError
+        """The provider call itself, its answer read as an outcome."""
 
     def send(self, message: Message, recipient: Recipient) -> Outcome:
         """Send one message; provider trouble becomes Retry or Failed, never an exception."""
@@ -197,4 +200,5 @@ class Adapter:
             )  # fmt: skip
 
     def close(self) -> None:
-        """Release the channel's connections."""
+        """Release the channel's connections (a channel that keeps none has nothing to do)."""
+        return None
