@@ -231,15 +231,18 @@ _DELIVERIES = """SELECT d.id, d.person_id, d.channel, d.state::text, d.kind, d.s
     summary="Every delivery about an incident (and its task) and its outcome",
 )
 def incident_deliveries(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[Delivery]:
-    if (
-        db.execute(
-            "SELECT 1 FROM incidents WHERE id = %s AND path <@ %s::ltree",
-            (incident_id, user.scope_path),
-        ).fetchone()
-        is None
-    ):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
-    rows = db.execute(_DELIVERIES + " WHERE d.incident_id = %s ORDER BY d.id", (incident_id,))
+    return _deliveries_of(db, user, "incident", incident_id)
+
+
+def _deliveries_of(db: Conn, user: User, what: str, rid: int) -> list[Delivery]:
+    """The deliveries about one incident or task in the person's area (404 outside it)."""
+    table, column = {"incident": ("incidents", "incident_id"), "task": ("tasks", "task_id")}[what]
+    inside = db.execute(
+        f"SELECT 1 FROM {table} WHERE id = %s AND path <@ %s::ltree", (rid, user.scope_path)
+    ).fetchone()
+    if inside is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} {rid}")
+    rows = db.execute(_DELIVERIES + f" WHERE d.{column} = %s ORDER BY d.id", (rid,))
     return as_models(Delivery, rows.fetchall())
 
 
@@ -249,15 +252,7 @@ def incident_deliveries(incident_id: RowId, user: CurrentUser, db: DbDep) -> lis
     summary="Every delivery about a task (its paging) and its outcome",
 )
 def task_deliveries(task_id: RowId, user: CurrentUser, db: DbDep) -> list[Delivery]:
-    if (
-        db.execute(
-            "SELECT 1 FROM tasks WHERE id = %s AND path <@ %s::ltree", (task_id, user.scope_path)
-        ).fetchone()
-        is None
-    ):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
-    rows = db.execute(_DELIVERIES + " WHERE d.task_id = %s ORDER BY d.id", (task_id,))
-    return as_models(Delivery, rows.fetchall())
+    return _deliveries_of(db, user, "task", task_id)
 
 
 @router.get(

@@ -8,9 +8,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from notify.channels import aliyun
-from notify.channels._adapter import Adapter, http_client
-from notify.channels._format import phone_digits, severity_label
-from notify.channels.base import Message, Outcome, Recipient
+from notify.channels._format import severity_label
+from notify.channels.base import Message, Recipient
 
 # A template variable takes at most 35 characters (longer values are refused).
 PARAM_MAX_CHARS = 35
@@ -43,19 +42,16 @@ def clip(value: str) -> str:
     return value if len(value) <= PARAM_MAX_CHARS else value[: PARAM_MAX_CHARS - 1] + "…"
 
 
-class SmsChannel(Adapter):
+class SmsChannel(aliyun.AliyunChannel):
     """Sends one templated SMS per message; the message key goes as OutId."""
 
     name = "sms"
-    per_minute = None  # the provider limits per number (1 a minute), answered as flow control
+    action = "SendSms"
+    ref_field = "BizId"
 
     def __init__(self, settings: SmsSettings) -> None:
-        settings.require_secrets()
+        super().__init__(settings, settings.endpoint)
         self.settings = settings
-        self._client = http_client(settings.timeout_s, settings.ca_file)
-
-    def address(self, recipient: Recipient) -> str | None:
-        return phone_digits(recipient.phone)
 
     def params(self, message: Message, recipient: Recipient, address: str) -> dict[str, str]:
         """SendSms's own parameters."""
@@ -74,16 +70,3 @@ class SmsChannel(Adapter):
             "TemplateParam": json.dumps(variables, ensure_ascii=False, separators=(",", ":")),
             "OutId": message.key,
         }
-
-    def _send(self, message: Message, recipient: Recipient, address: str) -> Outcome:
-        response = aliyun.call(
-            self._client,
-            self.settings.endpoint,
-            "SendSms",
-            self.params(message, recipient, address),
-            self.settings,
-        )
-        return aliyun.outcome(response, "BizId")
-
-    def close(self) -> None:
-        self._client.close()

@@ -8,9 +8,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from notify.channels import aliyun
-from notify.channels._adapter import Adapter, http_client
-from notify.channels._format import phone_digits, severity_label
-from notify.channels.base import Message, Outcome, Recipient
+from notify.channels._format import severity_label
+from notify.channels.base import Message, Recipient
 from notify.channels.sms import clip
 
 
@@ -37,19 +36,16 @@ class VoiceSettings(aliyun.AliyunSettings):
         return super().missing_secrets() + ([] if self.tts_code else ["tts_code"])
 
 
-class VoiceChannel(Adapter):
+class VoiceChannel(aliyun.AliyunChannel):
     """Places one call per message; the message key goes as OutId, the CallId comes back."""
 
     name = "voice"
-    per_minute = None  # the provider limits per number (1 a minute), answered as flow control
+    action = "SingleCallByTts"
+    ref_field = "CallId"
 
     def __init__(self, settings: VoiceSettings) -> None:
-        settings.require_secrets()
+        super().__init__(settings, settings.endpoint)
         self.settings = settings
-        self._client = http_client(settings.timeout_s, settings.ca_file)
-
-    def address(self, recipient: Recipient) -> str | None:
-        return phone_digits(recipient.phone)
 
     def params(self, message: Message, recipient: Recipient, address: str) -> dict[str, str]:
         """SingleCallByTts's own parameters."""
@@ -70,16 +66,3 @@ class VoiceChannel(Adapter):
         if self.settings.called_show_number:
             params["CalledShowNumber"] = self.settings.called_show_number
         return params
-
-    def _send(self, message: Message, recipient: Recipient, address: str) -> Outcome:
-        response = aliyun.call(
-            self._client,
-            self.settings.endpoint,
-            "SingleCallByTts",
-            self.params(message, recipient, address),
-            self.settings,
-        )
-        return aliyun.outcome(response, "CallId")
-
-    def close(self) -> None:
-        self._client.close()
