@@ -563,6 +563,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--messages", type=int, default=200_000)
     bi.add_argument("--devices", type=int, default=1_000)
+    bi.add_argument(
+        "--mix",
+        choices=("city", "storm"),
+        default="city",
+        help="city: a city's everyday traffic (alarms rare); storm: every venue alarming at once",
+    )
+    bi.add_argument(
+        "--live-rate",
+        type=float,
+        default=5_000.0,
+        help="messages a second published live after the drain (stamped when sent)",
+    )
+    bi.add_argument(
+        "--live-s",
+        type=float,
+        default=0.0,
+        help="seconds of live publishing after the drain, measuring a forced door's publish to"
+        " its task (0: none)",
+    )
     bf = add(
         bsub2,
         "fleet",

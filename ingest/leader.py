@@ -53,6 +53,7 @@ class Duty(Protocol):
 LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
 _TICK_S = 0.25
 _SWEEP_EVERY_S = 30.0
+TIMER_BATCH = 500  # timers fired per transaction
 
 
 class Leader:
@@ -190,8 +191,8 @@ class Leader:
         self.book.refresh_if_due(conn)
         if self.broker is not None:
             self.broker.check(conn)
-        while self._fire_due_timers(conn):
-            pass
+        while self._fire_due_timers(conn) >= TIMER_BATCH:
+            pass  # more may be due
         commands.publish(conn, self.publish, self.signer)
         commands.expire(conn)
         commands.alarm(conn, self.registry, self.book, self.policy, self.commands)
@@ -216,54 +217,84 @@ class Leader:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def _fire_due_timers(self, conn: Conn, limit: int = 50) -> int:
-        """Fire up to `limit` due timers, each in its own transaction; how many were due."""
+    def _fire_due_timers(self, conn: Conn, limit: int = TIMER_BATCH) -> int:
+        """Fire up to `limit` due timers in one transaction; how many fired. Should the batch
+        fail, each timer is fired in a transaction of its own, so that one bad timer is dropped
+        (and counted) without holding up the others."""
         held = self.broker.held_timers() if self.broker is not None else None
-        due = conn.execute(
-            """SELECT kind, key FROM timers WHERE due_at <= now()
-                 AND (%s::text IS NULL OR key NOT LIKE %s) ORDER BY due_at LIMIT %s""",
-            (held, held, limit),
-        ).fetchall()
-        for kind, key in due:
+        due = [
+            (str(kind), str(key))
+            for kind, key in conn.execute(
+                """SELECT kind, key FROM timers WHERE due_at <= now()
+                     AND (%s::text IS NULL OR key NOT LIKE %s) ORDER BY due_at LIMIT %s""",
+                (held, held, limit),
+            )
+        ]
+        if not due:
+            return 0
+        try:
+            with conn.transaction():
+                return self._fire(conn, due)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the caller reconnects
+        except (psycopg.Error, ValueError, KeyError) as exc:
+            log.warning("timer batch of %d failed, firing them one by one: %s", len(due), exc)
+        fired = 0
+        for timer in due:
             try:
                 with conn.transaction():
-                    self._fire_one(conn, str(kind), str(key))
+                    fired += self._fire(conn, [timer])
             except psycopg.OperationalError:
-                raise  # the connection is gone: the caller reconnects
+                raise
             except (psycopg.Error, ValueError, KeyError) as exc:
-                # One bad timer must not block the others: record it, drop it, carry on.
+                kind, key = timer
                 log.exception("timer failed, dropped kind=%s key=%s: %s", kind, key, exc)
                 metrics.TIMER_FAILURES.inc()
                 conn.execute("DELETE FROM timers WHERE kind = %s AND key = %s", (kind, key))
-        return len(due)
+        return fired
 
-    def _fire_one(self, conn: Conn, kind: str, key: str) -> None:
+    def _fire(self, conn: Conn, due: list[tuple[str, str]]) -> int:
+        """Fire these timers in the caller's transaction; how many fired (a timer moved or
+        cancelled meanwhile, or whose task a person is acting on right now, is left)."""
         # A task timer locks its task before the timer row, in the same order as a person acting
-        # on the task does, so the two never deadlock.
-        if kind in (tasks.TIMER_WARN, tasks.TIMER_DEADLINE):
-            conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR NO KEY UPDATE", (int(key),))
-        row = conn.execute(
-            """DELETE FROM timers WHERE kind = %s AND key = %s AND due_at <= now()
-               RETURNING data, due_at""",
-            (kind, key),
-        ).fetchone()
-        if row is None:
-            return  # moved or cancelled meanwhile
-        data, due = row
-        assert isinstance(due, datetime) and isinstance(data, dict)
-        metrics.TIMER_LATENESS.observe(max(time.time() - due.timestamp(), 0.0))
-        metrics.TIMERS_FIRED.labels(kind=kind).inc()
-        match kind:
-            case incidents.TIMER_RULE:
-                signal = incidents.decode(data, self.registry.snapshot.venues)
-                if signal is not None and _still_true(conn, signal):
-                    incidents.apply(conn, [signal], self.policy)
-            case tasks.TIMER_WARN:
-                tasks.on_warn(conn, int(key))
-            case tasks.TIMER_DEADLINE:
-                tasks.on_deadline(conn, int(key), self.policy)
-            case _:
-                log.error("unknown timer kind=%s key=%s: dropped", kind, key)
+        # on the task does, so the two never deadlock; a task locked by a person just now is
+        # left for the next round.
+        task_kinds = (tasks.TIMER_WARN, tasks.TIMER_DEADLINE)
+        asked = sorted({int(key) for kind, key in due if kind in task_kinds})
+        free = {
+            int(str(r[0]))
+            for r in conn.execute(
+                "SELECT id FROM tasks WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                (asked,),
+            )
+        } if asked else set()  # fmt: skip
+        take = [(k, key) for k, key in due if k not in task_kinds or int(key) in free]
+        rows = conn.execute(
+            """DELETE FROM timers t USING unnest(%s::text[], %s::text[]) AS u(kind, key)
+               WHERE t.kind = u.kind AND t.key = u.key AND t.due_at <= now()
+               RETURNING t.kind, t.key, t.data, t.due_at""",
+            ([k for k, _ in take], [key for _, key in take]),
+        ).fetchall()
+        signals: list[incidents.Signal] = []
+        for row in sorted(rows, key=lambda r: (r[3], r[0], r[1])):
+            kind, key, data, due_at = str(row[0]), str(row[1]), row[2], row[3]
+            assert isinstance(due_at, datetime) and isinstance(data, dict | None)
+            metrics.TIMER_LATENESS.observe(max(time.time() - due_at.timestamp(), 0.0))
+            metrics.TIMERS_FIRED.labels(kind=kind).inc()
+            match kind:
+                case incidents.TIMER_RULE:
+                    assert isinstance(data, dict)
+                    signal = incidents.decode(data, self.registry.snapshot.venues)
+                    if signal is not None and _still_true(conn, signal):
+                        signals.append(signal)
+                case tasks.TIMER_WARN:
+                    tasks.on_warn(conn, int(key))
+                case tasks.TIMER_DEADLINE:
+                    tasks.on_deadline(conn, int(key), self.policy)
+                case _:
+                    log.error("unknown timer kind=%s key=%s: dropped", kind, key)
+        incidents.apply(conn, signals, self.policy)
+        return len(rows)
 
     # --- worker slots -------------------------------------------------------------------------
 

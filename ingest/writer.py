@@ -42,7 +42,7 @@ from gateway.messages import (
 )
 from ingest import commands, incidents, plausible, rules
 from ingest.incidents import Applied
-from ingest.registry import Registry
+from ingest.registry import Registry, VenueInfo
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class BatchOutcome:
     # What each node may forget: (site, node) -> seqs stored, or recorded as rejected.
     receipts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     clock_ahead: dict[str, float] = field(default_factory=dict)  # node -> seconds ahead, clamped
+    answered: list[uuid.UUID] = field(default_factory=list)  # commands their results closed
 
     def merge(self, other: BatchOutcome) -> None:
         self.stored.update(other.stored)
@@ -300,7 +301,6 @@ class BatchWriter:
         outcome.rejected += [self._conflict(a) for a in conflicts]
         dropped = {id(a) for a in conflicts}
         kept = [a for a in accepted if id(a) not in dropped]
-        self._update_device_state(conn, devices)
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
             nodes = sorted(outcome.clock_ahead)
@@ -311,6 +311,11 @@ class BatchWriter:
                 (nodes, [outcome.clock_ahead[n] for n in nodes]),
             )
         self._react(conn, kept, changes, outcome, current)
+        # Late in the transaction: the rows of device_status are shared by every worker, and a
+        # worker holds what it updates until it commits.
+        self._update_device_state(conn, devices)
+        # Last: the audit log's chain holds its lock until the commit.
+        commands.audit_door_outcomes(conn, outcome.answered)
         self._confirm(accepted, outcome)
         return outcome
 
@@ -406,6 +411,7 @@ class BatchWriter:
             venue = self.registry.venue_of_node(inbound.topic.node)
             if venue is not None:
                 signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
+        fresh: list[tuple[Accepted, DeviceMessage, VenueInfo | None]] = []
         for a in accepted:
             msg = a.inbound.message
             if not isinstance(msg, DeviceMessage) or msg.id not in outcome.new_ids:
@@ -415,9 +421,13 @@ class BatchWriter:
             if msg.type in rules.STATES and msg.id not in current:
                 outcome.late += 1  # stored in the series; the present is what came after it
                 continue
-            venue = self.registry.venue_of_node(a.inbound.topic.node)
+            fresh.append((a, msg, self.registry.venue_of_node(a.inbound.topic.node)))
+        denied = rules.denied_counts(
+            conn, [(m, v) for _, m, v in fresh if isinstance(m, DoorAccess) and v], self.book
+        )
+        for a, _, venue in fresh:
             if venue is not None:
-                signals += rules.evaluate(conn, a.inbound, venue, self.book)
+                signals += rules.evaluate(conn, a.inbound, venue, self.book, denied)
         answered: list[uuid.UUID] = []
         if results:
             answered = [r[0] for r in conn.execute(  # type: ignore[misc]
@@ -436,8 +446,7 @@ class BatchWriter:
                 ),
             ).fetchall()]  # fmt: skip
         outcome.reactions = incidents.apply(conn, signals, self.policy)
-        # Last in the transaction: the audit log's chain holds its lock until the commit.
-        commands.audit_door_outcomes(conn, answered)
+        outcome.answered = answered
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
