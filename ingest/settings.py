@@ -117,7 +117,9 @@ class IngestSettings(BaseSettings):
     )
     leader: bool = Field(
         default=True,
-        description="take part in leader election (timers, commands); one worker leads at a time",
+        description="take part in leader election: one worker per ingest group leads its"
+        " broker's work (commands, node configurations, accounts), and one leader of all"
+        " groups the database's (timers, retention, notifications)",
     )
     heartbeat_s: float = Field(
         default=5.0, gt=0, le=300, description="how often each worker records its heartbeat"
