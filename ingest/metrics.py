@@ -60,7 +60,11 @@ COMMANDS_UNDELIVERED = Counter(
     "gridwatch_commands_undelivered_total",
     "Commands that must be delivered and were not answered in time (an incident each)",
 )
-LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker holds the leader lock")
+LEADER = Gauge("gridwatch_ingest_leader", "1 while this worker leads its ingest group")
+DATABASE_LEADER = Gauge(
+    "gridwatch_ingest_database_leader",
+    "1 while this worker's leader also does the database's work (timers, retention, notifications)",
+)
 TIMER_FAILURES = Counter("gridwatch_timer_failures_total", "Timers dropped because firing failed")
 LATE = Counter(
     "gridwatch_ingest_late_total",
