@@ -275,13 +275,17 @@ class BatchWriter:
             outcome.duplicates += len(items) - len(new) - len(refused)
             outcome.new_ids |= new
         # Device messages refused as conflicts take no further part (by identity: the first
-        # message with that id, earlier in the batch, stands). The latest states are locked
-        # before presence touches any device, in one order for every worker.
+        # message with that id, earlier in the batch, stands).
         series_conflicts = {id(a) for a in conflicts}
         devices = [
             a for a in accepted
             if isinstance(a.inbound.message, DeviceMessage) and id(a) not in series_conflicts
         ]  # fmt: skip
+        # What the rules make of each new message is worked out before any shared row is
+        # locked; which states are current is known only once their latest rows are.
+        judged = self._device_signals(conn, devices, outcome)
+        # The latest states are locked before presence touches any device, in one order for
+        # every worker, and held until the commit: from here on the batch is quick.
         current = self._current_states(conn, devices)
         changes: list[tuple[Inbound, bool]] = []
         # Every worker gets every birth and death, and a clamped one has a new ts in each: the
@@ -299,8 +303,6 @@ class BatchWriter:
                     if change := self._apply_presence(conn, a.inbound, outcome):
                         changes.append(change)
         outcome.rejected += [self._conflict(a) for a in conflicts]
-        dropped = {id(a) for a in conflicts}
-        kept = [a for a in accepted if id(a) not in dropped]
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
             nodes = sorted(outcome.clock_ahead)
@@ -310,7 +312,18 @@ class BatchWriter:
                    WHERE p.node_id = u.node""",
                 (nodes, [outcome.clock_ahead[n] for n in nodes]),
             )
-        self._react(conn, kept, changes, outcome, current)
+        signals: list[rules.Signal] = []
+        now = datetime.now(UTC)
+        for inbound, died in changes:
+            venue = self.registry.venue_of_node(inbound.topic.node)
+            if venue is not None:
+                signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
+        for message_id, state, said in judged:
+            if state and message_id not in current:
+                outcome.late += 1  # stored in the series; the present is what came after it
+            else:
+                signals += said
+        outcome.reactions = incidents.apply(conn, signals, self.policy)
         # Late in the transaction: the rows of device_status are shared by every worker, and a
         # worker holds what it updates until it commits.
         self._update_device_state(conn, devices)
@@ -395,42 +408,28 @@ class BatchWriter:
                 latest[key] = mark
         return current
 
-    def _react(
-        self,
-        conn: Conn,
-        accepted: Sequence[Accepted],
-        presence: list[tuple[Inbound, bool]],
-        outcome: BatchOutcome,
-        current: set[uuid.UUID],
-    ) -> None:
-        """Rules on what is new in this batch, and command results onto their commands."""
-        signals: list[rules.Signal] = []
+    def _device_signals(
+        self, conn: Conn, devices: Sequence[Accepted], outcome: BatchOutcome
+    ) -> list[tuple[uuid.UUID, bool, list[rules.Signal]]]:
+        """The rules' signals for each device message new in this batch (a redelivery already
+        had its effect), with its id and whether it is a state; and command results onto their
+        commands."""
         results: list[CommandResult] = []
-        now = datetime.now(UTC)
-        for inbound, died in presence:
-            venue = self.registry.venue_of_node(inbound.topic.node)
-            if venue is not None:
-                signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
-        fresh: list[tuple[Accepted, DeviceMessage, VenueInfo | None]] = []
-        for a in accepted:
+        fresh: list[tuple[Accepted, DeviceMessage, bool, VenueInfo | None]] = []
+        for a in devices:
             msg = a.inbound.message
-            if not isinstance(msg, DeviceMessage) or msg.id not in outcome.new_ids:
-                continue  # births and deaths are above; a redelivery already had its effect
+            assert isinstance(msg, DeviceMessage)
+            if msg.id not in outcome.new_ids:
+                continue
             if isinstance(msg, CommandResult):
                 results.append(msg)
-            if msg.type in rules.STATES and msg.id not in current:
-                outcome.late += 1  # stored in the series; the present is what came after it
-                continue
-            fresh.append((a, msg, self.registry.venue_of_node(a.inbound.topic.node)))
+            venue = self.registry.venue_of_node(a.inbound.topic.node)
+            fresh.append((a, msg, msg.type in rules.STATES, venue))
         denied = rules.denied_counts(
-            conn, [(m, v) for _, m, v in fresh if isinstance(m, DoorAccess) and v], self.book
+            conn, [(m, v) for _, m, _, v in fresh if isinstance(m, DoorAccess) and v], self.book
         )
-        for a, _, venue in fresh:
-            if venue is not None:
-                signals += rules.evaluate(conn, a.inbound, venue, self.book, denied)
-        answered: list[uuid.UUID] = []
         if results:
-            answered = [r[0] for r in conn.execute(  # type: ignore[misc]
+            outcome.answered = [r[0] for r in conn.execute(  # type: ignore[misc]
                 """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
                        result_at = now()
                    FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
@@ -445,8 +444,11 @@ class BatchWriter:
                     [r.device for r in results],
                 ),
             ).fetchall()]  # fmt: skip
-        outcome.reactions = incidents.apply(conn, signals, self.policy)
-        outcome.answered = answered
+        return [
+            (msg.id, state,
+             rules.evaluate(conn, a.inbound, venue, self.book, denied) if venue else [])
+            for a, msg, state, venue in fresh
+        ]  # fmt: skip
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
