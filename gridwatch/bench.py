@@ -14,6 +14,7 @@ import time
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -70,6 +71,8 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
     stack = LocalStack(home)
     try:
         stack.start_database()
+        if args.sql_profile:
+            _track_statements(stack)
         per_venue = 10
         creds = stack.apply_demo(
             venues=max(1, args.devices // per_venue), devices_per_venue=per_venue
@@ -95,6 +98,9 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         limit_s = bench_limit.drain(bare_group, bare, published)
         log.info("bare subscribers drained the backlog in %.1fs", limit_s)
 
+        if args.sql_profile:
+            with psycopg.connect(stack.dsn) as conn:
+                conn.execute("SELECT pg_stat_statements_reset()")
         pg_pid = stack.postgres.postmaster_pid()
         assert pg_pid is not None and stack.broker is not None and stack.broker.proc is not None
         cpu_before = {"database": bench_limit.tree_cpu_s(pg_pid),
@@ -135,6 +141,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
                 for r, n in conn.execute("SELECT rule, count(*) FROM incidents GROUP BY rule")
             }
         assert rejected_row is not None
+        sql_top = _top_statements(stack.dsn) if args.sql_profile else None
         result = {
             "published": published,
             "stored": stored,
@@ -158,6 +165,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             "tasks_opened": int(str(opened[1])) if opened else 0,
             "incidents_by_rule": by_rule,
             "live": live,
+            "sql_top": sql_top,
             "ok": stored == published and stored == distinct,
         }
         print(json.dumps(result))
@@ -166,6 +174,30 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _track_statements(stack: LocalStack) -> None:
+    """Load pg_stat_statements into the bench's server (a restart), for `--sql-profile`."""
+    with (stack.postgres.data / "postgresql.auto.conf").open("a") as conf:
+        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+    stack.postgres.restart()
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def _top_statements(dsn: str, limit: int = 15) -> list[dict[str, object]]:
+    """The ingest's statements that took the most time while it drained."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+               FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+               WHERE r.rolname = 'ingest' ORDER BY total_exec_time DESC LIMIT %s""",
+            (limit,),
+        ).fetchall()
+    return [
+        {"calls": int(str(c)), "total_ms": round(float(str(t))), "rows": int(str(n)), "query": q}
+        for c, t, n, q in rows
+    ]
 
 
 def _live_phase(
@@ -215,9 +247,36 @@ def _live_phase(
     }
 
 
+KNEE_DELAY_MS = 1000.0  # the live path's limit: stored within a second, nothing lost
+
+
 def run_fleet_bench(args: argparse.Namespace) -> int:
     """The whole live path at the city size: fleet -> broker -> ingest -> database, and the
-    delay from a forced door to its incident's task."""
+    delay from a forced door to its incident's task. With `--rates`, one run per rate, rising,
+    until the p99 storage delay passes a second or anything is lost: the last rate that held
+    is the knee."""
+    if not args.rates:
+        result = _fleet_once(args)
+        print(json.dumps(result))
+        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    knee: float | None = None
+    for rate in sorted(float(r) for r in args.rates.split(",")):
+        result = _fleet_once(argparse.Namespace(**{**vars(args), "rate": rate}))
+        print(json.dumps(result), flush=True)
+        held = (
+            result["lost"] == 0 and result["duplicates"] == 0 and not result["fell_short_of_rate"]
+            and float(result["delay_p99_ms"]) <= KNEE_DELAY_MS
+        )  # fmt: skip
+        if not held:
+            print(json.dumps({"knee_msgs_per_s": knee, "first_failing_rate": rate}))
+            return 0
+        knee = rate
+    print(json.dumps({"knee_msgs_per_s": knee, "first_failing_rate": None}))
+    return 0
+
+
+def _fleet_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the live path at `args.rate`; its figures."""
     from gridwatch.simulate import venues_from
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
@@ -302,8 +361,7 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
             "fell_short_of_rate": short,
             "window_s": round(window_s, 1),
         }
-        print(json.dumps(result))
-        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+        return result
     finally:
         if fleet is not None:
             fleet.stop()

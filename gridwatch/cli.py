@@ -607,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="city: a city's everyday traffic (alarms rare); storm: every venue alarming at once",
     )
     bi.add_argument(
+        "--sql-profile",
+        action="store_true",
+        help="load pg_stat_statements and print the ingest's costliest statements",
+    )
+    bi.add_argument(
         "--live-rate",
         type=float,
         default=5_000.0,
@@ -633,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--forced-doors-per-s", type=float, default=2.0, help="doors forced while measuring"
     )
     bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
+    bf.add_argument(
+        "--rates",
+        default=None,
+        help="comma-separated rates, run in turn until the p99 storage delay passes 1 s or a"
+        " message is lost: the knee of the live path",
+    )
     ba = add(
         bsub2,
         "api",

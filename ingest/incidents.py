@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ingest import emergency, tasks
 from ingest.rules import CancelTimer, Clear, Raise, Rule, Severity, Signal, StartTimer
+from ingest.sqljson import records
 
 __all__ = ["Raise", "Signal", "apply", "decode", "raise_incident", "resolve"]
 from ingest.tasks import DeadlinePolicy
@@ -124,11 +124,11 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
         if starts := [op for op in ops if isinstance(op, StartTimer)]:
             conn.execute(
                 """INSERT INTO timers (kind, key, due_at, data)
-                   SELECT %s, k, d, j FROM unnest(%s::text[], %s::timestamptz[], %s::jsonb[])
-                        AS u(k, d, j)
+                   SELECT %s, k, d, j
+                   FROM jsonb_to_recordset(%s::jsonb) AS u(k text, d timestamptz, j jsonb)
                    ON CONFLICT (kind, key) DO NOTHING""",
-                (TIMER_RULE, [t.key for t in starts], [t.due for t in starts],
-                 [Jsonb(_encode(t.then)) for t in starts]),
+                (TIMER_RULE,
+                 records({"k": t.key, "d": t.due, "j": _encode(t.then)} for t in starts)),
             )  # fmt: skip
         if cancels := [op for op in ops if isinstance(op, CancelTimer)]:
             conn.execute(
@@ -185,9 +185,8 @@ def open_many(
                                   grid_id, path, detail, first_seen, last_seen, occurrences,
                                   opened_at)
            SELECT k, r, s::severity, t, v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
-           FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                       %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::timestamptz[],
-                       %s::int[]) WITH ORDINALITY AS u(k, r, s, t, v, d, n, g, p, j, ts, c, o)
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text, v text,
+                d text, n text, g text, p text, j jsonb, ts timestamptz, c int)
            ORDER BY o
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
                occurrences = incidents.occurrences + excluded.occurrences,
@@ -195,10 +194,12 @@ def open_many(
                detail = incidents.detail || excluded.detail
            RETURNING dedup_key, id, (xmax = 0) AS inserted""",
         (
-            [s.key for s in sigs], [s.rule.value for s in sigs], [s.severity.value for s in sigs],
-            [s.title for s in sigs], [s.venue.id for s in sigs], [s.device for s in sigs],
-            [s.node for s in sigs], [s.venue.grid_id for s in sigs], [s.venue.path for s in sigs],
-            [Jsonb(s.detail) for s in sigs], [s.ts for s in sigs], [o.repeats for o in opens],
+            records(
+                {"o": i, "k": s.key, "r": s.rule.value, "s": s.severity.value, "t": s.title,
+                 "v": s.venue.id, "d": s.device, "n": s.node, "g": s.venue.grid_id,
+                 "p": s.venue.path, "j": s.detail, "ts": s.ts, "c": o.repeats}
+                for i, (s, o) in enumerate(zip(sigs, opens, strict=True))
+            ),
         ),
     ).fetchall()  # fmt: skip
     ids = {str(k): int(str(i)) for k, i, _ in rows}
@@ -216,16 +217,13 @@ def open_many(
         ],
         policy,
     )  # fmt: skip
+    events = [{"i": i, "k": "opened", "j": {"ts": s.ts.isoformat(), **s.detail}}
+              for s, i in zip(new, new_ids, strict=True)]  # fmt: skip
+    events += [{"i": i, "k": "task", "j": {"task_id": task_ids[i]}} for i in new_ids]
     conn.execute(
         """INSERT INTO incident_events (incident_id, kind, actor, data)
-           SELECT i, k, %s, j FROM unnest(%s::bigint[], %s::text[], %s::jsonb[]) AS u(i, k, j)""",
-        (
-            SYSTEM,
-            new_ids + new_ids,
-            ["opened"] * len(new) + ["task"] * len(new),
-            [Jsonb({"ts": s.ts.isoformat(), **s.detail}) for s in new]
-            + [Jsonb({"task_id": task_ids[i]}) for i in new_ids],
-        ),
+           SELECT i, k, %s, j FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, k text, j jsonb)""",
+        (SYSTEM, records(events)),
     )
     for s, incident_id in zip(new, new_ids, strict=True):
         out.opened.append(s.rule.value)

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.rules import Severity
+from ingest.sqljson import records
 
 log = logging.getLogger(__name__)
 
@@ -262,38 +263,38 @@ def create_many(conn: Conn, new: Sequence[NewTask], policy: DeadlinePolicy) -> d
         """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency,
                               state, assignee, stage_started, deadline_at, created_at)
            SELECT i, t, s::severity, g, p::ltree, g, e, st::task_state, a, %s, d, clock_timestamp()
-           FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-                       %s::boolean[], %s::text[], %s::text[], %s::timestamptz[])
-                WITH ORDINALITY AS u(i, t, s, g, p, e, st, a, d, o)
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, i bigint, t text, s text, g text,
+                p text, e boolean, st text, a text, d timestamptz)
            ORDER BY o
            RETURNING incident_id, id""",
         (
-            now, [t.incident_id for t in new], [t.title for t in new],
-            [t.severity.value for t in new], [t.grid_id for t in new], [t.path for t in new],
-            [t.path in emergency for t in new],
-            [State.DISPATCHED.value if t.grid_id in duty else State.REPORTED.value for t in new],
-            [duty.get(t.grid_id) for t in new], deadlines,
+            now,
+            records(
+                {"o": n, "i": t.incident_id, "t": t.title, "s": t.severity.value,
+                 "g": t.grid_id, "p": t.path, "e": t.path in emergency,
+                 "st": State.DISPATCHED.value if t.grid_id in duty else State.REPORTED.value,
+                 "a": duty.get(t.grid_id), "d": d}
+                for n, (t, d) in enumerate(zip(new, deadlines, strict=True))
+            ),
         ),
     ).fetchall()  # fmt: skip
     ids = {int(str(i)): int(str(t)) for i, t in rows}
-    events: list[tuple[int, str, State | None, State, str, dict[str, Any]]] = []
+    events: list[dict[str, object]] = []
     for t in new:
         task_id = ids[t.incident_id]
-        events.append((task_id, "create", None, State.REPORTED, "", {"incident_id": t.incident_id}))
+        events.append({"i": task_id, "a": "create", "s": State.REPORTED.value, "r": "",
+                       "j": {"incident_id": t.incident_id}})  # fmt: skip
         if t.grid_id in duty:
-            events.append((task_id, Action.DISPATCH.value, State.REPORTED, State.DISPATCHED,
-                           "on duty", {"assignee": duty[t.grid_id]}))  # fmt: skip
+            events.append({"i": task_id, "a": Action.DISPATCH.value, "f": State.REPORTED.value,
+                           "s": State.DISPATCHED.value, "r": "on duty",
+                           "j": {"assignee": duty[t.grid_id]}})  # fmt: skip
     conn.execute(
         """INSERT INTO task_events (task_id, action, from_state, to_state, actor, reason, data)
            SELECT i, a, f::task_state, s::task_state, %s, r, j
-           FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
-                AS u(i, a, f, s, r, j)""",
-        (
-            SYSTEM, [e[0] for e in events], [e[1] for e in events],
-            [e[2] and e[2].value for e in events], [e[3].value for e in events],
-            [e[4] for e in events], [Jsonb(e[5]) for e in events],
-        ),
-    )  # fmt: skip
+           FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, a text, f text, s text, r text,
+                j jsonb)""",
+        (SYSTEM, records(events)),
+    )
     _set_deadline_timers_many(
         conn, [(ids[t.incident_id], now, d) for t, d in zip(new, deadlines, strict=True)], policy
     )
@@ -503,20 +504,16 @@ def _set_deadline_timers_many(
     conn: Conn, stages: Sequence[tuple[int, datetime, datetime]], policy: DeadlinePolicy
 ) -> None:
     """The warning (at `warn_at` of the stage) and deadline timers of (task, start, deadline)."""
-    keys: list[str] = []
-    kinds: list[str] = []
-    dues: list[datetime] = []
+    timers: list[dict[str, object]] = []
     for task_id, start, deadline in sorted(stages):
         warn = start + (deadline - start) * policy.warn_at
         for kind, due in ((TIMER_WARN, warn), (TIMER_DEADLINE, deadline)):
-            keys.append(str(task_id))
-            kinds.append(kind)
-            dues.append(due)
+            timers.append({"k": kind, "key": str(task_id), "d": due})
     conn.execute(
         """INSERT INTO timers (kind, key, due_at)
-           SELECT k, key, d FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(k, key, d)
+           SELECT k, key, d FROM jsonb_to_recordset(%s::jsonb) AS u(k text, key text, d timestamptz)
            ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at""",
-        (kinds, keys, dues),
+        (records(timers),),
     )
 
 

@@ -96,6 +96,8 @@ class IngestWorker:
             policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
+        self._received = 0  # messages taken off the wire, counted by paho's thread alone
+        metrics.RECEIVED.read = lambda: self._received
         # Read when scraped, so it grows while a batch cannot be committed (a database outage),
         # instead of showing the size the inbox had when that batch began.
         metrics.BACKLOG.set_function(lambda: len(self._inbox))
@@ -212,7 +214,7 @@ class IngestWorker:
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection_no, bool(msg.retain)
         )
         self._inbox.append(item)
-        metrics.RECEIVED.inc()
+        self._received += 1
         self._last_receive = time.time()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()

@@ -43,6 +43,7 @@ from gateway.messages import (
 from ingest import commands, incidents, plausible, rules
 from ingest.incidents import Applied
 from ingest.registry import Registry, VenueInfo
+from ingest.sqljson import records
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -670,8 +671,9 @@ class BatchWriter:
             devices = sorted(seen)
             conn.execute(
                 """INSERT INTO device_status AS s (device_id, online, last_seen, last_seq)
-                   SELECT d, o, t, q
-                   FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::bigint[]) AS u(d, o, t, q)
+                   SELECT d, o, t, q FROM jsonb_to_recordset(%s::jsonb)
+                        AS u(n int, d text, o boolean, t timestamptz, q bigint)
+                   ORDER BY n
                    ON CONFLICT (device_id) DO UPDATE SET
                        online = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.online
                                      ELSE s.online END,
@@ -680,10 +682,10 @@ class BatchWriter:
                                        ELSE s.last_seq END,
                        updated_at = now()""",
                 (
-                    devices,
-                    [seen[d][2] for d in devices],
-                    [seen[d][0] for d in devices],
-                    [seen[d][1] for d in devices],
+                    records(
+                        {"n": n, "d": d, "o": seen[d][2], "t": seen[d][0], "q": seen[d][1]}
+                        for n, d in enumerate(devices)
+                    ),
                 ),
             )
         if not latest:
@@ -692,20 +694,21 @@ class BatchWriter:
         rows = [latest[k] for k in keys]
         conn.execute(
             """INSERT INTO device_latest AS l (device_id, type, ts, seq, id, payload)
-               SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[],
-                                    %s::uuid[], %s::jsonb[])
+               SELECT d, t, ts, q, i, p FROM jsonb_to_recordset(%s::jsonb)
+                    AS u(n int, d text, t text, ts timestamptz, q bigint, i uuid, p jsonb)
+               ORDER BY n
                ON CONFLICT (device_id, type) DO UPDATE SET ts = excluded.ts, seq = excluded.seq,
                    id = excluded.id, payload = excluded.payload
                WHERE (excluded.ts, excluded.seq) >= (l.ts, coalesce(l.seq, -1))""",
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [_mark(r)[0] for r in rows],
-                [_mark(r)[1] for r in rows],
-                [r.inbound.message.id for r in rows],  # type: ignore[union-attr]
-                [r.payload.decode() for r in rows],
+                records(
+                    {"n": n, "d": k[0], "t": k[1], "ts": _mark(r)[0], "q": _mark(r)[1],
+                     "i": r.inbound.message.id,  # type: ignore[union-attr]
+                     "p": json.loads(r.payload)}
+                    for n, (k, r) in enumerate(zip(keys, rows, strict=True))
+                ),
             ),
-        )
+        )  # fmt: skip
 
     def _record_rejections(self, conn: Conn, rejected: Sequence[Rejection]) -> None:
         """Keep what was refused, one row per topic and payload. A node (or a topic that names
