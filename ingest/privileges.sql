@@ -161,6 +161,8 @@ ALTER FUNCTION notify_event(text, severity, text, bigint, bigint, text, jsonb)
     SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_task() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_incident() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_incidents_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_tasks_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_emergency() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_command() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_node_audit() SECURITY DEFINER SET search_path = public, pg_temp;

@@ -90,3 +90,48 @@ CREATE TRIGGER tasks_changes_inserted AFTER INSERT ON tasks
 CREATE TRIGGER tasks_changes_updated AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_task_changes();
+
+-- Likewise the notification events (015) that new incidents and tasks raise: a red incident, a
+-- node offline, a task dispatched to someone. Updates of tasks stay per row (their rules read
+-- each row's before and after).
+DROP TRIGGER incidents_notify ON incidents;
+DROP TRIGGER tasks_notify ON tasks;
+
+CREATE FUNCTION notify_incidents_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO notify_events (kind, severity, territory_id, path, task_id, incident_id,
+                               person_id, params)
+    SELECT CASE WHEN n.rule = 'node_offline' THEN 'node.offline' ELSE 'incident.red' END,
+           n.severity, n.grid_id, g.path, NULL, n.id, NULL,
+           jsonb_build_object('incident_id', n.id, 'title', n.title, 'rule', n.rule,
+               'venue_id', n.venue_id, 'device_id', n.device_id, 'node_id', n.node_id,
+               'venue', v.name)
+    FROM new_rows n LEFT JOIN venues v ON v.id = n.venue_id
+    LEFT JOIN territory g ON g.id = n.grid_id
+    WHERE n.rule = 'node_offline' OR n.severity = 'red'
+    ORDER BY n.id;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION notify_tasks_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO notify_events (kind, severity, territory_id, path, task_id, incident_id,
+                               person_id, params)
+    SELECT 'task.dispatched', n.severity, n.level_id, l.path, n.id, n.incident_id, n.assignee,
+           jsonb_build_object('task_id', n.id, 'title', n.title, 'level_id', n.level_id,
+               'grid_id', n.grid_id, 'assignee', n.assignee, 'state', n.state,
+               'deadline_at', n.deadline_at)
+    FROM new_rows n LEFT JOIN territory l ON l.id = n.level_id
+    WHERE n.assignee IS NOT NULL AND n.state = 'dispatched'
+    ORDER BY n.id;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER incidents_notify AFTER INSERT ON incidents
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_incidents_inserted();
+CREATE TRIGGER tasks_notify_inserted AFTER INSERT ON tasks
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_tasks_inserted();
+CREATE TRIGGER tasks_notify AFTER UPDATE OF assignee, state, flagged, escalations ON tasks
+    FOR EACH ROW EXECUTE FUNCTION notify_task();
