@@ -104,6 +104,8 @@ def migrate(
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             return _migrate_locked(conn, migrations, backend, folder)
+        except psycopg.errors.InsufficientPrivilege as exc:  # the bookkeeping or the grants
+            raise MigrationRefused(_refusal(conn, "bookkeeping", exc)) from None
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
@@ -182,7 +184,8 @@ def _refusal(conn: psycopg.Connection[tuple[object, ...]], label: str, exc: psyc
     user, database = conn.info.user, conn.info.dbname
     what = exc.diag.message_primary or str(exc)
     return (
-        f"migration {label} was refused to role {user} ({what}): the role that migrates must "
+        f"{'the migrations table' if label == 'bookkeeping' else 'migration ' + label} was "
+        f"refused to role {user} ({what}): the role that migrates must "
         f"own database {database} and its schema public (as a superuser: `ALTER DATABASE "
         f"{database} OWNER TO {user}; ALTER SCHEMA public OWNER TO {user};`), and a superuser "
         f"must first run `CREATE EXTENSION ltree;` (and `CREATE EXTENSION timescaledb;` where "
