@@ -237,6 +237,13 @@ class LocalStack:
             raise ValueError(f"no database login {login!r}: use one of {', '.join(LOGIN_ROLES)}")
         return self.postgres.dsn(self.database, user=login)
 
+    def login_role(self, login: str) -> str:
+        """The server's name for a service's login role (`ingest`; on an external server the
+        prefixed name made for this run)."""
+        if isinstance(self.postgres, ExternalPostgres):
+            return self.postgres.login_name(login)
+        return login
+
     def service_mqtt(self, slot: int = INGEST_SLOTS - 1) -> MqttSettings:
         """How an ingest worker slot reaches the broker's service listener (the last slot by
         default: the tests' own clients, which running workers do not use)."""
