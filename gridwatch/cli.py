@@ -574,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--messages", type=int, default=200_000)
     bi.add_argument("--devices", type=int, default=1_000)
+    _add_bench_database_url(bi)
     bf = add(
         bsub2,
         "fleet",
