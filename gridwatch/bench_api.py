@@ -25,7 +25,7 @@ _LOAD_OCCUPANCY = """
 INSERT INTO occupancy (ts, id, node_id, device_id, seq, zone, count, entered, exited)
 SELECT t, gen_random_uuid(), d.node_id, d.id, 0, 'main',
        (60 + 50 * sin(extract(epoch FROM t) / 13751))::int, 3, 3
-FROM devices d, generate_series(now() - make_interval(days => %(days)s), now(),
+FROM devices d, generate_series(now() - %(days)s * INTERVAL '1 day', now(),
                                 make_interval(mins => %(every)s)) AS t
 WHERE d.kind = 'counter'
 """
