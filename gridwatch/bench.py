@@ -68,7 +68,7 @@ def _wait_connected(ports: list[int], timeout_s: float) -> None:
 def run_ingest_bench(args: argparse.Namespace) -> int:
     """Load a backlog, start the ingest, time the drain, verify exactly-once, print JSON."""
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
-    stack = LocalStack(home)
+    stack = LocalStack.for_bench(home, getattr(args, "database_url", None))
     try:
         stack.start_database()
         if args.sql_profile:
