@@ -97,9 +97,22 @@ def payload(
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+_PUBLISH_BATCH = 500
+_PUBLISH_BATCHES = 20  # per tick at most: other duties wait no longer than 10,000 publishes
+
+
 def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
     """Publish queued commands, and attempts of must-deliver ones that are due (their retry
-    time has come, or their node has been born again since the last attempt)."""
+    time has come, or their node has been born again since the last attempt): all of them now,
+    in batches, so a broadcast to a thousand speakers does not wait for the next tick."""
+    for _ in range(_PUBLISH_BATCHES):
+        if _publish_batch(conn, send, signer, _PUBLISH_BATCH) < _PUBLISH_BATCH:
+            return  # that was all (or the broker is not taking them: the next tick tries)
+
+
+def _publish_batch(conn: Conn, send: Publish, signer: Signer | None, limit: int) -> int:
+    """Publish up to `limit` due commands and mark those the broker took as sent, in one
+    statement; how many were marked (fewer than found when some could not be published)."""
     rows = conn.execute(
         f"""SELECT c.id, c.device_id, c.action, c.created_at, c.deadline, c.must_deliver,
                   c.attempts, n.id, n.venue_id, now()
@@ -109,7 +122,8 @@ def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
            WHERE c.state = 'queued'
               OR ({_UNDELIVERED} AND c.attempts > 0
                   AND (c.retry_at <= now() OR (p.online AND p.updated_at > c.sent_at)))
-           ORDER BY c.created_at LIMIT 500"""
+           ORDER BY c.created_at LIMIT %s""",
+        (limit,),
     ).fetchall()
     sent: list[tuple[object, int, float, mqtt.MQTTMessageInfo]] = []
     deadlines: dict[object, datetime] = {}
@@ -123,29 +137,35 @@ def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
         topic = topics.command(str(site), str(node), str(device))
         info = send(topic, payload(cid, str(device), action, ts, valid_until, signer))
         sent.append((cid, int(str(attempts)), retry_after(int(str(attempts)) + 1), info))
-    done = retried = 0
+    published: list[object] = []
+    pauses: list[float] = []
+    retried = 0
     for cid, attempts_before, pause, info in sent:
         try:
-            info.wait_for_publish(5)
+            info.wait_for_publish(5)  # all are in flight already: this waits for the slowest
         except (RuntimeError, ValueError) as exc:  # not connected, or the publish failed
             log.warning("command not published yet id=%s: %s", cid, exc)
             continue
         if not info.is_published():
             continue
-        done += 1
+        published.append(cid)
+        pauses.append(pause)
         retried += attempts_before > 0
-        conn.execute(
-            """UPDATE commands SET state = 'sent', sent_at = now(), attempts = attempts + 1,
-                   deadline = COALESCE(%s, deadline),
-                   retry_at = CASE WHEN must_deliver THEN now() + make_interval(secs => %s) END
-               WHERE id = %s AND superseded_by IS NULL
-                 AND (state = 'queued' OR (must_deliver AND state IN ('sent', 'expired')))""",
-            (deadlines.get(cid), pause, cid),
-        )
-    if done:
-        metrics.COMMANDS_SENT.inc(done)
+    if not published:
+        return 0
+    conn.execute(
+        """UPDATE commands c SET state = 'sent', sent_at = now(), attempts = c.attempts + 1,
+               deadline = COALESCE(u.deadline, c.deadline),
+               retry_at = CASE WHEN c.must_deliver THEN now() + make_interval(secs => u.pause) END
+           FROM unnest(%s::uuid[], %s::timestamptz[], %s::float8[]) AS u(id, deadline, pause)
+           WHERE c.id = u.id AND c.superseded_by IS NULL
+             AND (c.state = 'queued' OR (c.must_deliver AND c.state IN ('sent', 'expired')))""",
+        (published, [deadlines.get(cid) for cid in published], pauses),
+    )
+    metrics.COMMANDS_SENT.inc(len(published))
     if retried:
         metrics.COMMANDS_RETRIED.inc(retried)
+    return len(published)
 
 
 def expire(conn: Conn) -> None:
