@@ -104,8 +104,9 @@ class _Listener:
         writer.close()
 
 
-def _people(dsn: str, count: int, seed: int) -> list[str]:
-    """A mix of people from the city's operator down to grid workers."""
+def _people(dsn: str, count: int, seed: int, city_wide: bool) -> list[str]:
+    """A mix of people from the city's operator down to grid workers (only the city's with
+    `city_wide`)."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             """SELECT p.id, nlevel(t.path) FROM people p JOIN territory t ON t.id = p.scope_id
@@ -116,8 +117,8 @@ def _people(dsn: str, count: int, seed: int) -> list[str]:
         by_level[int(level)].append(str(person))
     rng = random.Random(seed)
     chosen: list[str] = []
-    levels = sorted(by_level)
-    while len(chosen) < count and any(by_level.values()):
+    levels = sorted(by_level)[:1] if city_wide else sorted(by_level)
+    while len(chosen) < count and any(by_level[level] for level in levels):
         for level in levels:
             if by_level[level] and len(chosen) < count:
                 chosen.append(by_level[level].pop(rng.randrange(len(by_level[level]))))
@@ -199,7 +200,7 @@ async def _measure(
         "deliveries": len(samples),
         "commit_to_delivery": _percentiles(samples) if samples else None,
         # the changes whose last delivery came latest: one slow round, or all of them?
-        "slowest_changes_ms": sorted((round(max(v) * 1000) for v in by_change.values()))[-5:],
+        "slowest_changes_ms": sorted(round(max(v) * 1000) for v in by_change.values())[-5:],
         "missing": missing,
         "not_theirs": unexpected,
         "duplicates": duplicates,
@@ -223,7 +224,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
             raise RuntimeError("the API did not start (see logs/api.log)")
         base = f"http://127.0.0.1:{port}"
         tokens: dict[str, str] = {}
-        for person in _people(stack.dsn, args.people, args.seed):
+        for person in _people(stack.dsn, args.people, args.seed, args.city_wide):
             r = httpx.post(
                 f"{base}/api/token",
                 data={"username": person, "password": DEMO_PASSWORD},

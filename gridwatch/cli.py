@@ -606,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--venues", type=int, default=200)
     bl.add_argument("--seed", type=int, default=7)
     bl.add_argument(
+        "--city-wide", action="store_true", help="every stream's person sees the whole city"
+    )
+    bl.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
     bv = add(
