@@ -44,6 +44,7 @@ class RejectReason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     DISABLED_DEVICE = "disabled_device"
     FOREIGN_DEVICE = "foreign_device"
+    OUTSIDE_GROUP = "outside_group"  # a node another ingest group's broker carries
     CONFLICT = "conflict"  # an id already stored with other content: the first version stands
     UNSTORABLE = "unstorable"
     IMPLAUSIBLE = "implausible"

@@ -375,6 +375,9 @@ _REASON_TEXT = {
     codec.RejectReason.DISABLED_DEVICE: "the device is disabled in the registry; its messages"
     " are refused until it is enabled again",
     codec.RejectReason.FOREIGN_DEVICE: "the device belongs to another node",
+    codec.RejectReason.OUTSIDE_GROUP: "the node's venue lies outside the areas this broker's"
+    " ingest group carries (a partitioned province): no receipt, so the node keeps the message"
+    " for the broker that carries it",
     codec.RejectReason.CONFLICT: "an id already stored with other content (the first version "
     "stands)",
     codec.RejectReason.UNSTORABLE: "valid, but the database refused it",

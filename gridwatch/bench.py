@@ -14,11 +14,14 @@ import time
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from gridwatch import loadgen
-from gridwatch.local import LocalStack
+from gateway.broker import new_share_group
+from gridwatch import bench_limit, loadgen
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import INGEST_SLOTS, LocalStack
 from gridwatch.services import free_ports, terminate
 from ingest.writer import COLUMNS
 from simulators.devices import SimDoor
@@ -68,25 +71,40 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
     stack = LocalStack(home)
     try:
         stack.start_database()
+        if args.sql_profile:
+            _track_statements(stack)
         per_venue = 10
         creds = stack.apply_demo(
             venues=max(1, args.devices // per_venue), devices_per_venue=per_venue
         )
-        stack.start_broker()
+        bare_group = new_share_group()
+        stack.start_broker(extra_share_groups=(bare_group,))
         metrics_base = free_ports(args.workers)
         ports = [metrics_base + i for i in range(args.workers)]
 
         # The workers' persistent sessions must exist before the backlog is published, so that
-        # the broker queues it for them: start them once, then stop them.
+        # the broker queues it for them: start them once, then stop them. The bare subscribers
+        # (as many as workers, on slots the workers do not use) get their own copy of it.
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         _wait_connected(ports, timeout_s=60)
         time.sleep(0.5)
         terminate(ingest)
+        bare = [stack.service_mqtt(INGEST_SLOTS - 2 - i) for i in range(args.workers)]
+        bench_limit.open_sessions(bare_group, bare)
 
-        plans = loadgen.plan(creds, args.messages)
+        plans = loadgen.plan(creds, args.messages, mix=args.mix)
         published, publish_s = loadgen.publish_parallel(plans, stack.edge_mqtt())
         log.info("backlog loaded published=%d in %.1fs", published, publish_s)
+        limit_s = bench_limit.drain(bare_group, bare, published)
+        log.info("bare subscribers drained the backlog in %.1fs", limit_s)
 
+        if args.sql_profile:
+            with psycopg.connect(stack.dsn) as conn:
+                conn.execute("SELECT pg_stat_statements_reset()")
+        pg_pid = stack.postgres.postmaster_pid()
+        assert pg_pid is not None and stack.broker is not None and stack.broker.proc is not None
+        cpu_before = {"database": bench_limit.tree_cpu_s(pg_pid),
+                      "broker": bench_limit.tree_cpu_s(stack.broker.proc.pid)}  # fmt: skip
         started = time.perf_counter()
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         acked = 0.0
@@ -100,7 +118,15 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"ingest stalled at {acked:.0f} of {published} messages")
         drain_s = time.perf_counter() - started
         totals = _scrape_all(ports)
+        cpu_s = {
+            "ingest": bench_limit.tree_cpu_s(ingest.pid),
+            "database": bench_limit.tree_cpu_s(pg_pid) - cpu_before["database"],
+            "broker": bench_limit.tree_cpu_s(stack.broker.proc.pid) - cpu_before["broker"],
+        }
+        live = _live_phase(args, stack, creds, published) if args.live_s > 0 else None
         terminate(ingest)
+        if live is not None:
+            published += int(str(live["published"]))
 
         stored, distinct = _count_events(stack.dsn)
         with psycopg.connect(stack.dsn) as conn:
@@ -110,15 +136,25 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             opened = conn.execute(
                 "SELECT (SELECT count(*) FROM incidents), (SELECT count(*) FROM tasks)"
             ).fetchone()
+            by_rule: dict[str, int] = {
+                str(r): int(str(n))
+                for r, n in conn.execute("SELECT rule, count(*) FROM incidents GROUP BY rule")
+            }
         assert rejected_row is not None
+        sql_top = _top_statements(stack.dsn) if args.sql_profile else None
         result = {
             "published": published,
             "stored": stored,
             "duplicates": stored - distinct,
             "rejected": int(str(rejected_row[0])),
             "redeliveries_absorbed": int(totals.get("gridwatch_ingest_duplicates_total", 0)),
+            "mix": args.mix,
             "msgs_per_s": round(published / drain_s),
+            "limit_msgs_per_s": round(published / limit_s),
+            "ratio": round(limit_s / drain_s, 2),
             "drain_s": round(drain_s, 2),
+            # CPU per 1,000 messages drained: holds when other work shares the machine.
+            "cpu_ms_per_1k": {k: round(v * 1e6 / published, 1) for k, v in cpu_s.items()},
             "publish_s": round(publish_s, 2),
             "publish_msgs_per_s": round(published / publish_s),
             "workers": args.workers,
@@ -127,6 +163,9 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             "batches": int(totals.get("gridwatch_ingest_batch_size_count", 0)),
             "incidents_opened": int(str(opened[0])) if opened else 0,
             "tasks_opened": int(str(opened[1])) if opened else 0,
+            "incidents_by_rule": by_rule,
+            "live": live,
+            "sql_top": sql_top,
             "ok": stored == published and stored == distinct,
         }
         print(json.dumps(result))
@@ -137,9 +176,107 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _track_statements(stack: LocalStack) -> None:
+    """Load pg_stat_statements into the bench's server (a restart), for `--sql-profile`."""
+    with (stack.postgres.data / "postgresql.auto.conf").open("a") as conf:
+        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+    stack.postgres.restart()
+    with psycopg.connect(stack.dsn) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def _top_statements(dsn: str, limit: int = 15) -> list[dict[str, object]]:
+    """The ingest's statements that took the most time while it drained."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+               FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+               WHERE r.rolname = 'ingest' ORDER BY total_exec_time DESC LIMIT %s""",
+            (limit,),
+        ).fetchall()
+    return [
+        {"calls": int(str(c)), "total_ms": round(float(str(t))), "rows": int(str(n)), "query": q}
+        for c, t, n, q in rows
+    ]
+
+
+def _live_phase(
+    args: argparse.Namespace, stack: LocalStack, creds: list[NodeCredentials], before: int
+) -> dict[str, object]:
+    """With the ingest running on an empty queue, publish the mix live at `--live-rate` for
+    `--live-s` seconds, each message stamped when sent; then the delay from a forced door's
+    publish to its incident's task, for every door incident opened meanwhile."""
+    with psycopg.connect(stack.dsn) as conn:
+        # Operators have dealt with the drained backlog's forced doors: a door forced again
+        # now opens a new incident, and its task is what is timed.
+        conn.execute(
+            "UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = 'bench'"
+            " WHERE rule = 'door_forced' AND status <> 'resolved'"
+        )
+    window_start = _db_now(stack.dsn)
+    sent = loadgen.publish_paced_parallel(
+        creds, args.mix, args.live_rate, args.live_s, stack.edge_mqtt()
+    )
+    deadline = time.monotonic() + 60
+    while _count_events(stack.dsn)[0] < before + sent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    with psycopg.connect(stack.dsn) as conn:
+        row = conn.execute(
+            """SELECT count(*),
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY t.created_at - i.first_seen),
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY t.created_at - i.first_seen),
+                      max(t.created_at - i.first_seen)
+               FROM incidents i JOIN tasks t ON t.incident_id = i.id
+               WHERE i.rule = 'door_forced' AND i.first_seen >= %s""",
+            (window_start,),
+        ).fetchone()
+        counts = " + ".join(
+            f"(SELECT count(*) FROM {t} WHERE received_at >= %(w)s)" for t in SERIES_TABLES
+        )
+        stored = conn.execute(f"SELECT {counts}", {"w": window_start}).fetchone()
+    assert row is not None and stored is not None
+    return {
+        "published": sent,
+        "rate": args.live_rate,
+        "seconds": args.live_s,
+        "stored_msgs_per_s": round(int(str(stored[0])) / args.live_s),
+        "door_incidents": int(str(row[0])),
+        "door_forced_to_task_p50_ms": _ms(row[1]),
+        "door_forced_to_task_p99_ms": _ms(row[2]),
+        "door_forced_to_task_max_ms": _ms(row[3]),
+    }
+
+
+KNEE_DELAY_MS = 1000.0  # the live path's limit: stored within a second, nothing lost
+
+
 def run_fleet_bench(args: argparse.Namespace) -> int:
     """The whole live path at the city size: fleet -> broker -> ingest -> database, and the
-    delay from a forced door to its incident's task."""
+    delay from a forced door to its incident's task. With `--rates`, one run per rate, rising,
+    until the p99 storage delay passes a second or anything is lost: the last rate that held
+    is the knee."""
+    if not args.rates:
+        result = _fleet_once(args)
+        print(json.dumps(result))
+        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+    knee: float | None = None
+    for rate in sorted(float(r) for r in args.rates.split(",")):
+        result = _fleet_once(argparse.Namespace(**{**vars(args), "rate": rate}))
+        print(json.dumps(result), flush=True)
+        held = (
+            result["lost"] == 0 and result["duplicates"] == 0 and not result["fell_short_of_rate"]
+            and float(result["delay_p99_ms"]) <= KNEE_DELAY_MS
+        )  # fmt: skip
+        if not held:
+            print(json.dumps({"knee_msgs_per_s": knee, "first_failing_rate": rate}))
+            return 0
+        knee = rate
+    print(json.dumps({"knee_msgs_per_s": knee, "first_failing_rate": None}))
+    return 0
+
+
+def _fleet_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the live path at `args.rate`; its figures."""
     from gridwatch.simulate import venues_from
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
@@ -224,8 +361,7 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
             "fell_short_of_rate": short,
             "window_s": round(window_s, 1),
         }
-        print(json.dumps(result))
-        return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
+        return result
     finally:
         if fleet is not None:
             fleet.stop()

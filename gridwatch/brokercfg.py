@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.broker import BrokerOptions, IngestAccounts, NodeAccount, hash_password, render
 from gateway.topics import ID_PATTERN
+from ingest.groups import AREA_PATTERN
 from ingest.settings import Environment
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,28 @@ class BrokerAccountsSettings(BaseSettings):
         " leader keeps the node accounts in line with the registry); none: no control account,"
         " and node accounts change only when the broker configuration is written again",
     )
+
+    areas: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="territory ids (comma-separated) whose nodes get accounts in this broker's"
+        " configuration: a district's broker, the same as its ingest group's"
+        " GRIDWATCH_INGEST_AREAS; unset: every node",
+    )
+
+    @field_validator("areas", mode="before")
+    @classmethod
+    def _areas_from_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator("areas")
+    @classmethod
+    def _areas_are_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if not re.fullmatch(AREA_PATTERN, a)]
+        if bad:
+            raise ValueError(f"{', '.join(repr(a) for a in bad)} is not a territory id")
+        return value
 
     def control_hash(self) -> str | None:
         pw = self.control_password
@@ -92,20 +116,37 @@ def write_config(
             raise ValueError(f"refused in production: {exposure}")
         log.warning("broker configuration for development only: %s", exposure)
     files = render(
-        opts, folder, node_accounts(conn), accounts.accounts(extra_share_groups),
+        opts, folder, node_accounts(conn, accounts.areas), accounts.accounts(extra_share_groups),
         accounts.control_hash(),
     )  # fmt: skip
     return files.write(folder)
 
 
-def node_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[NodeAccount]:
-    """The broker's initial node accounts: every node with a password hash (disabled ones, and
-    those of disabled venues, as disabled accounts), marked with the secret they hold. Nodes that only have a sealed
-    secret or none get their account from the leader's reconcile once the broker runs."""
+def node_accounts(
+    conn: psycopg.Connection[tuple[object, ...]], areas: tuple[str, ...] = ()
+) -> list[NodeAccount]:
+    """The broker's initial node accounts: every node (under `areas`, territory ids, when given)
+    with a password hash (disabled ones, and those of disabled venues, as disabled accounts),
+    marked with the secret they hold. Nodes that only have a sealed secret or none get their
+    account from the leader's reconcile once the broker runs."""
+    unknown = sorted(
+        set(areas) - {str(r[0]) for r in conn.execute(
+            "SELECT id FROM territory WHERE id = ANY(%s)", (list(areas),)).fetchall()}
+    )  # fmt: skip
+    if unknown:
+        raise ValueError(
+            f"GRIDWATCH_BROKER_AREAS names {', '.join(unknown)}, which the territory does not"
+            " have: give territory ids as the registry file lists them (its `areas`)"
+        )
     rows = conn.execute(
         """SELECT n.venue_id, n.id, n.password_hash, n.disabled OR v.disabled, n.secret_issued_at
            FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
-           WHERE n.password_hash IS NOT NULL ORDER BY n.id"""
+           JOIN territory t ON t.id = v.grid_id
+           WHERE n.password_hash IS NOT NULL
+             AND (%s::text[] = '{}' OR EXISTS (SELECT 1 FROM territory a
+                                               WHERE a.id = ANY(%s::text[]) AND t.path <@ a.path))
+           ORDER BY n.id""",
+        (list(areas),) * 2,
     ).fetchall()
     return [
         NodeAccount(site=str(v), node=str(n), password_hash=str(h), disabled=bool(d),

@@ -21,6 +21,7 @@ from gridwatch import home, logconfig
 from gridwatch.errors import configuration_problems
 
 if TYPE_CHECKING:
+    from ingest.groups import Scope
     from ingest.leader import Duty
     from ingest.settings import IngestSettings
 
@@ -44,11 +45,13 @@ def _lazy(target: str) -> Handler:
 def _ingest(args: argparse.Namespace) -> int:
     from ingest.settings import IngestSettings
 
-    first = args.slot if args.slot is not None else IngestSettings().worker_slot
+    settings = IngestSettings()
+    first = args.slot if args.slot is not None else settings.worker_slot
     if args.workers == 1 or args.drain:
         return _run_worker(first, drain=args.drain, supervised=args.supervised)
     from gridwatch import workers
 
+    _claim_group(settings)  # a misconfigured group is refused once, before any worker starts
     return workers.run(first, args.workers, ["--log-level", args.log_level,
                                              "--log-format", args.log_format])  # fmt: skip
 
@@ -64,9 +67,11 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     if base.metrics_port:
         overrides["metrics_port"] = base.metrics_port + slot
     settings = base.model_copy(update=overrides)
+    scope = _claim_group(settings)
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
-    worker = IngestWorker(settings, duties=_leader_duties(settings))
+    worker = IngestWorker(settings, duties=_leader_duties(settings, scope), scope=scope,
+                          database_duties=_database_duties(settings))  # fmt: skip
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch and stopping", signal.Signals(signum).name)
@@ -82,26 +87,58 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     return 0
 
 
-def _leader_duties(settings: IngestSettings) -> list[Duty]:
-    """The registry's and the notifications' work for the ingest leader (the ingest imports
-    neither)."""
+def _claim_group(settings: IngestSettings) -> Scope:
+    """Claim the worker's ingest group's areas (ingest.groups): refused with a sentence for an
+    area the territory lacks or another running group carries. A group of the whole territory
+    starts even while the database cannot be reached (its worker waits for it, as before);
+    one with areas needs the territory to know what it carries, so it waits here."""
+    import time
+
+    from ingest import groups
+
+    dsn = settings.database_url.get_secret_value()
+    while True:
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                return groups.claim(
+                    conn, settings.ingest_group, settings.ingest_areas, settings.slot_stale_s
+                )
+        except psycopg.OperationalError as exc:
+            if not settings.ingest_areas:
+                log.warning("ingest group %s not claimed yet (database unreachable: %s)",
+                            settings.ingest_group, " ".join(str(exc).split()))  # fmt: skip
+                return groups.Scope(settings.ingest_group)
+            log.warning("waiting for the database to claim the areas of ingest group %s: %s",
+                        settings.ingest_group, " ".join(str(exc).split()))  # fmt: skip
+            time.sleep(2.0)
+
+
+def _leader_duties(settings: IngestSettings, scope: Scope) -> list[Duty]:
+    """The registry's work for the leader of the worker's ingest group, on its broker and for
+    the nodes of its areas (the ingest does not import the registry)."""
     from gateway.signing import Signer
-    from ingest.settings import Environment
-    from notify.duty import NotifyDuty, configured_channels
-    from notify.settings import NotifySettings
     from registry.broker_sync import BrokerSync, BrokerSyncSettings
     from registry.nodeconfig import NodeConfigDuty
 
     duties: list[Duty] = []
     if settings.leader:  # the broker's node accounts follow the registry
-        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt))
+        duties.append(BrokerSync(BrokerSyncSettings(), settings.mqtt, scope))
     if settings.command_key_file is not None:
-        duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file)))
+        duties.append(NodeConfigDuty(Signer.from_file(settings.command_key_file), scope=scope))
     else:
         log.warning("no GRIDWATCH_COMMAND_KEY_FILE: node configurations are not pushed")
-    production = settings.environment is Environment.PRODUCTION
-    duties.append(NotifyDuty(configured_channels(production), NotifySettings()))
     return duties
+
+
+def _database_duties(settings: IngestSettings) -> list[Duty]:
+    """Work on the database alone, done by one leader of all the ingest groups: notifications
+    (the ingest does not import notify)."""
+    from ingest.settings import Environment
+    from notify.duty import NotifyDuty, configured_channels
+    from notify.settings import NotifySettings
+
+    production = settings.environment is Environment.PRODUCTION
+    return [NotifyDuty(configured_channels(production), NotifySettings())]
 
 
 def _serve_metrics(host: str, port: int) -> None:
@@ -563,6 +600,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--messages", type=int, default=200_000)
     bi.add_argument("--devices", type=int, default=1_000)
+    bi.add_argument(
+        "--mix",
+        choices=("city", "storm"),
+        default="city",
+        help="city: a city's everyday traffic (alarms rare); storm: every venue alarming at once",
+    )
+    bi.add_argument(
+        "--sql-profile",
+        action="store_true",
+        help="load pg_stat_statements and print the ingest's costliest statements",
+    )
+    bi.add_argument(
+        "--live-rate",
+        type=float,
+        default=5_000.0,
+        help="messages a second published live after the drain (stamped when sent)",
+    )
+    bi.add_argument(
+        "--live-s",
+        type=float,
+        default=0.0,
+        help="seconds of live publishing after the drain, measuring a forced door's publish to"
+        " its task (0: none)",
+    )
     bf = add(
         bsub2,
         "fleet",
@@ -577,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--forced-doors-per-s", type=float, default=2.0, help="doors forced while measuring"
     )
     bf.add_argument("--duration", type=float, default=60.0, help="seconds measured")
+    bf.add_argument(
+        "--rates",
+        default=None,
+        help="comma-separated rates, run in turn until the p99 storage delay passes 1 s or a"
+        " message is lost: the knee of the live path",
+    )
     ba = add(
         bsub2,
         "api",

@@ -62,6 +62,8 @@ def _show(value: object) -> str:
         return "(development default)"
     if value is None:
         return "(unset)"
+    if isinstance(value, tuple | list) and not value:
+        return "(none)"
     return f"`{getattr(value, 'value', value)}`"
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,23 @@ class Ports:
     service: int
 
 
+@dataclass(frozen=True, slots=True)
+class DistrictBroker:
+    """A further broker of a partitioned stack (a province's district broker), carrying the nodes
+    of `areas` for the ingest group `group`; the stack's own broker is the first."""
+
+    group: str
+    areas: tuple[str, ...]
+    folder: Path
+    edge: int
+    service: int
+    process: LocalMosquitto
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "broker.log"
+
+
 class LocalStack:
     """PostgreSQL and Mosquitto under `home`; ports and secrets are kept there between runs."""
 
@@ -72,6 +90,7 @@ class LocalStack:
         self.postgres = postgres or LocalPostgres(self.home / "postgres", port=self.ports.postgres)
         self.database = database
         self.broker: LocalMosquitto | None = None
+        self.districts: list[DistrictBroker] = []  # further brokers (start_district_broker)
 
     # --- configuration kept in the home folder ----------------------------------------------
 
@@ -190,34 +209,67 @@ class LocalStack:
         with psycopg.connect(self.dsn) as conn:
             return demo.people_of_venue(conn, venue_id)
 
-    def write_broker_config(self, extra_share_groups: tuple[str, ...] = (), **options: Any) -> Path:
-        """Render the broker configuration from the registry (nodes) and this stack's secrets."""
+    def write_broker_config(
+        self,
+        extra_share_groups: tuple[str, ...] = (),
+        *,
+        folder: Path | None = None,
+        ports: tuple[int, int] | None = None,
+        areas: Sequence[str] = (),
+        **options: Any,
+    ) -> Path:
+        """Render the broker configuration from the registry (nodes) and this stack's secrets:
+        this stack's broker, or (`folder`, `ports` (edge, service), `areas`) a district's."""
         accounts = BrokerAccountsSettings(
             ingest_password=self._secrets["ingest"],
             share_group=self.share_group,
             ingest_slots=INGEST_SLOTS,
             control_password=self._secrets["control"],
+            areas=tuple(areas),
         )
+        edge, service = ports or (self.ports.edge, self.ports.service)
         with psycopg.connect(self.dsn) as conn:
             return write_config(
                 conn,
-                self.home / "broker",
+                folder or self.home / "broker",
                 accounts,
                 extra_share_groups=extra_share_groups,
                 edge_host="127.0.0.1",
-                edge_port=self.ports.edge,
+                edge_port=edge,
                 service_host="127.0.0.1",
-                service_port=self.ports.service,
+                service_port=service,
                 user=_current_user(),
                 **options,
             )
 
-    def start_broker(self, extra_share_groups: tuple[str, ...] = (), **options: object) -> None:
+    def start_broker(self, extra_share_groups: tuple[str, ...] = (), **options: Any) -> None:
         """(Re)write the configuration (`options`: BrokerOptions) and start Mosquitto."""
         conf = self.write_broker_config(extra_share_groups, **options)
         if self.broker is None:
             self.broker = LocalMosquitto(conf, ports=[self.ports.edge, self.ports.service])
         self.broker.start()
+
+    def start_district_broker(self, group: str, areas: Sequence[str]) -> DistrictBroker:
+        """Start one more Mosquitto, with accounts for the nodes of `areas` only (the ingest
+        group `group` consumes it; start it with `district_env`)."""
+        folder = self.home / f"broker-{group}"
+        edge, service = free_port(), free_port()
+        conf = self.write_broker_config(folder=folder, ports=(edge, service), areas=areas)
+        broker = DistrictBroker(group, tuple(areas), folder, edge, service,
+                                LocalMosquitto(conf, ports=[edge, service]))  # fmt: skip
+        self.districts.append(broker)
+        broker.process.start()
+        return broker
+
+    def group_env(self, group: str, areas: Sequence[str], broker: DistrictBroker | None = None
+                  ) -> dict[str, str]:  # fmt: skip
+        """The environment that makes an ingest worker of this stack one of the ingest group
+        `group`, carrying `areas`, on `broker` (None: the stack's own broker)."""
+        env = {"GRIDWATCH_INGEST_GROUP": group, "GRIDWATCH_INGEST_AREAS": ",".join(areas)}
+        if broker is not None:
+            env.update(GRIDWATCH_MQTT__PORT=str(broker.service),
+                       GRIDWATCH_BROKER_LOG_FILE=str(broker.log_file))  # fmt: skip
+        return env
 
     def start_ingest(
         self,
@@ -266,7 +318,9 @@ class LocalStack:
             return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, process_group=0)
 
     def stop(self) -> None:
-        """Stop the broker, then the database."""
+        """Stop the brokers, then the database."""
+        for district in self.districts:
+            district.process.stop()
         if self.broker is not None:
             self.broker.stop()
         if self._owns_postgres:

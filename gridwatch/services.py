@@ -233,7 +233,7 @@ class LocalPostgres:
 
     @property
     def running(self) -> bool:
-        pid = self._postmaster_pid()
+        pid = self.postmaster_pid()
         if pid is None:
             return False
         try:
@@ -244,7 +244,7 @@ class LocalPostgres:
             return True
         return True
 
-    def _postmaster_pid(self) -> int | None:
+    def postmaster_pid(self) -> int | None:
         try:
             return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
@@ -361,7 +361,7 @@ class LocalPostgres:
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would; the next start runs crash recovery."""
-        pid = self._postmaster_pid()
+        pid = self.postmaster_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10

@@ -23,6 +23,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.signing import Signer
 from ingest import incidents, metrics
+from ingest.groups import within
 from ingest.registry import Registry
 from ingest.rules import Clear, Rule, RuleBook
 from ingest.tasks import DeadlinePolicy
@@ -101,16 +102,22 @@ _PUBLISH_BATCH = 500
 _PUBLISH_BATCHES = 20  # per tick at most: other duties wait no longer than 10,000 publishes
 
 
-def publish(conn: Conn, send: Publish, signer: Signer | None) -> None:
+def publish(
+    conn: Conn, send: Publish, signer: Signer | None, *, areas: list[str] | None = None
+) -> None:
     """Publish queued commands, and attempts of must-deliver ones that are due (their retry
     time has come, or their node has been born again since the last attempt): all of them now,
-    in batches, so a broadcast to a thousand speakers does not wait for the next tick."""
+    in batches, so a broadcast to a thousand speakers does not wait for the next tick.
+    `areas`: the ingest group's territory paths (ingest.groups.Scope.param), whose nodes'
+    commands go out on this broker; None: all."""
     for _ in range(_PUBLISH_BATCHES):
-        if _publish_batch(conn, send, signer, _PUBLISH_BATCH) < _PUBLISH_BATCH:
+        if _publish_batch(conn, send, signer, _PUBLISH_BATCH, areas) < _PUBLISH_BATCH:
             return  # that was all (or the broker is not taking them: the next tick tries)
 
 
-def _publish_batch(conn: Conn, send: Publish, signer: Signer | None, limit: int) -> int:
+def _publish_batch(
+    conn: Conn, send: Publish, signer: Signer | None, limit: int, areas: list[str] | None
+) -> int:
     """Publish up to `limit` due commands and mark those the broker took as sent, in one
     statement; how many were marked (fewer than found when some could not be published)."""
     rows = conn.execute(
@@ -118,12 +125,14 @@ def _publish_batch(conn: Conn, send: Publish, signer: Signer | None, limit: int)
                   c.attempts, n.id, n.venue_id, now()
            FROM commands c JOIN devices d ON d.id = c.device_id
            JOIN edge_nodes n ON n.id = d.node_id
+           JOIN venues v ON v.id = n.venue_id JOIN territory t ON t.id = v.grid_id
            LEFT JOIN node_presence p ON p.node_id = n.id
-           WHERE c.state = 'queued'
-              OR ({_UNDELIVERED} AND c.attempts > 0
-                  AND (c.retry_at <= now() OR (p.online AND p.updated_at > c.sent_at)))
+           WHERE (c.state = 'queued'
+                  OR ({_UNDELIVERED} AND c.attempts > 0
+                      AND (c.retry_at <= now() OR (p.online AND p.updated_at > c.sent_at))))
+             AND {within("t.path")}
            ORDER BY c.created_at LIMIT %s""",
-        (limit,),
+        (areas, limit),
     ).fetchall()
     sent: list[tuple[object, int, float, mqtt.MQTTMessageInfo]] = []
     deadlines: dict[object, datetime] = {}
@@ -202,20 +211,29 @@ def audit_door_outcomes(conn: Conn, ids: Sequence[uuid.UUID]) -> None:
 
 
 def alarm(
-    conn: Conn, registry: Registry, book: RuleBook, policy: DeadlinePolicy, limits: CommandPolicy
+    conn: Conn,
+    registry: Registry,
+    book: RuleBook,
+    policy: DeadlinePolicy,
+    limits: CommandPolicy,
+    *,
+    areas: list[str] | None = None,
 ) -> None:
     """An incident for each device with a must-deliver command unanswered past the limit, or
     refused or failed by its door (at once), and the resolution of those whose door has done what
-    was asked (or whose command a newer must-deliver one replaced)."""
+    was asked (or whose command a newer must-deliver one replaced). `areas`: as for publish."""
     rows = conn.execute(
         f"""SELECT c.id, c.device_id, d.node_id, c.action->>'action', c.created_at, c.attempts,
                   c.state::text, c.detail
            FROM commands c JOIN devices d ON d.id = c.device_id
+           JOIN edge_nodes n ON n.id = d.node_id
+           JOIN venues v ON v.id = n.venue_id JOIN territory t ON t.id = v.grid_id
            WHERE c.alarmed_at IS NULL
              AND ({_REFUSED}
                   OR ({_UNDELIVERED} AND c.created_at < now() - make_interval(secs => %s)))
+             AND {within("t.path")}
            ORDER BY c.created_at LIMIT 100""",
-        (limits.alarm_after_s,),
+        (limits.alarm_after_s, areas),
     ).fetchall()
     signals: list[incidents.Signal] = []
     alarmed: list[uuid.UUID] = []
@@ -238,10 +256,10 @@ def alarm(
         )  # fmt: skip
     answered = conn.execute(
         f"""SELECT i.dedup_key FROM incidents i
-           WHERE i.rule = %s AND i.status <> 'resolved'
+           WHERE i.rule = %s AND i.status <> 'resolved' AND {within("i.path")}
              AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.device_id = i.device_id
                              AND ({_UNDELIVERED} OR {_REFUSED}))""",
-        (Rule.COMMAND_UNDELIVERED.value,),
+        (Rule.COMMAND_UNDELIVERED.value, areas),
     ).fetchall()
     if not (alarmed or answered):
         return

@@ -2,7 +2,8 @@
 
 A slot's broker session outlives its worker: the broker goes on queuing that slot's share of the
 shared subscription, alarms included, until the session expires. The heartbeat table is how the
-platform notices a slot whose worker is gone (see `ingest_workers` in migration 012).
+platform notices a slot whose worker is gone (see `ingest_workers` in migration 012). Slots are
+numbered per ingest group (migration 020): each group's broker has its own worker accounts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+
+from ingest import groups
+from ingest.groups import DEFAULT_GROUP
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -26,6 +30,7 @@ class Beat:
     started_at: datetime
     last_receive_at: datetime | None
     last_commit_at: datetime | None
+    group: str = DEFAULT_GROUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,33 +45,41 @@ class SilentSlot:
 
 
 def beat(conn: Conn, b: Beat) -> None:
-    """Record that this worker is alive (one row per client id, overwritten)."""
+    """Record that this worker is alive (one row per group and client id, overwritten), and
+    so that its group's claim on its areas holds."""
     conn.execute(
-        """INSERT INTO ingest_workers (client_id, slot, host, pid, started_at, heartbeat_at,
-                                       last_receive_at, last_commit_at)
-           VALUES (%s, %s, %s, %s, %s, now(), %s, %s)
-           ON CONFLICT (client_id) DO UPDATE SET slot = excluded.slot, host = excluded.host,
-               pid = excluded.pid, started_at = excluded.started_at, heartbeat_at = now(),
-               last_receive_at = excluded.last_receive_at, last_commit_at = excluded.last_commit_at""",
-        (b.client_id, b.slot, b.host, b.pid, b.started_at, b.last_receive_at, b.last_commit_at),
+        """INSERT INTO ingest_workers (ingest_group, client_id, slot, host, pid, started_at,
+                                       heartbeat_at, last_receive_at, last_commit_at)
+           VALUES (%s, %s, %s, %s, %s, %s, now(), %s, %s)
+           ON CONFLICT (ingest_group, client_id) DO UPDATE SET slot = excluded.slot,
+               host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+               heartbeat_at = now(), last_receive_at = excluded.last_receive_at,
+               last_commit_at = excluded.last_commit_at""",
+        (b.group, b.client_id, b.slot, b.host, b.pid, b.started_at, b.last_receive_at,
+         b.last_commit_at),
+    )  # fmt: skip
+    groups.beat(conn, b.group)
+
+
+def retire(conn: Conn, client_id: str, group: str = DEFAULT_GROUP) -> None:
+    """Forget a slot whose session was drained and ended."""
+    conn.execute(
+        "DELETE FROM ingest_workers WHERE ingest_group = %s AND client_id = %s", (group, client_id)
     )
 
 
-def retire(conn: Conn, client_id: str) -> None:
-    """Forget a slot whose session was drained and ended."""
-    conn.execute("DELETE FROM ingest_workers WHERE client_id = %s", (client_id,))
-
-
-def silent_slots(conn: Conn, *, stale_s: float, session_expiry_s: int) -> list[SilentSlot]:
-    """Slots whose last heartbeat is older than `stale_s` while the broker still keeps their
-    session (it expires `session_expiry_s` after the worker went away)."""
+def silent_slots(
+    conn: Conn, *, stale_s: float, session_expiry_s: int, group: str = DEFAULT_GROUP
+) -> list[SilentSlot]:
+    """The group's slots whose last heartbeat is older than `stale_s` while the broker still
+    keeps their session (it expires `session_expiry_s` after the worker went away)."""
     rows = conn.execute(
         """SELECT client_id, slot, host, pid, extract(epoch FROM now() - heartbeat_at)::float8
            FROM ingest_workers
-           WHERE heartbeat_at < now() - make_interval(secs => %s)
+           WHERE ingest_group = %s AND heartbeat_at < now() - make_interval(secs => %s)
              AND heartbeat_at > now() - make_interval(secs => %s)
            ORDER BY slot""",
-        (stale_s, session_expiry_s),
+        (group, stale_s, session_expiry_s),
     ).fetchall()
     return [
         SilentSlot(str(c), int(str(s)), str(h), int(str(p)), float(str(q)))

@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ingest import emergency, tasks
 from ingest.rules import CancelTimer, Clear, Raise, Rule, Severity, Signal, StartTimer
+from ingest.sqljson import records
 
 __all__ = ["Raise", "Signal", "apply", "decode", "raise_incident", "resolve"]
 from ingest.tasks import DeadlinePolicy
@@ -38,10 +38,32 @@ class Applied:
         self.tasks += other.tasks
 
 
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """Raise (or count repeats on) the incident of `signal.key`."""
+
+    signal: Raise
+    repeats: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolve:
+    key: str
+    reason: str
+    not_after: datetime | None
+
+
+_Op = _Open | _Resolve | StartTimer | CancelTimer
+
+
 def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
-    """Apply signals in order. What exists is read first, in one query for clears and one for
-    timers, so the common cases (a reading that clears nothing, a timer already running) cost
-    no writes; repeats of one incident in a batch are one write."""
+    """Apply a batch of signals with a handful of set-based statements, whatever their number.
+
+    What exists is read first (open incidents, running timers, maintenance windows), then each
+    key's signals are reduced, in their order, to what they do (open or repeat, resolve, start
+    or cancel a timer). Those operations run in rounds, one per key in each: the first of every
+    key together, then the second, and so on, each kind as one statement. Keys are independent,
+    and within a key the order is kept; repeats of one incident in a batch are one write."""
     out = Applied()
     if not signals:
         return out
@@ -56,7 +78,8 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
                            " WHERE status <> 'resolved' AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
     timer_since = _existing(conn, "SELECT key, (data->>'ts')::timestamptz FROM timers"
                             " WHERE kind = 'rule' AND key = ANY(%s)", timer_keys_asked)  # fmt: skip
-    silenced: dict[tuple[str, str | None], bool] = {}
+    silenced = _silenced(conn, [s for s in signals if isinstance(s, Raise)])
+    plans: dict[str, list[_Op]] = {}
     i = 0
     while i < len(signals):
         signal = signals[i]
@@ -72,35 +95,48 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
                     repeats += 1
                     signal = nxt if nxt.ts > signal.ts else signal
                     i += 1
-                where = (signal.venue.id, signal.device)
-                if where not in silenced:
-                    silenced[where] = _silenced(conn, signal)
-                if silenced[where]:
+                if (signal.venue.id, signal.device) in silenced:
                     continue
-                raise_incident(conn, signal, policy, out, repeats)
+                plans.setdefault(signal.key, []).append(_Open(signal, repeats))
                 seen = open_since.get(signal.key)
                 open_since[signal.key] = signal.ts if seen is None else max(seen, signal.ts)
             case Clear() if signal.key in open_since and _not_older(
                 signal.ts, open_since[signal.key]
             ):
-                out.resolved += resolve(conn, signal.key, signal.reason, not_after=signal.ts)
+                plans.setdefault(signal.key, []).append(
+                    _Resolve(signal.key, signal.reason, signal.ts)
+                )
                 del open_since[signal.key]
             case StartTimer() if signal.key not in timer_since:
-                conn.execute(
-                    """INSERT INTO timers (kind, key, due_at, data) VALUES (%s, %s, %s, %s)
-                       ON CONFLICT (kind, key) DO NOTHING""",
-                    (TIMER_RULE, signal.key, signal.due, Jsonb(_encode(signal.then))),
-                )
+                plans.setdefault(signal.key, []).append(signal)
                 timer_since[signal.key] = signal.then.ts
             case CancelTimer() if signal.key in timer_since and _not_older(
                 signal.ts, timer_since[signal.key]
             ):
-                conn.execute(
-                    """DELETE FROM timers WHERE kind = %s AND key = %s
-                       AND (%s::timestamptz IS NULL OR (data->>'ts')::timestamptz <= %s)""",
-                    (TIMER_RULE, signal.key, signal.ts, signal.ts),
-                )
+                plans.setdefault(signal.key, []).append(signal)
                 del timer_since[signal.key]
+    for r in range(max((len(ops) for ops in plans.values()), default=0)):
+        ops = [p[r] for p in plans.values() if len(p) > r]  # in key order
+        if opens := [op for op in ops if isinstance(op, _Open)]:
+            open_many(conn, opens, policy, out)
+        if resolves := [op for op in ops if isinstance(op, _Resolve)]:
+            out.resolved += len(_resolve_many(conn, resolves))
+        if starts := [op for op in ops if isinstance(op, StartTimer)]:
+            conn.execute(
+                """INSERT INTO timers (kind, key, due_at, data)
+                   SELECT %s, k, d, j
+                   FROM jsonb_to_recordset(%s::jsonb) AS u(k text, d timestamptz, j jsonb)
+                   ON CONFLICT (kind, key) DO NOTHING""",
+                (TIMER_RULE,
+                 records({"k": t.key, "d": t.due, "j": _encode(t.then)} for t in starts)),
+            )  # fmt: skip
+        if cancels := [op for op in ops if isinstance(op, CancelTimer)]:
+            conn.execute(
+                """DELETE FROM timers t USING unnest(%s::text[], %s::timestamptz[]) AS u(k, ts)
+                   WHERE t.kind = %s AND t.key = u.k
+                     AND (u.ts IS NULL OR (t.data->>'ts')::timestamptz <= u.ts)""",
+                ([c.key for c in cancels], [c.ts for c in cancels], TIMER_RULE),
+            )
     return out
 
 
@@ -116,60 +152,88 @@ def _existing(conn: Conn, query: str, keys: list[str]) -> dict[str, datetime | N
     return {str(k): t if isinstance(t, datetime) else None for k, t in rows}
 
 
-def _silenced(conn: Conn, signal: Raise) -> bool:
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM maintenance_windows
-                          WHERE starts <= now() AND now() < ends
-                            AND (venue_id = %s OR device_id = %s))""",
-        (signal.venue.id, signal.device),
-    ).fetchone()
-    return bool(row and row[0])
+def _silenced(conn: Conn, raises: list[Raise]) -> set[tuple[str, str | None]]:
+    """The (venue, device) pairs of these signals inside a maintenance window now."""
+    pairs = sorted({(s.venue.id, s.device) for s in raises}, key=lambda p: (p[0], p[1] or ""))
+    if not pairs:
+        return set()
+    rows = conn.execute(
+        """SELECT u.v, u.d FROM unnest(%s::text[], %s::text[]) AS u(v, d)
+           WHERE EXISTS (SELECT 1 FROM maintenance_windows
+                         WHERE starts <= now() AND now() < ends
+                           AND (venue_id = u.v OR device_id = u.d))""",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    ).fetchall()
+    return {(str(v), d if d is None else str(d)) for v, d in rows}
 
 
 def raise_incident(
     conn: Conn, signal: Raise, policy: DeadlinePolicy, out: Applied, repeats: int = 1
 ) -> int:
     """Open the incident (and its task), or count repeats on the open one; its id."""
-    venue = signal.venue
-    row = conn.execute(
+    return open_many(conn, [_Open(signal, repeats)], policy, out)[signal.key]
+
+
+def open_many(
+    conn: Conn, opens: list[_Open], policy: DeadlinePolicy, out: Applied
+) -> dict[str, int]:
+    """Open incidents (each with its task), or count repeats on the open ones, in a few
+    statements for all of them; the incident id of each key. Keys are distinct and sorted."""
+    sigs = [o.signal for o in opens]
+    rows = conn.execute(
         """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, device_id, node_id,
                                   grid_id, path, detail, first_seen, last_seen, occurrences,
                                   opened_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::ltree, %s, %s, %s, %s, clock_timestamp())
+           SELECT k, r, s::severity, t, v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text, v text,
+                d text, n text, g text, p text, j jsonb, ts timestamptz, c int)
+           ORDER BY o
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
                occurrences = incidents.occurrences + excluded.occurrences,
                last_seen = GREATEST(incidents.last_seen, excluded.last_seen),
                detail = incidents.detail || excluded.detail
-           RETURNING id, (xmax = 0) AS inserted""",
+           RETURNING dedup_key, id, (xmax = 0) AS inserted""",
         (
-            signal.key, signal.rule.value, signal.severity.value, signal.title, venue.id,
-            signal.device, signal.node, venue.grid_id, venue.path, Jsonb(signal.detail),
-            signal.ts, signal.ts, repeats,
+            records(
+                {"o": i, "k": s.key, "r": s.rule.value, "s": s.severity.value, "t": s.title,
+                 "v": s.venue.id, "d": s.device, "n": s.node, "g": s.venue.grid_id,
+                 "p": s.venue.path, "j": s.detail, "ts": s.ts, "c": o.repeats}
+                for i, (s, o) in enumerate(zip(sigs, opens, strict=True))
+            ),
         ),
-    ).fetchone()  # fmt: skip
-    assert row is not None
-    incident_id, inserted = int(str(row[0])), bool(row[1])
-    if not inserted:  # counted on the incident (occurrences, last_seen), not one row per repeat
-        return incident_id
-    out.opened.append(signal.rule.value)
-    conn.execute(
-        "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'opened', %s, %s)",
-        (incident_id, SYSTEM, Jsonb({"ts": signal.ts.isoformat(), **signal.detail})),
-    )
-    task_id = tasks.create(
-        conn, incident_id=incident_id, title=f"{signal.title} at {venue.name or venue.id}",
-        severity=signal.severity, grid_id=venue.grid_id, path=venue.path, policy=policy,
+    ).fetchall()  # fmt: skip
+    ids = {str(k): int(str(i)) for k, i, _ in rows}
+    inserted = {str(k) for k, _, ins in rows if ins}
+    new = [s for s in sigs if s.key in inserted]
+    if not new:  # counted on the open incidents (occurrences, last_seen), not a row per repeat
+        return ids
+    new_ids = [ids[s.key] for s in new]
+    task_ids = tasks.create_many(
+        conn,
+        [
+            tasks.NewTask(ids[s.key], f"{s.title} at {s.venue.name or s.venue.id}", s.severity,
+                          s.venue.grid_id, s.venue.path)
+            for s in new
+        ],
+        policy,
     )  # fmt: skip
-    out.tasks.append(task_id)
+    events = [{"i": i, "k": "opened", "j": {"ts": s.ts.isoformat(), **s.detail}}
+              for s, i in zip(new, new_ids, strict=True)]  # fmt: skip
+    events += [{"i": i, "k": "task", "j": {"task_id": task_ids[i]}} for i in new_ids]
     conn.execute(
-        "INSERT INTO incident_events (incident_id, kind, actor, data) VALUES (%s, 'task', %s, %s)",
-        (incident_id, SYSTEM, Jsonb({"task_id": task_id})),
+        """INSERT INTO incident_events (incident_id, kind, actor, data)
+           SELECT i, k, %s, j FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, k text, j jsonb)""",
+        (SYSTEM, records(events)),
     )
-    if signal.emergency_level is not None:
-        _emergency_for_rule(conn, signal, incident_id, policy, out)
-    log.info("incident opened id=%d key=%s severity=%s venue=%s task=%d",
-             incident_id, signal.key, signal.severity, venue.id, task_id)  # fmt: skip
-    return incident_id
+    for s, incident_id in zip(new, new_ids, strict=True):
+        out.opened.append(s.rule.value)
+        out.tasks.append(task_ids[incident_id])
+        log.info("incident opened id=%d key=%s severity=%s venue=%s task=%d",
+                 incident_id, s.key, s.severity, s.venue.id, task_ids[incident_id])  # fmt: skip
+    for s in new:
+        if s.emergency_level is not None:
+            _emergency_for_rule(conn, s, ids[s.key], policy, out)
+    return ids
 
 
 def _emergency_for_rule(
@@ -213,24 +277,29 @@ def resolve(
 ) -> int:
     """Resolve the open incident with this key; 1 if there was one. With `not_after`, only an
     incident whose latest evidence is not newer than that."""
-    row = conn.execute(
-        """UPDATE incidents SET status = 'resolved', resolved_at = now(), resolved_by = %s
-           WHERE dedup_key = %s AND status <> 'resolved'
-             AND (%s::timestamptz IS NULL OR last_seen <= %s) RETURNING id""",
-        (actor, dedup_key, not_after, not_after),
-    ).fetchone()
-    if row is None:
-        return 0
-    conn.execute(
-        "INSERT INTO incident_events (incident_id, kind, actor, note) VALUES (%s, 'resolved', %s, %s)",
-        (row[0], actor, reason),
-    )
-    task = conn.execute(
-        "SELECT id FROM tasks WHERE incident_id = %s AND state <> 'closed'", (row[0],)
-    ).fetchone()
-    if task is not None:
-        tasks.on_incident_resolved(conn, int(str(task[0])), reason)
-    return 1
+    return len(_resolve_many(conn, [_Resolve(dedup_key, reason, not_after)], actor))
+
+
+def _resolve_many(conn: Conn, resolves: list[_Resolve], actor: str = SYSTEM) -> list[int]:
+    """Resolve the open incidents of these (distinct) keys, each only if its latest evidence
+    is not newer than its `not_after`; their tasks follow. The ids resolved."""
+    rows = conn.execute(
+        """WITH done AS (
+               UPDATE incidents i SET status = 'resolved', resolved_at = now(), resolved_by = %s
+               FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(k, why, na)
+               WHERE i.dedup_key = u.k AND i.status <> 'resolved'
+                 AND (u.na IS NULL OR i.last_seen <= u.na)
+               RETURNING i.id, u.why),
+           logged AS (
+               INSERT INTO incident_events (incident_id, kind, actor, note)
+               SELECT id, 'resolved', %s, why FROM done)
+           SELECT id, why FROM done ORDER BY id""",
+        (actor, [r.key for r in resolves], [r.reason for r in resolves],
+         [r.not_after for r in resolves], actor),
+    ).fetchall()  # fmt: skip
+    if rows:
+        tasks.on_incidents_resolved(conn, {int(str(i)): str(why) for i, why in rows})
+    return [int(str(i)) for i, _ in rows]
 
 
 def _encode(signal: Raise) -> dict[str, Any]:

@@ -1,9 +1,17 @@
-"""The work that must happen in exactly one place however many ingest workers run: timers
-(rules with durations, task deadlines), publishing queued commands, expiring unanswered ones,
-and noticing devices that went silent. Every worker runs a Leader; only the one holding the
-PostgreSQL advisory lock acts, and a worker that dies releases it with its connection.
-Timers are also taken with SKIP LOCKED and deleted in the transaction that acts on them, so
-even two leaders could not fire one twice.
+"""The work that must happen in exactly one place however many ingest workers run. Every
+worker runs a Leader; only one holding a PostgreSQL advisory lock acts, and a worker that dies
+releases it with its connection.
+
+Two kinds of work, two locks (see ingest.groups for ingest groups, one per broker):
+- the broker's work, for the nodes of the group's areas: publishing their commands, raising an
+  incident for those undelivered, the duties the composition root adds (node configurations,
+  broker accounts), the group's worker slots, its nodes' silent devices. One leader per group
+  (a lock keyed by the group's name), on the group's own broker connection.
+- the database's work: timers (rules with durations, task deadlines), expiring unanswered
+  commands, retention, and the `database_duties` (notifications). One leader of all the groups
+  takes it (LEADER_LOCK), beside its group's work. Timers are also deleted in the transaction
+  that acts on them, so even two leaders could not fire one twice.
+With one group (the default) its leader does both.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from gateway.signing import Signer
 from ingest import commands, heartbeat, incidents, metrics, tasks
 from ingest.commands import CommandPolicy, Publish
 from ingest.emergency import COMMANDS_CHANNEL
+from ingest.groups import WHOLE, Scope, within
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
 from ingest.rules import Rule, RuleBook
@@ -50,9 +59,11 @@ class Duty(Protocol):
         broker's control connection). The next round, if the lead comes back, starts afresh."""
 
 
-LEADER_LOCK = 0x67726965  # "grie": one leader among all ingest workers
+LEADER_LOCK = 0x67726965  # "grie": one leader of the database's work among all ingest workers
 _TICK_S = 0.25
+_DATABASE_LEAD_EVERY_S = 2.0  # how often a group's leader tries for the database's work
 _SWEEP_EVERY_S = 30.0
+TIMER_BATCH = 500  # timers fired per transaction
 
 
 class Leader:
@@ -75,9 +86,12 @@ class Leader:
         signer: Signer | None = None,
         command_policy: CommandPolicy | None = None,
         duties: Sequence[Duty] = (),
+        scope: Scope = WHOLE,
+        database_duties: Sequence[Duty] = (),
     ) -> None:
         """`signer`: the platform's command key; without it commands go unsigned, and the edge
-        refuses them. `duties`: work the composition root adds (see Duty)."""
+        refuses them. `duties`: work the composition root adds (see Duty), done for the group's
+        nodes (`scope`) by its leader; `database_duties`: done by one leader of all groups."""
         self.dsn = dsn
         self.registry = registry
         self.book = book
@@ -96,7 +110,11 @@ class Leader:
         self.session_expiry_s = session_expiry_s
         self._last_slot_check = 0.0
         self._silent: set[str] = set()  # client ids of the slots reported as not consumed
+        self.scope = scope
         self.duties = list(duties)
+        self.database_duties = list(database_duties)
+        self.database_lead = False
+        self._database_tried = float("-inf")
         self._duty_due: dict[str, float] = {}  # monotonic time each duty runs next
         self._registry_notices: set[str] = set()
         self.thread = threading.Thread(target=self._run, name="leader", daemon=True)
@@ -137,12 +155,14 @@ class Leader:
         if self.leading:
             log.info("leader stepping down worker=%s", self.name)
         self.leading = False
-        for duty in self.duties:
+        self.database_lead = False
+        for duty in [*self.duties, *self.database_duties]:
             try:
                 duty.stop()
             except Exception:
                 log.exception("leader duty did not stop cleanly duty=%s", duty.name)
         metrics.LEADER.set(0)
+        metrics.DATABASE_LEADER.set(0)
         metrics.UNCONSUMED_SLOTS.set(0)  # the next leader reports them
         self._silent = set()
         if self._conn is not None:
@@ -150,14 +170,34 @@ class Leader:
         self._conn = None
 
     def _try_lead(self, conn: Conn) -> None:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.scope.lock_key,)).fetchone()
         if row and row[0]:
             self.leading = True
             metrics.LEADER.set(1)
             conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
             conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
             self._duty_due = {}  # every duty runs at once on taking the lead
-            log.info("leader elected worker=%s", self.name)
+            self._database_tried = float("-inf")
+            log.info("leader elected worker=%s ingest_group=%s areas=%s", self.name,
+                     self.scope.group, self.scope.describe())  # fmt: skip
+
+    def _lead_database(self, conn: Conn) -> bool:
+        """Whether this group's leader also does the database's work (trying for it now and
+        then: the leader that had it may be another group's, and stop)."""
+        if self.database_lead:
+            return True
+        if time.monotonic() - self._database_tried < _DATABASE_LEAD_EVERY_S:
+            return False
+        self._database_tried = time.monotonic()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        if row and row[0]:
+            self.database_lead = True
+            metrics.DATABASE_LEADER.set(1)
+            self._duty_due = {d: t for d, t in self._duty_due.items()
+                              if d not in {x.name for x in self.database_duties}}  # fmt: skip
+            log.info("leader takes the database's work (timers, retention, notifications)"
+                     " worker=%s ingest_group=%s", self.name, self.scope.group)  # fmt: skip
+        return self.database_lead
 
     def _wait(self, conn: Conn, timeout_s: float) -> None:
         """Sleep until the next tick, or until a command is queued or the registry changes."""
@@ -165,7 +205,7 @@ class Leader:
             if notice.channel == REGISTRY_CHANNEL:
                 self._registry_notices.add(notice.payload)
 
-    def _run_duties(self, conn: Conn) -> None:
+    def _run_duties(self, conn: Conn, database: bool) -> None:
         # Notices that arrived during other work are waiting in the connection, unread.
         for notice in conn.notifies(timeout=0):
             if notice.channel == REGISTRY_CHANNEL:
@@ -173,7 +213,7 @@ class Leader:
         changed = frozenset(self._registry_notices)
         self._registry_notices.clear()
         now = time.monotonic()
-        for duty in self.duties:
+        for duty in [*self.duties, *(self.database_duties if database else [])]:
             if not changed and now < self._duty_due.get(duty.name, 0.0):
                 continue
             self._duty_due[duty.name] = now + duty.interval_s
@@ -190,88 +230,128 @@ class Leader:
         self.book.refresh_if_due(conn)
         if self.broker is not None:
             self.broker.check(conn)
-        while self._fire_due_timers(conn):
-            pass
-        commands.publish(conn, self.publish, self.signer)
-        commands.expire(conn)
-        commands.alarm(conn, self.registry, self.book, self.policy, self.commands)
-        if self.duties:
-            self._run_duties(conn)
+        database = self._lead_database(conn)
+        if database:
+            while self._fire_due_timers(conn) >= TIMER_BATCH:
+                pass  # more may be due
+        areas = self.scope.param()
+        commands.publish(conn, self.publish, self.signer, areas=areas)
+        if database:
+            commands.expire(conn)
+        commands.alarm(conn, self.registry, self.book, self.policy, self.commands, areas=areas)
+        if self.duties or (database and self.database_duties):
+            self._run_duties(conn, database)
         if time.monotonic() - self._last_slot_check >= self.slot_stale_s / 4:
             self._last_slot_check = time.monotonic()
             self._check_slots(conn)
         if time.monotonic() - self._last_sweep >= _SWEEP_EVERY_S:
             self._last_sweep = time.monotonic()
             self._sweep_silent_devices(conn)
-            conn.execute("DELETE FROM changes WHERE at < now() - interval '1 day'")
-            # TimescaleDB drops old snapshot chunks by itself; plain PostgreSQL needs this.
-            conn.execute(
-                "DELETE FROM camera_snapshots WHERE ts < now() - make_interval(days => %s)",
-                (SNAPSHOT_RETENTION_DAYS,),
-            )
-            conn.execute(
-                "DELETE FROM rejected_messages WHERE last_seen < now() - make_interval(days => %s)",
-                (self.rejected_retention_days,),
-            )
+            if database:
+                self._retention(conn)
+
+    def _retention(self, conn: Conn) -> None:
+        """What the database keeps only a while (the database's work: one leader does it)."""
+        conn.execute("DELETE FROM changes WHERE at < now() - interval '1 day'")
+        # TimescaleDB drops old snapshot chunks by itself; plain PostgreSQL needs this.
+        conn.execute(
+            "DELETE FROM camera_snapshots WHERE ts < now() - make_interval(days => %s)",
+            (SNAPSHOT_RETENTION_DAYS,),
+        )
+        conn.execute(
+            "DELETE FROM rejected_messages WHERE last_seen < now() - make_interval(days => %s)",
+            (self.rejected_retention_days,),
+        )
 
     # --- timers -------------------------------------------------------------------------------
 
-    def _fire_due_timers(self, conn: Conn, limit: int = 50) -> int:
-        """Fire up to `limit` due timers, each in its own transaction; how many were due."""
+    def _fire_due_timers(self, conn: Conn, limit: int = TIMER_BATCH) -> int:
+        """Fire up to `limit` due timers in one transaction; how many fired. Should the batch
+        fail, each timer is fired in a transaction of its own, so that one bad timer is dropped
+        (and counted) without holding up the others."""
         held = self.broker.held_timers() if self.broker is not None else None
-        due = conn.execute(
-            """SELECT kind, key FROM timers WHERE due_at <= now()
-                 AND (%s::text IS NULL OR key NOT LIKE %s) ORDER BY due_at LIMIT %s""",
-            (held, held, limit),
-        ).fetchall()
-        for kind, key in due:
+        due = [
+            (str(kind), str(key))
+            for kind, key in conn.execute(
+                """SELECT kind, key FROM timers WHERE due_at <= now()
+                     AND (%s::text IS NULL OR key NOT LIKE %s) ORDER BY due_at LIMIT %s""",
+                (held, held, limit),
+            )
+        ]
+        if not due:
+            return 0
+        try:
+            with conn.transaction():
+                return self._fire(conn, due)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the caller reconnects
+        except (psycopg.Error, ValueError, KeyError) as exc:
+            log.warning("timer batch of %d failed, firing them one by one: %s", len(due), exc)
+        fired = 0
+        for timer in due:
             try:
                 with conn.transaction():
-                    self._fire_one(conn, str(kind), str(key))
+                    fired += self._fire(conn, [timer])
             except psycopg.OperationalError:
-                raise  # the connection is gone: the caller reconnects
+                raise
             except (psycopg.Error, ValueError, KeyError) as exc:
-                # One bad timer must not block the others: record it, drop it, carry on.
+                kind, key = timer
                 log.exception("timer failed, dropped kind=%s key=%s: %s", kind, key, exc)
                 metrics.TIMER_FAILURES.inc()
                 conn.execute("DELETE FROM timers WHERE kind = %s AND key = %s", (kind, key))
-        return len(due)
+        return fired
 
-    def _fire_one(self, conn: Conn, kind: str, key: str) -> None:
+    def _fire(self, conn: Conn, due: list[tuple[str, str]]) -> int:
+        """Fire these timers in the caller's transaction; how many fired (a timer moved or
+        cancelled meanwhile, or whose task a person is acting on right now, is left)."""
         # A task timer locks its task before the timer row, in the same order as a person acting
-        # on the task does, so the two never deadlock.
-        if kind in (tasks.TIMER_WARN, tasks.TIMER_DEADLINE):
-            conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR NO KEY UPDATE", (int(key),))
-        row = conn.execute(
-            """DELETE FROM timers WHERE kind = %s AND key = %s AND due_at <= now()
-               RETURNING data, due_at""",
-            (kind, key),
-        ).fetchone()
-        if row is None:
-            return  # moved or cancelled meanwhile
-        data, due = row
-        assert isinstance(due, datetime) and isinstance(data, dict)
-        metrics.TIMER_LATENESS.observe(max(time.time() - due.timestamp(), 0.0))
-        metrics.TIMERS_FIRED.labels(kind=kind).inc()
-        match kind:
-            case incidents.TIMER_RULE:
-                signal = incidents.decode(data, self.registry.snapshot.venues)
-                if signal is not None and _still_true(conn, signal):
-                    incidents.apply(conn, [signal], self.policy)
-            case tasks.TIMER_WARN:
-                tasks.on_warn(conn, int(key))
-            case tasks.TIMER_DEADLINE:
-                tasks.on_deadline(conn, int(key), self.policy)
-            case _:
-                log.error("unknown timer kind=%s key=%s: dropped", kind, key)
+        # on the task does, so the two never deadlock; a task locked by a person just now is
+        # left for the next round.
+        task_kinds = (tasks.TIMER_WARN, tasks.TIMER_DEADLINE)
+        asked = sorted({int(key) for kind, key in due if kind in task_kinds})
+        free = {
+            int(str(r[0]))
+            for r in conn.execute(
+                "SELECT id FROM tasks WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+                (asked,),
+            )
+        } if asked else set()  # fmt: skip
+        take = [(k, key) for k, key in due if k not in task_kinds or int(key) in free]
+        rows = conn.execute(
+            """DELETE FROM timers t USING unnest(%s::text[], %s::text[]) AS u(kind, key)
+               WHERE t.kind = u.kind AND t.key = u.key AND t.due_at <= now()
+               RETURNING t.kind, t.key, t.data, t.due_at""",
+            ([k for k, _ in take], [key for _, key in take]),
+        ).fetchall()
+        signals: list[incidents.Signal] = []
+        for row in sorted(rows, key=lambda r: (r[3], r[0], r[1])):
+            kind, key, data, due_at = str(row[0]), str(row[1]), row[2], row[3]
+            assert isinstance(due_at, datetime) and isinstance(data, dict | None)
+            metrics.TIMER_LATENESS.observe(max(time.time() - due_at.timestamp(), 0.0))
+            metrics.TIMERS_FIRED.labels(kind=kind).inc()
+            match kind:
+                case incidents.TIMER_RULE:
+                    assert isinstance(data, dict)
+                    signal = incidents.decode(data, self.registry.snapshot.venues)
+                    if signal is not None and _still_true(conn, signal):
+                        signals.append(signal)
+                case tasks.TIMER_WARN:
+                    tasks.on_warn(conn, int(key))
+                case tasks.TIMER_DEADLINE:
+                    tasks.on_deadline(conn, int(key), self.policy)
+                case _:
+                    log.error("unknown timer kind=%s key=%s: dropped", kind, key)
+        incidents.apply(conn, signals, self.policy)
+        return len(rows)
 
     # --- worker slots -------------------------------------------------------------------------
 
     def _check_slots(self, conn: Conn) -> None:
         """Report slots whose broker session queues traffic that no worker consumes."""
         silent = heartbeat.silent_slots(
-            conn, stale_s=self.slot_stale_s, session_expiry_s=self.session_expiry_s
-        )
+            conn, stale_s=self.slot_stale_s, session_expiry_s=self.session_expiry_s,
+            group=self.scope.group,
+        )  # fmt: skip
         metrics.UNCONSUMED_SLOTS.set(len(silent))
         for s in silent:
             if s.client_id not in self._silent:
@@ -290,22 +370,26 @@ class Leader:
     # --- silent devices -----------------------------------------------------------------------
 
     def _sweep_silent_devices(self, conn: Conn) -> None:
-        """Devices of online nodes that stopped reporting: the rule `device_offline` (a node
-        that is offline stands in for its devices, so they are not swept)."""
+        """Devices of the group's online nodes that stopped reporting: the rule `device_offline`
+        (a node that is offline stands in for its devices, so they are not swept)."""
         # The shortest silence any venue allows; each venue's own limit is applied below.
         silence = self.book.smallest(Rule.DEVICE_OFFLINE, "limit")
         rows = conn.execute(
-            """SELECT s.device_id, d.node_id, s.last_seen,
+            f"""SELECT s.device_id, d.node_id, s.last_seen,
                       extract(epoch FROM now() - s.last_seen)::float8
                FROM device_status s
                JOIN devices d ON d.id = s.device_id
                JOIN node_presence p ON p.node_id = d.node_id
+               JOIN edge_nodes n ON n.id = d.node_id
+               JOIN venues v ON v.id = n.venue_id
+               JOIN territory t ON t.id = v.grid_id
                WHERE p.online AND d.kind IN ('door', 'counter', 'speaker')
+                 AND {within("t.path")}
                  AND s.last_seen < now() - make_interval(secs => %s)
                  AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.status <> 'resolved'
                                  AND i.dedup_key = 'device_offline:' || s.device_id)
                ORDER BY s.last_seen LIMIT 1000""",
-            (silence,),
+            (self.scope.param(), silence),
         ).fetchall()
         signals: list[incidents.Signal] = []
         for device, node, last_seen, silent_s in rows:

@@ -6,6 +6,10 @@ venues'. While the leader's broker connection is down, node-offline timers do no
 comes back they are pushed back by a grace period, so nodes that reconnect cancel them with their
 births and only nodes still missing after that raise their own incident. The outage itself is one
 red incident for the operators at the top of the territory, with no task for any grid.
+
+With several ingest groups (a broker per district, ingest.groups), each group's leader watches
+its own broker and says in `ingest_groups` when it cannot reach it; node-offline timers are held
+while any running group's broker is down, whichever group's leader fires the timers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ingest import incidents, metrics
+from ingest import groups, incidents, metrics
 from ingest.rules import DEFAULTS, Rule, Severity
 
 log = logging.getLogger(__name__)
@@ -27,22 +31,47 @@ Conn = psycopg.Connection[tuple[object, ...]]
 PLATFORM_BROKER = "platform_broker"
 _TITLE = "The platform cannot reach its MQTT broker"
 _NODE_OFFLINE_TIMERS = f"{Rule.NODE_OFFLINE.value}:%"
+_SHARE_EVERY_S = 1.0
 
 
 class BrokerWatch:
     """Run by the leader each tick: is the broker reachable, and what follows from it."""
 
-    def __init__(self, connected: Callable[[], bool], down_after_s: float) -> None:
+    def __init__(
+        self,
+        connected: Callable[[], bool],
+        down_after_s: float,
+        *,
+        group: str = groups.DEFAULT_GROUP,
+        live_s: float = 30.0,
+    ) -> None:
+        """`group`: the ingest group whose broker this is; `live_s`: how long another group's
+        word on its broker holds (its workers' heartbeats keep it)."""
         self.connected = connected
         self.down_after_s = down_after_s
+        self.group = group
+        self.live_s = live_s
         self._down_since: float | None = time.monotonic()  # not connected until it says so
         self._reported = False
+        self._elsewhere: list[str] = []  # other groups whose broker is down
+        self._shared_at = float("-inf")
 
     @property
     def up(self) -> bool:
         return self._down_since is None
 
     def check(self, conn: Conn) -> None:
+        self._check(conn)
+        if time.monotonic() - self._shared_at >= _SHARE_EVERY_S:
+            self._shared_at = time.monotonic()
+            groups.report_broker(conn, self.group, down=not self.up)
+            down = groups.brokers_down(conn, besides=self.group, live_s=self.live_s)
+            if down != self._elsewhere:
+                log.warning("brokers of other ingest groups unreachable groups=%s:"
+                            " node-offline timers held", ",".join(down) or "none")  # fmt: skip
+            self._elsewhere = down
+
+    def _check(self, conn: Conn) -> None:
         now = time.monotonic()
         if not self.connected():
             if self._down_since is None:
@@ -50,7 +79,7 @@ class BrokerWatch:
                 log.warning("broker unreachable from the leader: node-offline timers held")
             if not self._reported and now - self._down_since >= self.down_after_s:
                 with conn.transaction():
-                    opened = open_platform_incident(conn, now - self._down_since)
+                    opened = open_platform_incident(conn, now - self._down_since, self.group)
                 self._reported = True
                 metrics.PLATFORM_BROKER_DOWN.set(1)
                 log.error("platform incident: broker unreachable for %.0f s (incidents=%d)",
@@ -66,7 +95,7 @@ class BrokerWatch:
                 (grace, incidents.TIMER_RULE, _NODE_OFFLINE_TIMERS),
             ).rowcount
             if self._reported:
-                resolve_platform_incidents(conn, "the broker is reachable again")
+                resolve_platform_incidents(conn, "the broker is reachable again", self.group)
         log.info("broker reachable again after %.0f s: %d node-offline timers moved %s on",
                  now - self._down_since, moved, grace)  # fmt: skip
         self._down_since = None
@@ -75,11 +104,18 @@ class BrokerWatch:
 
     def held_timers(self) -> str | None:
         """A LIKE pattern of the timer keys that must not fire now (None: all may)."""
-        return None if self.up else _NODE_OFFLINE_TIMERS
+        return None if self.up and not self._elsewhere else _NODE_OFFLINE_TIMERS
 
 
-def open_platform_incident(conn: Conn, down_s: float) -> int:
+def _key_prefix(group: str) -> str:
+    """The default group keeps the key it had before groups; another group's names it."""
+    return PLATFORM_BROKER if group == groups.DEFAULT_GROUP else f"{PLATFORM_BROKER}:{group}"
+
+
+def open_platform_incident(conn: Conn, down_s: float, group: str = groups.DEFAULT_GROUP) -> int:
     """One red incident per top of the territory (a city), for its operators; no task."""
+    title = _TITLE if group == groups.DEFAULT_GROUP else f"{_TITLE} (ingest group {group})"
+    detail = {"down_s": round(down_s), "ingest_group": group}
     rows = conn.execute(
         """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, grid_id, path,
                                   detail, first_seen, last_seen, opened_at)
@@ -88,8 +124,7 @@ def open_platform_incident(conn: Conn, down_s: float) -> int:
            FROM territory t WHERE t.parent_id IS NULL
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO NOTHING
            RETURNING id""",
-        (PLATFORM_BROKER, PLATFORM_BROKER, Severity.RED.value, _TITLE,
-         Jsonb({"down_s": round(down_s)})),
+        (_key_prefix(group), PLATFORM_BROKER, Severity.RED.value, title, Jsonb(detail)),
     ).fetchall()  # fmt: skip
     for (incident_id,) in rows:
         conn.execute(
@@ -99,9 +134,12 @@ def open_platform_incident(conn: Conn, down_s: float) -> int:
     return len(rows)
 
 
-def resolve_platform_incidents(conn: Conn, reason: str) -> int:
+def resolve_platform_incidents(conn: Conn, reason: str, group: str = groups.DEFAULT_GROUP) -> int:
+    """Resolve the group's own broker incidents (another group's broker may still be down)."""
     keys = conn.execute(
-        "SELECT dedup_key FROM incidents WHERE rule = %s AND status <> 'resolved'",
-        (PLATFORM_BROKER,),
+        """SELECT i.dedup_key FROM incidents i JOIN territory t ON t.parent_id IS NULL
+                  AND i.dedup_key = %s || ':' || t.id
+           WHERE i.rule = %s AND i.status <> 'resolved'""",
+        (_key_prefix(group), PLATFORM_BROKER),
     ).fetchall()
     return sum(incidents.resolve(conn, str(k), reason) for (k,) in keys)

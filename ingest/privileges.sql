@@ -105,6 +105,9 @@ GRANT SELECT, INSERT, DELETE ON revoked_tokens TO gridwatch_api;
 
 -- Ingest workers' heartbeats (012): each worker keeps its row; the leader reads them all.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ingest_workers TO gridwatch_ingest;
+-- Ingest groups (020): each group's workers claim their areas and keep their row fresh.
+GRANT SELECT, INSERT, UPDATE ON ingest_groups TO gridwatch_ingest;
+GRANT SELECT ON ingest_groups TO gridwatch_api, gridwatch_cli;
 
 -- Emergencies proposed by rules (009): raised by the ingest, confirmed or dismissed by people.
 GRANT SELECT, INSERT ON emergency_proposals TO gridwatch_ingest;

@@ -12,6 +12,7 @@ import psycopg
 
 from gateway.codec import DecodeError, Inbound, RejectReason
 from gateway.messages import NodeBirth
+from ingest.groups import WHOLE, Scope
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,19 @@ class Snapshot:
     device_node: dict[str, str]
     venues: dict[str, VenueInfo] = field(default_factory=dict)
     disabled_devices: frozenset[str] = frozenset()
+    # Enabled nodes another ingest group carries (node -> site): not this group's to store.
+    elsewhere: dict[str, str] = field(default_factory=dict)
 
 
-def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
-    """Read every enabled node, every device and every venue."""
+def load(conn: psycopg.Connection[tuple[object, ...]], scope: Scope = WHOLE) -> Snapshot:
+    """Read every enabled node, every device and every venue; nodes outside the group's areas
+    are kept apart (`elsewhere`)."""
     nodes = conn.execute(
-        """SELECT n.id, n.venue_id FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
-           WHERE NOT n.disabled AND NOT v.disabled"""
+        """SELECT n.id, n.venue_id, COALESCE(t.path <@ %s::ltree[], true)
+           FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
+           JOIN territory t ON t.id = v.grid_id
+           WHERE NOT n.disabled AND NOT v.disabled""",
+        (scope.param(),),
     ).fetchall()
     devices = conn.execute("SELECT id, node_id, disabled FROM devices").fetchall()
     venues = conn.execute(
@@ -69,7 +76,8 @@ def load(conn: psycopg.Connection[tuple[object, ...]]) -> Snapshot:
            FROM venues v JOIN territory t ON t.id = v.grid_id"""
     ).fetchall()
     return Snapshot(
-        node_site={str(n): str(v) for n, v in nodes},
+        node_site={str(n): str(v) for n, v, ours in nodes if ours},
+        elsewhere={str(n): str(v) for n, v, ours in nodes if not ours},
         device_node={str(d): str(n) for d, n, _ in devices},
         venues={str(r[0]): VenueInfo(*r) for r in venues},  # type: ignore[arg-type]
         disabled_devices=frozenset(str(d) for d, _, off in devices if off),
@@ -80,7 +88,9 @@ class Registry:
     """A cached registry that re-reads itself periodically, at once when the registry announces
     a change (`changed()`, from a NOTIFY), and, rate-limited, on a miss."""
 
-    def __init__(self, refresh_s: float, miss_reload_s: float = 2.0) -> None:
+    def __init__(self, refresh_s: float, miss_reload_s: float = 2.0, scope: Scope = WHOLE) -> None:
+        """`scope`: the ingest group's areas; other nodes' messages are refused."""
+        self.scope = scope
         self._refresh_s = refresh_s
         self._miss_reload_s = miss_reload_s
         self._snapshot = Snapshot({}, {})
@@ -100,7 +110,7 @@ class Registry:
         if (age >= self._refresh_s or self._changed
                 or (self._stale and age >= self._miss_reload_s)):  # fmt: skip
             self._changed = False
-            self._snapshot = load(conn)
+            self._snapshot = load(conn, self.scope)
             self._loaded_at = time.monotonic()
             self._stale = False
             log.debug(
@@ -124,6 +134,16 @@ class Registry:
         site = snap.node_site.get(topic.node)
         if site != topic.site:
             self._stale = True
+            if snap.elsewhere.get(topic.node) == topic.site:
+                # No receipt either (the node has no site here): it keeps the message, and sends
+                # it again once it is connected to the broker that carries it.
+                raise DecodeError(
+                    RejectReason.OUTSIDE_GROUP,
+                    f"node {topic.node!r} at site {topic.site!r} lies outside the areas of ingest"
+                    f" group {self.scope.group!r} ({self.scope.describe()}): its messages belong"
+                    " on the broker of the group that carries its venue; give the node that"
+                    " broker's site file",
+                )
             raise DecodeError(
                 RejectReason.UNKNOWN_NODE, f"no enabled node {topic.node!r} at site {topic.site!r}"
             )

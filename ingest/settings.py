@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
 from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
+from ingest.groups import AREA_PATTERN, DEFAULT_GROUP, GROUP_PATTERN
 from ingest.tasks import DeadlinePolicy
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/gridwatch"
@@ -55,6 +58,19 @@ class IngestSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
         description="MQTT v5 shared subscription group of all workers; the broker lets the"
         " ingest join this group only (GRIDWATCH_BROKER_SHARE_GROUP): use a random name",
+    )
+    ingest_group: str = Field(
+        default=DEFAULT_GROUP,
+        pattern=GROUP_PATTERN,
+        description="the ingest group this worker belongs to: every worker on one broker (one"
+        " district's, in a partitioned province) is of one group, which has one leader for"
+        " that broker's work",
+    )
+    ingest_areas: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="territory ids (comma-separated, as the registry file's `areas`) whose nodes"
+        " this group's broker carries; messages from other nodes are refused; unset: the whole"
+        " territory (one group). Two running groups may not carry one area",
     )
     session_expiry_s: int = Field(
         default=7 * 86_400, ge=60, description="how long the broker queues for a stopped worker"
@@ -101,7 +117,9 @@ class IngestSettings(BaseSettings):
     )
     leader: bool = Field(
         default=True,
-        description="take part in leader election (timers, commands); one worker leads at a time",
+        description="take part in leader election: one worker per ingest group leads its"
+        " broker's work (commands, node configurations, accounts), and one leader of all"
+        " groups the database's (timers, retention, notifications)",
     )
     heartbeat_s: float = Field(
         default=5.0, gt=0, le=300, description="how often each worker records its heartbeat"
@@ -123,6 +141,27 @@ class IngestSettings(BaseSettings):
         description="a lock, lockdown or shelter command unanswered this long raises a red"
         " incident for its venue (it is retried meanwhile)",
     )
+
+    @field_validator("ingest_areas", mode="before")
+    @classmethod
+    def _areas_from_list(cls, value: object) -> object:
+        if isinstance(value, str):  # the environment: "dongcheng, xicheng"
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator("ingest_areas")
+    @classmethod
+    def _areas_are_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if not re.fullmatch(AREA_PATTERN, a)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(repr(a) for a in bad)} is not a territory id (letters, digits and _,"
+                " as the registry file's `areas` name them; separate ids with commas)"
+            )
+        twice = sorted({a for a in value if value.count(a) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return value
 
     @model_validator(mode="after")
     def _command_key_usable(self) -> IngestSettings:

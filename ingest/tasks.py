@@ -13,6 +13,7 @@ is notified; it keeps going up while nobody acts. Deadline timers are rows in `t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,6 +24,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.rules import Severity
+from ingest.sqljson import records
 
 log = logging.getLogger(__name__)
 
@@ -192,76 +194,111 @@ def shift_covers(at: str) -> str:
 
 
 def on_duty(conn: Conn, grid_id: str, at: datetime) -> str | None:
-    """Who is on duty in the grid now: a dated roster entry (one-off cover) first, then a weekly
-    shift, else the grid's only worker, else nobody."""
-    row = conn.execute(
-        """SELECT person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
-           JOIN territory s ON s.id = p.scope_id JOIN territory g ON g.id = r.grid_id
-           WHERE r.grid_id = %s AND r.starts <= %s AND %s < r.ends AND p.active
-             AND p.role IN ('grid_worker', 'department') AND s.path @> g.path
-           ORDER BY r.starts DESC LIMIT 1""",
-        (grid_id, at, at),
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    row = conn.execute(
-        """SELECT s.person_id FROM duty_shifts s JOIN people p ON p.id = s.person_id
-           JOIN territory ps ON ps.id = p.scope_id JOIN territory g ON g.id = s.grid_id
-           WHERE s.grid_id = %(grid)s AND p.active AND p.role IN ('grid_worker', 'department')
-             AND ps.path @> g.path AND """
+    """Who is on duty in the grid at `at`: see `on_duty_many`."""
+    return on_duty_many(conn, [grid_id], at).get(grid_id)
+
+
+def on_duty_many(conn: Conn, grid_ids: Sequence[str], at: datetime) -> dict[str, str]:
+    """Who is on duty in each grid at `at`, in one query: a dated roster entry (one-off cover)
+    first, then a weekly shift, else the grid's only worker; grids with nobody are left out."""
+    grids = sorted(set(grid_ids))
+    if not grids:
+        return {}
+    rows = conn.execute(
+        """SELECT g.id, coalesce(
+             (SELECT r.person_id FROM duty_roster r JOIN people p ON p.id = r.person_id
+              JOIN territory ps ON ps.id = p.scope_id JOIN territory gt ON gt.id = r.grid_id
+              WHERE r.grid_id = g.id AND r.starts <= %(at)s AND %(at)s < r.ends AND p.active
+                AND p.role IN ('grid_worker', 'department') AND ps.path @> gt.path
+              ORDER BY r.starts DESC LIMIT 1),
+             (SELECT s.person_id FROM duty_shifts s JOIN people p ON p.id = s.person_id
+              JOIN territory ps ON ps.id = p.scope_id JOIN territory gt ON gt.id = s.grid_id
+              WHERE s.grid_id = g.id AND p.active AND p.role IN ('grid_worker', 'department')
+                AND ps.path @> gt.path AND """
         + shift_covers("%(at)s")
-        + " ORDER BY s.starts DESC, s.id LIMIT 1",
-        {"grid": grid_id, "at": at},
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    workers = conn.execute(
-        "SELECT id FROM people WHERE scope_id = %s AND role = 'grid_worker' AND active LIMIT 2",
-        (grid_id,),
+        + """ ORDER BY s.starts DESC, s.id LIMIT 1),
+             (SELECT CASE WHEN count(*) = 1 THEN min(w.id) END FROM
+                (SELECT id FROM people WHERE scope_id = g.id AND role = 'grid_worker' AND active
+                 LIMIT 2) w))
+           FROM unnest(%(grids)s::text[]) AS g(id)""",
+        {"grids": grids, "at": at},
     ).fetchall()
-    return str(workers[0][0]) if len(workers) == 1 else None
+    return {str(g): str(p) for g, p in rows if p is not None}
 
 
-def create(
-    conn: Conn,
-    *,
-    incident_id: int,
-    title: str,
-    severity: Severity,
-    grid_id: str,
-    path: str,
-    policy: DeadlinePolicy,
-) -> int:
-    """Open the task for a new incident, dispatched to whoever is on duty in its grid."""
-    emergency = in_emergency(conn, path)
-    row = conn.execute(
-        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency,
-                              created_at)
-           VALUES (%s, %s, %s, %s, %s::ltree, %s, %s, clock_timestamp()) RETURNING id, now()""",
-        (incident_id, title, severity.value, grid_id, path, grid_id, emergency),
-    ).fetchone()
-    assert row is not None
-    task_id, now = int(str(row[0])), row[1]
-    assert isinstance(now, datetime)
-    _event(conn, task_id, "create", None, State.REPORTED, SYSTEM, data={"incident_id": incident_id})
-    assignee = on_duty(conn, grid_id, now)
-    if assignee is not None:
-        conn.execute(
-            "UPDATE tasks SET state = 'dispatched', assignee = %s WHERE id = %s",
-            (assignee, task_id),
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """The task a new incident opens."""
+
+    incident_id: int
+    title: str
+    severity: Severity
+    grid_id: str
+    path: str
+
+
+def create_many(conn: Conn, new: Sequence[NewTask], policy: DeadlinePolicy) -> dict[int, int]:
+    """Open the tasks of new incidents, each dispatched to whoever is on duty in its grid, in
+    a few statements for all of them; the task id of each incident. A task is written once, in
+    its first state (dispatched, or reported when nobody is on duty), with its deadline."""
+    if not new:
+        return {}
+    now = _now(conn)
+    paths = sorted({t.path for t in new})
+    emergency = {
+        str(p)
+        for (p,) in conn.execute(
+            """SELECT p FROM unnest(%s::text[]) AS u(p) WHERE EXISTS (
+                   SELECT 1 FROM emergencies WHERE ended_at IS NULL AND path @> u.p::ltree)""",
+            (paths,),
         )
-        _event(conn, task_id, Action.DISPATCH, State.REPORTED, State.DISPATCHED, SYSTEM,
-               reason="on duty", data={"assignee": assignee})  # fmt: skip
-    _start_stage(conn, task_id, Stage.ACCEPT, severity, emergency, policy, now)
-    return task_id
-
-
-def in_emergency(conn: Conn, path: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM emergencies WHERE ended_at IS NULL AND path @> %s::ltree)",
-        (path,),
-    ).fetchone()
-    return bool(row and row[0])
+    }
+    duty = on_duty_many(conn, [t.grid_id for t in new], now)
+    new = sorted(new, key=lambda t: t.incident_id)
+    deadlines = [
+        now + timedelta(seconds=policy.seconds(t.severity, Stage.ACCEPT, t.path in emergency))
+        for t in new
+    ]
+    rows = conn.execute(
+        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency,
+                              state, assignee, stage_started, deadline_at, created_at)
+           SELECT i, t, s::severity, g, p::ltree, g, e, st::task_state, a, %s, d, clock_timestamp()
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, i bigint, t text, s text, g text,
+                p text, e boolean, st text, a text, d timestamptz)
+           ORDER BY o
+           RETURNING incident_id, id""",
+        (
+            now,
+            records(
+                {"o": n, "i": t.incident_id, "t": t.title, "s": t.severity.value,
+                 "g": t.grid_id, "p": t.path, "e": t.path in emergency,
+                 "st": State.DISPATCHED.value if t.grid_id in duty else State.REPORTED.value,
+                 "a": duty.get(t.grid_id), "d": d}
+                for n, (t, d) in enumerate(zip(new, deadlines, strict=True))
+            ),
+        ),
+    ).fetchall()  # fmt: skip
+    ids = {int(str(i)): int(str(t)) for i, t in rows}
+    events: list[dict[str, object]] = []
+    for t in new:
+        task_id = ids[t.incident_id]
+        events.append({"i": task_id, "a": "create", "s": State.REPORTED.value, "r": "",
+                       "j": {"incident_id": t.incident_id}})  # fmt: skip
+        if t.grid_id in duty:
+            events.append({"i": task_id, "a": Action.DISPATCH.value, "f": State.REPORTED.value,
+                           "s": State.DISPATCHED.value, "r": "on duty",
+                           "j": {"assignee": duty[t.grid_id]}})  # fmt: skip
+    conn.execute(
+        """INSERT INTO task_events (task_id, action, from_state, to_state, actor, reason, data)
+           SELECT i, a, f::task_state, s::task_state, %s, r, j
+           FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, a text, f text, s text, r text,
+                j jsonb)""",
+        (SYSTEM, records(events)),
+    )
+    _set_deadline_timers_many(
+        conn, [(ids[t.incident_id], now, d) for t, d in zip(new, deadlines, strict=True)], policy
+    )
+    return ids
 
 
 def act(
@@ -366,24 +403,43 @@ def act(
     return target
 
 
-def on_incident_resolved(conn: Conn, task_id: int, reason: str) -> None:
-    """The condition cleared by itself. A task nobody has taken yet is closed; one being worked
-    on stays with its worker, who reports and has it checked as usual."""
-    row = conn.execute(
-        "SELECT state::text FROM tasks WHERE id = %s FOR NO KEY UPDATE", (task_id,)
-    ).fetchone()
-    if row is None:
+def on_incidents_resolved(conn: Conn, reasons: dict[int, str]) -> None:
+    """The conditions of these incidents (id: why) cleared by themselves. A task nobody has
+    taken yet is closed; one being worked on stays with its worker, who reports and has it
+    checked as usual. Set-based, for every incident at once."""
+    rows = conn.execute(
+        """SELECT id, incident_id, state::text FROM tasks
+           WHERE incident_id = ANY(%s) AND state <> 'closed' ORDER BY id FOR NO KEY UPDATE""",
+        (sorted(reasons),),
+    ).fetchall()
+    if not rows:
         return
-    state = State(str(row[0]))
-    if state in (State.REPORTED, State.DISPATCHED, State.RETURNED):
+    untaken = {State.REPORTED, State.DISPATCHED, State.RETURNED}
+    closing = [int(str(t)) for t, _, st in rows if State(str(st)) in untaken]
+    if closing:
         conn.execute(
-            "UPDATE tasks SET state = 'closed', closed_at = now(), updated_at = now() WHERE id = %s",
-            (task_id,),
+            """UPDATE tasks SET state = 'closed', closed_at = now(), updated_at = now(),
+                   deadline_at = NULL, flagged = false
+               WHERE id = ANY(%s)""",
+            (closing,),
         )
-        _clear_deadline(conn, task_id)
-        _event(conn, task_id, "incident_resolved", state, State.CLOSED, SYSTEM, reason=reason)
-    else:
-        _event(conn, task_id, "incident_resolved", None, None, SYSTEM, reason=reason)
+        conn.execute(
+            "DELETE FROM timers WHERE kind IN (%s, %s) AND key = ANY(%s)",
+            (TIMER_WARN, TIMER_DEADLINE, [str(t) for t in closing]),
+        )
+    closed = set(closing)
+    conn.execute(
+        """INSERT INTO task_events (task_id, action, from_state, to_state, actor, reason)
+           SELECT i, 'incident_resolved', f::task_state, s::task_state, %s, r
+           FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS u(i, f, s, r)""",
+        (
+            SYSTEM,
+            [int(str(t)) for t, _, _ in rows],
+            [str(st) if int(str(t)) in closed else None for t, _, st in rows],
+            [State.CLOSED.value if int(str(t)) in closed else None for t, _, _ in rows],
+            [reasons[int(str(i))] for _, i, _ in rows],
+        ),
+    )
 
 
 def _within(path: str, scope: str) -> bool:
@@ -441,13 +497,24 @@ def _start_stage(
 def _set_deadline_timers(
     conn: Conn, task_id: int, start: datetime, deadline: datetime, policy: DeadlinePolicy
 ) -> None:
-    warn = start + (deadline - start) * policy.warn_at
-    for kind, due in ((TIMER_WARN, warn), (TIMER_DEADLINE, deadline)):
-        conn.execute(
-            """INSERT INTO timers (kind, key, due_at) VALUES (%s, %s, %s)
-               ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at""",
-            (kind, str(task_id), due),
-        )
+    _set_deadline_timers_many(conn, [(task_id, start, deadline)], policy)
+
+
+def _set_deadline_timers_many(
+    conn: Conn, stages: Sequence[tuple[int, datetime, datetime]], policy: DeadlinePolicy
+) -> None:
+    """The warning (at `warn_at` of the stage) and deadline timers of (task, start, deadline)."""
+    timers: list[dict[str, object]] = []
+    for task_id, start, deadline in sorted(stages):
+        warn = start + (deadline - start) * policy.warn_at
+        for kind, due in ((TIMER_WARN, warn), (TIMER_DEADLINE, deadline)):
+            timers.append({"k": kind, "key": str(task_id), "d": due})
+    conn.execute(
+        """INSERT INTO timers (kind, key, due_at)
+           SELECT k, key, d FROM jsonb_to_recordset(%s::jsonb) AS u(k text, key text, d timestamptz)
+           ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at""",
+        (records(timers),),
+    )
 
 
 def _clear_deadline(conn: Conn, task_id: int) -> None:

@@ -33,6 +33,7 @@ from gateway.signing import Signer
 from gateway.topics import Channel
 from ingest import heartbeat, metrics
 from ingest.commands import CommandPolicy
+from ingest.groups import Scope
 from ingest.leader import REGISTRY_CHANNEL, Duty, Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
@@ -63,10 +64,28 @@ def _at(unix: float | None) -> datetime | None:
 class IngestWorker:
     """Consumes the broker into the database until `stop()` is called."""
 
-    def __init__(self, settings: IngestSettings, duties: Sequence[Duty] = ()) -> None:
-        """`duties`: leader work the composition root adds (ingest.leader.Duty)."""
+    def __init__(
+        self,
+        settings: IngestSettings,
+        duties: Sequence[Duty] = (),
+        *,
+        scope: Scope | None = None,
+        database_duties: Sequence[Duty] = (),
+    ) -> None:
+        """`duties`: leader work the composition root adds (ingest.leader.Duty), done by the
+        group's leader for the group's nodes; `database_duties`: done by one leader of all the
+        groups. `scope`: the group's areas as claimed (ingest.groups.claim); needed when
+        GRIDWATCH_INGEST_AREAS is set, else the group carries the whole territory."""
+        if scope is None:
+            if settings.ingest_areas:
+                raise ValueError(
+                    "an ingest worker with GRIDWATCH_INGEST_AREAS needs its group's claimed"
+                    " scope (ingest.groups.claim)"
+                )
+            scope = Scope(settings.ingest_group)
         self.settings = settings
-        self.registry = Registry(settings.registry_refresh_s)
+        self.scope = scope
+        self.registry = Registry(settings.registry_refresh_s, scope=scope)
         self.book = RuleBook(settings.registry_refresh_s)
         self.writer = BatchWriter(
             self.registry,
@@ -77,6 +96,8 @@ class IngestWorker:
             policy=settings.deadlines,
         )
         self._inbox: deque[Received] = deque()
+        self._received = 0  # messages taken off the wire, counted by paho's thread alone
+        metrics.RECEIVED.read = lambda: self._received
         # Read when scraped, so it grows while a batch cannot be committed (a database outage),
         # instead of showing the size the inbox had when that batch began.
         metrics.BACKLOG.set_function(lambda: len(self._inbox))
@@ -103,7 +124,12 @@ class IngestWorker:
             self._publish,
             self._stopping,
             settings.client_id,
-            BrokerWatch(self.watch.connected.is_set, settings.broker_down_after_s),
+            BrokerWatch(
+                self.watch.connected.is_set,
+                settings.broker_down_after_s,
+                group=scope.group,
+                live_s=settings.slot_stale_s,
+            ),
             rejected_retention_days=settings.rejected_retention_days,
             slot_stale_s=settings.slot_stale_s,
             session_expiry_s=settings.session_expiry_s,
@@ -112,6 +138,8 @@ class IngestWorker:
             else None,
             command_policy=CommandPolicy(alarm_after_s=settings.command_alarm_s),
             duties=duties,
+            scope=scope,
+            database_duties=database_duties,
         )
         if settings.command_key_file is None:
             log.warning("no GRIDWATCH_COMMAND_KEY_FILE: commands go unsigned and edges refuse them")
@@ -186,7 +214,7 @@ class IngestWorker:
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection_no, bool(msg.retain)
         )
         self._inbox.append(item)
-        metrics.RECEIVED.inc()
+        self._received += 1
         self._last_receive = time.time()
         if len(self._inbox) >= self.settings.batch_max:
             self._wake.set()
@@ -204,8 +232,10 @@ class IngestWorker:
             session_expiry_s=s.session_expiry_s, receive_maximum=s.receive_maximum
         )
         log.info(
-            "ingest worker starting client_id=%s broker=%s:%s group=%s",
-            s.client_id, s.mqtt.host, s.mqtt.port, s.share_group,
+            "ingest worker starting client_id=%s broker=%s:%s share_group=%s ingest_group=%s"
+            " areas=%s",
+            s.client_id, s.mqtt.host, s.mqtt.port, s.share_group, self.scope.group,
+            self.scope.describe(),
         )  # fmt: skip
         connect_async(self.client, s.mqtt.as_account(s.client_id), clean_start=False,
                       properties=props)  # fmt: skip
@@ -323,7 +353,7 @@ class IngestWorker:
         s = self.settings
         beat = heartbeat.Beat(
             s.client_id, s.worker_slot, socket.gethostname(), os.getpid(), self._started_at,
-            _at(self._last_receive), _at(self._last_commit),
+            _at(self._last_receive), _at(self._last_commit), self.scope.group,
         )  # fmt: skip
         try:
             heartbeat.beat(self._connection(), beat)
@@ -333,7 +363,7 @@ class IngestWorker:
 
     def _retire(self) -> None:
         try:
-            heartbeat.retire(self._connection(), self.settings.client_id)
+            heartbeat.retire(self._connection(), self.settings.client_id, self.scope.group)
         except psycopg.Error as exc:
             log.error(
                 "slot drained but its heartbeat row is left client_id=%s: %s",

@@ -42,7 +42,8 @@ from gateway.messages import (
 )
 from ingest import commands, incidents, plausible, rules
 from ingest.incidents import Applied
-from ingest.registry import Registry
+from ingest.registry import Registry, VenueInfo
+from ingest.sqljson import records
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class BatchOutcome:
     # What each node may forget: (site, node) -> seqs stored, or recorded as rejected.
     receipts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     clock_ahead: dict[str, float] = field(default_factory=dict)  # node -> seconds ahead, clamped
+    answered: list[uuid.UUID] = field(default_factory=list)  # commands their results closed
 
     def merge(self, other: BatchOutcome) -> None:
         self.stored.update(other.stored)
@@ -274,13 +276,17 @@ class BatchWriter:
             outcome.duplicates += len(items) - len(new) - len(refused)
             outcome.new_ids |= new
         # Device messages refused as conflicts take no further part (by identity: the first
-        # message with that id, earlier in the batch, stands). The latest states are locked
-        # before presence touches any device, in one order for every worker.
+        # message with that id, earlier in the batch, stands).
         series_conflicts = {id(a) for a in conflicts}
         devices = [
             a for a in accepted
             if isinstance(a.inbound.message, DeviceMessage) and id(a) not in series_conflicts
         ]  # fmt: skip
+        # What the rules make of each new message is worked out before any shared row is
+        # locked; which states are current is known only once their latest rows are.
+        judged = self._device_signals(conn, devices, outcome)
+        # The latest states are locked before presence touches any device, in one order for
+        # every worker, and held until the commit: from here on the batch is quick.
         current = self._current_states(conn, devices)
         changes: list[tuple[Inbound, bool]] = []
         # Every worker gets every birth and death, and a clamped one has a new ts in each: the
@@ -298,9 +304,6 @@ class BatchWriter:
                     if change := self._apply_presence(conn, a.inbound, outcome):
                         changes.append(change)
         outcome.rejected += [self._conflict(a) for a in conflicts]
-        dropped = {id(a) for a in conflicts}
-        kept = [a for a in accepted if id(a) not in dropped]
-        self._update_device_state(conn, devices)
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
             nodes = sorted(outcome.clock_ahead)
@@ -310,7 +313,23 @@ class BatchWriter:
                    WHERE p.node_id = u.node""",
                 (nodes, [outcome.clock_ahead[n] for n in nodes]),
             )
-        self._react(conn, kept, changes, outcome, current)
+        signals: list[rules.Signal] = []
+        now = datetime.now(UTC)
+        for inbound, died in changes:
+            venue = self.registry.venue_of_node(inbound.topic.node)
+            if venue is not None:
+                signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
+        for message_id, state, said in judged:
+            if state and message_id not in current:
+                outcome.late += 1  # stored in the series; the present is what came after it
+            else:
+                signals += said
+        outcome.reactions = incidents.apply(conn, signals, self.policy)
+        # Late in the transaction: the rows of device_status are shared by every worker, and a
+        # worker holds what it updates until it commits.
+        self._update_device_state(conn, devices)
+        # Last: the audit log's chain holds its lock until the commit.
+        commands.audit_door_outcomes(conn, outcome.answered)
         self._confirm(accepted, outcome)
         return outcome
 
@@ -390,37 +409,28 @@ class BatchWriter:
                 latest[key] = mark
         return current
 
-    def _react(
-        self,
-        conn: Conn,
-        accepted: Sequence[Accepted],
-        presence: list[tuple[Inbound, bool]],
-        outcome: BatchOutcome,
-        current: set[uuid.UUID],
-    ) -> None:
-        """Rules on what is new in this batch, and command results onto their commands."""
-        signals: list[rules.Signal] = []
+    def _device_signals(
+        self, conn: Conn, devices: Sequence[Accepted], outcome: BatchOutcome
+    ) -> list[tuple[uuid.UUID, bool, list[rules.Signal]]]:
+        """The rules' signals for each device message new in this batch (a redelivery already
+        had its effect), with its id and whether it is a state; and command results onto their
+        commands."""
         results: list[CommandResult] = []
-        now = datetime.now(UTC)
-        for inbound, died in presence:
-            venue = self.registry.venue_of_node(inbound.topic.node)
-            if venue is not None:
-                signals += rules.node_signals(inbound, venue, self.book, died=died, now=now)
-        for a in accepted:
+        fresh: list[tuple[Accepted, DeviceMessage, bool, VenueInfo | None]] = []
+        for a in devices:
             msg = a.inbound.message
-            if not isinstance(msg, DeviceMessage) or msg.id not in outcome.new_ids:
-                continue  # births and deaths are above; a redelivery already had its effect
+            assert isinstance(msg, DeviceMessage)
+            if msg.id not in outcome.new_ids:
+                continue
             if isinstance(msg, CommandResult):
                 results.append(msg)
-            if msg.type in rules.STATES and msg.id not in current:
-                outcome.late += 1  # stored in the series; the present is what came after it
-                continue
             venue = self.registry.venue_of_node(a.inbound.topic.node)
-            if venue is not None:
-                signals += rules.evaluate(conn, a.inbound, venue, self.book)
-        answered: list[uuid.UUID] = []
+            fresh.append((a, msg, msg.type in rules.STATES, venue))
+        denied = rules.denied_counts(
+            conn, [(m, v) for _, m, _, v in fresh if isinstance(m, DoorAccess) and v], self.book
+        )
         if results:
-            answered = [r[0] for r in conn.execute(  # type: ignore[misc]
+            outcome.answered = [r[0] for r in conn.execute(  # type: ignore[misc]
                 """UPDATE commands c SET state = u.status::command_state, detail = u.detail,
                        result_at = now()
                    FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
@@ -435,9 +445,11 @@ class BatchWriter:
                     [r.device for r in results],
                 ),
             ).fetchall()]  # fmt: skip
-        outcome.reactions = incidents.apply(conn, signals, self.policy)
-        # Last in the transaction: the audit log's chain holds its lock until the commit.
-        commands.audit_door_outcomes(conn, answered)
+        return [
+            (msg.id, state,
+             rules.evaluate(conn, a.inbound, venue, self.book, denied) if venue else [])
+            for a, msg, state, venue in fresh
+        ]  # fmt: skip
 
     def write_isolating(
         self, conn: Conn, accepted: Sequence[Accepted], rejected: Sequence[Rejection]
@@ -659,8 +671,9 @@ class BatchWriter:
             devices = sorted(seen)
             conn.execute(
                 """INSERT INTO device_status AS s (device_id, online, last_seen, last_seq)
-                   SELECT d, o, t, q
-                   FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::bigint[]) AS u(d, o, t, q)
+                   SELECT d, o, t, q FROM jsonb_to_recordset(%s::jsonb)
+                        AS u(n int, d text, o boolean, t timestamptz, q bigint)
+                   ORDER BY n
                    ON CONFLICT (device_id) DO UPDATE SET
                        online = CASE WHEN excluded.last_seen >= s.last_seen THEN excluded.online
                                      ELSE s.online END,
@@ -669,10 +682,10 @@ class BatchWriter:
                                        ELSE s.last_seq END,
                        updated_at = now()""",
                 (
-                    devices,
-                    [seen[d][2] for d in devices],
-                    [seen[d][0] for d in devices],
-                    [seen[d][1] for d in devices],
+                    records(
+                        {"n": n, "d": d, "o": seen[d][2], "t": seen[d][0], "q": seen[d][1]}
+                        for n, d in enumerate(devices)
+                    ),
                 ),
             )
         if not latest:
@@ -681,20 +694,21 @@ class BatchWriter:
         rows = [latest[k] for k in keys]
         conn.execute(
             """INSERT INTO device_latest AS l (device_id, type, ts, seq, id, payload)
-               SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bigint[],
-                                    %s::uuid[], %s::jsonb[])
+               SELECT d, t, ts, q, i, p FROM jsonb_to_recordset(%s::jsonb)
+                    AS u(n int, d text, t text, ts timestamptz, q bigint, i uuid, p jsonb)
+               ORDER BY n
                ON CONFLICT (device_id, type) DO UPDATE SET ts = excluded.ts, seq = excluded.seq,
                    id = excluded.id, payload = excluded.payload
                WHERE (excluded.ts, excluded.seq) >= (l.ts, coalesce(l.seq, -1))""",
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [_mark(r)[0] for r in rows],
-                [_mark(r)[1] for r in rows],
-                [r.inbound.message.id for r in rows],  # type: ignore[union-attr]
-                [r.payload.decode() for r in rows],
+                records(
+                    {"n": n, "d": k[0], "t": k[1], "ts": _mark(r)[0], "q": _mark(r)[1],
+                     "i": r.inbound.message.id,  # type: ignore[union-attr]
+                     "p": json.loads(r.payload)}
+                    for n, (k, r) in enumerate(zip(keys, rows, strict=True))
+                ),
             ),
-        )
+        )  # fmt: skip
 
     def _record_rejections(self, conn: Conn, rejected: Sequence[Rejection]) -> None:
         """Keep what was refused, one row per topic and payload. A node (or a topic that names

@@ -15,6 +15,10 @@ For every registry node, the broker should have:
 - with no secret at all: no account.
 Accounts of the `node:` kind that the registry does not know are deleted. The ingest and control
 accounts are never touched, only checked for.
+
+In a partitioned province each ingest group's leader reconciles its own broker for the nodes of
+its group's areas (ingest.groups): a node elsewhere is, for this broker, one it does not know,
+so a node moved to another district loses its account here and gains one on the other broker.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from gateway.broker import (
 )
 from gateway.client import MqttSettings
 from gateway.dynsec import Acl, Client, Command, DynSec, DynSecError, Role
+from ingest.groups import WHOLE, Scope, within
 from registry.broker_log import Refusal, RefusalLog, refusals
 from registry.secrets import SealError, load_seal_key, register_public_key, unseal
 
@@ -146,13 +151,17 @@ class Report:
     seconds: float = 0.0
 
 
-def registry_nodes(conn: Conn, only: Collection[str] | None = None) -> dict[str, Wanted]:
+def registry_nodes(
+    conn: Conn, only: Collection[str] | None = None, scope: Scope = WHOLE
+) -> dict[str, Wanted]:
+    """The registry's nodes (those named, or all) that the scope's broker carries."""
     rows = conn.execute(
-        """SELECT n.id, n.venue_id, n.disabled OR v.disabled, n.secret_sealed,
+        f"""SELECT n.id, n.venue_id, n.disabled OR v.disabled, n.secret_sealed,
                   n.secret_issued_at, n.password_hash IS NOT NULL
            FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
-           WHERE %s::text[] IS NULL OR n.id = ANY(%s::text[])""",
-        (list(only) if only is not None else None,) * 2,
+           JOIN territory t ON t.id = v.grid_id
+           WHERE (%s::text[] IS NULL OR n.id = ANY(%s::text[])) AND {within("t.path")}""",
+        (*(list(only) if only is not None else None,) * 2, scope.param()),
     ).fetchall()
     return {
         str(r[0]): Wanted(
@@ -177,8 +186,12 @@ def node_acls(site: str, node: str) -> frozenset[Acl]:
 class _Plan:
     """The commands that make the broker match the registry, and what each changes."""
 
-    def __init__(self, key: X25519PrivateKey | None) -> None:
+    def __init__(self, key: X25519PrivateKey | None, scope: Scope = WHOLE) -> None:
         self.key = key
+        self.absent = (
+            "not in the registry" if scope.whole
+            else f"not in the registry, or not in the areas of ingest group {scope.group}"
+        )  # fmt: skip
         self.roles_first: list[Command] = []
         self.clients: list[Command] = []
         self.roles_last: list[Command] = []
@@ -191,7 +204,7 @@ class _Plan:
     def node(self, n: str, w: Wanted | None, c: Client | None, r: Role | None) -> None:
         role = node_role_name(n)
         if w is None or not w.has_account:
-            why = "not in the registry" if w is None else "the node has no secret"
+            why = self.absent if w is None else "the node has no secret"
             if c is not None:
                 self.clients.append(DynSec.delete_client(n))
                 self.changes.append(Change(ChangeKind.REMOVED, n, why))
@@ -276,11 +289,13 @@ def reconcile(
     only: Collection[str] | None = None,
     *,
     control_user: str = CONTROL_USER,
+    scope: Scope = WHOLE,
 ) -> Report:
-    """One reconcile, in full (`only` None) or of the named nodes; the report says what changed.
-    Raises DynSecError when the broker cannot be read or refuses a change."""
+    """One reconcile, in full (`only` None) or of the named nodes, for the nodes of the ingest
+    group's areas (`scope`); the report says what changed. Raises DynSecError when the broker
+    cannot be read or refuses a change."""
     report = Report(full=only is None)
-    wanted = registry_nodes(conn, only)
+    wanted = registry_nodes(conn, only, scope)
     if only is None:
         clients = {c.username: c for c in dynsec.list_clients()}
         roles = {r.rolename: r for r in dynsec.list_roles()}
@@ -292,7 +307,7 @@ def reconcile(
         names = set(only)
         clients = dynsec.get_clients(sorted(names))
         roles = dynsec.get_roles([node_role_name(n) for n in sorted(names)])
-    plan = _Plan(key)
+    plan = _Plan(key, scope)
     for n in sorted(names):
         c = clients.get(n)
         if c is not None and _protected(c, control_user):
@@ -344,10 +359,13 @@ class BrokerSync:
 
     name = "broker_sync"
 
-    def __init__(self, settings: BrokerSyncSettings, broker: MqttSettings) -> None:
+    def __init__(
+        self, settings: BrokerSyncSettings, broker: MqttSettings, scope: Scope = WHOLE
+    ) -> None:
         """`broker`: the service listener (the ingest's MQTT settings); the account is replaced
-        by the control account."""
+        by the control account. `scope`: the ingest group whose broker it is."""
         self.settings = settings
+        self.scope = scope
         self.interval_s = min(settings.broker_reconcile_s, 5.0)  # refusals are read this often
         self._full_every = settings.broker_reconcile_s
         self._last_full = float("-inf")
@@ -412,7 +430,8 @@ class BrokerSync:
         nodes = list(only) if only is not None else None
         try:
             report = reconcile(conn, self._dynsec, self._key, nodes,
-                               control_user=self.settings.broker_control_user)  # fmt: skip
+                               control_user=self.settings.broker_control_user,
+                               scope=self.scope)  # fmt: skip
         except DynSecError as exc:
             report = Report(full=only is None, error=str(exc))
             self._dynsec.close()

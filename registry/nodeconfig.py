@@ -23,6 +23,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.signing import Signer
 from ingest.commands import Publish
+from ingest.groups import WHOLE, Scope, within
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,10 @@ class NodeConfigDuty:
 
     name = "node-config"
 
-    def __init__(self, signer: Signer, interval_s: float = 30.0) -> None:
+    def __init__(self, signer: Signer, interval_s: float = 30.0, scope: Scope = WHOLE) -> None:
+        """`scope`: the ingest group whose broker carries the nodes configured here."""
         self.signer = signer
+        self.scope = scope
         self.interval_s = interval_s
         self._key_registered = False
 
@@ -107,9 +110,12 @@ class NodeConfigDuty:
             register_command_key(conn, self.signer)
             self._key_registered = True
         due = conn.execute(
-            """SELECT id FROM edge_nodes
-               WHERE NOT disabled AND config_version > config_published ORDER BY id LIMIT %s""",
-            (_BATCH,),
+            f"""SELECT n.id FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
+               JOIN territory t ON t.id = v.grid_id
+               WHERE NOT n.disabled AND n.config_version > n.config_published
+                 AND {within("t.path")}
+               ORDER BY n.id LIMIT %s""",
+            (self.scope.param(), _BATCH),
         ).fetchall()
         for (node_id,) in due:
             self.push(conn, publish, str(node_id))

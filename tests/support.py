@@ -88,10 +88,12 @@ class Node:
         *,
         password: str | None = None,
         will: Callable[[Node], m.NodeDeath] | None = None,
+        port: int | None = None,
     ):
+        """`port`: the edge listener of another broker than the stack's (a district's)."""
         self.creds = creds
         settings = MqttSettings(
-            port=stack.ports.edge, username=creds.node, password=password or creds.secret
+            port=port or stack.ports.edge, username=creds.node, password=password or creds.secret
         )
         self.client, self.watch = new_client(creds.node, settings)
         self.acks: dict[int, ReasonCode] = {}
