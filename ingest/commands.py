@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.signing import Signer
 from ingest import incidents, metrics
+from ingest.emergency import COMMANDS_CHANNEL
 from ingest.groups import within
 from ingest.registry import Registry
 from ingest.rules import Clear, Rule, RuleBook
@@ -175,6 +177,59 @@ def _publish_batch(
     if retried:
         metrics.COMMANDS_RETRIED.inc(retried)
     return len(published)
+
+
+class Publisher:
+    """Publishes commands on a connection and a thread of its own while its leader leads: a
+    broadcast or a door command never waits behind the leader's other work (due timers in a
+    storm, a backlog of notifications: 3.4 s before the first of 1,000 speakers was sent, with
+    20,000 incidents' notifications being routed). Woken by the queue's notice, and every
+    `poll_s` for retries that fall due."""
+
+    def __init__(
+        self,
+        dsn: str,
+        send: Publish,
+        signer: Signer | None,
+        areas: Callable[[], list[str] | None],
+        name: str,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.dsn, self.send, self.signer, self.areas = dsn, send, signer, areas
+        self.name, self.poll_s = name, poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start publishing (on taking the lead); a no-op while it runs."""
+        if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="command-publisher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop publishing (on stepping down): the current round is the last."""
+        self._stop.set()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True,
+                                     application_name=f"gridwatch-commands-{self.name}") as conn:  # fmt: skip
+                    conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
+                    while not stop.is_set():
+                        publish(conn, self.send, self.signer, areas=self.areas())
+                        for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                            pass
+                        for _ in conn.notifies(timeout=0):
+                            pass  # one round publishes what all of them announced
+            except psycopg.Error as exc:
+                log.warning("command publisher lost its connection, retrying: %s",
+                            str(exc).strip())  # fmt: skip
+                stop.wait(2.0)
 
 
 def expire(conn: Conn) -> None:
