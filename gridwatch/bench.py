@@ -21,7 +21,7 @@ import psycopg
 from gateway.broker import new_share_group
 from gridwatch import bench_limit, loadgen
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import INGEST_SLOTS, LocalStack
+from gridwatch.local import INGEST_SLOTS, ExternalPostgres, LocalStack
 from gridwatch.services import free_ports, terminate
 from ingest.writer import COLUMNS
 from simulators.devices import SimDoor
@@ -68,7 +68,7 @@ def _wait_connected(ports: list[int], timeout_s: float) -> None:
 def run_ingest_bench(args: argparse.Namespace) -> int:
     """Load a backlog, start the ingest, time the drain, verify exactly-once, print JSON."""
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
-    stack = LocalStack(home)
+    stack = LocalStack.for_bench(home, getattr(args, "database_url", None))
     try:
         stack.start_database()
         if args.sql_profile:
@@ -101,9 +101,14 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         if args.sql_profile:
             with psycopg.connect(stack.dsn) as conn:
                 conn.execute("SELECT pg_stat_statements_reset()")
-        pg_pid = stack.postgres.postmaster_pid()
-        assert pg_pid is not None and stack.broker is not None and stack.broker.proc is not None
-        cpu_before = {"database": bench_limit.tree_cpu_s(pg_pid),
+        # The database's CPU is read off its processes when it runs here (not an external one).
+        pg_pid = (
+            None
+            if isinstance(stack.postgres, ExternalPostgres)
+            else stack.postgres.postmaster_pid()
+        )
+        assert stack.broker is not None and stack.broker.proc is not None
+        cpu_before = {"database": bench_limit.tree_cpu_s(pg_pid) if pg_pid else 0.0,
                       "broker": bench_limit.tree_cpu_s(stack.broker.proc.pid)}  # fmt: skip
         started = time.perf_counter()
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
@@ -120,7 +125,7 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
         totals = _scrape_all(ports)
         cpu_s = {
             "ingest": bench_limit.tree_cpu_s(ingest.pid),
-            "database": bench_limit.tree_cpu_s(pg_pid) - cpu_before["database"],
+            "database": bench_limit.tree_cpu_s(pg_pid) - cpu_before["database"] if pg_pid else 0.0,
             "broker": bench_limit.tree_cpu_s(stack.broker.proc.pid) - cpu_before["broker"],
         }
         live = _live_phase(args, stack, creds, published) if args.live_s > 0 else None
@@ -154,7 +159,11 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
             "ratio": round(limit_s / drain_s, 2),
             "drain_s": round(drain_s, 2),
             # CPU per 1,000 messages drained: holds when other work shares the machine.
-            "cpu_ms_per_1k": {k: round(v * 1e6 / published, 1) for k, v in cpu_s.items()},
+            "cpu_ms_per_1k": {
+                k: round(v * 1e6 / published, 1)
+                for k, v in cpu_s.items()
+                if k != "database" or pg_pid
+            },
             "publish_s": round(publish_s, 2),
             "publish_msgs_per_s": round(published / publish_s),
             "workers": args.workers,
@@ -177,10 +186,12 @@ def run_ingest_bench(args: argparse.Namespace) -> int:
 
 
 def _track_statements(stack: LocalStack) -> None:
-    """Load pg_stat_statements into the bench's server (a restart), for `--sql-profile`."""
-    with (stack.postgres.data / "postgresql.auto.conf").open("a") as conf:
-        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
-    stack.postgres.restart()
+    """Load pg_stat_statements into the bench's server (a restart), for `--sql-profile`; an
+    external server must preload it already."""
+    if not isinstance(stack.postgres, ExternalPostgres):
+        with (stack.postgres.data / "postgresql.auto.conf").open("a") as conf:
+            conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+        stack.postgres.restart()
     with psycopg.connect(stack.dsn) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 

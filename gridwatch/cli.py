@@ -155,6 +155,17 @@ def _serve_metrics(host: str, port: int) -> None:
     log.info("metrics on %s:%d/metrics", host, port)
 
 
+def _add_bench_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        type=postgres_url,
+        default=None,
+        help="an administrator's URL of an external PostgreSQL/TimescaleDB server (password in "
+        "PGPASSFILE): the benchmark makes a throwaway database and login roles there and drops "
+        "them after (default: a local server of its own)",
+    )
+
+
 def _db_migrate(args: argparse.Namespace) -> int:
     from ingest.migrate import Backend, migrate
 
@@ -624,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of live publishing after the drain, measuring a forced door's publish to"
         " its task (0: none)",
     )
+    _add_bench_database_url(bi)
     bf = add(
         bsub2,
         "fleet",
@@ -659,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
+    _add_bench_database_url(ba)
     bl = add(
         bsub2,
         "live",

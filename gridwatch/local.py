@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,13 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway.broker import CONTROL_USER, new_secret, new_share_group
 from gateway.client import MqttSettings
 from gateway.signing import Signer, init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
-from gridwatch.services import LocalMosquitto, LocalPostgres, free_port, write_private
+from gridwatch.services import (
+    SUPERUSER,
+    LocalMosquitto,
+    LocalPostgres,
+    free_port,
+    scram_verifier,
+    write_private,
+)
 from ingest.migrate import MigrateReport, migrate
 from ingest.privileges import ServiceRole
 from registry.nodeconfig import register_command_key
@@ -61,6 +71,115 @@ class DistrictBroker:
         return self.folder / "broker.log"
 
 
+class ExternalPostgres(LocalPostgres):
+    """A PostgreSQL server someone else runs (a TimescaleDB server, production's), reached by an
+    administrator's URL: the tests and benchmarks make throwaway databases and login roles on it,
+    all named with one random prefix, and `stop` drops them. Nothing else on the server is
+    touched: the service logins are `PREFIX_ingest`, `PREFIX_api` and `PREFIX_cli`, never the
+    server's own `ingest` or `api`. The URL's password (or the caller's pgpass file) is kept in
+    a private pgpass file under `folder`, never in a URL or a log."""
+
+    def __init__(self, url: str, folder: Path) -> None:  # no super(): nothing to install here
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            raise ValueError("the external database URL is not a PostgreSQL URL") from None
+        self.folder = folder.resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.passfile = self.folder / "pgpass"
+        self._passwords_file = self.folder / "passwords.json"
+        self.host = str(params.get("host") or "127.0.0.1")
+        self.port = int(params.get("port") or 5432)
+        self.admin = str(params.get("user") or SUPERUSER)
+        self.admin_db = str(params.get("dbname") or "postgres")
+        self.prefix = f"gwtest_{secrets.token_hex(4)}"
+        self._admin_password = params.get("password")
+        self._inherited = os.environ.get("PGPASSFILE") or str(Path.home() / ".pgpass")
+        self._databases: list[str] = []
+        self._logins: set[str] = set()
+
+    def login_name(self, role: str) -> str:
+        """The server's name for one of our logins (the administrator keeps its own)."""
+        return self.admin if role == SUPERUSER else f"{self.prefix}_{role}"
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
+        db = self.admin_db if dbname == "postgres" else dbname
+        return f"postgresql://{self.login_name(user)}@{self.host}:{self.port}/{db}"
+
+    def database_name(self, name: str) -> str:
+        """A database name of our own on the shared server."""
+        return f"{self.prefix}_{name}"
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        """Nothing to start: write the pgpass file and check the administrator can sign in."""
+        self._write_passfile()
+        os.environ["PGPASSFILE"] = str(self.passfile)
+        with psycopg.connect(self.dsn(), connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+
+    def _write_passfile(self) -> None:
+        lines = []
+        if self._admin_password:
+            password = str(self._admin_password).replace("\\", "\\\\").replace(":", "\\:")
+            lines.append(f"{self.host}:{self.port}:*:{self.admin}:{password}\n")
+        inherited = Path(self._inherited)
+        if inherited.resolve() != self.passfile and inherited.is_file():
+            lines += [ln + "\n" for ln in inherited.read_text().splitlines()]
+        lines += [
+            f"{self.host}:{self.port}:*:{self.login_name(r)}:{pw}\n"
+            for r, pw in self._passwords().items()
+        ]
+        write_private(self.passfile, "".join(lines))
+
+    def create_database(self, name: str) -> None:
+        super().create_database(name)
+        if name not in self._databases:
+            self._databases.append(name)
+
+    def ensure_login(self, role: str, member_of: str) -> None:
+        name = self.login_name(role)
+        verifier = scram_verifier(self.password(role))
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+            statement = ("ALTER" if exists else "CREATE") + (
+                " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}"
+            )
+            conn.execute(sql.SQL(statement).format(sql.Identifier(name), sql.Literal(verifier)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(name))
+            )
+        self._logins.add(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop one of our databases (its sessions are ended first)."""
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        if name in self._databases:
+            self._databases.remove(name)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Drop every database and login role made here; the server itself keeps running."""
+        for name in list(self._databases):
+            self.drop_database(name)
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            for name in sorted(self._logins):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        self._logins.clear()
+        log.info("external PostgreSQL cleaned up prefix=%s", self.prefix)
+
+    def kill(self) -> None:
+        raise RuntimeError("an external PostgreSQL server is not ours to kill")
+
+    def restart(self) -> None:
+        raise RuntimeError("an external PostgreSQL server is not ours to restart")
+
+
 class LocalStack:
     """PostgreSQL and Mosquitto under `home`; ports and secrets are kept there between runs."""
 
@@ -91,6 +210,17 @@ class LocalStack:
         self.database = database
         self.broker: LocalMosquitto | None = None
         self.districts: list[DistrictBroker] = []  # further brokers (start_district_broker)
+
+    @classmethod
+    def for_bench(cls, home: Path, database_url: str | None) -> LocalStack:
+        """The stack of a benchmark: everything local, or, given an administrator's URL, a
+        throwaway database on that server (dropped, with its login roles, by `stop`)."""
+        if database_url is None:
+            return cls(home)
+        server = ExternalPostgres(database_url, home / "postgres")
+        stack = cls(home, postgres=server, database=server.database_name("bench"))
+        stack._owns_postgres = True  # stop() cleans up what it made on the server
+        return stack
 
     # --- configuration kept in the home folder ----------------------------------------------
 
@@ -125,6 +255,13 @@ class LocalStack:
         if login not in LOGIN_ROLES:
             raise ValueError(f"no database login {login!r}: use one of {', '.join(LOGIN_ROLES)}")
         return self.postgres.dsn(self.database, user=login)
+
+    def login_role(self, login: str) -> str:
+        """The server's name for a service's login role (`ingest`; on an external server the
+        prefixed name made for this run)."""
+        if isinstance(self.postgres, ExternalPostgres):
+            return self.postgres.login_name(login)
+        return login
 
     def service_mqtt(self, slot: int = INGEST_SLOTS - 1) -> MqttSettings:
         """How an ingest worker slot reaches the broker's service listener (the last slot by

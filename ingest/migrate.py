@@ -27,6 +27,10 @@ _FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)(?:\.(plain|timescale))?\.sql$")
 _LOCK_KEY = 0x67726964  # "grid"
 
 
+class MigrationRefused(RuntimeError):
+    """The migrating role lacks a privilege a migration needs; the message names the grant."""
+
+
 class Backend(StrEnum):
     PLAIN = "plain"
     TIMESCALE = "timescale"
@@ -75,14 +79,20 @@ def discover(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """True if TimescaleDB is installed and preloaded, so CREATE EXTENSION will succeed."""
+    """True if TimescaleDB is installed and preloaded, so CREATE EXTENSION will succeed.
+
+    Preloading is seen from a setting only the preloaded loader defines (its launcher's poll
+    time, a server-start setting every session can see), not from `shared_preload_libraries`,
+    which only superusers and members of pg_read_all_settings may read: any owner role can
+    migrate."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
-        " current_setting('shared_preload_libraries')"
+        " EXISTS (SELECT 1 FROM pg_settings"
+        "         WHERE name = 'timescaledb.bgw_launcher_poll_time' AND context = 'postmaster')"
     ).fetchone()
     assert row is not None
-    available, preload = row
-    return bool(available) and "timescaledb" in str(preload)
+    available, preloaded = row
+    return bool(available) and bool(preloaded)
 
 
 def migrate(
@@ -94,6 +104,8 @@ def migrate(
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             return _migrate_locked(conn, migrations, backend, folder)
+        except psycopg.errors.InsufficientPrivilege as exc:  # the bookkeeping or the grants
+            raise MigrationRefused(_refusal(conn, "bookkeeping", exc)) from None
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
@@ -115,6 +127,8 @@ def _migrate_locked(
     rows = conn.execute("SELECT version, name, backend, checksum FROM schema_migrations").fetchall()
     applied = {int(str(v)): (str(n), Backend(str(b)), str(c)) for v, n, b, c in rows}
     backend = _choose_backend(conn, applied, requested)
+    if backend is Backend.TIMESCALE and len(applied) < len(migrations):
+        _check_can_create_timescale(conn)
     for m in migrations:
         if m.version in applied:
             name, _, checksum = applied[m.version]
@@ -130,7 +144,10 @@ def _migrate_locked(
         label = f"{m.version:03d}_{m.name}"
         log.info("applying migration %s backend=%s", label, backend)
         with conn.transaction():
-            conn.execute(m.sql_for(backend).encode())
+            try:
+                conn.execute(m.sql_for(backend).encode())
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise MigrationRefused(_refusal(conn, label, exc)) from None
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, backend, checksum)"
                 " VALUES (%s, %s, %s, %s)",
@@ -141,6 +158,39 @@ def _migrate_locked(
         privileges.apply(conn)
     version = max([m.version for m in migrations] + list(applied), default=0)
     return MigrateReport(backend, done, version)
+
+
+def _check_can_create_timescale(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """TimescaleDB is not a trusted extension: only a superuser creates it. Say so before the
+    first migration rather than fail half-way."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),"
+        " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()
+    assert row is not None
+    if row[0] or row[1]:
+        return
+    user, database = conn.info.user, conn.info.dbname
+    raise MigrationRefused(
+        f"TimescaleDB is installed and preloaded on this server, but role {user} may not create "
+        f"the extension (only a superuser can): have a superuser run `CREATE EXTENSION "
+        f"timescaledb;` in database {database}, then migrate again, or migrate with "
+        "`--backend plain` to use plain PostgreSQL tables"
+    )
+
+
+def _refusal(conn: psycopg.Connection[tuple[object, ...]], label: str, exc: psycopg.Error) -> str:
+    """One sentence for a migration the role may not apply: what was refused and the grant."""
+    user, database = conn.info.user, conn.info.dbname
+    what = exc.diag.message_primary or str(exc)
+    return (
+        f"{'the migrations table' if label == 'bookkeeping' else 'migration ' + label} was "
+        f"refused to role {user} ({what}): the role that migrates must "
+        f"own database {database} and its schema public (as a superuser: `ALTER DATABASE "
+        f"{database} OWNER TO {user}; ALTER SCHEMA public OWNER TO {user};`), and a superuser "
+        f"must first run `CREATE EXTENSION ltree;` (and `CREATE EXTENSION timescaledb;` where "
+        "it is used) in it; see docs/operations.md, Database roles"
+    )
 
 
 def _choose_backend(

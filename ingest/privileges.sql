@@ -22,11 +22,13 @@ GRANT USAGE ON SCHEMA public TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gridwatch_ingest, gridwatch_api, gridwatch_cli;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM gridwatch_ingest, gridwatch_api, gridwatch_cli;
 
--- The live feed's rows are written by a trigger on incidents, tasks and node_presence. It runs
--- as the owner, so no service may write `changes` itself (what consoles are sent is only what
+-- The live feed's rows are written by triggers on incidents, tasks (per statement, 017) and
+-- node_presence. They run as the owner, so no service may write `changes` itself (what consoles are sent is only what
 -- those tables say). Set here, not in a migration, so that a migration replacing the function
 -- cannot silently drop it.
 ALTER FUNCTION record_change() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION record_incident_changes() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION record_task_changes() SECURITY DEFINER SET search_path = public, pg_temp;
 -- Likewise a node's configuration version moves with its devices (013): whoever edits devices
 -- (the API, the command line) needs no right to edit the node's bookkeeping itself.
 ALTER FUNCTION bump_node_config() SECURITY DEFINER SET search_path = public, pg_temp;
@@ -159,6 +161,8 @@ ALTER FUNCTION notify_event(text, severity, text, bigint, bigint, text, jsonb)
     SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_task() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_incident() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_incidents_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION notify_tasks_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_emergency() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_command() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_node_audit() SECURITY DEFINER SET search_path = public, pg_temp;

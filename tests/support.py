@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import codec
@@ -23,8 +24,8 @@ from gateway.client import (
 )
 from gridwatch.bench import scrape
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
-from gridwatch.services import free_ports, terminate
+from gridwatch.local import ExternalPostgres, LocalStack
+from gridwatch.services import LocalPostgres, free_ports, terminate
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
@@ -206,3 +207,22 @@ def birth(node: Node, bdseq: int) -> m.NodeBirth:
 def envelope(node: Node) -> m.EnvelopeFields:
     """Fresh envelope fields for the node's next message."""
     return m.envelope(node.next_seq())
+
+
+def needs_own_server(server: LocalPostgres) -> None:
+    """Skip a test that stops, kills or reconfigures the server when the suite runs on an
+    external one (GRIDWATCH_TEST_DATABASE_URL): that server is not the tests' to stop."""
+    if isinstance(server, ExternalPostgres):
+        pytest.skip("stops or reconfigures PostgreSQL itself: only on the tests' own server")
+
+
+def needs_timescale(dsn: str) -> None:
+    """Skip a test of TimescaleDB behaviour when the database was migrated for plain PostgreSQL
+    (CI has no TimescaleDB; GRIDWATCH_PG_BIN or GRIDWATCH_TEST_DATABASE_URL can point at one)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT backend FROM schema_migrations LIMIT 1").fetchone()
+    if row is None or row[0] != "timescale":
+        pytest.skip(
+            "needs TimescaleDB: this server lacks the extension (set GRIDWATCH_PG_BIN to a build "
+            "with timescaledb preloaded, or GRIDWATCH_TEST_DATABASE_URL to such a server)"
+        )

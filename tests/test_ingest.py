@@ -33,6 +33,7 @@ from tests.support import (
     device_of,
     envelope,
     metric,
+    needs_own_server,
     occupancy,
     rows,
     scalar,
@@ -318,6 +319,8 @@ def test_outage_mid_stream_loses_and_doubles_nothing(
     ingest: subprocess.Popen[bytes],
     outage: Callable[[LocalStack], Any],
 ) -> None:
+    if outage is not _restart_broker:
+        needs_own_server(stack.postgres)
     total = 1500
     thread, mids = _stream(node, total, per_s=500)
     wait_until(lambda: len(mids) > total // 3, what="stream under way")
@@ -393,6 +396,7 @@ def test_a_device_that_says_it_is_down_stays_down_until_it_reports_itself(
 
 
 def test_backlog_counts_what_waits_during_a_database_outage(stack: LocalStack, node: Node) -> None:
+    needs_own_server(stack.postgres)
     worker, port = start_ingest(stack)
     try:
         node.deliver([node.send(occupancy(node, count=i)) for i in range(10)])

@@ -18,7 +18,7 @@ from gridwatch.services import LocalPostgres, free_port
 from ingest import audit, incidents, privileges, registry, tasks
 from ingest.privileges import ServiceRole
 from ingest.rules import Raise, Rule, Severity
-from tests.support import rows, scalar, start_ingest, stop_process
+from tests.support import needs_own_server, rows, scalar, start_ingest, stop_process
 
 SERVICES = list(LOGIN_ROLES)
 
@@ -68,6 +68,7 @@ def test_a_table_added_without_grants_fails_the_check(stack: LocalStack) -> None
 
 
 def test_every_role_needs_its_password(stack: LocalStack) -> None:
+    needs_own_server(stack.postgres)  # an external server's pg_hba.conf is its operator's
     assert "@" in stack.dsn and ":" not in stack.dsn.split("//")[1].split("@")[0]  # no password
     for path in (stack.postgres.passfile, stack.postgres.folder / "passwords.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -163,11 +164,11 @@ def test_the_ingest_runs_as_its_own_role(stack: LocalStack) -> None:
         users = rows(
             stack.dsn,
             "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid()",
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'",  # not TimescaleDB's jobs
         )
     finally:
         stop_process(proc)
-    assert users == [("ingest",)]
+    assert users == [(stack.login_role("ingest"),)]
 
 
 def test_services_are_started_with_their_own_role_and_no_password_in_the_url(
@@ -330,7 +331,7 @@ def test_service_roles_hold_no_power_beyond_their_grants(stack: LocalStack) -> N
         stack.dsn,
         "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s)"
         " AND (rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls)",
-        ([*SERVICES, *(r.value for r in ServiceRole)],),
+        ([*map(stack.login_role, SERVICES), *(r.value for r in ServiceRole)],),
     )
     assert powerful == []
     groups = rows(stack.dsn, "SELECT rolname::text, rolcanlogin FROM pg_roles"
@@ -341,6 +342,6 @@ def test_service_roles_hold_no_power_beyond_their_grants(stack: LocalStack) -> N
         "SELECT m.rolname::text, g.rolname::text FROM pg_auth_members a"
         " JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.roleid"
         " WHERE m.rolname = ANY(%s) ORDER BY 1",
-        (SERVICES,),
+        ([stack.login_role(s) for s in SERVICES],),
     )
-    assert members == sorted((login, group.value) for login, group in LOGIN_ROLES.items())
+    assert members == sorted((stack.login_role(s), g.value) for s, g in LOGIN_ROLES.items())

@@ -1,0 +1,3 @@
+-- TimescaleDB as production runs it (issue 17). Nothing changes on plain PostgreSQL: its time
+-- series keep the primary key (id, ts) and `occupancy_hourly` is a view computed on read, which
+-- late readings reach at once. The TimescaleDB variant follows.
