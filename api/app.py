@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, keys
 from api.database import Database
@@ -104,11 +106,26 @@ def _serve_console(app: FastAPI) -> None:
     def home() -> RedirectResponse:
         return RedirectResponse("/console/")
 
-    @app.middleware("http")
-    async def console_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith("/console"):
-            response.headers.update(_CONSOLE_HEADERS)
-        return response
+    app.add_middleware(_ConsoleHeaders)
+
+
+class _ConsoleHeaders:
+    """The console's security headers on its responses. Plain ASGI, not BaseHTTPMiddleware:
+    that one pipes every response through a task and a memory stream, and its `receive` spawns
+    a task group on each call, which a thousand open live streams pay on every change."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/console"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.update(_CONSOLE_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

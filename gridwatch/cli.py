@@ -672,6 +672,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
     _add_bench_database_url(ba)
+    bl = add(
+        bsub2,
+        "live",
+        _lazy("gridwatch.bench_live:run_live_bench"),
+        "Open many live streams on one API process and time each change from its commit to "
+        "every stream that may see it; check each got exactly its own.",
+    )
+    bl.add_argument("--listeners", type=int, default=2_000, help="open live streams")
+    bl.add_argument("--people", type=int, default=40, help="distinct people (city to grid)")
+    bl.add_argument("--changes", type=int, default=100, help="changes committed")
+    bl.add_argument("--interval", type=float, default=0.1, help="seconds between changes")
+    bl.add_argument("--venues", type=int, default=200)
+    bl.add_argument("--seed", type=int, default=7)
+    bl.add_argument(
+        "--city-wide", action="store_true", help="every stream's person sees the whole city"
+    )
+    bl.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
     bv = add(
         bsub2,
         "vision",

@@ -70,6 +70,44 @@ def queue_command(
     return command_id
 
 
+def queue_commands(
+    conn: Conn,
+    device_ids: list[str],
+    action: BaseModel,
+    *,
+    issued_by: str,
+    reason: str = "",
+    emergency_id: int | None = None,
+    deadline: timedelta = _COMMAND_DEADLINE,
+) -> list[uuid.UUID]:
+    """Queue one command for each of many devices, in one statement and with one notice to the
+    leader (a broadcast to a city's speakers); ids in the order of `device_ids`. Door commands
+    each supersede their door's older ones, as `queue_command` does."""
+    if isinstance(action, m.DoorUnlock | m.DoorLock | m.DoorLockdown):
+        return [queue_command(conn, d, action, issued_by=issued_by, reason=reason,
+                              emergency_id=emergency_id, deadline=deadline)
+                for d in device_ids]  # fmt: skip
+    if not timedelta(0) < deadline <= MAX_COMMAND_VALIDITY:
+        raise ValueError(
+            f"a command's deadline must be within {MAX_COMMAND_VALIDITY.total_seconds():.0f} s"
+            f" of now (the edge refuses longer ones), not {deadline.total_seconds():.0f} s"
+        )
+    ids = [uuid.uuid4() for _ in device_ids]
+    if not ids:
+        return ids
+    conn.execute(
+        """INSERT INTO commands (id, device_id, action, issued_by, reason, emergency_id, deadline,
+                                 must_deliver)
+           SELECT u.id, u.device_id, %s, %s, %s, %s, now() + %s, %s
+           FROM unnest(%s::uuid[], %s::text[]) WITH ORDINALITY AS u(id, device_id, n)
+           ORDER BY u.n""",
+        (Jsonb(action.model_dump(mode="json")), issued_by, reason, emergency_id, deadline,
+         must_deliver(action, emergency_id), ids, device_ids),
+    )  # fmt: skip
+    conn.execute(f"NOTIFY {COMMANDS_CHANNEL}")
+    return ids
+
+
 def _supersede(conn: Conn, device_id: str, newer: uuid.UUID, must: bool) -> None:
     """Older unanswered (or refused) door commands of the device are no longer sent, retried or
     alarmed about. Only a command that must be delivered replaces one that must: a momentary
@@ -144,9 +182,8 @@ def start(
     play = m.SpeakerPlay(text=message, priority=m.SpeakerPriority.EMERGENCY, repeat=3)
     speakers = devices(conn, path, "speaker")
     doors = devices(conn, path, "door", shelters_only=True)
-    for device in speakers:
-        queue_command(conn, device, play, issued_by=actor, reason="emergency broadcast",
-                      emergency_id=emergency_id)  # fmt: skip
+    queue_commands(conn, speakers, play, issued_by=actor, reason="emergency broadcast",
+                   emergency_id=emergency_id)  # fmt: skip
     for device in doors:
         queue_command(conn, device, m.DoorUnlock(duration_s=None), issued_by=actor,
                       reason="emergency: shelter open", emergency_id=emergency_id)  # fmt: skip
@@ -171,9 +208,8 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
         raise EmergencyError(f"{territory_id} is not in an emergency")
     emergency_id, path = int(str(row[0])), str(row[1])
     # What a wider emergency still covers stays as it is.
-    for device in devices(conn, path, "speaker", uncovered=True):
-        queue_command(conn, device, m.SpeakerStop(), issued_by=actor,
-                      reason="emergency over", emergency_id=emergency_id)  # fmt: skip
+    queue_commands(conn, devices(conn, path, "speaker", uncovered=True), m.SpeakerStop(),
+                   issued_by=actor, reason="emergency over", emergency_id=emergency_id)  # fmt: skip
     for device in devices(conn, path, "door", shelters_only=True, uncovered=True):
         queue_command(conn, device, m.DoorLock(), issued_by=actor,
                       reason="emergency over: shelter back to normal", emergency_id=emergency_id)  # fmt: skip

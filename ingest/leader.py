@@ -111,6 +111,8 @@ class Leader:
         self._last_slot_check = 0.0
         self._silent: set[str] = set()  # client ids of the slots reported as not consumed
         self.scope = scope
+        # Commands go out on a thread of their own, while this worker leads (see Publisher).
+        self.publisher = commands.Publisher(dsn, publish, signer, scope.param, name)
         self.duties = list(duties)
         self.database_duties = list(database_duties)
         self.database_lead = False
@@ -156,6 +158,7 @@ class Leader:
             log.info("leader stepping down worker=%s", self.name)
         self.leading = False
         self.database_lead = False
+        self.publisher.stop()
         for duty in [*self.duties, *self.database_duties]:
             try:
                 duty.stop()
@@ -177,6 +180,7 @@ class Leader:
             conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
             conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
             self._duty_due = {}  # every duty runs at once on taking the lead
+            self.publisher.start()
             self._database_tried = float("-inf")
             log.info("leader elected worker=%s ingest_group=%s areas=%s", self.name,
                      self.scope.group, self.scope.describe())  # fmt: skip
@@ -235,7 +239,6 @@ class Leader:
             while self._fire_due_timers(conn) >= TIMER_BATCH:
                 pass  # more may be due
         areas = self.scope.param()
-        commands.publish(conn, self.publish, self.signer, areas=areas)
         if database:
             commands.expire(conn)
         commands.alarm(conn, self.registry, self.book, self.policy, self.commands, areas=areas)

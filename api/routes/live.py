@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from api import keys, sessions
 from api.database import Database, DatabaseUnavailable
 from api.deps import CurrentSession, DbDep, KeyDep, User, not_signed_in, user_for
 from api.errors import ErrorBody
-from api.live import ChangeFeed
+from api.live import RESYNCS, ChangeFeed
 from api.security import Use, make_token, read_token
 from api.settings import ApiSettings
 from api.streams import StreamSlots
@@ -103,13 +104,13 @@ async def live(
         raise
     start = next((i for i in (last_event_id, after) if i is not None), newest)
 
-    def fetch(after: int) -> list[tuple[Any, ...]]:
+    def backlog(after: int, upto: int) -> list[tuple[Any, ...]]:
         with db.connection() as conn:
             rows: list[tuple[Any, ...]] = conn.execute(
                 """SELECT id, kind, payload::text FROM changes
-                   WHERE id > %s AND path <@ %s::ltree
+                   WHERE id > %s AND id <= %s AND path <@ %s::ltree
                      AND (person_id IS NULL OR person_id = %s) ORDER BY id LIMIT 500""",
-                (after, user.scope_path, user.id),
+                (after, upto, user.scope_path, user.id),
             ).fetchall()
         return rows
 
@@ -120,24 +121,36 @@ async def live(
             return sessions.person_row(conn, claims) is not None
 
     async def stream() -> AsyncIterator[str]:
-        wake = feed.subscribe()
-        last = start
-        recheck = time.monotonic() + settings.api_live_recheck_s
+        wake = feed.subscribe(user.scope_path, user.id)
+        # The first re-check at a random point of the period: streams opened together (a
+        # restart, a shift's start) would otherwise all ask the database at the same moment.
+        recheck = time.monotonic() + settings.api_live_recheck_s * random.uniform(0.5, 1.0)
+        view = _View(feed, user.scope_path, user.id, start)
         try:
             yield "retry: 2000\n\n"
-            while not feed.closing and not await request.is_disconnected():
+            # A client that went away ends the stream when a write to it fails (a change or the
+            # keep-alive); asking the request each round costs every stream on every change.
+            while not feed.closing:
                 if time.monotonic() >= recheck:
+                    if await request.is_disconnected():
+                        return
                     if not await run_in_threadpool(still_counts):
                         yield 'event: end\ndata: {"reason": "the session ended"}\n\n'
                         return
                     recheck = time.monotonic() + settings.api_live_recheck_s
                 wake.clear()
-                for cid, kind, payload in await run_in_threadpool(fetch, last):
-                    last = int(cid)
-                    yield f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"  # JSON as stored
+                if view.needs_table():
+                    async for frames in view.read_table(backlog):
+                        yield frames
+                frames = view.take()
+                if frames:
+                    yield frames
+                if view.behind:
+                    continue  # the feed's memory moved past it: read the table at once
                 wait = min(_KEEPALIVE_S, max(0.0, recheck - time.monotonic()))
                 try:
-                    await asyncio.wait_for(wake.wait(), wait)
+                    async with asyncio.timeout(wait):  # no task per round, as wait_for makes
+                        await wake.wait()
                 except TimeoutError:
                     if time.monotonic() < recheck:
                         yield ": keep-alive\n\n"
@@ -151,3 +164,66 @@ async def live(
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})  # fmt: skip
+
+
+Backlog = Callable[[int, int], list[tuple[Any, ...]]]
+
+
+class _View:
+    """One stream's place in the feed: the changes its person may see, each once, in order.
+
+    It joins the feed at a position; what came before it (after the id the stream resumes
+    from) it reads from the table with its own scoped query, once, and again only if it falls
+    so far behind that the feed's memory has moved on."""
+
+    def __init__(self, feed: ChangeFeed, scope: str, person: str, after: int) -> None:
+        self.feed, self.scope, self.person = feed, scope, person
+        self.last = after  # the newest id this stream has sent (or resumes after)
+        self.seq: int | None = None  # where it reads the feed's memory; None: must join
+        self.skip_upto = after
+        self.late: frozenset[int] = frozenset()  # ids skipped when it joined, welcome late
+        self.from_table: set[int] = set()
+        self.behind = False  # fell so far behind that the feed's memory moved on
+
+    def needs_table(self) -> bool:
+        return self.seq is None
+
+    async def read_table(self, backlog: Backlog) -> AsyncIterator[str]:
+        """Join the feed, and send what the table holds between the last id and that point."""
+        pos = self.feed.position()
+        if pos is None:
+            return  # the feed has not read the table yet; it wakes the stream when it has
+        if pos.upto > self.last:
+            RESYNCS.inc()
+        after = self.last
+        self.from_table = set()
+        while after < pos.upto:
+            rows = await run_in_threadpool(backlog, after, pos.upto)
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            self.from_table.update(int(cid) for cid, _, _ in rows if int(cid) in pos.gaps)
+            yield "".join(f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"
+                          for cid, kind, payload in rows)  # fmt: skip
+        self.behind = False
+        self.last = max(self.last, pos.upto)
+        self.skip_upto, self.late, self.seq = self.last, pos.gaps, pos.seq
+
+    def take(self) -> str:
+        """The frames of what the feed read since this stream last looked."""
+        if self.seq is None:
+            return ""
+        got = self.feed.since(self.seq)
+        if got is None:
+            self.seq, self.behind = None, True  # the next round reads the table
+            return ""
+        changes, self.seq = got
+        out = []
+        for c in changes:
+            if not c.visible_to(self.scope, self.person):
+                continue
+            if c.id <= self.skip_upto and (c.id not in self.late or c.id in self.from_table):
+                continue
+            out.append(c.frame)
+            self.last = max(self.last, c.id)
+        return "".join(out)

@@ -179,8 +179,7 @@ def _broadcast(
         speakers = emergency.devices(db, path, "speaker", venue=venue)
         if not speakers:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no speakers there in your area")
-        ids = [emergency.queue_command(db, s, play, issued_by=user.id, reason="broadcast")
-               for s in speakers]  # fmt: skip
+        ids = emergency.queue_commands(db, speakers, play, issued_by=user.id, reason="broadcast")
         audit(db, user, request, "broadcast", venue or path,
               {"speakers": len(ids), "text": text, "clip": clip})  # fmt: skip
     return _commands(db, ids)
