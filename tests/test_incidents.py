@@ -523,9 +523,10 @@ def test_end_of_emergency_lock_reaches_a_shelter_that_was_offline(
             emergency.start(conn, "haicheng", actor="operator", reason="typhoon")
         wait_until(lambda: not shelter_door.locked, 15, "the shelter open")
         fleet.cut_link(shelter.node, 8)
+        # No presence row yet is not offline: wait for the row that says so.
         wait_until(
-            lambda: scalar(dsn, "SELECT online FROM node_presence WHERE node_id = %s",
-                           (shelter.node,)) is False, 10, "the shelter's node offline",
+            lambda: rows(dsn, "SELECT online FROM node_presence WHERE node_id = %s",
+                         (shelter.node,)) == [(False,)], 10, "the shelter's node offline",
         )  # fmt: skip
         with psycopg.connect(dsn) as conn:
             emergency.end(conn, "haicheng", actor="operator")
