@@ -219,6 +219,12 @@ class Publisher:
             try:
                 with psycopg.connect(self.dsn, autocommit=True,
                                      application_name=f"gridwatch-commands-{self.name}") as conn:  # fmt: skip
+                    # One publisher per territory at a time, whichever process: a publisher
+                    # still finishing its round (its leader stepped down, or lost the lead to
+                    # another worker) holds this until its connection closes.
+                    scope = "gridwatch-commands:" + ",".join(sorted(self.areas() or ["*"]))
+                    while not stop.is_set() and not _try_lock(conn, scope):
+                        stop.wait(0.2)
                     conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
                     while not stop.is_set():
                         publish(conn, self.send, self.signer, areas=self.areas())
@@ -230,6 +236,11 @@ class Publisher:
                 log.warning("command publisher lost its connection, retrying: %s",
                             str(exc).strip())  # fmt: skip
                 stop.wait(2.0)
+
+
+def _try_lock(conn: Conn, name: str) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)).fetchone()
+    return bool(row and row[0])
 
 
 def expire(conn: Conn) -> None:

@@ -70,14 +70,18 @@ def apply(conn: Conn, signals: list[Signal], policy: DeadlinePolicy) -> Applied:
     # Rows are locked in key order, the same in every worker, so two batches touching the same
     # incidents cannot deadlock; the order of signals for one key is kept (the sort is stable).
     signals = sorted(signals, key=lambda s: s.key)
-    clear_keys = sorted({s.key for s in signals if isinstance(s, Clear)})
+    incident_keys = sorted({s.key for s in signals if isinstance(s, Raise | Clear)})
     timer_keys_asked = sorted({s.key for s in signals if isinstance(s, StartTimer | CancelTimer)})
-    # Open incidents and running timers with the time of their latest evidence: a clear or a
-    # cancel older than that evidence is a late message and changes nothing.
-    open_since = _existing(conn, "SELECT dedup_key, last_seen FROM incidents"
-                           " WHERE status <> 'resolved' AND dedup_key = ANY(%s)", clear_keys)  # fmt: skip
+    # Running timers and open incidents with the time of their latest evidence: a clear or a
+    # cancel older than that evidence is a late message and changes nothing. They are locked
+    # here, timers then incidents, each in key order, as every worker and the leader lock
+    # them: the rounds below then touch only rows already held, and new ones.
     timer_since = _existing(conn, "SELECT key, (data->>'ts')::timestamptz FROM timers"
-                            " WHERE kind = 'rule' AND key = ANY(%s)", timer_keys_asked)  # fmt: skip
+                            " WHERE kind = 'rule' AND key = ANY(%s) ORDER BY key FOR UPDATE",
+                            timer_keys_asked)  # fmt: skip
+    open_since = _existing(conn, "SELECT dedup_key, last_seen FROM incidents"
+                           " WHERE status <> 'resolved' AND dedup_key = ANY(%s)"
+                           " ORDER BY dedup_key FOR NO KEY UPDATE", incident_keys)  # fmt: skip
     silenced = _silenced(conn, [s for s in signals if isinstance(s, Raise)])
     plans: dict[str, list[_Op]] = {}
     i = 0

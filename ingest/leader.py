@@ -269,9 +269,10 @@ class Leader:
     # --- timers -------------------------------------------------------------------------------
 
     def _fire_due_timers(self, conn: Conn, limit: int = TIMER_BATCH) -> int:
-        """Fire up to `limit` due timers in one transaction; how many fired. Should the batch
-        fail, each timer is fired in a transaction of its own, so that one bad timer is dropped
-        (and counted) without holding up the others."""
+        """Fire up to `limit` due timers; how many fired. Rule timers (which raise incidents)
+        and task timers (which lock tasks) go in separate transactions, each taking its rows in
+        the order a worker does, so the leader never holds a task while waiting for an incident
+        a worker holds, or the reverse."""
         held = self.broker.held_timers() if self.broker is not None else None
         due = [
             (str(kind), str(key))
@@ -281,11 +282,26 @@ class Leader:
                 (held, held, limit),
             )
         ]
-        if not due:
-            return 0
+        task_kinds = (tasks.TIMER_WARN, tasks.TIMER_DEADLINE)
+        fired = 0
+        for group in (
+            [t for t in due if t[0] not in task_kinds],
+            [t for t in due if t[0] in task_kinds],
+        ):
+            if group:
+                fired += self._fire_group(conn, group)
+        return fired
+
+    def _fire_group(self, conn: Conn, due: list[tuple[str, str]]) -> int:
+        """Fire these timers in one transaction. Should it fail, each is fired in a transaction
+        of its own, so that one bad timer is dropped (and counted) without holding up the rest;
+        a deadlock or a cancelled statement leaves them all for the next round."""
         try:
             with conn.transaction():
                 return self._fire(conn, due)
+        except (psycopg.errors.TransactionRollback, psycopg.errors.QueryCanceled) as exc:
+            log.warning("timer batch of %d left for the next round: %s", len(due), exc)
+            return 0
         except psycopg.OperationalError:
             raise  # the connection is gone: the caller reconnects
         except (psycopg.Error, ValueError, KeyError) as exc:
@@ -295,6 +311,8 @@ class Leader:
             try:
                 with conn.transaction():
                     fired += self._fire(conn, [timer])
+            except (psycopg.errors.TransactionRollback, psycopg.errors.QueryCanceled) as exc:
+                log.warning("timer left for the next round kind=%s key=%s: %s", *timer, exc)
             except psycopg.OperationalError:
                 raise
             except (psycopg.Error, ValueError, KeyError) as exc:

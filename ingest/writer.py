@@ -324,10 +324,9 @@ class BatchWriter:
                 outcome.late += 1  # stored in the series; the present is what came after it
             else:
                 signals += said
-        outcome.reactions = incidents.apply(conn, signals, self.policy)
-        # Late in the transaction: the rows of device_status are shared by every worker, and a
-        # worker holds what it updates until it commits.
+        # device_status before incidents, as presence (above) takes it: one order for everyone.
         self._update_device_state(conn, devices)
+        outcome.reactions = incidents.apply(conn, signals, self.policy)
         # Last: the audit log's chain holds its lock until the commit.
         commands.audit_door_outcomes(conn, outcome.answered)
         self._confirm(accepted, outcome)
