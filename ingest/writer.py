@@ -523,10 +523,13 @@ class BatchWriter:
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
                 for row in rows:
                     copy.write_row(row)
+            # One index probe per staged row (the LATERAL ... LIMIT 1): as a plain join the
+            # planner hashes the whole stored series, a scan that grows with the table.
             cur.execute(
                 sql.SQL(
-                    "DELETE FROM {stage} s USING {target} t WHERE t.id = s.id AND ({differs})"
-                    " RETURNING s.id"
+                    "WITH clash AS (SELECT s.id FROM {stage} s CROSS JOIN LATERAL"
+                    " (SELECT 1 FROM {target} t WHERE t.id = s.id AND ({differs}) LIMIT 1) x)"
+                    " DELETE FROM {stage} s USING clash WHERE s.id = clash.id RETURNING s.id"
                 ).format(stage=stage, target=target, differs=differs),
                 {"clamped": clamped},
             )

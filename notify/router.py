@@ -36,13 +36,17 @@ def route(conn: Conn, channels: dict[str, Channel], settings: NotifySettings) ->
         if not rows:
             return 0
         policies = Policies.load(conn)
+        now = event_now(conn)  # the transaction's time: one for the whole batch
+        people: dict[str, prefs.Person | None] = {}  # each person's preferences, read once
+        routed: list[int] = []
         for row in rows:
             event = _event(row)
-            made = _route_one(conn, event, policies, channels, settings)
-            conn.execute("UPDATE notify_events SET routed_at = now() WHERE id = %s", (event.id,))
+            made = _route_one(conn, event, policies, channels, settings, now, people)
+            routed.append(event.id)
             metrics.EVENTS.labels(event.kind).inc()
             log.info("notify event routed event=%d kind=%s deliveries=%d", event.id, event.kind,
                      made)  # fmt: skip
+        conn.execute("UPDATE notify_events SET routed_at = now() WHERE id = ANY(%s)", (routed,))
     return len(rows)
 
 
@@ -72,15 +76,18 @@ def _route_one(
     policies: Policies,
     channels: dict[str, Channel],
     settings: NotifySettings,
+    now: datetime,
+    people: dict[str, prefs.Person | None],
 ) -> int:
     if not _still_paging(conn, event):
         return 0
     made = 0
     done: set[tuple[str, str]] = set()
-    now = event_now(conn)
     for rule in policies.rules(event.kind, event.severity):
         for person_id in recipients.resolve(conn, rule.who, event):
-            person = prefs.load(conn, person_id)
+            if person_id not in people:
+                people[person_id] = prefs.load(conn, person_id)
+            person = people[person_id]
             if person is None:
                 continue
             plan = plan_channels(rule, person, channels)
