@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from ingest.sqljson import records
 from notify import links, metrics, prefs, recipients, texts
 from notify.channels.base import Channel
 from notify.policy import Policies, Rule
@@ -38,15 +39,19 @@ def route(conn: Conn, channels: dict[str, Channel], settings: NotifySettings) ->
         policies = Policies.load(conn)
         now = event_now(conn)  # the transaction's time: one for the whole batch
         people: dict[str, prefs.Person | None] = {}  # each person's preferences, read once
-        routed: list[int] = []
-        for row in rows:
-            event = _event(row)
-            made = _route_one(conn, event, policies, channels, settings, now, people)
-            routed.append(event.id)
+        events = [_event(row) for row in rows]
+        planned: list[dict[str, object]] = []
+        for event in events:
+            planned += _route_one(conn, event, policies, channels, settings, now, people)
+        made = _insert(conn, planned)
+        for event in events:
             metrics.EVENTS.labels(event.kind).inc()
             log.info("notify event routed event=%d kind=%s deliveries=%d", event.id, event.kind,
-                     made)  # fmt: skip
-        conn.execute("UPDATE notify_events SET routed_at = now() WHERE id = ANY(%s)", (routed,))
+                     made.get(event.id, 0))  # fmt: skip
+        conn.execute(
+            "UPDATE notify_events SET routed_at = now() WHERE id = ANY(%s)",
+            ([e.id for e in events],),
+        )
     return len(rows)
 
 
@@ -78,10 +83,11 @@ def _route_one(
     settings: NotifySettings,
     now: datetime,
     people: dict[str, prefs.Person | None],
-) -> int:
+) -> list[dict[str, object]]:
+    """The deliveries one event makes (rows for `_insert`)."""
     if not _still_paging(conn, event):
-        return 0
-    made = 0
+        return []
+    planned: list[dict[str, object]] = []
     done: set[tuple[str, str]] = set()
     for rule in policies.rules(event.kind, event.severity):
         for person_id in recipients.resolve(conn, rule.who, event):
@@ -91,8 +97,8 @@ def _route_one(
             if person is None:
                 continue
             plan = plan_channels(rule, person, channels)
-            made += _insert(conn, event, person, plan, done, settings, now)
-    return made
+            planned += _deliveries(conn, event, person, plan, done, settings, now)
+    return planned
 
 
 def event_now(conn: Conn) -> datetime:
@@ -125,7 +131,7 @@ def plan_channels(
     return [(c, []) for c in reachable(person, channels, list(rule.channels))]
 
 
-def _insert(
+def _deliveries(
     conn: Conn,
     event: Event,
     person: prefs.Person,
@@ -133,31 +139,50 @@ def _insert(
     done: set[tuple[str, str]],
     settings: NotifySettings,
     now: datetime,
-) -> int:
+) -> list[dict[str, object]]:
+    """One person's deliveries of an event, one per channel of the plan not yet covered."""
     plan = [(c, f) for c, f in plan if (person.recipient.person_id, c) not in done]
     if not plan:
-        return 0
+        return []
     title, body = texts.render(event.kind, event.params, person.recipient.language)
     link = None
     if event.task_id is not None:
         token = links.make(conn, event.task_id, person.recipient.person_id, settings.link_ttl_s)
         link = f"{settings.public_url.rstrip('/')}/t/{token}"
     quiet = None if event.severity == "red" else person.prefs.quiet_until(now)
-    made = 0
+    rows: list[dict[str, object]] = []
     for channel, fallback in plan:
         done.add((person.recipient.person_id, channel))
         console = channel == CONSOLE
-        cur = conn.execute(
-            """INSERT INTO deliveries (event_id, person_id, channel, state, kind, severity, task_id,
-                   incident_id, title, body, link, fallback, next_at, sent_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                       coalesce(%s, now()), CASE WHEN %s THEN now() END)
-               ON CONFLICT (event_id, person_id, channel) DO NOTHING""",
-            (event.id, person.recipient.person_id, channel, "sent" if console else "pending",
-             event.kind, event.severity, event.task_id, event.incident_id, title, body, link,
-             fallback, None if console else quiet, console),
-        )  # fmt: skip
-        made += cur.rowcount
-        if console and cur.rowcount:
+        rows.append({
+            "e": event.id, "p": person.recipient.person_id, "c": channel,
+            "st": "sent" if console else "pending", "k": event.kind, "s": event.severity,
+            "t": event.task_id, "i": event.incident_id, "ti": title, "b": body, "l": link,
+            "f": fallback, "n": None if console else quiet, "con": console,
+        })  # fmt: skip
+    return rows
+
+
+def _insert(conn: Conn, rows: list[dict[str, object]]) -> dict[int, int]:
+    """Insert the batch's deliveries in one statement; how many each event made (a delivery
+    that exists already, from an earlier attempt at this batch, is not made again)."""
+    if not rows:
+        return {}
+    made: dict[int, int] = {}
+    for event_id, channel in conn.execute(
+        """INSERT INTO deliveries (event_id, person_id, channel, state, kind, severity, task_id,
+               incident_id, title, body, link, fallback, next_at, sent_at)
+           SELECT e, p, c, st::delivery_state, k, s::severity, t, i, ti, b, l, f,
+                  coalesce(n, now()), CASE WHEN con THEN now() END
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, e bigint, p text, c text, st text,
+                k text, s text, t bigint, i bigint, ti text, b text, l text, f text[],
+                n timestamptz, con boolean)
+           ORDER BY o
+           ON CONFLICT (event_id, person_id, channel) DO NOTHING
+           RETURNING event_id, channel""",
+        (records({"o": n, **r} for n, r in enumerate(rows)),),
+    ):
+        made[int(str(event_id))] = made.get(int(str(event_id)), 0) + 1
+        if channel == CONSOLE:
             metrics.DELIVERIES.labels(CONSOLE, "sent").inc()
     return made
