@@ -8,6 +8,20 @@
 DROP TRIGGER incidents_changes ON incidents;
 DROP TRIGGER tasks_changes ON tasks;
 
+-- What a live view is sent of an incident or a task (the payloads of 004/005's record_change).
+CREATE FUNCTION incident_change(n incidents) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('id', n.id, 'rule', n.rule, 'severity', n.severity,
+        'status', n.status, 'title', n.title, 'venue_id', n.venue_id, 'device_id', n.device_id,
+        'occurrences', n.occurrences, 'opened_at', n.opened_at,
+        'silenced_until', n.silenced_until)
+$$;
+
+CREATE FUNCTION task_change(n tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('id', n.id, 'incident_id', n.incident_id, 'state', n.state,
+        'severity', n.severity, 'title', n.title, 'assignee', n.assignee,
+        'level_id', n.level_id, 'flagged', n.flagged, 'deadline_at', n.deadline_at)
+$$;
+
 CREATE FUNCTION record_incident_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     newest bigint;
@@ -15,22 +29,14 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         WITH written AS (
             INSERT INTO changes (kind, path, payload)
-            SELECT 'incident', n.path, jsonb_build_object('id', n.id, 'rule', n.rule,
-                       'severity', n.severity, 'status', n.status, 'title', n.title,
-                       'venue_id', n.venue_id, 'device_id', n.device_id,
-                       'occurrences', n.occurrences, 'opened_at', n.opened_at,
-                       'silenced_until', n.silenced_until)
+            SELECT 'incident', n.path, incident_change(n)
             FROM new_rows n ORDER BY n.id
             RETURNING id)
         SELECT max(id) INTO newest FROM written;
     ELSE
         WITH written AS (
             INSERT INTO changes (kind, path, payload)
-            SELECT 'incident', n.path, jsonb_build_object('id', n.id, 'rule', n.rule,
-                       'severity', n.severity, 'status', n.status, 'title', n.title,
-                       'venue_id', n.venue_id, 'device_id', n.device_id,
-                       'occurrences', n.occurrences, 'opened_at', n.opened_at,
-                       'silenced_until', n.silenced_until)
+            SELECT 'incident', n.path, incident_change(n)
             FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.status, n.severity, n.silenced_until)
                   IS DISTINCT FROM (o.status, o.severity, o.silenced_until)
@@ -51,20 +57,14 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         WITH written AS (
             INSERT INTO changes (kind, path, payload)
-            SELECT 'task', n.path, jsonb_build_object('id', n.id, 'incident_id', n.incident_id,
-                       'state', n.state, 'severity', n.severity, 'title', n.title,
-                       'assignee', n.assignee, 'level_id', n.level_id, 'flagged', n.flagged,
-                       'deadline_at', n.deadline_at)
+            SELECT 'task', n.path, task_change(n)
             FROM new_rows n ORDER BY n.id
             RETURNING id)
         SELECT max(id) INTO newest FROM written;
     ELSE
         WITH written AS (
             INSERT INTO changes (kind, path, payload)
-            SELECT 'task', n.path, jsonb_build_object('id', n.id, 'incident_id', n.incident_id,
-                       'state', n.state, 'severity', n.severity, 'title', n.title,
-                       'assignee', n.assignee, 'level_id', n.level_id, 'flagged', n.flagged,
-                       'deadline_at', n.deadline_at)
+            SELECT 'task', n.path, task_change(n)
             FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.state, n.assignee, n.level_id, n.flagged, n.deadline_at)
                   IS DISTINCT FROM (o.state, o.assignee, o.level_id, o.flagged, o.deadline_at)
