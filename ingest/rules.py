@@ -259,14 +259,13 @@ def sign_of_life(msg: m.DeviceMessage) -> bool | None:
 
 
 def evaluate(
-    conn: Conn,
     inbound: Inbound,
     venue: VenueInfo,
     book: RuleBook,
     denied: Mapping[uuid.UUID, int] | None = None,
 ) -> list[Signal]:
-    """The signals one newly stored message gives rise to. `denied`: the denied swipes counted
-    for a batch at once (`denied_counts`); a swipe not in it is counted here."""
+    """The signals one newly stored message gives rise to. `denied`: for each denied swipe, the
+    door's denied swipes within the burst rule's window (`denied_counts`, for a batch at once)."""
     msg = inbound.message
     node = inbound.topic.node
 
@@ -298,14 +297,7 @@ def evaluate(
             out.append(Clear(key(Rule.DOOR_HELD_OPEN, msg.device), "the door closed", msg.ts))
         case m.DoorAccess(result=m.AccessResult.DENIED):
             s = rule_on(Rule.DENIED_BURST)
-            count = (
-                denied[msg.id]
-                if denied is not None and msg.id in denied
-                else _denied_in_window(conn, msg.device, msg.ts, s.window_s)
-                if s
-                else 0
-            )
-            if s and count >= s.limit:
+            if s and (denied or {}).get(msg.id, 0) >= s.limit:
                 out.append(raise_(Rule.DENIED_BURST, msg.device, s, device=msg.device,
                                   detail={"within_s": s.window_s, "at_least": s.limit}))  # fmt: skip
         case m.Occupancy():
@@ -400,15 +392,6 @@ def denied_counts(
          [a[3] for a in asked]),
     ).fetchall()  # fmt: skip
     return {r[0]: int(str(r[1])) for r in rows if isinstance(r[0], uuid.UUID)}
-
-
-def _denied_in_window(conn: Conn, device: str, ts: datetime, window_s: float) -> int:
-    row = conn.execute(
-        """SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.access'
-           AND result = 'denied' AND ts > %s AND ts <= %s""",
-        (device, ts - timedelta(seconds=window_s), ts),
-    ).fetchone()
-    return int(str(row[0])) if row else 0
 
 
 def node_signals(

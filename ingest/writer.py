@@ -446,7 +446,7 @@ class BatchWriter:
             ).fetchall()]  # fmt: skip
         return [
             (msg.id, state,
-             rules.evaluate(conn, a.inbound, venue, self.book, denied) if venue else [])
+             rules.evaluate(a.inbound, venue, self.book, denied) if venue else [])
             for a, msg, state, venue in fresh
         ]  # fmt: skip
 

@@ -19,7 +19,7 @@ def signals_for(count: int) -> list[type]:
     inbound = codec.Inbound(
         topics.parse(topics.event("v1", "v1-edge", "v1-counter1", "occupancy")), reading
     )
-    out = evaluate(None, inbound, VENUE, RuleBook())  # type: ignore[arg-type]
+    out = evaluate(inbound, VENUE, RuleBook())
     return [type(s) for s in out if "capacity" in getattr(s, "key", "")]
 
 
