@@ -297,8 +297,6 @@ def run_fleet_bench(args: argparse.Namespace) -> int:
 
 def _fleet_once(args: argparse.Namespace) -> dict[str, Any]:
     """One run of the live path at `args.rate`; its figures."""
-    from gridwatch.simulate import venues_from
-
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
     stack = LocalStack(home)
     ingest: subprocess.Popen[bytes] | None = None
@@ -312,16 +310,7 @@ def _fleet_once(args: argparse.Namespace) -> dict[str, Any]:
         ingest = stack.start_ingest(args.workers, metrics_port=metrics_base)
         _wait_connected(ports, timeout_s=60)
 
-        fleet = Fleet(
-            venues_from(creds),
-            stack.edge_mqtt(),
-            home / "fleet",
-            rate=args.rate,
-            command_key=stack.command_public_key,
-        )
-        fleet.start()
-        if not fleet.wait_connected(120):
-            raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+        fleet = start_fleet(stack, creds, home / "fleet", args.rate)
         time.sleep(args.warmup)
         window_start = _db_now(stack.dsn)
         readings0 = fleet.readings
@@ -390,6 +379,23 @@ def _fleet_once(args: argparse.Namespace) -> dict[str, Any]:
         stack.stop()
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def start_fleet(
+    stack: LocalStack, creds: list[NodeCredentials], folder: Path, rate: float
+) -> Fleet:
+    """The simulated city of `creds` at `rate` messages a second, started and connected."""
+    from gridwatch.simulate import venues_from
+
+    fleet = Fleet(
+        venues_from(creds), stack.edge_mqtt(), folder, rate=rate,
+        command_key=stack.command_public_key,
+    )  # fmt: skip
+    fleet.start()
+    if not fleet.wait_connected(120):
+        fleet.stop()
+        raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+    return fleet
 
 
 def _ms(delta: object) -> float | None:

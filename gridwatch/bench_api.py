@@ -14,11 +14,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from gridwatch.bench import _wait_connected
+from gridwatch.bench import _wait_connected, start_fleet
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port, terminate, wait_for_port
-from gridwatch.simulate import venues_from
 from simulators.fleet import Fleet
 
 _LOAD_OCCUPANCY = """
@@ -113,16 +112,7 @@ def run_api_bench(args: argparse.Namespace) -> int:
                 args.requests,
             ),
         }
-        fleet = Fleet(
-            venues_from(creds),
-            stack.edge_mqtt(),
-            home / "fleet",
-            rate=args.rate,
-            command_key=stack.command_public_key,
-        )
-        fleet.start()
-        if not fleet.wait_connected(120):
-            raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+        fleet = start_fleet(stack, creds, home / "fleet", args.rate)
         time.sleep(2)
         result["broadcast"] = _broadcast(client, stack.dsn)
         print(json.dumps(result))

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from gridwatch.bench import _db_now, _scrape_all, _wait_connected
+from gridwatch.bench import _db_now, _scrape_all, _wait_connected, start_fleet
 from gridwatch.local import LocalStack
 from gridwatch.services import free_ports, terminate
 from notify.channels.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -268,7 +268,6 @@ def _pending(dsn: str, *, due_only: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Latency with the city fleet running, then the storm; prints the figures as JSON."""
-    from gridwatch.simulate import venues_from
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gridwatch-bench-"))
     stack = LocalStack(home)
@@ -296,16 +295,7 @@ def run(args: argparse.Namespace) -> int:
         if not _wait(lambda: _scrape_all(ports).get("gridwatch_ingest_leader", 0) >= 1, 60):
             raise RuntimeError("no ingest worker took the lead (see logs/ingest.log)")
 
-        fleet = Fleet(
-            venues_from(creds),
-            stack.edge_mqtt(),
-            home / "fleet",
-            rate=args.rate,
-            command_key=stack.command_public_key,
-        )
-        fleet.start()
-        if not fleet.wait_connected(120):
-            raise RuntimeError(f"only {fleet.connected()} of {len(creds)} nodes connected")
+        fleet = start_fleet(stack, creds, home / "fleet", args.rate)
         doors = [d for d in fleet.devices.values() if isinstance(d, SimDoor)]
         random.Random(13).shuffle(doors)
         if len(doors) < args.incidents + args.storm:
