@@ -19,6 +19,7 @@ import pytest
 from gridwatch import demo
 from gridwatch.local import ExternalPostgres, LocalStack, Ports
 from gridwatch.services import LocalPostgres, free_port
+from tests.console_support import api_url, browser, shots  # noqa: F401  (the browser tests' fixtures)
 from tests.support import start_ingest, stop_process
 
 _db_numbers = itertools.count(1)

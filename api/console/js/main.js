@@ -4,6 +4,7 @@
 import { beep, registerWorker, setSound, soundOn } from "./alerts.js";
 import { Live, SUPERVISORS, api, session, signOut, silenced } from "./api.js";
 import { h } from "./dom.js";
+import { savedLocale, setLocale } from "./i18n.js";
 import { NotificationCentre } from "./notify.js";
 import * as board from "./views/board.js";
 import * as emergency from "./views/emergency.js";
@@ -100,6 +101,7 @@ async function start() {
     }
     return;
   }
+  if (ctx.me.language) await setLocale(ctx.me.language);
   document.getElementById("me").textContent = `${ctx.me.name} · ${ctx.me.role.replace("_", " ")}`;
   const nav = document.getElementById("nav");
   nav.replaceChildren(...PAGES.filter((p) => p.nav && p.roles(ctx.me.role))
@@ -233,4 +235,5 @@ window.addEventListener("gridwatch:signed-out", () => {
 window.addEventListener("hashchange", route);
 showSound();
 registerWorker();
+await setLocale(savedLocale());
 route();
