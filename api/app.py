@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, keys
+from api import errors, keys, messages
 from api.database import Database
 from api.limits import Limits
 from api.live import ChangeFeed
@@ -83,6 +83,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)
+    app.add_middleware(messages.Language)  # outside Limits: its 413s are in the language too
     app.add_middleware(RequestMetrics)  # outside Limits: its 413s are counted too
     _serve_console(app)
     return app

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from api import keys, sessions
 from api.database import Database
+from api.messages import ApiError
 from api.security import Claims, Use, read_token, token_subject
 from api.settings import ApiSettings
 from ingest.tasks import Role
@@ -55,13 +56,10 @@ def get_signing_key(request: Request) -> str:
 
 
 KeyDep = Annotated[str, Depends(get_signing_key)]
-_NOT_SIGNED_IN = "not signed in, or the session expired"
 
 
-def not_signed_in(detail: str = _NOT_SIGNED_IN) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-    )
+def not_signed_in(code: str = "auth.not_signed_in") -> HTTPException:
+    return ApiError(status.HTTP_401_UNAUTHORIZED, code, headers={"WWW-Authenticate": "Bearer"})
 
 
 def session_for(
@@ -106,9 +104,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 def admin_user(user: CurrentUser) -> User:
     """The signed-in person, who must be an admin (403 otherwise)."""
     if user.role is not Role.ADMIN:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"a {user.role} cannot manage the registry; admins do"
-        )
+        raise ApiError(status.HTTP_403_FORBIDDEN, "role.admin_only", role=user.role)
     return user
 
 

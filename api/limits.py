@@ -7,6 +7,8 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import messages
+
 # Responses from the API (not the console's files) are private data: never cached, never
 # content-sniffed into something else.
 _API_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
@@ -17,6 +19,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(
             413, f"the request body is larger than {limit} bytes; send less (at most {limit})"
         )
+        self.code, self.params = "body.too_large", {"limit": limit}
 
 
 class Limits:
@@ -33,7 +36,7 @@ class Limits:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await _refuse(send, BodyTooLarge(self.max_body))
+            await _refuse(send, BodyTooLarge(self.max_body), scope)
             return
         received = 0
         started = False
@@ -63,7 +66,7 @@ class Limits:
         except BodyTooLarge as exc:  # read outside a route (a form parser, a middleware)
             if started:
                 raise
-            await _refuse(headed, exc)
+            await _refuse(headed, exc, scope)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -76,8 +79,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Send, exc: HTTPException) -> None:
-    body = json.dumps({"error": "too_large", "detail": exc.detail}).encode()
+async def _refuse(send: Send, exc: BodyTooLarge, scope: Scope) -> None:
+    said = dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1")
+    message = messages.render(exc.code, exc.params, messages.from_header(said))
+    body = json.dumps(
+        {"error": "too_large", "detail": exc.detail, "message": message}, ensure_ascii=False
+    ).encode()
     await send({"type": "http.response.start", "status": exc.status_code, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"), *_API_HEADERS,

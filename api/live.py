@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingest import titles
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "gridwatch_changes"
@@ -35,6 +38,8 @@ _READ_LIMIT = 2_000
 _GAP_S = 30.0  # how long an id skipped by the sequence is looked for again
 _MAX_GAPS = 10_000
 
+_TITLED = frozenset({"incident", "task"})
+STREAM_LANGUAGE = titles.DEFAULT_LANGUAGE  # the one rendering of titles the stream sends
 _READ = """SELECT id, kind, path::text, person_id, payload::text FROM changes
            WHERE id > %s OR id = ANY(%s) ORDER BY id LIMIT %s"""
 
@@ -49,6 +54,20 @@ RESYNCS = Counter(
     "gridwatch_api_live_resyncs_total",
     "Streams that read the table themselves: resuming from an older id, or fallen behind",
 )
+
+
+def frame(cid: int, kind: str, payload: str) -> str:
+    """A change's server-sent event. An incident's or task's carries its title code and
+    parameters, and its title rendered once for every stream, in zh-CN (consoles render the
+    code in their own language)."""
+    if kind in _TITLED:
+        data = json.loads(payload)
+        if isinstance(data, dict) and isinstance(data.get("title_code"), str):
+            data["title"] = titles.render(
+                data["title_code"], data.get("title_params"), STREAM_LANGUAGE
+            )
+            payload = json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+    return f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"
 
 
 def in_scope(path: str, scope: str) -> bool:
@@ -70,7 +89,7 @@ class Change:
 
     @classmethod
     def of(cls, cid: int, kind: str, path: str, person: str | None, payload: str) -> Change:
-        return cls(cid, path, person, f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n")
+        return cls(cid, path, person, frame(cid, kind, payload))
 
     def visible_to(self, scope: str, person: str) -> bool:
         """What the SQL filter says: `path <@ scope AND (person_id IS NULL OR person_id = me)`."""

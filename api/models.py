@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, Self, TypeVar
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api import messages
 from gateway.topics import ID_PATTERN
+from ingest import titles
 from ingest.tasks import Action
 from registry.model import TERRITORY_ID
 
@@ -77,7 +79,11 @@ class Incident(BaseModel):
     rule: str
     severity: str
     status: str
-    title: str
+    title: str = Field(description="in the request's language (Accept-Language; zh-CN default)")
+    title_code: str = Field(description="its rule, or the platform's own code (ingest/titles.py)")
+    title_params: dict[str, Any] = Field(
+        description="what the title names: venue, venue_id, device, device_id, and the code's own"
+    )
     venue_id: str | None = Field(description="none for the platform's own incidents")
     device_id: str | None
     grid_id: str
@@ -91,6 +97,12 @@ class Incident(BaseModel):
         description="consoles neither sound nor flash for it until then"
     )
 
+    @model_validator(mode="after")
+    def _in_language(self) -> Self:
+        """The title in the request's language (api.messages.Language), from its code."""
+        self.title = titles.render(self.title_code, self.title_params, messages.current())
+        return self
+
 
 class IncidentEvent(BaseModel):
     at: datetime
@@ -103,7 +115,11 @@ class IncidentEvent(BaseModel):
 class Task(BaseModel):
     id: int
     incident_id: int
-    title: str
+    title: str = Field(description="in the request's language (Accept-Language; zh-CN default)")
+    title_code: str = Field(description="task.<its incident's rule> (ingest/titles.py)")
+    title_params: dict[str, Any] = Field(
+        description="what the title names: venue, venue_id, device, device_id, and the code's own"
+    )
     severity: str
     state: str
     assignee: str | None
@@ -115,6 +131,12 @@ class Task(BaseModel):
     emergency: bool
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _in_language(self) -> Self:
+        """The title in the request's language (api.messages.Language), from its code."""
+        self.title = titles.render(self.title_code, self.title_params, messages.current())
+        return self
 
 
 class TaskEvent(BaseModel):

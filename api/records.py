@@ -26,9 +26,11 @@ _DAYS = "ARRAY['mon','tue','wed','thu','fri','sat','sun']"
 class Invalid(ValueError):
     """A record that does not fit the registry around it; `field` names the field at fault."""
 
-    def __init__(self, field_name: str, message: str) -> None:
+    def __init__(self, field_name: str, message: str, code: str = "", **params: object) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.code = code  # the message's code in api/messages.py, and its parameters
+        self.params = params
 
 
 class Meta(BaseModel):
@@ -143,9 +145,10 @@ def _territory(conn: Conn, area_id: str, scope: str) -> tuple[str, str] | None:
 def _grid(conn: Conn, grid_id: str, scope: str, name: str = "grid") -> str:
     found = _territory(conn, grid_id, scope)
     if found is None:
-        raise Invalid(name, f"no area {grid_id!r} in your area")
+        raise Invalid(name, f"no area {grid_id!r} in your area", "record.no_area", area=grid_id)
     if found[0] != rm.Level.GRID:
-        raise Invalid(name, f"{grid_id!r} is a {found[0]}, not a grid")
+        raise Invalid(name, f"{grid_id!r} is a {found[0]}, not a grid", "record.not_grid",
+                      area=grid_id, level=found[0])  # fmt: skip
     return found[1]
 
 
@@ -155,14 +158,17 @@ def _exists_in(conn: Conn, query: str, value: str, scope: str) -> bool:
 
 def _check_area(conn: Conn, area: rm.Area, scope: str) -> None:
     if area.parent is None:
-        raise Invalid("parent", "a new city is added with a registry file by the platform's owner")
+        raise Invalid("parent", "a new city is added with a registry file by the platform's owner",
+                      "record.new_city")  # fmt: skip
     found = _territory(conn, area.parent, scope)
     if found is None:
-        raise Invalid("parent", f"no area {area.parent!r} in your area")
+        raise Invalid("parent", f"no area {area.parent!r} in your area", "record.no_area",
+                      area=area.parent)  # fmt: skip
     wanted = rm.PARENT_LEVEL[area.level]
     if found[0] != wanted:
         raise Invalid("parent", f"a {area.level} sits under a {wanted}, and {area.parent!r} "
-                      f"is a {found[0]}")  # fmt: skip
+                      f"is a {found[0]}", "record.parent_level", level=area.level, wanted=wanted,
+                      parent=area.parent, found=found[0])  # fmt: skip
 
 
 def _check_venue(conn: Conn, venue: rm.Venue, scope: str) -> None:
@@ -177,18 +183,20 @@ _NODE_IN = """SELECT 1 FROM edge_nodes n JOIN venues v ON v.id = n.venue_id
 
 def _check_node(conn: Conn, node: rm.Node, scope: str) -> None:
     if not _exists_in(conn, _VENUE_IN, node.venue, scope):
-        raise Invalid("venue", f"no venue {node.venue!r} in your area")
+        raise Invalid("venue", f"no venue {node.venue!r} in your area", "record.no_venue",
+                      venue=node.venue)  # fmt: skip
 
 
 def _check_device(conn: Conn, device: rm.Device, scope: str) -> None:
     if not _exists_in(conn, _NODE_IN, device.node, scope):
-        raise Invalid("node", f"no edge node {device.node!r} in your area")
+        raise Invalid("node", f"no edge node {device.node!r} in your area", "record.no_node",
+                      node=device.node)  # fmt: skip
 
 
 def _check_person(conn: Conn, person: rm.Person, scope: str) -> None:
     if _territory(conn, person.scope, scope) is None:
         raise Invalid("scope", f"no area {person.scope!r} in your area: a person can be given "
-                      "only your area or one under it")  # fmt: skip
+                      "only your area or one under it", "record.scope", area=person.scope)  # fmt: skip
 
 
 def _check_shift(conn: Conn, shift: rm.Shift, scope: str) -> None:
@@ -199,13 +207,17 @@ def _check_shift(conn: Conn, shift: rm.Shift, scope: str) -> None:
         (grid_path, shift.person, scope),
     ).fetchone()
     if row is None:
-        raise Invalid("person", f"no person {shift.person!r} in your area")
+        raise Invalid("person", f"no person {shift.person!r} in your area", "record.no_person",
+                      person=shift.person)  # fmt: skip
     if row[0] not in ("grid_worker", "department"):
         raise Invalid("person", f"{shift.person!r} is a {row[0]}: duty shifts are for grid "
-                      "workers and departments, who are dispatched tasks")  # fmt: skip
+                      "workers and departments, who are dispatched tasks", "record.shift_role",
+                      person=shift.person, role=row[0])  # fmt: skip
     if not row[2]:
-        raise Invalid("person", f"{shift.person!r} works in {str(row[1]).rsplit('.', 1)[-1]!r},"
-                      f" which does not include grid {shift.grid!r}")  # fmt: skip
+        works = str(row[1]).rsplit(".", 1)[-1]
+        raise Invalid("person", f"{shift.person!r} works in {works!r},"
+                      f" which does not include grid {shift.grid!r}", "record.shift_grid",
+                      person=shift.person, area=works, grid=shift.grid)  # fmt: skip
 
 
 def _area_columns(a: rm.Area) -> Columns:

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from fastapi import HTTPException, status
 
+from api.messages import ApiError
 from api.settings import ApiSettings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -48,12 +49,8 @@ def retry_after(db: Conn, person_id: str, client: str, settings: ApiSettings) ->
 
 
 def throttled(seconds: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        f"too many failed sign-ins for this person id or from this address; try again in "
-        f"{seconds} s",
-        headers={"Retry-After": str(seconds)},
-    )
+    return ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "auth.throttled",
+                    headers={"Retry-After": str(seconds)}, seconds=seconds)  # fmt: skip
 
 
 @asynccontextmanager
@@ -64,11 +61,8 @@ async def hashing_slot(slots: asyncio.Semaphore) -> AsyncIterator[None]:
         async with asyncio.timeout(_QUEUE_WAIT_S):
             await slots.acquire()
     except TimeoutError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "too many sign-ins at once; try again in a few seconds",
-            headers={"Retry-After": "5"},
-        ) from None
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "auth.busy",
+                       headers={"Retry-After": "5"}) from None  # fmt: skip
     try:
         yield
     finally:

@@ -31,11 +31,11 @@ WHERE d.kind = 'counter'
 _LOAD_INCIDENTS = """
 WITH v AS (SELECT v.id, v.grid_id, t.path FROM venues v JOIN territory t ON t.id = v.grid_id),
 made AS (
-    INSERT INTO incidents (dedup_key, rule, severity, status, title, venue_id, grid_id, path,
+    INSERT INTO incidents (dedup_key, rule, severity, status, title, title_code, venue_id, grid_id, path,
                            first_seen, last_seen, opened_at, resolved_at)
     SELECT 'bench:' || i, 'door_forced', (ARRAY['red','yellow','green'])[1 + i %% 3]::severity,
            CASE WHEN i %% 10 = 0 THEN 'open' ELSE 'resolved' END::incident_status,
-           'Door forced open', v.id, v.grid_id, v.path,
+           'Door forced open', 'door_forced', v.id, v.grid_id, v.path,
            now() - make_interval(mins => i), now() - make_interval(mins => i),
            now() - make_interval(mins => i),
            CASE WHEN i %% 10 = 0 THEN NULL ELSE now() END

@@ -28,9 +28,9 @@ _ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 # An incident for a venue: its trigger writes the change (kind incident, the grid's path) and
 # the notice, as the ingest's incidents do. Returns the change's id.
 _INCIDENT = """
-INSERT INTO incidents (dedup_key, rule, severity, status, title, venue_id, grid_id, path,
+INSERT INTO incidents (dedup_key, rule, severity, status, title, title_code, venue_id, grid_id, path,
                        first_seen, last_seen, opened_at)
-SELECT 'bench-live:' || %(n)s, 'door_forced', 'red', 'open', 'Door forced open', v.id,
+SELECT 'bench-live:' || %(n)s, 'door_forced', 'red', 'open', 'Door forced open', 'door_forced', v.id,
        v.grid_id, t.path, now(), now(), now()
 FROM venues v JOIN territory t ON t.id = v.grid_id WHERE v.id = %(venue)s
 """

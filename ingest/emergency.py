@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from gateway import messages as m
 from ingest import tasks
+from ingest.refused import Refused
 from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ _COMMAND_DEADLINE = timedelta(seconds=60)
 MAX_COMMAND_VALIDITY = timedelta(seconds=300)  # as edge/trust.py's MAX_VALIDITY
 
 
-class EmergencyError(ValueError):
+class EmergencyError(Refused):
     """An emergency that cannot be started or ended; the message says why."""
 
 
@@ -164,14 +165,17 @@ def start(
     """Switch a subtree to emergency mode; its id."""
     row = conn.execute("SELECT path::text FROM territory WHERE id = %s", (territory_id,)).fetchone()
     if row is None:
-        raise EmergencyError(f"no territory {territory_id!r}")
+        raise EmergencyError(
+            f"no territory {territory_id!r}", "emergency.no_area", area=territory_id
+        )
     path = str(row[0])
     covering = conn.execute(
         "SELECT territory_id FROM emergencies WHERE ended_at IS NULL AND path @> %s::ltree",
         (path,),
     ).fetchone()
     if covering is not None:
-        raise EmergencyError(f"{territory_id} is already in an emergency (of {covering[0]})")
+        raise EmergencyError(f"{territory_id} is already in an emergency (of {covering[0]})",
+                             "emergency.already", area=territory_id, of=covering[0])  # fmt: skip
     got = conn.execute(
         """INSERT INTO emergencies (territory_id, path, reason, message, started_by)
            VALUES (%s, %s::ltree, %s, %s, %s) RETURNING id""",
@@ -205,7 +209,8 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
         (actor, territory_id),
     ).fetchone()
     if row is None:
-        raise EmergencyError(f"{territory_id} is not in an emergency")
+        raise EmergencyError(f"{territory_id} is not in an emergency", "emergency.none",
+                             area=territory_id)  # fmt: skip
     emergency_id, path = int(str(row[0])), str(row[1])
     # What a wider emergency still covers stays as it is.
     queue_commands(conn, devices(conn, path, "speaker", uncovered=True), m.SpeakerStop(),

@@ -185,12 +185,18 @@ def open_many(
     statements for all of them; the incident id of each key. Keys are distinct and sorted."""
     sigs = [o.signal for o in opens]
     rows = conn.execute(
-        """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, device_id, node_id,
-                                  grid_id, path, detail, first_seen, last_seen, occurrences,
-                                  opened_at)
-           SELECT k, r, s::severity, t, v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
-           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text, v text,
-                d text, n text, g text, p text, j jsonb, ts timestamptz, c int)
+        """INSERT INTO incidents (dedup_key, rule, severity, title, title_code, title_params,
+                                  venue_id, device_id, node_id, grid_id, path, detail,
+                                  first_seen, last_seen, occurrences, opened_at)
+           SELECT k, r, s::severity, t, tc,
+                  tp || CASE WHEN d IS NULL THEN '{}'::jsonb
+                             ELSE jsonb_build_object('device', coalesce(nullif(dv.name, ''), d))
+                        END,
+                  v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text,
+                tc text, tp jsonb, v text, d text, n text, g text, p text, j jsonb,
+                ts timestamptz, c int)
+           LEFT JOIN devices dv ON dv.id = u.d
            ORDER BY o
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO UPDATE SET
                occurrences = incidents.occurrences + excluded.occurrences,
@@ -199,7 +205,8 @@ def open_many(
            RETURNING dedup_key, id, (xmax = 0) AS inserted""",
         (
             records(
-                {"o": i, "k": s.key, "r": s.rule.value, "s": s.severity.value, "t": s.title,
+                {"o": i, "k": s.key, "r": s.rule.value, "s": s.severity.value,
+                 "t": s.title.render("en"), "tc": s.title.code, "tp": s.title.params,
                  "v": s.venue.id, "d": s.device, "n": s.node, "g": s.venue.grid_id,
                  "p": s.venue.path, "j": s.detail, "ts": s.ts, "c": o.repeats}
                 for i, (s, o) in enumerate(zip(sigs, opens, strict=True))
@@ -215,8 +222,8 @@ def open_many(
     task_ids = tasks.create_many(
         conn,
         [
-            tasks.NewTask(ids[s.key], f"{s.title} at {s.venue.name or s.venue.id}", s.severity,
-                          s.venue.grid_id, s.venue.path)
+            tasks.NewTask(ids[s.key], s.title.for_task(), s.severity, s.venue.grid_id,
+                          s.venue.path)
             for s in new
         ],
         policy,
@@ -247,7 +254,7 @@ def _emergency_for_rule(
     the rule act alone; otherwise it is proposed, as a red incident a person confirms."""
     assert signal.emergency_level is not None
     venue = signal.venue
-    reason = f"{signal.title} at {venue.name or venue.id} (incident {incident_id})"
+    reason = f"{signal.title.for_task().render('en')} (incident {incident_id})"
     if signal.emergency_alone:
         emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, reason,
                                  incident_id, signal.rule.value, policy)  # fmt: skip

@@ -24,12 +24,12 @@ from psycopg.types.json import Jsonb
 
 from ingest import groups, incidents, metrics
 from ingest.rules import DEFAULTS, Rule, Severity
+from ingest.titles import Title
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 PLATFORM_BROKER = "platform_broker"
-_TITLE = "The platform cannot reach its MQTT broker"
 _NODE_OFFLINE_TIMERS = f"{Rule.NODE_OFFLINE.value}:%"
 _SHARE_EVERY_S = 1.0
 
@@ -114,17 +114,20 @@ def _key_prefix(group: str) -> str:
 
 def open_platform_incident(conn: Conn, down_s: float, group: str = groups.DEFAULT_GROUP) -> int:
     """One red incident per top of the territory (a city), for its operators; no task."""
-    title = _TITLE if group == groups.DEFAULT_GROUP else f"{_TITLE} (ingest group {group})"
+    title = (Title(PLATFORM_BROKER) if group == groups.DEFAULT_GROUP
+             else Title(f"{PLATFORM_BROKER}_group", {"group": group}))  # fmt: skip
     detail = {"down_s": round(down_s), "ingest_group": group}
     rows = conn.execute(
-        """INSERT INTO incidents (dedup_key, rule, severity, title, venue_id, grid_id, path,
-                                  detail, first_seen, last_seen, opened_at)
-           SELECT %s || ':' || t.id, %s, %s, %s, NULL, t.id, t.path, %s, now(), now(),
+        """INSERT INTO incidents (dedup_key, rule, severity, title, title_code, title_params,
+                                  venue_id, grid_id, path, detail, first_seen, last_seen,
+                                  opened_at)
+           SELECT %s || ':' || t.id, %s, %s, %s, %s, %s, NULL, t.id, t.path, %s, now(), now(),
                   clock_timestamp()
            FROM territory t WHERE t.parent_id IS NULL
            ON CONFLICT (dedup_key) WHERE status <> 'resolved' DO NOTHING
            RETURNING id""",
-        (_key_prefix(group), PLATFORM_BROKER, Severity.RED.value, title, Jsonb(detail)),
+        (_key_prefix(group), PLATFORM_BROKER, Severity.RED.value, title.render("en"), title.code,
+         Jsonb(title.params), Jsonb(detail)),
     ).fetchall()  # fmt: skip
     for (incident_id,) in rows:
         conn.execute(

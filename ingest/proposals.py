@@ -9,13 +9,14 @@ from datetime import datetime
 import psycopg
 
 from ingest import emergency, incidents
+from ingest.refused import Refused
 from ingest.rules import Rule, key
 from ingest.tasks import DeadlinePolicy
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
-class ProposalError(ValueError):
+class ProposalError(Refused):
     """A proposal that cannot be decided; the message says why."""
 
 
@@ -37,9 +38,11 @@ def _take(conn: Conn, proposal_id: int) -> Proposal:
         (proposal_id,),
     ).fetchone()
     if row is None:
-        raise ProposalError(f"no emergency proposal {proposal_id}")
+        raise ProposalError(f"no emergency proposal {proposal_id}", "proposal.missing",
+                            id=proposal_id)  # fmt: skip
     if row[6] is not None:
-        raise ProposalError(f"emergency proposal {proposal_id} was already decided")
+        raise ProposalError(f"emergency proposal {proposal_id} was already decided",
+                            "proposal.decided", id=proposal_id)  # fmt: skip
     pid, area, path, reason, rule, at, _ = row
     assert isinstance(at, datetime)
     return Proposal(int(str(pid)), str(area), str(path), str(reason), str(rule), at)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import messages as m
 from gateway.codec import Inbound
 from ingest.registry import VenueInfo
+from ingest.titles import Title
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +124,6 @@ _CAMERA_RULES = {
 # Camera alerts that end by themselves also end their incident; an intrusion needs a person.
 _RESOLVED_BY_END = {Rule.CAMERA_LOITERING, Rule.CAMERA_CROWD, Rule.CAMERA_TAMPER}
 
-_TITLES = {
-    Rule.DOOR_FORCED: "Door forced open",
-    Rule.DOOR_HELD_OPEN: "Door held open",
-    Rule.DENIED_BURST: "Repeated denied access",
-    Rule.OVER_CAPACITY: "Over capacity",
-    Rule.FAR_OVER_CAPACITY: "Far over capacity",
-    Rule.INSIDE_WHEN_CLOSED: "People inside after closing",
-    Rule.CAMERA_INTRUSION: "Intrusion",
-    Rule.CAMERA_LOITERING: "Loitering",
-    Rule.CAMERA_CROWD: "Crowding",
-    Rule.CAMERA_TAMPER: "Camera tampered with",
-    Rule.SPEAKER_FAULT: "Speaker fault",
-    Rule.DEVICE_OFFLINE: "Device offline",
-    Rule.NODE_OFFLINE: "Venue offline",
-    Rule.COMMAND_UNDELIVERED: "Door command not delivered: go and secure the door",
-    Rule.EMERGENCY_PROPOSED: "Emergency proposed by a rule: confirm or dismiss",
-}
-
 
 def key(rule: Rule, subject: str) -> str:
     """The dedup key: one open incident per rule and subject (a device or a node)."""
@@ -167,8 +150,16 @@ class Raise:
         return key(self.rule, self.subject)
 
     @property
-    def title(self) -> str:
-        return _TITLES[self.rule]
+    def title(self) -> Title:
+        """What happened, as a code (the rule) with the names it shows; the device's name is
+        added where the incident is written (ingest.incidents), from the registry's table."""
+        params: dict[str, Any] = {"venue": self.venue.name or self.venue.id,
+                                  "venue_id": self.venue.id}  # fmt: skip
+        if self.device is not None:
+            params["device_id"] = self.device
+        if self.node is not None:
+            params["node_id"] = self.node
+        return Title(self.rule.value, params)
 
 
 @dataclass(frozen=True, slots=True)

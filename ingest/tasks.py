@@ -23,8 +23,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.refused import Refused
 from ingest.rules import Severity
 from ingest.sqljson import records
+from ingest.titles import Title
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ class DeadlinePolicy(BaseModel):
         return base * (self.emergency_factor if emergency else 1.0)
 
 
-class TaskError(ValueError):
+class TaskError(Refused):
     """An action that is not allowed; the message says why."""
 
 
@@ -160,7 +162,7 @@ def person(conn: Conn, person_id: str) -> Person:
         (person_id,),
     ).fetchone()
     if row is None:
-        raise TaskError(f"no active person {person_id!r}")
+        raise TaskError(f"no active person {person_id!r}", "task.no_person", person=person_id)
     return Person(str(row[0]), Role(str(row[1])), str(row[2]))
 
 
@@ -231,7 +233,7 @@ class NewTask:
     """The task a new incident opens."""
 
     incident_id: int
-    title: str
+    title: Title  # its parameters join its incident's (the device's name among them)
     severity: Severity
     grid_id: str
     path: str
@@ -260,17 +262,21 @@ def create_many(conn: Conn, new: Sequence[NewTask], policy: DeadlinePolicy) -> d
         for t in new
     ]
     rows = conn.execute(
-        """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id, emergency,
-                              state, assignee, stage_started, deadline_at, created_at)
-           SELECT i, t, s::severity, g, p::ltree, g, e, st::task_state, a, %s, d, clock_timestamp()
-           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, i bigint, t text, s text, g text,
-                p text, e boolean, st text, a text, d timestamptz)
+        """INSERT INTO tasks (incident_id, title, title_code, title_params, severity, grid_id,
+                              path, level_id, emergency, state, assignee, stage_started,
+                              deadline_at, created_at)
+           SELECT i, t, tc,
+                  coalesce((SELECT title_params FROM incidents WHERE id = u.i), '{}') || tp,
+                  s::severity, g, p::ltree, g, e, st::task_state, a, %s, d, clock_timestamp()
+           FROM jsonb_to_recordset(%s::jsonb) AS u(o int, i bigint, t text, tc text, tp jsonb,
+                s text, g text, p text, e boolean, st text, a text, d timestamptz)
            ORDER BY o
            RETURNING incident_id, id""",
         (
             now,
             records(
-                {"o": n, "i": t.incident_id, "t": t.title, "s": t.severity.value,
+                {"o": n, "i": t.incident_id, "t": t.title.render("en"), "tc": t.title.code,
+                 "tp": t.title.params, "s": t.severity.value,
                  "g": t.grid_id, "p": t.path, "e": t.path in emergency,
                  "st": State.DISPATCHED.value if t.grid_id in duty else State.REPORTED.value,
                  "a": duty.get(t.grid_id), "d": d}
@@ -324,29 +330,37 @@ def act(
         (task_id,),
     ).fetchone()
     if row is None:
-        raise TaskError(f"no task {task_id}")
+        raise TaskError(f"no task {task_id}", "task.missing", id=task_id)
     state, suspended_from = State(str(row[0])), row[1]
     current_assignee, path, severity = row[2], str(row[3]), Severity(str(row[4]))
     emergency, deadline_at = bool(row[5]), row[6]
     move = MOVES[action]
     if actor.role not in move.roles:
-        raise TaskForbidden(f"a {actor.role} cannot {action} a task")
+        raise TaskForbidden(f"a {actor.role} cannot {action} a task", "task.role", role=actor.role,
+                            action=action)  # fmt: skip
     if not _within(path, actor.scope_path):
-        raise TaskForbidden(f"task {task_id} is outside {actor.id}'s area")
+        raise TaskForbidden(f"task {task_id} is outside {actor.id}'s area", "task.outside",
+                            id=task_id, person=actor.id)  # fmt: skip
     if move.assignee_only and current_assignee != actor.id:
         raise TaskForbidden(
-            f"task {task_id} is assigned to {current_assignee or 'nobody'}, not {actor.id}"
+            f"task {task_id} is assigned to {current_assignee or 'nobody'}, not {actor.id}",
+            "task.not_yours" if current_assignee else "task.unassigned",
+            id=task_id,
+            assignee=current_assignee or "",
+            person=actor.id,
         )
     if state not in move.sources:
         allowed = ", ".join(sorted(s.value for s in move.sources))
-        raise TaskError(f"cannot {action} a task that is {state} (only when {allowed})")
+        raise TaskError(f"cannot {action} a task that is {state} (only when {allowed})",
+                        "task.state", action=action, state=state,
+                        allowed=sorted(move.sources))  # fmt: skip
     if action is Action.FEEDBACK and not note.strip():
-        raise TaskError("feedback needs a note saying what was done")
+        raise TaskError("feedback needs a note saying what was done", "task.feedback_note")
     if (
         action in (Action.HAND_BACK, Action.REJECT, Action.SUSPEND, Action.EXTEND)
         and not reason.strip()
     ):
-        raise TaskError(f"{action} needs a reason")
+        raise TaskError(f"{action} needs a reason", "task.reason", action=action)
 
     target = move.target
     if action is Action.RESUME:
@@ -355,15 +369,16 @@ def act(
     now = _now(conn)
     if action is Action.DISPATCH:
         if assignee is None:
-            raise TaskError("dispatch needs an assignee")
+            raise TaskError("dispatch needs an assignee", "task.dispatch_assignee")
         worker = person(conn, assignee)
         if worker.role not in _WORKERS or not _within(path, worker.scope_path):
-            raise TaskError(f"{assignee} is not a worker for this task's area")
+            raise TaskError(f"{assignee} is not a worker for this task's area", "task.not_worker",
+                            person=assignee)  # fmt: skip
         conn.execute("UPDATE tasks SET assignee = %s WHERE id = %s", (assignee, task_id))
         data["assignee"] = assignee
     if action is Action.EXTEND:
         if not extend_s or extend_s <= 0:
-            raise TaskError("extend needs a positive number of seconds")
+            raise TaskError("extend needs a positive number of seconds", "task.extend_seconds")
         base = deadline_at if isinstance(deadline_at, datetime) and deadline_at > now else now
         new_deadline = base + timedelta(seconds=extend_s)
         conn.execute(

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
+from ingest import titles
+
 LANGUAGES = ("zh-CN", "en")
 
 # kind -> language -> (title, body); {name} is a parameter of the event.
@@ -20,20 +22,20 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("Task close to its deadline: {title}", "Task {task_id} used 80% of its time ({state})."),
     },
     "task.escalated": {
-        "zh-CN": ("任务升级至{level_id}：{title}", "任务 {task_id} 超时未办，已从 {from} 升级。"),
-        "en": ("Task escalated to {level_id}: {title}", "Task {task_id} passed its deadline at {from}."),
+        "zh-CN": ("任务升级至{level}：{title}", "任务 {task_id} 超时未办，已从{from_level}升级。"),
+        "en": ("Task escalated to {level}: {title}", "Task {task_id} passed its deadline at {from_level}."),
     },
     "task.accepted": {
-        "zh-CN": ("任务已接收：{title}", "任务 {task_id} 已由 {assignee} 接收。"),
-        "en": ("Task accepted: {title}", "Task {task_id} was accepted by {assignee}."),
+        "zh-CN": ("任务已接收：{title}", "任务 {task_id} 已由{assignee_name}接收。"),
+        "en": ("Task accepted: {title}", "Task {task_id} was accepted by {assignee_name}."),
     },
     "incident.red": {
-        "zh-CN": ("红色事件：{title}", "{venue}（{venue_id}）发生红色事件 {incident_id}。"),
-        "en": ("Red incident: {title}", "Red incident {incident_id} at {venue} ({venue_id})."),
+        "zh-CN": ("红色事件：{title}", "{venue}发生红色事件（事件 {incident_id}）。"),
+        "en": ("Red incident: {title}", "Red incident {incident_id} at {venue}."),
     },
     "node.offline": {
-        "zh-CN": ("节点离线：{node_id}", "{venue}（{venue_id}）的节点 {node_id} 离线。"),
-        "en": ("Node offline: {node_id}", "Node {node_id} at {venue} ({venue_id}) is offline."),
+        "zh-CN": ("场所离线：{venue}", "{venue}的边缘节点{node}已离线。"),
+        "en": ("Venue offline: {venue}", "Edge node {node} at {venue} is offline."),
     },
     "emergency.started": {
         "zh-CN": ("应急状态启动：{area}", "{reason}\n{message}"),
@@ -62,6 +64,11 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 }  # fmt: skip
 
 
+# A name a text shows, and the id it falls back to when the event has no name.
+_NAMES_OR_IDS = {"level": "level_id", "from_level": "from", "assignee_name": "assignee",
+                 "node": "node_id", "venue": "venue_id"}  # fmt: skip
+
+
 def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str, str]:
     """(title, body) for an event in `language` (zh-CN when the language is not known)."""
     texts = _TEXTS.get(kind)
@@ -70,6 +77,14 @@ def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str,
     title, body = texts.get(language) or texts["zh-CN"]
     values: defaultdict[str, str] = defaultdict(str)
     values.update({k: "" if v is None else str(v) for k, v in params.items()})
+    for name, id_ in _NAMES_OR_IDS.items():  # events raised before their names were added
+        values[name] = values[name] or values[id_]
+    code = params.get("title_code")
+    if isinstance(code, str):  # the incident's or task's title in the recipient's language
+        title_params = params.get("title_params")
+        values["title"] = titles.render(
+            code, title_params if isinstance(title_params, dict) else {}, language
+        )
     return title.format_map(values), body.format_map(values).strip()
 
 

@@ -18,11 +18,11 @@ from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
 
 _INCIDENTS = """
-INSERT INTO incidents (dedup_key, rule, severity, status, title, venue_id, grid_id, path,
+INSERT INTO incidents (dedup_key, rule, severity, status, title, title_code, venue_id, grid_id, path,
                        first_seen, last_seen, opened_at, resolved_at)
 SELECT 'plans:' || i, 'door_forced', (ARRAY['red','yellow','green'])[1 + i % 3]::severity,
        CASE WHEN i % 10 = 0 THEN 'open' ELSE 'resolved' END::incident_status,
-       'Door forced open', v.id, v.grid_id, t.path, now(), now(), now(),
+       'Door forced open', 'door_forced', v.id, v.grid_id, t.path, now(), now(), now(),
        CASE WHEN i % 10 = 0 THEN NULL ELSE now() END
 FROM generate_series(1, 3000) AS i
 JOIN (SELECT v.id, v.grid_id, row_number() OVER (ORDER BY v.id) - 1 AS n

@@ -22,9 +22,9 @@ from gridwatch.services import free_port, wait_for_port
 from tests.support import scalar, stop_process
 
 _INCIDENT = """
-INSERT INTO incidents (dedup_key, rule, severity, status, title, venue_id, grid_id, path,
+INSERT INTO incidents (dedup_key, rule, severity, status, title, title_code, venue_id, grid_id, path,
                        first_seen, last_seen, opened_at)
-SELECT %s, 'door_forced', 'red', 'open', 'Door forced open', v.id, v.grid_id, t.path,
+SELECT %s, 'door_forced', 'red', 'open', 'Door forced open', 'door_forced', v.id, v.grid_id, t.path,
        now(), now(), now()
 FROM venues v JOIN territory t ON t.id = v.grid_id WHERE v.id = %s
 """

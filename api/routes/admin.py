@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import records
 from api.deps import AdminUser, DbDep, User, audit
 from api.errors import InvalidBody, Stale, StaleBody
+from api.messages import ApiError
 from api.models import AreaQuery
 from api.records import AREAS, NODES, PEOPLE, Invalid, Kind, Meta
 from api.routes.venues import area_path
@@ -55,7 +56,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _found(db: DbDep, kind: Kind, record_id: str, user: User, lock: bool = False) -> Meta:
     found = records.get(db, kind, record_id, user.scope_path, lock=lock)
     if found is None:  # outside the admin's area: as if it did not exist
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind.name} {record_id!r} in your area")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "record.missing", kind=kind.name, id=record_id)
     return found
 
 
@@ -64,11 +65,14 @@ def _taken(db: DbDep, kind: Kind, record: rm.Record, user: User) -> Invalid:
     seen = records.get(db, kind, rid, user.scope_path)
     if seen is None:
         return Invalid("id", f"a {kind.name} {rid!r} exists already, outside your area: "
-                       "ids are unique platform-wide, choose another")  # fmt: skip
+                       "ids are unique platform-wide, choose another", "record.taken_elsewhere",
+                       kind=kind.name, id=rid)  # fmt: skip
     if isinstance(seen, records.DeviceOut):
         return Invalid("id", f"device {rid!r} is already under node {seen.node!r}: edit that "
-                       "record to move it, or choose another id")  # fmt: skip
-    return Invalid("id", f"a {kind.name} {rid!r} exists already: edit it, or choose another id")
+                       "record to move it, or choose another id", "record.device_taken", id=rid,
+                       node=seen.node)  # fmt: skip
+    return Invalid("id", f"a {kind.name} {rid!r} exists already: edit it, or choose another id",
+                   "record.taken", kind=kind.name, id=rid)  # fmt: skip
 
 
 def _check_self(kind: Kind, user: User, before: Meta | None, record: rm.Record) -> None:
@@ -76,15 +80,14 @@ def _check_self(kind: Kind, user: User, before: Meta | None, record: rm.Record) 
     if kind is PEOPLE and isinstance(before, rm.Person) and before.id == user.id:
         assert isinstance(record, rm.Person)
         if record.role != before.role or record.scope != before.scope or record.disabled:
-            raise HTTPException(status.HTTP_409_CONFLICT, "you cannot change your own role or "
-                                "scope, nor disable yourself; ask another admin")  # fmt: skip
+            raise ApiError(status.HTTP_409_CONFLICT, "self.change")
     if kind is AREAS and isinstance(before, rm.Area):
         assert isinstance(record, rm.Area)
         if (record.parent, record.level) != (before.parent, before.level):
             raise Invalid("parent", "an area does not move or change level: add the new one "
-                          "and disable this one")  # fmt: skip
+                          "and disable this one", "record.area_move")  # fmt: skip
         if record.id == user.scope_id and record.disabled:
-            raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable your own area")
+            raise ApiError(status.HTTP_409_CONFLICT, "self.area")
 
 
 def _create(kind: Kind, body: rm.Record, user: User, db: DbDep, request: Request) -> Meta:
@@ -120,7 +123,8 @@ def _first_secret(db: DbDep, node_id: str) -> str | None:
 def _stale(kind: Kind, current: Meta, sent: int) -> Stale:
     return Stale(f"this {kind.name} changed since you read it (you edited version {sent}, it is "
                  f"at version {current.version} now): here it is as it is now; apply your change "
-                 "to it and send it again", current)  # fmt: skip
+                 "to it and send it again", current, "record.stale", kind=kind.name, sent=sent,
+                 version=current.version)  # fmt: skip
 
 
 def _update(
@@ -129,7 +133,8 @@ def _update(
     sent = body.model_dump(exclude={"version", "disabled"})
     if sent["id"] != record_id:
         raise Invalid("id", f"the body is {sent['id']!r} and the path {record_id!r}: an id "
-                      "never changes (add a new record and disable this one)")  # fmt: skip
+                      "never changes (add a new record and disable this one)", "record.id_changed",
+                      sent=sent["id"], id=record_id)  # fmt: skip
     with db.transaction():
         before = _found(db, kind, record_id, user, lock=True)
         if before.version != body.version:
@@ -161,10 +166,9 @@ def _switch(
         if body is not None and body.version is not None and body.version != before.version:
             raise _stale(kind, before, body.version)
         if disabled and kind is PEOPLE and record_id == user.id:
-            raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable yourself; ask "
-                                "another admin")  # fmt: skip
+            raise ApiError(status.HTTP_409_CONFLICT, "self.disable")
         if disabled and kind is AREAS and record_id == user.scope_id:
-            raise HTTPException(status.HTTP_409_CONFLICT, "you cannot disable your own area")
+            raise ApiError(status.HTTP_409_CONFLICT, "self.area")
         if before.model_dump()["disabled"] == disabled:
             return before  # already so: nothing to do, nothing to audit
         records.set_disabled(db, kind, record_id, disabled)
@@ -271,7 +275,7 @@ def node_secret(
         try:
             secret = secrets.issue_secret(db, record_id)
         except secrets.SealError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+            raise ApiError(status.HTTP_409_CONFLICT, "enrol.refused", detail=str(exc)) from None
         after = _found(db, NODES, record_id, user)
         assert isinstance(after, records.NodeOut) and after.secret_issued_at is not None
         # Never the secret itself: what was done, and whether it replaced one.

@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from api import keys, sessions, throttle
 from api.database import Database
 from api.deps import CurrentSession, CurrentUser, DbDep, User, audit, client_of, record
 from api.errors import ErrorBody
+from api.messages import ApiError
 from api.models import Me, Token
 from api.security import hash_password, make_token, verify_password
 from api.settings import ApiSettings
@@ -23,8 +24,6 @@ from ingest.tasks import Role
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["auth"])
-_WRONG = "wrong person id or password"
-_DISABLED = "this person is disabled; ask an administrator to enable them"
 _LONGEST_ID = 64  # people.id allows no more
 
 
@@ -73,7 +72,9 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
                 with db.transaction():
                     record(db, tried, request, throttle.FAILED, tried, {"reason": why})
                 # Only someone who knows the password learns that the person is disabled.
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, _DISABLED if good else _WRONG)
+                raise ApiError(
+                    status.HTTP_401_UNAUTHORIZED, "auth.disabled" if good else "auth.wrong"
+                )
             user = User(row[0], row[1], Role(row[2]), row[3], row[4])
             ttl = settings.api_token_ttl_s
             made, claims = make_token(
@@ -135,7 +136,7 @@ async def change_password(body: PasswordChange, session: CurrentSession, request
                 with db.transaction():
                     record(db, user.id, request, throttle.FAILED, user.id,
                            {"reason": "wrong current password"})  # fmt: skip
-                raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+                raise ApiError(status.HTTP_403_FORBIDDEN, "auth.wrong_current")
             with db.transaction():
                 people.set_password_hash(db, user.id, hash_password(body.new_password))
                 audit(db, user, request, "password.change", user.id)

@@ -7,12 +7,13 @@ import logging
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.database import Database
 from api.deps import AdminUser, Conn, CurrentUser, DbDep, audit, client_of
 from api.errors import ErrorBody
+from api.messages import ApiError
 from api.settings import ApiSettings
 from gateway.topics import ID_PATTERN
 from ingest.tasks import Role
@@ -94,11 +95,8 @@ def redeem(body: EnrolRequest, request: Request) -> SiteFileOut:
         wait = _retry_after(db, client, settings)
         if wait is not None:
             log.info("enrolment throttled client=%s retry_after=%s", client, wait)
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"too many wrong enrolment codes from this address; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+            raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "enrol.throttled",
+                           headers={"Retry-After": str(wait)}, seconds=wait)  # fmt: skip
         refused = False
         try:
             with db.transaction():
@@ -108,9 +106,10 @@ def redeem(body: EnrolRequest, request: Request) -> SiteFileOut:
                     refused = True  # committed: the refusal's audit row counts for the throttle
         except (enrol.EnrolmentError, SealError) as exc:  # the platform is not set up for it
             log.error("enrolment failed client=%s: %s", client, exc)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "enrol.unavailable",
+                           detail=str(exc)) from None  # fmt: skip
         if refused:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, enrol.INVALID)
+            raise ApiError(status.HTTP_403_FORBIDDEN, "enrol.invalid")
     log.info("node enrolled node=%s client=%s", site["node"], client)
     return SiteFileOut(node=str(site["node"]), site_file=site)
 
@@ -123,9 +122,9 @@ def _admin_node(db: Conn, user: CurrentUser, node_id: str) -> None:
         (node_id, user.scope_path),
     ).fetchone()
     if inside is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no edge node {node_id!r} in your area")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "node.missing", node=node_id)
     if user.role is not Role.ADMIN:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot enrol edge nodes")
+        raise ApiError(status.HTTP_403_FORBIDDEN, "role.enrol", role=user.role)
 
 
 @router.post(
@@ -142,7 +141,7 @@ def enrolment_code(
             code = enrol.create_code(db, node_id, user.id, body.valid_hours,
                                      client=client_of(request))  # fmt: skip
     except enrol.EnrolmentError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise ApiError(status.HTTP_409_CONFLICT, "enrol.refused", detail=str(exc)) from None
     return CodeOut(node=node_id, code=code, valid_hours=body.valid_hours)
 
 
@@ -162,9 +161,10 @@ def site_file(node_id: NodePath, user: CurrentUser, db: DbDep, request: Request)
             audit(db, user, request, "node.site_file", node_id,
                   {"config_version": site["config_version"], "new_secret": True})  # fmt: skip
     except enrol.EnrolmentError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise ApiError(status.HTTP_409_CONFLICT, "enrol.refused", detail=str(exc)) from None
     except SealError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "enrol.unavailable",
+                       detail=str(exc)) from None  # fmt: skip
     return SiteFileOut(node=node_id, site_file=site)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from psycopg.types.json import Jsonb
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
+from api.messages import ApiError
 from api.models import (
     AreaQuery,
     Cursor,
@@ -27,8 +28,8 @@ from ingest import incidents as incident_ops
 from ingest.tasks import SUPERVISORS
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
-_COLUMNS = """id, rule, severity::text, status::text, title, venue_id, device_id, grid_id,
-              occurrences, first_seen, last_seen, opened_at, resolved_at, detail, silenced_until"""
+_COLUMNS = """id, rule, severity::text, status::text, title, title_code, title_params, venue_id,
+              device_id, grid_id, occurrences, first_seen, last_seen, opened_at, resolved_at, detail, silenced_until"""
 
 
 @router.get("", response_model=Page[Incident], summary="Incidents, newest first")
@@ -67,7 +68,7 @@ def _incident(db: Conn, user: User, incident_id: int) -> Incident:
         (incident_id, user.scope_path),
     ).fetchone()
     if row is None:  # outside the person's area looks the same as missing
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "incident.missing", id=incident_id)
     return as_model(Incident, row)
 
 
@@ -95,7 +96,7 @@ def snapshot(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
         except ValueError:
             row = None
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} has no snapshot")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "incident.no_snapshot", id=incident_id)
     return Response(bytes(row[0]), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
 
@@ -113,12 +114,11 @@ def incident_events(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[In
 def _to_change(db: Conn, user: User, incident_id: int, *, states: set[str]) -> Incident:
     """The incident, for a supervisor to change, if its status is one of `states` (else 409)."""
     if user.role not in SUPERVISORS:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot change incidents")
+        raise ApiError(status.HTTP_403_FORBIDDEN, "role.incidents", role=user.role)
     incident = _incident(db, user, incident_id)
     if incident.status not in states:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"incident {incident_id} is {incident.status}"
-        )
+        raise ApiError(status.HTTP_409_CONFLICT, "incident.state", id=incident_id,
+                       status=incident.status)  # fmt: skip
     return incident
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,8 @@ from api import keys, sessions
 from api.database import Database, DatabaseUnavailable
 from api.deps import CurrentSession, DbDep, KeyDep, User, not_signed_in, user_for
 from api.errors import ErrorBody
-from api.live import RESYNCS, ChangeFeed
+from api.live import RESYNCS, ChangeFeed, frame
+from api.messages import ApiError
 from api.security import Use, make_token, read_token
 from api.settings import ApiSettings
 from api.streams import StreamSlots
@@ -72,7 +73,7 @@ async def live(
     db: Database = request.app.state.db
     feed: ChangeFeed = request.app.state.feed
     if feed.closing:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is shutting down")
+        raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "live.closing")
     key = await run_in_threadpool(keys.current, request.app)
     slots: StreamSlots = request.app.state.streams
     bearer = authorization.removeprefix("Bearer ").strip() if authorization else None
@@ -83,16 +84,14 @@ async def live(
         raise not_signed_in()
     slot = slots.take(claims.sub)
     if slot is None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"{claims.sub} has {slots.per_person} live streams open already; close one first",
-        )
+        raise ApiError(status.HTTP_429_TOO_MANY_REQUESTS, "live.too_many", person=claims.sub,
+                       count=slots.per_person)  # fmt: skip
 
     def who() -> tuple[User, int]:
         with db.connection() as conn:
             user = user_for(conn, token, key, use)
             if use == "live" and not sessions.revoke(conn, claims.jti, user.id, claims.exp):
-                raise not_signed_in("this live ticket was used already; ask for a new one")
+                raise not_signed_in("auth.ticket_used")
             row = conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
         assert row is not None  # an aggregate always has a row
         return user, int(row[0])
@@ -203,8 +202,7 @@ class _View:
                 break
             after = int(rows[-1][0])
             self.from_table.update(int(cid) for cid, _, _ in rows if int(cid) in pos.gaps)
-            yield "".join(f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"
-                          for cid, kind, payload in rows)  # fmt: skip
+            yield "".join(frame(int(cid), str(kind), str(payload)) for cid, kind, payload in rows)
         self.behind = False
         self.last = max(self.last, pos.upto)
         self.skip_upto, self.late, self.seq = self.last, pos.gaps, pos.seq

@@ -8,11 +8,12 @@ from datetime import datetime, time
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
+from api.messages import ApiError
 from api.models import RowId, as_models
 from notify import links
 from notify.prefs import CHANNEL_NAMES, DEFAULT_CHANNELS
@@ -241,7 +242,7 @@ def _deliveries_of(db: Conn, user: User, what: str, rid: int) -> list[Delivery]:
         f"SELECT 1 FROM {table} WHERE id = %s AND path <@ %s::ltree", (rid, user.scope_path)
     ).fetchone()
     if inside is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} {rid}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "delivery.missing", kind=what, id=rid)
     rows = db.execute(_DELIVERIES + f" WHERE d.{column} = %s ORDER BY d.id", (rid,))
     return as_models(Delivery, rows.fetchall())
 
@@ -268,10 +269,7 @@ def open_link(
     """The console's task page; after signing in, its assignee is offered "accept" there."""
     found = links.resolve(db, token)
     if found is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            "this link is not valid or has expired; open the console and find the task there",
-        )
+        raise ApiError(status.HTTP_404_NOT_FOUND, "link.invalid")
     task_id, person_id = found
     return RedirectResponse(
         f"/console/#/task/{task_id}?for={person_id}", status.HTTP_303_SEE_OTHER,

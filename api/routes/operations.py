@@ -7,10 +7,11 @@ from collections.abc import Set
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, DbDep, User, audit
+from api.messages import ApiError
 from api.models import AreaPath, AreaQuery, Cursor, Page, VenuePath, as_models, page
 from api.routes.venues import area_path
 from gateway import messages as m
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/api", tags=["operations"])
 
 def _require(user: User, roles: Set[Role], what: str) -> None:
     if user.role not in roles:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot {what}")
+        raise ApiError(status.HTTP_403_FORBIDDEN, "role.cannot", role=user.role, what=what)
 
 
 # The longest a dispatcher may unlock a door for; operators and admins up to a day, or until a
@@ -134,11 +135,10 @@ def door_command(
     if body.action == "unlock":
         longest = _UNLOCK_MAX_S[user.role]
         if body.duration_s is None and longest < 86_400:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} cannot unlock a door "
-                                "until it is locked again; give duration_s (seconds)")  # fmt: skip
+            raise ApiError(status.HTTP_403_FORBIDDEN, "door.unlock_forever", role=user.role)
         if body.duration_s is not None and body.duration_s > longest:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {user.role} may unlock a door for "
-                                f"at most {longest} s; ask an operator for longer")  # fmt: skip
+            raise ApiError(status.HTTP_403_FORBIDDEN, "door.unlock_longest", role=user.role,
+                           seconds=longest)  # fmt: skip
     action: m.DoorUnlock | m.DoorLock | m.DoorLockdown
     match body.action:
         case "unlock":
@@ -155,9 +155,7 @@ def door_command(
             (body.device_id, user.scope_path),
         ).fetchone()
         if row is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no door {body.device_id!r} in your area"
-            )
+            raise ApiError(status.HTTP_404_NOT_FOUND, "door.missing", device=body.device_id)
         cid = emergency.queue_command(
             db, body.device_id, action, issued_by=user.id, reason=body.reason.strip()
         )
@@ -178,7 +176,7 @@ def _broadcast(
     with db.transaction():
         speakers = emergency.devices(db, path, "speaker", venue=venue)
         if not speakers:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no speakers there in your area")
+            raise ApiError(status.HTTP_404_NOT_FOUND, "speakers.none")
         ids = emergency.queue_commands(db, speakers, play, issued_by=user.id, reason="broadcast")
         audit(db, user, request, "broadcast", venue or path,
               {"speakers": len(ids), "text": text, "clip": clip})  # fmt: skip
@@ -324,7 +322,7 @@ def _decide(
         "SELECT territory_id FROM emergency_proposals WHERE id = %s", (proposal_id,)
     ).fetchone()
     if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no emergency proposal {proposal_id}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "proposal.missing", id=proposal_id)
     area_path(db, user, str(found[0]))  # outside the person's area: 404, before anything else
     with db.transaction():
         try:
@@ -333,9 +331,7 @@ def _decide(
                 policy=request.app.state.deadlines,
             )  # fmt: skip
         except proposals.ProposalError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        except emergency.EmergencyError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+            raise ApiError(status.HTTP_404_NOT_FOUND, exc.code, None, **exc.params) from None
         audit(db, user, request, f"emergency.{decision}", proposal.territory_id,
               {"proposal": proposal_id, "id": eid, "reason": proposal.reason,
                "rule": proposal.rule})  # fmt: skip

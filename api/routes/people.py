@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, DbDep, audit
+from api.messages import ApiError
 from api.models import AreaQuery, as_model, as_models
 from api.routes.venues import area_path
 from ingest import people as roster
@@ -72,15 +73,11 @@ def _switch(user: CurrentUser, db: DbDep, request: Request, person_id: str, on: 
             (person_id, user.scope_path),
         ).fetchone()
         if inside is None:  # outside your area, as if it did not exist
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no person {person_id!r} in your area")
+            raise ApiError(status.HTTP_404_NOT_FOUND, "person.missing", person=person_id)
         if user.role is not Role.ADMIN:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"a {user.role} cannot disable or enable people"
-            )
+            raise ApiError(status.HTTP_403_FORBIDDEN, "role.people", role=user.role)
         if person_id == user.id and not on:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "you cannot disable yourself; ask another admin"
-            )
+            raise ApiError(status.HTTP_409_CONFLICT, "self.disable")
         roster.set_active(db, person_id, on)
         audit(db, user, request, "person.enable" if on else "person.disable", person_id)
     row = db.execute(_PEOPLE + " WHERE p.id = %s", (person_id,)).fetchone()

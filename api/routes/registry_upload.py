@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AdminUser, DbDep, User, audit, client_of
 from api.errors import Stale, StaleBody
+from api.messages import ApiError
 from registry import document, store
 
 router = APIRouter(prefix="/api/v1/admin/registry", tags=["admin"])
@@ -57,7 +58,7 @@ def _plan(db: DbDep, user: User, body: Upload) -> tuple[store.Plan, PlanOut]:
         doc = document.load_text(body.text, body.filename)
         plan = store.plan(db, doc, prune=body.prune, scope=user.scope_id)
     except document.RegistryFileError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise ApiError(422, "registry.file", detail=str(exc)) from None
     _check_self(plan, user)
     totals: dict[str, int] = {a.value: 0 for a in store.Action}
     for change in plan.changes:
@@ -78,14 +79,13 @@ def _check_self(plan: store.Plan, user: User) -> None:
             and change.id == user.id
             and (change.action is store.Action.DISABLED or {"role", "scope"} & change.fields.keys())
         ):
-            raise HTTPException(status.HTTP_409_CONFLICT, "this file changes your own role or "
-                                "scope, or disables you; ask another admin")  # fmt: skip
+            raise ApiError(status.HTTP_409_CONFLICT, "self.file_change")
         if (
             change.kind == "areas"
             and change.id == user.scope_id
             and (change.action is store.Action.DISABLED)
         ):
-            raise HTTPException(status.HTTP_409_CONFLICT, "this file disables your own area")
+            raise ApiError(status.HTTP_409_CONFLICT, "self.file_area")
 
 
 @router.post("/plan", response_model=PlanOut, summary="What a registry file would change")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
+from api.messages import ApiError
 from api.models import (
     AreaQuery,
     Cursor,
@@ -23,7 +24,7 @@ from ingest import tasks as task_ops
 from ingest.tasks import State
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
-_COLUMNS = """id, incident_id, title, severity::text, state::text, assignee, grid_id, level_id,
+_COLUMNS = """id, incident_id, title, title_code, title_params, severity::text, state::text, assignee, grid_id, level_id,
               deadline_at, flagged, escalations, emergency, created_at, updated_at"""
 
 
@@ -60,7 +61,7 @@ def _task(db: Conn, user: User, task_id: int) -> Task:
         (task_id, user.scope_path),
     ).fetchone()
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "task.missing", id=task_id)
     return as_model(Task, row)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
 from api.deps import Conn, CurrentUser, DbDep, User
+from api.messages import ApiError
 from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath, as_model, as_models
 from ingest.tasks import Role
 
@@ -72,7 +73,7 @@ def area_path(db: Conn, user: User, area: str | None) -> str:
         (area, user.scope_path),
     ).fetchone()
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no area {area!r} in your area")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "area.missing", area=area)
     return str(row[0])
 
 
@@ -117,7 +118,7 @@ def _venue(db: Conn, user: User, venue_id: str) -> VenueStatus:
         _VENUE_STATUS + " WHERE v.id = %s AND g.path <@ %s::ltree", (venue_id, user.scope_path)
     ).fetchone()
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no venue {venue_id!r}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, "venue.missing", venue=venue_id)
     return as_model(VenueStatus, row)
 
 
