@@ -73,7 +73,8 @@ def _second_grid(dsn: str, site: str) -> str:
 def test_sign_in(client: TestClient) -> None:
     wrong = client.post("/api/token", data={"username": "operator", "password": "nope-nope"})
     assert wrong.status_code == 401
-    assert wrong.json() == {"error": "unauthorized", "detail": "wrong person id or password"}
+    assert wrong.json() == {"error": "unauthorized", "detail": "wrong person id or password",
+                            "message": "账号或密码错误"}  # fmt: skip
     nobody = client.post("/api/token", data={"username": "nobody", "password": DEMO_PASSWORD})
     assert nobody.status_code == 401
     headers = sign_in(client, "operator")
@@ -188,7 +189,8 @@ def test_task_actions_refusals_and_audit(
     me = sign_in(client, worker)
     refused = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=me)
     assert refused.status_code == 403  # not a worker's to do, whatever the task's state
-    assert refused.json() == {"error": "forbidden", "detail": "a grid_worker cannot approve a task"}
+    assert refused.json() == {"error": "forbidden", "detail": "a grid_worker cannot approve a task",
+                              "message": "网格员不能办结任务"}  # fmt: skip
     boss = sign_in(client, dispatcher)
     early = client.post(f"/api/tasks/{task_id}/actions", json={"action": "approve"}, headers=boss)
     assert early.status_code == 409  # theirs to do, but not now
