@@ -59,9 +59,10 @@ def configure(conn: Conn) -> None:
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or cannot take writes just now; `reason` says which."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "db.unreachable") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # its message in api/messages.py
 
 
 def write_blocker(conn: Conn) -> str | None:
@@ -122,9 +123,9 @@ class Database:
             yield conn
         except psycopg.OperationalError as exc:
             self._outage("database connection lost: %s", str(exc).strip())
-            raise DatabaseUnavailable("the database connection was lost") from None
+            raise DatabaseUnavailable("the database connection was lost", "db.lost") from None
         except psycopg.errors.ReadOnlySqlTransaction:
-            raise DatabaseUnavailable("the database is read-only") from None
+            raise DatabaseUnavailable("the database is read-only", "db.read_only") from None
         finally:
             self.pool.putconn(conn)
 
@@ -138,7 +139,9 @@ class Database:
                 conn = self.pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
             except PoolTimeout:
                 self._outage("no database connection came within %.1f s", wait)
-                raise DatabaseUnavailable("the database cannot be reached") from None
+                raise DatabaseUnavailable(
+                    "the database cannot be reached", "db.unreachable"
+                ) from None
             try:
                 check(conn)
             except psycopg.Error as exc:
@@ -148,7 +151,7 @@ class Database:
                 continue
             return conn
         self._outage("no working database connection among %d tried", self.pool.max_size + 1)
-        raise DatabaseUnavailable("the database cannot be reached")
+        raise DatabaseUnavailable("the database cannot be reached", "db.unreachable")
 
     def _outage(self, message: str, *args: object) -> None:
         if self._outage_since is None:

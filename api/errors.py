@@ -72,10 +72,9 @@ def message_of(request: Request, status_code: int, code: str | None, params: dic
     return messages.render(code, params, lang_of(request))
 
 
-def unavailable(request: Request, reason: str) -> JSONResponse:
+def unavailable(request: Request, reason: str, code: str) -> JSONResponse:
     """503 for a database that cannot take the request now: a fault to wait out, not a bug."""
-    response = _body(request, 503, f"{reason}; try again in a moment", "db.unavailable",
-                     {"reason": reason})  # fmt: skip
+    response = _body(request, 503, f"{reason}; try again in a moment", code)
     response.headers["Retry-After"] = "5"
     return response
 
@@ -159,17 +158,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        return unavailable(request, exc.reason)
+        return unavailable(request, exc.reason, exc.code)
 
     @app.exception_handler(psycopg.errors.ReadOnlySqlTransaction)
     async def read_only(request: Request, exc: psycopg.Error) -> JSONResponse:
-        return unavailable(request, "the database is read-only")
+        return unavailable(request, "the database is read-only", "db.read_only")
 
     @app.exception_handler(psycopg.OperationalError)
     async def unreachable(request: Request, exc: psycopg.Error) -> JSONResponse:
         log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
                     str(exc).strip())  # fmt: skip
-        return unavailable(request, "the database cannot be reached")
+        return unavailable(request, "the database cannot be reached", "db.unreachable")
 
     @app.exception_handler(Invalid)
     async def invalid_record(request: Request, exc: Invalid) -> JSONResponse:

@@ -115,7 +115,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "enrol.unavailable": {"zh-CN": "平台暂不能完成节点注册或签发密钥：{detail}", "en": "{detail}"},
     "enrol.refused": {"zh-CN": "无法为该节点办理注册：{detail}", "en": "{detail}"},
     # The database and the server.
-    "db.unavailable": {"zh-CN": "数据库暂时无法处理请求（{reason}），请稍后再试", "en": "{reason}; try again in a moment"},
+    "db.unreachable": {"zh-CN": "暂时无法连接数据库，请稍后再试", "en": "the database cannot be reached; try again in a moment"},
+    "db.lost": {"zh-CN": "与数据库的连接中断，请稍后再试", "en": "the database connection was lost; try again in a moment"},
+    "db.read_only": {"zh-CN": "数据库当前为只读，暂不能保存，请稍后再试", "en": "the database is read-only; try again in a moment"},
     "db.value": {"zh-CN": "数据库无法保存其中的某个值：{reason}", "en": "a value the database cannot take: {reason}"},
     # Request validation (422), one per problem, by pydantic's error type.
     "invalid.missing": {"zh-CN": "缺少 {field}", "en": "{field}: Field required"},

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api import messages
 from api.app import create_app
 from api.settings import ApiSettings
 from gridwatch.demo import NodeCredentials
@@ -54,6 +55,7 @@ def test_a_read_only_database_answers_503_and_writes_work_again_after(
             assert refused.json() == {
                 "error": "unavailable",
                 "detail": "the database is read-only; try again in a moment",
+                "message": messages.render("db.read_only", {}, "zh-CN"),
             }
         assert client.get("/api/incidents", headers=me).status_code == 200  # reads still work
         ready = client.get("/readyz")
@@ -77,6 +79,9 @@ def test_without_a_database_the_api_answers_503_json() -> None:
             assert r.json() == {
                 "error": "unavailable",
                 "detail": "the database cannot be reached; try again in a moment",
+                "message": messages.render(
+                    "db.unreachable", {}, "zh-CN"
+                ),  # zh-CN: no Accept-Language
             }
             assert r.headers["retry-after"] == "5"
         ready = client.get("/readyz")

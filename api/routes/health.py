@@ -32,9 +32,9 @@ def readyz(request: Request) -> dict[str, str]:
             blocker = write_blocker(conn)
     except psycopg.Error as exc:  # the detail goes to the log, not to whoever asks
         log.warning("readiness check failed: %s", str(exc).strip())
-        raise DatabaseUnavailable("the database check failed") from None
+        raise DatabaseUnavailable("the database check failed", "db.unreachable") from None
     if blocker is not None:
-        raise DatabaseUnavailable(f"the database cannot take writes ({blocker})")
+        raise DatabaseUnavailable(f"the database cannot take writes ({blocker})", "db.read_only")
     return {"status": "ready"}
 
 
