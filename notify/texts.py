@@ -46,16 +46,16 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("Emergency ended: {area}", "Ended by {by}."),
     },
     "command.failed": {
-        "zh-CN": ("指令未执行：{action} {device_id}", "指令 {command_id} 状态 {state}：{detail}"),
-        "en": ("Command not carried out: {action} {device_id}", "Command {command_id} {state}: {detail}"),
+        "zh-CN": ("指令未执行：{venue}{device}", "{action}指令{state}（指令 {command_id}）：{detail}"),
+        "en": ("Command not carried out: {action} {device}", "Command {command_id} {state}: {detail}"),
     },
     "node.enrolled": {
-        "zh-CN": ("节点已注册：{node_id}", "节点 {node_id} 从 {client} 完成注册。"),
-        "en": ("Node enrolled: {node_id}", "Node {node_id} enrolled from {client}."),
+        "zh-CN": ("节点已注册：{venue}", "{venue}的边缘节点{node}已从 {client} 完成注册。"),
+        "en": ("Node enrolled: {venue}", "Node {node} at {venue} enrolled from {client}."),
     },
     "node.refused": {
-        "zh-CN": ("已停用节点尝试连接：{node_id}", "账号 {client} 被拒绝 {count} 次。"),
-        "en": ("Disabled node trying to connect: {node_id}", "Account {client} refused {count} times."),
+        "zh-CN": ("已停用节点尝试连接：{venue}", "{venue}的边缘节点{node}（账号 {client}）被拒绝 {count} 次。"),
+        "en": ("Disabled node trying to connect: {venue}", "Node {node} at {venue} (account {client}) refused {count} times."),
     },
     "digest": {
         "zh-CN": ("{n} 条新通知", "{lines}"),
@@ -66,7 +66,15 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 
 # A name a text shows, and the id it falls back to when the event has no name.
 _NAMES_OR_IDS = {"level": "level_id", "from_level": "from", "assignee_name": "assignee",
-                 "node": "node_id", "venue": "venue_id"}  # fmt: skip
+                 "node": "node_id", "venue": "venue_id", "device": "device_id"}  # fmt: skip
+# Codes an event carries, as Chinese words (English shows the code).
+_WORDS: dict[str, dict[str, str]] = {
+    "action": {"unlock": "开门", "lock": "关门", "lockdown": "封闭", "release": "解除封闭",
+               "play": "广播"},
+    "state": {"failed": "执行失败", "rejected": "被拒绝", "expired": "超时未应答",
+              "reported": "待派单", "dispatched": "待签收", "accepted": "已签收",
+              "handling": "处置中", "rework": "返工", "returned": "已退回"},
+}  # fmt: skip
 
 
 def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str, str]:
@@ -74,11 +82,15 @@ def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str,
     texts = _TEXTS.get(kind)
     if texts is None:
         return kind, ""
-    title, body = texts.get(language) or texts["zh-CN"]
+    language = titles.language(language)  # zh-CN when not known
+    title, body = texts[language]
     values: defaultdict[str, str] = defaultdict(str)
     values.update({k: "" if v is None else str(v) for k, v in params.items()})
     for name, id_ in _NAMES_OR_IDS.items():  # events raised before their names were added
         values[name] = values[name] or values[id_]
+    if language == "zh-CN":
+        for name, words in _WORDS.items():
+            values[name] = words.get(values[name], values[name])
     code = params.get("title_code")
     if isinstance(code, str):  # the incident's or task's title in the recipient's language
         title_params = params.get("title_params")

@@ -171,3 +171,29 @@ def test_titles_stored_as_english_are_migrated_to_codes(
     ]  # fmt: skip
     # What the old rows now say to a reader of Chinese: the venue's name of today.
     assert titles.render(tasks[1][2], tasks[1][3], "zh-CN") == "桃园社区服务中心：门被强行打开"
+
+
+def test_notifications_name_things_rather_than_show_their_ids() -> None:
+    venue = {"venue": "桃园社区服务中心", "venue_id": "taoyuan1"}
+    offline = texts.render(
+        "node.offline", venue | {"node": "边缘网关", "node_id": "tao-edge"}, "zh-CN"
+    )
+    assert offline == ("场所离线：桃园社区服务中心", "桃园社区服务中心的边缘节点边缘网关已离线。")
+    escalated = {"task_id": 7, "level": "桃园社区", "level_id": "taoyuan", "from_level": "第一网格",
+                 "from": "taoyuan_g1", "title_code": "task.door_forced", "title_params": venue}  # fmt: skip
+    assert texts.render("task.escalated", escalated, "zh-CN") == (
+        "任务升级至桃园社区：桃园社区服务中心：门被强行打开",
+        "任务 7 超时未办，已从第一网格升级。",
+    )
+    assert texts.render("task.escalated", escalated, "en")[0] == (
+        "Task escalated to 桃园社区: Door forced open at 桃园社区服务中心"
+    )
+    failed = {"command_id": "c1", "device": "门禁1", "device_id": "tao-door1", "action": "unlock",
+              "state": "expired", "detail": "", "venue": "桃园社区服务中心"}  # fmt: skip
+    assert texts.render("command.failed", failed, "zh-CN")[1] == "开门指令超时未应答（指令 c1）："
+    # An event raised before names were added still says something: its ids.
+    old = {"task_id": 7, "level_id": "taoyuan", "from": "taoyuan_g1", "title": "Door forced open"}
+    assert texts.render("task.escalated", old, "fr") == (
+        "任务升级至taoyuan：Door forced open",
+        "任务 7 超时未办，已从taoyuan_g1升级。",
+    )

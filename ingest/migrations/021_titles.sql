@@ -148,3 +148,65 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+
+-- Commands and nodes name their device, node and venue too (015's functions, with names added).
+CREATE OR REPLACE FUNCTION notify_command() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    grid text;
+    device_name text;
+    venue_name text;
+BEGIN
+    IF NEW.state IN ('failed', 'rejected', 'expired') AND OLD.state IS DISTINCT FROM NEW.state
+       AND NEW.superseded_by IS NULL THEN
+        SELECT v.grid_id, nullif(d.name, ''), v.name INTO grid, device_name, venue_name
+            FROM devices d JOIN edge_nodes n ON n.id = d.node_id
+            JOIN venues v ON v.id = n.venue_id WHERE d.id = NEW.device_id;
+        PERFORM notify_event('command.failed', 'yellow', grid, NULL, NULL,
+            CASE WHEN EXISTS (SELECT 1 FROM people WHERE id = NEW.issued_by)
+                 THEN NEW.issued_by END,
+            jsonb_build_object('command_id', NEW.id, 'device_id', NEW.device_id,
+                'device', coalesce(device_name, NEW.device_id), 'venue', venue_name,
+                'action', NEW.action->>'action', 'state', NEW.state, 'detail', NEW.detail,
+                'issued_by', NEW.issued_by));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION notify_node_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    grid text;
+    node_name text;
+    venue_name text;
+BEGIN
+    IF NEW.action = 'node.enrol' THEN
+        SELECT v.grid_id, nullif(n.name, ''), v.name INTO grid, node_name, venue_name
+            FROM edge_nodes n JOIN venues v ON v.id = n.venue_id WHERE n.id = NEW.target;
+        PERFORM notify_event('node.enrolled', 'green', grid, NULL, NULL, NULL,
+            jsonb_build_object('node_id', NEW.target, 'client', NEW.client,
+                'node', coalesce(node_name, NEW.target), 'venue', venue_name));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION notify_refusal() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    grid text;
+    off boolean;
+    node_name text;
+    venue_name text;
+BEGIN
+    IF NEW.node_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT v.grid_id, n.disabled OR v.disabled, nullif(n.name, ''), v.name
+        INTO grid, off, node_name, venue_name
+        FROM edge_nodes n JOIN venues v ON v.id = n.venue_id WHERE n.id = NEW.node_id;
+    IF off AND NOT EXISTS (SELECT 1 FROM notify_events WHERE kind = 'node.refused'
+                           AND params->>'node_id' = NEW.node_id
+                           AND at > now() - interval '1 hour') THEN
+        PERFORM notify_event('node.refused', 'yellow', grid, NULL, NULL, NULL,
+            jsonb_build_object('node_id', NEW.node_id, 'client', NEW.client, 'count', NEW.count,
+                'node', coalesce(node_name, NEW.node_id), 'venue', venue_name));
+    END IF;
+    RETURN NULL;
+END $$;
