@@ -39,7 +39,6 @@ _GAP_S = 30.0  # how long an id skipped by the sequence is looked for again
 _MAX_GAPS = 10_000
 
 _TITLED = frozenset({"incident", "task"})
-STREAM_LANGUAGE = titles.DEFAULT_LANGUAGE  # the one rendering of titles the stream sends
 _READ = """SELECT id, kind, path::text, person_id, payload::text FROM changes
            WHERE id > %s OR id = ANY(%s) ORDER BY id LIMIT %s"""
 
@@ -56,16 +55,13 @@ RESYNCS = Counter(
 )
 
 
-def frame(cid: int, kind: str, payload: str) -> str:
+def frame(cid: int, kind: str, payload: str, lang: str = titles.DEFAULT_LANGUAGE) -> str:
     """A change's server-sent event. An incident's or task's carries its title code and
-    parameters, and its title rendered once for every stream, in zh-CN (consoles render the
-    code in their own language)."""
+    parameters, and its title in `lang` (consoles may render the code themselves)."""
     if kind in _TITLED:
         data = json.loads(payload)
         if isinstance(data, dict) and isinstance(data.get("title_code"), str):
-            data["title"] = titles.render(
-                data["title_code"], data.get("title_params"), STREAM_LANGUAGE
-            )
+            data["title"] = titles.render(data["title_code"], data.get("title_params"), lang)
             payload = json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
     return f"id: {cid}\nevent: {kind}\ndata: {payload}\n\n"
 
@@ -85,11 +81,17 @@ class Change:
     id: int
     path: str
     person_id: str | None
-    frame: str
+    frame: str  # its title (if it has one) in zh-CN
+    frame_en: str | None = None  # in English, for a change with a title
 
     @classmethod
     def of(cls, cid: int, kind: str, path: str, person: str | None, payload: str) -> Change:
-        return cls(cid, path, person, frame(cid, kind, payload))
+        """Rendered once per language, whatever the number of streams."""
+        english = frame(cid, kind, payload, "en") if kind in _TITLED else None
+        return cls(cid, path, person, frame(cid, kind, payload), english)
+
+    def frame_in(self, lang: str) -> str:
+        return self.frame_en if lang == "en" and self.frame_en is not None else self.frame
 
     def visible_to(self, scope: str, person: str) -> bool:
         """What the SQL filter says: `path <@ scope AND (person_id IS NULL OR person_id = me)`."""

@@ -392,6 +392,9 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
             got = _events(live, 2)
             assert [kind for _, kind, _ in got] == ["incident", "task"]  # within 5 s, live
             assert got[0][2]["severity"] == "red"
+            # Titles as codes, and rendered in the stream's language (zh-CN: no Accept-Language).
+            assert got[1][2]["title_code"] == "task.door_forced"
+            assert got[1][2]["title"].endswith("门被强行打开")
             last_seen = got[-1][0]
             raise_incident(stack.dsn, other, subject="live2")
             mine = _events(outsider, 2)
@@ -411,9 +414,11 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
         assert venues == [other, nodes[0].site]  # what came after last_seen, in order
         # A fresh start (a new ticket) resumes the same way with ?after=.
         bearer = {"Authorization": f"Bearer {tokens['operator']}"}
-        with httpx.stream("GET", f"{base}/api/live", params={"after": last_seen},
+        with httpx.stream("GET", f"{base}/api/live", params={"after": last_seen, "lang": "en"},
                           headers=bearer, timeout=timeout) as fresh:  # fmt: skip
-            assert [e[0] for e in _events(fresh, missed)] == [e[0] for e in resumed]
+            again_en = _events(fresh, missed)
+            assert [e[0] for e in again_en] == [e[0] for e in resumed]
+        assert [p["title"] for _, k, p in again_en if k == "incident"] == ["Door forced open"] * 2
         unauthorised = httpx.get(f"{base}/api/live", timeout=timeout)
         assert unauthorised.status_code == 401
     finally:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api import messages
 from api.app import create_app
+from api.live import Change
 from api.settings import ApiSettings
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
@@ -211,3 +212,18 @@ def _venue_name(stack: LocalStack, venue: str) -> object:
     from tests.support import scalar
 
     return scalar(stack.dsn, "SELECT name FROM venues WHERE id = %s", (venue,))
+
+
+def test_the_live_feed_renders_a_title_once_per_language() -> None:
+    payload = (
+        '{"id": 4, "title": "Door forced open at v1", "title_code": "task.door_forced",'
+        ' "title_params": {"venue": "桃园社区服务中心", "venue_id": "v1"}}'
+    )
+    change = Change.of(9, "task", "city.g1", None, payload)
+    zh, en = change.frame_in("zh-CN"), change.frame_in("en")
+    assert zh.startswith("id: 9\nevent: task\ndata: {") and zh.endswith("}\n\n")
+    assert '"title": "桃园社区服务中心：门被强行打开"' in zh
+    assert '"title": "Door forced open at 桃园社区服务中心"' in en
+    presence = Change.of(10, "presence", "city.g1", None, '{"node_id": "n1"}')
+    assert presence.frame_in("en") == presence.frame_in("zh-CN")
+    assert presence.frame_en is None  # nothing to render: one frame

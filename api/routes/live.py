@@ -8,14 +8,14 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api import keys, sessions
+from api import keys, messages, sessions
 from api.database import Database, DatabaseUnavailable
 from api.deps import CurrentSession, DbDep, KeyDep, User, not_signed_in, user_for
 from api.errors import ErrorBody
@@ -68,6 +68,10 @@ async def live(
     after: Annotated[int | None, Query(ge=0, description="the last event id seen")] = None,
     authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+    lang: Annotated[
+        Literal["zh-CN", "en"] | None,
+        Query(description="the language of titles (else Accept-Language; zh-CN by default)"),
+    ] = None,
 ) -> StreamingResponse:
     settings: ApiSettings = request.app.state.settings
     db: Database = request.app.state.db
@@ -124,7 +128,7 @@ async def live(
         # The first re-check at a random point of the period: streams opened together (a
         # restart, a shift's start) would otherwise all ask the database at the same moment.
         recheck = time.monotonic() + settings.api_live_recheck_s * random.uniform(0.5, 1.0)
-        view = _View(feed, user.scope_path, user.id, start)
+        view = _View(feed, user.scope_path, user.id, start, lang or messages.current())
         try:
             yield "retry: 2000\n\n"
             # A client that went away ends the stream when a write to it fails (a change or the
@@ -175,8 +179,10 @@ class _View:
     from) it reads from the table with its own scoped query, once, and again only if it falls
     so far behind that the feed's memory has moved on."""
 
-    def __init__(self, feed: ChangeFeed, scope: str, person: str, after: int) -> None:
-        self.feed, self.scope, self.person = feed, scope, person
+    def __init__(
+        self, feed: ChangeFeed, scope: str, person: str, after: int, lang: str = "zh-CN"
+    ) -> None:
+        self.feed, self.scope, self.person, self.lang = feed, scope, person, lang
         self.last = after  # the newest id this stream has sent (or resumes after)
         self.seq: int | None = None  # where it reads the feed's memory; None: must join
         self.skip_upto = after
@@ -202,7 +208,8 @@ class _View:
                 break
             after = int(rows[-1][0])
             self.from_table.update(int(cid) for cid, _, _ in rows if int(cid) in pos.gaps)
-            yield "".join(frame(int(cid), str(kind), str(payload)) for cid, kind, payload in rows)
+            yield "".join(frame(int(cid), str(kind), str(payload), self.lang)
+                          for cid, kind, payload in rows)  # fmt: skip
         self.behind = False
         self.last = max(self.last, pos.upto)
         self.skip_upto, self.late, self.seq = self.last, pos.gaps, pos.seq
@@ -222,6 +229,6 @@ class _View:
                 continue
             if c.id <= self.skip_upto and (c.id not in self.late or c.id in self.from_table):
                 continue
-            out.append(c.frame)
+            out.append(c.frame_in(self.lang))
             self.last = max(self.last, c.id)
         return "".join(out)
