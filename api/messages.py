@@ -192,6 +192,12 @@ WORDS: dict[str, dict[str, dict[str, str]]] = {
         "community": {"zh-CN": "社区", "en": "community"},
         "grid": {"zh-CN": "网格", "en": "grid"},
     },
+    "what": {
+        "command doors": {"zh-CN": "控制门禁", "en": "command doors"},
+        "broadcast": {"zh-CN": "发起广播", "en": "broadcast"},
+        "switch emergency mode": {"zh-CN": "启动或结束应急状态", "en": "switch emergency mode"},
+        "see rejected messages": {"zh-CN": "查看被拒收的消息", "en": "see rejected messages"},
+    },
     "kind": {
         "area": {"zh-CN": "区域", "en": "area"},
         "venue": {"zh-CN": "场所", "en": "venue"},
@@ -206,7 +212,7 @@ WORDS: dict[str, dict[str, dict[str, str]]] = {
 # Parameters shown as words of a kind (`allowed` is a list of states; `wanted`/`found` levels).
 _WORD_OF = {"role": "role", "action": "action", "state": "state", "allowed": "state",
             "status": "status", "level": "level", "wanted": "level", "found": "level",
-            "kind": "kind"}  # fmt: skip
+            "kind": "kind", "what": "what"}  # fmt: skip
 _LIST_SEP = {"zh-CN": "、", "en": ", "}
 PROBLEM_SEP = {"zh-CN": "；", "en": "; "}  # between the problems of one invalid request
 

@@ -227,3 +227,24 @@ def test_the_live_feed_renders_a_title_once_per_language() -> None:
     presence = Change.of(10, "presence", "city.g1", None, '{"node_id": "n1"}')
     assert presence.frame_in("en") == presence.frame_in("zh-CN")
     assert presence.frame_en is None  # nothing to render: one frame
+
+
+def test_what_a_role_may_not_do_is_said_in_words() -> None:
+    """Every `what` of api/routes/operations.py's role checks has its words."""
+    source = (ROOT / "api" / "routes" / "operations.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and _name(node) == "_require":
+            what = node.args[2]
+            assert isinstance(what, ast.Constant) and what.value in messages.WORDS["what"]
+    said = messages.render("role.cannot", {"role": "dispatcher", "what": "broadcast"}, "zh-CN")
+    assert said == "调度员无权发起广播"
+
+
+def test_few_messages_carry_an_english_sentence_from_elsewhere() -> None:
+    """Where an error's words come from another library or component (a registry file's
+    parse error, psycopg's reason, the enrolment's), the Chinese frames them: kept to these."""
+    quoting = {code for code, said in messages.MESSAGES.items()
+               if titles.placeholders(said["zh-CN"]) & {"detail", "reason", "msg"}}  # fmt: skip
+    assert quoting == {"registry.file", "enrol.unavailable", "enrol.refused", "db.value"}
+    fallbacks = {code for code in messages.MESSAGES if code.startswith("status.")}
+    assert len(fallbacks) <= 12  # one per status the API answers with, for the framework's own
