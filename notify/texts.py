@@ -42,8 +42,8 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("Emergency started: {area}", "{reason}\n{message}"),
     },
     "emergency.ended": {
-        "zh-CN": ("应急状态结束：{area}", "由 {by} 结束。"),
-        "en": ("Emergency ended: {area}", "Ended by {by}."),
+        "zh-CN": ("应急状态结束：{area}", "由{by_name}结束。"),
+        "en": ("Emergency ended: {area}", "Ended by {by_name}."),
     },
     "command.failed": {
         "zh-CN": ("指令未执行：{venue}{device}", "{action}指令{state}（指令 {command_id}）：{detail}"),
@@ -66,7 +66,8 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 
 # A name a text shows, and the id it falls back to when the event has no name.
 _NAMES_OR_IDS = {"level": "level_id", "from_level": "from", "assignee_name": "assignee",
-                 "node": "node_id", "venue": "venue_id", "device": "device_id"}  # fmt: skip
+                 "node": "node_id", "venue": "venue_id", "device": "device_id",
+                 "by_name": "by"}  # fmt: skip
 # Codes an event carries, as Chinese words (English shows the code).
 _WORDS: dict[str, dict[str, str]] = {
     "action": {"unlock": "开门", "lock": "关门", "lockdown": "封闭", "release": "解除封闭",

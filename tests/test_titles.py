@@ -197,3 +197,27 @@ def test_notifications_name_things_rather_than_show_their_ids() -> None:
         "任务升级至taoyuan：Door forced open",
         "任务 7 超时未办，已从taoyuan_g1升级。",
     )
+
+
+def test_an_emergency_is_told_with_its_area_and_who_by_name(stack: LocalStack) -> None:
+    from ingest import emergency
+
+    with psycopg.connect(stack.dsn) as conn:
+        city, city_name = conn.execute(
+            "SELECT id, name FROM territory WHERE parent_id IS NULL"
+        ).fetchone()  # type: ignore[misc]
+        operator = conn.execute("SELECT name FROM people WHERE id = 'operator'").fetchone()
+        emergency.start(conn, city, actor="operator", reason="台风")
+        emergency.end(conn, city, actor="operator")
+        events = dict(
+            conn.execute(
+                "SELECT kind, params FROM notify_events WHERE kind LIKE 'emergency.%%'"
+            ).fetchall()
+        )
+    assert operator is not None
+    assert events["emergency.ended"]["by_name"] == operator[0]
+    ended = texts.render("emergency.ended", events["emergency.ended"], "zh-CN")
+    assert ended == (f"应急状态结束：{city_name}", f"由{operator[0]}结束。")
+    assert texts.render("emergency.started", events["emergency.started"], "en")[0] == (
+        f"Emergency started: {city_name}"
+    )

@@ -210,3 +210,21 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+
+CREATE OR REPLACE FUNCTION notify_emergency() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    params jsonb := jsonb_build_object('emergency_id', NEW.id, 'reason', NEW.reason,
+        'message', NEW.message, 'area', (SELECT name FROM territory WHERE id = NEW.territory_id));
+    who text := CASE WHEN TG_OP = 'INSERT' THEN NEW.started_by ELSE NEW.ended_by END;
+BEGIN
+    params := params || jsonb_build_object('by', who,
+        'by_name', coalesce((SELECT name FROM people WHERE id = who), who));
+    IF TG_OP = 'INSERT' THEN
+        PERFORM notify_event('emergency.started', 'red', NEW.territory_id, NULL, NULL, NULL,
+                             params);
+    ELSIF OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL THEN
+        PERFORM notify_event('emergency.ended', 'green', NEW.territory_id, NULL, NULL, NULL,
+                             params);
+    END IF;
+    RETURN NULL;
+END $$;
