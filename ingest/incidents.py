@@ -191,7 +191,10 @@ def open_many(
            SELECT k, r, s::severity, t, tc,
                   tp || CASE WHEN d IS NULL THEN '{}'::jsonb
                              ELSE jsonb_build_object('device', coalesce(nullif(dv.name, ''), d))
-                        END,
+                        END
+                     || CASE WHEN tp ? 'area_id' THEN jsonb_build_object('area',
+                             (SELECT name FROM territory WHERE id = tp->>'area_id'))
+                        ELSE '{}'::jsonb END,
                   v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
            FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text,
                 tc text, tp jsonb, v text, d text, n text, g text, p text, j jsonb,

@@ -159,6 +159,8 @@ class Raise:
             params["device_id"] = self.device
         if self.node is not None:
             params["node_id"] = self.node
+        if self.rule is Rule.EMERGENCY_PROPOSED:  # the area's name is added with the device's
+            params["area_id"] = self.detail.get("area")
         return Title(self.rule.value, params)
 
 

@@ -40,12 +40,12 @@ _INCIDENTS: dict[str, dict[str, str]] = {
     "device_offline": {"zh-CN": "设备离线", "en": "Device offline"},
     "node_offline": {"zh-CN": "场所离线", "en": "Venue offline"},
     "command_undelivered": {
-        "zh-CN": "门控指令未送达：请到现场关好门",
+        "zh-CN": "门控指令未送达，请到现场关好门",
         "en": "Door command not delivered: go and secure the door",
     },
     "emergency_proposed": {
-        "zh-CN": "规则提议启动应急状态：请确认或驳回",
-        "en": "Emergency proposed by a rule: confirm or dismiss",
+        "zh-CN": "规则提议{area}启动应急状态，请确认或驳回",
+        "en": "Emergency proposed by a rule for {area}: confirm or dismiss",
     },
 }
 

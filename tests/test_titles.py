@@ -140,7 +140,10 @@ def test_titles_stored_as_english_are_migrated_to_codes(
                        'The platform cannot reach its MQTT broker (ingest group east)', NULL,
                        NULL, NULL, 'city', 'city', '{"ingest_group": "east"}', now(), now()),
                       ('hand:1', 'by_hand', 'yellow', 'Fire exit blocked', 'v1', NULL, NULL,
-                       'g1', 'city.g1', '{}', now(), now())"""
+                       'g1', 'city.g1', '{}', now(), now()),
+                      ('emergency_proposed:city', 'emergency_proposed', 'red',
+                       'Emergency proposed by a rule: confirm or dismiss', 'v1', NULL, NULL,
+                       'g1', 'city.g1', '{"area": "city"}', now(), now())"""
         )
         conn.execute(
             """INSERT INTO tasks (incident_id, title, severity, grid_id, path, level_id)
@@ -161,6 +164,8 @@ def test_titles_stored_as_english_are_migrated_to_codes(
     assert found == [
         ("by_hand", "Fire exit blocked", "text", named | {"text": "Fire exit blocked"}),
         ("door_forced", "Door forced open", "door_forced", door),
+        ("emergency_proposed", "Emergency proposed by a rule: confirm or dismiss",
+         "emergency_proposed", named | {"area_id": "city", "area": "滨海市"}),
         ("platform_broker", "The platform cannot reach its MQTT broker (ingest group east)",
          "platform_broker_group", {"group": "east"}),
     ]  # fmt: skip
@@ -168,6 +173,8 @@ def test_titles_stored_as_english_are_migrated_to_codes(
         ("by_hand", "Fire exit blocked at Taoyuan centre", "text",
          named | {"text": "Fire exit blocked at Taoyuan centre"}),
         ("door_forced", "Door forced open at Taoyuan centre", "task.door_forced", door),
+        ("emergency_proposed", "Emergency proposed by a rule: confirm or dismiss at Taoyuan centre",
+         "task.emergency_proposed", named | {"area_id": "city", "area": "滨海市"}),
     ]  # fmt: skip
     # What the old rows now say to a reader of Chinese: the venue's name of today.
     assert titles.render(tasks[1][2], tasks[1][3], "zh-CN") == "桃园社区服务中心：门被强行打开"
@@ -221,3 +228,21 @@ def test_an_emergency_is_told_with_its_area_and_who_by_name(stack: LocalStack) -
     assert texts.render("emergency.started", events["emergency.started"], "en")[0] == (
         f"Emergency started: {city_name}"
     )
+
+
+def test_an_emergency_a_rule_proposes_names_its_area(stack: LocalStack) -> None:
+    with psycopg.connect(stack.dsn) as conn:
+        venue = next(iter(registry.load(conn).venues.values()))
+        community, name = conn.execute(
+            """SELECT c.id, c.name FROM territory g JOIN territory c ON c.id = g.parent_id
+               WHERE g.id = %s""",
+            (venue.grid_id,),
+        ).fetchone()  # type: ignore[misc]
+        signal = Raise(Rule.DOOR_FORCED, "x", Severity.RED, venue, datetime.now(UTC),
+                       emergency_level="community")  # fmt: skip
+        incidents.apply(conn, [signal], DeadlinePolicy())
+        code, params = conn.execute(
+            "SELECT title_code, title_params FROM incidents WHERE rule = 'emergency_proposed'"
+        ).fetchone()  # type: ignore[misc]
+    assert (code, params["area_id"], params["area"]) == ("emergency_proposed", community, name)
+    assert titles.render(code, params, "zh-CN") == f"规则提议{name}启动应急状态，请确认或驳回"

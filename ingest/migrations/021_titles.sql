@@ -31,6 +31,10 @@ WHERE x.id = i.id;
 UPDATE incidents SET title_params = title_params || jsonb_build_object(
         'group', coalesce(detail->>'ingest_group', substring(title FROM '\(ingest group (.*)\)$')))
 WHERE title_code = 'platform_broker_group';
+-- An emergency a rule proposed names the area it is for.
+UPDATE incidents i SET title_params = i.title_params || jsonb_build_object(
+        'area_id', i.detail->>'area', 'area', coalesce(t.name, i.detail->>'area'))
+FROM territory t WHERE i.title_code = 'emergency_proposed' AND t.id = i.detail->>'area';
 -- A title no code says (an incident some other writer made): kept word for word.
 UPDATE incidents SET title_params = title_params || jsonb_build_object('text', title)
 WHERE title_code = 'text';
