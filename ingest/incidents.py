@@ -257,7 +257,7 @@ def _emergency_for_rule(
     the rule act alone; otherwise it is proposed, as a red incident a person confirms."""
     assert signal.emergency_level is not None
     venue = signal.venue
-    reason = f"{signal.title.for_task().render('en')} (incident {incident_id})"
+    reason = signal.title.reason(incident_id)
     if signal.emergency_alone:
         emergency.start_for_rule(conn, venue.grid_id, signal.emergency_level, reason,
                                  incident_id, signal.rule.value, policy)  # fmt: skip

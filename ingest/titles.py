@@ -95,6 +95,11 @@ TITLES: dict[str, dict[str, str]] = {
 }
 
 
+# Why a rule asks for an emergency, kept as the emergency's reason: free text, as a person's
+# reason is, so written once, in the platform's language.
+_RULE_REASON = {"zh-CN": "{title}（事件 {incident_id}）", "en": "{title} (incident {incident_id})"}
+
+
 def language(tag: str | None) -> str:
     """One of LANGUAGES for a language tag ('en-GB' is en, 'zh' is zh-CN); zh-CN otherwise."""
     if tag:
@@ -139,6 +144,12 @@ class Title:
 
     def render(self, lang: str | None = None) -> str:
         return render(self.code, self.params, lang)
+
+    def reason(self, incident_id: int, lang: str = DEFAULT_LANGUAGE) -> str:
+        """The reason of an emergency this incident's rule asks for (zh-CN unless told)."""
+        lang = language(lang)
+        return _RULE_REASON[lang].format(title=self.for_task().render(lang),
+                                         incident_id=incident_id)  # fmt: skip
 
     def for_task(self) -> Title:
         """The title of the task an incident with this title opens."""

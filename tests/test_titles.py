@@ -244,5 +244,15 @@ def test_an_emergency_a_rule_proposes_names_its_area(stack: LocalStack) -> None:
         code, params = conn.execute(
             "SELECT title_code, title_params FROM incidents WHERE rule = 'emergency_proposed'"
         ).fetchone()  # type: ignore[misc]
+        reason, source = conn.execute(
+            "SELECT reason, source_id FROM emergency_proposals"
+        ).fetchone()  # type: ignore[misc]
     assert (code, params["area_id"], params["area"]) == ("emergency_proposed", community, name)
     assert titles.render(code, params, "zh-CN") == f"规则提议{name}启动应急状态，请确认或驳回"
+    assert reason == f"{venue.name}：门被强行打开（事件 {source}）"
+
+
+def test_a_rule_gives_its_emergency_a_reason_in_the_platforms_language() -> None:
+    title = titles.Title("door_forced", {"venue": "桃园社区服务中心"})
+    assert title.reason(12) == "桃园社区服务中心：门被强行打开（事件 12）"
+    assert title.reason(12, "en") == "Door forced open at 桃园社区服务中心 (incident 12)"
