@@ -432,8 +432,9 @@ def act(
             raise TaskError(f"task {task_id} is assigned to {assignee} already")
         if not candidates(conn, task_id, assignee):
             raise TaskForbidden(
-                f"{assignee} cannot be sent task {task_id}: only the workers of its grid and its "
-                "community's other grids, and the departments its grid can call in"
+                f"{assignee} is not a worker task {task_id} can be sent to: only the workers of "
+                "its grid and of its community's other grids, and the departments its grid can "
+                "call in"
             )
         conn.execute("UPDATE tasks SET assignee = %s WHERE id = %s", (assignee, task_id))
         data["assignee"] = assignee

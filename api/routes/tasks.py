@@ -78,11 +78,13 @@ def list_tasks(
     return page(items, limit)
 
 
-def _task(db: Conn, user: User, task_id: int) -> Task:
+def _task(db: Conn, user: User, task_id: int, *, acted: bool = False) -> Task:
+    """The task if the person may see it (404 otherwise); `acted`: they just acted on it (a
+    hand-back by an assignee from elsewhere takes it out of their sight; they get it once)."""
     row = db.execute(
         f"SELECT {_COLUMNS}, coalesce(x.context, '{{}}') FROM {_FROM}"
-        f" WHERE id = %(id)s AND {_VISIBLE}",
-        {"id": task_id, "scope": user.scope_path, "me": user.id},
+        f" WHERE id = %(id)s AND (%(acted)s OR {_VISIBLE})",
+        {"id": task_id, "scope": user.scope_path, "me": user.id, "acted": acted},
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id}")
@@ -125,7 +127,7 @@ def act(
         )  # fmt: skip
         audit(db, user, request, f"task.{body.action}", str(task_id),
               body.model_dump(exclude_defaults=True, mode="json"))  # fmt: skip
-    return _task(db, user, task_id)
+    return _task(db, user, task_id, acted=True)
 
 
 @router.get(

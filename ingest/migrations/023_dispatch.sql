@@ -24,21 +24,20 @@ BEGIN
         SELECT max(id) INTO newest FROM written;
     ELSE
         WITH moved AS (
-            SELECT n AS t, o.assignee AS old_assignee FROM new_rows n JOIN old_rows o ON o.id = n.id
+            SELECT n.id, o.assignee AS old_assignee FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.state, n.assignee, n.level_id, n.flagged, n.deadline_at)
                   IS DISTINCT FROM (o.state, o.assignee, o.level_id, o.flagged, o.deadline_at)),
         written AS (
             INSERT INTO changes (kind, path, person_id, payload)
             SELECT 'task', c.path, c.person_id, c.payload FROM (
-                SELECT (m.t).id, 0 AS copy, (m.t).path, NULL::text AS person_id,
-                       task_change(m.t) AS payload
-                FROM moved m
+                SELECT n.id, 0 AS copy, n.path, NULL::text AS person_id, task_change(n) AS payload
+                FROM new_rows n JOIN moved m ON m.id = n.id
                 UNION ALL
-                SELECT (m.t).id, 1, a.path, p.id, task_change(m.t)
-                FROM moved m
-                JOIN people p ON p.id = (m.t).assignee OR p.id = m.old_assignee
+                SELECT n.id, 1, a.path, p.id, task_change(n)
+                FROM new_rows n JOIN moved m ON m.id = n.id
+                JOIN people p ON p.id = n.assignee OR p.id = m.old_assignee
                 JOIN territory a ON a.id = p.scope_id
-                WHERE NOT (m.t).path <@ a.path) c
+                WHERE NOT n.path <@ a.path) c
             ORDER BY c.id, c.copy
             RETURNING id)
         SELECT max(id) INTO newest FROM written;
