@@ -104,7 +104,9 @@ def test_candidates_are_the_grid_the_community_and_the_departments_it_calls_in(
     assert [c["id"] for c in groups["grid"]] == [world["worker"]]
     assert [c["id"] for c in groups["community"]] == ["worker-g_next"]
     assert {c["id"] for c in groups["departments"]} == {
-        world["police"], world["fire"], world["property"]
+        world["police"],
+        world["fire"],
+        world["property"],
     }
     mine = groups["grid"][0]
     assert mine["on_duty"] is True and mine["open_tasks"] == 1  # the task itself, on duty
@@ -187,7 +189,8 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
             context["longitude"]) == venue  # fmt: skip
     assert context["rule"] == "camera_intrusion" and context["snapshot"] is True
     assert context["device_name"] == scalar(
-        dsn, "SELECT name FROM devices WHERE id = %s", (device_of(nodes[0], "camera"),))
+        dsn, "SELECT name FROM devices WHERE id = %s", (device_of(nodes[0], "camera"),)
+    )
     assert context["timezone"] == "Asia/Shanghai"
     picture = client.get(f"/api/tasks/{task_id}/snapshot", headers=outsider)
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
