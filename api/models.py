@@ -124,6 +124,8 @@ class TaskContext(BaseModel):
     device_name: str | None = None
     snapshot: bool = Field(default=False, description="the incident has a camera picture")
     assignee_name: str | None = None
+    grid_name: str | None = None
+    level_name: str | None = Field(default=None, description="the level it is escalated to")
     handed_back: HandedBack | None = None
     photos: list[int] = Field(default_factory=list, description="the last feedback's photos")
 
@@ -176,6 +178,7 @@ class TaskEvent(BaseModel):
     note: str
     evidence: list[str]
     actor_name: str | None = None
+    assignee_name: str | None = Field(default=None, description="whom it was sent to")
     data: dict[str, Any] = Field(
         default_factory=dict, description="assignee (dispatch, reassign), from, photos, …"
     )
@@ -202,9 +205,6 @@ class TaskAction(BaseModel):
     reason: str = Field(default="", max_length=2000)
     note: str = Field(default="", max_length=4000)
     evidence: list[str] = Field(default_factory=list, max_length=20)
-    photos: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=list, max_length=20, description="for feedback: uploaded photo ids"
-    )
     assignee: str | None = Field(default=None, description="for dispatch and reassign")
     extend_s: float | None = Field(default=None, gt=0, le=30 * 86400, description="for extend")
 

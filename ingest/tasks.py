@@ -378,7 +378,6 @@ def act(
     reason: str = "",
     note: str = "",
     evidence: list[str] | None = None,
-    photos: list[int] | None = None,
     assignee: str | None = None,
     extend_s: float | None = None,
     policy: DeadlinePolicy | None = None,
@@ -440,8 +439,6 @@ def act(
         data["assignee"] = assignee
         if action is Action.REASSIGN:
             data["from"] = current_assignee
-    if action is Action.FEEDBACK and photos:
-        data["photos"] = sorted(set(photos))
     if action is Action.EXTEND:
         if not extend_s or extend_s <= 0:
             raise TaskError("extend needs a positive number of seconds")

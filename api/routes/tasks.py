@@ -36,6 +36,8 @@ _FROM = """tasks LEFT JOIN LATERAL (
         'rule', i.rule, 'device_id', i.device_id, 'device_name', nullif(d.name, ''),
         'snapshot', i.detail ? 'snapshot',
         'assignee_name', (SELECT name FROM people WHERE id = tasks.assignee),
+        'grid_name', (SELECT name FROM territory WHERE id = tasks.grid_id),
+        'level_name', (SELECT name FROM territory WHERE id = tasks.level_id),
         'handed_back', (SELECT jsonb_build_object('by', e.actor, 'at', e.at, 'reason', e.reason,
                                'by_name', (SELECT name FROM people WHERE id = e.actor))
                         FROM task_events e WHERE e.task_id = tasks.id AND e.action = 'hand_back'
@@ -101,8 +103,9 @@ def task_events(task_id: RowId, user: CurrentUser, db: DbDep) -> list[TaskEvent]
     _task(db, user, task_id)
     rows = db.execute(
         """SELECT e.at, e.action, e.from_state::text, e.to_state::text, e.actor, e.reason, e.note,
-                  e.evidence, p.name, e.data
+                  e.evidence, p.name, q.name, e.data
            FROM task_events e LEFT JOIN people p ON p.id = e.actor
+           LEFT JOIN people q ON q.id = e.data->>'assignee'
            WHERE e.task_id = %s ORDER BY e.id""",
         (task_id,),
     ).fetchall()
@@ -121,8 +124,7 @@ def act(
         _task(db, user, task_id)
         task_ops.act(
             db, task_id, body.action, user.id, reason=body.reason, note=body.note,
-            evidence=body.evidence, photos=body.photos, assignee=body.assignee,
-            extend_s=body.extend_s,
+            evidence=body.evidence, assignee=body.assignee, extend_s=body.extend_s,
             policy=request.app.state.deadlines,
         )  # fmt: skip
         audit(db, user, request, f"task.{body.action}", str(task_id),

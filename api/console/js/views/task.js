@@ -3,6 +3,7 @@
 
 import { api } from "../api.js";
 import { debounce, fill, h } from "../dom.js";
+import { t } from "../i18n.js";
 import { deliveriesTable } from "./deliveries.js";
 import { taskCard } from "./taskcard.js";
 
@@ -12,10 +13,10 @@ export async function render(root, ctx, id, forPerson) {
   const deliveries = deliveriesTable("tasks", id);
   // A message's link names whom it was sent to: someone else signed in here is told.
   const other = forPerson && forPerson !== ctx.me.id
-    ? h("p", { class: "warning", id: "link-for" }, `This link was sent to ${forPerson}; you are signed in as ${ctx.me.id}.`)
+    ? h("p", { class: "warning", id: "link-for" }, t("task.link_for", { person: forPerson, me: ctx.me.id }))
     : null;
-  root.append(h("h1", {}, `Task #${id}`), ...[other].filter(Boolean), card,
-    h("section", { class: "panel task-deliveries" }, h("h2", {}, "Notified"), deliveries));
+  root.append(h("h1", {}, t("task.heading", { id })), ...[other].filter(Boolean), card,
+    h("section", { class: "panel task-deliveries" }, h("h2", {}, t("task.notified")), deliveries));
 
   let loaded = false;
   async function load() {
@@ -23,10 +24,10 @@ export async function render(root, ctx, id, forPerson) {
     try {
       task = await api(`/api/tasks/${id}`);
     } catch (e) {
-      fill(card, h("p", { class: "error" }, e.status === 404 ? `Task #${id} is not there, or not in your area.` : e.message));
+      fill(card, h("p", { class: "error" }, e.status === 404 ? t("task.missing", { id }) : e.message));
       return;
     }
-    fill(card, taskCard(task, { me: ctx.me, names: { people: new Map([[ctx.me.id, "you"]]) }, done: load, alone: true }));
+    fill(card, taskCard(task, { me: ctx.me, done: load, alone: true }));
     if (loaded) deliveries.load();
     loaded = true;
   }
