@@ -162,6 +162,9 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
     task = moved.json()
     assert (task["state"], task["assignee"]) == ("dispatched", "worker-g_next")
     assert task["context"]["assignee_name"] == "邻网格网格员"
+    accept_s = tasks.DeadlinePolicy().red_accept_s  # a new clock: the time to accept, again
+    assert scalar(dsn, "SELECT extract(epoch FROM deadline_at - stage_started)::float8 FROM tasks"
+                       " WHERE id = %s", (task_id,)) == pytest.approx(accept_s)  # fmt: skip
     events = client.get(f"/api/tasks/{task_id}/events", headers=boss).json()
     last = events[-1]
     assert (last["action"], last["from_state"], last["to_state"]) == (

@@ -226,7 +226,8 @@ export function taskCard(task, { me, names = {}, done, moved = false, alone = fa
       : null,
     c.venue_name
       ? h("div", { class: "place" },
-        h("div", { class: "venue-name" }, h("a", { href: `#/venue/${c.venue_id}` }, c.venue_name)),
+        // Supervisors go on to the venue's page; a worker called in from elsewhere has none.
+        h("div", { class: "venue-name" }, SUPERVISORS.has(me.role) ? h("a", { href: `#/venue/${c.venue_id}` }, c.venue_name) : c.venue_name),
         c.venue_address ? h("address", { class: "small" }, c.venue_address) : null,
         geo ? h("a", { class: "nav-link", href: geo, dataset: { geo: "" } }, t("task.navigate")) : null)
       : null,
@@ -247,6 +248,7 @@ export function taskCard(task, { me, names = {}, done, moved = false, alone = fa
       open ? due(task.deadline_at, tz) : null),
     c.photos?.length ? photoGallery(task.id, c.photos) : null,
     buttons.length ? h("div", { class: "actions" }, buttons) : null,
-    h("div", { class: "row" }, toggle, alone ? null : h("a", { class: "small", href: `#/task/${task.id}` }, t("task.open"))),
+    h("div", { class: "row" }, toggle, alone ? null : h("a", { class: "small", href: `#/task/${task.id}` }, t("task.open")),
+      SUPERVISORS.has(me.role) ? h("a", { class: "small", href: `#/incident/${task.incident_id}` }, t("task.incident")) : null),
     timeline, SUPERVISORS.has(me.role) && !alone ? deliveriesToggle("tasks", task.id) : null);
 }
