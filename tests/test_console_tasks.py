@@ -134,8 +134,16 @@ def test_dispatch_to_another_grid_reassign_and_the_workers_phone(
     expect(mine.locator(".deadline")).to_be_visible()
     phone.screenshot(path=shots / "inbox.png")
 
-    # Accepted, then handed back with a reason: off the phone, and on the dispatcher's card.
-    mine.locator("button[data-action=accept]").click()
+    # Accepted on its own page (a notification's link opens it), where a worker called in from
+    # another grid sees the card and not the paging log; then handed back from the inbox with a
+    # reason: off the phone, and on the dispatcher's card.
+    phone.goto(f"{api_url}/console/#/task/{task_id}")
+    alone = phone.locator(f"#task [data-task='{task_id}']")
+    expect(alone.locator(".venue-name")).to_have_text(str(name))
+    expect(phone.locator(".task-deliveries")).to_have_count(0)
+    alone.locator("button[data-action=accept]").click()
+    expect(alone).to_have_attribute("data-state", "accepted")
+    phone.goto(f"{api_url}/console/#/inbox")
     expect(mine).to_have_attribute("data-state", "accepted")
     mine.locator("button[data-action=hand_back]").click()
     phone.locator("dialog textarea[name=reason]").fill("需要物业配合开门")

@@ -1,7 +1,7 @@
 // One task, the page a notification's link opens: the card (with "accept" for its assignee),
 // its timeline and who was notified about it.
 
-import { api } from "../api.js";
+import { SUPERVISORS, api } from "../api.js";
 import { debounce, fill, h } from "../dom.js";
 import { t } from "../i18n.js";
 import { deliveriesTable } from "./deliveries.js";
@@ -10,13 +10,16 @@ import { taskCard } from "./taskcard.js";
 export async function render(root, ctx, id, forPerson) {
   const { live } = ctx;
   const card = h("div", { class: "inbox", id: "task" });
-  const deliveries = deliveriesTable("tasks", id);
+  // Who was paged is the supervisors' to follow (an assignee from another grid may not read it).
+  const deliveries = SUPERVISORS.has(ctx.me.role) ? deliveriesTable("tasks", id) : null;
   // A message's link names whom it was sent to: someone else signed in here is told.
   const other = forPerson && forPerson !== ctx.me.id
-    ? h("p", { class: "warning", id: "link-for" }, t("task.link_for", { person: forPerson, me: ctx.me.id }))
+    ? h("p", { class: "warning", id: "link-for" }, t("task.link_for", { person: forPerson, me: ctx.me.name }))
     : null;
-  root.append(h("h1", {}, t("task.heading", { id })), ...[other].filter(Boolean), card,
-    h("section", { class: "panel task-deliveries" }, h("h2", {}, t("task.notified")), deliveries));
+  const notified = deliveries
+    ? h("section", { class: "panel task-deliveries" }, h("h2", {}, t("task.notified")), deliveries)
+    : null;
+  root.append(h("h1", {}, t("task.heading", { id })), ...[other, card, notified].filter(Boolean));
 
   let loaded = false;
   async function load() {
@@ -28,7 +31,7 @@ export async function render(root, ctx, id, forPerson) {
       return;
     }
     fill(card, taskCard(task, { me: ctx.me, done: load, alone: true }));
-    if (loaded) deliveries.load();
+    if (loaded && deliveries) deliveries.load();
     loaded = true;
   }
 

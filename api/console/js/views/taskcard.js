@@ -165,7 +165,8 @@ function picture(task, now) {
   return box;
 }
 
-function timelineEntry(e, tz) {
+function timelineEntry(task, e, tz) {
+  const photos = e.photos?.length ? e.photos : e.data?.photos; // a feedback's evidence
   const system = e.actor === "system";
   const who = system ? t("task.system") : e.actor_name || e.actor;
   const moved = e.to_state && e.to_state !== e.from_state;
@@ -176,7 +177,8 @@ function timelineEntry(e, tz) {
     moved ? h("span", { class: "muted" }, " ", t("task.event_state", { state: stateLabel(e.to_state) })) : null,
     // The system's own reasons are its log's words; what it did is in the action's name.
     e.reason && !system ? h("div", { class: "muted" }, t("task.event_reason", { reason: e.reason })) : null,
-    e.note ? h("div", {}, t("task.event_note", { note: e.note })) : null);
+    e.note ? h("div", {}, t("task.event_note", { note: e.note })) : null,
+    photos?.length ? photoGallery(task.id, photos) : null);
 }
 
 /**
@@ -209,7 +211,7 @@ export function taskCard(task, { me, names = {}, done, moved = false, alone = fa
       toggle.setAttribute("aria-expanded", String(!timeline.hidden));
       if (timeline.hidden) return;
       const events = await api(`/api/tasks/${task.id}/events`);
-      timeline.replaceChildren(...events.map((e) => timelineEntry(e, tz)));
+      timeline.replaceChildren(...events.map((e) => timelineEntry(task, e, tz)));
     } }, t("task.timeline"));
   const geo = geoLink(c);
   const open = task.state !== "closed" && task.state !== "suspended";
