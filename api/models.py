@@ -104,7 +104,7 @@ class HandedBack(BaseModel):
     """The last hand-back of a task: who gave it back, when, and why."""
 
     by: str
-    by_name: str | None
+    by_name: str | None = None
     at: datetime
     reason: str
 
