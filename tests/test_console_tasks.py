@@ -72,7 +72,22 @@ def _setup(dsn: str, node: NodeCredentials) -> tuple[int, str, str]:
             detail={"kind": "intrusion", "snapshot": str(picture)})], tasks.DeadlinePolicy()).tasks[0]  # fmt: skip
         worker = f"worker-{grid}"
         tasks.act(conn, task_id, tasks.Action.HAND_BACK, worker, reason="本人休假")
+        # Another of the grid's tasks, with its own worker, so that the board has more to show.
+        other = registry.load(conn).venues[nodes_site_2(conn, node.site)]
+        incidents.apply(conn, [Raise(Rule.DOOR_FORCED, f"{other.id}-door", Severity.YELLOW,
+                                     other, now)], tasks.DeadlinePolicy())  # fmt: skip
     return task_id, worker, f"disp-{community}"
+
+
+def nodes_site_2(conn: psycopg.Connection[tuple[object, ...]], site: str) -> str:
+    """Another venue of the same grid."""
+    row = conn.execute(
+        """SELECT o.id FROM venues v JOIN venues o ON o.grid_id = v.grid_id AND o.id <> v.id
+           WHERE v.id = %s ORDER BY o.id LIMIT 1""",
+        (site,),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def test_dispatch_to_another_grid_reassign_and_the_workers_phone(

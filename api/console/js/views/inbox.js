@@ -41,6 +41,7 @@ export async function render(root, ctx) {
   const closed = h("div", { class: "inbox" });
   root.append(...[offer(), list, closed].filter(Boolean));
   const known = new Set(); // ids of tasks dispatched to me that I have been told of (or saw)
+  const opened = new Set(); // tasks whose timeline is open: kept open when the list reloads
 
   async function load() {
     let open;
@@ -58,7 +59,7 @@ export async function render(root, ctx) {
     for (const task of open.items) known.add(task.id);
     const todo = open.items.filter((x) => TODO.includes(x.state));
     const waiting = open.items.filter((x) => !todo.includes(x));
-    const card = (x) => taskCard(x, { me: ctx.me, done: load });
+    const card = (x) => taskCard(x, { me: ctx.me, done: load, opened });
     fill(list,
       h("h1", {}, t("inbox.heading"), h("span", { class: "muted" }, " ", t("inbox.todo", { count: todo.length }))),
       todo.length ? todo.map(card) : h("p", { class: "empty" }, t("inbox.empty")),

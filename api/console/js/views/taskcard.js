@@ -106,7 +106,8 @@ async function assigneeSelect(task) {
     select.append(h("optgroup", { label: t(`dispatch.group.${group}`), dataset: { group } },
       people.map((p) => h("option", { value: p.id }, t("dispatch.option", {
         name: p.name, area: p.scope_name, count: p.open_tasks,
-        duty: t(p.on_duty ? "dispatch.on_duty" : "dispatch.off_duty"),
+        // A department off any roster is still one the community can call in (报到).
+        duty: t(p.on_duty ? "dispatch.on_duty" : group === "departments" ? "dispatch.on_call" : "dispatch.off_duty"),
       })))));
   }
   return select.options.length ? select : null;
@@ -185,9 +186,11 @@ function timelineEntry(task, e, tz) {
  * The card. `names` may have Maps from person and area ids to names (`people`, `areas`) for
  * what the task's context does not name; `done()` runs after an action; `alone`: on the task's
  * own page (which shows its deliveries itself); `pictureNow`: load the picture at once (the
- * worker's phone) rather than on a tap (the dispatcher's board).
+ * worker's phone) rather than on a tap (the dispatcher's board); `opened`: the ids of the tasks
+ * whose timeline is open, kept by the page so that a reload keeps them open.
  */
-export function taskCard(task, { me, names = {}, done, moved = false, alone = false, pictureNow = true }) {
+export function taskCard(task, { me, names = {}, done, moved = false, alone = false, pictureNow = true,
+  opened = new Set() }) {
   const c = task.context || {};
   const tz = zone(task);
   const area = (id, name) => name || names.areas?.get(id) || id;
@@ -205,14 +208,18 @@ export function taskCard(task, { me, names = {}, done, moved = false, alone = fa
       }) }, actionLabel(action, task));
     return b;
   });
+  const show = async (open) => {
+    timeline.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    if (open) opened.add(task.id);
+    else opened.delete(task.id);
+    if (!open) return;
+    const events = await api(`/api/tasks/${task.id}/events`);
+    timeline.replaceChildren(...events.map((e) => timelineEntry(task, e, tz)));
+  };
   const toggle = h("button", { type: "button", class: "small quiet", dataset: { toggle: "timeline" },
-    "aria-expanded": "false", onclick: async () => {
-      timeline.hidden = !timeline.hidden;
-      toggle.setAttribute("aria-expanded", String(!timeline.hidden));
-      if (timeline.hidden) return;
-      const events = await api(`/api/tasks/${task.id}/events`);
-      timeline.replaceChildren(...events.map((e) => timelineEntry(task, e, tz)));
-    } }, t("task.timeline"));
+    "aria-expanded": "false", onclick: () => show(timeline.hidden) }, t("task.timeline"));
+  if (opened.has(task.id)) show(true).catch((e) => toast(e.message, true)); // open before a reload
   const geo = geoLink(c);
   const open = task.state !== "closed" && task.state !== "suspended";
   const classes = ["card", task.severity, task.flagged ? "flagged" : "", moved ? "moved" : ""].join(" ");
@@ -222,9 +229,9 @@ export function taskCard(task, { me, names = {}, done, moved = false, alone = fa
       h("span", { class: "spacer" }), h("span", { class: "small state" }, stateLabel(task.state))),
     h("div", { class: "title" }, title(task)),
     c.rule || c.device_name
-      ? h("div", { class: "what small" }, t("task.what", {
-        rule: c.rule ? label("rule", c.rule) : t("task.no_rule"),
-        device: c.device_name || t("task.no_device") }))
+      ? h("div", { class: "what small" }, c.device_name
+        ? t("task.what", { rule: c.rule ? label("rule", c.rule) : t("task.no_rule"), device: c.device_name })
+        : label("rule", c.rule))
       : null,
     c.venue_name
       ? h("div", { class: "place" },

@@ -19,6 +19,7 @@ export async function render(root, ctx) {
   const summary = h("span", { class: "muted", id: "tasks-summary" });
   root.append(h("div", { class: "row" }, h("h1", {}, t("dispatch.heading")), summary), board);
   const moved = new Set();
+  const opened = new Set(); // tasks whose timeline is open: kept open when the board reloads
 
   async function load() {
     let tasks;
@@ -35,7 +36,7 @@ export async function render(root, ctx) {
       const mine = tasks.filter((x) => states.includes(x.state)).sort(urgent);
       return h("section", { class: "column", dataset: { column: states[0] } },
         h("h2", {}, h("span", {}, t(`dispatch.column.${column}`)), h("span", {}, mine.length)),
-        mine.map((x) => taskCard(x, { me: ctx.me, done: load, moved: moved.has(x.id), pictureNow: false })));
+        mine.map((x) => taskCard(x, { me: ctx.me, done: load, moved: moved.has(x.id), pictureNow: false, opened })));
     }));
     moved.clear();
   }
