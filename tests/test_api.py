@@ -132,7 +132,7 @@ def test_every_resource_is_closed_to_another_grid(
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
               "area": "g_other", "person_id": "worker-g_other", "proposal_id": proposal,
               "node_id": "n-other", "record_id": "n-other",
-              "token": "not-a-link-of-anyone-here"}  # fmt: skip
+              "token": "not-a-link-of-anyone-here", "token_id": 1}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
         "/api/incidents/{incident_id}/silence": {"minutes": 5},

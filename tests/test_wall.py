@@ -22,6 +22,7 @@ from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import incidents, registry, tasks
 from ingest.rules import Raise, Rule, Severity
+from tests.console_support import signed_in
 from tests.support import rows, scalar
 
 
@@ -267,7 +268,6 @@ def test_the_wall_on_a_control_room_screen(
     _device_states(dsn, nodes, offline={nodes[1].devices[0][0], nodes[4].devices[2][0]})
     late = raise_incident(dsn, nodes[3].site, Rule.DOOR_HELD_OPEN, Severity.YELLOW, "late")
     with psycopg.connect(dsn) as conn, conn.transaction():
-        token, _ = wall_tokens.issue(conn, "haicheng", "指挥中心大屏", "admin")
         conn.execute("UPDATE tasks SET escalations = 1 WHERE id = %s", (late,))
         for n in nodes:
             if not n.open_24h:
@@ -282,6 +282,17 @@ def test_the_wall_on_a_control_room_screen(
                          " (%s, 'occupancy', now(), gen_random_uuid(), '{\"count\": 7}')",
                          (counter,))  # fmt: skip
     errors: list[str] = []
+    # An admin makes the wall's token on the People page; the address is shown once.
+    admin = signed_in(browser, api_url, "admin", errors)
+    admin.goto(f"{api_url}/#/people")
+    admin.select_option("#wall-area", "haicheng")
+    admin.fill("#wall-name", "指挥中心大屏")
+    admin.click("#wall-tokens button[type=submit]")
+    address = admin.locator("#wall-address")
+    expect(address).to_contain_text("/console/wall.html#token=gwwall_")
+    token = address.inner_text().split("#token=")[1]
+    expect(admin.locator("#wall-tokens tbody tr")).to_have_count(1)
+    admin.context.close()
     context = browser.new_context(viewport={"width": 1920, "height": 1080})
     page = context.new_page()
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -317,6 +328,13 @@ def test_the_wall_on_a_control_room_screen(
     # Nothing outside the page: no scroll bars at 1920x1080.
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")
     page.screenshot(path=str(shots / "wall.png"))
+    # In English when the fragment says so (the token is remembered: no need to give it again).
+    english = context.new_page()
+    english.goto(f"{api_url}/console/wall.html#lang=en")
+    expect(english.locator("html")).to_have_attribute("lang", "en")
+    expect(english.locator("#h-online")).to_have_text("Devices online")
+    expect(english.locator("#emergency")).to_contain_text("EMERGENCY", timeout=30_000)
+    english.close()
     assert errors == [], errors
     # The token revoked: the wall says so (and keeps trying, in case a new one is put in).
     with psycopg.connect(dsn) as conn, conn.transaction():
