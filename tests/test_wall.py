@@ -341,3 +341,23 @@ def test_the_wall_on_a_control_room_screen(
         conn.execute("UPDATE wall_tokens SET revoked_at = now(), revoked_by = 'admin'")
     expect(page.locator("#stale")).to_contain_text("令牌", timeout=30_000)
     context.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("https://tiles.example/{z}/{x}/{y}.png", "not a path on the console's origin"),
+     ("//tiles.example/{z}/{x}/{y}.png", "not a path on the console's origin"),
+     ("/tiles/{z}/{x}.png", "lacks {z}, {x} or {y}")],
+)  # fmt: skip
+def test_a_tile_server_must_be_on_the_consoles_origin(
+    value: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from api.routes.wall import WallSettings
+
+    monkeypatch.setenv("GRIDWATCH_WALL_TILE_URL", value)
+    with pytest.raises(ValidationError, match=problem):
+        WallSettings()
+    monkeypatch.setenv("GRIDWATCH_WALL_TILE_URL", "/tiles/{z}/{x}/{y}.png")
+    assert WallSettings().tile_url == "/tiles/{z}/{x}/{y}.png"

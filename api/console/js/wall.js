@@ -171,7 +171,7 @@ function renderHeader(summary) {
   banner.hidden = on.length === 0;
   if (on.length) {
     const first = on[0];
-    banner.replaceChildren(h("span", { class: "sign", "aria-hidden": "true" }, "⚠"),
+    banner.replaceChildren(h("span", { class: "sign", "aria-hidden": "true" }),
       h("span", {}, t("wall.emergency", { area: first.area_name, reason: first.reason })),
       h("span", { class: "since" }, t("wall.emergency.since", { time: clock(first.started_at, state.tz) })),
       ...(on.length > 1 ? [h("span", {}, t("wall.emergency.more", { count: on.length - 1 }))] : []));
@@ -232,7 +232,7 @@ function target(rate) {
 function renderDue(summary) {
   const due = summary.tasks_due;
   $("h-due").replaceChildren(t("wall.due"), h("span", { class: "counts" },
-    h("span", { class: "late" }, t("wall.due.overdue", { count: due.overdue })), " · ",
+    h("span", { class: "late" }, t("wall.due.overdue", { count: due.overdue })),
     h("span", { class: "near" }, t("wall.due.near", { count: due.near }))));
   if (!due.items.length) {
     $("due").replaceChildren(h("li", { class: "empty" }, t("wall.due.none")));
@@ -240,7 +240,7 @@ function renderDue(summary) {
   }
   $("due").replaceChildren(...due.items.map((k) => h("li", { class: k.overdue ? "overdue" : "near", "data-task": k.id },
     h("span", { class: `dot ${k.severity}` }),
-    h("span", { class: "what" }, title(k), " · ", k.venue_name),
+    h("span", { class: "what" }, title(k), h("span", { class: "venue" }, k.venue_name)),
     h("span", { class: "when" }, k.overdue || !k.deadline_at ? t("wall.due.late") : ago(k.deadline_at)))));
 }
 
@@ -270,7 +270,7 @@ function renderOccupancy(summary) {
   }
   $("occupancy").replaceChildren(...venues.map((v) => h("div", { class: "occ-row", "data-venue": v.venue_id },
     h("span", { class: "name" }, v.name), spark(v.hours, v.capacity),
-    h("span", { class: "now" }, v.now === null ? "–" : t("wall.occupancy.now", { count: number(v.now) })))));
+    h("span", { class: "now" }, v.now === null ? number(null) : t("wall.occupancy.now", { count: number(v.now) })))));
 }
 
 function spark(hours, capacity) {

@@ -59,7 +59,7 @@ export async function panel() {
     try {
       const tokens = await api("/api/v1/admin/wall-tokens");
       body.replaceChildren(...(tokens.length ? tokens.map((w) => h("tr", { dataset: { wallToken: w.id } },
-        h("td", {}, w.name || "–"), h("td", {}, w.area_name), h("td", {}, state(w)),
+        h("td", {}, w.name || t("wall.admin.unnamed")), h("td", {}, w.area_name), h("td", {}, state(w)),
         h("td", {}, w.last_used_at ? t("wall.admin.used", { ago: ago(w.last_used_at) }) : t("wall.admin.unused")),
         h("td", { class: "mono small" }, w.created_by),
         h("td", {}, w.revoked_at ? null : h("button", { class: "small", type: "button", onclick: () => revoke(w) }, t("wall.admin.revoke")))))
