@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from prometheus_client import Counter as Counted
+from prometheus_client import Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/wall", tags=["wall"])
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/token", auto_error=False)
 
+SUMMARIES = Counted(
+    "gridwatch_api_wall_summaries_total",
+    "Wall summaries answered, built afresh or from the few-second cache",
+    ["source"],
+)
+BUILD = Histogram(
+    "gridwatch_api_wall_build_seconds",
+    "Time to build one wall summary from the database",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 ONLINE_TARGET = 0.98  # 完好率: the share of devices online that video networks are held to
 CACHE_S = 5.0
 TICKER = 12
@@ -300,8 +312,12 @@ def wall(where: WallAreaDep, db: DbDep, request: Request) -> WallSummary:
     summary = cache.get(area)
     if summary is None:
         settings: WallSettings = request.app.state.wall
-        summary = build(db, area, path, settings.tile_url)
+        with BUILD.time():
+            summary = build(db, area, path, settings.tile_url)
         cache.put(area, summary)
+        SUMMARIES.labels("built").inc()
+    else:
+        SUMMARIES.labels("cache").inc()
     return summary
 
 
