@@ -12,6 +12,8 @@ const TOKEN = "gridwatch.wall.token";
 const AREA = "gridwatch.wall.area";
 const LANG = "gridwatch.wall.lang";
 const STALE_AFTER = 3; // refresh periods without an answer before the wall says so
+const RELOAD_AFTER = 24 * 3600 * 1000; // a wall runs for months: take up a new version daily
+const LOADED = Date.now();
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -42,7 +44,7 @@ function readFragment() {
 }
 
 const state = {
-  token: null, area: null, tz: "Asia/Shanghai", refresh: 5, lastOk: 0, mapVersion: null,
+  token: null, area: null, home: null, tz: "Asia/Shanghai", refresh: 5, lastOk: 0, mapVersion: null,
   map: null, summary: null, seen: null, failure: null,
 };
 
@@ -343,8 +345,15 @@ async function poll() {
     state.failure = null;
     render(summary);
     wait = state.refresh;
+    if (Date.now() - LOADED > RELOAD_AFTER) location.reload(); // the token stays in storage
   } catch (e) {
     state.failure = e.status || 0;
+    if (e.status === 404 && state.area !== state.home) {
+      // The area named in the fragment is not the token's to show: show the token's own.
+      localStorage.removeItem(AREA);
+      state.area = state.home;
+      state.mapVersion = null;
+    }
     wait = e.status === 401 ? 30 : Math.min(30, state.refresh * 2);
   }
   tick();
@@ -355,6 +364,7 @@ async function poll() {
 async function connect() {
   try {
     const who = await call("/api/wall");
+    state.home = who.area_id;
     state.area = localStorage.getItem(AREA) || who.area_id;
   } catch (e) {
     state.failure = e.status || 0;
