@@ -174,9 +174,9 @@ function renderHeader(summary) {
   if (on.length) {
     const first = on[0];
     banner.replaceChildren(h("span", { class: "sign", "aria-hidden": "true" }),
-      h("span", {}, t("wall.emergency", { area: first.area_name, reason: first.reason })),
+      h("span", { class: "what" }, t("wall.emergency", { area: first.area_name, reason: first.reason })),
       h("span", { class: "since" }, t("wall.emergency.since", { time: clock(first.started_at, state.tz) })),
-      ...(on.length > 1 ? [h("span", {}, t("wall.emergency.more", { count: on.length - 1 }))] : []));
+      ...(on.length > 1 ? [h("span", { class: "more" }, t("wall.emergency.more", { count: on.length - 1 }))] : []));
   }
 }
 
