@@ -3,6 +3,7 @@ summary's figures against known data, and the page itself in Chromium at 1920x10
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -361,3 +362,37 @@ def test_a_tile_server_must_be_on_the_consoles_origin(
         WallSettings()
     monkeypatch.setenv("GRIDWATCH_WALL_TILE_URL", "/tiles/{z}/{x}/{y}.png")
     assert WallSettings().tile_url == "/tiles/{z}/{x}/{y}.png"
+
+
+def _inside(point: tuple[float, float], ring: list[list[float]]) -> bool:
+    """Whether a point is strictly inside a ring (ray casting)."""
+    x, y = point
+    hit = False
+    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
+        if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+            hit = not hit
+    return hit
+
+
+@pytest.mark.parametrize("venues", [12, 200])
+def test_the_demo_areas_nest_and_venues_stand_inside_their_grid(venues: int) -> None:
+    from gridwatch import demo
+
+    doc = demo.generate(venues, 1)
+    areas = doc.areas
+    ring = {a.id: a.boundary["coordinates"][0] for a in areas.values() if a.boundary}
+    assert set(ring) == set(areas)
+    for a in areas.values():
+        assert ring[a.id][0] == ring[a.id][-1]  # closed
+        if a.parent is None:
+            continue
+        parent = ring[a.parent]
+        corners = {tuple(p) for p in parent}
+        # Each vertex is on the parent's outline (one of its vertices) or inside it.
+        assert all(tuple(p) in corners or _inside((p[0], p[1]), parent) for p in ring[a.id]), a.id
+    for v in doc.venues.values():
+        assert v.location is not None
+        area: str | None = v.grid
+        while area is not None:
+            assert _inside((v.location.lon, v.location.lat), ring[area]), (v.id, area)
+            area = areas[area].parent
