@@ -45,7 +45,7 @@ function readFragment() {
 
 const state = {
   token: null, area: null, home: null, tz: "Asia/Shanghai", refresh: 5, lastOk: 0, mapVersion: null,
-  map: null, summary: null, seen: null, failure: null,
+  map: null, summary: null, seen: null, failure: null, drawn: null,
 };
 
 async function call(path) {
@@ -74,10 +74,20 @@ function rings(geometry) {
 }
 
 /** A projection fitted to the box: Web Mercator (so tiles line up), centred, 4% margin. */
+/** [west, east, north, south] of projected points (a loop: real boundaries have many). */
+function extent(points) {
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (const [x, y] of points) {
+    if (x < x0) x0 = x;
+    if (x > x1) x1 = x;
+    if (y < y0) y0 = y;
+    if (y > y1) y1 = y;
+  }
+  return [x0, x1, y0, y1];
+}
+
 function fit(points, width, height) {
-  const xs = points.map((p) => p[0]);
-  const ys = points.map((p) => p[1]);
-  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const [x0, x1, y0, y1] = extent(points);
   const scale = 0.92 * Math.min(width / Math.max(x1 - x0, 1e-9), height / Math.max(y1 - y0, 1e-9));
   const dx = (width - (x1 - x0) * scale) / 2 - x0 * scale;
   const dy = (height - (y1 - y0) * scale) / 2 - y0 * scale;
@@ -112,6 +122,11 @@ function drawMap() {
   const height = box.clientHeight;
   const summary = state.summary;
   if (!summary || !state.map || !width || !height) return;
+  // Redrawn only when something on it changed (a redraw restarts the red venues' pulse).
+  const drawn = JSON.stringify([width, height, state.mapVersion, summary.tiles, summary.emergencies.map((e) => e.id),
+    summary.venues.map((v) => [v.id, v.name, v.status, v.lat, v.lon])]);
+  if (drawn === state.drawn && box.firstChild) return;
+  state.drawn = drawn;
   const areas = state.map.areas;
   const points = [];
   for (const a of areas) for (const ring of rings(a.boundary)) points.push(...ring.map(mercator));
@@ -141,11 +156,8 @@ function drawMap() {
   }, s("title", {}, a.name)));
   const named = areas.filter((a) => a.boundary && a.depth === (maxDepth === 0 ? 0 : 1));
   const names = named.map((a) => {
-    const xy = rings(a.boundary)[0].map((p) => view.project(p));
-    const xs = xy.map((p) => p[0]);
-    const ys = xy.map((p) => p[1]);
-    return s("text", { class: "area-name", x: ((Math.min(...xs) + Math.max(...xs)) / 2).toFixed(0),
-      y: (Math.min(...ys) + 40).toFixed(0) }, a.name);
+    const [x0, x1, top] = extent(rings(a.boundary)[0].map((p) => view.project(p)));
+    return s("text", { class: "area-name", x: ((x0 + x1) / 2).toFixed(0), y: (top + 40).toFixed(0) }, a.name);
   });
   const radius = 13;
   const venues = located.map((v) => {
