@@ -326,6 +326,13 @@ def test_the_wall_on_a_control_room_screen(
                    figure: parseFloat(getComputedStyle(document.querySelector('.figure')).fontSize)})"""
     )
     assert sizes["body"] >= 28 and sizes["figure"] >= 72, sizes
+    smallest = page.evaluate(
+        """() => Math.min(...[...document.querySelectorAll('body *')]
+             .filter((e) => e.checkVisibility() && [...e.childNodes].some(
+                 (n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim()))
+             .map((e) => parseFloat(getComputedStyle(e).fontSize)))"""
+    )
+    assert smallest >= 28, smallest  # no text on the wall is smaller
     # Nothing outside the page: no scroll bars at 1920x1080.
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")
     page.screenshot(path=str(shots / "wall.png"))
