@@ -31,6 +31,8 @@ from api.routes import (
     registry_upload,
     tasks,
     venues,
+    wall,
+    wall_admin,
 )
 from api.settings import ApiSettings
 from api.streams import StreamSlots
@@ -73,13 +75,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         },
     )
     app.state.settings = settings
+    app.state.wall = wall.WallSettings()  # read at start: a bad tile URL stops it here
     app.state.deadlines = deadline_policy()
     app.state.streams = StreamSlots(settings.api_live_streams_per_person)
     errors.install(app)
     # admin last: its /api/v1/admin/{kind}/{record_id} would shadow a fixed path under
     # /api/v1/admin/nodes/ of a router included after it.
     for module in (auth, incidents, tasks, venues, people, operations, live, health,
-                   enrol, registry_upload, notify, admin):  # fmt: skip
+                   enrol, registry_upload, notify, wall, wall_admin, admin):  # fmt: skip
         app.include_router(module.router)
     errors.document_validation_errors(app)
     app.add_middleware(Limits, max_body=settings.api_max_body_bytes)

@@ -183,3 +183,9 @@ GRANT INSERT, UPDATE, DELETE ON notify_policies TO gridwatch_cli;
 -- API opens them.
 GRANT SELECT, INSERT, DELETE ON notify_links TO gridwatch_ingest;
 GRANT SELECT ON notify_links TO gridwatch_api;
+
+-- The wall (022): admins make and revoke view-only wall tokens (API and command line); the API
+-- checks them and marks when each was last used.
+GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by, last_used_at) ON wall_tokens
+    TO gridwatch_api, gridwatch_cli;
+GRANT USAGE ON SEQUENCE wall_tokens_id_seq TO gridwatch_api, gridwatch_cli;
