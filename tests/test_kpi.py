@@ -83,7 +83,7 @@ def test_rates_count_only_tasks_people_took(
 
 
 def test_no_tasks_taken_gives_no_rates(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
-    """Every task closed by itself: the rates are undefined (shown as –), not 100%."""
+    """Every task closed by itself: the rates are undefined (the console shows a dash), not 100%."""
     dsn, site = stack.dsn, nodes[0].site
     for subject in "xy":
         _clear(dsn, raise_incident(dsn, site, subject))
