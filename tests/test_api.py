@@ -131,7 +131,7 @@ def test_every_resource_is_closed_to_another_grid(
     proposal = scalar(dsn, "SELECT id FROM emergency_proposals WHERE territory_id = 'g_other'")
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
               "area": "g_other", "person_id": "worker-g_other", "proposal_id": proposal,
-              "node_id": "n-other", "record_id": "n-other",
+              "node_id": "n-other", "record_id": "n-other", "photo_id": 1,
               "token": "not-a-link-of-anyone-here"}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},

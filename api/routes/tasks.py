@@ -73,7 +73,8 @@ def get_task(task_id: RowId, user: CurrentUser, db: DbDep) -> Task:
 def task_events(task_id: RowId, user: CurrentUser, db: DbDep) -> list[TaskEvent]:
     _task(db, user, task_id)
     rows = db.execute(
-        """SELECT at, action, from_state::text, to_state::text, actor, reason, note, evidence
+        """SELECT at, action, from_state::text, to_state::text, actor, reason, note, evidence,
+                  coalesce(data->'photos', '[]'::jsonb)
            FROM task_events WHERE task_id = %s ORDER BY id""",
         (task_id,),
     ).fetchall()
@@ -93,7 +94,7 @@ def act(
         task_ops.act(
             db, task_id, body.action, user.id, reason=body.reason, note=body.note,
             evidence=body.evidence, assignee=body.assignee, extend_s=body.extend_s,
-            policy=request.app.state.deadlines,
+            policy=request.app.state.deadlines, photos=body.photos,
         )  # fmt: skip
         audit(db, user, request, f"task.{body.action}", str(task_id),
               body.model_dump(exclude_defaults=True, mode="json"))  # fmt: skip
