@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 from pydantic import BaseModel, Field
@@ -32,9 +33,10 @@ class Kpi(BaseModel):
     closed_automatically: int = Field(description="the condition cleared before anyone took it")
     closed_on_time: int = Field(description="closed by people without passing a deadline")
     reworked: int = Field(description="closed by people after a failed check")
-    acceptance_rate: float | None = Field(
-        description="accepted / dispatched, leaving out those that closed by themselves untaken"
+    acceptance_base: int = Field(
+        description="dispatched tasks, less those that closed by themselves before anyone took them"
     )
+    acceptance_rate: float | None = Field(description="accepted / acceptance_base")
     on_time_closure_rate: float | None = Field(description="closed_on_time / closed_by_people")
     rework_rate: float | None = Field(description="reworked / closed_by_people")
     mean_time_to_accept_s: float | None = Field(description="over the accepted tasks")
@@ -106,6 +108,7 @@ def report(
                 territory_id=str(tid), level=str(level), name=str(name), tasks=n,
                 dispatched=disp, accepted=acc, closed=closed, closed_by_people=by_people,
                 closed_automatically=auto, closed_on_time=on_time, reworked=rework,
+                acceptance_base=disp - untaken_auto,
                 acceptance_rate=_rate(acc, disp - untaken_auto),
                 on_time_closure_rate=_rate(on_time, by_people),
                 rework_rate=_rate(rework, by_people),
@@ -129,15 +132,18 @@ class DailyKpi(BaseModel):
     closed_automatically: int
 
 
-def daily(conn: Conn, territory_id: str, since: datetime, until: datetime) -> list[DailyKpi]:
-    """Per UTC day from `since` to `until`, days without tasks included (as zeros)."""
+def daily(
+    conn: Conn, territory_id: str, since: datetime, until: datetime, *, tz: str = "UTC"
+) -> list[DailyKpi]:
+    """Per day (in the time zone `tz`) from `since` to `until`, days without tasks included
+    (as zeros)."""
     rows = conn.execute(
         """WITH k AS ("""
         + _TASK_FACTS
         + """
                WHERE k.path <@ (SELECT path FROM territory WHERE id = %(root)s)
                  AND (k.created_at >= %(since)s OR k.closed_at >= %(since)s))
-           SELECT (date_trunc('day', at, 'UTC') AT TIME ZONE 'UTC')::date,
+           SELECT (date_trunc('day', at, %(tz)s) AT TIME ZONE %(tz)s)::date,
                   sum(created)::int, sum(closed)::int, sum(late)::int, sum(auto)::int
            FROM (SELECT created_at AS at, 1 AS created, 0 AS closed, 0 AS late, 0 AS auto FROM k
                  UNION ALL
@@ -145,12 +151,13 @@ def daily(conn: Conn, territory_id: str, since: datetime, until: datetime) -> li
                  FROM k WHERE closed_at IS NOT NULL) x
            WHERE at >= %(since)s AND at < %(until)s
            GROUP BY 1""",
-        {"root": territory_id, "since": since, "until": until},
+        {"root": territory_id, "since": since, "until": until, "tz": tz},
     ).fetchall()
     found = {r[0]: r for r in rows}
     out = []
-    day = since.astimezone(UTC).date()
-    while day <= until.astimezone(UTC).date():
+    zone = ZoneInfo(tz)
+    day = since.astimezone(zone).date()
+    while day <= until.astimezone(zone).date():
         _, created, closed, late, auto = found.get(day, (day, 0, 0, 0, 0))
         out.append(DailyKpi(day=day, created=int(str(created)), closed=int(str(closed)),
                             closed_late=int(str(late)),

@@ -4,6 +4,7 @@ automatic closures (the condition cleared before anyone acted) in a column of th
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -63,10 +64,12 @@ def test_rates_count_only_tasks_people_took(
     with psycopg.connect(dsn) as conn:
         city = kpi.report(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
         days = kpi.daily(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
+        shanghai = kpi.daily(conn, "haicheng", now - timedelta(days=1), now, tz="Asia/Shanghai")
     k = city[0]
     assert (k.tasks, k.dispatched, k.accepted) == (5, 5, 3)
     assert (k.closed, k.closed_by_people, k.closed_automatically) == (3, 2, 1)
     assert (k.closed_on_time, k.reworked) == (1, 1)
+    assert k.acceptance_base == 4
     assert k.acceptance_rate == 0.75  # 3 of the 4 that were not closed by themselves untaken
     assert k.on_time_closure_rate == 0.5  # a of a and c; b does not count as "on time"
     assert k.rework_rate == 0.5
@@ -79,6 +82,9 @@ def test_rates_count_only_tasks_people_took(
         5, 2, 1, 1,
     )  # fmt: skip
     assert sum(x.created for x in days) == 5
+    # Days counted in the venue's zone: the last is today there.
+    assert shanghai[-1].day == now.astimezone(ZoneInfo("Asia/Shanghai")).date()
+    assert sum(x.created for x in shanghai) == 5
     assert d  # still open: counted in dispatched, not in accepted
 
 

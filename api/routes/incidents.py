@@ -252,18 +252,36 @@ def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incide
                FROM venues WHERE id = %s""",
             (incident.venue_id,),
         ).fetchone()
-    timeline = db.execute(
-        """SELECT e.at, e.kind, e.actor, p.name, e.note, e.data
-           FROM incident_events e LEFT JOIN people p ON p.id = e.actor
-           WHERE e.incident_id = %s ORDER BY e.id""",
-        (incident_id,),
-    ).fetchall()
+    # The incident's own events, then its task's (as task_<action>: dispatched to whom, accepted,
+    # feedback, checked, closed), in time order, with the names of the people.
+    timeline = as_models(TimelineEntry, db.execute(
+        """SELECT at, kind, actor, name, note, data FROM (
+               SELECT e.at, e.id, 0 AS src, e.kind, e.actor, p.name, e.note, e.data
+               FROM incident_events e LEFT JOIN people p ON p.id = e.actor
+               WHERE e.incident_id = %(id)s
+               UNION ALL
+               SELECT e.at, e.id, 1, 'task_' || e.action, e.actor, p.name,
+                      concat_ws(' ', nullif(e.reason, ''), nullif(e.note, '')),
+                      e.data || jsonb_build_object('task_id', e.task_id, 'assignee_name', a.name)
+               FROM task_events e JOIN tasks t ON t.id = e.task_id
+               LEFT JOIN people p ON p.id = e.actor
+               LEFT JOIN people a ON a.id = e.data->>'assignee'
+               WHERE t.incident_id = %(id)s) x
+           ORDER BY at, src, id""",
+        {"id": incident_id},
+    ).fetchall())  # fmt: skip
+    if incident.occurrences > 1:  # repeats are counted on the incident, not logged one by one
+        timeline.append(TimelineEntry(
+            at=incident.last_seen, kind="repeated", actor="system", actor_name=None, note="",
+            data={"occurrences": incident.occurrences},
+        ))  # fmt: skip
+        timeline.sort(key=lambda e: e.at)
     ref = incident.detail.get("snapshot")
     has_snapshot = isinstance(ref, str) and _snapshot_row(db, ref, incident.device_id) is not None
     return IncidentContext(
         task=as_model(IncidentTask, task) if task else None,
         device=as_model(IncidentDevice, device) if device else None,
         venue=as_model(IncidentVenue, venue) if venue else None,
-        timeline=as_models(TimelineEntry, timeline),
+        timeline=timeline,
         snapshot=has_snapshot,
     )
