@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from gridwatch.demo import NodeCredentials
+from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import incidents, registry, tasks
 from ingest.rules import Raise, Rule, Severity
@@ -170,6 +171,7 @@ def test_every_page_in_both_languages_passes_axe(
     with psycopg.connect(dsn) as conn:  # the picture's task, in the worker's hands
         for action in (tasks.Action.ACCEPT, tasks.Action.START):
             tasks.act(conn, task_id, action, worker)
+    _compressed_but_not_the_live_stream(api_url, worker)
     errors: list[str] = []
     found: list[str] = []
     reported: list[str] = []
@@ -204,6 +206,26 @@ def test_every_page_in_both_languages_passes_axe(
         print("\n".join(["Reported, not failing (other helpers' areas):", *reported]))
     assert not found, "axe-core found serious or critical violations:\n" + "\n".join(found)
     assert not errors, errors
+
+
+def _compressed_but_not_the_live_stream(base: str, person: str) -> None:
+    """The console's files and the API's JSON come gzipped; the live stream never does."""
+    gzip = {"Accept-Encoding": "gzip"}
+    with httpx.Client(base_url=base, timeout=30, headers=gzip) as client:
+        for path in ("/console/js/main.js", "/console/style.css", "/console/i18n/zh-CN.json"):
+            r = client.get(path)
+            assert r.status_code == 200 and r.headers.get("content-encoding") == "gzip", path
+        token = client.post("/api/token", data={"username": person, "password": DEMO_PASSWORD})
+        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        r = client.get("/api/tasks", params={"open": "false"}, headers=auth)
+        assert r.headers.get("content-encoding") == "gzip" and r.json()["items"]
+        tiny = client.get("/api/me", headers=auth)  # under 512 bytes: not worth compressing
+        assert "content-encoding" not in tiny.headers
+        ticket = client.post("/api/live/ticket", headers=auth).json()["ticket"]
+        with client.stream("GET", "/api/live", params={"ticket": ticket}) as live:
+            assert live.status_code == 200
+            assert live.headers["content-type"].startswith("text/event-stream")
+            assert "content-encoding" not in live.headers
 
 
 def _check_incident_page(page: Page, incident_id: int, task_id: int, site: str) -> None:
