@@ -188,6 +188,8 @@ def test_every_page_in_both_languages_passes_axe(
                 _check_incident_page(operator, incident_id, task_id, site)
                 operator.screenshot(path=shots / "incident.png", full_page=True)
                 _acknowledge_from_the_keyboard(operator)
+            if locale == "zh-CN" and route == "board":
+                _alarm_banner(operator, dsn, site, found)
             if locale == "zh-CN" and route == "kpi":
                 _check_kpi_page(operator)
                 operator.screenshot(path=shots / "kpi.png", full_page=True)
@@ -206,6 +208,24 @@ def test_every_page_in_both_languages_passes_axe(
         print("\n".join(["Reported, not failing (other helpers' areas):", *reported]))
     assert not found, "axe-core found serious or critical violations:\n" + "\n".join(found)
     assert not errors, errors
+
+
+def _alarm_banner(page: Page, dsn: str, site: str, found: list[str]) -> None:
+    """A new red incident raises the alarm banner; its text, link and button pass axe (the
+    link was the accent blue on red, 1.33:1, before issue 14)."""
+    raise_incident(dsn, site, "alarm")
+    banner = page.locator("#alarm")
+    expect(banner).to_be_visible(timeout=10_000)
+    link = banner.locator("a").first
+    colours = link.evaluate(
+        "a => [getComputedStyle(a).color, getComputedStyle(a.parentElement).backgroundColor]"
+    )
+    assert colours[0] == "rgb(255, 255, 255)", colours
+    violations = [v for v in _axe(page) if (("board", v["id"]) not in OTHERS)]
+    if violations:
+        found.append(_readable("zh-CN #/board with the alarm banner", violations))
+    banner.locator("button").click()
+    expect(banner).to_be_hidden()
 
 
 def _compressed_but_not_the_live_stream(base: str, person: str) -> None:
