@@ -184,8 +184,7 @@ GRANT SELECT ON notify_links TO gridwatch_api;
 
 -- Photo evidence (024): uploaded and read through the API only (who may is the API's check:
 -- the assignee uploads while handling, supervisors and the assignee read). Nobody changes or
--- deletes a stored photo. The command line's task actions check only which task a photo id is
--- of; the ingest never sees them.
+-- deletes a stored photo; neither the ingest nor the command line (whose task actions attach
+-- no photos) can read them.
 GRANT SELECT, INSERT ON task_photos TO gridwatch_api;
 GRANT USAGE ON SEQUENCE task_photos_id_seq TO gridwatch_api;
-GRANT SELECT (id, task_id) ON task_photos TO gridwatch_cli;

@@ -8,6 +8,7 @@ import zlib
 
 import cv2
 import numpy as np
+import psycopg
 from fastapi.testclient import TestClient
 
 from api import images
@@ -234,3 +235,22 @@ def test_location_stripping_leaves_pictures_without_one_alone() -> None:
     assert images.strip_location(stripped) == stripped
     # A second picture after the first's end (a multi-picture file) goes with its position.
     assert images.strip_location(with_gps + with_gps) == stripped
+
+
+def test_photos_are_reachable_by_the_api_only_and_never_changed(stack: LocalStack) -> None:
+    """Least privilege: the API reads and adds photos and can neither change nor delete one;
+    the ingest and the command line cannot read them at all."""
+
+    def refused(role: str, statement: str) -> bool:
+        with psycopg.connect(stack.role_dsn(role)) as conn:
+            try:
+                conn.execute(statement)
+            except psycopg.errors.InsufficientPrivilege:
+                return True
+        return False
+
+    assert not refused("api", "SELECT id FROM task_photos")
+    assert refused("api", "UPDATE task_photos SET image = ''")
+    assert refused("api", "DELETE FROM task_photos")
+    for role in ("ingest", "cli"):
+        assert refused(role, "SELECT id FROM task_photos"), role
