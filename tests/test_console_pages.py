@@ -90,8 +90,10 @@ def _visit(
             reported.append(f"{locale} #/{route}: text from no catalogue: {text[:10]}")
 
 
-def _in_language(browser: Browser, base: str, person: str, locale: str, errors: list[str],
-                 *, phone: bool = False) -> Page:  # fmt: skip
+def _in_language(browser: Browser, base: str, dsn: str, person: str, locale: str,
+                 errors: list[str], *, phone: bool = False) -> Page:  # fmt: skip
+    with psycopg.connect(dsn) as conn:  # the person's stored language (013), which /api/me gives
+        conn.execute("UPDATE people SET language = %s WHERE id = %s", (locale, person))
     page = signed_in(browser, base, person, errors, phone=phone)
     # The person's stored language, where the console reads one (PUT /api/me/language), and
     # this browser's saved one otherwise.
@@ -181,7 +183,7 @@ def test_every_page_in_both_languages_passes_axe(
     worker_pages = ["inbox", "territory", f"task/{task_id}", f"incident/{incident_id}",
                     "settings/notifications"]  # fmt: skip
     for locale in LOCALES:
-        operator = _in_language(browser, api_url, "operator", locale, errors)
+        operator = _in_language(browser, api_url, dsn, "operator", locale, errors)
         for route in supervisor_pages:
             _visit(operator, api_url, route, locale, found, reported)
             if locale == "zh-CN" and route.startswith("incident/"):
@@ -194,11 +196,11 @@ def test_every_page_in_both_languages_passes_axe(
                 _check_kpi_page(operator)
                 operator.screenshot(path=shots / "kpi.png", full_page=True)
         operator.context.close()
-        admin = _in_language(browser, api_url, "admin", locale, errors)
+        admin = _in_language(browser, api_url, dsn, "admin", locale, errors)
         for route in admin_pages:
             _visit(admin, api_url, route, locale, found, reported)
         admin.context.close()
-        phone = _in_language(browser, api_url, worker, locale, errors, phone=True)
+        phone = _in_language(browser, api_url, dsn, worker, locale, errors, phone=True)
         for route in worker_pages:
             _visit(phone, api_url, route, locale, found, reported)
         if locale == "zh-CN":
