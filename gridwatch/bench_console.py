@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
             ])  # fmt: skip
+            version = browser.version
             try:
                 for profile in args.profile or ["slow-4g", "slow-3g"]:
                     for signed_in in (False, True):
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 browser.close()
         worst = max(x["bytes_compressed"] for x in loads)
-        print(json.dumps({"venues": len(creds), "inbox_tasks": args.tasks,
+        print(json.dumps({"chromium": version, "venues": len(creds), "inbox_tasks": args.tasks,
                           "budget_bytes": BUDGET_BYTES, "within_budget": worst <= BUDGET_BYTES,
                           "loads": loads}, indent=2))  # fmt: skip
         return 0 if worst <= BUDGET_BYTES else 1
