@@ -204,7 +204,7 @@ def test_every_page_in_both_languages_passes_axe(
         for route in worker_pages:
             _visit(phone, api_url, route, locale, found, reported)
         if locale == "zh-CN":
-            _photos_on_the_phone(phone, task_id, found)
+            _photos_on_the_phone(phone, task_id, incident_id, found)
         phone.context.close()
     if reported:
         print("\n".join(["Reported, not failing (other helpers' areas):", *reported]))
@@ -312,7 +312,7 @@ def _check_kpi_page(page: Page) -> None:
     ]  # fmt: skip
 
 
-def _photos_on_the_phone(page: Page, task_id: int, found: list[str]) -> None:
+def _photos_on_the_phone(page: Page, task_id: int, incident_id: int, found: list[str]) -> None:
     """The picker H4's feedback dialog uses: a picture chosen, uploaded, its thumbnail shown,
     its id given; the gallery shows it and opens it full size."""
     page.evaluate(
@@ -349,3 +349,18 @@ def _photos_on_the_phone(page: Page, task_id: int, found: list[str]) -> None:
     expect(page.locator("dialog.photo-dialog img")).to_be_visible(timeout=10_000)
     page.keyboard.press("Escape")
     expect(page.locator("dialog.photo-dialog")).to_have_count(0)
+    # Sent with the feedback, they are in the incident's timeline for the assignee and checkers.
+    status = page.evaluate(
+        """async ([taskId, ids]) => {
+             const s = JSON.parse(localStorage.getItem("gridwatch.session"));
+             const r = await fetch(`/api/tasks/${taskId}/actions`, {method: "POST", headers: {
+               "Authorization": `Bearer ${s.token}`, "Content-Type": "application/json"},
+               body: JSON.stringify({action: "feedback", note: "门已关好", photos: ids})});
+             return r.status;
+           }""",
+        [task_id, ids],
+    )
+    assert status == 200
+    page.goto(page.url.split("#")[0] + f"#/incident/{incident_id}")
+    feedback = page.locator("#incident-timeline li[data-kind=task_feedback]")
+    expect(feedback.locator(".photo-gallery img")).to_be_visible(timeout=10_000)

@@ -6,6 +6,7 @@ import { SUPERVISORS, api, objectUrl, silenced } from "../api.js";
 import { act, ask, chip, fill, h } from "../dom.js";
 import { ago, clock, has, label, stamp, t, title } from "../i18n.js";
 import { deliveriesTable } from "./deliveries.js";
+import { photoGallery } from "./photos.js";
 
 /** A time in the venue's zone, its full date and time on hover. */
 function when(ts, tz) {
@@ -40,6 +41,13 @@ export async function render(root, ctx, id) {
 
   let pictureUrl = null;
   let loaded = false;
+  const galleries = new Map(); // kept across reloads: the thumbnails are fetched once
+
+  function gallery(taskId, ids) {
+    const key = `${taskId}:${ids.join(",")}`;
+    if (!galleries.has(key)) galleries.set(key, photoGallery(taskId, ids));
+    return galleries.get(key);
+  }
 
   async function load() {
     let i;
@@ -89,7 +97,10 @@ export async function render(root, ctx, id) {
       h("div", {}, when(e.at, tz), " ", h("b", {}, eventName(e)), " ",
         h("span", { class: "muted" }, e.actor_name || (e.actor === "system" ? t("incident.system") : e.actor))),
       // A person's note; the system's reasons ("on duty") say no more than the event's name.
-      e.note && e.actor !== "system" ? h("div", { class: "note-text" }, e.note) : null)));
+      e.note && e.actor !== "system" ? h("div", { class: "note-text" }, e.note) : null,
+      // The feedback's photo evidence, for whoever may see it: the checkers and the assignee.
+      e.data?.photos?.length && (SUPERVISORS.has(ctx.me.role) || c.task?.assignee === ctx.me.id)
+        ? gallery(e.data.task_id, e.data.photos) : null)));
     if (!c.timeline.length) timeline.append(h("li", { class: "muted" }, t("incident.timeline_empty")));
     if (loaded) deliveries.load();
     loaded = true;
