@@ -83,11 +83,42 @@ def _visit(
         found.append(_readable(f"{locale} #/{route}", mine))
     if theirs:
         reported.append(_readable(f"{locale} #/{route} (another helper's page)", theirs))
+    if locale == "zh-CN":  # the focus styles are the same in both languages
+        unseen = _focus_not_shown(page)
+        if unseen:
+            found.append(f"{locale} #/{route}: focus not visible on {unseen}")
     uncatalogued = getattr(console_support, "uncatalogued", None)  # tests/test_i18n.py's check
     if uncatalogued is not None and locale == "zh-CN":
         text = uncatalogued(page)
         if text:
             reported.append(f"{locale} #/{route}: text from no catalogue: {text[:10]}")
+
+
+def _focus_not_shown(page: Page, presses: int = 40) -> list[str]:
+    """Tab through the page; the elements that took the focus without showing it."""
+    page.locator("body").focus()
+    unseen: list[str] = []
+    first = None
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        here = page.evaluate(
+            """() => {
+                 const e = document.activeElement;
+                 if (!e || e === document.body) return null;
+                 const s = getComputedStyle(e);
+                 const shown = (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0)
+                   || s.boxShadow !== "none";
+                 const name = e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+                   + (e.getAttribute("href") ? `[href="${e.getAttribute("href")}"]` : "");
+                 return {name, shown};
+               }"""
+        )
+        if here is None or here["name"] == first:
+            break  # back at the start: every element seen
+        first = first or here["name"]
+        if not here["shown"] and here["name"] not in unseen:
+            unseen.append(here["name"])
+    return unseen
 
 
 def _in_language(browser: Browser, base: str, dsn: str, person: str, locale: str,
