@@ -309,15 +309,8 @@ def test_people_to_dispatch_to_and_daily_kpis(
     for action in ("check", "approve"):
         client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
     days = client.get("/api/kpi/daily", params={"days": 1}, headers=boss).json()
-    assert days == [
-        {
-            "day": days[0]["day"],
-            "created": 1,
-            "closed": 1,
-            "closed_late": 0,
-            "closed_automatically": 0,
-        }
-    ]
+    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0,
+                     "closed_automatically": 0}]  # fmt: skip
     assert client.get("/api/kpi/daily", params={"days": 0}, headers=boss).status_code == 422
 
 
