@@ -740,6 +740,23 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
+    bc = add(
+        bsub2,
+        "console",
+        _lazy("gridwatch.bench_console:run"),
+        "A grid worker's first load of the console in headless Chromium on a throttled mobile"
+        " network: bytes transferred (compressed) and the time until the inbox can be used.",
+    )
+    bc.add_argument(
+        "--profile", action="append", choices=["slow-3g", "slow-4g"], default=None,
+        help="network profile (DevTools presets), may repeat (default: slow-4g and slow-3g)",
+    )  # fmt: skip
+    bc.add_argument("--venues", type=int, default=20)
+    bc.add_argument("--tasks", type=int, default=5, help="open tasks in the worker's inbox")
+    bc.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
+    _add_bench_database_url(bc)
     bn = add(
         bsub2,
         "notify",

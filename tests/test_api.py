@@ -131,7 +131,7 @@ def test_every_resource_is_closed_to_another_grid(
     proposal = scalar(dsn, "SELECT id FROM emergency_proposals WHERE territory_id = 'g_other'")
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
               "area": "g_other", "person_id": "worker-g_other", "proposal_id": proposal,
-              "node_id": "n-other", "record_id": "n-other",
+              "node_id": "n-other", "record_id": "n-other", "photo_id": 1,
               "token": "not-a-link-of-anyone-here", "token_id": 1}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
@@ -317,7 +317,8 @@ def test_people_to_dispatch_to_and_daily_kpis(
     for action in ("check", "approve"):
         client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
     days = client.get("/api/kpi/daily", params={"days": 1}, headers=boss).json()
-    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0}]
+    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0,
+                     "closed_automatically": 0}]  # fmt: skip
     assert client.get("/api/kpi/daily", params={"days": 0}, headers=boss).status_code == 422
 
 
