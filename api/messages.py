@@ -43,7 +43,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "auth.busy": {"zh-CN": "同时登录的人过多，请稍后几秒再试", "en": "too many sign-ins at once; try again in a few seconds"},
     "live.closing": {"zh-CN": "服务器正在关闭", "en": "the server is shutting down"},
     "live.too_many": {"zh-CN": "{person} 已打开 {count} 个实时通道，请先关闭一个", "en": "{person} has {count} live streams open already; close one first"},
-    "body.too_large": {"zh-CN": "请求内容过大：最多 {limit} 字节", "en": "the request body is larger than {limit} bytes"},
+    "body.too_large": {"zh-CN": "{what}过大：最多 {limit} 字节", "en": "{what} is larger than {limit} bytes; send less (at most {limit})"},
     # Roles.
     "role.admin_only": {"zh-CN": "{role}不能管理注册信息，需由管理员操作", "en": "a {role} cannot manage the registry; admins do"},
     "role.cannot": {"zh-CN": "{role}无权{what}", "en": "a {role} cannot {what}"},
@@ -68,6 +68,22 @@ MESSAGES: dict[str, dict[str, str]] = {
     "link.invalid": {"zh-CN": "该链接无效或已过期，请打开控制台查找该任务", "en": "this link is not valid or has expired; open the console and find the task there"},
     "proposal.missing": {"zh-CN": "没有编号为 {id} 的应急提议", "en": "no emergency proposal {id}"},
     "proposal.decided": {"zh-CN": "应急提议 {id} 已处理过", "en": "emergency proposal {id} was already decided"},
+    # Photos of a task (api/routes/photos.py).
+    "photo.whose": {"zh-CN": "任务 {id} 的照片仅供处置人和本辖区的管理人员查看", "en": "task {id}'s photos are for its assignee and the area's supervisors"},
+    "photo.assignee_only": {"zh-CN": "只有任务 {id} 的处置人才能添加照片，{person} 不是", "en": "only task {id}'s assignee adds photos to it, not {person}"},
+    "photo.not_handling": {"zh-CN": "处置中才能添加照片；任务 {id} 当前为{state}", "en": "photos are added while handling a task; task {id} is {state}"},
+    "photo.type": {"zh-CN": "照片须为 image/jpeg 或 image/png 格式，而不是 {sent}", "en": "a photo is sent as image/jpeg or image/png, not {sent}"},
+    "photo.too_large": {"zh-CN": "照片最大 {mb} MB，这张有 {size} 字节：请降低分辨率重拍", "en": "a photo may be at most {mb} MB; this one is {size} bytes: take it again at a lower resolution"},
+    "photo.not_image": {"zh-CN": "无法识别该图片：{detail}", "en": "{detail}"},
+    "photo.too_many": {"zh-CN": "任务 {id} 已有 {count} 张照片，已达上限", "en": "task {id} has {count} photos already, the most it takes"},
+    "photo.not_feedback": {"zh-CN": "照片只能附在反馈中，不能附在{action}中", "en": "photos are attached to a feedback, not to {action}"},
+    "photo.not_this_tasks": {"zh-CN": "照片 {photos} 不属于任务 {id}：请先上传", "en": "photo {photos} is not one of task {id}'s photos; upload it first"},
+    "photo.missing": {"zh-CN": "任务 {id} 没有编号为 {photo} 的照片", "en": "task {id} has no photo {photo}"},
+    # The wall (大屏).
+    "wall.no_token": {"zh-CN": "您的辖区内没有编号为 {id} 的大屏令牌", "en": "no wall token {id} in your area"},
+    "wall.revoked": {"zh-CN": "大屏令牌 {id} 已被吊销", "en": "wall token {id} is revoked already"},
+    "wall.no_area": {"zh-CN": "此大屏没有区域“{area}”", "en": "no area '{area}' on this wall"},
+    "kpi.zone": {"zh-CN": "没有时区“{zone}”，请使用如 Asia/Shanghai 或 UTC 的名称", "en": "no time zone '{zone}'; name one such as Asia/Shanghai or UTC"},
     # Tasks (ingest/tasks.py).
     "task.no_person": {"zh-CN": "没有在岗人员“{person}”", "en": "no active person '{person}'"},
     "task.role": {"zh-CN": "{role}不能{action}任务", "en": "a {role} cannot {action} a task"},
@@ -77,7 +93,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "task.state": {"zh-CN": "任务当前为{state}，不能{action}（仅限{allowed}时）", "en": "cannot {action} a task that is {state} (only when {allowed})"},
     "task.feedback_note": {"zh-CN": "反馈需要填写处置情况说明", "en": "feedback needs a note saying what was done"},
     "task.reason": {"zh-CN": "{action}需要填写原因", "en": "{action} needs a reason"},
-    "task.dispatch_assignee": {"zh-CN": "派单需要指定处置人", "en": "dispatch needs an assignee"},
+    "task.dispatch_assignee": {"zh-CN": "{action}需要指定处置人", "en": "{action} needs an assignee"},
+    "task.assigned_already": {"zh-CN": "任务 {id} 已派给 {assignee}", "en": "task {id} is assigned to {assignee} already"},
+    "task.not_candidate": {"zh-CN": "任务 {id} 不能派给 {person}：只能派给本网格及本社区其他网格的网格员，以及本网格可调用的职能部门", "en": "{person} is not a worker task {id} can be sent to: only the workers of its grid and of its community's other grids, and the departments its grid can call in"},
+    "task.no_picture": {"zh-CN": "任务 {id} 没有图片", "en": "task {id} has no picture"},
+    "role.dispatch": {"zh-CN": "{role}不能派单，需由调度员操作", "en": "a {role} cannot dispatch tasks; dispatchers do"},
     "task.not_worker": {"zh-CN": "{person} 不是该任务所在辖区的处置人员", "en": "{person} is not a worker for this task's area"},
     "task.extend_seconds": {"zh-CN": "延期需要填写大于零的秒数", "en": "extend needs a positive number of seconds"},
     # Emergencies (ingest/emergency.py).
@@ -167,6 +187,7 @@ WORDS: dict[str, dict[str, dict[str, str]]] = {
         "suspend": {"zh-CN": "挂起", "en": "suspend"},
         "resume": {"zh-CN": "恢复", "en": "resume"},
         "extend": {"zh-CN": "延期", "en": "extend"},
+        "reassign": {"zh-CN": "改派", "en": "reassign"},
     },
     "state": {
         "reported": {"zh-CN": "待派单", "en": "reported"},
@@ -193,6 +214,8 @@ WORDS: dict[str, dict[str, dict[str, str]]] = {
         "grid": {"zh-CN": "网格", "en": "grid"},
     },
     "what": {
+        "the request body": {"zh-CN": "请求内容", "en": "the request body"},
+        "a photo": {"zh-CN": "照片", "en": "a photo"},
         "command doors": {"zh-CN": "控制门禁", "en": "command doors"},
         "broadcast": {"zh-CN": "发起广播", "en": "broadcast"},
         "switch emergency mode": {"zh-CN": "启动或结束应急状态", "en": "switch emergency mode"},

@@ -21,11 +21,12 @@ import psycopg
 
 from api.security import hash_password
 from gateway.messages import DeviceKind
+from gridwatch import demo_map
 from gridwatch.services import write_private
 from ingest.tasks import Role
 from registry import document, store
 from registry.document import Document
-from registry.model import Area, Device, Level, Location, Node, Person, Shift, Venue, VenueKind
+from registry.model import Area, Device, Level, Node, Person, Shift, Venue, VenueKind
 from registry.secrets import issue_secret
 
 log = logging.getLogger(__name__)
@@ -178,12 +179,35 @@ def _venue_name(kind: VenueKind, i: int, grid: Area, community: Area, subdistric
     }[kind] + (f" {i + 1}" if i >= len(_KINDS) else "")
 
 
+def departments(area: Area, by_id: dict[str, Area], n: int) -> list[Person]:
+    """The departments an area's grids can call in ("report for duty", 报到), as people with the
+    department role whose area holds those grids: a subdistrict's police station (派出所), a
+    district's fire and rescue brigade (消防救援大队), a community's property management (物业)."""
+    phone = f"+86 139 0000 {n:04d}"
+    if area.level is Level.SUBDISTRICT:
+        district = by_id[str(area.parent)]
+        name = f"{district.name.removesuffix('区')}分局{area.name.removesuffix('街道')}派出所"
+        return [Person(id=f"police-{area.id}"[:64], name=name, role=Role.DEPARTMENT,
+                       scope=area.id, phone=phone)]  # fmt: skip
+    if area.level is Level.DISTRICT:
+        return [Person(id=f"fire-{area.id}"[:64], name=f"{area.name}消防救援大队",
+                       role=Role.DEPARTMENT, scope=area.id, phone=phone)]  # fmt: skip
+    if area.level is Level.COMMUNITY:
+        return [Person(id=f"property-{area.id}"[:64], name=f"{area.name}物业服务中心",
+                       role=Role.DEPARTMENT, scope=area.id, phone=phone)]  # fmt: skip
+    return []
+
+
 def generate(venues: int, devices_per_venue: int) -> Document:
     """The demo registry: a city with `venues` venues (one edge node each, `devices_per_venue`
     simulated devices), an admin and an operator, a dispatcher per community, a grid worker
-    per grid on duty around the clock."""
+    per grid on duty around the clock, and the departments they call in."""
     doc = Document(filename="the demo")
     areas = territory(max(1, venues // 2))
+    # Boundaries for the wall's map (gridwatch/demo_map.py); venues stand inside their grid.
+    shapes = demo_map.boundaries(areas)
+    boxes = demo_map.tile(areas)
+    areas = [a.model_copy(update={"boundary": shapes[a.id]}) for a in areas]
     by_id = {a.id: a for a in areas}
     for a in areas:
         doc.add("areas", a)
@@ -205,9 +229,8 @@ def generate(venues: int, devices_per_venue: int) -> Document:
                 name=_venue_name(kind, i, grid, community, subdistrict),
                 address=f"{_CITY[1]}{district.name}{subdistrict.name}{_ROADS[i % len(_ROADS)]}"
                 f"{(i * 7) % 180 + 1}号",
-                location=Location(
-                    lat=round(36.06 + (i % 10) * 0.004, 6),
-                    lon=round(120.37 + (i // 10) * 0.005 + (i % 3) * 0.001, 6),
+                location=demo_map.place(
+                    boxes[grid.id], i // len(grids), -(-(venues - i % len(grids)) // len(grids))
                 ),
                 capacity=_CAPACITY[kind],
                 shelter=kind in (VenueKind.SHELTER, VenueKind.COMMUNITY_CENTRE),
@@ -225,6 +248,8 @@ def generate(venues: int, devices_per_venue: int) -> Document:
         "people", Person(id="operator", name="指挥中心值班员", role=Role.OPERATOR, scope=city.id)
     )
     for n, a in enumerate(areas):
+        for department in departments(a, by_id, n):
+            doc.add("people", department)
         if a.level is Level.COMMUNITY:
             doc.add(
                 "people",

@@ -3,6 +3,7 @@
 
 import { api } from "../api.js";
 import { chip, h, toast } from "../dom.js";
+import * as walls from "./walls.js";
 
 export async function render(root, { me }) {
   const body = h("tbody");
@@ -35,4 +36,5 @@ export async function render(root, { me }) {
     }
   }
   await load();
+  root.append(await walls.panel()); // wall tokens (views/walls.js)
 }
