@@ -80,6 +80,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "photo.not_this_tasks": {"zh-CN": "照片 {photos} 不属于任务 {id}：请先上传", "en": "photo {photos} is not one of task {id}'s photos; upload it first"},
     "photo.missing": {"zh-CN": "任务 {id} 没有编号为 {photo} 的照片", "en": "task {id} has no photo {photo}"},
     # The wall (大屏).
+    "wall.token_invalid": {"zh-CN": "该大屏令牌无效、已吊销或已过期：请向管理员申请新令牌（gridwatch wall token）", "en": "this wall token is unknown, revoked or expired: ask an admin for a new one (gridwatch wall token)"},
     "wall.no_token": {"zh-CN": "您的辖区内没有编号为 {id} 的大屏令牌", "en": "no wall token {id} in your area"},
     "wall.revoked": {"zh-CN": "大屏令牌 {id} 已被吊销", "en": "wall token {id} is revoked already"},
     "wall.no_area": {"zh-CN": "此大屏没有区域“{area}”", "en": "no area '{area}' on this wall"},

@@ -31,7 +31,9 @@ _CODED = {
     "EmergencyError": 1,
     "ProposalError": 1,
     "Invalid": 2,
-}  # fmt: skip  (the code's position among the args)
+    "not_signed_in": 0,
+    "DatabaseUnavailable": 1,
+}  # the code's position among the args
 # Raise sites allowed to fall back on a status's message: none today (the framework's own 404
 # and 405 for unknown paths and methods are the only answers that use one).
 _FALLBACKS_ALLOWED = 0

@@ -84,8 +84,7 @@ def wall_viewer(
     if wall_tokens.looks_like(token):
         scope = wall_tokens.scope_of(db, token)
         if scope is None:
-            raise not_signed_in("this wall token is unknown, revoked or expired: ask an admin"
-                                " for a new one (gridwatch wall token)")  # fmt: skip
+            raise not_signed_in("wall.token_invalid")
         area_id, path, by_token = scope.area_id, scope.area_path, True
     else:
         user = session_for(db, token, key, request=request)[0]
