@@ -1,7 +1,8 @@
 // One incident, the page a notification about it opens: what it is, and who was notified.
 
 import { api, venueNames } from "../api.js";
-import { ago, clock, fill, h, severityChip } from "../dom.js";
+import { fill, h, severityChip } from "../dom.js";
+import { ago, clock } from "../i18n.js";
 import { deliveriesTable } from "./deliveries.js";
 
 export async function render(root, ctx, id) {

@@ -1,7 +1,8 @@
 // KPIs of an area and the areas under it, over a period, with charts.
 
 import { api } from "../api.js";
-import { barChart, duration, h, percent, toast } from "../dom.js";
+import { barChart, h, toast } from "../dom.js";
+import { duration, percent } from "../i18n.js";
 
 export async function render(root) {
   const area = h("select", { "aria-label": "area", onchange: () => load() });

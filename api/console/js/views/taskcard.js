@@ -1,7 +1,8 @@
 // A task as a card, with the actions the signed-in person may take on it, and its timeline.
 
 import { SUPERVISORS, api } from "../api.js";
-import { act, ask, clock, due, h, severityChip } from "../dom.js";
+import { act, ask, due, h, severityChip } from "../dom.js";
+import { clock } from "../i18n.js";
 import { deliveriesToggle } from "./deliveries.js";
 
 const STATE_LABEL = {
