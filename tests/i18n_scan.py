@@ -10,7 +10,7 @@ it is at. A string literal with letters in it is flagged when it is
   in an object, or assigned to `.textContent`, `.title`, `.placeholder`, `.ariaLabel`, or the
   value of `setAttribute("aria-label" | "title" | "placeholder" | "alt", ...)`.
 Template literals count by their text outside `${...}`. Literals without letters (symbols,
-separators, numbers) are never flagged: "–", " · ", "↑". A line may say `i18n-exempt` with why
+separators, numbers) are never flagged: a dash, " · ", an arrow. A line may say `i18n-exempt` with why
 (the catalogue's own loading error, which no catalogue can word).
 
 HTML: text outside <script>, <style> and <noscript> must be in an element carrying `data-i18n`
@@ -24,10 +24,16 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 LETTERS = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 # The arguments that are text: from the first index to the last (None: to the end).
-CHILD_CALLS: dict[str, tuple[int, int | None]] = {"h": (2, None), "s": (2, None), "fill": (1, None), "chip": (0, 0)}
+CHILD_CALLS: dict[str, tuple[int, int | None]] = {
+    "h": (2, None),
+    "s": (2, None),
+    "fill": (1, None),
+    "chip": (0, 0),
+}
 EXEMPT = "i18n-exempt"  # a line saying so (with why) is not scanned
 MESSAGE_CALLS = {"toast", "ask", "confirm", "alert", "Error"}
 VISIBLE_KEYS = {"title", "aria-label", "placeholder", "alt", "label"}
@@ -84,7 +90,11 @@ def scan_js(path: Path, name: str | None = None) -> list[Finding]:
         why = None
         if top.bracket == "(" and top.call is not None:
             first, last = CHILD_CALLS.get(top.call, (None, None))
-            if first is not None and first <= top.arg <= (top.arg if last is None else last) and prev in BEFORE_VALUE:
+            if (
+                first is not None
+                and first <= top.arg <= (top.arg if last is None else last)
+                and prev in BEFORE_VALUE
+            ):
                 why = f"text of {top.call}()"
             elif top.call in MESSAGE_CALLS and top.arg == 0 and prev in BEFORE_VALUE:
                 why = f"message of {top.call}()"
@@ -227,8 +237,8 @@ def scan_js(path: Path, name: str | None = None) -> list[Finding]:
 
 
 class _Html(HTMLParser):
-    SKIP = {"script", "style", "noscript"}
-    VOID = {"meta", "link", "input", "br", "img", "hr", "source", "path"}
+    SKIP: ClassVar[set[str]] = {"script", "style", "noscript"}
+    VOID: ClassVar[set[str]] = {"meta", "link", "input", "br", "img", "hr", "source", "path"}
 
     def __init__(self, label: str) -> None:
         super().__init__()

@@ -53,7 +53,7 @@ export class NotificationCentre {
     document.addEventListener("keydown", this.#onKey);
     window.addEventListener("hashchange", () => this.close()); // another page: the panel goes
     document.addEventListener("click", this.#onOutside);
-    this.#showAlerts();
+    // Its words come with relabel(), once the catalogue is loaded.
   }
 
   async start() {

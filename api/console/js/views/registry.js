@@ -159,7 +159,7 @@ const COLUMNS = {
   people: [["id", (r) => code(r.id)], ["name", (r) => r.name], ["role", (r) => label("role", r.role)],
     ["area", (r, names) => names.get(r.scope) || code(r.scope)]],
   duty: [["id", (r) => code(r.id)], ["person", (r) => code(r.person)], ["grid", (r, names) => names.get(r.grid) || code(r.grid)],
-    ["days", (r) => r.days.map((d) => m(`day.${d}`)).join(" ")], ["hours", (r) => `${r.starts}–${r.ends}`]],
+    ["days", (r) => r.days.map((d) => m(`day.${d}`)).join(t("common.list_separator"))], ["hours", (r) => `${r.starts}–${r.ends}`]],
 };
 
 /** An id, shown as data (it is the same in every language). */
@@ -268,7 +268,7 @@ async function list(root, kind, { me }) {
     const [tree, venues] = await Promise.all([api("/api/territory"), kind === "nodes" ? venueNames() : new Map()]);
     names = new Map([...tree.map((n) => [n.id, n.name]), ...venues]);
     area.append(...tree.map((n) => h("option", { value: n.id },
-      t("registry.area_option", { name: n.name, level: label("territory.level", n.level), id: n.id }))));
+      t("registry.area_option", { name: n.name, level: label("territory.level", n.level) }))));
   } catch (e) {
     toast(e.message, true);
   }
