@@ -177,15 +177,25 @@ export function silenced(incident) {
 /** Commands that will not change any more. */
 export const FINAL_COMMAND_STATES = new Set(["done", "failed", "rejected", "expired"]);
 
-let venueCache = { at: 0, names: null };
+let venueCache = { at: 0, names: null, zones: null };
+
+async function loadVenues() {
+  if (!venueCache.names || Date.now() - venueCache.at > 60_000) {
+    const venues = await api("/api/venues");
+    venueCache = { at: Date.now(), names: new Map(venues.map((v) => [v.id, v.name])),
+      zones: new Map(venues.map((v) => [v.id, v.timezone])) };
+  }
+  return venueCache;
+}
 
 /** Venue names by id, cached for a minute (names rarely change). */
 export async function venueNames() {
-  if (!venueCache.names || Date.now() - venueCache.at > 60_000) {
-    const venues = await api("/api/venues");
-    venueCache = { at: Date.now(), names: new Map(venues.map((v) => [v.id, v.name])) };
-  }
-  return venueCache.names;
+  return (await loadVenues()).names;
+}
+
+/** Venues' time zones by id (times of a venue are shown in its zone), cached like the names. */
+export async function venueZones() {
+  return (await loadVenues()).zones;
 }
 
 /** An image (or other file) from the API, as an object URL for an <img>. */

@@ -248,6 +248,7 @@ const emergencies = {
 };
 // A change made on the emergency page shows at once; a rule's proposal confirmed, too.
 window.addEventListener("gridwatch:emergency", () => emergencies.load());
+live.addEventListener("resync", () => emergencies.load()); // back after a break: look again
 
 live.addEventListener("incident", (e) => {
   const i = e.detail;

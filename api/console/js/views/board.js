@@ -1,6 +1,6 @@
 // The live incident board: what is open now, newest first, red on top; acknowledge, silence, resolve.
 
-import { SUPERVISORS, api, objectUrl, silenced, venueNames } from "../api.js";
+import { SUPERVISORS, api, objectUrl, silenced, venueNames, venueZones } from "../api.js";
 import { act, ask, debounce, h, severityChip, toast } from "../dom.js";
 import { ago, label, stamp, t, title } from "../i18n.js";
 import { deliveriesToggle } from "./deliveries.js";
@@ -10,6 +10,7 @@ const RANK = { red: 0, yellow: 1, green: 2 };
 export async function render(root, { me, live }) {
   const state = { severity: "", view: "active", fresh: new Set() };
   const pictures = new Map(); // incident id → object URL of its snapshot
+  let zones = new Map(); // venue id → its time zone
   const counters = h("div", { class: "counters" });
   const body = h("tbody");
   const severity = h("select", { "aria-label": t("board.severity"), onchange: () => { state.severity = severity.value; load(); } },
@@ -37,7 +38,7 @@ export async function render(root, { me, live }) {
     let incidents;
     let names;
     try {
-      [incidents, names] = await Promise.all([fetchIncidents(), venueNames()]);
+      [incidents, names, zones] = await Promise.all([fetchIncidents(), venueNames(), venueZones()]);
     } catch (e) {
       toast(e.message, true);
       return;
@@ -60,6 +61,7 @@ export async function render(root, { me, live }) {
 
   function row(i, names) {
     const quiet = silenced(i);
+    const zone = zones.get(i.venue_id) || undefined; // its venue's time zone (the platform's: none)
     const actions = h("div", { class: "row" });
     if (SUPERVISORS.has(me.role) && i.status !== "resolved") {
       if (i.status === "open") {
@@ -82,10 +84,10 @@ export async function render(root, { me, live }) {
         ? h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)
         : h("span", { class: "muted" }, t("shell.platform"))),
       h("td", {}, i.device_name || (i.device_id ? h("code", {}, i.device_id) : "–")),
-      h("td", { title: t("board.last_seen", { time: stamp(i.last_seen) }) },
+      h("td", { title: t("board.last_seen", { time: stamp(i.last_seen, zone) }) },
         i.occurrences > 1 ? t("board.occurrences", { count: i.occurrences, ago: ago(i.last_seen) }) : ago(i.last_seen)),
-      h("td", { title: stamp(i.opened_at) }, ago(i.opened_at)),
-      h("td", {}, label("status", i.status), quiet ? h("div", { class: "muted small" }, t("board.silenced_until", { time: stamp(i.silenced_until) })) : null),
+      h("td", { title: stamp(i.opened_at, zone) }, ago(i.opened_at)),
+      h("td", {}, label("status", i.status), quiet ? h("div", { class: "muted small" }, t("board.silenced_until", { time: stamp(i.silenced_until, zone) })) : null),
       h("td", {}, actions));
   }
 
