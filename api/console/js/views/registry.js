@@ -252,7 +252,7 @@ async function list(root, kind, { me }) {
   async function switchTo(r, on) {
     try {
       await api(`${BASE}/${kind}/${encodeURIComponent(r.id)}/${on ? "enable" : "disable"}`, { method: "POST", body: { version: r.version } });
-      toast(T.switched(r.id, on));
+      toast(T.switched(r.name || r.id, on));
     } catch (e) {
       toast(e.message, true);
     }
@@ -403,7 +403,7 @@ function openForm(kind, record, done) {
         }
         const path = record ? `${BASE}/${kind}/${encodeURIComponent(record.id)}` : `${BASE}/${kind}`;
         const saved = await api(path, { method: record ? "PUT" : "POST", body: record ? { ...body, version } : body });
-        toast(T.saved(T.one[kind], saved.id));
+        toast(T.saved(T.one[kind], saved.name || saved.id));
         dialog.close();
         done();
         // A node just registered comes with its first secret, in this answer only.
