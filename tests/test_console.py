@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
+import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from gateway.messages import DoorMode
@@ -29,7 +30,7 @@ from gridwatch.services import free_port, wait_for_port
 from ingest import incidents, registry, tasks
 from ingest.rules import Raise, Rule, Severity
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
-from tests.console_support import DESKTOP, PHONE, catalogue, signed_in
+from tests.console_support import DESKTOP, PHONE, catalogue, set_language, signed_in
 from tests.edge_support import fleet_of
 from tests.support import device_of, rows, scalar, stop_process, wait_until
 from tests.test_api import raise_incident
@@ -222,23 +223,27 @@ def test_console_from_a_forced_door_to_an_accepted_task(
     assert errors == [], errors
 
 
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_console_sign_in_sign_out_and_pages_by_role(
-    stack: LocalStack, api_url: str, browser: Browser
+    stack: LocalStack, api_url: str, browser: Browser, language: str
 ) -> None:
+    words = catalogue(language)
+    for person in ("operator", "admin"):
+        set_language(api_url, person, language)
     errors: list[str] = []
-    page = browser.new_page(locale=LANGUAGE)  # before sign-in, the browser's language
+    page = browser.new_page(locale=language)  # before sign-in, the browser's language
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{api_url}/console/#/board")
     expect(page.locator("#username")).to_be_visible()  # not signed in: the login form
     page.fill("#username", "operator")
     page.fill("#password", "not-the-password")
     page.click("button[type=submit]")
-    expect(page.locator(".login .error")).to_have_text(M["login.wrong"])
+    expect(page.locator(".login .error")).to_have_text(words["login.wrong"])
     page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
-    expect(page.locator("#nav")).to_contain_text(M["nav.board"])
-    expect(page.locator("#nav")).not_to_contain_text(M["nav.rejected"])  # for admins only
-    expect(page.locator("#nav")).not_to_contain_text(M["nav.people"])
+    expect(page.locator("#nav")).to_contain_text(words["nav.board"])
+    expect(page.locator("#nav")).not_to_contain_text(words["nav.rejected"])  # for admins only
+    expect(page.locator("#nav")).not_to_contain_text(words["nav.people"])
     token = page.evaluate("JSON.parse(localStorage.getItem('gridwatch.session')).token")
     bearer = {"Authorization": f"Bearer {token}"}
     assert httpx.get(f"{api_url}/api/me", headers=bearer).status_code == 200
@@ -250,22 +255,22 @@ def test_console_sign_in_sign_out_and_pages_by_role(
     page.fill("#username", "admin")
     page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
-    page.locator("#nav a", has_text=M["nav.rejected"]).click()
-    expect(page.locator("main")).to_contain_text(M["rejected.none"])
+    page.locator("#nav a", has_text=words["nav.rejected"]).click()
+    expect(page.locator("main")).to_contain_text(words["rejected.none"])
 
     # People: the admin disables the operator, whose token is refused at once, then enables them.
     theirs = httpx.post(f"{api_url}/api/token",
                         data={"username": "operator", "password": DEMO_PASSWORD}).json()  # fmt: skip
     theirs_bearer = {"Authorization": f"Bearer {theirs['access_token']}"}
-    page.locator("#nav a", has_text=M["nav.people"]).click()
+    page.locator("#nav a", has_text=words["nav.people"]).click()
     row = page.locator("#people tr[data-person=operator]")
     expect(row).to_have_attribute("data-active", "yes")
     expect(page.locator("#people tr[data-person=admin] button")).to_have_count(0)  # not oneself
-    row.get_by_role("button", name=M["people.disable"]).click()
+    row.get_by_role("button", name=words["people.disable"]).click()
     expect(row).to_have_attribute("data-active", "no")
-    expect(row).to_contain_text(M["people.disabled"])
+    expect(row).to_contain_text(words["people.disabled"])
     assert httpx.get(f"{api_url}/api/me", headers=theirs_bearer).status_code == 401
-    row.get_by_role("button", name=M["people.enable"]).click()
+    row.get_by_role("button", name=words["people.enable"]).click()
     expect(row).to_have_attribute("data-active", "yes")
     assert errors == [], errors
 
