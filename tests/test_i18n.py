@@ -171,6 +171,14 @@ def test_the_console_in_chinese_and_english_shows_only_catalogue_text(
         expect(active).not_to_contain_text(grid)
         if language == "zh-CN":
             page.screenshot(path=shots / "emergency-banner.png")
+            # The check itself: it finds a stray English word and passes catalogue text,
+            # formatted times, names and data elements.
+            page.evaluate("""(m) => { const p = document.createElement("p");
+                p.id = "probe"; p.innerHTML = `<span>Stray words</span> <span>${m}</span>
+                <code>raw_thing here</code> <span>清源社区</span> <span title="A tooltip">x</span>`;
+                document.querySelector("main").append(p); }""", zh["board.quiet"])  # fmt: skip
+            assert uncatalogued(page) == ["Stray words  [span]", "A tooltip  [span @title]"]
+            page.evaluate("document.getElementById('probe').remove()")
             # The switch in the person's menu: English, stored for the person, audited.
             page.click("#me-menu")
             page.locator("#languages button[data-locale=en]").click()
