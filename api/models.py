@@ -105,6 +105,36 @@ class IncidentEvent(BaseModel):
     data: dict[str, Any]
 
 
+class HandedBack(BaseModel):
+    """The last hand-back of a task: who gave it back, when, and why."""
+
+    by: str
+    by_name: str | None = None
+    at: datetime
+    reason: str
+
+
+class TaskContext(BaseModel):
+    """What a worker's card shows of a task: where (the venue, to navigate to), what happened
+    (the incident's rule and device), the picture, who has it, why it was handed back."""
+
+    venue_id: str | None = None
+    venue_name: str | None = None
+    venue_address: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    timezone: str = "Asia/Shanghai"
+    rule: str | None = None
+    device_id: str | None = None
+    device_name: str | None = None
+    snapshot: bool = Field(default=False, description="the incident has a camera picture")
+    assignee_name: str | None = None
+    grid_name: str | None = None
+    level_name: str | None = Field(default=None, description="the level it is escalated to")
+    handed_back: HandedBack | None = None
+    photos: list[int] = Field(default_factory=list, description="the last feedback's photos")
+
+
 class Task(BaseModel):
     id: int
     incident_id: int
@@ -120,6 +150,27 @@ class Task(BaseModel):
     emergency: bool
     created_at: datetime
     updated_at: datetime
+    context: TaskContext = Field(default_factory=TaskContext)
+
+
+class Candidate(BaseModel):
+    """Someone a task can be sent to."""
+
+    id: str
+    name: str
+    role: str
+    scope_id: str
+    scope_name: str
+    on_duty: bool = Field(description="on a duty roster or a weekly shift right now")
+    open_tasks: int = Field(description="tasks assigned to them that are not closed")
+
+
+class Candidates(BaseModel):
+    """Whom a task can be dispatched or reassigned to, in three groups."""
+
+    grid: list[Candidate] = Field(description="the workers of the task's grid")
+    community: list[Candidate] = Field(description="the workers of the community's other grids")
+    departments: list[Candidate] = Field(description="the departments the grid can call in")
 
 
 class TaskEvent(BaseModel):
@@ -131,6 +182,11 @@ class TaskEvent(BaseModel):
     reason: str
     note: str
     evidence: list[str]
+    actor_name: str | None = None
+    assignee_name: str | None = Field(default=None, description="whom it was sent to")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="assignee (dispatch, reassign), from, photos, …"
+    )
 
 
 class TaskAction(BaseModel):
@@ -154,7 +210,7 @@ class TaskAction(BaseModel):
     reason: str = Field(default="", max_length=2000)
     note: str = Field(default="", max_length=4000)
     evidence: list[str] = Field(default_factory=list, max_length=20)
-    assignee: str | None = Field(default=None, description="for dispatch")
+    assignee: str | None = Field(default=None, description="for dispatch and reassign")
     extend_s: float | None = Field(default=None, gt=0, le=30 * 86400, description="for extend")
 
 

@@ -178,10 +178,29 @@ def _venue_name(kind: VenueKind, i: int, grid: Area, community: Area, subdistric
     }[kind] + (f" {i + 1}" if i >= len(_KINDS) else "")
 
 
+def departments(area: Area, by_id: dict[str, Area], n: int) -> list[Person]:
+    """The departments an area's grids can call in ("report for duty", 报到), as people with the
+    department role whose area holds those grids: a subdistrict's police station (派出所), a
+    district's fire and rescue brigade (消防救援大队), a community's property management (物业)."""
+    phone = f"+86 139 0000 {n:04d}"
+    if area.level is Level.SUBDISTRICT:
+        district = by_id[str(area.parent)]
+        name = f"{district.name.removesuffix('区')}分局{area.name.removesuffix('街道')}派出所"
+        return [Person(id=f"police-{area.id}"[:64], name=name, role=Role.DEPARTMENT,
+                       scope=area.id, phone=phone)]  # fmt: skip
+    if area.level is Level.DISTRICT:
+        return [Person(id=f"fire-{area.id}"[:64], name=f"{area.name}消防救援大队",
+                       role=Role.DEPARTMENT, scope=area.id, phone=phone)]  # fmt: skip
+    if area.level is Level.COMMUNITY:
+        return [Person(id=f"property-{area.id}"[:64], name=f"{area.name}物业服务中心",
+                       role=Role.DEPARTMENT, scope=area.id, phone=phone)]  # fmt: skip
+    return []
+
+
 def generate(venues: int, devices_per_venue: int) -> Document:
     """The demo registry: a city with `venues` venues (one edge node each, `devices_per_venue`
     simulated devices), an admin and an operator, a dispatcher per community, a grid worker
-    per grid on duty around the clock."""
+    per grid on duty around the clock, and the departments they call in."""
     doc = Document(filename="the demo")
     areas = territory(max(1, venues // 2))
     by_id = {a.id: a for a in areas}
@@ -225,6 +244,8 @@ def generate(venues: int, devices_per_venue: int) -> Document:
         "people", Person(id="operator", name="指挥中心值班员", role=Role.OPERATOR, scope=city.id)
     )
     for n, a in enumerate(areas):
+        for department in departments(a, by_id, n):
+            doc.add("people", department)
         if a.level is Level.COMMUNITY:
             doc.add(
                 "people",

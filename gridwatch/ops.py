@@ -329,7 +329,7 @@ def add_commands(sub: Any, add: Any) -> None:
     act.add_argument("--reason", default="")
     act.add_argument("--note", default="")
     act.add_argument("--evidence", action="append", default=[], help="a photo or file reference")
-    act.add_argument("--assignee", default=None, help="for dispatch")
+    act.add_argument("--assignee", default=None, help="for dispatch and reassign")
     act.add_argument("--extend-s", type=float, default=None, help="for extend")
 
     em = sub.add_parser("emergency", help="Emergency mode.", description="Emergency mode.")

@@ -168,6 +168,8 @@ ALTER FUNCTION notify_command() SECURITY DEFINER SET search_path = public, pg_te
 ALTER FUNCTION notify_node_audit() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_refusal() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION notify_console() SECURITY DEFINER SET search_path = public, pg_temp;
+-- A reassigned task stops paging its old assignee (023): the services need no right to it.
+ALTER FUNCTION cancel_paging_of_old_assignee() SECURITY DEFINER SET search_path = public, pg_temp;
 -- not granted: notify_events_id_seq: only the triggers that record events (as the owner) use it
 GRANT SELECT, UPDATE (routed_at), DELETE ON notify_events TO gridwatch_ingest;
 GRANT SELECT ON notify_events TO gridwatch_api;

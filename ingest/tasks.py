@@ -3,6 +3,7 @@
     reported ─dispatch→ dispatched ─accept→ accepted ─start→ handling ─feedback→ feedback
         ─check→ checking ─approve→ closed          (reject → rework ─start→ handling …)
     hand_back: dispatched | accepted | handling | rework → returned ─dispatch→ dispatched
+    reassign (dispatcher, with a reason): dispatched | accepted → dispatched, to another candidate
     suspend / resume (dispatcher), extend (dispatcher: more time for the current stage)
 
 Every action is a row in task_events: who, when, why. Each stage has a deadline by severity;
@@ -59,6 +60,7 @@ class Action(StrEnum):
     SUSPEND = "suspend"
     RESUME = "resume"
     EXTEND = "extend"
+    REASSIGN = "reassign"
 
 
 class Role(StrEnum):
@@ -114,6 +116,7 @@ MOVES: dict[Action, Move] = {
     Action.SUSPEND: Move(_ACTIVE, State.SUSPENDED, SUPERVISORS),
     Action.RESUME: Move(frozenset({State.SUSPENDED}), None, SUPERVISORS),
     Action.EXTEND: Move(frozenset(_STAGE), None, SUPERVISORS),
+    Action.REASSIGN: Move(frozenset({State.DISPATCHED, State.ACCEPTED}), State.DISPATCHED, SUPERVISORS),
 }  # fmt: skip
 
 
@@ -226,6 +229,71 @@ def on_duty_many(conn: Conn, grid_ids: Sequence[str], at: datetime) -> dict[str,
     return {str(g): str(p) for g, p in rows if p is not None}
 
 
+class Group(StrEnum):
+    """Whom a task can go to, as a dispatcher sees them."""
+
+    GRID = "grid"  # the workers of the task's grid (or of an area holding it)
+    COMMUNITY = "community"  # the workers of the community's other grids
+    DEPARTMENTS = "departments"  # police, fire, property management: called in ("report for duty")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    id: str
+    name: str
+    role: Role
+    scope_id: str
+    scope_name: str
+    group: Group
+    on_duty: bool  # on a duty roster or a weekly shift right now
+    open_tasks: int  # assigned to them and not closed
+
+
+# Who may be sent a task of grid `g` (its path `grid_path`, its community's `community_path`):
+# grid workers whose area holds the grid or lies in the community (its other grids), and the
+# departments whose area holds the community or lies in it (a subdistrict's police station, a
+# district's fire station, an estate's property management) -- the ones it can call in.
+_CANDIDATES = (
+    """WITH g AS (
+         SELECT t.path AS grid_path, coalesce(
+             (SELECT c.path FROM territory c WHERE c.path @> t.path AND c.level = 'community'
+              ORDER BY nlevel(c.path) DESC LIMIT 1),
+             CASE WHEN nlevel(t.path) > 1 THEN subpath(t.path, 0, nlevel(t.path) - 1)
+                  ELSE t.path END) AS community_path
+         FROM tasks k JOIN territory t ON t.id = k.grid_id WHERE k.id = %(task)s)
+       SELECT p.id, p.name, p.role::text, p.scope_id, a.name,
+              CASE WHEN p.role = 'department' THEN 'departments'
+                   WHEN a.path @> g.grid_path THEN 'grid' ELSE 'community' END,
+              EXISTS (SELECT 1 FROM duty_roster r WHERE r.person_id = p.id
+                      AND r.starts <= now() AND now() < r.ends)
+              OR EXISTS (SELECT 1 FROM duty_shifts s WHERE s.person_id = p.id AND """
+    + "{shift})"
+    + """,
+              (SELECT count(*) FROM tasks o WHERE o.assignee = p.id AND o.state <> 'closed')
+       FROM g, people p JOIN territory a ON a.id = p.scope_id
+       WHERE p.active AND (%(person)s::text IS NULL OR p.id = %(person)s)
+         AND ((p.role = 'grid_worker' AND (a.path @> g.grid_path OR a.path <@ g.community_path))
+              OR (p.role = 'department'
+                  AND (a.path @> g.community_path OR a.path <@ g.community_path)))"""
+)
+_GROUP_ORDER = {Group.GRID: 0, Group.COMMUNITY: 1, Group.DEPARTMENTS: 2}
+
+
+def candidates(conn: Conn, task_id: int, person_id: str | None = None) -> list[Candidate]:
+    """Whom a task can be dispatched or reassigned to (or only `person_id`, if they are one), in
+    one query: by group, then those on duty and least busy first."""
+    rows = conn.execute(
+        _CANDIDATES.format(shift=shift_covers("now()")), {"task": task_id, "person": person_id}
+    ).fetchall()
+    found = [
+        Candidate(
+            str(i), str(n), Role(str(r)), str(s), str(sn), Group(str(g)), bool(d), int(str(o))
+        )
+        for i, n, r, s, sn, g, d, o in rows
+    ]
+    return sorted(found, key=lambda c: (_GROUP_ORDER[c.group], not c.on_duty, c.open_tasks, c.name))
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """The task a new incident opens."""
@@ -331,7 +399,10 @@ def act(
     move = MOVES[action]
     if actor.role not in move.roles:
         raise TaskForbidden(f"a {actor.role} cannot {action} a task")
-    if not _within(path, actor.scope_path):
+    # A worker called in from elsewhere (another grid, a department) acts on the task assigned
+    # to them, wherever it is; everything else stays within the actor's own area.
+    theirs = move.assignee_only and current_assignee == actor.id
+    if not _within(path, actor.scope_path) and not theirs:
         raise TaskForbidden(f"task {task_id} is outside {actor.id}'s area")
     if move.assignee_only and current_assignee != actor.id:
         raise TaskForbidden(
@@ -343,7 +414,7 @@ def act(
     if action is Action.FEEDBACK and not note.strip():
         raise TaskError("feedback needs a note saying what was done")
     if (
-        action in (Action.HAND_BACK, Action.REJECT, Action.SUSPEND, Action.EXTEND)
+        action in (Action.HAND_BACK, Action.REJECT, Action.SUSPEND, Action.EXTEND, Action.REASSIGN)
         and not reason.strip()
     ):
         raise TaskError(f"{action} needs a reason")
@@ -353,14 +424,21 @@ def act(
         target = State(str(suspended_from))
     data: dict[str, Any] = {}
     now = _now(conn)
-    if action is Action.DISPATCH:
+    if action in (Action.DISPATCH, Action.REASSIGN):
         if assignee is None:
-            raise TaskError("dispatch needs an assignee")
-        worker = person(conn, assignee)
-        if worker.role not in _WORKERS or not _within(path, worker.scope_path):
-            raise TaskError(f"{assignee} is not a worker for this task's area")
+            raise TaskError(f"{action} needs an assignee")
+        if action is Action.REASSIGN and assignee == current_assignee:
+            raise TaskError(f"task {task_id} is assigned to {assignee} already")
+        if not candidates(conn, task_id, assignee):
+            raise TaskForbidden(
+                f"{assignee} is not a worker task {task_id} can be sent to: only the workers of "
+                "its grid and of its community's other grids, and the departments its grid can "
+                "call in"
+            )
         conn.execute("UPDATE tasks SET assignee = %s WHERE id = %s", (assignee, task_id))
         data["assignee"] = assignee
+        if action is Action.REASSIGN:
+            data["from"] = current_assignee
     if action is Action.EXTEND:
         if not extend_s or extend_s <= 0:
             raise TaskError("extend needs a positive number of seconds")
@@ -388,7 +466,7 @@ def act(
     old_stage, new_stage = _STAGE.get(state), _STAGE.get(target)
     if new_stage is None:
         _clear_deadline(conn, task_id)
-    elif new_stage != old_stage or action is Action.RESUME:
+    elif new_stage != old_stage or action in (Action.RESUME, Action.REASSIGN):  # a new clock
         _start_stage(conn, task_id, new_stage, severity, emergency, policy, now)
     if target is State.CLOSED:
         conn.execute(

@@ -2,61 +2,41 @@
 
 import { api } from "../api.js";
 import { debounce, h, toast } from "../dom.js";
+import { t } from "../i18n.js";
 import { taskCard, urgent } from "./taskcard.js";
 
 const COLUMNS = [
-  ["To dispatch", ["reported", "returned"]],
-  ["Dispatched", ["dispatched"]],
-  ["In hand", ["accepted", "handling", "rework"]],
-  ["To check", ["feedback", "checking"]],
-  ["Suspended", ["suspended"]],
+  ["to_dispatch", ["reported", "returned"]],
+  ["dispatched", ["dispatched"]],
+  ["in_hand", ["accepted", "handling", "rework"]],
+  ["to_check", ["feedback", "checking"]],
+  ["suspended", ["suspended"]],
 ];
 
 export async function render(root, ctx) {
   const { live } = ctx;
   const board = h("div", { class: "board" });
-  const summary = h("span", { class: "muted" });
-  root.append(h("div", { class: "row" }, h("h1", {}, "Tasks"), summary), board);
+  const summary = h("span", { class: "muted", id: "tasks-summary" });
+  root.append(h("div", { class: "row" }, h("h1", {}, t("dispatch.heading")), summary), board);
   const moved = new Set();
-  let people = [];
-  let territory = new Map();
-  const names = { people: new Map(), areas: new Map() };
-
-  /** Workers whose area holds the task's grid, those on duty and least busy first. */
-  function candidates(task) {
-    const inside = (p) => {
-      for (let id = task.grid_id; id; id = territory.get(id)) if (id === p.scope_id) return true;
-      return false;
-    };
-    return people.filter(inside).sort((a, b) => b.on_duty - a.on_duty || a.open_tasks - b.open_tasks);
-  }
+  const opened = new Set(); // tasks whose timeline is open: kept open when the board reloads
 
   async function load() {
     let tasks;
     try {
-      // The tree does not change while the page is open; who holds how many tasks does.
-      const nodes = territory.size ? null : api("/api/territory");
-      [tasks, people] = await Promise.all([
-        api("/api/tasks", { params: { open: true, limit: 500 } }).then((p) => p.items),
-        api("/api/people", { params: { role: ["grid_worker", "department"] } }),
-      ]);
-      if (nodes) {
-        const areas = await nodes;
-        territory = new Map(areas.map((n) => [n.id, n.parent_id]));
-        names.areas = new Map(areas.map((n) => [n.id, n.name]));
-      }
-      names.people = new Map(people.map((p) => [p.id, p.name]));
+      // Each task carries its names (venue, device, assignee, grid): nothing else to fetch.
+      tasks = (await api("/api/tasks", { params: { open: true, limit: 500 } })).items;
     } catch (e) {
       toast(e.message, true);
       return;
     }
-    const flagged = tasks.filter((t) => t.flagged).length;
-    summary.textContent = `${tasks.length} open · ${flagged} near or past their deadline`;
-    board.replaceChildren(...COLUMNS.map(([title, states]) => {
-      const mine = tasks.filter((t) => states.includes(t.state)).sort(urgent);
+    const flagged = tasks.filter((x) => x.flagged).length;
+    summary.textContent = t("dispatch.summary", { count: tasks.length, flagged });
+    board.replaceChildren(...COLUMNS.map(([column, states]) => {
+      const mine = tasks.filter((x) => states.includes(x.state)).sort(urgent);
       return h("section", { class: "column", dataset: { column: states[0] } },
-        h("h2", {}, h("span", {}, title), h("span", {}, mine.length)),
-        mine.map((t) => taskCard(t, { me: ctx.me, people: candidates, names, done: load, moved: moved.has(t.id) })));
+        h("h2", {}, h("span", {}, t(`dispatch.column.${column}`)), h("span", {}, mine.length)),
+        mine.map((x) => taskCard(x, { me: ctx.me, done: load, moved: moved.has(x.id), pictureNow: false, opened })));
     }));
     moved.clear();
   }
