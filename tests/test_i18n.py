@@ -111,10 +111,13 @@ def test_the_console_in_chinese_and_english_shows_only_catalogue_text(
     stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Browser, shots: Path
 ) -> None:
     site = nodes[0].site
-    raise_incident(stack.dsn, site)
+    task = raise_incident(stack.dsn, site)  # a red incident and its task
     # What the server still writes in English until titles are codes (title.*, rule.*: the
     # server branch's keys): allowed as data here, made from the catalogue once merged.
-    server_titles = [str(t) for (t,) in rows(stack.dsn, "SELECT title FROM incidents")] + [
+    server_titles = [
+        str(t)
+        for (t,) in rows(stack.dsn, "SELECT title FROM incidents UNION SELECT title FROM tasks")
+    ] + [
         str(r).replace("_", " ") for (r,) in rows(stack.dsn, "SELECT DISTINCT rule FROM incidents")
     ]
     venue_name = str(scalar(stack.dsn, "SELECT name FROM venues WHERE id = %s", (site,)))
@@ -156,7 +159,8 @@ def test_the_console_in_chinese_and_english_shows_only_catalogue_text(
 
     pages = [("board", "#incidents tbody tr"), ("territory", f"[data-venue='{site}']"),
              (f"venue/{site}", "#devices tbody tr"), ("emergency", "#emergencies tbody tr"),
-             ("settings/notifications", "#channels li")]  # fmt: skip
+             ("settings/notifications", "#channels li"),
+             ("tasks", f"[data-task='{task}']")]  # fmt: skip
     for language in LOCALES:
         words = zh if language == "zh-CN" else en
         for hash_, ready in pages:
