@@ -3,6 +3,10 @@ its own process, a signed-in page per person, and where screenshots go.
 
 Screenshots: set GRIDWATCH_SCREENSHOTS=docs/screenshots to keep them (that is how the README's
 pictures are made), otherwise they go to the test's folder.
+
+Languages: the browser prefers zh-CN unless told otherwise; `signed_in(..., language="en")` stores
+the person's language first (`set_language`), `catalogue(language)` is a locale's messages to
+look for, and `uncatalogued(page)` lists the visible text that comes from no catalogue.
 """
 
 from __future__ import annotations
