@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, keys
@@ -28,9 +30,12 @@ from api.routes import (
     notify,
     operations,
     people,
+    photos,
     registry_upload,
     tasks,
     venues,
+    wall,
+    wall_admin,
 )
 from api.settings import ApiSettings
 from api.streams import StreamSlots
@@ -73,17 +78,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         },
     )
     app.state.settings = settings
+    app.state.wall = wall.WallSettings()  # read at start: a bad tile URL stops it here
     app.state.deadlines = deadline_policy()
     app.state.streams = StreamSlots(settings.api_live_streams_per_person)
     errors.install(app)
     # admin last: its /api/v1/admin/{kind}/{record_id} would shadow a fixed path under
     # /api/v1/admin/nodes/ of a router included after it.
-    for module in (auth, incidents, tasks, venues, people, operations, live, health,
-                   enrol, registry_upload, notify, admin):  # fmt: skip
+    for module in (auth, incidents, tasks, photos, venues, people, operations, live, health,
+                   enrol, registry_upload, notify, wall, wall_admin, admin):  # fmt: skip
         app.include_router(module.router)
     errors.document_validation_errors(app)
-    app.add_middleware(Limits, max_body=settings.api_max_body_bytes)
+    larger = (("POST", re.compile(photos.PHOTO_PATH), photos.MAX_PHOTO_BYTES, "a photo"),)
+    app.add_middleware(Limits, max_body=settings.api_max_body_bytes, larger=larger)
     app.add_middleware(RequestMetrics)  # outside Limits: its 413s are counted too
+    app.add_middleware(_Compressed)  # inside the console's headers, which it leaves alone
     _serve_console(app)
     return app
 
@@ -129,3 +137,21 @@ class _ConsoleHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _Compressed:
+    """gzip for the console's files and the API's answers when the client takes it (a phone on
+    a slow network loads the console in a fraction of the bytes). Never the live stream: each
+    event must leave at once, and a thousand open streams should not each carry a compressor;
+    pictures are compressed already (GZipMiddleware skips them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # Level 6: nearly level 9's size for a fraction of the time, on every API answer.
+        self.gzip = GZipMiddleware(app, minimum_size=512, compresslevel=6)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/api/live":
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

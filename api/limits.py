@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,27 +14,37 @@ _API_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            413, f"the request body is larger than {limit} bytes; send less (at most {limit})"
-        )
+    def __init__(self, limit: int, what: str = "the request body") -> None:
+        super().__init__(413, f"{what} is larger than {limit} bytes; send less (at most {limit})")
+
+
+# Uploads that may be larger than other bodies: (method, path pattern, limit, what it is).
+Larger = tuple[str, "re.Pattern[str]", int, str]
 
 
 class Limits:
     """Refuses a body over `max_body` bytes with 413: at once when its Content-Length says so,
     and as soon as a chunked body passes it, so nothing large is ever held in memory."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, larger: tuple[Larger, ...] = ()) -> None:
         self.app = app
         self.max_body = max_body
+        self.larger = larger
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        for method, path, limit, what in self.larger:
+            if scope.get("method") == method and path.match(scope["path"]):
+                return limit, what
+        return self.max_body, "the request body"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body, what = self._limit(scope)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body:
-            await _refuse(send, BodyTooLarge(self.max_body))
+        if declared is not None and declared > max_body:
+            await _refuse(send, BodyTooLarge(max_body, what))
             return
         received = 0
         started = False
@@ -43,8 +54,8 @@ class Limits:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                if received > max_body:
+                    raise BodyTooLarge(max_body, what)
             return message
 
         async def headed(message: Message) -> None:

@@ -187,6 +187,7 @@ class TaskEvent(BaseModel):
     data: dict[str, Any] = Field(
         default_factory=dict, description="assignee (dispatch, reassign), from, photos, …"
     )
+    photos: list[int] = Field(default_factory=list, description="photo ids of a feedback")
 
 
 class TaskAction(BaseModel):
@@ -211,6 +212,9 @@ class TaskAction(BaseModel):
     note: str = Field(default="", max_length=4000)
     evidence: list[str] = Field(default_factory=list, max_length=20)
     assignee: str | None = Field(default=None, description="for dispatch and reassign")
+    photos: list[int] = Field(
+        default_factory=list, max_length=20, description="for feedback: ids of the task's photos"
+    )
     extend_s: float | None = Field(default=None, gt=0, le=30 * 86400, description="for extend")
 
 

@@ -598,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, add)
     registry_cmd.add_commands(sub, add)
     _node_commands(sub, add)
+    _wall_commands(sub, add)
 
     bench = sub.add_parser(
         "bench", help="Benchmarks that print their figures as JSON.", description="Benchmarks."
@@ -739,6 +740,23 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument(
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
+    bc = add(
+        bsub2,
+        "console",
+        _lazy("gridwatch.bench_console:run"),
+        "A grid worker's first load of the console in headless Chromium on a throttled mobile"
+        " network: bytes transferred (compressed) and the time until the inbox can be used.",
+    )
+    bc.add_argument(
+        "--profile", action="append", choices=["slow-3g", "slow-4g"], default=None,
+        help="network profile (DevTools presets), may repeat (default: slow-4g and slow-3g)",
+    )  # fmt: skip
+    bc.add_argument("--venues", type=int, default=20)
+    bc.add_argument("--tasks", type=int, default=5, help="open tasks in the worker's inbox")
+    bc.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
+    _add_bench_database_url(bc)
     bn = add(
         bsub2,
         "notify",
@@ -789,6 +807,32 @@ def _node_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], add
         p.add_argument("node", metavar="NODE", help="the edge node id")
         add_database_options(p)
         if p is not sh:
+            p.add_argument("--as", dest="actor", default=None,
+                           help="who does it, for the audit log (default: the OS user)")  # fmt: skip
+
+
+def _wall_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Any) -> None:
+    """`gridwatch wall ...` (gridwatch/wall_cmd.py)."""
+    wall = sub.add_parser(
+        "wall", help="Control-room walls: view-only tokens (make, list, revoke).",
+        description="Control-room walls: view-only tokens (make, list, revoke).",
+    )  # fmt: skip
+    wsub = wall.add_subparsers(dest="wall_command", required=True, metavar="COMMAND")
+    tk = add(wsub, "token", _lazy("gridwatch.wall_cmd:token"),
+             "A view-only token for an area's wall, printed once (open"
+             " /console/wall.html#token=TOKEN on the screen).")  # fmt: skip
+    tk.add_argument("--area", required=True, help="the area the wall shows")
+    tk.add_argument("--name", default="", help="which screen it is for (shown in the list)")
+    tk.add_argument("--days", type=float, default=None,
+                    help="expires after this many days (default: valid until revoked)")  # fmt: skip
+    ls = add(wsub, "list", _lazy("gridwatch.wall_cmd:listing"), "The wall tokens, newest first.")
+    ls.add_argument("--area", default=None, help="only this area's and those under it")
+    rv = add(wsub, "revoke", _lazy("gridwatch.wall_cmd:revoke"),
+             "Revoke a wall token: its wall stops at its next refresh.")  # fmt: skip
+    rv.add_argument("id", type=int, metavar="ID", help="the token's id (`gridwatch wall list`)")
+    for p in (tk, ls, rv):
+        add_database_options(p)
+        if p is not ls:
             p.add_argument("--as", dest="actor", default=None,
                            help="who does it, for the audit log (default: the OS user)")  # fmt: skip
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from api.routes.wall import WallSettings
 from api.settings import ApiSettings
 from gridwatch.brokercfg import BrokerAccountsSettings, BrokerEnvironment
 from ingest.settings import IngestSettings
@@ -26,6 +27,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("ingest", IngestSettings),
     ("ingest (leader)", BrokerSyncSettings),
     ("api", ApiSettings),
+    ("api: the wall", WallSettings),
     ("broker config", BrokerEnvironment),
     ("broker config", BrokerAccountsSettings),
     ("api, node site files", EdgeBrokerSettings),

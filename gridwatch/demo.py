@@ -21,11 +21,12 @@ import psycopg
 
 from api.security import hash_password
 from gateway.messages import DeviceKind
+from gridwatch import demo_map
 from gridwatch.services import write_private
 from ingest.tasks import Role
 from registry import document, store
 from registry.document import Document
-from registry.model import Area, Device, Level, Location, Node, Person, Shift, Venue, VenueKind
+from registry.model import Area, Device, Level, Node, Person, Shift, Venue, VenueKind
 from registry.secrets import issue_secret
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,10 @@ def generate(venues: int, devices_per_venue: int) -> Document:
     per grid on duty around the clock, and the departments they call in."""
     doc = Document(filename="the demo")
     areas = territory(max(1, venues // 2))
+    # Boundaries for the wall's map (gridwatch/demo_map.py); venues stand inside their grid.
+    shapes = demo_map.boundaries(areas)
+    boxes = demo_map.tile(areas)
+    areas = [a.model_copy(update={"boundary": shapes[a.id]}) for a in areas]
     by_id = {a.id: a for a in areas}
     for a in areas:
         doc.add("areas", a)
@@ -224,9 +229,8 @@ def generate(venues: int, devices_per_venue: int) -> Document:
                 name=_venue_name(kind, i, grid, community, subdistrict),
                 address=f"{_CITY[1]}{district.name}{subdistrict.name}{_ROADS[i % len(_ROADS)]}"
                 f"{(i * 7) % 180 + 1}号",
-                location=Location(
-                    lat=round(36.06 + (i % 10) * 0.004, 6),
-                    lon=round(120.37 + (i // 10) * 0.005 + (i % 3) * 0.001, 6),
+                location=demo_map.place(
+                    boxes[grid.id], i // len(grids), -(-(venues - i % len(grids)) // len(grids))
                 ),
                 capacity=_CAPACITY[kind],
                 shelter=kind in (VenueKind.SHELTER, VenueKind.COMMUNITY_CENTRE),

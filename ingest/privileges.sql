@@ -183,3 +183,16 @@ GRANT INSERT, UPDATE, DELETE ON notify_policies TO gridwatch_cli;
 -- API opens them.
 GRANT SELECT, INSERT, DELETE ON notify_links TO gridwatch_ingest;
 GRANT SELECT ON notify_links TO gridwatch_api;
+
+-- The wall (022): admins make and revoke view-only wall tokens (API and command line); the API
+-- checks them and marks when each was last used.
+GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by, last_used_at) ON wall_tokens
+    TO gridwatch_api, gridwatch_cli;
+GRANT USAGE ON SEQUENCE wall_tokens_id_seq TO gridwatch_api, gridwatch_cli;
+
+-- Photo evidence (024): uploaded and read through the API only (who may is the API's check:
+-- the assignee uploads while handling, supervisors and the assignee read). Nobody changes or
+-- deletes a stored photo; neither the ingest nor the command line (whose task actions attach
+-- no photos) can read them.
+GRANT SELECT, INSERT ON task_photos TO gridwatch_api;
+GRANT USAGE ON SEQUENCE task_photos_id_seq TO gridwatch_api;

@@ -381,6 +381,7 @@ def act(
     assignee: str | None = None,
     extend_s: float | None = None,
     policy: DeadlinePolicy | None = None,
+    photos: Sequence[int] = (),
 ) -> State:
     """Take an action on a task in the caller's transaction; raise TaskError if it is not allowed."""
     policy = policy or DeadlinePolicy()
@@ -423,6 +424,8 @@ def act(
     if action is Action.RESUME:
         target = State(str(suspended_from))
     data: dict[str, Any] = {}
+    if photos:
+        data["photos"] = _photos_of(conn, task_id, action, photos)
     now = _now(conn)
     if action in (Action.DISPATCH, Action.REASSIGN):
         if assignee is None:
@@ -479,6 +482,24 @@ def act(
             (actor.id, task_id, actor.id, f"task {task_id} closed"),
         )
     return target
+
+
+def _photos_of(conn: Conn, task_id: int, action: Action, photos: Sequence[int]) -> list[int]:
+    """The photo ids attached to a feedback, each of which must be one of this task's."""
+    if action is not Action.FEEDBACK:
+        raise TaskError(f"photos are attached to a feedback, not to {action}")
+    wanted = sorted(set(photos))
+    found = {
+        int(str(i))
+        for (i,) in conn.execute(
+            "SELECT id FROM task_photos WHERE task_id = %s AND id = ANY(%s)", (task_id, wanted)
+        )
+    }
+    strangers = [i for i in wanted if i not in found]
+    if strangers:
+        listed = ", ".join(map(str, strangers))
+        raise TaskError(f"photo {listed} is not one of task {task_id}'s photos; upload it first")
+    return wanted
 
 
 def on_incidents_resolved(conn: Conn, reasons: dict[int, str]) -> None:

@@ -10,7 +10,8 @@ it is at. A string literal with letters in it is flagged when it is
   in an object, or assigned to `.textContent`, `.title`, `.placeholder`, `.ariaLabel`, or the
   value of `setAttribute("aria-label" | "title" | "placeholder" | "alt", ...)`.
 Template literals count by their text outside `${...}`. Literals without letters (symbols,
-separators, numbers) are never flagged: a dash, " · ", an arrow. A line may say `i18n-exempt` with why
+separators, numbers) are never flagged: a dash, " · ", an arrow; nor are the few words that are
+the same in every language (SAME_IN_EVERY_LANGUAGE: the product's name, "HTTP"). A line may say `i18n-exempt` with why
 (the catalogue's own loading error, which no catalogue can word).
 
 HTML: text outside <script>, <style> and <noscript> must be in an element carrying `data-i18n`
@@ -64,8 +65,16 @@ class _Frame:
     key: str | None = None  # for { : the property name before the current value
 
 
+# Words the same in every language: the product's name, protocol names. A literal made of these
+# (and symbols) is not a word to translate.
+SAME_IN_EVERY_LANGUAGE = {"gridwatch", "HTTP", "JSON", "YAML", "GeoJSON"}
+
+
 def _words(text: str) -> bool:
-    return bool(LETTERS.search(text))
+    rest = re.sub(
+        r"[A-Za-z]+", lambda m: "" if m.group(0) in SAME_IN_EVERY_LANGUAGE else m.group(0), text
+    )
+    return bool(LETTERS.search(rest))
 
 
 def scan_js(path: Path, name: str | None = None) -> list[Finding]:

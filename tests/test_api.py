@@ -131,8 +131,8 @@ def test_every_resource_is_closed_to_another_grid(
     proposal = scalar(dsn, "SELECT id FROM emergency_proposals WHERE territory_id = 'g_other'")
     values = {"incident_id": incident, "task_id": incident_task, "venue_id": other,
               "area": "g_other", "person_id": "worker-g_other", "proposal_id": proposal,
-              "node_id": "n-other", "record_id": "n-other",
-              "token": "not-a-link-of-anyone-here"}  # fmt: skip
+              "node_id": "n-other", "record_id": "n-other", "photo_id": 1,
+              "token": "not-a-link-of-anyone-here", "token_id": 1}  # fmt: skip
     bodies: dict[str, Any] = {
         "/api/tasks/{task_id}/actions": {"action": "accept"},
         "/api/incidents/{incident_id}/silence": {"minutes": 5},
@@ -169,6 +169,14 @@ def test_every_resource_is_closed_to_another_grid(
         door = client.post("/api/commands/door", json={"device_id": "other-door", "action": "unlock",
                                                        "reason": "test"}, headers=headers)  # fmt: skip
         assert door.status_code == (404 if person == "op-grid" else 403)
+    # A wall token of the neighbours' grid (docs/wall.md) opens none of them either.
+    from api import wall_tokens
+
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        wall = {"Authorization": f"Bearer {wall_tokens.issue(conn, grid, '', 'admin')[0]}"}
+    for path, method in named:
+        r = client.request(method, path.format(**values), json=bodies.get(path, {}), headers=wall)
+        assert r.status_code in {401, 403, 404}, ("wall token", method, path, r.status_code)
     assert scalar(dsn, "SELECT count(*) FROM commands") == 0
     assert scalar(dsn, "SELECT count(*) FROM emergency_proposals WHERE decided_at IS NULL") == 1
     assert rows(dsn, "SELECT status::text, silenced_until FROM incidents WHERE id = %s",
@@ -309,7 +317,8 @@ def test_people_to_dispatch_to_and_daily_kpis(
     for action in ("check", "approve"):
         client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=boss)
     days = client.get("/api/kpi/daily", params={"days": 1}, headers=boss).json()
-    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0}]
+    assert days == [{"day": days[0]["day"], "created": 1, "closed": 1, "closed_late": 0,
+                     "closed_automatically": 0}]  # fmt: skip
     assert client.get("/api/kpi/daily", params={"days": 0}, headers=boss).status_code == 422
 
 

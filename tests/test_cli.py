@@ -23,7 +23,7 @@ from tests.support import rows, scalar
 COMMANDS = [
     [], ["up"], ["ingest"], ["db", "migrate"], ["broker", "config"],
     ["registry", "plan"], ["registry", "apply"], ["registry", "export"], ["bench", "registry"],
-    ["bench", "ingest"], ["bench", "fleet"], ["bench", "notify"], ["bench", "live"], ["edge"], ["simulate"], ["task", "list"],
+    ["bench", "ingest"], ["bench", "fleet"], ["bench", "notify"], ["bench", "live"], ["bench", "console"], ["edge"], ["simulate"], ["task", "list"],
     ["task", "act"], ["task", "show"], ["emergency", "start"], ["emergency", "end"], ["kpi"],
     ["rules", "list"], ["rules", "set"], ["maintenance"], ["person", "add"], ["person", "disable"],
     ["person", "enable"], ["audit", "verify"], ["notify", "policies"], ["notify", "policy-set"],

@@ -1,12 +1,15 @@
-"""Incidents in the signed-in person's subtree: list, timeline, acknowledge, silence, resolve."""
+"""Incidents in the signed-in person's subtree: list, timeline, context (task, device, venue),
+acknowledge, silence, resolve."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field
 
 from api.deps import Conn, CurrentUser, DbDep, User, audit
 from api.models import (
@@ -76,6 +79,18 @@ def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
     return _incident(db, user, incident_id)
 
 
+def _snapshot_row(db: Conn, ref: str, device_id: str | None) -> tuple[Any, ...] | None:
+    """The stored camera picture an incident's detail names, if it is still kept."""
+    try:
+        snapshot_id = uuid.UUID(ref)
+    except ValueError:
+        return None
+    return db.execute(
+        "SELECT jpeg FROM camera_snapshots WHERE id = %s AND device_id = %s LIMIT 1",
+        (snapshot_id, device_id),
+    ).fetchone()
+
+
 @router.get(
     "/{incident_id}/snapshot",
     summary="The camera's picture of it (JPEG)",
@@ -85,15 +100,7 @@ def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
 def snapshot(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
     incident = _incident(db, user, incident_id)
     ref = incident.detail.get("snapshot")
-    row = None
-    if isinstance(ref, str):
-        try:
-            row = db.execute(
-                "SELECT jpeg FROM camera_snapshots WHERE id = %s AND device_id = %s LIMIT 1",
-                (uuid.UUID(ref), incident.device_id),
-            ).fetchone()
-        except ValueError:
-            row = None
+    row = _snapshot_row(db, ref, incident.device_id) if isinstance(ref, str) else None
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} has no snapshot")
     return Response(bytes(row[0]), media_type="image/jpeg",
@@ -170,3 +177,111 @@ def resolve(
         incident_ops.resolve(db, str(key[0]), body.note or "resolved by hand", actor=user.id)
         audit(db, user, request, "incident.resolve", str(incident_id), {"note": body.note})
     return _incident(db, user, incident_id)
+
+
+class IncidentTask(BaseModel):
+    id: int
+    state: str
+    assignee: str | None
+    assignee_name: str | None
+    deadline_at: datetime | None
+    closed_at: datetime | None
+
+
+class IncidentDevice(BaseModel):
+    id: str
+    name: str
+    kind: str
+    online: bool | None = Field(description="none when it was never heard from")
+    last_seen: datetime | None
+
+
+class IncidentVenue(BaseModel):
+    id: str
+    name: str
+    kind: str
+    address: str
+    timezone: str
+    latitude: float | None
+    longitude: float | None
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    kind: str = Field(description="opened, repeated, acknowledged, silenced, unsilenced, resolved…")
+    actor: str
+    actor_name: str | None = Field(description="the person's name; none for the system")
+    note: str
+    data: dict[str, Any]
+
+
+class IncidentContext(BaseModel):
+    """What an incident's page shows around it: its task, device and venue, and its timeline
+    with who did what. `snapshot` says GET …/snapshot has a picture; a clip is not kept yet."""
+
+    task: IncidentTask | None
+    device: IncidentDevice | None
+    venue: IncidentVenue | None
+    timeline: list[TimelineEntry]
+    snapshot: bool
+
+
+@router.get(
+    "/{incident_id}/context",
+    response_model=IncidentContext,
+    summary="Its task and assignee, device, venue, snapshot and timeline with names",
+)
+def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> IncidentContext:
+    incident = _incident(db, user, incident_id)
+    task = db.execute(
+        """SELECT t.id, t.state::text, t.assignee, p.name, t.deadline_at, t.closed_at
+           FROM tasks t LEFT JOIN people p ON p.id = t.assignee WHERE t.incident_id = %s""",
+        (incident_id,),
+    ).fetchone()
+    device = None
+    if incident.device_id:
+        device = db.execute(
+            """SELECT d.id, d.name, d.kind::text, s.online, s.last_seen
+               FROM devices d LEFT JOIN device_status s ON s.device_id = d.id WHERE d.id = %s""",
+            (incident.device_id,),
+        ).fetchone()
+    venue = None
+    if incident.venue_id:
+        venue = db.execute(
+            """SELECT id, name, kind::text, address, timezone, latitude, longitude
+               FROM venues WHERE id = %s""",
+            (incident.venue_id,),
+        ).fetchone()
+    # The incident's own events, then its task's (as task_<action>: dispatched to whom, accepted,
+    # feedback, checked, closed), in time order, with the names of the people.
+    timeline = as_models(TimelineEntry, db.execute(
+        """SELECT at, kind, actor, name, note, data FROM (
+               SELECT e.at, e.id, 0 AS src, e.kind, e.actor, p.name, e.note, e.data
+               FROM incident_events e LEFT JOIN people p ON p.id = e.actor
+               WHERE e.incident_id = %(id)s
+               UNION ALL
+               SELECT e.at, e.id, 1, 'task_' || e.action, e.actor, p.name,
+                      concat_ws(' ', nullif(e.reason, ''), nullif(e.note, '')),
+                      e.data || jsonb_build_object('task_id', e.task_id, 'assignee_name', a.name)
+               FROM task_events e JOIN tasks t ON t.id = e.task_id
+               LEFT JOIN people p ON p.id = e.actor
+               LEFT JOIN people a ON a.id = e.data->>'assignee'
+               WHERE t.incident_id = %(id)s) x
+           ORDER BY at, src, id""",
+        {"id": incident_id},
+    ).fetchall())  # fmt: skip
+    if incident.occurrences > 1:  # repeats are counted on the incident, not logged one by one
+        timeline.append(TimelineEntry(
+            at=incident.last_seen, kind="repeated", actor="system", actor_name=None, note="",
+            data={"occurrences": incident.occurrences},
+        ))  # fmt: skip
+        timeline.sort(key=lambda e: e.at)
+    ref = incident.detail.get("snapshot")
+    has_snapshot = isinstance(ref, str) and _snapshot_row(db, ref, incident.device_id) is not None
+    return IncidentContext(
+        task=as_model(IncidentTask, task) if task else None,
+        device=as_model(IncidentDevice, device) if device else None,
+        venue=as_model(IncidentVenue, venue) if venue else None,
+        timeline=timeline,
+        snapshot=has_snapshot,
+    )

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Set
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -358,18 +359,28 @@ def kpis(
 
 
 @router.get("/kpi/daily", response_model=list[kpi.DailyKpi],
-            summary="Tasks created, closed and closed late per day in an area")  # fmt: skip
+            summary="Tasks created, closed by people (and late), closed by themselves, per day")  # fmt: skip
 def kpi_daily(
     user: CurrentUser,
     db: DbDep,
     area: AreaQuery = None,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
+    tz: Annotated[
+        str, Query(max_length=64, description="the time zone whose days are counted (IANA name)")
+    ] = "UTC",
 ) -> list[kpi.DailyKpi]:
     area_path(db, user, area)
-    until = datetime.now(UTC)
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"no time zone {tz!r}; name one such as Asia/Shanghai or UTC",
+        ) from None
+    until = datetime.now(zone)
     first = (until - timedelta(days=days - 1)).date()
-    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    return kpi.daily(db, area or user.scope_id, since, until)
+    since = datetime(first.year, first.month, first.day, tzinfo=zone)
+    return kpi.daily(db, area or user.scope_id, since, until, tz=tz)
 
 
 class Rejected(BaseModel):

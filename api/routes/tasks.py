@@ -103,7 +103,7 @@ def task_events(task_id: RowId, user: CurrentUser, db: DbDep) -> list[TaskEvent]
     _task(db, user, task_id)
     rows = db.execute(
         """SELECT e.at, e.action, e.from_state::text, e.to_state::text, e.actor, e.reason, e.note,
-                  e.evidence, p.name, q.name, e.data
+                  e.evidence, p.name, q.name, e.data, coalesce(e.data->'photos', '[]'::jsonb)
            FROM task_events e LEFT JOIN people p ON p.id = e.actor
            LEFT JOIN people q ON q.id = e.data->>'assignee'
            WHERE e.task_id = %s ORDER BY e.id""",
@@ -125,7 +125,7 @@ def act(
         task_ops.act(
             db, task_id, body.action, user.id, reason=body.reason, note=body.note,
             evidence=body.evidence, assignee=body.assignee, extend_s=body.extend_s,
-            policy=request.app.state.deadlines,
+            policy=request.app.state.deadlines, photos=body.photos,
         )  # fmt: skip
         audit(db, user, request, f"task.{body.action}", str(task_id),
               body.model_dump(exclude_defaults=True, mode="json"))  # fmt: skip

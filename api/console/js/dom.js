@@ -103,32 +103,56 @@ export async function act(button, f) {
 
 const W = 640;
 const H = 220;
-const PAD = { left: 44, right: 12, top: 12, bottom: 36 };
+const PAD = { left: 56, right: 12, top: 12, bottom: 36 };
+// Round steps for a time axis (seconds): 1-2-5 where the clock allows, then its own units.
+export const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+  43200, 86400, 172800, 432000, 604800];
 
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+/**
+ * Axis ticks on round values: a step of 1, 2 or 5 times a power of ten (whole numbers only
+ * when `integer`; from `steps` when given, e.g. a time axis), at most about `count` intervals,
+ * from 0 to the first tick at or above `max`. Returns {top, ticks}.
+ */
+export function niceTicks(max, { count = 5, integer = false, steps = null } = {}) {
+  const v = Number.isFinite(max) && max > 0 ? max : 0;
+  let step;
+  if (steps) {
+    step = steps.find((x) => x * count >= v) ?? steps[steps.length - 1] * Math.ceil(v / (steps[steps.length - 1] * count));
+  } else if (v === 0) {
+    step = 1;
+  } else {
+    const raw = v / count;
+    const p = 10 ** Math.floor(Math.log10(raw));
+    step = [1, 2, 5, 10].map((m) => m * p).find((x) => x >= raw * (1 - 1e-9));
+  }
+  if (integer) step = Math.max(1, Math.round(step));
+  const n = Math.max(1, Math.ceil(v / step - 1e-9));
+  const ticks = Array.from({ length: n + 1 }, (_, k) => Number((k * step).toPrecision(12)));
+  return { top: ticks[ticks.length - 1], ticks };
 }
 
 /**
  * Bars (one or more series side by side per label) with an optional line over them.
- * series: [{name, values, cls}], line: {name, values} or null, format: y-axis labels.
+ * series: [{name, values, cls}], line: {name, values} or null, format: y-axis labels;
+ * axis: "count" (whole numbers), "rate" (0..1, never past 100%), "time" (seconds) or "number".
  */
-export function barChart({ labels, series, line = null, format = String, label = "" }) {
+export function barChart({ labels, series, line = null, format = String, label = "", axis = "number", empty = null }) {
   const all = series.flatMap((x) => x.values).concat(line ? line.values : []);
-  if (all.every((v) => v === null || v === undefined)) return h("p", { class: "empty" }, t("common.no_data"));
-  const top = niceMax(Math.max(0, ...all.filter((v) => v !== null)));
+  if (all.every((v) => v === null || v === undefined)) return h("p", { class: "empty" }, empty ?? t("common.no_data"));
+  const max = Math.max(0, ...all.filter((v) => v !== null && v !== undefined));
+  const { top, ticks } = niceTicks(axis === "rate" ? Math.min(1, max) || 1 : max,
+    { integer: axis === "count", steps: axis === "time" ? TIME_STEPS : null });
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
-  const y = (v) => PAD.top + plotH - (v / top) * plotH;
+  const y = (v) => PAD.top + plotH - (Math.min(v, top) / top) * plotH;
   const slot = plotW / Math.max(1, labels.length);
   const barW = Math.min(56, Math.max(2, (slot * 0.8) / series.length));
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
-  for (let i = 0; i <= 4; i++) {
-    const v = (top * i) / 4;
+  const step = ticks.length > 1 ? ticks[1] : top;
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label,
+    dataset: { axis, step } });
+  for (const v of ticks) {
     svg.append(s("line", { class: "axis", x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }),
-      s("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end" }, format(v)));
+      s("text", { x: PAD.left - 6, y: y(v) + 4, "text-anchor": "end", dataset: { tick: v } }, format(v)));
   }
   const every = Math.ceil(labels.length / 8);
   labels.forEach((name, i) => {
@@ -152,7 +176,7 @@ export function barChart({ labels, series, line = null, format = String, label =
     }
   }
   const keys = series.map((x) => [x.name, `k-${x.cls || "bar"}`]).concat(line ? [[line.name, "k-line"]] : []);
-  const legend = h("div", { class: "legend" }, keys.map(([n, k]) => h("span", {}, h("i", { class: k }), n)));
+  const legend = h("div", { class: "legend" }, keys.map(([n, k]) => h("span", {}, h("i", { class: k, "aria-hidden": "true" }), n)));
   return h("figure", { class: "figure" }, svg, legend);
 }
 

@@ -4,6 +4,7 @@
 import { api } from "../api.js";
 import { chip, h, toast } from "../dom.js";
 import { label, t } from "../i18n.js";
+import * as walls from "./walls.js";
 
 export async function render(root, { me }) {
   const body = h("tbody");
@@ -39,4 +40,5 @@ export async function render(root, { me }) {
     }
   }
   await load();
+  root.append(await walls.panel()); // wall tokens (views/walls.js)
 }

@@ -1,0 +1,75 @@
+"""The incident page's API: its task and assignee, device, venue and one timeline with names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+from fastapi.testclient import TestClient
+
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
+from ingest import incidents, registry, tasks
+from ingest.rules import Raise, Rule, Severity
+from tests.support import scalar
+from tests.test_api import _second_grid, client, people_of, raise_incident, sign_in
+
+__all__ = ["client"]  # the fixture, used by name
+
+
+def test_context_tells_the_whole_story_with_names(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    site = nodes[0].site
+    task_id = raise_incident(stack.dsn, site)
+    incident_id = int(
+        str(scalar(stack.dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,)))
+    )
+    worker, dispatcher = people_of(stack.dsn, site)
+    boss, me = sign_in(client, dispatcher), sign_in(client, worker)
+    client.post(f"/api/tasks/{task_id}/actions", json={"action": "accept"}, headers=me)
+    client.post(f"/api/incidents/{incident_id}/silence", json={"minutes": 30, "note": "在现场"},
+                headers=boss)  # fmt: skip
+    worker_name = str(scalar(stack.dsn, "SELECT name FROM people WHERE id = %s", (worker,)))
+    boss_name = str(scalar(stack.dsn, "SELECT name FROM people WHERE id = %s", (dispatcher,)))
+
+    r = client.get(f"/api/incidents/{incident_id}/context", headers=boss)
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert c["task"]["id"] == task_id and c["task"]["state"] == "accepted"
+    assert (c["task"]["assignee"], c["task"]["assignee_name"]) == (worker, worker_name)
+    venue = scalar(stack.dsn, "SELECT name FROM venues WHERE id = %s", (site,))
+    assert c["venue"]["id"] == site and c["venue"]["name"] == venue
+    assert c["venue"]["timezone"] == "Asia/Shanghai" and "address" in c["venue"]
+    assert c["device"] is None and c["snapshot"] is False  # raised without a device
+    kinds = [e["kind"] for e in c["timeline"]]
+    assert kinds == ["opened", "task", "task_create", "task_dispatch", "task_accept", "silenced"]
+    dispatch = c["timeline"][3]
+    assert dispatch["data"]["assignee_name"] == worker_name and dispatch["actor"] == "system"
+    assert c["timeline"][4]["actor_name"] == worker_name
+    assert (c["timeline"][5]["actor_name"], c["timeline"][5]["note"]) == (boss_name, "在现场")
+    assert [e["at"] for e in c["timeline"]] == sorted(e["at"] for e in c["timeline"])
+    # The assignee sees the same page; another grid's worker does not.
+    assert client.get(f"/api/incidents/{incident_id}/context", headers=me).json() == c
+    _second_grid(stack.dsn, site)
+    stranger = sign_in(client, "worker-g_other")
+    assert client.get(f"/api/incidents/{incident_id}/context", headers=stranger).status_code == 404
+
+
+def test_repeats_show_once_with_their_count(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    site = nodes[0].site
+    task_id = raise_incident(stack.dsn, site)
+    with psycopg.connect(stack.dsn) as conn:  # the same key twice more: one incident, counted
+        venue = registry.load(conn).venues[site]
+        for _ in range(2):
+            repeat = Raise(Rule.DOOR_FORCED, f"{site}-x", Severity.RED, venue, datetime.now(UTC))
+            incidents.apply(conn, [repeat], tasks.DeadlinePolicy())
+    incident_id = scalar(stack.dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,))
+    assert scalar(stack.dsn, "SELECT occurrences FROM incidents WHERE id = %s", (incident_id,)) == 3
+    c = client.get(
+        f"/api/incidents/{incident_id}/context", headers=sign_in(client, "operator")
+    ).json()
+    repeats = [e for e in c["timeline"] if e["kind"] == "repeated"]
+    assert len(repeats) == 1 and repeats[0]["data"] == {"occurrences": 3}
