@@ -14,9 +14,9 @@ export async function render(root, { me }) {
   let names = new Map(); // area id → name
   const areaName = (id) => names.get(id) || id;
   const list = h("tbody");
-  const area = h("select", { name: "area", required: true });
-  const reason = h("input", { name: "reason", required: true, maxlength: 500, placeholder: t("emergency.reason_placeholder") });
-  const message = h("textarea", { name: "message", maxlength: 2000, placeholder: t("emergency.message_placeholder") });
+  const area = h("select", { id: "emergency-area", name: "area", required: true });
+  const reason = h("input", { id: "emergency-reason", name: "reason", required: true, maxlength: 500, placeholder: t("emergency.reason_placeholder") });
+  const message = h("textarea", { id: "emergency-message", name: "message", maxlength: 2000, placeholder: t("emergency.message_placeholder") });
   const error = h("p", { class: "error", role: "alert" });
   const start = h("button", { type: "submit", class: "danger" }, t("emergency.start"));
   const form = h("form", { class: "panel", onsubmit: (e) => {
@@ -36,7 +36,9 @@ export async function render(root, { me }) {
   } },
   h("h2", {}, t("emergency.switch")),
   h("p", { class: "muted small" }, t("emergency.explain")),
-  h("label", {}, t("emergency.area")), area, h("label", {}, t("emergency.reason")), reason, h("label", {}, t("emergency.message")), message,
+  h("label", { for: "emergency-area" }, t("emergency.area")), area,
+  h("label", { for: "emergency-reason" }, t("emergency.reason")), reason,
+  h("label", { for: "emergency-message" }, t("emergency.message")), message,
   error, h("div", { class: "row" }, h("span", { class: "spacer" }), start));
   const proposed = h("tbody");
   const proposals = h("section", { class: "panel", hidden: true },

@@ -62,10 +62,13 @@ export async function render(root, { me, live }) {
       h("summary", {},
         h("b", {}, n.name), h("span", { class: "level" }, label("territory.level", n.level)),
         h("span", { class: "muted small" }, t("territory.area_venues", { count: n.venues })),
-        n.open_incidents ? h("span", { class: "chip red", title: t("territory.open_title") }, t("territory.area_open", { count: n.open_incidents })) : null,
-        SUPERVISORS.has(me.role) && n.venues > 0
-          ? h("button", { class: "small quiet", type: "button", onclick: (e) => { e.preventDefault(); broadcastDialog({ area: n.id, name: n.name }); } }, t("territory.broadcast"))
-          : null),
+        n.open_incidents ? h("span", { class: "chip red", title: t("territory.open_title") }, t("territory.area_open", { count: n.open_incidents })) : null),
+      // Beside the summary, not in it: a control inside <summary> is a control in a control.
+      SUPERVISORS.has(me.role) && n.venues > 0
+        ? h("div", { class: "area-actions" }, h("button", { class: "small quiet", type: "button",
+          "aria-label": t("commands.broadcast_to", { name: n.name }),
+          onclick: () => broadcastDialog({ area: n.id, name: n.name }) }, t("territory.broadcast")))
+        : null,
       (children.get(n.id) || []).map((c) => area(c, children, byGrid, depth + 1)),
       (byGrid.get(n.id) || []).map(venueRow));
     details.open = depth < 2 || open.has(n.id) || n.open_incidents > 0;
