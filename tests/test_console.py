@@ -117,7 +117,6 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         card = f"[data-task='{task_id}']"
         expect(dispatcher.locator(f"[data-column=dispatched] {card}")).to_be_visible()
         expect(worker.locator(f"#inbox {card}")).to_be_visible()
-        worker.screenshot(path=shots / "inbox.png")
 
         # Accepted on the phone: it moves to "In hand" on the dispatcher's board.
         worker.locator(f"{card} button[data-action=accept]").click()
@@ -130,7 +129,6 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         expect(dispatcher.locator(f"[data-column=feedback] {card}")).to_be_visible(timeout=5_000)
         dispatcher.locator(f"{card} button", has_text=theirs("task.timeline", "timeline")).click()
         expect(dispatcher.locator(f"{card} .timeline")).to_contain_text("Door closed and checked")
-        dispatcher.screenshot(path=shots / "tasks.png")
         assert (
             scalar(stack.dsn, "SELECT state::text FROM tasks WHERE id = %s", (task_id,))
             == "feedback"
@@ -220,7 +218,6 @@ def test_console_from_a_forced_door_to_an_accepted_task(
         operator.goto(f"{api_url}/console/#/kpi")
         expect(operator.locator("#kpi tbody tr").first).to_contain_text("海城市")
         expect(operator.locator("svg.chart").first).to_be_visible()
-        operator.screenshot(path=shots / "kpi.png")
     finally:
         fleet.stop()
     assert errors == [], errors
