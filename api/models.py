@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Protocol, Self, TypeVar
+from typing import Annotated, Any, Generic, Literal, Protocol, Self, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,11 +45,16 @@ class Token(BaseModel):
     expires_in: int = Field(description="seconds")
 
 
+Language = Literal["zh-CN", "en"]
+
+
 class Me(BaseModel):
     id: str
     name: str
     role: str
     scope_id: str
+    language: Language = Field(description="the console's and the notifications' language")
+    timezone: str = Field(description="where times are shown when the thing shown has no venue")
 
 
 T = TypeVar("T")

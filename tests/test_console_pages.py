@@ -35,10 +35,7 @@ BLOCKING = {"serious", "critical"}
 # Pages another helper of issue 14 is rewriting while this test is written: their violations
 # are reported (printed) but do not fail the test until that work has landed. Remove entries
 # as the pages are fixed: (page, axe rule).
-OTHERS: set[tuple[str, str]] = {
-    ("territory", "nested-interactive"),  # H1: links inside the tree's <summary>
-    ("emergency", "select-name"),  # H1: the area <select> has no label
-}
+OTHERS: set[tuple[str, str]] = set()
 
 
 def _axe(page: Page) -> list[dict[str, Any]]:

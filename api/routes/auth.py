@@ -16,7 +16,7 @@ from api.database import Database
 from api.deps import CurrentSession, CurrentUser, DbDep, User, audit, client_of, record
 from api.errors import ErrorBody
 from api.messages import ApiError
-from api.models import Me, Token
+from api.models import Language, Me, Token
 from api.security import hash_password, make_token, verify_password
 from api.settings import ApiSettings
 from ingest import people
@@ -152,6 +152,36 @@ async def change_password(body: PasswordChange, session: CurrentSession, request
         return await run_in_threadpool(change)
 
 
+def _me(db: DbDep, user: User) -> Me:
+    row = db.execute(
+        """SELECT p.language, n.timezone FROM people p
+           LEFT JOIN notify_prefs n ON n.person_id = p.id WHERE p.id = %s""",
+        (user.id,),
+    ).fetchone()
+    language, tz = row if row else ("zh-CN", None)
+    return Me(id=user.id, name=user.name, role=user.role.value, scope_id=user.scope_id,
+              language=language, timezone=tz or "Asia/Shanghai")  # fmt: skip
+
+
 @router.get("/me", response_model=Me, summary="The signed-in person")
-def me(user: CurrentUser) -> Me:
-    return Me(id=user.id, name=user.name, role=user.role.value, scope_id=user.scope_id)
+def me(user: CurrentUser, db: DbDep) -> Me:
+    return _me(db, user)
+
+
+class LanguageChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: Language = Field(description="zh-CN or en")
+
+
+@router.put(
+    "/me/language",
+    response_model=Me,
+    summary="Choose your language (the console's and your notifications'); audited",
+)
+def set_language(body: LanguageChange, user: CurrentUser, db: DbDep, request: Request) -> Me:
+    with db.transaction():
+        db.execute("UPDATE people SET language = %s WHERE id = %s", (body.language, user.id))
+        audit(db, user, request, "me.language", user.id, {"language": body.language})
+    log.info("language set person=%s language=%s", user.id, body.language)
+    return _me(db, user)

@@ -217,13 +217,15 @@ class Delivery(BaseModel):
     next_at: datetime | None = Field(description="when it is tried next (pending only)")
     digest_id: int | None = Field(description="the digest it went out in (digested)")
     digest_state: str | None
+    person_name: str = Field(description="who it went to, as people read it")
 
 
 _DELIVERIES = """SELECT d.id, d.person_id, d.channel, d.state::text, d.kind, d.severity::text,
                         d.title, d.attempts, d.last_error, d.provider_ref, d.created_at,
                         d.tried_at, d.sent_at, CASE WHEN d.state = 'pending' THEN d.next_at END,
-                        d.digest_id, g.state::text
-                 FROM deliveries d LEFT JOIN deliveries g ON g.id = d.digest_id"""
+                        d.digest_id, g.state::text, p.name
+                 FROM deliveries d LEFT JOIN deliveries g ON g.id = d.digest_id
+                 JOIN people p ON p.id = d.person_id"""
 
 
 @router.get(

@@ -226,6 +226,7 @@ class EmergencyStart(BaseModel):
 class Emergency(BaseModel):
     id: int
     territory_id: str
+    territory_name: str
     reason: str
     message: str
     started_at: datetime
@@ -236,8 +237,10 @@ class Emergency(BaseModel):
 
 def _emergencies(db: DbDep, user: User) -> list[Emergency]:
     rows = db.execute(
-        """SELECT id, territory_id, reason, message, started_at, started_by, ended_at, ended_by
-           FROM emergencies WHERE path <@ %s::ltree OR path @> %s::ltree ORDER BY id DESC LIMIT 50""",
+        """SELECT e.id, e.territory_id, t.name, e.reason, e.message, e.started_at, e.started_by,
+                  e.ended_at, e.ended_by
+           FROM emergencies e JOIN territory t ON t.id = e.territory_id
+           WHERE e.path <@ %s::ltree OR e.path @> %s::ltree ORDER BY e.id DESC LIMIT 50""",
         (user.scope_path, user.scope_path),
     ).fetchall()
     return as_models(Emergency, rows)

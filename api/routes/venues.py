@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import Conn, CurrentUser, DbDep, User
 from api.messages import ApiError
@@ -28,6 +28,7 @@ class VenueStatus(BaseModel):
     devices_online: int
     open_incidents: int
     occupancy: int | None
+    timezone: str = Field(description="where the venue's times are shown (e.g. Asia/Shanghai)")
 
 
 class Device(BaseModel):
@@ -99,7 +100,8 @@ SELECT v.id, v.name, v.kind::text, v.grid_id, v.capacity, v.is_shelter,
         JOIN device_status s ON s.device_id = d.id WHERE n.venue_id = v.id AND s.online),
        (SELECT count(*) FROM incidents i WHERE i.venue_id = v.id AND i.status <> 'resolved'),
        (SELECT sum((l.payload->>'count')::int) FROM devices d JOIN edge_nodes n ON n.id = d.node_id
-        JOIN device_latest l ON l.device_id = d.id AND l.type = 'occupancy' WHERE n.venue_id = v.id)
+        JOIN device_latest l ON l.device_id = d.id AND l.type = 'occupancy' WHERE n.venue_id = v.id),
+       v.timezone
 FROM venues v JOIN territory g ON g.id = v.grid_id
 """
 

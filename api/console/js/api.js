@@ -1,4 +1,7 @@
 // The API client: the signed-in session, JSON requests with clear errors, and the live stream.
+// Every request says the console's language (Accept-Language), so the API's messages follow it.
+
+import { locale, t } from "./i18n.js";
 
 const KEY = "gridwatch.session";
 
@@ -21,7 +24,7 @@ export const session = {
 
 export class ApiError extends Error {
   constructor(status, error, detail, body = null) {
-    super(detail || error || `HTTP ${status}`);
+    super(detail || error || t("common.http_error", { status }));
     this.status = status;
     this.error = error;
     this.body = body; // the whole answer: a 409's `current` record, a 422's `field`
@@ -43,7 +46,7 @@ export async function api(path, { method = "GET", body, params } = {}) {
     if (v === undefined || v === null || v === "") continue;
     for (const one of Array.isArray(v) ? v : [v]) url.searchParams.append(k, one);
   }
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: "application/json", "Accept-Language": locale() };
   const s = session.get();
   if (s) headers.Authorization = `Bearer ${s.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -52,7 +55,7 @@ export async function api(path, { method = "GET", body, params } = {}) {
     response = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     serverState(false);
-    throw new ApiError(0, "unreachable", `the server cannot be reached (${e.message})`);
+    throw new ApiError(0, "unreachable", t("common.unreachable", { reason: e.message }));
   }
   serverState(!UNAVAILABLE.has(response.status));
   const data = (response.headers.get("content-type") || "").includes("json") ? await response.json() : null;
@@ -60,18 +63,18 @@ export async function api(path, { method = "GET", body, params } = {}) {
     session.clear();
     window.dispatchEvent(new Event("gridwatch:signed-out"));
   }
-  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail, data);
+  if (!response.ok) throw new ApiError(response.status, data?.error, data?.message || data?.detail, data);
   return data;
 }
 
 export async function signIn(username, password) {
   const response = await fetch("/api/token", {
     method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept-Language": locale() },
     body: new URLSearchParams({ username, password }),
   });
   const data = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, data?.error, data?.detail);
+  if (!response.ok) throw new ApiError(response.status, data?.error, data?.message || data?.detail);
   session.set(data.access_token, data.expires_in);
 }
 
@@ -174,24 +177,36 @@ export function silenced(incident) {
 /** Commands that will not change any more. */
 export const FINAL_COMMAND_STATES = new Set(["done", "failed", "rejected", "expired"]);
 
-let venueCache = { at: 0, names: null };
+let venueCache = { at: 0, names: null, zones: null };
+
+async function loadVenues() {
+  if (!venueCache.names || Date.now() - venueCache.at > 60_000) {
+    const venues = await api("/api/venues");
+    venueCache = { at: Date.now(), names: new Map(venues.map((v) => [v.id, v.name])),
+      zones: new Map(venues.map((v) => [v.id, v.timezone])) };
+  }
+  return venueCache;
+}
 
 /** Venue names by id, cached for a minute (names rarely change). */
 export async function venueNames() {
-  if (!venueCache.names || Date.now() - venueCache.at > 60_000) {
-    const venues = await api("/api/venues");
-    venueCache = { at: Date.now(), names: new Map(venues.map((v) => [v.id, v.name])) };
-  }
-  return venueCache.names;
+  return (await loadVenues()).names;
+}
+
+/** Venues' time zones by id (times of a venue are shown in its zone), cached like the names. */
+export async function venueZones() {
+  return (await loadVenues()).zones;
 }
 
 /** An image (or other file) from the API, as an object URL for an <img>. */
 export async function objectUrl(path) {
   const s = session.get();
-  const response = await fetch(path, { headers: s ? { Authorization: `Bearer ${s.token}` } : {} });
+  const headers = { "Accept-Language": locale() };
+  if (s) headers.Authorization = `Bearer ${s.token}`;
+  const response = await fetch(path, { headers });
   if (!response.ok) {
     const data = await response.json().catch(() => null);
-    throw new ApiError(response.status, data?.error, data?.detail);
+    throw new ApiError(response.status, data?.error, data?.message || data?.detail);
   }
   return URL.createObjectURL(await response.blob());
 }

@@ -1,6 +1,7 @@
-// Small DOM helpers, formatting and SVG charts. Text always goes in as text, never as HTML.
+// Small DOM helpers and SVG charts. Text always goes in as text, never as HTML; the words come
+// from the catalogues (i18n.js).
 
-import { t } from "./i18n.js";
+import { duration, label as codeLabel, stamp, t } from "./i18n.js";
 
 /** An element: h("a", {href: "#/x", class: "y", onclick: f}, "text", child, ...). */
 export function h(tag, attrs, ...children) {
@@ -45,54 +46,23 @@ export function chip(text, colour) {
 }
 
 export function severityChip(severity) {
-  return chip(severity, severity);
+  return h("span", { class: `chip ${severity}`, dataset: { severity } }, codeLabel("severity", severity));
 }
 
 export function dot(online) {
   return h("span", { class: `dot ${online === true ? "on" : online === false ? "off" : ""}`,
-    title: online === true ? "online" : online === false ? "offline" : "never seen" });
+    title: t(online === true ? "common.online" : online === false ? "common.offline" : "common.never_seen") });
 }
 
-// ---- time ----
+// ---- time (formatting itself lives in i18n.js) ----
 
-export function clock(ts) {
-  if (!ts) return "";
-  const d = new Date(ts);
-  const today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString() : d.toLocaleString();
-}
-
-export function ago(ts) {
-  if (!ts) return "never";
-  const s = Math.round((Date.now() - new Date(ts).getTime()) / 1000);
-  if (s < 5) return "just now";
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86400)} d ago`;
-}
-
-export function duration(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
-  if (Math.abs(seconds) < 10) return `${Math.abs(seconds).toFixed(seconds % 1 ? 1 : 0)} s`;
-  const s = Math.abs(Math.round(seconds));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
-/** "due in 4 min" or "overdue 2 min", with the overdue class when late. */
-export function due(deadline) {
-  if (!deadline) return h("span", { class: "muted" }, "no deadline");
+/** "due in 4 min" or "overdue 2 min", with the overdue class when late; tz: the venue's. */
+export function due(deadline, tz) {
+  if (!deadline) return h("span", { class: "muted" }, t("common.no_deadline"));
   const left = (new Date(deadline).getTime() - Date.now()) / 1000;
   return left >= 0
-    ? h("span", { title: clock(deadline) }, `due in ${duration(left)}`)
-    : h("span", { class: "overdue", title: clock(deadline) }, `overdue ${duration(left)}`);
-}
-
-export function percent(rate) {
-  return rate === null || rate === undefined ? "–" : `${Math.round(rate * 100)}%`;
+    ? h("span", { title: stamp(deadline, tz) }, t("common.due_in", { time: duration(left) }))
+    : h("span", { class: "overdue", title: stamp(deadline, tz) }, t("common.overdue", { time: duration(left) }));
 }
 
 // ---- behaviour ----
@@ -168,7 +138,7 @@ export function niceTicks(max, { count = 5, integer = false, steps = null } = {}
  */
 export function barChart({ labels, series, line = null, format = String, label = "", axis = "number", empty = null }) {
   const all = series.flatMap((x) => x.values).concat(line ? line.values : []);
-  if (all.every((v) => v === null || v === undefined)) return h("p", { class: "empty" }, empty ?? t("kpi.no_data"));
+  if (all.every((v) => v === null || v === undefined)) return h("p", { class: "empty" }, empty ?? t("common.no_data"));
   const max = Math.max(0, ...all.filter((v) => v !== null && v !== undefined));
   const { top, ticks } = niceTicks(axis === "rate" ? Math.min(1, max) || 1 : max,
     { integer: axis === "count", steps: axis === "time" ? TIME_STEPS : null });
@@ -215,7 +185,7 @@ export function barChart({ labels, series, line = null, format = String, label =
  * is given (a select, say). Resolves to the value (trimmed; "" when not required and left
  * empty), or to null when cancelled.
  */
-export function ask(title, { label = "Note", required = false, placeholder = "", confirm = "OK", input = null } = {}) {
+export function ask(title, { label = t("common.note"), required = false, placeholder = "", confirm = t("common.ok"), input = null } = {}) {
   return new Promise((resolve) => {
     const field = input || h("textarea", { name: "text", required, placeholder });
     const dialog = h("dialog", { class: "ask" },
@@ -223,7 +193,7 @@ export function ask(title, { label = "Note", required = false, placeholder = "",
         h("h1", {}, title),
         h("label", {}, label), field,
         h("div", { class: "row" }, h("span", { class: "spacer" }),
-          h("button", { type: "button", class: "quiet", onclick: () => dialog.close("") }, "Cancel"),
+          h("button", { type: "button", class: "quiet", onclick: () => dialog.close("") }, t("common.cancel")),
           h("button", { class: "primary", value: "ok" }, confirm))));
     dialog.addEventListener("close", () => {
       dialog.remove();

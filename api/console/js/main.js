@@ -1,10 +1,11 @@
 // The console's shell: sign-in, navigation by role, the live stream, the red-incident alarm, the
-// notification centre and the person's menu.
+// emergency banner, the notification centre and the person's menu (with the language switch).
+// Every word comes from the catalogues (i18n.js); index.html's static texts carry data-i18n keys.
 
 import { beep, registerWorker, setSound, soundOn } from "./alerts.js";
-import { Live, SUPERVISORS, api, session, signOut, silenced } from "./api.js";
-import { h } from "./dom.js";
-import { savedLocale, setLocale } from "./i18n.js";
+import { Live, SUPERVISORS, api, session, signOut, silenced, venueNames } from "./api.js";
+import { h, toast } from "./dom.js";
+import { LOCALES, label, locale, savedLocale, setLocale, setZone, t, title } from "./i18n.js";
 import { NotificationCentre } from "./notify.js";
 import * as board from "./views/board.js";
 import * as emergency from "./views/emergency.js";
@@ -23,21 +24,21 @@ import * as venue from "./views/venue.js";
 
 const WORKERS = new Set(["grid_worker", "department"]);
 
-// Pages: hash pattern, view, title, who sees it in the navigation.
+// Pages: hash pattern, view, the catalogue key of its name (nav.*), who sees it in the navigation.
 const PAGES = [
-  { path: /^board$/, view: board, nav: "Incidents", href: "#/board", roles: (r) => !WORKERS.has(r) },
-  { path: /^territory$/, view: territory, nav: "Territory", href: "#/territory", roles: () => true },
-  { path: /^tasks$/, view: tasks, nav: "Tasks", href: "#/tasks", roles: (r) => SUPERVISORS.has(r) },
-  { path: /^inbox$/, view: inbox, nav: "My tasks", href: "#/inbox", roles: (r) => WORKERS.has(r) },
-  { path: /^emergency$/, view: emergency, nav: "Emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
-  { path: /^kpi$/, view: kpi, nav: "KPIs", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
-  { path: /^rejected$/, view: rejected, nav: "Rejected", href: "#/rejected", roles: (r) => r === "admin" },
-  { path: /^people$/, view: people, nav: "People", href: "#/people", roles: (r) => r === "admin" },
-  { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "Registry", href: "#/registry", roles: (r) => r === "admin" },
-  { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue },
-  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: task, title: "task" }, // a message's link adds ?for=
-  { path: /^incident\/(\d+)$/, view: incident, title: "incident" },
-  { path: /^settings\/notifications$/, view: notifyPrefs, title: "notifications" },
+  { path: /^board$/, view: board, nav: "nav.board", href: "#/board", roles: (r) => !WORKERS.has(r) },
+  { path: /^territory$/, view: territory, nav: "nav.territory", href: "#/territory", roles: () => true },
+  { path: /^tasks$/, view: tasks, nav: "nav.tasks", href: "#/tasks", roles: (r) => SUPERVISORS.has(r) },
+  { path: /^inbox$/, view: inbox, nav: "nav.inbox", href: "#/inbox", roles: (r) => WORKERS.has(r) },
+  { path: /^emergency$/, view: emergency, nav: "nav.emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
+  { path: /^kpi$/, view: kpi, nav: "nav.kpi", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
+  { path: /^rejected$/, view: rejected, nav: "nav.rejected", href: "#/rejected", roles: (r) => r === "admin" },
+  { path: /^people$/, view: people, nav: "nav.people", href: "#/people", roles: (r) => r === "admin" },
+  { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "nav.registry", href: "#/registry", roles: (r) => r === "admin" },
+  { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue, name: "nav.venue" },
+  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: task, name: "nav.task" }, // a message's link adds ?for=
+  { path: /^incident\/(\d+)$/, view: incident, name: "nav.incident" },
+  { path: /^settings\/notifications$/, view: notifyPrefs, name: "nav.notifications" },
 ];
 
 const live = new Live();
@@ -62,7 +63,7 @@ async function route() {
     showChrome(false);
     live.stop();
     centre.stop();
-    cleanup = login.render(root, { onSignedIn: start });
+    cleanup = login.render(root, { onSignedIn: start, onLanguage: chooseLanguage });
     return;
   }
   if (!ctx.me) {
@@ -76,7 +77,7 @@ async function route() {
     for (const a of document.querySelectorAll("#nav a")) {
       a.classList.toggle("active", a.getAttribute("href") === `#/${hash}`);
     }
-    document.title = `gridwatch · ${page.nav || page.title || "venue"}`;
+    document.title = t("shell.page_title", { page: t(page.nav || page.name) });
     const done = (await page.view.render(root, ctx, ...match.slice(1))) || null;
     if (mine === navigation) cleanup = done;
     else if (done) done(); // navigated away while it loaded: stop it now
@@ -96,27 +97,79 @@ async function start() {
     } else {
       // The server is unreachable or failing: keep the session and try again shortly.
       document.getElementById("view").replaceChildren(
-        h("p", { class: "error" }, `Cannot reach gridwatch (${e.message}); trying again…`));
+        h("p", { class: "error" }, t("shell.unreachable", { reason: e.message })));
       setTimeout(start, 5000);
     }
     return;
   }
   if (ctx.me.language) await setLocale(ctx.me.language);
-  document.getElementById("me").textContent = `${ctx.me.name} · ${ctx.me.role.replace("_", " ")}`;
-  const nav = document.getElementById("nav");
-  nav.replaceChildren(...PAGES.filter((p) => p.nav && p.roles(ctx.me.role))
-    .map((p) => h("a", { href: p.href }, p.nav)));
+  setZone(ctx.me.timezone);
+  showStatic();
   showChrome(true);
   live.start();
   centre.start();
+  emergencies.start();
   if (!location.hash || location.hash === "#/" || location.hash === "#/login") location.hash = home(ctx.me.role);
   else route();
 }
 
 function showChrome(on) {
   document.getElementById("top").hidden = !on;
-  if (!on) quiet();
+  if (!on) {
+    quiet();
+    emergencies.stop();
+  }
 }
+
+/** The shell's words in the current language: index.html's data-i18n texts, the navigation,
+ * the person, the live state, the sound button, the language switch. */
+function showStatic() {
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  if (ctx.me) {
+    document.getElementById("me").textContent = t("shell.me", { name: ctx.me.name, role: label("role", ctx.me.role) });
+    document.getElementById("nav").replaceChildren(...PAGES.filter((p) => p.nav && p.roles(ctx.me.role))
+      .map((p) => h("a", { href: p.href }, t(p.nav))));
+  }
+  showLanguages();
+  showLiveState();
+  showSound();
+  centre.relabel();
+  emergencies.show();
+}
+
+// ---- the language: the person's, stored; before sign-in the browser's or the last used here ----
+
+function showLanguages() {
+  const box = document.getElementById("languages");
+  box.replaceChildren(...LOCALES.map((l) => h("button", {
+    type: "button", class: "quiet", lang: l, dataset: { locale: l }, "aria-pressed": String(l === locale()),
+    onclick: () => chooseLanguage(l),
+  }, t(`shell.language.${l}`))));
+}
+
+/** Switches the console's language; stored for the signed-in person (PUT /api/me/language). */
+async function chooseLanguage(wanted) {
+  if (wanted === locale()) return;
+  if (ctx.me) {
+    try {
+      ctx.me = await api("/api/me/language", { method: "PUT", body: { language: wanted } });
+    } catch (e) {
+      toast(e.message, true);
+      return;
+    }
+  }
+  await setLocale(wanted);
+  showStatic();
+  menu(false);
+  route(); // the page again, in the new language
+}
+window.addEventListener("gridwatch:language", (e) => {
+  // Another page changed the person's language (the notification preferences): follow it.
+  if (ctx.me) ctx.me.language = e.detail;
+  if (e.detail !== locale()) setLocale(e.detail).then(() => { showStatic(); route(); });
+});
 
 // ---- the alarm: a new red incident flashes the page and sounds, unless silenced ----
 
@@ -125,26 +178,77 @@ const seen = new Set();
 function quiet() {
   document.getElementById("alarm").hidden = true;
   document.body.classList.remove("alarm");
-  document.title = "gridwatch";
+  document.title = t("shell.brand");
 }
 
-function alarm(incident) {
+async function alarm(incident) {
   const banner = document.getElementById("alarm");
+  let names = new Map();
+  try {
+    names = incident.venue_id ? await venueNames() : names;
+  } catch {
+    // the venue's id is shown instead
+  }
+  const what = title(incident);
   banner.replaceChildren(
-    h("span", {}, `RED · ${incident.title}`),
+    h("span", {}, t("shell.alarm", { title: what })),
     incident.venue_id
-      ? h("a", { href: `#/venue/${incident.venue_id}` }, incident.venue_id)
-      : h("a", { href: "#/" }, "platform"), // the platform's own outage: no venue
+      ? h("a", { href: `#/venue/${incident.venue_id}` }, names.get(incident.venue_id) || incident.venue_id)
+      : h("a", { href: `#/incident/${incident.id}` }, t("shell.platform")), // the platform's own outage: no venue
     h("span", { class: "spacer" }),
-    h("button", { class: "small", type: "button", onclick: quiet }, "dismiss"),
+    h("button", { class: "small", type: "button", onclick: quiet }, t("shell.dismiss")),
   );
   banner.hidden = false;
   document.body.classList.remove("alarm");
   void document.body.offsetWidth; // restart the animation
   document.body.classList.add("alarm");
-  document.title = `● RED · ${incident.title}`;
+  document.title = `● ${t("shell.alarm", { title: what })}`;
   beep();
 }
+
+// ---- the emergency banner: on every page while an area in the person's scope is in emergency ----
+
+const emergencies = {
+  active: [],
+  timer: null,
+  async load() {
+    if (!ctx.me) return;
+    try {
+      this.active = (await api("/api/emergencies")).filter((e) => !e.ended_at);
+    } catch {
+      return; // kept as it was; the next poll tries again
+    }
+    this.show();
+  },
+  start() {
+    this.stop();
+    this.load();
+    this.timer = setInterval(() => this.load(), 20_000); // the live stream has no emergency event
+  },
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.active = [];
+    this.show();
+  },
+  show() {
+    const banner = document.getElementById("emergency-banner");
+    if (!banner) return;
+    banner.hidden = !this.active.length;
+    document.body.classList.toggle("in-emergency", this.active.length > 0);
+    if (!this.active.length) return banner.replaceChildren();
+    const areas = this.active.map((e) => e.territory_name || e.territory_id).join(t("common.list_separator"));
+    const may = ctx.me && ctx.me.role !== "grid_worker";
+    banner.replaceChildren(
+      h("strong", {}, t("shell.emergency", { count: this.active.length, areas })),
+      h("span", { class: "small" }, this.active[0].reason),
+      h("span", { class: "spacer" }),
+      may ? h("a", { href: "#/emergency" }, t("shell.emergency_link")) : null);
+  },
+};
+// A change made on the emergency page shows at once; a rule's proposal confirmed, too.
+window.addEventListener("gridwatch:emergency", () => emergencies.load());
+live.addEventListener("resync", () => emergencies.load()); // back after a break: look again
 
 live.addEventListener("incident", (e) => {
   const i = e.detail;
@@ -163,8 +267,8 @@ function showLiveState() {
   const state = streamState === "live" && !serverUp ? "offline" : streamState;
   const el = document.getElementById("live-state");
   el.dataset.state = state;
-  el.textContent = state;
-  el.title = state === "offline" ? "the server or its database cannot be reached; retrying" : "live updates";
+  el.textContent = t(`shell.live.${state}`);
+  el.title = t(state === "offline" ? "shell.live_offline_title" : "shell.live_title");
 }
 
 live.addEventListener("state", (e) => {
@@ -180,9 +284,9 @@ window.addEventListener("gridwatch:server", (e) => {
 
 function showSound() {
   const b = document.getElementById("sound");
-  b.textContent = soundOn() ? "sound on" : "sound off";
+  b.textContent = t(soundOn() ? "shell.sound_on" : "shell.sound_off");
   b.setAttribute("aria-pressed", String(soundOn()));
-  b.title = "sound on red incidents and red notifications";
+  b.title = t("shell.sound_title");
 }
 
 document.getElementById("sound").addEventListener("click", () => {
@@ -233,7 +337,7 @@ window.addEventListener("gridwatch:signed-out", () => {
   route();
 });
 window.addEventListener("hashchange", route);
-showSound();
 registerWorker();
 await setLocale(savedLocale());
+showStatic();
 route();

@@ -4,7 +4,8 @@
 
 import { api } from "./api.js";
 import { alertsState, beep, setAlerts, systemNotice, vibrate } from "./alerts.js";
-import { ago, clock, fill, h, severityChip, toast } from "./dom.js";
+import { fill, h, severityChip, toast } from "./dom.js";
+import { ago, stamp, t } from "./i18n.js";
 
 const LIMIT = 30;
 
@@ -46,13 +47,13 @@ export class NotificationCentre {
     this.#alerts.addEventListener("click", async () => {
       const state = await setAlerts(alertsState() !== "on");
       this.#showAlerts();
-      if (state === "denied") toast("This browser refuses notifications for gridwatch: allow them in its site settings.", true);
-      else if (state === "unsupported") toast("This browser cannot show notifications; sound and vibration still work.", true);
+      if (state === "denied") toast(t("notify.denied"), true);
+      else if (state === "unsupported") toast(t("notify.unsupported"), true);
     });
     document.addEventListener("keydown", this.#onKey);
     window.addEventListener("hashchange", () => this.close()); // another page: the panel goes
     document.addEventListener("click", this.#onOutside);
-    this.#showAlerts();
+    // Its words come with relabel(), once the catalogue is loaded.
   }
 
   async start() {
@@ -76,7 +77,7 @@ export class NotificationCentre {
     try {
       page = await api("/api/v1/notifications", { params: { limit: LIMIT } });
     } catch (e) {
-      if (e.status !== 401) this.#bell.title = `notifications cannot be loaded: ${e.message}`;
+      if (e.status !== 401) this.#bell.title = t("notify.load_failed", { reason: e.message });
       return;
     }
     this.#items = page.items;
@@ -125,21 +126,28 @@ export class NotificationCentre {
     }
   }
 
-  #setUnread(count) {
-    const changed = count !== this.#unread;
+  /** The centre's words again, in the console's current language. */
+  relabel() {
+    this.#setUnread(this.#unread, false);
+    this.#showAlerts();
+    this.#render();
+  }
+
+  #setUnread(count, announce = true) {
+    const changed = announce && count !== this.#unread;
     this.#unread = Math.max(0, count);
     this.#count.textContent = this.#unread > 99 ? "99+" : String(this.#unread);
     this.#count.hidden = this.#unread === 0;
     this.#bell.dataset.unread = String(this.#unread);
-    const words = this.#unread === 0 ? "no unread notifications" : `${this.#unread} unread notification${this.#unread === 1 ? "" : "s"}`;
-    this.#bell.setAttribute("aria-label", `Notifications, ${words}`);
+    const words = t("notify.unread", { count: this.#unread });
+    this.#bell.setAttribute("aria-label", t("notify.bell", { unread: words }));
     this.#allRead.disabled = this.#unread === 0;
     if (changed) this.#announce.textContent = words; // read out by screen readers (aria-live)
   }
 
   #showAlerts() {
     const state = alertsState();
-    this.#alerts.textContent = { on: "Turn off alerts", denied: "Alerts blocked", unsupported: "No alerts here" }[state] || "Turn on alerts";
+    this.#alerts.textContent = t({ on: "notify.alerts_off", denied: "notify.alerts_blocked", unsupported: "notify.alerts_unsupported" }[state] || "notify.alerts_on");
     this.#alerts.setAttribute("aria-pressed", String(state === "on"));
     this.#alerts.dataset.state = state;
   }
@@ -147,7 +155,7 @@ export class NotificationCentre {
   #render() {
     if (this.#panel.hidden) return;
     fill(this.#list, this.#items.length ? this.#items.map((n) => this.#item(n))
-      : h("li", { class: "empty" }, "No notifications yet."));
+      : h("li", { class: "empty" }, t("notify.none")));
   }
 
   #item(n) {
@@ -159,9 +167,9 @@ export class NotificationCentre {
       dataset: { id: n.id, read: n.read_at ? "yes" : "no", severity: n.severity || "none" } },
     h("div", { class: "row" }, n.severity ? severityChip(n.severity) : null,
       h("span", { class: "title" }, title), h("span", { class: "spacer" }),
-      h("time", { datetime: n.at, title: clock(n.at), class: "muted small" }, ago(n.at))),
+      h("time", { datetime: n.at, title: stamp(n.at), class: "muted small" }, ago(n.at))),
     n.body ? h("div", { class: "body small" }, n.body) : null,
-    n.read_at ? null : h("button", { type: "button", class: "small quiet", "aria-label": `Mark read: ${n.title}`,
-      onclick: () => this.read({ ids: [n.id] }) }, "Mark read"));
+    n.read_at ? null : h("button", { type: "button", class: "small quiet", "aria-label": t("notify.mark_read_label", { title: n.title }),
+      onclick: () => this.read({ ids: [n.id] }) }, t("notify.mark_read")));
   }
 }

@@ -1,7 +1,8 @@
 // The live incident board: what is open now, newest first, red on top; acknowledge, silence, resolve.
 
-import { SUPERVISORS, api, objectUrl, silenced, venueNames } from "../api.js";
-import { act, ago, ask, clock, debounce, h, severityChip, toast } from "../dom.js";
+import { SUPERVISORS, api, objectUrl, silenced, venueNames, venueZones } from "../api.js";
+import { act, ask, debounce, h, severityChip, toast } from "../dom.js";
+import { ago, label, stamp, t, title } from "../i18n.js";
 import { deliveriesToggle } from "./deliveries.js";
 
 const RANK = { red: 0, yellow: 1, green: 2 };
@@ -9,18 +10,20 @@ const RANK = { red: 0, yellow: 1, green: 2 };
 export async function render(root, { me, live }) {
   const state = { severity: "", view: "active", fresh: new Set() };
   const pictures = new Map(); // incident id → object URL of its snapshot
+  let zones = new Map(); // venue id → its time zone
   const counters = h("div", { class: "counters" });
   const body = h("tbody");
-  const severity = h("select", { "aria-label": "severity", onchange: () => { state.severity = severity.value; load(); } },
-    h("option", { value: "" }, "all severities"), h("option", { value: "red" }, "red"),
-    h("option", { value: "yellow" }, "yellow"), h("option", { value: "green" }, "green"));
-  const view = h("select", { "aria-label": "which", onchange: () => { state.view = view.value; load(); } },
-    h("option", { value: "active" }, "open and acknowledged"), h("option", { value: "resolved" }, "recently resolved"));
+  const severity = h("select", { "aria-label": t("board.severity"), onchange: () => { state.severity = severity.value; load(); } },
+    h("option", { value: "" }, t("board.all_severities")),
+    ["red", "yellow", "green"].map((c) => h("option", { value: c }, label("severity", c))));
+  const view = h("select", { "aria-label": t("board.which"), onchange: () => { state.view = view.value; load(); } },
+    h("option", { value: "active" }, t("board.active")), h("option", { value: "resolved" }, t("board.resolved")));
+  const heads = ["", "board.incident", "board.venue", "board.device", "board.seen", "board.opened", "board.status", ""];
   root.append(
-    h("div", { class: "row" }, h("h1", {}, "Incidents"), h("span", { class: "spacer" }), severity, view),
+    h("div", { class: "row" }, h("h1", {}, t("board.title")), h("span", { class: "spacer" }), severity, view),
     counters,
     h("div", { class: "panel" }, h("table", { class: "responsive", id: "incidents" },
-      h("thead", {}, h("tr", {}, ["", "Incident", "Venue", "Device", "Seen", "Opened", "Status", ""].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, heads.map((k) => h("th", {}, k ? t(k) : "")))),
       body)));
 
   async function fetchIncidents() {
@@ -35,14 +38,14 @@ export async function render(root, { me, live }) {
     let incidents;
     let names;
     try {
-      [incidents, names] = await Promise.all([fetchIncidents(), venueNames()]);
+      [incidents, names, zones] = await Promise.all([fetchIncidents(), venueNames(), venueZones()]);
     } catch (e) {
       toast(e.message, true);
       return;
     }
     showCounters(incidents);
     body.replaceChildren(...incidents.map((i) => row(i, names)));
-    if (!incidents.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "Nothing open. All quiet.")));
+    if (!incidents.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, t("board.quiet"))));
     state.fresh.clear();
   }
 
@@ -50,46 +53,48 @@ export async function render(root, { me, live }) {
     const active = incidents.filter((i) => i.status !== "resolved");
     const count = (f) => active.filter(f).length;
     counters.replaceChildren(
-      h("div", { class: "counter red" }, h("b", { id: "count-red" }, count((i) => i.severity === "red" && i.status === "open")), "red, open"),
-      h("div", { class: "counter yellow" }, h("b", {}, count((i) => i.severity === "yellow" && i.status === "open")), "yellow, open"),
-      h("div", { class: "counter" }, h("b", {}, count((i) => i.status === "acknowledged")), "acknowledged"),
-      h("div", { class: "counter" }, h("b", {}, count(silenced)), "silenced"));
+      h("div", { class: "counter red" }, h("b", { id: "count-red" }, count((i) => i.severity === "red" && i.status === "open")), t("board.count_red")),
+      h("div", { class: "counter yellow" }, h("b", {}, count((i) => i.severity === "yellow" && i.status === "open")), t("board.count_yellow")),
+      h("div", { class: "counter" }, h("b", {}, count((i) => i.status === "acknowledged")), t("board.count_acknowledged")),
+      h("div", { class: "counter" }, h("b", {}, count(silenced)), t("board.count_silenced")));
   }
 
   function row(i, names) {
     const quiet = silenced(i);
+    const zone = zones.get(i.venue_id) || undefined; // its venue's time zone (the platform's: none)
     const actions = h("div", { class: "row" });
     if (SUPERVISORS.has(me.role) && i.status !== "resolved") {
       if (i.status === "open") {
-        actions.append(button("Acknowledge", () => api(`/api/incidents/${i.id}/acknowledge`, { method: "POST", body: {} })));
+        actions.append(button(t("board.acknowledge"), () => api(`/api/incidents/${i.id}/acknowledge`, { method: "POST", body: {} })));
       }
       actions.append(quiet
-        ? button("Unsilence", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 0 } }))
-        : button("Silence 30 min", () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 30 } })));
-      actions.append(button("Resolve", async () => {
-        const note = await ask(`Resolve: ${i.title}`, { label: "What was it? (kept in the timeline)" });
+        ? button(t("board.unsilence"), () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 0 } }))
+        : button(t("board.silence"), () => api(`/api/incidents/${i.id}/silence`, { method: "POST", body: { minutes: 30 } })));
+      actions.append(button(t("board.resolve"), async () => {
+        const note = await ask(t("board.resolve_title", { title: title(i) }), { label: t("board.resolve_note") });
         return note === null ? null : api(`/api/incidents/${i.id}/resolve`, { method: "POST", body: { note } });
       }));
     }
     return h("tr", { class: state.fresh.has(i.id) ? "flash" : null, dataset: { id: i.id, severity: i.severity } },
       h("td", {}, severityChip(i.severity)),
-      h("td", {}, h("div", {}, h("a", { href: `#/incident/${i.id}`, class: "plain" }, i.title)),
-        h("div", { class: "muted small" }, `#${i.id} · ${i.rule.replaceAll("_", " ")}`),
+      h("td", {}, h("div", {}, h("a", { href: `#/incident/${i.id}`, class: "plain" }, title(i))),
+        h("div", { class: "muted small" }, t("board.id_rule", { id: i.id, rule: label("rule", i.rule) })),
         i.detail?.snapshot ? picture(i) : null, deliveriesToggle("incidents", i.id)),
       h("td", {}, i.venue_id
         ? h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)
-        : h("span", { class: "muted" }, "platform")),
-      h("td", { class: "mono" }, i.device_id || "–"),
-      h("td", { title: `last ${clock(i.last_seen)}` }, i.occurrences > 1 ? `${i.occurrences}× · ${ago(i.last_seen)}` : ago(i.last_seen)),
-      h("td", { title: clock(i.opened_at) }, ago(i.opened_at)),
-      h("td", {}, i.status, quiet ? h("div", { class: "muted small" }, `silenced until ${clock(i.silenced_until)}`) : null),
+        : h("span", { class: "muted" }, t("shell.platform"))),
+      h("td", {}, i.device_name || (i.device_id ? h("code", {}, i.device_id) : "–")),
+      h("td", { title: t("board.last_seen", { time: stamp(i.last_seen, zone) }) },
+        i.occurrences > 1 ? t("board.occurrences", { count: i.occurrences, ago: ago(i.last_seen) }) : ago(i.last_seen)),
+      h("td", { title: stamp(i.opened_at, zone) }, ago(i.opened_at)),
+      h("td", {}, label("status", i.status), quiet ? h("div", { class: "muted small" }, t("board.silenced_until", { time: stamp(i.silenced_until, zone) })) : null),
       h("td", {}, actions));
   }
 
   /** The camera's snapshot of an incident, loaded when asked for and kept across reloads. */
   function picture(i) {
     const box = h("div", { class: "snapshot" });
-    const img = (url) => h("img", { src: url, alt: `camera picture of incident ${i.id}` });
+    const img = (url) => h("img", { src: url, alt: t("board.picture_alt", { id: i.id }) });
     if (pictures.has(i.id)) {
       box.append(img(pictures.get(i.id)));
       return box;
@@ -102,7 +107,7 @@ export async function render(root, { me, live }) {
       } catch (e) {
         box.append(h("span", { class: "muted small" }, e.message));
       }
-    } }, "picture");
+    } }, t("board.picture"));
     box.append(show);
     return box;
   }

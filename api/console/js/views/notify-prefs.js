@@ -4,22 +4,19 @@
 import { api } from "../api.js";
 import { alertsState, setAlerts } from "../alerts.js";
 import { act, fill, h, toast } from "../dom.js";
+import { LOCALES, label, t } from "../i18n.js";
 
 const CHANNELS = ["console", "wecom", "dingtalk", "sms", "voice", "email"];
-const LABELS = {
-  console: "In the console (the bell)", wecom: "WeCom (企业微信)", dingtalk: "DingTalk (钉钉)",
-  sms: "SMS", voice: "Voice call", email: "E-mail", webhook: "Webhook (integrations)",
-};
-const LANGUAGES = [["zh-CN", "中文 (zh-CN)"], ["en", "English (en)"]];
+const channelLabel = (c) => label("prefs.channel", c);
 
 export async function render(root) {
   const form = h("form", { class: "panel prefs", id: "notify-prefs", "aria-labelledby": "prefs-title" });
-  root.append(h("h1", { id: "prefs-title" }, "Notifications"), form);
+  root.append(h("h1", { id: "prefs-title" }, t("prefs.title")), form);
   let prefs;
   try {
     prefs = await api("/api/v1/me/notify");
   } catch (e) {
-    fill(form, h("p", { class: "error" }, `Your preferences cannot be loaded: ${e.message}`));
+    fill(form, h("p", { class: "error" }, t("prefs.load_failed", { reason: e.message })));
     return;
   }
   // The person's channels in their order, then the others; those without a contact point
@@ -45,13 +42,13 @@ export async function render(root) {
       const box = h("input", { type: "checkbox", id: `channel-${c}`, name: c, checked: chosen.has(c) && available.has(c),
         disabled: !available.has(c), onchange: () => (box.checked ? chosen.add(c) : chosen.delete(c)) });
       return h("li", { dataset: { channel: c } },
-        h("label", { class: "inline", for: `channel-${c}` }, box, LABELS[c] || c),
-        available.has(c) ? null : h("span", { class: "muted small" }, "no contact point for it in the registry"),
+        h("label", { class: "inline", for: `channel-${c}` }, box, channelLabel(c)),
+        available.has(c) ? null : h("span", { class: "muted small" }, t("prefs.no_contact")),
         h("span", { class: "spacer" }),
         h("button", { type: "button", class: "small quiet", dataset: { move: "up" }, disabled: i === 0,
-          "aria-label": `Move ${LABELS[c] || c} up`, onclick: () => move(c, -1) }, "↑"),
+          "aria-label": t("prefs.move_up", { channel: channelLabel(c) }), onclick: () => move(c, -1) }, "↑"),
         h("button", { type: "button", class: "small quiet", dataset: { move: "down" }, disabled: i === order.length - 1,
-          "aria-label": `Move ${LABELS[c] || c} down`, onclick: () => move(c, 1) }, "↓"));
+          "aria-label": t("prefs.move_down", { channel: channelLabel(c) }), onclick: () => move(c, 1) }, "↓"));
     }));
   }
 
@@ -61,20 +58,20 @@ export async function render(root) {
   const from = h("input", { type: "time", id: "quiet-from", name: "from", value: quiet?.from || "22:00", disabled: !quiet });
   const to = h("input", { type: "time", id: "quiet-to", name: "to", value: quiet?.to || "07:00", disabled: !quiet });
   const language = h("select", { id: "language", name: "language" },
-    LANGUAGES.map(([v, label]) => h("option", { value: v, selected: v === prefs.language }, label)));
+    LOCALES.map((v) => h("option", { value: v, lang: v, selected: v === prefs.language }, t(`shell.language.${v}`))));
   const alerts = h("button", { type: "button", id: "prefs-alerts" });
   const showAlerts = () => {
     const state = alertsState();
-    alerts.textContent = state === "on" ? "Turn off alerts on this device" : "Turn on alerts on this device";
+    alerts.textContent = t(state === "on" ? "prefs.alerts_off" : "prefs.alerts_on");
     alerts.disabled = state === "denied" || state === "unsupported";
     alerts.setAttribute("aria-pressed", String(state === "on"));
   };
   alerts.addEventListener("click", async () => {
     const state = await setAlerts(alertsState() !== "on");
-    if (state === "denied") toast("This browser refuses notifications for gridwatch: allow them in its site settings.", true);
+    if (state === "denied") toast(t("notify.denied"), true);
     showAlerts();
   });
-  const save = h("button", { class: "primary", type: "submit" }, "Save");
+  const save = h("button", { class: "primary", type: "submit" }, t("common.save"));
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -92,24 +89,26 @@ export async function render(root) {
         error.textContent = err.message;
         return;
       }
-      toast("Notification preferences saved");
+      toast(t("prefs.saved"));
+      // The same language as the console's (people.language): the console follows it.
+      window.dispatchEvent(new CustomEvent("gridwatch:language", { detail: prefs.language }));
     });
   });
 
   showChannels();
   showAlerts();
   fill(form,
-    h("fieldset", {}, h("legend", {}, "Channels, in the order to try"),
-      h("p", { class: "muted small" }, "A notification goes to the first of your channels that works, the next one if it fails; red ones may go to several at once."),
+    h("fieldset", {}, h("legend", {}, t("prefs.channels")),
+      h("p", { class: "muted small" }, t("prefs.channels_explain")),
       list),
-    h("fieldset", {}, h("legend", {}, "Quiet hours"),
-      h("label", { class: "inline", for: "quiet-on" }, quietOn, "No notifications between"),
-      h("div", { class: "row" }, h("label", { class: "inline", for: "quiet-from" }, "from"), from,
-        h("label", { class: "inline", for: "quiet-to" }, "to"), to),
-      h("p", { class: "note small", id: "red-note" }, "Red notifications ignore quiet hours: they reach you at any time.")),
-    h("label", { for: "language" }, "Language of the messages"), language,
-    h("fieldset", {}, h("legend", {}, "This device"),
-      h("p", { class: "muted small" }, "While the console is open: the browser's notifications, a sound and a vibration on red."),
+    h("fieldset", {}, h("legend", {}, t("prefs.quiet")),
+      h("label", { class: "inline", for: "quiet-on" }, quietOn, t("prefs.quiet_between")),
+      h("div", { class: "row" }, h("label", { class: "inline", for: "quiet-from" }, t("prefs.from")), from,
+        h("label", { class: "inline", for: "quiet-to" }, t("prefs.to")), to),
+      h("p", { class: "note small", id: "red-note" }, t("prefs.red_note"))),
+    h("label", { for: "language" }, t("prefs.language")), language,
+    h("fieldset", {}, h("legend", {}, t("prefs.device")),
+      h("p", { class: "muted small" }, t("prefs.device_explain")),
       alerts),
     h("div", { class: "row" }, h("span", { class: "spacer" }), save), error);
 }

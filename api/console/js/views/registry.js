@@ -3,74 +3,75 @@
 // changed meanwhile) and switched off and on; a node's secret and enrolment code shown once;
 // a registry file uploaded, its plan shown, then applied.
 
-import { api } from "../api.js";
-import { act, ago, chip, h, toast } from "../dom.js";
+import { api, venueNames } from "../api.js";
+import { act, chip, h, toast } from "../dom.js";
+import { ago, label, t } from "../i18n.js";
 
-// Every string this view shows, in one place (issue 14 translates them).
+// Every string this view shows, from the catalogues (registry.*), in one place.
+const m = (key) => t(`registry.${key}`);
 const T = {
-  title: "Registry",
-  intro: "What your area has and who works in it. Changes are audited; disabled records keep their history.",
-  tabs: { areas: "Areas", venues: "Venues", nodes: "Edge nodes", devices: "Devices", people: "People", duty: "Duty", bulk: "Bulk upload", refused: "Refused connects" },
-  refusedIntro: "Connects the broker turned away: unknown accounts, disabled nodes, old secrets. A node you expect here needs its secret or to be enabled.",
-  refusedNone: "No refused connects.",
-  refusedHeads: ["Account or address", "Node", "Venue", "Why", "Times", "First", "Last"],
-  one: { areas: "area", venues: "venue", nodes: "edge node", devices: "device", people: "person", duty: "duty shift" },
-  add: (what) => `Add ${what}`,
-  edit: (what, id) => `Edit ${what} ${id}`,
-  save: "Save",
-  cancel: "Cancel",
-  close: "Close",
-  editButton: "Edit",
-  disable: "Disable",
-  enable: "Enable",
-  more: "More",
-  includeDisabled: "Show disabled ones",
-  filterArea: "Area",
-  everywhere: "All of my area",
-  empty: "Nothing here yet.",
-  active: "active",
-  disabled: "disabled",
-  saved: (what, id) => `${what} ${id} saved`,
-  switched: (id, on) => `${id} ${on ? "enabled" : "disabled"}`,
-  status: "Status",
+  get title() { return m("title"); },
+  get intro() { return m("intro"); },
+  get tabs() { return Object.fromEntries(TABS.map((k) => [k, m(`tab.${k}`)])); },
+  get refusedIntro() { return m("refused_intro"); },
+  get refusedNone() { return m("refused_none"); },
+  get refusedHeads() { return ["client", "node", "venue", "why", "times", "first", "last"].map((k) => m(`refused.${k}`)); },
+  get one() { return Object.fromEntries(Object.keys(FIELDS).map((k) => [k, m(`one.${k}`)])); },
+  add: (what) => t("registry.add", { what }),
+  edit: (what, id) => t("registry.edit", { what, id }),
+  get save() { return t("common.save"); },
+  get cancel() { return t("common.cancel"); },
+  get close() { return t("common.close"); },
+  get editButton() { return m("edit_button"); },
+  get disable() { return m("disable"); },
+  get enable() { return m("enable"); },
+  get more() { return m("more"); },
+  get includeDisabled() { return m("include_disabled"); },
+  get filterArea() { return m("filter_area"); },
+  get everywhere() { return m("everywhere"); },
+  get empty() { return m("empty"); },
+  get active() { return m("active"); },
+  get disabled() { return m("disabled"); },
+  saved: (what, id) => t("registry.saved", { what, id }),
+  switched: (id, on) => t(on ? "registry.enabled" : "registry.disabled_toast", { id }),
+  get status() { return m("status"); },
   actions: "",
-  stale: "Someone changed this record after you opened it. It is shown below as it is now.",
-  staleField: "Field",
-  staleNow: "Now",
-  staleYours: "Yours",
-  staleRetry: "Edit the current record",
-  staleNothing: "Your change and theirs touch the same version only; nothing differs from what you sent.",
-  secretButton: "Issue secret",
-  secretTitle: (id) => `Secret of ${id}`,
-  secretWarn: "Shown once. Copy it into the node's site file now: it is not kept anywhere in the clear and cannot be shown again. The node's session on any earlier secret is cut.",
-  secretConfirm: (id) => `Issue a new secret for ${id}? Its current secret stops working at once.`,
-  copy: "Copy",
-  copied: "Copied",
-  copyFailed: "Select the text and copy it by hand",
-  enrolButton: "Enrolment code",
-  enrolTitle: (id) => `Enrolment code for ${id}`,
-  enrolWarn: "Shown once. Give it to the installer: `gridwatch edge --enrol CODE --platform URL` exchanges it for the node's credentials. It is single use.",
-  validFor: (hours) => `Valid for ${hours} h, once.`,
-  siteButton: "Site file",
-  siteConfirm: (id) => `Download a complete site file for ${id}? It holds a NEW secret: the node's current secret stops working at once. Keep the file safe.`,
-  siteSaved: (name) => `${name} downloaded: it holds the node's secret, keep it safe`,
-  behind: (run, want) => `runs config ${run}, should run ${want}`,
-  configError: "refused its configuration",
-  noSecret: "no secret yet",
-  secretAt: (at) => `secret ${ago(at)}`,
-  bulkIntro: "Paste a registry file (YAML, every section in it, up to 1 MiB; larger ones and CSV tables go through `gridwatch registry apply`) or choose one. You see the plan first; nothing changes until you apply it. Only your area can change.",
-  fileText: "File contents",
-  fileName: "File name",
-  fileChoose: "Or choose a file",
-  prune: "Disable what the file leaves out (prune)",
-  plan: "Show plan",
-  apply: "Apply",
-  planEmpty: "Nothing would change.",
-  planTitle: "Plan",
-  applied: "Applied",
-  yes: "yes",
-  no: "no",
+  get stale() { return m("stale"); },
+  get staleField() { return m("stale_field"); },
+  get staleNow() { return m("stale_now"); },
+  get staleYours() { return m("stale_yours"); },
+  get staleRetry() { return m("stale_retry"); },
+  get staleNothing() { return m("stale_nothing"); },
+  get secretButton() { return m("secret_button"); },
+  secretTitle: (id) => t("registry.secret_title", { id }),
+  get secretWarn() { return m("secret_warn"); },
+  secretConfirm: (id) => t("registry.secret_confirm", { id }),
+  get copy() { return m("copy"); },
+  get copied() { return m("copied"); },
+  get copyFailed() { return m("copy_failed"); },
+  get enrolButton() { return m("enrol_button"); },
+  enrolTitle: (id) => t("registry.enrol_title", { id }),
+  get enrolWarn() { return m("enrol_warn"); },
+  validFor: (hours) => t("registry.valid_for", { count: hours }),
+  get siteButton() { return m("site_button"); },
+  siteConfirm: (id) => t("registry.site_confirm", { id }),
+  siteSaved: (name) => t("registry.site_saved", { name }),
+  behind: (run, want) => t("registry.behind", { run, want }),
+  get configError() { return m("config_error"); },
+  get noSecret() { return m("no_secret"); },
+  secretAt: (at) => t("registry.secret_at", { ago: ago(at) }),
+  get bulkIntro() { return m("bulk_intro"); },
+  get fileText() { return m("file_text"); },
+  get fileName() { return m("file_name"); },
+  get fileChoose() { return m("file_choose"); },
+  get prune() { return m("prune"); },
+  get plan() { return m("plan"); },
+  get apply() { return m("apply"); },
+  get planEmpty() { return m("plan_empty"); },
+  get planTitle() { return m("plan_title"); },
+  get applied() { return m("applied"); },
 };
+const TABS = ["areas", "venues", "nodes", "devices", "people", "duty", "bulk", "refused"];
 
 const LEVELS = ["city", "district", "subdistrict", "community", "grid"];
 const VENUE_KINDS = ["city_centre", "cluster_centre", "community_centre", "grid_station", "building_corner",
@@ -79,84 +80,97 @@ const DEVICE_KINDS = ["door", "counter", "camera", "speaker"];
 const ROLES = ["admin", "operator", "dispatcher", "grid_worker", "department", "viewer"];
 const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-// The form of each kind: field name (the API's and the registry file's), label, input type.
+// The form of each kind: field name (the API's and the registry file's), its label's key
+// (registry.field.*), input type.
 // `nullable`: an empty input is sent as null; `json`: edited as JSON text.
 const FIELDS = {
   areas: [
-    { name: "id", label: "Id", required: true, fixed: true },
-    { name: "level", label: "Level", type: "select", options: LEVELS, fixed: true },
-    { name: "name", label: "Name", required: true },
-    { name: "parent", label: "Parent area", nullable: true, fixed: true },
-    { name: "boundary", label: "Boundary (GeoJSON)", type: "json", nullable: true },
+    { name: "id", key: "id", required: true, fixed: true },
+    { name: "level", key: "level", type: "select", options: LEVELS, labels: "territory.level", fixed: true },
+    { name: "name", key: "name", required: true },
+    { name: "parent", key: "parent", nullable: true, fixed: true },
+    { name: "boundary", key: "boundary", type: "json", nullable: true },
   ],
   venues: [
-    { name: "id", label: "Id", required: true, fixed: true },
-    { name: "grid", label: "Grid", required: true },
-    { name: "name", label: "Name", required: true },
-    { name: "kind", label: "Kind", type: "select", options: VENUE_KINDS },
-    { name: "address", label: "Address" },
-    { name: "lat", label: "Latitude", type: "number", step: "any", nullable: true },
-    { name: "lon", label: "Longitude", type: "number", step: "any", nullable: true },
-    { name: "capacity", label: "Capacity (people)", type: "number", nullable: true },
-    { name: "shelter", label: "Emergency shelter", type: "checkbox" },
-    { name: "open_24h", label: "Open 24 hours", type: "checkbox" },
-    { name: "unstaffed", label: "Unstaffed", type: "checkbox" },
-    { name: "opening_hours", label: 'Opening hours (JSON, e.g. {"mon": [["08:30", "20:30"]]})', type: "json" },
-    { name: "timezone", label: "Time zone", value: "Asia/Shanghai" },
+    { name: "id", key: "id", required: true, fixed: true },
+    { name: "grid", key: "grid", required: true },
+    { name: "name", key: "name", required: true },
+    { name: "kind", key: "kind", type: "select", options: VENUE_KINDS, labels: "venuekind" },
+    { name: "address", key: "address" },
+    { name: "lat", key: "lat", type: "number", step: "any", nullable: true },
+    { name: "lon", key: "lon", type: "number", step: "any", nullable: true },
+    { name: "capacity", key: "capacity", type: "number", nullable: true },
+    { name: "shelter", key: "shelter", type: "checkbox" },
+    { name: "open_24h", key: "open_24h", type: "checkbox" },
+    { name: "unstaffed", key: "unstaffed", type: "checkbox" },
+    { name: "opening_hours", key: "opening_hours", type: "json" },
+    { name: "timezone", key: "timezone", value: "Asia/Shanghai" },
   ],
   nodes: [
-    { name: "id", label: "Id", required: true, fixed: true },
-    { name: "venue", label: "Venue", required: true },
-    { name: "name", label: "Name" },
+    { name: "id", key: "id", required: true, fixed: true },
+    { name: "venue", key: "venue", required: true },
+    { name: "name", key: "name" },
   ],
   devices: [
-    { name: "id", label: "Id", required: true, fixed: true },
-    { name: "node", label: "Edge node", required: true },
-    { name: "kind", label: "Kind", type: "select", options: DEVICE_KINDS },
-    { name: "name", label: "Name" },
-    { name: "model", label: "Model", nullable: true },
-    { name: "zone", label: "Zone", nullable: true },
-    { name: "driver", label: "Driver", value: "simulated" },
-    { name: "settings", label: "Driver settings (JSON; name passwords as edge environment variables)", type: "json" },
+    { name: "id", key: "id", required: true, fixed: true },
+    { name: "node", key: "node", required: true },
+    { name: "kind", key: "kind", type: "select", options: DEVICE_KINDS, labels: "device" },
+    { name: "name", key: "name" },
+    { name: "model", key: "model", nullable: true },
+    { name: "zone", key: "zone", nullable: true },
+    { name: "driver", key: "driver", value: "simulated" },
+    { name: "settings", key: "settings", type: "json" },
   ],
   people: [
-    { name: "id", label: "Id (sign-in name)", required: true, fixed: true },
-    { name: "name", label: "Name", required: true },
-    { name: "role", label: "Role", type: "select", options: ROLES },
-    { name: "scope", label: "Area they work in", required: true },
-    { name: "phone", label: "Phone", nullable: true },
-    { name: "email", label: "E-mail", type: "email", nullable: true },
-    { name: "wecom_id", label: "WeCom id", nullable: true },
-    { name: "dingtalk_id", label: "DingTalk id", nullable: true },
-    { name: "language", label: "Language", type: "select", options: ["zh-CN", "en"] },
+    { name: "id", key: "person_id", required: true, fixed: true },
+    { name: "name", key: "name", required: true },
+    { name: "role", key: "role", type: "select", options: ROLES, labels: "role" },
+    { name: "scope", key: "scope", required: true },
+    { name: "phone", key: "phone", nullable: true },
+    { name: "email", key: "email", type: "email", nullable: true },
+    { name: "wecom_id", key: "wecom_id", nullable: true },
+    { name: "dingtalk_id", key: "dingtalk_id", nullable: true },
+    { name: "language", key: "language", type: "select", options: ["zh-CN", "en"], labels: "shell.language" },
   ],
   duty: [
-    { name: "id", label: "Id", required: true, fixed: true },
-    { name: "grid", label: "Grid", required: true },
-    { name: "person", label: "Person", required: true },
-    { name: "days", label: "Days", type: "days" },
-    { name: "starts", label: "Starts (local time)", type: "time", required: true },
-    { name: "ends", label: "Ends (local time; not after the start: past midnight)", type: "time", required: true },
-    { name: "timezone", label: "Time zone", value: "Asia/Shanghai" },
-    { name: "valid_from", label: "Valid from", type: "date", nullable: true },
-    { name: "valid_to", label: "Valid to", type: "date", nullable: true },
+    { name: "id", key: "id", required: true, fixed: true },
+    { name: "grid", key: "grid", required: true },
+    { name: "person", key: "person", required: true },
+    { name: "days", key: "days", type: "days" },
+    { name: "starts", key: "starts", type: "time", required: true },
+    { name: "ends", key: "ends", type: "time", required: true },
+    { name: "timezone", key: "timezone", value: "Asia/Shanghai" },
+    { name: "valid_from", key: "valid_from", type: "date", nullable: true },
+    { name: "valid_to", key: "valid_to", type: "date", nullable: true },
   ],
 };
 
-// The list's columns: header and how a cell reads.
+// The list's columns: the header's key (registry.col.*) and how a cell reads; `names` maps area
+// and venue ids to their names.
 const COLUMNS = {
-  areas: [["Id", (r) => r.id, "mono"], ["Name", (r) => r.name], ["Level", (r) => r.level], ["Parent", (r) => r.parent || "–", "mono"]],
-  venues: [["Id", (r) => r.id, "mono"], ["Name", (r) => r.name], ["Kind", (r) => r.kind.replaceAll("_", " ")],
-    ["Grid", (r) => r.grid, "mono"], ["Capacity", (r) => r.capacity ?? "–"]],
-  nodes: [["Id", (r) => r.id, "mono"], ["Venue", (r) => r.venue, "mono"], ["Name", (r) => r.name],
-    ["Configuration", nodeConfig], ["Secret", (r) => (r.secret_issued_at ? T.secretAt(r.secret_issued_at) : T.noSecret)]],
-  devices: [["Id", (r) => r.id, "mono"], ["Kind", (r) => r.kind], ["Name", (r) => r.name], ["Node", (r) => r.node, "mono"],
-    ["Driver", (r) => r.driver]],
-  people: [["Id", (r) => r.id, "mono"], ["Name", (r) => r.name], ["Role", (r) => r.role.replace("_", " ")],
-    ["Area", (r) => r.scope, "mono"]],
-  duty: [["Id", (r) => r.id, "mono"], ["Person", (r) => r.person, "mono"], ["Grid", (r) => r.grid, "mono"],
-    ["Days", (r) => r.days.join(" ")], ["Hours", (r) => `${r.starts}–${r.ends}`]],
+  areas: [["id", (r) => code(r.id)], ["name", (r) => r.name], ["level", (r) => label("territory.level", r.level)],
+    ["parent", (r, names) => (r.parent ? names.get(r.parent) || code(r.parent) : "–")]],
+  venues: [["id", (r) => code(r.id)], ["name", (r) => r.name], ["kind", (r) => label("venuekind", r.kind)],
+    ["grid", (r, names) => names.get(r.grid) || code(r.grid)], ["capacity", (r) => r.capacity ?? "–"]],
+  nodes: [["id", (r) => code(r.id)], ["venue", (r, names) => names.get(r.venue) || code(r.venue)], ["name", (r) => r.name],
+    ["config", nodeConfig], ["secret", (r) => (r.secret_issued_at ? T.secretAt(r.secret_issued_at) : T.noSecret)]],
+  devices: [["id", (r) => code(r.id)], ["kind", (r) => label("device", r.kind)], ["name", (r) => r.name], ["node", (r) => code(r.node)],
+    ["driver", (r) => code(r.driver)]],
+  people: [["id", (r) => code(r.id)], ["name", (r) => r.name], ["role", (r) => label("role", r.role)],
+    ["area", (r, names) => names.get(r.scope) || code(r.scope)]],
+  duty: [["id", (r) => code(r.id)], ["person", (r) => code(r.person)], ["grid", (r, names) => names.get(r.grid) || code(r.grid)],
+    ["days", (r) => r.days.map((d) => m(`day.${d}`)).join(t("common.list_separator"))], ["hours", (r) => `${r.starts}–${r.ends}`]],
 };
+
+/** An id, shown as data (it is the same in every language). */
+function code(id) {
+  return h("code", {}, id);
+}
+
+/** A field's label (registry.field.*). */
+function fieldLabel(f) {
+  return m(`field.${f.key}`);
+}
 
 function nodeConfig(node) {
   const parts = [`v${node.config_version}`];
@@ -188,7 +202,8 @@ async function list(root, kind, { me }) {
   const area = h("select", { id: "registry-area" }, h("option", { value: "" }, T.everywhere));
   const more = h("button", { type: "button", class: "small", hidden: true }, T.more);
   const add = h("button", { type: "button", class: "primary", "data-add": kind }, T.add(T.one[kind]));
-  const heads = COLUMNS[kind].map(([title]) => title).concat([T.status, T.actions]);
+  const heads = COLUMNS[kind].map(([key]) => m(`col.${key}`)).concat([T.status, T.actions]);
+  let names = new Map(); // area and venue ids → names, for the cells
   root.append(
     h("div", { class: "row" },
       h("label", { for: "registry-area" }, T.filterArea), area,
@@ -229,7 +244,7 @@ async function list(root, kind, { me }) {
       buttons.push(secret, enrol, site);
     }
     return h("tr", { dataset: { id: r.id, disabled: r.disabled ? "yes" : "no" } },
-      COLUMNS[kind].map(([, cell, cls]) => h("td", { class: cls || null }, cell(r))),
+      COLUMNS[kind].map(([, cell]) => h("td", {}, cell(r, names))),
       h("td", {}, r.disabled ? chip(T.disabled, "red") : chip(T.active, "green")),
       h("td", {}, h("div", { class: "row" }, buttons)));
   }
@@ -237,7 +252,7 @@ async function list(root, kind, { me }) {
   async function switchTo(r, on) {
     try {
       await api(`${BASE}/${kind}/${encodeURIComponent(r.id)}/${on ? "enable" : "disable"}`, { method: "POST", body: { version: r.version } });
-      toast(T.switched(r.id, on));
+      toast(T.switched(r.name || r.id, on));
     } catch (e) {
       toast(e.message, true);
     }
@@ -250,8 +265,10 @@ async function list(root, kind, { me }) {
   area.addEventListener("change", () => load());
   more.addEventListener("click", () => act(more, () => load(true)));
   try {
-    const tree = await api("/api/territory");
-    area.append(...tree.map((n) => h("option", { value: n.id }, `${n.name} (${n.level}, ${n.id})`)));
+    const [tree, venues] = await Promise.all([api("/api/territory"), kind === "nodes" ? venueNames() : new Map()]);
+    names = new Map([...tree.map((n) => [n.id, n.name]), ...venues]);
+    area.append(...tree.map((n) => h("option", { value: n.id },
+      t("registry.area_option", { name: n.name, level: label("territory.level", n.level) }))));
   } catch (e) {
     toast(e.message, true);
   }
@@ -262,12 +279,12 @@ async function list(root, kind, { me }) {
 
 function inputFor(f, id) {
   const common = { id, name: f.name, required: f.required || null };
-  if (f.type === "select") return h("select", common, f.options.map((o) => h("option", { value: o }, o.replaceAll("_", " "))));
+  if (f.type === "select") return h("select", common, f.options.map((o) => h("option", { value: o }, label(f.labels, o))));
   if (f.type === "json") return h("textarea", { ...common, class: "mono", rows: 3, spellcheck: "false" });
   if (f.type === "checkbox") return h("input", { ...common, type: "checkbox" });
   if (f.type === "days") {
-    return h("fieldset", { id, class: "days", name: f.name }, h("legend", {}, f.label),
-      DAYS.map((d) => h("label", { class: "inline" }, h("input", { type: "checkbox", name: `day-${d}`, value: d }), ` ${d}`)));
+    return h("fieldset", { id, class: "days", name: f.name }, h("legend", {}, fieldLabel(f)),
+      DAYS.map((d) => h("label", { class: "inline" }, h("input", { type: "checkbox", name: `day-${d}`, value: d }), " ", m(`day.${d}`))));
   }
   return h("input", { ...common, type: f.type || "text", step: f.step || null });
 }
@@ -289,7 +306,7 @@ function valueOf(f, el) {
     try {
       return JSON.parse(text);
     } catch {
-      throw Object.assign(new Error(`${f.name}: not valid JSON`), { field: f.name });
+      throw Object.assign(new Error(t("registry.not_json", { field: fieldLabel(f) })), { field: f.name });
     }
   }
   if (!text) return f.nullable ? null : "";
@@ -325,8 +342,8 @@ function openForm(kind, record, done) {
   const form = h("form", { method: "dialog", novalidate: true },
     h("h1", {}, record ? T.edit(T.one[kind], record.id) : T.add(T.one[kind])),
     inputs.map(([f, el]) => (f.type === "days" ? el : f.type === "checkbox"
-      ? h("label", { for: el.id, class: "inline" }, el, " ", f.label)
-      : [h("label", { for: el.id }, f.label), el])),
+      ? h("label", { for: el.id, class: "inline" }, el, " ", fieldLabel(f))
+      : [h("label", { for: el.id }, fieldLabel(f)), el])),
     conflict, error,
     h("div", { class: "row" }, h("span", { class: "spacer" }),
       h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, T.cancel), save));
@@ -353,10 +370,14 @@ function openForm(kind, record, done) {
     }
     const show = (v) => (v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
     const differ = Object.keys(now).filter((k) => show(now[k]) !== show(mine[k]));
+    const nameOf = (k) => {
+      const f = FIELDS[kind].find((x) => x.name === k);
+      return f ? fieldLabel(f) : code(k);
+    };
     conflict.replaceChildren(h("p", {}, T.stale),
       differ.length
         ? h("table", { class: "small" }, h("thead", {}, h("tr", {}, [T.staleField, T.staleNow, T.staleYours].map((t) => h("th", { scope: "col" }, t)))),
-          h("tbody", {}, differ.map((k) => h("tr", { dataset: { field: k } }, h("td", { class: "mono" }, k), h("td", {}, show(now[k])), h("td", {}, show(mine[k]))))))
+          h("tbody", {}, differ.map((k) => h("tr", { dataset: { field: k } }, h("td", {}, nameOf(k)), h("td", {}, show(now[k])), h("td", {}, show(mine[k]))))))
         : h("p", { class: "muted" }, T.staleNothing),
       h("button", { type: "button", onclick: () => {
         record = current;
@@ -378,11 +399,11 @@ function openForm(kind, record, done) {
       try {
         body = bodyOf(kind, inputs);
         for (const [f] of inputs.filter(([f]) => f.required && !body[f.name])) {
-          throw Object.assign(new Error(`${f.name}: required`), { field: f.name });
+          throw Object.assign(new Error(t("registry.required", { field: fieldLabel(f) })), { field: f.name });
         }
         const path = record ? `${BASE}/${kind}/${encodeURIComponent(record.id)}` : `${BASE}/${kind}`;
         const saved = await api(path, { method: record ? "PUT" : "POST", body: record ? { ...body, version } : body });
-        toast(T.saved(T.one[kind], saved.id));
+        toast(T.saved(T.one[kind], saved.name || saved.id));
         dialog.close();
         done();
         // A node just registered comes with its first secret, in this answer only.
@@ -485,8 +506,9 @@ async function refused(root) {
   try {
     const items = await api(`${BASE}/broker/refusals`);
     rows.replaceChildren(...items.map((r) => h("tr", { dataset: { client: r.client } },
-      h("td", { class: "mono" }, r.client), h("td", { class: "mono" }, r.node_id || "–"), h("td", { class: "mono" }, r.site || "–"),
-      h("td", {}, r.reason), h("td", {}, r.count), h("td", {}, ago(r.first_seen)), h("td", {}, ago(r.last_seen)))));
+      h("td", {}, code(r.client)), h("td", {}, r.node_id ? code(r.node_id) : "–"), h("td", {}, r.site ? code(r.site) : "–"),
+      h("td", {}, /^not authorised/.test(r.reason) ? m("refused_not_authorised") : code(r.reason)),
+      h("td", {}, r.count), h("td", {}, ago(r.first_seen)), h("td", {}, ago(r.last_seen)))));
     if (!items.length) rows.append(h("tr", {}, h("td", { colspan: T.refusedHeads.length, class: "empty" }, T.refusedNone)));
   } catch (e) {
     rows.replaceChildren(h("tr", {}, h("td", { colspan: T.refusedHeads.length, class: "error" }, e.message)));
@@ -562,7 +584,7 @@ function bulk(root) {
 function showPlan(el, title, answer) {
   const counts = answer.summary || {};
   el.replaceChildren(h("h2", {}, title),
-    h("div", { class: "counters" }, Object.entries(counts).map(([k, n]) => h("div", { class: "counter", dataset: { count: k } }, h("b", {}, n), k))),
+    h("div", { class: "counters" }, Object.entries(counts).map(([k, n]) => h("div", { class: "counter", dataset: { count: k } }, h("b", {}, n), label("registry.action", k)))),
     answer.changes ? h("pre", { class: "mono plan", tabindex: 0 }, answer.text) : h("p", { class: "empty" }, T.planEmpty));
   el.hidden = false;
 }

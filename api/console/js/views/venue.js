@@ -1,11 +1,13 @@
 // A venue: its status, occupancy chart, devices with presence, recent incidents and door events.
 
 import { SUPERVISORS, api } from "../api.js";
-import { ago, barChart, clock, debounce, dot, h, severityChip, toast } from "../dom.js";
+import { barChart, debounce, dot, h, severityChip, toast } from "../dom.js";
+import { ago, clock, dateText, label, percent, stamp, t, title } from "../i18n.js";
 import { broadcastDialog, doorDialog } from "./commands.js";
 import { venueColour } from "./territory.js";
 
-const EVENT_NAMES = { "door.access": "badge", "door.forced": "forced open", "door.held_open": "held open", "door.state": "state" };
+// Door events by type: the catalogue key of each (venue.event.*).
+const EVENT_KEYS = { "door.access": "badge", "door.forced": "forced", "door.held_open": "held_open", "door.state": "state" };
 const EVENT_TYPES = ["door.access", "door.forced", "door.held_open"];
 
 /** What a device last said, in a few words. */
@@ -14,18 +16,20 @@ function latestSummary(d) {
   const parts = [];
   if (l["door.state"]) {
     const s = l["door.state"];
-    parts.push(`${s.open ? "open" : "closed"}, ${s.locked ? "locked" : "unlocked"}${s.mode && s.mode !== "normal" ? `, ${s.mode}` : ""}`);
+    parts.push([t(s.open ? "venue.open" : "venue.closed"), t(s.locked ? "venue.locked" : "venue.unlocked"),
+      s.mode && s.mode !== "normal" ? label("venue.mode", s.mode) : null].filter(Boolean).join(t("common.list_separator")));
   }
-  if (l.occupancy) parts.push(`${l.occupancy.count} inside (${l.occupancy.zone})`);
+  if (l.occupancy) parts.push(t("venue.inside_zone", { count: l.occupancy.count, zone: l.occupancy.zone }));
   if (l["speaker.status"]) {
     const s = l["speaker.status"];
-    parts.push(s.fault ? `fault: ${s.fault}` : `${s.playing ? "playing" : "idle"}, volume ${s.volume}`);
+    parts.push(s.fault ? t("venue.fault", { fault: label("venue.speaker_fault", s.fault) })
+      : t(s.playing ? "venue.playing" : "venue.idle", { volume: s.volume }));
   }
   if (l["camera.alert"]) {
     const a = l["camera.alert"];
-    parts.push(`last alert: ${a.kind} (${a.phase}, ${Math.round(a.score * 100)}%)`);
+    parts.push(t("venue.last_alert", { kind: label("venue.alert", a.kind), phase: label("venue.phase", a.phase), score: percent(a.score) }));
   }
-  if (l["door.access"]) parts.push(`last badge: ${l["door.access"].result}`);
+  if (l["door.access"]) parts.push(t("venue.last_badge", { result: label("venue.result", l["door.access"].result) }));
   return parts.join(" · ") || "–";
 }
 
@@ -36,22 +40,25 @@ export async function render(root, { me, live }, venueId) {
   const incidents = h("tbody");
   const doors = h("tbody");
   const withState = h("input", { type: "checkbox", onchange: () => loadEvents() });
-  const bucket = h("select", { "aria-label": "bucket", onchange: () => loadChart() },
-    h("option", { value: "hour" }, "last 24 hours, hourly"), h("option", { value: "day" }, "last 30 days, daily"));
+  const bucket = h("select", { "aria-label": t("venue.bucket"), onchange: () => loadChart() },
+    h("option", { value: "hour" }, t("venue.hourly")), h("option", { value: "day" }, t("venue.daily")));
+  const heads = (keys) => h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, k ? t(k) : ""))));
   root.append(head,
     h("div", { class: "grid-2" },
-      h("section", { class: "panel" }, h("div", { class: "row" }, h("h2", {}, "Occupancy"), h("span", { class: "spacer" }), bucket), chartBox),
-      h("section", { class: "panel" }, h("h2", {}, "Open incidents"),
+      h("section", { class: "panel" }, h("div", { class: "row" }, h("h2", {}, t("venue.occupancy")), h("span", { class: "spacer" }), bucket), chartBox),
+      h("section", { class: "panel" }, h("h2", {}, t("venue.open_incidents")),
         h("table", { class: "responsive" }, incidents))),
-    h("section", { class: "panel", id: "devices" }, h("h2", {}, "Devices"),
+    h("section", { class: "panel", id: "devices" }, h("h2", {}, t("venue.devices")),
       h("table", { class: "responsive" },
-        h("thead", {}, h("tr", {}, ["", "Device", "Kind", "Last seen", "Latest", ""].map((t) => h("th", {}, t)))), devices)),
-    h("section", { class: "panel", id: "door-events" }, h("div", { class: "row" }, h("h2", {}, "Door events, last 24 hours"), h("span", { class: "spacer" }),
-      h("label", { class: "row" }, withState, "with open/close changes")),
+        heads(["", "venue.device", "venue.kind", "venue.last_seen", "venue.latest", ""]), devices)),
+    h("section", { class: "panel", id: "door-events" }, h("div", { class: "row" }, h("h2", {}, t("venue.door_events")), h("span", { class: "spacer" }),
+      h("label", { class: "row" }, withState, t("venue.with_state"))),
       h("table", { class: "responsive" },
-        h("thead", {}, h("tr", {}, ["Time", "Door", "Event", "Result", "Detail"].map((t) => h("th", {}, t)))), doors)));
+        heads(["venue.time", "venue.door", "venue.event", "venue.result", "venue.detail"]), doors)));
 
   let areas = null;
+  let zone; // the venue's time zone, once loaded
+  let deviceNames = new Map();
 
   /** "Qingyuan Community 0 › Grid 1": where the venue is, from its community down. */
   function where(gridId) {
@@ -66,28 +73,31 @@ export async function render(root, { me, live }, venueId) {
     try {
       [v, areas] = await Promise.all([api(`/api/venues/${venueId}`), areas || api("/api/territory")]);
     } catch (e) {
-      head.replaceChildren(h("h1", {}, "Venue not found"), h("p", { class: "error" }, e.message));
+      head.replaceChildren(h("h1", {}, t("venue.not_found")), h("p", { class: "error" }, e.message));
       return null;
     }
     const colour = venueColour(v);
+    zone = v.timezone || undefined;
+    deviceNames = new Map(v.devices_list.map((d) => [d.id, d.name]));
     head.replaceChildren(h("div", { class: "row" },
       h("h1", {}, h("span", { class: `status-${colour}` }, h("span", { class: "dot" })), v.name),
-      h("span", { class: "muted" }, `${v.kind.replaceAll("_", " ")}${v.is_shelter ? " · shelter" : ""} · ${where(v.grid_id)}`),
+      h("span", { class: "muted" }, [label("venuekind", v.kind), v.is_shelter ? t("venue.shelter") : null, where(v.grid_id)]
+        .filter(Boolean).join(" · ")),
       h("span", { class: "spacer" }),
-      SUPERVISORS.has(me.role) ? h("button", { type: "button", onclick: () => broadcastDialog({ venue: v.id, name: v.name }) }, "Broadcast") : null),
+      SUPERVISORS.has(me.role) ? h("button", { type: "button", onclick: () => broadcastDialog({ venue: v.id, name: v.name }) }, t("venue.broadcast")) : null),
     h("div", { class: "counters" },
-      h("div", { class: "counter" }, h("b", {}, v.occupancy ?? "–"), v.capacity ? `inside, of ${v.capacity}` : "inside"),
-      h("div", { class: `counter ${v.open_incidents ? "red" : ""}` }, h("b", {}, v.open_incidents), "open incidents"),
-      h("div", { class: "counter" }, h("b", {}, `${v.devices_online}/${v.devices}`), "devices online"),
-      h("div", { class: "counter" }, h("b", {}, v.node_online ? "online" : v.node_online === false ? "offline" : "never"), "edge node")));
+      h("div", { class: "counter" }, h("b", {}, v.occupancy ?? "–"), v.capacity ? t("venue.inside_of", { capacity: v.capacity }) : t("venue.inside")),
+      h("div", { class: `counter ${v.open_incidents ? "red" : ""}` }, h("b", {}, v.open_incidents), t("venue.open_count")),
+      h("div", { class: "counter" }, h("b", {}, `${v.devices_online}/${v.devices}`), t("venue.devices_online")),
+      h("div", { class: "counter" }, h("b", {}, t(v.node_online ? "common.online" : v.node_online === false ? "common.offline" : "venue.never")), t("venue.edge_node"))));
     devices.replaceChildren(...v.devices_list.map((d) => h("tr", { dataset: { device: d.id } },
       h("td", {}, dot(d.online)),
-      h("td", {}, d.name, h("div", { class: "muted small mono" }, d.id)),
-      h("td", {}, d.kind),
-      h("td", { title: clock(d.last_seen) }, ago(d.last_seen)),
+      h("td", {}, d.name, h("div", { class: "muted small" }, h("code", {}, d.id))),
+      h("td", {}, label("device", d.kind)),
+      h("td", { title: stamp(d.last_seen, zone) }, ago(d.last_seen)),
       h("td", { class: "small" }, latestSummary(d)),
       h("td", {}, d.kind === "door" && SUPERVISORS.has(me.role)
-        ? h("button", { class: "small", type: "button", onclick: () => doorDialog({ device: d.id, name: d.name, role: me.role }) }, "Door…")
+        ? h("button", { class: "small", type: "button", onclick: () => doorDialog({ device: d.id, name: d.name, role: me.role }) }, t("venue.door_button"))
         : null))));
     return v;
   }
@@ -104,16 +114,14 @@ export async function render(root, { me, live }, venueId) {
       const found = new Map(points.map((p) => [new Date(p.bucket).getTime(), p]));
       const slots = [];
       for (let t = since.getTime(); t <= until.getTime(); t += step) slots.push([t, found.get(t) || null]);
-      const label = ([t]) => (hourly
-        ? new Date(t).toLocaleTimeString([], { hour: "numeric" })
-        : new Date(t).toLocaleDateString([], { month: "short", day: "numeric" }));
+      const axis = hourly ? { hour: "numeric" } : { month: "short", day: "numeric" };
       chartBox.replaceChildren(points.length ? barChart({
-        label: "occupancy",
-        labels: slots.map(label),
-        series: [{ name: "average inside", values: slots.map(([, p]) => (p ? p.avg_count : null)) }],
-        line: { name: "peak", values: slots.map(([, p]) => (p ? p.max_count : null)) },
+        label: t("venue.occupancy"),
+        labels: slots.map(([at]) => dateText(at, axis, zone)),
+        series: [{ name: t("venue.average_inside"), values: slots.map(([, p]) => (p ? p.avg_count : null)) }],
+        line: { name: t("venue.peak"), values: slots.map(([, p]) => (p ? p.max_count : null)) },
         format: (v) => String(Math.round(v)),
-      }) : h("p", { class: "empty" }, "No occupancy readings in this period."));
+      }) : h("p", { class: "empty" }, t("venue.no_readings")));
     } catch (e) {
       chartBox.replaceChildren(h("p", { class: "error" }, e.message));
     }
@@ -127,15 +135,19 @@ export async function render(root, { me, live }, venueId) {
       ]);
       const open = recent.items.filter((i) => i.status !== "resolved");
       incidents.replaceChildren(...open.map((i) => h("tr", {},
-        h("td", {}, severityChip(i.severity)), h("td", {}, i.title), h("td", {}, i.status),
-        h("td", { class: "muted" }, ago(i.opened_at)))));
-      if (!open.length) incidents.append(h("tr", {}, h("td", { class: "empty" }, "None.")));
+        h("td", {}, severityChip(i.severity)),
+        h("td", {}, h("a", { href: `#/incident/${i.id}`, class: "plain" }, title(i))), h("td", {}, label("status", i.status)),
+        h("td", { class: "muted", title: stamp(i.opened_at, zone) }, ago(i.opened_at)))));
+      if (!open.length) incidents.append(h("tr", {}, h("td", { class: "empty" }, t("common.none"))));
+      const eventName = (type) => (EVENT_KEYS[type] ? t(`venue.event.${EVENT_KEYS[type]}`) : type);
       doors.replaceChildren(...events.items.map((e) => h("tr", {},
-        h("td", {}, clock(e.ts)), h("td", { class: "mono" }, e.device_id),
-        h("td", {}, e.type === "door.forced" ? h("span", { class: "chip red" }, EVENT_NAMES[e.type]) : EVENT_NAMES[e.type] || e.type),
-        h("td", {}, e.result || (e.is_open === null ? "" : e.is_open ? "open" : "closed")),
-        h("td", { class: "muted small" }, [e.direction, e.reason].filter(Boolean).join(" · ")))));
-      if (!events.items.length) doors.append(h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No door events.")));
+        h("td", { title: stamp(e.ts, zone) }, clock(e.ts, zone)),
+        h("td", {}, deviceNames.get(e.device_id) || h("code", {}, e.device_id)),
+        h("td", {}, e.type === "door.forced" ? h("span", { class: "chip red" }, eventName(e.type)) : eventName(e.type)),
+        h("td", {}, e.result ? label("venue.result", e.result) : e.is_open === null ? "" : t(e.is_open ? "venue.open" : "venue.closed")),
+        h("td", { class: "muted small" }, [e.direction ? label("venue.direction", e.direction) : null, e.reason ? label("venue.reason", e.reason) : null]
+          .filter(Boolean).join(" · ")))));
+      if (!events.items.length) doors.append(h("tr", {}, h("td", { colspan: 5, class: "empty" }, t("venue.no_door_events"))));
     } catch (e) {
       toast(e.message, true);
     }
