@@ -115,9 +115,18 @@ _VALIDATION = {
 }  # fmt: skip
 
 
+_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _field(error: Mapping[str, Any]) -> str:
+    """The field at fault within its part of the request (`capacity` of `body.capacity`)."""
+    loc = [str(p) for p in error["loc"]]
+    return ".".join(loc[1:] if len(loc) > 1 and loc[0] in _PARTS else loc)
+
+
 def _problem(error: Mapping[str, Any], lang: str) -> str:
-    field = ".".join(str(p) for p in error["loc"])
-    params = {"field": field, "msg": error["msg"], **(error.get("ctx") or {})}
+    loc = ".".join(str(p) for p in error["loc"])
+    params = {"loc": loc, "field": _field(error), "msg": error["msg"], **(error.get("ctx") or {})}
     return messages.render(_VALIDATION.get(str(error["type"]), "invalid.field"), params, lang)
 
 
@@ -138,7 +147,9 @@ def install(app: FastAPI) -> None:
         )
         lang = lang_of(request)
         said = messages.PROBLEM_SEP[lang].join(_problem(e, lang) for e in exc.errors())
-        body = ErrorBody(error="invalid", detail=problems, message=said)
+        first = exc.errors()[0] if exc.errors() else None
+        body = InvalidBody(error="invalid", detail=problems, message=said,
+                           field=_field(first) if first else None)  # fmt: skip
         return JSONResponse(body.model_dump(), status_code=422)
 
     @app.exception_handler(psycopg.DataError)

@@ -46,7 +46,7 @@ def test_every_message_is_in_both_languages_with_the_same_parameters(code: str) 
     assert all(text.strip() for text in said.values())
     # The English may say pydantic's own words ({msg}); every parameter of the Chinese is given.
     assert titles.placeholders(said["zh-CN"]) <= titles.placeholders(said["en"]) | {
-        "min_length", "max_length", "expected"
+        "min_length", "max_length", "expected", "field"
     }  # fmt: skip
     if not code.startswith("invalid."):
         assert titles.placeholders(said["zh-CN"]) == titles.placeholders(said["en"])
@@ -171,7 +171,9 @@ def test_real_refusals_are_said_in_the_requests_language(
     assert en[2].startswith("cannot accept a task that is accepted (only when dispatched")
     # 422: a body that is not an action.
     zh = _said(client.post(action, json={"action": "fly"}, headers=as_worker | ZH), 422)
-    assert zh[0] == "invalid" and zh[2].startswith("body.action 应为以下之一：")
+    assert zh[0] == "invalid" and zh[2].startswith("action 应为以下之一：")
+    field = client.post(action, json={"action": "fly"}, headers=as_worker | ZH).json()["field"]
+    assert field == "action"  # the field at fault, named for a form to mark it
     en = _said(client.post(action, json={"action": "fly"}, headers=as_worker | EN), 422)
     assert en[2] == en[1] and en[2].startswith("body.action: Input should be")
     # 404: a task outside the person's area looks missing, in either language.
