@@ -253,3 +253,19 @@ def test_few_messages_carry_an_english_sentence_from_elsewhere() -> None:
                        "photo.not_image"}  # fmt: skip
     fallbacks = {code for code in messages.MESSAGES if code.startswith("status.")}
     assert len(fallbacks) <= 12  # one per status the API answers with, for the framework's own
+
+
+@pytest.mark.parametrize(("lang", "said"), [("zh-CN", "请求内容过大：最多 2048 字节"),
+                                            ("en", "the request body is larger than 2048 bytes")])  # fmt: skip
+def test_a_body_too_large_is_refused_in_the_requests_language(
+    stack: LocalStack, lang: str, said: str
+) -> None:
+    settings = ApiSettings(
+        database_url=stack.role_dsn("api"),  # type: ignore[arg-type]
+        api_max_body_bytes=2048,
+    )
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/api/token", content=b"x" * 5000, headers={"Accept-Language": lang,
+                   "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 413
+    assert r.json()["error"] == "too_large" and r.json()["message"].startswith(said)
