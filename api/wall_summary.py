@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.database import Conn
-from ingest import kpi
+from ingest import kpi, titles
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,22 @@ def _online(area_id: str, areas: list[WallArea], venues: list[WallVenue]) -> Onl
     return OnlineRates(
         total=rate(area_id, root.name, total),
         areas=[rate(a.id, a.name, tally[a.id]) for a in children],
+    )
+
+
+def in_language(summary: WallSummary, lang: str) -> WallSummary:
+    """The summary with its incidents' and tasks' titles in `lang`, from their codes (the cache
+    keeps one summary per area, whoever reads it)."""
+
+    def said(code: str | None, params: dict[str, Any] | None, stored: str) -> str:
+        return titles.render(code, params, lang) if code else stored
+
+    ticker = [t.model_copy(update={"title": said(t.title_code, t.title_params, t.title)})
+              for t in summary.ticker]  # fmt: skip
+    due = [t.model_copy(update={"title": said(t.title_code, t.title_params, t.title)})
+           for t in summary.tasks_due.items]  # fmt: skip
+    return summary.model_copy(
+        update={"ticker": ticker, "tasks_due": summary.tasks_due.model_copy(update={"items": due})}
     )
 
 

@@ -19,6 +19,7 @@ from api.settings import ApiSettings
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
 from ingest import titles
+from tests.support import scalar
 from tests.test_api import _second_grid, people_of, raise_incident, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,6 +211,13 @@ def test_incident_and_task_titles_follow_the_request(client: TestClient, stack: 
     assert [(i["title_code"], i["title"]) for i in listed] == [("door_forced", "Door forced open")]
     one = client.get(f"/api/incidents/{listed[0]['id']}", headers=me | ZH).json()
     assert one["title"] == "门被强行打开"
+    # The wall's ticker and tasks due say them too.
+    operator = sign_in(client, "operator")
+    city = str(scalar(stack.dsn, "SELECT id FROM territory WHERE parent_id IS NULL"))
+    wall = client.get(f"/api/wall/{city}", headers=operator | EN).json()
+    assert [t["title"] for t in wall["ticker"]] == ["Door forced open"]
+    wall = client.get(f"/api/wall/{city}", headers=operator | ZH).json()
+    assert wall["ticker"][0]["title"] == "门被强行打开"
 
 
 def _venue_name(stack: LocalStack, venue: str) -> object:

@@ -20,12 +20,21 @@ from prometheus_client import Histogram
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api import wall_tokens
+from api import messages, wall_tokens
 from api.deps import DbDep, KeyDep, not_signed_in, session_for
 from api.errors import ErrorBody
 from api.messages import ApiError
 from api.models import AreaPath
-from api.wall_summary import AREAS, REFRESH_S, MapArea, WallMap, WallSummary, build, map_version
+from api.wall_summary import (
+    AREAS,
+    REFRESH_S,
+    MapArea,
+    WallMap,
+    WallSummary,
+    build,
+    in_language,
+    map_version,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/wall", tags=["wall"])
@@ -168,7 +177,7 @@ def wall(where: WallAreaDep, db: DbDep, request: Request) -> WallSummary:
         SUMMARIES.labels("built").inc()
     else:
         SUMMARIES.labels("cache").inc()
-    return summary
+    return in_language(summary, messages.current())
 
 
 @router.get(
