@@ -191,10 +191,7 @@ def open_many(
            SELECT k, r, s::severity, t, tc,
                   tp || CASE WHEN d IS NULL THEN '{}'::jsonb
                              ELSE jsonb_build_object('device', coalesce(nullif(dv.name, ''), d))
-                        END
-                     || CASE WHEN tp ? 'area_id' THEN jsonb_build_object('area',
-                             (SELECT name FROM territory WHERE id = tp->>'area_id'))
-                        ELSE '{}'::jsonb END,
+                        END,
                   v, d, n, g, p::ltree, j, ts, ts, c, clock_timestamp()
            FROM jsonb_to_recordset(%s::jsonb) AS u(o int, k text, r text, s text, t text,
                 tc text, tp jsonb, v text, d text, n text, g text, p text, j jsonb,
@@ -265,10 +262,11 @@ def _emergency_for_rule(
     area = emergency.area_for_rule(conn, venue.grid_id, signal.emergency_level)
     if area is None:
         return
+    named = conn.execute("SELECT name FROM territory WHERE id = %s", (area,)).fetchone()
     proposal = Raise(
         Rule.EMERGENCY_PROPOSED, area, Severity.RED, venue, signal.ts, node=signal.node,
-        detail={"area": area, "rule": signal.rule.value, "source_incident": incident_id,
-                "reason": reason},
+        detail={"area": area, "area_name": str(named[0]) if named else area,
+                "rule": signal.rule.value, "source_incident": incident_id, "reason": reason},
     )  # fmt: skip
     proposal_incident = raise_incident(conn, proposal, policy, out)
     conn.execute(

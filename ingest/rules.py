@@ -159,8 +159,9 @@ class Raise:
             params["device_id"] = self.device
         if self.node is not None:
             params["node_id"] = self.node
-        if self.rule is Rule.EMERGENCY_PROPOSED:  # the area's name is added with the device's
+        if self.rule is Rule.EMERGENCY_PROPOSED:  # the area it is proposed for
             params["area_id"] = self.detail.get("area")
+            params["area"] = self.detail.get("area_name") or self.detail.get("area")
         return Title(self.rule.value, params)
 
 

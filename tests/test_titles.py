@@ -241,8 +241,9 @@ def test_an_emergency_a_rule_proposes_names_its_area(stack: LocalStack) -> None:
         signal = Raise(Rule.DOOR_FORCED, "x", Severity.RED, venue, datetime.now(UTC),
                        emergency_level="community")  # fmt: skip
         incidents.apply(conn, [signal], DeadlinePolicy())
-        code, params = conn.execute(
-            "SELECT title_code, title_params FROM incidents WHERE rule = 'emergency_proposed'"
+        english, code, params = conn.execute(
+            "SELECT title, title_code, title_params FROM incidents"
+            " WHERE rule = 'emergency_proposed'"
         ).fetchone()  # type: ignore[misc]
         reason, source = conn.execute(
             "SELECT reason, source_id FROM emergency_proposals"
@@ -250,6 +251,7 @@ def test_an_emergency_a_rule_proposes_names_its_area(stack: LocalStack) -> None:
     assert (code, params["area_id"], params["area"]) == ("emergency_proposed", community, name)
     assert titles.render(code, params, "zh-CN") == f"规则提议{name}启动应急状态，请确认或驳回"
     assert reason == f"{venue.name}：门被强行打开（事件 {source}）"
+    assert english == f"Emergency proposed by a rule for {name}: confirm or dismiss"
 
 
 def test_a_rule_gives_its_emergency_a_reason_in_the_platforms_language() -> None:
