@@ -54,6 +54,9 @@ class Me(BaseModel):
     role: str
     scope_id: str
     language: Language = Field(description="the console's and the notifications' language")
+    language_chosen: bool = Field(
+        description="whether the person chose it; until they do, the console follows the browser"
+    )
     timezone: str = Field(description="where times are shown when the thing shown has no venue")
 
 

@@ -312,6 +312,8 @@ def apply_and_save(
             "UPDATE people SET password_hash = %s WHERE id = ANY(%s) AND password_hash IS NULL",
             (hash_password(DEMO_PASSWORD), people),  # one hash: argon2 is slow on purpose
         )
+        # The demo's people read Chinese and have said so: the demo is zh-CN in any browser.
+        conn.execute("UPDATE people SET language_chosen = true WHERE id = ANY(%s)", (people,))
         _cover_duty(conn, doc)
     creds = []
     by_node: dict[str, list[Device]] = {}

@@ -47,6 +47,8 @@ GRANT INSERT (id, name, role, scope_id, phone),
     ON people TO gridwatch_cli;
 -- The API switches people off and on, and changes passwords (both end their tokens).
 GRANT UPDATE (password_hash, active, valid_after) ON people TO gridwatch_api;
+-- People choose their own language in the console (026).
+GRANT UPDATE (language_chosen) ON people TO gridwatch_api;
 GRANT SELECT ON duty_roster TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 GRANT INSERT ON duty_roster TO gridwatch_cli;
 GRANT USAGE ON SEQUENCE duty_roster_id_seq TO gridwatch_cli;

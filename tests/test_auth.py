@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -346,3 +347,18 @@ def test_a_password_change_through_the_api_ends_every_other_session(
     assert _token(client, "operator", "a-new-password").status_code == 200
     actions = [r[0] for r in rows(stack.dsn, "SELECT action FROM audit_log ORDER BY id")]
     assert "password.change" in actions and actions.count("sign_in.failed") == 2
+
+
+def test_a_person_chooses_their_language_and_the_choice_is_kept(
+    client: TestClient, stack: LocalStack
+) -> None:
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE people SET language_chosen = false WHERE id = 'operator'")
+    headers = sign_in(client, "operator")
+    me = client.get("/api/me", headers=headers).json()
+    assert (me["language"], me["language_chosen"]) == ("zh-CN", False)  # the browser decides
+    chosen = client.put("/api/me/language", json={"language": "en"}, headers=headers)
+    assert chosen.status_code == 200, chosen.text
+    assert (chosen.json()["language"], chosen.json()["language_chosen"]) == ("en", True)
+    assert client.get("/api/me", headers=headers).json()["language_chosen"] is True
+    assert scalar(stack.dsn, "SELECT count(*) FROM audit_log WHERE action = 'me.language'") == 1

@@ -154,13 +154,14 @@ async def change_password(body: PasswordChange, session: CurrentSession, request
 
 def _me(db: DbDep, user: User) -> Me:
     row = db.execute(
-        """SELECT p.language, n.timezone FROM people p
+        """SELECT p.language, p.language_chosen, n.timezone FROM people p
            LEFT JOIN notify_prefs n ON n.person_id = p.id WHERE p.id = %s""",
         (user.id,),
     ).fetchone()
-    language, tz = row if row else ("zh-CN", None)
+    language, chosen, tz = row if row else ("zh-CN", False, None)
     return Me(id=user.id, name=user.name, role=user.role.value, scope_id=user.scope_id,
-              language=language, timezone=tz or "Asia/Shanghai")  # fmt: skip
+              language=language, language_chosen=chosen,
+              timezone=tz or "Asia/Shanghai")  # fmt: skip
 
 
 @router.get("/me", response_model=Me, summary="The signed-in person")
@@ -181,7 +182,10 @@ class LanguageChange(BaseModel):
 )
 def set_language(body: LanguageChange, user: CurrentUser, db: DbDep, request: Request) -> Me:
     with db.transaction():
-        db.execute("UPDATE people SET language = %s WHERE id = %s", (body.language, user.id))
+        db.execute(
+            "UPDATE people SET language = %s, language_chosen = true WHERE id = %s",
+            (body.language, user.id),
+        )
         audit(db, user, request, "me.language", user.id, {"language": body.language})
     log.info("language set person=%s language=%s", user.id, body.language)
     return _me(db, user)

@@ -195,7 +195,10 @@ def put_prefs(body: NotifyPrefs, user: CurrentUser, db: DbDep, request: Request)
             {"me": user.id, "ch": body.channels, "qf": quiet.start if quiet else None,
              "qt": quiet.end if quiet else None, "tz": body.timezone},
         )  # fmt: skip
-        db.execute("UPDATE people SET language = %s WHERE id = %s", (body.language, user.id))
+        db.execute(
+            "UPDATE people SET language = %s, language_chosen = true WHERE id = %s",
+            (body.language, user.id),
+        )
         audit(db, user, request, "notify.prefs", user.id, body.model_dump(by_alias=True))
     return _prefs(db, user)
 

@@ -102,7 +102,9 @@ async function start() {
     }
     return;
   }
-  if (ctx.me.language) await setLocale(ctx.me.language);
+  // The person's own choice, once made; until then the browser's language (or the last one
+  // used on this browser) stays.
+  if (ctx.me.language_chosen) await setLocale(ctx.me.language);
   setZone(ctx.me.timezone);
   showStatic();
   showChrome(true);
