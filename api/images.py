@@ -239,6 +239,11 @@ def _without_gps(tiff: bytes) -> bytes:
             if gps_at is not None:
                 raise _Unreadable("two GPS IFD pointers")
             gps_at = n
+    ifd1 = u32(entries + 12 * count)  # the thumbnail's IFD: a GPS pointer there is unexpected
+    if ifd1:
+        ifd1_count = ifd(ifd1)
+        if any(u16(ifd1 + 2 + 12 * n) == _GPS_IFD for n in range(ifd1_count)):
+            raise _Unreadable("a GPS IFD pointer in IFD1")
     if gps_at is None:
         return tiff
     gps = u32(entries + 12 * gps_at + 8)

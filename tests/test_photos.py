@@ -358,7 +358,11 @@ def test_an_exif_that_cannot_be_read_is_dropped_whole() -> None:
     # A block cut short inside IFD0, with the position's figures after it in the segment.
     cut = _app1(b"Exif\x00\x00" + exif_with_gps()[:30]) + _app1(b"Exif\x00\x00" + b"MM")
     truncated_block = plain[:2] + cut + plain[2:]
-    for data in (truncated_ifd, truncated_block):
+    # IFD0's next-IFD offset pointing past the block (so IFD1 cannot be read).
+    bad_next = bytearray(exif_with_gps())
+    struct.pack_into("<I", bad_next, 8 + 2 + 3 * 12, 60_000)
+    truncated_next = plain[:2] + _app1(b"Exif\x00\x00" + bytes(bad_next)) + plain[2:]
+    for data in (truncated_ifd, truncated_block, truncated_next):
         stripped = images.strip_location(data)
         assert b"Exif\x00\x00" not in stripped
         assert _rationals(LATITUDE) not in stripped and _rationals(LONGITUDE) not in stripped
