@@ -98,6 +98,9 @@ def current_user(
 
 
 CurrentSession = Annotated[tuple[User, Claims], Depends(current_session)]
+# The bearer token itself, for a route that signs the person in on a connection of its own
+# (an upload: a pooled connection is not held while the body comes in).
+BearerToken = Annotated[str, Depends(_oauth2)]
 CurrentUser = Annotated[User, Depends(current_user)]
 
 

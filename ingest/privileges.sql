@@ -193,8 +193,8 @@ GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by, last_used_at) ON wall_toke
 GRANT USAGE ON SEQUENCE wall_tokens_id_seq TO gridwatch_api, gridwatch_cli;
 
 -- Photo evidence (024): uploaded and read through the API only (who may is the API's check:
--- the assignee uploads while handling, supervisors and the assignee read). Nobody changes or
--- deletes a stored photo; neither the ingest nor the command line (whose task actions attach
--- no photos) can read them.
-GRANT SELECT, INSERT ON task_photos TO gridwatch_api;
+-- the assignee uploads while handling, supervisors and the assignee read, the uploader removes
+-- one taken by mistake while no feedback carries it, audited). Nobody changes a stored photo;
+-- neither the ingest nor the command line (whose task actions attach no photos) can read them.
+GRANT SELECT, INSERT, DELETE ON task_photos TO gridwatch_api;
 GRANT USAGE ON SEQUENCE task_photos_id_seq TO gridwatch_api;

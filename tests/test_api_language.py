@@ -257,8 +257,7 @@ def test_few_messages_carry_an_english_sentence_from_elsewhere() -> None:
     parse error, psycopg's reason, the enrolment's), the Chinese frames them: kept to these."""
     quoting = {code for code, said in messages.MESSAGES.items()
                if titles.placeholders(said["zh-CN"]) & {"detail", "reason", "msg"}}  # fmt: skip
-    assert quoting == {"registry.file", "enrol.unavailable", "enrol.refused", "db.value",
-                       "photo.not_image"}  # fmt: skip
+    assert quoting == {"registry.file", "enrol.unavailable", "enrol.refused", "db.value"}
     fallbacks = {code for code in messages.MESSAGES if code.startswith("status.")}
     assert len(fallbacks) <= 12  # one per status the API answers with, for the framework's own
 

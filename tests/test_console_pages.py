@@ -365,6 +365,26 @@ def _photos_on_the_phone(page: Page, task_id: int, incident_id: int, found: list
     violations = _axe(page)
     if violations:
         found.append(_readable("zh-CN photo picker", violations))
+    # One taken by mistake: deleted on the server by its button, not only left out.
+    page.locator("#picker-under-test input[type=file]").set_input_files(
+        files=[{"name": "oops.jpg", "mimeType": "image/jpeg", "buffer": jpeg_with_gps()}]
+    )
+    done = page.locator("#picker-under-test .photo-item[data-state=done]")
+    expect(done).to_have_count(2, timeout=15_000)
+    expect(done.nth(1).locator("img")).to_be_visible(timeout=15_000)
+    done.nth(1).locator("button").click()
+    expect(done).to_have_count(1, timeout=10_000)
+    assert page.evaluate("() => window.pickerUnderTest.ids()") == ids
+    stored = page.evaluate(
+        """async (taskId) => {
+             const s = JSON.parse(localStorage.getItem("gridwatch.session"));
+             const r = await fetch(`/api/tasks/${taskId}/photos`,
+                                   {headers: {"Authorization": `Bearer ${s.token}`}});
+             return (await r.json()).map((p) => p.id);
+           }""",
+        task_id,
+    )
+    assert stored == ids
     page.evaluate(
         """([taskId, ids]) => {
              const g = window.galleryUnderTest(taskId, ids);

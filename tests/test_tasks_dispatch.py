@@ -134,6 +134,8 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
     # Before: another grid's worker sees nothing of it.
     assert client.get(f"/api/tasks/{task_id}", headers=outsider).status_code == 404
     assert client.get(f"/api/tasks/{task_id}/snapshot", headers=outsider).status_code == 404
+    incident = scalar(dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,))
+    assert client.get(f"/api/incidents/{incident}/snapshot", headers=outsider).status_code == 404
 
     # Refusals: no reason, the same person, someone the grid cannot call in, not a dispatcher.
     before = rows(dsn, "SELECT state::text, assignee, deadline_at FROM tasks WHERE id = %s",
@@ -198,6 +200,13 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
     picture = client.get(f"/api/tasks/{task_id}/snapshot", headers=outsider)
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
     assert picture.content == base64.b64decode(TINY_JPEG)
+    assert picture.headers["cache-control"] == "no-store"  # a picture of an incident: not kept
+    # The incident's page of their task opens for them too, with the same picture.
+    incident_id = scalar(dsn, "SELECT incident_id FROM tasks WHERE id = %s", (task_id,))
+    page = client.get(f"/api/incidents/{incident_id}/context", headers=outsider)
+    assert page.status_code == 200 and page.json()["snapshot"] is True
+    same = client.get(f"/api/incidents/{incident_id}/snapshot", headers=outsider)
+    assert same.content == picture.content and same.headers["cache-control"] == "no-store"
     # The grid's worker still sees it (their grid) but it is no longer theirs to work.
     assert _act(client, mine, task_id, action="start").status_code == 403
     # The outsider accepts it, then hands it back with a reason shown on the card.
@@ -211,6 +220,7 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
     assert handed["context"]["handed_back"]["by_name"] == "邻网格网格员"
     # Handed back, it is out of the outsider's sight again.
     assert client.get(f"/api/tasks/{task_id}", headers=outsider).status_code == 404
+    assert client.get(f"/api/incidents/{incident_id}", headers=outsider).status_code == 404
 
     # A dispatch to someone the grid cannot call in is refused like a reassignment; to the
     # property management the community calls in it goes, theirs to see and work.

@@ -3,7 +3,6 @@ acknowledge, silence, resolve."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -65,12 +64,21 @@ def list_incidents(
     return page(items, limit)
 
 
-def _incident(db: Conn, user: User, incident_id: int) -> Incident:
+# Whom an incident is shown to: the people of its area, and the assignee of its task called in
+# from another grid or a department (for the incident page of the task they handle).
+_VISIBLE = """(path <@ %(scope)s::ltree OR EXISTS (
+    SELECT 1 FROM tasks t WHERE t.incident_id = incidents.id AND t.assignee = %(me)s))"""
+
+
+def _incident(db: Conn, user: User, incident_id: int, *, in_scope: bool = False) -> Incident:
+    """The incident if the person may see it (404 otherwise); `in_scope`: only within their
+    area (for changing it: an assignee from elsewhere reads it, and no more)."""
+    visible = "path <@ %(scope)s::ltree" if in_scope else _VISIBLE
     row = db.execute(
-        f"SELECT {_COLUMNS} FROM incidents WHERE id = %s AND path <@ %s::ltree",
-        (incident_id, user.scope_path),
+        f"SELECT {_COLUMNS} FROM incidents WHERE id = %(id)s AND {visible}",
+        {"id": incident_id, "scope": user.scope_path, "me": user.id},
     ).fetchone()
-    if row is None:  # outside the person's area looks the same as missing
+    if row is None:  # outside the person's sight looks the same as missing
         raise ApiError(status.HTTP_404_NOT_FOUND, "incident.missing", id=incident_id)
     return as_model(Incident, row)
 
@@ -80,16 +88,24 @@ def get_incident(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incident:
     return _incident(db, user, incident_id)
 
 
-def _snapshot_row(db: Conn, ref: str, device_id: str | None) -> tuple[Any, ...] | None:
-    """The stored camera picture an incident's detail names, if it is still kept."""
-    try:
-        snapshot_id = uuid.UUID(ref)
-    except ValueError:
-        return None
-    return db.execute(
-        "SELECT jpeg FROM camera_snapshots WHERE id = %s AND device_id = %s LIMIT 1",
-        (snapshot_id, device_id),
-    ).fetchone()
+# The stored camera picture an incident's detail names (`snapshot`: its id), if still kept.
+_SNAPSHOT = """FROM incidents i JOIN camera_snapshots s
+                   ON s.device_id = i.device_id AND s.id = CASE
+                      WHEN i.detail->>'snapshot' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                      THEN (i.detail->>'snapshot')::uuid END
+               WHERE i.id = %s"""
+
+
+def snapshot_jpeg(db: Conn, incident_id: int) -> bytes | None:
+    """The camera's picture of an incident (a JPEG), or None when it has none (any more)."""
+    row = db.execute(f"SELECT s.jpeg {_SNAPSHOT} LIMIT 1", (incident_id,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def has_snapshot(db: Conn, incident_id: int) -> bool:
+    """Whether snapshot_jpeg has a picture, without fetching it."""
+    row = db.execute(f"SELECT EXISTS (SELECT 1 {_SNAPSHOT})", (incident_id,)).fetchone()
+    return bool(row and row[0])
 
 
 @router.get(
@@ -99,13 +115,12 @@ def _snapshot_row(db: Conn, ref: str, device_id: str | None) -> tuple[Any, ...] 
     responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}},
 )
 def snapshot(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
-    incident = _incident(db, user, incident_id)
-    ref = incident.detail.get("snapshot")
-    row = _snapshot_row(db, ref, incident.device_id) if isinstance(ref, str) else None
-    if row is None:
+    _incident(db, user, incident_id)
+    jpeg = snapshot_jpeg(db, incident_id)
+    if jpeg is None:
         raise ApiError(status.HTTP_404_NOT_FOUND, "incident.no_snapshot", id=incident_id)
-    return Response(bytes(row[0]), media_type="image/jpeg",
-                    headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
+    # Not cached (api.limits says no-store for every API answer): pictures of incidents.
+    return Response(jpeg, media_type="image/jpeg")
 
 
 @router.get("/{incident_id}/events", response_model=list[IncidentEvent], summary="Its timeline")
@@ -122,7 +137,7 @@ def _to_change(db: Conn, user: User, incident_id: int, *, states: set[str]) -> I
     """The incident, for a supervisor to change, if its status is one of `states` (else 409)."""
     if user.role not in SUPERVISORS:
         raise ApiError(status.HTTP_403_FORBIDDEN, "role.incidents", role=user.role)
-    incident = _incident(db, user, incident_id)
+    incident = _incident(db, user, incident_id, in_scope=True)
     if incident.status not in states:
         raise ApiError(status.HTTP_409_CONFLICT, "incident.state", id=incident_id,
                        status=incident.status)  # fmt: skip
@@ -276,12 +291,10 @@ def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incide
             data={"occurrences": incident.occurrences},
         ))  # fmt: skip
         timeline.sort(key=lambda e: e.at)
-    ref = incident.detail.get("snapshot")
-    has_snapshot = isinstance(ref, str) and _snapshot_row(db, ref, incident.device_id) is not None
     return IncidentContext(
         task=as_model(IncidentTask, task) if task else None,
         device=as_model(IncidentDevice, device) if device else None,
         venue=as_model(IncidentVenue, venue) if venue else None,
         timeline=timeline,
-        snapshot=has_snapshot,
+        snapshot=has_snapshot(db, incident_id),
     )

@@ -11,9 +11,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api import images
-from api.deps import Conn, CurrentUser, DbDep, User, audit
+from api.database import Database
+from api.deps import BearerToken, Conn, CurrentUser, DbDep, KeyDep, User, audit, session_for
 from api.messages import ApiError
 from api.models import RowId, as_model, as_models
+from api.routes.tasks import VISIBLE
 from ingest.tasks import SUPERVISORS, State
 
 router = APIRouter(prefix="/api/tasks", tags=["photos"])
@@ -37,18 +39,35 @@ class Photo(BaseModel):
     created_at: datetime
 
 
-def _task_for(db: Conn, user: User, task_id: int) -> tuple[str, str | None]:
-    """The task's state and assignee, if the person may see its photos (404 / 403 otherwise)."""
+def _task_for(
+    db: Conn, user: User, task_id: int, *, upload: bool = False, lock: bool = False
+) -> tuple[str, str | None]:
+    """The task's state and assignee, if the person may see its photos: its assignee (from this
+    area or called in from elsewhere) and the area's supervisors; with `upload`, only its
+    assignee while handling it. 404 when they cannot see the task, 403 / 409 otherwise."""
     row = db.execute(
-        "SELECT state::text, assignee FROM tasks WHERE id = %s AND path <@ %s::ltree",
-        (task_id, user.scope_path),
+        f"SELECT state::text, assignee, path <@ %(scope)s::ltree FROM tasks"
+        f" WHERE id = %(id)s AND {VISIBLE}" + (" FOR NO KEY UPDATE" if lock else ""),
+        {"id": task_id, "scope": user.scope_path, "me": user.id},
     ).fetchone()
-    if row is None:  # outside the person's area looks the same as missing
+    if row is None:  # outside the person's sight looks the same as missing
         raise ApiError(status.HTTP_404_NOT_FOUND, "task.missing", id=task_id)
-    state, assignee = str(row[0]), row[1]
-    if user.role not in SUPERVISORS and assignee != user.id:
+    state, assignee, in_scope = str(row[0]), row[1], bool(row[2])
+    if upload:
+        if assignee != user.id:
+            raise ApiError(status.HTTP_403_FORBIDDEN, "photo.assignee_only", id=task_id,
+                           person=user.id)  # fmt: skip
+        if state != State.HANDLING:
+            raise ApiError(status.HTTP_409_CONFLICT, "photo.not_handling", id=task_id,
+                           state=state)  # fmt: skip
+    elif assignee != user.id and not (in_scope and user.role in SUPERVISORS):
         raise ApiError(status.HTTP_403_FORBIDDEN, "photo.whose", id=task_id)
     return state, assignee
+
+
+def _database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -65,55 +84,45 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 )  # fmt: skip
 async def upload(
     task_id: RowId,
-    user: CurrentUser,
-    db: DbDep,
+    token: BearerToken,
+    key: KeyDep,
     request: Request,
     keep_location: Annotated[
         bool, Query(description="keep the picture's GPS position (EXIF); stripped otherwise")
     ] = False,
 ) -> Photo:
-    # The body is read here (api.limits has capped it), the rest runs off the event loop.
-    data = await request.body()
+    # Who and when first, on a connection given back at once; then the body is read (api.limits
+    # caps it) with no connection held, however slow the phone's network; then it is stored.
+    user = await run_in_threadpool(_authorise, request, token, key, task_id)
     declared = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return await run_in_threadpool(_store, db, user, request, task_id, data, declared,
+    if not declared:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "photo.no_type")
+    if declared not in images.TYPES:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "photo.type", sent=declared)
+    data = await request.body()
+    return await run_in_threadpool(_store, request, user, task_id, data, declared,
                                    keep_location)  # fmt: skip
 
 
-def _uploader_check(db: Conn, user: User, task_id: int, *, lock: bool) -> None:
-    """404 outside the area, 403 for anyone but the assignee, 409 unless it is being handled."""
-    row = db.execute(
-        "SELECT state::text, assignee FROM tasks WHERE id = %s AND path <@ %s::ltree"
-        + (" FOR NO KEY UPDATE" if lock else ""),
-        (task_id, user.scope_path),
-    ).fetchone()
-    if row is None:
-        raise ApiError(status.HTTP_404_NOT_FOUND, "task.missing", id=task_id)
-    if row[1] != user.id:
-        raise ApiError(status.HTTP_403_FORBIDDEN, "photo.assignee_only", id=task_id,
-                       person=user.id)  # fmt: skip
-    if str(row[0]) != State.HANDLING:
-        raise ApiError(status.HTTP_409_CONFLICT, "photo.not_handling", id=task_id,
-                       state=str(row[0]))  # fmt: skip
+def _authorise(request: Request, token: str, key: str, task_id: int) -> User:
+    with _database(request).connection() as db:
+        user = session_for(db, token, key, request=request)[0]
+        _task_for(db, user, task_id, upload=True)
+    return user
 
 
 def _store(
-    db: Conn, user: User, request: Request, task_id: int, data: bytes, declared: str,
-    keep_location: bool,
-) -> Photo:  # fmt: skip
-    _uploader_check(db, user, task_id, lock=False)  # who and when first, then what was sent
-    if declared not in images.TYPES:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "photo.type",
-                       sent=declared or "no content type")  # fmt: skip
+    request: Request, user: User, task_id: int, data: bytes, declared: str, keep_location: bool
+) -> Photo:
     if len(data) > MAX_PHOTO_BYTES:  # api.limits refuses it before; this is the rule itself
         raise ApiError(status.HTTP_413_CONTENT_TOO_LARGE, "photo.too_large",
                        mb=MAX_PHOTO_BYTES // (1024 * 1024), size=len(data))  # fmt: skip
     try:
         picture = images.prepare(data, declared, keep_location=keep_location)
     except images.NotAnImage as exc:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "photo.not_image",
-                       detail=str(exc)) from None  # fmt: skip
-    with db.transaction():
-        _uploader_check(db, user, task_id, lock=True)  # still so, now that it is decoded
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.code, **exc.params) from None
+    with _database(request).connection() as db, db.transaction():
+        _task_for(db, user, task_id, upload=True, lock=True)  # still so, now that it is decoded
         count = db.execute("SELECT count(*) FROM task_photos WHERE task_id = %s", (task_id,))
         (have,) = count.fetchone() or (0,)
         if int(have) >= MAX_PHOTOS_PER_TASK:
@@ -131,7 +140,42 @@ def _store(
         audit(db, user, request, "task.photo", str(task_id),
               {"photo": photo_id, "bytes": len(picture.data), "sha256": picture.sha256,
                "content_type": picture.content_type, "location_kept": keep_location})  # fmt: skip
-    return _photo(db, task_id, photo_id)
+        return _photo(db, task_id, photo_id)
+
+
+@router.delete(
+    "/{task_id}/photos/{photo_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Remove a photo its uploader took by mistake (not once it is in a feedback)",
+)
+def delete_photo(
+    task_id: RowId, photo_id: RowId, user: CurrentUser, db: DbDep, request: Request
+) -> Response:
+    with db.transaction():
+        # The task's row is locked (as a feedback and an upload lock it): no feedback attaches
+        # the photo while it goes. (The photo's own row is not: FOR UPDATE needs UPDATE.)
+        _task_for(db, user, task_id, lock=True)
+        row = db.execute(
+            "SELECT uploaded_by, sha256 FROM task_photos WHERE task_id = %s AND id = %s",
+            (task_id, photo_id),
+        ).fetchone()
+        if row is None:
+            raise ApiError(status.HTTP_404_NOT_FOUND, "photo.missing", id=task_id, photo=photo_id)
+        if row[0] != user.id:
+            raise ApiError(status.HTTP_403_FORBIDDEN, "photo.not_uploader", photo=photo_id,
+                           person=user.id)  # fmt: skip
+        attached = db.execute(
+            """SELECT EXISTS (SELECT 1 FROM task_events WHERE task_id = %s
+                              AND action = 'feedback' AND data->'photos' @> to_jsonb(%s::bigint))""",
+            (task_id, photo_id),
+        ).fetchone()
+        if attached is not None and attached[0]:
+            raise ApiError(status.HTTP_409_CONFLICT, "photo.attached", id=task_id, photo=photo_id)
+        db.execute("DELETE FROM task_photos WHERE id = %s", (photo_id,))
+        audit(db, user, request, "task.photo.delete", str(task_id),
+              {"photo": photo_id, "sha256": row[1]})  # fmt: skip
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _photo(db: Conn, task_id: int, photo_id: int) -> Photo:

@@ -22,6 +22,7 @@ from api.models import (
     as_models,
     page,
 )
+from api.routes.incidents import snapshot_jpeg
 from ingest import tasks as task_ops
 from ingest.tasks import SUPERVISORS, Group, State
 
@@ -51,7 +52,7 @@ _FROM = """tasks LEFT JOIN LATERAL (
     WHERE i.id = tasks.incident_id) x ON true"""
 # Whom a person sees: the tasks of their area, and the ones assigned to them from elsewhere
 # (a worker of another grid, a department called in).
-_VISIBLE = "(path <@ %(scope)s::ltree OR assignee = %(me)s)"
+VISIBLE = "(path <@ %(scope)s::ltree OR assignee = %(me)s)"
 
 
 @router.get("", response_model=Page[Task], summary="Tasks, newest first")
@@ -67,7 +68,7 @@ def list_tasks(
 ) -> Page[Task]:
     rows = db.execute(
         f"""SELECT {_COLUMNS}, coalesce(x.context, '{{}}') FROM {_FROM}
-            WHERE {_VISIBLE}
+            WHERE {VISIBLE}
               AND (%(area)s::text IS NULL OR path <@ (SELECT path FROM territory WHERE id = %(area)s))
               AND (NOT %(mine)s OR assignee = %(me)s)
               AND (NOT %(open)s OR state <> 'closed')
@@ -86,7 +87,7 @@ def _task(db: Conn, user: User, task_id: int, *, acted: bool = False) -> Task:
     hand-back by an assignee from elsewhere takes it out of their sight; they get it once)."""
     row = db.execute(
         f"SELECT {_COLUMNS}, coalesce(x.context, '{{}}') FROM {_FROM}"
-        f" WHERE id = %(id)s AND (%(acted)s OR {_VISIBLE})",
+        f" WHERE id = %(id)s AND (%(acted)s OR {VISIBLE})",
         {"id": task_id, "scope": user.scope_path, "me": user.id, "acted": acted},
     ).fetchone()
     if row is None:
@@ -167,15 +168,8 @@ def candidates(task_id: RowId, user: CurrentUser, db: DbDep) -> Candidates:
 def snapshot(task_id: RowId, user: CurrentUser, db: DbDep) -> Response:
     """For whoever may see the task, its assignee from another grid included."""
     task = _task(db, user, task_id)
-    row = db.execute(
-        """SELECT s.jpeg FROM incidents i JOIN camera_snapshots s
-               ON s.device_id = i.device_id AND s.id = CASE
-                  WHEN i.detail->>'snapshot' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
-                  THEN (i.detail->>'snapshot')::uuid END
-           WHERE i.id = %s LIMIT 1""",
-        (task.incident_id,),
-    ).fetchone()
-    if row is None:
+    jpeg = snapshot_jpeg(db, task.incident_id)
+    if jpeg is None:
         raise ApiError(status.HTTP_404_NOT_FOUND, "task.no_picture", id=task_id)
-    return Response(bytes(row[0]), media_type="image/jpeg",
-                    headers={"Cache-Control": "private, max-age=86400"})  # fmt: skip
+    # Not cached (api.limits says no-store for every API answer): pictures of incidents.
+    return Response(jpeg, media_type="image/jpeg")

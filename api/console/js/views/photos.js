@@ -100,9 +100,18 @@ export function photoPicker(taskId) {
         item.dataset.state = "done";
         item.dataset.photo = photo.id;
         const thumb = await objectUrl(`/api/tasks/${taskId}/photos/${photo.id}?size=thumb`).catch(() => null);
-        const remove = h("button", { type: "button", class: "small quiet", onclick: () => {
-          entry.removed = true;
-          item.remove();
+        // Removed on the server too (DELETE: only its uploader, only while no feedback
+        // carries it), so a photo taken by mistake is not kept and shown to the checker.
+        const remove = h("button", { type: "button", class: "small quiet", onclick: async () => {
+          remove.disabled = true;
+          try {
+            await api(`/api/tasks/${taskId}/photos/${photo.id}`, { method: "DELETE" });
+            entry.removed = true;
+            item.remove();
+          } catch (e) {
+            remove.disabled = false;
+            item.append(h("span", { role: "alert", class: "small error" }, t("photo.remove_failed", { reason: e.message })));
+          }
         } }, t("photo.remove"));
         item.replaceChildren(
           thumb ? h("img", { src: thumb, alt: t("photo.thumb_alt", { id: photo.id }), class: "photo-thumb" }) : null,
