@@ -4,7 +4,8 @@ removed unless kept on purpose, and a small thumbnail made for slow phone networ
 The location is removed at the byte level, fail-closed, keeping what is known to be harmless: in
 a JPEG, the GPS IFD of each Exif (APP1) segment is blanked and its pointer taken out of IFD0 (so
 the orientation and the camera's other tags stay); an Exif segment that cannot be read cleanly
-and every other APP1 (XMP, extended XMP, which may repeat the position), stray bytes between
+and every other APP1 (XMP, extended XMP, which may repeat the position), APP13 (IPTC: city,
+sublocation), stray bytes between
 segments and whatever follows the picture's end (a multi-picture file's other pictures) are
 dropped. In a PNG, the eXIf chunk, XMP and "Raw profile type exif/APP1" text chunks and anything
 after IEND are dropped. The image data itself is never re-encoded.
@@ -202,6 +203,10 @@ def _strip_jpeg(data: bytes) -> bytes:
             # One that cannot be read cleanly is dropped whole: it might still hold a position.
             with contextlib.suppress(_Unreadable, struct.error):
                 out += segment[:head] + _without_gps(segment[head:])
+            continue
+        if marker == 0xED:
+            # APP13 (Photoshop's IPTC record): its location fields (city, sublocation, country)
+            # name where the picture was taken; nothing of a picture needs it.
             continue
         out += segment
     return bytes(out)

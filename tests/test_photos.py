@@ -370,6 +370,19 @@ def test_an_exif_that_cannot_be_read_is_dropped_whole() -> None:
     assert _rationals(LATITUDE) in truncated_ifd  # (the test's picture did carry it)
 
 
+def test_an_iptc_record_with_the_place_goes_too() -> None:
+    plain = plain_jpeg()
+    # APP13: Photoshop 3.0's image resource 0x0404 holding IPTC 2:90 (city) and 2:92 (sublocation).
+    iptc = b"\x1c\x02\x5a\x00\x06Haicheng" + b"\x1c\x02\x5c\x00\x0cQingyuan Road"
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc
+    body = b"Photoshop 3.0\x00" + resource
+    data = plain[:2] + b"\xff\xed" + struct.pack(">H", len(body) + 2) + body + plain[2:]
+    assert _decodes(data) and b"Qingyuan" in data
+    stripped = images.strip_location(data)
+    assert b"Photoshop 3.0" not in stripped and b"Qingyuan" not in stripped
+    assert _decodes(stripped)
+
+
 def test_stray_bytes_between_segments_are_skipped_not_copied() -> None:
     plain = plain_jpeg()
     exif = _app1(b"Exif\x00\x00" + exif_with_gps())
