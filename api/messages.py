@@ -91,7 +91,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "wall.no_token": {"zh-CN": "您的辖区内没有编号为 {id} 的大屏令牌", "en": "no wall token {id} in your area"},
     "wall.revoked": {"zh-CN": "大屏令牌 {id} 已被吊销", "en": "wall token {id} is revoked already"},
     "wall.no_area": {"zh-CN": "此大屏没有区域“{area}”", "en": "no area '{area}' on this wall"},
-    "kpi.zone": {"zh-CN": "没有时区“{zone}”，请使用如 Asia/Shanghai 或 UTC 的名称", "en": "no time zone '{zone}'; name one such as Asia/Shanghai or UTC"},
     # Tasks (ingest/tasks.py).
     "task.no_person": {"zh-CN": "没有在岗人员“{person}”", "en": "no active person '{person}'"},
     "task.role": {"zh-CN": "{role}不能{action}任务", "en": "a {role} cannot {action} a task"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -309,7 +310,8 @@ def test_people_to_dispatch_to_and_daily_kpis(
     seen_by_worker = client.get("/api/people", headers=sign_in(client, worker)).json()
     assert [p["id"] for p in seen_by_worker] == [worker]
     days = client.get("/api/kpi/daily", params={"days": 7}, headers=boss).json()
-    assert len(days) == 7 and days[-1]["day"] == datetime.now(UTC).date().isoformat()
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the person's days
+    assert len(days) == 7 and days[-1]["day"] == today
     assert days[-1]["created"] == 1 and sum(d["created"] for d in days) == 1
     me = sign_in(client, worker)
     for body in ({"action": "accept"}, {"action": "start"}, {"action": "feedback", "note": "ok"}):

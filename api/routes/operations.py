@@ -361,15 +361,18 @@ def kpi_daily(
     db: DbDep,
     area: AreaQuery = None,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
-    tz: Annotated[
-        str, Query(max_length=64, description="the time zone whose days are counted (IANA name)")
-    ] = "UTC",
 ) -> list[kpi.DailyKpi]:
     area_path(db, user, area)
+    # Days as the person lives them: their time zone (notification preferences), else the
+    # platform's.
+    row = db.execute(
+        "SELECT timezone FROM notify_prefs WHERE person_id = %s", (user.id,)
+    ).fetchone()
+    tz = str(row[0]) if row and row[0] else "Asia/Shanghai"
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "kpi.zone", zone=tz) from None
+        tz, zone = "Asia/Shanghai", ZoneInfo("Asia/Shanghai")
     until = datetime.now(zone)
     first = (until - timedelta(days=days - 1)).date()
     since = datetime(first.year, first.month, first.day, tzinfo=zone)

@@ -46,7 +46,7 @@ export async function render(root, ctx) {
     try {
       const params = { area: area.value, days: days.value };
       [rows, daily] = await Promise.all([api("/api/kpi", { params }),
-        api("/api/kpi/daily", { params: { ...params, tz: ctx?.me?.timezone || "Asia/Shanghai" } })]);
+        api("/api/kpi/daily", { params })]);
     } catch (e) {
       toast(e.message, true);
       return;
