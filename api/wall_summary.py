@@ -287,10 +287,6 @@ def _zone(timezones: list[str]) -> str:
     return zone
 
 
-def _rate(online: int, devices: int) -> float | None:
-    return round(online / devices, 4) if devices else None
-
-
 def _online(area_id: str, areas: list[WallArea], venues: list[WallVenue]) -> OnlineRates:
     """完好率 of the area and of each area directly under it (its own when it has none)."""
     parent = {a.id: a.parent_id for a in areas}
@@ -307,7 +303,7 @@ def _online(area_id: str, areas: list[WallArea], venues: list[WallVenue]) -> Onl
     total = [sum(v.devices for v in venues), sum(v.devices_online for v in venues)]
 
     def rate(id_: str, name: str, counts: list[int]) -> OnlineRate:
-        r = _rate(counts[1], counts[0])
+        r = kpi.rate(counts[1], counts[0])
         return OnlineRate(id=id_, name=name, devices=counts[0], online=counts[1], rate=r,
                           below_target=r is not None and r < ONLINE_TARGET)  # fmt: skip
 
