@@ -217,11 +217,9 @@ SELECT severity::text, count(*) FROM incidents
 WHERE path <@ %(path)s::ltree AND status <> 'resolved' GROUP BY 1
 """
 
-# title_code / title_params come with the titles-as-codes migration (021); read through
-# to_jsonb so this query runs before and after it.
 _TICKER = """
-SELECT i.id, i.severity::text, i.status::text, i.rule, i.title, to_jsonb(i)->>'title_code',
-       to_jsonb(i)->'title_params', i.venue_id, v.name, i.opened_at
+SELECT i.id, i.severity::text, i.status::text, i.rule, i.title, i.title_code, i.title_params,
+       i.venue_id, v.name, i.opened_at
 FROM incidents i JOIN venues v ON v.id = i.venue_id
 WHERE i.path <@ %(path)s::ltree ORDER BY i.opened_at DESC LIMIT %(limit)s
 """
@@ -234,8 +232,7 @@ WITH k AS (
     WHERE k.path <@ %(path)s::ltree AND k.state <> 'closed'
       AND (k.escalations > 0 OR k.flagged
            OR now() >= k.stage_started + (k.deadline_at - k.stage_started) * %(near)s))
-SELECT k.id, k.severity::text, k.state::text, k.title, to_jsonb(k)->>'title_code',
-       to_jsonb(k)->'title_params', v.name, p.name, k.deadline_at, k.late,
+SELECT k.id, k.severity::text, k.state::text, k.title, k.title_code, k.title_params, v.name, p.name, k.deadline_at, k.late,
        count(*) FILTER (WHERE NOT k.late) OVER (), count(*) FILTER (WHERE k.late) OVER ()
 FROM k JOIN incidents i ON i.id = k.incident_id JOIN venues v ON v.id = i.venue_id
 LEFT JOIN people p ON p.id = k.assignee
