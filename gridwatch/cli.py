@@ -673,6 +673,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", default=None, help="folder for the throwaway services (default: temporary)"
     )
     _add_bench_database_url(ba)
+    bw = add(
+        bsub2,
+        "wall",
+        _lazy("gridwatch.bench_wall:run_wall_bench"),
+        "The wall's summary of a city with a year of incidents and tasks, with and without "
+        "migration 025's indexes.",
+    )
+    bw.add_argument("--venues", type=int, default=250)
+    bw.add_argument("--days", type=float, default=365, help="days of history")
+    bw.add_argument("--incidents", type=int, default=100_000, help="each with its task")
+    bw.add_argument("--open", type=int, default=40, help="of them still open (the newest)")
+    bw.add_argument("--builds", type=int, default=100, help="timed summaries")
+    bw.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
+    _add_bench_database_url(bw)
     bl = add(
         bsub2,
         "live",
