@@ -10,13 +10,13 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
-from psycopg.types.json import Jsonb
 
 from api import keys, sessions
 from api.database import Database
 from api.messages import ApiError
 from api.security import Claims, Use, read_token, token_subject
 from api.settings import ApiSettings
+from ingest import audit as audit_log
 from ingest.tasks import Role
 
 Conn = psycopg.Connection[tuple[Any, ...]]  # the same as api.database.Conn
@@ -140,7 +140,4 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Record something a person (or someone claiming to be them) did, in the audit log."""
-    db.execute(
-        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (person_id, what, target, Jsonb(detail or {}), client_of(request)),
-    )
+    audit_log.write(db, person_id, what, target, detail, client_of(request))

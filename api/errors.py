@@ -56,20 +56,16 @@ _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not
 log = logging.getLogger(__name__)
 
 
-def lang_of(request: Request) -> str:
-    """The language of the request's answer (Accept-Language; zh-CN when absent or unknown)."""
-    return messages.from_header(request.headers.get("accept-language"))
-
-
 def message_of(request: Request, status_code: int, code: str | None, params: dict[str, Any]) -> str:
-    """The message in the request's language; a status's own when the error has no code."""
+    """The message in the request's language (set by api.messages.Language, which wraps every
+    handler); a status's own when the error has no code."""
     if not code or code not in messages.MESSAGES:
         code = (
             f"status.{status_code}"
             if f"status.{status_code}" in messages.MESSAGES
             else "status.500"
         )
-    return messages.render(code, params, lang_of(request))
+    return messages.render(code, params, messages.current())
 
 
 def unavailable(request: Request, reason: str, code: str) -> JSONResponse:
@@ -145,7 +141,7 @@ def install(app: FastAPI) -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        lang = lang_of(request)
+        lang = messages.current()
         said = messages.PROBLEM_SEP[lang].join(_problem(e, lang) for e in exc.errors())
         first = exc.errors()[0] if exc.errors() else None
         body = InvalidBody(error="invalid", detail=problems, message=said,

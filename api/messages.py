@@ -21,6 +21,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingest.titles import DEFAULT_LANGUAGE, LANGUAGES, language
+from ingest.words import word
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -105,7 +106,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "task.not_candidate": {"zh-CN": "任务 {id} 不能派给 {person}：只能派给本网格及本社区其他网格的网格员，以及本网格可调用的职能部门", "en": "{person} is not a worker task {id} can be sent to: only the workers of its grid and of its community's other grids, and the departments its grid can call in"},
     "task.no_picture": {"zh-CN": "任务 {id} 没有图片", "en": "task {id} has no picture"},
     "role.dispatch": {"zh-CN": "{role}不能派单，需由调度员操作", "en": "a {role} cannot dispatch tasks; dispatchers do"},
-    "task.not_worker": {"zh-CN": "{person} 不是该任务所在辖区的处置人员", "en": "{person} is not a worker for this task's area"},
     "task.extend_seconds": {"zh-CN": "延期需要填写大于零的秒数", "en": "extend needs a positive number of seconds"},
     # Emergencies (ingest/emergency.py).
     "emergency.no_area": {"zh-CN": "没有区域“{area}”", "en": "no territory '{area}'"},
@@ -172,73 +172,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "status.500": {"zh-CN": "服务器出错", "en": "server error"},
 }  # fmt: skip
 
-# Codes shown as words: a role, a task action or state, an incident status, a territory level.
-WORDS: dict[str, dict[str, dict[str, str]]] = {
-    "role": {
-        "admin": {"zh-CN": "管理员", "en": "admin"},
-        "operator": {"zh-CN": "值班员", "en": "operator"},
-        "dispatcher": {"zh-CN": "调度员", "en": "dispatcher"},
-        "grid_worker": {"zh-CN": "网格员", "en": "grid worker"},
-        "department": {"zh-CN": "职能部门", "en": "department"},
-        "viewer": {"zh-CN": "只读用户", "en": "viewer"},
-    },
-    "action": {
-        "dispatch": {"zh-CN": "派单", "en": "dispatch"},
-        "accept": {"zh-CN": "签收", "en": "accept"},
-        "start": {"zh-CN": "开始处置", "en": "start"},
-        "feedback": {"zh-CN": "反馈", "en": "feedback"},
-        "check": {"zh-CN": "核查", "en": "check"},
-        "approve": {"zh-CN": "办结", "en": "approve"},
-        "reject": {"zh-CN": "驳回", "en": "reject"},
-        "hand_back": {"zh-CN": "退回", "en": "hand_back"},
-        "suspend": {"zh-CN": "挂起", "en": "suspend"},
-        "resume": {"zh-CN": "恢复", "en": "resume"},
-        "extend": {"zh-CN": "延期", "en": "extend"},
-        "reassign": {"zh-CN": "改派", "en": "reassign"},
-    },
-    "state": {
-        "reported": {"zh-CN": "待派单", "en": "reported"},
-        "dispatched": {"zh-CN": "待签收", "en": "dispatched"},
-        "accepted": {"zh-CN": "已签收", "en": "accepted"},
-        "handling": {"zh-CN": "处置中", "en": "handling"},
-        "feedback": {"zh-CN": "已反馈", "en": "feedback"},
-        "checking": {"zh-CN": "核查中", "en": "checking"},
-        "closed": {"zh-CN": "已办结", "en": "closed"},
-        "returned": {"zh-CN": "已退回", "en": "returned"},
-        "rework": {"zh-CN": "返工", "en": "rework"},
-        "suspended": {"zh-CN": "已挂起", "en": "suspended"},
-    },
-    "status": {
-        "open": {"zh-CN": "未处理", "en": "open"},
-        "acknowledged": {"zh-CN": "已确认", "en": "acknowledged"},
-        "resolved": {"zh-CN": "已解除", "en": "resolved"},
-    },
-    "level": {
-        "city": {"zh-CN": "市", "en": "city"},
-        "district": {"zh-CN": "区", "en": "district"},
-        "subdistrict": {"zh-CN": "街道", "en": "subdistrict"},
-        "community": {"zh-CN": "社区", "en": "community"},
-        "grid": {"zh-CN": "网格", "en": "grid"},
-    },
-    "what": {
-        "the request body": {"zh-CN": "请求内容", "en": "the request body"},
-        "a photo": {"zh-CN": "照片", "en": "a photo"},
-        "command doors": {"zh-CN": "控制门禁", "en": "command doors"},
-        "broadcast": {"zh-CN": "发起广播", "en": "broadcast"},
-        "switch emergency mode": {"zh-CN": "启动或结束应急状态", "en": "switch emergency mode"},
-        "see rejected messages": {"zh-CN": "查看被拒收的消息", "en": "see rejected messages"},
-    },
-    "kind": {
-        "area": {"zh-CN": "区域", "en": "area"},
-        "venue": {"zh-CN": "场所", "en": "venue"},
-        "node": {"zh-CN": "边缘节点", "en": "node"},
-        "device": {"zh-CN": "设备", "en": "device"},
-        "person": {"zh-CN": "人员", "en": "person"},
-        "shift": {"zh-CN": "值班排班", "en": "shift"},
-        "incident": {"zh-CN": "事件", "en": "incident"},
-        "task": {"zh-CN": "任务", "en": "task"},
-    },
-}
 # Parameters shown as words of a kind (`allowed` is a list of states; `wanted`/`found` levels).
 _WORD_OF = {"role": "role", "action": "action", "state": "state", "allowed": "state",
             "status": "status", "level": "level", "wanted": "level", "found": "level",
@@ -247,19 +180,14 @@ _LIST_SEP = {"zh-CN": "、", "en": ", "}
 PROBLEM_SEP = {"zh-CN": "；", "en": "; "}  # between the problems of one invalid request
 
 
-def _word(kind: str, value: object, lang: str) -> str:
-    words = WORDS[kind].get(str(value))
-    return words[lang] if words else str(value)
-
-
 def _value(name: str, value: object, lang: str) -> str:
     kind = _WORD_OF.get(name)
     if isinstance(value, list | tuple | set | frozenset):
         items: Iterable[object] = value
-        return _LIST_SEP[lang].join(_word(kind, v, lang) if kind else str(v) for v in items)
+        return _LIST_SEP[lang].join(word(kind, v, lang) if kind else str(v) for v in items)
     if value is None:
         return ""
-    return _word(kind, value, lang) if kind else str(value)
+    return word(kind, value, lang) if kind else str(value)
 
 
 def _raw(value: object) -> str:

@@ -217,11 +217,9 @@ SELECT severity::text, count(*) FROM incidents
 WHERE path <@ %(path)s::ltree AND status <> 'resolved' GROUP BY 1
 """
 
-# title_code / title_params come with the titles-as-codes migration (021); read through
-# to_jsonb so this query runs before and after it.
 _TICKER = """
-SELECT i.id, i.severity::text, i.status::text, i.rule, i.title, to_jsonb(i)->>'title_code',
-       to_jsonb(i)->'title_params', i.venue_id, v.name, i.opened_at
+SELECT i.id, i.severity::text, i.status::text, i.rule, i.title, i.title_code, i.title_params,
+       i.venue_id, v.name, i.opened_at
 FROM incidents i JOIN venues v ON v.id = i.venue_id
 WHERE i.path <@ %(path)s::ltree ORDER BY i.opened_at DESC LIMIT %(limit)s
 """
@@ -234,8 +232,7 @@ WITH k AS (
     WHERE k.path <@ %(path)s::ltree AND k.state <> 'closed'
       AND (k.escalations > 0 OR k.flagged
            OR now() >= k.stage_started + (k.deadline_at - k.stage_started) * %(near)s))
-SELECT k.id, k.severity::text, k.state::text, k.title, to_jsonb(k)->>'title_code',
-       to_jsonb(k)->'title_params', v.name, p.name, k.deadline_at, k.late,
+SELECT k.id, k.severity::text, k.state::text, k.title, k.title_code, k.title_params, v.name, p.name, k.deadline_at, k.late,
        count(*) FILTER (WHERE NOT k.late) OVER (), count(*) FILTER (WHERE k.late) OVER ()
 FROM k JOIN incidents i ON i.id = k.incident_id JOIN venues v ON v.id = i.venue_id
 LEFT JOIN people p ON p.id = k.assignee
@@ -287,10 +284,6 @@ def _zone(timezones: list[str]) -> str:
     return zone
 
 
-def _rate(online: int, devices: int) -> float | None:
-    return round(online / devices, 4) if devices else None
-
-
 def _online(area_id: str, areas: list[WallArea], venues: list[WallVenue]) -> OnlineRates:
     """完好率 of the area and of each area directly under it (its own when it has none)."""
     parent = {a.id: a.parent_id for a in areas}
@@ -307,7 +300,7 @@ def _online(area_id: str, areas: list[WallArea], venues: list[WallVenue]) -> Onl
     total = [sum(v.devices for v in venues), sum(v.devices_online for v in venues)]
 
     def rate(id_: str, name: str, counts: list[int]) -> OnlineRate:
-        r = _rate(counts[1], counts[0])
+        r = kpi.rate(counts[1], counts[0])
         return OnlineRate(id=id_, name=name, devices=counts[0], online=counts[1], rate=r,
                           below_target=r is not None and r < ONLINE_TARGET)  # fmt: skip
 

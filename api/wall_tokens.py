@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from ingest import audit
 
 Conn = psycopg.Connection[Any]
 
@@ -58,14 +59,6 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _audit(conn: Conn, actor: str, action: str, target: str, detail: dict[str, Any],
-           client: str) -> None:  # fmt: skip
-    conn.execute(
-        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (actor, action, target, Jsonb(detail), client),
-    )
-
-
 def issue(
     conn: Conn, area_id: str, name: str, actor: str, *, valid_days: float | None = None,
     client: str = "",
@@ -91,7 +84,7 @@ def issue(
     ).fetchone()
     assert row is not None
     token_id = int(row[0])
-    _audit(conn, actor, "wall.token.issue", f"wall-token:{token_id}",
+    audit.write(conn, actor, "wall.token.issue", f"wall-token:{token_id}",
            {"area": area_id, "name": name, "valid_days": valid_days}, client)  # fmt: skip
     made = get(conn, token_id)
     assert made is not None
@@ -107,7 +100,9 @@ def revoke(conn: Conn, token_id: int, actor: str, *, client: str = "") -> bool:
     ).fetchone()
     if row is None:
         return False
-    _audit(conn, actor, "wall.token.revoke", f"wall-token:{token_id}", {"area": row[0]}, client)
+    audit.write(
+        conn, actor, "wall.token.revoke", f"wall-token:{token_id}", {"area": row[0]}, client
+    )
     return True
 
 

@@ -155,6 +155,12 @@ def _serve_metrics(host: str, port: int) -> None:
     log.info("metrics on %s:%d/metrics", host, port)
 
 
+def _add_bench_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home", default=None, help="folder for the throwaway services (default: temporary)"
+    )
+
+
 def _add_bench_database_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
@@ -669,10 +675,22 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--incidents", type=int, default=20_000)
     ba.add_argument("--requests", type=int, default=200, help="timed requests per endpoint")
     ba.add_argument("--rate", type=float, default=200.0, help="fleet messages per second")
-    ba.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: temporary)"
-    )
+    _add_bench_home(ba)
     _add_bench_database_url(ba)
+    bw = add(
+        bsub2,
+        "wall",
+        _lazy("gridwatch.bench_wall:run_wall_bench"),
+        "The wall's summary of a city with a year of incidents and tasks, with and without "
+        "migration 025's indexes.",
+    )
+    bw.add_argument("--venues", type=int, default=250)
+    bw.add_argument("--days", type=float, default=365, help="days of history")
+    bw.add_argument("--incidents", type=int, default=100_000, help="each with its task")
+    bw.add_argument("--open", type=int, default=40, help="of them still open (the newest)")
+    bw.add_argument("--builds", type=int, default=100, help="timed summaries")
+    _add_bench_home(bw)
+    _add_bench_database_url(bw)
     bl = add(
         bsub2,
         "live",
@@ -689,9 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument(
         "--city-wide", action="store_true", help="every stream's person sees the whole city"
     )
-    bl.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: temporary)"
-    )
+    _add_bench_home(bl)
     bv = add(
         bsub2,
         "vision",
@@ -737,9 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="nodes reconciled from an empty broker (default: --nodes; quadratic in Mosquitto"
         " 2.0, whose plugin writes its whole state after every command)",
     )
-    bb.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: temporary)"
-    )
+    _add_bench_home(bb)
     bc = add(
         bsub2,
         "console",
@@ -753,9 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bc.add_argument("--venues", type=int, default=20)
     bc.add_argument("--tasks", type=int, default=5, help="open tasks in the worker's inbox")
-    bc.add_argument(
-        "--home", default=None, help="folder for the throwaway services (default: temporary)"
-    )
+    _add_bench_home(bc)
     _add_bench_database_url(bc)
     bn = add(
         bsub2,
@@ -776,9 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for p in (bi, bf, bn):
         p.add_argument("--workers", type=int, default=2, help="ingest worker processes")
-        p.add_argument(
-            "--home", default=None, help="folder for the throwaway services (default: temporary)"
-        )
+        _add_bench_home(p)
     return parser
 
 

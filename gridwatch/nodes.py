@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from gridwatch.enrolment import write_site_file
 from gridwatch.ops import cli_client
+from ingest import audit
 from registry import enrol, nodeconfig
 from registry.secrets import issue_secret
 
@@ -35,10 +35,7 @@ def _actor(args: argparse.Namespace) -> str:
 
 def _audit(conn: Conn, args: argparse.Namespace, action: str, node: str,
            detail: dict[str, Any] | None = None) -> None:  # fmt: skip
-    conn.execute(
-        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (_actor(args), action, node, Jsonb(detail or {}), cli_client()),
-    )
+    audit.write(conn, _actor(args), action, node, detail, cli_client())
 
 
 def site_file(args: argparse.Namespace) -> int:

@@ -41,10 +41,7 @@ def cli_client() -> str:
 
 
 def _audit(conn: Conn, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (actor, action, target, Jsonb(detail), cli_client()),
-    )
+    audit.write(conn, actor, action, target, detail, cli_client())
 
 
 @contextmanager

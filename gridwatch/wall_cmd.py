@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -53,14 +54,27 @@ def listing(args: argparse.Namespace) -> int:
         if args.area and not paths:
             raise ValueError(f"no area {args.area!r}")
         records = [t for path in paths for t in wall_tokens.listing(conn, path)]
+    now = datetime.now(UTC)
     for r in records:
-        if r.revoked_at is not None:
-            state = "revoked"
-        else:
-            state = "valid" if r.expires_at is None else f"expires {r.expires_at:%Y-%m-%d}"
-        used = f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never"
-        print(f"{r.id}\t{r.area_id}\t{r.name or '-'}\t{state}\tlast used {used}")
+        print(f"{r.id}\t{r.area_id}\t{r.name or '-'}\t{token_state(r, now)}\t"
+              f"last used {_used(r)}")  # fmt: skip
     return 0
+
+
+def token_state(r: wall_tokens.WallToken, now: datetime) -> str:
+    """How `gridwatch wall list` says a token stands: revoked, expired (on when), valid (until
+    when, or for good)."""
+    if r.revoked_at is not None:
+        return "revoked"
+    if r.expires_at is None:
+        return "valid"
+    if r.expires_at <= now:
+        return f"expired {r.expires_at:%Y-%m-%d}"
+    return f"expires {r.expires_at:%Y-%m-%d}"
+
+
+def _used(r: wall_tokens.WallToken) -> str:
+    return f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never"
 
 
 def revoke(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""The audit log's hash chain (migration 010): an edited, removed or inserted row breaks it.
+"""The audit log: writing a row (`write`, the one helper the API, the command line and the
+registry use) and its hash chain (migration 010): an edited, removed or inserted row breaks it.
 
 The database renders each row's fields (audit_log_fields); the hashes are recomputed here, not
 taken from the database's own function."""
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 GENESIS = bytes(32)  # the previous hash of the first row
 _HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{64})$")
@@ -37,6 +39,23 @@ class Verdict:
     @property
     def intact(self) -> bool:
         return not self.problems
+
+
+def write(
+    conn: psycopg.Connection[Any],
+    actor: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+    client: str = "",
+) -> None:
+    """One row of the audit log, in the caller's transaction: who (`actor`) did what
+    (`action`, e.g. "wall.token.issue") to what (`target`), with what (`detail`), from where
+    (`client`: "cli:USER", or the API's client address)."""
+    conn.execute(
+        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
+        (actor, action, target, Jsonb(detail or {}), client),
+    )
 
 
 def entry_hash(prev: bytes, fields: Sequence[str]) -> bytes:

@@ -310,7 +310,7 @@ def _resolve_many(conn: Conn, resolves: list[_Resolve], actor: str = SYSTEM) -> 
          [r.not_after for r in resolves], actor),
     ).fetchall()  # fmt: skip
     if rows:
-        tasks.on_incidents_resolved(conn, {int(str(i)): str(why) for i, why in rows})
+        tasks.on_incidents_resolved(conn, {int(str(i)): str(why) for i, why in rows}, actor)
     return [int(str(i)) for i, _ in rows]
 
 

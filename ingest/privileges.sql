@@ -187,9 +187,9 @@ GRANT SELECT, INSERT, DELETE ON notify_links TO gridwatch_ingest;
 GRANT SELECT ON notify_links TO gridwatch_api;
 
 -- The wall (022): admins make and revoke view-only wall tokens (API and command line); the API
--- checks them and marks when each was last used.
-GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by, last_used_at) ON wall_tokens
-    TO gridwatch_api, gridwatch_cli;
+-- checks them and marks when each was last used (the command line never does).
+GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by, last_used_at) ON wall_tokens TO gridwatch_api;
+GRANT SELECT, INSERT, UPDATE (revoked_at, revoked_by) ON wall_tokens TO gridwatch_cli;
 GRANT USAGE ON SEQUENCE wall_tokens_id_seq TO gridwatch_api, gridwatch_cli;
 
 -- Photo evidence (024): uploaded and read through the API only (who may is the API's check:

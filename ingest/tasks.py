@@ -488,7 +488,11 @@ def act(
     old_stage, new_stage = _STAGE.get(state), _STAGE.get(target)
     if new_stage is None:
         _clear_deadline(conn, task_id)
-    elif new_stage != old_stage or action in (Action.RESUME, Action.REASSIGN):  # a new clock
+    elif action is Action.REASSIGN:
+        # The new assignee inherits the remaining time: the stage's start and deadline stay, so
+        # passing a task round (A, B, A) never holds off its escalation. More time is an EXTEND.
+        pass
+    elif new_stage != old_stage or action is Action.RESUME:  # a new clock
         _start_stage(conn, task_id, new_stage, severity, emergency, policy, now)
     if target is State.CLOSED:
         conn.execute(
@@ -523,10 +527,12 @@ def _photos_of(conn: Conn, task_id: int, action: Action, photos: Sequence[int]) 
     return wanted
 
 
-def on_incidents_resolved(conn: Conn, reasons: dict[int, str]) -> None:
-    """The conditions of these incidents (id: why) cleared by themselves. A task nobody has
-    taken yet is closed; one being worked on stays with its worker, who reports and has it
-    checked as usual. Set-based, for every incident at once."""
+def on_incidents_resolved(conn: Conn, reasons: dict[int, str], actor: str = SYSTEM) -> None:
+    """These incidents (id: why) were resolved: by the system (`actor` SYSTEM, their
+    conditions cleared by themselves) or by a person (`actor`, an operator resolving by hand),
+    who is recorded on the tasks' events. A task nobody has in hand is closed; one being worked
+    on stays with its worker, who reports and has it checked as usual. Set-based, for every
+    incident at once."""
     rows = conn.execute(
         """SELECT id, incident_id, state::text FROM tasks
            WHERE incident_id = ANY(%s) AND state <> 'closed' ORDER BY id FOR NO KEY UPDATE""",
@@ -553,7 +559,7 @@ def on_incidents_resolved(conn: Conn, reasons: dict[int, str]) -> None:
            SELECT i, 'incident_resolved', f::task_state, s::task_state, %s, r
            FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS u(i, f, s, r)""",
         (
-            SYSTEM,
+            actor,
             [int(str(t)) for t, _, _ in rows],
             [str(st) if int(str(t)) in closed else None for t, _, st in rows],
             [State.CLOSED.value if int(str(t)) in closed else None for t, _, _ in rows],

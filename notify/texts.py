@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from ingest import titles
+from ingest.words import WORDS
 
 LANGUAGES = ("zh-CN", "en")
 
@@ -68,14 +69,9 @@ _TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 _NAMES_OR_IDS = {"level": "level_id", "from_level": "from", "assignee_name": "assignee",
                  "node": "node_id", "venue": "venue_id", "device": "device_id",
                  "by_name": "by"}  # fmt: skip
-# Codes an event carries, as Chinese words (English shows the code).
-_WORDS: dict[str, dict[str, str]] = {
-    "action": {"unlock": "开门", "lock": "关门", "lockdown": "封闭", "release": "解除封闭",
-               "play": "广播"},
-    "state": {"failed": "执行失败", "rejected": "被拒绝", "expired": "超时未应答",
-              "reported": "待派单", "dispatched": "待签收", "accepted": "已签收",
-              "handling": "处置中", "rework": "返工", "returned": "已退回"},
-}  # fmt: skip
+# Codes an event carries, shown as words in Chinese (English shows the code): the kinds of
+# ingest/words.py each parameter may be, first match wins.
+_WORD_KINDS = {"action": ("command", "action"), "state": ("command_state", "state")}
 
 
 def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str, str]:
@@ -90,8 +86,11 @@ def render(kind: str, params: Mapping[str, object], language: str) -> tuple[str,
     for name, id_ in _NAMES_OR_IDS.items():  # events raised before their names were added
         values[name] = values[name] or values[id_]
     if language == "zh-CN":
-        for name, words in _WORDS.items():
-            values[name] = words.get(values[name], values[name])
+        for name, kinds_of in _WORD_KINDS.items():
+            said = values[name]
+            values[name] = next(
+                (WORDS[k][said][language] for k in kinds_of if said in WORDS[k]), said
+            )
     code = params.get("title_code")
     if isinstance(code, str):  # the incident's or task's title in the recipient's language
         title_params = params.get("title_params")

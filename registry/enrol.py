@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.types.json import Jsonb
 from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.client import is_loopback
+from ingest import audit
 from registry import nodeconfig
 from registry.secrets import issue_secret
 
@@ -103,10 +103,7 @@ def normalise(code: str) -> str:
 
 def _audit(conn: Conn, actor: str, action: str, node_id: str, detail: dict[str, Any],
            client: str) -> None:  # fmt: skip
-    conn.execute(
-        "INSERT INTO audit_log (person_id, action, target, detail, client) VALUES (%s, %s, %s, %s, %s)",
-        (actor, action, node_id, Jsonb(detail), client),
-    )
+    audit.write(conn, actor, action, node_id, detail, client)
 
 
 def enabled_node(conn: Conn, node_id: str) -> str:

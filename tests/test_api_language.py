@@ -18,7 +18,7 @@ from api.live import Change
 from api.settings import ApiSettings
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
-from ingest import titles
+from ingest import titles, words
 from tests.support import scalar
 from tests.test_api import _second_grid, people_of, raise_incident, sign_in
 
@@ -54,8 +54,8 @@ def test_every_message_is_in_both_languages_with_the_same_parameters(code: str) 
 
 
 def test_words_shown_for_codes_are_in_both_languages() -> None:
-    for kind, words in messages.WORDS.items():
-        for code, said in words.items():
+    for kind, of_kind in words.WORDS.items():
+        for code, said in of_kind.items():
             assert set(said) == set(messages.LANGUAGES), (kind, code)
 
 
@@ -247,7 +247,7 @@ def test_what_a_role_may_not_do_is_said_in_words() -> None:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call) and _name(node) == "_require":
             what = node.args[2]
-            assert isinstance(what, ast.Constant) and what.value in messages.WORDS["what"]
+            assert isinstance(what, ast.Constant) and what.value in words.WORDS["what"]
     said = messages.render("role.cannot", {"role": "dispatcher", "what": "broadcast"}, "zh-CN")
     assert said == "调度员无权发起广播"
 

@@ -100,3 +100,67 @@ def test_no_tasks_taken_gives_no_rates(stack: LocalStack, nodes: list[NodeCreden
     assert k.acceptance_rate is None
     assert k.on_time_closure_rate is None and k.rework_rate is None
     assert k.mean_time_to_close_s is None
+
+
+def test_closures_by_hand_and_after_a_hand_back_are_not_automatic(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """Only the system closing a task nobody took is automatic. An operator resolving the
+    incident by hand, and a condition clearing after a worker took the task and handed it back,
+    each have their own column; none of them counts as closed by people."""
+    dsn, site = stack.dsn, nodes[0].site
+    worker, dispatcher = people_of(dsn, site)
+    by_hand, handed_back, auto, done = (raise_incident(dsn, site, s) for s in ("h", "r", "a", "d"))
+    # by_hand: an operator resolves the incident from the console (`_resolve_many(actor=...)`).
+    with psycopg.connect(dsn) as conn:
+        key = scalar(dsn, "SELECT i.dedup_key FROM incidents i JOIN tasks t ON t.incident_id = i.id"
+                          " WHERE t.id = %s", (by_hand,))  # fmt: skip
+        assert incidents.resolve(conn, str(key), "checked on camera", "operator") == 1
+    # handed_back: taken, handed back, then the condition cleared.
+    _act(dsn, handed_back, (Action.ACCEPT, worker, {}),
+         (Action.HAND_BACK, worker, {"reason": "not my venue"}))  # fmt: skip
+    _clear(dsn, handed_back)
+    _clear(dsn, auto)
+    _act(dsn, done, (Action.ACCEPT, worker, {}), (Action.START, worker, {}),
+         (Action.FEEDBACK, worker, {"note": "done"}), (Action.CHECK, dispatcher, {}),
+         (Action.APPROVE, dispatcher, {}))  # fmt: skip
+    closing = "SELECT actor FROM task_events WHERE task_id = %s AND action = 'incident_resolved'"
+    actors = {t: scalar(dsn, closing, (t,)) for t in (by_hand, handed_back, auto)}
+    assert actors == {by_hand: "operator", handed_back: "system", auto: "system"}
+
+    now = datetime.now(UTC)
+    with psycopg.connect(dsn) as conn:
+        (k, *_) = kpi.report(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
+        days = kpi.daily(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert (k.tasks, k.dispatched, k.accepted, k.closed) == (4, 4, 2, 4)
+    assert (k.closed_by_people, k.closed_automatically) == (1, 1)
+    assert (k.closed_by_operator, k.closed_after_hand_back) == (1, 1)
+    # Closed untaken by the system or by hand: out of the base; the one handed back stays in.
+    assert k.acceptance_base == 2 and k.acceptance_rate == 1.0
+    assert (k.closed_on_time, k.on_time_closure_rate) == (1, 1.0)  # only `done`
+    assert sum(d.closed for d in days) == 1 and sum(d.closed_automatically for d in days) == 1
+
+
+def test_time_to_accept_runs_from_dispatch(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
+    """Mean time to accept: from the (first) dispatch event to the first acceptance, not from
+    when the task was created. The history is dated back so the arithmetic is exact."""
+    dsn, site = stack.dsn, nodes[0].site
+    worker, _ = people_of(dsn, site)
+    one, two = raise_incident(dsn, site, "m1"), raise_incident(dsn, site, "m2")
+    for t in (one, two):
+        _act(dsn, t, (Action.ACCEPT, worker, {}))
+    with psycopg.connect(dsn) as conn:
+        # one: created 50 min ago, dispatched 40 min ago, accepted 30 min ago (600 s).
+        # two: created 50 min ago, dispatched 20 min ago, accepted now (1200 s).
+        for t, dispatched, accepted in ((one, 40, 30), (two, 20, 0)):
+            conn.execute("UPDATE tasks SET created_at = now() - interval '50 minutes'"
+                         " WHERE id = %s", (t,))  # fmt: skip
+            conn.execute("UPDATE task_events SET at = now() - make_interval(mins => %s)"
+                         " WHERE task_id = %s AND action = 'dispatch'", (dispatched, t))  # fmt: skip
+            conn.execute("UPDATE task_events SET at = now() - make_interval(mins => %s)"
+                         " WHERE task_id = %s AND action = 'accept'", (accepted, t))  # fmt: skip
+    now = datetime.now(UTC)
+    with psycopg.connect(dsn) as conn:
+        (k, *_) = kpi.report(conn, "haicheng", now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert k.accepted == 2
+    assert k.mean_time_to_accept_s == 900.0  # (600 + 1200) / 2, from dispatch; 2100 from creation

@@ -156,17 +156,19 @@ def test_reassigned_to_another_grid_the_worker_sees_works_and_hands_it_back(
                 (task_id,)) == before  # fmt: skip
 
     # Accepted by the grid's worker, then reassigned to the next grid's: dispatched again to
-    # them, a new clock for accepting, in the timeline, the audit log and their notifications.
+    # them, with the time that was left (the clock does not restart), in the timeline, the
+    # audit log and their notifications.
     assert _act(client, mine, task_id, action="accept").status_code == 200
+    clock = rows(dsn, "SELECT stage_started, deadline_at FROM tasks WHERE id = %s", (task_id,))
     moved = _act(client, boss, task_id, action="reassign", assignee="worker-g_next",
                  reason="邻网格网格员离现场更近")  # fmt: skip
     assert moved.status_code == 200, moved.text
     task = moved.json()
     assert (task["state"], task["assignee"]) == ("dispatched", "worker-g_next")
     assert task["context"]["assignee_name"] == "邻网格网格员"
-    accept_s = tasks.DeadlinePolicy().red_accept_s  # a new clock: the time to accept, again
-    assert scalar(dsn, "SELECT extract(epoch FROM deadline_at - stage_started)::float8 FROM tasks"
-                       " WHERE id = %s", (task_id,)) == pytest.approx(accept_s)  # fmt: skip
+    # The new assignee inherits the remaining time: reassigning does not move the deadline.
+    assert rows(dsn, "SELECT stage_started, deadline_at FROM tasks WHERE id = %s",
+                (task_id,)) == clock  # fmt: skip
     events = client.get(f"/api/tasks/{task_id}/events", headers=boss).json()
     last = events[-1]
     assert (last["action"], last["from_state"], last["to_state"]) == (
@@ -257,3 +259,23 @@ def test_a_reassigned_task_stops_paging_its_old_assignee(
     assert rows(dsn, "SELECT state::text, last_error FROM deliveries WHERE task_id = %s"
                      " AND person_id = %s", (task_id, world["worker"])) == [
         ("cancelled", "task reassigned")]  # fmt: skip
+
+
+def test_reassigning_does_not_move_the_deadline(
+    stack: LocalStack, nodes: list[NodeCredentials], world: dict[str, str]
+) -> None:
+    """Passed round (A, B, A), a task keeps its stage's start and deadline, so it still
+    escalates when the time runs out; more time is an extension, logged as one."""
+    dsn = stack.dsn
+    task_id = _task_with_picture(dsn, nodes[0])
+    clock = "SELECT stage_started, deadline_at FROM tasks WHERE id = %s"
+    before = rows(dsn, clock, (task_id,))
+    assert before[0][1] is not None
+    with psycopg.connect(dsn) as conn:
+        for who in ("worker-g_next", world["worker"], "worker-g_next"):
+            tasks.act(conn, task_id, tasks.Action.REASSIGN, world["dispatcher"],
+                      reason="换人", assignee=who)  # fmt: skip
+            conn.commit()
+            assert rows(dsn, clock, (task_id,)) == before, who
+    assert scalar(dsn, "SELECT due_at FROM timers WHERE kind = %s AND key = %s",
+                  (tasks.TIMER_DEADLINE, str(task_id))) == before[0][1]  # fmt: skip

@@ -161,6 +161,16 @@ def test_a_wall_token_reads_its_area_wall_and_nothing_else(
         conn.execute("UPDATE wall_tokens SET expires_at = now() - interval '1 s' WHERE id = %s",
                      (cli_id,))  # fmt: skip
     assert client.get(f"/api/wall/{grid}", headers=bearer(printed)).status_code == 401
+    # ...and listed as expired, not as "expires <a past date>".
+    listed = subprocess.run([*cli, "list", *dsn_cli], capture_output=True, text=True, check=False)
+    (line,) = [ln for ln in listed.stdout.splitlines() if ln.startswith(f"{cli_id}\t")]
+    assert "\texpired " in line and "expires" not in line, line
+    # The command line cannot mark a token used (only the API checks them).
+    with (
+        psycopg.connect(stack.role_dsn("cli")) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("UPDATE wall_tokens SET last_used_at = now() WHERE id = %s", (cli_id,))
     gone = subprocess.run([*cli, "revoke", str(cli_id), *dsn_cli], capture_output=True, text=True,
                           check=False)  # fmt: skip
     assert gone.returncode == 0 and "revoked" in gone.stdout

@@ -117,7 +117,8 @@ export class Live extends EventTarget {
       return;
     }
     if (!session.get()) return;
-    const params = new URLSearchParams({ ticket });
+    // lang: the titles the server renders into the stream follow the person's language.
+    const params = new URLSearchParams({ ticket, lang: locale() });
     if (this.#last !== null) params.set("after", this.#last);
     const source = new EventSource(`/api/live?${params}`);
     this.#source = source;

@@ -34,7 +34,8 @@ function nodes(children) {
 
 const SVG = "http://www.w3.org/2000/svg";
 
-function s(tag, attrs, ...children) {
+/** An SVG element: s("circle", {cx: 1, cy: 2, r: 3}, child, ...). */
+export function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
   setAttrs(el, attrs);
   el.append(...nodes(children));

@@ -6,6 +6,7 @@
 // area under the token's. The summary is polled every refresh_s seconds (the API keeps it that
 // long); when answers stop coming the wall says how old what it shows is, and keeps trying.
 
+import { h, s } from "./dom.js";
 import { ago, clock, locale, number, percent, setLocale, setZone, t, title } from "./i18n.js";
 
 const TOKEN = "gridwatch.wall.token";
@@ -14,25 +15,8 @@ const LANG = "gridwatch.wall.lang";
 const STALE_AFTER = 3; // refresh periods without an answer before the wall says so
 const RELOAD_AFTER = 24 * 3600 * 1000; // a wall runs for months: take up a new version daily
 const LOADED = Date.now();
-const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
-
-/** An HTML element; text children go in as text. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v);
-  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-  return el;
-}
-
-/** An SVG element. */
-function s(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, v);
-  el.append(...children.filter((c) => c !== null && c !== undefined));
-  return el;
-}
 
 /** What the address's fragment says (#token=..&lang=..&area=..), then the fragment cleared. */
 function readFragment() {

@@ -15,7 +15,7 @@ export async function render(root, ctx) {
   const table = h("tbody");
   const charts = h("div", { class: "grid-2" });
   const columns = ["area", "tasks", "accepted", "closed_by_people", "on_time", "rework", "closed_automatically",
-    "time_to_accept", "time_to_close"];
+    "closed_by_operator", "closed_after_hand_back", "time_to_accept", "time_to_close"];
   root.append(
     h("div", { class: "row" }, h("h1", {}, t("kpi.heading")), h("span", { class: "spacer" }),
       h("label", { for: "kpi-area", class: "inline" }, t("kpi.area")), area,
@@ -60,6 +60,8 @@ export async function render(root, ctx) {
       cell("on_time", rate(k.on_time_closure_rate, k.closed_on_time, k.closed_by_people)),
       cell("rework", rate(k.rework_rate, k.reworked, k.closed_by_people)),
       cell("closed_automatically", number(k.closed_automatically)),
+      cell("closed_by_operator", number(k.closed_by_operator)),
+      cell("closed_after_hand_back", number(k.closed_after_hand_back)),
       cell("time_to_accept", duration(k.mean_time_to_accept_s)),
       cell("time_to_close", duration(k.mean_time_to_close_s)))));
     const parts = rows.slice(1).length ? rows.slice(1) : rows;
