@@ -83,7 +83,7 @@ export async function render(root, { me, live }) {
       h("td", {}, i.venue_id
         ? h("a", { href: `#/venue/${i.venue_id}` }, names.get(i.venue_id) || i.venue_id)
         : h("span", { class: "muted" }, t("shell.platform"))),
-      h("td", {}, i.device_name || (i.device_id ? h("code", {}, i.device_id) : "–")),
+      h("td", {}, i.device_name || i.title_params?.device || (i.device_id ? h("code", {}, i.device_id) : "–")),
       h("td", { title: t("board.last_seen", { time: stamp(i.last_seen, zone) }) },
         i.occurrences > 1 ? t("board.occurrences", { count: i.occurrences, ago: ago(i.last_seen) }) : ago(i.last_seen)),
       h("td", { title: stamp(i.opened_at, zone) }, ago(i.opened_at)),
