@@ -7,38 +7,27 @@ import { Live, SUPERVISORS, api, session, signOut, silenced, venueNames } from "
 import { h, toast } from "./dom.js";
 import { LOCALES, label, locale, savedLocale, setLocale, setZone, t, title } from "./i18n.js";
 import { NotificationCentre } from "./notify.js";
-import * as board from "./views/board.js";
-import * as emergency from "./views/emergency.js";
-import * as inbox from "./views/inbox.js";
-import * as incident from "./views/incident.js";
-import * as kpi from "./views/kpi.js";
 import * as login from "./views/login.js";
-import * as notifyPrefs from "./views/notify-prefs.js";
-import * as people from "./views/people.js";
-import * as registry from "./views/registry.js";
-import * as rejected from "./views/rejected.js";
-import * as task from "./views/task.js";
-import * as tasks from "./views/tasks.js";
-import * as territory from "./views/territory.js";
-import * as venue from "./views/venue.js";
 
 const WORKERS = new Set(["grid_worker", "department"]);
 
-// Pages: hash pattern, view, the catalogue key of its name (nav.*), who sees it in the navigation.
+// Pages: hash pattern, view (its module, loaded when the page is first opened: a worker's phone
+// never fetches the registry's code), the catalogue key of its name (nav.*), who sees it in the
+// navigation.
 const PAGES = [
-  { path: /^board$/, view: board, nav: "nav.board", href: "#/board", roles: (r) => !WORKERS.has(r) },
-  { path: /^territory$/, view: territory, nav: "nav.territory", href: "#/territory", roles: () => true },
-  { path: /^tasks$/, view: tasks, nav: "nav.tasks", href: "#/tasks", roles: (r) => SUPERVISORS.has(r) },
-  { path: /^inbox$/, view: inbox, nav: "nav.inbox", href: "#/inbox", roles: (r) => WORKERS.has(r) },
-  { path: /^emergency$/, view: emergency, nav: "nav.emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
-  { path: /^kpi$/, view: kpi, nav: "nav.kpi", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
-  { path: /^rejected$/, view: rejected, nav: "nav.rejected", href: "#/rejected", roles: (r) => r === "admin" },
-  { path: /^people$/, view: people, nav: "nav.people", href: "#/people", roles: (r) => r === "admin" },
-  { path: /^registry(?:\/([a-z]+))?$/, view: registry, nav: "nav.registry", href: "#/registry", roles: (r) => r === "admin" },
-  { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: venue, name: "nav.venue" },
-  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: task, name: "nav.task" }, // a message's link adds ?for=
-  { path: /^incident\/(\d+)$/, view: incident, name: "nav.incident" },
-  { path: /^settings\/notifications$/, view: notifyPrefs, name: "nav.notifications" },
+  { path: /^board$/, view: () => import("./views/board.js"), nav: "nav.board", href: "#/board", roles: (r) => !WORKERS.has(r) },
+  { path: /^territory$/, view: () => import("./views/territory.js"), nav: "nav.territory", href: "#/territory", roles: () => true },
+  { path: /^tasks$/, view: () => import("./views/tasks.js"), nav: "nav.tasks", href: "#/tasks", roles: (r) => SUPERVISORS.has(r) },
+  { path: /^inbox$/, view: () => import("./views/inbox.js"), nav: "nav.inbox", href: "#/inbox", roles: (r) => WORKERS.has(r) },
+  { path: /^emergency$/, view: () => import("./views/emergency.js"), nav: "nav.emergency", href: "#/emergency", roles: (r) => r !== "grid_worker" },
+  { path: /^kpi$/, view: () => import("./views/kpi.js"), nav: "nav.kpi", href: "#/kpi", roles: (r) => !WORKERS.has(r) },
+  { path: /^rejected$/, view: () => import("./views/rejected.js"), nav: "nav.rejected", href: "#/rejected", roles: (r) => r === "admin" },
+  { path: /^people$/, view: () => import("./views/people.js"), nav: "nav.people", href: "#/people", roles: (r) => r === "admin" },
+  { path: /^registry(?:\/([a-z]+))?$/, view: () => import("./views/registry.js"), nav: "nav.registry", href: "#/registry", roles: (r) => r === "admin" },
+  { path: /^venue\/([A-Za-z0-9_.-]+)$/, view: () => import("./views/venue.js"), name: "nav.venue" },
+  { path: /^task\/(\d+)(?:\?for=([A-Za-z0-9_.-]+))?$/, view: () => import("./views/task.js"), name: "nav.task" }, // a message's link adds ?for=
+  { path: /^incident\/(\d+)$/, view: () => import("./views/incident.js"), name: "nav.incident" },
+  { path: /^settings\/notifications$/, view: () => import("./views/notify-prefs.js"), name: "nav.notifications" },
 ];
 
 const live = new Live();
@@ -78,7 +67,9 @@ async function route() {
       a.classList.toggle("active", a.getAttribute("href") === `#/${hash}`);
     }
     document.title = t("shell.page_title", { page: t(page.nav || page.name) });
-    const done = (await page.view.render(root, ctx, ...match.slice(1))) || null;
+    const view = await page.view();
+    if (mine !== navigation) return; // navigated away while its code loaded
+    const done = (await view.render(root, ctx, ...match.slice(1))) || null;
     if (mine === navigation) cleanup = done;
     else if (done) done(); // navigated away while it loaded: stop it now
     return;
