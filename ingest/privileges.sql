@@ -29,6 +29,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM gridwatch_ingest, gridwatch_ap
 ALTER FUNCTION record_change() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION record_incident_changes() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION record_task_changes() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION record_emergency_change() SECURITY DEFINER SET search_path = public, pg_temp;
 -- Likewise a node's configuration version moves with its devices (013): whoever edits devices
 -- (the API, the command line) needs no right to edit the node's bookkeeping itself.
 ALTER FUNCTION bump_node_config() SECURITY DEFINER SET search_path = public, pg_temp;

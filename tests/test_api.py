@@ -361,6 +361,26 @@ def _events(
     return events
 
 
+def _emergencies(response: object, want: int) -> list[dict[str, object]]:
+    """The payloads of the next `want` emergency events of an open SSE response (other kinds
+    skipped: starting an emergency also tightens tasks' deadlines)."""
+    import json
+
+    found: list[dict[str, object]] = []
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():  # type: ignore[attr-defined]
+        if line == "":
+            if fields.get("event") == "emergency":
+                found.append(json.loads(fields["data"]))
+                if len(found) >= want:
+                    break
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return found
+
+
 def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
     import httpx
 
@@ -430,6 +450,26 @@ def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCr
             again_en = _events(fresh, missed)
             assert [e[0] for e in again_en] == [e[0] for e in resumed]
         assert [p["title"] for _, k, p in again_en if k == "incident"] == ["Door forced open"] * 2
+        # An emergency reaches at once whoever its area covers or who looks after it: one on the
+        # venue's grid the city's operator (above it) but not another grid's worker; one on the
+        # community that worker too (below it, addressed to them).
+        grid = str(scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = %s", (nodes[0].site,)))
+        community = str(scalar(stack.dsn, "SELECT parent_id FROM territory WHERE id = %s", (grid,)))
+        streams = {
+            who: httpx.post(f"{base}/api/live/ticket",
+                            headers={"Authorization": f"Bearer {token}"}).json()["ticket"]
+            for who, token in tokens.items()
+        }  # fmt: skip
+        with httpx.stream("GET", f"{base}/api/live", params={"ticket": streams["operator"]},
+                          timeout=timeout) as boss, \
+             httpx.stream("GET", f"{base}/api/live", params={"ticket": streams["worker-g_other"]},
+                          timeout=timeout) as below:  # fmt: skip
+            for area in (grid, community):
+                started = httpx.post(f"{base}/api/emergencies", headers=bearer,
+                                     json={"area": area, "reason": "防汛演练"})  # fmt: skip
+                assert started.status_code == 200, started.text
+            assert [p["territory_id"] for p in _emergencies(boss, 2)] == [grid, community]
+            assert [p["territory_id"] for p in _emergencies(below, 1)] == [community]
         unauthorised = httpx.get(f"{base}/api/live", timeout=timeout)
         assert unauthorised.status_code == 401
     finally:

@@ -148,8 +148,7 @@ def test_the_console_in_chinese_and_english_shows_only_catalogue_text(
                          json={"area": grid, "reason": "防汛预警 二级", "message": "请听从工作人员指引。"})  # fmt: skip
     assert started.status_code == 200, started.text
     banner = page.locator("#emergency-banner")
-    page.reload()
-    expect(banner).to_be_visible()
+    expect(banner).to_be_visible(timeout=10_000)  # over the live stream, no reload
     expect(banner).to_contain_text(grid_name)
     expect(banner.locator("a[href='#/emergency']")).to_have_text(zh["shell.emergency_link"])
 

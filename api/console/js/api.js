@@ -91,7 +91,7 @@ export async function signOut() {
 
 /**
  * The live stream (Server-Sent Events) as an EventTarget: `incident`, `task` and `presence`
- * events carry the changed row, `notification` a new notification of the signed-in person;
+ * events carry the changed row, `emergency` an area's emergency started or ended, `notification` a new notification of the signed-in person;
  * `state` says connecting / live / reconnecting / offline; `resync`
  * fires after a reconnection, when views should reload what they show. A ticket opens one
  * connection only, so every reconnection asks for a new ticket and resumes after the last event
@@ -122,7 +122,7 @@ export class Live extends EventTarget {
     if (this.#last !== null) params.set("after", this.#last);
     const source = new EventSource(`/api/live?${params}`);
     this.#source = source;
-    for (const kind of ["incident", "task", "presence", "notification"]) {
+    for (const kind of ["incident", "task", "presence", "notification", "emergency"]) {
       source.addEventListener(kind, (e) => {
         this.#last = e.lastEventId || this.#last;
         this.dispatchEvent(new CustomEvent(kind, { detail: JSON.parse(e.data) }));

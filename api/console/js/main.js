@@ -4,7 +4,7 @@
 
 import { beep, registerWorker, setSound, soundOn } from "./alerts.js";
 import { Live, SUPERVISORS, api, session, signOut, silenced, venueNames } from "./api.js";
-import { h, toast } from "./dom.js";
+import { debounce, h, toast } from "./dom.js";
 import { LOCALES, label, locale, savedLocale, setLocale, setZone, t, title } from "./i18n.js";
 import { NotificationCentre } from "./notify.js";
 import * as login from "./views/login.js";
@@ -216,7 +216,8 @@ const emergencies = {
   start() {
     this.stop();
     this.load();
-    this.timer = setInterval(() => this.load(), 20_000); // the live stream has no emergency event
+    // The live stream says when one starts or ends (`emergency`); the poll is a safety net.
+    this.timer = setInterval(() => this.load(), 60_000);
   },
   stop() {
     clearInterval(this.timer);
@@ -242,6 +243,8 @@ const emergencies = {
 // A change made on the emergency page shows at once; a rule's proposal confirmed, too.
 window.addEventListener("gridwatch:emergency", () => emergencies.load());
 live.addEventListener("resync", () => emergencies.load()); // back after a break: look again
+// Started or ended where it covers this person (one event per person, a burst when several).
+live.addEventListener("emergency", debounce(() => emergencies.load(), 300));
 
 live.addEventListener("incident", (e) => {
   const i = e.detail;
