@@ -304,6 +304,11 @@ def plan(conn: Conn, doc: Document, *, prune: bool = False, scope: str | None = 
             registered[kind][rid] = old
             continue
         seen[kind].add(rid)
+        if kind == "people" and "language" not in new.model_fields_set:
+            # A file that names no language leaves a registered person's as it is: it may be
+            # their own choice (the console's switch), which a re-applied file must not undo.
+            new = new.model_copy(update={"language": getattr(old, "language")})  # noqa: B009
+            doc.records[kind][rid] = new
         fields = _diff(old, new)
         if fields:
             diffs[kind][rid] = fields

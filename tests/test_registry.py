@@ -231,6 +231,27 @@ def test_a_changed_field_shows_old_and_new_and_is_audited(
     assert detail == {"fields": {"capacity": [200, 250]}}
 
 
+def test_a_file_without_a_language_keeps_the_one_a_person_chose(
+    registry_db: LocalStack, tmp_path: Path
+) -> None:
+    apply_doc(registry_db, document.load(write(tmp_path, CITY)))
+    assert scalar(registry_db.dsn, "SELECT language FROM people WHERE id = 'w1'") == "zh-CN"
+    with psycopg.connect(registry_db.dsn, autocommit=True) as conn:  # the console's switch
+        conn.execute("UPDATE people SET language = 'en', language_chosen = true WHERE id = 'w1'")
+    plan = apply_doc(registry_db, document.load(write(tmp_path, CITY)))  # names no language
+    assert plan.changes == []
+    assert scalar(registry_db.dsn, "SELECT language FROM people WHERE id = 'w1'") == "en"
+    # A file that does name one sets it, as any field.
+    named = CITY.replace(
+        "role: grid_worker, scope: ty_g1}", "role: grid_worker, scope: ty_g1, language: zh-CN}"
+    )
+    plan = apply_doc(registry_db, document.load(write(tmp_path, named)))
+    assert [(c.id, {k: (f.old, f.new) for k, f in c.fields.items()}) for c in plan.changes] == [
+        ("w1", {"language": ("en", "zh-CN")})
+    ]
+    assert scalar(registry_db.dsn, "SELECT language FROM people WHERE id = 'w1'") == "zh-CN"
+
+
 def test_prune_disables_what_the_file_leaves_out_and_nothing_without_it(
     registry_db: LocalStack, tmp_path: Path
 ) -> None:
