@@ -163,19 +163,23 @@ def start(
     policy: DeadlinePolicy | None = None,
 ) -> int:
     """Switch a subtree to emergency mode; its id."""
-    row = conn.execute("SELECT path::text FROM territory WHERE id = %s", (territory_id,)).fetchone()
+    row = conn.execute(
+        "SELECT path::text, name FROM territory WHERE id = %s", (territory_id,)
+    ).fetchone()
     if row is None:
         raise EmergencyError(
             f"no territory {territory_id!r}", "emergency.no_area", area=territory_id
         )
-    path = str(row[0])
+    path, name = str(row[0]), str(row[1] or territory_id)
     covering = conn.execute(
-        "SELECT territory_id FROM emergencies WHERE ended_at IS NULL AND path @> %s::ltree",
+        """SELECT e.territory_id, t.name FROM emergencies e JOIN territory t ON t.id = e.territory_id
+           WHERE e.ended_at IS NULL AND e.path @> %s::ltree""",
         (path,),
     ).fetchone()
     if covering is not None:
         raise EmergencyError(f"{territory_id} is already in an emergency (of {covering[0]})",
-                             "emergency.already", area=territory_id, of=covering[0])  # fmt: skip
+                             "emergency.already", area=name,
+                             of=str(covering[1] or covering[0]))  # fmt: skip
     got = conn.execute(
         """INSERT INTO emergencies (territory_id, path, reason, message, started_by)
            VALUES (%s, %s::ltree, %s, %s, %s) RETURNING id""",
@@ -209,8 +213,9 @@ def end(conn: Conn, territory_id: str, *, actor: str) -> int:
         (actor, territory_id),
     ).fetchone()
     if row is None:
+        named = conn.execute("SELECT name FROM territory WHERE id = %s", (territory_id,)).fetchone()
         raise EmergencyError(f"{territory_id} is not in an emergency", "emergency.none",
-                             area=territory_id)  # fmt: skip
+                             area=str(named[0]) if named else territory_id)  # fmt: skip
     emergency_id, path = int(str(row[0])), str(row[1])
     # What a wider emergency still covers stays as it is.
     queue_commands(conn, devices(conn, path, "speaker", uncovered=True), m.SpeakerStop(),

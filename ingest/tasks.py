@@ -158,6 +158,12 @@ class Person:
     scope_path: str
 
 
+def _name(conn: Conn, person_id: str) -> str:
+    """A person's name for a message a person reads (their id if they have none)."""
+    row = conn.execute("SELECT name FROM people WHERE id = %s", (person_id,)).fetchone()
+    return str(row[0]) if row and row[0] else person_id
+
+
 def person(conn: Conn, person_id: str) -> Person:
     row = conn.execute(
         """SELECT p.id, p.role::text, t.path::text FROM people p JOIN territory t ON t.id = p.scope_id
@@ -412,14 +418,14 @@ def act(
     theirs = move.assignee_only and current_assignee == actor.id
     if not _within(path, actor.scope_path) and not theirs:
         raise TaskForbidden(f"task {task_id} is outside {actor.id}'s area", "task.outside",
-                            id=task_id, person=actor.id)  # fmt: skip
+                            id=task_id, person=_name(conn, actor.id))  # fmt: skip
     if move.assignee_only and current_assignee != actor.id:
         raise TaskForbidden(
             f"task {task_id} is assigned to {current_assignee or 'nobody'}, not {actor.id}",
             "task.not_yours" if current_assignee else "task.unassigned",
             id=task_id,
-            assignee=current_assignee or "",
-            person=actor.id,
+            assignee=_name(conn, str(current_assignee)) if current_assignee else "",
+            person=_name(conn, actor.id),
         )
     if state not in move.sources:
         allowed = ", ".join(sorted(s.value for s in move.sources))

@@ -276,3 +276,26 @@ def test_a_body_too_large_is_refused_in_the_requests_language(
                    "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert r.status_code == 413
     assert r.json()["error"] == "too_large" and r.json()["message"].startswith(said)
+
+
+def test_refusals_name_areas_not_their_ids(client: TestClient, stack: LocalStack) -> None:
+    grid = str(
+        scalar(stack.dsn, "SELECT grid_id FROM venues WHERE id = %s", (_first_venue(stack),))
+    )
+    name = str(scalar(stack.dsn, "SELECT name FROM territory WHERE id = %s", (grid,)))
+    city = str(scalar(stack.dsn, "SELECT name FROM territory WHERE parent_id IS NULL"))
+    boss = sign_in(client, "operator")
+    start = {"area": grid, "reason": "防汛演练"}
+    assert client.post("/api/emergencies", json=start, headers=boss).status_code == 200
+    _, detail, said = _said(client.post("/api/emergencies", json=start, headers=boss | ZH), 409)
+    assert name in said and grid not in said and grid in detail  # detail stays the script's
+    assert client.post(f"/api/emergencies/{grid}/end", headers=boss).status_code == 200
+    _, _, said = _said(client.post(f"/api/emergencies/{grid}/end", headers=boss | EN), 409)
+    assert said == f"{name} is not in an emergency"
+    # Under a wider emergency: the one that covers it, by name.
+    top = str(scalar(stack.dsn, "SELECT id FROM territory WHERE parent_id IS NULL"))
+    assert (
+        client.post("/api/emergencies", json=start | {"area": top}, headers=boss).status_code == 200
+    )
+    _, _, said = _said(client.post("/api/emergencies", json=start, headers=boss | EN), 409)
+    assert said == f"{name} is already in an emergency (of {city})"
