@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Literal
 
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
@@ -88,14 +88,17 @@ class ModbusDoorSettings(_Settings):
     )
     backoff_max_s: float = Field(default=30.0, gt=0, le=600, description="reconnect wait at most")
 
-    @model_validator(mode="after")
-    def _distinct(self) -> ModbusDoorSettings:
-        points = [(self.contact.table, self.contact.address)]
-        if self.exit_button is not None:
-            points.append((self.exit_button.table, self.exit_button.address))
-            if points[0] == points[1]:
-                raise ValueError("contact and exit_button are the same input; give each its own")
-        return self
+    @field_validator("exit_button")
+    @classmethod
+    def _not_the_contact(cls, button: Input | None, info: ValidationInfo) -> Input | None:
+        contact = info.data.get("contact")
+        if (
+            button is not None
+            and contact is not None
+            and (button.table, button.address) == (contact.table, contact.address)
+        ):
+            raise ValueError("the same input as the contact; give each its own")
+        return button
 
 
 class _Debounced:
@@ -214,8 +217,8 @@ class ModbusDoor(d.DoorController):
                 self._held_reported += 1
                 self._send(d.HeldOpenSeen(self.id, open_s=round(now - self._open_since, 1)))
         if self._relock_at is not None and now >= self._relock_at:
+            self._drive(locked=True)  # a failure keeps the relock due: tried after reconnect
             self._relock_at = None
-            self._drive(locked=True)
             self.locked, self.mode = True, m.DoorMode.NORMAL
             self._report(now)
         if now - self._last_report >= s.report_every_s:

@@ -62,7 +62,7 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
                 "contact": {"address": CONTACT_INPUT},
                 "exit_button": {"table": "discrete_input", "address": EXIT_INPUT},
                 "lock": {"coil": LOCK_COIL, "on_means": "unlocked"},
-                "exit_window_s": 2, "held_open_s": 600, "backoff_max_s": 1.0,
+                "exit_window_s": 2, "held_open_s": 3, "backoff_max_s": 1.0,
             }  # fmt: skip
     path.write_text(yaml.safe_dump(site))
     config = edge_config.load(path)
@@ -128,6 +128,8 @@ def test_a_forced_door_on_the_io_module_becomes_an_incident_and_an_exit_does_not
     wait_until(lambda: scalar(stack.dsn, forced, (door_id,)) == 1, 30, "forced door stored")
     incident = "SELECT count(*) FROM incidents WHERE rule = 'door_forced' AND device_id = %s"
     wait_until(lambda: scalar(stack.dsn, incident, (door_id,)) == 1, 30, "incident opened")
+    held = "SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.held_open'"
+    wait_until(lambda: int(str(scalar(stack.dsn, held, (door_id,)))) >= 1, 30, "held open")
     states = "SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.state'"
     assert int(str(scalar(stack.dsn, states, (door_id,)))) >= 3  # closed, open (exit), open
     assert scalar(stack.dsn, forced, (door_id,)) == 1, "the exit through the button is no forced"
@@ -145,6 +147,11 @@ def test_door_commands_drive_the_relay_and_a_relay_exception_fails_the_command(
     assert venue.door.mode is m.DoorMode.LOCKDOWN  # the module knows only the relay
     release = _send(stack, platform, venue.creds, m.DoorLockdown(active=False))
     assert _result(stack, release) == ("done", None)
+    brief = _send(stack, platform, venue.creds, m.DoorUnlock(duration_s=1))
+    assert _result(stack, brief) == ("done", None)
+    wait_until(lambda: not venue.module.coils[LOCK_COIL], 30, "relocked after the duration")
+    wait_until(lambda: venue.door.locked and venue.module.door.locked, 30, "door locked again")
+    assert venue.module.writes[-2:] == [(LOCK_COIL, True), (LOCK_COIL, False)]
     venue.module.door.jam()  # the module answers the relay write with SERVER DEVICE FAILURE
     jammed = _send(stack, platform, venue.creds, m.DoorUnlock(duration_s=5))
     status, detail = _result(stack, jammed)
