@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
-from edge.modbus import ERRORS, ModbusDoor
+from edge.drivers import CommandFailed
+from edge.modbus import ModbusDoor
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
@@ -120,7 +122,7 @@ def test_a_forced_door_on_the_io_module_becomes_an_incident_and_an_exit_does_not
     stack: LocalStack, venue: Venue, ingest: object
 ) -> None:
     door_id = venue.door.id
-    venue.module.press_exit()  # a legitimate exit: the door opens after the button
+    venue.module.press_exit(2.0)  # a legitimate exit: the door opens after the button
     wait_until(lambda: venue.door.is_open is True, 30, "the driver saw the door open")
     wait_until(lambda: venue.door.is_open is False, 30, "the driver saw the door close again")
     venue.module.door.force()  # pushed open while the relay holds it locked
@@ -163,12 +165,17 @@ def test_door_commands_drive_the_relay_and_a_relay_exception_fails_the_command(
 def test_an_io_module_that_stops_answering_is_offline_then_back_and_the_agent_runs_on(
     venue: Venue,
 ) -> None:
-    before = ERRORS.labels(venue.door.id, "connect")._value.get()
+    def failures() -> float:
+        name = "gridwatch_edge_modbus_errors_total"
+        labels = {"device": venue.door.id, "reason": "connect"}
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = failures()
     venue.module.halt()
     wait_until(lambda: not venue.door.online, 30, "door offline")
     assert venue.door.detail is not None
-    wait_until(lambda: ERRORS.labels(venue.door.id, "connect")._value.get() > before, 30, "count")
-    with pytest.raises(Exception, match="IO module"):
+    wait_until(lambda: failures() > before, 30, "the failure counted")
+    with pytest.raises(CommandFailed, match=r"IO module 127\.0\.0\.1: cannot connect"):
         venue.door.lock()  # a command meanwhile fails with the reason
     assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
     venue.module.serve()
