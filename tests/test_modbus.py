@@ -19,14 +19,14 @@ from prometheus_client import REGISTRY
 from edge import config as edge_config
 from edge.agent import EdgeAgent
 from edge.drivers import CommandFailed
-from edge.modbus import ModbusDoor
+from edge.modbus import ModbusDoor, ModbusDoorSettings
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
 from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import MODBUS_DRIVER, Drivers
+from gridwatch.simulate import MODBUS_DRIVER, Drivers, _modbus_door
 from simulators.modbus_io import CONTACT_INPUT, EXIT_INPUT, LOCK_COIL, IoModule
 from tests.edge_support import site_file
 from tests.support import device_of, rows, scalar, wait_until
@@ -182,3 +182,41 @@ def test_an_io_module_that_stops_answering_is_offline_then_back_and_the_agent_ru
     wait_until(lambda: venue.door.online, 30, "door back online")
     venue.module.door.force()
     wait_until(lambda: venue.door.is_open is True, 30, "the door seen again")
+
+
+def test_an_exception_answer_to_a_poll_marks_the_door_faulty_with_the_reason() -> None:
+    module = IoModule(_free_port(), unit_id=1)
+    module.start()
+    settings = ModbusDoorSettings.model_validate(
+        {"host": "127.0.0.1", "port": module.port, "contact": {"address": 100},  # not wired
+         "lock": {"coil": LOCK_COIL}, "poll_interval_s": 0.05, "backoff_max_s": 0.5}
+    )  # fmt: skip
+    door = ModbusDoor("door-x", settings)
+    seen: list[object] = []
+    door.start(seen.append)
+    try:
+        wait_until(lambda: door.detail is not None and "exception 2" in door.detail, 30, "fault")
+        assert not door.online and seen == []  # a faulty door reports nothing, the platform
+        # shows it as a silent device (device_offline)
+    finally:
+        door.stop()
+        module.stop()
+
+
+def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> None:
+    def problem(kind: str, settings: dict[str, object]) -> str:
+        dev = edge_config.DeviceConfig(id="d1", kind=kind, driver=MODBUS_DRIVER, settings=settings)
+        with pytest.raises(edge_config.ConfigError) as caught:
+            _modbus_door(dev, "site.yaml: ")
+        return str(caught.value)
+
+    lock = {"coil": 0}
+    assert problem("door", {"host": "h", "contact": {"address": 70000}, "lock": lock}) == (
+        "site.yaml: devices.d1.settings.contact.address: Input should be less than or equal to"
+        " 65535"
+    )
+    same = {"host": "h", "contact": {"address": 1}, "exit_button": {"address": 1}, "lock": lock}
+    assert "settings.exit_button: Value error, the same input as the contact" in problem(
+        "door", same
+    )
+    assert problem("counter", {}) == "site.yaml: devices.d1.driver: modbus drives doors only"
