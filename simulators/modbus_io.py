@@ -48,6 +48,7 @@ class IoModule:
         self.exit_pressed = False
         self.coils = [False] * _BITS
         self.writes: list[tuple[int, bool]] = []  # every relay write received, in order
+        self.stalled = False  # connected but answering nothing (a hung module)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | None = None
         self._thread: threading.Thread | None = None
@@ -122,6 +123,8 @@ class IoModule:
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """Every request passes here: reads see the door, writes move its lock."""
+        while self.stalled:
+            await asyncio.sleep(0.05)
         if values is None:
             bits = self.inputs() if function_code == 2 else self.coils
             registers[0] = sum(1 << i for i, bit in enumerate(bits) if bit)

@@ -203,6 +203,28 @@ def test_an_exception_answer_to_a_poll_marks_the_door_faulty_with_the_reason() -
         module.stop()
 
 
+def test_a_module_that_hangs_times_out_and_is_offline_until_it_answers_again() -> None:
+    module = IoModule(_free_port(), unit_id=1)
+    module.start()
+    settings = ModbusDoorSettings.model_validate(
+        {"host": "127.0.0.1", "port": module.port, "contact": {"address": CONTACT_INPUT},
+         "lock": {"coil": LOCK_COIL}, "poll_interval_s": 0.05, "timeout_s": 0.5,
+         "backoff_max_s": 0.5}
+    )  # fmt: skip
+    door = ModbusDoor("door-y", settings)
+    door.start(lambda reading: None)
+    try:
+        wait_until(lambda: door.online, 30, "door online")
+        module.stalled = True
+        wait_until(lambda: door.detail is not None and "no answer" in door.detail, 30, "timeout")
+        assert not door.online
+        module.stalled = False
+        wait_until(lambda: door.online, 30, "door back")
+    finally:
+        door.stop()
+        module.stop()
+
+
 def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> None:
     def problem(kind: str, settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="d1", kind=kind, driver=MODBUS_DRIVER, settings=settings)
