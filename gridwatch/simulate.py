@@ -27,6 +27,7 @@ from simulators.venues import Venue
 
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
+MODBUS_DRIVER = "modbus"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -127,10 +128,13 @@ class Drivers:
     def build(self, dev: edge_config.DeviceConfig) -> Device:
         if dev.driver == OPENCV_DRIVER:
             return _opencv_camera(dev, self.where)
+        if dev.driver == MODBUS_DRIVER:
+            return _modbus_door(dev, self.where)
         if dev.driver != SIMULATED_DRIVER:
             raise edge_config.ConfigError(
                 f"{self.where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-                f" (available: {OPENCV_DRIVER} for cameras, {SIMULATED_DRIVER})"
+                f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
+                f" {SIMULATED_DRIVER})"
             )
         try:
             settings = SimulatedSettings.model_validate(dev.settings)
@@ -199,6 +203,20 @@ def _opencv_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return AnalyzedCamera(dev.id, settings, model=dev.model)
+
+
+def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """A door on a Modbus TCP IO module (edge.modbus)."""
+    from edge.modbus import ModbusDoor, ModbusDoorSettings
+
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is not DeviceKind.DOOR:
+        raise edge_config.ConfigError(f"{at}.driver: {MODBUS_DRIVER} drives doors only")
+    try:
+        settings = ModbusDoorSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return ModbusDoor(dev.id, settings, model=dev.model)
 
 
 def _simulated(
