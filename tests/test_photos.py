@@ -93,6 +93,13 @@ def ifd0_tags(jpeg: bytes) -> set[int]:
     return {struct.unpack_from("<H", tiff, ifd0 + 2 + 12 * n)[0] for n in range(count)}
 
 
+def _take_in_hand(client: TestClient, task_id: int, headers: dict[str, str]) -> None:
+    """The assignee accepts the task and starts on it: photos may be taken from now on."""
+    for action in ("accept", "start"):
+        r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=headers)
+        assert r.status_code == 200, r.text
+
+
 def test_photos_are_evidence_only_the_assignee_adds_and_supervisors_see(
     client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
 ) -> None:
@@ -110,9 +117,7 @@ def test_photos_are_evidence_only_the_assignee_adds_and_supervisors_see(
 
     # Not before handling it, and not by the dispatcher.
     assert upload(me, jpeg).status_code == 409
-    for action in ("accept", "start"):
-        r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=me)
-        assert r.status_code == 200, r.text
+    _take_in_hand(client, task_id, me)
     refused = upload(boss, jpeg)
     assert refused.status_code == 403 and "assignee" in refused.json()["detail"]
 
@@ -203,8 +208,7 @@ def test_photo_refusals_say_what_is_wrong(
     task_id = raise_incident(stack.dsn, site)
     worker, _ = people_of(stack.dsn, site)
     me = sign_in(client, worker)
-    for action in ("accept", "start"):
-        client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=me)
+    _take_in_hand(client, task_id, me)
     url = f"/api/tasks/{task_id}/photos"
     jpeg = jpeg_with_gps()
 
@@ -476,9 +480,7 @@ def test_a_department_called_in_adds_and_sees_its_tasks_photos_and_incident(
     r = client.post(f"/api/tasks/{task_id}/actions", headers=boss,
                     json={"action": "reassign", "assignee": department, "reason": "需物业开门"})  # fmt: skip
     assert r.status_code == 200, r.text
-    for action in ("accept", "start"):
-        r = client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=dept)
-        assert r.status_code == 200, r.text
+    _take_in_hand(client, task_id, dept)
     up = client.post(url, content=jpeg, headers=dept | {"Content-Type": "image/jpeg"})
     assert up.status_code == 201, up.text
     photo = up.json()["id"]
@@ -506,8 +508,7 @@ def test_the_uploader_removes_a_photo_until_a_feedback_carries_it(
     me, boss = sign_in(client, worker), sign_in(client, dispatcher)
     _second_grid(stack.dsn, site)
     stranger = sign_in(client, "worker-g_other")
-    for action in ("accept", "start"):
-        client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=me)
+    _take_in_hand(client, task_id, me)
     url = f"/api/tasks/{task_id}/photos"
     sent = [client.post(url, content=jpeg_with_gps(), headers=me | {"Content-Type": "image/jpeg"})
             for _ in range(2)]  # fmt: skip
@@ -539,8 +540,7 @@ def test_an_upload_holds_no_database_connection_while_its_body_comes_in(
     task_id = raise_incident(stack.dsn, site)
     worker, _ = people_of(stack.dsn, site)
     me = sign_in(client, worker)
-    for action in ("accept", "start"):
-        client.post(f"/api/tasks/{task_id}/actions", json={"action": action}, headers=me)
+    _take_in_hand(client, task_id, me)
     pool = client.app.state.db.pool  # type: ignore[attr-defined]
     in_use: list[int] = []
     jpeg = jpeg_with_gps()
