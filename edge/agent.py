@@ -120,6 +120,14 @@ def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.Devic
                 **env, device=dev, online=reading.online, volume=reading.volume,
                 playing=reading.playing, clip=reading.clip, fault=reading.fault,
             )  # fmt: skip
+        case d.DeviceHealthSeen():
+            return m.DeviceHealth(
+                **env, device=dev, online=reading.online, condition=reading.condition,
+                detail=None if reading.detail is None else reading.detail[:200],
+                faults=dict(reading.faults),
+                clock_offset_s=None if reading.clock_offset_s is None
+                else round(reading.clock_offset_s, 1),
+            )  # fmt: skip
     raise TypeError(f"no message for reading {type(reading).__name__}")
 
 

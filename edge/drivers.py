@@ -97,6 +97,17 @@ class SpeakerStatusSeen(Reading):
     fault: m.SpeakerFault | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceHealthSeen(Reading):
+    """What the driver finds of the device itself (edge.health keeps it)."""
+
+    online: bool
+    condition: m.DeviceCondition
+    detail: str | None = None
+    faults: dict[str, int] = field(default_factory=dict)
+    clock_offset_s: float | None = None
+
+
 Emit = Callable[[Reading], None]
 
 

@@ -5,8 +5,9 @@ coil. This driver polls the inputs at a set rate (pymodbus's client), debounces 
 out at the edge what a door controller would: the door's state, forced (opened while locked with
 no exit request shortly before) and held open (open past a limit). Door commands drive the
 relay and are answered with the module's real outcome. A module that does not answer, or
-answers with a Modbus exception, is counted, logged, and reconnected with back-off; the door
-then stops reporting, which the platform shows as the device offline. Nothing else stops.
+answers with a Modbus exception, is counted, logged, reported as the door's health (edge.health)
+and reconnected with back-off; the platform shows the door offline with the reason. Nothing else
+stops.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ import time
 from enum import StrEnum
 from typing import Literal
 
-from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge import drivers as d
+from edge.health import Health
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
 
 DRIVER = "modbus"
 
-ERRORS = Counter(
-    "gridwatch_edge_modbus_errors_total",
-    "Modbus requests that failed, by device and reason (timeout, exception, connect)",
-    ["device", "reason"],
-)
-ONLINE = Gauge("gridwatch_edge_modbus_online", "1 while the IO module answers", ["device"])
+# Each fault: the health condition it reports (the door cannot be read in any of them).
+_CONDITION = {
+    "connect_failed": m.DeviceCondition.UNREACHABLE,
+    "timeout": m.DeviceCondition.UNREACHABLE,
+    "modbus_exception": m.DeviceCondition.BAD_INPUT,
+}
 
 
 class Table(StrEnum):
@@ -132,8 +133,7 @@ class ModbusDoor(d.DoorController):
     def __init__(self, device_id: str, settings: ModbusDoorSettings, model: str | None = None):
         super().__init__(device_id, model=model or "modbus-io")
         self.settings = settings
-        self.online = False
-        self.detail: str | None = "not connected yet"
+        self.health = Health(device_id)
         self.locked = True
         self.mode = m.DoorMode.NORMAL
         self._client = ModbusTcpClient(
@@ -154,6 +154,16 @@ class ModbusDoor(d.DoorController):
         self._wait = settings.poll_interval_s
 
     @property
+    def online(self) -> bool:
+        """The module answers."""
+        return bool(self.health.online)
+
+    @property
+    def detail(self) -> str | None:
+        """What went wrong, while something does."""
+        return self.health.detail
+
+    @property
     def is_open(self) -> bool | None:
         """The debounced door contact (None until first read)."""
         return self._contact.value
@@ -162,6 +172,7 @@ class ModbusDoor(d.DoorController):
 
     def start(self, emit: d.Emit) -> None:
         self._emit = emit
+        self.health.attach(emit)
         self._thread = threading.Thread(target=self._run, name=f"modbus-{self.id}", daemon=True)
         self._thread.start()
 
@@ -171,7 +182,6 @@ class ModbusDoor(d.DoorController):
             self._thread.join(10)
         with self._io:
             self._client.close()  # type: ignore[no-untyped-call]
-        ONLINE.labels(self.id).set(0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -206,10 +216,9 @@ class ModbusDoor(d.DoorController):
             if not first:
                 self._report(now)
         if not self.online:
-            self.online, self.detail = True, None
             self._wait = s.poll_interval_s
-            ONLINE.labels(self.id).set(1)
             log.info("modbus io module answers device=%s host=%s:%d", self.id, s.host, s.port)
+            self.health.ok()
             self._report(now)
         if self._open_since is not None:
             limit = s.held_open_s * (self._held_reported + 1)
@@ -241,13 +250,9 @@ class ModbusDoor(d.DoorController):
             self._emit(reading)
 
     def _fault(self, fault: _Fault) -> None:
-        ERRORS.labels(self.id, fault.reason).inc()
-        ONLINE.labels(self.id).set(0)
-        if self.online or self.detail != str(fault):
-            log.warning("modbus io module fault device=%s host=%s:%d: %s (retrying in %.1f s)",
-                        self.id, self.settings.host, self.settings.port, fault,
-                        self._wait)  # fmt: skip
-        self.online, self.detail = False, str(fault)
+        s = self.settings
+        self.health.problem(_CONDITION[fault.reason], fault.reason,
+                            f"IO module {s.host}:{s.port}: {fault}", online=False)  # fmt: skip
         with self._io:
             self._client.close()  # type: ignore[no-untyped-call]
 
@@ -264,12 +269,12 @@ class ModbusDoor(d.DoorController):
                     answer = self._client.read_discrete_inputs(
                         point.address, count=1, device_id=unit
                     )
-            except ModbusException as exc:
+            except (ModbusException, OSError) as exc:
                 raise _Fault(
                     "timeout", f"no answer reading {point.table} {point.address}: {exc}"
                 ) from None
         if answer.isError():
-            raise _Fault("exception", f"Modbus exception {getattr(answer, 'exception_code', '?')}"
+            raise _Fault("modbus_exception", f"Modbus exception {getattr(answer, 'exception_code', '?')}"
                          f" reading {point.table} {point.address}")  # fmt: skip
         return bool(answer.bits[0]) == point.active_high
 
@@ -277,7 +282,7 @@ class ModbusDoor(d.DoorController):
         connected = self._client.connected or self._client.connect()  # type: ignore[no-untyped-call]
         if not connected:
             s = self.settings
-            raise _Fault("connect", f"cannot connect to {s.host}:{s.port}")
+            raise _Fault("connect_failed", f"cannot connect to {s.host}:{s.port}")
 
     def _drive(self, *, locked: bool) -> None:
         """Set the lock relay; _Fault when the module does not do it."""
@@ -287,19 +292,20 @@ class ModbusDoor(d.DoorController):
             self._connect()
             try:
                 answer = self._client.write_coil(s.lock.coil, on, device_id=s.unit_id)
-            except ModbusException as exc:
+            except (ModbusException, OSError) as exc:
                 raise _Fault(
                     "timeout", f"no answer writing lock coil {s.lock.coil}: {exc}"
                 ) from None
         if answer.isError():
             code = getattr(answer, "exception_code", "?")
-            raise _Fault("exception", f"Modbus exception {code} writing lock coil {s.lock.coil}")
+            raise _Fault(
+                "modbus_exception", f"Modbus exception {code} writing lock coil {s.lock.coil}"
+            )
 
     def _command(self, *, locked: bool, mode: m.DoorMode, relock_in: float | None) -> None:
         try:
             self._drive(locked=locked)
         except _Fault as fault:
-            ERRORS.labels(self.id, fault.reason).inc()
             log.warning("door command failed device=%s: %s", self.id, fault)
             raise d.CommandFailed(f"IO module {self.settings.host}: {fault}") from None
         self.locked, self.mode = locked, mode

@@ -138,6 +138,22 @@ EXAMPLES: list[Example] = [
         ),
     ),
     Example(
+        "Device health",
+        "What a real-hardware driver (ISAPI, ONVIF, Modbus, HTTP speaker) finds of its device:"
+        " reachable, accepting the account, answering in time, sending what it can read, keeping"
+        " time. Sent when that changes. `online: false` for two minutes raises `device_offline`"
+        " with the condition and detail; `faults` counts each kind of problem since the agent"
+        " started.",
+        topics.event(SITE, NODE, "v0001-door1", m.MessageType.DEVICE_HEALTH),
+        m.DeviceHealth(
+            **_env(63, 112), device="v0001-door1", online=False,
+            condition=m.DeviceCondition.AUTH_FAILED,
+            detail="401 Unauthorized from 10.0.5.31: the device refused the account; check the"
+            " password in the site file",
+            faults={"auth_failed": 3, "malformed_xml": 1},
+        ),
+    ),
+    Example(
         "Node birth",
         "Published retained on every connect, with the birth/death sequence `bdseq` (+1 on every "
         "connect), the node's device inventory and the configuration version it runs (0: its site "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ class MessageType(StrEnum):
     CAMERA_SNAPSHOT = "camera.snapshot"
     CAMERA_STATUS = "camera.status"
     SPEAKER_STATUS = "speaker.status"
+    DEVICE_HEALTH = "device.health"
     NODE_BIRTH = "node.birth"
     NODE_DEATH = "node.death"
     COMMAND = "command"
@@ -112,6 +114,17 @@ class SpeakerFault(StrEnum):
     LINE_SHORT = "line_short"
     OVERHEAT = "overheat"
     POWER = "power"
+
+
+class DeviceCondition(StrEnum):
+    """How a device's driver finds the device (`device.health`)."""
+
+    OK = "ok"
+    UNREACHABLE = "unreachable"  # no connection, no answer, or heartbeats missed
+    AUTH_FAILED = "auth_failed"  # refused our account (a password changed on the device)
+    SLOW = "slow"  # answers, but slower than the driver's timeout
+    BAD_INPUT = "bad_input"  # sends what the driver cannot read (dropped and counted)
+    CLOCK_SKEW = "clock_skew"  # its clock is far off; the agent's time is used instead
 
 
 class CommandStatus(StrEnum):
@@ -286,6 +299,38 @@ class SpeakerStatus(DeviceMessage):
     playing: bool
     clip: str | None = Field(default=None, max_length=128)
     fault: SpeakerFault | None = None
+
+
+_FAULT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class DeviceHealth(DeviceMessage):
+    """What a device's driver finds of the device itself: reachable, accepting our account,
+    answering in time, sending what we can read, keeping time. Sent when that changes (and by
+    some drivers every few minutes), so the platform shows why a device is silent or suspect."""
+
+    type: Literal[MessageType.DEVICE_HEALTH] = MessageType.DEVICE_HEALTH
+    online: bool = Field(description="false: the device cannot be reached or refuses us")
+    condition: DeviceCondition
+    detail: str | None = Field(default=None, max_length=200, description="what the driver saw")
+    faults: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="problems counted since the agent started, by name (e.g. malformed_xml)",
+    )
+    clock_offset_s: float | None = Field(
+        default=None, ge=-1e9, le=1e9, description="the device's clock minus the agent's"
+    )
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_counts(cls, faults: dict[str, int]) -> dict[str, int]:
+        for name, count in faults.items():
+            if not _FAULT_NAME.match(name) or count < 0:
+                raise ValueError(
+                    f"fault {name[:40]!r}: {count} is not a fault name (a-z, 0-9, _) with a count"
+                )
+        return faults
 
 
 class DeviceInfo(Strict):
@@ -499,6 +544,7 @@ DeviceEvent = (
     | CameraSnapshot
     | CameraStatus
     | SpeakerStatus
+    | DeviceHealth
 )
 EdgeMessage = DeviceEvent | NodeBirth | NodeDeath | CommandResult | ConfigResult
 

@@ -60,10 +60,10 @@ GRANT USAGE ON SEQUENCE rule_overrides_id_seq, maintenance_windows_id_seq TO gri
 
 -- Time series: written only by the ingest (a stale death is marked, old snapshots pruned).
 GRANT SELECT, INSERT ON presence_events, door_events, occupancy, camera_alerts, speaker_status,
-    command_results, camera_snapshots, camera_status TO gridwatch_ingest;
+    command_results, camera_snapshots, camera_status, device_health TO gridwatch_ingest;
 GRANT UPDATE (stale) ON presence_events TO gridwatch_ingest;
 GRANT DELETE ON camera_snapshots TO gridwatch_ingest;
-GRANT SELECT ON door_events, camera_snapshots, occupancy_hourly TO gridwatch_api;
+GRANT SELECT ON door_events, camera_snapshots, occupancy_hourly, device_health TO gridwatch_api;
 
 -- Presence and latest state: kept by the ingest, read by the API.
 GRANT SELECT, INSERT, UPDATE ON node_presence, device_status, device_latest TO gridwatch_ingest;

@@ -243,13 +243,16 @@ class RuleBook:
         )
 
 
+_STATUS = m.SpeakerStatus | m.CameraStatus | m.DeviceHealth  # messages that may say "down"
+
+
 def sign_of_life(msg: m.DeviceMessage) -> bool | None:
     """What a device's message says of the device: alive (True), down by its own report
     (False), or nothing (None: a command result comes from the node, for a device that may not
     answer at all)."""
     if isinstance(msg, m.CommandResult):
         return None
-    return not (isinstance(msg, m.SpeakerStatus | m.CameraStatus) and not msg.online)
+    return not (isinstance(msg, _STATUS) and not msg.online)
 
 
 def evaluate(
@@ -316,12 +319,12 @@ def evaluate(
                                       detail={"fault": msg.fault.value}))  # fmt: skip
             else:
                 out.append(Clear(key(Rule.SPEAKER_FAULT, msg.device), "the fault cleared", msg.ts))
-    if (
-        isinstance(msg, m.SpeakerStatus | m.CameraStatus)
-        and life is False
-        and (s := rule_on(Rule.DEVICE_OFFLINE))
-    ):
-        detail = {"detail": msg.detail} if isinstance(msg, m.CameraStatus) and msg.detail else {}
+    if isinstance(msg, _STATUS) and life is False and (s := rule_on(Rule.DEVICE_OFFLINE)):
+        detail = {}
+        if isinstance(msg, m.CameraStatus | m.DeviceHealth) and msg.detail:
+            detail["detail"] = msg.detail
+        if isinstance(msg, m.DeviceHealth):
+            detail["condition"] = msg.condition.value
         then = raise_(Rule.DEVICE_OFFLINE, msg.device, s, device=msg.device, detail=detail)
         out.append(StartTimer(then.key, msg.ts + timedelta(seconds=s.for_s), then))
     return out

@@ -29,6 +29,7 @@ from gateway.messages import (
     CommandResult,
     ConfigResult,
     ConfigStatus,
+    DeviceHealth,
     DeviceMessage,
     DoorAccess,
     DoorForced,
@@ -66,6 +67,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "camera_status": (*_BASE, "online", "fps", "detail"),
     "speaker_status": (*_BASE, "online", "volume", "playing", "clip", "fault"),
     "command_results": (*_BASE, "command_id", "status", "detail"),
+    "device_health": (
+        *_BASE, "online", "condition", "detail", "faults", "clock_offset_s",
+    ),
 }  # fmt: skip
 
 
@@ -176,6 +180,11 @@ def to_row(inbound: Inbound) -> tuple[str, tuple[object, ...]]:
             )  # fmt: skip
         case CommandResult():
             return "command_results", (*base, m.command_id, m.status.value, m.detail)
+        case DeviceHealth():
+            return "device_health", (
+                *base, m.online, m.condition.value, m.detail, json.dumps(m.faults, sort_keys=True),
+                m.clock_offset_s,
+            )  # fmt: skip
     raise TypeError(f"no table for {type(m).__name__}")
 
 

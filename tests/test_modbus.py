@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
-from edge.drivers import CommandFailed
+from edge.drivers import CommandFailed, DeviceHealthSeen
 from edge.modbus import ModbusDoor, ModbusDoorSettings
 from gateway import codec, topics
 from gateway import messages as m
@@ -163,11 +163,19 @@ def test_door_commands_drive_the_relay_and_a_relay_exception_fails_the_command(
 
 
 def test_an_io_module_that_stops_answering_is_offline_then_back_and_the_agent_runs_on(
-    venue: Venue,
+    venue: Venue, stack: LocalStack, ingest: object
 ) -> None:
+    health = """SELECT h.online, h.condition, s.online FROM device_health h
+                JOIN device_status s ON s.device_id = h.device_id
+                WHERE h.device_id = %s ORDER BY h.seq DESC LIMIT 1"""
+
+    def platform_sees() -> tuple[object, ...] | None:
+        found = rows(stack.dsn, health, (venue.door.id,))
+        return tuple(found[0]) if found else None
+
     def failures() -> float:
-        name = "gridwatch_edge_modbus_errors_total"
-        labels = {"device": venue.door.id, "reason": "connect"}
+        name = "gridwatch_edge_device_faults_total"
+        labels = {"device": venue.door.id, "fault": "connect_failed"}
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     before = failures()
@@ -175,11 +183,14 @@ def test_an_io_module_that_stops_answering_is_offline_then_back_and_the_agent_ru
     wait_until(lambda: not venue.door.online, 30, "door offline")
     assert venue.door.detail is not None
     wait_until(lambda: failures() > before, 30, "the failure counted")
+    # The platform stores the door's health and shows the door offline at once.
+    wait_until(lambda: platform_sees() == (False, "unreachable", False), 30, "stored offline")
     with pytest.raises(CommandFailed, match=r"IO module 127\.0\.0\.1: cannot connect"):
         venue.door.lock()  # a command meanwhile fails with the reason
     assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
     venue.module.serve()
     wait_until(lambda: venue.door.online, 30, "door back online")
+    wait_until(lambda: platform_sees() == (True, "ok", True), 30, "stored online again")
     venue.module.door.force()
     wait_until(lambda: venue.door.is_open is True, 30, "the door seen again")
 
@@ -196,8 +207,13 @@ def test_an_exception_answer_to_a_poll_marks_the_door_faulty_with_the_reason() -
     door.start(seen.append)
     try:
         wait_until(lambda: door.detail is not None and "exception 2" in door.detail, 30, "fault")
-        assert not door.online and seen == []  # a faulty door reports nothing, the platform
-        # shows it as a silent device (device_offline)
+        assert not door.online
+        # A faulty door reports no door state, only its health: offline, and why.
+        assert seen and all(isinstance(r, DeviceHealthSeen) for r in seen), seen
+        last = seen[-1]
+        assert isinstance(last, DeviceHealthSeen)
+        assert last.condition is m.DeviceCondition.BAD_INPUT and not last.online
+        assert last.faults.get("modbus_exception", 0) >= 1
     finally:
         door.stop()
         module.stop()
