@@ -78,7 +78,7 @@ class HttpSpeakerSettings(_Settings):
 
     host: str = Field(min_length=1, max_length=255, description="the speaker's address")
     port: int | None = Field(default=None, ge=1, le=65535, description="default 80 / 443")
-    scheme: Literal["http", "https"] = "http"
+    scheme: Literal["http", "https"] = Field(default="http", description="http or https")
     tls_ca: str | None = Field(default=None, description="CA file to check an https speaker with")
     auth: Literal["none", "basic", "digest"] = Field(default="digest", description="HTTP auth")
     username: str | None = Field(default=None, max_length=128, description="the device account")
