@@ -87,7 +87,8 @@ class HttpSpeakerSettings(_Settings):
     slow_s: float = Field(default=2.0, gt=0, le=120, description="an answer slower is 'slow'")
     speech: Literal["device", "edge"] = Field(
         default="edge",
-        description="who speaks a text: the device (play_text) or the agent (espeak-ng, play_audio)",
+        description="who speaks a text: the device (play_text) or the agent (espeak-ng, then"
+        " play_audio)",
     )
     words_per_minute: int = Field(default=160, ge=80, le=400, description="edge speech rate")
     volume: int = Field(default=60, ge=0, le=100, description="volume assumed until set or read")
@@ -248,8 +249,10 @@ class HttpSpeaker(d.Speaker):
     # --- requests ---------------------------------------------------------------------------------
 
     def _values(self, **given: object) -> dict[str, object]:
-        values: dict[str, object] = {"text": "", "clip": "", "priority": "routine", "repeat": 1,
-                                     "language": "zh-CN", "volume": self.volume, "seconds": 0}  # fmt: skip
+        values: dict[str, object] = {
+            "text": "", "clip": "", "priority": "routine", "repeat": 1, "language": "zh-CN",
+            "volume": self.volume, "seconds": 0,
+        }  # fmt: skip
         values.update(given)
         return values
 
@@ -287,8 +290,10 @@ class HttpSpeaker(d.Speaker):
         try:
             response = self._client.request(**kw)
         except httpx.ConnectTimeout:
-            raise self._problem(m.DeviceCondition.UNREACHABLE, "connect_failed",
-                                f"{where}: no connection within {s.timeout_s:g} s") from None  # fmt: skip
+            raise self._problem(
+                m.DeviceCondition.UNREACHABLE, "connect_failed",
+                f"{where}: no connection within {s.timeout_s:g} s",
+            ) from None  # fmt: skip
         except httpx.TimeoutException:
             raise self._problem(m.DeviceCondition.SLOW, "timeout",
                                 f"{where}: no answer to {name} within {s.timeout_s:g} s",
@@ -297,8 +302,10 @@ class HttpSpeaker(d.Speaker):
             raise self._problem(m.DeviceCondition.UNREACHABLE, "connect_failed",
                                 f"{where}: cannot connect ({_reason(exc)})") from None  # fmt: skip
         except httpx.TransportError as exc:
-            raise self._problem(m.DeviceCondition.UNREACHABLE, "connection_lost",
-                                f"{where}: the connection broke during {name} ({_reason(exc)})") from None  # fmt: skip
+            raise self._problem(
+                m.DeviceCondition.UNREACHABLE, "connection_lost",
+                f"{where}: the connection broke during {name} ({_reason(exc)})",
+            ) from None  # fmt: skip
         took = time.monotonic() - began
         if response.status_code == 401:
             raise self._problem(

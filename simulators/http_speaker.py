@@ -132,7 +132,7 @@ class HttpSpeakerSim:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    # --- authentication -----------------------------------------------------------------------------
+    # --- authentication ---------------------------------------------------------------------------
 
     def _authorised(self, method: str, uri: str, header: str | None) -> bool:
         if self.auth == "none":
@@ -168,7 +168,7 @@ class HttpSpeakerSim:
         self._nonces.add(nonce)
         return f'Digest realm="{REALM}", qop="auth", algorithm=MD5, nonce="{nonce}"'
 
-    # --- the API ------------------------------------------------------------------------------------
+    # --- the API ----------------------------------------------------------------------------------
 
     def handle(
         self, method: str, path: str, query: dict[str, str], ctype: str, body: bytes
@@ -347,3 +347,34 @@ def _wav(data: bytes, fields: dict[str, str]) -> Upload:
         raise _BadRequest(f"WAV of {seconds:.2f} s: too short to be speech")
     return Upload(rate, channels, width, seconds, len(data), fields.get("language"),
                   fields.get("priority", "routine"))  # fmt: skip
+
+
+def driver_settings(
+    port: int, *, username: str = "admin", password: str = "pa-host-pass", **changes: Any
+) -> dict[str, Any]:
+    """The `http` driver's site-file settings for this simulator's API (`changes` replace
+    top-level keys); docs/drivers/http-speaker.md shows the same."""
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1", "port": port, "auth": "digest", "username": username,
+        "password": password, "timeout_s": 20, "slow_s": 2.5, "backoff_max_s": 1.0,
+        "speech": "edge",
+        "requests": {
+            "play_clip": {"method": "GET", "path": "/api/broadcast/clip",
+                          "query": {"name": "{clip}", "repeat": "{repeat}",
+                                    "priority": "{priority}"}},
+            "play_audio": {"path": "/api/broadcast/audio", "body_type": "multipart",
+                           "body": {"priority": "{priority}", "repeat": "{repeat}",
+                                    "language": "{language}"}},
+            "play_text": {"path": "/api/broadcast/text", "body_type": "json",
+                          "body": {"text": "{text}", "language": "{language}",
+                                   "priority": "{priority}", "repeat": "{repeat}"}},
+            "stop": {"path": "/api/broadcast/stop"},
+            "volume": {"path": "/api/volume", "body_type": "form", "body": {"level": "{volume}"}},
+        },
+        "answer": {"format": "json", "field": "code", "ok": ["0"], "message": "msg"},
+        "status": {"request": {"method": "GET", "path": "/api/status"}, "interval_s": 0.3,
+                   "online": "data.online", "playing": "data.playing", "volume": "data.volume",
+                   "clip": "data.task", "fault": "data.fault"},
+    }  # fmt: skip
+    settings.update(changes)
+    return settings

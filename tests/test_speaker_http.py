@@ -39,12 +39,13 @@ from gateway.signing import Signer
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import HTTP_SPEAKER_DRIVER, Drivers, _http_speaker
-from simulators.http_speaker import HttpSpeakerSim
+from simulators.http_speaker import HttpSpeakerSim, driver_settings
 from tests.edge_support import site_file
 from tests.support import device_of, rows, wait_until
 
 PASSWORD = "pa-host-pass"
-WARNING = "防汛预警：河水上涨，请沿河居民立即转移到安全地带。"  # noqa: RUF001 (full-width, as written)
+# Chinese text takes its own full-width punctuation.
+WARNING = "防汛预警：河水上涨，请沿河居民立即转移到安全地带。"  # noqa: RUF001
 
 
 def _free_port() -> int:
@@ -55,30 +56,7 @@ def _free_port() -> int:
 
 def settings_for(port: int, **changes: Any) -> dict[str, Any]:
     """Site-file settings for the simulator's API (as docs/drivers/http-speaker.md shows)."""
-    settings: dict[str, Any] = {
-        "host": "127.0.0.1", "port": port, "auth": "digest", "username": "admin",
-        "password": PASSWORD, "timeout_s": 20, "slow_s": 2.5, "backoff_max_s": 1.0,
-        "speech": "edge",
-        "requests": {
-            "play_clip": {"method": "GET", "path": "/api/broadcast/clip",
-                          "query": {"name": "{clip}", "repeat": "{repeat}",
-                                    "priority": "{priority}"}},
-            "play_audio": {"path": "/api/broadcast/audio", "body_type": "multipart",
-                           "body": {"priority": "{priority}", "repeat": "{repeat}",
-                                    "language": "{language}"}},
-            "play_text": {"path": "/api/broadcast/text", "body_type": "json",
-                          "body": {"text": "{text}", "language": "{language}",
-                                   "priority": "{priority}", "repeat": "{repeat}"}},
-            "stop": {"path": "/api/broadcast/stop"},
-            "volume": {"path": "/api/volume", "body_type": "form", "body": {"level": "{volume}"}},
-        },
-        "answer": {"format": "json", "field": "code", "ok": ["0"], "message": "msg"},
-        "status": {"request": {"method": "GET", "path": "/api/status"}, "interval_s": 0.3,
-                   "online": "data.online", "playing": "data.playing", "volume": "data.volume",
-                   "clip": "data.task", "fault": "data.fault"},
-    }  # fmt: skip
-    settings.update(changes)
-    return settings
+    return driver_settings(port, password=PASSWORD, **changes)
 
 
 @dataclass
@@ -253,6 +231,19 @@ def test_volume_and_stop_are_done_by_the_device(
     wait_until(lambda: rows(stack.dsn, last, (venue.speaker.id,)) == [(35, False)], 30, "stored")
 
 
+def test_a_fault_on_the_device_is_stored_and_becomes_an_incident(
+    stack: LocalStack, venue: Venue, ingest: object, platform: object
+) -> None:
+    venue.sim.speaker.set_fault("amplifier")
+    incident = "SELECT count(*) FROM incidents WHERE rule = 'speaker_fault' AND device_id = %s"
+    wait_until(lambda: rows(stack.dsn, incident, (venue.speaker.id,)) == [(1,)], 30, "incident")
+    stored = "SELECT count(*) FROM speaker_status WHERE device_id = %s AND fault = 'amplifier'"
+    assert rows(stack.dsn, stored, (venue.speaker.id,)) != [(0,)]
+    play = _send(stack, platform, venue.creds, m.SpeakerPlay(clip="siren-1"))
+    status, detail = _result(stack, play)
+    assert status == "failed" and detail is not None and "speaker fault: amplifier" in detail
+
+
 def test_a_password_changed_on_the_device_is_auth_failed_on_the_platform(
     stack: LocalStack, venue: Venue, ingest: object
 ) -> None:
@@ -292,7 +283,8 @@ def test_a_speaker_that_goes_offline_is_offline_on_the_platform_then_back(
     wait_until(lambda: (_health(stack, venue.speaker.id) or ())[:2] == (False, "unreachable"),
                30, "stored offline")  # fmt: skip
     assert (_health(stack, venue.speaker.id) or ())[3] is False  # the device shown offline
-    assert _faults(venue.speaker.id, "connect_failed") > before
+    # (a poll cut off by the halt is connection_lost; the polls after it cannot connect)
+    wait_until(lambda: _faults(venue.speaker.id, "connect_failed") > before, 30, "counted")
     with pytest.raises(CommandFailed, match=r"speaker http://127\.0\.0\.1:\d+: cannot connect"):
         venue.speaker.stop_playing()
     assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
@@ -345,7 +337,8 @@ def test_a_text_reaches_a_device_that_speaks_it_exactly_as_sent(
 def test_placeholders_are_escaped_for_their_place() -> None:
     template = RequestTemplate.model_validate(
         {"path": "/clips/{clip}/play", "query": {"t": "{text}"}, "headers": {"X-Note": "{text}"},
-         "body_type": "json", "body": {"v": "{volume}", "say": "{text} at {volume}", "lit": "{{x}}"}}
+         "body_type": "json",
+         "body": {"v": "{volume}", "say": "{text} at {volume}", "lit": "{{x}}"}}
     )  # fmt: skip
     kw = template.build({"clip": "a/../b?c", "text": 'x"\r\nEvil: 1', "volume": 70})
     assert kw["url"] == "/clips/a%2F..%2Fb%3Fc/play"
