@@ -365,6 +365,24 @@ def test_a_garbled_answer_is_bad_input_and_the_command_fails(sim: HttpSpeakerSim
         speaker.stop()
 
 
+def test_a_device_that_does_not_answer_in_time_fails_the_command_and_is_slow(
+    sim: HttpSpeakerSim,
+) -> None:
+    speaker = _alone(sim, status=None, timeout_s=2.0, slow_s=1.5)
+    speaker.start(lambda reading: None)
+    try:
+        sim.delay_s = 5.0
+        with pytest.raises(CommandFailed, match=r"no answer to stop within 2 s"):
+            speaker.stop_playing()
+        assert speaker.health.condition is m.DeviceCondition.SLOW and not speaker.online
+        assert speaker.health.faults == {"timeout": 1}
+        sim.delay_s = 0
+        speaker.set_volume(20)  # answers again: online, still `slow` until it settles
+        assert speaker.online and sim.speaker.volume == 20
+    finally:
+        speaker.stop()
+
+
 def test_an_upload_that_is_not_wav_is_refused_by_the_simulator(sim: HttpSpeakerSim) -> None:
     auth = httpx.DigestAuth("admin", PASSWORD)
     fake = httpx.post(f"{sim.url}/api/broadcast/audio", auth=auth, content=b"ID3" + b"\0" * 200,
