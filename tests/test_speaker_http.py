@@ -30,7 +30,15 @@ from edge import config as edge_config
 from edge import tts
 from edge.agent import EdgeAgent
 from edge.drivers import CommandFailed
-from edge.http_template import RequestTemplate, xml_escape
+from edge.http_template import (
+    RequestTemplate,
+    Unreadable,
+    as_text,
+    field,
+    parse,
+    truthy,
+    xml_escape,
+)
 from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
 from gateway import codec, topics
 from gateway import messages as m
@@ -348,6 +356,21 @@ def test_placeholders_are_escaped_for_their_place() -> None:
     request = httpx.Request("POST", "http://speaker" + kw["url"], params=kw["params"])
     assert "\r" not in str(request.url) and "%0D%0A" in str(request.url)
     assert xml_escape("<a b='1'>&\x00") == "&lt;a b=&apos;1&apos;&gt;&amp;"
+
+
+def test_answers_are_read_by_path_in_json_and_in_namespaced_xml() -> None:
+    xml = parse(b'<ResponseStatus version="2.0" xmlns="http://www.isapi.org/ver20/XMLSchema">'
+                b"<statusCode>1</statusCode><subStatusCode>ok</subStatusCode>"
+                b"<statusString>OK</statusString></ResponseStatus>", "xml")  # fmt: skip
+    assert field(xml, "ResponseStatus/statusCode") == "1" and field(xml, "statusString") == "OK"
+    assert field(xml, "ResponseStatus/nothing") is None
+    doc = parse(b'{"result": {"code": 0, "items": [{"playing": true}]}}', "json")
+    assert as_text(field(doc, "result.code")) == "0"
+    assert truthy(field(doc, "result.items.0.playing")) and field(doc, "result.items.3") is None
+    with pytest.raises(Unreadable, match="not XML"):
+        parse(b"<a><b></a>", "xml")
+    with pytest.raises(Unreadable, match="not JSON"):
+        parse(b"{'code': 0}", "json")
 
 
 def test_a_garbled_answer_is_bad_input_and_the_command_fails(sim: HttpSpeakerSim) -> None:
