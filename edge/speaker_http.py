@@ -184,7 +184,11 @@ class HttpSpeaker(d.Speaker):
             self._stop.wait(wait)
 
     def _read_status(self, poll: StatusPoll) -> None:
-        response = self._send("status", poll.request, self._values(), answer=None)
+        try:
+            response = self._send("status", poll.request, self._values(), answer=None)
+        except _Refused as refused:  # answered, but not with a status: the settings or device
+            raise self._problem(m.DeviceCondition.BAD_INPUT, "status_refused", str(refused),
+                                online=True) from None  # fmt: skip
         try:
             doc = parse(response.content, poll.format)
         except Unreadable as exc:
@@ -321,7 +325,7 @@ class HttpSpeaker(d.Speaker):
             self.health.ok()
         if not response.is_success:
             said = _words(response)
-            raise _Failed(f"{where} answered {name} with HTTP {response.status_code}"
+            raise _Refused(f"{where} answered {name} with HTTP {response.status_code}"
                           + (f": {said}" if said else ""))  # fmt: skip
         if answer is not None:
             self._check(name, response, answer)
@@ -365,6 +369,10 @@ class HttpSpeaker(d.Speaker):
 
 class _Failed(Exception):
     """A request did not do what it should; the message says why (no secrets in it)."""
+
+
+class _Refused(_Failed):
+    """The device answered with an HTTP error status."""
 
 
 def _auth(s: HttpSpeakerSettings) -> httpx.Auth | None:

@@ -373,6 +373,18 @@ def test_answers_are_read_by_path_in_json_and_in_namespaced_xml() -> None:
         parse(b"{'code': 0}", "json")
 
 
+def test_a_status_request_the_device_refuses_is_bad_input(sim: HttpSpeakerSim) -> None:
+    status = settings_for(sim.port)["status"] | {"request": {"method": "GET", "path": "/api/st"}}
+    speaker = _alone(sim, status=status)
+    speaker.start(lambda reading: None)
+    try:
+        wait_until(lambda: speaker.health.faults.get("status_refused", 0) >= 1, 30, "refused")
+        assert speaker.health.condition is m.DeviceCondition.BAD_INPUT and speaker.online
+        assert speaker.detail is not None and "answered status with HTTP 404" in speaker.detail
+    finally:
+        speaker.stop()
+
+
 def test_a_garbled_answer_is_bad_input_and_the_command_fails(sim: HttpSpeakerSim) -> None:
     speaker = _alone(sim, status=None)
     seen: list[object] = []
