@@ -20,6 +20,7 @@ import time
 from typing import Any, Literal
 
 import httpx
+from prometheus_client import Histogram
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from edge import drivers as d
@@ -40,6 +41,17 @@ from gateway import messages as m
 log = logging.getLogger(__name__)
 
 DRIVER = "http"
+REQUEST_SECONDS = Histogram(
+    "gridwatch_edge_speaker_request_seconds",
+    "Seconds an HTTP speaker took to answer, by device and request (answered ones only)",
+    ["device", "request"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+SPEECH_SECONDS = Histogram(
+    "gridwatch_edge_tts_seconds",
+    "Seconds espeak-ng took to speak a broadcast's text at the edge",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
 _FAULTS = {f.value for f in m.SpeakerFault}
 
 
@@ -229,12 +241,14 @@ class HttpSpeaker(d.Speaker):
             self._command("play_text", r.play_text, values)
             self.playing = f"tts:{(text or '')[:40]}"
         else:
+            began = time.monotonic()
             try:
                 speech = tts.speak(text or "", language, volume=self.volume,
                                    words_per_minute=self.settings.words_per_minute)  # fmt: skip
             except tts.TtsError as exc:
                 log.warning("text-to-speech failed device=%s: %s", self.id, exc)
                 raise d.CommandFailed(f"text-to-speech at the agent: {exc}") from None
+            SPEECH_SECONDS.observe(time.monotonic() - began)
             values["seconds"] = round(speech.seconds, 1)
             self._command("play_audio", r.play_audio, values, audio=speech.wav)
             self.playing = f"tts:{(text or '')[:40]}"
@@ -311,6 +325,7 @@ class HttpSpeaker(d.Speaker):
                 f"{where}: the connection broke during {name} ({_reason(exc)})",
             ) from None  # fmt: skip
         took = time.monotonic() - began
+        REQUEST_SECONDS.labels(self.id, name).observe(took)
         if response.status_code == 401:
             raise self._problem(
                 m.DeviceCondition.AUTH_FAILED, "auth_failed",
