@@ -15,7 +15,8 @@ paths differ; this is one such shape, not a copy of any one): JSON answers carry
 An uploaded file must be a real WAV (RIFF/WAVE, PCM, a sane rate, at least 0.1 s of sound): each
 accepted upload is kept in `uploads` with its rate, channels, sample width and duration. Fault
 switches: `password` (change it while running: the next request gets 401), `delay_s` (every
-answer waits so long), `garble` (answers that are not JSON), `halt()`/`serve()` (power off, on).
+answer waits so long), `garble` (answers that are not JSON), `halt()`/`serve()` (power off, on). With `tls` it serves
+HTTPS.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import json
 import logging
 import secrets
+import ssl
 import threading
 import time
 import urllib.request
@@ -82,8 +84,10 @@ class HttpSpeakerSim:
         password: str = "pa-host-pass",
         auth: Literal["digest", "basic", "none"] = "digest",
         speaker_id: str = "speaker-1",
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.port, self.username, self.password, self.auth = port, username, password, auth
+        self.tls = tls  # (certificate file, key file): serve https
         self.engine = Engine(SimClock(1.0))
         venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
                       open_24h=True)  # fmt: skip
@@ -111,6 +115,10 @@ class HttpSpeakerSim:
         """Start answering (again, after `halt`)."""
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="http-speaker",
                                         daemon=True)  # fmt: skip
@@ -130,7 +138,7 @@ class HttpSpeakerSim:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # --- authentication ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import socket
+import subprocess
 import threading
 import uuid
 import wave
@@ -383,6 +384,30 @@ def test_a_status_request_the_device_refuses_is_bad_input(sim: HttpSpeakerSim) -
         assert speaker.detail is not None and "answered status with HTTP 404" in speaker.detail
     finally:
         speaker.stop()
+
+
+def test_an_https_speaker_is_checked_against_the_configured_ca(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-days", "1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    device = HttpSpeakerSim(_free_port(), password=PASSWORD, tls=(str(cert), str(key))).start()
+    trusted = _alone(device, scheme="https", tls_ca=str(cert), status=None)
+    stranger = _alone(device, scheme="https", status=None)  # the system's CAs only
+    try:
+        trusted.set_volume(25)
+        assert device.speaker.volume == 25
+        with pytest.raises(CommandFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            stranger.set_volume(90)
+        assert device.speaker.volume == 25
+        assert stranger.health.condition is m.DeviceCondition.UNREACHABLE
+    finally:
+        trusted.stop()
+        stranger.stop()
+        device.stop()
 
 
 def test_a_garbled_answer_is_bad_input_and_the_command_fails(sim: HttpSpeakerSim) -> None:
