@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 import httpx
 from prometheus_client import Histogram
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge import drivers as d
 from edge import tts
+from edge.credentials import DeviceAccount
 from edge.health import Health
 from edge.http_template import (
     AUDIO_BODIES,
@@ -85,16 +86,14 @@ class StatusPoll(_Settings):
     )
 
 
-class HttpSpeakerSettings(_Settings):
-    """The `settings` of a speaker with the `http` driver."""
+class HttpSpeakerSettings(DeviceAccount):
+    """The `settings` of a speaker with the `http` driver (the account: edge.credentials)."""
 
     host: str = Field(min_length=1, max_length=255, description="the speaker's address")
     port: int | None = Field(default=None, ge=1, le=65535, description="default 80 / 443")
     scheme: Literal["http", "https"] = Field(default="http", description="http or https")
     tls_ca: str | None = Field(default=None, description="CA file to check an https speaker with")
     auth: Literal["none", "basic", "digest"] = Field(default="digest", description="HTTP auth")
-    username: str | None = Field(default=None, max_length=128, description="the device account")
-    password: SecretStr | None = Field(default=None, description="its password")
     timeout_s: float = Field(default=5.0, gt=0, le=120, description="an answer must come by then")
     slow_s: float = Field(default=2.0, gt=0, le=120, description="an answer slower is 'slow'")
     speech: Literal["device", "edge"] = Field(
@@ -110,9 +109,17 @@ class HttpSpeakerSettings(_Settings):
     backoff_max_s: float = Field(default=30.0, gt=0, le=600, description="poll retry wait at most")
 
     @model_validator(mode="after")
+    def _one_password(self) -> HttpSpeakerSettings:
+        """A password (once) unless the speaker takes requests without an account."""
+        if self.auth == "none":
+            if self.password is not None or self.password_env is not None:
+                raise ValueError("auth: none takes no password; set auth to basic or digest")
+            return self
+        DeviceAccount._one_password(self)  # type: ignore[operator]  # a function at run time
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> HttpSpeakerSettings:
-        if self.auth != "none" and (not self.username or self.password is None):
-            raise ValueError(f"{self.auth} authentication needs username and password")
         r = self.requests
         if self.speech == "device" and r.play_text is None:
             raise ValueError("speech: device needs requests.play_text")
@@ -391,9 +398,9 @@ class _Refused(_Failed):
 
 
 def _auth(s: HttpSpeakerSettings) -> httpx.Auth | None:
-    if s.auth == "none" or s.username is None or s.password is None:
+    if s.auth == "none":
         return None
-    secret = s.password.get_secret_value()
+    secret = s.secret
     return (
         httpx.DigestAuth(s.username, secret)
         if s.auth == "digest"

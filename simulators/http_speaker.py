@@ -44,6 +44,7 @@ from edge import drivers as d
 from gateway import messages as m
 from simulators.devices import SimSpeaker
 from simulators.engine import Engine, SimClock
+from simulators.ports import free_port
 from simulators.venues import Venue
 
 log = logging.getLogger(__name__)
@@ -78,20 +79,31 @@ class HttpSpeakerSim:
 
     def __init__(
         self,
-        port: int,
+        port: int = 0,
         *,
         username: str = "admin",
         password: str = "pa-host-pass",
         auth: Literal["digest", "basic", "none"] = "digest",
         speaker_id: str = "speaker-1",
+        speaker: SimSpeaker | None = None,
         tls: tuple[str, str] | None = None,
     ) -> None:
-        self.port, self.username, self.password, self.auth = port, username, password, auth
+        """`speaker`: the behavioural model to serve (a fleet's, which scenarios drive); without
+        it a quiet speaker of its own on its own engine. Port 0: a free port."""
+        self.port, self.username, self.password, self.auth = (
+            port or free_port(),
+            username,
+            password,
+            auth,
+        )
         self.tls = tls  # (certificate file, key file): serve https
-        self.engine = Engine(SimClock(1.0))
-        venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
-                      open_24h=True)  # fmt: skip
-        self.speaker = _QuietSpeaker(speaker_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.engine: Engine | None = None
+        if speaker is None:
+            self.engine = Engine(SimClock(1.0))
+            venue = Venue(site="sim", node="sim", secret="", kind="community_centre",
+                          capacity=10, open_24h=True)  # fmt: skip
+            speaker = _QuietSpeaker(speaker_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.speaker = speaker
         self.clips = set(CLIPS)
         self.uploads: list[Upload] = []
         self.texts: list[dict[str, Any]] = []  # texts it was asked to speak itself
@@ -105,11 +117,16 @@ class HttpSpeakerSim:
 
     # --- life -------------------------------------------------------------------------------------
 
-    def start(self) -> HttpSpeakerSim:
-        self.engine.start()
+    def start(self) -> None:
+        if self.engine is not None:
+            self.engine.start()
         self.speaker.start(lambda reading: None)  # a PA host reports nothing by itself
         self.serve()
-        return self
+
+    def driver_settings(self, **changes: Any) -> dict[str, Any]:
+        """The `http` driver's site-file settings for this speaker."""
+        return driver_settings(self.port, username=self.username, password=self.password,
+                               **changes)  # fmt: skip
 
     def serve(self) -> None:
         """Start answering (again, after `halt`)."""
@@ -134,7 +151,8 @@ class HttpSpeakerSim:
     def stop(self) -> None:
         self.halt()
         self.speaker.stop()
-        self.engine.stop()
+        if self.engine is not None:
+            self.engine.stop()
 
     @property
     def url(self) -> str:
@@ -255,6 +273,9 @@ class HttpSpeakerSim:
             server_version = "PA-Host/2.1"
 
             def _serve(self) -> None:
+                if sim.speaker.offline:  # the model was cut (a scenario): no answer at all
+                    self.close_connection = True
+                    return
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY:
@@ -358,13 +379,18 @@ def _wav(data: bytes, fields: dict[str, str]) -> Upload:
 
 
 def driver_settings(
-    port: int, *, username: str = "admin", password: str = "pa-host-pass", **changes: Any
+    port: int,
+    *,
+    username: str = "admin",
+    password: str = "pa-host-pass",
+    poll_s: float = 5.0,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """The `http` driver's site-file settings for this simulator's API (`changes` replace
-    top-level keys); docs/drivers/http-speaker.md shows the same."""
+    """The `http` driver's site-file settings for this simulator's API, its status polled every
+    `poll_s` (`changes` replace top-level keys); docs/drivers/http-speaker.md shows the same."""
     settings: dict[str, Any] = {
         "host": "127.0.0.1", "port": port, "auth": "digest", "username": username,
-        "password": password, "timeout_s": 20, "slow_s": 2.5, "backoff_max_s": 1.0,
+        "password": password, "timeout_s": 10, "slow_s": 2.5, "backoff_max_s": 10,
         "speech": "edge",
         "requests": {
             "play_clip": {"method": "GET", "path": "/api/broadcast/clip",
@@ -380,7 +406,7 @@ def driver_settings(
             "volume": {"path": "/api/volume", "body_type": "form", "body": {"level": "{volume}"}},
         },
         "answer": {"format": "json", "field": "code", "ok": ["0"], "message": "msg"},
-        "status": {"request": {"method": "GET", "path": "/api/status"}, "interval_s": 0.3,
+        "status": {"request": {"method": "GET", "path": "/api/status"}, "interval_s": poll_s,
                    "online": "data.online", "playing": "data.playing", "volume": "data.volume",
                    "clip": "data.task", "fault": "data.fault"},
     }  # fmt: skip

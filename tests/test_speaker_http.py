@@ -8,7 +8,6 @@ import array
 import io
 import json
 import re
-import socket
 import subprocess
 import threading
 import uuid
@@ -57,15 +56,10 @@ PASSWORD = "pa-host-pass"
 WARNING = "防汛预警：河水上涨，请沿河居民立即转移到安全地带。"  # noqa: RUF001
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def settings_for(port: int, **changes: Any) -> dict[str, Any]:
     """Site-file settings for the simulator's API (as docs/drivers/http-speaker.md shows)."""
-    return driver_settings(port, password=PASSWORD, **changes)
+    quick: dict[str, Any] = {"timeout_s": 20, "backoff_max_s": 1.0}
+    return driver_settings(port, password=PASSWORD, poll_s=0.3, **(quick | changes))
 
 
 @dataclass
@@ -81,7 +75,8 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     """Node 0 with its speaker on a simulated PA host (the other devices simulated, quiet)."""
     creds = nodes[0]
     speaker_id = device_of(creds, "speaker")
-    sim = HttpSpeakerSim(_free_port(), password=PASSWORD, speaker_id=speaker_id).start()
+    sim = HttpSpeakerSim(password=PASSWORD, speaker_id=speaker_id)
+    sim.start()
     path = site_file(stack, creds, tmp_path / "edge")
     site = yaml.safe_load(path.read_text())
     for dev in site["devices"]:
@@ -311,7 +306,8 @@ def _alone(sim: HttpSpeakerSim, **changes: Any) -> HttpSpeaker:
 
 @pytest.fixture
 def sim() -> Iterator[HttpSpeakerSim]:
-    device = HttpSpeakerSim(_free_port(), password=PASSWORD).start()
+    device = HttpSpeakerSim(password=PASSWORD)
+    device.start()
     yield device
     device.stop()
 
@@ -394,7 +390,8 @@ def test_an_https_speaker_is_checked_against_the_configured_ca(tmp_path: Path) -
          "-days", "1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    device = HttpSpeakerSim(_free_port(), password=PASSWORD, tls=(str(cert), str(key))).start()
+    device = HttpSpeakerSim(password=PASSWORD, tls=(str(cert), str(key)))
+    device.start()
     trusted = _alone(device, scheme="https", tls_ca=str(cert), status=None)
     stranger = _alone(device, scheme="https", status=None)  # the system's CAs only
     try:
@@ -489,6 +486,10 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     assert "speech: edge needs requests.play_audio" in problem("speaker", no_audio)
     secret = dict(good, password=None)
     said = problem("speaker", secret)
-    assert "digest authentication needs username and password" in said
+    assert "give the device's password once: password (in a site file on the node) or" in said
+    assert "auth: none takes no password" in problem("speaker", dict(good, auth="none"))
+    assert _http_speaker(edge_config.DeviceConfig(
+        id="s1", kind="speaker", driver=HTTP_SPEAKER_DRIVER,
+        settings=dict(good, auth="none", password=None)), "")  # fmt: skip
     wrong = dict(good, timeout_s="soon", password="hunter2-secret")
     assert "hunter2-secret" not in problem("speaker", wrong)
