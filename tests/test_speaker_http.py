@@ -407,6 +407,22 @@ def test_an_https_speaker_is_checked_against_the_configured_ca(tmp_path: Path) -
         device.stop()
 
 
+def test_a_cut_model_answers_nothing_and_the_speaker_is_unreachable_until_restored(
+    sim: HttpSpeakerSim,
+) -> None:
+    speaker = _alone(sim)
+    speaker.start(lambda reading: None)
+    try:
+        wait_until(lambda: speaker.online, 30, "online")
+        sim.speaker.cut()  # as a scenario's `cut` step does
+        wait_until(lambda: speaker.health.condition is m.DeviceCondition.UNREACHABLE, 30, "cut")
+        assert not speaker.online and speaker.health.faults.get("connection_lost", 0) >= 1
+        sim.speaker.restore()
+        wait_until(lambda: speaker.health.condition is m.DeviceCondition.OK, 30, "restored")
+    finally:
+        speaker.stop()
+
+
 def test_a_garbled_answer_is_bad_input_and_the_command_fails(sim: HttpSpeakerSim) -> None:
     speaker = _alone(sim, status=None)
     seen: list[object] = []
