@@ -29,6 +29,7 @@ from simulators.venues import Venue
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
+HTTP_SPEAKER_DRIVER = "http"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -162,10 +163,12 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
         return _opencv_camera(dev, where)
     if dev.driver == MODBUS_DRIVER:
         return _modbus_door(dev, where)
+    if dev.driver == HTTP_SPEAKER_DRIVER:
+        return _http_speaker(dev, where)
     raise edge_config.ConfigError(
         f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
         f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-        f" {SIMULATED_DRIVER})"
+        f" {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER})"
     )
 
 
@@ -228,6 +231,20 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return ModbusDoor(dev.id, settings, model=dev.model)
+
+
+def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """An IP speaker or PA host driven by templated HTTP requests (edge.speaker_http)."""
+    from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
+
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is not DeviceKind.SPEAKER:
+        raise edge_config.ConfigError(f"{at}.driver: {HTTP_SPEAKER_DRIVER} drives speakers only")
+    try:
+        settings = HttpSpeakerSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return HttpSpeaker(dev.id, settings, model=dev.model)
 
 
 def _simulated(

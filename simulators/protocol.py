@@ -16,7 +16,7 @@ from typing import Protocol
 
 from edge.config import DeviceConfig
 from gateway.messages import DeviceKind
-from simulators.devices import SimDevice, SimDoor
+from simulators.devices import SimDevice, SimDoor, SimSpeaker
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,18 @@ def _modbus(model: SimDevice) -> tuple[str, Simulator]:
     return "modbus", IoModule(door=model)
 
 
+def _http_speaker(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.http_speaker import HttpSpeakerSim
+
+    assert isinstance(model, SimSpeaker)
+    return "http", HttpSpeakerSim(speaker=model)
+
+
 # For each kind, the protocols it is served by, in turn.
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
     DeviceKind.DOOR: [_modbus],
+    DeviceKind.SPEAKER: [_http_speaker],
 }
 
 
