@@ -143,6 +143,8 @@ class RtspServer:
     def stop(self) -> None:
         """Stop serving; every client's connection is closed."""
         self._closing.set()
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             connections = list(self._connections)
@@ -423,7 +425,10 @@ class RtspServer:
         number = -1
         try:
             while not session.ended.is_set() and not self._closing.is_set():
-                if session.transport == "udp" and time.monotonic() - session.seen > SESSION_TIMEOUT_S:
+                if (
+                    session.transport == "udp"
+                    and time.monotonic() - session.seen > SESSION_TIMEOUT_S
+                ):
                     log.info("rtsp session %s timed out", session.id)
                     break
                 frame = self.frames.next_after(number, timeout=1.0)
