@@ -471,9 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
              "Render a scene to a video file with its ground truth (JSON) beside it.")  # fmt: skip
     sw.add_argument("--out", default=".", help="folder for the files")
     ss = add(ssub, "serve", _lazy("gridwatch.simulate:run_scene_serve"),
-             "Serve a scene as a live MJPEG stream over HTTP, like an IP camera.")  # fmt: skip
+             "Serve a scene as a live stream like an IP camera: MJPEG over HTTP, or RTSP.")  # fmt: skip
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=int, default=8554)
+    ss.add_argument("--rtsp", action="store_true",
+                    help="serve RTSP (RTP/JPEG at /Streaming/Channels/101, digest account) instead")  # fmt: skip
+    ss.add_argument("--user", default="admin",
+                    help="the RTSP account; its password is GRIDWATCH_SCENE_PASSWORD, else a "
+                         "random one, given in the URL printed")  # fmt: skip
     for p in (sw, ss):
         p.add_argument("kind", choices=["intrusion", "loitering", "crowd", "counting", "quiet",
                                         "tamper-covered", "tamper-blurred", "tamper-moved"])  # fmt: skip

@@ -70,6 +70,7 @@ class _Session:
     rtp_base: int = field(default_factory=lambda: secrets.randbits(32))
     seen: float = field(default_factory=time.monotonic)
     playing: threading.Event = field(default_factory=threading.Event)
+    streaming: bool = False  # its sender thread was started
     ended: threading.Event = field(default_factory=threading.Event)
 
 
@@ -233,11 +234,11 @@ class RtspServer:
         else:
             self._bad(conn, headers, "too many header lines")
             return None
-        length = int(headers.get("content-length", "0") or 0)
-        if length > _MAX_BODY or length < 0:
-            self._bad(conn, headers, "a body larger than 64 KiB")
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > _MAX_BODY:
+            self._bad(conn, headers, f"Content-Length {length[:20]!r} is not 0 to 64 KiB")
             return None
-        reader.read(length)
+        reader.read(int(length))
         if len(parts) != 3 or not parts[2].startswith("RTSP/"):
             self._bad(conn, headers, f"not an RTSP request line: {line[:80]!r}")
             return None
@@ -290,7 +291,9 @@ class RtspServer:
                         "RTP-Info": f"url={req.url.partition('?')[0]};seq={session.seq}"})  # fmt: skip
             if not session.playing.is_set():
                 session.playing.set()
-                self._spawn(self._stream, f"rtp-{session.id}", session)
+                if not session.streaming:  # after a PAUSE its sender is still there
+                    session.streaming = True
+                    self._spawn(self._stream, f"rtp-{session.id}", session)
                 log.info("rtsp session %s plays to %s:%d over %s", session.id, *conn.peer,
                          session.transport)  # fmt: skip
         elif req.method == "PAUSE":

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,6 +287,12 @@ def test_the_server_speaks_rtsp_and_rtp_jpeg(numbered: RtspServer, qop: bool) ->
     status, _, _ = c.request("GET_PARAMETER", c.base, Authorization=auth_for("GET_PARAMETER", c.base),
                              Session=session)  # fmt: skip
     assert status == 200
+    for method in ("PAUSE", "PLAY"):  # paused and played again: still one sender
+        status, _, _ = c.request(method, c.base, Authorization=auth_for(method, c.base),
+                                 Session=session)  # fmt: skip
+        assert status == 200
+    assert c.packet()[0] == 4
+    assert [t.name for t in threading.enumerate()].count(f"rtp-{session}") == 1
     status, _, _ = c.request("FLY", c.base)
     assert status == 501
     # the client vanishes without a TEARDOWN: its session ends, the server goes on
@@ -308,6 +315,34 @@ def test_a_malformed_request_is_answered_400(numbered: RtspServer) -> None:
 
 
 # ---- end to end ----
+
+
+def test_gridwatch_scene_serve_rtsp(tmp_path: Path) -> None:
+    """`gridwatch scene serve --rtsp` prints the URL (account in it) and camera settings."""
+    import json
+    import os
+
+    from tests.support import stop_process
+
+    env = {**os.environ, "GRIDWATCH_SCENE_PASSWORD": "Cli-pass-42"}
+    serve = subprocess.Popen([sys.executable, "-m", "gridwatch.cli", "scene", "serve", "intrusion",
+                              "--rtsp", "--port", "0", "--user", "guard"],
+                             stdout=subprocess.PIPE, stderr=(tmp_path / "serve.log").open("ab"),
+                             env=env, text=True)  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        lines = []
+        while (line := serve.stdout.readline()) and line != "}\n":
+            lines.append(line)
+        printed = json.loads("".join([*lines, "}"]))
+        url = printed["url"]
+        assert url.startswith("rtsp://guard:Cli-pass-42@127.0.0.1:") and url.endswith(PATH)
+        assert printed["camera_settings"]["source"] == url
+        cap = capture(url)
+        assert read(cap).shape == (360, 640, 3)
+        cap.release()
+    finally:
+        stop_process(serve)
 
 
 def test_an_intrusion_filmed_over_rtsp_becomes_an_incident(
