@@ -63,7 +63,7 @@ def parse(jpeg: bytes) -> JpegFrame:
         if marker == _DQT:
             tables.update(_dqt(body))
         elif marker in _SOF_OTHER:
-            raise NotRtpJpeg("only baseline JPEG (SOF0) can be sent over RTP (RFC 2435 3.1.3)")
+            raise NotRtpJpeg("only baseline JPEG (SOF0) can be sent over RTP/JPEG (RFC 2435)")
         elif marker == _SOF_BASELINE:
             size, kind = _sof(body)
         elif marker == _DRI and struct.unpack_from(">H", body)[0] != 0:

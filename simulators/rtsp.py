@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import BinaryIO, Literal
+from urllib.parse import quote
 
 from simulators.rtp_jpeg import CLOCK_RATE, PAYLOAD_TYPE, payloads, rtp_packet
 from simulators.rtsp_frames import Frames, FrameSource
@@ -129,9 +130,11 @@ class RtspServer:
 
     @property
     def url(self) -> str:
-        """The stream's URL with the account in it."""
+        """The stream's URL with the account in it (percent-encoded, as FFmpeg decodes it)."""
         host, port = self.address
-        account = f"{self.username}:{self.password}@" if self.username is not None else ""
+        account = ""
+        if self.username is not None and self.password is not None:
+            account = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
         return f"rtsp://{account}{host}:{port}{self.path}"
 
     def start(self) -> str:

@@ -126,18 +126,20 @@ def test_a_wrong_password_is_refused_and_never_logged(
         assert not cap.isOpened()
         cap.release()
         assert server.refused >= 1 and server.sessions() == 0
-        server.password = "changed-Pass3"  # the camera's password changed: the old one fails
+        server.password = "ch@nged:Pass/3"  # the camera's password changed: the old one fails
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, _OPEN)
         assert not cap.isOpened()
         cap.release()
-        cap = capture(url.replace("right-Pass1", "changed-Pass3"))
+        assert "ch%40nged%3APass%2F3@" in server.url  # percent-encoded in the URL
+        cap = capture(server.url)
         read(cap)
         cap.release()
     finally:
         server.stop()
     logged = caplog.text
     assert "refused" in logged
-    assert not any(p in logged for p in ("right-Pass1", "wrong-Pass2", "changed-Pass3"))
+    secrets = ("right-Pass1", "wrong-Pass2", "ch@nged:Pass/3", "ch%40nged")
+    assert not any(p in logged for p in secrets)
 
 
 def test_two_clients_at_once_and_one_leaving_stops_nobody(numbered: RtspServer) -> None:
