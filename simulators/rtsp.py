@@ -137,6 +137,12 @@ class RtspServer:
             account = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
         return f"rtsp://{account}{host}:{port}{self.path}"
 
+    @property
+    def stream_uri(self) -> str:
+        """The stream's URL without the account, as ONVIF's GetStreamUri gives it."""
+        host, port = self.address
+        return f"rtsp://{host}:{port}{self.path}"
+
     def start(self) -> str:
         self.frames.start()
         self._spawn(self._accept, "rtsp-accept")
