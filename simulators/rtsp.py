@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import BinaryIO, Literal
@@ -164,7 +165,9 @@ class RtspServer:
         for c in connections:
             c.close()
         self.frames.stop()
-        for t in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
             t.join(timeout=5)
         self._udp.close()
 
@@ -173,10 +176,11 @@ class RtspServer:
         with self._lock:
             return len(self._sessions)
 
-    def _spawn(self, target: object, name: str, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     # ---- connections ----
 
@@ -445,7 +449,9 @@ class RtspServer:
                     break
                 frame = self.frames.next_after(number, timeout=1.0)
                 if frame is None or not session.playing.is_set():
-                    if self.frames.ended:
+                    if self.frames.ended:  # played once to its end: the client sees it end
+                        log.info("rtsp session %s: the source has ended", session.id)
+                        session.connection.close()
                         break
                     continue
                 number = frame.number

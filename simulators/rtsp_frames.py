@@ -100,7 +100,7 @@ class Frames:
                 return
             try:
                 jpeg = self._encode(number % count)
-            except ValueError:  # a frame the source got wrong: skipped, the stream goes on
+            except (ValueError, cv2.error):  # a frame the source got wrong: skipped
                 log.exception("rtsp frame %d could not be sent", number % count)
             else:
                 encoded = Encoded(number, round(number * CLOCK_RATE / self.fps), jpeg)

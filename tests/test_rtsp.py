@@ -162,6 +162,16 @@ def test_two_clients_at_once_and_one_leaving_stops_nobody(numbered: RtspServer) 
     second.release()
 
 
+def test_a_source_played_once_ends_the_stream() -> None:
+    server = RtspServer(Scene("once", 3, fps=20), loop=False)
+    try:
+        cap = capture(server.start())
+        assert not all(cap.read()[0] for _ in range(200))  # 60 frames, then the end
+        cap.release()
+    finally:
+        server.stop()
+
+
 def test_a_frame_rtp_jpeg_cannot_carry_is_refused_with_the_reason() -> None:
     with pytest.raises(NotRtpJpeg, match="8-pixel units up to 2040: 642x360"):
         RtspServer(Scene("odd", 2, width=642))
