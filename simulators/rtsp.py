@@ -336,6 +336,8 @@ class RtspServer:
             return
         chosen = self._transport(req.headers.get("transport", ""), conn)
         if chosen is None:
+            log.info("rtsp client %s:%d asked for no transport offered here (%s): 461", *conn.peer,
+                     req.headers.get("transport", "none")[:200])  # fmt: skip
             self._reply(conn, req.cseq, 461)
             return
         session, reply = chosen

@@ -162,6 +162,23 @@ def test_two_clients_at_once_and_one_leaving_stops_nobody(numbered: RtspServer) 
     second.release()
 
 
+def test_a_tcp_only_camera_refuses_udp_and_ffmpeg_falls_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="simulators.rtsp")
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;udp+tcp")  # UDP first
+    server = RtspServer(Numbered(), transports=("tcp",))
+    try:
+        cap = capture(server.start())
+        read(cap)
+        cap.release()
+    finally:
+        server.stop()
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().endswith(": 461")]
+    assert len(refused) == 1 and "RTP/AVP/UDP;unicast;client_port=" in refused[0]
+    assert " over tcp" in caplog.text and " over udp" not in caplog.text
+
+
 def test_a_source_played_once_ends_the_stream() -> None:
     server = RtspServer(Scene("once", 3, fps=20), loop=False)
     try:
