@@ -726,6 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes of quiet footage in all, for false alerts per hour",
     )  # fmt: skip
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
+    brt = add(
+        bsub2,
+        "rtsp",
+        _lazy("gridwatch.bench_rtsp:run"),
+        "OpenCV reading the RTSP camera simulator: time to open, frames per second per client, "
+        "CPU, for several scene rates and numbers of clients.",
+    )
+    brt.add_argument("--rates", default="5,25,100", help="scene frame rates, comma-separated")
+    brt.add_argument("--clients", default="1,4", help="clients at once, comma-separated")
+    brt.add_argument("--seconds", type=float, default=10.0, help="how long each run reads")
     br = add(
         bsub2,
         "registry",
