@@ -35,7 +35,7 @@ Auth = Literal["digest", "basic"]
 Transport = Literal["tcp", "udp"]
 PATH = "/Streaming/Channels/101"  # Hikvision's main stream of channel 1
 TRACK = "trackID=1"
-SESSION_TIMEOUT_S = 60  # announced in Session; a UDP session without a request for this long ends
+SESSION_TIMEOUT_S = 60  # default; announced in Session: a UDP session silent this long ends
 _REALM = "gridwatch simulated camera"
 _METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER")
 _MAX_LINE, _MAX_HEADERS, _MAX_BODY = 8192, 64, 65536
@@ -102,7 +102,7 @@ class RtspServer:
         self, source: FrameSource, host: str = "127.0.0.1", port: int = 0,
         username: str | None = "admin", password: str | None = "admin12345", *,
         auth: Auth = "digest", path: str = PATH, transports: tuple[Transport, ...] = ("udp", "tcp"),
-        loop: bool = True, quality: int = 85,
+        loop: bool = True, quality: int = 85, session_timeout_s: int = SESSION_TIMEOUT_S,
     ) -> None:  # fmt: skip
         if not path.startswith("/") or path.endswith("/"):
             raise ValueError(f"the stream path {path!r} must start with / and not end with one")
@@ -111,7 +111,9 @@ class RtspServer:
         if not transports or not set(transports) <= {"tcp", "udp"}:
             raise ValueError(f"transports {transports!r}: choose from 'tcp' and 'udp'")
         self.username, self.password, self.auth = username, password, auth
-        self.path, self.transports = path, transports
+        if session_timeout_s < 1:
+            raise ValueError("session_timeout_s is whole seconds, at least 1")
+        self.path, self.transports, self.session_timeout_s = path, transports, session_timeout_s
         self.frames = Frames(source, loop=loop, quality=quality)
         self.refused = 0  # requests refused for a wrong or missing account
         self._listener = socket.create_server((host, port))
@@ -298,7 +300,7 @@ class RtspServer:
         if session is None:
             return
         session.seen = time.monotonic()
-        extra = {"Session": f"{session.id};timeout={SESSION_TIMEOUT_S}"}
+        extra = {"Session": f"{session.id};timeout={self.session_timeout_s}"}
         if req.method == "PLAY":
             self._reply(conn, req.cseq, 200, {**extra, "Range": "npt=0.000-",
                         "RTP-Info": f"url={req.url.partition('?')[0]};seq={session.seq}"})  # fmt: skip
@@ -345,7 +347,7 @@ class RtspServer:
         with self._lock:
             self._sessions[session.id] = session
         self._reply(conn, req.cseq, 200, {"Transport": reply,
-                    "Session": f"{session.id};timeout={SESSION_TIMEOUT_S}"})  # fmt: skip
+                    "Session": f"{session.id};timeout={self.session_timeout_s}"})  # fmt: skip
 
     def _transport(self, header: str, conn: _Connection) -> tuple[_Session, str] | None:
         """The first of the client's transports (RFC 2326 12.39) this server offers."""
@@ -445,7 +447,7 @@ class RtspServer:
             while not session.ended.is_set() and not self._closing.is_set():
                 if (
                     session.transport == "udp"
-                    and time.monotonic() - session.seen > SESSION_TIMEOUT_S
+                    and time.monotonic() - session.seen > self.session_timeout_s
                 ):
                     log.info("rtsp session %s timed out", session.id)
                     break

@@ -179,6 +179,44 @@ def test_a_tcp_only_camera_refuses_udp_and_ffmpeg_falls_back(
     assert " over tcp" in caplog.text and " over udp" not in caplog.text
 
 
+def test_keep_alives_hold_a_udp_session_and_silence_ends_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FFmpeg sends GET_PARAMETER every half session timeout; a client that sends nothing for
+    the timeout loses its UDP session (RFC 2326 12.37) though its connection stays open."""
+    caplog.set_level(logging.DEBUG, logger="simulators.rtsp")
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;udp")
+    server = RtspServer(Numbered(), username=None, password=None, session_timeout_s=2)
+    server.start()
+    try:
+        cap = capture(server.url)
+        numbers = [number_of(read(cap)) for _ in range(160)]  # 8 s and more: four timeouts
+        assert numbers[-1] - numbers[0] >= 100 and server.sessions() == 1
+        cap.release()
+        assert caplog.text.count(": GET_PARAMETER ") >= 3
+
+        c = Client(server)
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        port = rtp.getsockname()[1]
+        status, headers, _ = c.request("SETUP", f"{c.base}/trackID=1",
+                                       Transport=f"RTP/AVP;unicast;client_port={port}-{port + 1}")  # fmt: skip
+        assert status == 200 and "server_port=" in headers["transport"]
+        assert headers["session"].endswith(";timeout=2")
+        session = headers["session"].partition(";")[0]
+        assert c.request("PLAY", c.base, Session=session)[0] == 200
+        rtp.settimeout(20)
+        packet = rtp.recv(2048)
+        assert packet[0] >> 6 == 2 and packet[1] & 0x7F == 26  # RTP/JPEG by UDP
+        wait_until(lambda: server.sessions() == 0, 30, "the silent client's session ended")
+        assert c.request("GET_PARAMETER", c.base, Session=session)[0] == 454
+        rtp.close()
+        c.file.close()
+        c.sock.close()
+    finally:
+        server.stop()
+
+
 def test_a_source_played_once_ends_the_stream() -> None:
     server = RtspServer(Scene("once", 3, fps=20), loop=False)
     try:
