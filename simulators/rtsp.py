@@ -11,15 +11,12 @@ scene, whose clock starts with the server. A client that goes away ends only its
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 import secrets
 import socket
 import struct
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -27,19 +24,17 @@ from typing import BinaryIO, Literal
 from urllib.parse import quote
 
 from simulators.rtp_jpeg import CLOCK_RATE, PAYLOAD_TYPE, payloads, rtp_packet
+from simulators.rtsp_auth import CameraAccount, Scheme
 from simulators.rtsp_frames import Frames, FrameSource
 
 log = logging.getLogger(__name__)
 
-Auth = Literal["digest", "basic"]
 Transport = Literal["tcp", "udp"]
 PATH = "/Streaming/Channels/101"  # Hikvision's main stream of channel 1
 TRACK = "trackID=1"
 SESSION_TIMEOUT_S = 60  # default; announced in Session: a UDP session silent this long ends
-_REALM = "gridwatch simulated camera"
 _METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER")
 _MAX_LINE, _MAX_HEADERS, _MAX_BODY = 8192, 64, 65536
-_NONCES_KEPT = 256
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             454: "Session Not Found", 455: "Method Not Valid in This State",
             459: "Aggregate Operation Not Allowed", 461: "Unsupported Transport",
@@ -101,7 +96,7 @@ class RtspServer:
     def __init__(
         self, source: FrameSource, host: str = "127.0.0.1", port: int = 0,
         username: str | None = "admin", password: str | None = "admin12345", *,
-        auth: Auth = "digest", path: str = PATH, transports: tuple[Transport, ...] = ("udp", "tcp"),
+        auth: Scheme = "digest", path: str = PATH, transports: tuple[Transport, ...] = ("udp", "tcp"),
         loop: bool = True, quality: int = 85, session_timeout_s: int = SESSION_TIMEOUT_S,
     ) -> None:  # fmt: skip
         if not path.startswith("/") or path.endswith("/"):
@@ -110,7 +105,8 @@ class RtspServer:
             raise ValueError("give both a username and a password, or neither for no account")
         if not transports or not set(transports) <= {"tcp", "udp"}:
             raise ValueError(f"transports {transports!r}: choose from 'tcp' and 'udp'")
-        self.username, self.password, self.auth = username, password, auth
+        self.account = None if username is None or password is None else CameraAccount(
+            username, password, auth)  # fmt: skip
         if session_timeout_s < 1:
             raise ValueError("session_timeout_s is whole seconds, at least 1")
         self.path, self.transports, self.session_timeout_s = path, transports, session_timeout_s
@@ -121,10 +117,20 @@ class RtspServer:
         self._udp.bind((host, 0))
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
-        self._nonces: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @property
+    def password(self) -> str | None:
+        return None if self.account is None else self.account.password
+
+    @password.setter
+    def password(self, value: str) -> None:
+        """A new password, as after a password change on the camera."""
+        if self.account is None:
+            raise ValueError("this camera has no account to change the password of")
+        self.account.password = value
 
     @property
     def address(self) -> tuple[str, int]:
@@ -136,8 +142,9 @@ class RtspServer:
         """The stream's URL with the account in it (percent-encoded, as FFmpeg decodes it)."""
         host, port = self.address
         account = ""
-        if self.username is not None and self.password is not None:
-            account = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        if self.account is not None:
+            user, password = self.account.username, self.account.password
+            account = f"{quote(user, safe='')}:{quote(password, safe='')}@"
         return f"rtsp://{account}{host}:{port}{self.path}"
 
     @property
@@ -384,48 +391,16 @@ class RtspServer:
     # ---- authentication ----
 
     def _authorised(self, req: _Request, conn: _Connection) -> bool:
-        if self.username is None or self.password is None:
+        if self.account is None:
             return True
         given = req.headers.get("authorization", "")
-        scheme, _, rest = given.partition(" ")
-        ok = False
-        if scheme.lower() == "digest" and self.auth == "digest":
-            ok = self._digest_ok(req.method, _params(rest))
-        elif scheme.lower() == "basic" and self.auth == "basic":
-            expected = f"{self.username}:{self.password}".encode()
-            ok = hmac.compare_digest(_b64decode(rest.strip()), expected)
-        if ok:
+        if self.account.allows(req.method, given):
             return True
         if given:  # a client's first try carries no account: only a wrong one is worth a line
             self.refused += 1
             log.warning("rtsp client %s:%d refused: wrong account for %s", *conn.peer, req.method)
-        if self.auth == "digest":
-            nonce = secrets.token_hex(16)
-            with self._lock:
-                self._nonces[nonce] = None
-                while len(self._nonces) > _NONCES_KEPT:
-                    self._nonces.popitem(last=False)
-            challenge = f'Digest realm="{_REALM}", nonce="{nonce}", stale="FALSE"'
-        else:
-            challenge = f'Basic realm="{_REALM}"'
-        self._reply(conn, req.cseq, 401, {"WWW-Authenticate": challenge})
+        self._reply(conn, req.cseq, 401, {"WWW-Authenticate": self.account.challenge()})
         return False
-
-    def _digest_ok(self, method: str, p: dict[str, str]) -> bool:
-        """RFC 2617 MD5 digest, with or without qop=auth (cameras send no qop)."""
-        with self._lock:
-            known = p.get("nonce", "") in self._nonces
-        if not known or p.get("username") != self.username or p.get("realm") != _REALM:
-            return False
-        if p.get("algorithm", "MD5").upper() != "MD5":
-            return False
-        ha1 = _md5(f"{self.username}:{_REALM}:{self.password}")
-        ha2 = _md5(f"{method}:{p.get('uri', '')}")
-        if p.get("qop"):
-            parts = [ha1, p["nonce"], p.get("nc", ""), p.get("cnonce", ""), p["qop"], ha2]
-        else:
-            parts = [ha1, p["nonce"], ha2]
-        return hmac.compare_digest(_md5(":".join(parts)), p.get("response", ""))
 
     # ---- replies and media ----
 
@@ -479,36 +454,3 @@ class RtspServer:
             session.ended.set()
             with self._lock:
                 self._sessions.pop(session.id, None)
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-
-def _b64decode(text: str) -> bytes:
-    import base64
-    import binascii
-
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error:
-        return b""
-
-
-def _params(text: str) -> dict[str, str]:
-    """key="value", key=value pairs of an Authorization header."""
-    out: dict[str, str] = {}
-    rest = text.strip()
-    while rest:
-        key, sep, rest = rest.partition("=")
-        if not sep:
-            break
-        rest = rest.lstrip()
-        if rest.startswith('"'):
-            value, _, rest = rest[1:].partition('"')
-        else:
-            value, _, rest = rest.partition(",")
-            value = value.strip()
-        out[key.strip().lower()] = value
-        rest = rest.lstrip(", ")
-    return out
