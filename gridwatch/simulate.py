@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -280,15 +282,24 @@ def run_scene_write(args: argparse.Namespace) -> int:
 
 
 def run_scene_serve(args: argparse.Namespace) -> int:
-    """Serve a synthetic camera scene as a live MJPEG stream until SIGTERM or SIGINT."""
+    """Serve a synthetic camera scene as a live stream (MJPEG over HTTP, or RTSP with --rtsp)
+    until SIGTERM or SIGINT."""
     from simulators import scenes
+    from simulators.rtsp import RtspServer
     from simulators.stream import SceneStream
 
     scene = _scene(args.kind, args.seed)
-    stream = SceneStream(scene, host=args.host, port=args.port).start()
-    print(json.dumps({"url": stream.url, "camera_settings": scenes.camera_settings(scene, stream.url)},
+    server: RtspServer | SceneStream
+    if args.rtsp:
+        password = os.environ.get("GRIDWATCH_SCENE_PASSWORD") or secrets.token_urlsafe(12)
+        server = RtspServer(scene, args.host, args.port, args.user, password)
+        url = server.start()
+    else:
+        server = SceneStream(scene, host=args.host, port=args.port).start()
+        url = server.url
+    print(json.dumps({"url": url, "camera_settings": scenes.camera_settings(scene, url)},
                      indent=2), flush=True)  # fmt: skip
     stop = stop_on_signals()
     stop.wait()
-    stream.stop()
+    server.stop()
     return 0
