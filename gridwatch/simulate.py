@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +29,7 @@ from simulators.venues import Venue
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
+ISAPI_DRIVER = "isapi"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -130,11 +132,13 @@ class Drivers:
             return _opencv_camera(dev, self.where)
         if dev.driver == MODBUS_DRIVER:
             return _modbus_door(dev, self.where)
+        if dev.driver == ISAPI_DRIVER:
+            return _isapi_device(dev, self.where)
         if dev.driver != SIMULATED_DRIVER:
             raise edge_config.ConfigError(
                 f"{self.where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
                 f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-                f" {SIMULATED_DRIVER})"
+                f" {ISAPI_DRIVER} for cameras and counters, {SIMULATED_DRIVER})"
             )
         try:
             settings = SimulatedSettings.model_validate(dev.settings)
@@ -217,6 +221,28 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return ModbusDoor(dev.id, settings, model=dev.model)
+
+
+def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """A Hikvision device over ISAPI (edge.isapi), by its kind."""
+    from pydantic import BaseModel as Settings
+
+    from edge.isapi import camera
+
+    kinds: dict[DeviceKind, tuple[type[Settings], Callable[..., Device]]] = {
+        DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
+        DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
+    }
+    at = f"{where}devices.{dev.id}"
+    if dev.kind not in kinds:
+        names = " and ".join(sorted(f"{kind.value}s" for kind in kinds))
+        raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
+    settings_class, make = kinds[dev.kind]
+    try:
+        settings = settings_class.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return make(dev.id, settings, model=dev.model)
 
 
 def _simulated(
