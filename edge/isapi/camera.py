@@ -23,9 +23,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from edge import drivers as d
-from edge.health import Health
-from edge.isapi.session import IsapiRefused, IsapiSession, IsapiSettings, IsapiUnavailable
-from edge.isapi.stream import BadPart, Event, Part, decode, parse_time, xml_fields
+from edge.isapi.reader import EventReader
+from edge.isapi.session import IsapiSettings
+from edge.isapi.stream import Event
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
@@ -88,105 +88,6 @@ class IsapiCounterSettings(IsapiSettings):
                       description="the zone its occupancy readings name")  # fmt: skip
 
 
-class _IsapiEvents:
-    """The reader both kinds share: say hello (device info and clock), then read the stream."""
-
-    settings: IsapiSettings
-    id: str
-
-    def _setup(self, settings: IsapiSettings) -> None:
-        self.health = Health(self.id, clock_limit_s=settings.clock_limit_s)
-        self.session = IsapiSession(settings, self.health)
-        self.device_model: str | None = None
-        self._emit: d.Emit | None = None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def online(self) -> bool:
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        return self.health.detail
-
-    def start(self, emit: d.Emit) -> None:
-        self._emit = emit
-        self.health.attach(emit)
-        self._spawn(self._run, "isapi")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.session.close()  # ends a blocked stream read at once
-        for thread in self._threads:
-            thread.join(10)
-
-    def _spawn(self, target: object, name: str) -> None:
-        thread = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
-
-    def _send(self, reading: d.Reading) -> None:
-        if self._emit is not None:
-            self._emit(reading)
-
-    def _run(self) -> None:
-        wait = 0.5
-        while not self._stop.is_set() and not self._hello():
-            self._stop.wait(wait)
-            wait = min(wait * 2, self.settings.backoff_max_s)
-        for part in self.session.events(self._stop):
-            try:
-                self._part(part)
-            except Exception:  # a bug here must not end the device's stream
-                log.exception("isapi part failed device=%s", self.id)
-
-    def _hello(self) -> bool:
-        """Device info and clock, once: False while the device cannot be asked."""
-        try:
-            info = xml_fields(self.session.request("GET", "/ISAPI/System/deviceInfo").content)
-            self.device_model = str(info.get("model") or "") or None
-            clock = xml_fields(self.session.request("GET", "/ISAPI/System/time").content)
-        except IsapiUnavailable:
-            return False
-        except (IsapiRefused, BadPart) as exc:
-            log.info("isapi device info not read device=%s: %s", self.id, exc)
-            return True
-        self.health.device_time(parse_time(clock.get("localTime")))
-        log.info("isapi device answers device=%s host=%s model=%s", self.id,
-                 self.settings.address, self.device_model)  # fmt: skip
-        return True
-
-    def _part(self, part: Part) -> None:
-        where = f"ISAPI device {self.settings.address}"
-        if part.problem is not None:
-            self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_part",
-                                f"{where}: sent a part that cannot be read ({part.problem})")  # fmt: skip
-            return
-        if part.is_image:
-            return  # event pictures are not relayed (yet): the alert goes without one
-        try:
-            event = decode(part)
-        except BadPart as exc:
-            self.health.problem(m.DeviceCondition.BAD_INPUT, exc.fault, f"{where}: sent {exc}")
-            return
-        channel = getattr(self.settings, "channel", None)
-        if channel is not None and event.channel is not None and event.channel != channel:
-            return
-        ts = self.health.device_time(event.time)
-        self._event(event, ts)
-
-    def _unknown(self, event: Event) -> None:
-        self.health.problem(
-            m.DeviceCondition.BAD_INPUT, "unknown_event",
-            f"ISAPI device {self.settings.address}: sent an event of type {event.type[:64]!r}"
-            " that has no mapping (dropped); map it or ignore it in settings.events",
-        )  # fmt: skip
-
-    def _event(self, event: Event, ts: datetime | None) -> None:
-        raise NotImplementedError
-
-
 @dataclass
 class _Open:
     alert_id: uuid.UUID
@@ -195,7 +96,7 @@ class _Open:
     last_update: float
 
 
-class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
+class IsapiCamera(EventReader, d.CameraAlertSource):
     """A Hikvision camera whose analytics events become our camera alerts."""
 
     settings: IsapiCameraSettings
@@ -205,27 +106,27 @@ class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
     ) -> None:
         super().__init__(device_id, model=model or "hikvision-isapi")
         self.settings = settings
-        self._setup(settings)
+        self.setup(settings)
         self.alerts = {**DEFAULT_ALERTS, **settings.events}
         self._open: dict[tuple[str, int | None], _Open] = {}
         self._lock = threading.Lock()
 
     def start(self, emit: d.Emit) -> None:
         super().start(emit)
-        self._spawn(self._expire_loop, "isapi-expire")
+        self.spawn(self._expire_loop, "isapi-expire")
 
     @property
     def open_alerts(self) -> dict[tuple[str, int | None], m.CameraAlertKind]:
         with self._lock:
             return {key: alert.kind for key, alert in self._open.items()}
 
-    def _event(self, event: Event, ts: datetime | None) -> None:
+    def on_event(self, event: Event, ts: datetime | None) -> None:
         name = event.type.lower()
         kind = self.alerts.get(name)
         key = (name, event.channel)
         if kind is None:
             if name != PEOPLE_COUNTING:  # a counting camera's counts go to its counter device
-                self._unknown(event)
+                self.unknown(event)
             return
         if kind == "ignore":
             return
@@ -260,11 +161,11 @@ class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
 
     def _phase(self, alert: _Open, phase: m.AlertPhase, ts: datetime | None) -> None:
         # The camera decided; ISAPI events carry no confidence, so the score is 1.
-        self._send(d.CameraAlertSeen(self.id, ts=ts, alert_id=alert.alert_id, phase=phase,
+        self.send(d.CameraAlertSeen(self.id, ts=ts, alert_id=alert.alert_id, phase=phase,
                                      kind=alert.kind, score=1.0, zone=self.settings.zone))  # fmt: skip
 
 
-class IsapiCounter(_IsapiEvents, d.PeopleCounter):
+class IsapiCounter(EventReader, d.PeopleCounter):
     """A Hikvision people-counting camera: its PeopleCounting events become occupancy."""
 
     settings: IsapiCounterSettings
@@ -274,15 +175,15 @@ class IsapiCounter(_IsapiEvents, d.PeopleCounter):
     ) -> None:
         super().__init__(device_id, model=model or "hikvision-isapi-counter")
         self.settings = settings
-        self._setup(settings)
+        self.setup(settings)
         self.count = 0
         self._totals: tuple[int, int] | None = None  # realTime: the device's running totals
 
-    def _event(self, event: Event, ts: datetime | None) -> None:
+    def on_event(self, event: Event, ts: datetime | None) -> None:
         name = event.type.lower()
         if name != PEOPLE_COUNTING:
             if name not in DEFAULT_ALERTS:  # a counting camera's other events are not ours
-                self._unknown(event)
+                self.unknown(event)
             return
         counts = event.data.get("peopleCounting")
         where = f"ISAPI device {self.settings.address}"
@@ -308,7 +209,7 @@ class IsapiCounter(_IsapiEvents, d.PeopleCounter):
         else:  # timeRange: the people who came and went within the period
             entered, exited = enter, leave
             self.count = min(1_000_000, max(0, self.count + enter - leave))
-        self._send(d.OccupancySeen(self.id, ts=ts, zone=self.settings.zone, count=self.count,
+        self.send(d.OccupancySeen(self.id, ts=ts, zone=self.settings.zone, count=self.count,
                                    entered=entered, exited=exited))  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import httpx
@@ -181,15 +181,22 @@ class IsapiSession:
 
     # --- the alert stream -----------------------------------------------------------------------
 
-    def events(self, stop: threading.Event, path: str = ALERT_STREAM) -> Iterator[Part]:
+    def events(
+        self,
+        stop: threading.Event,
+        path: str = ALERT_STREAM,
+        *,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Part]:
         """The alert stream's parts, for as long as `stop` is not set: reconnecting with
-        back-off (doubling up to backoff_max_s) after every loss, each loss reported."""
+        back-off (doubling up to backoff_max_s) after every loss, each loss reported;
+        `on_open` is called each time the stream opens, before its first part."""
         s = self.settings
         wait = _BACKOFF_START_S
         while not stop.is_set():
             got_part = False
             try:
-                for part in self._stream_once(path, stop):
+                for part in self._stream_once(path, stop, on_open):
                     got_part = True
                     wait = _BACKOFF_START_S
                     yield part
@@ -207,7 +214,9 @@ class IsapiSession:
             stop.wait(wait)
             wait = min(wait * 2, s.backoff_max_s)
 
-    def _stream_once(self, path: str, stop: threading.Event) -> Iterator[Part]:
+    def _stream_once(
+        self, path: str, stop: threading.Event, on_open: Callable[[], None] | None
+    ) -> Iterator[Part]:
         s = self.settings
         # Reads wait for the next part up to the heartbeat timeout; connecting does not.
         timeout = httpx.Timeout(s.timeout_s, read=s.heartbeat_timeout_s)
@@ -235,6 +244,11 @@ class IsapiSession:
                     self._problem(DeviceCondition.SLOW, "slow",
                                   f"opened the alert stream in {took:.1f} s", online=True)  # fmt: skip
                 reader = MultipartReader(boundary)
+                if on_open is not None:
+                    try:
+                        on_open()
+                    except Exception:  # the driver's hook must not end the stream
+                        log.exception("isapi on_open failed device=%s", self.health.device)
                 log.info("isapi alert stream open device=%s host=%s", self.health.device,
                          s.address)  # fmt: skip
                 for chunk in response.iter_raw():
@@ -246,6 +260,10 @@ class IsapiSession:
                         yield part
                     if reader.closed:
                         break
+        except RuntimeError:
+            if stop.is_set():
+                return  # the client was closed on stop between two reads
+            raise
         except httpx.HTTPError as exc:
             if stop.is_set():
                 return  # closed under us on stop
