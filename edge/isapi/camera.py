@@ -23,9 +23,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from edge import drivers as d
+from edge.isapi.picture import small_jpeg
 from edge.isapi.reader import EventReader
 from edge.isapi.session import IsapiSettings
-from edge.isapi.stream import Event
+from edge.isapi.stream import Event, Part
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class IsapiCameraSettings(IsapiSettings):
     update_every_s: float = Field(
         default=10.0, gt=0, le=3600, description="an ongoing alert is updated at most this often"
     )
+    snapshots: bool = Field(
+        default=True, description="relay the event picture the camera sends as the snapshot"
+    )
+    snapshot_width: int = Field(default=320, ge=80, le=1280, description="snapshot width, px")
+    picture_wait_s: float = Field(
+        default=1.0, ge=0, le=10,
+        description="hold an alert's start this long for the picture that follows its event",
+    )  # fmt: skip
 
     @field_validator("events")
     @classmethod
@@ -96,6 +105,15 @@ class _Open:
     last_update: float
 
 
+@dataclass
+class _Start:
+    """An alert's start held for the picture that follows its event part."""
+
+    alert: _Open
+    ts: datetime | None
+    until: float
+
+
 class IsapiCamera(EventReader, d.CameraAlertSource):
     """A Hikvision camera whose analytics events become our camera alerts."""
 
@@ -109,6 +127,7 @@ class IsapiCamera(EventReader, d.CameraAlertSource):
         self.setup(settings)
         self.alerts = {**DEFAULT_ALERTS, **settings.events}
         self._open: dict[tuple[str, int | None], _Open] = {}
+        self._held: _Start | None = None
         self._lock = threading.Lock()
 
     def start(self, emit: d.Emit) -> None:
@@ -132,6 +151,7 @@ class IsapiCamera(EventReader, d.CameraAlertSource):
             return
         now = time.monotonic()
         with self._lock:
+            self._release(None)  # the part after a start was no picture
             alert = self._open.get(key)
             if event.state == "inactive":
                 if alert is not None:  # `videoloss` `inactive` with none open: the heartbeat
@@ -143,26 +163,66 @@ class IsapiCamera(EventReader, d.CameraAlertSource):
                 self._open[key] = alert
                 log.info("isapi camera alert device=%s event=%s kind=%s", self.id, event.type,
                          alert.kind.value)  # fmt: skip
-                self._phase(alert, m.AlertPhase.START, ts)
+                if self.settings.snapshots and self.settings.picture_wait_s > 0:
+                    self._held = _Start(alert, ts, now + self.settings.picture_wait_s)
+                else:
+                    self._phase(alert, m.AlertPhase.START, ts)
                 return
             alert.last_active = now
             if now - alert.last_update >= self.settings.update_every_s:
                 alert.last_update = now
                 self._phase(alert, m.AlertPhase.UPDATE, ts)
 
+    def on_image(self, part: Part) -> None:
+        with self._lock:
+            if self._held is None:
+                return  # a picture of nothing we started (or snapshots are off)
+            picture = small_jpeg(part.body, self.settings.snapshot_width)
+            if picture is None:
+                self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_picture",
+                                    f"ISAPI device {self.settings.address}: sent an event picture"
+                                    " that is no readable JPEG (the alert goes without)")  # fmt: skip
+                self._release(None)
+                return
+            jpeg, width, height = picture
+            snapshot = uuid.uuid4()
+            self.send(d.CameraSnapshotSeen(self.id, ts=self._held.ts, message_id=snapshot,
+                                           alert_id=self._held.alert.alert_id, width=width,
+                                           height=height, jpeg=jpeg))  # fmt: skip
+            self._release(snapshot)
+
+    def _release(self, snapshot: uuid.UUID | None) -> None:
+        """Send the held start, with its snapshot if one came (the lock held)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._phase(held.alert, m.AlertPhase.START, held.ts, snapshot)
+
     def _expire_loop(self) -> None:
-        while not self._stop.wait(min(1.0, self.settings.end_after_s / 2)):
+        tick = min(0.2, self.settings.end_after_s / 2)
+        while not self._stop.wait(tick):
             now = time.monotonic()
             with self._lock:
+                if self._held is not None and now >= self._held.until:
+                    self._release(None)
                 done = [key for key, alert in self._open.items()
                         if now - alert.last_active >= self.settings.end_after_s]  # fmt: skip
                 for key in done:
-                    self._phase(self._open.pop(key), m.AlertPhase.END, None)
+                    alert = self._open.pop(key)
+                    if self._held is not None and self._held.alert is alert:
+                        self._release(None)
+                    self._phase(alert, m.AlertPhase.END, None)
 
-    def _phase(self, alert: _Open, phase: m.AlertPhase, ts: datetime | None) -> None:
+    def _phase(
+        self,
+        alert: _Open,
+        phase: m.AlertPhase,
+        ts: datetime | None,
+        snapshot: uuid.UUID | None = None,
+    ) -> None:
         # The camera decided; ISAPI events carry no confidence, so the score is 1.
         self.send(d.CameraAlertSeen(self.id, ts=ts, alert_id=alert.alert_id, phase=phase,
-                                     kind=alert.kind, score=1.0, zone=self.settings.zone))  # fmt: skip
+                                    kind=alert.kind, score=1.0, zone=self.settings.zone,
+                                    snapshot=None if snapshot is None else str(snapshot)))  # fmt: skip
 
 
 class IsapiCounter(EventReader, d.PeopleCounter):

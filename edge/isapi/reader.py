@@ -103,7 +103,8 @@ class EventReader:
                                 f"{where}: sent a part that cannot be read ({part.problem})")  # fmt: skip
             return
         if part.is_image:
-            return  # event pictures are not relayed (yet): the alert goes without one
+            self.on_image(part)
+            return
         try:
             event = decode(part)
         except BadPart as exc:
@@ -122,6 +123,9 @@ class EventReader:
             f"ISAPI device {self.settings.address}: sent an event of type {event.type[:64]!r}"
             " that has no mapping (dropped); map it or ignore it in settings.events",
         )  # fmt: skip
+
+    def on_image(self, part: Part) -> None:
+        """A picture part (it follows the event it shows); default: dropped."""
 
     def on_event(self, event: Event, ts: datetime | None) -> None:
         """One event of this device's channel; `ts` is None when the device clock is off."""
