@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -113,8 +114,10 @@ class IsapiServer:
         serial: str = "DS-2CD2T47G2-L20261201AAWRJ00000001",
         mac: str = "c4:2f:90:00:00:01",
         heartbeat_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port
+        self.tls = tls  # a server context: HTTPS, as devices serve it on 443
         self.username = username
         self._password = password
         self.realm = f"IP Camera({serial[-9:]})"
@@ -138,7 +141,7 @@ class IsapiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> IsapiServer:
         self.serve()
@@ -149,6 +152,10 @@ class IsapiServer:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
         server.daemon_threads = True
         server.block_on_close = False
+        if self.tls is not None:  # the handshake in the connection's thread, not in accept()
+            server.socket = self.tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
@@ -313,6 +320,10 @@ class IsapiServer:
             server_version = "App-webs/"  # what Hikvision's web server calls itself
 
             def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.settimeout(10)
+                    self.request.do_handshake()  # a failed one ends this connection only
+                    self.request.settimeout(None)
                 super().setup()
                 with device._lock:
                     device._sockets.add(self.connection)
