@@ -49,7 +49,8 @@ class _QuietCamera(SimCamera):
 
 
 class HikvisionCamera:
-    """One ISAPI camera on 127.0.0.1:`port`; with `counting`, a people-counting camera too."""
+    """One ISAPI camera on 127.0.0.1:`port`; with `counter_id`, a people-counting camera too.
+    A fleet passes its `engine` and `venue` (and `quiet=False` for the models' own alerts)."""
 
     def __init__(
         self,
@@ -64,6 +65,8 @@ class HikvisionCamera:
         engine: Engine | None = None,
         venue: Venue | None = None,
         pictures: bool = False,
+        quiet: bool = True,
+        seed: int = 1,
     ) -> None:
         model = "iDS-2CD6810F/C" if counter_id else "DS-2CD2T47G2-L"
         self.server = IsapiServer(port, password=password, model=model,
@@ -75,9 +78,11 @@ class HikvisionCamera:
         self.engine = engine or Engine(SimClock(1.0))
         venue = venue or Venue(site="sim", node="sim", secret="", kind="community_centre",
                                capacity=200, open_24h=True)  # fmt: skip
-        self.camera = _QuietCamera(device_id, venue, self.engine, seed=1, report_every_s=3600)
+        # Quiet: only what tests and scenarios tell it; else the model's own alerts as well.
+        behaviour = _QuietCamera if quiet else SimCamera
+        self.camera = behaviour(device_id, venue, self.engine, seed=seed, report_every_s=3600)
         self.counter = (
-            SimCounter(counter_id, venue, self.engine, seed=1, report_every_s=report_every_s)
+            SimCounter(counter_id, venue, self.engine, seed=seed, report_every_s=report_every_s)
             if counter_id
             else None
         )

@@ -126,7 +126,8 @@ class IsapiServer:
         self.delay_s = 0.0  # each answer waits this long first (a slow device)
         self.clock_offset_s = 0.0  # the device's clock is off by this much
         self.routes: dict[tuple[str, str], Handler] = {}
-        self.requests: list[tuple[str, str, int]] = []  # (method, path, status) answered
+        # (method, path, status) of the latest requests answered, for tests to look at
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=1000)
         self._nonces: deque[str] = deque(maxlen=256)
         self._streams: list[_Stream] = []
         self._lock = threading.Lock()
@@ -350,8 +351,14 @@ class IsapiServer:
                 self._serve("DELETE")
 
             def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if 0 < length <= 1_000_000 else b""
+                length_text = self.headers.get("Content-Length") or "0"
+                length = int(length_text) if length_text.isdigit() else -1
+                if not 0 <= length <= 1_000_000:
+                    self.close_connection = True
+                    self._reply(response_status(self.path, 5, "badXmlFormat", http=400), method,
+                                urlsplit(self.path).path)  # fmt: skip
+                    return
+                body = self.rfile.read(length) if length else b""
                 if device.delay_s:
                     time.sleep(device.delay_s)
                 split = urlsplit(self.path)
