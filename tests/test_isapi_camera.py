@@ -192,6 +192,8 @@ def test_bad_input_and_a_clock_hours_off_are_counted_logged_and_shown_as_health(
     wait_until(lambda: venue.camera.health.faults.get("unknown_event") == 1, 30, "unknown counted")
     sim.server.inject(b"\r\nthis is no part at all\r\n")
     wait_until(lambda: _faults(cam, "malformed_part") >= 1, 30, "garbage counted")
+    bad = {"device": cam, "part": "bad"}
+    assert (REGISTRY.get_sample_value("gridwatch_edge_isapi_parts_total", bad) or 0) >= 2
     wait_until(lambda: (_latest(stack, cam) or ())[1:2] == ("bad_input",), 30, "stored bad input")
     online, condition, _, faults = _latest(stack, cam)  # type: ignore[misc]
     assert online is True and condition == "bad_input"

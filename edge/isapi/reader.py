@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
+from prometheus_client import Counter
+
 from edge import drivers as d
 from edge.health import Health
 from edge.isapi.session import IsapiRefused, IsapiSession, IsapiSettings, IsapiUnavailable
@@ -18,6 +20,12 @@ from edge.isapi.stream import BadPart, Event, Part, decode, parse_time, xml_fiel
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
+
+PARTS = Counter(
+    "gridwatch_edge_isapi_parts_total",
+    "Alert-stream parts read from ISAPI devices: event, image or bad (dropped)",
+    ["device", "part"],
+)
 
 
 class EventReader:
@@ -103,17 +111,21 @@ class EventReader:
     def _part(self, part: Part) -> None:
         where = f"ISAPI device {self.settings.address}"
         if part.problem is not None:
+            PARTS.labels(self.id, "bad").inc()
             self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_part",
                                 f"{where}: sent a part that cannot be read ({part.problem})")  # fmt: skip
             return
         if part.is_image:
+            PARTS.labels(self.id, "image").inc()
             self.on_image(part)
             return
         try:
             event = decode(part)
         except BadPart as exc:
+            PARTS.labels(self.id, "bad").inc()
             self.health.problem(m.DeviceCondition.BAD_INPUT, exc.fault, f"{where}: sent {exc}")
             return
+        PARTS.labels(self.id, "event").inc()
         channel = getattr(self.settings, "channel", None)
         if channel is not None and event.channel is not None and event.channel != channel:
             return
