@@ -226,6 +226,7 @@ def test_a_half_closed_stream_and_a_slow_device_are_reported_and_recovered_from(
 ) -> None:
     cam, sim = venue.camera.id, venue.sim
     before = _faults(cam, "heartbeat_missed")
+    sim.server.inject(part(sim.server.alert("VMD", "active"))[:120])  # half a part, then silence
     sim.server.half_close()  # both streams stop mid-stream; their sockets stay open
     wait_until(lambda: _faults(cam, "heartbeat_missed") > before, 30, "heartbeat missed")
     wait_until(lambda: any(r[1] == "unreachable" and r[0] is False for r in _health(stack, cam)),
@@ -526,6 +527,36 @@ def test_a_camera_powered_off_is_unreachable_and_reconnects_when_it_is_back() ->
         sim.event("VMD", "active")
         wait_until(lambda: any(getattr(r, "phase", None) is m.AlertPhase.START for r in seen), 30,
                    "events after the restart")  # fmt: skip
+    finally:
+        camera.stop()
+        sim.stop()
+
+
+def test_json_event_bodies_and_the_channel_setting() -> None:
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2).start()
+    settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD, channel=2,
+                                   picture_wait_s=0, end_after_s=60)  # fmt: skip
+    camera = IsapiCamera("cam-json", settings)
+    seen: list[object] = []
+    camera.start(seen.append)
+
+    def body(channel: int, state: str) -> bytes:
+        return (f'{{"ipAddress":"127.0.0.1","channelID":{channel},"dateTime":'
+                f'"{sim.server.now().isoformat()}","activePostCount":1,"eventType":"regionEntrance",'
+                f'"eventState":"{state}","eventDescription":"regionEntrance alarm"}}').encode()  # fmt: skip
+
+    try:
+        wait_until(lambda: sim.server.streams == 1, 30, "stream open")
+        sim.server.publish(body(1, "active"), "application/json")  # another channel: not ours
+        sim.server.publish(body(2, "active"), "application/json")
+        sim.server.publish(body(2, "inactive"), "application/json")
+        wait_until(lambda: len([r for r in seen if hasattr(r, "phase")]) == 2, 30, "start and end")
+        alerts = [r for r in seen if hasattr(r, "phase")]
+        assert [(a.phase, a.kind) for a in alerts] == [  # type: ignore[attr-defined]
+            (m.AlertPhase.START, m.CameraAlertKind.INTRUSION),
+            (m.AlertPhase.END, m.CameraAlertKind.INTRUSION),
+        ]
+        assert alerts[0].ts is not None  # type: ignore[attr-defined]
     finally:
         camera.stop()
         sim.stop()
