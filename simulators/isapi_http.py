@@ -144,6 +144,11 @@ class IsapiServer:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
+    @property
+    def serving(self) -> bool:
+        """Listening and answering (not halted)."""
+        return self._server is not None
+
     def start(self) -> IsapiServer:
         self.serve()
         return self

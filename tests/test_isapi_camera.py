@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
+from edge.drivers import CameraAlertSeen, DeviceHealthSeen
 from edge.health import Health
 from edge.isapi.camera import IsapiCamera, IsapiCameraSettings, IsapiCounter
 from edge.isapi.session import IsapiSession, IsapiSettings, IsapiUnavailable, refusal
@@ -557,6 +558,42 @@ def test_json_event_bodies_and_the_channel_setting() -> None:
             (m.AlertPhase.END, m.CameraAlertKind.INTRUSION),
         ]
         assert alerts[0].ts is not None  # type: ignore[attr-defined]
+    finally:
+        camera.stop()
+        sim.stop()
+
+
+def test_a_scenario_plays_through_the_protocol_camera(tmp_path: Path) -> None:
+    from simulators import scenario as scenarios
+
+    sim = HikvisionCamera(device_id="v0001-camera3", counter_id="v0001-counter2",
+                          password=PASSWORD, heartbeat_s=0.2, report_every_s=0.5).start()  # fmt: skip
+    settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD,
+                                   heartbeat_timeout_s=2.0, backoff_max_s=0.5,
+                                   picture_wait_s=0)  # fmt: skip
+    camera = IsapiCamera("v0001-camera3", settings)
+    seen: list[object] = []
+    camera.start(seen.append)
+    path = tmp_path / "camera.yaml"
+    path.write_text(yaml.safe_dump({"name": "a camera's night", "steps": [
+        {"at": 0, "device": "v0001-camera3", "action": "tamper",
+         "args": {"kind": "tamper_covered", "seconds": 1}},
+        {"at": 2, "device": "v0001-camera3", "action": "cut"},
+        {"at": 4, "device": "v0001-camera3", "action": "restore"},
+    ]}))  # fmt: skip
+    play = scenarios.load(path)
+    assert sim.counter is not None
+    devices = {sim.camera.id: sim.camera, sim.counter.id: sim.counter}
+    scenarios.check(play, devices, set())  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "stream open")
+        assert scenarios.run(play, devices, lambda node, s: None, threading.Event()) == 3  # type: ignore[arg-type]
+        phases = [(r.phase, r.kind) for r in seen if isinstance(r, CameraAlertSeen)]
+        assert phases[:2] == [(m.AlertPhase.START, m.CameraAlertKind.TAMPER_COVERED),
+                              (m.AlertPhase.END, m.CameraAlertKind.TAMPER_COVERED)]  # fmt: skip
+        offline = [r for r in seen if isinstance(r, DeviceHealthSeen) and not r.online]
+        assert offline, "the cut camera was seen offline"
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "back after restore")
     finally:
         camera.stop()
         sim.stop()
