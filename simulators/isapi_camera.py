@@ -10,21 +10,22 @@ each alert's first event part is followed by an `image/jpeg` part (a frame of a 
 scene), as cameras upload the event's picture. Event bodies follow Hikvision's published
 EventNotificationAlert schema; the HTTP side, digest
 authentication and fault switches are simulators/isapi_http.py's. Tests and scenarios drive it
-through `alert`, `event`, `camera` and `counter`; the models' `cut` and `restore` power the
-camera off and on.
+through `alert`, `event`, `camera` and `counter`; a model's `cut` powers the camera off (it
+stops answering) until `restore`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
 
 from edge import drivers as d
 from gateway import messages as m
 from simulators.devices import SimCamera, SimCounter, SimDevice
 from simulators.engine import Engine, SimClock
 from simulators.isapi_http import IsapiServer, part
+from simulators.ports import free_port
 from simulators.venues import Venue
 
 log = logging.getLogger(__name__)
@@ -43,41 +44,18 @@ _DESCRIPTION = {"VMD": "Motion alarm", "linedetection": "linedetection alarm",
                 "PeopleCounting": "peopleCounting alarm"}  # fmt: skip
 
 
-class _Powered(SimDevice):
-    """A model whose `cut` and `restore` (scenario hooks) power the camera off and on: its
-    ISAPI server stops answering, as a camera without power does."""
-
-    power: Callable[[bool], None] | None = None
-
-    def cut(self) -> None:
-        super().cut()
-        if self.power is not None:
-            self.power(False)
-
-    def restore(self) -> None:
-        super().restore()
-        if self.power is not None:
-            self.power(True)
-
-
-class _Camera(_Powered, SimCamera):
-    pass
-
-
-class _QuietCamera(_Camera):
+class _QuietCamera(SimCamera):
     """A SimCamera without spontaneous alerts: only what it is told."""
 
     def plan(self, now: object) -> None:
         pass
 
 
-class _Counter(_Powered, SimCounter):
-    pass
-
-
 class HikvisionCamera:
-    """One ISAPI camera on 127.0.0.1:`port`; with `counter_id`, a people-counting camera too.
-    A fleet passes its `engine` and `venue` (and `quiet=False` for the models' own alerts)."""
+    """One ISAPI camera on 127.0.0.1:`port` (0: a free one). Its models: `camera` and `counter`
+    when given (a fleet's, which scenarios drive; either may be None), else a quiet camera
+    `device_id` and, with `counter_id`, a counter of its own on an engine of its own. A model
+    cut (the scenario hook) powers the camera off: it stops answering until restored."""
 
     def __init__(
         self,
@@ -85,64 +63,67 @@ class HikvisionCamera:
         *,
         device_id: str = "camera-1",
         counter_id: str | None = None,
+        camera: SimCamera | None = None,
+        counter: SimCounter | None = None,
         password: str = "Hik-12345",
         repeat_s: float = 1.0,
         heartbeat_s: float = 10.0,
         report_every_s: float = 5.0,
-        engine: Engine | None = None,
-        venue: Venue | None = None,
         pictures: bool = False,
-        quiet: bool = True,
-        seed: int = 1,
     ) -> None:
-        model = "iDS-2CD6810F/C" if counter_id else "DS-2CD2T47G2-L"
-        self.server = IsapiServer(port, password=password, model=model,
-                                  heartbeat_s=heartbeat_s)  # fmt: skip
+        self.camera: SimCamera | None = camera
+        self.counter: SimCounter | None = counter
+        self.engine: Engine | None = None  # its own, when it makes its own models
+        if camera is None and counter is None:
+            self.engine = Engine(SimClock(1.0))
+            venue = Venue(site="sim", node="sim", secret="", kind="community_centre",
+                          capacity=200, open_24h=True)  # fmt: skip
+            self.camera = _QuietCamera(device_id, venue, self.engine, seed=1, report_every_s=3600)
+            if counter_id:
+                self.counter = SimCounter(counter_id, venue, self.engine, seed=1,
+                                          report_every_s=report_every_s)  # fmt: skip
+        counting = self.counter is not None
+        self.server = IsapiServer(port or free_port(), password=password, heartbeat_s=heartbeat_s,
+                                  model="iDS-2CD6810F/C" if counting else "DS-2CD2T47G2-L")  # fmt: skip
         self.repeat_s = repeat_s
         self.pictures = pictures  # a JPEG part after each alert's first event part
         self._picture: bytes | None = None
-        self._own_engine = engine is None
-        self.engine = engine or Engine(SimClock(1.0))
-        venue = venue or Venue(site="sim", node="sim", secret="", kind="community_centre",
-                               capacity=200, open_24h=True)  # fmt: skip
-        # Quiet: only what tests and scenarios tell it; else the model's own alerts as well.
-        behaviour = _QuietCamera if quiet else _Camera
-        self.camera: SimCamera = behaviour(device_id, venue, self.engine, seed=seed,
-                                           report_every_s=3600)  # fmt: skip
-        self.camera.power = self._power
-        self.counter: SimCounter | None = None
-        if counter_id:
-            self.counter = _Counter(counter_id, venue, self.engine, seed=seed,
-                                    report_every_s=report_every_s)  # fmt: skip
-            self.counter.power = self._power
         self.totals = [0, 0]  # people counted in and out since the camera's last reset
         self._active: dict[str, str] = {}  # event type → description, while it lasts
         self._lock = threading.Lock()
+        self._cut = False  # powered off because a model is cut
         self._stop = threading.Event()
         self._repeater = threading.Thread(target=self._repeat, name="isapi-cam-sim", daemon=True)
+
+    @property
+    def models(self) -> list[SimDevice]:
+        return [model for model in (self.camera, self.counter) if model is not None]
+
+    def driver_settings(self) -> dict[str, object]:
+        """The `isapi` driver's site-file settings for this camera (a fleet's protocol mode)."""
+        return {"host": "127.0.0.1", "port": self.port, "username": self.server.username,
+                "password": self.server.password, "heartbeat_timeout_s": 30.0,
+                "timeout_s": 5.0, "backoff_max_s": 10.0}  # fmt: skip
 
     @property
     def port(self) -> int:
         return self.server.port
 
-    def start(self) -> HikvisionCamera:
+    def start(self) -> None:
         self.server.start()
         if self.pictures:
             self.picture()  # rendered once, before any alert
-        if self._own_engine:
+        if self.engine is not None:
             self.engine.start()
-        self.camera.start(self._reading)
-        if self.counter is not None:
-            self.counter.start(self._reading)
+        for model in self.models:
+            model.start(self._reading)
         self._repeater.start()
-        return self
 
     def stop(self) -> None:
         self._stop.set()
-        self.camera.stop()
-        if self.counter is not None:
-            self.counter.stop()
-        if self._own_engine:
+        for model in self.models:
+            model.stop()
+        if self.engine is not None:
             self.engine.stop()
         self.server.stop()
         self._repeater.join(5)
@@ -151,6 +132,7 @@ class HikvisionCamera:
 
     def alert(self, kind: m.CameraAlertKind | str, seconds: float = 30) -> None:
         """The camera's analytics raise `kind` for `seconds` (through the SimCamera)."""
+        assert self.camera is not None, "a counter-only camera has no alerts"
         self.camera.alert(kind, seconds)
 
     def event(self, event_type: str, state: str = "active") -> None:
@@ -158,13 +140,17 @@ class HikvisionCamera:
         self.server.publish(self.server.alert(event_type, state,
                                               description=_DESCRIPTION.get(event_type)))  # fmt: skip
 
-    def _power(self, on: bool) -> None:
-        """The camera (both models: one device) loses power or gets it back."""
-        with self._lock:
-            if on and not self.server.serving:
-                self.server.serve()
-            elif not on and self.server.serving:
-                self.server.halt()
+    def _power(self) -> None:
+        """Off while a model is cut (one device: either cuts it), on again when restored."""
+        off = any(model.offline for model in self.models)
+        if off and not self._cut:
+            self._cut = True
+            log.info("isapi camera sim powered off port=%d", self.port)
+            self.server.halt()
+        elif not off and self._cut:  # a halt by hand (tests) stays until serve()
+            self._cut = False
+            log.info("isapi camera sim powered on port=%d", self.port)
+            self.server.serve()
 
     def picture(self) -> bytes:
         """The camera's event picture: a frame of a synthetic intrusion scene, full size."""
@@ -223,7 +209,12 @@ class HikvisionCamera:
         self.server.publish(self.server.alert(name, state, description=_DESCRIPTION.get(name)))
 
     def _repeat(self) -> None:
-        while not self._stop.wait(self.repeat_s):
+        due = time.monotonic() + self.repeat_s
+        while not self._stop.wait(0.2):
+            self._power()
+            if time.monotonic() < due:
+                continue
+            due += self.repeat_s
             with self._lock:  # held while sending: a start and its picture are not split
                 for name in self._active:
                     self._send(name, "active")

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from edge.config import DeviceConfig
 from gateway.messages import DeviceKind
-from simulators.devices import SimDevice, SimDoor
+from simulators.devices import SimCamera, SimCounter, SimDevice, SimDoor
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,21 @@ def _modbus(model: SimDevice) -> tuple[str, Simulator]:
     return "modbus", IoModule(door=model)
 
 
+def _isapi(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.isapi_camera import HikvisionCamera
+
+    if isinstance(model, SimCamera):
+        return "isapi", HikvisionCamera(camera=model, pictures=True)
+    assert isinstance(model, SimCounter)
+    return "isapi", HikvisionCamera(counter=model)
+
+
 # For each kind, the protocols it is served by, in turn.
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
     DeviceKind.DOOR: [_modbus],
+    DeviceKind.CAMERA: [_isapi],
+    DeviceKind.COUNTER: [_isapi],
 }
 
 

@@ -58,7 +58,8 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     camera_id, counter_id = device_of(creds, "camera"), device_of(creds, "counter")
     sim = HikvisionCamera(_free_port(), device_id=camera_id, counter_id=counter_id,
                           password=PASSWORD, repeat_s=0.5, heartbeat_s=0.5,
-                          report_every_s=1.0, pictures=True).start()  # fmt: skip
+                          report_every_s=1.0, pictures=True)  # fmt: skip
+    sim.start()
     path = site_file(stack, creds, tmp_path / "edge")
     site = yaml.safe_load(path.read_text())
     common = {"host": "127.0.0.1", "port": sim.port, "username": "admin", "password": PASSWORD,
@@ -392,16 +393,26 @@ def test_the_boundary_is_read_from_the_content_type() -> None:
 # --- site-file settings -----------------------------------------------------------------------
 
 
-def test_site_file_settings_are_checked_naming_the_field_and_never_the_password() -> None:
+def test_site_file_settings_are_checked_naming_the_field_and_never_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def problem(kind: str, settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="c1", kind=kind, driver=ISAPI_DRIVER, settings=settings)
         with pytest.raises(edge_config.ConfigError) as caught:
             _isapi_device(dev, "site.yaml: ")
         return str(caught.value)
 
-    assert problem("camera", {"host": "h"}) == (
-        "site.yaml: devices.c1.settings.password: Field required"
+    assert "settings.(file): Value error, give the device's password once" in problem(
+        "camera", {"host": "h"}
     )
+    monkeypatch.delenv("CAMERA3_PASSWORD", raising=False)
+    unset = problem("camera", {"host": "h", "password_env": "CAMERA3_PASSWORD"})
+    assert "the environment variable CAMERA3_PASSWORD is not set for the edge agent" in unset
+    monkeypatch.setenv("CAMERA3_PASSWORD", "from-the-environment")
+    dev = edge_config.DeviceConfig(id="c1", kind="camera", driver=ISAPI_DRIVER,
+                                   settings={"host": "h", "password_env": "CAMERA3_PASSWORD"})  # fmt: skip
+    camera = _isapi_device(dev, "")
+    assert isinstance(camera, IsapiCamera) and camera.settings.secret == "from-the-environment"
     wrong = problem("camera", {"host": "h", "password": "s3cret!", "events": {"VMD": "motion"}})
     assert wrong.startswith("site.yaml: devices.c1.settings.events.VMD"), wrong
     assert "s3cret!" not in wrong
@@ -509,7 +520,8 @@ def test_https_with_the_devices_ca_works_and_an_untrusted_certificate_says_what_
 
 
 def test_a_camera_powered_off_is_unreachable_and_reconnects_when_it_is_back() -> None:
-    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2).start()
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2)
+    sim.start()
     settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD,
                                    heartbeat_timeout_s=2.0, backoff_max_s=0.5)  # fmt: skip
     camera = IsapiCamera("cam-power", settings)
@@ -534,7 +546,8 @@ def test_a_camera_powered_off_is_unreachable_and_reconnects_when_it_is_back() ->
 
 
 def test_json_event_bodies_and_the_channel_setting() -> None:
-    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2).start()
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2)
+    sim.start()
     settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD, channel=2,
                                    picture_wait_s=0, end_after_s=60)  # fmt: skip
     camera = IsapiCamera("cam-json", settings)
@@ -567,7 +580,8 @@ def test_a_scenario_plays_through_the_protocol_camera(tmp_path: Path) -> None:
     from simulators import scenario as scenarios
 
     sim = HikvisionCamera(device_id="v0001-camera3", counter_id="v0001-counter2",
-                          password=PASSWORD, heartbeat_s=0.2, report_every_s=0.5).start()  # fmt: skip
+                          password=PASSWORD, heartbeat_s=0.2, report_every_s=0.5)  # fmt: skip
+    sim.start()
     settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD,
                                    heartbeat_timeout_s=2.0, backoff_max_s=0.5,
                                    picture_wait_s=0)  # fmt: skip
@@ -597,3 +611,44 @@ def test_a_scenario_plays_through_the_protocol_camera(tmp_path: Path) -> None:
     finally:
         camera.stop()
         sim.stop()
+
+
+def test_the_demo_fleet_in_protocol_mode_reads_its_cameras_and_counters_over_isapi(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object
+) -> None:
+    from gridwatch.simulate import hardware_driver, venues_from
+    from simulators.devices import SimCamera
+    from simulators.fleet import Fleet
+    from simulators.protocol import ProtocolSimulators
+    from tests.edge_support import QUIET_RATE
+
+    protocol = ProtocolSimulators()
+    fleet = Fleet(
+        venues_from(nodes[:1]), stack.edge_mqtt(), tmp_path, rate=QUIET_RATE,
+        command_key=stack.command_public_key, serve=protocol.serve, build=hardware_driver,
+    )  # fmt: skip
+    fleet.start()
+    try:
+        assert fleet.wait_connected(20), "fleet did not connect"
+        agent = fleet.agents[nodes[0].node]
+        drivers = {entry.id: entry.driver for entry in agent.config.devices}
+        camera_id, counter_id = device_of(nodes[0], "camera"), device_of(nodes[0], "counter")
+        assert drivers[camera_id] == drivers[counter_id] == ISAPI_DRIVER
+        model = fleet.devices[camera_id]
+        assert isinstance(model, SimCamera)
+        health = "SELECT condition::text FROM device_health WHERE device_id = %s ORDER BY seq DESC LIMIT 1"
+        wait_until(lambda: rows(stack.dsn, health, (camera_id,)) == [("ok",)], 60, "camera read")
+        model.tamper(m.CameraAlertKind.TAMPER_MOVED, seconds=2)  # a scenario's `tamper` step
+        incident = "SELECT count(*) FROM incidents WHERE rule = 'camera_tamper' AND device_id = %s"
+        wait_until(lambda: scalar(stack.dsn, incident, (camera_id,)) == 1, 60, "tamper incident")
+        with_picture = """SELECT count(*) FROM camera_alerts WHERE device_id = %s
+                          AND phase = 'start' AND snapshot IS NOT NULL"""
+        assert scalar(stack.dsn, with_picture, (camera_id,)) == 1
+        model.cut()  # the scenario hook: the camera loses power, and the driver sees it
+        offline = "SELECT online FROM device_status WHERE device_id = %s"
+        wait_until(lambda: scalar(stack.dsn, offline, (camera_id,)) is False, 60, "camera offline")
+        model.restore()
+        wait_until(lambda: scalar(stack.dsn, offline, (camera_id,)) is True, 60, "camera back")
+    finally:
+        fleet.stop()
+        protocol.stop()

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
+from edge.credentials import DeviceAccount
 from edge.health import Health
 from edge.isapi.stream import MultipartReader, Part, boundary_of
 from gateway.messages import DeviceCondition
@@ -33,8 +34,9 @@ _OK_CODES = {"1", "ok"}
 _BACKOFF_START_S = 0.5
 
 
-class IsapiSettings(BaseModel):
-    """How to reach one ISAPI device: the settings every `isapi` device shares."""
+class IsapiSettings(DeviceAccount):
+    """How to reach one ISAPI device: the settings every `isapi` device shares (with the
+    account: `username`, and `password` or `password_env`)."""
 
     # Errors never repeat input values: the settings hold the device's password.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -44,10 +46,6 @@ class IsapiSettings(BaseModel):
         default=None, ge=1, le=65535, description="HTTP(S) port (default 80, or 443 for https)"
     )
     scheme: Literal["http", "https"] = Field(default="http", description="http or https")
-    username: str = Field(
-        default="admin", min_length=1, max_length=64, description="the device account"
-    )
-    password: SecretStr = Field(description="the account's password (never logged)")
     tls_ca: str | None = Field(
         default=None, description="https: a CA file (PEM) to trust for the device's certificate"
     )
@@ -105,7 +103,7 @@ class IsapiSession:
 
     def _new_client(self) -> httpx.Client:
         s = self.settings
-        auth = httpx.DigestAuth(s.username, s.password.get_secret_value())
+        auth = httpx.DigestAuth(s.username, s.secret)
         verify: ssl.SSLContext | bool = True
         if s.scheme == "https" and s.tls_ca:
             verify = ssl.create_default_context(cafile=s.tls_ca)
