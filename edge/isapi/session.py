@@ -10,8 +10,10 @@ stream open: it reconnects with back-off, and a stream that goes quiet for longe
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -100,6 +102,7 @@ class IsapiSession:
         self._lock = threading.Lock()
         self._client = self._new_client()
         self._stream_client = self._new_client()  # its own digest state: a stream lasts long
+        self._stream_socket: socket.socket | None = None
 
     def _new_client(self) -> httpx.Client:
         s = self.settings
@@ -111,6 +114,12 @@ class IsapiSession:
                             timeout=httpx.Timeout(s.timeout_s), trust_env=False)  # fmt: skip
 
     def close(self) -> None:
+        """Close both clients; an alert stream waiting for its next part ends at once."""
+        sock, self._stream_socket = self._stream_socket, None
+        if sock is not None:
+            # Closing a socket does not wake a read blocked on it in another thread; this does.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self._stream_client.close()
 
@@ -243,6 +252,8 @@ class IsapiSession:
                     self._problem(DeviceCondition.SLOW, "slow",
                                   f"opened the alert stream in {took:.1f} s", online=True)  # fmt: skip
                 reader = MultipartReader(boundary)
+                network = response.extensions.get("network_stream")
+                self._stream_socket = network.get_extra_info("socket") if network else None
                 if on_open is not None:
                     try:
                         on_open()
