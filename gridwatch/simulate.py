@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
 HTTP_SPEAKER_DRIVER = "http"
+ISAPI_DRIVER = "isapi"
+AVAILABLE_DRIVERS = (
+    f"{OPENCV_DRIVER} for cameras, {ISAPI_DRIVER} for cameras and counters, {MODBUS_DRIVER} for"
+    f" doors, {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER}"
+)
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -161,17 +167,19 @@ class Drivers:
 def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
     """The driver of a device on real hardware (any driver but `simulated`), from its site-file
     entry; ConfigError naming the device when it cannot be driven."""
-    if dev.driver == OPENCV_DRIVER:
-        return _opencv_camera(dev, where)
-    if dev.driver == MODBUS_DRIVER:
-        return _modbus_door(dev, where)
-    if dev.driver == HTTP_SPEAKER_DRIVER:
-        return _http_speaker(dev, where)
-    raise edge_config.ConfigError(
-        f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-        f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-        f" {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER})"
-    )
+    builders = {
+        OPENCV_DRIVER: _opencv_camera,
+        ISAPI_DRIVER: _isapi_device,
+        MODBUS_DRIVER: _modbus_door,
+        HTTP_SPEAKER_DRIVER: _http_speaker,
+    }
+    build = builders.get(dev.driver)
+    if build is None:
+        raise edge_config.ConfigError(
+            f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r} (available:"
+            f" {AVAILABLE_DRIVERS})"
+        )
+    return build(dev, where)
 
 
 def run_edge(args: argparse.Namespace) -> int:
@@ -247,6 +255,26 @@ def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return HttpSpeaker(dev.id, settings, model=dev.model)
+def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """A Hikvision device over ISAPI (edge.isapi), by its kind."""
+    from pydantic import BaseModel as Settings
+
+    from edge.isapi import camera
+
+    kinds: dict[DeviceKind, tuple[type[Settings], Callable[..., Device]]] = {
+        DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
+        DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
+    }
+    at = f"{where}devices.{dev.id}"
+    if dev.kind not in kinds:
+        names = " and ".join(sorted(f"{kind.value}s" for kind in kinds))
+        raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
+    settings_class, make = kinds[dev.kind]
+    try:
+        settings = settings_class.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return make(dev.id, settings, model=dev.model)
 
 
 def _simulated(

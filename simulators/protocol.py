@@ -16,7 +16,7 @@ from typing import Protocol
 
 from edge.config import DeviceConfig
 from gateway.messages import DeviceKind
-from simulators.devices import SimDevice, SimDoor, SimSpeaker
+from simulators.devices import SimCamera, SimCounter, SimDevice, SimDoor, SimSpeaker
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def _http_speaker(model: SimDevice) -> tuple[str, Simulator]:
 
     assert isinstance(model, SimSpeaker)
     return "http", HttpSpeakerSim(speaker=model)
+def _isapi(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.isapi_camera import HikvisionCamera
+
+    if isinstance(model, SimCamera):
+        return "isapi", HikvisionCamera(camera=model, pictures=True)
+    assert isinstance(model, SimCounter)
+    return "isapi", HikvisionCamera(counter=model)
 
 
 # For each kind, the protocols it is served by, in turn.
@@ -50,6 +57,8 @@ Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
     DeviceKind.DOOR: [_modbus],
     DeviceKind.SPEAKER: [_http_speaker],
+    DeviceKind.CAMERA: [_isapi],
+    DeviceKind.COUNTER: [_isapi],
 }
 
 
