@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import httpx
@@ -182,15 +182,22 @@ class IsapiSession:
 
     # --- the alert stream -----------------------------------------------------------------------
 
-    def events(self, stop: threading.Event, path: str = ALERT_STREAM) -> Iterator[Part]:
+    def events(
+        self,
+        stop: threading.Event,
+        path: str = ALERT_STREAM,
+        *,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Part]:
         """The alert stream's parts, for as long as `stop` is not set: reconnecting with
-        back-off (doubling up to backoff_max_s) after every loss, each loss reported."""
+        back-off (doubling up to backoff_max_s) after every loss, each loss reported.
+        `on_open` is called each time the stream (re)opens (e.g. to read what was missed)."""
         s = self.settings
         wait = _BACKOFF_START_S
         while not stop.is_set():
             got_part = False
             try:
-                for part in self._stream_once(path, stop):
+                for part in self._stream_once(path, stop, on_open):
                     got_part = True
                     wait = _BACKOFF_START_S
                     yield part
@@ -208,7 +215,9 @@ class IsapiSession:
             stop.wait(wait)
             wait = min(wait * 2, s.backoff_max_s)
 
-    def _stream_once(self, path: str, stop: threading.Event) -> Iterator[Part]:
+    def _stream_once(
+        self, path: str, stop: threading.Event, on_open: Callable[[], None] | None = None
+    ) -> Iterator[Part]:
         s = self.settings
         # Reads wait for the next part up to the heartbeat timeout; connecting does not.
         timeout = httpx.Timeout(s.timeout_s, read=s.heartbeat_timeout_s)
@@ -237,6 +246,8 @@ class IsapiSession:
                 else:
                     self.health.ok()
                 reader = MultipartReader(boundary)
+                if on_open is not None:
+                    on_open()
                 log.info("isapi alert stream open device=%s host=%s", self.health.device,
                          s.address)  # fmt: skip
                 for chunk in response.iter_raw():
