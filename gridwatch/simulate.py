@@ -29,6 +29,7 @@ from simulators.venues import Venue
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
+ISAPI_DRIVER = "isapi"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -162,10 +163,12 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
         return _opencv_camera(dev, where)
     if dev.driver == MODBUS_DRIVER:
         return _modbus_door(dev, where)
+    if dev.driver == ISAPI_DRIVER:
+        return _isapi_device(dev, where)
     raise edge_config.ConfigError(
         f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
         f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-        f" {SIMULATED_DRIVER})"
+        f" {ISAPI_DRIVER} for Hikvision doors, {SIMULATED_DRIVER})"
     )
 
 
@@ -228,6 +231,20 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return ModbusDoor(dev.id, settings, model=dev.model)
+
+
+def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """A Hikvision device over ISAPI (edge.isapi), by kind: a door of an access controller."""
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is DeviceKind.DOOR:
+        from edge.isapi.access import IsapiDoor, IsapiDoorSettings
+
+        try:
+            settings = IsapiDoorSettings.model_validate(dev.settings)
+        except ValidationError as exc:
+            raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+        return IsapiDoor(dev.id, settings, model=dev.model)
+    raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives doors only")
 
 
 def _simulated(

@@ -82,20 +82,26 @@ class AccessPanel:
 
     def __init__(
         self,
-        door_id: str,
+        door: SimDoor | None = None,
         *,
+        door_id: str = "door-1",
         door_no: int = 1,
         speed: float = 1.0,
-        push: Any = None,
-        clock: Any = None,
+        push: Callable[[bytes], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """`door`: the behavioural model to wire (a fleet's, which scenarios drive); without it a
+        quiet door of its own on its own engine (simulated time `speed` times real time)."""
         self.door_no = door_no
-        self.engine = Engine(SimClock(speed))
-        venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
-                      open_24h=True)  # fmt: skip
-        self.door = _QuietDoor(door_id, venue, self.engine, seed=1, report_every_s=3600)
-        self.push = push or (lambda body: None)
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.engine: Engine | None = None
+        if door is None:
+            self.engine = Engine(SimClock(speed))
+            venue = Venue(site="sim", node="sim", secret="", kind="community_centre",
+                          capacity=10, open_24h=True)  # fmt: skip
+            door = _QuietDoor(door_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.door = door
+        self.push: Callable[[bytes], None] = push or (lambda body: None)
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.sent: list[dict[str, Any]] = []  # every event sent, in order
         self.commands: list[str] = []  # every RemoteControlDoor cmd carried out
         self._serial = 0
@@ -106,13 +112,15 @@ class AccessPanel:
         self._mutex = threading.Lock()
 
     def start(self) -> None:
-        self.engine.start()
+        if self.engine is not None:
+            self.engine.start()
         self._last = self._state()
         self.door.start(self._reading)
 
     def stop(self) -> None:
         self.door.stop()
-        self.engine.stop()
+        if self.engine is not None:
+            self.engine.stop()
 
     # --- the model's readings become the device's events -----------------------------------------
 
@@ -129,7 +137,7 @@ class AccessPanel:
                 self.event(5, minor, card=_card_no(reading.raw_credential),
                            reader=1 if reading.direction is not m.Direction.OUT else 2)  # fmt: skip
             case d.ForcedSeen():
-                self._forced = True
+                self._forced = not self.door.is_open  # its opening follows: said by this one
                 self.event(5, DOOR_OPEN_ABNORMAL)
             case d.HeldOpenSeen():
                 self.event(5, DOOR_OPEN_TIMEOUT)
@@ -291,6 +299,7 @@ class AccessController:
         self,
         port: int = 0,
         *,
+        door: SimDoor | None = None,
         door_id: str = "door-1",
         username: str = "admin",
         password: str = "Acs-12345",
@@ -302,7 +311,8 @@ class AccessController:
             device_type="ACS", serial="DS-K2601T20261201V010100ENAC0000001",
             mac="44:19:b6:00:00:01", heartbeat_s=heartbeat_s,
         )  # fmt: skip
-        self.panel = AccessPanel(door_id, speed=speed, push=self._push, clock=self.server.now)
+        self.panel = AccessPanel(door, door_id=door_id, speed=speed, push=self._push,
+                                 clock=self.server.now)  # fmt: skip
         self.door = self.panel.door
         self.server.route("GET", WORK_STATUS, self._work_status)
         self.server.route("PUT", REMOTE_CONTROL.format(n=self.panel.door_no), self._remote)
@@ -311,14 +321,18 @@ class AccessController:
     def url(self) -> str:
         return self.server.url
 
+    def driver_settings(self) -> dict[str, object]:
+        """The `isapi` driver's site-file settings for this controller's door."""
+        return {"host": "127.0.0.1", "port": self.server.port, "username": self.server.username,
+                "password": self.server.password, "door": self.panel.door_no}  # fmt: skip
+
     @property
     def port(self) -> int:
         return self.server.port
 
-    def start(self) -> AccessController:
+    def start(self) -> None:
+        self.server.start()  # first: its port is known from here on
         self.panel.start()
-        self.server.start()
-        return self
 
     def stop(self) -> None:
         self.server.stop()

@@ -38,10 +38,17 @@ def _modbus(model: SimDevice) -> tuple[str, Simulator]:
     return "modbus", IoModule(door=model)
 
 
+def _isapi_door(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.isapi_access import AccessController
+
+    assert isinstance(model, SimDoor)
+    return "isapi", AccessController(door=model)
+
+
 # For each kind, the protocols it is served by, in turn.
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
-    DeviceKind.DOOR: [_modbus],
+    DeviceKind.DOOR: [_modbus, _isapi_door],
 }
 
 

@@ -339,7 +339,7 @@ class IsapiDoor(d.DoorController):
 
     def _connected(self) -> None:
         """The stream (re)connected: read the door's state now (events may have been missed)."""
-        self._poll_now.set()
+        self.read_state()
 
     def take(self, part: Part) -> None:
         """One part of the alert stream."""
@@ -490,7 +490,7 @@ class IsapiDoor(d.DoorController):
             log.warning("door command refused device=%s cmd=%s: %s", self.id, cmd.value, exc)
             raise d.CommandFailed(f"{self._where} refused {cmd.value}: {exc}") from None
         except IsapiUnavailable as exc:
-            raise d.CommandFailed(f"{self._where}: {cmd.value} not sent: {exc}") from None
+            raise d.CommandFailed(f"{self._where}: {cmd.value} failed: {exc}") from None
 
     def _command(self, cmd: Command, *, locked: bool, mode: m.DoorMode) -> None:
         self._remote(cmd)
