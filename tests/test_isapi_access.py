@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,14 +21,19 @@ from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent, hash_credential
-from edge.drivers import CommandFailed
-from edge.isapi.access import MAPPING, IsapiDoor
+from edge.drivers import CommandFailed, ForcedSeen
+from edge.isapi.access import MAPPING, IsapiDoor, read_event
+from edge.isapi.stream import Part, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ISAPI_DRIVER, Drivers, _isapi_device
+from gridwatch.simulate import ISAPI_DRIVER, Drivers, _isapi_device, hardware_driver
+from simulators.devices import SimDoor, make_device
+from simulators.engine import Engine, SimClock
 from simulators.isapi_access import WORK_STATUS, AccessController
 from simulators.isapi_http import JSON, part
+from simulators.protocol import ProtocolSimulators
+from simulators.venues import Venue as SimVenue
 from tests.edge_support import command_result, platform_client, send_command, site_file
 from tests.support import device_of, rows, scalar, wait_until
 
@@ -321,3 +327,56 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     missing = problem({"host": "h"})
     assert "settings.password: Field required" in missing
     assert "s3cret" not in problem({"host": "h", "password": "s3cret", "scheme": "ftp"})
+
+
+def test_in_protocol_mode_a_fleet_door_behind_the_controller_is_read_by_the_isapi_driver() -> None:
+    """`--devices protocol`: a fleet's own SimDoor (which scenarios drive) behind the simulated
+    controller, read by the driver built from the simulator's own site-file settings."""
+    engine = Engine(SimClock(1.0))
+    where = SimVenue(site="s", node="n", secret="", kind="community_centre", capacity=10,
+                     open_24h=True)  # fmt: skip
+    model = make_device(m.DeviceKind.DOOR, "door-p", where, engine, seed=3, report_every_s=3600)
+    assert isinstance(model, SimDoor)
+    sims = ProtocolSimulators()
+    sims.serve(make_device(m.DeviceKind.DOOR, "door-q", where, engine, seed=3, report_every_s=3600))
+    entry = sims.serve(model)  # the second door of the fleet: doors alternate modbus, isapi
+    assert entry is not None and entry.driver == ISAPI_DRIVER
+    door = hardware_driver(entry)
+    assert isinstance(door, IsapiDoor)
+    seen: list[object] = []
+    door.start(seen.append)
+    try:
+        wait_until(lambda: door.is_open is False, 30, "the door's state read at connect")
+        wait_until(lambda: sims.running[1].server.streams == 1, 30, "alert stream open")  # type: ignore[attr-defined]
+        model.force()  # a scenario's `force` step
+        wait_until(lambda: any(isinstance(r, ForcedSeen) for r in seen), 30, "forced seen")
+        door.unlock(None)
+        assert not model.locked and model.mode is m.DoorMode.UNLOCKED
+        door.lock()
+        assert model.locked and model.mode is m.DoorMode.NORMAL
+    finally:
+        door.stop()
+        sims.stop()
+
+
+def test_an_event_in_xml_as_older_firmware_sends_it_reads_as_the_json_one() -> None:
+    xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<EventNotificationAlert version="2.0"'
+           b' xmlns="http://www.isapi.org/ver20/XMLSchema"><dateTime>2026-12-01T21:00:00+08:00'
+           b"</dateTime><eventType>AccessControllerEvent</eventType><eventState>active"
+           b"</eventState><AccessControllerEvent><majorEventType>5</majorEventType>"
+           b"<subEventType>8</subEventType><cardNo>00012345</cardNo><cardReaderNo>2"
+           b"</cardReaderNo><doorNo>1</doorNo></AccessControllerEvent></EventNotificationAlert>")  # fmt: skip
+    event = read_event(decode(Part("application/xml", xml)))
+    assert event is not None
+    assert (event.code.name, event.code.reason) == ("CARD_OUT_OF_DATE", m.DenyReason.EXPIRED)
+    assert (event.credential, event.reader, event.door) == ("00012345", 2, 1)
+    assert event.time == datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
+
+
+def test_the_documented_table_is_the_drivers_mapping() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs/drivers/isapi-access.md").read_text()
+    documented = {
+        (int(major), int(minor, 16), name)
+        for major, minor, name in re.findall(r"^\| (\d) \| 0x([0-9a-f]+) \| (\w+) \|", page, re.M)
+    }
+    assert documented == {(ma, mi, code.name) for (ma, mi), code in MAPPING.items()}
