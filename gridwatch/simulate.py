@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -168,7 +169,7 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
     raise edge_config.ConfigError(
         f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
         f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-        f" {ISAPI_DRIVER} for Hikvision doors, {SIMULATED_DRIVER})"
+        f" {ISAPI_DRIVER} for Hikvision cameras, counters and doors, {SIMULATED_DRIVER})"
     )
 
 
@@ -234,17 +235,26 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
 
 
 def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """A Hikvision device over ISAPI (edge.isapi), by kind: a door of an access controller."""
-    at = f"{where}devices.{dev.id}"
-    if dev.kind is DeviceKind.DOOR:
-        from edge.isapi.access import IsapiDoor, IsapiDoorSettings
+    """A Hikvision device over ISAPI (edge.isapi), by its kind."""
+    from pydantic import BaseModel as Settings
 
-        try:
-            settings = IsapiDoorSettings.model_validate(dev.settings)
-        except ValidationError as exc:
-            raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-        return IsapiDoor(dev.id, settings, model=dev.model)
-    raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives doors only")
+    from edge.isapi import access, camera
+
+    kinds: dict[DeviceKind, tuple[type[Settings], Callable[..., Device]]] = {
+        DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
+        DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
+        DeviceKind.DOOR: (access.IsapiDoorSettings, access.IsapiDoor),
+    }
+    at = f"{where}devices.{dev.id}"
+    if dev.kind not in kinds:
+        names = " and ".join(sorted(f"{kind.value}s" for kind in kinds))
+        raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
+    settings_class, make = kinds[dev.kind]
+    try:
+        settings = settings_class.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return make(dev.id, settings, model=dev.model)
 
 
 def _simulated(

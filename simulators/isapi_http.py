@@ -116,7 +116,7 @@ class IsapiServer:
     ) -> None:
         self.port = port
         self.username = username
-        self.password = password  # change it while running: the next request is refused
+        self._password = password
         self.realm = f"IP Camera({serial[-9:]})"
         self.model, self.device_type, self.serial, self.mac = model, device_type, serial, mac
         self.heartbeat_s = heartbeat_s
@@ -177,6 +177,20 @@ class IsapiServer:
 
     def stop(self) -> None:
         self.halt()
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    @password.setter
+    def password(self, value: str) -> None:
+        """Change the account's password while running (as an installer does on the device):
+        the open alert streams end, and requests with the old one are refused (401)."""
+        self._password = value
+        with self._lock:
+            streams, self._streams = list(self._streams), []
+        for stream in streams:
+            stream.end()
 
     # --- what devices built on it use -------------------------------------------------------------
 

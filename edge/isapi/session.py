@@ -140,11 +140,10 @@ class IsapiSession:
         self._check_auth(response)
         took = time.monotonic() - started
         refused = refusal(response)
+        self.health.ok()  # it answered: reachable, whatever else follows
         if took > self.settings.timeout_s:  # possible across the 401 round trip
             self._problem(DeviceCondition.SLOW, "slow",
                           f"answered {method} {path} in {took:.1f} s", online=True)  # fmt: skip
-        else:
-            self.health.ok()
         if refused is not None:
             raise refused
         return response
@@ -240,11 +239,10 @@ class IsapiSession:
                                   f"the alert stream is not multipart (Content-Type {kind[:60]})",
                                   online=False)  # fmt: skip
                     return
+                self.health.ok()  # it answered: reachable, whatever else follows
                 if took > s.timeout_s:
                     self._problem(DeviceCondition.SLOW, "slow",
                                   f"opened the alert stream in {took:.1f} s", online=True)  # fmt: skip
-                else:
-                    self.health.ok()
                 reader = MultipartReader(boundary)
                 if on_open is not None:
                     on_open()

@@ -205,18 +205,23 @@ def decode(part: Part) -> Event:
     raise BadPart("unsupported_part", f"a part of type {kind or 'unknown'!r} is no event")
 
 
-def _from_xml(text: bytes) -> Event:
-    # Event bodies never declare a DTD; refusing one keeps entity expansion out entirely.
+def xml_fields(body: bytes, what: str = "an XML body") -> dict[str, Any]:
+    """An ISAPI XML document's fields (namespaces dropped, as in `Event.data`); BadPart
+    (malformed_xml) when it does not parse."""
+    text = body.strip()
+    # ISAPI bodies never declare a DTD; refusing one keeps entity expansion out entirely.
     if b"<!DOCTYPE" in text or b"<!ENTITY" in text:
-        raise BadPart("malformed_xml", "an XML event body with a DTD (refused)")
+        raise BadPart("malformed_xml", f"{what} with a DTD (refused)")
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise BadPart("malformed_xml", f"an XML event body that does not parse: {exc}") from None
+        raise BadPart("malformed_xml", f"{what} that does not parse: {exc}") from None
     data = _element(root)
-    if not isinstance(data, dict):
-        data = {}
-    return _event(data, _local(root.tag))
+    return data if isinstance(data, dict) else {}
+
+
+def _from_xml(text: bytes) -> Event:
+    return _event(xml_fields(text, "an XML event body"), "xml")
 
 
 def _from_json(text: bytes) -> Event:
@@ -242,7 +247,7 @@ def _event(data: dict[str, Any], root: str) -> Event:
         type=kind.strip(),
         state=state.strip().lower() if isinstance(state, str) else "",
         channel=_int(channel),
-        time=_time(data.get("dateTime")),
+        time=parse_time(data.get("dateTime")),
         data=data,
     )
 
@@ -275,7 +280,7 @@ def _int(value: object) -> int | None:
     return None
 
 
-def _time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     """An ISAPI dateTime (ISO 8601 with its offset, e.g. 2026-12-01T21:00:00+08:00)."""
     if not isinstance(value, str):
         return None

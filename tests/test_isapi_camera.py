@@ -1,0 +1,399 @@
+"""The `isapi` camera and people counter against a simulated Hikvision camera (simulators/
+isapi_camera.py on simulators/isapi_http.py) over real HTTP with digest authentication, end to
+end through the real broker and platform; and the alert-stream reader on its own."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from edge import config as edge_config
+from edge.agent import EdgeAgent
+from edge.health import Health
+from edge.isapi.camera import IsapiCamera, IsapiCounter
+from edge.isapi.session import IsapiSession, IsapiSettings, IsapiUnavailable, refusal
+from edge.isapi.stream import BadPart, MultipartReader, Part, boundary_of, decode
+from gateway import messages as m
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
+from gridwatch.simulate import ISAPI_DRIVER, Drivers, _isapi_device
+from simulators.isapi_camera import HikvisionCamera
+from simulators.isapi_http import IsapiServer, part, response_status
+from tests.edge_support import site_file
+from tests.support import device_of, rows, scalar, wait_until
+
+PASSWORD = "Hik-12345"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Venue:
+    sim: HikvisionCamera
+    camera: IsapiCamera
+    counter: IsapiCounter
+    agent: EdgeAgent
+
+
+@pytest.fixture
+def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> Iterator[Venue]:
+    """Node 0 with its first camera and its counter on one simulated people-counting camera
+    (the node's other devices simulated, quiet)."""
+    creds = nodes[0]
+    camera_id, counter_id = device_of(creds, "camera"), device_of(creds, "counter")
+    sim = HikvisionCamera(_free_port(), device_id=camera_id, counter_id=counter_id,
+                          password=PASSWORD, repeat_s=0.5, heartbeat_s=0.5,
+                          report_every_s=1.0).start()  # fmt: skip
+    path = site_file(stack, creds, tmp_path / "edge")
+    site = yaml.safe_load(path.read_text())
+    common = {"host": "127.0.0.1", "port": sim.port, "username": "admin", "password": PASSWORD,
+              "timeout_s": 1.0, "heartbeat_timeout_s": 3.0, "backoff_max_s": 1.0}  # fmt: skip
+    for dev in site["devices"]:
+        if dev["id"] == camera_id:
+            dev["driver"] = ISAPI_DRIVER
+            dev["settings"] = {**common, "zone": "gate", "end_after_s": 2.0,
+                               "update_every_s": 1.0, "events": {"unattendedBaggage": "ignore"}}  # fmt: skip
+        elif dev["id"] == counter_id:
+            dev["driver"] = ISAPI_DRIVER
+            dev["settings"] = {**common, "zone": "hall"}
+    path.write_text(yaml.safe_dump(site))
+    config = edge_config.load(path)
+    drivers = Drivers(config, "")
+    devices = [drivers.build(dev) for dev in config.devices]
+    camera = next(dev for dev in devices if dev.id == camera_id)
+    counter = next(dev for dev in devices if dev.id == counter_id)
+    assert isinstance(camera, IsapiCamera) and isinstance(counter, IsapiCounter)
+    agent = EdgeAgent(config, devices, drivers=drivers.build)
+    stop = threading.Event()
+    drivers.start()
+    agent.start()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    wait_until(lambda: agent.watch.connected.is_set() and camera.online and counter.online, 30,
+               "agent, camera and counter up")  # fmt: skip
+    wait_until(lambda: sim.server.streams == 2, 30, "both alert streams open")
+    yield Venue(sim, camera, counter, agent)
+    stop.set()
+    runner.join(10)
+    agent.stop()
+    drivers.stop()
+    sim.stop()
+
+
+def _health(stack: LocalStack, device: str) -> list[tuple[object, ...]]:
+    """The device's stored health, oldest first: (online, condition, detail, faults)."""
+    query = """SELECT online, condition::text, detail, faults FROM device_health
+               WHERE device_id = %s ORDER BY seq"""
+    return rows(stack.dsn, query, (device,))
+
+
+def _latest(stack: LocalStack, device: str) -> tuple[object, ...] | None:
+    found = _health(stack, device)
+    return found[-1] if found else None
+
+
+def _faults(device: str, fault: str) -> float:
+    labels = {"device": device, "fault": fault}
+    return REGISTRY.get_sample_value("gridwatch_edge_device_faults_total", labels) or 0.0
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def test_camera_events_are_stored_then_incidents_and_end_as_isapi_says(
+    stack: LocalStack, venue: Venue, ingest: object
+) -> None:
+    cam = venue.camera.id
+    phases = "SELECT phase::text, kind::text, zone FROM camera_alerts WHERE device_id = %s ORDER BY ts, seq"
+    # Intrusion (field detection): `active` parts only; it ends when they stop coming.
+    venue.sim.alert(m.CameraAlertKind.INTRUSION, seconds=3)
+    intrusion = "SELECT count(*) FROM incidents WHERE rule = 'camera_intrusion' AND device_id = %s"
+    wait_until(lambda: scalar(stack.dsn, intrusion, (cam,)) == 1, 30, "intrusion incident")
+    wait_until(lambda: ("end", "intrusion", "gate") in rows(stack.dsn, phases, (cam,)), 30,
+               "the intrusion ended after its parts stopped")  # fmt: skip
+    got = [tuple(r) for r in rows(stack.dsn, phases, (cam,))]
+    assert got[0] == ("start", "intrusion", "gate")
+    assert ("update", "intrusion", "gate") in got  # the repeated `active` parts
+    # Video tampering (shelteralarm): `active` then `inactive`, which ends it and its incident.
+    venue.sim.alert(m.CameraAlertKind.TAMPER_COVERED, seconds=2)
+    tamper = """SELECT count(*) FROM incidents WHERE rule = 'camera_tamper' AND device_id = %s
+                AND resolved_at IS NOT NULL"""
+    wait_until(lambda: scalar(stack.dsn, tamper, (cam,)) == 1, 30, "tamper raised and resolved")
+    # A motion event and a line crossing, by their ISAPI names, on the one intrusion rule.
+    venue.sim.event("VMD", "active")
+    venue.sim.event("VMD", "inactive")
+    venue.sim.event("linedetection", "active")
+    ends = "SELECT count(*) FROM camera_alerts WHERE device_id = %s AND phase = 'end'"
+    wait_until(lambda: scalar(stack.dsn, ends, (cam,)) == 4, 30, "every alert ended")
+    assert venue.agent.fatal is None
+    assert venue.camera.health.condition is m.DeviceCondition.OK
+
+
+def test_people_counting_is_stored_as_occupancy(
+    stack: LocalStack, venue: Venue, ingest: object
+) -> None:
+    counter = venue.counter
+    assert venue.sim.counter is not None
+    venue.sim.counter.spike(40, seconds=3600)
+    latest = """SELECT count, zone FROM occupancy WHERE device_id = %s ORDER BY ts DESC, seq DESC
+                LIMIT 1"""
+
+    def stored() -> tuple[object, ...] | None:
+        found = rows(stack.dsn, latest, (counter.id,))
+        return tuple(found[0]) if found else None
+
+    wait_until(lambda: (stored() or (0,))[0] == venue.sim.counter.count > 0, 60,  # type: ignore[union-attr]
+               "the camera's count stored")  # fmt: skip
+    assert stored() is not None and stored()[1] == "hall"  # type: ignore[index]
+    flows = "SELECT sum(entered), sum(exited) FROM occupancy WHERE device_id = %s"
+    entered, exited = rows(stack.dsn, flows, (counter.id,))[0]
+    assert int(str(entered)) - int(str(exited)) == counter.count
+    venue.sim.reset_counts()  # the camera's daily reset: totals start again from zero
+    before = int(str(scalar(stack.dsn, "SELECT count(*) FROM occupancy WHERE device_id = %s",
+                            (counter.id,))))  # fmt: skip
+    wait_until(lambda: int(str(scalar(stack.dsn, "SELECT count(*) FROM occupancy WHERE device_id = %s",
+                                      (counter.id,)))) > before + 2, 30, "counts after the reset")  # fmt: skip
+    assert counter.health.condition is m.DeviceCondition.OK
+
+
+def test_bad_input_and_a_clock_hours_off_are_counted_logged_and_shown_as_health(
+    stack: LocalStack, venue: Venue, ingest: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    cam, sim = venue.camera.id, venue.sim
+    caplog.set_level(logging.WARNING, logger="edge.health")
+    malformed_before = _faults(cam, "malformed_xml")
+    sim.server.publish(b"<EventNotificationAlert><eventType>VMD</eventType><eventState>act")
+    wait_until(lambda: _faults(cam, "malformed_xml") > malformed_before, 30, "malformed counted")
+    sim.event("faceSnap", "active")  # a real ISAPI event with no mapping here
+    sim.event("unattendedBaggage", "active")  # mapped to `ignore` by the site: not counted
+    wait_until(lambda: venue.camera.health.faults.get("unknown_event") == 1, 30, "unknown counted")
+    sim.server.inject(b"\r\nthis is no part at all\r\n")
+    wait_until(lambda: _faults(cam, "malformed_part") >= 1, 30, "garbage counted")
+    wait_until(lambda: (_latest(stack, cam) or ())[1:2] == ("bad_input",), 30, "stored bad input")
+    online, condition, _, faults = _latest(stack, cam)  # type: ignore[misc]
+    assert online is True and condition == "bad_input"
+    assert "malformed_part" in faults and "unknown_event" in faults, faults  # type: ignore[operator]
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(f"device={cam}" in line and "'faceSnap' that has no mapping" in line
+               for line in logged), logged  # fmt: skip
+    assert any("malformed_xml" in line and "does not parse" in line for line in logged), logged
+    # The stream goes on: a real event after all that is an alert.
+    sim.alert(m.CameraAlertKind.LOITERING, seconds=2)
+    loiter = "SELECT count(*) FROM camera_alerts WHERE device_id = %s AND kind = 'loitering'"
+    wait_until(lambda: int(str(scalar(stack.dsn, loiter, (cam,)))) >= 2, 30, "loitering stored")
+    # The camera's clock goes five hours behind: reported, and the agent's time is used.
+    sim.server.clock_offset_s = -5 * 3600
+    wait_until(lambda: (_latest(stack, cam) or ())[1:2] == ("clock_skew",), 30, "clock skew stored")
+    offset = scalar(stack.dsn, """SELECT clock_offset_s FROM device_health WHERE device_id = %s
+                                  ORDER BY seq DESC LIMIT 1""", (cam,))  # fmt: skip
+    assert -5 * 3600 - 60 < float(str(offset)) < -5 * 3600 + 60
+    sim.alert(m.CameraAlertKind.TAMPER_MOVED, seconds=1)
+    moved = "SELECT ts FROM camera_alerts WHERE device_id = %s AND kind = 'tamper_moved'"
+    wait_until(lambda: bool(rows(stack.dsn, moved, (cam,))), 30, "tamper stored")
+    ts = rows(stack.dsn, moved, (cam,))[0][0]
+    assert isinstance(ts, datetime) and abs((ts - datetime.now(UTC)).total_seconds()) < 600
+    assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
+    assert venue.counter.online  # the counter on the same camera is not disturbed
+
+
+def test_a_half_closed_stream_and_a_slow_device_are_reported_and_recovered_from(
+    stack: LocalStack, venue: Venue, ingest: object
+) -> None:
+    cam, sim = venue.camera.id, venue.sim
+    before = _faults(cam, "heartbeat_missed")
+    sim.server.half_close()  # both streams stop mid-stream; their sockets stay open
+    wait_until(lambda: _faults(cam, "heartbeat_missed") > before, 30, "heartbeat missed")
+    wait_until(lambda: any(r[1] == "unreachable" and r[0] is False for r in _health(stack, cam)),
+               30, "stored offline")  # fmt: skip
+    wait_until(lambda: (_latest(stack, cam) or ())[:2] == (True, "ok"), 30, "stored back online")
+    status = "SELECT online FROM device_status WHERE device_id = %s"
+    wait_until(lambda: scalar(stack.dsn, status, (cam,)) is True, 30, "device status online")
+    # Now it answers slowly (2 s for a 1 s timeout): the reconnected stream is slow, yet works.
+    sim.server.delay_s = 2.0
+    sim.server.half_close()
+    wait_until(lambda: (_latest(stack, cam) or ())[1:2] == ("slow",), 30, "stored slow")
+    assert (_latest(stack, cam) or ())[0] is True  # slow is not offline
+    sim.alert(m.CameraAlertKind.TAMPER_BLURRED, seconds=1)
+    blurred = "SELECT count(*) FROM camera_alerts WHERE device_id = %s AND kind = 'tamper_blurred'"
+    wait_until(lambda: scalar(stack.dsn, blurred, (cam,)) == 2, 30, "alert from the slow device")
+    assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
+
+
+def test_a_password_changed_on_the_device_is_auth_failed_until_it_matches_again(
+    stack: LocalStack, venue: Venue, ingest: object
+) -> None:
+    cam, sim = venue.camera.id, venue.sim
+    sim.server.password = "changed-by-the-installer"  # ends the open streams, as a device does
+    wait_until(lambda: (_latest(stack, cam) or ())[:2] == (False, "auth_failed"), 30,
+               "stored auth_failed")  # fmt: skip
+    detail = str((_latest(stack, cam) or ())[2])
+    assert "refused user 'admin': check the password" in detail, detail
+    assert "changed-by-the-installer" not in detail and PASSWORD not in detail
+    assert venue.camera.health.faults["auth_failed"] >= 1
+    status = "SELECT online FROM device_status WHERE device_id = %s"
+    wait_until(lambda: scalar(stack.dsn, status, (cam,)) is False, 30, "device shown offline")
+    assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
+    sim.server.password = PASSWORD
+    wait_until(lambda: (_latest(stack, cam) or ())[:2] == (True, "ok"), 30, "back")
+    sim.alert(m.CameraAlertKind.INTRUSION, seconds=1)
+    intrusion = "SELECT count(*) FROM camera_alerts WHERE device_id = %s AND kind = 'intrusion'"
+    wait_until(lambda: int(str(scalar(stack.dsn, intrusion, (cam,)))) >= 1, 30, "events again")
+
+
+# --- the session on its own -------------------------------------------------------------------
+
+
+def test_a_request_slower_than_the_timeout_is_slow_and_a_refusal_has_the_devices_words() -> None:
+    server = IsapiServer(password=PASSWORD).start()
+    server.route("PUT", "/ISAPI/System/reboot",
+                 lambda request: response_status(request.path, 4, "lowPrivilege", http=403))  # fmt: skip
+    health = Health("cam-s")
+    settings = IsapiSettings(host="127.0.0.1", port=server.port, password=PASSWORD, timeout_s=0.5)
+    session = IsapiSession(settings, health)
+    try:
+        assert session.request("GET", "/ISAPI/System/deviceInfo").status_code == 200
+        assert health.condition is m.DeviceCondition.OK
+        with pytest.raises(Exception, match="Invalid Operation: lowPrivilege") as refused:
+            session.request("PUT", "/ISAPI/System/reboot", content=b"")
+        assert type(refused.value).__name__ == "IsapiRefused"
+        server.delay_s = 1.5
+        with pytest.raises(IsapiUnavailable, match=r"no answer to GET /ISAPI/System/time within"):
+            session.request("GET", "/ISAPI/System/time")
+        assert health.condition is m.DeviceCondition.SLOW and health.faults["timeout"] == 1
+        server.halt()
+        with pytest.raises(IsapiUnavailable, match="cannot connect"):
+            session.request("GET", "/ISAPI/System/time")
+        assert health.condition is m.DeviceCondition.UNREACHABLE and health.online is False
+    finally:
+        session.close()
+        server.stop()
+
+
+def test_isapi_response_status_bodies_are_read_in_xml_and_json() -> None:
+    import httpx
+
+    ok = response_status("/x")
+    assert refusal(httpx.Response(200, content=ok.body)) is None
+    busy = response_status("/x", 2, "deviceBusy", as_json=True)
+    refused = refusal(httpx.Response(400, content=busy.body))
+    assert refused is not None and refused.status == "2" and "Device Busy" in str(refused)
+    assert "deviceBusy" in str(refused)
+    assert refusal(httpx.Response(200, content=b"<DeviceInfo/>")) is None
+    plain = refusal(httpx.Response(404, content=b"not here"))
+    assert plain is not None and str(plain) == "HTTP 404 Not Found"
+
+
+# --- the stream reader on its own -------------------------------------------------------------
+
+_EVENT = (b'<?xml version="1.0" encoding="UTF-8"?>\r\n<EventNotificationAlert version="2.0" '
+          b'xmlns="http://www.hikvision.com/ver20/XMLSchema">\r\n<ipAddress>10.0.0.64</ipAddress>'
+          b"\r\n<channelID>2</channelID>\r\n<dateTime>2026-12-01T21:10:40+08:00</dateTime>\r\n"
+          b"<activePostCount>3</activePostCount>\r\n<eventType>linedetection</eventType>\r\n"
+          b"<eventState>active</eventState>\r\n</EventNotificationAlert>\r\n")  # fmt: skip
+_JSON = (b'{"ipAddress":"10.0.0.65","dateTime":"2026-12-01T21:10:41+08:00","eventType":'
+         b'"AccessControllerEvent","eventState":"active","AccessControllerEvent":'
+         b'{"majorEventType":5,"subEventType":1}}')  # fmt: skip
+
+
+def _feed(raw: bytes, step: int) -> list[Part]:
+    reader = MultipartReader("boundary", max_part=4096)
+    out: list[Part] = []
+    for i in range(0, len(raw), step):
+        out += reader.feed(raw[i : i + step])
+    return out
+
+
+@pytest.mark.parametrize("step", [1, 3, 64, 100_000])
+def test_the_multipart_reader_reads_parts_however_the_bytes_arrive(step: int) -> None:
+    raw = (
+        part(_EVENT)  # with Content-Length
+        + b"--boundary\nContent-Type: application/json\n\n" + _JSON + b"\n"  # LF, no length
+        + b"--boundary\r\nContent-Type: image/jpeg\r\nContent-Length: 9999\r\n\r\n"
+        + b"\xff" * 9999 + b"\r\n"  # over the limit: dropped as it comes, reported
+        + b"stray bytes between parts\r\n"
+        + part(_EVENT)
+        + b"--boundary--\r\n"
+    )  # fmt: skip
+    parts = _feed(raw, step)
+    assert [(p.content_type, p.problem is None) for p in parts] == [
+        ("application/xml", True), ("application/json", True), ("image/jpeg", False),
+        ("", False), ("application/xml", True),
+    ]  # fmt: skip
+    assert "over the 4096-byte limit" in str(parts[2].problem)
+    assert parts[0].body == _EVENT and parts[1].body == _JSON
+    event = decode(parts[0])
+    assert (event.type, event.state, event.channel) == ("linedetection", "active", 2)
+    assert event.time is not None and event.time.utcoffset() is not None
+    assert event.data["activePostCount"] == "3"
+    access = decode(parts[1])
+    assert access.type == "AccessControllerEvent"
+    assert access.data["AccessControllerEvent"] == {"majorEventType": 5, "subEventType": 1}
+
+
+def test_the_reader_resynchronises_after_garbage_headers() -> None:
+    raw = b"--boundary\r\nno colon here\r\n\r\n<x/>\r\n" + part(_EVENT)
+    parts = _feed(raw, 5)
+    assert parts[0].problem is not None and "without a colon" in parts[0].problem
+    assert [p.problem for p in parts[1:]] == [None] and parts[1].body == _EVENT
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "fault"),
+    [
+        (b"<EventNotificationAlert><eventType>VMD", "application/xml", "malformed_xml"),
+        (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', "application/xml", "malformed_xml"),
+        (b"<EventNotificationAlert><eventState>active</eventState></EventNotificationAlert>",
+         "application/xml", "malformed_xml"),
+        (b'{"eventType": ', "application/json", "malformed_json"),
+        (b"[1, 2]", "application/json", "malformed_json"),
+        (b"\xff\xd8\xff", "image/jpeg", "unsupported_part"),
+    ],
+)  # fmt: skip
+def test_undecodable_event_bodies_are_bad_parts(body: bytes, content_type: str, fault: str) -> None:
+    with pytest.raises(BadPart) as caught:
+        decode(Part(content_type, body))
+    assert caught.value.fault == fault
+
+
+def test_the_boundary_is_read_from_the_content_type() -> None:
+    assert boundary_of("multipart/mixed; boundary=boundary") == "boundary"
+    assert boundary_of('multipart/mixed;boundary="MIME_boundary"') == "MIME_boundary"
+    assert boundary_of("application/xml") is None
+    assert boundary_of("multipart/mixed") is None
+
+
+# --- site-file settings -----------------------------------------------------------------------
+
+
+def test_site_file_settings_are_checked_naming_the_field_and_never_the_password() -> None:
+    def problem(kind: str, settings: dict[str, object]) -> str:
+        dev = edge_config.DeviceConfig(id="c1", kind=kind, driver=ISAPI_DRIVER, settings=settings)
+        with pytest.raises(edge_config.ConfigError) as caught:
+            _isapi_device(dev, "site.yaml: ")
+        return str(caught.value)
+
+    assert problem("camera", {"host": "h"}) == (
+        "site.yaml: devices.c1.settings.password: Field required"
+    )
+    wrong = problem("camera", {"host": "h", "password": "s3cret!", "events": {"VMD": "motion"}})
+    assert wrong.startswith("site.yaml: devices.c1.settings.events.VMD"), wrong
+    assert "s3cret!" not in wrong
+    assert problem("counter", {"host": "h", "password": "p", "zone": ""}).startswith(
+        "site.yaml: devices.c1.settings.zone"
+    )
+    assert problem("speaker", {}) == (
+        "site.yaml: devices.c1.driver: isapi drives cameras and counters only"
+    )
