@@ -247,7 +247,8 @@ def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
     }
     at = f"{where}devices.{dev.id}"
     if dev.kind not in kinds:
-        names = " and ".join(sorted(f"{kind.value}s" for kind in kinds))
+        *most, last = sorted(f"{kind.value}s" for kind in kinds)
+        names = f"{', '.join(most)} and {last}" if most else last
         raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
     settings_class, make = kinds[dev.kind]
     try:
