@@ -291,7 +291,6 @@ class IsapiDoor(d.DoorController):
         self.is_open: bool | None = None  # None until first known
         self.locked = True
         self.mode = m.DoorMode.NORMAL
-        self.unknown: dict[str, int] = {}  # unreadable events by fault, for the docs and tests
         self._emit: d.Emit | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -361,7 +360,6 @@ class IsapiDoor(d.DoorController):
         self._apply(event, self.health.device_time(event.time))
 
     def _unreadable(self, fault: str, detail: str) -> None:
-        self.unknown[fault] = self.unknown.get(fault, 0) + 1
         self.health.problem(m.DeviceCondition.BAD_INPUT, fault,
                             f"{self._where}: {detail}; the event was skipped", online=True)  # fmt: skip
 
