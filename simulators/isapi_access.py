@@ -35,6 +35,8 @@ from simulators.venues import Venue
 
 XMLNS = "http://www.isapi.org/ver20/XMLSchema"
 WORK_STATUS = "/ISAPI/AccessControl/AcsWorkStatus"
+EVENT_LOG = "/ISAPI/AccessControl/AcsEvent"
+MAX_RESULTS = 30  # the most events one page of the log search gives
 REMOTE_CONTROL = "/ISAPI/AccessControl/RemoteControl/door/{n}"
 OPEN_DURATION_S = 5  # the door's own "open duration" for a plain `open`
 
@@ -243,6 +245,51 @@ class AccessPanel:
         }
         return Reply(200, json.dumps(answer).encode(), JSON)
 
+    def search(self, path: str, body: bytes) -> Reply:
+        """`POST /ISAPI/AccessControl/AcsEvent?format=json`: the event log, searched by
+        `AcsEventCond` (major/minor 0: all; `beginSerialNo`/`endSerialNo`; `startTime`/`endTime`;
+        paged by `searchResultPosition` and `maxResults`)."""
+        try:
+            cond = json.loads(body)["AcsEventCond"]
+            search_id = str(cond["searchID"])
+            position = int(cond["searchResultPosition"])
+            most = min(int(cond["maxResults"]), MAX_RESULTS)
+            major, minor = int(cond.get("major", 0)), int(cond.get("minor", 0))
+            first = int(cond.get("beginSerialNo", 0))
+            last = int(cond.get("endSerialNo", 2**31))
+            start = _when(cond.get("startTime"))
+            end = _when(cond.get("endTime"))
+        except (ValueError, KeyError, TypeError):
+            return refusal(path, 6, "badParameters", "AcsEventCond is missing or wrong")
+        with self._mutex:
+            logged = [e for e in self.sent if isinstance(e.get("AccessControllerEvent"), dict)]
+        found = []
+        for e in logged:
+            acs, at = e["AccessControllerEvent"], _when(e.get("dateTime"))
+            if (major and acs["majorEventType"] != major) or (
+                minor and acs["subEventType"] != minor
+            ):
+                continue
+            if not first <= acs["serialNo"] <= last:
+                continue
+            if (start and at and at < start) or (end and at and at > end):
+                continue
+            info = {"major": acs["majorEventType"], "minor": acs["subEventType"],
+                    "time": e["dateTime"], "doorNo": acs.get("doorNo"),
+                    "serialNo": acs["serialNo"], "type": 0,
+                    "currentVerifyMode": acs.get("currentVerifyMode", "invalid")}  # fmt: skip
+            for field in ("cardNo", "cardType", "cardReaderNo", "employeeNoString", "name"):
+                if field in acs:
+                    info[field] = acs[field]
+            found.append(info)
+        page = found[position : position + most]
+        more = position + len(page) < len(found)
+        answer = {"AcsEvent": {"searchID": search_id,
+                               "responseStatusStrg": "MORE" if more else "OK" if page else "NO MATCH",
+                               "numOfMatches": len(page), "totalMatches": len(found),
+                               "InfoList": page}}  # fmt: skip
+        return Reply(200, json.dumps(answer).encode(), JSON)
+
     def remote_control(self, path: str, body: bytes) -> Reply:
         """`PUT /ISAPI/AccessControl/RemoteControl/door/N` answered with a ResponseStatus."""
         found = re.fullmatch(r"/ISAPI/AccessControl/RemoteControl/door/(\d+)", path)
@@ -284,6 +331,12 @@ class AccessPanel:
         return response_status(path)
 
 
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value)
+
+
 def _card_no(raw: str) -> str:
     """The model's cards are `card-00012345`; the device knows the number."""
     return raw.removeprefix("card-")
@@ -316,6 +369,7 @@ class AccessController:
         self.door = self.panel.door
         self.server.route("GET", WORK_STATUS, self._work_status)
         self.server.route("PUT", REMOTE_CONTROL.format(n=self.panel.door_no), self._remote)
+        self.server.route("POST", EVENT_LOG, self._search)
 
     @property
     def url(self) -> str:
@@ -345,6 +399,11 @@ class AccessController:
         if request.query.get("format") != "json":
             return refusal(request.path, 4, "notSupport", "this controller answers ?format=json")
         return self.panel.work_status()
+
+    def _search(self, request: Request) -> Reply:
+        if request.query.get("format") != "json":
+            return refusal(request.path, 4, "notSupport", "this controller answers ?format=json")
+        return self.panel.search(request.path, request.body)
 
     def _remote(self, request: Request) -> Reply:
         return self.panel.remote_control(request.path, request.body)

@@ -30,7 +30,7 @@ from gridwatch.local import LocalStack
 from gridwatch.simulate import ISAPI_DRIVER, Drivers, _isapi_device, hardware_driver
 from simulators.devices import SimDoor, make_device
 from simulators.engine import Engine, SimClock
-from simulators.isapi_access import WORK_STATUS, AccessController
+from simulators.isapi_access import EVENT_LOG, WORK_STATUS, AccessController
 from simulators.isapi_http import JSON, part
 from simulators.protocol import ProtocolSimulators
 from simulators.venues import Venue as SimVenue
@@ -257,22 +257,35 @@ def test_a_device_clock_hours_off_is_reported_and_the_agents_time_is_used(
     assert abs(float(str(health[4])) - 3 * 3600) < 60
 
 
-def test_a_half_closed_stream_is_taken_for_lost_reopened_and_the_state_read_again(
+def test_a_half_closed_stream_is_taken_for_lost_reopened_and_what_it_missed_fetched(
     stack: LocalStack, venue: Venue, ingest: object
 ) -> None:
     door_id = venue.door.id
-    reads = sum(1 for r in venue.acs.server.requests if r[1] == WORK_STATUS and r[2] == 200)
+    acs = venue.acs
+    acs.door.force()  # before: on the stream
+    forced = "SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.forced'"
+    wait_until(lambda: _count(stack, forced, door_id) == 1, 30, "forced door stored")
+    reads = sum(1 for r in acs.server.requests if r[1] == WORK_STATUS and r[2] == 200)
     before = _faults(door_id, "heartbeat_missed")
-    venue.acs.server.half_close()  # the stream goes silent mid-stream, its socket left open
+    acs.server.half_close()  # the stream goes silent mid-stream, its socket left open
+    card = acs.swipe(granted=True)["AccessControllerEvent"]["cardNo"]  # not on any stream
     wait_until(lambda: _faults(door_id, "heartbeat_missed") > before, 30, "heartbeat missed")
     wait_until(lambda: (_health(stack, door_id) or ())[0:2] == (False, "unreachable"), 30, "stored")
-    wait_until(lambda: venue.acs.server.streams == 1 and venue.door.online, 30, "stream reopened")
+    wait_until(lambda: acs.server.streams == 1 and venue.door.online, 30, "stream reopened")
     wait_until(lambda: (_health(stack, door_id) or ())[0:2] == (True, "ok"), 30, "stored ok")
-    wait_until(lambda: sum(1 for r in venue.acs.server.requests
+    wait_until(lambda: sum(1 for r in acs.server.requests
                            if r[1] == WORK_STATUS and r[2] == 200) > reads, 30, "state re-read")  # fmt: skip
-    venue.acs.door.force()
-    forced = "SELECT count(*) FROM door_events WHERE device_id = %s AND type = 'door.forced'"
-    wait_until(lambda: _count(stack, forced, door_id) == 1, 30, "events flow again")
+    # The swipe made while the stream was silent comes from the controller's event log, once.
+    access = "SELECT credential FROM door_events WHERE device_id = %s AND type = 'door.access'"
+    wait_until(lambda: bool(rows(stack.dsn, access, (door_id,))), 30, "missed swipe fetched")
+    assert [r[0] for r in rows(stack.dsn, access, (door_id,))] == [
+        hash_credential(venue.key, str(card))
+    ]
+    assert any(r[0] == "POST" and r[1] == EVENT_LOG and r[2] == 200 for r in acs.server.requests)
+    wait_until(lambda: venue.door.is_open is False, 30, "the door closed")
+    acs.door.force()
+    wait_until(lambda: _count(stack, forced, door_id) == 2, 30, "events flow again")
+    assert _count(stack, forced, door_id) == 2  # the first one not again from the log
 
 
 def test_a_slow_device_is_reported_slow_and_a_command_fails_with_the_reason(

@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 DRIVER = "isapi"
 ALERT_STREAM = "/ISAPI/Event/notification/alertStream"
 WORK_STATUS = "/ISAPI/AccessControl/AcsWorkStatus?format=json"
+EVENT_LOG = "/ISAPI/AccessControl/AcsEvent?format=json"
+_LOG_PAGE = 30  # events per page of the log search (controllers allow up to 30 or so)
+_LOG_PAGES = 20  # at most this many pages after a reconnect (600 events)
+_SEEN = 4096  # serial numbers remembered, so an event from the log and the stream counts once
 ACS_EVENT = "AccessControllerEvent"
 _XMLNS = "http://www.isapi.org/ver20/XMLSchema"
 
@@ -196,6 +202,7 @@ class _Acs(BaseModel):
     employeeNoString: str | None = Field(default=None, max_length=64)
     cardReaderNo: int | None = None
     doorNo: int | None = None
+    serialNo: int | None = None
 
 
 class Unreadable(Exception):
@@ -215,6 +222,7 @@ class DoorEvent:
     credential: str | None
     reader: int | None
     time: datetime | None  # the device's dateTime
+    serial: int | None = None  # the controller's event number (its log's order)
 
 
 def read_event(event: Event) -> DoorEvent | None:
@@ -237,19 +245,59 @@ def read_event(event: Event) -> DoorEvent | None:
         raise Unreadable(
             "malformed_event", f"an {ACS_EVENT} with a bad {where}: {first['msg']}"
         ) from None
-    code = MAPPING.get((acs.majorEventType, acs.subEventType))
+    return _door_event(
+        acs.majorEventType, acs.subEventType, card=acs.cardNo, employee=acs.employeeNoString,
+        reader=acs.cardReaderNo, door=acs.doorNo, at=event.time, serial=acs.serialNo,
+    )  # fmt: skip
+
+
+def _door_event(
+    major: int, minor: int, *, card: str | None, employee: str | None, reader: int | None,
+    door: int | None, at: datetime | None, serial: int | None,
+) -> DoorEvent:  # fmt: skip
+    code = MAPPING.get((major, minor))
     if code is None:
         raise Unreadable(
             "unknown_event",
-            f"an {ACS_EVENT} with major {acs.majorEventType} minor {acs.subEventType}"
-            f" (0x{acs.subEventType:x}) this driver does not know",
+            f"an {ACS_EVENT} with major {major} minor {minor} (0x{minor:x}) this driver does"
+            " not know",
         )
     credential = None
-    if acs.cardNo:
-        credential = acs.cardNo.strip()
-    elif acs.employeeNoString:
-        credential = f"employee:{acs.employeeNoString.strip()}"  # a face or fingerprint
-    return DoorEvent(code, acs.doorNo, credential, acs.cardReaderNo, event.time)
+    if card:
+        credential = card.strip()
+    elif employee:
+        credential = f"employee:{employee.strip()}"  # a face or fingerprint
+    return DoorEvent(code, door, credential, reader, at, serial)
+
+
+class _Logged(BaseModel):
+    """One event of the controller's log (`AcsEvent.InfoList`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    major: int = Field(ge=0)
+    minor: int = Field(ge=0)
+    time: datetime | None = None
+    cardNo: str | None = Field(default=None, max_length=64)
+    employeeNoString: str | None = Field(default=None, max_length=64)
+    cardReaderNo: int | None = None
+    doorNo: int | None = None
+    serialNo: int = Field(ge=0)
+
+
+class _LogPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    responseStatusStrg: str = "NO MATCH"
+    InfoList: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+
+
+def event_search(search_id: str, position: int, after_serial: int, page: int) -> dict[str, Any]:
+    """The body of `POST /ISAPI/AccessControl/AcsEvent?format=json`: every event (major and
+    minor 0: all) from serial number `after_serial + 1` on, one page from `position`."""
+    return {"AcsEventCond": {"searchID": search_id, "searchResultPosition": position,
+                             "maxResults": page, "major": 0, "minor": 0,
+                             "beginSerialNo": after_serial + 1, "timeReverseOrder": False}}  # fmt: skip
 
 
 def read_work_status(data: Any, door: int) -> tuple[bool, bool, m.DoorMode]:
@@ -301,6 +349,11 @@ class IsapiDoor(d.DoorController):
         self._last_poll = float("-inf")
         self._due = True  # read the state at the next chance (start, reconnect, failed read)
         self._where = f"access controller {settings.address} door {settings.door}"
+        self._opened_once = False
+        self._catch_up = False  # after a reconnect: fetch from the log what the stream missed
+        self._last_serial: int | None = None
+        self._seen: deque[tuple[int, str]] = deque(maxlen=_SEEN)
+        self._seen_set: set[tuple[int, str]] = set()
 
     @property
     def online(self) -> bool:
@@ -337,7 +390,11 @@ class IsapiDoor(d.DoorController):
                 log.exception("isapi door event failed device=%s", self.id)
 
     def _connected(self) -> None:
-        """The stream (re)connected: read the door's state now (events may have been missed)."""
+        """The stream (re)connected: read the door's state now, and after a reconnect fetch the
+        events the controller logged meanwhile (the stream does not resend them)."""
+        if self._opened_once:
+            self._catch_up = True
+        self._opened_once = True
         self.read_state()
 
     def take(self, part: Part) -> None:
@@ -355,9 +412,42 @@ class IsapiDoor(d.DoorController):
             return
         if event is None:
             return
+        self._take_event(event)
+
+    def _take_event(self, event: DoorEvent, *, logged: bool = False) -> None:
         if event.door is not None and event.door != self.settings.door:
             return  # another door of this controller (a device entry of its own)
-        self._apply(event, self.health.device_time(event.time))
+        if not self._first_time(event, logged):
+            return  # already had from the log (or the stream)
+        self._apply(event, self._logged_time(event.time) if logged else
+                    self.health.device_time(event.time))  # fmt: skip
+
+    def _logged_time(self, at: datetime | None) -> datetime | None:
+        """A logged event's time: its own (it may be minutes old), unless the device's clock is
+        known to be off or the time is ahead of the agent's (then the agent's time)."""
+        if at is None or self.health.condition is m.DeviceCondition.CLOCK_SKEW:
+            return None
+        if at.tzinfo is not None and at > datetime.now(UTC) + timedelta(seconds=1):
+            return self.health.device_time(at)  # reported if far ahead; kept if just ahead
+        return at
+
+    def _first_time(self, event: DoorEvent, logged: bool) -> bool:
+        """Not seen before. An event is its serial number and time: a controller that restarts
+        numbers from 1 again, at other times."""
+        if event.serial is None:
+            return True
+        key = (event.serial, event.time.isoformat() if event.time else "")
+        with self._lock:
+            if key in self._seen_set:
+                return False
+            if len(self._seen) == self._seen.maxlen:
+                self._seen_set.discard(self._seen[0])
+            self._seen.append(key)
+            self._seen_set.add(key)
+            # The stream's latest is where the log search starts (after a restart, lower).
+            if not logged or self._last_serial is None or event.serial > self._last_serial:
+                self._last_serial = event.serial
+            return True
 
     def _unreadable(self, fault: str, detail: str) -> None:
         self.health.problem(m.DeviceCondition.BAD_INPUT, fault,
@@ -428,6 +518,8 @@ class IsapiDoor(d.DoorController):
             self._relock_if_due()
             if self._stop.is_set():
                 return
+            if self._catch_up:
+                self._read_log()
             if self._last_poll + self.settings.report_every_s <= time.monotonic() or self._due:
                 self._read_state()
 
@@ -465,6 +557,55 @@ class IsapiDoor(d.DoorController):
                 self._open_since = None
             self.is_open = is_open
             self._report(None)
+
+    def _read_log(self) -> None:
+        """Fetch from the controller's event log the events after the last one seen (by serial
+        number), page by page, and take each as if it came on the stream."""
+        self._catch_up = False
+        after = self._last_serial
+        if after is None:
+            return  # nothing seen yet: the state read at connect is all there is
+        search, position, taken = uuid.uuid4().hex, 0, 0
+        for _ in range(_LOG_PAGES):
+            try:
+                answer = self.session.request(
+                    "POST", EVENT_LOG, json=event_search(search, position, after, _LOG_PAGE)
+                )
+                page = _LogPage.model_validate(_json(answer.content).get("AcsEvent") or {})
+            except IsapiRefused as exc:
+                log.info("event log not read device=%s: %s", self.id, exc)
+                return  # a controller without the log search: the state read is all there is
+            except IsapiUnavailable:
+                self._catch_up = True  # reported; again after the next connect
+                return
+            except (Unreadable, ValidationError, AttributeError) as exc:
+                self._unreadable(
+                    "malformed_json", f"an event log answer that cannot be read: {exc}"
+                )
+                return
+            for info in page.InfoList:
+                try:
+                    got = _Logged.model_validate(info)
+                    if got.serialNo <= after:
+                        continue  # firmware that ignores beginSerialNo answers from the start
+                    event = _door_event(got.major, got.minor, card=got.cardNo,
+                                        employee=got.employeeNoString, reader=got.cardReaderNo,
+                                        door=got.doorNo, at=got.time, serial=got.serialNo)  # fmt: skip
+                except ValidationError as exc:
+                    self._unreadable("malformed_event", f"a logged event that cannot be read: "
+                                     f"{exc.errors()[0]['msg']}")  # fmt: skip
+                    continue
+                except Unreadable as exc:
+                    self._unreadable(exc.fault, f"in the event log: {exc}")
+                    continue
+                self._take_event(event, logged=True)
+                taken += 1
+            position += len(page.InfoList)
+            if page.responseStatusStrg != "MORE" or not page.InfoList:
+                break
+        if taken:
+            log.info("event log read after a reconnect device=%s events=%d (each taken once)",
+                     self.id, taken)  # fmt: skip
 
     def _state(self) -> tuple[bool | None, bool, m.DoorMode]:
         return self.is_open, self.locked, self.mode
