@@ -5,8 +5,10 @@ sent as `active` parts on the alert stream every `repeat_s` while it lasts (as c
 them, `activePostCount` rising), and an `inactive` part when it ends, except for line crossing
 and intrusion (field) detection, which real cameras send as `active` parts only. Its people
 counting is a SimCounter: each of its readings becomes a `PeopleCounting` event with the
-running totals (`statisticalMethods` realTime) since the camera's last reset. Event bodies
-follow Hikvision's published EventNotificationAlert schema; the HTTP side, digest
+running totals (`statisticalMethods` realTime) since the camera's last reset. With `pictures`,
+each alert's first event part is followed by an `image/jpeg` part (a frame of a synthetic
+scene), as cameras upload the event's picture. Event bodies follow Hikvision's published
+EventNotificationAlert schema; the HTTP side, digest
 authentication and fault switches are simulators/isapi_http.py's. Tests and scenarios drive it
 through `alert`, `event`, `camera` and `counter`.
 """
@@ -20,7 +22,7 @@ from edge import drivers as d
 from gateway import messages as m
 from simulators.devices import SimCamera, SimCounter
 from simulators.engine import Engine, SimClock
-from simulators.isapi_http import IsapiServer
+from simulators.isapi_http import IsapiServer, part
 from simulators.venues import Venue
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,14 @@ class HikvisionCamera:
         report_every_s: float = 5.0,
         engine: Engine | None = None,
         venue: Venue | None = None,
+        pictures: bool = False,
     ) -> None:
         model = "iDS-2CD6810F/C" if counter_id else "DS-2CD2T47G2-L"
         self.server = IsapiServer(port, password=password, model=model,
                                   heartbeat_s=heartbeat_s)  # fmt: skip
         self.repeat_s = repeat_s
+        self.pictures = pictures  # a JPEG part after each alert's first event part
+        self._picture: bytes | None = None
         self._own_engine = engine is None
         self.engine = engine or Engine(SimClock(1.0))
         venue = venue or Venue(site="sim", node="sim", secret="", kind="community_centre",
@@ -88,6 +93,8 @@ class HikvisionCamera:
 
     def start(self) -> HikvisionCamera:
         self.server.start()
+        if self.pictures:
+            self.picture()  # rendered once, before any alert
         if self._own_engine:
             self.engine.start()
         self.camera.start(self._reading)
@@ -117,6 +124,19 @@ class HikvisionCamera:
         self.server.publish(self.server.alert(event_type, state,
                                               description=_DESCRIPTION.get(event_type)))  # fmt: skip
 
+    def picture(self) -> bytes:
+        """The camera's event picture: a frame of a synthetic intrusion scene, full size."""
+        if self._picture is None:
+            import cv2
+
+            from simulators.scenes import intrusion_scene
+
+            scene = intrusion_scene(1)
+            ok, data = cv2.imencode(".jpg", scene.frame(int(scene.fps * 40)))
+            assert ok
+            self._picture = data.tobytes()
+        return self._picture
+
     def reset_counts(self) -> None:
         """The camera's daily reset of its counting totals."""
         with self._lock:
@@ -132,9 +152,13 @@ class HikvisionCamera:
                     log.info("isapi camera sim: no camera event for %s (not sent)", kind.value)
                     return
                 if phase is m.AlertPhase.START:
+                    body = self.server.alert(name, "active", description=_DESCRIPTION.get(name))
+                    raw = part(body)
+                    if self.pictures:  # right after its event, in the same write
+                        raw += part(self.picture(), "image/jpeg")
                     with self._lock:
+                        self.server.inject(raw)
                         self._active[name] = _DESCRIPTION.get(name, f"{name} alarm")
-                    self._send(name, "active")
                 elif phase is m.AlertPhase.END:
                     with self._lock:
                         self._active.pop(name, None)
@@ -158,7 +182,6 @@ class HikvisionCamera:
 
     def _repeat(self) -> None:
         while not self._stop.wait(self.repeat_s):
-            with self._lock:
-                active = list(self._active)
-            for name in active:
-                self._send(name, "active")
+            with self._lock:  # held while sending: a start and its picture are not split
+                for name in self._active:
+                    self._send(name, "active")

@@ -56,7 +56,7 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     camera_id, counter_id = device_of(creds, "camera"), device_of(creds, "counter")
     sim = HikvisionCamera(_free_port(), device_id=camera_id, counter_id=counter_id,
                           password=PASSWORD, repeat_s=0.5, heartbeat_s=0.5,
-                          report_every_s=1.0).start()  # fmt: skip
+                          report_every_s=1.0, pictures=True).start()  # fmt: skip
     path = site_file(stack, creds, tmp_path / "edge")
     site = yaml.safe_load(path.read_text())
     common = {"host": "127.0.0.1", "port": sim.port, "username": "admin", "password": PASSWORD,
@@ -127,6 +127,15 @@ def test_camera_events_are_stored_then_incidents_and_end_as_isapi_says(
     got = [tuple(r) for r in rows(stack.dsn, phases, (cam,))]
     assert got[0] == ("start", "intrusion", "gate")
     assert ("update", "intrusion", "gate") in got  # the repeated `active` parts
+    # The event's picture (the JPEG part after it) is the alert's snapshot, small, and the
+    # incident names it.
+    pictures = """SELECT s.id::text, s.width, s.height, length(s.jpeg) FROM camera_snapshots s
+                  JOIN camera_alerts a ON a.alert_id = s.alert_id AND a.phase = 'start'
+                  WHERE s.device_id = %s AND a.snapshot = s.id::text"""
+    [(snapshot, width, height, size)] = rows(stack.dsn, pictures, (cam,))
+    assert (width, height) == (320, 180) and 0 < int(str(size)) <= m.SNAPSHOT_MAX_BYTES
+    named = "SELECT detail->>'snapshot' FROM incidents WHERE rule = 'camera_intrusion' AND device_id = %s"
+    assert scalar(stack.dsn, named, (cam,)) == snapshot
     # Video tampering (shelteralarm): `active` then `inactive`, which ends it and its incident.
     venue.sim.alert(m.CameraAlertKind.TAMPER_COVERED, seconds=2)
     tamper = """SELECT count(*) FROM incidents WHERE rule = 'camera_tamper' AND device_id = %s
@@ -397,3 +406,21 @@ def test_site_file_settings_are_checked_naming_the_field_and_never_the_password(
     assert problem("speaker", {}) == (
         "site.yaml: devices.c1.driver: isapi drives cameras, counters and doors only"
     )
+
+
+def test_an_event_picture_is_made_small_enough_for_a_snapshot() -> None:
+    import cv2
+    import numpy as np
+
+    from edge.isapi.picture import small_jpeg
+
+    noise = np.random.default_rng(1).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok and len(data) > m.SNAPSHOT_MAX_BYTES  # a 4 MP-class picture of pure noise
+    made = small_jpeg(data.tobytes(), 320)
+    assert made is not None
+    jpeg, width, height = made
+    assert len(jpeg) <= m.SNAPSHOT_MAX_BYTES and jpeg.startswith(b"\xff\xd8\xff")
+    assert width <= 320 and abs(width / height - 16 / 9) < 0.05
+    assert small_jpeg(b"\xff\xd8\xff not really a picture", 320) is None
+    assert small_jpeg(b"GIF89a", 320) is None

@@ -23,9 +23,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from edge import drivers as d
-from edge.health import Health
-from edge.isapi.session import IsapiRefused, IsapiSession, IsapiSettings, IsapiUnavailable
-from edge.isapi.stream import BadPart, Event, Part, decode, parse_time, xml_fields
+from edge.isapi.picture import small_jpeg
+from edge.isapi.reader import EventReader
+from edge.isapi.session import IsapiSettings
+from edge.isapi.stream import Event, Part
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class IsapiCameraSettings(IsapiSettings):
     update_every_s: float = Field(
         default=10.0, gt=0, le=3600, description="an ongoing alert is updated at most this often"
     )
+    snapshots: bool = Field(
+        default=True, description="relay the event picture the camera sends as the snapshot"
+    )
+    snapshot_width: int = Field(default=320, ge=80, le=1280, description="snapshot width, px")
+    picture_wait_s: float = Field(
+        default=1.0, ge=0, le=10,
+        description="hold an alert's start this long for the picture that follows its event",
+    )  # fmt: skip
 
     @field_validator("events")
     @classmethod
@@ -88,105 +97,6 @@ class IsapiCounterSettings(IsapiSettings):
                       description="the zone its occupancy readings name")  # fmt: skip
 
 
-class _IsapiEvents:
-    """The reader both kinds share: say hello (device info and clock), then read the stream."""
-
-    settings: IsapiSettings
-    id: str
-
-    def _setup(self, settings: IsapiSettings) -> None:
-        self.health = Health(self.id, clock_limit_s=settings.clock_limit_s)
-        self.session = IsapiSession(settings, self.health)
-        self.device_model: str | None = None
-        self._emit: d.Emit | None = None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def online(self) -> bool:
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        return self.health.detail
-
-    def start(self, emit: d.Emit) -> None:
-        self._emit = emit
-        self.health.attach(emit)
-        self._spawn(self._run, "isapi")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.session.close()  # ends a blocked stream read at once
-        for thread in self._threads:
-            thread.join(10)
-
-    def _spawn(self, target: object, name: str) -> None:
-        thread = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
-
-    def _send(self, reading: d.Reading) -> None:
-        if self._emit is not None:
-            self._emit(reading)
-
-    def _run(self) -> None:
-        wait = 0.5
-        while not self._stop.is_set() and not self._hello():
-            self._stop.wait(wait)
-            wait = min(wait * 2, self.settings.backoff_max_s)
-        for part in self.session.events(self._stop):
-            try:
-                self._part(part)
-            except Exception:  # a bug here must not end the device's stream
-                log.exception("isapi part failed device=%s", self.id)
-
-    def _hello(self) -> bool:
-        """Device info and clock, once: False while the device cannot be asked."""
-        try:
-            info = xml_fields(self.session.request("GET", "/ISAPI/System/deviceInfo").content)
-            self.device_model = str(info.get("model") or "") or None
-            clock = xml_fields(self.session.request("GET", "/ISAPI/System/time").content)
-        except IsapiUnavailable:
-            return False
-        except (IsapiRefused, BadPart) as exc:
-            log.info("isapi device info not read device=%s: %s", self.id, exc)
-            return True
-        self.health.device_time(parse_time(clock.get("localTime")))
-        log.info("isapi device answers device=%s host=%s model=%s", self.id,
-                 self.settings.address, self.device_model)  # fmt: skip
-        return True
-
-    def _part(self, part: Part) -> None:
-        where = f"ISAPI device {self.settings.address}"
-        if part.problem is not None:
-            self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_part",
-                                f"{where}: sent a part that cannot be read ({part.problem})")  # fmt: skip
-            return
-        if part.is_image:
-            return  # event pictures are not relayed (yet): the alert goes without one
-        try:
-            event = decode(part)
-        except BadPart as exc:
-            self.health.problem(m.DeviceCondition.BAD_INPUT, exc.fault, f"{where}: sent {exc}")
-            return
-        channel = getattr(self.settings, "channel", None)
-        if channel is not None and event.channel is not None and event.channel != channel:
-            return
-        ts = self.health.device_time(event.time)
-        self._event(event, ts)
-
-    def _unknown(self, event: Event) -> None:
-        self.health.problem(
-            m.DeviceCondition.BAD_INPUT, "unknown_event",
-            f"ISAPI device {self.settings.address}: sent an event of type {event.type[:64]!r}"
-            " that has no mapping (dropped); map it or ignore it in settings.events",
-        )  # fmt: skip
-
-    def _event(self, event: Event, ts: datetime | None) -> None:
-        raise NotImplementedError
-
-
 @dataclass
 class _Open:
     alert_id: uuid.UUID
@@ -195,7 +105,16 @@ class _Open:
     last_update: float
 
 
-class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
+@dataclass
+class _Start:
+    """An alert's start held for the picture that follows its event part."""
+
+    alert: _Open
+    ts: datetime | None
+    until: float
+
+
+class IsapiCamera(EventReader, d.CameraAlertSource):
     """A Hikvision camera whose analytics events become our camera alerts."""
 
     settings: IsapiCameraSettings
@@ -205,32 +124,34 @@ class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
     ) -> None:
         super().__init__(device_id, model=model or "hikvision-isapi")
         self.settings = settings
-        self._setup(settings)
+        self.setup(settings)
         self.alerts = {**DEFAULT_ALERTS, **settings.events}
         self._open: dict[tuple[str, int | None], _Open] = {}
+        self._held: _Start | None = None
         self._lock = threading.Lock()
 
     def start(self, emit: d.Emit) -> None:
         super().start(emit)
-        self._spawn(self._expire_loop, "isapi-expire")
+        self.spawn(self._expire_loop, "isapi-expire")
 
     @property
     def open_alerts(self) -> dict[tuple[str, int | None], m.CameraAlertKind]:
         with self._lock:
             return {key: alert.kind for key, alert in self._open.items()}
 
-    def _event(self, event: Event, ts: datetime | None) -> None:
+    def on_event(self, event: Event, ts: datetime | None) -> None:
         name = event.type.lower()
         kind = self.alerts.get(name)
         key = (name, event.channel)
         if kind is None:
             if name != PEOPLE_COUNTING:  # a counting camera's counts go to its counter device
-                self._unknown(event)
+                self.unknown(event)
             return
         if kind == "ignore":
             return
         now = time.monotonic()
         with self._lock:
+            self._release(None)  # the part after a start was no picture
             alert = self._open.get(key)
             if event.state == "inactive":
                 if alert is not None:  # `videoloss` `inactive` with none open: the heartbeat
@@ -242,29 +163,69 @@ class IsapiCamera(_IsapiEvents, d.CameraAlertSource):
                 self._open[key] = alert
                 log.info("isapi camera alert device=%s event=%s kind=%s", self.id, event.type,
                          alert.kind.value)  # fmt: skip
-                self._phase(alert, m.AlertPhase.START, ts)
+                if self.settings.snapshots and self.settings.picture_wait_s > 0:
+                    self._held = _Start(alert, ts, now + self.settings.picture_wait_s)
+                else:
+                    self._phase(alert, m.AlertPhase.START, ts)
                 return
             alert.last_active = now
             if now - alert.last_update >= self.settings.update_every_s:
                 alert.last_update = now
                 self._phase(alert, m.AlertPhase.UPDATE, ts)
 
+    def on_image(self, part: Part) -> None:
+        with self._lock:
+            if self._held is None:
+                return  # a picture of nothing we started (or snapshots are off)
+            picture = small_jpeg(part.body, self.settings.snapshot_width)
+            if picture is None:
+                self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_picture",
+                                    f"ISAPI device {self.settings.address}: sent an event picture"
+                                    " that is no readable JPEG (the alert goes without)")  # fmt: skip
+                self._release(None)
+                return
+            jpeg, width, height = picture
+            snapshot = uuid.uuid4()
+            self.send(d.CameraSnapshotSeen(self.id, ts=self._held.ts, message_id=snapshot,
+                                           alert_id=self._held.alert.alert_id, width=width,
+                                           height=height, jpeg=jpeg))  # fmt: skip
+            self._release(snapshot)
+
+    def _release(self, snapshot: uuid.UUID | None) -> None:
+        """Send the held start, with its snapshot if one came (the lock held)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._phase(held.alert, m.AlertPhase.START, held.ts, snapshot)
+
     def _expire_loop(self) -> None:
-        while not self._stop.wait(min(1.0, self.settings.end_after_s / 2)):
+        tick = min(0.2, self.settings.end_after_s / 2)
+        while not self._stop.wait(tick):
             now = time.monotonic()
             with self._lock:
+                if self._held is not None and now >= self._held.until:
+                    self._release(None)
                 done = [key for key, alert in self._open.items()
                         if now - alert.last_active >= self.settings.end_after_s]  # fmt: skip
                 for key in done:
-                    self._phase(self._open.pop(key), m.AlertPhase.END, None)
+                    alert = self._open.pop(key)
+                    if self._held is not None and self._held.alert is alert:
+                        self._release(None)
+                    self._phase(alert, m.AlertPhase.END, None)
 
-    def _phase(self, alert: _Open, phase: m.AlertPhase, ts: datetime | None) -> None:
+    def _phase(
+        self,
+        alert: _Open,
+        phase: m.AlertPhase,
+        ts: datetime | None,
+        snapshot: uuid.UUID | None = None,
+    ) -> None:
         # The camera decided; ISAPI events carry no confidence, so the score is 1.
-        self._send(d.CameraAlertSeen(self.id, ts=ts, alert_id=alert.alert_id, phase=phase,
-                                     kind=alert.kind, score=1.0, zone=self.settings.zone))  # fmt: skip
+        self.send(d.CameraAlertSeen(self.id, ts=ts, alert_id=alert.alert_id, phase=phase,
+                                    kind=alert.kind, score=1.0, zone=self.settings.zone,
+                                    snapshot=None if snapshot is None else str(snapshot)))  # fmt: skip
 
 
-class IsapiCounter(_IsapiEvents, d.PeopleCounter):
+class IsapiCounter(EventReader, d.PeopleCounter):
     """A Hikvision people-counting camera: its PeopleCounting events become occupancy."""
 
     settings: IsapiCounterSettings
@@ -274,15 +235,15 @@ class IsapiCounter(_IsapiEvents, d.PeopleCounter):
     ) -> None:
         super().__init__(device_id, model=model or "hikvision-isapi-counter")
         self.settings = settings
-        self._setup(settings)
+        self.setup(settings)
         self.count = 0
         self._totals: tuple[int, int] | None = None  # realTime: the device's running totals
 
-    def _event(self, event: Event, ts: datetime | None) -> None:
+    def on_event(self, event: Event, ts: datetime | None) -> None:
         name = event.type.lower()
         if name != PEOPLE_COUNTING:
             if name not in DEFAULT_ALERTS:  # a counting camera's other events are not ours
-                self._unknown(event)
+                self.unknown(event)
             return
         counts = event.data.get("peopleCounting")
         where = f"ISAPI device {self.settings.address}"
@@ -308,7 +269,7 @@ class IsapiCounter(_IsapiEvents, d.PeopleCounter):
         else:  # timeRange: the people who came and went within the period
             entered, exited = enter, leave
             self.count = min(1_000_000, max(0, self.count + enter - leave))
-        self._send(d.OccupancySeen(self.id, ts=ts, zone=self.settings.zone, count=self.count,
+        self.send(d.OccupancySeen(self.id, ts=ts, zone=self.settings.zone, count=self.count,
                                    entered=entered, exited=exited))  # fmt: skip
 
 

@@ -189,8 +189,8 @@ class IsapiSession:
         on_open: Callable[[], None] | None = None,
     ) -> Iterator[Part]:
         """The alert stream's parts, for as long as `stop` is not set: reconnecting with
-        back-off (doubling up to backoff_max_s) after every loss, each loss reported.
-        `on_open` is called each time the stream (re)opens (e.g. to read what was missed)."""
+        back-off (doubling up to backoff_max_s) after every loss, each loss reported;
+        `on_open` is called each time the stream opens, before its first part."""
         s = self.settings
         wait = _BACKOFF_START_S
         while not stop.is_set():
@@ -215,7 +215,7 @@ class IsapiSession:
             wait = min(wait * 2, s.backoff_max_s)
 
     def _stream_once(
-        self, path: str, stop: threading.Event, on_open: Callable[[], None] | None = None
+        self, path: str, stop: threading.Event, on_open: Callable[[], None] | None
     ) -> Iterator[Part]:
         s = self.settings
         # Reads wait for the next part up to the heartbeat timeout; connecting does not.
@@ -245,7 +245,10 @@ class IsapiSession:
                                   f"opened the alert stream in {took:.1f} s", online=True)  # fmt: skip
                 reader = MultipartReader(boundary)
                 if on_open is not None:
-                    on_open()
+                    try:
+                        on_open()
+                    except Exception:  # the driver's hook must not end the stream
+                        log.exception("isapi on_open failed device=%s", self.health.device)
                 log.info("isapi alert stream open device=%s host=%s", self.health.device,
                          s.address)  # fmt: skip
                 for chunk in response.iter_raw():
@@ -257,6 +260,10 @@ class IsapiSession:
                         yield part
                     if reader.closed:
                         break
+        except RuntimeError:
+            if stop.is_set():
+                return  # the client was closed on stop between two reads
+            raise
         except httpx.HTTPError as exc:
             if stop.is_set():
                 return  # closed under us on stop
