@@ -387,7 +387,7 @@ def test_an_event_in_xml_as_older_firmware_sends_it_reads_as_the_json_one() -> N
 
 
 def test_the_documented_table_is_the_drivers_mapping() -> None:
-    page = (Path(__file__).resolve().parent.parent / "docs/drivers/isapi-access.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs/drivers/isapi.md").read_text()
     documented = {
         (int(major), int(minor, 16), name)
         for major, minor, name in re.findall(r"^\| (\d) \| 0x([0-9a-f]+) \| (\w+) \|", page, re.M)

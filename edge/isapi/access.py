@@ -8,7 +8,10 @@ The controller reports on its alert stream (`/ISAPI/Event/notification/alertStre
 leaves), the door opened and closed, opened abnormally (forced), open too long (held open), the
 lock released and closed, and the remain-open and remain-closed states beginning and ending.
 The door's state when the stream (re)connects, and every `report_every_s`, comes from
-`/ISAPI/AccessControl/AcsWorkStatus?format=json`.
+`/ISAPI/AccessControl/AcsWorkStatus?format=json`; after a reconnect, what the stream missed comes
+from the controller's event log (`POST /ISAPI/AccessControl/AcsEvent?format=json`, from the last
+serial number seen), each event taken once. The stream itself is read by the shared
+`edge.isapi.reader.EventReader`.
 
 Our door commands go to `PUT /ISAPI/AccessControl/RemoteControl/door/{N}` (see `COMMANDS`), and
 each is answered with the controller's own ResponseStatus: a refusal fails the command with the
@@ -32,9 +35,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge import drivers as d
-from edge.health import Health
-from edge.isapi.session import IsapiRefused, IsapiSession, IsapiSettings, IsapiUnavailable
-from edge.isapi.stream import BadPart, Event, Part, decode
+from edge.isapi.reader import EventReader
+from edge.isapi.session import IsapiRefused, IsapiSettings, IsapiUnavailable
+from edge.isapi.stream import Event
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
@@ -328,20 +331,19 @@ def read_work_status(data: Any, door: int) -> tuple[bool, bool, m.DoorMode]:
     return magnetic == 1, lock == 0, _MODES.get(mode, m.DoorMode.NORMAL)
 
 
-class IsapiDoor(d.DoorController):
-    """One door of a Hikvision access controller, over ISAPI."""
+class IsapiDoor(EventReader, d.DoorController):
+    """One door of a Hikvision access controller, over ISAPI (the alert stream is read by the
+    shared EventReader; the door's state and the event log by a thread of its own)."""
+
+    settings: IsapiDoorSettings
 
     def __init__(self, device_id: str, settings: IsapiDoorSettings, model: str | None = None):
-        super().__init__(device_id, model=model or "hikvision-acs")
+        d.DoorController.__init__(self, device_id, model=model or "hikvision-acs")
         self.settings = settings
-        self.health = Health(device_id, clock_limit_s=settings.clock_limit_s)
-        self.session = IsapiSession(settings, self.health)
+        self.setup(settings)
         self.is_open: bool | None = None  # None until first known
         self.locked = True
         self.mode = m.DoorMode.NORMAL
-        self._emit: d.Emit | None = None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._lock = threading.RLock()  # the door's state: the stream, the poller, commands
         self._open_since: float | None = None
         self._relock_at: float | None = None
@@ -355,41 +357,20 @@ class IsapiDoor(d.DoorController):
         self._seen: deque[tuple[int, str]] = deque(maxlen=_SEEN)
         self._seen_set: set[tuple[int, str]] = set()
 
-    @property
-    def online(self) -> bool:
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        return self.health.detail
-
     # --- life -----------------------------------------------------------------------------------
 
     def start(self, emit: d.Emit) -> None:
-        self._emit = emit
-        self.health.attach(emit)
-        for name, target in (("stream", self._read_stream), ("poll", self._poll_loop)):
-            thread = threading.Thread(target=target, name=f"isapi-{name}-{self.id}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        EventReader.start(self, emit)
+        self.spawn(self._poll_loop, "isapi-door")
 
     def stop(self) -> None:
         self._stop.set()
         self._poll_now.set()
-        self.session.close()
-        for thread in self._threads:
-            thread.join(10)
+        EventReader.stop(self)
 
-    # --- the alert stream -------------------------------------------------------------------------
+    # --- the alert stream (EventReader calls these) ---------------------------------------------
 
-    def _read_stream(self) -> None:
-        for part in self.session.events(self._stop, ALERT_STREAM, on_open=self._connected):
-            try:
-                self.take(part)
-            except Exception:  # a bug here must not end the door's stream
-                log.exception("isapi door event failed device=%s", self.id)
-
-    def _connected(self) -> None:
+    def connected(self) -> None:
         """The stream (re)connected: read the door's state now, and after a reconnect fetch the
         events the controller logged meanwhile (the stream does not resend them)."""
         if self._opened_once:
@@ -397,30 +378,26 @@ class IsapiDoor(d.DoorController):
         self._opened_once = True
         self.read_state()
 
-    def take(self, part: Part) -> None:
-        """One part of the alert stream."""
-        if part.problem is not None:
-            self._unreadable("malformed_part", f"an alert-stream part that cannot be read: "
-                             f"{part.problem}")  # fmt: skip
-            return
-        if part.is_image:
-            return  # a face picture: not kept
+    def on_event(self, event: Event, ts: datetime | None) -> None:
+        """One decoded event of the stream, `ts` its checked time (None: the clock is off)."""
         try:
-            event = read_event(decode(part))
-        except (BadPart, Unreadable) as exc:
+            door_event = read_event(event)
+        except Unreadable as exc:
             self._unreadable(exc.fault, str(exc))
             return
-        if event is None:
-            return
-        self._take_event(event)
+        if door_event is not None:
+            self._take_event(door_event, ts)
 
-    def _take_event(self, event: DoorEvent, *, logged: bool = False) -> None:
+    def _unreadable(self, fault: str, detail: str) -> None:
+        self.health.problem(m.DeviceCondition.BAD_INPUT, fault,
+                            f"{self._where}: {detail}; the event was skipped", online=True)  # fmt: skip
+
+    def _take_event(self, event: DoorEvent, ts: datetime | None, *, logged: bool = False) -> None:
         if event.door is not None and event.door != self.settings.door:
             return  # another door of this controller (a device entry of its own)
         if not self._first_time(event, logged):
             return  # already had from the log (or the stream)
-        self._apply(event, self._logged_time(event.time) if logged else
-                    self.health.device_time(event.time))  # fmt: skip
+        self._apply(event, ts)
 
     def _logged_time(self, at: datetime | None) -> datetime | None:
         """A logged event's time: its own (it may be minutes old), unless the device's clock is
@@ -449,10 +426,6 @@ class IsapiDoor(d.DoorController):
                 self._last_serial = event.serial
             return True
 
-    def _unreadable(self, fault: str, detail: str) -> None:
-        self.health.problem(m.DeviceCondition.BAD_INPUT, fault,
-                            f"{self._where}: {detail}; the event was skipped", online=True)  # fmt: skip
-
     def _apply(self, ev: DoorEvent, ts: datetime | None) -> None:
         k = ev.code.kind
         with self._lock:
@@ -462,7 +435,7 @@ class IsapiDoor(d.DoorController):
                 reason = None if granted else ev.code.reason
                 if not granted and self.mode is m.DoorMode.LOCKDOWN:
                     reason = m.DenyReason.LOCKDOWN
-                self._send(d.AccessSeen(self.id, granted=granted,
+                self.send(d.AccessSeen(self.id, granted=granted,
                                         raw_credential=ev.credential or "unidentified",
                                         direction=self._direction(ev.reader), reason=reason,
                                         ts=ts))  # fmt: skip
@@ -472,7 +445,7 @@ class IsapiDoor(d.DoorController):
                 self.is_open, self._open_since = False, None
             elif k is Kind.FORCED:
                 log.warning("door forced device=%s (%s)", self.id, self._where)
-                self._send(d.ForcedSeen(self.id, ts=ts))
+                self.send(d.ForcedSeen(self.id, ts=ts))
                 self._opened()
             elif k is Kind.HELD_OPEN:
                 since = self._open_since
@@ -480,7 +453,7 @@ class IsapiDoor(d.DoorController):
                 if since is not None:
                     open_s = max(open_s, time.monotonic() - since)
                 self.is_open = True
-                self._send(d.HeldOpenSeen(self.id, open_s=round(open_s, 1), ts=ts))
+                self.send(d.HeldOpenSeen(self.id, open_s=round(open_s, 1), ts=ts))
             elif k is Kind.UNLOCKED:
                 self.locked = False
             elif k is Kind.LOCKED:
@@ -598,7 +571,7 @@ class IsapiDoor(d.DoorController):
                 except Unreadable as exc:
                     self._unreadable(exc.fault, f"in the event log: {exc}")
                     continue
-                self._take_event(event, logged=True)
+                self._take_event(event, self._logged_time(event.time), logged=True)
                 taken += 1
             position += len(page.InfoList)
             if page.responseStatusStrg != "MORE" or not page.InfoList:
@@ -611,12 +584,8 @@ class IsapiDoor(d.DoorController):
         return self.is_open, self.locked, self.mode
 
     def _report(self, ts: datetime | None) -> None:
-        self._send(d.DoorStateSeen(self.id, open=bool(self.is_open), locked=self.locked,
+        self.send(d.DoorStateSeen(self.id, open=bool(self.is_open), locked=self.locked,
                                    mode=self.mode, ts=ts))  # fmt: skip
-
-    def _send(self, reading: d.Reading) -> None:
-        if self._emit is not None:
-            self._emit(reading)
 
     # --- commands (the agent's command thread) --------------------------------------------------
 
