@@ -10,7 +10,9 @@ major 3 operation codes REMOTE_OPEN_DOOR 0x400… for each remote command), the 
 /ISAPI/AccessControl/RemoteControl/door/N` with a `RemoteControlDoor` body (`open`, `close`,
 `alwaysOpen`, `alwaysClose`) moves the simulated door and is answered with a `ResponseStatus`
 (statusCode 1 OK; 3 Device Error with the model's words when the lock is jammed; 4 Invalid
-Operation or 5/6 Invalid XML Format/Content for a bad request). The HTTP server, digest
+Operation or 5/6 Invalid XML Format/Content for a bad request). Every event is kept in the
+controller's log, searched by `POST /ISAPI/AccessControl/AcsEvent?format=json` (`AcsEventCond`:
+major/minor, serial numbers, times, paged at most 30 a page). The HTTP server, digest
 authentication, the alert stream and the fault switches are the shared ISAPI server's
 (simulators/isapi_http.py). The door does nothing by itself: scenarios and tests drive it.
 """

@@ -21,12 +21,12 @@ as the door's health (edge.health); the stream reads on. Nothing else stops.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -643,14 +643,7 @@ class IsapiDoor(EventReader, d.DoorController):
 
 
 def _json(content: bytes) -> Any:
-    import json
-
     try:
         return json.loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Unreadable("malformed_json", f"an answer that is no JSON: {exc}") from None
-
-
-def codes_of(kind: Kind) -> Iterable[tuple[int, int]]:
-    """The (major, minor) codes with this meaning (for the simulator's tests and the docs)."""
-    return (key for key, code in MAPPING.items() if code.kind is kind)
