@@ -372,6 +372,8 @@ class AccessController:
         self.server.route("GET", WORK_STATUS, self._work_status)
         self.server.route("PUT", REMOTE_CONTROL.format(n=self.panel.door_no), self._remote)
         self.server.route("POST", EVENT_LOG, self._search)
+        self._stopping = threading.Event()
+        self._power: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -389,10 +391,27 @@ class AccessController:
     def start(self) -> None:
         self.server.start()  # first: its port is known from here on
         self.panel.start()
+        self._power = threading.Thread(target=self._follow_power, name="isapi-acs", daemon=True)
+        self._power.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._power is not None:
+            self._power.join(10)
         self.server.stop()
         self.panel.stop()
+
+    def _follow_power(self) -> None:
+        """A model cut off (a scenario's `cut`) is a controller without power: it stops
+        answering, and answers again when restored."""
+        off = False
+        while not self._stopping.wait(0.2):
+            if self.door.offline != off:
+                off = self.door.offline
+                if off:
+                    self.server.halt()
+                else:
+                    self.server.serve()
 
     def _push(self, body: bytes) -> None:
         self.server.publish(body, JSON)

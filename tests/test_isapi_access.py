@@ -367,6 +367,11 @@ def test_in_protocol_mode_a_fleet_door_behind_the_controller_is_read_by_the_isap
         assert not model.locked and model.mode is m.DoorMode.UNLOCKED
         door.lock()
         assert model.locked and model.mode is m.DoorMode.NORMAL
+        model.cut()  # a scenario's `cut`: the controller loses power
+        wait_until(lambda: not door.online, 30, "the door offline")
+        assert door.health.condition is m.DeviceCondition.UNREACHABLE
+        model.restore()
+        wait_until(lambda: door.online, 30, "the door back")
     finally:
         door.stop()
         sims.stop()
