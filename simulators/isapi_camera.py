@@ -10,17 +10,19 @@ each alert's first event part is followed by an `image/jpeg` part (a frame of a 
 scene), as cameras upload the event's picture. Event bodies follow Hikvision's published
 EventNotificationAlert schema; the HTTP side, digest
 authentication and fault switches are simulators/isapi_http.py's. Tests and scenarios drive it
-through `alert`, `event`, `camera` and `counter`.
+through `alert`, `event`, `camera` and `counter`; the models' `cut` and `restore` power the
+camera off and on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from edge import drivers as d
 from gateway import messages as m
-from simulators.devices import SimCamera, SimCounter
+from simulators.devices import SimCamera, SimCounter, SimDevice
 from simulators.engine import Engine, SimClock
 from simulators.isapi_http import IsapiServer, part
 from simulators.venues import Venue
@@ -41,15 +43,41 @@ _DESCRIPTION = {"VMD": "Motion alarm", "linedetection": "linedetection alarm",
                 "PeopleCounting": "peopleCounting alarm"}  # fmt: skip
 
 
-class _QuietCamera(SimCamera):
+class _Powered(SimDevice):
+    """A model whose `cut` and `restore` (scenario hooks) power the camera off and on: its
+    ISAPI server stops answering, as a camera without power does."""
+
+    power: Callable[[bool], None] | None = None
+
+    def cut(self) -> None:
+        super().cut()
+        if self.power is not None:
+            self.power(False)
+
+    def restore(self) -> None:
+        super().restore()
+        if self.power is not None:
+            self.power(True)
+
+
+class _Camera(_Powered, SimCamera):
+    pass
+
+
+class _QuietCamera(_Camera):
     """A SimCamera without spontaneous alerts: only what it is told."""
 
     def plan(self, now: object) -> None:
         pass
 
 
+class _Counter(_Powered, SimCounter):
+    pass
+
+
 class HikvisionCamera:
-    """One ISAPI camera on 127.0.0.1:`port`; with `counting`, a people-counting camera too."""
+    """One ISAPI camera on 127.0.0.1:`port`; with `counter_id`, a people-counting camera too.
+    A fleet passes its `engine` and `venue` (and `quiet=False` for the models' own alerts)."""
 
     def __init__(
         self,
@@ -64,6 +92,8 @@ class HikvisionCamera:
         engine: Engine | None = None,
         venue: Venue | None = None,
         pictures: bool = False,
+        quiet: bool = True,
+        seed: int = 1,
     ) -> None:
         model = "iDS-2CD6810F/C" if counter_id else "DS-2CD2T47G2-L"
         self.server = IsapiServer(port, password=password, model=model,
@@ -75,12 +105,16 @@ class HikvisionCamera:
         self.engine = engine or Engine(SimClock(1.0))
         venue = venue or Venue(site="sim", node="sim", secret="", kind="community_centre",
                                capacity=200, open_24h=True)  # fmt: skip
-        self.camera = _QuietCamera(device_id, venue, self.engine, seed=1, report_every_s=3600)
-        self.counter = (
-            SimCounter(counter_id, venue, self.engine, seed=1, report_every_s=report_every_s)
-            if counter_id
-            else None
-        )
+        # Quiet: only what tests and scenarios tell it; else the model's own alerts as well.
+        behaviour = _QuietCamera if quiet else _Camera
+        self.camera: SimCamera = behaviour(device_id, venue, self.engine, seed=seed,
+                                           report_every_s=3600)  # fmt: skip
+        self.camera.power = self._power
+        self.counter: SimCounter | None = None
+        if counter_id:
+            self.counter = _Counter(counter_id, venue, self.engine, seed=seed,
+                                    report_every_s=report_every_s)  # fmt: skip
+            self.counter.power = self._power
         self.totals = [0, 0]  # people counted in and out since the camera's last reset
         self._active: dict[str, str] = {}  # event type → description, while it lasts
         self._lock = threading.Lock()
@@ -123,6 +157,14 @@ class HikvisionCamera:
         """One event part as it is, by its ISAPI name (VMD, linedetection, regionEntrance…)."""
         self.server.publish(self.server.alert(event_type, state,
                                               description=_DESCRIPTION.get(event_type)))  # fmt: skip
+
+    def _power(self, on: bool) -> None:
+        """The camera (both models: one device) loses power or gets it back."""
+        with self._lock:
+            if on and not self.server.serving:
+                self.server.serve()
+            elif not on and self.server.serving:
+                self.server.halt()
 
     def picture(self) -> bytes:
         """The camera's event picture: a frame of a synthetic intrusion scene, full size."""

@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -113,8 +114,10 @@ class IsapiServer:
         serial: str = "DS-2CD2T47G2-L20261201AAWRJ00000001",
         mac: str = "c4:2f:90:00:00:01",
         heartbeat_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port
+        self.tls = tls  # a server context: HTTPS, as devices serve it on 443
         self.username = username
         self._password = password
         self.realm = f"IP Camera({serial[-9:]})"
@@ -123,7 +126,8 @@ class IsapiServer:
         self.delay_s = 0.0  # each answer waits this long first (a slow device)
         self.clock_offset_s = 0.0  # the device's clock is off by this much
         self.routes: dict[tuple[str, str], Handler] = {}
-        self.requests: list[tuple[str, str, int]] = []  # (method, path, status) answered
+        # (method, path, status) of the latest requests answered, for tests to look at
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=1000)
         self._nonces: deque[str] = deque(maxlen=256)
         self._streams: list[_Stream] = []
         self._lock = threading.Lock()
@@ -138,7 +142,12 @@ class IsapiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def serving(self) -> bool:
+        """Listening and answering (not halted)."""
+        return self._server is not None
 
     def start(self) -> IsapiServer:
         self.serve()
@@ -149,6 +158,10 @@ class IsapiServer:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
         server.daemon_threads = True
         server.block_on_close = False
+        if self.tls is not None:  # the handshake in the connection's thread, not in accept()
+            server.socket = self.tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
@@ -313,6 +326,10 @@ class IsapiServer:
             server_version = "App-webs/"  # what Hikvision's web server calls itself
 
             def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.settimeout(10)
+                    self.request.do_handshake()  # a failed one ends this connection only
+                    self.request.settimeout(None)
                 super().setup()
                 with device._lock:
                     device._sockets.add(self.connection)
@@ -339,8 +356,14 @@ class IsapiServer:
                 self._serve("DELETE")
 
             def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if 0 < length <= 1_000_000 else b""
+                length_text = self.headers.get("Content-Length") or "0"
+                length = int(length_text) if length_text.isdigit() else -1
+                if not 0 <= length <= 1_000_000:
+                    self.close_connection = True
+                    self._reply(response_status(self.path, 5, "badXmlFormat", http=400), method,
+                                urlsplit(self.path).path)  # fmt: skip
+                    return
+                body = self.rfile.read(length) if length else b""
                 if device.delay_s:
                     time.sleep(device.delay_s)
                 split = urlsplit(self.path)

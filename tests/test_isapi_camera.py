@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
+from edge.drivers import CameraAlertSeen, DeviceHealthSeen
 from edge.health import Health
-from edge.isapi.camera import IsapiCamera, IsapiCounter
+from edge.isapi.camera import IsapiCamera, IsapiCameraSettings, IsapiCounter
 from edge.isapi.session import IsapiSession, IsapiSettings, IsapiUnavailable, refusal
 from edge.isapi.stream import BadPart, MultipartReader, Part, boundary_of, decode
 from gateway import messages as m
@@ -191,6 +193,8 @@ def test_bad_input_and_a_clock_hours_off_are_counted_logged_and_shown_as_health(
     wait_until(lambda: venue.camera.health.faults.get("unknown_event") == 1, 30, "unknown counted")
     sim.server.inject(b"\r\nthis is no part at all\r\n")
     wait_until(lambda: _faults(cam, "malformed_part") >= 1, 30, "garbage counted")
+    bad = {"device": cam, "part": "bad"}
+    assert (REGISTRY.get_sample_value("gridwatch_edge_isapi_parts_total", bad) or 0) >= 2
     wait_until(lambda: (_latest(stack, cam) or ())[1:2] == ("bad_input",), 30, "stored bad input")
     online, condition, _, faults = _latest(stack, cam)  # type: ignore[misc]
     assert online is True and condition == "bad_input"
@@ -223,6 +227,7 @@ def test_a_half_closed_stream_and_a_slow_device_are_reported_and_recovered_from(
 ) -> None:
     cam, sim = venue.camera.id, venue.sim
     before = _faults(cam, "heartbeat_missed")
+    sim.server.inject(part(sim.server.alert("VMD", "active"))[:120])  # half a part, then silence
     sim.server.half_close()  # both streams stop mid-stream; their sockets stay open
     wait_until(lambda: _faults(cam, "heartbeat_missed") > before, 30, "heartbeat missed")
     wait_until(lambda: any(r[1] == "unreachable" and r[0] is False for r in _health(stack, cam)),
@@ -424,3 +429,171 @@ def test_an_event_picture_is_made_small_enough_for_a_snapshot() -> None:
     assert width <= 320 and abs(width / height - 16 / 9) < 0.05
     assert small_jpeg(b"\xff\xd8\xff not really a picture", 320) is None
     assert small_jpeg(b"GIF89a", 320) is None
+
+
+def _certificates(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway CA (its PEM file) and a server context for 127.0.0.1 signed by it."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+             signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:  # fmt: skip
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "IP Camera test CA")])
+    ca = cert("IP Camera test CA", ca_key, ca_name, ca_key, True)
+    leaf = cert("127.0.0.1", key, ca_name, ca_key, False)
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "device.pem").write_bytes(leaf.public_bytes(pem))
+    (folder / "device.key").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "device.pem", folder / "device.key")
+    return folder / "ca.pem", context
+
+
+def test_https_with_the_devices_ca_works_and_an_untrusted_certificate_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    ca, context = _certificates(tmp_path)
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2)
+    sim.server.tls = context
+    sim.start()
+    base = {"host": "127.0.0.1", "port": sim.port, "scheme": "https", "password": PASSWORD,
+            "heartbeat_timeout_s": 2.0, "backoff_max_s": 0.5}  # fmt: skip
+    trusted = IsapiCamera(
+        "cam-tls", IsapiCameraSettings.model_validate({**base, "tls_ca": str(ca)})
+    )
+    stranger = IsapiCamera("cam-tls-x", IsapiCameraSettings.model_validate(base))
+    seen: list[object] = []
+    trusted.start(seen.append)
+    stranger.start(lambda reading: None)
+    try:
+        wait_until(lambda: sim.server.streams == 1 and trusted.online, 30, "stream over TLS")
+        sim.alert(m.CameraAlertKind.LOITERING, seconds=1)
+        wait_until(lambda: any(getattr(r, "kind", None) is m.CameraAlertKind.LOITERING
+                               for r in seen), 30, "an alert over TLS")  # fmt: skip
+        wait_until(lambda: stranger.health.faults.get("tls_failed", 0) >= 1, 30, "refused")
+        assert (
+            stranger.online is False and stranger.health.condition is m.DeviceCondition.UNREACHABLE
+        )
+        assert "give the device's CA certificate in settings.tls_ca" in str(stranger.detail)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(stranger.detail)
+        assert sim.server.streams == 1  # the failed handshakes did not disturb the server
+    finally:
+        trusted.stop()
+        stranger.stop()
+        sim.stop()
+
+
+def test_a_camera_powered_off_is_unreachable_and_reconnects_when_it_is_back() -> None:
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2).start()
+    settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD,
+                                   heartbeat_timeout_s=2.0, backoff_max_s=0.5)  # fmt: skip
+    camera = IsapiCamera("cam-power", settings)
+    seen: list[object] = []
+    camera.start(seen.append)
+    try:
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "stream open")
+        sim.server.halt()
+        wait_until(lambda: camera.health.faults.get("connect_failed", 0) >= 2, 30, "retrying")
+        assert camera.online is False and "cannot connect" in str(camera.detail)
+        lost = {"stream_closed", "connection_lost", "heartbeat_missed"} & set(camera.health.faults)
+        assert lost, camera.health.faults  # the open stream's end was itself reported
+        sim.server.serve()
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "reconnected")
+        assert camera.health.condition is m.DeviceCondition.OK
+        sim.event("VMD", "active")
+        wait_until(lambda: any(getattr(r, "phase", None) is m.AlertPhase.START for r in seen), 30,
+                   "events after the restart")  # fmt: skip
+    finally:
+        camera.stop()
+        sim.stop()
+
+
+def test_json_event_bodies_and_the_channel_setting() -> None:
+    sim = HikvisionCamera(password=PASSWORD, heartbeat_s=0.2).start()
+    settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD, channel=2,
+                                   picture_wait_s=0, end_after_s=60)  # fmt: skip
+    camera = IsapiCamera("cam-json", settings)
+    seen: list[object] = []
+    camera.start(seen.append)
+
+    def body(channel: int, state: str) -> bytes:
+        return (f'{{"ipAddress":"127.0.0.1","channelID":{channel},"dateTime":'
+                f'"{sim.server.now().isoformat()}","activePostCount":1,"eventType":"regionEntrance",'
+                f'"eventState":"{state}","eventDescription":"regionEntrance alarm"}}').encode()  # fmt: skip
+
+    try:
+        wait_until(lambda: sim.server.streams == 1, 30, "stream open")
+        sim.server.publish(body(1, "active"), "application/json")  # another channel: not ours
+        sim.server.publish(body(2, "active"), "application/json")
+        sim.server.publish(body(2, "inactive"), "application/json")
+        wait_until(lambda: len([r for r in seen if hasattr(r, "phase")]) == 2, 30, "start and end")
+        alerts = [r for r in seen if hasattr(r, "phase")]
+        assert [(a.phase, a.kind) for a in alerts] == [  # type: ignore[attr-defined]
+            (m.AlertPhase.START, m.CameraAlertKind.INTRUSION),
+            (m.AlertPhase.END, m.CameraAlertKind.INTRUSION),
+        ]
+        assert alerts[0].ts is not None  # type: ignore[attr-defined]
+    finally:
+        camera.stop()
+        sim.stop()
+
+
+def test_a_scenario_plays_through_the_protocol_camera(tmp_path: Path) -> None:
+    from simulators import scenario as scenarios
+
+    sim = HikvisionCamera(device_id="v0001-camera3", counter_id="v0001-counter2",
+                          password=PASSWORD, heartbeat_s=0.2, report_every_s=0.5).start()  # fmt: skip
+    settings = IsapiCameraSettings(host="127.0.0.1", port=sim.port, password=PASSWORD,
+                                   heartbeat_timeout_s=2.0, backoff_max_s=0.5,
+                                   picture_wait_s=0)  # fmt: skip
+    camera = IsapiCamera("v0001-camera3", settings)
+    seen: list[object] = []
+    camera.start(seen.append)
+    path = tmp_path / "camera.yaml"
+    path.write_text(yaml.safe_dump({"name": "a camera's night", "steps": [
+        {"at": 0, "device": "v0001-camera3", "action": "tamper",
+         "args": {"kind": "tamper_covered", "seconds": 1}},
+        {"at": 2, "device": "v0001-camera3", "action": "cut"},
+        {"at": 4, "device": "v0001-camera3", "action": "restore"},
+    ]}))  # fmt: skip
+    play = scenarios.load(path)
+    assert sim.counter is not None
+    devices = {sim.camera.id: sim.camera, sim.counter.id: sim.counter}
+    scenarios.check(play, devices, set())  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "stream open")
+        assert scenarios.run(play, devices, lambda node, s: None, threading.Event()) == 3  # type: ignore[arg-type]
+        phases = [(r.phase, r.kind) for r in seen if isinstance(r, CameraAlertSeen)]
+        assert phases[:2] == [(m.AlertPhase.START, m.CameraAlertKind.TAMPER_COVERED),
+                              (m.AlertPhase.END, m.CameraAlertKind.TAMPER_COVERED)]  # fmt: skip
+        offline = [r for r in seen if isinstance(r, DeviceHealthSeen) and not r.online]
+        assert offline, "the cut camera was seen offline"
+        wait_until(lambda: sim.server.streams == 1 and camera.online, 30, "back after restore")
+    finally:
+        camera.stop()
+        sim.stop()

@@ -118,6 +118,7 @@ class IsapiCamera(EventReader, d.CameraAlertSource):
     """A Hikvision camera whose analytics events become our camera alerts."""
 
     settings: IsapiCameraSettings
+    unknown_hint = "; map it or ignore it in settings.events"
 
     def __init__(
         self, device_id: str, settings: IsapiCameraSettings, model: str | None = None
@@ -133,11 +134,6 @@ class IsapiCamera(EventReader, d.CameraAlertSource):
     def start(self, emit: d.Emit) -> None:
         super().start(emit)
         self.spawn(self._expire_loop, "isapi-expire")
-
-    @property
-    def open_alerts(self) -> dict[tuple[str, int | None], m.CameraAlertKind]:
-        with self._lock:
-            return {key: alert.kind for key, alert in self._open.items()}
 
     def on_event(self, event: Event, ts: datetime | None) -> None:
         name = event.type.lower()

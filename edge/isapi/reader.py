@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
+
+from prometheus_client import Counter
 
 from edge import drivers as d
 from edge.health import Health
@@ -19,6 +21,12 @@ from gateway import messages as m
 
 log = logging.getLogger(__name__)
 
+PARTS = Counter(
+    "gridwatch_edge_isapi_parts_total",
+    "Alert-stream parts read from ISAPI devices: event, image or bad (dropped)",
+    ["device", "part"],
+)
+
 
 class EventReader:
     """What every ISAPI device driver shares (mixed into a `edge.drivers.Device` subclass):
@@ -27,12 +35,14 @@ class EventReader:
 
     settings: IsapiSettings
     id: str
+    unknown_hint = ""  # what the operator can do about an unmapped event type
 
     def setup(self, settings: IsapiSettings) -> None:
         """Call from `__init__`, after `self.id` is set."""
         self.health = Health(self.id, clock_limit_s=settings.clock_limit_s)
         self.session = IsapiSession(settings, self.health)
         self.device_model: str | None = None
+        self._zone: tzinfo | None = None  # the device's UTC offset, for times sent without one
         self._emit: d.Emit | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -91,7 +101,9 @@ class EventReader:
         except (IsapiRefused, BadPart) as exc:
             log.info("isapi device info not read device=%s: %s", self.id, exc)
             return True
-        self.health.device_time(parse_time(clock.get("localTime")))
+        local = parse_time(clock.get("localTime"))
+        self._zone = local.tzinfo if local is not None else None
+        self.health.device_time(local)
         log.info("isapi device answers device=%s host=%s model=%s", self.id,
                  self.settings.address, self.device_model)  # fmt: skip
         return True
@@ -99,21 +111,28 @@ class EventReader:
     def _part(self, part: Part) -> None:
         where = f"ISAPI device {self.settings.address}"
         if part.problem is not None:
+            PARTS.labels(self.id, "bad").inc()
             self.health.problem(m.DeviceCondition.BAD_INPUT, "malformed_part",
                                 f"{where}: sent a part that cannot be read ({part.problem})")  # fmt: skip
             return
         if part.is_image:
+            PARTS.labels(self.id, "image").inc()
             self.on_image(part)
             return
         try:
             event = decode(part)
         except BadPart as exc:
+            PARTS.labels(self.id, "bad").inc()
             self.health.problem(m.DeviceCondition.BAD_INPUT, exc.fault, f"{where}: sent {exc}")
             return
+        PARTS.labels(self.id, "event").inc()
         channel = getattr(self.settings, "channel", None)
         if channel is not None and event.channel is not None and event.channel != channel:
             return
-        ts = self.health.device_time(event.time)
+        when = event.time
+        if when is not None and when.tzinfo is None and self._zone is not None:
+            when = when.replace(tzinfo=self._zone)  # some firmware omits the offset
+        ts = self.health.device_time(when)
         self.on_event(event, ts)
 
     def unknown(self, event: Event) -> None:
@@ -121,7 +140,7 @@ class EventReader:
         self.health.problem(
             m.DeviceCondition.BAD_INPUT, "unknown_event",
             f"ISAPI device {self.settings.address}: sent an event of type {event.type[:64]!r}"
-            " that has no mapping (dropped); map it or ignore it in settings.events",
+            f" that has no mapping (dropped){self.unknown_hint}",
         )  # fmt: skip
 
     def on_image(self, part: Part) -> None:

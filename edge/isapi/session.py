@@ -157,13 +157,14 @@ class IsapiSession:
 
     def _unavailable(self, exc: httpx.HTTPError, what: str) -> IsapiUnavailable:
         s = self.settings
-        if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-            fault, condition, detail = (
-                "connect_failed",
-                DeviceCondition.UNREACHABLE,
-                "cannot connect",
-            )
-            online = False
+        tls = _tls_error(exc)
+        if tls is not None:
+            fault, condition, online = "tls_failed", DeviceCondition.UNREACHABLE, False
+            detail = (f"the TLS handshake failed ({tls.reason or type(tls).__name__}): give the"
+                      " device's CA certificate in settings.tls_ca")  # fmt: skip
+        elif isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
+            fault, condition, online = "connect_failed", DeviceCondition.UNREACHABLE, False
+            detail = "cannot connect"
         elif isinstance(exc, httpx.TimeoutException):
             fault, condition, online = "timeout", DeviceCondition.SLOW, True
             detail = f"no answer to {what} within {s.timeout_s:g} s"
@@ -277,6 +278,18 @@ class IsapiSession:
         if not stop.is_set():
             self._problem(DeviceCondition.UNREACHABLE, "stream_closed",
                           "closed the alert stream; reconnecting", online=False)  # fmt: skip
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind an httpx error (a certificate not trusted, a bad handshake)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def refusal(response: httpx.Response) -> IsapiRefused | None:
