@@ -486,15 +486,24 @@ class IsapiDoor(EventReader, d.DoorController):
         while not self._stop.is_set():
             self._poll_now.wait(self._until_next())
             self._poll_now.clear()
-            if self._stop.is_set():
-                return
-            self._relock_if_due()
-            if self._stop.is_set():
-                return
-            if self._catch_up:
-                self._read_log()
-            if self._last_poll + self.settings.report_every_s <= time.monotonic() or self._due:
-                self._read_state()
+            try:
+                self._poll_once()
+            except Exception:  # a bug here must not end the door's state (nor a stop race)
+                if self._stop.is_set():
+                    return  # the session was closed under a request: stopping
+                log.exception("isapi door poll failed device=%s", self.id)
+                self._stop.wait(1.0)
+
+    def _poll_once(self) -> None:
+        if self._stop.is_set():
+            return
+        self._relock_if_due()
+        if self._stop.is_set():
+            return
+        if self._catch_up:
+            self._read_log()
+        if self._last_poll + self.settings.report_every_s <= time.monotonic() or self._due:
+            self._read_state()
 
     def _until_next(self) -> float:
         now = time.monotonic()
