@@ -372,6 +372,7 @@ class AccessController:
         self.server.route("GET", WORK_STATUS, self._work_status)
         self.server.route("PUT", REMOTE_CONTROL.format(n=self.panel.door_no), self._remote)
         self.server.route("POST", EVENT_LOG, self._search)
+        self.log_search = True  # False: firmware without the event-log search (notSupport)
         self._stopping = threading.Event()
         self._power: threading.Thread | None = None
 
@@ -422,6 +423,8 @@ class AccessController:
         return self.panel.work_status()
 
     def _search(self, request: Request) -> Reply:
+        if not self.log_search:
+            return refusal(request.path, 4, "notSupport")
         if request.query.get("format") != "json":
             return refusal(request.path, 4, "notSupport", "this controller answers ?format=json")
         return self.panel.search(request.path, request.body)

@@ -21,8 +21,8 @@ from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent, hash_credential
-from edge.drivers import CommandFailed, ForcedSeen
-from edge.isapi.access import MAPPING, IsapiDoor, read_event
+from edge.drivers import AccessSeen, CommandFailed, ForcedSeen
+from edge.isapi.access import MAPPING, IsapiDoor, IsapiDoorSettings, read_event
 from edge.isapi.stream import Part, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
@@ -398,3 +398,32 @@ def test_the_documented_table_is_the_drivers_mapping() -> None:
         for major, minor, name in re.findall(r"^\| (\d) \| 0x([0-9a-f]+) \| (\w+) \|", page, re.M)
     }
     assert documented == {(ma, mi, code.name) for (ma, mi), code in MAPPING.items()}
+
+
+def test_a_controller_without_the_event_log_search_loses_only_what_the_stream_missed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge.isapi.access")
+    acs = AccessController(password=PASSWORD, heartbeat_s=0.5)
+    acs.log_search = False  # older firmware: notSupport
+    acs.start()
+    settings = IsapiDoorSettings(host="127.0.0.1", port=acs.port, password=PASSWORD,
+                                 heartbeat_timeout_s=2, backoff_max_s=0.5)  # fmt: skip
+    door = IsapiDoor("door-z", settings)
+    seen: list[object] = []
+    door.start(seen.append)
+    try:
+        wait_until(lambda: door.is_open is False and acs.server.streams == 1, 30, "door up")
+        acs.door.force()
+        wait_until(lambda: any(isinstance(r, ForcedSeen) for r in seen), 30, "forced seen")
+        acs.server.half_close()
+        acs.swipe(granted=True)  # while the stream is silent: only in the controller's log
+        wait_until(lambda: "event log not read" in caplog.text, 30, "the search refused")
+        wait_until(lambda: acs.server.streams == 1 and door.online, 30, "stream back")
+        assert not any(isinstance(r, AccessSeen) for r in seen)
+        acs.swipe(granted=True)  # after: on the stream again
+        wait_until(lambda: any(isinstance(r, AccessSeen) for r in seen), 30, "swipe seen")
+        assert "Invalid Operation: notSupport" in caplog.text
+    finally:
+        door.stop()
+        acs.stop()
