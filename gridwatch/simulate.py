@@ -35,7 +35,7 @@ MODBUS_DRIVER = "modbus"
 HTTP_SPEAKER_DRIVER = "http"
 ISAPI_DRIVER = "isapi"
 AVAILABLE_DRIVERS = (
-    f"{OPENCV_DRIVER} for cameras, {ISAPI_DRIVER} for cameras and counters, {MODBUS_DRIVER} for"
+    f"{OPENCV_DRIVER} for cameras, {ISAPI_DRIVER} for cameras, counters and doors, {MODBUS_DRIVER} for"
     f" doors, {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER}"
 )
 
@@ -255,19 +255,23 @@ def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return HttpSpeaker(dev.id, settings, model=dev.model)
+
+
 def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
     """A Hikvision device over ISAPI (edge.isapi), by its kind."""
     from pydantic import BaseModel as Settings
 
-    from edge.isapi import camera
+    from edge.isapi import access, camera
 
     kinds: dict[DeviceKind, tuple[type[Settings], Callable[..., Device]]] = {
         DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
         DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
+        DeviceKind.DOOR: (access.IsapiDoorSettings, access.IsapiDoor),
     }
     at = f"{where}devices.{dev.id}"
     if dev.kind not in kinds:
-        names = " and ".join(sorted(f"{kind.value}s" for kind in kinds))
+        *most, last = sorted(f"{kind.value}s" for kind in kinds)
+        names = f"{', '.join(most)} and {last}" if most else last
         raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
     settings_class, make = kinds[dev.kind]
     try:

@@ -43,6 +43,8 @@ def _http_speaker(model: SimDevice) -> tuple[str, Simulator]:
 
     assert isinstance(model, SimSpeaker)
     return "http", HttpSpeakerSim(speaker=model)
+
+
 def _isapi(model: SimDevice) -> tuple[str, Simulator]:
     from simulators.isapi_camera import HikvisionCamera
 
@@ -52,13 +54,20 @@ def _isapi(model: SimDevice) -> tuple[str, Simulator]:
     return "isapi", HikvisionCamera(counter=model)
 
 
+def _isapi_door(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.isapi_access import AccessController
+
+    assert isinstance(model, SimDoor)
+    return "isapi", AccessController(door=model)
+
+
 # For each kind, the protocols it is served by, in turn.
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
-    DeviceKind.DOOR: [_modbus],
-    DeviceKind.SPEAKER: [_http_speaker],
+    DeviceKind.DOOR: [_modbus, _isapi_door],
     DeviceKind.CAMERA: [_isapi],
     DeviceKind.COUNTER: [_isapi],
+    DeviceKind.SPEAKER: [_http_speaker],
 }
 
 

@@ -420,7 +420,7 @@ def test_site_file_settings_are_checked_naming_the_field_and_never_the_password(
         "site.yaml: devices.c1.settings.zone"
     )
     assert problem("speaker", {}) == (
-        "site.yaml: devices.c1.driver: isapi drives cameras and counters only"
+        "site.yaml: devices.c1.driver: isapi drives cameras, counters and doors only"
     )
 
 
