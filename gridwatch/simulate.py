@@ -28,6 +28,7 @@ from simulators.venues import Venue
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
+ONVIF_DRIVER = "onvif"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -130,11 +131,13 @@ class Drivers:
             return _opencv_camera(dev, self.where)
         if dev.driver == MODBUS_DRIVER:
             return _modbus_door(dev, self.where)
+        if dev.driver == ONVIF_DRIVER:
+            return _onvif_camera(dev, self.where)
         if dev.driver != SIMULATED_DRIVER:
             raise edge_config.ConfigError(
                 f"{self.where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-                f" (available: {OPENCV_DRIVER} for cameras, {MODBUS_DRIVER} for doors,"
-                f" {SIMULATED_DRIVER})"
+                f" (available: {OPENCV_DRIVER} and {ONVIF_DRIVER} for cameras, {MODBUS_DRIVER}"
+                f" for doors, {SIMULATED_DRIVER})"
             )
         try:
             settings = SimulatedSettings.model_validate(dev.settings)
@@ -217,6 +220,20 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return ModbusDoor(dev.id, settings, model=dev.model)
+
+
+def _onvif_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """An ONVIF camera: its own detectors' events, its stream to the analytics (edge.onvif)."""
+    from edge.onvif.camera import OnvifCamera, OnvifCameraSettings
+
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is not DeviceKind.CAMERA:
+        raise edge_config.ConfigError(f"{at}.driver: {ONVIF_DRIVER} drives cameras only")
+    try:
+        settings = OnvifCameraSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return OnvifCamera(dev.id, settings, model=dev.model)
 
 
 def _simulated(
