@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
+from lxml import etree
 from prometheus_client import REGISTRY
 
 from edge import config as edge_config
 from edge.agent import EdgeAgent
+from edge.onvif import events
 from edge.onvif.camera import OnvifCamera
+from edge.onvif.events import TOPICS_NS as TNS1
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import ONVIF_DRIVER, Drivers, _onvif_camera
@@ -297,6 +300,47 @@ def test_a_password_changed_on_the_camera_is_shown_as_auth_failed_until_it_match
     wait_until(lambda: venue.condition() == "ok", 30, "healthy again")
     venue.sim.detect("field", True)
     wait_until(lambda: venue.alerts("start", FIELD_RULE) == 1, 30, "relayed again")
+
+
+@pytest.mark.parametrize(
+    ("topic", "nsmap", "read"),
+    [
+        ("tns1:RuleEngine/FieldDetector/ObjectsInside", {"tns1": TNS1},
+         "RuleEngine/FieldDetector/ObjectsInside"),
+        ("ns2:VideoSource/MotionAlarm", {"ns2": TNS1}, "VideoSource/MotionAlarm"),  # any prefix
+        ("tns1:VideoSource/MotionAlarm", {"tns1": "http://vendor.example/topics"}, ""),
+        ("tns1:Device/tnsaxis:Sensor/PIR", {"tns1": TNS1, "tnsaxis": "http://axis"}, ""),
+    ],
+)  # fmt: skip
+def test_an_event_topic_is_onvifs_only_under_the_onvif_topic_namespace(
+    topic: str, nsmap: dict[str, str], read: str
+) -> None:
+    namespaces = " ".join(f'xmlns:{p}="{ns}"' for p, ns in nsmap.items())
+    envelope = etree.fromstring(
+        f'<r xmlns:wsnt="{events.WSNT}" xmlns:tt="{events.TT}" {namespaces}>'
+        f"<wsnt:NotificationMessage><wsnt:Topic>{topic}</wsnt:Topic><wsnt:Message>"
+        '<tt:Message UtcTime="2026-01-02T03:04:05Z" PropertyOperation="Changed"><tt:Source/>'
+        '<tt:Data><tt:SimpleItem Name="State" Value="true"/></tt:Data></tt:Message>'
+        "</wsnt:Message></wsnt:NotificationMessage></r>"
+    )
+    [note] = events.notifications(envelope)
+    assert isinstance(note, events.Notification)
+    assert note.topic == read and note.raw_topic == topic and note.data == {"State": "true"}
+
+
+def test_a_notification_without_its_message_or_with_a_bad_time_is_malformed() -> None:
+    envelope = etree.fromstring(
+        f'<r xmlns:wsnt="{events.WSNT}" xmlns:tt="{events.TT}" xmlns:tns1="{TNS1}">'
+        "<wsnt:NotificationMessage><wsnt:Topic>tns1:VideoSource/MotionAlarm</wsnt:Topic>"
+        "</wsnt:NotificationMessage><wsnt:NotificationMessage><wsnt:Topic>tns1:VideoSource/"
+        'MotionAlarm</wsnt:Topic><wsnt:Message><tt:Message UtcTime="yesterday"/></wsnt:Message>'
+        "</wsnt:NotificationMessage></r>"
+    )
+    found = [str(n) for n in events.notifications(envelope)]
+    assert found == [
+        "a tns1:VideoSource/MotionAlarm notification without a tt:Message",
+        "a tns1:VideoSource/MotionAlarm notification with UtcTime 'yesterday'",
+    ]
 
 
 def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> None:

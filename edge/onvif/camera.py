@@ -96,6 +96,7 @@ class OnvifCamera(d.CameraAlertSource):
         self._emit: d.Emit | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._subscribed = False
 
     @property
     def online(self) -> bool:
@@ -126,24 +127,25 @@ class OnvifCamera(d.CameraAlertSource):
     def _run(self) -> None:
         wait = 1.0
         while not self._stop.is_set():
+            self._subscribed = False
             try:
-                if self._session():
-                    wait = 1.0
+                self._session()
             except OnvifError as err:
                 self._problem(err)
             except Exception:  # a bug here must not end the camera's events
                 log.exception("onvif session failed device=%s", self.id)
+            if self._subscribed:  # it worked for a while: start the back-off over
+                wait = 1.0
             if self._stop.wait(wait):
                 break
             wait = min(wait * 2, self.settings.backoff_max_s)
 
-    def _session(self) -> bool:
+    def _session(self) -> None:
         """One connection: clock, services, stream, then subscriptions until stopped or the
-        camera fails (OnvifError). True if a subscription was made."""
+        camera fails (OnvifError)."""
         s = self.settings
         soap = Soap(self.origin, s.username, s.password.get_secret_value(),
                     timeout_s=s.timeout_s, slow_s=s.slow_s)  # fmt: skip
-        subscribed = False
         try:
             device = soap.service(DEVICE_NS, "DeviceBinding", soap.device_url)
             self._sync_clock(soap, device)
@@ -153,10 +155,8 @@ class OnvifCamera(d.CameraAlertSource):
             events = soap.service(EVENTS_NS, "EventBinding", events_url)
             while not self._stop.is_set():
                 self._pull(soap, self._subscribe(soap, events))
-                subscribed = True
         finally:
             soap.close()
-        return subscribed
 
     # --- device and media -------------------------------------------------------------------------
 
@@ -251,6 +251,7 @@ class OnvifCamera(d.CameraAlertSource):
             raise OnvifError("malformed_xml", f"ONVIF CreatePullPointSubscription at "
                              f"{self.origin}: no subscription address") from None  # fmt: skip
         self.subscriptions += 1
+        self._subscribed = True
         log.info("onvif subscribed device=%s subscription=%s", self.id, urlsplit(address).path)
         sub = _Subscription(
             pull=soap.service(EVENTS_NS, "PullPointSubscriptionBinding", address, wsa=True),
@@ -306,7 +307,7 @@ class OnvifCamera(d.CameraAlertSource):
             return
         mapping = ev.TOPICS.get(note.topic)
         if mapping is None:
-            if note.topic not in ev.QUIET:
+            if not ev.quiet(note.topic):
                 self._problem(OnvifError("unknown_event", f"camera {self.origin}: event topic "
                                          f"{note.raw_topic} has no mapping; ignored"))  # fmt: skip
             return

@@ -34,36 +34,38 @@ class Mapping:
 # ONVIF topic (without the tns1: prefix) -> alert. Our alert kinds have no plain "motion": a
 # camera's motion and field detectors report something moving where the installer drew the
 # detector, which is what an intrusion zone means here (docs/drivers/onvif.md).
+_I, _MOVED = m.CameraAlertKind.INTRUSION, m.CameraAlertKind.TAMPER_MOVED
+_COVERED, _BLURRED = m.CameraAlertKind.TAMPER_COVERED, m.CameraAlertKind.TAMPER_BLURRED
 TOPICS: dict[str, Mapping] = {
-    "VideoSource/MotionAlarm": Mapping(m.CameraAlertKind.INTRUSION, "State"),
-    "RuleEngine/CellMotionDetector/Motion": Mapping(m.CameraAlertKind.INTRUSION, "IsMotion"),
-    "RuleEngine/FieldDetector/ObjectsInside": Mapping(m.CameraAlertKind.INTRUSION, "IsInside"),
-    "RuleEngine/LineDetector/Crossed": Mapping(m.CameraAlertKind.INTRUSION, None),
-    "VideoSource/GlobalSceneChange/ImagingService": Mapping(
-        m.CameraAlertKind.TAMPER_MOVED, "State"
-    ),
-    "VideoSource/GlobalSceneChange/AnalyticsService": Mapping(
-        m.CameraAlertKind.TAMPER_MOVED, "State"
-    ),
-    "VideoSource/ImageTooDark/ImagingService": Mapping(m.CameraAlertKind.TAMPER_COVERED, "State"),
-    "VideoSource/ImageTooDark/AnalyticsService": Mapping(m.CameraAlertKind.TAMPER_COVERED, "State"),
-    "VideoSource/ImageTooBlurry/ImagingService": Mapping(m.CameraAlertKind.TAMPER_BLURRED, "State"),
-    "VideoSource/ImageTooBlurry/AnalyticsService": Mapping(
-        m.CameraAlertKind.TAMPER_BLURRED, "State"
-    ),
-}
+    "VideoSource/MotionAlarm": Mapping(_I, "State"),
+    "RuleEngine/CellMotionDetector/Motion": Mapping(_I, "IsMotion"),
+    "RuleEngine/FieldDetector/ObjectsInside": Mapping(_I, "IsInside"),
+    "RuleEngine/LineDetector/Crossed": Mapping(_I, None),
+    "RuleEngine/TamperDetector/Tamper": Mapping(_COVERED, "IsTamper"),
+    **{f"VideoSource/{condition}/{service}": Mapping(kind, "State")
+       for condition, kind in (("GlobalSceneChange", _MOVED), ("ImageTooDark", _COVERED),
+                               ("ImageTooBright", _COVERED), ("ImageTooBlurry", _BLURRED))
+       for service in ("ImagingService", "AnalyticsService")},
+}  # fmt: skip
 
-# Topics a camera sends that are not alerts and not mistakes: ignored without a fault.
-QUIET = {"Monitoring/ProcessorUsage", "Monitoring/OperatingTime/LastReset",
-         "Monitoring/OperatingTime/LastReboot", "Monitoring/OperatingTime/LastClockSynchronization",
-         "Device/HardwareFailure/StorageFailure", "Media/ConfigurationChanged",
-         "Media/ProfileChanged"}  # fmt: skip
+# Topics a camera sends that are no camera alerts and no mistakes: ignored without a fault. The
+# recording service's view of a tamper condition repeats the imaging or analytics service's.
+QUIET_BRANCHES = ("Monitoring/", "Device/", "Media/", "RecordingConfig/", "RecordingHistory/",
+                  "Configuration/")  # fmt: skip
+QUIET_RECORDING = "/RecordingService"
+
+
+def quiet(topic: str) -> bool:
+    """A topic that is ignored without a fault."""
+    return topic.startswith(QUIET_BRANCHES) or (
+        topic.startswith("VideoSource/") and topic.endswith(QUIET_RECORDING)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One notification as read, before mapping: topic without prefix ('' when the prefix is
-    not ONVIF's), the raw topic, the message's items."""
+    """One notification as read, before mapping: the ONVIF topic without its prefix ('' for a
+    topic that is not ONVIF's), the raw topic, the message's items."""
 
     topic: str
     raw_topic: str
@@ -95,9 +97,13 @@ def _read(holder: Any) -> Notification:
     raw = (topic_el.text or "").strip() if topic_el is not None else ""
     if not raw:
         raise Malformed("a notification without a topic")
-    prefix, _, path = raw.rpartition(":")
-    namespace = topic_el.nsmap.get(prefix or None) if prefix else None
-    topic = path if namespace == TOPICS_NS else ""
+    # An ONVIF topic is `tns1:A/B/C` with the prefix bound to the ONVIF topic namespace; one
+    # with another prefix anywhere (a vendor's, as `tns1:Device/tnsaxis:Sensor/PIR`) is not.
+    head, _, rest = raw.partition("/")
+    prefix, _, first = head.rpartition(":")
+    namespace = topic_el.nsmap.get(prefix) if prefix else None
+    ours = namespace == TOPICS_NS and ":" not in rest
+    topic = f"{first}/{rest}".rstrip("/") if ours else ""
     message = holder.find(f"{{{WSNT}}}Message/{{{TT}}}Message")
     if message is None:
         raise Malformed(f"a {raw} notification without a tt:Message")
