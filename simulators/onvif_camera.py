@@ -17,8 +17,9 @@ specifications (with WS-BaseNotification and the WS-Security UsernameToken profi
 The detectors follow a behavioural SimCamera: its alerts become the events of the matching ONVIF
 topics (intrusion: the field detector; tamper: scene change, too dark, too blurry). Tests and
 scenarios also fire detectors directly (`motion`, `cell_motion`, `line_crossed`, `event`) and
-use the fault switches: `password` (change it while running; `http_401` refuses with HTTP 401
-instead of the SOAP fault, as cameras wanting HTTP digest do), `clock_offset_s`, `delay_s`,
+use the fault switches: `password` (change it while running), `http_digest` (require HTTP digest
+authentication, RFC 7616 MD5 qop=auth, as some cameras do, instead of tokens), `clock_offset_s`,
+`delay_s`,
 `inject(raw)` (the next PullMessages answer, as given), `restart()` (subscriptions forgotten,
 briefly not answering), `halt()`/`serve()`.
 """
@@ -122,7 +123,8 @@ class OnvifCameraSim:
         self.token_window_s = token_window_s
         self.clock_offset_s = 0.0
         self.delay_s = 0.0
-        self.http_401 = False  # refuse with HTTP 401 (no body) instead of ter:NotAuthorized
+        self.http_digest = False  # require HTTP digest (401 and a challenge) instead of tokens
+        self._digest_nonces: deque[str] = deque(maxlen=1000)
         self.requests: list[str] = []  # operation names, in order
         self.refused = 0  # requests refused NotAuthorized
         self.engine = Engine(SimClock(1.0))
@@ -256,8 +258,9 @@ class OnvifCameraSim:
 
     # --- SOAP -------------------------------------------------------------------------------------
 
-    def answer(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """The HTTP status and SOAP envelope answering one request."""
+    def answer(self, path: str, body: bytes, authorization: str | None = None) -> tuple[int, bytes]:
+        """The HTTP status and SOAP envelope answering one request (`authorization`: its HTTP
+        Authorization header)."""
         if self.delay_s:
             time.sleep(self.delay_s)
         try:
@@ -268,7 +271,7 @@ class OnvifCameraSim:
             op = request[0]
             name = etree.QName(op).localname
             self.requests.append(name)
-            if name != "GetSystemDateAndTime":
+            if name != "GetSystemDateAndTime" and not self._digest_ok(path, authorization):
                 self._check_token(envelope)
             if path.startswith("/onvif/subscription/"):
                 handler = _SUBSCRIPTION_OPS.get(name)
@@ -281,11 +284,49 @@ class OnvifCameraSim:
                 return 200, result
             return 200, _envelope(result)
         except _Fault as fault:
-            if self.http_401 and "ter:NotAuthorized" in fault.subcodes:
-                return 401, b""  # as a camera that wants HTTP digest authentication does
+            if self.http_digest and "ter:NotAuthorized" in fault.subcodes:
+                return 401, b""  # the handler adds the Digest challenge
             return fault.status, _envelope(_fault(fault))
         except etree.XMLSyntaxError:
             return 400, _envelope(_fault(_Fault(["ter:WellFormed"], "not well-formed XML")))
+
+    def challenge(self) -> str:
+        """A WWW-Authenticate header for HTTP digest (RFC 7616: MD5, qop=auth)."""
+        nonce = secrets.token_hex(16)
+        with self._lock:
+            self._digest_nonces.append(nonce)
+        return f'Digest realm="{_REALM}", qop="auth", algorithm=MD5, nonce="{nonce}"'
+
+    def _digest_ok(self, path: str, authorization: str | None) -> bool:
+        """In `http_digest` mode: whether the request carries a good HTTP digest answer (then no
+        UsernameToken is needed; without one the request is refused with 401)."""
+        if not self.http_digest:
+            return False
+        if not authorization or not authorization.startswith("Digest "):
+            self.refused += 1
+            raise _Fault(["ter:NotAuthorized"], "HTTP digest authentication required")
+        fields = {k: (quoted or bare) for k, quoted, bare in _DIGEST_FIELD.findall(authorization)}
+        with self._lock:
+            known = fields.get("nonce") in self._digest_nonces
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ha1 = md5(f"{self.username}:{_REALM}:{self.password}")
+        ha2 = md5(f"POST:{fields.get('uri', '')}")
+        parts = [fields.get(k, "") for k in ("nonce", "nc", "cnonce", "qop")]
+        expected = md5(":".join([ha1, *parts, ha2]))
+        if not (
+            known
+            and fields.get("username") == self.username
+            and fields.get("realm") == _REALM
+            and fields.get("uri") == path
+            and fields.get("qop") == "auth"
+            and fields.get("response") == expected
+        ):
+            self.refused += 1
+            raise _Fault(["ter:NotAuthorized"], "Sender not Authorized")
+        return True
 
     def _check_token(self, envelope: etree._Element) -> None:
         token = envelope.find(f"{{{ENV}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
@@ -500,6 +541,8 @@ _SUBSCRIPTION_OPS: dict[str, _Handler] = {
     "Renew": OnvifCameraSim._renew,
     "Unsubscribe": OnvifCameraSim._unsubscribe,
 }
+_REALM = "onvif"
+_DIGEST_FIELD = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
@@ -519,12 +562,12 @@ def _handler(camera: OnvifCameraSim) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            status, body = camera.answer(self.path, self.rfile.read(min(length, 1_000_000)))
+            body = self.rfile.read(min(length, 1_000_000))
+            status, body = camera.answer(self.path, body, self.headers.get("Authorization"))
             try:
                 self.send_response(status)
                 if status == 401:
-                    self.send_header("WWW-Authenticate", 'Digest realm="onvif", qop="auth", '
-                                     f'nonce="{secrets.token_hex(16)}"')  # fmt: skip
+                    self.send_header("WWW-Authenticate", camera.challenge())
                 self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

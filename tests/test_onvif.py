@@ -210,6 +210,30 @@ def test_the_stream_uri_is_found_and_given_to_the_analytics(start: Start, ingest
         stream.stop()
 
 
+def test_the_rtsp_stream_from_get_stream_uri_is_opened_with_the_camera_account(
+    start: Start, ingest: object
+) -> None:
+    """GetStreamUri gives an RTSP URI without the account, as cameras do; the driver adds the
+    camera's account for the analytics, and the RTSP camera (digest) lets them in."""
+    rtsp = pytest.importorskip("simulators.rtsp", reason="needs the RTSP simulator (rtsp.py)")
+    from simulators import scenes
+
+    scene = scenes.intrusion_scene(4)
+    server = rtsp.RtspServer(scene, username="gridwatch", password="camera-pass-1")
+    server.start()
+    try:
+        analytics = {k: v for k, v in scenes.camera_settings(scene, "").items() if k != "source"}
+        venue = start({"analytics": analytics}, stream_uri=server.stream_uri)
+        wait_until(lambda: venue.camera.stream_uri == server.stream_uri, 30, "the RTSP URI")
+        assert "@" not in server.stream_uri
+        wait_until(lambda: getattr(venue.camera.analyzer, "frames", 0) > 5, 60, "RTSP frames")
+        status = "SELECT bool_and(online) FROM camera_status WHERE device_id = %s"
+        wait_until(lambda: scalar(venue.stack.dsn, status, (venue.camera.id,)) is True, 30,
+                   "the RTSP stream reported online")  # fmt: skip
+    finally:
+        server.stop()
+
+
 def test_garbled_answers_and_unknown_topics_are_counted_shown_and_events_go_on(
     start: Start, ingest: object
 ) -> None:
@@ -281,9 +305,13 @@ def test_a_slow_camera_is_shown_slow_and_still_relayed(start: Start, ingest: obj
 def test_a_password_changed_on_the_camera_is_shown_as_auth_failed_until_it_matches(
     start: Start, ingest: object, refusal: str
 ) -> None:
-    venue = start()
-    venue.sim.http_401 = refusal == "HTTP 401"
-    _subscribed(venue)
+    """Refused by WS-Security (a SOAP fault), or by a camera that wants HTTP digest (401)."""
+
+    def digest_only(sim: OnvifCameraSim) -> None:
+        sim.http_digest = refusal == "HTTP 401"
+
+    venue = start(before=digest_only)
+    _subscribed(venue)  # with HTTP digest: the driver answered the challenges
     wait_until(lambda: venue.condition() == "ok", 30, "healthy first")
     venue.sim.password = "changed-on-the-camera"
     wait_until(lambda: venue.condition() == "auth_failed", 30, "auth_failed shown")

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 from lxml import etree
+from requests.auth import HTTPDigestAuth
 from zeep import Client, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
@@ -35,6 +36,8 @@ from zeep.wsse.username import UsernameToken
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
+# zeep's transport logs whole envelopes at debug level, tokens (digest, nonce) included.
+logging.getLogger("zeep.transports").setLevel(logging.INFO)
 
 DEVICE_NS = "http://www.onvif.org/ver10/device/wsdl"
 MEDIA_NS = "http://www.onvif.org/ver10/media/wsdl"
@@ -130,6 +133,9 @@ class Soap:
         self.received = _Received()
         session = requests.Session()
         session.trust_env = False  # never a proxy from the environment for a LAN camera
+        # Cameras that want HTTP digest besides (or instead of) WS-Security answer 401 with a
+        # challenge, which requests answers once; the others never ask.
+        session.auth = HTTPDigestAuth(username, password)
         self._transport = Transport(session=session, timeout=30, operation_timeout=timeout_s)
         self._settings = Settings(strict=False, xml_huge_tree=False, forbid_dtd=True,
                                   forbid_entities=True, forbid_external=True)  # fmt: skip
