@@ -394,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fleet", action="store_true", help="run no simulated fleet (real edge nodes only)"
     )
     up.add_argument(
+        "--devices",
+        choices=["simulated", "protocol"],
+        default="simulated",
+        help="the demo fleet's devices: simulated inside the agents, or protocol: each behind a"
+        " simulator of its real protocol (Modbus TCP, ISAPI, ONVIF, HTTP) on loopback, read by"
+        " the real drivers",
+    )
+    up.add_argument(
         "--scenario",
         action="append",
         default=[],
@@ -448,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         " simulated nodes refuse every command",
     )
     sim.add_argument("--venues", type=int, default=0, help="simulate only the first N venues")
+    sim.add_argument(
+        "--devices",
+        choices=["simulated", "protocol"],
+        default="simulated",
+        help="simulated: devices inside the agents; protocol: each device behind a simulator of"
+        " its real protocol (Modbus TCP, ISAPI, ONVIF, HTTP) read by the real drivers",
+    )
     sim.add_argument("--rate", type=float, default=100.0, help="messages per second in all")
     sim.add_argument(
         "--speed", type=float, default=1.0, help="simulated time runs this much faster"

@@ -22,6 +22,7 @@ from simulators import scenario as scenarios
 from simulators.devices import SimDevice, make_device
 from simulators.engine import Engine, SimClock
 from simulators.fleet import SIMULATED_DRIVER, Fleet
+from simulators.protocol import ProtocolSimulators
 from simulators.scenes import Scene
 from simulators.venues import Venue
 
@@ -73,9 +74,11 @@ def run_fleet(args: argparse.Namespace) -> int:
         creds = creds[: args.venues]
     plays = [scenarios.load(Path(p)) for p in args.scenario]
     broker = MqttSettings(host=args.broker_host, port=args.broker_port)
+    protocol = ProtocolSimulators() if args.devices == "protocol" else None
     fleet = Fleet(
         venues_from(creds), broker, Path(args.folder), rate=args.rate, speed=args.speed,
         seed=args.seed, command_key=args.command_key,
+        serve=protocol.serve if protocol else None, build=hardware_driver if protocol else None,
     )  # fmt: skip
     for play in plays:
         scenarios.check(play, fleet.devices, set(fleet.agents))
@@ -98,6 +101,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         fleet.stop()
+        if protocol is not None:
+            protocol.stop()
     return 0
 
 
@@ -127,18 +132,8 @@ class Drivers:
         self._started = False
 
     def build(self, dev: edge_config.DeviceConfig) -> Device:
-        if dev.driver == OPENCV_DRIVER:
-            return _opencv_camera(dev, self.where)
-        if dev.driver == MODBUS_DRIVER:
-            return _modbus_door(dev, self.where)
-        if dev.driver == ONVIF_DRIVER:
-            return _onvif_camera(dev, self.where)
         if dev.driver != SIMULATED_DRIVER:
-            raise edge_config.ConfigError(
-                f"{self.where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
-                f" (available: {OPENCV_DRIVER} and {ONVIF_DRIVER} for cameras, {MODBUS_DRIVER}"
-                f" for doors, {SIMULATED_DRIVER})"
-            )
+            return hardware_driver(dev, self.where)
         try:
             settings = SimulatedSettings.model_validate(dev.settings)
         except ValidationError as exc:
@@ -159,6 +154,22 @@ class Drivers:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.stop()
+
+
+def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
+    """The driver of a device on real hardware (any driver but `simulated`), from its site-file
+    entry; ConfigError naming the device when it cannot be driven."""
+    if dev.driver == OPENCV_DRIVER:
+        return _opencv_camera(dev, where)
+    if dev.driver == MODBUS_DRIVER:
+        return _modbus_door(dev, where)
+    if dev.driver == ONVIF_DRIVER:
+        return _onvif_camera(dev, where)
+    raise edge_config.ConfigError(
+        f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
+        f" (available: {OPENCV_DRIVER} and {ONVIF_DRIVER} for cameras, {MODBUS_DRIVER} for"
+        f" doors, {SIMULATED_DRIVER})"
+    )
 
 
 def run_edge(args: argparse.Namespace) -> int:

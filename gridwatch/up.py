@@ -116,13 +116,19 @@ def _run_locked(args: argparse.Namespace, home: Path) -> int:
         supervisor.add("api", lambda: stack.start_api(api_port))
         if fleet:
             plays = [arg for path in scenarios for arg in ("--scenario", str(path.resolve()))]
-            supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *plays))
+            extra = [*plays, "--devices", args.devices]
+            supervisor.add("fleet", lambda: stack.start_fleet(args.fleet_rate, *extra))
         if not wait_for_port("127.0.0.1", api_port, API_START_S):
             log.warning("the API is not listening after %.0f s; see %s", API_START_S,
                         stack.logs / "api.log")  # fmt: skip
         devices = sum(len(c.devices) for c in creds)
         fleet_line = (
             f"{len(creds)} simulated venues reporting ~{args.fleet_rate:g} msg/s (logs/fleet.log)"
+            + (
+                "\n              devices behind protocol simulators, read by the real drivers"
+                if args.devices == "protocol"
+                else ""
+            )
             + "".join(f"\n              playing {p.name}" for p in scenarios)
             if fleet
             else "off (--no-fleet): connect real edge nodes with the credentials above"

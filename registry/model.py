@@ -192,6 +192,38 @@ class Device(Record):
         description="the driver's settings; a password is named as an edge environment variable",
     )
 
+    @field_validator("settings")
+    @classmethod
+    def _no_secrets(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """A device password would reach the database, exports and every configuration push:
+        the registry names the edge's environment variable instead (`password_env`)."""
+        found = sorted(_secret_keys(settings))
+        if found:
+            raise ValueError(
+                f"{', '.join(found)}: the registry keeps no device password; name an environment"
+                " variable of the edge agent instead (password_env: DOOR1_PASSWORD) and set it on"
+                " the node"
+            )
+        return settings
+
+
+_SECRET_WORDS = ("password", "passwd", "secret", "token")
+
+
+def _secret_keys(value: Any, path: str = "") -> list[str]:
+    """Keys under `value` that would hold a secret (any depth); `…_env` names one, allowed."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            where = f"{path}{key}"
+            if any(w in str(key).lower() for w in _SECRET_WORDS) and not str(key).endswith("_env"):
+                found.append(where)
+            found += _secret_keys(inner, f"{where}.")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found += _secret_keys(inner, f"{path}{i}.")
+    return found
+
 
 class Person(Record):
     """Someone who uses the platform, scoped to a subtree."""

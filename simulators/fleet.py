@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,9 +46,13 @@ class Fleet:
         seed: int = 1,
         replay_rate: float = 500.0,
         command_key: str | None = None,
+        serve: Callable[[SimDevice], DeviceConfig | None] | None = None,
+        build: Callable[[DeviceConfig], Device] | None = None,
     ) -> None:
         """`command_key`: the platform's public command key; without it the nodes refuse every
-        command."""
+        command. `serve` and `build`: protocol mode (simulators.protocol) — `serve` puts a model
+        behind a protocol simulator and gives the site-file entry of the real driver for it (or
+        None: the model stays in-process), `build` makes that driver."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -61,14 +66,22 @@ class Fleet:
         self.devices: dict[str, SimDevice] = {}
         for venue in venues:
             devices: list[Device] = []
+            entries: list[DeviceConfig] = []
             for device_id, kind_name in venue.devices:
                 kind = DeviceKind(kind_name)
                 every = self.report_every_s if kind in _PERIODIC else 3600.0
-                device = make_device(
+                model = make_device(
                     kind, device_id, venue, self.engine, seed=seed, report_every_s=every
                 )
-                devices.append(device)
-                self.devices[device_id] = device
+                self.devices[device_id] = model  # what scenarios drive, in either mode
+                entry = serve(model) if serve is not None and build is not None else None
+                if entry is not None and build is not None:
+                    devices.append(build(entry))
+                    entries.append(entry)
+                else:
+                    devices.append(model)
+                    entries.append(DeviceConfig(id=model.id, kind=model.kind,
+                                                driver=SIMULATED_DRIVER))  # fmt: skip
             config = SiteConfig(
                 site=venue.site,
                 node=venue.node,
@@ -80,10 +93,7 @@ class Fleet:
                     durability=Durability.NORMAL,
                     replay_rate=replay_rate,
                 ),
-                devices=[
-                    DeviceConfig(id=dev.id, kind=dev.kind, driver=SIMULATED_DRIVER)
-                    for dev in devices
-                ],
+                devices=entries,
             )
             self.agents[venue.node] = EdgeAgent(config, devices, self.store)
         self._stop = threading.Event()

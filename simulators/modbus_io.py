@@ -21,6 +21,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from edge import drivers as d
 from simulators.devices import SimDoor
 from simulators.engine import Engine, SimClock
+from simulators.ports import free_port
 from simulators.venues import Venue
 
 CONTACT_INPUT = 0  # discrete input: 1 while the door is open
@@ -39,12 +40,24 @@ class _QuietDoor(SimDoor):
 class IoModule:
     """One IO module with one door, serving Modbus TCP on 127.0.0.1:`port` (unit `unit_id`)."""
 
-    def __init__(self, port: int, *, unit_id: int = 1, door_id: str = "door-1") -> None:
-        self.port, self.unit_id = port, unit_id
-        self.engine = Engine(SimClock(1.0))
-        venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
-                      open_24h=True)  # fmt: skip
-        self.door = _QuietDoor(door_id, venue, self.engine, seed=1, report_every_s=3600)
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        unit_id: int = 1,
+        door_id: str = "door-1",
+        door: SimDoor | None = None,
+    ) -> None:
+        """`door`: the behavioural model to wire (a fleet's, which scenarios drive); without it a
+        quiet door of its own on its own engine. Port 0: a free port."""
+        self.port, self.unit_id = port or free_port(), unit_id
+        self.engine: Engine | None = None
+        if door is None:
+            self.engine = Engine(SimClock(1.0))
+            venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
+                          open_24h=True)  # fmt: skip
+            door = _QuietDoor(door_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.door = door
         self.exit_pressed = False
         self.coils = [False] * _BITS
         self.writes: list[tuple[int, bool]] = []  # every relay write received, in order
@@ -53,12 +66,23 @@ class IoModule:
         self._server: ModbusTcpServer | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._exit_until = 0.0
+
+    def driver_settings(self) -> dict[str, object]:
+        """The `modbus` driver's site-file settings for this module."""
+        return {
+            "host": "127.0.0.1", "port": self.port, "unit_id": self.unit_id,
+            "contact": {"table": "discrete_input", "address": CONTACT_INPUT},
+            "exit_button": {"table": "discrete_input", "address": EXIT_INPUT},
+            "lock": {"coil": LOCK_COIL, "on_means": "unlocked"},
+        }  # fmt: skip
 
     # --- life -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.engine.start()
-        self.door.start(self._ignore)
+        if self.engine is not None:
+            self.engine.start()
+        self.door.start(self._wired)
         self.serve()
 
     def serve(self) -> None:
@@ -81,7 +105,8 @@ class IoModule:
     def stop(self) -> None:
         self.halt()
         self.door.stop()
-        self.engine.stop()
+        if self.engine is not None:
+            self.engine.stop()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -110,7 +135,7 @@ class IoModule:
     def inputs(self) -> list[bool]:
         bits = [False] * _BITS
         bits[CONTACT_INPUT] = self.door.is_open
-        bits[EXIT_INPUT] = self.exit_pressed
+        bits[EXIT_INPUT] = self.exit_pressed or time.monotonic() < self._exit_until
         return bits
 
     async def _action(
@@ -123,7 +148,7 @@ class IoModule:
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """Every request passes here: reads see the door, writes move its lock."""
-        while self.stalled:
+        while self.stalled or self.door.offline:  # hung, or the model's power is cut
             await asyncio.sleep(0.05)
         if values is None:
             bits = self.inputs() if function_code == 2 else self.coils
@@ -140,9 +165,12 @@ class IoModule:
                 self.writes.append((address + i, bool(value)))
         return None
 
-    @staticmethod
-    def _ignore(reading: d.Reading) -> None:
-        """The model's own readings: a plain IO module reports none."""
+    def _wired(self, reading: d.Reading) -> None:
+        """The model's own readings: a plain IO module reports none. A granted badge at the
+        door's own reader releases the door through the module's exit input (the reader's
+        door-release output wired to it), so the opening that follows is not forced."""
+        if isinstance(reading, d.AccessSeen) and reading.granted:
+            self._exit_until = time.monotonic() + 2.0
 
     # --- scenario hooks ---------------------------------------------------------------------------
 

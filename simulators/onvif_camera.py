@@ -47,6 +47,7 @@ from edge import drivers as d
 from gateway import messages as m
 from simulators.devices import SimCamera
 from simulators.engine import Engine, SimClock
+from simulators.ports import free_port
 from simulators.venues import Venue
 
 ENV = "http://www.w3.org/2003/05/soap-envelope"
@@ -114,10 +115,14 @@ class _Fault(Exception):
 class OnvifCameraSim:
     """One ONVIF camera on 127.0.0.1:`port`."""
 
-    def __init__(self, port: int, *, username: str = "admin", password: str = "secret-1",
+    def __init__(self, port: int = 0, *, username: str = "admin", password: str = "secret-1",
                  stream_uri: str = "rtsp://127.0.0.1:554/Streaming/Channels/101",
-                 camera_id: str = "camera-1", token_window_s: float = 60.0) -> None:  # fmt: skip
-        self.port = port
+                 camera_id: str = "camera-1", camera: SimCamera | None = None,
+                 token_window_s: float = 60.0) -> None:  # fmt: skip
+        """`camera`: the behavioural model whose alerts the detectors follow (a fleet's, which
+        scenarios drive); without it a quiet camera of its own on its own engine. Port 0: a
+        free port."""
+        self.port = port or free_port()
         self.username, self.password = username, password
         self.stream_uri = stream_uri
         self.token_window_s = token_window_s
@@ -127,10 +132,13 @@ class OnvifCameraSim:
         self._digest_nonces: deque[str] = deque(maxlen=1000)
         self.requests: list[str] = []  # operation names, in order
         self.refused = 0  # requests refused NotAuthorized
-        self.engine = Engine(SimClock(1.0))
-        venue = Venue(site="sim", node="sim", secret="", kind="community_centre", capacity=10,
-                      open_24h=True)  # fmt: skip
-        self.model = _QuietCamera(camera_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.engine: Engine | None = None
+        if camera is None:
+            self.engine = Engine(SimClock(1.0))
+            venue = Venue(site="sim", node="sim", secret="", kind="community_centre",
+                          capacity=10, open_24h=True)  # fmt: skip
+            camera = _QuietCamera(camera_id, venue, self.engine, seed=1, report_every_s=3600)
+        self.model = camera
         self.states = {name: False for name in _DETECTORS}
         self._subs: dict[int, _Subscription] = {}
         self._ids = itertools.count(1)
@@ -151,8 +159,14 @@ class OnvifCameraSim:
 
     # --- life -------------------------------------------------------------------------------------
 
+    def driver_settings(self) -> dict[str, object]:
+        """The `onvif` driver's site-file settings for this camera."""
+        return {"host": "127.0.0.1", "port": self.port, "username": self.username,
+                "password": self.password}  # fmt: skip
+
     def start(self) -> None:
-        self.engine.start()
+        if self.engine is not None:
+            self.engine.start()
         self.model.start(self._from_model)
         self.serve()
 
@@ -194,7 +208,8 @@ class OnvifCameraSim:
     def stop(self) -> None:
         self.halt()
         self.model.stop()
-        self.engine.stop()
+        if self.engine is not None:
+            self.engine.stop()
 
     @property
     def subscriptions(self) -> int:
@@ -263,6 +278,8 @@ class OnvifCameraSim:
         Authorization header)."""
         if self.delay_s:
             time.sleep(self.delay_s)
+        while self.model.offline and self._server is not None:  # the model's power is cut
+            time.sleep(0.05)
         try:
             envelope = etree.fromstring(body, _PARSER)
             request = envelope.find(f"{{{ENV}}}Body")

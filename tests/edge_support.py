@@ -2,18 +2,64 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import psycopg
 import yaml
 
+from gateway import codec, topics
+from gateway import messages as m
+from gateway.client import connect_async, new_client
+from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import OPENCV_DRIVER, venues_from
 from simulators.fleet import SIMULATED_DRIVER, Fleet, site_secret_for
 
 QUIET_RATE = 0.001  # periodic reports about once an hour: the test drives the devices itself
+
+
+@contextmanager
+def platform_client(stack: LocalStack, name: str) -> Iterator[mqtt.Client]:
+    """An MQTT client on the platform's account, to publish commands as the API does."""
+    client, watch = new_client(f"platform-{name}", stack.service_mqtt())
+    connect_async(client, stack.service_mqtt(), clean_start=True)
+    assert watch.connected.wait(10), watch.last_reason
+    try:
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def send_command(
+    stack: LocalStack, client: mqtt.Client, creds: NodeCredentials, device: str,
+    action: m.CommandAction,
+) -> uuid.UUID:  # fmt: skip
+    """Sign a command with the platform's key and publish it to the device, as the API does."""
+    now = m.now()
+    command = m.Command(v=1, id=uuid.uuid4(), ts=now, device=device,
+                        deadline=now + timedelta(seconds=60), action=action)  # fmt: skip
+    payload = json.dumps(Signer.from_file(stack.command_key_file).sign(codec.to_wire(command)))
+    client.publish(topics.command(creds.site, creds.node, device), payload.encode(), qos=1)
+    return command.id
+
+
+def command_result(stack: LocalStack, command_id: uuid.UUID) -> tuple[str, str | None]:
+    """The stored answer to a command (status, detail), once it is there."""
+    from tests.support import rows, wait_until
+
+    query = "SELECT status::text, detail FROM command_results WHERE command_id = %s"
+    wait_until(lambda: bool(rows(stack.dsn, query, (command_id,))), 30, "command result")
+    status, detail = rows(stack.dsn, query, (command_id,))[0]
+    return str(status), None if detail is None else str(detail)
 
 
 def fleet_of(

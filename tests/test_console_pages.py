@@ -19,7 +19,9 @@ import numpy as np
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from psycopg.types.json import Jsonb
 
+from gateway import messages as m
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import incidents, registry, tasks
@@ -198,6 +200,7 @@ def test_every_page_in_both_languages_passes_axe(
     worker, dispatcher = stack.people_of_venue(site)
     incident_id, task_id = _incident_with_picture(dsn, site)
     _kpi_history(dsn, site, worker, dispatcher)
+    door = _door_refusing_our_account(dsn, site)
     with psycopg.connect(dsn) as conn:  # the picture's task, in the worker's hands
         for action in (tasks.Action.ACCEPT, tasks.Action.START):
             tasks.act(conn, task_id, action, worker)
@@ -220,6 +223,12 @@ def test_every_page_in_both_languages_passes_axe(
                 _acknowledge_from_the_keyboard(operator)
             if locale == "zh-CN" and route == "board":
                 _alarm_banner(operator, dsn, site, found)
+            if route.startswith("venue/"):
+                row = operator.locator(f'#devices tr[data-device="{door}"]')
+                expect(row).to_contain_text(
+                    "账号被拒绝" if locale == "zh-CN" else "account refused"
+                )
+                expect(row).to_contain_text("check the password")  # the driver's own words
             if locale == "zh-CN" and route == "kpi":
                 _check_kpi_page(operator)
                 operator.screenshot(path=shots / "kpi.png", full_page=True)
@@ -238,6 +247,31 @@ def test_every_page_in_both_languages_passes_axe(
         print("\n".join(["Reported, not failing (other helpers' areas):", *reported]))
     assert not found, "axe-core found serious or critical violations:\n" + "\n".join(found)
     assert not errors, errors
+
+
+def _door_refusing_our_account(dsn: str, site: str) -> str:
+    """The venue's door, whose driver last reported that the device refuses its account (as
+    the ingest keeps a `device.health` message): the door's id."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT d.id, d.node_id FROM devices d JOIN edge_nodes n ON n.id = d.node_id"
+            " WHERE n.venue_id = %s AND d.kind = 'door' ORDER BY d.id LIMIT 1",
+            (site,),
+        ).fetchone()
+        assert row is not None, "the demo venue has a door"
+        health = m.DeviceHealth(
+            **m.envelope(1), device=str(row[0]), online=False,
+            condition=m.DeviceCondition.AUTH_FAILED,
+            detail="401 from 10.0.5.31: the device refused user admin; check the password",
+            faults={"auth_failed": 2},
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO device_latest (device_id, type, ts, seq, id, payload)"
+            " VALUES (%s, 'device.health', %s, 1, %s, %s)"
+            " ON CONFLICT (device_id, type) DO UPDATE SET payload = excluded.payload",
+            (health.device, health.ts, health.id, Jsonb(health.model_dump(mode="json"))),
+        )
+    return health.device
 
 
 def _alarm_banner(page: Page, dsn: str, site: str, found: list[str]) -> None:

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import psycopg
 from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
 
+from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from ingest import incidents, registry, tasks
@@ -73,3 +75,38 @@ def test_repeats_show_once_with_their_count(
     ).json()
     repeats = [e for e in c["timeline"] if e["kind"] == "repeated"]
     assert len(repeats) == 1 and repeats[0]["data"] == {"occurrences": 3}
+
+
+def test_the_device_carries_its_drivers_last_word_on_it(
+    client: TestClient, stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """An offline device's incident says why, in the driver's words (`device.health`)."""
+    site = nodes[0].site
+    with psycopg.connect(stack.dsn) as conn:
+        venue = registry.load(conn).venues[site]
+        door = str(conn.execute(
+            "SELECT d.id FROM devices d JOIN edge_nodes n ON n.id = d.node_id"
+            " WHERE n.venue_id = %s AND d.kind = 'door' ORDER BY d.id LIMIT 1", (site,),
+        ).fetchone()[0])  # type: ignore[index]  # fmt: skip
+        health = m.DeviceHealth(
+            **m.envelope(1), device=door, online=False, condition=m.DeviceCondition.UNREACHABLE,
+            detail="IO module 10.0.5.21:502: cannot connect to 10.0.5.21:502",
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO device_latest (device_id, type, ts, seq, id, payload)"
+            " VALUES (%s, 'device.health', %s, 1, %s, %s) ON CONFLICT (device_id, type)"
+            " DO UPDATE SET payload = excluded.payload",
+            (door, health.ts, health.id, Jsonb(health.model_dump(mode="json"))),
+        )
+        offline = Raise(Rule.DEVICE_OFFLINE, door, Severity.YELLOW, venue, datetime.now(UTC),
+                        device=door)  # fmt: skip
+        incidents.apply(conn, [offline], tasks.DeadlinePolicy())
+        incident_id = conn.execute(
+            "SELECT id FROM incidents WHERE rule = 'device_offline' AND device_id = %s", (door,)
+        ).fetchone()[0]  # type: ignore[index]
+    c = client.get(
+        f"/api/incidents/{incident_id}/context", headers=sign_in(client, "operator")
+    ).json()
+    assert c["device"]["id"] == door
+    assert c["device"]["condition"] == "unreachable"
+    assert c["device"]["condition_detail"] == health.detail

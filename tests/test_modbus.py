@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -20,22 +18,13 @@ from edge import config as edge_config
 from edge.agent import EdgeAgent
 from edge.drivers import CommandFailed, DeviceHealthSeen
 from edge.modbus import ModbusDoor, ModbusDoorSettings
-from gateway import codec, topics
 from gateway import messages as m
-from gateway.client import connect_async, new_client
-from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import MODBUS_DRIVER, Drivers, _modbus_door
 from simulators.modbus_io import CONTACT_INPUT, EXIT_INPUT, LOCK_COIL, IoModule
-from tests.edge_support import site_file
+from tests.edge_support import command_result, platform_client, send_command, site_file
 from tests.support import device_of, rows, scalar, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -51,7 +40,7 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     """Node 0 with its door on a simulated IO module (the other devices simulated, quiet)."""
     creds = nodes[0]
     door_id = device_of(creds, "door")
-    module = IoModule(_free_port(), unit_id=3, door_id=door_id)
+    module = IoModule(unit_id=3, door_id=door_id)
     module.start()
     path = site_file(stack, creds, tmp_path / "edge")
     site = yaml.safe_load(path.read_text())
@@ -88,34 +77,15 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
 
 
 @pytest.fixture
-def platform(stack: LocalStack) -> Iterator[object]:
-    """An MQTT client on the platform's account, to publish commands as the API does."""
-    client, watch = new_client("platform-modbus-test", stack.service_mqtt())
-    connect_async(client, stack.service_mqtt(), clean_start=True)
-    assert watch.connected.wait(10), watch.last_reason
-    yield client
-    client.disconnect()
-    client.loop_stop()
+def platform(stack: LocalStack) -> Iterator[mqtt.Client]:
+    with platform_client(stack, "modbus-test") as client:
+        yield client
 
 
-def _send(stack: LocalStack, client: object, creds: NodeCredentials, action: object) -> uuid.UUID:
-    now = m.now()
-    command = m.Command(
-        v=1, id=uuid.uuid4(), ts=now, device=device_of(creds, "door"),
-        deadline=now + timedelta(seconds=60), action=action,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-    payload = json.dumps(Signer.from_file(stack.command_key_file).sign(codec.to_wire(command)))
-    topic = topics.command(creds.site, creds.node, command.device)
-    client.publish(topic, payload.encode(), qos=1)  # type: ignore[attr-defined]
-    return command.id
-
-
-def _result(stack: LocalStack, command_id: uuid.UUID) -> tuple[str, str | None]:
-    query = "SELECT status::text, detail FROM command_results WHERE command_id = %s"
-    wait_until(lambda: bool(rows(stack.dsn, query, (command_id,))), 30, "command result")
-    status, detail = rows(stack.dsn, query, (command_id,))[0]
-    return str(status), None if detail is None else str(detail)
+def _send(
+    stack: LocalStack, client: mqtt.Client, creds: NodeCredentials, action: m.CommandAction
+) -> uuid.UUID:
+    return send_command(stack, client, creds, device_of(creds, "door"), action)
 
 
 def test_a_forced_door_on_the_io_module_becomes_an_incident_and_an_exit_does_not(
@@ -138,25 +108,25 @@ def test_a_forced_door_on_the_io_module_becomes_an_incident_and_an_exit_does_not
 
 
 def test_door_commands_drive_the_relay_and_a_relay_exception_fails_the_command(
-    stack: LocalStack, venue: Venue, ingest: object, platform: object
+    stack: LocalStack, venue: Venue, ingest: object, platform: mqtt.Client
 ) -> None:
     unlock = _send(stack, platform, venue.creds, m.DoorUnlock(duration_s=None))
-    assert _result(stack, unlock) == ("done", None)
+    assert command_result(stack, unlock) == ("done", None)
     assert venue.module.coils[LOCK_COIL] and not venue.module.door.locked
     lockdown = _send(stack, platform, venue.creds, m.DoorLockdown(active=True))
-    assert _result(stack, lockdown) == ("done", None)
+    assert command_result(stack, lockdown) == ("done", None)
     assert not venue.module.coils[LOCK_COIL] and venue.module.door.locked
     assert venue.door.mode is m.DoorMode.LOCKDOWN  # the module knows only the relay
     release = _send(stack, platform, venue.creds, m.DoorLockdown(active=False))
-    assert _result(stack, release) == ("done", None)
+    assert command_result(stack, release) == ("done", None)
     brief = _send(stack, platform, venue.creds, m.DoorUnlock(duration_s=1))
-    assert _result(stack, brief) == ("done", None)
+    assert command_result(stack, brief) == ("done", None)
     wait_until(lambda: not venue.module.coils[LOCK_COIL], 30, "relocked after the duration")
     wait_until(lambda: venue.door.locked and venue.module.door.locked, 30, "door locked again")
     assert venue.module.writes[-2:] == [(LOCK_COIL, True), (LOCK_COIL, False)]
     venue.module.door.jam()  # the module answers the relay write with SERVER DEVICE FAILURE
     jammed = _send(stack, platform, venue.creds, m.DoorUnlock(duration_s=5))
-    status, detail = _result(stack, jammed)
+    status, detail = command_result(stack, jammed)
     assert status == "failed"
     assert detail is not None and "Modbus exception 4" in detail, detail
     assert venue.module.door.locked
@@ -196,7 +166,7 @@ def test_an_io_module_that_stops_answering_is_offline_then_back_and_the_agent_ru
 
 
 def test_an_exception_answer_to_a_poll_marks_the_door_faulty_with_the_reason() -> None:
-    module = IoModule(_free_port(), unit_id=1)
+    module = IoModule(unit_id=1)
     module.start()
     settings = ModbusDoorSettings.model_validate(
         {"host": "127.0.0.1", "port": module.port, "contact": {"address": 100},  # not wired
@@ -220,7 +190,7 @@ def test_an_exception_answer_to_a_poll_marks_the_door_faulty_with_the_reason() -
 
 
 def test_a_module_that_hangs_times_out_and_is_offline_until_it_answers_again() -> None:
-    module = IoModule(_free_port(), unit_id=1)
+    module = IoModule(unit_id=1)
     module.start()
     settings = ModbusDoorSettings.model_validate(
         {"host": "127.0.0.1", "port": module.port, "contact": {"address": CONTACT_INPUT},

@@ -3,7 +3,6 @@ real HTTP and SOAP, end to end through the real broker and platform."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,12 +28,6 @@ from tests.edge_support import site_file
 from tests.support import device_of, rows, scalar, wait_until
 
 FIELD_RULE = "MyFieldDetectorRule"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -83,7 +76,7 @@ def start(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     ) -> Venue:
         creds = nodes[0]
         camera_id = device_of(creds, "camera")
-        sim = OnvifCameraSim(_free_port(), username="gridwatch", password="camera-pass-1",
+        sim = OnvifCameraSim(username="gridwatch", password="camera-pass-1",
                              camera_id=camera_id, **sim_options)  # fmt: skip
         if before is not None:
             before(sim)
@@ -379,9 +372,9 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
         return str(caught.value)
 
     account = {"host": "cam", "username": "u", "password": "p-secret"}
-    assert problem("camera", {"host": "cam", "username": "u"}) == (
-        "site.yaml: devices.c1.settings.password: Field required"
-    )
+    assert "give the device's password once" in problem("camera", {"host": "cam", "username": "u"})
+    unset = {"host": "cam", "password_env": "NO_SUCH_ONVIF_PASSWORD"}
+    assert "NO_SUCH_ONVIF_PASSWORD is not set for the edge agent" in problem("camera", unset)
     bad_zone = {**account, "analytics": {"zones": [{"name": "z", "purpose": "restricted",
                                                     "points": [[0, 0], [2, 0], [1, 1]]}]}}  # fmt: skip
     text = problem("camera", bad_zone)

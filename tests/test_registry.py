@@ -126,6 +126,9 @@ BAD_FILES = [
     ("an id that breaks the topic pattern", ("{id: v2-door1,", "{id: v2/door+1,"),
      f"city.yaml:{LINE['v2-door1']}: devices[1] (v2/door+1) id: 'v2/door+1' is not valid: use 1 "
      "to 64 letters, digits, _ or -"),
+    ("a device password in the registry", ("settings: {port: 80}", "settings: {port: 80, auth: {password: x}}"),
+     f"city.yaml:{LINE['v1-door1']}: devices[0] (v1-door1) settings: auth.password: the registry "
+     "keeps no device password; name an environment variable of the edge agent instead"),
     ("an unknown field", ("unstaffed: true}", "unstafed: true}"),
      f"city.yaml:{LINE['v2']}: venues[1] (v2) unstafed: unknown field (check its spelling)"),
     ("a YAML syntax error", ("- {id: v2-edge, venue: v2}", "- {id: v2-edge, venue: v2"),

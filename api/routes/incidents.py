@@ -209,6 +209,11 @@ class IncidentDevice(BaseModel):
     kind: str
     online: bool | None = Field(description="none when it was never heard from")
     last_seen: datetime | None
+    condition: str | None = Field(
+        description="its driver's last word on the device (device.health: ok, unreachable,"
+        " auth_failed, slow, bad_input, clock_skew); none from drivers that do not report it"
+    )
+    condition_detail: str | None = Field(description="what the driver saw, in its words")
 
 
 class IncidentVenue(BaseModel):
@@ -256,8 +261,11 @@ def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incide
     device = None
     if incident.device_id:
         device = db.execute(
-            """SELECT d.id, d.name, d.kind::text, s.online, s.last_seen
-               FROM devices d LEFT JOIN device_status s ON s.device_id = d.id WHERE d.id = %s""",
+            """SELECT d.id, d.name, d.kind::text, s.online, s.last_seen,
+                      l.payload->>'condition', l.payload->>'detail'
+               FROM devices d LEFT JOIN device_status s ON s.device_id = d.id
+               LEFT JOIN device_latest l ON l.device_id = d.id AND l.type = 'device.health'
+               WHERE d.id = %s""",
             (incident.device_id,),
         ).fetchone()
     venue = None

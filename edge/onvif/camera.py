@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field
 
 from edge import drivers as d
+from edge.credentials import DeviceAccount
 from edge.health import FAULTS, Health
 from edge.onvif import events as ev
 from edge.onvif.soap import CONDITION, DEVICE_NS, EVENTS_NS, MEDIA_NS, OnvifError, Soap
@@ -44,16 +45,13 @@ class StreamAnalytics(CameraSettings):
     source: str = Field(default="", description="leave out: the driver finds the stream")
 
 
-class OnvifCameraSettings(BaseModel):
-    """The `settings` of a camera with the `onvif` driver."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+class OnvifCameraSettings(DeviceAccount):
+    """The `settings` of a camera with the `onvif` driver: an ONVIF user of the camera
+    (`username` with `password` or `password_env`, edge.credentials) and these."""
 
     host: str = Field(min_length=1, max_length=255, description="the camera's address")
     port: int = Field(default=80, ge=1, le=65535, description="its HTTP (ONVIF) port")
     scheme: Literal["http", "https"] = "http"
-    username: str = Field(min_length=1, max_length=64, description="an ONVIF user on the camera")
-    password: SecretStr = Field(description="that user's password")
     timeout_s: float = Field(default=5.0, gt=0, le=60, description="answer timeout per request")
     slow_s: float = Field(
         default=2.0, gt=0, le=60, description="an answer slower than this is reported slow"
@@ -144,7 +142,7 @@ class OnvifCamera(d.CameraAlertSource):
         """One connection: clock, services, stream, then subscriptions until stopped or the
         camera fails (OnvifError)."""
         s = self.settings
-        soap = Soap(self.origin, s.username, s.password.get_secret_value(),
+        soap = Soap(self.origin, s.username, s.secret,
                     timeout_s=s.timeout_s, slow_s=s.slow_s)  # fmt: skip
         try:
             device = soap.service(DEVICE_NS, "DeviceBinding", soap.device_url)
@@ -234,7 +232,7 @@ class OnvifCamera(d.CameraAlertSource):
         self.stream_uri = uri
         source = uri
         if s.stream_credentials:
-            source = _with_user(uri, s.username, s.password.get_secret_value())
+            source = _with_user(uri, s.username, s.secret)
         camera = CameraSettings.model_validate({**s.analytics.model_dump(), "source": source})
         self.analyzer = AnalyzedCamera(self.id, camera, model=self.model)
         self.analyzer.start(self._emit)

@@ -79,7 +79,12 @@ export async function render(root, ctx, id) {
         ? [h("span", { id: "incident-device" }, c.device.name || c.device.id), " ",
           h("span", { class: "muted small" }, label("device", c.device.kind)), " ",
           chip(c.device.online === true ? t("incident.online") : c.device.online === false ? t("incident.offline") : t("incident.never_seen"),
-            c.device.online === true ? "green" : c.device.online === false ? "red" : "grey")]
+            c.device.online === true ? "green" : c.device.online === false ? "red" : "grey"),
+          c.device.condition && c.device.condition !== "ok"
+            ? h("div", { class: "small", id: "incident-device-health" },
+              t("venue.health", { condition: label("venue.condition", c.device.condition) }),
+              c.device.condition_detail ? h("div", { class: "muted" }, c.device.condition_detail) : null)
+            : null]
         : t("incident.none")),
       fact(t("incident.task"), c.task
         ? [h("a", { href: `#/task/${c.task.id}`, id: "incident-task" }, t("incident.task_link", { id: c.task.id })), " ",

@@ -14,6 +14,12 @@ const EVENT_TYPES = ["door.access", "door.forced", "door.held_open"];
 function latestSummary(d) {
   const l = d.latest || {};
   const parts = [];
+  const health = l["device.health"];
+  if (health && health.condition !== "ok") {
+    // What the driver finds of the device itself (unreachable, refused our account, …), first.
+    parts.push(h("span", { class: "error", title: health.detail || "" },
+      t("venue.health", { condition: label("venue.condition", health.condition) })));
+  }
   if (l["door.state"]) {
     const s = l["door.state"];
     parts.push([t(s.open ? "venue.open" : "venue.closed"), t(s.locked ? "venue.locked" : "venue.unlocked"),
@@ -30,7 +36,11 @@ function latestSummary(d) {
     parts.push(t("venue.last_alert", { kind: label("venue.alert", a.kind), phase: label("venue.phase", a.phase), score: percent(a.score) }));
   }
   if (l["door.access"]) parts.push(t("venue.last_badge", { result: label("venue.result", l["door.access"].result) }));
-  return parts.join(" · ") || "–";
+  if (!parts.length) return "–";
+  const out = [];
+  parts.forEach((p, i) => out.push(...(i ? [" · ", p] : [p])));
+  if (health && health.condition !== "ok" && health.detail) out.push(h("div", { class: "muted small" }, health.detail));
+  return out;
 }
 
 export async function render(root, { me, live }, venueId) {

@@ -1,0 +1,79 @@
+"""The demo fleet in protocol mode (`gridwatch simulate --devices protocol`): each model behind a
+simulator of its real protocol, read by the real driver, end to end through the platform."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway import messages as m
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
+from gridwatch.simulate import hardware_driver, venues_from
+from simulators.devices import SimDoor
+from simulators.fleet import SIMULATED_DRIVER, Fleet
+from simulators.protocol import PROTOCOLS, ProtocolSimulators
+from tests.edge_support import QUIET_RATE, command_result, platform_client, send_command
+from tests.support import device_of, scalar, wait_until
+
+
+@pytest.fixture
+def fleet(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path
+) -> Iterator[tuple[Fleet, ProtocolSimulators]]:
+    protocol = ProtocolSimulators()
+    fleet = Fleet(
+        venues_from(nodes[:1]), stack.edge_mqtt(), tmp_path, rate=QUIET_RATE,
+        command_key=stack.command_public_key, serve=protocol.serve, build=hardware_driver,
+    )  # fmt: skip
+    fleet.start()
+    try:
+        assert fleet.wait_connected(20), "fleet did not connect"
+        yield fleet, protocol
+    finally:
+        fleet.stop()
+        protocol.stop()
+
+
+@pytest.fixture
+def platform(stack: LocalStack) -> Iterator[mqtt.Client]:
+    with platform_client(stack, "protocol-fleet") as client:
+        yield client
+
+
+def test_each_kind_with_a_protocol_runs_behind_its_simulator_and_the_rest_stays_simulated(
+    fleet: tuple[Fleet, ProtocolSimulators], nodes: list[NodeCredentials]
+) -> None:
+    agent = fleet[0].agents[nodes[0].node]
+    drivers = {entry.id: entry.driver for entry in agent.config.devices}
+    for device_id, kind in nodes[0].devices:
+        has_protocol = m.DeviceKind(kind) in PROTOCOLS
+        assert (drivers[device_id] != SIMULATED_DRIVER) == has_protocol, (device_id, drivers)
+    assert len(fleet[1].running) == sum(
+        1 for _, kind in nodes[0].devices if m.DeviceKind(kind) in PROTOCOLS
+    )
+
+
+def test_a_scenario_on_the_model_reaches_the_platform_through_the_protocol_and_commands_return(
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    fleet: tuple[Fleet, ProtocolSimulators],
+    ingest: object,
+    platform: mqtt.Client,
+) -> None:
+    creds = nodes[0]
+    door_id = device_of(creds, "door")
+    model = fleet[0].devices[door_id]
+    assert isinstance(model, SimDoor)
+    model.force()  # as a scenario's `force` step does
+    incident = "SELECT count(*) FROM incidents WHERE rule = 'door_forced' AND device_id = %s"
+    wait_until(lambda: scalar(stack.dsn, incident, (door_id,)) == 1, 60, "forced door incident")
+    unlock = send_command(stack, platform, creds, door_id, m.DoorUnlock(duration_s=None))
+    assert command_result(stack, unlock) == ("done", None)
+    assert not model.locked and model.mode is m.DoorMode.UNLOCKED
+    lock = send_command(stack, platform, creds, door_id, m.DoorLock())
+    assert command_result(stack, lock) == ("done", None)
+    assert model.locked
