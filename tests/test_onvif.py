@@ -323,6 +323,42 @@ def test_a_password_changed_on_the_camera_is_shown_as_auth_failed_until_it_match
     wait_until(lambda: venue.alerts("start", FIELD_RULE) == 1, 30, "relayed again")
 
 
+def test_a_fleet_camera_behind_the_simulator_relays_a_scenarios_tamper(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path, ingest: object
+) -> None:
+    """Protocol mode (`--devices protocol`): the fleet's SimCamera behind the ONVIF simulator,
+    read by the onvif driver; a scenario's tamper step reaches the platform as a tamper alert."""
+    from gridwatch.simulate import hardware_driver, venues_from
+    from simulators.devices import SimCamera
+    from simulators.fleet import Fleet
+    from simulators.protocol import ProtocolSimulators
+    from tests.edge_support import QUIET_RATE
+
+    protocol = ProtocolSimulators()
+    fleet = Fleet(
+        venues_from(nodes[:1]), stack.edge_mqtt(), tmp_path, rate=QUIET_RATE,
+        command_key=stack.command_public_key, serve=protocol.serve, build=hardware_driver,
+    )  # fmt: skip
+    fleet.start()
+    try:
+        assert fleet.wait_connected(20), "fleet did not connect"
+        camera_id = device_of(nodes[0], "camera")
+        agent = fleet.agents[nodes[0].node]
+        assert {e.id: e.driver for e in agent.config.devices}[camera_id] == ONVIF_DRIVER
+        model = fleet.devices[camera_id]
+        assert isinstance(model, SimCamera)
+        wait_until(lambda: any(isinstance(sim, OnvifCameraSim) and sim.subscriptions
+                               for sim in protocol.running), 30, "the driver subscribed")  # fmt: skip
+        model.tamper("tamper_blurred", seconds=2)  # as a scenario's `tamper` step does
+        phases = """SELECT phase FROM camera_alerts WHERE device_id = %s
+                    AND kind = 'tamper_blurred' ORDER BY ts, phase DESC"""
+        wait_until(lambda: [r[0] for r in rows(stack.dsn, phases, (camera_id,))] == ["start", "end"],
+                   60, "the tamper's start and end stored")  # fmt: skip
+    finally:
+        fleet.stop()
+        protocol.stop()
+
+
 @pytest.mark.parametrize(
     ("topic", "nsmap", "read"),
     [
