@@ -36,6 +36,7 @@ from gateway import messages as m
 log = logging.getLogger(__name__)
 
 DRIVER = "onvif"
+_TIMEOUTS_OFFLINE = 3  # timeouts in a row, without a good answer, that make the camera offline
 _ZONE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -95,6 +96,7 @@ class OnvifCamera(d.CameraAlertSource):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscribed = False
+        self._timeouts = 0  # timeouts since the last good answer
 
     @property
     def online(self) -> bool:
@@ -339,6 +341,7 @@ class OnvifCamera(d.CameraAlertSource):
     # --- health -----------------------------------------------------------------------------------
 
     def _good(self, soap: Soap) -> None:
+        self._timeouts = 0
         self.health.ok()
         if soap.slow is not None:
             slow, soap.slow = soap.slow, None
@@ -349,6 +352,10 @@ class OnvifCamera(d.CameraAlertSource):
         online: bool | None = None  # the default: unreachable and auth_failed are offline
         if err.fault in ("unknown_event", "malformed_xml", "slow"):
             online = True  # the camera answers: what it said was wrong, or late
+        if err.fault == "timeout":
+            self._timeouts += 1
+            if self._timeouts >= _TIMEOUTS_OFFLINE:  # not slow any more: gone
+                condition, online = m.DeviceCondition.UNREACHABLE, False
         self.health.problem(condition, err.fault, str(err), online=online)
 
 
