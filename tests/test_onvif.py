@@ -227,6 +227,18 @@ def test_the_rtsp_stream_from_get_stream_uri_is_opened_with_the_camera_account(
         server.stop()
 
 
+def test_a_media_profile_the_camera_lacks_is_shown_and_its_events_still_come(
+    start: Start, ingest: object
+) -> None:
+    venue = start({"profile": "no_such_profile", "analytics": {}})
+    _subscribed(venue)
+    wait_until(lambda: "no media profile 'no_such_profile' (it has profile_1)"
+               in str((venue.health() or ())[2:3]), 30, "the missing profile shown")  # fmt: skip
+    assert venue.camera.analyzer is None and "GetStreamUri" not in venue.sim.requests
+    venue.sim.detect("field", True)
+    wait_until(lambda: venue.alerts("start", FIELD_RULE) == 1, 30, "events still relayed")
+
+
 def test_garbled_answers_and_unknown_topics_are_counted_shown_and_events_go_on(
     start: Start, ingest: object
 ) -> None:

@@ -151,7 +151,12 @@ class OnvifCamera(d.CameraAlertSource):
             self._sync_clock(soap, device)
             media_url, events_url = self._addresses(soap, device)
             if s.analytics is not None:
-                self._find_stream(soap, media_url)
+                try:
+                    self._find_stream(soap, media_url)
+                except OnvifError as err:
+                    if err.fault not in ("soap_fault", "malformed_xml"):
+                        raise
+                    self._problem(err)  # no stream to analyse: the camera's own events go on
             events = soap.service(EVENTS_NS, "EventBinding", events_url)
             while not self._stop.is_set():
                 self._pull(soap, self._subscribe(soap, events))
