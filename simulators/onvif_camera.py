@@ -7,7 +7,8 @@ specifications (with WS-BaseNotification and the WS-Security UsernameToken profi
 - Media (`/onvif/media_service`): GetProfiles, GetStreamUri (answers the `stream_uri` it is given:
   an RTSP server's, or any URL the analytics can read).
 - Events (`/onvif/event_service`): CreatePullPointSubscription; each subscription at
-  `/onvif/subscription/<n>` takes PullMessages (held until an event or its Timeout), Renew and
+  `/onvif/subscription/<n>` takes PullMessages (held until an event or its Timeout; above
+  `max_pull_s` or `max_messages`, a PullMessagesFaultResponse with those limits), Renew and
   Unsubscribe, and ends at its termination time. A new subscription gets an `Initialized`
   message per detector, then `Changed` ones.
 - Every other request must carry a UsernameToken with a PasswordDigest (Base64(SHA-1(nonce +
@@ -107,9 +108,10 @@ class _Subscription:
 
 
 class _Fault(Exception):
-    def __init__(self, subcodes: list[str], reason: str, status: int = 400) -> None:
+    def __init__(self, subcodes: list[str], reason: str, status: int = 400,
+                 detail: etree._Element | None = None) -> None:  # fmt: skip
         super().__init__(reason)
-        self.subcodes, self.reason, self.status = subcodes, reason, status
+        self.subcodes, self.reason, self.status, self.detail = subcodes, reason, status, detail
 
 
 class OnvifCameraSim:
@@ -128,6 +130,8 @@ class OnvifCameraSim:
         self.token_window_s = token_window_s
         self.clock_offset_s = 0.0
         self.delay_s = 0.0
+        self.max_pull_s = _MAX_PULL_S  # PullMessages' MaxTimeout and MaxMessageLimit
+        self.max_messages = 1000
         self.http_digest = False  # require HTTP digest (401 and a challenge) instead of tokens
         self._digest_nonces: deque[str] = deque(maxlen=1000)
         self.requests: list[str] = []  # operation names, in order
@@ -500,11 +504,17 @@ class OnvifCameraSim:
         return sub
 
     def _pull_messages(self, op: etree._Element, path: str) -> etree._Element | bytes:
-        wait = min(_seconds(op.findtext(f"{{{TEV}}}Timeout")), _MAX_PULL_S)
+        wait = _seconds(op.findtext(f"{{{TEV}}}Timeout"))
         try:
             limit = max(1, int(op.findtext(f"{{{TEV}}}MessageLimit") or "1"))
         except ValueError:
             raise _Fault(["ter:InvalidArgVal"], "MessageLimit is not a number") from None
+        if wait > self.max_pull_s or limit > self.max_messages:
+            # The Event Handling spec's answer: a PullMessagesFaultResponse with the limits.
+            detail = etree.Element(f"{{{TEV}}}PullMessagesFaultResponse")
+            _el(detail, TEV, "MaxTimeout", f"PT{self.max_pull_s:g}S")
+            _el(detail, TEV, "MaxMessageLimit", str(self.max_messages))
+            raise _Fault(["ter:InvalidArgVal"], "Timeout or MessageLimit too large", detail=detail)
         deadline = time.monotonic() + wait
         with self._lock:
             while True:
@@ -624,6 +634,8 @@ def _fault(fault: _Fault) -> etree._Element:
     reason = _el(out, ENV, "Reason")
     text = _el(reason, ENV, "Text", fault.reason)
     text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    if fault.detail is not None:
+        _el(out, ENV, "Detail").append(fault.detail)
     return out
 
 

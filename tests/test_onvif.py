@@ -176,6 +176,8 @@ def test_the_subscription_is_renewed_and_comes_back_after_the_camera_restarts(
     wait_until(lambda: venue.alerts("end", FIELD_RULE) == 1, 30, "the alert ends once")
     assert venue.alerts("start", FIELD_RULE) == 1
     assert venue.agent.fatal is None
+    venue.camera.stop()  # the driver stopping ends its subscription on the camera
+    assert venue.sim.requests[-1] == "Unsubscribe" and venue.sim.subscriptions == 0
 
 
 def test_the_stream_uri_is_found_and_given_to_the_analytics(start: Start, ingest: object) -> None:
@@ -225,6 +227,22 @@ def test_the_rtsp_stream_from_get_stream_uri_is_opened_with_the_camera_account(
                    "the RTSP stream reported online")  # fmt: skip
     finally:
         server.stop()
+
+
+def test_a_camera_that_allows_shorter_pulls_is_asked_within_its_limits(
+    start: Start, ingest: object
+) -> None:
+    def strict(sim: OnvifCameraSim) -> None:
+        sim.max_pull_s, sim.max_messages = 0.5, 4  # below the driver's 1 s and 32
+
+    venue = start(before=strict)
+    _subscribed(venue)
+    for _ in range(6):  # more than one answer holds
+        venue.sim.line_crossed("Busy")
+    wait_until(lambda: venue.alerts("end", "Busy") >= 1, 30, "events within the limits")
+    assert (venue.camera.pull_s, venue.camera.pull_limit) == (0.5, 4)
+    assert venue.camera.subscriptions == 1, "the limits are no reason to subscribe again"
+    assert venue.condition() == "ok"
 
 
 def test_a_media_profile_the_camera_lacks_is_shown_and_its_events_still_come(

@@ -97,6 +97,8 @@ class OnvifCamera(d.CameraAlertSource):
         self._thread: threading.Thread | None = None
         self._subscribed = False
         self._timeouts = 0  # timeouts since the last good answer
+        self.pull_s: float = settings.pull_timeout_s  # lowered to the camera's MaxTimeout
+        self.pull_limit = settings.message_limit  # and MaxMessageLimit, if it says so
 
     @property
     def online(self) -> bool:
@@ -278,10 +280,12 @@ class OnvifCamera(d.CameraAlertSource):
                     sub.terms(answer, s.subscription_s)
                     self.renewals += 1
                 try:
-                    answer = soap.call(sub.pull, "PullMessages", wait_s=s.pull_timeout_s,
-                                       Timeout=f"PT{s.pull_timeout_s}S",
-                                       MessageLimit=s.message_limit)  # fmt: skip
+                    answer = soap.call(sub.pull, "PullMessages", wait_s=self.pull_s,
+                                       Timeout=_duration(self.pull_s),
+                                       MessageLimit=self.pull_limit)  # fmt: skip
                 except OnvifError as err:
+                    if err.limits is not None and self._within(err.limits):
+                        continue  # asked for more than the camera allows: asked again within
                     if err.fault != "malformed_xml":
                         raise
                     self._problem(err)  # one garbled answer: the subscription goes on
@@ -299,6 +303,17 @@ class OnvifCamera(d.CameraAlertSource):
             log.warning("onvif subscription lost device=%s: %s; subscribing again", self.id, err)
             return
         self._unsubscribe(soap, sub)
+
+    def _within(self, limits: tuple[float, int]) -> bool:
+        """Take a camera's PullMessages limits; False when they change nothing."""
+        timeout_s, limit = limits
+        pull_s, limit = max(min(self.pull_s, timeout_s), 0.1), min(self.pull_limit, limit)
+        if (pull_s, limit) == (self.pull_s, self.pull_limit):
+            return False
+        log.info("onvif camera limits PullMessages device=%s timeout=%gs messages=%d", self.id,
+                 pull_s, limit)  # fmt: skip
+        self.pull_s, self.pull_limit = pull_s, limit
+        return True
 
     def _unsubscribe(self, soap: Soap, sub: _Subscription) -> None:
         try:
@@ -384,6 +399,11 @@ class _Subscription:
         renew_at = time.monotonic() + max(left / 2, 1.0)
         # A pull's answer only brings renewal forward (a term cut short); a renewal resets it.
         self.renew_at = renew_at if asked_s is not None else min(self.renew_at, renew_at)
+
+
+def _duration(seconds: float) -> str:
+    """An xs:duration of seconds (PT10S, PT0.5S)."""
+    return f"PT{seconds:g}S"
 
 
 def _text(value: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -61,10 +62,18 @@ CONDITION = {
 class OnvifError(Exception):
     """A request that did not give a usable answer: `fault` names the kind (see CONDITION)."""
 
-    def __init__(self, fault: str, detail: str, *, subcodes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, fault: str, detail: str, *, subcodes: tuple[str, ...] = (), limits: Limits = None
+    ) -> None:
         super().__init__(detail)
         self.fault = fault
         self.subcodes = subcodes
+        self.limits = limits
+
+
+# A PullMessagesFaultResponse's limits: (MaxTimeout in seconds, MaxMessageLimit).
+Limits = tuple[float, int] | None
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
 def wsdl_dir() -> Path:
@@ -203,7 +212,26 @@ def _fault_error(fault: Fault, where: str, username: str) -> OnvifError:
     reason = (fault.message or "").strip()[:160]
     code = "/".join(subcodes) or _local(fault.code or "") or "fault"
     return OnvifError("soap_fault", f"{where}: SOAP fault {code}" + (f" ({reason})" if reason
-                      else ""), subcodes=subcodes)  # fmt: skip
+                      else ""), subcodes=subcodes, limits=_pull_limits(fault.detail))  # fmt: skip
+
+
+def _pull_limits(detail: Any) -> Limits:
+    """The limits in a PullMessagesFaultResponse (the Event Handling spec's answer to a
+    PullMessages asking for more than the device allows), if the fault's detail has one."""
+    if detail is None:
+        return None
+    found = detail.find(f".//{{{EVENTS_NS}}}PullMessagesFaultResponse")
+    if found is None:
+        return None
+    match = _DURATION.match((found.findtext(f"{{{EVENTS_NS}}}MaxTimeout") or "").strip())
+    try:
+        limit = int(found.findtext(f"{{{EVENTS_NS}}}MaxMessageLimit") or "")
+    except ValueError:
+        return None
+    if not match or not any(match.groups()) or limit < 1:
+        return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds, limit
 
 
 def _local(qname: Any) -> str:
