@@ -192,6 +192,9 @@ class Soap:
         except requests.Timeout:
             raise OnvifError("timeout", f"{where}: no answer within "
                              f"{self.timeout_s + wait_s:g} s") from None  # fmt: skip
+        except requests.exceptions.SSLError:
+            raise OnvifError("connect_failed", f"{where}: the TLS handshake failed: check the"
+                             " camera's certificate, or use scheme http") from None  # fmt: skip
         except requests.ConnectionError:
             raise OnvifError("connect_failed", f"{where}: cannot connect") from None
         except (ZeepError, ValueError, TypeError) as exc:  # an answer zeep cannot read
