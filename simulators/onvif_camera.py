@@ -21,7 +21,8 @@ scenarios also fire detectors directly (`motion`, `cell_motion`, `line_crossed`,
 use the fault switches: `password` (change it while running), `http_digest` (require HTTP digest
 authentication, RFC 7616 MD5 qop=auth, as some cameras do, instead of tokens), `clock_offset_s`,
 `delay_s`,
-`inject(raw)` (the next PullMessages answer, as given), `restart()` (subscriptions forgotten,
+`inject(raw)` (the next PullMessages answer, as given), `cut_next()` (an answer broken
+off half-way), `restart()` (subscriptions forgotten,
 briefly not answering), `halt()`/`serve()`.
 """
 
@@ -148,6 +149,7 @@ class OnvifCameraSim:
         self._ids = itertools.count(1)
         self._nonces: deque[str] = deque(maxlen=1000)
         self._injected: deque[bytes] = deque()
+        self._cuts = 0
         self._lock = threading.Condition()
         self.connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -255,6 +257,19 @@ class OnvifCameraSim:
             for sub in self._subs.values():
                 sub.queue.append(self._message(topic, source, data, operation, prefix))
             self._lock.notify_all()
+
+    def cut_next(self) -> None:
+        """The next answer at a subscription's address stops half-way and the connection
+        closes."""
+        with self._lock:
+            self._cuts += 1
+
+    def take_cut(self) -> bool:
+        with self._lock:
+            if not self._cuts:
+                return False
+            self._cuts -= 1
+            return True
 
     def inject(self, raw: bytes) -> None:
         """The next PullMessages answer is `raw`, whatever it is (a garbled body, say)."""
@@ -591,6 +606,7 @@ def _handler(camera: OnvifCameraSim) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(min(length, 1_000_000))
             status, body = camera.answer(self.path, body, self.headers.get("Authorization"))
+            cut = camera.take_cut() if self.path.startswith("/onvif/subscription/") else False
             try:
                 self.send_response(status)
                 if status == 401:
@@ -598,6 +614,11 @@ def _handler(camera: OnvifCameraSim) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if cut:  # half the answer, then the connection closes (a crash mid-answer)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
             except OSError:  # the client went away while the answer was held
                 pass

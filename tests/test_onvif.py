@@ -283,6 +283,23 @@ def test_garbled_answers_and_unknown_topics_are_counted_shown_and_events_go_on(
     assert venue.agent.fatal is None and venue.agent.watch.connected.is_set()
 
 
+def test_an_answer_broken_off_half_way_is_counted_and_the_camera_followed_again(
+    start: Start, ingest: object
+) -> None:
+    venue = start()
+    _subscribed(venue)
+    venue.sim.cut_next()  # the next PullMessages answer stops half-way, the connection closes
+    wait_until(lambda: venue.faults("stream_closed") >= 1, 30, "the broken answer counted")
+    wait_until(lambda: venue.camera.subscriptions >= 2, 30, "connected and subscribed again")
+    wait_until(lambda: venue.condition() == "ok", 30, "healthy again")
+    stored = "SELECT count(*) FROM device_health WHERE device_id = %s AND detail LIKE %s"
+    broken = "%closed in the middle of the answer"
+    assert int(str(scalar(venue.stack.dsn, stored, (venue.camera.id, broken)))) >= 1
+    venue.sim.detect("field", True)
+    wait_until(lambda: venue.alerts("start", FIELD_RULE) == 1, 30, "events relayed again")
+    assert venue.agent.fatal is None
+
+
 def test_a_camera_clock_hours_off_is_shown_and_its_events_carry_the_agent_time(
     start: Start, ingest: object
 ) -> None:

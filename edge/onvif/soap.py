@@ -49,6 +49,7 @@ _WSDL_FILES = {DEVICE_NS: "devicemgmt.wsdl", MEDIA_NS: "media.wsdl", EVENTS_NS: 
 # Each fault: the device health condition it reports.
 CONDITION = {
     "connect_failed": m.DeviceCondition.UNREACHABLE,
+    "stream_closed": m.DeviceCondition.UNREACHABLE,
     "timeout": m.DeviceCondition.SLOW,
     "slow": m.DeviceCondition.SLOW,
     "auth_failed": m.DeviceCondition.AUTH_FAILED,
@@ -195,8 +196,14 @@ class Soap:
         except requests.exceptions.SSLError:
             raise OnvifError("connect_failed", f"{where}: the TLS handshake failed: check the"
                              " camera's certificate, or use scheme http") from None  # fmt: skip
-        except requests.ConnectionError:
+        except requests.ConnectionError as exc:
+            if "Connection broken" in str(exc):  # urllib3's words for a body cut short
+                raise OnvifError("stream_closed", f"{where}: the connection closed in the middle"
+                                 " of the answer") from None  # fmt: skip
             raise OnvifError("connect_failed", f"{where}: cannot connect") from None
+        except requests.RequestException:  # a broken chunked or short body, say
+            raise OnvifError("stream_closed", f"{where}: the connection closed in the middle"
+                             " of the answer") from None  # fmt: skip
         except (ZeepError, ValueError, TypeError) as exc:  # an answer zeep cannot read
             raise OnvifError("malformed_xml", f"{where}: an answer that does not fit the "
                              f"ONVIF schema ({type(exc).__name__})") from None  # fmt: skip
