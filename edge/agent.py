@@ -641,6 +641,7 @@ class EdgeAgent:
                     device.play(
                         text=action.text, clip=action.clip,
                         priority=action.priority, repeat=action.repeat,
+                        language=action.language or m.SpeechLanguage.ZH_CN,
                     )  # fmt: skip
                 case m.SpeakerStop(), d.Speaker():
                     device.stop_playing()

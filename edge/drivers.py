@@ -166,9 +166,16 @@ class Speaker(Device):
 
     @abstractmethod
     def play(
-        self, *, text: str | None, clip: str | None, priority: m.SpeakerPriority, repeat: int
+        self,
+        *,
+        text: str | None,
+        clip: str | None,
+        priority: m.SpeakerPriority,
+        repeat: int,
+        language: m.SpeechLanguage = m.SpeechLanguage.ZH_CN,
     ) -> None:
-        """Start playing a text (spoken) or a stored clip; a higher priority interrupts."""
+        """Start playing a text (spoken in `language`) or a stored clip; a higher priority
+        interrupts."""
 
     @abstractmethod
     def stop_playing(self) -> None:

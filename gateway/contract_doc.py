@@ -178,7 +178,8 @@ EXAMPLES: list[Example] = [
     Example(
         "Command",
         "Flows down from the platform to one device: door unlock (for a duration), lock, lockdown; "
-        "speaker play (text or clip, priority), stop, volume. Not executed after `deadline`. "
+        "speaker play (text or clip, priority; a text's `language`, zh-CN when absent), stop, "
+        "volume. Not executed after `deadline`. "
         "Signed by the platform (`sig`, Ed25519 over the object without `sig`, keys sorted, no "
         "spaces, UTF-8); the edge answers `rejected` to one unsigned or badly signed, valid "
         "more than 300 s after `ts`, or issued in the future, and ignores a retained one. "

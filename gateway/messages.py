@@ -145,6 +145,13 @@ class SpeakerPriority(StrEnum):
     EMERGENCY = "emergency"
 
 
+class SpeechLanguage(StrEnum):
+    """The language of a spoken text (BCP 47), for speakers that speak it at the edge."""
+
+    ZH_CN = "zh-CN"
+    EN = "en"
+
+
 def now() -> datetime:
     """The current time as the contract wants it: aware, in UTC."""
     return datetime.now(UTC)
@@ -388,6 +395,8 @@ class SpeakerPlay(Strict):
     clip: str | None = Field(default=None, min_length=1, max_length=128)
     priority: SpeakerPriority = SpeakerPriority.ROUTINE
     repeat: int = Field(default=1, ge=1, le=20)
+    # Absent (null) means zh-CN, so a command without it reads the same to an older agent.
+    language: SpeechLanguage | None = None
 
     @model_validator(mode="after")
     def _text_or_clip(self) -> SpeakerPlay:

@@ -486,9 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
              "Render a scene to a video file with its ground truth (JSON) beside it.")  # fmt: skip
     sw.add_argument("--out", default=".", help="folder for the files")
     ss = add(ssub, "serve", _lazy("gridwatch.simulate:run_scene_serve"),
-             "Serve a scene as a live MJPEG stream over HTTP, like an IP camera.")  # fmt: skip
+             "Serve a scene as a live stream like an IP camera: MJPEG over HTTP, or RTSP.")  # fmt: skip
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=int, default=8554)
+    ss.add_argument("--rtsp", action="store_true",
+                    help="serve RTSP (RTP/JPEG at /Streaming/Channels/101, digest account) instead")  # fmt: skip
+    ss.add_argument("--user", default="admin",
+                    help="the RTSP account; its password is GRIDWATCH_SCENE_PASSWORD, else a "
+                         "random one, given in the URL printed")  # fmt: skip
     for p in (sw, ss):
         p.add_argument("kind", choices=["intrusion", "loitering", "crowd", "counting", "quiet",
                                         "tamper-covered", "tamper-blurred", "tamper-moved"])  # fmt: skip
@@ -736,6 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes of quiet footage in all, for false alerts per hour",
     )  # fmt: skip
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
+    brt = add(
+        bsub2,
+        "rtsp",
+        _lazy("gridwatch.bench_rtsp:run"),
+        "OpenCV reading the RTSP camera simulator: time to open, frames per second per client, "
+        "CPU, for several scene rates and numbers of clients.",
+    )
+    brt.add_argument("--rates", default="5,25,100", help="scene frame rates, comma-separated")
+    brt.add_argument("--clients", default="1,4", help="clients at once, comma-separated")
+    brt.add_argument("--seconds", type=float, default=10.0, help="how long each run reads")
     br = add(
         bsub2,
         "registry",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
 ONVIF_DRIVER = "onvif"
+HTTP_SPEAKER_DRIVER = "http"
 
 
 def venues_from(creds: list[demo.NodeCredentials]) -> list[Venue]:
@@ -165,10 +168,12 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
         return _modbus_door(dev, where)
     if dev.driver == ONVIF_DRIVER:
         return _onvif_camera(dev, where)
+    if dev.driver == HTTP_SPEAKER_DRIVER:
+        return _http_speaker(dev, where)
     raise edge_config.ConfigError(
         f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r}"
         f" (available: {OPENCV_DRIVER} and {ONVIF_DRIVER} for cameras, {MODBUS_DRIVER} for"
-        f" doors, {SIMULATED_DRIVER})"
+        f" doors, {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER})"
     )
 
 
@@ -247,6 +252,20 @@ def _onvif_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
     return OnvifCamera(dev.id, settings, model=dev.model)
 
 
+def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """An IP speaker or PA host driven by templated HTTP requests (edge.speaker_http)."""
+    from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
+
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is not DeviceKind.SPEAKER:
+        raise edge_config.ConfigError(f"{at}.driver: {HTTP_SPEAKER_DRIVER} drives speakers only")
+    try:
+        settings = HttpSpeakerSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return HttpSpeaker(dev.id, settings, model=dev.model)
+
+
 def _simulated(
     dev: edge_config.DeviceConfig, s: SimulatedSettings, site: str, node: str, engine: Engine
 ) -> Device:
@@ -280,15 +299,24 @@ def run_scene_write(args: argparse.Namespace) -> int:
 
 
 def run_scene_serve(args: argparse.Namespace) -> int:
-    """Serve a synthetic camera scene as a live MJPEG stream until SIGTERM or SIGINT."""
+    """Serve a synthetic camera scene as a live stream (MJPEG over HTTP, or RTSP with --rtsp)
+    until SIGTERM or SIGINT."""
     from simulators import scenes
+    from simulators.rtsp import RtspServer
     from simulators.stream import SceneStream
 
     scene = _scene(args.kind, args.seed)
-    stream = SceneStream(scene, host=args.host, port=args.port).start()
-    print(json.dumps({"url": stream.url, "camera_settings": scenes.camera_settings(scene, stream.url)},
+    server: RtspServer | SceneStream
+    if args.rtsp:
+        password = os.environ.get("GRIDWATCH_SCENE_PASSWORD") or secrets.token_urlsafe(12)
+        server = RtspServer(scene, args.host, args.port, args.user, password)
+        url = server.start()
+    else:
+        server = SceneStream(scene, host=args.host, port=args.port).start()
+        url = server.url
+    print(json.dumps({"url": url, "camera_settings": scenes.camera_settings(scene, url)},
                      indent=2), flush=True)  # fmt: skip
     stop = stop_on_signals()
     stop.wait()
-    stream.stop()
+    server.stop()
     return 0

@@ -377,7 +377,13 @@ class SimSpeaker(SimDevice, d.Speaker):
     # --- commands -------------------------------------------------------------------------------
 
     def play(
-        self, *, text: str | None, clip: str | None, priority: m.SpeakerPriority, repeat: int
+        self,
+        *,
+        text: str | None,
+        clip: str | None,
+        priority: m.SpeakerPriority,
+        repeat: int,
+        language: m.SpeechLanguage = m.SpeechLanguage.ZH_CN,
     ) -> None:
         with self._mutex:
             if self.offline:

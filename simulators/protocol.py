@@ -16,7 +16,7 @@ from typing import Protocol
 
 from edge.config import DeviceConfig
 from gateway.messages import DeviceKind
-from simulators.devices import SimCamera, SimDevice, SimDoor
+from simulators.devices import SimCamera, SimDevice, SimDoor, SimSpeaker
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,19 @@ def _onvif(model: SimDevice) -> tuple[str, Simulator]:
     return "onvif", OnvifCameraSim(camera=model, camera_id=model.id)
 
 
+def _http_speaker(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.http_speaker import HttpSpeakerSim
+
+    assert isinstance(model, SimSpeaker)
+    return "http", HttpSpeakerSim(speaker=model)
+
+
 # For each kind, the protocols it is served by, in turn.
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
     DeviceKind.DOOR: [_modbus],
     DeviceKind.CAMERA: [_onvif],
+    DeviceKind.SPEAKER: [_http_speaker],
 }
 
 

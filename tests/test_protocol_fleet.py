@@ -13,7 +13,7 @@ from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.simulate import hardware_driver, venues_from
-from simulators.devices import SimDoor
+from simulators.devices import SimDoor, SimSpeaker
 from simulators.fleet import SIMULATED_DRIVER, Fleet
 from simulators.protocol import PROTOCOLS, ProtocolSimulators
 from tests.edge_support import QUIET_RATE, command_result, platform_client, send_command
@@ -77,3 +77,23 @@ def test_a_scenario_on_the_model_reaches_the_platform_through_the_protocol_and_c
     lock = send_command(stack, platform, creds, door_id, m.DoorLock())
     assert command_result(stack, lock) == ("done", None)
     assert model.locked
+
+
+def test_a_broadcast_to_the_fleets_speaker_is_spoken_at_the_edge_and_played_by_its_model(
+    stack: LocalStack,
+    nodes: list[NodeCredentials],
+    fleet: tuple[Fleet, ProtocolSimulators],
+    ingest: object,
+    platform: mqtt.Client,
+) -> None:
+    creds = nodes[0]
+    speaker_id = device_of(creds, "speaker")
+    model = fleet[0].devices[speaker_id]
+    assert isinstance(model, SimSpeaker)
+    play = m.SpeakerPlay(text="请注意安全", language=m.SpeechLanguage.ZH_CN)
+    assert command_result(stack, send_command(stack, platform, creds, speaker_id, play)) == (
+        "done", None)  # fmt: skip
+    assert model.played and model.played[-1].startswith("upload:")  # a WAV made at the edge
+    volume = send_command(stack, platform, creds, speaker_id, m.SpeakerVolume(level=30))
+    assert command_result(stack, volume) == ("done", None)
+    assert model.volume == 30

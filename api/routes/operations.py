@@ -74,6 +74,10 @@ class TextMessage(BaseModel):
 
     kind: Literal["text"]
     text: str = Field(min_length=1, max_length=2000, description="spoken by the speakers")
+    language: m.SpeechLanguage | None = Field(
+        default=None,
+        description="the text's language, for speakers that speak it at the edge (zh-CN if absent)",
+    )
 
 
 class ClipMessage(BaseModel):
@@ -173,7 +177,9 @@ def _broadcast(
     _require(user, SUPERVISORS, "broadcast")
     text = body.message.text if isinstance(body.message, TextMessage) else None
     clip = body.message.clip if isinstance(body.message, ClipMessage) else None
-    play = m.SpeakerPlay(text=text, clip=clip, priority=body.priority, repeat=body.repeat)
+    language = body.message.language if isinstance(body.message, TextMessage) else None
+    play = m.SpeakerPlay(text=text, clip=clip, priority=body.priority, repeat=body.repeat,
+                         language=language)  # fmt: skip
     with db.transaction():
         speakers = emergency.devices(db, path, "speaker", venue=venue)
         if not speakers:
