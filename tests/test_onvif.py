@@ -210,11 +210,11 @@ def test_the_rtsp_stream_from_get_stream_uri_is_opened_with_the_camera_account(
 ) -> None:
     """GetStreamUri gives an RTSP URI without the account, as cameras do; the driver adds the
     camera's account for the analytics, and the RTSP camera (digest) lets them in."""
-    rtsp = pytest.importorskip("simulators.rtsp", reason="needs the RTSP simulator (rtsp.py)")
     from simulators import scenes
+    from simulators.rtsp import RtspServer
 
     scene = scenes.intrusion_scene(4)
-    server = rtsp.RtspServer(scene, username="gridwatch", password="camera-pass-1")
+    server = RtspServer(scene, username="gridwatch", password="camera-pass-1")
     server.start()
     try:
         analytics = {k: v for k, v in scenes.camera_settings(scene, "").items() if k != "source"}
