@@ -32,11 +32,12 @@ from simulators.venues import Venue
 log = logging.getLogger(__name__)
 OPENCV_DRIVER = "opencv"
 MODBUS_DRIVER = "modbus"
+ONVIF_DRIVER = "onvif"
 HTTP_SPEAKER_DRIVER = "http"
 ISAPI_DRIVER = "isapi"
 AVAILABLE_DRIVERS = (
-    f"{OPENCV_DRIVER} for cameras, {ISAPI_DRIVER} for cameras, counters and doors, {MODBUS_DRIVER} for"
-    f" doors, {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER}"
+    f"{OPENCV_DRIVER} and {ONVIF_DRIVER} for cameras, {ISAPI_DRIVER} for cameras, counters and"
+    f" doors, {MODBUS_DRIVER} for doors, {HTTP_SPEAKER_DRIVER} for speakers, {SIMULATED_DRIVER}"
 )
 
 
@@ -169,6 +170,7 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
     entry; ConfigError naming the device when it cannot be driven."""
     builders = {
         OPENCV_DRIVER: _opencv_camera,
+        ONVIF_DRIVER: _onvif_camera,
         ISAPI_DRIVER: _isapi_device,
         MODBUS_DRIVER: _modbus_door,
         HTTP_SPEAKER_DRIVER: _http_speaker,
@@ -241,6 +243,20 @@ def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
     return ModbusDoor(dev.id, settings, model=dev.model)
+
+
+def _onvif_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
+    """An ONVIF camera: its own detectors' events, its stream to the analytics (edge.onvif)."""
+    from edge.onvif.camera import OnvifCamera, OnvifCameraSettings
+
+    at = f"{where}devices.{dev.id}"
+    if dev.kind is not DeviceKind.CAMERA:
+        raise edge_config.ConfigError(f"{at}.driver: {ONVIF_DRIVER} drives cameras only")
+    try:
+        settings = OnvifCameraSettings.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return OnvifCamera(dev.id, settings, model=dev.model)
 
 
 def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:

@@ -38,6 +38,13 @@ def _modbus(model: SimDevice) -> tuple[str, Simulator]:
     return "modbus", IoModule(door=model)
 
 
+def _onvif(model: SimDevice) -> tuple[str, Simulator]:
+    from simulators.onvif_camera import OnvifCameraSim
+
+    assert isinstance(model, SimCamera)
+    return "onvif", OnvifCameraSim(camera=model, camera_id=model.id)
+
+
 def _http_speaker(model: SimDevice) -> tuple[str, Simulator]:
     from simulators.http_speaker import HttpSpeakerSim
 
@@ -65,7 +72,7 @@ def _isapi_door(model: SimDevice) -> tuple[str, Simulator]:
 Factory = Callable[[SimDevice], tuple[str, Simulator]]
 PROTOCOLS: dict[DeviceKind, list[Factory]] = {
     DeviceKind.DOOR: [_modbus, _isapi_door],
-    DeviceKind.CAMERA: [_isapi],
+    DeviceKind.CAMERA: [_isapi, _onvif],
     DeviceKind.COUNTER: [_isapi],
     DeviceKind.SPEAKER: [_http_speaker],
 }
