@@ -36,4 +36,10 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
             )
         )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger("psycopg").setLevel(logging.WARNING)
+    # Libraries that log every request at INFO (the device drivers poll and stream over HTTP and
+    # SOAP): their successes are not news, and their URLs are not for the log.
+    for noisy in ("psycopg", "httpx", "httpcore", "zeep", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs every failed connect as an ERROR; the modbus driver reports each problem
+    # once, with the door (edge.health).
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

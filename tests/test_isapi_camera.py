@@ -630,8 +630,7 @@ def test_the_demo_fleet_in_protocol_mode_reads_its_cameras_and_counters_over_isa
     fleet.start()
     try:
         assert fleet.wait_connected(20), "fleet did not connect"
-        agent = fleet.agents[nodes[0].node]
-        drivers = {entry.id: entry.driver for entry in agent.config.devices}
+        drivers = fleet.drivers
         camera_id, counter_id = device_of(nodes[0], "camera"), device_of(nodes[0], "counter")
         assert drivers[camera_id] == drivers[counter_id] == ISAPI_DRIVER
         model = fleet.devices[camera_id]

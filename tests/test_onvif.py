@@ -391,10 +391,9 @@ def test_a_fleet_camera_behind_the_simulator_relays_a_scenarios_tamper(
     fleet.start()
     try:
         assert fleet.wait_connected(20), "fleet did not connect"
-        agent = fleet.agents[nodes[0].node]
         # Cameras take ISAPI and ONVIF in turn: the venue's two cameras get one each.
-        onvif = [e.id for e in agent.config.devices if e.driver == ONVIF_DRIVER]
-        assert len(onvif) == 1, agent.config.devices
+        onvif = [d for d, driver in fleet.drivers.items() if driver == ONVIF_DRIVER]
+        assert len(onvif) == 1, fleet.drivers
         camera_id = onvif[0]
         model = fleet.devices[camera_id]
         assert isinstance(model, SimCamera)

@@ -16,8 +16,14 @@ from gridwatch.simulate import hardware_driver, venues_from
 from simulators.devices import SimDoor, SimSpeaker
 from simulators.fleet import SIMULATED_DRIVER, Fleet
 from simulators.protocol import PROTOCOLS, ProtocolSimulators
-from tests.edge_support import QUIET_RATE, command_result, platform_client, send_command
-from tests.support import device_of, scalar, wait_until
+from tests.edge_support import (
+    QUIET_RATE,
+    command_result,
+    config_version_of,
+    platform_client,
+    send_command,
+)
+from tests.support import device_of, rows, scalar, wait_until
 
 
 @pytest.fixture
@@ -44,17 +50,29 @@ def platform(stack: LocalStack) -> Iterator[mqtt.Client]:
         yield client
 
 
-def test_each_kind_with_a_protocol_runs_behind_its_simulator_and_the_rest_stays_simulated(
-    fleet: tuple[Fleet, ProtocolSimulators], nodes: list[NodeCredentials]
+def test_each_kind_with_a_protocol_runs_behind_its_simulator_and_the_config_push_applies(
+    stack: LocalStack,
+    ingest: object,  # first: running before the fleet answers the retained configuration
+    fleet: tuple[Fleet, ProtocolSimulators],
+    nodes: list[NodeCredentials],
 ) -> None:
-    agent = fleet[0].agents[nodes[0].node]
-    drivers = {entry.id: entry.driver for entry in agent.config.devices}
+    drivers = fleet[0].drivers
     for device_id, kind in nodes[0].devices:
         has_protocol = m.DeviceKind(kind) in PROTOCOLS
         assert (drivers[device_id] != SIMULATED_DRIVER) == has_protocol, (device_id, drivers)
     assert len(fleet[1].running) == sum(
         1 for _, kind in nodes[0].devices if m.DeviceKind(kind) in PROTOCOLS
     )
+    # The registry's configuration (the demo's `simulated` devices) is applied, not refused for
+    # the drivers that stand in for them.
+    node = nodes[0].node
+    wanted = config_version_of(stack, node)
+    agent = fleet[0].agents[node]
+    wait_until(lambda: agent.config_version == wanted, 60, "the pushed configuration applied")
+    refused = (
+        "SELECT config_error FROM node_presence WHERE node_id = %s AND config_error IS NOT NULL"
+    )
+    assert rows(stack.dsn, refused, (node,)) == []
 
 
 def test_a_scenario_on_the_model_reaches_the_platform_through_the_protocol_and_commands_return(
