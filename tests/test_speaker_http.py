@@ -368,6 +368,9 @@ def test_answers_are_read_by_path_in_json_and_in_namespaced_xml() -> None:
         parse(b"<a><b></a>", "xml")
     with pytest.raises(Unreadable, match="not JSON"):
         parse(b"{'code': 0}", "json")
+    bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>'
+    with pytest.raises(Unreadable, match="with a DTD"):
+        parse(bomb, "xml")
 
 
 def test_a_status_request_the_device_refuses_is_bad_input(sim: HttpSpeakerSim) -> None:
