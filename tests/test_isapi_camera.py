@@ -370,6 +370,12 @@ def test_the_reader_resynchronises_after_garbage_headers() -> None:
     [
         (b"<EventNotificationAlert><eventType>VMD", "application/xml", "malformed_xml"),
         (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', "application/xml", "malformed_xml"),
+        # The same in UTF-16 and UTF-32, which a byte search for <!DOCTYPE does not see.
+        ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY a "VMD">]>'
+         "<EventNotificationAlert><eventType>&a;</eventType></EventNotificationAlert>"
+         .encode("utf-16"), "application/xml", "malformed_xml"),
+        ('<?xml version="1.0" encoding="UTF-32"?><!DOCTYPE x [<!ENTITY a "VMD">]><x>&a;</x>'
+         .encode("utf-32"), "application/xml", "malformed_xml"),
         (b"<EventNotificationAlert><eventState>active</eventState></EventNotificationAlert>",
          "application/xml", "malformed_xml"),
         (b'{"eventType": ', "application/json", "malformed_json"),

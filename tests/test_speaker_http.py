@@ -371,6 +371,8 @@ def test_answers_are_read_by_path_in_json_and_in_namespaced_xml() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>'
     with pytest.raises(Unreadable, match="with a DTD"):
         parse(bomb, "xml")
+    with pytest.raises(Unreadable, match="with a DTD"):
+        parse(bomb.decode().replace('1.0"', '1.0" encoding="UTF-16"').encode("utf-16"), "xml")
 
 
 def test_a_status_request_the_device_refuses_is_bad_input(sim: HttpSpeakerSim) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ConfigDict, Field
 
+from edge import xmlsafe
 from edge.credentials import DeviceAccount
 from edge.health import Health
 from edge.isapi.stream import MultipartReader, Part, boundary_of
@@ -335,11 +336,11 @@ def _response_status(response: httpx.Response) -> tuple[str | None, str, str]:
             str(data.get("subStatusCode", "")),
             ": ".join(dict.fromkeys(words)),
         )
-    if not body.startswith(b"<") or b"ResponseStatus" not in body[:300] or b"<!DOCTYPE" in body:
+    if not body.startswith(b"<") or b"ResponseStatus" not in body[:300]:
         return None, "", ""
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
+        root = xmlsafe.parse(body)
+    except (ET.ParseError, xmlsafe.UnsafeXml):
         return None, "", ""
     fields = {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in root}
     if "statusCode" not in fields:
