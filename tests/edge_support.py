@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 import yaml
 
+from edge import config as edge_config
+from edge.agent import EdgeAgent
+from edge.config import SiteConfig
+from edge.drivers import Device
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import connect_async, new_client
@@ -50,6 +56,49 @@ def send_command(
     payload = json.dumps(Signer.from_file(stack.command_key_file).sign(codec.to_wire(command)))
     client.publish(topics.command(creds.site, creds.node, device), payload.encode(), qos=1)
     return command.id
+
+
+@dataclass
+class SiteAgent:
+    """A real edge agent run from node's site file, its devices by id."""
+
+    agent: EdgeAgent
+    devices: dict[str, Device]
+    config: SiteConfig
+
+
+@contextmanager
+def site_agent(
+    stack: LocalStack, creds: NodeCredentials, folder: Path,
+    hardware: dict[str, tuple[str, dict[str, Any]]],
+) -> Iterator[SiteAgent]:  # fmt: skip
+    """The node's edge agent from its site file, as `gridwatch edge` runs it, with the devices
+    in `hardware` (id: (driver, settings)) on those drivers and the others simulated, running
+    on a thread until the block ends."""
+    from gridwatch.simulate import Drivers
+
+    path = site_file(stack, creds, folder)
+    site = yaml.safe_load(path.read_text())
+    for dev in site["devices"]:
+        if dev["id"] in hardware:
+            dev["driver"], dev["settings"] = hardware[dev["id"]]
+    path.write_text(yaml.safe_dump(site, allow_unicode=True))
+    config = edge_config.load(path)
+    drivers = Drivers(config, "")
+    devices = [drivers.build(dev) for dev in config.devices]
+    agent = EdgeAgent(config, devices, drivers=drivers.build)
+    stop = threading.Event()
+    drivers.start()
+    agent.start()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        yield SiteAgent(agent, {dev.id: dev for dev in devices}, config)
+    finally:
+        stop.set()
+        runner.join(10)
+        agent.stop()
+        drivers.stop()
 
 
 def command_result(stack: LocalStack, command_id: uuid.UUID) -> tuple[str, str | None]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from prometheus_client import REGISTRY
 
 from edge import config as edge_config
@@ -27,14 +25,14 @@ from edge.isapi.stream import Part, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ISAPI_DRIVER, Drivers, _isapi_device, hardware_driver
+from gridwatch.simulate import ISAPI_DRIVER, _isapi_device, hardware_driver
 from simulators.devices import SimDoor, make_device
 from simulators.engine import Engine, SimClock
 from simulators.isapi_access import EVENT_LOG, WORK_STATUS, AccessController
 from simulators.isapi_http import JSON, part
 from simulators.protocol import ProtocolSimulators
 from simulators.venues import Venue as SimVenue
-from tests.edge_support import command_result, platform_client, send_command, site_file
+from tests.edge_support import command_result, platform_client, send_command, site_agent
 from tests.support import device_of, rows, scalar, wait_until
 
 PASSWORD = "Acs-12345"
@@ -57,36 +55,18 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     # Simulated time runs 20 times real time: a door propped open is held open in 3 s.
     acs = AccessController(door_id=door_id, password=PASSWORD, speed=20, heartbeat_s=0.5)
     acs.start()
-    path = site_file(stack, creds, tmp_path / "edge")
-    site = yaml.safe_load(path.read_text())
-    for dev in site["devices"]:
-        if dev["id"] == door_id:
-            dev["driver"] = ISAPI_DRIVER
-            dev["settings"] = {
-                "host": "127.0.0.1", "port": acs.port, "username": "admin", "password": PASSWORD,
-                "door": 1, "timeout_s": 2.0, "heartbeat_timeout_s": 3.0, "backoff_max_s": 1.0,
-            }  # fmt: skip
-    path.write_text(yaml.safe_dump(site))
-    config = edge_config.load(path)
-    drivers = Drivers(config, "")
-    devices = [drivers.build(dev) for dev in config.devices]
-    door = next(dev for dev in devices if dev.id == door_id)
-    assert isinstance(door, IsapiDoor)
-    agent = EdgeAgent(config, devices, drivers=drivers.build)
-    stop = threading.Event()
-    drivers.start()
-    agent.start()
-    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    runner.start()
-    wait_until(
-        lambda: agent.watch.connected.is_set() and door.online and door.is_open is not None
-        and acs.server.streams == 1, 30, "agent, door and alert stream up",
-    )  # fmt: skip
-    yield Venue(acs, door, agent, creds, config.site_secret.get_secret_value().encode())
-    stop.set()
-    runner.join(10)
-    agent.stop()
-    drivers.stop()
+    settings = {
+        "host": "127.0.0.1", "port": acs.port, "username": "admin", "password": PASSWORD,
+        "door": 1, "timeout_s": 2.0, "heartbeat_timeout_s": 3.0, "backoff_max_s": 1.0,
+    }  # fmt: skip
+    with site_agent(stack, creds, tmp_path / "edge", {door_id: (ISAPI_DRIVER, settings)}) as site:
+        door, agent = site.devices[door_id], site.agent
+        assert isinstance(door, IsapiDoor)
+        wait_until(
+            lambda: agent.watch.connected.is_set() and door.online and door.is_open is not None
+            and acs.server.streams == 1, 30, "agent, door and alert stream up",
+        )  # fmt: skip
+        yield Venue(acs, door, agent, creds, site.config.site_secret.get_secret_value().encode())
     acs.stop()
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from prometheus_client import REGISTRY
 
 from edge import config as edge_config
@@ -21,9 +19,9 @@ from edge.modbus import ModbusDoor, ModbusDoorSettings
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import MODBUS_DRIVER, Drivers, _modbus_door
+from gridwatch.simulate import MODBUS_DRIVER, _modbus_door
 from simulators.modbus_io import CONTACT_INPUT, EXIT_INPUT, LOCK_COIL, IoModule
-from tests.edge_support import command_result, platform_client, send_command, site_file
+from tests.edge_support import command_result, platform_client, send_command, site_agent
 from tests.support import device_of, rows, scalar, wait_until
 
 
@@ -42,37 +40,20 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     door_id = device_of(creds, "door")
     module = IoModule(unit_id=3, door_id=door_id)
     module.start()
-    path = site_file(stack, creds, tmp_path / "edge")
-    site = yaml.safe_load(path.read_text())
-    for dev in site["devices"]:
-        if dev["id"] == door_id:
-            dev["driver"] = MODBUS_DRIVER
-            dev["settings"] = {
-                "host": "127.0.0.1", "port": module.port, "unit_id": 3,
-                "poll_interval_s": 0.05, "debounce_s": 0.1, "timeout_s": 1.0,
-                "contact": {"address": CONTACT_INPUT},
-                "exit_button": {"table": "discrete_input", "address": EXIT_INPUT},
-                "lock": {"coil": LOCK_COIL, "on_means": "unlocked"},
-                "exit_window_s": 2, "held_open_s": 3, "backoff_max_s": 1.0,
-            }  # fmt: skip
-    path.write_text(yaml.safe_dump(site))
-    config = edge_config.load(path)
-    drivers = Drivers(config, "")
-    devices = [drivers.build(dev) for dev in config.devices]
-    door = next(dev for dev in devices if dev.id == door_id)
-    assert isinstance(door, ModbusDoor)
-    agent = EdgeAgent(config, devices, drivers=drivers.build)
-    stop = threading.Event()
-    drivers.start()
-    agent.start()
-    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    runner.start()
-    wait_until(lambda: agent.watch.connected.is_set() and door.online, 30, "agent and door up")
-    yield Venue(module, door, agent, creds)
-    stop.set()
-    runner.join(10)
-    agent.stop()
-    drivers.stop()
+    settings = {
+        "host": "127.0.0.1", "port": module.port, "unit_id": 3,
+        "poll_interval_s": 0.05, "debounce_s": 0.1, "timeout_s": 1.0,
+        "contact": {"address": CONTACT_INPUT},
+        "exit_button": {"table": "discrete_input", "address": EXIT_INPUT},
+        "lock": {"coil": LOCK_COIL, "on_means": "unlocked"},
+        "exit_window_s": 2, "held_open_s": 3, "backoff_max_s": 1.0,
+    }  # fmt: skip
+    hardware = {door_id: (MODBUS_DRIVER, settings)}
+    with site_agent(stack, creds, tmp_path / "edge", hardware) as site:
+        door, agent = site.devices[door_id], site.agent
+        assert isinstance(door, ModbusDoor)
+        wait_until(lambda: agent.watch.connected.is_set() and door.online, 30, "agent and door up")
+        yield Venue(module, door, agent, creds)
     module.stop()
 
 

@@ -3,7 +3,7 @@ real HTTP and SOAP, end to end through the real broker and platform."""
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lxml import etree
 from prometheus_client import REGISTRY
 
@@ -22,9 +21,9 @@ from edge.onvif.camera import OnvifCamera
 from edge.onvif.events import TOPICS_NS as TNS1
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ONVIF_DRIVER, Drivers, _onvif_camera
+from gridwatch.simulate import ONVIF_DRIVER, _onvif_camera
 from simulators.onvif_camera import OnvifCameraSim
-from tests.edge_support import site_file
+from tests.edge_support import site_agent
 from tests.support import device_of, rows, scalar, wait_until
 
 FIELD_RULE = "MyFieldDetectorRule"
@@ -66,55 +65,35 @@ Start = Callable[..., Venue]
 def start(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> Iterator[Start]:
     """Node 0 with its camera on a simulated ONVIF camera (the other devices simulated, quiet);
     `start(sim_options, settings)` starts it, after changing the simulator if asked."""
-    running: list[tuple[OnvifCameraSim, EdgeAgent, Drivers, threading.Event, threading.Thread]]
-    running = []
+    with contextlib.ExitStack() as started:  # closed last first: each agent, then its camera
 
-    def begin(
-        settings: dict[str, Any] | None = None,
-        before: Callable[[OnvifCameraSim], None] | None = None,
-        **sim_options: Any,
-    ) -> Venue:
-        creds = nodes[0]
-        camera_id = device_of(creds, "camera")
-        sim = OnvifCameraSim(username="gridwatch", password="camera-pass-1",
-                             camera_id=camera_id, **sim_options)  # fmt: skip
-        if before is not None:
-            before(sim)
-        sim.start()
-        path = site_file(stack, creds, tmp_path / "edge")
-        site = yaml.safe_load(path.read_text())
-        for dev in site["devices"]:
-            if dev["id"] == camera_id:
-                dev["driver"] = ONVIF_DRIVER
-                dev["settings"] = {
-                    "host": "127.0.0.1", "port": sim.port, "username": "gridwatch",
-                    "password": "camera-pass-1", "timeout_s": 3, "slow_s": 1,
-                    "pull_timeout_s": 1, "subscription_s": 6, "backoff_max_s": 1,
-                    **(settings or {}),
-                }  # fmt: skip
-        path.write_text(yaml.safe_dump(site))
-        config = edge_config.load(path)
-        drivers = Drivers(config, "")
-        devices = [drivers.build(dev) for dev in config.devices]
-        camera = next(dev for dev in devices if dev.id == camera_id)
-        assert isinstance(camera, OnvifCamera)
-        agent = EdgeAgent(config, devices, drivers=drivers.build)
-        stop = threading.Event()
-        drivers.start()
-        agent.start()
-        runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-        runner.start()
-        running.append((sim, agent, drivers, stop, runner))
-        wait_until(agent.watch.connected.is_set, 30, "agent up")
-        return Venue(sim, camera, agent, stack)
+        def begin(
+            settings: dict[str, Any] | None = None,
+            before: Callable[[OnvifCameraSim], None] | None = None,
+            **sim_options: Any,
+        ) -> Venue:
+            creds = nodes[0]
+            camera_id = device_of(creds, "camera")
+            sim = OnvifCameraSim(username="gridwatch", password="camera-pass-1",
+                                 camera_id=camera_id, **sim_options)  # fmt: skip
+            if before is not None:
+                before(sim)
+            sim.start()
+            started.callback(sim.stop)
+            driver_settings = {
+                "host": "127.0.0.1", "port": sim.port, "username": "gridwatch",
+                "password": "camera-pass-1", "timeout_s": 3, "slow_s": 1,
+                "pull_timeout_s": 1, "subscription_s": 6, "backoff_max_s": 1,
+                **(settings or {}),
+            }  # fmt: skip
+            hardware = {camera_id: (ONVIF_DRIVER, driver_settings)}
+            site = started.enter_context(site_agent(stack, creds, tmp_path / "edge", hardware))
+            camera = site.devices[camera_id]
+            assert isinstance(camera, OnvifCamera)
+            wait_until(site.agent.watch.connected.is_set, 30, "agent up")
+            return Venue(sim, camera, site.agent, stack)
 
-    yield begin
-    for sim, agent, drivers, stop, runner in running:
-        stop.set()
-        runner.join(10)
-        agent.stop()
-        drivers.stop()
-        sim.stop()
+        yield begin
 
 
 def _subscribed(venue: Venue, count: int = 1) -> None:

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import subprocess
-import threading
 import uuid
 import wave
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -42,13 +41,12 @@ from edge.http_template import (
 from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
 from gateway import codec, topics
 from gateway import messages as m
-from gateway.client import connect_async, new_client
 from gateway.signing import Signer
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import HTTP_SPEAKER_DRIVER, Drivers, _http_speaker
+from gridwatch.simulate import HTTP_SPEAKER_DRIVER, _http_speaker
 from simulators.http_speaker import HttpSpeakerSim, driver_settings
-from tests.edge_support import site_file
+from tests.edge_support import platform_client, site_agent
 from tests.support import device_of, rows, wait_until
 
 PASSWORD = "pa-host-pass"
@@ -77,30 +75,12 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     speaker_id = device_of(creds, "speaker")
     sim = HttpSpeakerSim(password=PASSWORD, speaker_id=speaker_id)
     sim.start()
-    path = site_file(stack, creds, tmp_path / "edge")
-    site = yaml.safe_load(path.read_text())
-    for dev in site["devices"]:
-        if dev["id"] == speaker_id:
-            dev["driver"] = HTTP_SPEAKER_DRIVER
-            dev["settings"] = settings_for(sim.port)
-    path.write_text(yaml.safe_dump(site, allow_unicode=True))
-    config = edge_config.load(path)
-    drivers = Drivers(config, "")
-    devices = [drivers.build(dev) for dev in config.devices]
-    speaker = next(dev for dev in devices if dev.id == speaker_id)
-    assert isinstance(speaker, HttpSpeaker)
-    agent = EdgeAgent(config, devices, drivers=drivers.build)
-    stop = threading.Event()
-    drivers.start()
-    agent.start()
-    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    runner.start()
-    wait_until(lambda: agent.watch.connected.is_set() and speaker.online, 30, "agent and speaker")
-    yield Venue(sim, speaker, agent, creds)
-    stop.set()
-    runner.join(10)
-    agent.stop()
-    drivers.stop()
+    hardware = {speaker_id: (HTTP_SPEAKER_DRIVER, settings_for(sim.port))}
+    with site_agent(stack, creds, tmp_path / "edge", hardware) as site:
+        speaker, agent = site.devices[speaker_id], site.agent
+        assert isinstance(speaker, HttpSpeaker)
+        wait_until(lambda: agent.watch.connected.is_set() and speaker.online, 30, "agent, speaker")
+        yield Venue(sim, speaker, agent, creds)
     sim.stop()
 
 
@@ -112,14 +92,9 @@ def client(stack: LocalStack) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def platform(stack: LocalStack) -> Iterator[object]:
-    """An MQTT client on the platform's account, to publish commands as the API does."""
-    client, watch = new_client("platform-speaker-test", stack.service_mqtt())
-    connect_async(client, stack.service_mqtt(), clean_start=True)
-    assert watch.connected.wait(10), watch.last_reason
-    yield client
-    client.disconnect()
-    client.loop_stop()
+def platform(stack: LocalStack) -> Iterator[mqtt.Client]:
+    with platform_client(stack, "speaker-test") as client:
+        yield client
 
 
 def _sign_in(client: TestClient, person: str) -> dict[str, str]:
