@@ -165,23 +165,76 @@ class Drivers:
             self.engine.stop()
 
 
+Kinds = dict[DeviceKind, tuple[type[BaseModel], Callable[..., Device]]]
+
+
+def _opencv() -> Kinds:
+    """Cameras whose stream the agent analyses itself (edge.vision)."""
+    from edge.vision.camera import AnalyzedCamera
+    from edge.vision.config import CameraSettings
+
+    return {DeviceKind.CAMERA: (CameraSettings, AnalyzedCamera)}
+
+
+def _onvif() -> Kinds:
+    """ONVIF cameras: their own detectors' events, their stream to the analytics."""
+    from edge.onvif.camera import OnvifCamera, OnvifCameraSettings
+
+    return {DeviceKind.CAMERA: (OnvifCameraSettings, OnvifCamera)}
+
+
+def _isapi() -> Kinds:
+    """Hikvision devices over ISAPI, by kind."""
+    from edge.isapi import access, camera
+
+    return {
+        DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
+        DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
+        DeviceKind.DOOR: (access.IsapiDoorSettings, access.IsapiDoor),
+    }
+
+
+def _modbus() -> Kinds:
+    """Doors on Modbus TCP IO modules."""
+    from edge.modbus import ModbusDoor, ModbusDoorSettings
+
+    return {DeviceKind.DOOR: (ModbusDoorSettings, ModbusDoor)}
+
+
+def _http() -> Kinds:
+    """IP speakers and PA hosts driven by templated HTTP requests."""
+    from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
+
+    return {DeviceKind.SPEAKER: (HttpSpeakerSettings, HttpSpeaker)}
+
+
+# Each hardware driver: what it drives, imported only when a device uses it (OpenCV, zeep).
+HARDWARE: dict[str, Callable[[], Kinds]] = {
+    OPENCV_DRIVER: _opencv, ONVIF_DRIVER: _onvif, ISAPI_DRIVER: _isapi,
+    MODBUS_DRIVER: _modbus, HTTP_SPEAKER_DRIVER: _http,
+}  # fmt: skip
+
+
 def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
     """The driver of a device on real hardware (any driver but `simulated`), from its site-file
-    entry; ConfigError naming the device when it cannot be driven."""
-    builders = {
-        OPENCV_DRIVER: _opencv_camera,
-        ONVIF_DRIVER: _onvif_camera,
-        ISAPI_DRIVER: _isapi_device,
-        MODBUS_DRIVER: _modbus_door,
-        HTTP_SPEAKER_DRIVER: _http_speaker,
-    }
-    build = builders.get(dev.driver)
-    if build is None:
+    entry; ConfigError naming the device and the field when it cannot be driven."""
+    at = f"{where}devices.{dev.id}"
+    load = HARDWARE.get(dev.driver)
+    if load is None:
         raise edge_config.ConfigError(
-            f"{where}devices.{dev.id}.driver: unknown driver {dev.driver!r} (available:"
-            f" {AVAILABLE_DRIVERS})"
+            f"{at}.driver: unknown driver {dev.driver!r} (available: {AVAILABLE_DRIVERS})"
         )
-    return build(dev, where)
+    kinds = load()
+    if dev.kind not in kinds:
+        *most, last = [f"{kind.value}s" for kind in kinds]
+        names = f"{', '.join(most)} and {last}" if most else last
+        raise edge_config.ConfigError(f"{at}.driver: {dev.driver} drives {names} only")
+    settings_class, make = kinds[dev.kind]
+    try:
+        settings = settings_class.model_validate(dev.settings)
+    except ValidationError as exc:
+        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    return make(dev.id, settings, model=dev.model)
 
 
 def run_edge(args: argparse.Namespace) -> int:
@@ -214,87 +267,6 @@ def run_edge(args: argparse.Namespace) -> int:
     if agent.fatal is not None:
         raise RuntimeError(agent.fatal)  # one line from `gridwatch`, exit code 1
     return 0
-
-
-def _opencv_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """A camera whose stream the agent analyses itself (edge.vision)."""
-    from edge.vision.camera import AnalyzedCamera
-    from edge.vision.config import CameraSettings
-
-    at = f"{where}devices.{dev.id}"
-    if dev.kind is not DeviceKind.CAMERA:
-        raise edge_config.ConfigError(f"{at}.driver: {OPENCV_DRIVER} drives cameras only")
-    try:
-        settings = CameraSettings.model_validate(dev.settings)
-    except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-    return AnalyzedCamera(dev.id, settings, model=dev.model)
-
-
-def _modbus_door(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """A door on a Modbus TCP IO module (edge.modbus)."""
-    from edge.modbus import ModbusDoor, ModbusDoorSettings
-
-    at = f"{where}devices.{dev.id}"
-    if dev.kind is not DeviceKind.DOOR:
-        raise edge_config.ConfigError(f"{at}.driver: {MODBUS_DRIVER} drives doors only")
-    try:
-        settings = ModbusDoorSettings.model_validate(dev.settings)
-    except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-    return ModbusDoor(dev.id, settings, model=dev.model)
-
-
-def _onvif_camera(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """An ONVIF camera: its own detectors' events, its stream to the analytics (edge.onvif)."""
-    from edge.onvif.camera import OnvifCamera, OnvifCameraSettings
-
-    at = f"{where}devices.{dev.id}"
-    if dev.kind is not DeviceKind.CAMERA:
-        raise edge_config.ConfigError(f"{at}.driver: {ONVIF_DRIVER} drives cameras only")
-    try:
-        settings = OnvifCameraSettings.model_validate(dev.settings)
-    except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-    return OnvifCamera(dev.id, settings, model=dev.model)
-
-
-def _http_speaker(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """An IP speaker or PA host driven by templated HTTP requests (edge.speaker_http)."""
-    from edge.speaker_http import HttpSpeaker, HttpSpeakerSettings
-
-    at = f"{where}devices.{dev.id}"
-    if dev.kind is not DeviceKind.SPEAKER:
-        raise edge_config.ConfigError(f"{at}.driver: {HTTP_SPEAKER_DRIVER} drives speakers only")
-    try:
-        settings = HttpSpeakerSettings.model_validate(dev.settings)
-    except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-    return HttpSpeaker(dev.id, settings, model=dev.model)
-
-
-def _isapi_device(dev: edge_config.DeviceConfig, where: str) -> Device:
-    """A Hikvision device over ISAPI (edge.isapi), by its kind."""
-    from pydantic import BaseModel as Settings
-
-    from edge.isapi import access, camera
-
-    kinds: dict[DeviceKind, tuple[type[Settings], Callable[..., Device]]] = {
-        DeviceKind.CAMERA: (camera.IsapiCameraSettings, camera.IsapiCamera),
-        DeviceKind.COUNTER: (camera.IsapiCounterSettings, camera.IsapiCounter),
-        DeviceKind.DOOR: (access.IsapiDoorSettings, access.IsapiDoor),
-    }
-    at = f"{where}devices.{dev.id}"
-    if dev.kind not in kinds:
-        *most, last = sorted(f"{kind.value}s" for kind in kinds)
-        names = f"{', '.join(most)} and {last}" if most else last
-        raise edge_config.ConfigError(f"{at}.driver: {ISAPI_DRIVER} drives {names} only")
-    settings_class, make = kinds[dev.kind]
-    try:
-        settings = settings_class.model_validate(dev.settings)
-    except ValidationError as exc:
-        raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
-    return make(dev.id, settings, model=dev.model)
 
 
 def _simulated(

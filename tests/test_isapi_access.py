@@ -25,7 +25,7 @@ from edge.isapi.stream import Part, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ISAPI_DRIVER, _isapi_device, hardware_driver
+from gridwatch.simulate import ISAPI_DRIVER, hardware_driver
 from simulators.devices import SimDoor, make_device
 from simulators.engine import Engine, SimClock
 from simulators.isapi_access import EVENT_LOG, WORK_STATUS, AccessController
@@ -309,7 +309,7 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     def problem(settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="d1", kind="door", driver=ISAPI_DRIVER, settings=settings)
         with pytest.raises(edge_config.ConfigError) as caught:
-            _isapi_device(dev, "site.yaml: ")
+            hardware_driver(dev, "site.yaml: ")
         return str(caught.value)
 
     assert problem({"host": "h", "password": "s3cret", "door": 0}) == (

@@ -26,7 +26,7 @@ from edge.isapi.stream import BadPart, MultipartReader, Part, boundary_of, decod
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ISAPI_DRIVER, _isapi_device
+from gridwatch.simulate import ISAPI_DRIVER, hardware_driver
 from simulators.isapi_camera import HikvisionCamera
 from simulators.isapi_http import IsapiServer, part, response_status
 from simulators.ports import free_port
@@ -386,7 +386,7 @@ def test_site_file_settings_are_checked_naming_the_field_and_never_the_password(
     def problem(kind: str, settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="c1", kind=kind, driver=ISAPI_DRIVER, settings=settings)
         with pytest.raises(edge_config.ConfigError) as caught:
-            _isapi_device(dev, "site.yaml: ")
+            hardware_driver(dev, "site.yaml: ")
         return str(caught.value)
 
     assert "settings.(file): Value error, give the device's password once" in problem(
@@ -398,7 +398,7 @@ def test_site_file_settings_are_checked_naming_the_field_and_never_the_password(
     monkeypatch.setenv("CAMERA3_PASSWORD", "from-the-environment")
     dev = edge_config.DeviceConfig(id="c1", kind="camera", driver=ISAPI_DRIVER,
                                    settings={"host": "h", "password_env": "CAMERA3_PASSWORD"})  # fmt: skip
-    camera = _isapi_device(dev, "")
+    camera = hardware_driver(dev, "")
     assert isinstance(camera, IsapiCamera) and camera.settings.secret == "from-the-environment"
     wrong = problem("camera", {"host": "h", "password": "s3cret!", "events": {"VMD": "motion"}})
     assert wrong.startswith("site.yaml: devices.c1.settings.events.VMD"), wrong

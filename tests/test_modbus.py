@@ -19,7 +19,7 @@ from edge.modbus import ModbusDoor, ModbusDoorSettings
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import MODBUS_DRIVER, _modbus_door
+from gridwatch.simulate import MODBUS_DRIVER, hardware_driver
 from simulators.modbus_io import CONTACT_INPUT, EXIT_INPUT, LOCK_COIL, IoModule
 from tests.edge_support import command_result, platform_client, send_command, site_agent
 from tests.support import device_of, rows, scalar, wait_until
@@ -196,7 +196,7 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     def problem(kind: str, settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="d1", kind=kind, driver=MODBUS_DRIVER, settings=settings)
         with pytest.raises(edge_config.ConfigError) as caught:
-            _modbus_door(dev, "site.yaml: ")
+            hardware_driver(dev, "site.yaml: ")
         return str(caught.value)
 
     lock = {"coil": 0}

@@ -21,7 +21,7 @@ from edge.onvif.camera import OnvifCamera
 from edge.onvif.events import TOPICS_NS as TNS1
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import ONVIF_DRIVER, _onvif_camera
+from gridwatch.simulate import ONVIF_DRIVER, hardware_driver
 from simulators.onvif_camera import OnvifCameraSim
 from tests.edge_support import site_agent
 from tests.support import device_of, rows, scalar, wait_until
@@ -433,7 +433,7 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     def problem(kind: str, settings: dict[str, object]) -> str:
         dev = edge_config.DeviceConfig(id="c1", kind=kind, driver=ONVIF_DRIVER, settings=settings)
         with pytest.raises(edge_config.ConfigError) as caught:
-            _onvif_camera(dev, "site.yaml: ")
+            hardware_driver(dev, "site.yaml: ")
         return str(caught.value)
 
     account = {"host": "cam", "username": "u", "password": "p-secret"}

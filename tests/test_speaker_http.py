@@ -44,7 +44,7 @@ from gateway import messages as m
 from gateway.signing import Signer
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from gridwatch.simulate import HTTP_SPEAKER_DRIVER, _http_speaker
+from gridwatch.simulate import HTTP_SPEAKER_DRIVER, hardware_driver
 from simulators.http_speaker import HttpSpeakerSim, driver_settings
 from tests.edge_support import platform_client, site_agent
 from tests.support import device_of, rows, wait_until
@@ -467,7 +467,7 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
         dev = edge_config.DeviceConfig(id="s1", kind=kind, driver=HTTP_SPEAKER_DRIVER,
                                        settings=settings)  # fmt: skip
         with pytest.raises(edge_config.ConfigError) as caught:
-            _http_speaker(dev, "site.yaml: ")
+            hardware_driver(dev, "site.yaml: ")
         return str(caught.value)
 
     good = settings_for(80)
@@ -484,7 +484,7 @@ def test_site_file_settings_are_checked_with_a_sentence_naming_the_field() -> No
     said = problem("speaker", secret)
     assert "give the device's password once: password (in a site file on the node) or" in said
     assert "auth: none takes no password" in problem("speaker", dict(good, auth="none"))
-    assert _http_speaker(edge_config.DeviceConfig(
+    assert hardware_driver(edge_config.DeviceConfig(
         id="s1", kind="speaker", driver=HTTP_SPEAKER_DRIVER,
         settings=dict(good, auth="none", password=None)), "")  # fmt: skip
     wrong = dict(good, timeout_s="soon", password="hunter2-secret")
