@@ -149,3 +149,18 @@ def _span(seconds: float) -> str:
     if s >= 60:
         return f"{s / 60:.0f} min"
     return f"{s:.0f} s"
+
+
+class Reporting:
+    """Mixed into a driver that keeps its device's health in `self.health`: whether the device
+    is reached, and what went wrong while something does."""
+
+    health: Health
+
+    @property
+    def online(self) -> bool:
+        return bool(self.health.online)
+
+    @property
+    def detail(self) -> str | None:
+        return self.health.detail

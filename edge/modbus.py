@@ -23,7 +23,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge import drivers as d
-from edge.health import Health
+from edge.health import Health, Reporting
 from gateway import messages as m
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class _Debounced:
         return False
 
 
-class ModbusDoor(d.DoorController):
+class ModbusDoor(Reporting, d.DoorController):
     """A door on a Modbus TCP IO module."""
 
     def __init__(self, device_id: str, settings: ModbusDoorSettings, model: str | None = None):
@@ -152,16 +152,6 @@ class ModbusDoor(d.DoorController):
         self._relock_at: float | None = None
         self._last_report = 0.0
         self._wait = settings.poll_interval_s
-
-    @property
-    def online(self) -> bool:
-        """The module answers."""
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        """What went wrong, while something does."""
-        return self.health.detail
 
     @property
     def is_open(self) -> bool | None:

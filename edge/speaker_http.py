@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edge import drivers as d
 from edge import tts
 from edge.credentials import DeviceAccount
-from edge.health import Health
+from edge.health import Health, Reporting
 from edge.http_template import (
     AUDIO_BODIES,
     Answer,
@@ -139,7 +139,7 @@ class HttpSpeakerSettings(DeviceAccount):
         return f"{self.scheme}://{self.host}:{port}"
 
 
-class HttpSpeaker(d.Speaker):
+class HttpSpeaker(Reporting, d.Speaker):
     """An IP speaker or PA host driven by templated HTTP requests."""
 
     def __init__(self, device_id: str, settings: HttpSpeakerSettings, model: str | None = None):
@@ -158,16 +158,6 @@ class HttpSpeaker(d.Speaker):
             base_url=settings.base_url, auth=_auth(settings), timeout=settings.timeout_s,
             verify=_verify(settings), follow_redirects=False,
         )  # fmt: skip
-
-    @property
-    def online(self) -> bool:
-        """The speaker answered its last request."""
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        """What went wrong, while something does."""
-        return self.health.detail
 
     # --- life -----------------------------------------------------------------------------------
 

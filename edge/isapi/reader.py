@@ -14,7 +14,7 @@ from datetime import datetime, tzinfo
 from prometheus_client import Counter
 
 from edge import drivers as d
-from edge.health import Health
+from edge.health import Health, Reporting
 from edge.isapi.session import IsapiRefused, IsapiSession, IsapiSettings, IsapiUnavailable
 from edge.isapi.stream import BadPart, Event, Part, decode, parse_time, xml_fields
 from gateway import messages as m
@@ -28,7 +28,7 @@ PARTS = Counter(
 )
 
 
-class EventReader:
+class EventReader(Reporting):
     """What every ISAPI device driver shares (mixed into a `edge.drivers.Device` subclass):
     say hello (device info and clock), then read the alert stream and hand each event, decoded
     and with its time checked, to `on_event`. Bad parts are reported here."""
@@ -46,14 +46,6 @@ class EventReader:
         self._emit: d.Emit | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-
-    @property
-    def online(self) -> bool:
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        return self.health.detail
 
     def start(self, emit: d.Emit) -> None:
         self._emit = emit

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from edge import drivers as d
 from edge.credentials import DeviceAccount
-from edge.health import FAULTS, Health
+from edge.health import FAULTS, Health, Reporting
 from edge.onvif import events as ev
 from edge.onvif.soap import CONDITION, DEVICE_NS, EVENTS_NS, MEDIA_NS, OnvifError, Soap
 from edge.vision.config import CameraSettings
@@ -79,7 +79,7 @@ class OnvifCameraSettings(DeviceAccount):
     )
 
 
-class OnvifCamera(d.CameraAlertSource):
+class OnvifCamera(Reporting, d.CameraAlertSource):
     """An ONVIF camera: its detectors' events as camera alerts, its stream to the analytics."""
 
     def __init__(self, device_id: str, settings: OnvifCameraSettings, model: str | None = None):
@@ -99,15 +99,6 @@ class OnvifCamera(d.CameraAlertSource):
         self._timeouts = 0  # timeouts since the last good answer
         self.pull_s: float = settings.pull_timeout_s  # lowered to the camera's MaxTimeout
         self.pull_limit = settings.message_limit  # and MaxMessageLimit, if it says so
-
-    @property
-    def online(self) -> bool:
-        """The camera answers."""
-        return bool(self.health.online)
-
-    @property
-    def detail(self) -> str | None:
-        return self.health.detail
 
     # --- life -----------------------------------------------------------------------------------
 
