@@ -99,9 +99,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 CONSOLE_DIR = Path(__file__).parent / "console"
 # The console is plain files from this origin: no inline code, no other hosts, no framing.
+# Pictures and clips are fetched with the person's token and shown from blob: URLs.
 _CONSOLE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:;"
+    " media-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self';"
+    " frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }

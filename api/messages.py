@@ -56,6 +56,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     # Not found (outside the person's area looks the same).
     "incident.missing": {"zh-CN": "没有编号为 {id} 的事件", "en": "no incident {id}"},
     "incident.no_snapshot": {"zh-CN": "事件 {id} 没有抓拍图片", "en": "incident {id} has no snapshot"},
+    "incident.no_clip": {"zh-CN": "事件 {id} 没有录像片段", "en": "incident {id} has no video clip"},
     "incident.state": {"zh-CN": "事件 {id} 当前为{status}，不能这样处理", "en": "incident {id} is {status}"},
     "task.missing": {"zh-CN": "没有编号为 {id} 的任务", "en": "no task {id}"},
     "area.missing": {"zh-CN": "您的辖区内没有区域“{area}”", "en": "no area '{area}' in your area"},

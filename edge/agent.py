@@ -64,6 +64,9 @@ _TELEMETRY = (
     d.OccupancySeen, d.DoorStateSeen, d.SpeakerStatusSeen, d.CameraStatusSeen,
     d.CameraSnapshotSeen,
 )  # fmt: skip
+# Dropped before anything else: a clip is large and only illustrates its alert, so it must never
+# push an alarm or a reading out of a full outbox.
+_BULK = (d.CameraClipSeen,)
 
 
 def hash_credential(key: bytes, raw: str) -> str:
@@ -109,6 +112,14 @@ def to_message(reading: d.Reading, env: m.EnvelopeFields, key: bytes) -> m.Devic
                 **named, device=dev, alert_id=reading.alert_id,
                 width=reading.width, height=reading.height,
                 jpeg=base64.b64encode(reading.jpeg).decode(),
+            )  # fmt: skip
+        case d.CameraClipSeen():
+            return m.CameraClip(
+                **env, device=dev, clip_id=reading.clip_id, alert_id=reading.alert_id,
+                part=reading.part, parts=reading.parts, mime="video/webm",
+                width=reading.width, height=reading.height, fps=reading.fps,
+                start=reading.start, end=reading.end, size=reading.size, sha256=reading.sha256,
+                data=base64.b64encode(reading.data).decode(),
             )  # fmt: skip
         case d.CameraStatusSeen():
             return m.CameraStatus(
@@ -284,7 +295,12 @@ class EdgeAgent:
         """Put a driver's reading into the outbox (called from any thread)."""
         if self._stopped.is_set():
             return
-        priority = Priority.TELEMETRY if isinstance(reading, _TELEMETRY) else Priority.EVENT
+        if isinstance(reading, _BULK):
+            priority = Priority.BULK
+        elif isinstance(reading, _TELEMETRY):
+            priority = Priority.TELEMETRY
+        else:
+            priority = Priority.EVENT
         self._store(lambda env: to_message(reading, env, self._key), priority)
         self.readings += 1
         self._metrics.readings.inc()

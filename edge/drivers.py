@@ -82,6 +82,25 @@ class CameraSnapshotSeen(Reading):
 
 
 @dataclass(frozen=True, slots=True)
+class CameraClipSeen(Reading):
+    """One part of an alert's video clip (edge.vision.clips cuts a clip into parts); `ts` is
+    when the clip was made."""
+
+    clip_id: uuid.UUID
+    alert_id: uuid.UUID
+    part: int
+    parts: int
+    width: int
+    height: int
+    fps: float
+    start: datetime
+    end: datetime
+    size: int
+    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CameraStatusSeen(Reading):
     online: bool
     fps: float

@@ -6,9 +6,10 @@ save). The node's
 sequence numbers, its birth/death sequence and the ids of commands it has executed live in the
 same SQLite file, so a restart (even `kill -9`) resumes exactly where the node stopped.
 
-When the outbox is full the oldest *telemetry* (occupancy, states, statuses) is dropped first,
-then the oldest of anything: a venue that is cut off for days keeps its alarms and loses its
-oldest routine readings. Every drop is counted, persisted and logged.
+When the outbox is full the oldest *bulk* (alerts' video clips) is dropped first, then the oldest
+*telemetry* (occupancy, states, statuses, snapshots), then the oldest of anything: a venue that
+is cut off for days keeps its alarms and loses its clips and oldest routine readings. Every drop
+is counted, persisted and logged.
 
 One file (a Store) can hold the outboxes of several nodes: a simulated fleet keeps its hundreds
 of nodes in one file, since a process has only so many file descriptors (and paho's `select`
@@ -68,7 +69,8 @@ CREATE TABLE IF NOT EXISTS commands (
 
 
 class Priority(IntEnum):
-    TELEMETRY = 0  # dropped first when the outbox is full
+    BULK = -1  # dropped first when the outbox is full: alerts' video clips
+    TELEMETRY = 0  # dropped next
     EVENT = 1
 
 

@@ -6,6 +6,8 @@ code disagree, so the page cannot drift.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -27,6 +29,16 @@ TINY_JPEG = (
     "cRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp"
     "anN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk"
     "5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDMoooqdb+Rr7ns/wC9f8D/2Q=="
+)
+TINY_WEBM = (
+    "GkXfo59ChoEBQveBAULygQRC84EIQoKEd2VibUKHgQJChYECGFOAZwEAAAAAAAHWEU2bdLpNu4tTq4QVSalmU6yB"
+    "oU27i1OrhBZUrmtTrIHYTbuMU6uEElTDZ1OsggEbTbuMU6uEHFO7a1OsggHA7AEAAAAAAABZAAAAAAAAAAAAAAAA"
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    "AAAAAAAAAAAAAAAVSalmsirXsYMPQkBNgI1MYXZmNjIuMTIuMTAyV0GNTGF2ZjYyLjEyLjEwMkSJiEB5AAAAAAAA"
+    "FlSua76uAQAAAAAAADXXgQFzxYi/s6+2n6obmZyBACK1nIN1bmSIgQCGhVZfVlA4g4EBI+ODhAvrwgDghrCBELqB"
+    "EBJUw2fYc3OgY8CAZ8iaRaOHRU5DT0RFUkSHjUxhdmY2Mi4xMi4xMDJzc7JjwItjxYi/s6+2n6obmWfIoUWjiERV"
+    "UkFUSU9ORIeTMDA6MDA6MDAuNDAwMDAwMDAwAB9DtnXD54EAo6OBAACAEAIAnQEqEAAQAABHCIWFiIWEiAGiEABg"
+    "b3D+/vl3AKOZgQDIALEBAAEQDRAAwAGB/6BgBhD+/nHwABxTu2uRu4+zgQC3iveBAfGCAXjwgQM="
 )
 SITE, NODE = "v0001", "v0001-edge"
 _TS = datetime(2026, 11, 25, 8, 30, 0, 125000, tzinfo=UTC)
@@ -115,6 +127,24 @@ EXAMPLES: list[Example] = [
         m.CameraSnapshot(
             **_env(61, 110), device="v0001-camera3", alert_id=_id(60),
             width=16, height=16, jpeg=TINY_JPEG,
+        ),
+    ),
+    Example(
+        "Camera clip",
+        "One part of the video clip of a camera alert (`alert_id`): the privacy-masked, analysed "
+        "frames from a few seconds before the alert's start to a few after, as WebM (VP8). A clip "
+        f"is cut into `parts` pieces of {m.CLIP_PART_BYTES:,} bytes (the last shorter), at most "
+        f"{m.CLIP_MAX_PARTS} ({m.CLIP_MAX_BYTES:,} bytes); each part repeats what the clip is "
+        "(`clip_id`, size, SHA-256 of the whole, times, format), and the platform joins them "
+        "once all are stored and agree. Sent after the alert through the outbox like everything "
+        "else; a full outbox drops clip parts before anything else. (This example is a whole "
+        "clip in one part: 16 by 16, two frames.)",
+        topics.event(SITE, NODE, "v0001-camera3", m.MessageType.CAMERA_CLIP),
+        m.CameraClip(
+            **_env(65, 113), device="v0001-camera3", clip_id=_id(66), alert_id=_id(60), part=0,
+            parts=1, mime="video/webm", width=16, height=16, fps=5.0, start=_TS,
+            end=_TS + timedelta(seconds=0.2), size=len(base64.b64decode(TINY_WEBM)),
+            sha256=hashlib.sha256(base64.b64decode(TINY_WEBM)).hexdigest(), data=TINY_WEBM,
         ),
     ),
     Example(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import uuid
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ class MessageType(StrEnum):
     OCCUPANCY = "occupancy"
     CAMERA_ALERT = "camera.alert"
     CAMERA_SNAPSHOT = "camera.snapshot"
+    CAMERA_CLIP = "camera.clip"
     CAMERA_STATUS = "camera.status"
     SPEAKER_STATUS = "speaker.status"
     DEVICE_HEALTH = "device.health"
@@ -285,6 +287,66 @@ class CameraSnapshot(DeviceMessage):
 
     def image(self) -> bytes:
         return base64.b64decode(self.jpeg)
+
+
+# An alert's clip travels in parts, each as large as a snapshot, so every message stays well
+# under the payload limit; the whole clip is at most this many parts.
+CLIP_PART_BYTES = 40_000
+CLIP_MAX_PARTS = 50
+CLIP_MAX_BYTES = CLIP_PART_BYTES * CLIP_MAX_PARTS
+CLIP_MAX_SECONDS = 120
+_WEBM_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML, the container WebM is made of
+
+
+class CameraClip(DeviceMessage):
+    """One part of the video clip of a camera alert (WebM, VP8): the analysed frames from a few
+    seconds before the alert's start to a few after. A clip of `size` bytes is cut into
+    `parts` pieces of CLIP_PART_BYTES (the last one shorter); every part repeats what the clip
+    is, so the platform can check that they agree before it joins them."""
+
+    type: Literal[MessageType.CAMERA_CLIP] = MessageType.CAMERA_CLIP
+    clip_id: uuid.UUID = Field(description="the same for every part of one clip")
+    alert_id: uuid.UUID = Field(description="the alert it shows")
+    part: int = Field(ge=0, lt=CLIP_MAX_PARTS, description="this part's place, from 0")
+    parts: int = Field(ge=1, le=CLIP_MAX_PARTS, description="how many parts the clip has")
+    mime: Literal["video/webm"] = Field(description="the clip's container and codec family")
+    width: int = Field(ge=16, le=1920)
+    height: int = Field(ge=16, le=1080)
+    fps: float = Field(gt=0, le=60, description="frames per second it plays at")
+    start: AwareDatetime = Field(description="the time of its first frame")
+    end: AwareDatetime = Field(description="the time of its last frame")
+    size: int = Field(ge=1, le=CLIP_MAX_BYTES, description="the whole clip's length in bytes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole clip, hex")
+    data: str = Field(
+        max_length=(CLIP_PART_BYTES + 2) // 3 * 4, description="this part's bytes, base64"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CameraClip:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of a clip of {self.parts} parts")
+        if self.parts != math.ceil(self.size / CLIP_PART_BYTES):
+            raise ValueError(
+                f"a clip of {self.size} bytes has {math.ceil(self.size / CLIP_PART_BYTES)} parts"
+                f" of {CLIP_PART_BYTES}, not {self.parts}"
+            )
+        seconds = (self.end - self.start).total_seconds()
+        if not 0 <= seconds <= CLIP_MAX_SECONDS:
+            raise ValueError(f"a clip from start to end is 0-{CLIP_MAX_SECONDS} s, not {seconds:g}")
+        try:
+            data = base64.b64decode(self.data, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"data is not base64: {exc}") from None
+        last = self.size - (self.parts - 1) * CLIP_PART_BYTES
+        expected = last if self.part == self.parts - 1 else CLIP_PART_BYTES
+        if len(data) != expected:
+            raise ValueError(f"part {self.part} holds {len(data)} bytes, not {expected}")
+        if self.part == 0 and not data.startswith(_WEBM_MAGIC):
+            raise ValueError("the clip is not a WebM video")
+        return self
+
+    def chunk(self) -> bytes:
+        return base64.b64decode(self.data)
 
 
 class CameraStatus(DeviceMessage):
@@ -551,6 +613,7 @@ DeviceEvent = (
     | Occupancy
     | CameraAlert
     | CameraSnapshot
+    | CameraClip
     | CameraStatus
     | SpeakerStatus
     | DeviceHealth

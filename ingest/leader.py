@@ -37,6 +37,8 @@ from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 SNAPSHOT_RETENTION_DAYS = 90  # as the retention policy in migrations/006_camera.timescale.sql
+CLIP_RETENTION_DAYS = 30  # as the retention policy in migrations/029_camera_clips.timescale.sql
+CLIP_PARTS_KEPT_HOURS = 24  # the parts of a clip that never completed
 
 Conn = psycopg.Connection[tuple[object, ...]]
 REGISTRY_CHANNEL = "gridwatch_registry"  # 013: 'node:<id>' and 'broker:<id>' on registry changes
@@ -256,10 +258,19 @@ class Leader:
     def _retention(self, conn: Conn) -> None:
         """What the database keeps only a while (the database's work: one leader does it)."""
         conn.execute("DELETE FROM changes WHERE at < now() - interval '1 day'")
-        # TimescaleDB drops old snapshot chunks by itself; plain PostgreSQL needs this.
+        # TimescaleDB drops old snapshot and clip chunks by itself; plain PostgreSQL needs this.
         conn.execute(
             "DELETE FROM camera_snapshots WHERE ts < now() - make_interval(days => %s)",
             (SNAPSHOT_RETENTION_DAYS,),
+        )
+        conn.execute(
+            "DELETE FROM camera_clips WHERE ts < now() - make_interval(days => %s)",
+            (CLIP_RETENTION_DAYS,),
+        )
+        # Parts whose clip never completed: the edge dropped the others from a full outbox.
+        conn.execute(
+            "DELETE FROM camera_clip_parts WHERE received_at < now() - make_interval(hours => %s)",
+            (CLIP_PARTS_KEPT_HOURS,),
         )
         conn.execute(
             "DELETE FROM rejected_messages WHERE last_seen < now() - make_interval(days => %s)",

@@ -64,6 +64,10 @@ GRANT SELECT, INSERT ON presence_events, door_events, occupancy, camera_alerts, 
 GRANT UPDATE (stale) ON presence_events TO gridwatch_ingest;
 GRANT DELETE ON camera_snapshots TO gridwatch_ingest;
 GRANT SELECT ON door_events, camera_snapshots, occupancy_hourly, device_health TO gridwatch_api;
+-- Event clips (029): parts are stored, joined into a clip and deleted by the ingest (which
+-- prunes old clips and incomplete parts too); the API only plays whole clips.
+GRANT SELECT, INSERT, DELETE ON camera_clip_parts, camera_clips TO gridwatch_ingest;
+GRANT SELECT ON camera_clips TO gridwatch_api;
 
 -- Presence and latest state: kept by the ingest, read by the API.
 GRANT SELECT, INSERT, UPDATE ON node_presence, device_status, device_latest TO gridwatch_ingest;

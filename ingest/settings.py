@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
+from gateway.messages import CLIP_MAX_BYTES
 from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
 from ingest.groups import AREA_PATTERN, DEFAULT_GROUP, GROUP_PATTERN
@@ -87,6 +88,12 @@ class IngestSettings(BaseSettings):
     )
     rejected_payload_cap: int = Field(
         default=4_096, ge=0, description="bytes of a rejected payload that are kept"
+    )
+    clip_max_bytes: int = Field(
+        default=CLIP_MAX_BYTES,
+        ge=1024,
+        le=CLIP_MAX_BYTES,
+        description="an alert's video clip larger than this is rejected",
     )
     rejected_per_node: int = Field(
         default=1000,

@@ -92,6 +92,7 @@ class IngestWorker:
             max_payload=settings.max_payload_bytes,
             payload_cap=settings.rejected_payload_cap,
             rejected_per_node=settings.rejected_per_node,
+            clip_max_bytes=settings.clip_max_bytes,
             book=self.book,
             policy=settings.deadlines,
         )

@@ -23,7 +23,9 @@ from psycopg.types.json import Jsonb
 from gateway import topics
 from gateway.codec import DecodeError, Inbound, RejectReason, decode_for_topic
 from gateway.messages import (
+    CLIP_MAX_BYTES,
     CameraAlert,
+    CameraClip,
     CameraSnapshot,
     CameraStatus,
     CommandResult,
@@ -41,7 +43,7 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
-from ingest import commands, incidents, plausible, rules
+from ingest import clips, commands, incidents, plausible, rules
 from ingest.incidents import Applied
 from ingest.registry import Registry, VenueInfo
 from ingest.sqljson import records
@@ -64,6 +66,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         *_BASE, "alert_id", "phase", "kind", "zone", "score", "objects", "snapshot",
     ),
     "camera_snapshots": (*_BASE, "alert_id", "width", "height", "jpeg"),
+    "camera_clip_parts": (
+        *_BASE, "clip_id", "alert_id", "part", "parts", "mime", "width", "height", "fps",
+        "started_at", "ended_at", "size", "sha256", "data",
+    ),
     "camera_status": (*_BASE, "online", "fps", "detail"),
     "speaker_status": (*_BASE, "online", "volume", "playing", "clip", "fault"),
     "command_results": (*_BASE, "command_id", "status", "detail"),
@@ -172,6 +178,11 @@ def to_row(inbound: Inbound) -> tuple[str, tuple[object, ...]]:
             )  # fmt: skip
         case CameraSnapshot():
             return "camera_snapshots", (*base, m.alert_id, m.width, m.height, m.image())
+        case CameraClip():
+            return "camera_clip_parts", (
+                *base, m.clip_id, m.alert_id, m.part, m.parts, m.mime, m.width, m.height, m.fps,
+                m.start, m.end, m.size, m.sha256, m.chunk(),
+            )  # fmt: skip
         case CameraStatus():
             return "camera_status", (*base, m.online, m.fps, m.detail)
         case SpeakerStatus():
@@ -201,6 +212,7 @@ class BatchWriter:
         policy: DeadlinePolicy | None = None,
         max_clock_ahead_s: float = MAX_CLOCK_AHEAD_S,
         rejected_per_node: int = 1000,
+        clip_max_bytes: int = CLIP_MAX_BYTES,
     ) -> None:
         self.registry = registry
         self.book = book or rules.RuleBook()
@@ -209,6 +221,7 @@ class BatchWriter:
         self.payload_cap = payload_cap
         self.max_clock_ahead = timedelta(seconds=max_clock_ahead_s)
         self.rejected_per_node = rejected_per_node
+        self.clip_max_bytes = clip_max_bytes
 
     def classify(self, items: Iterable[Received]) -> tuple[list[Accepted], list[Rejection]]:
         """Decode and registry-check each message, and bring clocks from the future back to now;
@@ -313,6 +326,12 @@ class BatchWriter:
                     if change := self._apply_presence(conn, a.inbound, outcome):
                         changes.append(change)
         outcome.rejected += [self._conflict(a) for a in conflicts]
+        clip_parts = [a for a, _ in by_table.get("camera_clip_parts", [])]
+        if clip_parts:
+            outcome.rejected += [
+                Rejection(r.topic, r.reason, r.detail, r.payload)
+                for r in clips.assemble(conn, clip_parts, self.clip_max_bytes, outcome.stored)
+            ]
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
             nodes = sorted(outcome.clock_ahead)
@@ -465,6 +484,7 @@ class BatchWriter:
         """Write message by message, each in a savepoint; what the database refuses is rejected."""
         total = BatchOutcome()
         refused: list[Rejection] = list(rejected)
+        recorded: set[int] = set()  # rejections `write` recorded itself (conflicts, clips)
         for a in accepted:
             try:
                 with conn.transaction():
@@ -480,10 +500,11 @@ class BatchWriter:
                     )
                 )  # fmt: skip
                 continue
-            refused += one.rejected  # conflicts, recorded by `write` itself
+            refused += one.rejected  # conflicts and clips, recorded by `write` itself
+            recorded |= {id(r) for r in one.rejected}
             one.rejected = []
             total.merge(one)
-        self._record_rejections(conn, [r for r in refused if r.reason is not RejectReason.CONFLICT])
+        self._record_rejections(conn, [r for r in refused if id(r) not in recorded])
         total.rejected = refused
         for r in refused:
             if r.receipt is not None:
@@ -671,8 +692,8 @@ class BatchWriter:
             life = rules.sign_of_life(m)
             if life is not None and (m.device not in seen or m.ts >= seen[m.device][0]):
                 seen[m.device] = (m.ts, m.seq, life)  # down by its own report: seen, not online
-            if isinstance(m, CameraSnapshot):
-                continue  # a picture, not a state: it stays in camera_snapshots
+            if isinstance(m, CameraSnapshot | CameraClip):
+                continue  # a picture or a video, not a state: it stays in its own table
             key = (m.device, m.type)
             prev = latest.get(key)
             if prev is None or (m.ts, m.seq) >= _mark(prev):

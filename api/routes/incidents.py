@@ -123,6 +123,49 @@ def snapshot(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
     return Response(jpeg, media_type="image/jpeg")
 
 
+# The video clip of the camera alert that raised an incident (`alert_id` in its detail), if kept.
+_CLIP = """FROM incidents i JOIN camera_clips c
+               ON c.device_id = i.device_id AND c.alert_id = CASE
+                  WHEN i.detail->>'alert_id' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                  THEN (i.detail->>'alert_id')::uuid END
+           WHERE i.id = %s"""
+
+
+def clip_video(db: Conn, incident_id: int) -> tuple[bytes, str] | None:
+    """The camera's clip of an incident (its data and type), or None when it has none (yet, or
+    any more)."""
+    row = db.execute(
+        f"SELECT c.data, c.mime {_CLIP} ORDER BY c.ts DESC LIMIT 1", (incident_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    data = row[0]
+    assert isinstance(data, bytes)
+    return data, str(row[1])
+
+
+def has_clip(db: Conn, incident_id: int) -> bool:
+    """Whether clip_video has a clip, without fetching it."""
+    row = db.execute(f"SELECT EXISTS (SELECT 1 {_CLIP})", (incident_id,)).fetchone()
+    return bool(row and row[0])
+
+
+@router.get(
+    "/{incident_id}/clip",
+    summary="The camera's video clip of it (WebM)",
+    response_class=Response,
+    responses={200: {"content": {"video/webm": {}}, "description": "a WebM (VP8) video"}},
+)
+def clip(incident_id: RowId, user: CurrentUser, db: DbDep) -> Response:
+    _incident(db, user, incident_id)
+    found = clip_video(db, incident_id)
+    if found is None:
+        raise ApiError(status.HTTP_404_NOT_FOUND, "incident.no_clip", id=incident_id)
+    data, mime = found
+    # Not cached, as snapshots: videos of incidents.
+    return Response(data, media_type=mime)
+
+
 @router.get("/{incident_id}/events", response_model=list[IncidentEvent], summary="Its timeline")
 def incident_events(incident_id: RowId, user: CurrentUser, db: DbDep) -> list[IncidentEvent]:
     _incident(db, user, incident_id)
@@ -237,19 +280,21 @@ class TimelineEntry(BaseModel):
 
 class IncidentContext(BaseModel):
     """What an incident's page shows around it: its task, device and venue, and its timeline
-    with who did what. `snapshot` says GET …/snapshot has a picture; a clip is not kept yet."""
+    with who did what. `snapshot` says GET …/snapshot has a picture, `clip` that GET …/clip has
+    a video."""
 
     task: IncidentTask | None
     device: IncidentDevice | None
     venue: IncidentVenue | None
     timeline: list[TimelineEntry]
     snapshot: bool
+    clip: bool = Field(description="GET …/clip has the camera's video clip of it")
 
 
 @router.get(
     "/{incident_id}/context",
     response_model=IncidentContext,
-    summary="Its task and assignee, device, venue, snapshot and timeline with names",
+    summary="Its task and assignee, device, venue, snapshot, clip and timeline with names",
 )
 def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> IncidentContext:
     incident = _incident(db, user, incident_id)
@@ -305,4 +350,5 @@ def incident_context(incident_id: RowId, user: CurrentUser, db: DbDep) -> Incide
         venue=as_model(IncidentVenue, venue) if venue else None,
         timeline=timeline,
         snapshot=has_snapshot(db, incident_id),
+        clip=has_clip(db, incident_id),
     )

@@ -151,6 +151,7 @@ class CameraAnalytics:
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
+        self.small = small
         blobs = self.motion.apply(small)
         tracks = self.tracker.update(blobs)
         # The view is a fair reference unless much of it is moving (some motion always is).

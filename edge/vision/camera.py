@@ -21,7 +21,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from edge import drivers as d
 from edge.vision.analytics import AlertOut, CameraAnalytics, CountOut, Output
+from edge.vision.clips import Clip, ClipRecorder, parts_of
 from edge.vision.config import CameraSettings
+from gateway.messages import AlertPhase
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class AnalyzedCamera(d.CameraAlertSource):
         self._skipped = SKIPPED.labels(device_id)
         self._analysis = ANALYSIS.labels(device_id)
         self.frames = 0
+        self._clips: ClipRecorder | None = None
 
     def start(self, emit: d.Emit) -> None:
         self._emit = emit
@@ -86,7 +89,18 @@ class AnalyzedCamera(d.CameraAlertSource):
         ])  # fmt: skip
 
     def _run(self) -> None:
+        try:
+            self._analyse()
+        finally:
+            if self._clips is not None:  # the clips being made still go out
+                self._clips.close()
+                self._clips = None
+
+    def _analyse(self) -> None:
         analytics = CameraAnalytics(self.settings)
+        if self.settings.clips.enabled:
+            self._clips = ClipRecorder(self.settings.clips, self.settings.fps, self._send_clip,
+                                       self.id)  # fmt: skip
         backoff = self.settings.reconnect_min_s
         while not self._stop.is_set():
             cap = self._open()
@@ -102,6 +116,8 @@ class AnalyzedCamera(d.CameraAlertSource):
                     analysed, problem = 0, f"analysis failed: {type(exc).__name__}"
                 finally:
                     cap.release()
+                    if self._clips is not None:
+                        self._clips.flush()  # no more frames for now: clip what there is
                 if self._stop.is_set():
                     break
                 if analysed:  # it worked for a while: start the back-off over
@@ -140,7 +156,10 @@ class AnalyzedCamera(d.CameraAlertSource):
             if not ok:
                 break
             started = time.perf_counter()
-            outputs = analytics.process(frame, datetime.now(UTC))
+            when = datetime.now(UTC)
+            outputs = analytics.process(frame, when)
+            if self._clips is not None:
+                self._clips.feed(when.timestamp(), analytics.small)
             self._analysis.observe(time.perf_counter() - started)
             self._frames.inc()
             self.frames += 1
@@ -177,8 +196,16 @@ class AnalyzedCamera(d.CameraAlertSource):
             snapshot=str(snapshot_id) if snapshot_id else None, ts=out.when,
         ))  # fmt: skip
         ALERTS.labels(self.id, out.kind.value, out.phase.value).inc()
+        if out.phase is AlertPhase.START and self._clips is not None:
+            self._clips.start(out.alert_id, out.when.timestamp())
         log.info("camera alert device=%s kind=%s zone=%s phase=%s alert=%s",
                  self.id, out.kind.value, out.zone, out.phase.value, out.alert_id)  # fmt: skip
+
+    def _send_clip(self, clip: Clip) -> None:
+        """A finished clip (the recorder's thread): its parts go out through the outbox."""
+        assert self._emit is not None
+        for part in parts_of(self.id, clip):
+            self._emit(part)
 
     def _status(self, online: bool, fps: float, detail: str | None) -> None:
         if online != self.online:

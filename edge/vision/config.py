@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.messages import CLIP_MAX_BYTES
+
 Point = tuple[float, float]
 
 
@@ -138,6 +140,35 @@ class Tuning(_Config):
     )
 
 
+class ClipSettings(_Config):
+    """Each alert's video clip: the analysed frames (privacy-masked, at the analysis size and
+    rate) from `pre_s` before its start to `post_s` after, as WebM (VP8)."""
+
+    enabled: bool = Field(default=True, description="make a clip for every alert's start")
+    pre_s: float = Field(default=5.0, ge=0, le=30, description="seconds before the alert's start")
+    post_s: float = Field(default=5.0, ge=0, le=60, description="seconds after the alert's start")
+    max_bytes: int = Field(
+        default=500_000,
+        ge=20_000,
+        le=CLIP_MAX_BYTES,
+        description="a clip larger than this is made smaller and coarser until it fits",
+    )
+    max_pending: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="clips being collected or encoded at once; an alert past that has none",
+    )
+
+    @model_validator(mode="after")
+    def _length(self) -> ClipSettings:
+        if self.pre_s + self.post_s <= 0:
+            raise ValueError(
+                "a clip needs pre_s or post_s above 0; to have none, set enabled: false"
+            )
+        return self
+
+
 class CameraSettings(_Config):
     """The `settings` of a camera device with the `opencv` driver."""
 
@@ -162,6 +193,7 @@ class CameraSettings(_Config):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     snapshot_width: int = Field(default=320, ge=64, le=1280)
     snapshot_quality: int = Field(default=70, ge=10, le=100)
+    clips: ClipSettings = ClipSettings()
 
     @field_validator("timezone")
     @classmethod

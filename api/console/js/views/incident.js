@@ -1,5 +1,5 @@
 // One incident, the page a notification about it opens: what happened, where and on which
-// device, its task and who has it, the camera's picture, its timeline (who did what, when) and
+// device, its task and who has it, the camera's picture and clip, its timeline (who did what, when) and
 // who was notified. Supervisors can acknowledge, silence and resolve it here too.
 
 import { SUPERVISORS, api, objectUrl, silenced } from "../api.js";
@@ -29,17 +29,20 @@ export async function render(root, ctx, id) {
   const head = h("div", { id: "incident" });
   const facts = h("dl", { class: "facts", id: "incident-facts" });
   const picture = h("div", { class: "snapshot", id: "incident-snapshot" });
+  const clip = h("div", { class: "snapshot clip", id: "incident-clip" });
   const timeline = h("ol", { class: "timeline incident-timeline", id: "incident-timeline" });
   const deliveries = deliveriesTable("incidents", id);
   root.append(head,
     h("div", { class: "grid-2 incident-grid" },
       h("section", { class: "panel", "aria-labelledby": "incident-facts-h" },
-        h("h2", { id: "incident-facts-h" }, t("incident.facts")), facts, picture),
+        h("h2", { id: "incident-facts-h" }, t("incident.facts")), facts,
+        h("div", { class: "row media" }, picture, clip)),
       h("section", { class: "panel", "aria-labelledby": "incident-timeline-h" },
         h("h2", { id: "incident-timeline-h" }, t("incident.timeline")), timeline)),
     h("section", { class: "panel" }, h("h2", {}, t("incident.notified")), deliveries));
 
   let pictureUrl = null;
+  let clipUrl = null;
   let loaded = false;
   const galleries = new Map(); // kept across reloads: the thumbnails are fetched once
 
@@ -98,6 +101,7 @@ export async function render(root, ctx, id) {
         h("span", { class: "muted small" }, t("incident.occurrences", { count: i.occurrences }))),
       i.resolved_at ? fact(t("incident.resolved"), when(i.resolved_at, tz)) : null);
     showPicture(c);
+    showClip(c);
     fill(timeline, c.timeline.map((e) => h("li", { dataset: { kind: e.kind } },
       h("div", {}, when(e.at, tz), " ", h("b", {}, eventName(e)), " ",
         h("span", { class: "muted" }, e.actor_name || (e.actor === "system" ? t("incident.system") : e.actor))),
@@ -111,7 +115,7 @@ export async function render(root, ctx, id) {
     loaded = true;
   }
 
-  /** The camera's picture, when the incident has one (a clip is shown once the API keeps them). */
+  /** The camera's picture, when the incident has one. */
   function showPicture(c) {
     if (!c.snapshot) {
       fill(picture);
@@ -124,6 +128,26 @@ export async function render(root, ctx, id) {
       fill(picture, h("figure", {}, h("img", { src: url, alt: t("incident.picture_alt", { id }) }),
         h("figcaption", { class: "muted small" }, t("incident.picture"))));
     }, (e) => fill(picture, h("p", { class: "muted small" }, e.message)));
+  }
+
+  /** The camera's clip beside the picture, when one has arrived (it comes after the alert). */
+  function showClip(c) {
+    if (!c.clip) {
+      fill(clip);
+      return;
+    }
+    if (clipUrl) return;
+    clipUrl = "loading";
+    objectUrl(`/api/incidents/${id}/clip`).then((url) => {
+      clipUrl = url;
+      const video = h("video", { src: url, controls: true, muted: true, playsinline: true,
+        preload: "metadata", "aria-label": t("incident.clip_label", { id }) });
+      video.muted = true; // the attribute alone does not mute an element made by script
+      fill(clip, h("figure", {}, video, h("figcaption", { class: "muted small" }, t("incident.clip"))));
+    }, (e) => {
+      clipUrl = null;
+      fill(clip, h("p", { class: "muted small" }, e.message));
+    });
   }
 
   function actions(i) {
@@ -160,5 +184,6 @@ export async function render(root, ctx, id) {
     ctx.live.removeEventListener("task", onTask);
     ctx.live.removeEventListener("resync", load);
     if (pictureUrl) URL.revokeObjectURL(pictureUrl);
+    if (clipUrl && clipUrl !== "loading") URL.revokeObjectURL(clipUrl);
   };
 }
