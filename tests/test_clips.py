@@ -155,13 +155,13 @@ def test_an_alert_past_max_pending_goes_without_a_clip() -> None:
 
 def test_a_clip_too_large_is_made_smaller_until_it_fits(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    noisy = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(20)]
+    noisy = [rng.integers(0, 256, (180, 320, 3), dtype=np.uint8) for _ in range(10)]
     first, *_ = encode_webm(noisy, FPS, 10_000_000)
-    data, w, h, fps = encode_webm(noisy, FPS, 60_000)
-    assert len(first) > 60_000 >= len(data)
-    assert w < 640 and h < 360
+    data, w, h, fps = encode_webm(noisy, FPS, 30_000)
+    assert len(first) > 30_000 >= len(data)
+    assert w < 320 and h < 180
     frames, dw, dh = decoded_frames(data, tmp_path)
-    assert (dw, dh) == (w, h) and frames == round(20 * fps / FPS)
+    assert (dw, dh) == (w, h) and frames == len(noisy[:: round(FPS / fps)])
     with pytest.raises(ValueError, match="at its coarsest"):
         encode_webm(noisy, FPS, 100)
 
@@ -284,67 +284,105 @@ def node(stack: LocalStack, nodes: list[NodeCredentials]) -> Any:
     n.close()
 
 
+CAP = 50_000  # the platform's clip cap in these tests (GRIDWATCH_CLIP_MAX_BYTES; 2 MB by default)
+
+
+@pytest.fixture
+def capped_ingest(stack: LocalStack) -> Any:
+    from tests.support import start_ingest
+
+    proc, _ = start_ingest(stack, env={"GRIDWATCH_CLIP_MAX_BYTES": str(CAP)})
+    yield proc
+    stop_process(proc)
+
+
 def test_the_platform_joins_a_clips_parts_once_in_any_order(
-    stack: LocalStack, node: Node, ingest: object, tmp_path: Path
+    stack: LocalStack, node: Node, capped_ingest: object, tmp_path: Path
 ) -> None:
     camera = device_of(node.creds, "camera")
-    data, w, h, fps = encode_webm([frame(i) for i in range(40)], FPS, 2_000_000)
+    data, w, h, fps = encode_webm([frame(i) for i in range(24)], FPS, CAP)
+    assert m.CLIP_PART_BYTES < len(data) <= CAP, "two parts"
     start = datetime.now(UTC)
-    clip = Clip(uuid.uuid4(), uuid.uuid4(), data * 1, w, h, fps, start,
-                start + timedelta(seconds=8), 40)  # fmt: skip
-    assert len(data) > m.CLIP_PART_BYTES, "more than one part"
-    messages = _parts_messages(node, camera, clip)
-    last, *others = reversed(messages)
-    node.deliver([node.send(msg) for msg in others])
-    wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clip_parts") == len(others),
-               20, "the first parts")  # fmt: skip
+    clip = Clip(uuid.uuid4(), uuid.uuid4(), data, w, h, fps, start,
+                start + timedelta(seconds=24 / FPS), 24)  # fmt: skip
+    first, last = _parts_messages(node, camera, clip)
+    node.deliver([node.send(last)])  # the last part first
+    wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clip_parts") == 1, 20,
+               "the first part stored")  # fmt: skip
     assert scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 0
-    node.deliver([node.send(messages[0])])  # a part again: stored once
-    node.deliver([node.send(last)])
+    node.deliver([node.send(last)])  # again: stored once
+    node.deliver([node.send(first)])
     wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 1, 20, "the clip")
     stored = rows(stack.dsn, "SELECT data, alert_id, device_id, width, size FROM camera_clips")[0]
     assert bytes(stored[0]) == data  # type: ignore[call-overload]
     assert stored[1:] == (clip.alert_id, camera, w, len(data))
-    node.deliver([node.send(msg) for msg in messages])  # the outbox replaying: nothing new
+    node.deliver([node.send(first), node.send(last)])  # the outbox replaying: nothing new
     wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clip_parts") == 0, 20,
                "the replayed parts cleared")  # fmt: skip
     assert scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 1
     assert scalar(stack.dsn, "SELECT count(*) FROM rejected_messages") == 0
-    assert decoded_frames(data, tmp_path)[0] == 40
+    assert abs(decoded_frames(data, tmp_path)[0] - 24) <= 1
 
 
-def test_parts_that_disagree_are_rejected_with_the_reason_and_not_kept(
-    stack: LocalStack, node: Node, ingest: object
+def test_parts_that_disagree_and_a_clip_over_the_cap_are_rejected_with_the_reason(
+    stack: LocalStack, node: Node, capped_ingest: object
 ) -> None:
     camera = device_of(node.creds, "camera")
-    clip = a_clip(m.CLIP_PART_BYTES + 10)
-    first, second = _parts_messages(node, camera, clip)
+    first, second = _parts_messages(node, camera, a_clip(m.CLIP_PART_BYTES + 10))
     assert isinstance(second, m.CameraClip)
     other = second.model_copy(update={"alert_id": uuid.uuid4()})  # the same clip, another alert
     node.deliver([node.send(first), node.send(other)])
     reasons = "SELECT reason, detail FROM rejected_messages ORDER BY reason"
     wait_until(lambda: len(rows(stack.dsn, reasons)) == 1, 20, "the refusal")
-    ((reason, detail),) = rows(stack.dsn, reasons)
-    assert reason == RejectReason.CONFLICT.value and "disagree" in str(detail)
+    big = _parts_messages(node, camera, a_clip(CAP + 1))  # refused as soon as one part says so
+    node.deliver([node.send(big[1])])
+    wait_until(lambda: len(rows(stack.dsn, reasons)) == 2, 20, "the second refusal")
+    (conflict, why), (oversized, says) = rows(stack.dsn, reasons)
+    assert conflict == RejectReason.CONFLICT.value and "disagree" in str(why)
+    assert oversized == RejectReason.OVERSIZED.value and f"cap of {CAP}" in str(says)
     assert scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 0
     assert scalar(stack.dsn, "SELECT count(*) FROM camera_clip_parts") == 0
 
 
-def test_a_clip_over_the_ingest_cap_is_rejected(stack: LocalStack, node: Node) -> None:
-    from tests.support import start_ingest
+def test_old_clips_and_parts_of_clips_that_never_completed_are_deleted(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """The leader's retention on plain PostgreSQL, as the ingest's own role: clips after 30 days
+    (TimescaleDB's policy does it there), parts of an incomplete clip after a day."""
+    import psycopg
 
-    proc, _ = start_ingest(stack, env={"GRIDWATCH_CLIP_MAX_BYTES": "50000"})
-    try:
-        camera = device_of(node.creds, "camera")
-        messages = _parts_messages(node, camera, a_clip(m.CLIP_PART_BYTES + 20_000))
-        node.deliver([node.send(messages[0])])
-        reasons = "SELECT reason, detail FROM rejected_messages"
-        wait_until(lambda: bool(rows(stack.dsn, reasons)), 20, "the refusal")
-        ((reason, detail),) = rows(stack.dsn, reasons)
-        assert reason == RejectReason.OVERSIZED.value and "cap of 50000" in str(detail)
-        assert scalar(stack.dsn, "SELECT count(*) FROM camera_clip_parts") == 0
-    finally:
-        stop_process(proc)
+    from ingest import tasks
+    from ingest.leader import Leader
+    from ingest.registry import Registry
+    from ingest.rules import RuleBook
+
+    camera, node = device_of(nodes[0], "camera"), nodes[0].node
+    clip = a_clip(1000)
+    row = (node, camera, clip.alert_id, 320, 180, 5.0, clip.end, 1000, clip.data)
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        for age in ("31 days", "29 days"):
+            conn.execute(
+                """INSERT INTO camera_clips (ts, clip_id, node_id, device_id, alert_id, mime, width,
+                                             height, fps, ended_at, size, data)
+                   VALUES (now() - %s::interval, %s, %s, %s, %s, 'video/webm', %s, %s, %s, %s, %s,
+                           %s)""",
+                (age, uuid.uuid4(), *row),
+            )
+        for age, part in (("25 hours", 0), ("1 hour", 1)):
+            conn.execute(
+                """INSERT INTO camera_clip_parts (ts, id, received_at, node_id, device_id, seq,
+                       clip_id, alert_id, part, parts, mime, width, height, fps, started_at,
+                       ended_at, size, sha256, data)
+                   VALUES (now(), %s, now() - %s::interval, %s, %s, 1, %s, %s, %s, 3, 'video/webm',
+                           320, 180, 5, now(), now(), 100000, %s, '\\x00')""",
+                (uuid.uuid4(), age, node, camera, clip.clip_id, clip.alert_id, part, "0" * 64),
+            )
+    leader = Leader(stack.role_dsn("ingest"), Registry(60), RuleBook(60), tasks.DeadlinePolicy(),
+                    lambda topic, payload: None, threading.Event(), "test")  # fmt: skip
+    with psycopg.connect(stack.role_dsn("ingest"), autocommit=True) as conn:
+        leader._retention(conn)
+    assert rows(stack.dsn, "SELECT now() - ts < interval '30 days' FROM camera_clips") == [(True,)]
+    assert rows(stack.dsn, "SELECT part FROM camera_clip_parts") == [(1,)]
 
 
 # ---- end to end ----
