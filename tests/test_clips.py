@@ -508,4 +508,19 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
         return [v.src.startsWith("blob:"), v.videoWidth, v.videoHeight, v.error && v.error.message];
     }""")  # fmt: skip
     assert size == [True, w, h, None]  # the browser decodes it (and the CSP lets it play)
+    # An incident without a clip: 404 in the API's error shape, and the context says so.
+    import httpx
+
+    from tests.test_api import raise_incident
+
+    raise_incident(stack.dsn, nodes[0].site, "no-clip")
+    bare = scalar(stack.dsn, "SELECT max(id) FROM incidents")
+    token = httpx.post(f"{api_url}/api/token",
+                       data={"username": "operator", "password": DEMO_PASSWORD}).json()  # fmt: skip
+    auth = {"Authorization": f"Bearer {token['access_token']}", "Accept-Language": "en"}
+    missing = httpx.get(f"{api_url}/api/incidents/{bare}/clip", headers=auth)
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"incident {bare} has no video clip"
+    context = httpx.get(f"{api_url}/api/incidents/{bare}/context", headers=auth).json()
+    assert context["clip"] is False
     assert errors == [], errors
