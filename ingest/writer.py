@@ -297,6 +297,14 @@ class BatchWriter:
             outcome.stored[table] += len(new)
             outcome.duplicates += len(items) - len(new) - len(refused)
             outcome.new_ids |= new
+        # Clips whose last part came are joined now, before any shared row is locked: a clip's
+        # lock is then the first this transaction waits for, so workers cannot deadlock on it.
+        clip_parts = [a for a, _ in by_table.get("camera_clip_parts", [])]
+        if clip_parts:
+            outcome.rejected += [
+                Rejection(r.topic, r.reason, r.detail, r.payload)
+                for r in clips.assemble(conn, clip_parts, self.clip_max_bytes, outcome.stored)
+            ]
         # Device messages refused as conflicts take no further part (by identity: the first
         # message with that id, earlier in the batch, stands).
         series_conflicts = {id(a) for a in conflicts}
@@ -326,12 +334,6 @@ class BatchWriter:
                     if change := self._apply_presence(conn, a.inbound, outcome):
                         changes.append(change)
         outcome.rejected += [self._conflict(a) for a in conflicts]
-        clip_parts = [a for a, _ in by_table.get("camera_clip_parts", [])]
-        if clip_parts:
-            outcome.rejected += [
-                Rejection(r.topic, r.reason, r.detail, r.payload)
-                for r in clips.assemble(conn, clip_parts, self.clip_max_bytes, outcome.stored)
-            ]
         self._record_rejections(conn, outcome.rejected)
         if outcome.clock_ahead:
             nodes = sorted(outcome.clock_ahead)
