@@ -151,12 +151,12 @@ class CameraAnalytics:
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
-        self.small = small
         blobs = self.motion.apply(small)
         tracks = self.tracker.update(blobs)
         # The view is a fair reference unless much of it is moving (some motion always is).
         busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > self._busy_px
         view = self.tamper.check(small, t, busy=busy)  # it needs no more than the small copy
+        self.small = small
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []
         tamper_scores = (

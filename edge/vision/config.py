@@ -105,6 +105,35 @@ class AlertTiming(_Config):
     update_every_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+class ClipSettings(_Config):
+    """Each alert's video clip: the analysed frames (privacy-masked, at the analysis size and
+    rate) from `pre_s` before its start to `post_s` after, as WebM (VP8)."""
+
+    enabled: bool = Field(default=True, description="make a clip for every alert's start")
+    pre_s: float = Field(default=5.0, ge=0, le=30, description="seconds before the alert's start")
+    post_s: float = Field(default=5.0, ge=0, le=60, description="seconds after the alert's start")
+    max_bytes: int = Field(
+        default=500_000,
+        ge=20_000,
+        le=CLIP_MAX_BYTES,
+        description="a clip larger than this is made smaller and coarser until it fits",
+    )
+    max_pending: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="clips being collected or encoded at once; an alert past that has none",
+    )
+
+    @model_validator(mode="after")
+    def _length(self) -> ClipSettings:
+        if self.pre_s + self.post_s <= 0:
+            raise ValueError(
+                "a clip needs pre_s or post_s above 0; to have none, set enabled: false"
+            )
+        return self
+
+
 class Tuning(_Config):
     """Detector thresholds. The defaults suit a fixed camera at 640x360, 5 frames per second."""
 
@@ -138,35 +167,6 @@ class Tuning(_Config):
         lt=1,
         description="a view correlating less than this with its reference has moved",
     )
-
-
-class ClipSettings(_Config):
-    """Each alert's video clip: the analysed frames (privacy-masked, at the analysis size and
-    rate) from `pre_s` before its start to `post_s` after, as WebM (VP8)."""
-
-    enabled: bool = Field(default=True, description="make a clip for every alert's start")
-    pre_s: float = Field(default=5.0, ge=0, le=30, description="seconds before the alert's start")
-    post_s: float = Field(default=5.0, ge=0, le=60, description="seconds after the alert's start")
-    max_bytes: int = Field(
-        default=500_000,
-        ge=20_000,
-        le=CLIP_MAX_BYTES,
-        description="a clip larger than this is made smaller and coarser until it fits",
-    )
-    max_pending: int = Field(
-        default=4,
-        ge=1,
-        le=16,
-        description="clips being collected or encoded at once; an alert past that has none",
-    )
-
-    @model_validator(mode="after")
-    def _length(self) -> ClipSettings:
-        if self.pre_s + self.post_s <= 0:
-            raise ValueError(
-                "a clip needs pre_s or post_s above 0; to have none, set enabled: false"
-            )
-        return self
 
 
 class CameraSettings(_Config):
