@@ -239,7 +239,9 @@ class CameraAnalytics:
         moving area of the blobs standing in the zone over a person's area at each row (what
         animals, vehicles and objects left make is left out)."""
         poly = self._polys[zone.name]
-        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in _NOT_PEOPLE}
+        # Without a perspective a far group looks low and wide like an animal: count it.
+        skip = _NOT_PEOPLE if self.people.scale.learned else _NOT_PEOPLE[1:]
+        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip}
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
         return max(len(people), self.people.crowd(blobs, self.motion.mask, in_zone))

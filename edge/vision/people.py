@@ -7,7 +7,7 @@ line fit of blob height against foot row over confirmed, upright, moving tracks;
 `person_height` everywhere until enough of them were seen). Against it each observation of a
 track votes: a person is about as tall as expected at that row and narrower than tall; an animal
 is much lower and wider than tall (and may move faster than anyone walks); a vehicle is wide
-and big. A track that stands still from the moment it appears and never looked like a person is
+and big. A track that stands still from the moment it appears and does not look like a person is
 an object (a bag put down); it is left behind once nothing else is near it. Merged pairs are split where the heads part, by the expected width.
 Crowds are counted per ground area: each moving pixel over the area of a person at its row.
 The HOG people detector (and the upper-body cascade) OpenCV ships is asked only for undecided
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PERSON_FILL = 0.25  # a person's blob covers about this share of its height squared
 _ASPECT = 0.42  # one standing person's blob width over its height (arms, gait)
-_MASK_PAD_PX = 4  # the motion mask's dilation makes an object this much taller (analysis px)
+_MASK_PAD_PX = 2  # the motion mask makes an object about this much taller (analysis px, measured)
 _MIN_HEIGHT = 0.02  # no person is expected smaller than this share of the frame's height
 _SAMPLES = 400
 _FIT_AFTER = 40  # samples before the first fit…
@@ -45,9 +45,12 @@ _SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outv
 _VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
 _OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an object
 _MAX_WALK = 3.0  # person heights a second: faster is not someone walking
+_SOLID = 0.75  # a vehicle's blob fills at least this share of its box
 _SPLIT_WIDTH = 1.6  # blobs wider than this many people are looked at for a split
 _VALLEY = 0.5  # a split needs the heads' profile to fall below this share of both sides'
 _MAX_PARTS = 4
+_OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
+_JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
 
 
 class PersonScale:
@@ -127,16 +130,40 @@ class People:
         return h, PERSON_FILL * h * h
 
     def prepare(self, blobs: list[Blob], mask: MatLike) -> list[Blob]:
-        """Blobs too small for anything at their row dropped, merged pairs split."""
+        """Pieces of one person joined, blobs too small for anything at their row dropped,
+        merged pairs split."""
         out: list[Blob] = []
-        for b in blobs:
+        for b in self._join(blobs) if 1 < len(blobs) <= _JOIN_MAX else blobs:
             eh, area = self.person_px(b.foot[1])
-            if b.area < self.min_area * area:
-                continue
+            if b.area < _OBJECT_SHARE * self.min_area * area:
+                continue  # noise (what is below min_area may still be a bag, not a person)
             if b.w > _SPLIT_WIDTH * _ASPECT * eh and b.h > 0.6 * eh:
                 out += self._split(b, mask, eh)
             else:
                 out.append(b)
+        return out
+
+    def _join(self, blobs: list[Blob]) -> list[Blob]:
+        """Blobs stacked one above the other within one person's height at the lower one's
+        row: the mask broke a person in pieces (legs, body, head) where they look like the
+        background. Joined, they are a person's shape with a person's foot point."""
+        rest = sorted(blobs, key=lambda b: -(b.y + b.h))  # lowest feet first
+        out: list[Blob] = []
+        while rest:
+            b = rest.pop(0)
+            eh = self.person_px(b.foot[1])[0]
+            for o in list(rest):
+                x0, x1 = max(b.x, o.x), min(b.x + b.w, o.x + o.w)
+                top = min(b.y, o.y)
+                if x1 - x0 < 0.5 * min(b.w, o.w) or b.y + b.h - top > 1.25 * eh:
+                    continue
+                left, right = min(b.x, o.x), max(b.x + b.w, o.x + o.w)
+                if right - left > 1.3 * _ASPECT * eh and max(b.w, o.w) < right - left:
+                    continue
+                rest.remove(o)
+                b = Blob(left, top, right - left, b.y + b.h - top, b.area + o.area,
+                         ((left + right) / 2 / self.width, b.foot[1]))  # fmt: skip
+            out.append(b)
         return out
 
     def _split(self, b: Blob, mask: MatLike, eh: float) -> list[Blob]:
@@ -180,7 +207,7 @@ class People:
             b = tr.blob
             eh, area = self.person_px(b.foot[1])
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
-            vote = self._vote(b.h / eh, b.w / b.h, b.area / area, speed)
+            vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
             tr.votes.append(vote)
             self._still(tr, t, vote, 0.15 * eh)
             tr.kind = self._decide(tr, t)
@@ -207,23 +234,27 @@ class People:
             for tr in tracks
         )  # fmt: skip
 
-    def _vote(self, ratio: float, aspect: float, area: float, speed: float) -> ObjectKind:
+    def _vote(
+        self, ratio: float, aspect: float, area: float, fill: float, speed: float
+    ) -> ObjectKind:
         """What one look at a blob suggests: height and area over a person's at its row, width
-        over height, speed in person heights a second."""
-        if area >= 3.0 and aspect >= 1.3 and ratio <= 1.4:
-            return ObjectKind.VEHICLE
-        if not self.scale.learned:  # sizes are not to be trusted yet: shape only
+        over height, how much of its box it fills, speed in person heights a second."""
+        if area < self.min_area:
+            return ObjectKind.UNKNOWN  # too small to be anyone (it may be a bag)
+        if area >= 3.0 and aspect >= 1.3 and ratio <= 1.4 and fill >= _SOLID:
+            return ObjectKind.VEHICLE  # big, wide and solid (people in a row have a bumpy top)
+        if not self.scale.learned:  # sizes are not to be trusted yet: mostly shape
             if aspect <= 0.8:
                 return ObjectKind.PERSON
-            return ObjectKind.ANIMAL if aspect >= 1.05 else ObjectKind.UNKNOWN
+            return ObjectKind.ANIMAL if aspect >= 1.05 and ratio < 0.75 else ObjectKind.UNKNOWN
         if speed > _MAX_WALK:
             return ObjectKind.ANIMAL
-        if (ratio >= 0.62 and aspect <= 1.2) or (ratio >= 0.45 and aspect <= 0.7):
-            return ObjectKind.PERSON
+        if ratio >= 0.75 or (ratio >= 0.62 and aspect <= 1.2) or (ratio >= 0.45 and aspect <= 0.7):
+            return ObjectKind.PERSON  # tall enough at its row (wide: people side by side)
         return ObjectKind.ANIMAL
 
     def _still(self, tr: Track, t: float, vote: ObjectKind, radius: float) -> None:
-        """Where the track stands still since when; whether it moved while not a person."""
+        """Where the track stands still since when; whether it ever moved."""
         foot = tr.blob.foot
         if tr.anchor is not None:
             dx = (foot[0] - tr.anchor[0]) * self.width
@@ -232,8 +263,8 @@ class People:
                 return
             if tr.kind is ObjectKind.OBJECT and vote is not ObjectKind.VEHICLE:
                 return  # someone stepping over it moves the merged blob, not the object
-            if tr.hits > 2 and vote is not ObjectKind.PERSON:
-                tr.roamed = True
+            if tr.hits > 2:
+                tr.roamed = True  # it moved by itself: not something put down
         tr.anchor, tr.still_since = foot, t
 
     def _decide(self, tr: Track, t: float) -> ObjectKind:
@@ -241,8 +272,8 @@ class People:
         judged = sum(votes.values())
         still = tr.still_since is not None and t - tr.still_since >= _OBJECT_AFTER_S
         if tr.kind is ObjectKind.OBJECT or (
-            still and not tr.roamed and tr.kind is not ObjectKind.PERSON
-            and votes[ObjectKind.PERSON] * 2 < judged
+            still and not tr.roamed and tr.kind is ObjectKind.UNKNOWN
+            and votes[ObjectKind.PERSON] * 2 < max(judged, 1)
         ):  # fmt: skip
             return ObjectKind.OBJECT
         if judged:

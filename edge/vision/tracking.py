@@ -70,7 +70,7 @@ class Track:
     anchor: Point | None = None  # where it has been standing still since `still_since`
     still_since: float | None = None
     left_at: float | None = None  # an object: when nothing else was near it any more
-    roamed: bool = False  # it moved while not looking like a person (an animal, not a bag)
+    roamed: bool = False  # it moved after it appeared (a bag put down never does)
     checked: bool | None = None  # the person check's answer, once asked
     sampled_at: float = -math.inf  # last calibration sample taken from it
     zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
