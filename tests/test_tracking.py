@@ -36,7 +36,9 @@ def test_two_tracks_passing_through_one_merged_blob_keep_their_identities() -> N
             by_x = sorted(tracker.tracks, key=lambda tr: tr.foot[0])
             left_to_right, right_to_left = by_x[0], by_x[-1]
     assert left_to_right is not None and right_to_left is not None
-    assert left_to_right.foot[0] > 0.7 and right_to_left.foot[0] < 0.3  # through the merge, not back
+    assert (
+        left_to_right.foot[0] > 0.7 and right_to_left.foot[0] < 0.3
+    )  # through the merge, not back
 
 
 @pytest.mark.parametrize("other_row", [0.7, 0.72])
