@@ -20,6 +20,7 @@ def street_clips(seed: int) -> list[Scene]:
         street.intrusion(seed, conditions=Conditions(clouds=Clouds(0.4, 4.0)), extra=["clouds40"]),
         street.intrusion(seed, conditions=Conditions(clouds=Clouds(0.6, 8.0, 200.0)),
                          extra=["clouds60"]),
+        street.intrusion(seed + 100, dog=True),
         street.intrusion(seed, conditions=rain, extra=["rain"]),
         street.intrusion(seed, conditions=Conditions(snow=0.7), extra=["snow"]),
         street.intrusion(seed, conditions=Conditions(

@@ -17,6 +17,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from cv2.typing import MatLike
+from numpy.typing import NDArray
 
 from simulators.scenes.geometry import PoleCamera
 
@@ -113,7 +114,25 @@ def draw(img: MatLike, fig: Figure, t: float, w: int, h: int, light: float) -> N
     elif fig.shape == "car":
         _car(img, fig, foot, scale, across, light)
     else:
-        _bag(img, foot, scale, light)
+        _bag(img, foot, scale, light, fig.height_m)
+
+
+def shadow(fig: Figure, t: float, w: int, h: int, sun: Point) -> NDArray[np.int32] | None:
+    """The figure's own shadow on the ground in sunshine, as an image polygon: a strip from its
+    feet away from the sun, `sun` being the shadow's ground direction and length per metre of
+    height."""
+    g = fig.ground_at(t)
+    if g is None:
+        return None
+    half = {"walker": 0.22, "dog": 0.3, "cat": 0.15, "car": 1.0, "bag": 0.35}[fig.shape]
+    length = fig.height_m * math.hypot(*sun)
+    ux, uy = sun[0] / math.hypot(*sun), sun[1] / math.hypot(*sun)
+    px, py = -uy, ux
+    tip = (g[0] + ux * length, g[1] + uy * length)
+    ground = [(g[0] + px * half, g[1] + py * half), (tip[0] + px * half * 0.7, tip[1] + py * half * 0.7),
+              (tip[0] - px * half * 0.7, tip[1] - py * half * 0.7), (g[0] - px * half, g[1] - py * half)]  # fmt: skip
+    pts = [fig.camera.project(x, max(y, 0.3)) for x, y in ground]
+    return np.array([[round(u * w), round(v * h)] for u, v in pts], np.int32)
 
 
 def _pt(p: tuple[float, float]) -> tuple[int, int]:
@@ -194,8 +213,9 @@ def _car(img: MatLike, fig: Figure, foot: tuple[float, float], s: float, across:
         cv2.circle(img, _pt((wx, foot[1] - 0.3 * s)), max(1, round(0.33 * s)), (15, 15, 15), -1)
 
 
-def _bag(img: MatLike, foot: tuple[float, float], s: float, light: float) -> None:
-    w, h = 0.45 * s, 0.32 * s
+def _bag(img: MatLike, foot: tuple[float, float], s: float, light: float, height: float = 0.32
+         ) -> None:  # fmt: skip
+    w, h = 1.4 * height * s, height * s
     cv2.rectangle(img, _pt((foot[0] - w / 2, foot[1] - h)), _pt((foot[0] + w / 2, foot[1])),
                   _shade((20, 45, 70), light), -1)  # fmt: skip
     cv2.line(img, _pt((foot[0] - w / 4, foot[1] - h)), _pt((foot[0], foot[1] - h * 1.4)),

@@ -16,11 +16,11 @@ from cv2.typing import MatLike
 from numpy.typing import NDArray
 
 from simulators.scenes import conditions as cond
-from simulators.scenes.figures import Figure, draw
+from simulators.scenes.figures import Figure, draw, shadow
 from simulators.scenes.geometry import PoleCamera
 
 Frame = MatLike
-RENDER_VERSION = 1  # bump when what a scene looks like changes: cached clips are made again
+RENDER_VERSION = 2  # bump when what a scene looks like changes: cached clips are made again
 _FAR_M = 42.0  # the square ends here: beyond is a building's facade
 
 
@@ -32,7 +32,7 @@ def paving(camera: PoleCamera, w: int, h: int, seed: int, lamps: tuple[cond.Poin
     gx, gy = camera.ground_maps(w, h)
     res = 0.05  # metres per texel
     tex_w, tex_h = int(80 / res), int(_FAR_M / res)
-    tone = rng.uniform(0.85, 1.1, 3)
+    tone = rng.uniform(0.92, 1.05) * np.array([0.9, 0.96, 1.0]) * rng.uniform(0.95, 1.05, 3)
     slab = rng.uniform(95, 135, (tex_h // 12 + 1, tex_w // 12 + 1)).astype(np.float32)
     ground = cv2.resize(slab, (tex_w, tex_h), interpolation=cv2.INTER_NEAREST)
     ground[::12, :] -= 35  # joints between 0.6 m slabs
@@ -99,6 +99,10 @@ class StreetRenderer:
         self.weather = (cond.precipitation(w, h, seed, conditions.rain, conditions.snow)
                         if conditions.rain > 0 or conditions.snow > 0 else None)  # fmt: skip
         rng = np.random.default_rng(seed + 1)
+        angle = float(rng.uniform(0.6, 2.5))  # the sun behind or beside the camera, low or high
+        reach = float(rng.uniform(0.5, 1.4))
+        self.sun = (reach * math.cos(angle), reach * math.sin(angle))
+        self.full_sun = np.full((h, w, 3), 255, np.uint8)
         sd = noise * (1.8 if conditions.night or conditions.ir else 1.0)  # gain up at night
         channels = 1 if conditions.ir else 3
         self.noise: list[tuple[Frame, Frame]] = []
@@ -132,8 +136,20 @@ class StreetRenderer:
         if c.trees:
             tl = 1.0 if self.light_map is None else 0.35
             cond.draw_trees(img, c.trees, self.camera, t, w, h, c.wind, tl, self.seed)
-        if self.clouds is not None:
-            img = cv2.multiply(img, self.clouds.factor(t), scale=1 / 255)
+        if not (c.night or c.ir):  # sunshine: figures cast shadows, clouds shade the square
+            lit = self.clouds.factor(t) if self.clouds is not None else self.full_sun
+            if visible:
+                lit = lit.copy() if lit is self.full_sun else lit
+                for fig in visible:
+                    poly = shadow(fig, t, w, h, self.sun)
+                    if poly is None:
+                        continue
+                    x, y = np.clip(poly[0], 0, (w - 1, h - 1))
+                    here = int(lit[y, x, 0])  # under a cloud's shadow, no sharp shadow of one's own
+                    dark = int(here * (1 - 0.45 * max(0.0, (here - 150) / 105)))
+                    cv2.fillConvexPoly(lit, poly, (dark, dark, dark))
+            if lit is not self.full_sun:
+                img = cv2.multiply(img, lit, scale=1 / 255)
         if c.night or c.ir:
             cars = [f for f in visible if f.shape == "car"]
             if cars:

@@ -176,7 +176,7 @@ def crowd(seed: int, duration: float = 90.0) -> Scene:
     n = int(rng.integers(8, 12))
     walkers: list[Mover] = []
     for i in range(n):
-        spot = g(float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.35, 0.85)))
+        spot = g(float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.3, 0.75)))
         start = g(float(rng.choice([-0.05, 1.05])), float(rng.uniform(0.3, 0.9)))
         arrive = 5 + i * 2.5 + float(rng.uniform(0, 2))
         walkers.append(person(rng, arrive, [start, spot, start],
@@ -209,7 +209,8 @@ def bag_left(seed: int, duration: float = 90.0) -> Scene:
     put = owner.path[2][0]
     owner = Figure(CAMERA, owner.path, "walker", owner.height_m, owner.seed, carrying_until=put)
     picked = put + float(rng.uniform(40, 50)) if rng.random() < 0.5 else duration + 1
-    bag = Figure(CAMERA, ((put, *spot), (min(picked, duration + 1), *spot)), "bag", 0.32, 0)
+    size = float(rng.uniform(0.35, 0.55))  # a backpack to a travel bag, this high
+    bag = Figure(CAMERA, ((put, *spot), (min(picked, duration + 1), *spot)), "bag", size, 0)
     walkers += [owner, bag]
     return _scene(f"bag-left-{seed}", duration, seed, walkers, [GATE], Conditions(),
                   ["intrusion", "object_left"])  # fmt: skip
