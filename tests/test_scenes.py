@@ -141,3 +141,10 @@ def test_the_bench_scores_object_left_and_blames_animals() -> None:
     dog = [{"kind": "animal", "zone": "gate", "start_s": 11.0, "end_s": 15.0}]
     assert confusion(false, dog, timing) == {"animal_visits": 1, "animal_alerts": 1,
                                              "vehicle_visits": 0, "vehicle_alerts": 0}  # fmt: skip
+
+
+def test_the_command_line_offers_every_scene_kind() -> None:
+    from gridwatch.cli import SCENE_KINDS
+
+    assert list(scenes.KINDS) == SCENE_KINDS
+    assert scenes.KINDS["street-tamper-moved-night"](2).tampers[0].kind == "moved"

@@ -3,10 +3,11 @@ and event-free footage with every nuisance for false alerts per hour."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from simulators.scenes import flat, street
-from simulators.scenes.base import Scene
+from simulators.scenes.base import Scene, TamperKind
 from simulators.scenes.conditions import Clouds, Conditions, ExposureStep, Tree
 
 _LAMPS = ((-6.0, 9.0), (6.0, 9.0), (-7.0, 22.0), (7.0, 22.0))
@@ -71,6 +72,42 @@ def quick() -> list[Scene]:
         street.tamper(1, "moved", True, 70),
         street.quiet(1, 240),
     ]
+
+
+_IR = Conditions(night=True, ir=True)
+_TAMPERS: tuple[TamperKind, ...] = ("covered", "blurred", "moved")
+
+
+def _flat_tamper(kind: TamperKind) -> Callable[[int], Scene]:
+    return lambda seed: flat.tamper_scene(seed, kind)
+
+
+def _street_tamper(kind: TamperKind, night: bool) -> Callable[[int], Scene]:
+    return lambda seed: street.tamper(seed, kind, night)
+
+
+# `gridwatch scene write|serve KIND`: the flat kinds as before, and the street clips.
+KINDS: dict[str, Callable[[int], Scene]] = {
+    "intrusion": flat.intrusion_scene,
+    "loitering": flat.loitering_scene,
+    "crowd": flat.crowd_scene,
+    "counting": flat.counting_scene,
+    "quiet": flat.quiet_scene,
+    **{f"tamper-{k}": _flat_tamper(k) for k in _TAMPERS},
+    "street-intrusion-ir-dog": lambda s: street.intrusion(s, conditions=_IR, extra=["ir"], dog=True),
+    "street-intrusion-clouds40": lambda s: street.intrusion(
+        s, conditions=Conditions(clouds=Clouds(0.4, 4.0)), extra=["clouds40"]),
+    "street-loitering-clouds20": lambda s: street.loitering(
+        s, conditions=Conditions(clouds=Clouds(0.2, 2.0, 90.0)), extra=["clouds20"]),
+    "street-counting-pairs": street.counting,
+    "street-crowd": street.crowd,
+    "street-headlights": street.headlights,
+    "street-bag-left": street.bag_left,
+    **{f"street-tamper-{k}-{n}": _street_tamper(k, n == "night") for k in _TAMPERS
+       for n in ("day", "night")},
+    "street-quiet-day": street.quiet,
+    "street-quiet-night": lambda s: street.quiet(s, night=True),
+}  # fmt: skip
 
 
 def camera_settings(scene: Scene, source: str) -> dict[str, Any]:
