@@ -256,7 +256,7 @@ class Scene:
             start = next((t for t in times if t >= put + self.left_s), None)
             if start is None or start >= gone:
                 continue
-            end = min(gone, times[-1])
+            end = max(t for t in times if t <= gone)  # its last frame in view
             for zone in self.zones:
                 poly = np.array(zone.points, np.float32)
                 if (

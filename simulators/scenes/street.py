@@ -200,7 +200,8 @@ def headlights(seed: int, duration: float = 90.0) -> Scene:
 
 
 def bag_left(seed: int, duration: float = 90.0) -> Scene:
-    """A person carries a bag into the gate zone, puts it down and walks away; it stays."""
+    """A person carries a bag into the gate zone, puts it down and walks away; it stays, or
+    someone comes for it after 40-50 s."""
     rng = np.random.default_rng(seed)
     walkers = passers(rng, 3, duration)
     spot = g(float(rng.uniform(0.65, 0.85)), float(rng.uniform(0.55, 0.75)))
@@ -212,6 +213,10 @@ def bag_left(seed: int, duration: float = 90.0) -> Scene:
     size = float(rng.uniform(0.35, 0.55))  # a backpack to a travel bag, this high
     bag = Figure(CAMERA, ((put, *spot), (min(picked, duration + 1), *spot)), "bag", size, 0)
     walkers += [owner, bag]
+    if picked < duration:  # someone comes for it (an intrusion too) and takes it away
+        come = g(0.97, 0.45)
+        walkers.append(person(rng, picked - math.dist(come, spot) / 1.3, [come, spot, come],
+                              speed=1.3, stops={1: 1.0}))  # fmt: skip
     return _scene(f"bag-left-{seed}", duration, seed, walkers, [GATE], Conditions(),
                   ["intrusion", "object_left"])  # fmt: skip
 
