@@ -280,7 +280,8 @@ class CameraAnalytics:
                 if before is None or before[0] * side > 0 or not _crosses(a, b, before[1], tr.foot):
                     continue
                 tr.crossings.append((name, 1 if side < 0 else -1))
-        # Crossings count once the track is judged a person (it may cross before that).
+        # Crossings count once the track is judged a person (it may cross before that, or
+        # look like an animal for a moment when the mask breaks it up).
         for tr in tracks:
             if tr.crossings and tr.kind is ObjectKind.PERSON:
                 for name, way in tr.crossings:
@@ -291,9 +292,7 @@ class CameraAnalytics:
                     else:
                         line.exited += 1
                         line.inside = max(0, line.inside - 1)
-                tr.crossings.clear()
-            elif tr.kind in _NOT_PEOPLE:
-                tr.crossings.clear()
+                tr.crossings.clear()  # (a track never judged a person never counts)
 
     def flush_counts(self, when: datetime) -> list[Output]:
         """Every counting line's reading now, whenever it last reported (at the end of a clip)."""

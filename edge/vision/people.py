@@ -272,7 +272,7 @@ class People:
         judged = sum(votes.values())
         still = tr.still_since is not None and t - tr.still_since >= _OBJECT_AFTER_S
         if tr.kind is ObjectKind.OBJECT or (
-            still and not tr.roamed and tr.kind is ObjectKind.UNKNOWN
+            still and not tr.roamed and tr.kind is not ObjectKind.PERSON
             and votes[ObjectKind.PERSON] * 2 < max(judged, 1)
         ):  # fmt: skip
             return ObjectKind.OBJECT

@@ -168,6 +168,8 @@ class Tracker:
 
     def _assign(self, tracks: list[Track], blobs: list[Blob]) -> dict[int, int]:
         """Blob for each track, all at once: cheapest total cost, nothing beyond a gate."""
+        if len(tracks) == 1 or len(blobs) == 1:  # the usual case: no need for the solver
+            return self._assign_one(tracks, blobs)
         at = np.array([(tr.x, tr.y, tr.blob.h, tr.spread(), tr.missed + tr.occluded)
                        for tr in tracks])  # fmt: skip
         bs = np.array([(b.foot[0], b.foot[1], b.h) for b in blobs])
@@ -178,3 +180,22 @@ class Tracker:
         cost = np.where(d <= gate, d / gate + _SIZE_WEIGHT * size / math.log(2), _FAR)
         rows, cols = linear_sum_assignment(cost)
         return {int(i): int(j) for i, j in zip(rows, cols, strict=True) if cost[i, j] < _FAR}
+
+    def _gate(self, tr: Track) -> float:
+        limit = self.max_step * min(1 + tr.missed + tr.occluded, _GATE_GROWTH)
+        return min(limit, max(0.3 * self.max_step, _GATE_SIGMA * tr.spread()))
+
+    def _assign_one(self, tracks: list[Track], blobs: list[Blob]) -> dict[int, int]:
+        """The cheapest pair within its gate, when there is one track or one blob."""
+        best: tuple[float, int, int] | None = None
+        for i, tr in enumerate(tracks):
+            gate = self._gate(tr)
+            for j, b in enumerate(blobs):
+                d = math.hypot(b.foot[0] - tr.x, b.foot[1] - tr.y)
+                if d > gate:
+                    continue
+                size = abs(math.log(max(b.h, 1) / max(tr.blob.h, 1)))
+                cost = d / gate + _SIZE_WEIGHT * size / math.log(2)
+                if best is None or cost < best[0]:
+                    best = (cost, i, j)
+        return {} if best is None else {best[1]: best[2]}
