@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from edge.vision.analytics import AlertOut
 from edge.vision.config import CameraSettings
+from edge.vision.motion import Blob
+from edge.vision.people import People, PersonScale
+from edge.vision.tracking import Track
 from tests.vision_support import (
     CALIBRATION,
     START,
@@ -147,3 +151,13 @@ def test_reference_heights_are_checked_with_a_clear_message() -> None:
     with pytest.raises(ValidationError, match="greater than 0"):
         CameraSettings.model_validate({**base, "zones": [{**YARD, "left_s": 0}]})
     assert CameraSettings.model_validate({**base, "zones": [{**YARD, "left_s": None}]})
+
+
+def test_the_person_check_is_asked_once_per_track() -> None:
+    """OpenCV's detectors look at the crop around an undecided track; the answer is kept."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    noise = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    track = Track(1, Blob(100, 60, 14, 36, 250, (0.33, 0.53)), 0.33, 0.53)
+    assert people.check(noise, track) is False and track.checked is False
+    track.checked = True  # a kept answer is not asked again
+    assert people.check(noise, track) is True
