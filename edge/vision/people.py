@@ -8,7 +8,7 @@ line fit of blob height against foot row over confirmed, upright, moving tracks;
 track votes: a person is about as tall as expected at that row and narrower than tall; an animal
 is much lower and wider than tall (and may move faster than anyone walks); a vehicle is wide
 and big. A track that stands still from the moment it appears and does not look like a person is
-an object (a bag put down); it is left behind once nothing else is near it. Merged pairs are split where the heads part, by the expected width.
+an object (a bag put down); it is left behind once nothing else is near it. Merged pairs are split where the outline dips between heads, by the expected width.
 Crowds are counted per ground area: each moving pixel over the area of a person at its row.
 The HOG people detector (and the upper-body cascade) OpenCV ships is asked only for undecided
 tracks, once each, when they would start an alert.
@@ -47,7 +47,7 @@ _OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an obje
 _MAX_WALK = 3.0  # person heights a second: faster is not someone walking
 _SOLID = 0.75  # a vehicle's blob fills at least this share of its box
 _SPLIT_WIDTH = 1.6  # blobs wider than this many people are looked at for a split
-_VALLEY = 0.5  # a split needs the heads' profile to fall below this share of both sides'
+_DIP = 0.08  # a split needs the outline to dip this share of a person's height between heads
 _MAX_PARTS = 4
 _OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
 _JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
@@ -167,22 +167,25 @@ class People:
         return out
 
     def _split(self, b: Blob, mask: MatLike, eh: float) -> list[Blob]:
-        """A blob of people side by side, cut where the profile of its top (heads, shoulders)
-        falls into a valley near each expected boundary between two people."""
+        """A blob of people side by side, cut where the outline of its top dips between two
+        heads near each expected boundary between two people (a car's roof does not dip)."""
         ew = _ASPECT * eh
         parts = min(_MAX_PARTS, round(b.w / ew))
         box = np.asarray(mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
-        top = box[: max(2, int(0.4 * b.h))].sum(axis=0).astype(np.float64)
-        prof = np.convolve(top, np.ones(3) / 3, mode="same")
+        filled = box.any(axis=0)
+        # How high the outline reaches in each column (0 where the column is empty).
+        reach = np.where(filled, b.h - box.argmax(axis=0), 0).astype(np.float64)
+        prof = np.convolve(reach, np.ones(3) / 3, mode="same")
+        dip = max(2.0, _DIP * eh)
         cuts = [0]
         for k in range(1, parts):
-            centre, reach = k * b.w / parts, max(1, int(0.35 * ew))
-            lo, hi = max(cuts[-1] + 2, int(centre) - reach), min(b.w - 2, int(centre) + reach)
+            centre, span = k * b.w / parts, max(1, int(0.35 * ew))
+            lo, hi = max(cuts[-1] + 2, int(centre) - span), min(b.w - 2, int(centre) + span)
             if hi <= lo:
                 continue
             c = lo + int(np.argmin(prof[lo:hi]))
             left, right = prof[cuts[-1] : c].max(initial=0), prof[c:].max(initial=0)
-            if prof[c] <= _VALLEY * min(left, right):
+            if prof[c] <= min(left, right) - dip:
                 cuts.append(c)
         if len(cuts) == 1:
             return [b]

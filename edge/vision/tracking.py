@@ -31,7 +31,7 @@ _V0 = 0.03**2  # a new track's velocity is unknown up to about a brisk walk
 _GATE_GROWTH = 2  # a track unseen for a while may be found up to twice as far, no further
 _GATE_SIGMA = 4.0  # a blob further than this many deviations from the prediction is another's
 _SIZE_WEIGHT = 0.5  # cost of a blob twice or half the track's height, in gates
-_COAST_DAMP = 0.9  # an unseen object is assumed to slow down
+_COAST_DAMP = 0.9  # an object lost from view is assumed to slow down
 _FAR = 1e6  # the cost of a pair beyond the gate: never assigned
 _HISTORY = 8  # observations of shape kept for classifying a track
 
@@ -125,6 +125,7 @@ class Tracker:
     def __init__(self, max_step: float, max_missed: int, width: int, height: int) -> None:
         self.max_step = max_step  # in frame fractions per frame
         self.max_missed = max_missed
+        self.max_hidden = 2 * max_missed  # frames a track may coast inside another's blob
         self.size = (width, height)  # the analysis size blobs are measured in
         self.tracks: list[Track] = []
         self._next_id = 1
@@ -141,7 +142,7 @@ class Tracker:
         shared: set[int] = set()
         hidden: set[int] = set()
         for i, tr in enumerate(tracks):
-            if i in matched or not tr.confirmed or tr.occluded >= self.max_missed:
+            if i in matched or not tr.confirmed or tr.occluded >= self.max_hidden:
                 continue
             j = next((j for j in used if _within(tr.foot, blobs[j], *self.size)), None)
             if j is not None:
@@ -149,16 +150,16 @@ class Tracker:
                 hidden.add(i)
         for i, tr in enumerate(tracks):
             j = matched.get(i)
-            if j is not None and (j not in shared or tr.occluded >= self.max_missed):
+            if j is not None and (j not in shared or tr.occluded >= self.max_hidden):
                 tr.correct(blobs[j])
                 tr.hits, tr.missed, tr.occluded, tr.seen = tr.hits + 1, 0, 0, True
                 continue
             tr.seen = False
-            tr.vx, tr.vy = tr.vx * _COAST_DAMP, tr.vy * _COAST_DAMP
             if j is not None or i in hidden:
-                tr.occluded += 1  # neither seen nor lost
+                tr.occluded += 1  # neither seen nor lost: it walks on behind the other
             else:
                 tr.missed += 1
+                tr.vx, tr.vy = tr.vx * _COAST_DAMP, tr.vy * _COAST_DAMP
         self.tracks = [tr for tr in tracks if tr.missed <= self.max_missed]
         for j, b in enumerate(blobs):
             if j not in used:
