@@ -8,7 +8,8 @@ line fit of blob height against foot row over confirmed, upright, moving tracks;
 track votes: a person is about as tall as expected at that row and narrower than tall; an animal
 is much lower and wider than tall (and may move faster than anyone walks); a vehicle is wide
 and big. A track that stands still from the moment it appears and does not look like a person is
-an object (a bag put down); it is left behind once nothing else is near it. Merged pairs are split where the outline dips between heads, by the expected width.
+an object (a bag put down), and so is a person's track that stays behind on something much
+smaller; it is left behind once nothing else is near it. Merged pairs are split where the outline dips between heads, by the expected width.
 Crowds are counted per ground area: each moving pixel over the area of a person at its row.
 The HOG people detector (and the upper-body cascade) OpenCV ships is asked only for undecided
 tracks, once each, when they would start an alert.
@@ -43,6 +44,8 @@ _FIT_EVERY = 25
 _ROW_SPREAD = 0.15  # feet seen over less of the frame than this give a level, not a slope
 _SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outvote the rest
 _VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
+_OBJECT_MIN_PX = 40  # at 320x180: an object left is at least this big (a bag near by is 200)
+_SHED = 0.5  # a person's track left on something this much smaller than they were
 _OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an object
 _MAX_WALK = 3.0  # person heights a second: faster is not someone walking
 _SOLID = 0.75  # a vehicle's blob fills at least this share of its box
@@ -117,6 +120,7 @@ class People:
         self.scale = scale
         self.width, self.height, self.fps = width, height, fps
         self.min_area = min_area
+        self._object_px = _OBJECT_MIN_PX * width * height / (320 * 180)
         self._weights_version = -1
         self._weights: NDArray[np.float64] = np.zeros(height)
         self._hog: cv2.HOGDescriptor | None = None
@@ -212,6 +216,8 @@ class People:
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
             vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
             tr.votes.append(vote)
+            if vote is ObjectKind.PERSON:
+                tr.person_area = float(b.area)
             self._still(tr, t, vote, 0.15 * eh)
             tr.kind = self._decide(tr, t)
             if (vote is ObjectKind.PERSON and tr.hits >= 5 and 0.2 <= b.w / b.h <= 0.75
@@ -274,10 +280,15 @@ class People:
         votes = Counter(v for v in tr.votes if v is not ObjectKind.UNKNOWN)
         judged = sum(votes.values())
         still = tr.still_since is not None and t - tr.still_since >= _OBJECT_AFTER_S
-        if tr.kind is ObjectKind.OBJECT or (
-            still and not tr.roamed and tr.kind is not ObjectKind.PERSON
+        # A person who put something down and walked on may leave their track on it: what
+        # stays is still, much smaller, and no longer looks like anyone.
+        shed = (tr.person_area > 0 and tr.blob.area < _SHED * tr.person_area
+                and len(tr.votes) == tr.votes.maxlen and not votes[ObjectKind.PERSON])  # fmt: skip
+        big = tr.blob.area >= self._object_px  # not a remnant speck of the mask
+        if tr.kind is ObjectKind.OBJECT or (still and big and (shed or (
+            not tr.roamed and tr.kind is not ObjectKind.PERSON
             and votes[ObjectKind.PERSON] * 2 < max(judged, 1)
-        ):  # fmt: skip
+        ))):  # fmt: skip
             return ObjectKind.OBJECT
         if judged:
             kind, n = votes.most_common(1)[0]

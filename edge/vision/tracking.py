@@ -69,6 +69,7 @@ class Track:
     votes: deque[ObjectKind] = field(default_factory=lambda: deque(maxlen=_HISTORY))
     anchor: Point | None = None  # where it has been standing still since `still_since`
     still_since: float | None = None
+    person_area: float = 0.0  # its blob's area when it last looked like a person
     left_at: float | None = None  # an object: when nothing else was near it any more
     roamed: bool = False  # it moved after it appeared (a bag put down never does)
     checked: bool | None = None  # the person check's answer, once asked
