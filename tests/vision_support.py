@@ -55,7 +55,7 @@ def dog(img: Frame, x: float, y: float, h: float, colour: tuple[int, int, int]) 
 def bag(img: Frame, x: float, y: float, h: float, colour: tuple[int, int, int]) -> None:
     """A bag standing on the ground, sized for where a person would be `h` tall."""
     hh, ww = img.shape[:2]
-    bw, bh = int(0.22 * h * hh), int(0.16 * h * hh)
+    bw, bh = int(0.3 * h * hh), int(0.24 * h * hh)  # 0.5 m by 0.4 m beside 1.7 m
     cx, cy = int(x * ww), int(y * hh)
     cv2.rectangle(img, (cx - bw // 2, cy - bh), (cx + bw // 2, cy), colour, -1)
 

@@ -181,6 +181,7 @@ class People:
         reach = np.where(filled, b.h - box.argmax(axis=0), 0).astype(np.float64)
         prof = np.convolve(reach, np.ones(3) / 3, mode="same")
         dip = max(2.0, _DIP * eh)
+        top = float(prof.max())
         cuts = [0]
         for k in range(1, parts):
             centre, span = k * b.w / parts, max(1, int(0.35 * ew))
@@ -189,7 +190,8 @@ class People:
                 continue
             c = lo + int(np.argmin(prof[lo:hi]))
             left, right = prof[cuts[-1] : c].max(initial=0), prof[c:].max(initial=0)
-            if prof[c] <= min(left, right) - dip:
+            # Both sides reach up to a head's height (an arm held out does not).
+            if prof[c] <= min(left, right) - dip and min(left, right) >= top - dip:
                 cuts.append(c)
         if len(cuts) == 1:
             return [b]
