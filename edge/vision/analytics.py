@@ -1,9 +1,11 @@
 """One camera's analytics: frames in, camera alerts and line counts out.
 
 Each frame is resized, privacy-masked (before anything looks at it), analysed for motion at a
-lower resolution, tracked, and tested against the camera's zones; the view itself is checked for
-tampering. Conditions become alerts through `Lifecycle`s, and each alert's start carries a
-snapshot: the masked frame with the zone and the objects drawn, as a small JPEG.
+lower resolution, tracked, told apart (people, animals, vehicles, objects left behind), and
+tested against the camera's zones; the view itself is checked for tampering. Only people make
+intrusions, loitering, crowds and counts. Conditions become alerts through `Lifecycle`s, and each
+alert's start carries a snapshot: the masked frame with the zone and the objects drawn, as a
+small JPEG.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from numpy.typing import NDArray
 
 from edge.vision.alerts import Lifecycle
 from edge.vision.config import CameraSettings, Zone, ZonePurpose
-from edge.vision.motion import Blob, MotionDetector, Track, Tracker
+from edge.vision.motion import Blob, MotionDetector
+from edge.vision.people import People, PersonScale
 from edge.vision.tamper import TamperDetector
+from edge.vision.tracking import ObjectKind, Track, Tracker
 from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase, CameraAlertKind
 
 Frame = MatLike
@@ -30,7 +34,9 @@ Frame = MatLike
 _SNAPSHOT_MIN_WIDTH = 80
 _BUSY = 0.2  # more than this share of the frame moving: too busy to learn the view from
 _LINE_BAND = 0.01  # feet closer to a counting line than this share of the frame are on it
-_PERSON_FILL = 0.25  # a person's silhouette covers about this share of height squared
+_MIN_BLOB_PX = 12  # at 320x180: the smallest far person's blob (people filters by row)
+_UNDECIDED_HITS = 5  # a track still undecided after this many frames is shown to the detector
+_NOT_PEOPLE = (ObjectKind.ANIMAL, ObjectKind.VEHICLE, ObjectKind.OBJECT)
 _ZONE_COLOUR = {
     ZonePurpose.RESTRICTED: (40, 40, 230),
     ZonePurpose.LOITERING: (0, 200, 255),
@@ -103,15 +109,18 @@ class CameraAnalytics:
         self.tz = ZoneInfo(settings.timezone)
         aw = settings.tuning.analysis_width
         self.small_size = (aw, max(1, round(aw * h / w)))
-        person_px = (settings.tuning.person_height * self.small_size[1]) ** 2 * _PERSON_FILL
-        self.person_area = person_px
         self._busy_px = _BUSY * self.small_size[0] * self.small_size[1]
+        floor = _MIN_BLOB_PX * self.small_size[0] * self.small_size[1] / (320 * 180)
         self.motion = MotionDetector(
-            *self.small_size, min_area_px=person_px * settings.tuning.min_area,
+            *self.small_size, min_area_px=floor,
             fps=settings.fps, background_s=settings.tuning.background_s,
         )  # fmt: skip
+        scale = PersonScale(settings.tuning.person_height,
+                            settings.calibration.person_heights, self.small_size[1])  # fmt: skip
+        self.people = People(scale, *self.small_size, settings.fps, settings.tuning.min_area)
         # At 5 fps a brisk walker moves about a tenth of the frame's width per frame.
-        self.tracker = Tracker(max_step=0.6 / settings.fps, max_missed=max(2, int(settings.fps)))
+        self.tracker = Tracker(max_step=0.6 / settings.fps, max_missed=max(2, int(settings.fps)),
+                               width=self.small_size[0], height=self.small_size[1])  # fmt: skip
         self.tamper = TamperDetector(settings.tuning)
         self._privacy: Frame | None = None
         if settings.privacy_masks:
@@ -151,8 +160,9 @@ class CameraAnalytics:
         t = when.timestamp()
         frame = self.prepare(frame)
         small = cv2.resize(frame, self.small_size, interpolation=cv2.INTER_AREA)
-        blobs = self.motion.apply(small)
+        blobs = self.people.prepare(self.motion.apply(small), self.motion.mask)
         tracks = self.tracker.update(blobs)
+        self.people.observe(self.tracker.tracks, t)
         # The view is a fair reference unless much of it is moving (some motion always is).
         busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > self._busy_px
         view = self.tamper.check(small, t, busy=busy)  # it needs no more than the small copy
@@ -173,42 +183,69 @@ class CameraAnalytics:
                 continue
             watched = zone.watched(local) and not tampered
             inside = [tr for tr in tracks if self._inside(zone, tr)] if watched else []
-            holds, score, objects = self._condition(zone, inside, tracks, blobs, t)
+            people = self._people(inside, frame, zone.purpose is not ZonePurpose.CROWD)
+            holds, score, objects = self._condition(zone, people, inside, tracks, blobs, t)
             out += self._alert(_ALERT_KIND[zone.purpose], zone.name, holds and watched, t, when,
-                               score, objects, frame, inside, zone)  # fmt: skip
+                               score, objects, frame, people, zone)  # fmt: skip
+            if zone.left_s is not None:
+                left = [tr for tr in inside if tr.kind is ObjectKind.OBJECT
+                        and tr.left_at is not None and t - tr.left_at >= zone.left_s]  # fmt: skip
+                stayed = max((t - (tr.left_at or t) for tr in left), default=0.0)
+                score = min(1.0, 0.6 + 0.4 * stayed / (4 * zone.left_s))
+                out += self._alert(CameraAlertKind.OBJECT_LEFT, zone.name, bool(left), t, when,
+                                   score, len(left), frame, left, zone)  # fmt: skip
         if not tampered:
             self._count(tracks)
         out += self._report_counts(t, when)
         return out
 
+    def _people(self, inside: list[Track], frame: Frame, check: bool) -> list[Track]:
+        """The tracks in a zone that are people: judged so, or, for an undecided track that
+        would start an alert, seen as one by the person check (once per track)."""
+        people = [tr for tr in inside if tr.kind is ObjectKind.PERSON]
+        if people or not check:
+            return people
+        for tr in inside:
+            if tr.kind is ObjectKind.UNKNOWN and tr.hits >= _UNDECIDED_HITS and tr.seen:
+                if self.people.check(frame, tr):
+                    tr.kind = ObjectKind.PERSON
+                    return [tr]
+                break  # one look a frame at most
+        return []
+
     def _condition(
-        self, zone: Zone, inside: list[Track], tracks: list[Track], blobs: list[Blob], t: float
-    ) -> tuple[bool, float, int]:
-        for tr in tracks:  # entry times, kept while the person stays in the zone
+        self, zone: Zone, people: list[Track], inside: list[Track], tracks: list[Track],
+        blobs: list[Blob], t: float,
+    ) -> tuple[bool, float, int]:  # fmt: skip
+        for tr in tracks:  # entry times, kept while the object stays in the zone
             if tr in inside:
                 tr.zone_since.setdefault(zone.name, t)
             else:
                 tr.zone_since.pop(zone.name, None)
         match zone.purpose:
             case ZonePurpose.RESTRICTED:
-                best = max((tr.hits for tr in inside), default=0)
-                return bool(inside), min(1.0, 0.6 + 0.04 * best), len(inside)
+                best = max((tr.hits for tr in people), default=0)
+                return bool(people), min(1.0, 0.6 + 0.04 * best), len(people)
             case ZonePurpose.LOITERING:
-                dwell = max((t - tr.zone_since[zone.name] for tr in inside), default=0.0)
-                lasting = [tr for tr in inside if t - tr.zone_since[zone.name] >= zone.loiter_s]
+                dwell = max((t - tr.zone_since[zone.name] for tr in people), default=0.0)
+                lasting = [tr for tr in people if t - tr.zone_since[zone.name] >= zone.loiter_s]
                 return bool(lasting), min(1.0, 0.5 + dwell / (4 * zone.loiter_s)), len(lasting)
             case _:
-                people = self._crowd_estimate(zone, inside, blobs)
-                return (people > zone.crowd_limit, min(1.0, 0.5 * people / zone.crowd_limit),
-                        people)  # fmt: skip
+                count = self._crowd_estimate(zone, people, blobs)
+                return (count > zone.crowd_limit, min(1.0, 0.5 * count / zone.crowd_limit),
+                        count)  # fmt: skip
 
-    def _crowd_estimate(self, zone: Zone, inside: list[Track], blobs: list[Blob]) -> int:
+    def _crowd_estimate(self, zone: Zone, people: list[Track], blobs: list[Blob]) -> int:
         """People in a crowd zone: tracked ones, or, when people merge into one blob, the
-        moving area of the blobs standing in the zone over a person's area."""
+        moving area of the blobs standing in the zone over a person's area at each row (what
+        animals, vehicles and objects left make is left out)."""
         poly = self._polys[zone.name]
-        merged = sum(max(1, math.floor(b.area / self.person_area + 0.3)) for b in blobs
-                     if cv2.pointPolygonTest(poly, b.foot, False) >= 0)  # fmt: skip
-        return max(len(inside), merged)
+        # Without a perspective a far group looks low and wide like an animal: count it.
+        skip = _NOT_PEOPLE if self.people.scale.learned else _NOT_PEOPLE[1:]
+        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip}
+        in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
+                   for b in blobs]  # fmt: skip
+        return max(len(people), self.people.crowd(blobs, self.motion.mask, in_zone))
 
     def _alert(
         self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,
@@ -243,12 +280,20 @@ class CameraAnalytics:
                 tr.line_side[name] = (side, tr.foot)
                 if before is None or before[0] * side > 0 or not _crosses(a, b, before[1], tr.foot):
                     continue
-                if side < 0:
-                    line.entered += 1
-                    line.inside += 1
-                else:
-                    line.exited += 1
-                    line.inside = max(0, line.inside - 1)
+                tr.crossings.append((name, 1 if side < 0 else -1))
+        # Crossings count once the track is judged a person (it may cross before that, or
+        # look like an animal for a moment when the mask breaks it up).
+        for tr in tracks:
+            if tr.crossings and tr.kind is ObjectKind.PERSON:
+                for name, way in tr.crossings:
+                    line = self._lines[name]
+                    if way > 0:
+                        line.entered += 1
+                        line.inside += 1
+                    else:
+                        line.exited += 1
+                        line.inside = max(0, line.inside - 1)
+                tr.crossings.clear()  # (a track never judged a person never counts)
 
     def flush_counts(self, when: datetime) -> list[Output]:
         """Every counting line's reading now, whenever it last reported (at the end of a clip)."""

@@ -75,6 +75,13 @@ class Zone(_Config):
     )
     loiter_s: float = Field(default=30.0, gt=0, le=86_400, description="loitering: how long")
     crowd_limit: int = Field(default=10, ge=1, le=10_000, description="crowd: more than this")
+    left_s: float | None = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="object left behind: a still, non-person object staying this long in the "
+        "zone alerts (every polygon zone; null: not watched for objects)",
+    )
 
     @field_validator("points")
     @classmethod
@@ -141,10 +148,17 @@ class Tuning(_Config):
         default=320, ge=80, le=1920, description="motion is found at this width"
     )
     person_height: float = Field(
-        default=0.2, gt=0, le=1, description="a standing person's height, as a share of the frame's"
+        default=0.2,
+        gt=0,
+        le=1,
+        description="a standing person's height, as a share of the frame's, until the "
+        "perspective is learned (or unless `calibration` sets it)",
     )
     min_area: float = Field(
-        default=0.15, gt=0, le=1, description="smallest moving blob, as a share of a person's area"
+        default=0.15,
+        gt=0,
+        le=1,
+        description="smallest moving blob, as a share of a person's area at its row",
     )
     background_s: float = Field(
         default=1800.0, gt=1, description="what stays put about this long becomes background"
@@ -169,6 +183,52 @@ class Tuning(_Config):
     )
 
 
+class PersonHeight(_Config):
+    """How tall a standing person looks with their feet on a given row."""
+
+    row: float = Field(ge=0, le=1, description="the feet's row, as a share of the frame's height")
+    height: float = Field(gt=0, le=1, description="the person's height, as a share of the frame's")
+
+
+class Calibration(_Config):
+    """The camera's perspective: how tall a person looks by where they stand. Without
+    reference heights it is learned from the people tracked (`tuning.person_height` until then)."""
+
+    person_heights: list[PersonHeight] = Field(
+        default_factory=list,
+        description="two reference heights, a near person (low in the frame) and a far one",
+    )
+
+    @field_validator("person_heights")
+    @classmethod
+    def _two_rows(cls, refs: list[PersonHeight]) -> list[PersonHeight]:
+        if not refs:
+            return refs
+        if len(refs) != 2:
+            raise ValueError(
+                f"person_heights takes two reference heights (a near and a far person), "
+                f"not {len(refs)}"
+            )
+        far, near = sorted(refs, key=lambda r: r.row)
+        if near.row - far.row < 0.1:
+            raise ValueError(
+                f"the reference heights' rows {far.row:g} and {near.row:g} are too close: "
+                "measure people at least 0.1 of the frame apart"
+            )
+        if near.height < far.height:
+            raise ValueError(
+                f"a person lower in the frame is nearer and looks taller, but row {near.row:g} "
+                f"has height {near.height:g}, below row {far.row:g}'s {far.height:g}"
+            )
+        slope = (near.height - far.height) / (near.row - far.row)
+        if near.height + slope * (1 - near.row) > 1.5:
+            raise ValueError(
+                "the reference heights make a person at the bottom of the frame taller than "
+                "one and a half frames: check the rows and heights"
+            )
+        return [far, near]
+
+
 class CameraSettings(_Config):
     """The `settings` of a camera device with the `opencv` driver."""
 
@@ -185,6 +245,7 @@ class CameraSettings(_Config):
     )
     alerts: AlertTiming = AlertTiming()
     tuning: Tuning = Tuning()
+    calibration: Calibration = Calibration()
     occupancy_every_s: float = Field(
         default=10.0, gt=0, description="counting lines report this often"
     )

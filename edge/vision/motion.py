@@ -1,4 +1,4 @@
-"""Moving objects: background subtraction on a downscaled frame, and a simple tracker.
+"""Moving objects: background subtraction on a downscaled frame (tracking: edge/vision/tracking.py).
 
 The background is a running average per pixel that learns only where nothing is moving, so a
 person who stops stays in the foreground (for loitering) instead of fading into the background;
@@ -11,8 +11,7 @@ of the background, with the same colour, are shadows and do not count. Blobs sma
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,7 +28,6 @@ _NOISE_K = 4.0  # differences above this many noise deviations are motion
 _SHADOW_RATIO = (0.4, 0.93)  # a shadow darkens the background by this much…
 _SHADOW_CHROMA = 0.06  # …and keeps its colour (normalised r, g within this)
 _NOISE_EVERY = 5  # frames between updates of the noise estimate
-_GATE_GROWTH = 2  # a track unseen for a while may be found up to twice as far, no further
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,55 +108,3 @@ class MotionDetector:
         light_only = ((ratio > lo) & (ratio < hi)) | ((ratio > 1 / hi) & (ratio < 1 / lo))
         shadow: NDArray[np.bool_] = light_only & (chroma < _SHADOW_CHROMA)
         return shadow
-
-
-@dataclass(slots=True)
-class Track:
-    blob: Blob
-    hits: int = 1
-    missed: int = 0
-    zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
-    # counting line → the last side the track was clearly on, and where
-    line_side: dict[str, tuple[float, tuple[float, float]]] = field(default_factory=dict)
-
-    @property
-    def foot(self) -> tuple[float, float]:
-        return self.blob.foot
-
-    @property
-    def confirmed(self) -> bool:
-        return self.hits >= 2
-
-
-class Tracker:
-    """Greedy nearest-neighbour matching of blobs to tracks by their foot points."""
-
-    def __init__(self, max_step: float, max_missed: int) -> None:
-        self.max_step = max_step  # in frame fractions per frame
-        self.max_missed = max_missed
-        self.tracks: list[Track] = []
-
-    def update(self, blobs: list[Blob]) -> list[Track]:
-        pairs = sorted(
-            ((math.dist(tr.foot, b.foot), i, j) for i, tr in enumerate(self.tracks)
-             for j, b in enumerate(blobs)),
-        )  # fmt: skip
-        used_t: set[int] = set()
-        used_b: set[int] = set()
-        for d, i, j in pairs:
-            if i in used_t or j in used_b:
-                continue
-            track = self.tracks[i]
-            if d > self.max_step * min(1 + track.missed, _GATE_GROWTH):
-                continue
-            used_t.add(i)
-            used_b.add(j)
-            track.blob, track.hits, track.missed = blobs[j], track.hits + 1, 0
-        for i, track in enumerate(self.tracks):
-            if i not in used_t:
-                track.missed += 1
-        self.tracks = [tr for tr in self.tracks if tr.missed <= self.max_missed]
-        for j, b in enumerate(blobs):
-            if j not in used_b:
-                self.tracks.append(Track(b))
-        return [tr for tr in self.tracks if tr.confirmed and tr.missed == 0]

@@ -1,0 +1,360 @@
+"""People, animals, vehicles and left objects: what a track is, judged against perspective.
+
+A flat ground seen by a fixed camera makes a standing person's height in the picture a straight
+line of the row their feet are on (zero at the horizon). `PersonScale` holds that line: set from
+two reference heights in the camera settings, or learned from the tracks themselves (a robust
+line fit of blob height against foot row over confirmed, upright, moving tracks; the configured
+`person_height` everywhere until enough of them were seen). Against it each observation of a
+track votes: a person is about as tall as expected at that row and narrower than tall; an animal
+is much lower and wider than tall (and may move faster than anyone walks); a vehicle is wide
+and big. A track that stands still from the moment it appears and does not look like a person is
+an object (a bag put down), and so is a person's track that stays behind on something much
+smaller; it is left behind once nothing else is near it. Merged pairs are split where the outline dips between heads, by the expected width.
+Crowds are counted per ground area: each moving pixel over the area of a person at its row.
+The HOG people detector (and the upper-body cascade) OpenCV ships is asked only for undecided
+tracks, once each, when they would start an alert.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import Counter, deque
+
+import cv2
+import numpy as np
+from cv2.typing import MatLike
+from numpy.typing import NDArray
+
+from edge.vision.config import PersonHeight
+from edge.vision.motion import Blob
+from edge.vision.tracking import ObjectKind, Track
+
+log = logging.getLogger(__name__)
+
+PERSON_FILL = 0.25  # a person's blob covers about this share of its height squared
+_ASPECT = 0.42  # one standing person's blob width over its height (arms, gait)
+_MASK_PAD_PX = 2  # the motion mask makes an object about this much taller (analysis px, measured)
+_MIN_HEIGHT = 0.02  # no person is expected smaller than this share of the frame's height
+_SAMPLES = 400
+_FIT_AFTER = 40  # samples before the first fit…
+_FIT_TRACKS = 4  # …from this many tracks
+_FIT_EVERY = 25
+_ROW_SPREAD = 0.15  # feet seen over less of the frame than this give a level, not a slope
+_SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outvote the rest
+_VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
+_OBJECT_MIN_PX = 40  # at 320x180: an object left is at least this big (a bag near by is 200)
+_SHED = 0.5  # a person's track left on something this much smaller than they were
+_OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an object
+_MAX_WALK = 3.0  # person heights a second: faster is not someone walking
+_SOLID = 0.75  # a vehicle's blob fills at least this share of its box
+_SPLIT_WIDTH = 1.6  # blobs wider than this many people are looked at for a split
+_DIP = 0.08  # a split needs the outline to dip this share of a person's height between heads
+_MAX_PARTS = 4
+_OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
+_JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
+
+
+class PersonScale:
+    """The expected height of a person's blob by foot row, both as shares of the frame height."""
+
+    def __init__(self, prior: float, references: list[PersonHeight], height_px: int) -> None:
+        self.pad = _MASK_PAD_PX / height_px
+        self.fixed = bool(references)
+        self.learned = self.fixed
+        self.level, self.slope = prior + self.pad, 0.0
+        if references:
+            a, b = references
+            self.slope = (b.height - a.height) / (b.row - a.row)
+            self.level = a.height + self.pad - self.slope * a.row
+        self._samples: deque[tuple[float, float, int]] = deque(maxlen=_SAMPLES)
+        self._new = 0
+        self.version = 0  # bumped when the line changes
+
+    def height(self, row: float) -> float:
+        return max(_MIN_HEIGHT + self.pad, self.level + self.slope * row)
+
+    def observe(self, row: float, height: float, track_id: int) -> None:
+        """A sample from an upright, moving, confirmed track (ignored when fixed)."""
+        if self.fixed:
+            return
+        self._samples.append((row, height, track_id))
+        self._new += 1
+        ready = len(self._samples) >= _FIT_AFTER and self._new >= (
+            _FIT_EVERY if self.learned else 1
+        )
+        if ready and len({s[2] for s in self._samples}) >= _FIT_TRACKS:
+            self._new = 0
+            self._fit()
+
+    def _fit(self) -> None:
+        """A straight line through the samples, refitted twice without the outliers."""
+        data = np.array(self._samples)
+        rows, heights = data[:, 0], data[:, 1]
+        keep = np.ones(len(rows), bool)
+        level, slope = float(np.median(heights)), 0.0
+        spread = float(np.percentile(rows, 90) - np.percentile(rows, 10))
+        for _ in range(3):
+            if spread >= _ROW_SPREAD and keep.sum() >= 10:
+                slope, level = (float(v) for v in np.polyfit(rows[keep], heights[keep], 1))
+            else:
+                level, slope = float(np.median(heights[keep])), 0.0
+            res = heights - (level + slope * rows)
+            mad = float(np.median(np.abs(res[keep]))) * 1.4826
+            keep = np.abs(res) <= max(2.5 * mad, 0.01)
+        if slope < 0:  # nearer people cannot look smaller: the rows seen were too few
+            level, slope = float(np.median(heights[keep])), 0.0
+        self.level, self.slope, self.learned = level, slope, True
+        self.version += 1
+        log.info("camera person scale learned level=%.3f slope=%.3f samples=%d",
+                 level, slope, len(rows))  # fmt: skip
+
+
+class People:
+    """Judges tracks, splits pairs and counts crowds for one camera at the analysis size."""
+
+    def __init__(
+        self, scale: PersonScale, width: int, height: int, fps: float, min_area: float
+    ) -> None:
+        self.scale = scale
+        self.width, self.height, self.fps = width, height, fps
+        self.min_area = min_area
+        self._object_px = _OBJECT_MIN_PX * width * height / (320 * 180)
+        self._weights_version = -1
+        self._weights: NDArray[np.float64] = np.zeros(height)
+        self._hog: cv2.HOGDescriptor | None = None
+        self._upper: cv2.CascadeClassifier | None = None
+
+    # ---- blobs ----
+
+    def person_px(self, row: float) -> tuple[float, float]:
+        """The expected blob height and area of a person with feet at `row` (analysis px)."""
+        h = self.scale.height(row) * self.height
+        return h, PERSON_FILL * h * h
+
+    def prepare(self, blobs: list[Blob], mask: MatLike) -> list[Blob]:
+        """Pieces of one person joined, blobs too small for anything at their row dropped,
+        merged pairs split."""
+        out: list[Blob] = []
+        for b in self._join(blobs) if 1 < len(blobs) <= _JOIN_MAX else blobs:
+            eh, area = self.person_px(b.foot[1])
+            if b.area < _OBJECT_SHARE * self.min_area * area:
+                continue  # noise (what is below min_area may still be a bag, not a person)
+            if b.w > _SPLIT_WIDTH * _ASPECT * eh and b.h > 0.6 * eh:
+                out += self._split(b, mask, eh)
+            else:
+                out.append(b)
+        return out
+
+    def _join(self, blobs: list[Blob]) -> list[Blob]:
+        """Blobs stacked one above the other within one person's height at the lower one's
+        row: the mask broke a person in pieces (legs, body, head) where they look like the
+        background. Joined, they are a person's shape with a person's foot point."""
+        rest = sorted(blobs, key=lambda b: -(b.y + b.h))  # lowest feet first
+        out: list[Blob] = []
+        while rest:
+            b = rest.pop(0)
+            eh = self.person_px(b.foot[1])[0]
+            for o in list(rest):
+                x0, x1 = max(b.x, o.x), min(b.x + b.w, o.x + o.w)
+                top = min(b.y, o.y)
+                if x1 - x0 < 0.5 * min(b.w, o.w) or b.y + b.h - top > 1.25 * eh:
+                    continue
+                left, right = min(b.x, o.x), max(b.x + b.w, o.x + o.w)
+                if right - left > 1.3 * _ASPECT * eh and max(b.w, o.w) < right - left:
+                    continue
+                rest.remove(o)
+                b = Blob(left, top, right - left, b.y + b.h - top, b.area + o.area,
+                         ((left + right) / 2 / self.width, b.foot[1]))  # fmt: skip
+            out.append(b)
+        return out
+
+    def _split(self, b: Blob, mask: MatLike, eh: float) -> list[Blob]:
+        """A blob of people side by side, cut where the outline of its top dips between two
+        heads near each expected boundary between two people (a car's roof does not dip)."""
+        ew = _ASPECT * eh
+        parts = min(_MAX_PARTS, round(b.w / ew))
+        box = np.asarray(mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
+        filled = box.any(axis=0)
+        # How high the outline reaches in each column (0 where the column is empty).
+        reach = np.where(filled, b.h - box.argmax(axis=0), 0).astype(np.float64)
+        prof = np.convolve(reach, np.ones(3) / 3, mode="same")
+        dip = max(2.0, _DIP * eh)
+        top = float(prof.max())
+        cuts = [0]
+        for k in range(1, parts):
+            centre, span = k * b.w / parts, max(1, int(0.35 * ew))
+            lo, hi = max(cuts[-1] + 2, int(centre) - span), min(b.w - 2, int(centre) + span)
+            if hi <= lo:
+                continue
+            c = lo + int(np.argmin(prof[lo:hi]))
+            left, right = prof[cuts[-1] : c].max(initial=0), prof[c:].max(initial=0)
+            # Both sides reach up to a head's height (an arm held out does not).
+            if prof[c] <= min(left, right) - dip and min(left, right) >= top - dip:
+                cuts.append(c)
+        if len(cuts) == 1:
+            return [b]
+        cuts.append(b.w)
+        out = []
+        for c0, c1 in itertools.pairwise(cuts):
+            rows = np.flatnonzero(box[:, c0:c1].any(axis=1))
+            if rows.size == 0:
+                continue
+            x, y, w, h = b.x + c0, b.y + int(rows[0]), c1 - c0, int(rows[-1] - rows[0] + 1)
+            area = int(box[:, c0:c1].sum())
+            out.append(Blob(x, y, w, h, area, ((x + w / 2) / self.width, (y + h) / self.height)))
+        return out
+
+    # ---- tracks ----
+
+    def observe(self, tracks: list[Track], t: float) -> None:
+        """Update every track seen this frame: its vote, stillness, kind; calibration samples."""
+        for tr in tracks:
+            if not tr.seen:
+                continue  # coasting or lost: no shape of its own this frame
+            b = tr.blob
+            eh, area = self.person_px(b.foot[1])
+            speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
+            vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
+            tr.votes.append(vote)
+            if vote is ObjectKind.PERSON:
+                tr.person_area = float(b.area)
+            self._still(tr, t, vote, 0.15 * eh)
+            tr.kind = self._decide(tr, t)
+            if (vote is ObjectKind.PERSON and tr.hits >= 5 and 0.2 <= b.w / b.h <= 0.75
+                    and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S
+                    and b.y > 1 and b.y + b.h < self.height - 1):  # fmt: skip
+                tr.sampled_at = t
+                self.scale.observe(b.foot[1], b.h / self.height, tr.id)
+        for tr in tracks:
+            if (
+                tr.kind is ObjectKind.OBJECT
+                and tr.left_at is None
+                and not self._attended(tr, tracks)
+            ):
+                tr.left_at = t
+
+    def _attended(self, obj: Track, tracks: list[Track]) -> bool:
+        """Whether anything but objects is within a person's height of the object: its owner
+        standing by it, or the rest of a still person the motion mask broke in two."""
+        reach = self.person_px(obj.y)[0]
+        return any(
+            tr is not obj and tr.kind is not ObjectKind.OBJECT and tr.missed == 0
+            and math.hypot((tr.x - obj.x) * self.width, (tr.y - obj.y) * self.height) <= reach
+            for tr in tracks
+        )  # fmt: skip
+
+    def _vote(
+        self, ratio: float, aspect: float, area: float, fill: float, speed: float
+    ) -> ObjectKind:
+        """What one look at a blob suggests: height and area over a person's at its row, width
+        over height, how much of its box it fills, speed in person heights a second."""
+        if area < self.min_area:
+            return ObjectKind.UNKNOWN  # too small to be anyone (it may be a bag)
+        if area >= 3.0 and aspect >= 1.3 and ratio <= 1.4 and fill >= _SOLID:
+            return ObjectKind.VEHICLE  # big, wide and solid (people in a row have a bumpy top)
+        if not self.scale.learned:  # sizes are not to be trusted yet: mostly shape
+            if aspect <= 0.8:
+                return ObjectKind.PERSON
+            return ObjectKind.ANIMAL if aspect >= 1.05 and ratio < 0.75 else ObjectKind.UNKNOWN
+        if speed > _MAX_WALK:
+            return ObjectKind.ANIMAL
+        if ratio >= 0.75 or (ratio >= 0.62 and aspect <= 1.2) or (ratio >= 0.45 and aspect <= 0.7):
+            return ObjectKind.PERSON  # tall enough at its row (wide: people side by side)
+        return ObjectKind.ANIMAL
+
+    def _still(self, tr: Track, t: float, vote: ObjectKind, radius: float) -> None:
+        """Where the track stands still since when; whether it ever moved."""
+        foot = tr.blob.foot
+        if tr.anchor is not None:
+            dx = (foot[0] - tr.anchor[0]) * self.width
+            dy = (foot[1] - tr.anchor[1]) * self.height
+            if math.hypot(dx, dy) <= max(2.0, radius):
+                return
+            if tr.kind is ObjectKind.OBJECT and vote is not ObjectKind.VEHICLE:
+                return  # someone stepping over it moves the merged blob, not the object
+            if tr.hits > 2:
+                tr.roamed = True  # it moved by itself: not something put down
+        tr.anchor, tr.still_since = foot, t
+
+    def _decide(self, tr: Track, t: float) -> ObjectKind:
+        votes = Counter(v for v in tr.votes if v is not ObjectKind.UNKNOWN)
+        judged = sum(votes.values())
+        still = tr.still_since is not None and t - tr.still_since >= _OBJECT_AFTER_S
+        # A person who put something down and walked on may leave their track on it: what
+        # stays is still, much smaller, and no longer looks like anyone.
+        shed = (tr.person_area > 0 and tr.blob.area < _SHED * tr.person_area
+                and len(tr.votes) == tr.votes.maxlen and not votes[ObjectKind.PERSON])  # fmt: skip
+        big = tr.blob.area >= self._object_px  # not a remnant speck of the mask
+        if tr.kind is ObjectKind.OBJECT or (still and big and (shed or (
+            not tr.roamed and tr.kind is not ObjectKind.PERSON
+            and votes[ObjectKind.PERSON] * 2 < max(judged, 1)
+        ))):  # fmt: skip
+            return ObjectKind.OBJECT
+        if judged:
+            kind, n = votes.most_common(1)[0]
+            if n >= _VOTES and n * 2 > judged:
+                return kind
+        return tr.kind
+
+    # ---- the person check, at an alert's start ----
+
+    def check(self, frame: MatLike, tr: Track) -> bool:
+        """Whether OpenCV's people detectors see a person around the track's blob in `frame`
+        (the full-size picture); asked once per track, the answer is kept."""
+        if tr.checked is not None:
+            return tr.checked
+        fh, fw = frame.shape[:2]
+        sx, sy = fw / self.width, fh / self.height
+        b = tr.blob
+        mx, my = 0.5 * b.w * sx, 0.25 * b.h * sy
+        x0, y0 = max(0, int(b.x * sx - mx)), max(0, int(b.y * sy - my))
+        x1, y1 = min(fw, int((b.x + b.w) * sx + mx)), min(fh, int((b.y + b.h) * sy + my))
+        crop = frame[y0:y1, x0:x1]
+        found = False
+        if crop.size:
+            # The detector's window is 64x128 for a person about 96 pixels tall.
+            k = max(96 / max(1.0, b.h * sy), 128 / crop.shape[0], 64 / crop.shape[1])
+            crop = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)
+            if self._hog is None:
+                self._hog = cv2.HOGDescriptor()
+                detector = np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32)
+                self._hog.setSVMDetector(detector)
+                self._upper = cv2.CascadeClassifier(
+                    cv2.data.haarcascades + "haarcascade_upperbody.xml"  # type: ignore[attr-defined]
+                )
+            rects, _ = self._hog.detectMultiScale(crop, winStride=(8, 8), padding=(8, 8), scale=1.1)
+            found = len(rects) > 0
+            if not found and self._upper is not None and not self._upper.empty():
+                grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+                found = len(self._upper.detectMultiScale(grey, 1.1, 3)) > 0
+        tr.checked = found
+        return found
+
+    # ---- crowds ----
+
+    def crowd(self, blobs: list[Blob], mask: MatLike, in_zone: list[bool]) -> int:
+        """People in the blobs of a zone, per ground area: each row's moving pixels over the area
+        of a person whose body's middle is on that row."""
+        if self._weights_version != self.scale.version:
+            self._weights = self._row_weights()
+            self._weights_version = self.scale.version
+        total = 0
+        m = np.asarray(mask)
+        for b, inside in zip(blobs, in_zone, strict=True):
+            if not inside:
+                continue
+            rows = np.count_nonzero(m[b.y : b.y + b.h, b.x : b.x + b.w], axis=1)
+            people = float(rows @ self._weights[b.y : b.y + b.h])
+            total += max(1, math.floor(people + 0.3))
+        return total
+
+    def _row_weights(self) -> NDArray[np.float64]:
+        rows = (np.arange(self.height) + 0.5) / self.height
+        # The foot row y of a person whose middle is on row r: y - height(y) / 2 = r.
+        s = self.scale
+        feet = (rows + s.level / 2) / (1 - s.slope / 2)
+        heights = np.maximum(_MIN_HEIGHT + s.pad, s.level + s.slope * feet) * self.height
+        weights: NDArray[np.float64] = 1.0 / (PERSON_FILL * heights * heights)
+        return weights
