@@ -106,6 +106,7 @@ class CameraAlertKind(StrEnum):
     TAMPER_COVERED = "tamper_covered"
     TAMPER_BLURRED = "tamper_blurred"
     TAMPER_MOVED = "tamper_moved"
+    OBJECT_LEFT = "object_left"
 
 
 class SpeakerFault(StrEnum):
