@@ -14,7 +14,7 @@ headlights and auto-exposure change all the time:
 - moved: ORB features of the view matched to the reference view's and a homography fitted with
   RANSAC. People passing and shadows move a few features, not the homography; a camera turned
   away gives a large consistent displacement, or loses the matches of a textured reference.
-  ORB runs every couple of seconds, sooner when the cheap per-frame measures suspect a change.
+  ORB runs every few seconds, sooner when the cheap measures suspect a change.
 
 A condition that holds is first *suspected* (zones keep being analysed) and only *confirmed* once
 it has held `tamper_confirm_s`: the confirmed states raise alerts and pause zone analytics. After a
@@ -40,7 +40,8 @@ Floats = NDArray[np.float32]
 _SIZE = (160, 90)  # the cheap measures' view
 _COARSE = (40, 18)  # the view's coarse structure (sensor noise averaged out)
 _BLOCKS = (10, 6)  # sharpness blocks of 16 by 15 pixels of the cheap view
-_WARMUP_FRAMES = 10
+_EVERY_S = 0.5  # the cheap measures this often (tampering lasts; frames in between are alike)
+_WARMUP_CHECKS = 5  # about three seconds of calm checks
 _ALPHA = 0.02  # baselines follow calm views over about fifty frames
 _TEXTURED = 3.0  # a block whose usual contrast is under this many noise deviations is not judged
 _MIN_NOISE = 0.3  # grey levels (cheap view): the noise estimate's floor
@@ -49,19 +50,38 @@ _DARK, _BRIGHT = 12.0, 245.0  # blocks darker than this, or this saturated, are 
 _SATURATED_SHARE = 0.05
 _LIGHT_CHANGE = 1.6  # a block this much lighter or darker than the rest of the view: its light
 _MIN_BLOCKS = 10  # fewer judged blocks than this: focus is not judged at all
-_ORB_EVERY_S = 2.0  # ORB on a calm view this often…
-_ORB_SUSPECT_S = 0.4  # …and this often while something looks off
-_ORB_FEATURES = 150
+_ORB_EVERY_S = 5.0  # ORB on a calm view this often…
+_ORB_CUED_S = 1.5  # …this often while the cheap measures hint at a move…
+_ORB_SUSPECT_S = 0.4  # …and this often while features disagree with the reference
+_ORB_FEATURES = 120
 _MIN_REFERENCE_FEATURES = 30  # a reference with fewer is untextured: losing it says nothing
 _MIN_INLIERS = 8
 _UNSHADE_PX = 15  # features are found on the view over its local mean in this window
 _RANSAC_PX = 3.0
-_TRIGGER_SHARE = 0.3  # this share of blocks changing light at once: check features now
+_TRIGGER_SHARE = 0.4  # this share of judged blocks changing content at once: features now
+_CONTENT_CHANGE = math.log(3.0)  # a block's sharpness this far from usual: other content
+_TRIGGER_LAYOUT = 0.6  # the coarse layout correlating less than this with the reference's
 _REFERENCE_EVERY_S = 120.0  # a calm, aligned view refreshes the reference this often
 _REBASE_AFTER_S = 600.0  # a view moved for this long becomes the new normal
 _MONO_CHROMA = (3.0, 6.0)  # mean colour difference (grey levels): greyscale below, colour above
 _LEVEL_FLOOR = 20.0  # contrast is spread over brightness, but never over less than this
 _GRID = np.array([[x, y] for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8)], np.float32)
+
+
+def _median(values: Floats) -> float:
+    """The median, without numpy.median's overhead (this runs on small arrays, often)."""
+    flat = values.ravel()
+    k = flat.size // 2
+    return float(np.partition(flat, k)[k])
+
+
+def _layout(coarse: Floats) -> Floats:
+    """Where the view's edges are, coarsely, unit-normed: the log of the coarse view (light and
+    shadow become offsets) less its smooth part. Moving the camera moves it, shading barely."""
+    logs = np.log(coarse + 4.0)
+    detail = logs - np.asarray(cv2.GaussianBlur(logs, (0, 0), 2), np.float32)
+    norm = float(np.sqrt(np.sum(detail * detail)))
+    return np.asarray(detail / norm if norm > 1e-6 else detail, np.float32)
 
 
 def _unshaded(grey: MatLike) -> MatLike:
@@ -103,6 +123,7 @@ class _Persist:
 class _Reference:
     keypoints: tuple[cv2.KeyPoint, ...]
     descriptors: MatLike | None
+    layout: Floats  # the coarse layout (see `_layout`), a cheap cue that the view moved
     taken_at: float
     inliers: float = 0.0  # the usual inlier count of aligned views (0: none seen yet)
 
@@ -110,12 +131,14 @@ class _Reference:
 class TamperDetector:
     def __init__(self, tuning: Tuning) -> None:
         self.tuning = tuning
-        self._orb = cv2.ORB.create(nfeatures=_ORB_FEATURES, scaleFactor=1.3, nlevels=3,
+        self._orb = cv2.ORB.create(nfeatures=_ORB_FEATURES, scaleFactor=1.3, nlevels=2,
                                    edgeThreshold=11, patchSize=11, fastThreshold=10)  # fmt: skip
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         self._mono: bool | None = None
         self._prev: Floats | None = None
         self._noise = 1.0  # the sensor noise's deviation in the cheap view, grey levels
+        self._state: TamperState | None = None
+        self._checked_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -137,7 +160,15 @@ class TamperDetector:
     ) -> TamperState:
         """The state of the view in `frame` (BGR, analysis size) at `t`. `busy`: much is moving,
         so the view is not a good reference. `grey`: the same frame in grey, when the caller has
-        it already (the motion detector's)."""
+        it already (the motion detector's). The view is measured every `_EVERY_S`; in between
+        the last state stands."""
+        if self._state is not None and t - self._checked_at < _EVERY_S - 1e-6:
+            return self._state
+        self._checked_at = t
+        self._state = self._check(frame, t, busy, grey)
+        return self._state
+
+    def _check(self, frame: MatLike, t: float, busy: bool, grey: MatLike | None) -> TamperState:
         mono = self._monochrome(frame, self._mono)
         if grey is None:
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
@@ -165,14 +196,14 @@ class TamperDetector:
             and contrast < 0.5 * self.contrast
         )
         mean, sharp, var, light_changed = self._blocks(g, coarse)
-        sharpness = self._sharpness(mean, sharp, light_changed)
+        sharpness, trigger = self._sharpness(sharp, light_changed)
+        layout = _layout(coarse)
+        if self.reference is not None:
+            trigger = trigger or float(np.sum(layout * self.reference.layout)) < _TRIGGER_LAYOUT
         blurred_raw = not covered_raw and sharpness < self.tuning.blur_ratio
-        trigger = (
-            self._mean is not None
-            and float(np.count_nonzero(light_changed)) > _TRIGGER_SHARE * light_changed.size
-        )
-        suspicious = covered_raw or blurred_raw or self._displaced is not None or self._lost
-        due = t - self._orb_at >= (_ORB_SUSPECT_S if suspicious or trigger else _ORB_EVERY_S)
+        suspicious = self._displaced is not None or self._lost
+        every = _ORB_SUSPECT_S if suspicious else _ORB_CUED_S if trigger else _ORB_EVERY_S
+        due = t - self._orb_at >= every - 1e-6
         if self.reference is not None and not (covered_raw or blurred_raw) and due:
             self._orb_at = t
             self._features(grey)
@@ -189,20 +220,21 @@ class TamperDetector:
         suspected = (covered_raw or blurred_raw or moved_raw) and not any(states)
         moved_since = self._moved.since
         if moved and moved_since is not None and t - moved_since >= _REBASE_AFTER_S:
-            self._rebase(grey, mean, sharp, var, contrast, t)
+            self._rebase(grey, layout, mean, sharp, var, contrast, t)
         elif self.reference is None or not (covered_raw or blurred_raw or moved_raw or busy):
-            self._learn(grey, mean, sharp, var, contrast, t)  # what it sees first is normal
+            self._learn(grey, layout, mean, sharp, var, contrast, t)  # what it sees first is normal
         return TamperState(covered, blurred, moved, suspected, sharpness, self._match,
                            self._shift, contrast)  # fmt: skip
 
-    # ---- the cheap measures, every frame ----
+    # ---- the cheap measures, every check ----
 
     @staticmethod
     def _monochrome(frame: MatLike, before: bool | None) -> bool:
         """Whether the picture is greyscale (IR), with a margin so that it does not flicker."""
         if frame.ndim == 2 or frame.shape[2] == 1:
             return True
-        tiny = cv2.resize(frame, (40, 22), interpolation=cv2.INTER_AREA).astype(np.int16)
+        step = max(1, frame.shape[1] // 40)  # a sample of pixels says it
+        tiny = np.asarray(frame[::step, ::step], np.int16)
         chroma = float((np.abs(tiny[:, :, 0] - tiny[:, :, 1])
                         + np.abs(tiny[:, :, 1] - tiny[:, :, 2])).mean())  # fmt: skip
         grey, colour = _MONO_CHROMA
@@ -212,8 +244,8 @@ class TamperDetector:
         """Sensor noise from the median change since the last frame: what moves, or a shadow,
         is a minority of the pixels; a jump of the whole picture's light is not taken."""
         if self._prev is not None:
-            diff = np.abs(g - self._prev)
-            now = max(_MIN_NOISE, float(np.median(diff)) * 1.05)  # median |a-b| of two noises
+            diff = np.abs(g[::2, ::2] - self._prev[::2, ::2])  # a sample of pixels says it
+            now = max(_MIN_NOISE, _median(diff) * 1.05)  # median |a-b| of two noises
             if now < 3 * self._noise:
                 self._noise += 0.1 * (now - self._noise)
         self._prev = g
@@ -243,18 +275,23 @@ class TamperDetector:
         if self._mean is None:
             return mean, sharp, var, unjudged
         rel = np.log((mean + 1.0) / (self._mean + 1.0))
-        gain = float(np.median(rel))  # an exposure change moves every block alike
+        gain = _median(rel)  # an exposure change moves every block alike
         light_changed = unjudged | (np.abs(rel - gain) > np.log(_LIGHT_CHANGE))
         return mean, sharp, var, np.asarray(light_changed, np.bool_)
 
-    def _sharpness(self, mean: Floats, sharp: Floats, light_changed: NDArray[np.bool_]) -> float:
-        """The judged blocks' median sharpness against their usual; 1.0 when it cannot be told."""
+    def _sharpness(self, sharp: Floats, light_changed: NDArray[np.bool_]) -> tuple[float, bool]:
+        """The judged blocks' median sharpness against their usual (1.0 when it cannot be told),
+        and whether many of them show other content (a cue to match features now: a shadow or
+        a gain change scales a block's energy and brightness alike, a turn does not)."""
         if self._sharp is None or self._var is None:
-            return 1.0
+            return 1.0, False
         judged = (self._var >= (_TEXTURED * self._noise) ** 2) & ~light_changed
-        if int(np.count_nonzero(judged)) < _MIN_BLOCKS:
-            return 1.0
-        return float(np.exp(np.median(sharp[judged] - self._sharp[judged])))
+        n = int(np.count_nonzero(judged))
+        if n < _MIN_BLOCKS:
+            return 1.0, False
+        change = sharp[judged] - self._sharp[judged]
+        other = int(np.count_nonzero(np.abs(change) > _CONTENT_CHANGE)) > _TRIGGER_SHARE * n
+        return math.exp(_median(change)), other
 
     # ---- features, now and then ----
 
@@ -273,8 +310,9 @@ class TamperDetector:
                 dst = np.array([keypoints[m.trainIdx].pt for m in matches], np.float32)
                 h, mask = cv2.findHomography(src, dst, cv2.RANSAC, _RANSAC_PX)
                 inliers = int(mask.sum()) if mask is not None else 0
-        usual = ref.inliers or float(len(ref.keypoints))
-        self._match = min(1.0, inliers / usual) if usual else 1.0
+        # The usual count is learned from aligned views; until one is seen, only a match with
+        # too few inliers for a homography says the view is lost.
+        self._match = min(1.0, inliers / ref.inliers) if ref.inliers else 1.0
         if h is None or inliers < _MIN_INLIERS:
             self._lost, self._displaced, self._shift = textured, None, 0.0
             self._match = 0.0 if textured else 1.0
@@ -283,7 +321,7 @@ class TamperDetector:
         pts = (_GRID * np.array([width, height], np.float32)).reshape(-1, 1, 2)
         moved = cv2.perspectiveTransform(pts, h).reshape(-1, 2) - pts.reshape(-1, 2)
         dx, dy = (float(v) / width for v in np.median(moved, axis=0))
-        self._shift = float(np.median(np.hypot(moved[:, 0], moved[:, 1]))) / width
+        self._shift = _median(np.hypot(moved[:, 0], moved[:, 1])) / width
         self._lost = textured and self._match < self.tuning.moved_lost_share
         if self._shift <= self.tuning.moved_shift:
             self._displaced = None
@@ -298,8 +336,8 @@ class TamperDetector:
 
     # ---- learning the view ----
 
-    def _learn(self, grey: MatLike, mean: Floats, sharp: Floats, var: Floats, contrast: float,
-               t: float) -> None:  # fmt: skip
+    def _learn(self, grey: MatLike, layout: Floats, mean: Floats, sharp: Floats, var: Floats,
+               contrast: float, t: float) -> None:  # fmt: skip
         self._calm_frames += 1
         alpha = max(_ALPHA, 1.0 / self._calm_frames)  # a plain average while warming up
         if self._mean is None or self._sharp is None or self._var is None or self.contrast is None:
@@ -309,23 +347,23 @@ class TamperDetector:
             self._sharp += alpha * (sharp - self._sharp)
             self._var += alpha * (var - self._var)
             self.contrast += alpha * (contrast - self.contrast)
-        if self._calm_frames < _WARMUP_FRAMES:
+        if self._calm_frames < _WARMUP_CHECKS:
             return
         aligned = self._displaced is None and not self._lost
         if self.reference is None or (
             aligned and t - self.reference.taken_at >= _REFERENCE_EVERY_S
         ):
-            self._take_reference(grey, t)
+            self._take_reference(grey, layout, t)
 
-    def _take_reference(self, grey: MatLike, t: float) -> None:
+    def _take_reference(self, grey: MatLike, layout: Floats, t: float) -> None:
         keypoints, descriptors = self._orb.detectAndCompute(_unshaded(grey), None)
-        self.reference = _Reference(tuple(keypoints), descriptors, t)
+        self.reference = _Reference(tuple(keypoints), descriptors, layout, t)
         self._orb_at = t
 
-    def _rebase(self, grey: MatLike, mean: Floats, sharp: Floats, var: Floats, contrast: float,
-                t: float) -> None:  # fmt: skip
+    def _rebase(self, grey: MatLike, layout: Floats, mean: Floats, sharp: Floats, var: Floats,
+                contrast: float, t: float) -> None:  # fmt: skip
         """The camera has stayed in its new position: this view is normal now."""
-        self._take_reference(grey, t)
+        self._take_reference(grey, layout, t)
         self._mean, self._sharp, self._var, self.contrast = mean, sharp, var, contrast
         self._displaced, self._lost, self._shift, self._match = None, False, 0.0, 1.0
         self._moved.since = None
