@@ -204,8 +204,9 @@ def test_tampering_is_confirmed_once_it_persists(effect: Effect, kind: str) -> N
     assert confirmed(states) == {kind}
     during = [(t, s) for t, s in states if FROM_S <= t < UNTIL_S]
     first = min(t for t, s in during if getattr(s, kind))
-    assert FROM_S + confirm <= first <= FROM_S + confirm + 2  # held long enough, not much more
-    assert all(s.suspected for t, s in during if FROM_S + 1 <= t < first)  # suspected meanwhile
+    # held long enough, not much more (features are matched on a view averaged over ~1.5 s)
+    assert FROM_S + confirm <= first <= FROM_S + confirm + 3
+    assert all(s.suspected for t, s in during if first - confirm <= t < first)  # suspected first
     assert all(getattr(s, kind) for t, s in during if first <= t)  # and stays confirmed
     assert not any(getattr(s, kind) for t, s in states if t >= UNTIL_S + 2)  # then it ends
 

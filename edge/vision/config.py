@@ -119,7 +119,7 @@ class Tuning(_Config):
         default=1800.0, gt=1, description="what stays put about this long becomes background"
     )
     covered_contrast: float = Field(
-        default=0.08,
+        default=0.05,
         gt=0,
         lt=1,
         description="covered: the view's coarse structure spreads less than this share of its "

@@ -53,17 +53,21 @@ _MIN_BLOCKS = 10  # fewer judged blocks than this: focus is not judged at all
 _ORB_EVERY_S = 5.0  # ORB on a calm view this often…
 _ORB_CUED_S = 1.5  # …this often while the cheap measures hint at a move…
 _ORB_SUSPECT_S = 0.4  # …and this often while features disagree with the reference
-_ORB_FEATURES = 120
+_ORB_FEATURES = 200
+_STILL_ALPHA = 0.3  # features are found on an average over the last few checks (about 1.5 s)
 _MIN_REFERENCE_FEATURES = 30  # a reference with fewer is untextured: losing it says nothing
 _MIN_INLIERS = 8
+_SUPPORT = 0.3  # a displacement counts when this share of the usual inliers carry it
 _UNSHADE_PX = 15  # features are found on the view over its local mean in this window
 _RANSAC_PX = 3.0
 _TRIGGER_SHARE = 0.4  # this share of judged blocks changing content at once: features now
 _CONTENT_CHANGE = math.log(3.0)  # a block's sharpness this far from usual: other content
-_TRIGGER_LAYOUT = 0.6  # the coarse layout correlating less than this with the reference's
+_LAYOUT_DROP = 0.2  # the still view's layout correlating this much less with the reference's
+# than usual: a cue to match features now
 _REFERENCE_EVERY_S = 120.0  # a calm, aligned view refreshes the reference this often
 _REBASE_AFTER_S = 600.0  # a view moved for this long becomes the new normal
 _MONO_CHROMA = (3.0, 6.0)  # mean colour difference (grey levels): greyscale below, colour above
+_COVERED_SHARE = 0.35  # covered also needs the contrast below this share of the usual
 _LEVEL_FLOOR = 20.0  # contrast is spread over brightness, but never over less than this
 _GRID = np.array([[x, y] for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8)], np.float32)
 
@@ -125,14 +129,15 @@ class _Reference:
     descriptors: MatLike | None
     layout: Floats  # the coarse layout (see `_layout`), a cheap cue that the view moved
     taken_at: float
+    layout_match: float = 1.0  # how well calm views' layouts usually correlate with it
     inliers: float = 0.0  # the usual inlier count of aligned views (0: none seen yet)
 
 
 class TamperDetector:
     def __init__(self, tuning: Tuning) -> None:
         self.tuning = tuning
-        self._orb = cv2.ORB.create(nfeatures=_ORB_FEATURES, scaleFactor=1.3, nlevels=2,
-                                   edgeThreshold=11, patchSize=11, fastThreshold=10)  # fmt: skip
+        self._orb = cv2.ORB.create(nfeatures=_ORB_FEATURES, scaleFactor=1.3, nlevels=3,
+                                   edgeThreshold=19, patchSize=19, fastThreshold=7)  # fmt: skip
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         self._mono: bool | None = None
         self._prev: Floats | None = None
@@ -151,9 +156,11 @@ class TamperDetector:
         self.reference: _Reference | None = None
         self._orb_at = -1e18
         self._displaced: tuple[float, float] | None = None  # the last ORB verdict: where to…
+        self._previous: tuple[float, float] | None = None  # (the last displacement seen)
         self._lost = False  # …or no match at all
         self._shift, self._match = 0.0, 1.0
         self._covered, self._blurred, self._moved = _Persist(), _Persist(), _Persist()
+        self._still: Floats | None = None
 
     def check(
         self, frame: MatLike, t: float, *, busy: bool = False, grey: MatLike | None = None
@@ -172,6 +179,13 @@ class TamperDetector:
         mono = self._monochrome(frame, self._mono)
         if grey is None:
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        # Rain, snow, sensor noise and passers-by put corners where there are none a moment
+        # later; an average over a few checks keeps what stays.
+        if self._still is None or self._still.shape != grey.shape:
+            self._still = np.array(grey, np.float32)
+        else:
+            cv2.accumulateWeighted(grey, self._still, _STILL_ALPHA)
+        still = cv2.convertScaleAbs(self._still)
         g = np.asarray(cv2.resize(grey, _SIZE, interpolation=cv2.INTER_AREA), np.float32)
         self._estimate_noise(g)
         coarse = np.asarray(cv2.resize(g, _COARSE, interpolation=cv2.INTER_AREA), np.float32)
@@ -193,20 +207,24 @@ class TamperDetector:
         covered_raw = (  # a view that is always this flat (a blank wall) is this camera's normal
             self.contrast is not None
             and contrast < self.tuning.covered_contrast
-            and contrast < 0.5 * self.contrast
+            and contrast < _COVERED_SHARE * self.contrast
         )
         mean, sharp, var, light_changed = self._blocks(g, coarse)
         sharpness, trigger = self._sharpness(sharp, light_changed)
-        layout = _layout(coarse)
+        layout = _layout(np.asarray(cv2.resize(self._still, _COARSE, interpolation=cv2.INTER_AREA),
+                                    np.float32))  # fmt: skip
+        layout_match, layout_dropped = 1.0, False
         if self.reference is not None:
-            trigger = trigger or float(np.sum(layout * self.reference.layout)) < _TRIGGER_LAYOUT
+            layout_match = float(np.sum(layout * self.reference.layout))
+            layout_dropped = layout_match < self.reference.layout_match - _LAYOUT_DROP
+            trigger = trigger or layout_dropped
         blurred_raw = not covered_raw and sharpness < self.tuning.blur_ratio
         suspicious = self._displaced is not None or self._lost
         every = _ORB_SUSPECT_S if suspicious else _ORB_CUED_S if trigger else _ORB_EVERY_S
         due = t - self._orb_at >= every - 1e-6
         if self.reference is not None and not (covered_raw or blurred_raw) and due:
             self._orb_at = t
-            self._features(grey)
+            self._features(still, layout_dropped)
         if covered_raw or blurred_raw:
             self._displaced, self._lost = None, False  # features say nothing about a blank view
         moved_raw = self._displaced is not None or self._lost
@@ -220,9 +238,14 @@ class TamperDetector:
         suspected = (covered_raw or blurred_raw or moved_raw) and not any(states)
         moved_since = self._moved.since
         if moved and moved_since is not None and t - moved_since >= _REBASE_AFTER_S:
-            self._rebase(grey, layout, mean, sharp, var, contrast, t)
+            self._rebase(still, layout, mean, sharp, var, contrast, t)
         elif self.reference is None or not (covered_raw or blurred_raw or moved_raw or busy):
-            self._learn(grey, layout, mean, sharp, var, contrast, t)  # what it sees first is normal
+            self._learn(
+                still, layout, mean, sharp, var, contrast, t
+            )  # what it sees first is normal
+            if self.reference is not None and not trigger:
+                ref = self.reference
+                ref.layout_match += 0.1 * (layout_match - ref.layout_match)
         return TamperState(covered, blurred, moved, suspected, sharpness, self._match,
                            self._shift, contrast)  # fmt: skip
 
@@ -295,13 +318,12 @@ class TamperDetector:
 
     # ---- features, now and then ----
 
-    def _features(self, grey: MatLike) -> None:
+    def _features(self, grey: MatLike, layout_dropped: bool) -> None:
         """Match the view's ORB features to the reference's: displaced (by how much), lost, or
-        in place."""
+        in place. `layout_dropped`: the cheap layout cue disagrees with the reference too."""
         ref = self.reference
         assert ref is not None
         keypoints, descriptors = self._orb.detectAndCompute(_unshaded(grey), None)
-        textured = len(ref.keypoints) >= _MIN_REFERENCE_FEATURES
         inliers, h = 0, None
         if descriptors is not None and ref.descriptors is not None and len(keypoints) >= 4:
             matches = self._matcher.match(ref.descriptors, descriptors)
@@ -310,29 +332,38 @@ class TamperDetector:
                 dst = np.array([keypoints[m.trainIdx].pt for m in matches], np.float32)
                 h, mask = cv2.findHomography(src, dst, cv2.RANSAC, _RANSAC_PX)
                 inliers = int(mask.sum()) if mask is not None else 0
-        # The usual count is learned from aligned views; until one is seen, only a match with
-        # too few inliers for a homography says the view is lost.
+        # The usual count is learned from aligned views (the reference's own keypoints until one
+        # is seen would overstate it: many corners of a view do not come back).
         self._match = min(1.0, inliers / ref.inliers) if ref.inliers else 1.0
-        if h is None or inliers < _MIN_INLIERS:
-            self._lost, self._displaced, self._shift = textured, None, 0.0
-            self._match = 0.0 if textured else 1.0
-            return
-        width, height = grey.shape[1], grey.shape[0]
-        pts = (_GRID * np.array([width, height], np.float32)).reshape(-1, 1, 2)
-        moved = cv2.perspectiveTransform(pts, h).reshape(-1, 2) - pts.reshape(-1, 2)
-        dx, dy = (float(v) / width for v in np.median(moved, axis=0))
-        self._shift = _median(np.hypot(moved[:, 0], moved[:, 1])) / width
-        self._lost = textured and self._match < self.tuning.moved_lost_share
-        if self._shift <= self.tuning.moved_shift:
-            self._displaced = None
-            if not self._lost:  # an aligned view: what a good match looks like here
+        supported = h is not None and inliers >= max(_MIN_INLIERS, _SUPPORT * ref.inliers)
+        self._shift, self._displaced, self._lost = 0.0, None, False
+        if supported and h is not None:
+            width, height = grey.shape[1], grey.shape[0]
+            pts = (_GRID * np.array([width, height], np.float32)).reshape(-1, 1, 2)
+            moved = cv2.perspectiveTransform(pts, h).reshape(-1, 2) - pts.reshape(-1, 2)
+            dx, dy = (float(v) / width for v in np.median(moved, axis=0))
+            self._shift = _median(np.hypot(moved[:, 0], moved[:, 1])) / width
+            if self._shift <= self.tuning.moved_shift:  # aligned: what a good match is here
                 ref.inliers = float(inliers) if not ref.inliers else ref.inliers + 0.2 * (
                     inliers - ref.inliers)  # fmt: skip
+                return
+            before, self._previous = self._previous, (dx, dy)
+            if before is None or math.dist((dx, dy), before) <= self.tuning.moved_shift:
+                self._displaced = (dx, dy)
+                return
+            if not layout_dropped:
+                self._moved.since = None  # a different displacement: not one turn, start again
+                self._displaced = (dx, dy)
+                return
+            # Displacements that disagree, on a view whose layout is gone: chance homographies
+            # between unrelated views, which is what looking elsewhere gives.
+            self._lost, self._match = True, 0.0
             return
-        before = self._displaced
-        if before is not None and math.dist((dx, dy), before) > self.tuning.moved_shift:
-            self._moved.since = None  # a different displacement: not one turn, start again
-        self._displaced = (dx, dy)
+        # No well-supported homography. That alone happens in rain or on a plain square; with
+        # the layout gone as well (features and light agreeing), the camera looks elsewhere.
+        poor = not supported or self._match < self.tuning.moved_lost_share
+        self._lost = len(ref.keypoints) >= _MIN_REFERENCE_FEATURES and poor and layout_dropped
+        self._match = 0.0 if self._lost else self._match
 
     # ---- learning the view ----
 
