@@ -7,14 +7,18 @@ headlights and auto-exposure change all the time:
   brightness (a hand, a bag, paint), dark or not; a dark IR scene that keeps its structure is
   not covered;
 - blurred: per block of the view, gradient energy (the sensor's noise taken off) over the
-  block's own brightness, against that block's usual value. Only blocks that were textured, are neither saturated nor near black and
-  whose brightness still follows the rest of the picture are judged, and the median decides: a
-  defocus lowers sharpness across most of the picture, a light source or a moving shadow changes
-  only part of it, and a gain change changes energy and contrast alike;
-- moved: ORB features of the view matched to the reference view's and a homography fitted with
-  RANSAC. People passing and shadows move a few features, not the homography; a camera turned
-  away gives a large consistent displacement, or loses the matches of a textured reference.
-  ORB runs every few seconds, sooner when the cheap measures suspect a change.
+  block's own brightness, against that block's usual value. Only blocks that were textured, are
+  neither saturated nor near black and whose brightness still follows the rest of the picture
+  are judged, and the median decides: a defocus lowers sharpness across most of the picture, a
+  light source or a moving shadow changes only part of it, and a gain change scales energy and
+  brightness alike;
+- moved: ORB features of the view (averaged over a few checks, so that rain, snow and passers-by
+  leave no corners, and divided by its local mean, so that a shadow leaves the corners on dim
+  ground) matched to the reference view's, and a homography fitted with RANSAC. People and
+  shadows move a few features, not the homography; a camera knocked aside gives a large
+  displacement that stays the same; a camera turned to something else loses its matches while
+  the view's coarse layout changes too. ORB runs every few seconds, sooner when the cheap
+  measures hint at a move.
 
 A condition that holds is first *suspected* (zones keep being analysed) and only *confirmed* once
 it has held `tamper_confirm_s`: the confirmed states raise alerts and pause zone analytics. After a
@@ -42,7 +46,7 @@ _COARSE = (40, 18)  # the view's coarse structure (sensor noise averaged out)
 _BLOCKS = (10, 6)  # sharpness blocks of 16 by 15 pixels of the cheap view
 _EVERY_S = 0.8  # the cheap measures this often (tampering lasts; frames in between are alike)
 _WARMUP_CHECKS = 5  # about three seconds of calm checks
-_ALPHA = 0.02  # baselines follow calm views over about fifty frames
+_ALPHA = 0.02  # baselines follow calm views over about fifty checks
 _TEXTURED = 3.0  # a block whose usual contrast is under this many noise deviations is not judged
 _MIN_NOISE = 0.3  # grey levels (cheap view): the noise estimate's floor
 _LAPLACE_GAIN = 20.0  # the 4-neighbour Laplacian multiplies a pixel noise's variance by this
