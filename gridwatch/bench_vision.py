@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from pydantic import ValidationError
 
 from edge.vision.analytics import AlertOut, CameraAnalytics, CountOut, Output
 from edge.vision.config import AlertTiming, CameraSettings
@@ -174,9 +175,25 @@ def ensure_clip(folder: Path, scene: scenes.Scene, suffix: str = "") -> Path:
     return video
 
 
-def evaluate(scene: scenes.Scene, video: Path) -> dict[str, Any]:
+def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False) -> CameraSettings:
+    """The camera settings a user would give for the clip; with `calibrated`, also the optional
+    calibration block (two people's heights measured on the picture)."""
+    given = scenes.camera_settings(scene, str(video))
+    if calibrated:
+        given["calibration"] = scenes.calibration(scene)
+    try:
+        return CameraSettings.model_validate(given)
+    except ValidationError as e:
+        if calibrated and any(err["loc"][:1] == ("calibration",) for err in e.errors()):
+            raise SystemExit(
+                "--calibrated: these analytics take no `calibration` block in camera settings"
+            ) from None
+        raise
+
+
+def evaluate(scene: scenes.Scene, video: Path, calibrated: bool = False) -> dict[str, Any]:
     """One clip: its alerts scored against its truth, its counts, its confusion figures."""
-    settings = CameraSettings.model_validate(scenes.camera_settings(scene, str(video)))
+    settings = settings_for(scene, video, calibrated)
     result = run_clip(video, settings)
     truth = scene.truth()
     per, false = match(result.alerts, truth["events"], settings.alerts)
@@ -246,8 +263,10 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     clips = [(scene, ensure_clip(folder, scene)) for scene in catalogue]
     rendered_s = time.monotonic() - began
-    results = [evaluate(scene, video) for scene, video in clips]
-    out: dict[str, Any] = {"mode": "quick" if quick else "full", "clips": len(clips),
+    calibrated = bool(getattr(args, "calibrated", False))
+    results = [evaluate(scene, video, calibrated) for scene, video in clips]
+    out: dict[str, Any] = {"mode": "quick" if quick else "full", "calibrated": calibrated,
+                           "clips": len(clips),
                            "folder": str(folder), "render_s": round(rendered_s, 1)}  # fmt: skip
     out.update(report.summarise(results))
     out["speed"] = speed(folder, 30.0 if quick else 120.0)

@@ -757,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--folder", help="keep the clips here (re-used when present)")
     bv.add_argument("--quick", action="store_true",
                     help="a handful of short clips (a few minutes in all), for development")  # fmt: skip
+    bv.add_argument("--calibrated", action="store_true",
+                    help="give each camera the optional calibration block (two people's heights "
+                         "on the picture); the headline figures are without it")  # fmt: skip
     brt = add(
         bsub2,
         "rtsp",

@@ -49,6 +49,7 @@ class Rule(StrEnum):
     CAMERA_LOITERING = "camera_loitering"
     CAMERA_CROWD = "camera_crowd"
     CAMERA_TAMPER = "camera_tamper"
+    CAMERA_OBJECT_LEFT = "camera_object_left"
     SPEAKER_FAULT = "speaker_fault"
     DEVICE_OFFLINE = "device_offline"
     NODE_OFFLINE = "node_offline"
@@ -95,6 +96,7 @@ DEFAULTS: dict[Rule, RuleSettings] = {
     Rule.CAMERA_LOITERING: RuleSettings(severity=Severity.GREEN),
     Rule.CAMERA_CROWD: RuleSettings(severity=Severity.YELLOW),
     Rule.CAMERA_TAMPER: RuleSettings(severity=Severity.YELLOW),
+    Rule.CAMERA_OBJECT_LEFT: RuleSettings(severity=Severity.YELLOW),
     Rule.SPEAKER_FAULT: RuleSettings(severity=Severity.YELLOW),
     Rule.DEVICE_OFFLINE: RuleSettings(severity=Severity.YELLOW, for_s=120, limit=600),
     Rule.NODE_OFFLINE: RuleSettings(severity=Severity.RED, for_s=120),
@@ -120,8 +122,10 @@ _CAMERA_RULES = {
     m.CameraAlertKind.TAMPER_COVERED: Rule.CAMERA_TAMPER,
     m.CameraAlertKind.TAMPER_BLURRED: Rule.CAMERA_TAMPER,
     m.CameraAlertKind.TAMPER_MOVED: Rule.CAMERA_TAMPER,
+    m.CameraAlertKind.OBJECT_LEFT: Rule.CAMERA_OBJECT_LEFT,
 }
-# Camera alerts that end by themselves also end their incident; an intrusion needs a person.
+# Camera alerts that end by themselves also end their incident; an intrusion needs a person, and
+# so does an object left behind (someone picking it up is no all-clear: what was it?).
 _RESOLVED_BY_END = {Rule.CAMERA_LOITERING, Rule.CAMERA_CROWD, Rule.CAMERA_TAMPER}
 
 

@@ -148,3 +148,11 @@ def test_the_command_line_offers_every_scene_kind() -> None:
 
     assert list(scenes.KINDS) == SCENE_KINDS
     assert scenes.KINDS["street-tamper-moved-night"](2).tampers[0].kind == "moved"
+
+
+def test_the_optional_calibration_is_what_a_user_measures_on_the_picture() -> None:
+    """Two reference heights of a 1.7 m person, near and far, as image fractions."""
+    far, near = scenes.calibration(street.crowd(1))["person_heights"]
+    assert far["row"] < near["row"] and far["height"] < near["height"] < 0.3
+    x, y = CAM.ground(0.5, near["row"])
+    assert near["height"] == pytest.approx(near["row"] - CAM.project(x, y, 1.7)[1], abs=1e-3)

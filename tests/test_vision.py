@@ -375,7 +375,9 @@ def test_a_camera_left_turned_away_makes_its_new_view_the_reference() -> None:
     detector = TamperDetector(Tuning())
     for i in range(20):
         detector.check(scene.frame(i), i / scene.fps)
-    assert detector.check(shifted, 100.0).moved
+    seen = [detector.check(shifted, 100.0 + k) for k in range(8)]  # confirmed once it persists
+    assert not seen[0].moved and any(s.suspected for s in seen) and seen[-1].moved
     assert detector.check(shifted, 100.0 + 599).moved
-    assert detector.check(shifted, 100.0 + 600).moved  # the last moved look…
-    assert not detector.check(shifted, 100.0 + 601).moved  # …then this view is the reference
+    assert detector.check(shifted, 100.0 + 600).moved  # still moved…
+    detector.check(shifted, 100.0 + 610)  # …ten minutes after the move was seen to hold…
+    assert not detector.check(shifted, 100.0 + 611).moved  # …this view is the reference

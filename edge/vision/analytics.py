@@ -170,8 +170,8 @@ class CameraAnalytics:
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []
         tamper_scores = (
-            1.0 - min(1.0, view.std / (2 * self.settings.tuning.covered_std)),
-            1.0 - min(1.0, view.sharpness / (self.tamper.baseline or 1.0)),
+            1.0 - min(1.0, view.contrast / (2 * self.settings.tuning.covered_contrast)),
+            1.0 - min(1.0, view.sharpness),
             min(1.0, max(view.shift / (2 * self.settings.tuning.moved_shift), 1.0 - view.match)),
         )
         for kind, holds, score in zip(_TAMPER_KINDS, (view.covered, view.blurred, view.moved),

@@ -163,23 +163,40 @@ class Tuning(_Config):
     background_s: float = Field(
         default=1800.0, gt=1, description="what stays put about this long becomes background"
     )
-    covered_std: float = Field(
-        default=10.0, gt=0, description="grey-level spread below which the view is featureless"
+    covered_contrast: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="covered: the view's coarse structure spreads less than this share of its "
+        "brightness (a dark IR scene that keeps its structure is not covered)",
     )
     blur_ratio: float = Field(
-        default=0.35, gt=0, lt=1, description="sharpness below this share of the usual is defocus"
+        default=0.35,
+        gt=0,
+        lt=1,
+        description="defocus: the textured blocks' median sharpness (gradient energy over "
+        "contrast) below this share of each block's usual value",
     )
     moved_shift: float = Field(
         default=0.03,
         gt=0,
         lt=1,
-        description="a view shifted by more than this share of its width has moved",
+        description="moved: matched features displace the view by more than this share of its "
+        "width",
     )
-    moved_match: float = Field(
-        default=0.5,
-        gt=-1,
+    moved_lost_share: float = Field(
+        default=0.2,
+        gt=0,
         lt=1,
-        description="a view correlating less than this with its reference has moved",
+        description="moved: a textured reference view keeps fewer than this share of its usual "
+        "feature matches (the camera looks at something else)",
+    )
+    tamper_confirm_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=600,
+        description="a tampering condition is only suspected (zones still analysed) until it "
+        "has held this long; then it is confirmed: alert, and zone analytics pause",
     )
 
 

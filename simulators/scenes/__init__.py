@@ -19,7 +19,7 @@ from simulators.scenes.base import (
     Walker,
     ZoneSpec,
 )
-from simulators.scenes.catalogue import KINDS, camera_settings, catalogue, quick
+from simulators.scenes.catalogue import KINDS, calibration, camera_settings, catalogue, quick
 from simulators.scenes.conditions import Clouds, Conditions, ExposureStep, Tree
 from simulators.scenes.encode import write_clip, write_h264
 from simulators.scenes.figures import Figure
@@ -40,7 +40,7 @@ from simulators.scenes.geometry import PoleCamera
 __all__ = [
     "CROWD", "KINDS", "LINE", "LOITER", "RESTRICTED", "Clouds", "Conditions", "ExposureStep", "Figure",
     "Frame", "LightSwitch", "Mover", "Point", "PoleCamera", "Scene", "Shadow", "Tamper",
-    "TamperKind", "Tree", "Walker", "ZoneSpec", "camera_settings", "catalogue", "counting_scene",
+    "TamperKind", "Tree", "Walker", "ZoneSpec", "calibration", "camera_settings", "catalogue", "counting_scene",
     "crowd_scene", "intrusion_scene", "loitering_scene", "quick", "quiet_scene", "tamper_scene",
     "write_clip", "write_h264",
 ]  # fmt: skip

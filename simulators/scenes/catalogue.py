@@ -127,3 +127,18 @@ def camera_settings(scene: Scene, source: str) -> dict[str, Any]:
         zones.append(zone)
     return {"source": source, "fps": scene.fps, "width": scene.width, "height": scene.height,
             "zones": zones}  # fmt: skip
+
+
+def calibration(scene: Scene) -> dict[str, Any]:
+    """The optional `calibration` block a user would add for the clip's camera: two people's
+    heights measured on the picture, one near (low in the frame) and one far. Typical people
+    (1.7 m) on a street camera; on a flat scene, the size every person there has."""
+    if scene.camera is None:
+        refs = [(0.5, 0.2), (0.9, 0.2)]
+    else:
+        cam = scene.camera
+        refs = []
+        for row in (0.4, 0.9):
+            x, y = cam.ground(0.5, row)
+            refs.append((row, round(row - cam.project(x, y, 1.7)[1], 4)))
+    return {"person_heights": [{"row": r, "height": h} for r, h in refs]}
