@@ -182,3 +182,59 @@ def test_a_headlight_beam_sweeping_the_ground_at_night_is_no_motion() -> None:
 
     seen = run(clip(65, render), detector())
     assert not [b for frame in seen for b in person_sized(frame)]
+
+
+# ---- foliage and a shaking pole ----
+
+
+def shifted(img: Image, dx: float, dy: float) -> Image:
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return np.asarray(cv2.warpAffine(img, m, (W, H), borderMode=cv2.BORDER_REFLECT), np.float32)
+
+
+def test_foliage_swaying_in_the_wind_is_no_person_and_a_passer_by_still_is() -> None:
+    base = ground()
+    rng = np.random.default_rng(5)
+    leaves = np.zeros((H, W, 3), np.float32)
+    canopy = np.zeros((H, W), np.float32)
+    cv2.ellipse(canopy, (250, 55), (45, 40), 0, 0, 360, 1.0, -1)
+    for _ in range(160):  # leaves: dark and light greens with sky between
+        c = (int(rng.integers(210, 290)), int(rng.integers(20, 95)))
+        b, g, r = (float(rng.integers(lo, hi)) for lo, hi in ((20, 70), (90, 170), (20, 80)))
+        cv2.circle(leaves, c, int(rng.integers(3, 7)), (b, g, r), -1)
+    leafy = (leaves.max(axis=2) > 0).astype(np.float32) * canopy
+
+    def render(i: int) -> Image:
+        t = i / FPS
+        dx, dy = 2.5 * np.sin(2 * np.pi * t / 1.7), 1.0 * np.sin(2 * np.pi * t / 2.3)
+        m = shifted(leafy, dx, dy)[:, :, None]
+        img = base * (1 - m) + shifted(leaves, dx, dy) * m
+        x = walking(i, 150, 20, 300, 50)
+        if x is not None:
+            draw_person(img, (x, 165), (40, 40, 160))
+        return np.asarray(img, np.float32)
+
+    seen = run(clip(210, render), detector())
+    for i in range(75, 210):
+        crossing = walking(i, 150, 20, 300, 50) is not None
+        big = person_sized(seen[i], 0.3)
+        assert len(big) == (1 if crossing else 0), (i, seen[i])
+        assert not crossing or big[0].y > 110, (i, big)
+
+
+def test_a_shaking_pole_shows_the_person_and_nothing_else() -> None:
+    base = ground()
+    jitter = np.random.default_rng(11).uniform(-1.5, 1.5, (200, 2))
+
+    def render(i: int) -> Image:
+        img = base.copy()
+        x = walking(i, 100, 20, 300, 60)
+        if x is not None:
+            draw_person(img, (x, 160), (40, 40, 160))
+        return shifted(img, *jitter[i])
+
+    seen = run(clip(170, render), detector())
+    for i in range(50, 170):
+        crossing = walking(i, 100, 20, 300, 60) is not None
+        big = person_sized(seen[i], 0.3)
+        assert len(big) == (1 if crossing else 0), (i, seen[i])

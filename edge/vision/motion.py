@@ -54,6 +54,7 @@ _GAIN_RANGE = (0.2, 5.0)  # what light can do to a patch's contrast
 _NEW_EDGE_K = 2.5  # detail this many noise deviations above the background's is a new edge
 _NEW_EDGE_SHARE = 0.25  # an object's outline: new edges along this share of its perimeter
 _FLICKER_S = 20.0  # how long the memory of a pixel's flicker lasts
+_RESTLESS = 0.1  # pixels that jumped in more than this share of frames lately are restless
 _FLICKER_GAIN = 4.0  # a pixel that flickers all the time needs this much more change, plus one
 _MONO_SPREAD = (0.025, 0.06)  # channel spread per grey level: below is grey, above is colour
 _MONO_S = 3.0  # the picture must stay on the other side this long for the mode to switch
@@ -95,6 +96,8 @@ class MotionDetector:
         self._light: NDArray[np.float32] | None = None  # coarse light ratio, frame / background
         self._prev: NDArray[np.uint8] | None = None
         self._flicker = np.zeros((height, width), np.float32)
+        self._restless: NDArray[np.bool_] | None = None
+        self._near = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
         self._frames = 0
         self._relearn_until = 0
         self._mono_votes = 0
@@ -132,7 +135,9 @@ class MotionDetector:
         light = self._light_field(ratio)
         lit = cv2.resize(light, (self.width, self.height))
         expected = cv2.multiply(bg, lit)
-        diff = cv2.absdiff(f, expected)
+        diff = np.asarray(cv2.absdiff(f, expected), np.float32)
+        if self._restless is not None:  # swaying or shaking there: compare with the neighbourhood
+            np.copyto(diff, self._beyond_neighbours(f, expected), where=self._restless)
         threshold = max(_MIN_THRESHOLD, _NOISE_K * self.noise)
         needed = cv2.addWeighted(self._flicker, threshold * _FLICKER_GAIN, self._flicker, 0,
                                  threshold)  # fmt: skip
@@ -270,6 +275,17 @@ class MotionDetector:
             self._flicker *= 1.0 - self._flicker_rate
             np.add(self._flicker, self._flicker_rate, out=self._flicker, where=jumped)
         self._prev = grey
+        if self._frames % _NOISE_EVERY == 0:
+            restless = self._flicker > _RESTLESS
+            self._restless = restless if restless.any() else None
+
+    def _beyond_neighbours(self, f: NDArray[np.float32], expected: MatLike) -> NDArray[np.float32]:
+        """How far each pixel lies outside the range of the expected picture around it: a leaf
+        or an edge that moved a pixel or two is within it, a person is not."""
+        hi = cv2.dilate(expected, self._near)
+        lo = cv2.erode(expected, self._near)
+        out = np.maximum(cv2.subtract(f, hi), cv2.subtract(lo, f))
+        return np.maximum(out, 0.0, out=out)
 
     def _blobs(self, fg: MatLike, f: NDArray[np.float32], expected: MatLike) -> list[Blob]:
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
