@@ -282,12 +282,7 @@ def _simulated(
 def _scene(kind: str, seed: int) -> Scene:
     from simulators import scenes
 
-    if kind.startswith("tamper-"):
-        return scenes.tamper_scene(seed, kind.removeprefix("tamper-"))  # type: ignore[arg-type]
-    make = {"intrusion": scenes.intrusion_scene, "loitering": scenes.loitering_scene,
-            "crowd": scenes.crowd_scene, "counting": scenes.counting_scene,
-            "quiet": scenes.quiet_scene}[kind]  # fmt: skip
-    return make(seed)
+    return scenes.KINDS[kind](seed)
 
 
 def run_scene_write(args: argparse.Namespace) -> int:
@@ -295,7 +290,8 @@ def run_scene_write(args: argparse.Namespace) -> int:
     from simulators import scenes
 
     scene = _scene(args.kind, args.seed)
-    video, truth = scenes.write_clip(scene, Path(args.out))
+    write = scenes.write_h264 if args.h264 else scenes.write_clip
+    video, truth = write(scene, Path(args.out))
     print(json.dumps({"video": str(video), "truth": str(truth),
                       "camera_settings": scenes.camera_settings(scene, str(video))}, indent=2))  # fmt: skip
     return 0

@@ -1,28 +1,35 @@
-"""Synthetic camera scenes with known ground truth, for the edge's camera analytics.
+"""A scene and its ground truth: what a camera sees over time, and what happened in it.
 
-A scene is a textured background seen by a noisy sensor under drifting light, with people-like
-figures that walk, stop, gather, cross lines and enter zones, and with tampering (a covered lens,
-a defocused lens, a camera knocked aside). Rendering is deterministic from the scene's seed, so a
-clip and its ground truth can be made again anywhere. `write_clip` stores a video file with its
-ground truth beside it (JSON); `simulators.stream` serves a scene as a live MJPEG stream.
+Two kinds of scene share this class. A flat scene (no `camera`) is a textured background seen by
+a noisy sensor under drifting light, with people-like figures (`Walker`) that walk, stop, gather,
+cross lines and enter zones. A street scene (`camera` set) is a square seen from a pole in true
+perspective with articulated figures (`Figure`: persons, animals, cars, bags) and conditions
+(weather, night, IR, exposure, foliage, shake), drawn by `simulators.scenes.render`. Both can be
+tampered with (a covered lens, a defocused lens, a camera knocked aside). Rendering is
+deterministic from the seed, so a clip and its ground truth can be made again anywhere.
 
 Positions are fractions of the frame (x to the right, y down); a figure's position is where its
-feet touch the ground, which is what zones and counting lines are tested against.
+feet touch the ground, which is what zones and counting lines are tested against. Only persons
+make intrusion, loitering, crowd and counting truth; a bag left in a zone makes `object_left`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 from cv2.typing import MatLike
 from numpy.typing import NDArray
+
+from simulators.scenes.conditions import Conditions
+from simulators.scenes.figures import Figure
+from simulators.scenes.geometry import PoleCamera
+from simulators.scenes.render import StreetRenderer
 
 Frame = MatLike
 Point = tuple[float, float]
@@ -50,6 +57,13 @@ class Walker:
                 a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
                 return (x0 + a * (x1 - x0), y0 + a * (y1 - y0))
         return (w[-1][1], w[-1][2])
+
+    @property
+    def kind(self) -> str:
+        return "person"
+
+
+Mover = Walker | Figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +115,17 @@ class Scene:
     noise: float = 4.0  # sensor noise, standard deviation in grey levels
     drift: float = 0.08  # slow light change: ± this share over `drift_period_s`
     drift_period_s: float = 600.0
-    walkers: list[Walker] = field(default_factory=list)
+    walkers: Sequence[Mover] = field(default_factory=list)
     tampers: list[Tamper] = field(default_factory=list)
     switches: list[LightSwitch] = field(default_factory=list)
     shadows: list[Shadow] = field(default_factory=list)
     zones: list[ZoneSpec] = field(default_factory=list)
+    camera: PoleCamera | None = None  # set: a street scene in perspective
+    conditions: Conditions = field(default_factory=Conditions)
+    tags: list[str] = field(default_factory=list)  # what the clip is about, for per-tag figures
+    left_s: float = 30.0  # a bag unattended this long in a zone is an object left behind
+    crf: int = 34  # H.264 quality the clip is written at (higher: worse)
+    _street: StreetRenderer | None = field(default=None, repr=False)
     _background: Frame | None = field(default=None, repr=False)
     _noise: list[NDArray[np.int16]] = field(default_factory=list, repr=False)
 
@@ -139,10 +159,11 @@ class Scene:
         factor = switched[-1] if switched else 1.0  # the last switch flipped sets the level
         return factor * (1.0 + self.drift * math.sin(2 * math.pi * t / self.drift_period_s))
 
-    def people_at(self, t: float) -> list[tuple[int, Point, Walker]]:
+    def people_at(self, t: float, kind: str = "person") -> list[tuple[int, Point, Mover]]:
+        """The figures of a class in view at t: (index, feet in the image, figure)."""
         out = []
         for i, walker in enumerate(self.walkers):
-            p = walker.at(t)
+            p = walker.at(t) if walker.kind == kind else None
             if p is not None:
                 out.append((i, p, walker))
         return out
@@ -150,9 +171,16 @@ class Scene:
     def frame(self, index: int) -> Frame:
         """Frame number `index` (at `fps`)."""
         t = index / self.fps
+        if self.camera is not None:
+            if self._street is None:
+                self._street = StreetRenderer(self.camera, self.conditions, self.width,
+                                              self.height, self.seed, self.noise)  # fmt: skip
+            figures = [f for f in self.walkers if isinstance(f, Figure)]
+            return self._street.frame(t, index, figures, self.tampers, self.light(t))
         img = self.background().copy()
         h, w = self.height, self.width
         for i, (x, y), walker in sorted(self.people_at(t), key=lambda p: p[1][1]):
+            assert isinstance(walker, Walker)
             ph = walker.height * h
             colour = walker.colour or _PALETTE[(i + self.seed) % len(_PALETTE)]
             cx, cy = int(x * w), int(y * h)
@@ -170,7 +198,7 @@ class Scene:
                 img = (img * (1 - s.darkness * soft[:, :, None])).astype(np.uint8)
         for tamper in self.tampers:
             if tamper.start_s <= t <= tamper.end_s:
-                img = _tampered(img, tamper)
+                img = tampered(img, tamper)
         img = cv2.convertScaleAbs(img, alpha=self.light(t))
         noisy = np.asarray(img, np.int16) + self._noise[index % len(self._noise)]
         out: Frame = np.clip(noisy, 0, 255).astype(np.uint8)
@@ -194,22 +222,66 @@ class Scene:
             inside = [self._inside(zone, t) for t in times]
             if zone.purpose == "restricted":
                 events += [{"kind": "intrusion", "zone": zone.name, "start_s": a, "end_s": b}
-                           for a, b in _intervals(times, [len(x) > 0 for x in inside])]  # fmt: skip
+                           for a, b in intervals(times, [len(x) > 0 for x in inside])]  # fmt: skip
             elif zone.purpose == "loitering":
                 events += self._loitering(zone, times, inside)
             else:
                 events += [{"kind": "crowd", "zone": zone.name, "start_s": a, "end_s": b}
-                           for a, b in _intervals(times, [len(x) > zone.crowd_limit for x in inside])]  # fmt: skip
+                           for a, b in intervals(times, [len(x) > zone.crowd_limit for x in inside])]  # fmt: skip
         for tamper in self.tampers:
             events.append({"kind": f"tamper_{tamper.kind}", "zone": None,
                            "start_s": tamper.start_s, "end_s": tamper.end_s})  # fmt: skip
+        events += self._left_objects(times)
         return {"scene": self.name, "duration_s": self.duration_s, "fps": self.fps,
-                "width": self.width, "height": self.height, "events": events, "counts": counts}  # fmt: skip
+                "width": self.width, "height": self.height, "tags": list(self.tags),
+                "events": events, "counts": counts,
+                "figures": [{"index": i, "class": w.kind} for i, w in enumerate(self.walkers)],
+                "nuisances": self._nuisances(times)}  # fmt: skip
 
-    def _inside(self, zone: ZoneSpec, t: float) -> set[int]:
+    def _inside(self, zone: ZoneSpec, t: float, kind: str = "person") -> set[int]:
         poly = np.array(zone.points, np.float32)
-        return {i for i, p, _ in self.people_at(t)
+        return {i for i, p, _ in self.people_at(t, kind)
                 if cv2.pointPolygonTest(poly, (float(p[0]), float(p[1])), False) >= 0}  # fmt: skip
+
+    def _left_objects(self, times: list[float]) -> list[dict[str, Any]]:
+        """A bag in a zone is left behind from when it has stayed `left_s` until it is picked
+        up (its path ends) or the clip ends."""
+        out: list[dict[str, Any]] = []
+        for fig in self.walkers:
+            if fig.kind != "object" or not times:
+                continue
+            put, gone = fig.waypoints[0][0], fig.waypoints[-1][0]
+            where = fig.at(put)
+            assert where is not None
+            start = next((t for t in times if t >= put + self.left_s), None)
+            if start is None or start >= gone:
+                continue
+            end = max(t for t in times if t <= gone)  # its last frame in view
+            for zone in self.zones:
+                poly = np.array(zone.points, np.float32)
+                if (
+                    zone.purpose != "counting_line"
+                    and cv2.pointPolygonTest(poly, where, False) >= 0
+                ):
+                    out.append({"kind": "object_left", "zone": zone.name,
+                                "start_s": round(start, 3), "end_s": round(end, 3)})  # fmt: skip
+        return out
+
+    def _nuisances(self, times: list[float]) -> list[dict[str, Any]]:
+        """When an animal or a vehicle is in a zone with no person there: an alert then is the
+        analytics taking it for a person (person/animal confusion)."""
+        out: list[dict[str, Any]] = []
+        for zone in self.zones:
+            if zone.purpose == "counting_line":
+                continue
+            for kind in ("animal", "vehicle"):
+                if not any(w.kind == kind for w in self.walkers):
+                    continue
+                flags = [bool(self._inside(zone, t, kind)) and not self._inside(zone, t)
+                         for t in times]  # fmt: skip
+                out += [{"kind": kind, "zone": zone.name, "start_s": a, "end_s": b}
+                        for a, b in intervals(times, flags)]  # fmt: skip
+        return out
 
     def _loitering(
         self, zone: ZoneSpec, times: list[float], inside: list[set[int]]
@@ -220,7 +292,7 @@ class Scene:
             since = {i: since.get(i, t) for i in ids}
             flags.append(any(t - s >= zone.loiter_s for s in since.values()))
         return [{"kind": "loitering", "zone": zone.name, "start_s": a, "end_s": b}
-                for a, b in _intervals(times, flags)]  # fmt: skip
+                for a, b in intervals(times, flags)]  # fmt: skip
 
     def _crossings(self, zone: ZoneSpec) -> dict[str, int]:
         """Crossings of the line (its first two points) by each walker's path: "in" is crossing
@@ -228,6 +300,8 @@ class Scene:
         a, b = zone.points[0], zone.points[1]
         out = {"in": 0, "out": 0}
         for walker in self.walkers:
+            if walker.kind != "person":
+                continue
             pts = [(x, y) for _, x, y in walker.waypoints]
             for p, q in itertools.pairwise(pts):
                 end = _side(a, b, q)
@@ -241,7 +315,7 @@ def _side(p: Point, q: Point, r: Point) -> float:
     return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
 
 
-def _intervals(times: list[float], flags: list[bool]) -> list[tuple[float, float]]:
+def intervals(times: list[float], flags: list[bool]) -> list[tuple[float, float]]:
     out: list[tuple[float, float]] = []
     start: float | None = None
     for t, on in zip(times, flags, strict=True):
@@ -255,7 +329,8 @@ def _intervals(times: list[float], flags: list[bool]) -> list[tuple[float, float
     return out
 
 
-def _tampered(img: Frame, tamper: Tamper) -> Frame:
+def tampered(img: Frame, tamper: Tamper) -> Frame:
+    """The picture through a tampered lens."""
     h, w = img.shape[:2]
     if tamper.kind == "covered":  # a hand or a bag over the lens: dark, nearly uniform
         return np.full_like(img, 18)
@@ -263,182 +338,3 @@ def _tampered(img: Frame, tamper: Tamper) -> Frame:
         return cv2.GaussianBlur(img, (0, 0), 9)
     shift = np.array([[1, 0, -tamper.shift[0] * w], [0, 1, -tamper.shift[1] * h]], np.float32)
     return cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REFLECT)
-
-
-def write_clip(scene: Scene, folder: Path) -> tuple[Path, Path]:
-    """The scene as a video file (Motion JPEG in AVI: every OpenCV build reads it) with its
-    ground truth beside it; their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    video, truth = folder / f"{scene.name}.avi", folder / f"{scene.name}.json"
-    partial = folder / f"{scene.name}.partial.avi"  # renamed when complete: no half clips
-    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*"MJPG"), scene.fps,
-                             (scene.width, scene.height))  # fmt: skip
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {partial}")
-    try:
-        for i in range(scene.frames()):
-            writer.write(scene.frame(i))
-    finally:
-        writer.release()
-    truth.write_text(json.dumps(scene.truth(), indent=1))
-    partial.replace(video)
-    return video, truth
-
-
-# ---- a catalogue of clips, for tests and `gridwatch bench vision` ----
-
-RESTRICTED = ZoneSpec(
-    "yard", "restricted", ((0.55, 0.55), (0.97, 0.55), (0.97, 0.97), (0.55, 0.97))
-)
-LOITER = ZoneSpec("bench", "loitering", ((0.05, 0.55), (0.42, 0.55), (0.42, 0.95), (0.05, 0.95)),
-                  loiter_s=20.0)  # fmt: skip
-CROWD = ZoneSpec(
-    "hall", "crowd", ((0.2, 0.45), (0.8, 0.45), (0.8, 0.98), (0.2, 0.98)), crowd_limit=5
-)
-LINE = ZoneSpec("entrance", "counting_line", ((0.5, 0.35), (0.5, 1.0)))
-
-
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
-def _walk(rng: np.random.Generator, t0: float, a: Point, b: Point, speed: float = 0.12) -> Walker:
-    """A straight walk from a to b starting at t0, at `speed` frame widths per second."""
-    dist = math.dist(a, b)
-    return Walker(((t0, *a), (t0 + dist / speed, *b)), height=float(rng.uniform(0.17, 0.23)))
-
-
-def _passers(
-    rng: np.random.Generator, n: int, duration: float, lane_y: tuple[float, float]
-) -> list[Walker]:
-    """People crossing the frame sideways in a band of heights (away from the zones)."""
-    out = []
-    for _ in range(n):
-        y = float(rng.uniform(*lane_y))
-        t0 = float(rng.uniform(0, duration - 12))
-        a, b = (-0.05, y), (1.05, y + float(rng.uniform(-0.03, 0.03)))
-        out.append(_walk(rng, t0, *((a, b) if rng.random() < 0.5 else (b, a))))
-    return out
-
-
-def intrusion_scene(seed: int, duration: float = 120.0) -> Scene:
-    """People walking past the yard, and a few walking into it and out again."""
-    rng = _rng(seed)
-    walkers = _passers(rng, 4, duration, (0.3, 0.45))
-    for k in range(int(rng.integers(1, 4))):
-        t0 = 10 + k * duration / 3 + float(rng.uniform(0, 10))
-        enter = (float(rng.uniform(0.6, 0.9)), 0.99)
-        mid = (float(rng.uniform(0.65, 0.9)), float(rng.uniform(0.65, 0.85)))
-        out = (0.3, float(rng.uniform(0.45, 0.5)))
-        walkers.append(Walker(((t0, *enter), (t0 + 3, *mid), (t0 + 6, *mid), (t0 + 10, *out)),
-                              height=0.2))  # fmt: skip
-    return Scene(f"intrusion-{seed}", duration, seed=seed, walkers=walkers, zones=[RESTRICTED])
-
-
-def loitering_scene(seed: int, duration: float = 150.0) -> Scene:
-    """Passers-by cut through the bench area; one person sits there for a while."""
-    rng = _rng(seed)
-    walkers = _passers(rng, 3, duration, (0.3, 0.45))
-    stay = float(rng.uniform(35, 60))
-    t0 = float(rng.uniform(10, 30))
-    spot = (float(rng.uniform(0.15, 0.3)), float(rng.uniform(0.7, 0.85)))
-    walkers.append(Walker(((t0, 0.6, 0.5), (t0 + 4, *spot), (t0 + 4 + stay, *spot), (t0 + 8 + stay, 0.6, 0.5)),
-                          height=0.2))  # fmt: skip
-    for _ in range(2):  # quick cuts through the zone: no loitering
-        t1 = float(rng.uniform(5, duration - 20))
-        walkers.append(
-            _walk(
-                rng, t1, (0.0, float(rng.uniform(0.65, 0.9))), (0.5, float(rng.uniform(0.6, 0.9)))
-            )
-        )
-    return Scene(f"loitering-{seed}", duration, seed=seed, walkers=walkers, zones=[LOITER])
-
-
-def crowd_scene(seed: int, duration: float = 120.0) -> Scene:
-    """People gather in the hall, more than its limit, then leave."""
-    rng = _rng(seed)
-    n = int(rng.integers(8, 11))
-    walkers = []
-    for i in range(n):
-        arrive = 10 + i * 3 + float(rng.uniform(0, 2))
-        spot = (0.25 + 0.5 * (i % 5) / 4 + float(rng.uniform(-0.02, 0.02)),
-                0.6 + 0.3 * (i // 5) + float(rng.uniform(-0.03, 0.03)))  # fmt: skip
-        start = (float(rng.choice([-0.05, 1.05])), float(rng.uniform(0.5, 0.9)))
-        leave = 70 + float(rng.uniform(0, 15))
-        walkers.append(Walker(((arrive, *start), (arrive + 5, *spot), (leave, *spot),
-                               (leave + 6, start[0], start[1])), height=0.19))  # fmt: skip
-    return Scene(f"crowd-{seed}", duration, seed=seed, walkers=walkers, zones=[CROWD])
-
-
-def counting_scene(seed: int, duration: float = 150.0) -> Scene:
-    """People crossing an entrance line both ways, one at a time and side by side."""
-    rng = _rng(seed)
-    walkers = []
-    t = 3.0
-    while t < duration - 12:
-        y = float(rng.uniform(0.55, 0.95))
-        a, b = (0.1, y), (0.9, y + float(rng.uniform(-0.05, 0.05)))
-        if rng.random() < 0.5:
-            a, b = b, a
-        walkers.append(_walk(rng, t, a, b, speed=float(rng.uniform(0.1, 0.16))))
-        if rng.random() < 0.25:  # a companion, a little behind and apart
-            dy = 0.12 if y < 0.75 else -0.12
-            walkers.append(_walk(rng, t + 1.2, (a[0], a[1] + dy), (b[0], b[1] + dy)))
-        t += float(rng.uniform(4, 9))
-    return Scene(f"counting-{seed}", duration, seed=seed, walkers=walkers, zones=[LINE])
-
-
-def tamper_scene(seed: int, kind: TamperKind, duration: float = 90.0) -> Scene:
-    """An ordinary scene in which the camera is covered, defocused or turned away for a while."""
-    rng = _rng(seed)
-    start = float(rng.uniform(35, 45))
-    shift = (
-        float(rng.uniform(0.08, 0.15)) * float(rng.choice([-1, 1])),
-        float(rng.uniform(0.03, 0.08)),
-    )
-    return Scene(f"tamper-{kind}-{seed}", duration, seed=seed,
-                 walkers=_passers(rng, 4, duration, (0.4, 0.9)),
-                 tampers=[Tamper(start, start + float(rng.uniform(20, 30)), kind, shift)])  # fmt: skip
-
-
-def quiet_scene(seed: int, duration: float = 600.0) -> Scene:
-    """Nothing to report: noise, drifting light, lights switched off and on, cloud shadows, and
-    people walking where no zone is watched."""
-    rng = _rng(seed)
-    switches = []
-    for k in range(2):
-        at = duration * (k + 0.3) / 2
-        switches += [LightSwitch(at, float(rng.uniform(0.55, 0.7))), LightSwitch(at + 60, 1.0)]
-    shadows = [Shadow(s, s + 40, float(rng.uniform(0.5, 0.9)))
-               for s in np.linspace(30, duration - 60, 4).tolist()]  # fmt: skip
-    return Scene(f"quiet-{seed}-{round(duration)}s", duration, seed=seed, noise=6.0, drift=0.1, drift_period_s=300,
-                 walkers=_passers(rng, 12, duration, (0.3, 0.45)), switches=switches,
-                 shadows=shadows, zones=[RESTRICTED, LOITER])  # fmt: skip
-
-
-def catalogue(seeds: range = range(1, 4), quiet_s: float = 600.0) -> list[Scene]:
-    """The benchmark's clips: each kind of event on several seeds, and quiet footage."""
-    out: list[Scene] = []
-    for seed in seeds:
-        out += [intrusion_scene(seed), loitering_scene(seed), crowd_scene(seed),
-                counting_scene(seed), quiet_scene(seed, quiet_s)]  # fmt: skip
-        out += [tamper_scene(seed, kind) for kind in ("covered", "blurred", "moved")]
-    return out
-
-
-def camera_settings(scene: Scene, source: str) -> dict[str, Any]:
-    """The camera configuration a clip is made for (the `settings` of an `opencv` camera)."""
-    zones = []
-    for z in scene.zones:
-        zone: dict[str, Any] = {
-            "name": z.name,
-            "purpose": z.purpose,
-            "points": [list(p) for p in z.points],
-        }
-        if z.purpose == "loitering":
-            zone["loiter_s"] = z.loiter_s
-        if z.purpose == "crowd":
-            zone["crowd_limit"] = z.crowd_limit
-        zones.append(zone)
-    return {"source": source, "fps": scene.fps, "width": scene.width, "height": scene.height,
-            "zones": zones}  # fmt: skip
