@@ -96,7 +96,7 @@ class MotionDetector:
         self._light: NDArray[np.float32] | None = None  # coarse light ratio, frame / background
         self._prev: NDArray[np.uint8] | None = None
         self._flicker = np.zeros((height, width), np.float32)
-        self._restless: NDArray[np.bool_] | None = None
+        self._restless: MatLike | None = None  # 255 where pixels are restless
         self._near = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
         self._frames = 0
         self._relearn_until = 0
@@ -137,7 +137,7 @@ class MotionDetector:
         expected = cv2.multiply(bg, lit)
         diff = np.asarray(cv2.absdiff(f, expected), np.float32)
         if self._restless is not None:  # swaying or shaking there: compare with the neighbourhood
-            np.copyto(diff, self._beyond_neighbours(f, expected), where=self._restless)
+            cv2.copyTo(self._beyond_neighbours(f, expected), self._restless, diff)
         threshold = max(_MIN_THRESHOLD, _NOISE_K * self.noise)
         needed = cv2.addWeighted(self._flicker, threshold * _FLICKER_GAIN, self._flicker, 0,
                                  threshold)  # fmt: skip
@@ -271,21 +271,23 @@ class MotionDetector:
         """How often each pixel jumps from one frame to the next (foliage, rain, a shaking view);
         a person standing still does not jump, so loitering is not affected."""
         if self._prev is not None:
-            jumped = np.asarray(cv2.absdiff(grey, self._prev)) > threshold
-            self._flicker *= 1.0 - self._flicker_rate
-            np.add(self._flicker, self._flicker_rate, out=self._flicker, where=jumped)
+            jump = cv2.absdiff(grey, self._prev)
+            _, jumped = cv2.threshold(jump, threshold, 1, cv2.THRESH_BINARY)
+            cv2.accumulateWeighted(jumped, self._flicker, self._flicker_rate)
         self._prev = grey
         if self._frames % _NOISE_EVERY == 0:
-            restless = self._flicker > _RESTLESS
-            self._restless = restless if restless.any() else None
+            _, restless = cv2.threshold(self._flicker, _RESTLESS, 255, cv2.THRESH_BINARY)
+            restless = restless.astype(np.uint8)
+            self._restless = restless if cv2.countNonZero(restless) else None
 
-    def _beyond_neighbours(self, f: NDArray[np.float32], expected: MatLike) -> NDArray[np.float32]:
+    def _beyond_neighbours(self, f: NDArray[np.float32], expected: MatLike) -> MatLike:
         """How far each pixel lies outside the range of the expected picture around it: a leaf
         or an edge that moved a pixel or two is within it, a person is not."""
         hi = cv2.dilate(expected, self._near)
         lo = cv2.erode(expected, self._near)
-        out = np.maximum(cv2.subtract(f, hi), cv2.subtract(lo, f))
-        return np.maximum(out, 0.0, out=out)
+        beyond = cv2.max(cv2.subtract(f, hi), cv2.subtract(lo, f))
+        _, out = cv2.threshold(beyond, 0, 0, cv2.THRESH_TOZERO)
+        return out
 
     def _blobs(self, fg: MatLike, f: NDArray[np.float32], expected: MatLike) -> list[Blob]:
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
