@@ -148,11 +148,14 @@ class MotionDetector:
             self.global_change = True
             return []
         self.global_change = False
-        if cv2.countNonZero(moving):
-            x, y, w, h = cv2.boundingRect(moving)
+        # Specks (rain, noise) go first, so that the texture is compared only where it matters;
+        # what survives the opening bounds what can survive it after the comparison too.
+        fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
+        if cv2.countNonZero(fg):
+            x, y, w, h = cv2.boundingRect(fg)
             same = self._same_ground(f, expected, (x, y, w, h), threshold)
             moving = cv2.bitwise_and(moving, cv2.bitwise_not(same))
-        fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
+            fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
         fg = cv2.dilate(fg, self._kernel, iterations=2)
         if self._frames % _NOISE_EVERY == 0:
             self._estimate_noise(diff, fg)
