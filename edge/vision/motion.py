@@ -208,12 +208,15 @@ class MotionDetector:
         spread = float(np.mean(np.abs(b - g) + np.abs(g - r))) / 2
         level = max(float(np.mean(g)), 16.0)
         lo, hi = _MONO_SPREAD
+        if self._bg is None:  # the first picture decides at once: no switch at start-up
+            self.monochrome = spread < (lo + hi) / 2 * level
+            return False
         other = spread < lo * level if not self.monochrome else spread > hi * level
         self._mono_votes = self._mono_votes + 1 if other else 0
         if self._mono_votes < self._mono_votes_needed:
             return False
         self.monochrome, self._mono_votes = not self.monochrome, 0
-        return self._bg is not None
+        return True
 
     def _same_ground(
         self, f: NDArray[np.float32], expected: MatLike, box: tuple[int, int, int, int],
