@@ -97,6 +97,30 @@ def test_an_ir_picture_is_seen_as_grey_and_the_person_in_it_is_found() -> None:
     assert not colour.monochrome
 
 
+def test_ir_switching_on_keeps_a_person_who_stands_in_view() -> None:
+    base = ground()
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    falloff = 1.3 - 0.5 * ((xx - W / 2) ** 2 + (yy - H * 0.7) ** 2) / (W * W / 4)
+
+    def render(i: int) -> Image:
+        img = base.copy()
+        x = walking(i, 5, 40, 160, 20)
+        if i >= 5:
+            draw_person(img, (x if x is not None else 160, 150), (40, 40, 160))
+        if i < 40:
+            return img
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) * falloff  # IR lamp on, colour gone
+        return np.asarray(cv2.merge([grey, grey, grey]), np.float32)
+
+    motion = detector()
+    seen = run(clip(80, render), motion)
+    assert motion.monochrome
+    for i in range(8, 80):
+        big = person_sized(seen[i], 0.3)
+        assert len(big) == 1, (i, seen[i])
+        assert i < 25 or abs(big[0].foot[0] * W - 160) < 4, (i, big)
+
+
 # ---- cloud shadows ----
 
 

@@ -113,14 +113,13 @@ class MotionDetector:
         colour = small.ndim == 3
         grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if colour else small, np.uint8)
         self.grey = grey
-        judge = colour and (self._frames % _MONO_EVERY == 1 or self._bg is None)
-        switched = self._judge_monochrome(small) if judge else False
+        # IR switching on or off is only reported: the gain and the light field take most of it,
+        # so someone standing there stays seen; what they cannot explain makes a new view below.
+        if colour and (self._frames % _MONO_EVERY == 1 or self._bg is None):
+            self._judge_monochrome(small)
         f = grey.astype(np.float32)
-        if self._bg is None or self._frames <= _WARMUP_FRAMES or switched:
-            self._restart(f, grey, blend=self._bg is not None and not switched)
-            if switched:  # IR light on or off: a new view, like a light switched
-                self._relearn_until = self._frames + round(self._fps * _RELEARN_S)
-                self.global_change = True
+        if self._bg is None or self._frames <= _WARMUP_FRAMES:
+            self._restart(f, grey, blend=self._bg is not None)
             return []
         rows, cols = self._cells
         ratio = (f[rows][:, cols] + 1.0) / (self._bg[rows][:, cols] + 1.0)
@@ -198,9 +197,8 @@ class MotionDetector:
         self._light = light
         return light
 
-    def _judge_monochrome(self, small: Frame) -> bool:
-        """Update `monochrome` from how far the channels spread, with hysteresis; True when the
-        mode switched (the picture is then a new view: IR light, other colours)."""
+    def _judge_monochrome(self, small: Frame) -> None:
+        """Update `monochrome` from how far the channels spread, with hysteresis."""
         # Averaged over blocks first: sensor noise differs between channels even in a grey picture.
         sample = np.asarray(cv2.resize(small, (self._step * 6, self._step * 4),
                                        interpolation=cv2.INTER_AREA), np.int16)  # fmt: skip
@@ -210,13 +208,11 @@ class MotionDetector:
         lo, hi = _MONO_SPREAD
         if self._bg is None:  # the first picture decides at once: no switch at start-up
             self.monochrome = spread < (lo + hi) / 2 * level
-            return False
+            return
         other = spread < lo * level if not self.monochrome else spread > hi * level
         self._mono_votes = self._mono_votes + 1 if other else 0
-        if self._mono_votes < self._mono_votes_needed:
-            return False
-        self.monochrome, self._mono_votes = not self.monochrome, 0
-        return True
+        if self._mono_votes >= self._mono_votes_needed:
+            self.monochrome, self._mono_votes = not self.monochrome, 0
 
     def _same_ground(
         self, f: NDArray[np.float32], expected: MatLike, box: tuple[int, int, int, int],
