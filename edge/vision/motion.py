@@ -10,14 +10,18 @@ A frame is compared with the background as light would change it, not as it is:
 - a global gain (auto-exposure, a light switched, IR switching on) is the median ratio of frame
   to background, and rescales the background instead of making everyone disappear;
 - a local light change (a cloud's shadow, a street lamp, a headlight's beam) is smooth over the
-  ground: a coarse median of the ratio, taken where nothing moved, follows it, and a person, who
-  covers less than half of the median's window, does not;
-- where the background has texture, a patch that still correlates with it (normalised, so gain
-  and offset do not matter) is the same ground in other light, whatever its brightness.
+  ground: a coarse median of the ratio, over a window wider than a person, follows it and not
+  the people; the background learns the frame relit to its own light, so a passing shadow
+  leaves no trace in it;
+- where the background has texture, a patch that still correlates with it, and explains the
+  pixel with a fitted gain and offset, is the same ground in other light;
+- a blob must show sharp detail the background lacks along its outline: the soft edge of a beam
+  or a shadow has none.
 The noise is the median deviation of the background's own pixels, so a shadow over part of the
 frame cannot raise the threshold everywhere. Pixels that flicker from frame to frame (foliage,
-rain, edges of a shaking view) need a larger change, and specks smaller than a few pixels go.
-A change of most of the frame that none of this explains makes the frame the new background.
+rain, edges of a shaking view) need a larger change and are compared with the background a
+couple of pixels around them; specks go. A change of most of the frame that none of this
+explains makes the frame the new background.
 """
 
 from __future__ import annotations
