@@ -140,7 +140,7 @@ class MotionDetector:
         expected = cv2.multiply(bg, lit)
         diff = np.asarray(cv2.absdiff(f, expected), np.float32)
         if self._restless is not None:  # swaying or shaking there: compare with the neighbourhood
-            cv2.copyTo(self._beyond_neighbours(f, expected), self._restless, diff)
+            cv2.copyTo(self._beyond_neighbours(grey, expected), self._restless, diff)
         threshold = max(_MIN_THRESHOLD, _NOISE_K * self.noise)
         needed = cv2.addWeighted(self._flicker, threshold * _FLICKER_GAIN, self._flicker, 0,
                                  threshold)  # fmt: skip
@@ -204,8 +204,8 @@ class MotionDetector:
     def _judge_monochrome(self, small: Frame) -> None:
         """Update `monochrome` from how far the channels spread, with hysteresis."""
         # Averaged over blocks first: sensor noise differs between channels even in a grey picture.
-        sample = np.asarray(cv2.resize(small, (self._step * 6, self._step * 4),
-                                       interpolation=cv2.INTER_AREA), np.int16)  # fmt: skip
+        quarter = (max(1, self.width // 4), max(1, self.height // 4))  # a whole factor: cheap
+        sample = np.asarray(cv2.resize(small, quarter, interpolation=cv2.INTER_AREA), np.int16)
         b, g, r = sample[..., 0], sample[..., 1], sample[..., 2]
         spread = float(np.mean(np.abs(b - g) + np.abs(g - r))) / 2
         level = max(float(np.mean(g)), 16.0)
@@ -286,14 +286,15 @@ class MotionDetector:
             restless = restless.astype(np.uint8)
             self._restless = restless if cv2.countNonZero(restless) else None
 
-    def _beyond_neighbours(self, f: NDArray[np.float32], expected: MatLike) -> MatLike:
+    def _beyond_neighbours(self, grey: NDArray[np.uint8], expected: MatLike) -> MatLike:
         """How far each pixel lies outside the range of the expected picture around it: a leaf
-        or an edge that moved a pixel or two is within it, a person is not."""
-        hi = cv2.dilate(expected, self._near)
-        lo = cv2.erode(expected, self._near)
-        beyond = cv2.max(cv2.subtract(f, hi), cv2.subtract(lo, f))
-        _, out = cv2.threshold(beyond, 0, 0, cv2.THRESH_TOZERO)
-        return out
+        or an edge that moved a pixel or two is within it, a person is not. (In bytes, whose
+        subtraction stops at zero: that is the "outside" wanted, and cheaper than floats.)"""
+        near = cv2.convertScaleAbs(expected)
+        hi = cv2.dilate(near, self._near)
+        lo = cv2.erode(near, self._near)
+        beyond = cv2.max(cv2.subtract(grey, hi), cv2.subtract(lo, grey))
+        return np.asarray(beyond, np.float32)
 
     def _blobs(self, fg: MatLike, f: NDArray[np.float32], expected: MatLike) -> list[Blob]:
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
