@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 Frame = MatLike
 
 _GLOBAL_CHANGE = 0.4  # this share of the frame changing at once, unexplained, is a new view
-_WARMUP_FRAMES = 3
+_WARMUP_FRAMES = 5
 _FOLLOW_S = 10.0  # the background follows slow light changes over about this long
 _ADOPT_S = 120.0  # a local light change that stays (a lamp lit, the sun moved) is learned so
 _ADOPT_EVERY = 10  # frames between those slow steps
@@ -103,6 +103,7 @@ class MotionDetector:
         self._restless: MatLike | None = None  # 255 where pixels are restless
         self._near = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
         self._frames = 0
+        self._warm: list[NDArray[np.float32]] = []
         self._relearn_until = 0
         self._mono_votes = 0
         self.noise = 3.0
@@ -122,19 +123,24 @@ class MotionDetector:
         if colour and (self._frames % _MONO_EVERY == 1 or self._bg is None):
             self._judge_monochrome(small)
         f = grey.astype(np.float32)
-        if self._bg is None or self._frames <= _WARMUP_FRAMES:
-            self._restart(f, grey, blend=self._bg is not None)
+        if self._frames <= _WARMUP_FRAMES or self._bg is None:
+            # The median of the first frames: what passes through one of them (a flake, a bird)
+            # does not become background, to stand out as a ghost for `background_s`.
+            self._warm.append(f)
+            self._restart(np.asarray(np.median(self._warm, axis=0), np.float32), grey)
+            if self._frames == _WARMUP_FRAMES:
+                self._warm = []
             return []
+        bg = self._bg
         rows, cols = self._cells
-        ratio = (f[rows][:, cols] + 1.0) / (self._bg[rows][:, cols] + 1.0)
+        ratio = (f[rows][:, cols] + 1.0) / (bg[rows][:, cols] + 1.0)
         np.clip(ratio, *_RATIO_RANGE, out=ratio)
         gain = _median(ratio[self.mask[rows][:, cols] == 0])
         if abs(gain - 1.0) > _GAIN_STEP:  # the whole picture's gain changed: follow it at once
-            self._bg *= gain
+            bg *= gain
             ratio /= gain
             if self._light is not None:
                 self._light /= gain
-        bg = self._bg
         light = self._light_field(ratio)
         lit = cv2.resize(light, (self.width, self.height))
         expected = cv2.multiply(bg, lit)
@@ -146,7 +152,7 @@ class MotionDetector:
                                  threshold)  # fmt: skip
         moving = cv2.compare(diff, needed, cv2.CMP_GT)
         if cv2.countNonZero(moving) > _GLOBAL_CHANGE * moving.size:  # unexplained: a new view
-            self._restart(f, grey, blend=False)
+            self._restart(f, grey)
             self._relearn_until = self._frames + round(self._fps * _RELEARN_S)
             self.global_change = True
             return []
@@ -176,12 +182,9 @@ class MotionDetector:
 
     # ---- the parts ----
 
-    def _restart(self, f: NDArray[np.float32], grey: NDArray[np.uint8], *, blend: bool) -> None:
-        """Take the frame as the background (averaged in while warming up)."""
-        if blend and self._bg is not None:
-            self._bg = np.asarray(cv2.addWeighted(self._bg, 0.5, f, 0.5, 0), np.float32)
-        else:
-            self._bg = f.copy()
+    def _restart(self, f: NDArray[np.float32], grey: NDArray[np.uint8]) -> None:
+        """Take `f` as the background."""
+        self._bg = f.copy()
         self._light = None
         self._prev = grey
         self.mask = np.zeros_like(self.mask)
