@@ -165,7 +165,7 @@ class CameraAnalytics:
         self.people.observe(self.tracker.tracks, t)
         # The view is a fair reference unless much of it is moving (some motion always is).
         busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > self._busy_px
-        view = self.tamper.check(small, t, busy=busy)  # it needs no more than the small copy
+        view = self.tamper.check(small, t, busy=busy, grey=self.motion.grey)  # the small grey copy
         self.small = small
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []

@@ -1,12 +1,27 @@
-"""Moving objects: background subtraction on a downscaled frame (tracking: edge/vision/tracking.py).
+"""Moving objects: background subtraction on a downscaled grey frame (tracking: edge/vision/tracking.py).
 
 The background is a running average per pixel that learns only where nothing is moving, so a
 person who stops stays in the foreground (for loitering) instead of fading into the background;
-what stays put for `background_s` (a parked bicycle) is learned slowly all the same. It follows
-gradual light changes within seconds; a sudden change of most of the frame (a light switched on
-or off) makes it take the new frame as the background at once instead of reporting the whole
-picture as moving. Pixels that are only a darker (or, as a shadow moves off, a lighter) version
-of the background, with the same colour, are shadows and do not count. Blobs smaller than a share of a person are noise.
+what stays put for `background_s` (a parked bicycle) is learned slowly all the same.
+
+Everything is judged on one grey channel, so colour cameras and IR night pictures (grey, with
+every pixel the same "colour") are analysed alike; `monochrome` says which one the camera sends.
+A frame is compared with the background as light would change it, not as it is:
+- a global gain (auto-exposure, a light switched, IR switching on) is the median ratio of frame
+  to background, and rescales the background instead of making everyone disappear;
+- a local light change (a cloud's shadow, a street lamp, a headlight's beam) is smooth over the
+  ground: a coarse median of the ratio, over a window wider than a person, follows it and not
+  the people; the background learns the frame relit to its own light, so a passing shadow
+  leaves no trace in it;
+- where the background has texture, a patch that still correlates with it, and explains the
+  pixel with a fitted gain and offset, is the same ground in other light;
+- a blob must show sharp detail the background lacks along its outline: the soft edge of a beam
+  or a shadow has none.
+The noise is the median deviation of the background's own pixels, so a shadow over part of the
+frame cannot raise the threshold everywhere. Pixels that flicker from frame to frame (foliage,
+rain, edges of a shaking view) need a larger change and are compared with the background a
+couple of pixels around them; specks go. A change of most of the frame that none of this
+explains makes the frame the new background.
 """
 
 from __future__ import annotations
@@ -20,14 +35,33 @@ from numpy.typing import NDArray
 
 Frame = MatLike
 
-_GLOBAL_CHANGE = 0.4  # this share of the frame changing at once is light, not people
-_WARMUP_FRAMES = 3
+_GLOBAL_CHANGE = 0.4  # this share of the frame changing at once, unexplained, is a new view
+_WARMUP_FRAMES = 5
 _FOLLOW_S = 10.0  # the background follows slow light changes over about this long
-_MIN_THRESHOLD = 14.0  # grey levels: differences below this are never motion
+_ADOPT_S = 120.0  # a local light change that stays (a lamp lit, the sun moved) is learned so
+_ADOPT_EVERY = 10  # frames between those slow steps
+_RELEARN_S = 8.0  # after a new view is taken, what moved away from it fades this fast
+_MIN_THRESHOLD = 12.0  # grey levels: differences below this are never motion
 _NOISE_K = 4.0  # differences above this many noise deviations are motion
-_SHADOW_RATIO = (0.4, 0.93)  # a shadow darkens the background by this much…
-_SHADOW_CHROMA = 0.06  # …and keeps its colour (normalised r, g within this)
-_NOISE_EVERY = 5  # frames between updates of the noise estimate
+_NOISE_EVERY = 3  # frames between updates of the noise estimate
+_MAD_SIGMA = 1.4826  # median absolute deviation to standard deviation (normal noise)
+_GAIN_STEP = 0.02  # a global gain further than this from 1 rescales the background
+_LIGHT_CELLS = 40  # the light field's grid across the width (8 px at 320)
+_LIGHT_WINDOW = 5  # cells: the median's window, wider than a person is
+_LIGHT_AGREE = 0.15  # cells within this share of the median are the ground, in its light
+_RATIO_RANGE = (0.05, 20.0)
+_PATCH = 5  # half-resolution pixels: the window the texture is compared over
+_TEXTURE_K = 3.0  # a background patch spreading more than this many noise deviations has texture
+_SAME_TEXTURE = 0.6  # normalised correlation above this: the same ground in other light
+_GAIN_RANGE = (0.2, 5.0)  # what light can do to a patch's contrast
+_NEW_EDGE_K = 2.5  # detail this many noise deviations above the background's is a new edge
+_NEW_EDGE_SHARE = 0.25  # an object's outline: new edges along this share of its perimeter
+_FLICKER_S = 20.0  # how long the memory of a pixel's flicker lasts
+_RESTLESS = 0.1  # pixels that jumped in more than this share of frames lately are restless
+_FLICKER_GAIN = 4.0  # a pixel that flickers all the time needs this much more change, plus one
+_MONO_SPREAD = (0.025, 0.06)  # channel spread per grey level: below is grey, above is colour
+_MONO_S = 3.0  # the picture must stay on the other side this long for the mode to switch
+_MONO_EVERY = 5  # frames between looks at the colour
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,47 +77,227 @@ class Blob:
 
 
 class MotionDetector:
+    """Foreground blobs of the analysis-size frame; see the module for how light is told apart."""
+
     def __init__(
         self, width: int, height: int, *, min_area_px: float, fps: float, background_s: float
     ) -> None:
         self.width, self.height = width, height
         self.min_area_px = min_area_px
+        self._fps = fps
         self._follow = min(1.0, 1.0 / (fps * _FOLLOW_S))
         self._absorb = min(1.0, 1.0 / (fps * background_s))
+        self._adopt = min(1.0, _ADOPT_EVERY / (fps * _ADOPT_S))
+        self._relearn = min(1.0, 1.0 / (fps * _RELEARN_S))
+        self._flicker_rate = min(1.0, 1.0 / (fps * _FLICKER_S))
+        self._mono_votes_needed = max(3, round(fps * _MONO_S / _MONO_EVERY))
+        self._step = max(2, width // _LIGHT_CELLS)
+        self._cells = (_centres(height, height // self._step), _centres(width, width // self._step))
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        self._bg: MatLike | None = None
-        self._noise = 3.0
+        self._bg: NDArray[np.float32] | None = None
+        self._light: NDArray[np.float32] | None = None  # coarse light ratio, frame / background
+        self._prev: NDArray[np.uint8] | None = None
+        self._flicker = np.zeros((height, width), np.float32)
+        self._restless: MatLike | None = None  # 255 where pixels are restless
+        self._near = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
         self._frames = 0
+        self._warm: list[NDArray[np.float32]] = []
+        self._relearn_until = 0
+        self._mono_votes = 0
+        self.noise = 3.0
+        self.monochrome = False
+        self.grey: NDArray[np.uint8] = np.zeros((height, width), np.uint8)
         self.mask: Frame = np.zeros((height, width), np.uint8)
         self.global_change = False
 
     def apply(self, small: Frame) -> list[Blob]:
-        """Blobs moving in `small` (a BGR frame at the analysis size)."""
+        """Blobs moving in `small` (a BGR frame at the analysis size; a grey one is taken too)."""
         self._frames += 1
-        f = small.astype(np.float32)
-        if self._bg is None or self._frames <= _WARMUP_FRAMES:
-            self._bg = f if self._bg is None else cv2.addWeighted(self._bg, 0.5, f, 0.5, 0)
+        colour = small.ndim == 3
+        grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if colour else small, np.uint8)
+        self.grey = grey
+        # IR switching on or off is only reported: the gain and the light field take most of it,
+        # so someone standing there stays seen; what they cannot explain makes a new view below.
+        if colour and (self._frames % _MONO_EVERY == 1 or self._bg is None):
+            self._judge_monochrome(small)
+        f = grey.astype(np.float32)
+        if self._frames <= _WARMUP_FRAMES or self._bg is None:
+            # The median of the first frames: what passes through one of them (a flake, a bird)
+            # does not become background, to stand out as a ghost for `background_s`.
+            self._warm.append(f)
+            self._restart(np.asarray(np.median(self._warm, axis=0), np.float32), grey)
+            if self._frames == _WARMUP_FRAMES:
+                self._warm = []
             return []
         bg = self._bg
-        diff = cv2.cvtColor(cv2.absdiff(f, bg), cv2.COLOR_BGR2GRAY)
-        moving = diff > max(_MIN_THRESHOLD, _NOISE_K * self._noise)
-        if moving.mean() > _GLOBAL_CHANGE:  # the light changed, not the scene
+        rows, cols = self._cells
+        ratio = (f[rows][:, cols] + 1.0) / (bg[rows][:, cols] + 1.0)
+        np.clip(ratio, *_RATIO_RANGE, out=ratio)
+        gain = _median(ratio[self.mask[rows][:, cols] == 0])
+        if abs(gain - 1.0) > _GAIN_STEP:  # the whole picture's gain changed: follow it at once
+            bg *= gain
+            ratio /= gain
+            if self._light is not None:
+                self._light /= gain
+        light = self._light_field(ratio)
+        lit = cv2.resize(light, (self.width, self.height))
+        expected = cv2.multiply(bg, lit)
+        diff = np.asarray(cv2.absdiff(f, expected), np.float32)
+        if self._restless is not None:  # swaying or shaking there: compare with the neighbourhood
+            cv2.copyTo(self._beyond_neighbours(grey, expected), self._restless, diff)
+        threshold = max(_MIN_THRESHOLD, _NOISE_K * self.noise)
+        needed = cv2.addWeighted(self._flicker, threshold * _FLICKER_GAIN, self._flicker, 0,
+                                 threshold)  # fmt: skip
+        moving = cv2.compare(diff, needed, cv2.CMP_GT)
+        if cv2.countNonZero(moving) > _GLOBAL_CHANGE * moving.size:  # unexplained: a new view
+            self._restart(f, grey)
+            self._relearn_until = self._frames + round(self._fps * _RELEARN_S)
             self.global_change = True
-            self._bg = f
-            self.mask = np.zeros_like(self.mask)
             return []
         self.global_change = False
-        if moving.any():
-            moving[moving] = ~self._shadow(f, bg, moving)
-        fg = cv2.morphologyEx(moving.astype(np.uint8) * 255, cv2.MORPH_OPEN, self._kernel)
+        # Specks (rain, noise) go first, so that the texture is compared only where it matters;
+        # what survives the opening bounds what can survive it after the comparison too.
+        fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
+        if cv2.countNonZero(fg):
+            x, y, w, h = cv2.boundingRect(fg)
+            same = self._same_ground(f, expected, (x, y, w, h), threshold)
+            moving = cv2.bitwise_and(moving, cv2.bitwise_not(same))
+            fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
         fg = cv2.dilate(fg, self._kernel, iterations=2)
-        still = cv2.bitwise_not(fg)
-        if self._frames % _NOISE_EVERY == 0:  # noise level from the background's own pixels
-            mean_diff = cv2.mean(diff, mask=still)[0]
-            self._noise += 0.2 * (mean_diff * 1.25 - self._noise)
-        cv2.accumulateWeighted(f, bg, self._follow, mask=still)
-        cv2.accumulateWeighted(f, bg, self._absorb, mask=fg)
+        if self._frames % _NOISE_EVERY == 0:
+            self._estimate_noise(diff, fg)
+        self._learn_flicker(grey, threshold)
+        calm = cv2.bitwise_not(fg)
+        # The background learns the scene in its own light (the frame relit by the light field),
+        # so a passing shadow leaves it alone; a light that stays is adopted slowly all the same.
+        cv2.accumulateWeighted(cv2.divide(f, lit), bg, self._follow, mask=calm)
+        if self._frames % _ADOPT_EVERY == 0:
+            cv2.accumulateWeighted(f, bg, self._adopt, mask=calm)
+        absorb = self._relearn if self._frames < self._relearn_until else self._absorb
+        cv2.accumulateWeighted(f, bg, absorb, mask=fg)
         self.mask = fg
+        return self._blobs(fg, f, expected)
+
+    # ---- the parts ----
+
+    def _restart(self, f: NDArray[np.float32], grey: NDArray[np.uint8]) -> None:
+        """Take `f` as the background."""
+        self._bg = f.copy()
+        self._light = None
+        self._prev = grey
+        self.mask = np.zeros_like(self.mask)
+
+    def _light_field(self, ratio: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The light on the ground relative to the background's, smooth, on the coarse grid.
+
+        A median over a window wider than a person finds the light without the people; a mean
+        of the cells that agree with it then follows the soft edge of a shadow, where a median
+        alone would keep the level on either side of it."""
+        med = cv2.medianBlur(ratio.astype(np.float32), _LIGHT_WINDOW)
+        agree = (np.abs(ratio - med) < _LIGHT_AGREE * med).astype(np.float32)
+        k = (3, 3)
+        weight = cv2.blur(agree, k)
+        mean = cv2.blur(ratio * agree, k)
+        light = np.where(weight > 0.2, mean / np.maximum(weight, 1e-3), med).astype(np.float32)
+        self._light = light
+        return light
+
+    def _judge_monochrome(self, small: Frame) -> None:
+        """Update `monochrome` from how far the channels spread, with hysteresis."""
+        # Averaged over blocks first: sensor noise differs between channels even in a grey picture.
+        quarter = (max(1, self.width // 4), max(1, self.height // 4))  # a whole factor: cheap
+        sample = np.asarray(cv2.resize(small, quarter, interpolation=cv2.INTER_AREA), np.int16)
+        b, g, r = sample[..., 0], sample[..., 1], sample[..., 2]
+        spread = float(np.mean(np.abs(b - g) + np.abs(g - r))) / 2
+        level = max(float(np.mean(g)), 16.0)
+        lo, hi = _MONO_SPREAD
+        if self._bg is None:  # the first picture decides at once: no switch at start-up
+            self.monochrome = spread < (lo + hi) / 2 * level
+            return
+        other = spread < lo * level if not self.monochrome else spread > hi * level
+        self._mono_votes = self._mono_votes + 1 if other else 0
+        if self._mono_votes >= self._mono_votes_needed:
+            self.monochrome, self._mono_votes = not self.monochrome, 0
+
+    def _same_ground(
+        self, f: NDArray[np.float32], expected: MatLike, box: tuple[int, int, int, int],
+        threshold: float,
+    ) -> MatLike:  # fmt: skip
+        """Where the frame's texture still matches the background's (normalised correlation over
+        small patches, at half resolution): light changed there, nothing moved. 255 = same."""
+        x, y, w, h = box
+        x0, y0 = max(0, x - _PATCH) & ~1, max(0, y - _PATCH) & ~1
+        x1, y1 = min(self.width, x + w + _PATCH), min(self.height, y + h + _PATCH)
+        half = (max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2))
+        x1, y1 = x0 + 2 * half[0], y0 + 2 * half[1]
+        a = cv2.resize(f[y0:y1, x0:x1], half, interpolation=cv2.INTER_AREA)
+        b = cv2.resize(np.asarray(expected)[y0:y1, x0:x1], half, interpolation=cv2.INTER_AREA)
+        k = (_PATCH, _PATCH)
+        ma, mb = cv2.blur(a, k), cv2.blur(b, k)
+        va = cv2.blur(cv2.multiply(a, a), k) - cv2.multiply(ma, ma)
+        vb = cv2.blur(cv2.multiply(b, b), k) - cv2.multiply(mb, mb)
+        cov = cv2.blur(cv2.multiply(a, b), k) - cv2.multiply(ma, mb)
+        floor = (_TEXTURE_K * self.noise) ** 2
+        vb = np.maximum(vb, floor)
+        ncc = cov / np.sqrt(np.maximum(va, floor) * vb)
+        # The patch as the background in other light (gain and offset fitted); a pixel it does
+        # not explain is something else, even in a patch that a strong edge makes correlate.
+        gain = np.clip(cov / vb, *_GAIN_RANGE)
+        fitted = gain * (b - mb) + ma
+        explained = cv2.absdiff(a, fitted) < threshold
+        same = ((ncc > _SAME_TEXTURE) & (vb > floor) & explained).astype(np.uint8) * 255
+        out = np.zeros((self.height, self.width), np.uint8)
+        out[y0:y1, x0:x1] = cv2.resize(same, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        return out
+
+    def _has_new_edges(
+        self, fg: MatLike, f: NDArray[np.float32], expected: MatLike,
+        box: tuple[int, int, int, int], perimeter: float,
+    ) -> bool:  # fmt: skip
+        """Whether a blob shows edges the background does not have: an object has an outline,
+        light falling differently only changes the contrast of edges already there."""
+        x, y, w, h = box
+        x0, y0 = max(0, x - 1), max(0, y - 1)
+        x1, y1 = min(self.width, x + w + 1), min(self.height, y + h + 1)
+        a, b = f[y0:y1, x0:x1], np.asarray(expected)[y0:y1, x0:x1]
+        new = _edges(a) - _edges(b) * 1.5
+        strong = (new > _NEW_EDGE_K * max(self.noise, 1.0)) & (np.asarray(fg)[y0:y1, x0:x1] > 0)
+        return int(np.count_nonzero(strong)) >= _NEW_EDGE_SHARE * perimeter
+
+    def _estimate_noise(self, diff: MatLike, fg: MatLike) -> None:
+        """Noise from the median deviation of the background's own pixels: robust to a shadow or
+        a person over part of the frame."""
+        s = self._step // 2 or 1
+        sample = np.asarray(diff)[::s, ::s][np.asarray(fg)[::s, ::s] == 0]
+        if sample.size < 100:
+            return
+        sigma = max(0.5, _MAD_SIGMA * _median(sample))
+        self.noise += 0.3 * (sigma - self.noise)
+
+    def _learn_flicker(self, grey: NDArray[np.uint8], threshold: float) -> None:
+        """How often each pixel jumps from one frame to the next (foliage, rain, a shaking view);
+        a person standing still does not jump, so loitering is not affected."""
+        if self._prev is not None:
+            jump = cv2.absdiff(grey, self._prev)
+            _, jumped = cv2.threshold(jump, threshold, 1, cv2.THRESH_BINARY)
+            cv2.accumulateWeighted(jumped, self._flicker, self._flicker_rate)
+        self._prev = grey
+        if self._frames % _NOISE_EVERY == 0:
+            _, restless = cv2.threshold(self._flicker, _RESTLESS, 255, cv2.THRESH_BINARY)
+            restless = restless.astype(np.uint8)
+            self._restless = restless if cv2.countNonZero(restless) else None
+
+    def _beyond_neighbours(self, grey: NDArray[np.uint8], expected: MatLike) -> MatLike:
+        """How far each pixel lies outside the range of the expected picture around it: a leaf
+        or an edge that moved a pixel or two is within it, a person is not. (In bytes, whose
+        subtraction stops at zero: that is the "outside" wanted, and cheaper than floats.)"""
+        near = cv2.convertScaleAbs(expected)
+        hi = cv2.dilate(near, self._near)
+        lo = cv2.erode(near, self._near)
+        beyond = cv2.max(cv2.subtract(grey, hi), cv2.subtract(lo, grey))
+        return np.asarray(beyond, np.float32)
+
+    def _blobs(self, fg: MatLike, f: NDArray[np.float32], expected: MatLike) -> list[Blob]:
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         blobs = []
         for c in contours:
@@ -91,20 +305,30 @@ class MotionDetector:
             if area < self.min_area_px:
                 continue
             x, y, w, h = cv2.boundingRect(c)
+            if not self._has_new_edges(fg, f, expected, (x, y, w, h), cv2.arcLength(c, True)):
+                continue
             blobs.append(Blob(x, y, w, h, int(area),
                               ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
         return blobs
 
-    @staticmethod
-    def _shadow(f: MatLike, bg: MatLike, where: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        """Which of the pixels `where` are light changes only (shadows), in their order."""
-        # Colour is compared on slightly blurred copies: sensor noise would swamp it in the dark.
-        fp, bp = cv2.blur(f, (5, 5))[where], cv2.blur(bg, (5, 5))[where]
-        fs, bs = fp.sum(axis=1) + 1.0, bp.sum(axis=1) + 1.0
-        ratio = fs / bs
-        chroma = np.abs(fp[:, 2] / fs - bp[:, 2] / bs) + np.abs(fp[:, 1] / fs - bp[:, 1] / bs)
-        lo, hi = _SHADOW_RATIO
-        # Darker (a shadow falls) or lighter (a shadow the background still holds moves away).
-        light_only = ((ratio > lo) & (ratio < hi)) | ((ratio > 1 / hi) & (ratio < 1 / lo))
-        shadow: NDArray[np.bool_] = light_only & (chroma < _SHADOW_CHROMA)
-        return shadow
+
+def _edges(img: MatLike) -> NDArray[np.float32]:
+    """Sharp detail: the difference from a 3x3 mean. An outline has it; the soft edge of a beam
+    or a shadow (a ramp, which the mean keeps) has next to none."""
+    return np.asarray(cv2.absdiff(img, cv2.blur(img, (3, 3))), np.float32)
+
+
+def _centres(size: int, cells: int) -> NDArray[np.intp]:
+    """The pixels that `cv2.resize` takes as the centres of `cells` cells across `size`."""
+    return np.clip(np.round((np.arange(cells) + 0.5) * size / cells - 0.5), 0, size - 1).astype(
+        np.intp
+    )
+
+
+def _median(values: NDArray[np.float32]) -> float:
+    """The median of a 1-D sample (1.0 for an empty one), by partition: cheaper than np.median."""
+    n = values.size
+    if n == 0:
+        return 1.0
+    flat = np.ravel(values).copy()
+    return float(np.partition(flat, n // 2)[n // 2])
