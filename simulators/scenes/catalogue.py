@@ -71,6 +71,7 @@ def quick() -> list[Scene]:
         street.headlights(1, 60),
         street.bag_left(1, 75),
         street.tamper(1, "moved", True, 70),
+        street.animals(1, 60),
         street.quiet(1, 240),
     ]
 
