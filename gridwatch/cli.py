@@ -38,7 +38,7 @@ SCENE_KINDS = ["intrusion", "loitering", "crowd", "counting", "quiet", "tamper-c
                "street-crowd", "street-headlights", "street-bag-left",
                *[f"street-tamper-{k}-{n}" for k in ("covered", "blurred", "moved")
                  for n in ("day", "night")],
-               "street-quiet-day", "street-quiet-night"]  # fmt: skip
+               "street-animals", "street-quiet-day", "street-quiet-night"]  # fmt: skip
 
 
 def _lazy(target: str) -> Handler:

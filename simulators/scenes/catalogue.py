@@ -35,6 +35,7 @@ def street_clips(seed: int) -> list[Scene]:
         street.crowd(seed),
         street.headlights(seed),
         street.bag_left(seed),
+        street.animals(seed),
         *[street.tamper(seed, kind, night) for kind in ("covered", "blurred", "moved")
           for night in (False, True)],
     ]  # fmt: skip
@@ -70,6 +71,7 @@ def quick() -> list[Scene]:
         street.headlights(1, 60),
         street.bag_left(1, 75),
         street.tamper(1, "moved", True, 70),
+        street.animals(1, 60),
         street.quiet(1, 240),
     ]
 
@@ -105,6 +107,7 @@ KINDS: dict[str, Callable[[int], Scene]] = {
     "street-bag-left": street.bag_left,
     **{f"street-tamper-{k}-{n}": _street_tamper(k, n == "night") for k in _TAMPERS
        for n in ("day", "night")},
+    "street-animals": street.animals,
     "street-quiet-day": street.quiet,
     "street-quiet-night": lambda s: street.quiet(s, night=True),
 }  # fmt: skip

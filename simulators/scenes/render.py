@@ -18,60 +18,10 @@ from numpy.typing import NDArray
 from simulators.scenes import conditions as cond
 from simulators.scenes.figures import Figure, draw, shadow
 from simulators.scenes.geometry import PoleCamera
+from simulators.scenes.ground import square
 
 Frame = MatLike
-RENDER_VERSION = 2  # bump when what a scene looks like changes: cached clips are made again
-_FAR_M = 42.0  # the square ends here: beyond is a building's facade
-
-
-def paving(camera: PoleCamera, w: int, h: int, seed: int, lamps: tuple[cond.Point, ...]
-           ) -> Frame:  # fmt: skip
-    """The square in daylight: paving slabs, painted lines, kerbs, benches and lamp posts, a
-    facade at the far end. Made once per scene."""
-    rng = np.random.default_rng(seed)
-    gx, gy = camera.ground_maps(w, h)
-    res = 0.05  # metres per texel
-    tex_w, tex_h = int(80 / res), int(_FAR_M / res)
-    tone = rng.uniform(0.92, 1.05) * np.array([0.9, 0.96, 1.0]) * rng.uniform(0.95, 1.05, 3)
-    slab = rng.uniform(95, 135, (tex_h // 12 + 1, tex_w // 12 + 1)).astype(np.float32)
-    ground = cv2.resize(slab, (tex_w, tex_h), interpolation=cv2.INTER_NEAREST)
-    ground[::12, :] -= 35  # joints between 0.6 m slabs
-    ground[:, ::12] -= 35
-    tex = np.stack([ground * tone[0], ground * tone[1] * 0.98, ground * tone[2] * 0.95], axis=2)
-    for _ in range(6):  # painted markings
-        x0 = int(rng.integers(0, tex_w))
-        y0 = int(rng.integers(0, tex_h))
-        cv2.line(tex, (x0, y0), (x0 + int(rng.integers(-300, 300)), y0 + int(rng.integers(40, 400))),
-                 (200, 205, 210), 3)  # fmt: skip
-    mx = (gx + 40) / res
-    my = np.minimum(gy, _FAR_M - 0.01) / res
-    img = cv2.remap(tex.astype(np.float32), mx.astype(np.float32), my.astype(np.float32),
-                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-    facade = gy >= _FAR_M  # rows beyond the square's end: a wall with windows
-    if facade.any():
-        rows = np.arange(h)[:, None] * np.ones((1, w))
-        cols = np.ones((h, 1)) * np.arange(w)[None, :]
-        wall = 70 + 30 * (
-            ((rows // max(2, h // 30)) % 3 == 0) | ((cols // max(3, w // 40)) % 4 == 0)
-        )
-        img[facade] = np.stack([wall * 0.8, wall * 0.9, wall], axis=2)[facade]
-    out = np.clip(img + rng.normal(0, 4, (h, w, 1)), 0, 255).astype(np.uint8)
-    for _ in range(5):  # benches and bins: still objects with edges
-        x, y = float(rng.uniform(-12, 12)), float(rng.uniform(8, 30))
-        _box(out, camera, w, h, (x, y), (1.6, 0.5), (30, 60, 90))
-    for lx, ly in lamps:
-        base, top = camera.project(lx, ly), camera.project(lx, ly, 5.0)
-        cv2.line(out, (int(base[0] * w), int(base[1] * h)), (int(top[0] * w), int(top[1] * h)),
-                 (50, 50, 50), max(1, int(camera.metres_to_px(lx, ly, w) * 0.15)))  # fmt: skip
-    return out
-
-
-def _box(img: Frame, camera: PoleCamera, w: int, h: int, at: cond.Point, size: cond.Point,
-         colour: tuple[int, int, int]) -> None:  # fmt: skip
-    foot = camera.project(*at)
-    s = camera.metres_to_px(at[0], at[1], w)
-    x0, x1 = int(foot[0] * w - size[0] * s / 2), int(foot[0] * w + size[0] * s / 2)
-    cv2.rectangle(img, (x0, int(foot[1] * h - size[1] * s)), (x1, int(foot[1] * h)), colour, -1)
+RENDER_VERSION = 3  # bump when what a scene looks like changes: cached clips are made again
 
 
 class StreetRenderer:
@@ -79,7 +29,7 @@ class StreetRenderer:
                  seed: int, noise: float) -> None:  # fmt: skip
         self.camera, self.c, self.w, self.h, self.seed = camera, conditions, w, h, seed
         gx, gy = camera.ground_maps(w, h)
-        day = paving(camera, w, h, seed, conditions.lamps)
+        day = square(camera, w, h, seed, conditions.lamps)
         if conditions.snow > 0:  # snow lying on the ground: whiter, less contrast
             day = cv2.addWeighted(day, 0.55, np.full_like(day, 225), 0.45, 0)
         if conditions.rain > 0:  # wet and dull

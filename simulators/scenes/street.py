@@ -257,3 +257,17 @@ def quiet(seed: int, duration: float = 300.0, night: bool = False) -> Scene:
         c = Conditions(clouds=clouds, rain=0.4, trees=_TREES, shake_px=1.5, exposure=steps)
     return _scene(f"quiet-{'night' if night else 'day'}-{seed}-{round(duration)}s", duration, seed,
                   walkers, [GATE, BENCH], c, ["event-free"])  # fmt: skip
+
+
+def animals(seed: int, duration: float = 120.0) -> Scene:
+    """Dogs and cats wandering through the gate and bench zones in plain daylight, people only
+    far off: no event; an alert here is an animal taken for a person."""
+    rng = np.random.default_rng(seed)
+    walkers = passers(rng, 3, duration)
+    for k in range(5):
+        shape: Shape = "cat" if k == 2 else "dog"
+        a = g(float(rng.choice([-0.05, 1.05])), float(rng.uniform(0.45, 0.9)))
+        b = g(float(rng.uniform(0.1, 0.9)), 1.03)
+        walkers.append(animal(rng, 5 + k * (duration - 25) / 5, a, b, shape))
+    return _scene(f"animals-{seed}", duration, seed, walkers, [GATE, BENCH], Conditions(),
+                  ["event-free"])  # fmt: skip
