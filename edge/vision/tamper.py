@@ -73,6 +73,10 @@ _REBASE_AFTER_S = 600.0  # a view moved for this long becomes the new normal
 _MONO_CHROMA = (3.0, 6.0)  # mean colour difference (grey levels): greyscale below, colour above
 _COVERED_SHARE = 0.35  # covered also needs the contrast below this share of the usual
 _LEVEL_FLOOR = 20.0  # contrast is spread over brightness, but never over less than this
+# Immerkaer's noise mask: zero on planes and ramps; its mean absolute response to white noise
+# of deviation s is 6 s times sqrt(2 / pi)
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_NOISE_SCALE = math.sqrt(math.pi / 2) / 6
 _GRID = np.array([[x, y] for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8)], np.float32)
 
 
@@ -268,14 +272,31 @@ class TamperDetector:
         return chroma < (colour if before else grey)
 
     def _estimate_noise(self, g: Floats) -> None:
-        """Sensor noise from the median change since the last frame: what moves, or a shadow,
-        is a minority of the pixels; a jump of the whole picture's light is not taken."""
+        """Sensor noise, as the lower of two bounds that fail apart. The median change since
+        the last check is noise in a still view, but checks are a second apart: a shaking pole
+        moves every textured pixel, a shadow's edge sliding over the view or the light drifting
+        changes them all, rain adds streaks. The residual of a 3x3 curvature filter in the
+        flattest blocks is noise on plain ground, more on texture, but it is this frame's own:
+        no change in time enters it. Taken too high, the noise is what blur is judged by (its
+        share of gradient energy is taken off), so a picture darkened by a cloud's shadow would
+        lose the rest of its energy to it and read as defocused."""
         if self._prev is not None:
             diff = np.abs(g[::2, ::2] - self._prev[::2, ::2])  # a sample of pixels says it
-            now = max(_MIN_NOISE, _median(diff) * 1.05)  # median |a-b| of two noises
+            now = min(_median(diff) * 1.05, self._flat_noise(g))  # median |a-b| of two noises
+            now = max(_MIN_NOISE, now)
             if now < 3 * self._noise:
                 self._noise += 0.1 * (now - self._noise)
         self._prev = g
+
+    @staticmethod
+    def _flat_noise(g: Floats) -> float:
+        """The noise deviation the curvature residual (Immerkaer's 3x3 mask, which cancels
+        planes and ramps) gives in the flattest tenth of the blocks."""
+        residual = np.abs(cv2.filter2D(g, cv2.CV_32F, _NOISE_MASK))[1:-1, 1:-1]
+        blocks = np.asarray(cv2.resize(residual, _BLOCKS, interpolation=cv2.INTER_AREA))
+        flat = blocks.ravel()
+        k = flat.size // 10
+        return float(np.partition(flat, k)[k]) * _NOISE_SCALE
 
     def _blocks(
         self, g: Floats, coarse: Floats
