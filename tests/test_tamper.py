@@ -136,6 +136,46 @@ def test_a_bright_light_or_an_exposure_change_is_not_blur(effect: Effect) -> Non
     assert confirmed(states) == set()
 
 
+def paving(seed: int = 4, width: int = ANALYSIS[0], height: int = ANALYSIS[1]) -> MatLike:
+    """Paving stones of varied greys, 10 by 8 pixels, with darker joints: coarse texture that
+    a shaking pole moves under every pixel."""
+    rng = np.random.default_rng(seed)
+    stones = rng.normal(110, 25, (height // 8 + 1, width // 10 + 1)).astype(np.float32)
+    img = cv2.resize(stones, (stones.shape[1] * 10, stones.shape[0] * 8),
+                     interpolation=cv2.INTER_NEAREST)[:height, :width].copy()  # fmt: skip
+    img[:, ::10] -= 30
+    img[::8, :] -= 30
+    return np.clip(cv2.merge([img] * 3), 0, 255).astype(np.uint8)
+
+
+def shaken_under_clouds(frame: MatLike, t: float) -> MatLike:
+    """A pole swaying about a pixel while big cloud shadows pass: 8 s lit, 4 s darkening by
+    40%, 8 s in shade, 4 s brightening; little sensor noise."""
+    h, w = frame.shape[:2]
+    m = np.array([[1, 0, 1.2 * np.sin(7.3 * t) + 0.6 * np.sin(13.7 * t)],
+                  [0, 1, 0.8 * np.sin(9.1 * t + 1)]], np.float32)  # fmt: skip
+    swayed = cv2.warpAffine(frame, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    p = (t % 24.0) / 4.0
+    k = 0.0 if p < 2 else p - 2 if p < 3 else 1.0 if p < 5 else 6 - p if p < 6 else 0.0
+    return noise(cv2.convertScaleAbs(swayed, alpha=1.0 - 0.4 * k * k * (3 - 2 * k)), 1.0,
+                 int(t * 5))  # fmt: skip
+
+
+@pytest.mark.parametrize("defocus", [False, True], ids=["sharp", "defocused-in-shade"])
+def test_shade_on_a_shaking_view_is_not_blur(defocus: bool) -> None:
+    """Shake and a drifting shadow change every pixel between checks; that is not sensor
+    noise, and taken for it, it ate the shaded picture's gradient energy: blur was confirmed
+    on a sharp view. A real defocus in the shade is still told."""
+    detector, stones = TamperDetector(Tuning()), paving()
+    states = []
+    for i in range(300):
+        t = i / 5
+        frame = defocused(stones, t) if defocus and 36 <= t < 46 else stones
+        states.append((t, detector.check(shaken_under_clouds(frame, t), t)))
+    assert confirmed(states) == ({"blurred"} if defocus else set())
+    assert all(not s.blurred for t, s in states if not 36 <= t < 48)
+
+
 def ir_night(frame: MatLike, t: float) -> MatLike:
     """IR night mode: a grey picture, a fifth as bright, noisy, lit by the camera's own IR
     lamp (brighter in the middle)."""
