@@ -96,8 +96,10 @@ def _unshaded(grey: MatLike) -> MatLike:
     """The grey view over its local mean: a shadow or a light level multiplies both, so corners
     on dim ground keep their contrast when a cloud passes over."""
     g = grey.astype(np.float32)
-    local = cv2.boxFilter(g, -1, (_UNSHADE_PX, _UNSHADE_PX))
-    out: MatLike = cv2.convertScaleAbs(g / (local + 8.0), alpha=96.0)
+    local = np.asarray(cv2.boxFilter(g, -1, (_UNSHADE_PX, _UNSHADE_PX)), np.float32)
+    local += 8.0
+    np.divide(g, local, out=local)  # in place: this runs before every feature match
+    out: MatLike = cv2.convertScaleAbs(local, alpha=96.0)
     return out
 
 
