@@ -125,9 +125,12 @@ class MotionDetector:
         if self._frames <= _WARMUP_FRAMES or self._bg is None:
             # The median of the first frames: what passes through one of them (a flake, a bird)
             # does not become background, to stand out as a ghost for `background_s`.
+            # (Taken at the first frame, for a background to exist, and at the last: the ones
+            # between are never compared with, and a median over frames costs milliseconds.)
             self._warm.append(f)
-            self._restart(np.asarray(np.median(self._warm, axis=0), np.float32), grey)
-            if self._frames == _WARMUP_FRAMES:
+            if len(self._warm) == 1 or self._frames >= _WARMUP_FRAMES:
+                self._restart(_median_image(self._warm), grey)
+            if self._frames >= _WARMUP_FRAMES:
                 self._warm = []
             return []
         bg = self._bg
@@ -338,6 +341,17 @@ def _edges(img: MatLike) -> NDArray[np.float32]:
 def _f32(img: MatLike) -> NDArray[np.float32]:
     """`img` typed as the float32 array it is (no copy)."""
     return np.asarray(img, np.float32)
+
+
+def _median_image(frames: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """The per-pixel median of the frames; of five by comparisons (what a median of five is:
+    the middle of the larger of two minima, the smaller of two maxima and the fifth), some
+    twenty times cheaper than numpy's median along a stack."""
+    if len(frames) != 5:
+        return np.asarray(np.median(frames, axis=0), np.float32)
+    a, b, c, d, e = frames
+    low, high = cv2.max(cv2.min(a, b), cv2.min(c, d)), cv2.min(cv2.max(a, b), cv2.max(c, d))
+    return _f32(cv2.max(cv2.min(low, high), cv2.min(cv2.max(low, high), e)))
 
 
 def _centres(size: int, cells: int) -> NDArray[np.intp]:
