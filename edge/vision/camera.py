@@ -204,7 +204,9 @@ class AnalyzedCamera(d.CameraAlertSource):
     def _send_clip(self, clip: Clip) -> None:
         """A finished clip (the recorder's thread): its parts go out through the outbox."""
         assert self._emit is not None
-        for part in parts_of(self.id, clip):
+        # Stamped with the clip's last frame, not the time it was encoded: a clip finished after
+        # the stream dropped must not look newer than the camera's offline status.
+        for part in parts_of(self.id, clip, ts=clip.end):
             self._emit(part)
 
     def _status(self, online: bool, fps: float, detail: str | None) -> None:
