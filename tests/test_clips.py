@@ -95,8 +95,8 @@ def test_the_ring_keeps_only_the_pre_roll_and_holds_the_frames_themselves() -> N
         ring.push(T0 + i / FPS, f)
     assert len(ring) == 11  # 2 s at 5 fps, both ends included
     kept = ring.since(T0)
-    assert kept[0][1] is frames[19] and kept[-1][1] is frames[29]  # references, never copies
-    assert [t for t, _ in ring.since(T0 + 28 / FPS)] == [T0 + 28 / FPS, T0 + 29 / FPS]
+    assert kept[0].frame is frames[19] and kept[-1].frame is frames[29]  # references, not copies
+    assert [f.wall for f in ring.since(T0 + 28 / FPS)] == [T0 + 28 / FPS, T0 + 29 / FPS]
 
 
 # ---- the recorder ----
@@ -132,7 +132,7 @@ def test_overlapping_alerts_share_frames_and_each_gets_its_clip(tmp_path: Path) 
         if i == 18:
             rec.start(second, t)
             a, b = rec._collecting  # both collecting now
-            shared = {id(f) for _, f in a.frames} & {id(f) for _, f in b.frames}
+            shared = {id(f.frame) for f in a.frames} & {id(f.frame) for f in b.frames}
             assert len(shared) == len(b.frames)  # the same arrays, not copies
     clips = {c.alert_id: c for c in got.wait(2)}
     rec.close()

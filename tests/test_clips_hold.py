@@ -4,19 +4,23 @@ grows without bound on the edge, and never outlives the platform's retention (do
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from edge import drivers as d
 from edge.agent import to_message
 from edge.vision.camera import AnalyzedCamera
-from edge.vision.clips import parts_of
+from edge.vision.clips import encode_webm, parts_of
 from edge.vision.config import CameraSettings
 from gateway import codec, topics
 from gateway import messages as m
 from ingest.registry import VenueInfo
 from ingest.rules import RuleBook, evaluate
-from tests.test_clips import a_clip
+from tests.test_clips import FPS, T0, a_clip, frame, recorder
 
 VENUE = VenueInfo("v1", "community_centre", 100, False, True, {}, "Asia/Shanghai", "g1", "c.d.g1")
 CAMERA = "v1-camera1"
@@ -50,3 +54,44 @@ def test_clip_parts_are_stamped_with_the_clip_s_last_frame(tmp_path: Path) -> No
     clip = a_clip(m.CLIP_PART_BYTES + 10)
     camera._send_clip(clip)
     assert len(sent) == 2 and {r.ts for r in sent} == {clip.end}
+
+
+# ---- 3. a clip's length is monotonic time, and its frames are capped ----
+
+
+def test_a_wall_clock_stepped_back_does_not_make_a_clip_collect_without_end() -> None:
+    rec, got = recorder(pre_s=1.0, post_s=2.0)
+    mono = 1000.0
+    for i in range(10):
+        rec.feed(T0 + i / FPS, frame(i), mono + i / FPS)
+    assert rec.start(uuid.uuid4(), T0 + 9 / FPS)
+    for i in range(10, 40):  # an hour back on the wall; the monotonic clock goes on
+        rec.feed(T0 - 3600 + i / FPS, frame(i), mono + i / FPS)
+    clip = got.wait(1)[0]
+    assert clip.frames <= rec.max_frames == 17
+    assert 0 <= (clip.end - clip.start).total_seconds() <= 3.0
+
+
+def test_a_clip_never_holds_more_frames_than_its_length_at_the_rate() -> None:
+    rec, got = recorder(pre_s=1.0, post_s=2.0)
+    assert rec.start(uuid.uuid4(), T0)
+    for i in range(100):  # a source delivering far faster than the analysis rate, same instant
+        rec.feed(T0, frame(i), 5.0)
+    assert got.wait(1)[0].frames == rec.max_frames
+
+
+def test_a_clip_plays_at_the_rate_its_frames_were_taken(tmp_path: Path) -> None:
+    rec, got = recorder(pre_s=0.0, post_s=4.0)  # configured for 5 fps; the stream gives 2
+    rec.feed(T0, frame(0))
+    assert rec.start(uuid.uuid4(), T0)
+    for i in range(1, 10):
+        rec.feed(T0 + i / 2, frame(i))
+    clip = got.wait(1)[0]
+    assert clip.fps == pytest.approx(2.0, abs=0.01)
+    assert (clip.end - clip.start).total_seconds() == pytest.approx(4.0)
+
+
+def test_a_portrait_camera_s_clip_fits_the_contract() -> None:
+    tall = [np.full((2160, 640, 3), 90, np.uint8) for _ in range(3)]
+    _, w, h, _ = encode_webm(tall, FPS, 2_000_000)
+    assert h <= 1080 and w <= 1920 and w * 2160 == pytest.approx(h * 640, rel=0.02)

@@ -159,7 +159,7 @@ class AnalyzedCamera(d.CameraAlertSource):
             when = datetime.now(UTC)
             outputs = analytics.process(frame, when)
             if self._clips is not None:
-                self._clips.feed(when.timestamp(), analytics.small)
+                self._clips.feed(when.timestamp(), analytics.small, time.monotonic())
             self._analysis.observe(time.perf_counter() - started)
             self._frames.inc()
             self.frames += 1
