@@ -362,10 +362,10 @@ def test_old_clips_and_parts_of_clips_that_never_completed_are_deleted(
     with psycopg.connect(stack.dsn, autocommit=True) as conn:
         for age in ("31 days", "29 days"):
             conn.execute(
-                """INSERT INTO camera_clips (ts, clip_id, node_id, device_id, alert_id, mime, width,
-                                             height, fps, ended_at, size, data)
-                   VALUES (now() - %s::interval, %s, %s, %s, %s, 'video/webm', %s, %s, %s, %s, %s,
-                           %s)""",
+                """INSERT INTO camera_clips (ts, started_at, clip_id, node_id, device_id, alert_id,
+                                             mime, width, height, fps, ended_at, size, data)
+                   VALUES (now() - %s::interval, now(), %s, %s, %s, %s, 'video/webm', %s, %s, %s,
+                           %s, %s, %s)""",
                 (age, uuid.uuid4(), *row),
             )
         for age, part in (("25 hours", 0), ("1 hour", 1)):

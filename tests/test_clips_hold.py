@@ -5,8 +5,10 @@ grows without bound on the edge, and never outlives the platform's retention (do
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,12 +16,16 @@ import pytest
 from edge import drivers as d
 from edge.agent import to_message
 from edge.vision.camera import AnalyzedCamera
-from edge.vision.clips import encode_webm, parts_of
+from edge.vision.clips import Clip, encode_webm, parts_of
 from edge.vision.config import CameraSettings
 from gateway import codec, topics
 from gateway import messages as m
+from gateway.codec import RejectReason
+from gridwatch.demo import NodeCredentials
+from gridwatch.local import LocalStack
 from ingest.registry import VenueInfo
 from ingest.rules import RuleBook, evaluate
+from tests.support import Node, device_of, rows, scalar, start_ingest, stop_process, wait_until
 from tests.test_clips import FPS, T0, a_clip, frame, recorder
 
 VENUE = VenueInfo("v1", "community_centre", 100, False, True, {}, "Asia/Shanghai", "g1", "c.d.g1")
@@ -95,3 +101,68 @@ def test_a_portrait_camera_s_clip_fits_the_contract() -> None:
     tall = [np.full((2160, 640, 3), 90, np.uint8) for _ in range(3)]
     _, w, h, _ = encode_webm(tall, FPS, 2_000_000)
     assert h <= 1080 and w <= 1920 and w * 2160 == pytest.approx(h * 640, rel=0.02)
+
+
+# ---- 4, 5, 9. the platform bounds what a node's clips hold ----
+
+CAP_INCOMPLETE = 2
+
+
+@pytest.fixture
+def limited_ingest(stack: LocalStack) -> Any:
+    proc, _ = start_ingest(stack, env={"GRIDWATCH_CLIP_MAX_INCOMPLETE": str(CAP_INCOMPLETE)})
+    yield proc
+    stop_process(proc)
+
+
+def _parts(node: Node, clip: Clip) -> list[m.Message]:
+    camera = device_of(node.creds, "camera")
+    return [to_message(p, m.envelope(node.next_seq()), b"k") for p in parts_of(camera, clip)]
+
+
+def test_a_future_dated_clip_is_kept_by_the_platform_s_time_and_its_id_is_its_node_s(
+    stack: LocalStack, nodes: list[NodeCredentials], limited_ingest: object
+) -> None:
+    mine, other = Node(stack, nodes[0]).wait_connected(), Node(stack, nodes[1]).wait_connected()
+    try:
+        future = datetime(2099, 1, 1, tzinfo=UTC)
+        clip = replace(a_clip(m.CLIP_PART_BYTES + 10), start=future,
+                       end=future + timedelta(seconds=10))  # fmt: skip
+        first, last = _parts(mine, clip)
+        mine.deliver([mine.send(first)])
+        # Another node that learned the clip id sends a part of "it" that disagrees.
+        intruder = replace(clip, alert_id=uuid.uuid4())
+        other.deliver([other.send(_parts(other, intruder)[1])])
+        mine.deliver([mine.send(last)])
+        wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 1, 20,
+                   "the clip")  # fmt: skip
+        assert rows(stack.dsn, "SELECT reason FROM rejected_messages") == []
+        assert rows(stack.dsn, "SELECT ts <= received_at FROM camera_clips") == [(True,)]
+        started, node = rows(stack.dsn, "SELECT started_at, node_id FROM camera_clips")[0]
+        assert started == future and node == nodes[0].node
+        # The other node's part waits as its own (and is cleaned up after a day).
+        assert rows(stack.dsn, "SELECT node_id FROM camera_clip_parts") == [(nodes[1].node,)]
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_a_node_cannot_hold_more_incomplete_clips_than_the_cap(
+    stack: LocalStack, nodes: list[NodeCredentials], limited_ingest: object
+) -> None:
+    node = Node(stack, nodes[0]).wait_connected()
+    try:
+        clips = [a_clip(m.CLIP_PART_BYTES + 10 + i) for i in range(CAP_INCOMPLETE + 1)]
+        split = [_parts(node, c) for c in clips]
+        node.deliver([node.send(parts[0]) for parts in split])  # first halves only
+        reasons = "SELECT reason, detail FROM rejected_messages"
+        wait_until(lambda: len(rows(stack.dsn, reasons)) == 1, 20, "the refusal")
+        ((reason, detail),) = rows(stack.dsn, reasons)
+        assert reason == RejectReason.IMPLAUSIBLE.value
+        assert f"over the platform's cap of {CAP_INCOMPLETE}" in str(detail)
+        assert scalar(stack.dsn, "SELECT count(DISTINCT clip_id) FROM camera_clip_parts") == 2
+        node.deliver([node.send(split[0][1])])  # a clip under the cap still completes
+        wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 1, 20,
+                   "the clip under the cap")  # fmt: skip
+    finally:
+        node.close()
