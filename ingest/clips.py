@@ -138,14 +138,14 @@ def _incomplete(conn: Conn, node: str) -> int:
 def _store(conn: Conn, node: str, clip_id: uuid.UUID) -> tuple[RejectReason, str] | None:
     """Join a complete clip's parts and store it if they make the clip they describe."""
     row = conn.execute(
-        f"""SELECT string_agg(data, ''::bytea ORDER BY part), min(node_id), {_WHAT}
+        f"""SELECT string_agg(data, ''::bytea ORDER BY part), NULL, {_WHAT}
             FROM camera_clip_parts WHERE clip_id = %s AND node_id = %s GROUP BY {_WHAT}""",
         (clip_id, node),
     ).fetchone()
     assert row is not None
     data = row[0]
     assert isinstance(data, bytes)
-    node, device, alert, _, mime, width, height, fps, start, end, size, sha256 = row[1:]
+    _, device, alert, _, mime, width, height, fps, start, end, size, sha256 = row[1:]
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
         return (RejectReason.CONFLICT,
                 f"clip {clip_id}'s parts join to {len(data)} bytes that are not the clip they"

@@ -4,10 +4,12 @@ grows without bound on the edge, and never outlives the platform's retention (do
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 
 from edge import drivers as d
 from edge.agent import to_message
+from edge.outbox import Outbox, Priority, Store
 from edge.vision.camera import AnalyzedCamera
 from edge.vision.clips import Clip, encode_webm, parts_of
 from edge.vision.config import CameraSettings
@@ -161,8 +164,81 @@ def test_a_node_cannot_hold_more_incomplete_clips_than_the_cap(
         assert reason == RejectReason.IMPLAUSIBLE.value
         assert f"over the platform's cap of {CAP_INCOMPLETE}" in str(detail)
         assert scalar(stack.dsn, "SELECT count(DISTINCT clip_id) FROM camera_clip_parts") == 2
-        node.deliver([node.send(split[0][1])])  # a clip under the cap still completes
+        waiting = {r[0] for r in rows(stack.dsn, "SELECT clip_id FROM camera_clip_parts")}
+        kept = next(i for i, c in enumerate(clips) if c.clip_id in waiting)
+        node.deliver([node.send(split[kept][1])])  # a clip under the cap still completes
         wait_until(lambda: scalar(stack.dsn, "SELECT count(*) FROM camera_clips") == 1, 20,
                    "the clip under the cap")  # fmt: skip
     finally:
         node.close()
+
+
+# ---- 2. clips have a lane of their own in the outbox, bounded in bytes ----
+
+
+def _add(outbox: Outbox, name: str, priority: Priority, group: str | None = None) -> int:
+    seq, _ = outbox.add(lambda s: (f"t/{name}", name.encode() * 100), priority, group=group)
+    return seq
+
+
+def test_clips_over_the_byte_budget_go_whole_oldest_first_and_nothing_else_goes(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(Store(tmp_path / "o.db"), "n1", max_messages=1000, max_bulk_bytes=1500)
+    _add(outbox, "alarm", Priority.EVENT)
+    for clip in ("a", "b", "c"):  # 3 parts of 200 bytes each: the budget holds two clips
+        for part in range(3):
+            _add(outbox, f"{clip}{part}", Priority.BULK, group=clip)
+        _add(outbox, f"reading-{clip}", Priority.TELEMETRY)
+    bulk = [e.topic for e in outbox.pending(0, 100, bulk=True)]
+    assert bulk == ["t/b0", "t/b1", "t/b2", "t/c0", "t/c1", "t/c2"]  # clip a went, all of it
+    others = [e.topic for e in outbox.pending(0, 100)]
+    assert others == ["t/alarm", "t/reading-a", "t/reading-b", "t/reading-c"]
+    assert outbox.dropped_groups == 1 and outbox.dropped == 3
+    assert outbox.bulk_bytes() == 6 * 200
+    outbox.store.close()
+    again = Outbox(Store(tmp_path / "o.db"), "n1", max_messages=1000, max_bulk_bytes=1500)
+    assert len(again) == 10 and again.dropped_groups == 1  # restart-safe, counted
+    again.store.close()
+
+
+class _Wire:
+    """Stands in for paho: what the agent publishes, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> SimpleNamespace:
+        self.sent.append(json.loads(payload)["type"])
+        return SimpleNamespace(rc=0, mid=len(self.sent))
+
+
+def test_an_alarm_goes_before_the_clip_parts_waiting_and_few_parts_go_at_once(
+    stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path
+) -> None:
+    from edge import config as edge_config
+    from edge.agent import EdgeAgent
+    from gridwatch.simulate import Drivers
+    from tests.edge_support import site_file
+
+    config = edge_config.load(site_file(stack, nodes[0], tmp_path))
+    drivers = Drivers(config, "")
+    agent = EdgeAgent(config, [drivers.build(dev) for dev in config.devices], drivers=drivers.build)
+    try:
+        wire = _Wire()
+        agent.client = wire  # type: ignore[assignment]
+        agent.watch.connected.set()
+        agent._probing = False
+        camera, door = device_of(nodes[0], "camera"), device_of(nodes[0], "door")
+        clip = a_clip(4 * m.CLIP_PART_BYTES)
+        for part in parts_of(camera, clip):
+            agent.submit(part)
+        agent.submit(d.ForcedSeen(door))
+        agent.pump()
+        assert wire.sent == ["door.forced", "camera.clip", "camera.clip"]
+        lanes = agent.outbox._db.execute("SELECT priority, grp FROM outbox ORDER BY seq")
+        assert lanes.fetchall() == [(Priority.BULK, str(clip.clip_id))] * 4 + [
+            (Priority.EVENT, None)
+        ]
+    finally:
+        agent.outbox.store.close()

@@ -44,7 +44,8 @@ PENDING = Gauge(
 )
 CLIPS = Counter(
     "gridwatch_camera_clips_total",
-    "Alert clips by outcome: sent, busy (too many in hand), too_large, failed",
+    "Alert clips by outcome: sent, busy (too many in hand), too_large, failed, dropped (at"
+    " shutdown)",
     ["device", "outcome"],
 )
 CLIP_BYTES = Counter("gridwatch_camera_clip_bytes_total", "Bytes of clips sent", ["device"])
@@ -181,7 +182,7 @@ class ClipRecorder:
     recorder's worker thread with each finished clip."""
 
     def __init__(
-        self, settings: ClipSettings, fps: float, deliver: Callable[[Clip], None],
+        self, settings: ClipSettings, fps: float, deliver: Callable[[Clip], bool | None],
         device: str = "",
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -295,6 +296,9 @@ class ClipRecorder:
         log.info("clip made device=%s alert=%s frames=%d bytes=%d size=%dx%d seconds=%.2f",
                  self.device, c.alert_id, len(c.frames), len(data), w, h,
                  time.perf_counter() - started)  # fmt: skip
-        self.deliver(clip)
+        if self.deliver(clip) is False:  # the agent is stopping: the clip is not kept
+            CLIPS.labels(self.device, "dropped").inc()
+            log.warning("clip dropped at shutdown device=%s alert=%s", self.device, c.alert_id)
+            return
         CLIPS.labels(self.device, "sent").inc()
         CLIP_BYTES.labels(self.device).inc(len(data))
