@@ -457,7 +457,8 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
     stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Any, tmp_path: Path
 ) -> None:
     """The console shows a <video> of the clip on the incident page, and the browser plays it:
-    its source answers and the browser reads the video's size (a WebM it can decode)."""
+    its source answers and the browser reads the video's size (a WebM it can decode). The clip
+    comes after the alert: one stored after the page opened still shows, without a reload."""
     import psycopg
     from playwright.sync_api import expect
 
@@ -475,12 +476,6 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
                VALUES (%s, %s, %s, %s, 1, %s, 16, 16, %s)""",
             (now, picture, nodes[0].node, camera, alert, base64.b64decode(TINY_JPEG)),
         )
-        conn.execute(
-            """INSERT INTO camera_clips (ts, clip_id, node_id, device_id, alert_id, mime, width,
-                                         height, fps, ended_at, size, data)
-               VALUES (%s, %s, %s, %s, %s, 'video/webm', %s, %s, 5, %s, %s, %s)""",
-            (now, uuid.uuid4(), nodes[0].node, camera, alert, w, h, now, len(data), data),
-        )
         venue = registry.load(conn).venues[nodes[0].site]
         incidents.apply(conn, [Raise(Rule.CAMERA_INTRUSION, f"{camera}:intrusion", Severity.RED, venue, now,
                                      device=camera, detail={"kind": "intrusion", "snapshot": str(picture),
@@ -490,12 +485,25 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
         assert row is not None
     errors: list[str] = []
     page = signed_in(browser, api_url, "operator", errors)
-    with page.expect_response(lambda r: r.url.endswith(f"/api/incidents/{row[0]}/clip")) as got:
-        page.goto(f"{api_url}/#/incident/{row[0]}")
-    answer = got.value
-    assert answer.status == 200 and answer.headers["content-type"] == "video/webm"  # it answers
+    page.goto(f"{api_url}/#/incident/{row[0]}")
     expect(page.locator("#incident-snapshot img")).to_be_visible()
     video = page.locator("#incident-clip video")
+    assert video.count() == 0  # no clip yet
+    clip_url = f"/api/incidents/{row[0]}/clip"
+    with (
+        page.expect_response(lambda r: r.url.endswith(clip_url), timeout=40_000) as got,
+        psycopg.connect(stack.dsn) as conn,
+    ):
+        conn.execute(
+            """INSERT INTO camera_clips (ts, started_at, clip_id, node_id, device_id, alert_id,
+                                             mime, width, height, fps, ended_at, size, data)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'video/webm', %s, %s, 5, %s, %s, %s)""",
+            (now, now, uuid.uuid4(), nodes[0].node, camera, alert, w, h, now, len(data), data),
+        )
+    answer = got.value
+    assert answer.status == 200 and answer.headers["content-type"] == "video/webm"  # it answers
+    assert answer.headers["cache-control"] == "no-store"  # a video of people: never cached
+    assert answer.headers["x-content-type-options"] == "nosniff"
     expect(video).to_be_visible()
     assert video.evaluate("v => [v.controls, v.muted, v.hasAttribute('playsinline')]") == [
         True, True, True,
