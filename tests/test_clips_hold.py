@@ -242,3 +242,97 @@ def test_an_alarm_goes_before_the_clip_parts_waiting_and_few_parts_go_at_once(
         ]
     finally:
         agent.outbox.store.close()
+
+
+# ---- the clip is served only with its incident ----
+
+
+def _get(dsn: str, user: str, path: str) -> int:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+    from gridwatch.demo import DEMO_PASSWORD
+
+    with TestClient(create_app(ApiSettings(database_url=dsn))) as client:  # type: ignore[arg-type]
+        token = client.post("/api/token", data={"username": user, "password": DEMO_PASSWORD})
+        got = client.get(path, headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        return got.status_code
+
+
+def test_a_clip_is_served_only_to_its_incident_s_grid(
+    stack: LocalStack, nodes: list[NodeCredentials]
+) -> None:
+    """A stored clip, and an incident of another grid: its grid's operator gets the clip, the
+    neighbouring grid's does not; a clip of the same alert id from another device is not it."""
+    import psycopg
+
+    from api.security import hash_password
+    from gridwatch.demo import DEMO_PASSWORD
+    from ingest import incidents, registry, tasks
+    from ingest.rules import Raise, Rule, Severity
+    from registry import store
+    from registry.model import Person
+    from tests.test_api import _second_grid
+
+    dsn, site = stack.dsn, nodes[0].site
+    other = _second_grid(dsn, site)
+    grid = str(scalar(dsn, "SELECT grid_id FROM venues WHERE id = %s", (site,)))
+    camera, door = device_of(nodes[0], "camera"), device_of(nodes[0], "door")
+    now, data = datetime.now(UTC), a_clip(1000).data
+    ids = []
+    with psycopg.connect(dsn) as conn:
+        store.put(conn, [
+            Person(id="op-in", name="In", role=tasks.Role.OPERATOR, scope="g_other"),
+            Person(id="op-out", name="Out", role=tasks.Role.OPERATOR, scope=grid),
+        ], "test", audit=False)  # fmt: skip
+        conn.execute("UPDATE people SET password_hash = %s WHERE id IN ('op-in', 'op-out')",
+                     (hash_password(DEMO_PASSWORD),))  # fmt: skip
+        venue = registry.load(conn).venues[other]
+        for subject, device in (("mine", camera), ("elsewhere", door)):
+            alert = uuid.uuid4()
+            conn.execute(
+                """INSERT INTO camera_clips (ts, started_at, clip_id, node_id, device_id, alert_id,
+                                             mime, width, height, fps, ended_at, size, data)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'video/webm', 320, 180, 5, %s, %s, %s)""",
+                (now, now, uuid.uuid4(), nodes[0].node, device, alert, now, len(data), data),
+            )
+            incidents.apply(conn, [Raise(Rule.CAMERA_INTRUSION, f"{camera}:{subject}", Severity.RED,
+                                         venue, now, device=camera,
+                                         detail={"kind": "intrusion", "alert_id": str(alert)})],
+                            tasks.DeadlinePolicy())  # fmt: skip
+            row = conn.execute("SELECT max(id) FROM incidents").fetchone()
+            assert row is not None
+            ids.append(row[0])
+    mine, elsewhere = ids
+    assert _get(dsn, "op-in", f"/api/incidents/{mine}/clip") == 200
+    assert _get(dsn, "op-out", f"/api/incidents/{mine}/clip") == 404
+    assert _get(dsn, "op-in", f"/api/incidents/{elsewhere}/clip") == 404  # another device's
+
+
+def test_a_clip_that_fails_to_encode_is_counted_and_the_next_one_is_still_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge.vision import clips as clips_module
+
+    real, calls = clips_module.encode_webm, []
+
+    def flaky(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("OpenCV cannot write WebM (VP8): its FFmpeg lacks libvpx")
+        return real(*args)
+
+    monkeypatch.setattr(clips_module, "encode_webm", flaky)
+    failed = clips_module.CLIPS.labels("cam1", "failed")
+    before = failed._value.get()
+    rec, got = recorder(pre_s=0.4, post_s=0.4)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for n, alert in enumerate((first, second)):
+        rec.feed(T0 + n, frame(0))
+        assert rec.start(alert, T0 + n)
+        for i in range(1, 4):
+            rec.feed(T0 + n + i / FPS, frame(i))
+    assert [c.alert_id for c in got.wait(1)] == [second]
+    rec.close()
+    assert failed._value.get() == before + 1
