@@ -355,15 +355,16 @@ class EdgeAgent:
             # message behind it must not be delivered first, or the order would break.
             window = 1 if self._probing else cfg.window
             room = min(int(self._tokens), window - len(self._inflight))
-            if room <= 0:
+            last = self.outbox.last_seq  # read first: every message up to it is on disk
+            if room <= 0 or (self._cursor >= last and self._bulk_cursor >= last):
                 return 0
             sent = 0
-            entries = self.outbox.pending(self._cursor, room)
+            entries = self.outbox.pending(self._cursor, room) if self._cursor < last else []
             # Clips only when nothing else waits, and few at a time: an alarm raised meanwhile
             # waits behind at most _BULK_IN_FLIGHT parts, never behind a backlog of video.
             bulk_room = min(room - len(entries), _BULK_IN_FLIGHT - len(self._bulk_mids))
             bulk = []
-            if bulk_room > 0:
+            if bulk_room > 0 and self._bulk_cursor < last:
                 bulk = self.outbox.pending(self._bulk_cursor, bulk_room, bulk=True)
             bulk_seqs = {e.seq for e in bulk}
             for entry in [*entries, *bulk]:
@@ -380,6 +381,13 @@ class EdgeAgent:
                     self._cursor = entry.seq
                 self._tokens -= 1
                 sent += 1
+            else:
+                # A lane that gave less than asked has nothing more up to `last`: its cursor
+                # skips the other lane's messages, so an idle pump costs no query.
+                if len(entries) < room:
+                    self._cursor = max(self._cursor, last)
+                if bulk_room > 0 and len(bulk) < bulk_room:
+                    self._bulk_cursor = max(self._bulk_cursor, last)
         self._metrics.published.inc(sent)
         return sent
 

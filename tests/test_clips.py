@@ -262,12 +262,8 @@ def test_a_full_outbox_drops_clip_parts_before_alarms_and_telemetry(tmp_path: Pa
     assert outbox.dropped == 2
 
 
-def test_the_agent_sends_clip_parts_with_the_lowest_priority() -> None:
-    from edge import agent
-
-    part = parts_of("cam", a_clip(500))[0]
-    assert isinstance(part, agent._BULK)
-    assert Priority.BULK < Priority.TELEMETRY < Priority.EVENT
+# The agent's lanes and priorities (read from the outbox's rows) and the byte budget:
+# tests/test_clips_hold.py.
 
 
 # ---- the platform ----
