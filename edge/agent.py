@@ -67,6 +67,7 @@ _TELEMETRY = (
 # Dropped before anything else: a clip is large and only illustrates its alert, so it must never
 # push an alarm or a reading out of a full outbox.
 _BULK = (d.CameraClipSeen,)
+_BULK_IN_FLIGHT = 2  # bulk messages awaiting PUBACK at most (~110 kB of clip parts)
 
 
 def hash_credential(key: bytes, raw: str) -> str:
@@ -175,7 +176,8 @@ class EdgeAgent:
         self.devices = {dev.id: dev for dev in devices}
         self._own_store = store is None
         store = store or Store(config.outbox.path, config.outbox.durability)
-        self.outbox = Outbox(store, config.node, max_messages=config.outbox.max_messages)
+        self.outbox = Outbox(store, config.node, max_messages=config.outbox.max_messages,
+                             max_bulk_bytes=config.outbox.max_bulk_bytes)  # fmt: skip
         self._key = config.site_secret.get_secret_value().encode()
         self._verifier = Verifier(config.command_key) if config.command_key else None
         broker = config.broker
@@ -202,7 +204,9 @@ class EdgeAgent:
         self._pumped_connection = 0  # the connection the sending state below belongs to
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq, for this connection
         self._probing = True  # one in flight until the broker has taken one (see pump)
-        self._cursor = 0  # highest seq handed to paho on this connection
+        self._cursor = 0  # highest seq handed to paho on this connection (all but bulk)
+        self._bulk_cursor = 0  # the same for the bulk lane (clips), sent when nothing else waits
+        self._bulk_mids: set[int] = set()  # the bulk messages in flight
         self._resume_at = 0.0  # after a "send again later" PUBACK
         self._tokens = float(config.outbox.window)
         self._last_pump = time.monotonic()
@@ -291,28 +295,31 @@ class EdgeAgent:
 
     # --- outgoing -----------------------------------------------------------------------------
 
-    def submit(self, reading: d.Reading) -> None:
-        """Put a driver's reading into the outbox (called from any thread)."""
+    def submit(self, reading: d.Reading) -> bool:
+        """Put a driver's reading into the outbox (called from any thread); False when the agent
+        has stopped and the reading is not kept."""
         if self._stopped.is_set():
-            return
+            return False
+        group = None
         if isinstance(reading, _BULK):
-            priority = Priority.BULK
+            priority, group = Priority.BULK, str(reading.clip_id)  # a clip's parts go together
         elif isinstance(reading, _TELEMETRY):
             priority = Priority.TELEMETRY
         else:
             priority = Priority.EVENT
-        self._store(lambda env: to_message(reading, env, self._key), priority)
+        self._store(lambda env: to_message(reading, env, self._key), priority, group)
         self.readings += 1
         self._metrics.readings.inc()
+        return True
 
-    def _store(self, make: Any, priority: Priority) -> None:
+    def _store(self, make: Any, priority: Priority, group: str | None = None) -> None:
         def build(seq: int) -> tuple[str, bytes]:
             message = make(m.envelope(seq))
             return codec.topic_for(self.site, self.node, message), codec.encode(message)
 
-        _, dropped = self.outbox.add(build, priority)
+        _, dropped = self.outbox.add(build, priority, group=group)
         if dropped:
-            self._metrics.dropped_full.inc(dropped)
+            (self._metrics.dropped_bulk if group else self._metrics.dropped_full).inc(dropped)
         self._metrics.backlog.set(len(self.outbox))
 
     def pump(self) -> int:
@@ -329,14 +336,15 @@ class EdgeAgent:
             if self._connection != self._pumped_connection:
                 self._pumped_connection = self._connection
                 self._inflight.clear()
+                self._bulk_mids.clear()
                 # Start again from the oldest message not yet confirmed stored: whatever the
                 # broker acknowledged before may have died with it.
-                self._cursor = 0
+                self._cursor = self._bulk_cursor = 0
                 self._resume_at = 0.0
                 self._probing = True
                 self._last_progress = now
             elif self._unconfirmed_too_long(now):
-                self._cursor = 0  # send what is still unconfirmed again, in order
+                self._cursor = self._bulk_cursor = 0  # send what is unconfirmed again, in order
             self._tokens = min(
                 float(cfg.window), self._tokens + (now - self._last_pump) * cfg.replay_rate
             )
@@ -347,19 +355,39 @@ class EdgeAgent:
             # message behind it must not be delivered first, or the order would break.
             window = 1 if self._probing else cfg.window
             room = min(int(self._tokens), window - len(self._inflight))
-            if room <= 0 or self._cursor >= self.outbox.last_seq:
+            last = self.outbox.last_seq  # read first: every message up to it is on disk
+            if room <= 0 or (self._cursor >= last and self._bulk_cursor >= last):
                 return 0
             sent = 0
-            for entry in self.outbox.pending(self._cursor, room):
+            entries = self.outbox.pending(self._cursor, room) if self._cursor < last else []
+            # Clips only when nothing else waits, and few at a time: an alarm raised meanwhile
+            # waits behind at most _BULK_IN_FLIGHT parts, never behind a backlog of video.
+            bulk_room = min(room - len(entries), _BULK_IN_FLIGHT - len(self._bulk_mids))
+            bulk = []
+            if bulk_room > 0 and self._bulk_cursor < last:
+                bulk = self.outbox.pending(self._bulk_cursor, bulk_room, bulk=True)
+            bulk_seqs = {e.seq for e in bulk}
+            for entry in [*entries, *bulk]:
                 info = self.client.publish(
                     entry.topic, entry.payload, qos=QOS_AT_LEAST_ONCE, retain=entry.retain
                 )
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     break  # the connection just dropped; the next connection starts over
                 self._inflight[info.mid] = entry.seq
-                self._cursor = entry.seq
+                if entry.seq in bulk_seqs:
+                    self._bulk_mids.add(info.mid)
+                    self._bulk_cursor = entry.seq
+                else:
+                    self._cursor = entry.seq
                 self._tokens -= 1
                 sent += 1
+            else:
+                # A lane that gave less than asked has nothing more up to `last`: its cursor
+                # skips the other lane's messages, so an idle pump costs no query.
+                if len(entries) < room:
+                    self._cursor = max(self._cursor, last)
+                if bulk_room > 0 and len(bulk) < bulk_room:
+                    self._bulk_cursor = max(self._bulk_cursor, last)
         self._metrics.published.inc(sent)
         return sent
 
@@ -371,6 +399,8 @@ class EdgeAgent:
             seq = self._inflight.pop(mid, None) if connection == self._pumped_connection else None
             if seq is None:
                 continue  # a birth, or a message of an earlier connection
+            was_bulk = mid in self._bulk_mids
+            self._bulk_mids.discard(mid)
             match publish_outcome(reason):
                 case PublishOutcome.DELIVERED:
                     # The broker has it; the outbox keeps it until a receipt says it is stored.
@@ -379,7 +409,10 @@ class EdgeAgent:
                 case PublishOutcome.RETRY:
                     # Not taken (no subscriber yet, broker busy): send again from here after a
                     # pause, so the order of what follows is kept.
-                    self._cursor = min(self._cursor, seq - 1)
+                    if was_bulk:
+                        self._bulk_cursor = min(self._bulk_cursor, seq - 1)
+                    else:
+                        self._cursor = min(self._cursor, seq - 1)
                     self._resume_at = now + _RETRY_PAUSE_S
                     self._probing = True
                     self._metrics.retried.inc()
@@ -412,7 +445,9 @@ class EdgeAgent:
         waited = now - self._last_progress > self._receipt_wait_s
         if not (len(self.outbox) and not self._inflight and waited):
             return False
-        if self.outbox.pending(self._cursor, 1):
+        if self.outbox.pending(self._cursor, 1) or self.outbox.pending(
+            self._bulk_cursor, 1, bulk=True
+        ):
             return False  # still sending what came after: not a wait for receipts yet
         log.warning(
             "no receipt for %.0f s node=%s: sending the %d unconfirmed messages again",

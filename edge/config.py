@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from edge.outbox import Durability
+from edge.outbox import DEFAULT_MAX_BULK_BYTES, Durability
 from gateway.client import MqttSettings, is_loopback
 from gateway.messages import DeviceKind
 from gateway.signing import Verifier
@@ -40,6 +40,12 @@ class OutboxConfig(_Config):
     path: Path = Field(description="SQLite file of the outbox; on persistent storage")
     max_messages: int = Field(
         default=1_000_000, ge=100, description="size bound; when full, oldest telemetry goes first"
+    )
+    max_bulk_bytes: int = Field(
+        default=DEFAULT_MAX_BULK_BYTES,
+        ge=4 * 1024 * 1024,
+        description="disk for alerts' video clips waiting to be sent; past it the oldest whole"
+        " clips are dropped (alarms and readings are never dropped for clips)",
     )
     durability: Durability = Field(
         default=Durability.FULL, description="full: fsync each message; normal: crash-safe only"

@@ -127,7 +127,7 @@ class DeviceHealthSeen(Reading):
     clock_offset_s: float | None = None
 
 
-Emit = Callable[[Reading], None]
+Emit = Callable[[Reading], bool | None]  # False: the agent has stopped and did not keep it
 
 
 class CommandFailed(Exception):

@@ -27,7 +27,8 @@ RETRIED = Counter(
 )
 DROPPED = Counter(
     "gridwatch_edge_dropped_total",
-    "Messages that left the outbox undelivered: outbox_full, or refused by the broker",
+    "Messages that left the outbox undelivered: outbox_full, bulk_bytes (clips over the outbox's"
+    " byte budget for them), or refused by the broker",
     ["node", "reason"],
 )
 BACKLOG = Gauge("gridwatch_edge_backlog", "Messages in the outbox awaiting delivery", ["node"])
@@ -68,6 +69,7 @@ class NodeMetrics:
     resent: Counter
     retried: Counter
     dropped_full: Counter
+    dropped_bulk: Counter
     dropped_refused: Counter
     backlog: Gauge
     connected: Gauge
@@ -81,6 +83,7 @@ def for_node(node: str) -> NodeMetrics:
         published=PUBLISHED.labels(node), delivered=DELIVERED.labels(node),
         confirmed=CONFIRMED.labels(node), resent=RESENT.labels(node),
         retried=RETRIED.labels(node), dropped_full=DROPPED.labels(node, "outbox_full"),
+        dropped_bulk=DROPPED.labels(node, "bulk_bytes"),
         dropped_refused=DROPPED.labels(node, "refused"), backlog=BACKLOG.labels(node),
         connected=CONNECTED.labels(node), readings=READINGS.labels(node),
         command_invalid=COMMAND_INVALID.labels(node),

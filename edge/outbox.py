@@ -11,6 +11,13 @@ When the outbox is full the oldest *bulk* (alerts' video clips) is dropped first
 is cut off for days keeps its alarms and loses its clips and oldest routine readings. Every drop
 is counted, persisted and logged.
 
+Bulk is a lane of its own in the same file: it is sent only when nothing else is waiting (see
+EdgeAgent.pump), so its messages leave out of sequence order, which the platform does not mind
+(it orders states by their time, then sequence, and clips are no state). Its disk use is bounded
+in bytes (`max_bulk_bytes`): past it, the oldest whole clips (rows of one `grp`) are dropped, so
+no clip is left half-sent. Everything else keeps the same guarantees as bulk: on disk before it
+is published, gone only on the platform's receipt, and a restart resumes both lanes.
+
 One file (a Store) can hold the outboxes of several nodes: a simulated fleet keeps its hundreds
 of nodes in one file, since a process has only so many file descriptors (and paho's `select`
 loop cannot use any above 1024).
@@ -39,6 +46,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain   INTEGER NOT NULL,
     priority INTEGER NOT NULL,
     created  REAL NOT NULL,
+    grp      TEXT,              -- the messages dropped together (a clip's parts), or NULL
     PRIMARY KEY (node, seq)
 );
 CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (node, priority, seq);
@@ -140,21 +148,35 @@ class Store:
             ) from None
         self.db.execute(f"PRAGMA synchronous = {durability.value.upper()}")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(outbox)")}
+        if "grp" not in columns:  # an outbox made before clips had a lane of their own
+            with self.db:
+                self.db.execute("ALTER TABLE outbox ADD COLUMN grp TEXT")
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
 
 
+DEFAULT_MAX_BULK_BYTES = 64 * 1024 * 1024
+_BULK = int(Priority.BULK)
+
+
 class Outbox:
     """A node's bounded, durable FIFO of messages waiting for the platform's receipt."""
 
-    def __init__(self, store: Store, node: str, *, max_messages: int) -> None:
+    def __init__(
+        self, store: Store, node: str, *, max_messages: int,
+        max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
+    ) -> None:  # fmt: skip
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
+        if max_bulk_bytes < 1:
+            raise ValueError("max_bulk_bytes must be at least 1")
         self.store = store
         self.node = node
         self.max_messages = max_messages
+        self.max_bulk_bytes = max_bulk_bytes
         self._lock = store.lock
         self._db = store.db
         row = self._db.execute(
@@ -191,6 +213,25 @@ class Outbox:
         with self._lock:
             return self._counter("dropped")
 
+    @property
+    def dropped_groups(self) -> int:
+        """Whole groups (clips) of bulk dropped to keep within `max_bulk_bytes`, over the
+        outbox's whole life (their messages are counted in `dropped` too)."""
+        with self._lock:
+            return self._counter("dropped_groups")
+
+    def bulk_bytes(self) -> int:
+        """The bytes of bulk messages waiting."""
+        with self._lock:
+            return self._bulk_bytes()
+
+    def _bulk_bytes(self) -> int:
+        row = self._db.execute(
+            "SELECT coalesce(sum(length(payload)), 0) FROM outbox WHERE node = ? AND priority = ?",
+            (self.node, _BULK),
+        ).fetchone()
+        return int(row[0])
+
     def __len__(self) -> int:
         return self._count
 
@@ -202,43 +243,77 @@ class Outbox:
         priority: Priority,
         *,
         retain: bool = False,
+        group: str | None = None,
     ) -> tuple[int, int]:
-        """Store a message built for the next sequence number; (its seq, messages dropped)."""
+        """Store a message built for the next sequence number; (its seq, messages dropped).
+        Messages of one `group` (a clip's parts) are dropped together."""
+        groups = 0
         with self._lock, self._db:
             seq = self.last_seq + 1
             topic, payload = build(seq)
             self._db.execute(
-                "INSERT INTO outbox (node, seq, topic, payload, retain, priority, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.node, seq, topic, payload, int(retain), int(priority), time.time()),
+                "INSERT INTO outbox (node, seq, topic, payload, retain, priority, created, grp)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.node, seq, topic, payload, int(retain), int(priority), time.time(), group),
             )
             self.last_seq = seq
             self._set_counter("seq", seq)
             self._count += 1
             dropped = 0
             while self._count > self.max_messages:
-                self._drop_one()
-                dropped += 1
+                dropped += self._drop_oldest(None)
+            if priority is Priority.BULK:
+                while self._bulk_bytes() > self.max_bulk_bytes:
+                    # The oldest other clip first; the new one itself when it alone is too big.
+                    gone = self._drop_oldest(_BULK, spare=group) or self._drop_oldest(_BULK)
+                    if not gone:
+                        break
+                    dropped += gone
+                    groups += 1
             if dropped:
                 self._set_counter("dropped", self._counter("dropped") + dropped)
-        if dropped:
+            if groups:
+                self._set_counter("dropped_groups", self._counter("dropped_groups") + groups)
+        if groups:
+            log.warning("outbox bulk over %d bytes, dropped oldest clips node=%s clips=%d"
+                        " messages=%d", self.max_bulk_bytes, self.node, groups, dropped)  # fmt: skip
+        elif dropped:
             log.warning("outbox full, dropped oldest node=%s count=%d", self.node, dropped)
         return seq, dropped
 
-    def _drop_one(self) -> None:
+    def _drop_oldest(self, priority: int | None, spare: str | None = None) -> int:
+        """Drop the first message in dropping order (of `priority` only, if given), with the
+        rest of its group; how many messages went. `spare`: a group not to drop."""
+        where = "node = ?" + ("" if priority is None else " AND priority = ?")
+        args: tuple[object, ...] = (self.node,) if priority is None else (self.node, priority)
+        if spare is not None:
+            where += " AND grp IS NOT ?"
+            args += (spare,)
         victim = self._db.execute(
-            "SELECT seq FROM outbox WHERE node = ? ORDER BY priority, seq LIMIT 1", (self.node,)
+            f"SELECT seq, grp FROM outbox WHERE {where} ORDER BY priority, seq LIMIT 1", args
         ).fetchone()
-        self._db.execute("DELETE FROM outbox WHERE node = ? AND seq = ?", (self.node, victim[0]))
-        self._count -= 1
+        if victim is None:
+            return 0
+        if victim[1] is None:
+            cur = self._db.execute(
+                "DELETE FROM outbox WHERE node = ? AND seq = ?", (self.node, victim[0])
+            )
+        else:
+            cur = self._db.execute(
+                "DELETE FROM outbox WHERE node = ? AND grp = ?", (self.node, victim[1])
+            )
+        self._count -= cur.rowcount
+        return cur.rowcount
 
-    def pending(self, after_seq: int, limit: int) -> list[Entry]:
-        """Up to `limit` messages with a sequence number above `after_seq`, oldest first."""
+    def pending(self, after_seq: int, limit: int, *, bulk: bool = False) -> list[Entry]:
+        """Up to `limit` messages of one lane (bulk, or everything else) with a sequence
+        number above `after_seq`, oldest first."""
+        lane = "priority = ?" if bulk else "priority <> ?"
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, topic, payload, retain FROM outbox WHERE node = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (self.node, after_seq, limit),
+                f" AND {lane} ORDER BY seq LIMIT ?",
+                (self.node, after_seq, _BULK, limit),
             ).fetchall()
         return [Entry(s, t, bytes(p), bool(r)) for s, t, p, r in rows]
 

@@ -250,11 +250,17 @@ class RuleBook:
 _STATUS = m.SpeakerStatus | m.CameraStatus | m.DeviceHealth  # messages that may say "down"
 
 
+# Messages that say nothing of the device's state now: a command result comes from the node, for
+# a device that may not answer at all; a snapshot or a clip part is a by-product of an alert,
+# made or sent after it (a clip is encoded after the stream may have dropped), so it must never
+# cancel the offline timer of a camera that was just cut.
+_NO_SIGN = m.CommandResult | m.CameraSnapshot | m.CameraClip
+
+
 def sign_of_life(msg: m.DeviceMessage) -> bool | None:
     """What a device's message says of the device: alive (True), down by its own report
-    (False), or nothing (None: a command result comes from the node, for a device that may not
-    answer at all)."""
-    if isinstance(msg, m.CommandResult):
+    (False), or nothing (None, see _NO_SIGN)."""
+    if isinstance(msg, _NO_SIGN):
         return None
     return not (isinstance(msg, _STATUS) and not msg.online)
 

@@ -15,6 +15,7 @@ from gateway.codec import DEFAULT_MAX_PAYLOAD
 from gateway.messages import CLIP_MAX_BYTES
 from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
+from ingest.clips import DEFAULT_MAX_INCOMPLETE
 from ingest.groups import AREA_PATTERN, DEFAULT_GROUP, GROUP_PATTERN
 from ingest.tasks import DeadlinePolicy
 
@@ -94,6 +95,13 @@ class IngestSettings(BaseSettings):
         ge=1024,
         le=CLIP_MAX_BYTES,
         description="an alert's video clip larger than this is rejected",
+    )
+    clip_max_incomplete: int = Field(
+        default=DEFAULT_MAX_INCOMPLETE,
+        ge=1,
+        le=10_000,
+        description="clips one node may have waiting for their other parts; a part of one more"
+        " is rejected, so a node cannot fill the database with parts that never join",
     )
     rejected_per_node: int = Field(
         default=1000,

@@ -93,6 +93,7 @@ class IngestWorker:
             payload_cap=settings.rejected_payload_cap,
             rejected_per_node=settings.rejected_per_node,
             clip_max_bytes=settings.clip_max_bytes,
+            clip_max_incomplete=settings.clip_max_incomplete,
             book=self.book,
             policy=settings.deadlines,
         )

@@ -213,6 +213,7 @@ class BatchWriter:
         max_clock_ahead_s: float = MAX_CLOCK_AHEAD_S,
         rejected_per_node: int = 1000,
         clip_max_bytes: int = CLIP_MAX_BYTES,
+        clip_max_incomplete: int = clips.DEFAULT_MAX_INCOMPLETE,
     ) -> None:
         self.registry = registry
         self.book = book or rules.RuleBook()
@@ -222,6 +223,7 @@ class BatchWriter:
         self.max_clock_ahead = timedelta(seconds=max_clock_ahead_s)
         self.rejected_per_node = rejected_per_node
         self.clip_max_bytes = clip_max_bytes
+        self.clip_max_incomplete = clip_max_incomplete
 
     def classify(self, items: Iterable[Received]) -> tuple[list[Accepted], list[Rejection]]:
         """Decode and registry-check each message, and bring clocks from the future back to now;
@@ -303,8 +305,11 @@ class BatchWriter:
         if clip_parts:
             outcome.rejected += [
                 Rejection(r.topic, r.reason, r.detail, r.payload)
-                for r in clips.assemble(conn, clip_parts, self.clip_max_bytes, outcome.stored)
-            ]
+                for r in clips.assemble(
+                    conn, clip_parts, self.clip_max_bytes, outcome.stored,
+                    self.clip_max_incomplete,
+                )
+            ]  # fmt: skip
         # Device messages refused as conflicts take no further part (by identity: the first
         # message with that id, earlier in the batch, stands).
         series_conflicts = {id(a) for a in conflicts}

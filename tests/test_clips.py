@@ -95,8 +95,8 @@ def test_the_ring_keeps_only_the_pre_roll_and_holds_the_frames_themselves() -> N
         ring.push(T0 + i / FPS, f)
     assert len(ring) == 11  # 2 s at 5 fps, both ends included
     kept = ring.since(T0)
-    assert kept[0][1] is frames[19] and kept[-1][1] is frames[29]  # references, never copies
-    assert [t for t, _ in ring.since(T0 + 28 / FPS)] == [T0 + 28 / FPS, T0 + 29 / FPS]
+    assert kept[0].frame is frames[19] and kept[-1].frame is frames[29]  # references, not copies
+    assert [f.wall for f in ring.since(T0 + 28 / FPS)] == [T0 + 28 / FPS, T0 + 29 / FPS]
 
 
 # ---- the recorder ----
@@ -132,7 +132,7 @@ def test_overlapping_alerts_share_frames_and_each_gets_its_clip(tmp_path: Path) 
         if i == 18:
             rec.start(second, t)
             a, b = rec._collecting  # both collecting now
-            shared = {id(f) for _, f in a.frames} & {id(f) for _, f in b.frames}
+            shared = {id(f.frame) for f in a.frames} & {id(f.frame) for f in b.frames}
             assert len(shared) == len(b.frames)  # the same arrays, not copies
     clips = {c.alert_id: c for c in got.wait(2)}
     rec.close()
@@ -262,12 +262,8 @@ def test_a_full_outbox_drops_clip_parts_before_alarms_and_telemetry(tmp_path: Pa
     assert outbox.dropped == 2
 
 
-def test_the_agent_sends_clip_parts_with_the_lowest_priority() -> None:
-    from edge import agent
-
-    part = parts_of("cam", a_clip(500))[0]
-    assert isinstance(part, agent._BULK)
-    assert Priority.BULK < Priority.TELEMETRY < Priority.EVENT
+# The agent's lanes and priorities (read from the outbox's rows) and the byte budget:
+# tests/test_clips_hold.py.
 
 
 # ---- the platform ----
@@ -362,10 +358,10 @@ def test_old_clips_and_parts_of_clips_that_never_completed_are_deleted(
     with psycopg.connect(stack.dsn, autocommit=True) as conn:
         for age in ("31 days", "29 days"):
             conn.execute(
-                """INSERT INTO camera_clips (ts, clip_id, node_id, device_id, alert_id, mime, width,
-                                             height, fps, ended_at, size, data)
-                   VALUES (now() - %s::interval, %s, %s, %s, %s, 'video/webm', %s, %s, %s, %s, %s,
-                           %s)""",
+                """INSERT INTO camera_clips (ts, started_at, clip_id, node_id, device_id, alert_id,
+                                             mime, width, height, fps, ended_at, size, data)
+                   VALUES (now() - %s::interval, now(), %s, %s, %s, %s, 'video/webm', %s, %s, %s,
+                           %s, %s, %s)""",
                 (age, uuid.uuid4(), *row),
             )
         for age, part in (("25 hours", 0), ("1 hour", 1)):
@@ -457,7 +453,8 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
     stack: LocalStack, nodes: list[NodeCredentials], api_url: str, browser: Any, tmp_path: Path
 ) -> None:
     """The console shows a <video> of the clip on the incident page, and the browser plays it:
-    its source answers and the browser reads the video's size (a WebM it can decode)."""
+    its source answers and the browser reads the video's size (a WebM it can decode). The clip
+    comes after the alert: one stored after the page opened still shows, without a reload."""
     import psycopg
     from playwright.sync_api import expect
 
@@ -475,12 +472,6 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
                VALUES (%s, %s, %s, %s, 1, %s, 16, 16, %s)""",
             (now, picture, nodes[0].node, camera, alert, base64.b64decode(TINY_JPEG)),
         )
-        conn.execute(
-            """INSERT INTO camera_clips (ts, clip_id, node_id, device_id, alert_id, mime, width,
-                                         height, fps, ended_at, size, data)
-               VALUES (%s, %s, %s, %s, %s, 'video/webm', %s, %s, 5, %s, %s, %s)""",
-            (now, uuid.uuid4(), nodes[0].node, camera, alert, w, h, now, len(data), data),
-        )
         venue = registry.load(conn).venues[nodes[0].site]
         incidents.apply(conn, [Raise(Rule.CAMERA_INTRUSION, f"{camera}:intrusion", Severity.RED, venue, now,
                                      device=camera, detail={"kind": "intrusion", "snapshot": str(picture),
@@ -490,12 +481,25 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
         assert row is not None
     errors: list[str] = []
     page = signed_in(browser, api_url, "operator", errors)
-    with page.expect_response(lambda r: r.url.endswith(f"/api/incidents/{row[0]}/clip")) as got:
-        page.goto(f"{api_url}/#/incident/{row[0]}")
-    answer = got.value
-    assert answer.status == 200 and answer.headers["content-type"] == "video/webm"  # it answers
+    page.goto(f"{api_url}/#/incident/{row[0]}")
     expect(page.locator("#incident-snapshot img")).to_be_visible()
     video = page.locator("#incident-clip video")
+    assert video.count() == 0  # no clip yet
+    clip_url = f"/api/incidents/{row[0]}/clip"
+    with (
+        page.expect_response(lambda r: r.url.endswith(clip_url), timeout=40_000) as got,
+        psycopg.connect(stack.dsn) as conn,
+    ):
+        conn.execute(
+            """INSERT INTO camera_clips (ts, started_at, clip_id, node_id, device_id, alert_id,
+                                             mime, width, height, fps, ended_at, size, data)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'video/webm', %s, %s, 5, %s, %s, %s)""",
+            (now, now, uuid.uuid4(), nodes[0].node, camera, alert, w, h, now, len(data), data),
+        )
+    answer = got.value
+    assert answer.status == 200 and answer.headers["content-type"] == "video/webm"  # it answers
+    assert answer.headers["cache-control"] == "no-store"  # a video of people: never cached
+    assert answer.headers["x-content-type-options"] == "nosniff"
     expect(video).to_be_visible()
     assert video.evaluate("v => [v.controls, v.muted, v.hasAttribute('playsinline')]") == [
         True, True, True,

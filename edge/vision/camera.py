@@ -159,7 +159,7 @@ class AnalyzedCamera(d.CameraAlertSource):
             when = datetime.now(UTC)
             outputs = analytics.process(frame, when)
             if self._clips is not None:
-                self._clips.feed(when.timestamp(), analytics.small)
+                self._clips.feed(when.timestamp(), analytics.small, time.monotonic())
             self._analysis.observe(time.perf_counter() - started)
             self._frames.inc()
             self.frames += 1
@@ -201,11 +201,14 @@ class AnalyzedCamera(d.CameraAlertSource):
         log.info("camera alert device=%s kind=%s zone=%s phase=%s alert=%s",
                  self.id, out.kind.value, out.zone, out.phase.value, out.alert_id)  # fmt: skip
 
-    def _send_clip(self, clip: Clip) -> None:
-        """A finished clip (the recorder's thread): its parts go out through the outbox."""
+    def _send_clip(self, clip: Clip) -> bool:
+        """A finished clip (the recorder's thread): its parts go out through the outbox; False
+        when the agent stopped and did not take them (EdgeAgent.submit says so)."""
         assert self._emit is not None
-        for part in parts_of(self.id, clip):
-            self._emit(part)
+        # Stamped with the clip's last frame, not the time it was encoded: a clip finished after
+        # the stream dropped must not look newer than the camera's offline status.
+        parts = parts_of(self.id, clip, ts=clip.end)
+        return all(self._emit(part) is not False for part in parts)
 
     def _status(self, online: bool, fps: float, detail: str | None) -> None:
         if online != self.online:

@@ -44,7 +44,8 @@ PENDING = Gauge(
 )
 CLIPS = Counter(
     "gridwatch_camera_clips_total",
-    "Alert clips by outcome: sent, busy (too many in hand), too_large, failed",
+    "Alert clips by outcome: sent, busy (too many in hand), too_large, failed, dropped (at"
+    " shutdown)",
     ["device", "outcome"],
 )
 CLIP_BYTES = Counter("gridwatch_camera_clip_bytes_total", "Bytes of clips sent", ["device"])
@@ -55,6 +56,7 @@ ENCODE = Histogram(
 
 _FOURCC = cv2.VideoWriter.fourcc(*"VP80")
 _MIN_SIDE = 16  # the contract's smallest clip
+CLIP_MAX_WIDTH, CLIP_MAX_HEIGHT = 1920, 1080  # and its largest (gateway/messages.py CameraClip)
 # Tries, each smaller or coarser than the one before: (scale, blur kernel, keep every n-th frame).
 # Blurring first costs little to look at and removes the sensor noise VP8 spends most bits on.
 _LADDER = (
@@ -77,22 +79,34 @@ class Clip:
     frames: int
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A frame with when it was taken: `mono` (monotonic seconds) orders and times it, `wall`
+    (epoch seconds) only names it: a wall clock stepped back or forward by NTP must not make a
+    clip longer or shorter."""
+
+    mono: float
+    wall: float
+    frame: Frame
+
+
 class FrameRing:
-    """The last `seconds` of frames with their times (epoch seconds), kept by reference."""
+    """The last `seconds` of frames (by their monotonic time), kept by reference."""
 
     def __init__(self, seconds: float, fps: float) -> None:
         self.seconds = seconds
         # A hard bound whatever the clock does: twice the frames the analysis rate gives.
-        self._frames: deque[tuple[float, Frame]] = deque(maxlen=math.ceil(seconds * fps * 2) + 2)
+        self._frames: deque[Taken] = deque(maxlen=math.ceil(seconds * fps * 2) + 2)
 
-    def push(self, t: float, frame: Frame) -> None:
-        self._frames.append((t, frame))
-        while self._frames and self._frames[0][0] < t - self.seconds:
+    def push(self, t: float, frame: Frame, mono: float | None = None) -> None:
+        mono = t if mono is None else mono
+        self._frames.append(Taken(mono, t, frame))
+        while self._frames and self._frames[0].mono < mono - self.seconds:
             self._frames.popleft()
 
-    def since(self, t: float) -> list[tuple[float, Frame]]:
-        """The frames taken at `t` or later, oldest first."""
-        return [f for f in self._frames if f[0] >= t]
+    def since(self, mono: float) -> list[Taken]:
+        """The frames taken at `mono` (monotonic seconds) or later, oldest first."""
+        return [f for f in self._frames if f.mono >= mono]
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -101,8 +115,16 @@ class FrameRing:
 @dataclass(slots=True)
 class _Collecting:
     alert_id: uuid.UUID
-    until: float
-    frames: list[tuple[float, Frame]] = field(default_factory=list)
+    until: float  # monotonic seconds
+    frames: list[Taken] = field(default_factory=list)
+
+
+def real_fps(taken: list[Taken], fallback: float) -> float:
+    """The rate the frames were taken at (from their monotonic times), so a clip plays in the
+    time it shows; `fallback` for a single frame. Bounded by the contract's 0-60."""
+    if len(taken) < 2 or taken[-1].mono <= taken[0].mono:
+        return min(fallback, 60.0)
+    return min(60.0, max(0.1, (len(taken) - 1) / (taken[-1].mono - taken[0].mono)))
 
 
 def encode_webm(frames: list[Frame], fps: float, max_bytes: int) -> tuple[bytes, int, int, float]:
@@ -112,12 +134,14 @@ def encode_webm(frames: list[Frame], fps: float, max_bytes: int) -> tuple[bytes,
     if not frames:
         raise ValueError("no frames to encode")
     h0, w0 = frames[0].shape[:2]
+    # Within the contract's largest clip (a portrait camera's frames may be taller than that).
+    fit = min(1.0, CLIP_MAX_WIDTH / w0, CLIP_MAX_HEIGHT / h0)
     with tempfile.TemporaryDirectory(prefix="gridwatch-clip-") as folder:
         path = Path(folder) / "clip.webm"
         smallest = 0
         for scale, blur, step in _LADDER:
-            w = max(_MIN_SIDE, round(w0 * scale / 2) * 2)
-            h = max(_MIN_SIDE, round(h0 * scale / 2) * 2)
+            w = max(_MIN_SIDE, min(CLIP_MAX_WIDTH, round(w0 * fit * scale / 2) * 2))
+            h = max(_MIN_SIDE, min(CLIP_MAX_HEIGHT, round(h0 * fit * scale / 2) * 2))
             rate = fps / step
             writer = cv2.VideoWriter(str(path), _FOURCC, rate, (w, h))
             if not writer.isOpened():
@@ -158,7 +182,7 @@ class ClipRecorder:
     recorder's worker thread with each finished clip."""
 
     def __init__(
-        self, settings: ClipSettings, fps: float, deliver: Callable[[Clip], None],
+        self, settings: ClipSettings, fps: float, deliver: Callable[[Clip], bool | None],
         device: str = "",
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -166,6 +190,9 @@ class ClipRecorder:
         self.deliver = deliver
         self.device = device
         self.ring = FrameRing(settings.pre_s, fps)
+        # A hard cap per clip, whatever the clocks do: the frames its length holds at the rate.
+        self.max_frames = math.ceil((settings.pre_s + settings.post_s) * fps) + 2
+        self._last = (0.0, 0.0)  # (wall, mono) of the last frame fed
         self._collecting: list[_Collecting] = []
         self._in_hand = 0  # collecting, queued or being encoded
         self._lock = threading.Lock()
@@ -176,23 +203,30 @@ class ClipRecorder:
 
     # ---- the frame loop ----
 
-    def feed(self, t: float, frame: Frame) -> None:
-        """One analysed frame taken at `t` (epoch seconds): a reference is kept, nothing more."""
-        self.ring.push(t, frame)
+    def feed(self, t: float, frame: Frame, mono: float | None = None) -> None:
+        """One analysed frame taken at `t` (epoch seconds) and `mono` (monotonic seconds, `t`
+        when not given): a reference is kept, nothing more."""
+        mono = t if mono is None else mono
+        self._last = (t, mono)
+        self.ring.push(t, frame, mono)
         if not self._collecting:
             return
         for c in self._collecting:
-            if t <= c.until:
-                c.frames.append((t, frame))
-        done = [c for c in self._collecting if t >= c.until]
+            if mono <= c.until:
+                c.frames.append(Taken(mono, t, frame))
+        done = [c for c in self._collecting if mono >= c.until or len(c.frames) >= self.max_frames]
         if done:
-            self._collecting = [c for c in self._collecting if t < c.until]
+            self._collecting = [c for c in self._collecting if c not in done]
             for c in done:
                 self._queue.put(c)
 
-    def start(self, alert_id: uuid.UUID, t: float) -> bool:
-        """An alert started at `t` (after its frame was fed): begin its clip; False when too
-        many clips are in hand already (the alert goes without one)."""
+    def start(self, alert_id: uuid.UUID, t: float, mono: float | None = None) -> bool:
+        """An alert started at `t` (epoch seconds; `mono` monotonic, else taken from the last
+        frame fed) after its frame was fed: begin its clip; False when too many clips are in
+        hand already (the alert goes without one)."""
+        if mono is None:
+            wall, last = self._last
+            mono = last + (t - wall)
         with self._lock:
             if self._in_hand >= self.settings.max_pending:
                 CLIPS.labels(self.device, "busy").inc()
@@ -202,8 +236,9 @@ class ClipRecorder:
             self._in_hand += 1
             self._pending.set(self._in_hand)
         c = _Collecting(
-            alert_id, t + self.settings.post_s, self.ring.since(t - self.settings.pre_s)
-        )
+            alert_id, mono + self.settings.post_s,
+            self.ring.since(mono - self.settings.pre_s)[-self.max_frames :],
+        )  # fmt: skip
         if self.settings.post_s <= 0:
             self._queue.put(c)
         else:
@@ -243,7 +278,8 @@ class ClipRecorder:
             return
         started = time.perf_counter()
         try:
-            data, w, h, fps = encode_webm([f for _, f in c.frames], self.fps,
+            data, w, h, fps = encode_webm([f.frame for f in c.frames],
+                                          real_fps(c.frames, self.fps),
                                           self.settings.max_bytes)  # fmt: skip
         except ValueError as exc:
             CLIPS.labels(self.device, "too_large").inc()
@@ -253,12 +289,16 @@ class ClipRecorder:
             ENCODE.labels(self.device).observe(time.perf_counter() - started)
         clip = Clip(
             uuid.uuid4(), c.alert_id, data, w, h, fps,
-            datetime.fromtimestamp(c.frames[0][0], UTC), datetime.fromtimestamp(c.frames[-1][0], UTC),
+            datetime.fromtimestamp(c.frames[0].wall, UTC),
+            datetime.fromtimestamp(c.frames[0].wall + c.frames[-1].mono - c.frames[0].mono, UTC),
             len(c.frames),
         )  # fmt: skip
         log.info("clip made device=%s alert=%s frames=%d bytes=%d size=%dx%d seconds=%.2f",
                  self.device, c.alert_id, len(c.frames), len(data), w, h,
                  time.perf_counter() - started)  # fmt: skip
-        self.deliver(clip)
+        if self.deliver(clip) is False:  # the agent is stopping: the clip is not kept
+            CLIPS.labels(self.device, "dropped").inc()
+            log.warning("clip dropped at shutdown device=%s alert=%s", self.device, c.alert_id)
+            return
         CLIPS.labels(self.device, "sent").inc()
         CLIP_BYTES.labels(self.device).inc(len(data))

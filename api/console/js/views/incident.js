@@ -43,6 +43,9 @@ export async function render(root, ctx, id) {
 
   let pictureUrl = null;
   let clipUrl = null;
+  let left = false; // the view was left: a fetch that resolves later revokes its own URL
+  let clipCheck = null; // the timer of the next look for a clip that has not arrived yet
+  let clipChecks = 0;
   let loaded = false;
   const galleries = new Map(); // kept across reloads: the thumbnails are fetched once
 
@@ -102,6 +105,7 @@ export async function render(root, ctx, id) {
       i.resolved_at ? fact(t("incident.resolved"), when(i.resolved_at, tz)) : null);
     showPicture(c);
     showClip(c);
+    awaitClip(i, c);
     fill(timeline, c.timeline.map((e) => h("li", { dataset: { kind: e.kind } },
       h("div", {}, when(e.at, tz), " ", h("b", {}, eventName(e)), " ",
         h("span", { class: "muted" }, e.actor_name || (e.actor === "system" ? t("incident.system") : e.actor))),
@@ -124,10 +128,31 @@ export async function render(root, ctx, id) {
     if (pictureUrl) return;
     fill(picture, h("p", { class: "muted small" }, t("incident.picture_loading")));
     objectUrl(`/api/incidents/${id}/snapshot`).then((url) => {
+      if (left) { URL.revokeObjectURL(url); return; }
       pictureUrl = url;
       fill(picture, h("figure", {}, h("img", { src: url, alt: t("incident.picture_alt", { id }) }),
         h("figcaption", { class: "muted small" }, t("incident.picture"))));
     }, (e) => fill(picture, h("p", { class: "muted small" }, e.message)));
+  }
+
+  /** A camera alert's clip comes some seconds after the alert (it holds what followed): while
+   * a recent camera incident has none, look again a few times. Storing a clip raises no live
+   * event, so without this a page opened from the alarm would never show it. */
+  const CLIP_CHECKS_S = [8, 20, 60];
+  function awaitClip(i, c) {
+    clearTimeout(clipCheck);
+    clipCheck = null;
+    const recent = Date.now() - Date.parse(i.last_seen || i.opened_at) < 3 * 60 * 1000;
+    if (c.clip || !i.detail?.alert_id || !recent || clipChecks >= CLIP_CHECKS_S.length || left) return;
+    clipCheck = setTimeout(async () => {
+      clipChecks += 1;
+      try {
+        const again = await api(`/api/incidents/${id}/context`);
+        if (left) return;
+        showClip(again);
+        awaitClip(i, again);
+      } catch { /* the next reload or check tries again */ }
+    }, CLIP_CHECKS_S[clipChecks] * 1000);
   }
 
   /** The camera's clip beside the picture, when one has arrived (it comes after the alert). */
@@ -139,10 +164,15 @@ export async function render(root, ctx, id) {
     if (clipUrl) return;
     clipUrl = "loading";
     objectUrl(`/api/incidents/${id}/clip`).then((url) => {
+      if (left) { URL.revokeObjectURL(url); return; }
       clipUrl = url;
       const video = h("video", { src: url, controls: true, muted: true, playsinline: true,
         preload: "metadata", "aria-label": t("incident.clip_label", { id }) });
       video.muted = true; // the attribute alone does not mute an element made by script
+      // A browser that cannot play WebM (older iOS Safari) says so, and the file can be saved.
+      video.addEventListener("error", () => fill(clip, h("p", { class: "muted small" },
+        t("incident.clip_unplayable"), " ",
+        h("a", { href: url, download: `incident-${id}.webm` }, t("incident.clip_download")))));
       fill(clip, h("figure", {}, video, h("figcaption", { class: "muted small" }, t("incident.clip"))));
     }, (e) => {
       clipUrl = null;
@@ -183,6 +213,8 @@ export async function render(root, ctx, id) {
     ctx.live.removeEventListener("incident", onIncident);
     ctx.live.removeEventListener("task", onTask);
     ctx.live.removeEventListener("resync", load);
+    left = true;
+    clearTimeout(clipCheck);
     if (pictureUrl) URL.revokeObjectURL(pictureUrl);
     if (clipUrl && clipUrl !== "loading") URL.revokeObjectURL(clipUrl);
   };
