@@ -282,17 +282,19 @@ class CameraAnalytics:
                     continue
                 tr.crossings.append((name, 1 if side < 0 else -1))
         # Crossings count once the track is judged a person (it may cross before that, or
-        # look like an animal for a moment when the mask breaks it up).
+        # look like an animal for a moment when the mask breaks it up), once for each person
+        # its blob holds (people abreast seen one behind the other).
         for tr in tracks:
             if tr.crossings and tr.kind is ObjectKind.PERSON:
+                n = self.people.headcount(tr)
                 for name, way in tr.crossings:
                     line = self._lines[name]
                     if way > 0:
-                        line.entered += 1
-                        line.inside += 1
+                        line.entered += n
+                        line.inside += n
                     else:
-                        line.exited += 1
-                        line.inside = max(0, line.inside - 1)
+                        line.exited += n
+                        line.inside = max(0, line.inside - n)
                 tr.crossings.clear()  # (a track never judged a person never counts)
 
     def flush_counts(self, when: datetime) -> list[Output]:

@@ -42,6 +42,9 @@ _FIT_AFTER = 40  # samples before the first fit…
 _FIT_TRACKS = 4  # …from this many tracks
 _FIT_EVERY = 25
 _ROW_SPREAD = 0.15  # feet seen over less of the frame than this give a level, not a slope
+# Samples come from blobs narrower than this over their height: a person (with their own
+# shadow on the ground beside them in low sun), not a dog (longer than high, and much lower).
+_UPRIGHT = 1.1
 _SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outvote the rest
 _VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
 _OBJECT_MIN_PX = 40  # at 320x180: an object left is at least this big (a bag near by is 200)
@@ -54,6 +57,12 @@ _DIP = 0.08  # a split needs the outline to dip this share of a person's height 
 _MAX_PARTS = 4
 _OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
 _JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
+_SIZE_LOOKS = 5  # looks at a track's size before judging how many people it holds
+# A track's height over a person's at its row, times the square root of its area over theirs:
+# about 1 for one person (0.8-1.3 with people's own heights and gait), above these for people
+# walking abreast across the view, stacked in depth (the far one's head and legs stick out).
+_STACKED = (1.35, 2.3)
+_STACKED_WIDTH = 0.95  # people one behind the other are as wide as one (with gait and shadow)
 
 
 class PersonScale:
@@ -222,9 +231,18 @@ class People:
                 tr.person_area = float(b.area)
             self._still(tr, t, vote, 0.15 * eh)
             tr.kind = self._decide(tr, t)
-            if (vote is ObjectKind.PERSON and tr.hits >= 5 and 0.2 <= b.w / b.h <= 0.75
-                    and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S
-                    and b.y > 1 and b.y + b.h < self.height - 1):  # fmt: skip
+            in_view = b.y > 1 and b.y + b.h < self.height - 1
+            if (vote is ObjectKind.PERSON and self.scale.learned and in_view and b.x > 1
+                    and b.x + b.w < self.width - 1):  # fmt: skip
+                tr.sizes.append((b.h / eh, b.area / area, b.w / eh))
+            # Until the scale is learned, the votes go by shape only: a person with a long
+            # shadow beside them is undecided then, and may still teach the scale.
+            teach = vote is ObjectKind.PERSON or (
+                vote is ObjectKind.UNKNOWN and not self.scale.learned
+            )
+            if (teach and tr.hits >= 5 and 0.2 <= b.w / b.h <= _UPRIGHT
+                    and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S and in_view
+                    and self.headcount(tr) == 1):  # fmt: skip
                 tr.sampled_at = t
                 self.scale.observe(b.foot[1], b.h / self.height, tr.id)
         for tr in tracks:
@@ -234,6 +252,21 @@ class People:
                 and not self._attended(tr, tracks)
             ):
                 tr.left_at = t
+
+    def headcount(self, tr: Track) -> int:
+        """How many people a person's track stands for. People walking abreast across the view
+        are one behind the other in depth: one blob from start to end, taller than one person
+        at its foot row (the far one's head is higher) and bigger (their legs and arms fill the
+        near one's gaps). Judged on the medians of its recent looks; one until there are
+        enough of them."""
+        if len(tr.sizes) < _SIZE_LOOKS:
+            return 1
+        sizes = np.array(tr.sizes)
+        height, area, width = (float(v) for v in np.median(sizes, axis=0))
+        if width > _STACKED_WIDTH:
+            return 1  # wider: merged with something else (a shadow's edge), not stacked people
+        depth = height * math.sqrt(max(0.0, area))
+        return 1 + sum(depth >= limit for limit in _STACKED)
 
     def _attended(self, obj: Track, tracks: list[Track]) -> bool:
         """Whether anything but objects is within a person's height of the object: its owner
