@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 
 from edge.vision.analytics import CameraAnalytics, Output
-from edge.vision.config import CameraSettings
+from edge.vision.config import CameraSettings, PersonHeight
 from edge.vision.motion import Blob
 from edge.vision.people import People, PersonScale
-from edge.vision.tracking import Track, Tracker
+from edge.vision.tracking import ObjectKind, Track, Tracker
 from simulators.scenes import calibration, camera_settings, street
-from tests.vision_support import START, Figure, counted, footage, line, person
+from tests.vision_support import CALIBRATION, START, Figure, counted, footage, line, person
 
 W, H = 320, 180
 DOOR = {"name": "door", "purpose": "counting_line", "points": [[0.5, 0.3], [0.5, 1.0]]}
@@ -113,12 +113,14 @@ def test_one_person_across_the_view_is_counted_once(height_m: float) -> None:
 
 def test_a_blob_holding_people_stacked_in_depth_is_counted_for_each() -> None:
     """The head count of a track from its blob's height and area over a person's at its row."""
-    people = People(PersonScale(0.2, [], H), W, H, 5.0, 0.15)
+    refs = [PersonHeight(row=0.45, height=0.1), PersonHeight(row=0.9, height=0.3)]
+    people = People(PersonScale(0.2, refs, H), W, H, 5.0, 0.15)
     eh, area = people.person_px(0.7)
 
     def looks(height: float, size: float, width: float = 0.5) -> Track:
         track = Track(1, blob(0.5, 0.7), 0.5, 0.7)
-        track.sizes.extend([(height, size, width)] * 8)
+        look = (0.7, round(height * eh), round(size * area), round(width * eh))
+        track.sizes.extend([look] * 8)
         return track
 
     assert people.headcount(looks(1.0, 1.3)) == 1  # one person
@@ -126,4 +128,24 @@ def test_a_blob_holding_people_stacked_in_depth_is_counted_for_each() -> None:
     assert people.headcount(looks(1.2, 2.0)) == 2  # the far one's head and legs stick out
     assert people.headcount(looks(1.5, 3.2)) == 3
     assert people.headcount(looks(1.2, 2.0, width=1.4)) == 1  # wide: merged with a shadow
-    assert eh > 0 and area > 0
+
+
+def test_a_track_counted_before_its_size_was_known_is_counted_again_for_the_rest() -> None:
+    """A pair crosses before enough looks at it (or before the scale is learned): it is
+    counted as one at once, and the second person when its looks show two."""
+    settings = CameraSettings.model_validate(
+        {"source": "rtsp://camera.local/stream", "zones": [DOOR], "calibration": CALIBRATION}
+    )
+    analytics = CameraAnalytics(settings)
+    eh, area = analytics.people.person_px(0.7)
+    track = Track(1, blob(0.5, 0.7), 0.5, 0.7, hits=3, kind=ObjectKind.PERSON)
+    track.crossings.append(("door", 1))
+    analytics._count([])  # nothing on the line yet
+    analytics._count([track])
+    assert analytics._lines["door"].entered == 1
+    track.sizes.extend([(0.7, round(1.2 * eh), round(2.0 * area), round(0.5 * eh))] * 8)
+    track.hits = 5
+    analytics._count([track])
+    assert analytics._lines["door"].entered == 2
+    analytics._count([track])  # counted for two already
+    assert analytics._lines["door"].entered == 2

@@ -232,14 +232,9 @@ class People:
             self._still(tr, t, vote, 0.15 * eh)
             tr.kind = self._decide(tr, t)
             in_view = b.y > 1 and b.y + b.h < self.height - 1
-            if (vote is ObjectKind.PERSON and self.scale.learned and in_view and b.x > 1
-                    and b.x + b.w < self.width - 1):  # fmt: skip
-                tr.sizes.append((b.h / eh, b.area / area, b.w / eh))
-            # Until the scale is learned, the votes go by shape only: a person with a long
-            # shadow beside them is undecided then, and may still teach the scale.
-            teach = vote is ObjectKind.PERSON or (
-                vote is ObjectKind.UNKNOWN and not self.scale.learned
-            )
+            teach = vote is ObjectKind.PERSON
+            if teach and in_view and b.x > 1 and b.x + b.w < self.width - 1:
+                tr.sizes.append((b.foot[1], b.h, b.area, b.w))  # judged by the scale when counted
             if (teach and tr.hits >= 5 and 0.2 <= b.w / b.h <= _UPRIGHT
                     and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S and in_view
                     and self.headcount(tr) == 1):  # fmt: skip
@@ -257,13 +252,16 @@ class People:
         """How many people a person's track stands for. People walking abreast across the view
         are one behind the other in depth: one blob from start to end, taller than one person
         at its foot row (the far one's head is higher) and bigger (their legs and arms fill the
-        near one's gaps). Judged on the medians of its recent looks; one until there are
-        enough of them."""
-        if len(tr.sizes) < _SIZE_LOOKS:
+        near one's gaps). Judged on the medians of its recent looks against the scale as it is
+        now; one until there are enough of them and the scale is known."""
+        if len(tr.sizes) < _SIZE_LOOKS or not self.scale.learned:
             return 1
-        sizes = np.array(tr.sizes)
-        height, area, width = (float(v) for v in np.median(sizes, axis=0))
-        if width > _STACKED_WIDTH:
+        looks = np.array(tr.sizes)
+        s = self.scale
+        eh = np.maximum(_MIN_HEIGHT + s.pad, s.level + s.slope * looks[:, 0]) * self.height
+        height = float(np.median(looks[:, 1] / eh))
+        area = float(np.median(looks[:, 2] / (PERSON_FILL * eh * eh)))
+        if float(np.median(looks[:, 3] / eh)) > _STACKED_WIDTH:
             return 1  # wider: merged with something else (a shadow's edge), not stacked people
         depth = height * math.sqrt(max(0.0, area))
         return 1 + sum(depth >= limit for limit in _STACKED)

@@ -68,8 +68,8 @@ class Track:
     seen: bool = True  # a blob of its own this frame
     kind: ObjectKind = ObjectKind.UNKNOWN
     votes: deque[ObjectKind] = field(default_factory=lambda: deque(maxlen=_HISTORY))
-    # (height, area, width) of its blob over a person's at its row, while it walked in full view
-    sizes: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=_SIZES))
+    # (foot row, height, area, width) of its blob in full view, analysis px but the row
+    sizes: deque[tuple[float, int, int, int]] = field(default_factory=lambda: deque(maxlen=_SIZES))
     anchor: Point | None = None  # where it has been standing still since `still_since`
     still_since: float | None = None
     person_area: float = 0.0  # its blob's area when it last looked like a person
@@ -81,6 +81,8 @@ class Track:
     # counting line → the last side the track was clearly on, and where
     line_side: dict[str, tuple[float, Point]] = field(default_factory=dict)
     crossings: list[tuple[str, int]] = field(default_factory=list)  # not yet tallied (±1)
+    tallied: list[tuple[str, int]] = field(default_factory=list)  # crossings counted…
+    counted_as: int = 1  # …for this many people each
 
     @property
     def foot(self) -> Point:
