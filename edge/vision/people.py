@@ -59,9 +59,9 @@ _OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest p
 _JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
 _SIZE_LOOKS = 5  # looks at a track's size before judging how many people it holds
 # A track's height over a person's at its row, times the square root of its area over theirs:
-# about 1 for one person (0.8-1.3 with people's own heights and gait), above these for people
+# about 1 for one person (0.8-1.4 with people's own heights and gait), above these for people
 # walking abreast across the view, stacked in depth (the far one's head and legs stick out).
-_STACKED = (1.35, 2.3)
+_STACKED = (1.45, 2.3)
 _STACKED_WIDTH = 0.95  # people one behind the other are as wide as one (with gait and shadow)
 
 
