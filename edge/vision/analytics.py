@@ -35,6 +35,7 @@ _SNAPSHOT_MIN_WIDTH = 80
 _BUSY = 0.2  # more than this share of the frame moving: too busy to learn the view from
 _LINE_BAND = 0.01  # feet closer to a counting line than this share of the frame are on it
 _MIN_BLOB_PX = 12  # at 320x180: the smallest far person's blob (people filters by row)
+_RECOUNT_EVERY = 5  # frames between second looks at how many people a counted track holds
 _UNDECIDED_HITS = 5  # a track still undecided after this many frames is shown to the detector
 _NOT_PEOPLE = (ObjectKind.ANIMAL, ObjectKind.VEHICLE, ObjectKind.OBJECT)
 _ZONE_COLOUR = {
@@ -282,18 +283,32 @@ class CameraAnalytics:
                     continue
                 tr.crossings.append((name, 1 if side < 0 else -1))
         # Crossings count once the track is judged a person (it may cross before that, or
-        # look like an animal for a moment when the mask breaks it up).
+        # look like an animal for a moment when the mask breaks it up), once for each person
+        # its blob holds (people abreast seen one behind the other). When the track later
+        # shows more people than it was counted for (more looks, the scale learned), the
+        # rest are counted then.
         for tr in tracks:
-            if tr.crossings and tr.kind is ObjectKind.PERSON:
-                for name, way in tr.crossings:
-                    line = self._lines[name]
-                    if way > 0:
-                        line.entered += 1
-                        line.inside += 1
-                    else:
-                        line.exited += 1
-                        line.inside = max(0, line.inside - 1)
-                tr.crossings.clear()  # (a track never judged a person never counts)
+            if tr.kind is not ObjectKind.PERSON:
+                continue  # (a track never judged a person never counts)
+            if not tr.crossings and not (tr.tallied and tr.hits % _RECOUNT_EVERY == 0):
+                continue
+            n = max(tr.counted_as, self.people.headcount(tr))
+            for name, way in tr.tallied:
+                self._tally(name, way, n - tr.counted_as)
+            for name, way in tr.crossings:
+                self._tally(name, way, n)
+            tr.counted_as = n
+            tr.tallied += tr.crossings
+            tr.crossings.clear()
+
+    def _tally(self, name: str, way: int, people: int) -> None:
+        line = self._lines[name]
+        if way > 0:
+            line.entered += people
+            line.inside += people
+        else:
+            line.exited += people
+            line.inside = max(0, line.inside - people)
 
     def flush_counts(self, when: datetime) -> list[Output]:
         """Every counting line's reading now, whenever it last reported (at the end of a clip)."""

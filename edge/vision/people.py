@@ -42,6 +42,9 @@ _FIT_AFTER = 40  # samples before the first fit…
 _FIT_TRACKS = 4  # …from this many tracks
 _FIT_EVERY = 25
 _ROW_SPREAD = 0.15  # feet seen over less of the frame than this give a level, not a slope
+# Samples come from blobs narrower than this over their height: a person (with their own
+# shadow on the ground beside them in low sun), not a dog (longer than high, and much lower).
+_UPRIGHT = 1.1
 _SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outvote the rest
 _VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
 _OBJECT_MIN_PX = 40  # at 320x180: an object left is at least this big (a bag near by is 200)
@@ -54,6 +57,12 @@ _DIP = 0.08  # a split needs the outline to dip this share of a person's height 
 _MAX_PARTS = 4
 _OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
 _JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
+_SIZE_LOOKS = 5  # looks at a track's size before judging how many people it holds
+# A track's height over a person's at its row, times the square root of its area over theirs:
+# about 1 for one person (0.8-1.4 with people's own heights and gait), above these for people
+# walking abreast across the view, stacked in depth (the far one's head and legs stick out).
+_STACKED = (1.45, 2.3)
+_STACKED_WIDTH = 0.95  # people one behind the other are as wide as one (with gait and shadow)
 
 
 class PersonScale:
@@ -222,9 +231,13 @@ class People:
                 tr.person_area = float(b.area)
             self._still(tr, t, vote, 0.15 * eh)
             tr.kind = self._decide(tr, t)
-            if (vote is ObjectKind.PERSON and tr.hits >= 5 and 0.2 <= b.w / b.h <= 0.75
-                    and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S
-                    and b.y > 1 and b.y + b.h < self.height - 1):  # fmt: skip
+            in_view = b.y > 1 and b.y + b.h < self.height - 1
+            teach = vote is ObjectKind.PERSON
+            if teach and in_view and b.x > 1 and b.x + b.w < self.width - 1:
+                tr.sizes.append((b.foot[1], b.h, b.area, b.w))  # judged by the scale when counted
+            if (teach and tr.hits >= 5 and 0.2 <= b.w / b.h <= _UPRIGHT
+                    and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S and in_view
+                    and self.headcount(tr) == 1):  # fmt: skip
                 tr.sampled_at = t
                 self.scale.observe(b.foot[1], b.h / self.height, tr.id)
         for tr in tracks:
@@ -234,6 +247,24 @@ class People:
                 and not self._attended(tr, tracks)
             ):
                 tr.left_at = t
+
+    def headcount(self, tr: Track) -> int:
+        """How many people a person's track stands for. People walking abreast across the view
+        are one behind the other in depth: one blob from start to end, taller than one person
+        at its foot row (the far one's head is higher) and bigger (their legs and arms fill the
+        near one's gaps). Judged on the medians of its recent looks against the scale as it is
+        now; one until there are enough of them and the scale is known."""
+        if len(tr.sizes) < _SIZE_LOOKS or not self.scale.learned:
+            return 1
+        looks = np.array(tr.sizes)
+        s = self.scale
+        eh = np.maximum(_MIN_HEIGHT + s.pad, s.level + s.slope * looks[:, 0]) * self.height
+        height = float(np.median(looks[:, 1] / eh))
+        area = float(np.median(looks[:, 2] / (PERSON_FILL * eh * eh)))
+        if float(np.median(looks[:, 3] / eh)) > _STACKED_WIDTH:
+            return 1  # wider: merged with something else (a shadow's edge), not stacked people
+        depth = height * math.sqrt(max(0.0, area))
+        return 1 + sum(depth >= limit for limit in _STACKED)
 
     def _attended(self, obj: Track, tracks: list[Track]) -> bool:
         """Whether anything but objects is within a person's height of the object: its owner

@@ -34,6 +34,7 @@ _SIZE_WEIGHT = 0.5  # cost of a blob twice or half the track's height, in gates
 _COAST_DAMP = 0.9  # an object lost from view is assumed to slow down
 _FAR = 1e6  # the cost of a pair beyond the gate: never assigned
 _HISTORY = 8  # observations of shape kept for classifying a track
+_SIZES = 24  # observations of size kept for how many people a blob holds
 
 
 class ObjectKind(StrEnum):
@@ -67,6 +68,8 @@ class Track:
     seen: bool = True  # a blob of its own this frame
     kind: ObjectKind = ObjectKind.UNKNOWN
     votes: deque[ObjectKind] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    # (foot row, height, area, width) of its blob in full view, analysis px but the row
+    sizes: deque[tuple[float, int, int, int]] = field(default_factory=lambda: deque(maxlen=_SIZES))
     anchor: Point | None = None  # where it has been standing still since `still_since`
     still_since: float | None = None
     person_area: float = 0.0  # its blob's area when it last looked like a person
@@ -78,6 +81,8 @@ class Track:
     # counting line → the last side the track was clearly on, and where
     line_side: dict[str, tuple[float, Point]] = field(default_factory=dict)
     crossings: list[tuple[str, int]] = field(default_factory=list)  # not yet tallied (±1)
+    tallied: list[tuple[str, int]] = field(default_factory=list)  # crossings counted…
+    counted_as: int = 1  # …for this many people each
 
     @property
     def foot(self) -> Point:
