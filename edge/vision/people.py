@@ -132,8 +132,14 @@ class People:
         self._object_px = _OBJECT_MIN_PX * width * height / (320 * 180)
         self._weights_version = -1
         self._weights: NDArray[np.float64] = np.zeros(height)
-        self._hog: cv2.HOGDescriptor | None = None
-        self._upper: cv2.CascadeClassifier | None = None
+        # The person check's detectors, loaded with the camera (tens of ms), not mid-stream.
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(
+            np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32)
+        )
+        self._upper = cv2.CascadeClassifier(
+            cv2.data.haarcascades + "haarcascade_upperbody.xml"  # type: ignore[attr-defined]
+        )
 
     # ---- blobs ----
 
@@ -348,16 +354,9 @@ class People:
             # The detector's window is 64x128 for a person about 96 pixels tall.
             k = max(96 / max(1.0, b.h * sy), 128 / crop.shape[0], 64 / crop.shape[1])
             crop = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_LINEAR)
-            if self._hog is None:
-                self._hog = cv2.HOGDescriptor()
-                detector = np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32)
-                self._hog.setSVMDetector(detector)
-                self._upper = cv2.CascadeClassifier(
-                    cv2.data.haarcascades + "haarcascade_upperbody.xml"  # type: ignore[attr-defined]
-                )
             rects, _ = self._hog.detectMultiScale(crop, winStride=(8, 8), padding=(8, 8), scale=1.1)
             found = len(rects) > 0
-            if not found and self._upper is not None and not self._upper.empty():
+            if not found and not self._upper.empty():
                 grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
                 found = len(self._upper.detectMultiScale(grey, 1.1, 3)) > 0
         tr.checked = found
