@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from simulators.scenes.conditions import Conditions
 from simulators.scenes.figures import Figure
-from simulators.scenes.geometry import PoleCamera
+from simulators.scenes.geometry import PoleCamera, along
 from simulators.scenes.render import StreetRenderer
 
 Frame = MatLike
@@ -49,14 +49,7 @@ class Walker:
     colour: tuple[int, int, int] | None = None
 
     def at(self, t: float) -> Point | None:
-        w = self.waypoints
-        if t < w[0][0] or t > w[-1][0]:
-            return None
-        for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(w):
-            if t0 <= t <= t1:
-                a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-                return (x0 + a * (x1 - x0), y0 + a * (y1 - y0))
-        return (w[-1][1], w[-1][2])
+        return along(self.waypoints, t)
 
     @property
     def kind(self) -> str:

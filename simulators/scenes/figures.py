@@ -19,7 +19,7 @@ import numpy as np
 from cv2.typing import MatLike
 from numpy.typing import NDArray
 
-from simulators.scenes.geometry import PoleCamera
+from simulators.scenes.geometry import PoleCamera, along
 
 Point = tuple[float, float]
 FigureClass = Literal["person", "animal", "vehicle", "object"]
@@ -48,14 +48,7 @@ class Figure:
         return _SHAPE_CLASS[self.shape]
 
     def ground_at(self, t: float) -> Point | None:
-        w = self.path
-        if t < w[0][0] or t > w[-1][0]:
-            return None
-        for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(w):
-            if t0 <= t <= t1:
-                a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-                return (x0 + a * (x1 - x0), y0 + a * (y1 - y0))
-        return (w[-1][1], w[-1][2])
+        return along(self.path, t)
 
     def at(self, t: float) -> Point | None:
         """Where the feet are in the image (fractions), or None when not in view."""

@@ -9,6 +9,7 @@ at 30 m, and straight paths on the ground stay straight in the picture.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -72,3 +73,16 @@ class PoleCamera:
         gy = (k * (math.cos(t) - b * math.sin(t))).astype(np.float32)
         gx = (a[None, :] * k[:, None]).astype(np.float32)
         return gx, np.repeat(gy[:, None], w, axis=1)
+
+
+def along(waypoints: tuple[tuple[float, float, float], ...], t: float) -> Point | None:
+    """Where a path of timed waypoints (t_s, x, y) is at `t`, in straight legs between them;
+    None before the first and after the last."""
+    w = waypoints
+    if t < w[0][0] or t > w[-1][0]:
+        return None
+    for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(w):
+        if t0 <= t <= t1:
+            a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+            return (x0 + a * (x1 - x0), y0 + a * (y1 - y0))
+    return (w[-1][1], w[-1][2])
