@@ -356,7 +356,8 @@ class EdgeAgent:
             window = 1 if self._probing else cfg.window
             room = min(int(self._tokens), window - len(self._inflight))
             last = self.outbox.last_seq  # read first: every message up to it is on disk
-            if room <= 0 or (self._cursor >= last and self._bulk_cursor >= last):
+            bulk_waits = self._bulk_cursor < min(last, self.outbox.last_bulk_seq)
+            if room <= 0 or (self._cursor >= last and not bulk_waits):
                 return 0
             sent = 0
             entries = self.outbox.pending(self._cursor, room) if self._cursor < last else []
@@ -364,7 +365,7 @@ class EdgeAgent:
             # waits behind at most _BULK_IN_FLIGHT parts, never behind a backlog of video.
             bulk_room = min(room - len(entries), _BULK_IN_FLIGHT - len(self._bulk_mids))
             bulk = []
-            if bulk_room > 0 and self._bulk_cursor < last:
+            if bulk_room > 0 and bulk_waits:
                 bulk = self.outbox.pending(self._bulk_cursor, bulk_room, bulk=True)
             bulk_seqs = {e.seq for e in bulk}
             for entry in [*entries, *bulk]:

@@ -184,6 +184,11 @@ class Outbox:
         ).fetchone()
         self._count: int = row[0]
         self.last_seq: int = max(row[1], self._counter("seq"))
+        # The newest bulk message's seq: a sender with nothing of bulk beyond it need not ask.
+        self.last_bulk_seq: int = self._db.execute(
+            "SELECT coalesce(max(seq), 0) FROM outbox WHERE node = ? AND priority = ?",
+            (node, _BULK),
+        ).fetchone()[0]
 
     # --- counters kept with the data ---------------------------------------------------------
 
@@ -257,6 +262,8 @@ class Outbox:
                 (self.node, seq, topic, payload, int(retain), int(priority), time.time(), group),
             )
             self.last_seq = seq
+            if priority is Priority.BULK:
+                self.last_bulk_seq = seq
             self._set_counter("seq", seq)
             self._count += 1
             dropped = 0
