@@ -196,6 +196,28 @@ def test_switching_to_ir_night_and_back_is_not_tampering() -> None:
     assert confirmed(watch(street(), ir_night)) == set()
 
 
+def coloured(frame: MatLike, t: float) -> MatLike:
+    """A daytime colour picture: the scene warmed toward orange, far from grey."""
+    out: MatLike = cv2.addWeighted(frame, 0.6, np.full_like(frame, (40, 120, 220)), 0.4, 0)
+    return out
+
+
+def test_a_colour_view_switching_to_ir_is_learned_again_not_tampering() -> None:
+    """Colour by day, then the camera's IR mode, bright where its lamp lights a near wall: a
+    grey picture with as much structure as the colour one. The detector forgets the colour
+    view and learns the grey one, mid-check, without failing."""
+    detector = TamperDetector(Tuning())
+    scene = street()
+    states = []
+    for i in range(scene.frames()):
+        t = i / scene.fps
+        frame = scene.frame(i)
+        grey = noise(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), 3.0, i)  # one sensor channel
+        frame = cv2.merge([grey] * 3) if FROM_S <= t < UNTIL_S else coloured(frame, t)
+        states.append((t, detector.check(frame, t)))
+    assert confirmed(states) == set()
+
+
 # ---- what is tampering ----
 
 

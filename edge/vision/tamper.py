@@ -213,6 +213,8 @@ class TamperDetector:
             # (A covered lens turns the picture grey too: that is no switch, it is judged.)
             if self._mono is not None:
                 self._reset()
+                self._still = np.array(grey, np.float32)  # the new mode's view, from now
+                still = cv2.convertScaleAbs(self._still)
             self._mono = mono
         covered_raw = (  # a view that is always this flat (a blank wall) is this camera's normal
             self.contrast is not None
