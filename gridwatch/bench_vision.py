@@ -226,22 +226,29 @@ def bare_fps(video: Path, size: tuple[int, int]) -> tuple[int, float]:
     return frames, time.process_time() - started
 
 
-def speed(folder: Path, duration_s: float) -> dict[str, Any]:
+def speed(folder: Path, duration_s: float, repeats: int = 3) -> dict[str, Any]:
     """Bare decode-and-resize and full analysis on the same H.264 file, at 640x360 and at
-    1280x720 (analysed at 640x360, as a user would configure it)."""
+    1280x720 (analysed at 640x360, as a user would configure it). Each is run `repeats` times,
+    the two taking turns, and the fastest run of each counts: what else the machine does only
+    ever adds time, so the least is the closest to the code's own cost, for both alike."""
     base = street.quiet(99, duration_s)
-    out: dict[str, Any] = {"clip": base.name, "duration_s": duration_s}
+    out: dict[str, Any] = {"clip": base.name, "duration_s": duration_s, "repeats": repeats}
     for w, h in ((640, 360), (1280, 720)):
         scene = dataclasses.replace(base, width=w, height=h, _street=None, _background=None,
                                     _noise=[])  # fmt: skip
         video = ensure_clip(folder, scene, f"-{w}x{h}")
-        frames, bare_s = bare_fps(video, (640, 360))
         settings = CameraSettings.model_validate(
             {**scenes.camera_settings(scene, str(video)), "width": 640, "height": 360}
         )
-        result = run_clip(video, settings)
+        bare_runs, full_runs = [], []
+        for _ in range(repeats):
+            bare_runs.append(bare_fps(video, (640, 360)))
+            result = run_clip(video, settings)
+            full_runs.append((result.frames, result.cpu_s))
+        frames, bare_s = min(bare_runs, key=lambda r: r[1])
+        analysed, full_s = min(full_runs, key=lambda r: r[1])
         bare = frames / bare_s if bare_s else 0.0
-        full = result.frames / result.cpu_s if result.cpu_s else 0.0
+        full = analysed / full_s if full_s else 0.0
         out[f"{w}x{h}"] = {"frames": frames, "bare_fps": round(bare, 1),
                            "analysis_fps": round(full, 1),
                            "ratio": round(full / bare, 3) if bare else None,
@@ -269,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
                            "clips": len(clips),
                            "folder": str(folder), "render_s": round(rendered_s, 1)}  # fmt: skip
     out.update(report.summarise(results))
-    out["speed"] = speed(folder, 30.0 if quick else 120.0)
+    out["speed"] = speed(folder, 30.0 if quick else 120.0, 1 if quick else 3)
     print(json.dumps(out, indent=2))
     print(report.table(out), file=sys.stderr)
     return 0

@@ -183,6 +183,8 @@ GRANT SELECT ON notify_events TO gridwatch_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON deliveries TO gridwatch_ingest;
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO gridwatch_ingest;
 GRANT SELECT, UPDATE (read_at) ON deliveries TO gridwatch_api;
+-- Each request to a provider, for its per-minute limit (031): only the sender counts them.
+GRANT SELECT, INSERT, DELETE ON channel_requests TO gridwatch_ingest;
 GRANT SELECT ON notify_prefs, notify_policies TO gridwatch_ingest, gridwatch_api, gridwatch_cli;
 GRANT INSERT, UPDATE ON notify_prefs TO gridwatch_api, gridwatch_cli;
 GRANT INSERT, UPDATE, DELETE ON notify_policies TO gridwatch_cli;

@@ -131,6 +131,11 @@ def claim(conn: Conn, channels: dict[str, Channel], settings: NotifySettings) ->
                        next_at = now() + %s WHERE id = ANY(%s)""",
                 (timedelta(seconds=settings.lease_s), [c.id for c in out]),
             )
+            limited = [c.channel for c in out if channels[c.channel].per_minute is not None]
+            if limited:  # each is a request the provider counts, a retry as much as a first try
+                conn.execute(
+                    "INSERT INTO channel_requests (channel) SELECT unnest(%s::text[])", (limited,)
+                )
     return [_with_attempt(c) for c in out]
 
 
@@ -144,10 +149,13 @@ def _claim_channel(
 ) -> list[Claimed]:
     budget, free_at = math.inf, None
     if channel.per_minute is not None:
-        row = conn.execute(
-            """SELECT count(*), min(tried_at) FROM deliveries
-               WHERE channel = %s AND tried_at > now() - %s""",
+        conn.execute(
+            "DELETE FROM channel_requests WHERE channel = %s AND at <= now() - %s",
             (channel.name, _LIMIT_WINDOW),
+        )
+        row = conn.execute(
+            "SELECT count(*), min(at) FROM channel_requests WHERE channel = %s",
+            (channel.name,),
         ).fetchone()
         assert row is not None
         budget = channel.per_minute - int(str(row[0]))

@@ -356,6 +356,29 @@ def test_a_channel_limit_holds_the_rest_for_the_next_minute(
     assert held == [(1, True)]
 
 
+def test_a_retry_counts_against_the_channel_limit_as_a_request(
+    stack: LocalStack, hook: WebhookServer
+) -> None:
+    """A send that timed out and was tried again is two requests to the provider: the limit
+    counts both, so the next incident's messages wait for the next minute."""
+    limited = WebhookChannel(WebhookSettings(enabled=True, url=hook.url, secret=SecretStr(SECRET),
+                                             per_minute=4, timeout_s=0.5))  # fmt: skip
+    channels: dict[str, Channel] = {"console": ConsoleChannel(), "webhook": limited}
+    settings = NotifySettings(backoff_s=0.1, backoff_max_s=0.2)
+    hook.answers("timeout")
+    raise_at(stack.dsn, "retry-1")  # three people hear of it; one send times out, then retried
+    deadline = datetime.now(UTC).timestamp() + 30
+    while datetime.now(UTC).timestamp() < deadline and len(hook.received) < 4:
+        run(stack, channels, settings)
+    assert [r.answered for r in hook.received].count("timeout") == 1 and len(hook.received) == 4
+    raise_at(stack.dsn, "retry-2")  # four requests this minute already: all three must wait
+    run(stack, channels, settings)
+    assert len(hook.received) == 4
+    held = rows(stack.dsn, "SELECT count(*) FROM deliveries WHERE channel = 'webhook'"
+                           " AND state = 'pending' AND next_at > now() + interval '30 s'")  # fmt: skip
+    assert held == [(3,)]
+
+
 def test_the_webhook_signature_and_its_settings() -> None:
     from notify.channels import webhook as wh
     from notify.duty import configured_channels
