@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EVENT_OF: dict[m.CameraAlertKind, str] = {
     m.CameraAlertKind.INTRUSION: "fielddetection",
     m.CameraAlertKind.LOITERING: "loitering",
+    m.CameraAlertKind.OBJECT_LEFT: "unattendedBaggage",
     m.CameraAlertKind.TAMPER_COVERED: "shelteralarm",
     m.CameraAlertKind.TAMPER_BLURRED: "defocus",
     m.CameraAlertKind.TAMPER_MOVED: "scenechangedetection",

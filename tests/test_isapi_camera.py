@@ -59,7 +59,7 @@ def venue(stack: LocalStack, nodes: list[NodeCredentials], tmp_path: Path) -> It
     hardware = {
         camera_id: (ISAPI_DRIVER, {**common, "zone": "gate", "end_after_s": 2.0,
                                    "update_every_s": 1.0,
-                                   "events": {"unattendedBaggage": "ignore"}}),
+                                   "events": {"attendedBaggage": "ignore"}}),
         counter_id: (ISAPI_DRIVER, {**common, "zone": "hall"}),
     }  # fmt: skip
     with site_agent(stack, creds, tmp_path / "edge", hardware) as site:
@@ -124,8 +124,15 @@ def test_camera_events_are_stored_then_incidents_and_end_as_isapi_says(
     venue.sim.event("VMD", "active")
     venue.sim.event("VMD", "inactive")
     venue.sim.event("linedetection", "active")
+    # Unattended baggage (the camera's own left-object detection) is an object left behind,
+    # with its own incident, which its end does not resolve (someone must look at the thing).
+    venue.sim.event("unattendedBaggage", "active")
+    venue.sim.event("unattendedBaggage", "inactive")
+    left = """SELECT count(*) FROM incidents WHERE rule = 'camera_object_left' AND device_id = %s
+              AND resolved_at IS NULL"""
+    wait_until(lambda: scalar(stack.dsn, left, (cam,)) == 1, 30, "object-left incident")
     ends = "SELECT count(*) FROM camera_alerts WHERE device_id = %s AND phase = 'end'"
-    wait_until(lambda: scalar(stack.dsn, ends, (cam,)) == 4, 30, "every alert ended")
+    wait_until(lambda: scalar(stack.dsn, ends, (cam,)) == 5, 30, "every alert ended")
     assert venue.agent.fatal is None
     assert venue.camera.health.condition is m.DeviceCondition.OK
 
@@ -171,7 +178,7 @@ def test_bad_input_and_a_clock_hours_off_are_counted_logged_and_shown_as_health(
     sim.server.publish(b"<EventNotificationAlert><eventType>VMD</eventType><eventState>act")
     wait_until(lambda: _faults(cam, "malformed_xml") > malformed_before, 30, "malformed counted")
     sim.event("faceSnap", "active")  # a real ISAPI event with no mapping here
-    sim.event("unattendedBaggage", "active")  # mapped to `ignore` by the site: not counted
+    sim.event("attendedBaggage", "active")  # object removal, mapped to `ignore` by the site
     wait_until(lambda: venue.camera.health.faults.get("unknown_event") == 1, 30, "unknown counted")
     sim.server.inject(b"\r\nthis is no part at all\r\n")
     wait_until(lambda: _faults(cam, "malformed_part") >= 1, 30, "garbage counted")

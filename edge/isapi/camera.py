@@ -44,6 +44,7 @@ DEFAULT_ALERTS: dict[str, Mapping] = {
     "regionentrance": K.INTRUSION,
     "regionexiting": K.INTRUSION,
     "loitering": K.LOITERING,
+    "unattendedbaggage": K.OBJECT_LEFT,  # unattended baggage: an object left behind
     "shelteralarm": K.TAMPER_COVERED,  # video tampering (the lens covered)
     "tamperdetection": K.TAMPER_COVERED,
     "videoloss": K.TAMPER_COVERED,  # the picture is gone; `inactive` alone is the heartbeat
