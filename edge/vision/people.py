@@ -191,6 +191,12 @@ class People:
         ew = _ASPECT * eh
         parts = min(_MAX_PARTS, round(b.w / ew))
         box = np.asarray(mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
+        # The box may hold the edge of a neighbour's blob (the feet of someone standing just
+        # above it): it would give a low part, a shadow on the ground, a head's reach there.
+        # The blob's own pixels are the biggest piece in its box.
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(box.view(np.uint8), connectivity=8)
+        if n > 2:
+            box = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         filled = box.any(axis=0)
         # How high the outline reaches in each column (0 where the column is empty).
         reach = np.where(filled, b.h - box.argmax(axis=0), 0).astype(np.float64)
