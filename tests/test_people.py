@@ -174,3 +174,15 @@ def test_a_person_with_a_shadow_is_not_split_by_a_neighbours_feet_in_its_box() -
     mask[84:90, 94:101] = 255  # the neighbour's feet, above the shadow (a blob of its own)
     b = Blob(94, 87, 32, 37, int((mask[87:124, 94:126] > 0).sum()), (110 / 320, 124 / 180))
     assert people._split(b, mask, people.person_px(b.foot[1])[0]) == [b]
+
+
+def test_a_level_learned_from_far_walkers_is_not_the_height_expected_near_by() -> None:
+    """Only far people walked by (feet on rows 0.2-0.25, a tenth of the frame tall): the level
+    holds there, but a dog near the camera (row 0.6) is not to be judged against it."""
+    scale = PersonScale(0.2, [], 180)
+    rng = np.random.default_rng(3)
+    for i in range(60):
+        scale.observe(float(rng.uniform(0.2, 0.25)), float(rng.normal(0.1, 0.005)), i % 5)
+    assert scale.learned and scale.slope == 0.0
+    assert abs(scale.height(0.22) - 0.1) < 0.02  # where they were seen
+    assert scale.height(0.6) > 0.18  # near by: about the configured height, not the level
