@@ -161,3 +161,28 @@ def test_the_person_check_is_asked_once_per_track() -> None:
     assert people.check(noise, track) is False and track.checked is False
     track.checked = True  # a kept answer is not asked again
     assert people.check(noise, track) is True
+
+
+def test_a_person_with_a_shadow_is_not_split_by_a_neighbours_feet_in_its_box() -> None:
+    """A person (16x37 at the prior's 38 px) with their shadow on the ground to one side: one
+    blob, low where the shadow is, not two people. The feet of someone standing just above
+    reach into its box there; they are another blob and give the shadow no head."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    mask = np.zeros((180, 320), np.uint8)
+    mask[87:124, 110:126] = 255  # the person
+    mask[104:120, 94:110] = 255  # their shadow on the ground, half a person high
+    mask[84:90, 94:101] = 255  # the neighbour's feet, above the shadow (a blob of its own)
+    b = Blob(94, 87, 32, 37, int((mask[87:124, 94:126] > 0).sum()), (110 / 320, 124 / 180))
+    assert people._split(b, mask, people.person_px(b.foot[1])[0]) == [b]
+
+
+def test_a_level_learned_from_far_walkers_is_not_the_height_expected_near_by() -> None:
+    """Only far people walked by (feet on rows 0.2-0.25, a tenth of the frame tall): the level
+    holds there, but a dog near the camera (row 0.6) is not to be judged against it."""
+    scale = PersonScale(0.2, [], 180)
+    rng = np.random.default_rng(3)
+    for i in range(60):
+        scale.observe(float(rng.uniform(0.2, 0.25)), float(rng.normal(0.1, 0.005)), i % 5)
+    assert scale.learned and scale.slope == 0.0
+    assert abs(scale.height(0.22) - 0.1) < 0.02  # where they were seen
+    assert scale.height(0.6) > 0.18  # near by: about the configured height, not the level

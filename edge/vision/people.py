@@ -73,6 +73,10 @@ class PersonScale:
         self.fixed = bool(references)
         self.learned = self.fixed
         self.level, self.slope = prior + self.pad, 0.0
+        self._prior = prior + self.pad
+        # A level learned from feet seen only over a band of far rows holds there; nearer, people
+        # look bigger (perspective), so below this row the level is not the height expected.
+        self._near: float | None = None
         if references:
             a, b = references
             self.slope = (b.height - a.height) / (b.row - a.row)
@@ -82,7 +86,13 @@ class PersonScale:
         self.version = 0  # bumped when the line changes
 
     def height(self, row: float) -> float:
-        return max(_MIN_HEIGHT + self.pad, self.level + self.slope * row)
+        h = self.level + self.slope * row
+        if self._near is not None and row > self._near:
+            # Nearer than any foot the level was learned from: growing with the row as it does
+            # with the horizon at the frame's top, up to the configured height (a dog near by is
+            # not judged against the far walkers' size).
+            h = max(h, min(self._prior, self.level * row / self._near))
+        return max(_MIN_HEIGHT + self.pad, h)
 
     def observe(self, row: float, height: float, track_id: int) -> None:
         """A sample from an upright, moving, confirmed track (ignored when fixed)."""
@@ -104,8 +114,10 @@ class PersonScale:
         keep = np.ones(len(rows), bool)
         level, slope = float(np.median(heights)), 0.0
         spread = float(np.percentile(rows, 90) - np.percentile(rows, 10))
+        sloped = False
         for _ in range(3):
-            if spread >= _ROW_SPREAD and keep.sum() >= 10:
+            sloped = spread >= _ROW_SPREAD and keep.sum() >= 10
+            if sloped:
                 slope, level = (float(v) for v in np.polyfit(rows[keep], heights[keep], 1))
             else:
                 level, slope = float(np.median(heights[keep])), 0.0
@@ -113,7 +125,8 @@ class PersonScale:
             mad = float(np.median(np.abs(res[keep]))) * 1.4826
             keep = np.abs(res) <= max(2.5 * mad, 0.01)
         if slope < 0:  # nearer people cannot look smaller: the rows seen were too few
-            level, slope = float(np.median(heights[keep])), 0.0
+            level, slope, sloped = float(np.median(heights[keep])), 0.0, False
+        self._near = None if sloped else float(np.percentile(rows, 90))
         self.level, self.slope, self.learned = level, slope, True
         self.version += 1
         log.info("camera person scale learned level=%.3f slope=%.3f samples=%d",
@@ -191,6 +204,12 @@ class People:
         ew = _ASPECT * eh
         parts = min(_MAX_PARTS, round(b.w / ew))
         box = np.asarray(mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
+        # The box may hold the edge of a neighbour's blob (the feet of someone standing just
+        # above it): it would give a low part, a shadow on the ground, a head's reach there.
+        # The blob's own pixels are the biggest piece in its box.
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(box.view(np.uint8), connectivity=8)
+        if n > 2:
+            box = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         filled = box.any(axis=0)
         # How high the outline reaches in each column (0 where the column is empty).
         reach = np.where(filled, b.h - box.argmax(axis=0), 0).astype(np.float64)
