@@ -78,6 +78,7 @@ class PersonScale:
     def __init__(self, prior: float, references: list[PersonHeight], height_px: int) -> None:
         self.pad = _MASK_PAD_PX / height_px
         self.fixed = bool(references)
+        self.prior = prior + self.pad  # the configured height, whatever is learned later
         self.learned = self.fixed
         self.level, self.slope = prior + self.pad, 0.0
         if references:
@@ -240,7 +241,10 @@ class People:
             eh, area = self.person_px(b.foot[1])
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
             vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
-            if drift is not None and math.hypot(tr.vx - drift[0], tr.vy - drift[1]) < _FIELD_NEAR:
+            drifting = (
+                drift is not None and math.hypot(tr.vx - drift[0], tr.vy - drift[1]) < _FIELD_NEAR
+            )
+            if drifting:
                 # Drifting with the snow: flakes, not a walker. A person's track that left with
                 # a flake (the person gone, the track passed on to a flake near by) has shown
                 # nothing a person's size for all its recent looks: it is a flake's now.
@@ -260,7 +264,7 @@ class People:
                 tr.sizes.append((b.foot[1], b.h, b.area, b.w))  # judged by the scale when counted
             if (teach and tr.hits >= 5 and 0.2 <= b.w / b.h <= _UPRIGHT
                     and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S and in_view
-                    and self.headcount(tr) == 1):  # fmt: skip
+                    and not drifting and self.headcount(tr) == 1):  # fmt: skip
                 tr.sampled_at = t
                 self.scale.observe(b.foot[1], b.h / self.height, tr.id)
         for tr in tracks:
@@ -274,9 +278,11 @@ class People:
     def _drift(self, tracks: list[Track]) -> tuple[float, float] | None:
         """The velocity that many tracks of blobs too small for anyone share (falling snow),
         or None when there is no such field."""
+        # Small by the configured height, not the learned line: flakes that taught the line
+        # would be no longer small by it.
+        flake_px = self.min_area * PERSON_FILL * (self.scale.prior * self.height) ** 2
         small = [(tr.vx, tr.vy) for tr in tracks
-                 if tr.seen and tr.hits >= _FIELD_HITS
-                 and tr.blob.area < self.min_area * self.person_px(tr.blob.foot[1])[1]]  # fmt: skip
+                 if tr.seen and tr.hits >= _FIELD_HITS and tr.blob.area < flake_px]  # fmt: skip
         if len(small) < _FIELD_TRACKS:
             return None
         v = np.array(small)
