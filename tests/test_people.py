@@ -14,7 +14,7 @@ from edge.vision.analytics import AlertOut
 from edge.vision.config import CameraSettings
 from edge.vision.motion import Blob
 from edge.vision.people import People, PersonScale
-from edge.vision.tracking import Track
+from edge.vision.tracking import ObjectKind, Track
 from tests.vision_support import (
     CALIBRATION,
     START,
@@ -186,3 +186,45 @@ def test_a_level_learned_from_far_walkers_is_not_the_height_expected_near_by() -
     assert scale.learned and scale.slope == 0.0
     assert abs(scale.height(0.22) - 0.1) < 0.02  # where they were seen
     assert scale.height(0.6) > 0.18  # near by: about the configured height, not the level
+
+
+SNOW_DRIFT = (-0.004, 0.016)  # frame fractions a frame: the wind's sideways push and the fall
+
+
+def _flakes() -> list[Track]:
+    """A dozen flakes over the view, too small for anyone, drifting together."""
+    return [Track(i, Blob(20 * i, 10 + 11 * i, 8, 8, 27, ((20 * i + 4) / 320, (18 + 11 * i) / 180)),
+                  (20 * i + 4) / 320, (18 + 11 * i) / 180, *SNOW_DRIFT, hits=10)
+            for i in range(1, 13)]  # fmt: skip
+
+
+def _snowfall(velocity: tuple[float, float]) -> Track:
+    """Five seconds of looks at the flakes and at two flakes one above the other (a far
+    person's size before the perspective is learned) moving at `velocity`."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    flakes = _flakes()
+    pair = Track(99, Blob(200, 60, 10, 16, 61, (205 / 320, 76 / 180)), 205 / 320, 76 / 180,
+                 *velocity, hits=10)  # fmt: skip
+    for k in range(25):
+        people.observe([*flakes, pair], k / 5.0)
+    return pair
+
+
+def test_two_flakes_drifting_with_the_snow_are_not_a_person() -> None:
+    """Snow flakes move with the wind together; a blob that moves with them is weather, while
+    the same blob walking its own way is someone far away."""
+    assert _snowfall(SNOW_DRIFT).kind is not ObjectKind.PERSON
+    assert _snowfall((0.02, 0.0)).kind is ObjectKind.PERSON
+
+
+def test_a_persons_track_passed_on_to_a_flake_stops_being_a_person() -> None:
+    """When a person leaves the view the track may go on with a flake near by: nothing of a
+    person's size in all its recent looks, drifting with the snow, it is no person any more
+    (and the person check is asked again, about the flake)."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    flakes = _flakes()
+    track = Track(99, Blob(150, 100, 8, 8, 27, (154 / 320, 108 / 180)), 154 / 320, 108 / 180,
+                  *SNOW_DRIFT, hits=30, kind=ObjectKind.PERSON, checked=True)  # fmt: skip
+    for k in range(10):
+        people.observe([*flakes, track], k / 5.0)
+    assert track.kind is not ObjectKind.PERSON and track.checked is None

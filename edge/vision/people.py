@@ -63,6 +63,13 @@ _SIZE_LOOKS = 5  # looks at a track's size before judging how many people it hol
 # walking abreast across the view, stacked in depth (the far one's head and legs stick out).
 _STACKED = (1.45, 2.3)
 _STACKED_WIDTH = 0.95  # people one behind the other are as wide as one (with gait and shadow)
+# Snow: flakes are carried by the wind together, so the tracks of many blobs too small for
+# anyone share one velocity. A blob that moves with them (two flakes one above the other, as
+# tall as a far person) is weather; someone walking on the ground moves their own way.
+_FIELD_TRACKS = 8  # this many small tracks moving alike are falling flakes
+_FIELD_HITS = 5  # a track's velocity is its own after this many frames
+_FIELD_MIN_SPEED = 0.004  # frame fractions a frame: what stands still is no precipitation
+_FIELD_NEAR = 0.006  # a velocity within this of the flakes' (foot noise) moves with them
 
 
 class PersonScale:
@@ -71,6 +78,7 @@ class PersonScale:
     def __init__(self, prior: float, references: list[PersonHeight], height_px: int) -> None:
         self.pad = _MASK_PAD_PX / height_px
         self.fixed = bool(references)
+        self.prior = prior + self.pad  # the configured height, whatever is learned later
         self.learned = self.fixed
         self.level, self.slope = prior + self.pad, 0.0
         self._prior = prior + self.pad
@@ -244,6 +252,7 @@ class People:
 
     def observe(self, tracks: list[Track], t: float) -> None:
         """Update every track seen this frame: its vote, stillness, kind; calibration samples."""
+        drift = self._drift(tracks)
         for tr in tracks:
             if not tr.seen:
                 continue  # coasting or lost: no shape of its own this frame
@@ -251,6 +260,18 @@ class People:
             eh, area = self.person_px(b.foot[1])
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
             vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
+            drifting = (
+                drift is not None and math.hypot(tr.vx - drift[0], tr.vy - drift[1]) < _FIELD_NEAR
+            )
+            if drifting:
+                # Drifting with the snow: flakes, not a walker. A person's track that left with
+                # a flake (the person gone, the track passed on to a flake near by) has shown
+                # nothing a person's size for all its recent looks: it is a flake's now.
+                if vote is ObjectKind.PERSON and tr.kind is not ObjectKind.PERSON:
+                    vote = ObjectKind.UNKNOWN
+                elif (tr.kind is ObjectKind.PERSON and len(tr.votes) == tr.votes.maxlen
+                      and ObjectKind.PERSON not in tr.votes and vote is not ObjectKind.PERSON):  # fmt: skip
+                    tr.kind, tr.checked = ObjectKind.UNKNOWN, None
             tr.votes.append(vote)
             if vote is ObjectKind.PERSON:
                 tr.person_area = float(b.area)
@@ -262,7 +283,7 @@ class People:
                 tr.sizes.append((b.foot[1], b.h, b.area, b.w))  # judged by the scale when counted
             if (teach and tr.hits >= 5 and 0.2 <= b.w / b.h <= _UPRIGHT
                     and speed > 0.1 and t - tr.sampled_at >= _SAMPLE_EVERY_S and in_view
-                    and self.headcount(tr) == 1):  # fmt: skip
+                    and not drifting and self.headcount(tr) == 1):  # fmt: skip
                 tr.sampled_at = t
                 self.scale.observe(b.foot[1], b.h / self.height, tr.id)
         for tr in tracks:
@@ -272,6 +293,23 @@ class People:
                 and not self._attended(tr, tracks)
             ):
                 tr.left_at = t
+
+    def _drift(self, tracks: list[Track]) -> tuple[float, float] | None:
+        """The velocity that many tracks of blobs too small for anyone share (falling snow),
+        or None when there is no such field."""
+        # Small by the configured height, not the learned line: flakes that taught the line
+        # would be no longer small by it.
+        flake_px = self.min_area * PERSON_FILL * (self.scale.prior * self.height) ** 2
+        small = [(tr.vx, tr.vy) for tr in tracks
+                 if tr.seen and tr.hits >= _FIELD_HITS and tr.blob.area < flake_px]  # fmt: skip
+        if len(small) < _FIELD_TRACKS:
+            return None
+        v = np.array(small)
+        med = np.median(v, axis=0)
+        alike = np.hypot(v[:, 0] - med[0], v[:, 1] - med[1]) < _FIELD_NEAR
+        if alike.sum() * 2 < len(small) or math.hypot(*med) < _FIELD_MIN_SPEED:
+            return None  # small blobs going every way (leaves, noise) or standing: no snowfall
+        return float(med[0]), float(med[1])
 
     def headcount(self, tr: Track) -> int:
         """How many people a person's track stands for. People walking abreast across the view
