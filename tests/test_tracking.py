@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+import numpy as np
 import pytest
 
 from edge.vision.analytics import CameraAnalytics, Output
@@ -149,3 +150,64 @@ def test_a_track_counted_before_its_size_was_known_is_counted_again_for_the_rest
     assert analytics._lines["door"].entered == 2
     analytics._count([track])  # counted for two already
     assert analytics._lines["door"].entered == 2
+
+
+def _door_analytics() -> CameraAnalytics:
+    settings = CameraSettings.model_validate(
+        {"source": "rtsp://camera.local/stream", "zones": [DOOR], "calibration": CALIBRATION}
+    )
+    return CameraAnalytics(settings)
+
+
+def _step(analytics: CameraAnalytics, track: Track, x: float, seen: bool = True) -> None:
+    track.x, track.seen = x, seen
+    track.blob = blob(x, track.y)
+    analytics._count([track])
+
+
+def test_a_foot_jittering_on_the_line_after_crossing_it_is_counted_once() -> None:
+    """The foot point of someone on the line wavers by a few pixels (gait, the mask): one
+    crossing, until they are clearly (a person's width) back on the side they came from."""
+    analytics = _door_analytics()
+    track = Track(1, blob(0.3, 0.7), 0.3, 0.7, hits=9, kind=ObjectKind.PERSON)
+    for x in (0.3, 0.4, 0.46, 0.51, 0.49, 0.515, 0.488, 0.52):
+        _step(analytics, track, x)
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (1, 0)
+    for x in (0.6, 0.35):  # clearly across, then really back
+        _step(analytics, track, x)
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (1, 1)
+
+
+def test_a_track_only_predicted_across_the_line_does_not_cross_it() -> None:
+    """Coasting inside someone else's blob, a track's foot is only predicted; it crosses the
+    line where it is seen again, not where the prediction took it (and back)."""
+    analytics = _door_analytics()
+    track = Track(1, blob(0.3, 0.7), 0.3, 0.7, hits=9, kind=ObjectKind.PERSON)
+    for x, seen in ((0.3, True), (0.42, True), (0.53, False), (0.56, False), (0.47, True)):
+        _step(analytics, track, x, seen)
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (0, 0)
+
+
+def test_the_shadow_walking_beside_a_person_is_not_counted_too() -> None:
+    """Low sun: the shadow a walker casts is a blob of its own beside them, crossing the line
+    with them; it dims the ground evenly, the person does not, so only the person counts."""
+    analytics = _door_analytics()
+    motion = analytics.motion
+    rng = np.random.default_rng(1)
+    ground = rng.integers(90, 150, (motion.height, motion.width)).astype(np.float32)
+    frame = ground.copy()
+    walker = Blob(174, 90, 12, 36, 432, (180 / W, 126 / H))
+    shadow = Blob(160, 100, 12, 20, 240, (166 / W, 120 / H))
+    frame[90:126, 174:186] = rng.integers(20, 230, (36, 12))  # clothes, skin, hair
+    frame[100:120, 160:172] *= 0.55  # the same ground, dimmed
+    mask = np.zeros((motion.height, motion.width), np.uint8)
+    mask[90:126, 174:186] = mask[100:120, 160:172] = 255
+    motion._bg, motion.grey, motion.mask = ground, frame.astype(np.uint8), mask
+    tracks = []
+    for i, b in enumerate((walker, shadow)):
+        tr = Track(i + 1, b, b.foot[0] - 0.1, b.foot[1], hits=9, kind=ObjectKind.PERSON)
+        analytics._count([tr])  # first seen left of the line
+        tr.x = b.foot[0]
+        tracks.append(tr)
+    analytics._count(tracks)
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (1, 0)

@@ -34,6 +34,11 @@ Frame = MatLike
 _SNAPSHOT_MIN_WIDTH = 80
 _BUSY = 0.2  # more than this share of the frame moving: too busy to learn the view from
 _LINE_BAND = 0.01  # feet closer to a counting line than this share of the frame are on it
+_CLEAR = 0.4  # …and so are feet closer than this many person heights at their row (a width)
+# A shadow cast on the ground dims it evenly: frame over background below this, spread less.
+_SHADOW_DIM = 0.85
+_SHADOW_SPREAD = 0.13
+_SHADOW_EVEN = 1.0  # …and less than this share of the ground's own spread under it
 _MIN_BLOB_PX = 12  # at 320x180: the smallest far person's blob (people filters by row)
 _RECOUNT_EVERY = 5  # frames between second looks at how many people a counted track holds
 _UNDECIDED_HITS = 5  # a track still undecided after this many frames is shown to the detector
@@ -131,6 +136,7 @@ class CameraAnalytics:
             self._privacy = cv2.merge([keep, keep, keep])
         self._polys = {z.name: np.array(z.points, np.float32) for z in settings.zones}
         self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
+        self._crossed: list[Track] = []  # tracks with crossings not yet counted
         self._lines = {z.name: _Line(z, _LINE_BAND * math.dist(*z.points)) for z in settings.zones
                        if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
 
@@ -269,17 +275,33 @@ class CameraAnalytics:
 
     def _count(self, tracks: list[Track]) -> None:
         """A track crosses a line when its foot changes side, between where it was last seen
-        clearly on one side and where it is now, within the line's ends."""
+        on one side and where it is now, within the line's ends; and it may cross again only
+        once it was clearly on its new side (a person's width from the line at its row). A
+        foot point jitters by a few pixels (gait, a shadow's edge, the mask breaking up a
+        figure) and would otherwise cross a line it is on over and over; a track born on the
+        line (a fragment) counts only once it is clearly across."""
+        sw, sh = self.small_size
         for line in self._lines.values():
             a, b = line.zone.points
             name = line.zone.name
+            length_px = max(1e-9, math.hypot((b[0] - a[0]) * sw, (b[1] - a[1]) * sh))
             for tr in tracks:
+                if not tr.seen:
+                    continue  # coasting: where it is only predicted to be, it crosses nothing
                 side = _side(a, b, tr.foot)
                 if abs(side) < line.band:
-                    continue  # on the line: wait until it is clearly across
+                    continue  # on the line: wait until it is across
+                # |side| is the distance from the line times the line's length.
+                clear = abs(side) * sw * sh / length_px >= _CLEAR * self.people.person_px(tr.y)[0]
                 before = tr.line_side.get(name)
-                tr.line_side[name] = (side, tr.foot)
-                if before is None or before[0] * side > 0 or not _crosses(a, b, before[1], tr.foot):
+                if before is None or before[0] * side > 0:  # on the side it was counted on
+                    armed = clear or (before is not None and before[2])
+                    tr.line_side[name] = (side, tr.foot, armed)
+                    continue
+                if not (before[2] or clear):
+                    continue  # back over the line it was just counted across, not clearly
+                tr.line_side[name] = (side, tr.foot, clear)
+                if not _crosses(a, b, before[1], tr.foot) or self._shadow(tr, tracks):
                     continue
                 tr.crossings.append((name, 1 if side < 0 else -1))
         # Crossings count once the track is judged a person (it may cross before that, or
@@ -300,6 +322,37 @@ class CameraAnalytics:
             tr.counted_as = n
             tr.tallied += tr.crossings
             tr.crossings.clear()
+        # A track that ends undecided crossed as something person-sized that never looked
+        # like an animal, a vehicle or an object: before the perspective is learned, people
+        # walking with their shadow beside them, or two abreast, look too wide to be judged.
+        for tr in self._crossed:
+            if tr.missed > self.tracker.max_missed and tr.kind is ObjectKind.UNKNOWN:
+                for name, way in tr.crossings:
+                    self._tally(name, way, 1)
+                tr.crossings.clear()
+        alive = [tr for tr in self._crossed if tr.missed <= self.tracker.max_missed]
+        self._crossed = alive + [tr for tr in tracks if tr.crossings and tr not in alive]
+
+    def _shadow(self, tr: Track, tracks: list[Track]) -> bool:
+        """Whether the track's blob is the shadow someone casts on the ground beside them (low
+        sun): it dims the ground evenly, touches the blob of a figure that does not, and so
+        walks with that person over the line, a second time."""
+        dim, spread, ground = self.motion.shade(tr.blob)
+        # More even than the ground under it: the ground's own texture, dimmed (a figure of one
+        # colour over textured ground varies as much as the ground; over plain ground, who knows).
+        if dim > _SHADOW_DIM or spread > min(_SHADOW_SPREAD, _SHADOW_EVEN * ground):
+            return False
+        b = tr.blob
+        for other in tracks:
+            o = other.blob
+            if other is tr or not other.seen or not (
+                o.x - 2 <= b.x + b.w and b.x - 2 <= o.x + o.w
+                and o.y - 2 <= b.y + b.h and b.y - 2 <= o.y + o.h
+            ):  # fmt: skip
+                continue
+            if self.motion.shade(o)[1] > _SHADOW_SPREAD:
+                return True
+        return False
 
     def _tally(self, name: str, way: int, people: int) -> None:
         line = self._lines[name]

@@ -331,6 +331,25 @@ class MotionDetector:
                               ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
         return blobs
 
+    def shade(self, b: Blob) -> tuple[float, float, float]:
+        """How the blob's moving pixels change the background: the median ratio of frame over
+        background, its spread (median absolute deviation) over that median, and the same
+        spread of the background itself. A shadow dims the ground it falls on evenly (a low
+        ratio, a spread well below the ground's own); a person, with their own colours, skin
+        and clothes over light and dark ground, does not. (On ground without texture the
+        two cannot be told apart this way.)"""
+        if self._bg is None:
+            return 1.0, 1.0, 0.0
+        moving = np.asarray(self.mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
+        f = self.grey[b.y : b.y + b.h, b.x : b.x + b.w][moving].astype(np.float32)
+        if f.size == 0:
+            return 1.0, 1.0, 0.0
+        ground = self._bg[b.y : b.y + b.h, b.x : b.x + b.w][moving]
+        ratio = (f + 1.0) / (ground + 1.0)
+        mid, level = _median(ratio), _median(ground)
+        spread = _median(np.abs(ratio - mid)) / max(mid, 1e-6)
+        return mid, spread, _median(np.abs(ground - level)) / max(level, 1.0)
+
 
 def _edges(img: MatLike) -> NDArray[np.float32]:
     """Sharp detail: the difference from a 3x3 mean. An outline has it; the soft edge of a beam

@@ -78,8 +78,9 @@ class Track:
     checked: bool | None = None  # the person check's answer, once asked
     sampled_at: float = -math.inf  # last calibration sample taken from it
     zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
-    # counting line → the last side the track was clearly on, and where
-    line_side: dict[str, tuple[float, Point]] = field(default_factory=dict)
+    # counting line → the side the track was last counted on (or came from), where it was last
+    # seen there, and whether it has been clearly on it since
+    line_side: dict[str, tuple[float, Point, bool]] = field(default_factory=dict)
     crossings: list[tuple[str, int]] = field(default_factory=list)  # not yet tallied (±1)
     tallied: list[tuple[str, int]] = field(default_factory=list)  # crossings counted…
     counted_as: int = 1  # …for this many people each
