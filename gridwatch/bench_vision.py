@@ -265,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     if quick:
         catalogue = scenes.quick()
     else:
-        catalogue = scenes.catalogue(range(1, args.seeds + 1),
+        first = int(getattr(args, "first_seed", 1))
+        catalogue = scenes.catalogue(range(first, first + args.seeds),
                                      quiet_s=args.quiet_minutes * 60 / args.seeds)  # fmt: skip
     began = time.monotonic()
     clips = [(scene, ensure_clip(folder, scene)) for scene in catalogue]
