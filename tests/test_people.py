@@ -228,3 +228,19 @@ def test_a_persons_track_passed_on_to_a_flake_stops_being_a_person() -> None:
     for k in range(10):
         people.observe([*flakes, track], k / 5.0)
     assert track.kind is not ObjectKind.PERSON and track.checked is None
+
+
+def test_someone_standing_in_light_snow_stays_a_person() -> None:
+    """Light snow falls slowly (a few pixels a frame); someone standing still has nearly no
+    velocity, within foot noise of the snow's. Standing is not drifting: they stay a person."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    slow = (0.0, 0.005)
+    flakes = [Track(i, Blob(20 * i, 10 + 11 * i, 8, 8, 27, ((20 * i + 4) / 320, (18 + 11 * i) / 180)),
+                    (20 * i + 4) / 320, (18 + 11 * i) / 180, *slow, hits=10)
+              for i in range(1, 13)]  # fmt: skip
+    standing = Track(99, Blob(150, 70, 14, 38, 300, (157 / 320, 108 / 180)), 157 / 320, 108 / 180,
+                     hits=1)  # fmt: skip
+    for k in range(25):
+        standing.hits += 1
+        people.observe([*flakes, standing], k / 5.0)
+    assert standing.kind is ObjectKind.PERSON and not standing.drifted

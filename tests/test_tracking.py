@@ -188,6 +188,31 @@ def test_a_track_only_predicted_across_the_line_does_not_cross_it() -> None:
     assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (0, 0)
 
 
+def _crossing_ends_undecided(track: Track, height: int) -> tuple[int, int]:
+    """`track` (undecided) crosses the door line with a blob `height` px tall, then is lost:
+    what the line has counted once it is gone."""
+    analytics = _door_analytics()
+    for x in (0.3, 0.4, 0.6, 0.7):
+        track.x, track.seen, track.blob = x, True, blob(x, track.y, w=max(3, height // 3), h=height)
+        analytics._count([track])
+    track.seen, track.missed = False, analytics.tracker.max_missed + 1
+    analytics._count([])
+    return analytics._lines["door"].entered, analytics._lines["door"].exited
+
+
+def test_an_undecided_track_that_crossed_is_counted_at_its_end_only_if_it_could_be_someone(
+) -> None:  # fmt: skip
+    """Before the perspective is learned, a person with their shadow is too wide to be judged
+    and ends undecided: its crossing counts when it ends. A speck, a flake drifting with the
+    snow, or a track the person check refused does not."""
+    assert sum(_crossing_ends_undecided(Track(1, blob(0.3, 0.7), 0.3, 0.7, hits=9), 36)) == 1
+    assert sum(_crossing_ends_undecided(Track(2, blob(0.3, 0.7), 0.3, 0.7, hits=9), 6)) == 0
+    flake = Track(3, blob(0.3, 0.7), 0.3, 0.7, hits=9, drifted=True)
+    assert sum(_crossing_ends_undecided(flake, 36)) == 0
+    refused = Track(4, blob(0.3, 0.7), 0.3, 0.7, hits=9, checked=False)
+    assert sum(_crossing_ends_undecided(refused, 36)) == 0
+
+
 def test_the_shadow_walking_beside_a_person_is_not_counted_too() -> None:
     """Low sun: the shadow a walker casts is a blob of its own beside them, crossing the line
     with them; it dims the ground evenly, the person does not, so only the person counts."""

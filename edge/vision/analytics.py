@@ -38,7 +38,10 @@ _CLEAR = 0.4  # …and so are feet closer than this many person heights at their
 # A shadow cast on the ground dims it evenly: frame over background below this, spread less.
 _SHADOW_DIM = 0.85
 _SHADOW_SPREAD = 0.13
-_SHADOW_EVEN = 1.0  # …and less than this share of the ground's own spread under it
+# …and less than this share of the ground's own spread under it: a shadow's ratio is even
+# but for noise; a figure of one colour over textured ground varies as the ground does
+_SHADOW_EVEN = 0.5
+_TALL = 0.35  # a crossing blob this share of a person's height at its row may be someone
 _MIN_BLOB_PX = 12  # at 320x180: the smallest far person's blob (people filters by row)
 _RECOUNT_EVERY = 5  # frames between second looks at how many people a counted track holds
 _UNDECIDED_HITS = 5  # a track still undecided after this many frames is shown to the detector
@@ -304,6 +307,8 @@ class CameraAnalytics:
                 if not _crosses(a, b, before[1], tr.foot) or self._shadow(tr, tracks):
                     continue
                 tr.crossings.append((name, 1 if side < 0 else -1))
+                eh = self.people.person_px(tr.blob.foot[1])[0]
+                tr.crossed_tall = tr.blob.h >= _TALL * eh
         # Crossings count once the track is judged a person (it may cross before that, or
         # look like an animal for a moment when the mask breaks it up), once for each person
         # its blob holds (people abreast seen one behind the other). When the track later
@@ -322,24 +327,29 @@ class CameraAnalytics:
             tr.counted_as = n
             tr.tallied += tr.crossings
             tr.crossings.clear()
-        # A track that ends undecided crossed as something person-sized that never looked
-        # like an animal, a vehicle or an object: before the perspective is learned, people
-        # walking with their shadow beside them, or two abreast, look too wide to be judged.
+        # A track that ends undecided, that crossed at a person's height and never looked like
+        # an animal, a vehicle or an object, nor drifted with the snow, nor was refused by the
+        # person check: before the perspective is learned, people walking with their shadow
+        # beside them, or two abreast, look too wide to be judged.
         for tr in self._crossed:
-            if tr.missed > self.tracker.max_missed and tr.kind is ObjectKind.UNKNOWN:
+            undecided = (tr.kind is ObjectKind.UNKNOWN and tr.crossed_tall and not tr.drifted
+                         and tr.checked is not False)  # fmt: skip
+            if tr.missed > self.tracker.max_missed and undecided:
                 for name, way in tr.crossings:
                     self._tally(name, way, 1)
                 tr.crossings.clear()
         alive = [tr for tr in self._crossed if tr.missed <= self.tracker.max_missed]
-        self._crossed = alive + [tr for tr in tracks if tr.crossings and tr not in alive]
+        known = {id(tr) for tr in alive}
+        self._crossed = alive + [tr for tr in tracks if tr.crossings and id(tr) not in known]
 
     def _shadow(self, tr: Track, tracks: list[Track]) -> bool:
         """Whether the track's blob is the shadow someone casts on the ground beside them (low
         sun): it dims the ground evenly, touches the blob of a figure that does not, and so
         walks with that person over the line, a second time."""
         dim, spread, ground = self.motion.shade(tr.blob)
-        # More even than the ground under it: the ground's own texture, dimmed (a figure of one
-        # colour over textured ground varies as much as the ground; over plain ground, who knows).
+        # Far more even than the ground under it: the ground's own texture, dimmed. (A figure of
+        # one colour over textured ground varies as much as the ground; over plain ground the
+        # two cannot be told, and the crossing counts.)
         if dim > _SHADOW_DIM or spread > min(_SHADOW_SPREAD, _SHADOW_EVEN * ground):
             return False
         b = tr.blob

@@ -68,8 +68,9 @@ _STACKED_WIDTH = 0.95  # people one behind the other are as wide as one (with ga
 # tall as a far person) is weather; someone walking on the ground moves their own way.
 _FIELD_TRACKS = 8  # this many small tracks moving alike are falling flakes
 _FIELD_HITS = 5  # a track's velocity is its own after this many frames
-_FIELD_MIN_SPEED = 0.004  # frame fractions a frame: what stands still is no precipitation
-_FIELD_NEAR = 0.006  # a velocity within this of the flakes' (foot noise) moves with them
+_FIELD_MIN_SPEED = 0.02  # frame fractions a second: what stands still is no precipitation
+_FIELD_NEAR = 0.03  # frame fractions a second: a velocity this close to the flakes' (foot
+# noise) moves with them, and never closer than half their speed (a still track in light snow)
 
 
 class PersonScale:
@@ -81,7 +82,6 @@ class PersonScale:
         self.prior = prior + self.pad  # the configured height, whatever is learned later
         self.learned = self.fixed
         self.level, self.slope = prior + self.pad, 0.0
-        self._prior = prior + self.pad
         # A level learned from feet seen only over a band of far rows holds there; nearer, people
         # look bigger (perspective), so below this row the level is not the height expected.
         self._near: float | None = None
@@ -99,7 +99,7 @@ class PersonScale:
             # Nearer than any foot the level was learned from: growing with the row as it does
             # with the horizon at the frame's top, up to the configured height (a dog near by is
             # not judged against the far walkers' size).
-            h = max(h, min(self._prior, self.level * row / self._near))
+            h = max(h, min(self.prior, self.level * row / self._near))
         return max(_MIN_HEIGHT + self.pad, h)
 
     def observe(self, row: float, height: float, track_id: int) -> None:
@@ -214,7 +214,8 @@ class People:
         box = np.asarray(mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
         # The box may hold the edge of a neighbour's blob (the feet of someone standing just
         # above it): it would give a low part, a shadow on the ground, a head's reach there.
-        # The blob's own pixels are the biggest piece in its box.
+        # The blob's own pixels are the biggest piece in its box. (A blob joined from pieces of
+        # one person keeps only its biggest piece here: only the top outline is read.)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(box.view(np.uint8), connectivity=8)
         if n > 2:
             box = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
@@ -260,9 +261,8 @@ class People:
             eh, area = self.person_px(b.foot[1])
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
             vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
-            drifting = (
-                drift is not None and math.hypot(tr.vx - drift[0], tr.vy - drift[1]) < _FIELD_NEAR
-            )
+            drifting = self._drifting(tr, drift)
+            tr.drifted = tr.drifted or drifting
             if drifting:
                 # Drifting with the snow: flakes, not a walker. A person's track that left with
                 # a flake (the person gone, the track passed on to a flake near by) has shown
@@ -294,6 +294,18 @@ class People:
             ):
                 tr.left_at = t
 
+    def _drifting(self, tr: Track, drift: tuple[float, float] | None) -> bool:
+        """Whether the track moves with the snowfall: its own velocity (after a few frames),
+        not standing, and as the flakes' within foot noise (less than half their speed, so
+        that in light snow someone standing is not taken to drift)."""
+        if drift is None or tr.hits < _FIELD_HITS:
+            return False
+        per_frame = 1.0 / self.fps
+        if math.hypot(tr.vx, tr.vy) < _FIELD_MIN_SPEED * per_frame:
+            return False
+        near = min(_FIELD_NEAR * per_frame, 0.5 * math.hypot(*drift))
+        return math.hypot(tr.vx - drift[0], tr.vy - drift[1]) < near
+
     def _drift(self, tracks: list[Track]) -> tuple[float, float] | None:
         """The velocity that many tracks of blobs too small for anyone share (falling snow),
         or None when there is no such field."""
@@ -306,8 +318,9 @@ class People:
             return None
         v = np.array(small)
         med = np.median(v, axis=0)
-        alike = np.hypot(v[:, 0] - med[0], v[:, 1] - med[1]) < _FIELD_NEAR
-        if alike.sum() * 2 < len(small) or math.hypot(*med) < _FIELD_MIN_SPEED:
+        per_frame = 1.0 / self.fps
+        alike = np.hypot(v[:, 0] - med[0], v[:, 1] - med[1]) < _FIELD_NEAR * per_frame
+        if alike.sum() * 2 < len(small) or math.hypot(*med) < _FIELD_MIN_SPEED * per_frame:
             return None  # small blobs going every way (leaves, noise) or standing: no snowfall
         return float(med[0]), float(med[1])
 

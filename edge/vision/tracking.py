@@ -76,6 +76,8 @@ class Track:
     left_at: float | None = None  # an object: when nothing else was near it any more
     roamed: bool = False  # it moved after it appeared (a bag put down never does)
     checked: bool | None = None  # the person check's answer, once asked
+    drifted: bool = False  # it moved with the snowfall at some time (people.py)
+    crossed_tall: bool = False  # a person's height at its row when it last crossed a line
     sampled_at: float = -math.inf  # last calibration sample taken from it
     zone_since: dict[str, float] = field(default_factory=dict)  # zone name → entered at
     # counting line → the side the track was last counted on (or came from), where it was last
