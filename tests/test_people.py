@@ -244,3 +244,21 @@ def test_someone_standing_in_light_snow_stays_a_person() -> None:
         standing.hits += 1
         people.observe([*flakes, standing], k / 5.0)
     assert standing.kind is ObjectKind.PERSON and not standing.drifted
+
+
+def test_a_dog_that_stops_stays_a_dog_while_its_blob_fades() -> None:
+    """A dog trots (wide and low: animal looks), then stands: the background takes it in and
+    what is left of its blob is narrow, a person's shape before the perspective is learned.
+    Those still, faded looks do not outvote how it moved."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    row = 119 / 180
+    dog = Track(7, Blob(100, 105, 20, 14, 150, (110 / 320, row)), 110 / 320, row, hits=5)
+    for k in range(4):  # trotting to the right
+        x = 100 + 4 * k
+        dog.blob = Blob(x, 105, 20, 14, 150, ((x + 10) / 320, row))
+        people.observe([dog], k / 5.0)
+    assert dog.kind is ObjectKind.ANIMAL
+    for k in range(4, 16):  # standing; its blob a narrow remnant, half what it was
+        dog.blob = Blob(117, 105, 10, 14, 72, (122 / 320, row))
+        people.observe([dog], k / 5.0)
+    assert dog.kind is ObjectKind.ANIMAL

@@ -49,6 +49,7 @@ _SAMPLE_EVERY_S = 1.0  # one sample a second per track: a loiterer does not outv
 _VOTES = 3  # observations of one kind, and a majority, to decide a track's kind
 _OBJECT_MIN_PX = 40  # at 320x180: an object left is at least this big (a bag near by is 200)
 _SHED = 0.5  # a person's track left on something this much smaller than they were
+_FADED = 0.6  # a still blob this much smaller than when it moved is fading into the background
 _OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an object
 _MAX_WALK = 3.0  # person heights a second: faster is not someone walking
 _SOLID = 0.75  # a vehicle's blob fills at least this share of its box
@@ -261,6 +262,7 @@ class People:
             eh, area = self.person_px(b.foot[1])
             speed = math.hypot(tr.vx * self.width, tr.vy * self.height) * self.fps / eh
             vote = self._vote(b.h / eh, b.w / b.h, b.area / area, b.area / (b.w * b.h), speed)
+            vote = self._fading(tr, vote, 0.15 * eh)
             drifting = self._drifting(tr, drift)
             tr.drifted = tr.drifted or drifting
             if drifting:
@@ -370,6 +372,24 @@ class People:
         if ratio >= 0.75 or (ratio >= 0.62 and aspect <= 1.2) or (ratio >= 0.45 and aspect <= 0.7):
             return ObjectKind.PERSON  # tall enough at its row (wide: people side by side)
         return ObjectKind.ANIMAL
+
+    def _fading(self, tr: Track, vote: ObjectKind, radius: float) -> ObjectKind:
+        """A look at a track standing where it stood last frame, its blob much smaller than
+        when it last moved, says little about what it is: the background model takes in what
+        stands still, and what is left of its blob (a dog's narrow remnant) has any shape. Such
+        a look does not speak against the kind its moving looks decided (a person who stops
+        stays a person, a dog that stops stays a dog)."""
+        foot, anchor = tr.blob.foot, tr.anchor
+        standing = anchor is not None and math.hypot(
+            (foot[0] - anchor[0]) * self.width, (foot[1] - anchor[1]) * self.height
+        ) <= max(2.0, radius)
+        if not standing:
+            tr.moving_area = float(tr.blob.area)
+            return vote
+        decided = tr.kind in (ObjectKind.PERSON, ObjectKind.ANIMAL, ObjectKind.VEHICLE)
+        if decided and vote is not tr.kind and tr.blob.area < _FADED * tr.moving_area:
+            return ObjectKind.UNKNOWN
+        return vote
 
     def _still(self, tr: Track, t: float, vote: ObjectKind, radius: float) -> None:
         """Where the track stands still since when; whether it ever moved."""

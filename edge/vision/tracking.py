@@ -73,6 +73,7 @@ class Track:
     anchor: Point | None = None  # where it has been standing still since `still_since`
     still_since: float | None = None
     person_area: float = 0.0  # its blob's area when it last looked like a person
+    moving_area: float = 0.0  # its blob's area when it last moved
     left_at: float | None = None  # an object: when nothing else was near it any more
     roamed: bool = False  # it moved after it appeared (a bag put down never does)
     checked: bool | None = None  # the person check's answer, once asked
