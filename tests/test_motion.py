@@ -172,6 +172,49 @@ def test_a_person_crossing_while_a_shadow_moves_elsewhere_is_one_solid_blob() ->
         assert b.h >= 0.65 * PERSON_H  # whole, not a fragment
 
 
+
+def test_a_persons_cast_shadow_is_left_out_of_their_moving_area() -> None:
+    # Low sun: a walker's own shadow, a strip from the feet along the ground as long as they
+    # are tall, dims the ground evenly; counted as moving area it makes the walker two people.
+    base = ground()
+
+    def render(i: int, shadow: bool = True) -> Image:
+        img = base.copy()
+        x = walking(i, 20, 60, 200, 40)
+        if x is not None:
+            if shadow:
+                strip = np.array([[x - 3, 157], [x + PERSON_H, 153], [x + PERSON_H, 159],
+                                  [x - 3, 163]], np.int32)  # fmt: skip
+                lit = np.ones((H, W), np.float32)
+                cv2.fillConvexPoly(lit, strip, 0.55)
+                img *= lit[:, :, None]
+            draw_person(img, (x, 160), (235.0, 235.0, 235.0))  # light clothes
+        return img
+
+    def areas(shadow: bool) -> list[tuple[int, int]]:
+        motion, rng, out = detector(), np.random.default_rng(7), []
+        for i in range(50):
+            blobs = motion.apply(sensor(render(i, shadow), rng))
+            big = person_sized(blobs, 0.3)
+            if i >= 25 and len(big) == 1:
+                b = big[0]
+                kept = motion.without_cast_shadows(blobs, [o is b for o in blobs])
+                box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
+                out.append((np.count_nonzero(np.asarray(motion.mask)[box]),
+                            np.count_nonzero(np.asarray(kept)[box])))  # fmt: skip
+        return out
+
+    alone, shaded = areas(False), areas(True)
+    assert len(alone) >= 10 and len(shaded) >= 10
+    person = float(np.median([k for _, k in alone]))
+    # The shadow nearly doubles the moving area; what is left is the person's and the mask's
+    # rim around where the shadow was.
+    assert np.median([m for m, _ in shaded]) > 1.7 * person
+    assert np.median([k for _, k in shaded]) < 1.4 * person
+    # Without a shadow nothing is taken away.
+    assert all(m == k for m, k in alone)
+
+
 # ---- exposure and light ----
 
 

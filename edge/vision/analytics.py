@@ -255,7 +255,8 @@ class CameraAnalytics:
         others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip}
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
-        return max(len(people), self.people.crowd(blobs, self.motion.mask, in_zone))
+        mask = self.motion.without_cast_shadows(blobs, in_zone)
+        return max(len(people), self.people.crowd(blobs, mask, in_zone))
 
     def _alert(
         self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,

@@ -49,6 +49,11 @@ _GAIN_STEP = 0.02  # a global gain further than this from 1 rescales the backgro
 _LIGHT_CELLS = 40  # the light field's grid across the width (8 px at 320)
 _LIGHT_WINDOW = 5  # cells: the median's window, wider than a person is
 _LIGHT_AGREE = 0.15  # cells within this share of the median are the ground, in its light
+# A cast shadow: darker than this share of the ground under it, and within this share of its
+# blob's dark median (it dims all the ground it falls on by the same factor).
+_CAST_DARK = 0.8
+_CAST_BAND = 0.12
+_CAST_SAME = 0.12  # a ratio this close to one is the ground unchanged
 _RATIO_RANGE = (0.05, 20.0)
 _PATCH = 5  # half-resolution pixels: the window the texture is compared over
 _TEXTURE_K = 3.0  # a background patch spreading more than this many noise deviations has texture
@@ -349,6 +354,44 @@ class MotionDetector:
         mid, level = _median(ratio), _median(ground)
         spread = _median(np.abs(ratio - mid)) / max(mid, 1e-6)
         return mid, spread, _median(np.abs(ground - level)) / max(level, 1.0)
+
+    def without_cast_shadows(self, blobs: list[Blob], keep: list[bool]) -> MatLike:
+        """The motion mask with the sharp shadows the blobs in `keep` cast on the ground left
+        out (a copy; the mask itself when there is nothing to leave out). In low sun a
+        person's shadow is as large as their moving area: counted as moving area, one person
+        counts as two. A cast shadow dims the ground evenly (a frame over background ratio
+        within a narrow band around its own dark median), and it lies on the ground: never
+        above the feet of what casts it. So in each column of a blob the pixels of that band
+        below its lowest pixel that changes the ground otherwise (or all of them, beside the
+        body) are shadow. (Clothes as dark as the shadow, below anything lighter, go too.)"""
+        if self._bg is None or not any(keep):
+            return self.mask
+        out = None
+        for b, k in zip(blobs, keep, strict=True):
+            if not k:
+                continue
+            box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
+            moving = np.asarray(self.mask[box]) > 0
+            ratio = (self.grey[box].astype(np.float32) + 1.0) / (self._bg[box] + 1.0)
+            dark = moving & (ratio < _CAST_DARK)
+            if np.count_nonzero(dark) < 0.1 * np.count_nonzero(moving):
+                continue  # no shadow of any size: nothing to leave out
+            mid = _median(ratio[dark])
+            band = dark & (np.abs(ratio - mid) <= _CAST_BAND * mid)
+            # The body: what changes the ground otherwise (the mask's rim around a shadow is
+            # ground as it was, ratio near one, and would pass for feet below the shadow).
+            body = moving & ~band & (np.abs(ratio - 1.0) > _CAST_SAME)
+            # The lowest body row per column (-1 where the column has no body: beside it);
+            # below it, the shadow.
+            rows = np.arange(b.h)[:, None]
+            lowest = np.where(body, rows, -1).max(axis=0)
+            shadow = band & (rows > lowest[None, :])
+            if not shadow.any():
+                continue
+            if out is None:
+                out = np.array(self.mask, copy=True)
+            out[box][shadow] = 0
+        return self.mask if out is None else out
 
 
 def _edges(img: MatLike) -> NDArray[np.float32]:
