@@ -172,7 +172,6 @@ def test_a_person_crossing_while_a_shadow_moves_elsewhere_is_one_solid_blob() ->
         assert b.h >= 0.65 * PERSON_H  # whole, not a fragment
 
 
-
 def test_a_persons_cast_shadow_is_left_out_of_their_moving_area() -> None:
     # Low sun: a walker's own shadow, a strip from the feet along the ground as long as they
     # are tall, dims the ground evenly; counted as moving area it makes the walker two people.
