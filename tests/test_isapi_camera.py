@@ -184,6 +184,7 @@ def test_bad_input_and_a_clock_hours_off_are_counted_logged_and_shown_as_health(
     wait_until(lambda: _faults(cam, "malformed_part") >= 1, 30, "garbage counted")
     bad = {"device": cam, "part": "bad"}
     assert (REGISTRY.get_sample_value("gridwatch_edge_isapi_parts_total", bad) or 0) >= 2
+
     # Health is published as it changes, so an earlier report (the malformed XML alone) may be
     # the latest stored for a while: wait for the one that carries every fault seen.
     def stored_all() -> bool:
