@@ -262,3 +262,18 @@ def test_a_dog_that_stops_stays_a_dog_while_its_blob_fades() -> None:
         dog.blob = Blob(117, 105, 10, 14, 72, (122 / 320, row))
         people.observe([dog], k / 5.0)
     assert dog.kind is ObjectKind.ANIMAL
+
+
+def test_a_faint_person_whose_figure_drops_out_now_and_then_still_raises_an_intrusion() -> None:
+    """In rain, snow or dim light a faint figure's mask misses a frame now and then: the
+    person is still there, and the intrusion must hold long enough to start (it used to start
+    over at every missed frame and never reach its minimum)."""
+    walk = line(2, 14, (0.55, 0.7), (0.9, 0.75), height_at)
+
+    def flickering(t: float) -> Place | None:
+        return None if round(t * 5) % 3 == 2 else walk(t)  # every third frame at 5 fps
+
+    _, out = footage([Figure(person, flickering, (90, 70, 50))], 18, {"zones": [YARD]})
+    assert [(kind, zone) for kind, zone, _ in started(out)] == [("intrusion", "yard")]
+    _, with_dog = footage([Figure(dog, flickering, (90, 70, 50))], 18, {"zones": [YARD]})
+    assert started(with_dog) == []

@@ -131,6 +131,7 @@ class CameraAnalytics:
         self.tracker = Tracker(max_step=0.6 / settings.fps, max_missed=max(2, int(settings.fps)),
                                width=self.small_size[0], height=self.small_size[1])  # fmt: skip
         self.tamper = TamperDetector(settings.tuning)
+        self._hold_missed = max(1, self.tracker.max_missed // 2)  # frames a lost person stays
         self._privacy: Frame | None = None
         if settings.privacy_masks:
             keep = np.full((h, w), 255, np.uint8)
@@ -192,7 +193,7 @@ class CameraAnalytics:
             if zone.purpose is ZonePurpose.COUNTING_LINE:
                 continue
             watched = zone.watched(local) and not tampered
-            inside = [tr for tr in tracks if self._inside(zone, tr)] if watched else []
+            inside = self._present(zone, tracks) if watched else []
             people = self._people(inside, frame, zone.purpose is not ZonePurpose.CROWD)
             holds, score, objects = self._condition(zone, people, inside, tracks, blobs, t)
             out += self._alert(_ALERT_KIND[zone.purpose], zone.name, holds and watched, t, when,
@@ -208,6 +209,21 @@ class CameraAnalytics:
             self._count(tracks)
         out += self._report_counts(t, when)
         return out
+
+    def _present(self, zone: Zone, tracks: list[Track]) -> list[Track]:
+        """The tracks in a zone: those seen (or hidden behind another) with their foot in it,
+        and a person lost for a moment while inside, which is not gone: in rain, snow or dim
+        light a faint figure's mask breaks up and misses a frame now and then, and without this
+        its intrusion would never hold long enough to start (nor its loitering time add up).
+        (Not held: one hidden in another blob before it was lost, since what it hid in may
+        have been a glare, not a person in front of it; nor one last seen far smaller than a
+        person at its row, a person's track passed on to a snowflake, say.)"""
+        inside = [tr for tr in tracks if self._inside(zone, tr)]
+        held = [tr for tr in self.tracker.tracks
+                if 0 < tr.missed <= self._hold_missed and not tr.occluded
+                and tr.kind is ObjectKind.PERSON and zone.name in tr.zone_since
+                and tr.blob.h >= _TALL * self.people.person_px(tr.blob.foot[1])[0]]  # fmt: skip
+        return inside + held
 
     def _people(self, inside: list[Track], frame: Frame, check: bool) -> list[Track]:
         """The tracks in a zone that are people: judged so, or, for an undecided track that
