@@ -137,12 +137,13 @@ class Drivers:
 
     def __init__(self, config: edge_config.SiteConfig, where: str) -> None:
         self.site, self.node, self.where = config.site, config.node, where
+        self.state_dir = config.outbox.path.parent  # what drivers learn is kept beside the outbox
         self.engine: Engine | None = None
         self._started = False
 
     def build(self, dev: edge_config.DeviceConfig) -> Device:
         if dev.driver != SIMULATED_DRIVER:
-            return hardware_driver(dev, self.where)
+            return hardware_driver(dev, self.where, self.state_dir)
         try:
             settings = SimulatedSettings.model_validate(dev.settings)
         except ValidationError as exc:
@@ -209,15 +210,19 @@ def _http() -> Kinds:
 
 
 # Each hardware driver: what it drives, imported only when a device uses it (OpenCV, zeep).
+_LEARNING = (OPENCV_DRIVER, ONVIF_DRIVER)  # drivers whose analytics learn a perspective
 HARDWARE: dict[str, Callable[[], Kinds]] = {
     OPENCV_DRIVER: _opencv, ONVIF_DRIVER: _onvif, ISAPI_DRIVER: _isapi,
     MODBUS_DRIVER: _modbus, HTTP_SPEAKER_DRIVER: _http,
 }  # fmt: skip
 
 
-def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
+def hardware_driver(
+    dev: edge_config.DeviceConfig, where: str = "", state_dir: Path | None = None
+) -> Device:
     """The driver of a device on real hardware (any driver but `simulated`), from its site-file
-    entry; ConfigError naming the device and the field when it cannot be driven."""
+    entry; ConfigError naming the device and the field when it cannot be driven. Cameras the
+    agent analyses keep what they learn in `state_dir`."""
     at = f"{where}devices.{dev.id}"
     load = HARDWARE.get(dev.driver)
     if load is None:
@@ -234,6 +239,8 @@ def hardware_driver(dev: edge_config.DeviceConfig, where: str = "") -> Device:
         settings = settings_class.model_validate(dev.settings)
     except ValidationError as exc:
         raise edge_config.ConfigError(edge_config.problems(exc, f"{at}.settings.")) from None
+    if dev.driver in _LEARNING:
+        return make(dev.id, settings, model=dev.model, state_dir=state_dir)
     return make(dev.id, settings, model=dev.model)
 
 

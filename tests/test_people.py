@@ -4,17 +4,21 @@ zone, the perspective learned from tracks or set with two reference heights."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.vision.analytics import AlertOut
+from edge.config import DeviceConfig
+from edge.vision.analytics import AlertOut, CameraAnalytics
+from edge.vision.camera import AnalyzedCamera
 from edge.vision.config import CameraSettings
 from edge.vision.motion import Blob
 from edge.vision.people import People, PersonScale
 from edge.vision.tracking import ObjectKind, Track
+from gridwatch.simulate import OPENCV_DRIVER, hardware_driver
 from tests.vision_support import (
     CALIBRATION,
     START,
@@ -112,9 +116,8 @@ def test_a_bag_left_in_a_zone_is_an_object_left_not_a_second_intrusion() -> None
     assert end.phase.value == "end" and (end.when - START).total_seconds() >= 70  # taken
 
 
-def test_the_perspective_is_learned_from_the_people_tracked() -> None:
-    """People walking across at several distances, dogs among them: the learned height by row
-    comes within a tenth of the true one."""
+def _walkers() -> list[Figure]:
+    """People walking across at several distances, dogs among them (50 s)."""
     figures = []
     for k, row in enumerate([0.5, 0.85, 0.6, 0.75, 0.55, 0.9, 0.7, 0.65, 0.8, 0.95]):
         t0 = 1 + 4 * k
@@ -122,12 +125,64 @@ def test_the_perspective_is_learned_from_the_people_tracked() -> None:
         figures.append(Figure(person, line(t0, t0 + 9, a, b, height_at), PALETTE[k % 5]))
         if k % 3 == 0:
             figures.append(Figure(dog, line(t0 + 2, t0 + 8, b, a, height_at), (90, 70, 50)))
-    analytics, _ = footage(figures, 50, {})
+    return figures
+
+
+def test_the_perspective_is_learned_from_the_people_tracked() -> None:
+    """People walking across at several distances, dogs among them: the learned height by row
+    comes within a tenth of the true one."""
+    analytics, _ = footage(_walkers(), 50, {})
     scale = analytics.people.scale
     assert scale.learned
     for row in (0.5, 0.6, 0.7, 0.8, 0.9):
         # The blob is the figure and the mask's rim around it.
         assert scale.height(row) - scale.pad == pytest.approx(height_at(row), rel=0.1), row
+
+
+def test_a_learned_perspective_is_kept_across_a_restart_for_the_same_settings_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver keeps the line it learned beside the outbox; started again, it goes on from
+    it, unless the analysis size changed or the file is damaged (then it learns again)."""
+    learned, _ = footage(_walkers(), 50, {})
+    dev = DeviceConfig(id="cam1", kind="camera", driver=OPENCV_DRIVER,
+                       settings={"source": "synthetic", "fps": 5})  # fmt: skip
+    camera = hardware_driver(dev, "", tmp_path)
+    assert isinstance(camera, AnalyzedCamera)
+    camera._keep_perspective(learned, 0.0)  # what the frame loop does when the line changes
+    assert camera.perspective_file == tmp_path / "cam1.perspective.json"
+    assert camera.perspective_file.exists()
+
+    again = hardware_driver(dev, "", tmp_path)
+    assert isinstance(again, AnalyzedCamera)
+    fresh = CameraAnalytics(again.settings)
+    again._resume_perspective(fresh)  # what the driver does before its first frame
+    assert fresh.people.scale.learned
+    for row in (0.5, 0.7, 0.9):
+        assert fresh.people.scale.height(row) == pytest.approx(learned.people.scale.height(row))
+
+    # Moved for good (the tamper detector took the new view as its reference): the line is
+    # forgotten, and so is the file, not to be resumed after the next restart.
+    fresh.tamper.rebases += 1
+    fresh.process(np.zeros((360, 640, 3), np.uint8), START)
+    assert not fresh.people.scale.learned
+    again._keep_perspective(fresh, 1.0)
+    assert not camera.perspective_file.exists()
+    restarted = hardware_driver(dev, "", tmp_path)
+    assert isinstance(restarted, AnalyzedCamera)
+    restarted._keep_perspective(learned, 0.0)
+    assert camera.perspective_file.exists()
+
+    coarser = CameraAnalytics(CameraSettings.model_validate(
+        {**again.settings.model_dump(), "tuning": {"analysis_width": 160}}))  # fmt: skip
+    again._resume_perspective(coarser)
+    assert not coarser.people.scale.learned
+
+    camera.perspective_file.write_text('{"level": "a lot"}')
+    damaged = CameraAnalytics(again.settings)
+    again._resume_perspective(damaged)
+    assert not damaged.people.scale.learned
+    assert any("not resumed device=cam1" in r.getMessage() for r in caplog.records)
 
 
 def test_reference_heights_are_checked_with_a_clear_message() -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -82,9 +83,11 @@ class OnvifCameraSettings(DeviceAccount):
 class OnvifCamera(Reporting, d.CameraAlertSource):
     """An ONVIF camera: its detectors' events as camera alerts, its stream to the analytics."""
 
-    def __init__(self, device_id: str, settings: OnvifCameraSettings, model: str | None = None):
+    def __init__(self, device_id: str, settings: OnvifCameraSettings, model: str | None = None,
+                 state_dir: Path | None = None):  # fmt: skip
         super().__init__(device_id, model=model or "onvif-camera")
         self.settings = settings
+        self.state_dir = state_dir  # the analytics' (edge.vision.camera)
         self.health = Health(device_id, clock_limit_s=settings.clock_limit_s)
         self.origin = f"{settings.scheme}://{settings.host}:{settings.port}"
         self.stream_uri: str | None = None  # as the camera gave it (no account in it)
@@ -234,7 +237,7 @@ class OnvifCamera(Reporting, d.CameraAlertSource):
         if s.stream_credentials:
             source = _with_user(uri, s.username, s.secret)
         camera = CameraSettings.model_validate({**s.analytics.model_dump(), "source": source})
-        self.analyzer = AnalyzedCamera(self.id, camera, model=self.model)
+        self.analyzer = AnalyzedCamera(self.id, camera, model=self.model, state_dir=self.state_dir)
         self.analyzer.start(self._emit)
 
     # --- events -----------------------------------------------------------------------------------

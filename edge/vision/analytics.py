@@ -132,6 +132,7 @@ class CameraAnalytics:
                                width=self.small_size[0], height=self.small_size[1])  # fmt: skip
         self.tamper = TamperDetector(settings.tuning)
         self._hold_missed = max(1, self.tracker.max_missed // 2)  # frames a lost person stays
+        self._rebases = 0
         self._privacy: Frame | None = None
         if settings.privacy_masks:
             keep = np.full((h, w), 255, np.uint8)
@@ -178,6 +179,9 @@ class CameraAnalytics:
         busy = self.motion.global_change or cv2.countNonZero(self.motion.mask) > self._busy_px
         view = self.tamper.check(small, t, busy=busy, grey=self.motion.grey)  # the small grey copy
         self.small = small
+        if self.tamper.rebases != self._rebases:  # moved for good: another view, other rows
+            self._rebases = self.tamper.rebases
+            self.people.scale.forget()
         tampered = view.covered or view.blurred or view.moved
         out: list[Output] = []
         tamper_scores = (

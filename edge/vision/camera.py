@@ -10,6 +10,8 @@ doubling from `reconnect_min_s` to `reconnect_max_s`.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 import uuid
@@ -18,11 +20,13 @@ from pathlib import Path
 
 import cv2
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from edge import drivers as d
 from edge.vision.analytics import AlertOut, CameraAnalytics, CountOut, Output
 from edge.vision.clips import Clip, ClipRecorder, parts_of
 from edge.vision.config import CameraSettings
+from edge.vision.people import LearnedScale
 from gateway.messages import AlertPhase
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,19 @@ ALERTS = Counter(
 _MAX_FPS = 1000.0  # camera.status's bound
 _OPEN_TIMEOUT_MS = 5000
 _READ_TIMEOUT_MS = 5000
+_KEEP_EVERY_S = 600.0
 
 
 class AnalyzedCamera(d.CameraAlertSource):
-    def __init__(self, device_id: str, settings: CameraSettings, model: str | None = None) -> None:
+    def __init__(self, device_id: str, settings: CameraSettings, model: str | None = None,
+                 state_dir: Path | None = None) -> None:  # fmt: skip
+        """`state_dir`: where the perspective it learns is kept across restarts (none: it is
+        learned again each time the driver starts)."""
         super().__init__(device_id, model)
         self.settings = settings
+        self.perspective_file = state_dir / f"{device_id}.perspective.json" if state_dir else None
+        self._kept_version = 0
+        self._kept_at = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._emit: d.Emit | None = None
@@ -98,6 +109,7 @@ class AnalyzedCamera(d.CameraAlertSource):
 
     def _analyse(self) -> None:
         analytics = CameraAnalytics(self.settings)
+        self._resume_perspective(analytics)
         if self.settings.clips.enabled:
             self._clips = ClipRecorder(self.settings.clips, self.settings.fps, self._send_clip,
                                        self.id)  # fmt: skip
@@ -116,6 +128,7 @@ class AnalyzedCamera(d.CameraAlertSource):
                     analysed, problem = 0, f"analysis failed: {type(exc).__name__}"
                 finally:
                     cap.release()
+                    self._keep_perspective(analytics, time.monotonic(), force=True)
                     if self._clips is not None:
                         self._clips.flush()  # no more frames for now: clip what there is
                 if self._stop.is_set():
@@ -173,7 +186,59 @@ class AnalyzedCamera(d.CameraAlertSource):
                 last_status, in_window, window_start = now, 0, now
             for out in outputs:
                 self._publish(out)
+            self._keep_perspective(analytics, now)
         return analysed
+
+    # ---- the perspective learned, kept ----
+
+    def _resume_perspective(self, analytics: CameraAnalytics) -> None:
+        path = self.perspective_file
+        if path is None or not path.exists():
+            return
+        try:
+            kept = LearnedScale.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else "not a perspective file"
+            log.warning("camera perspective not resumed device=%s file=%s: %s; it is learned "
+                        "again and the file replaced", self.id, path, problem)  # fmt: skip
+            return
+        scale = analytics.people.scale
+        if scale.resume(kept):
+            self._kept_version = scale.version
+            log.info("camera perspective resumed device=%s file=%s level=%.3f slope=%.3f",
+                     self.id, path, kept.level, kept.slope)  # fmt: skip
+        else:
+            log.info("camera perspective in %s is for other settings device=%s; learned again",
+                     path, self.id)  # fmt: skip
+
+    def _keep_perspective(self, analytics: CameraAnalytics, now: float, force: bool = False
+                          ) -> None:  # fmt: skip
+        """Write the learned line when it changed: at once the first time, then at most once
+        every `_KEEP_EVERY_S` (it is refitted often and changes little), and when the driver
+        stops; delete it at once when the line is forgotten. Written to a new file and
+        renamed, so a crash leaves the old one whole."""
+        path, scale = self.perspective_file, analytics.people.scale
+        if path is None or scale.version == self._kept_version:
+            return
+        if (
+            scale.learned
+            and not force
+            and self._kept_version
+            and (now - self._kept_at < _KEEP_EVERY_S)
+        ):
+            return
+        learnt = scale.learnt()
+        self._kept_version, self._kept_at = scale.version, now
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            if learnt is None:  # forgotten (the camera was moved): not to be resumed
+                path.unlink(missing_ok=True)
+                return
+            tmp.write_text(learnt.model_dump_json())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("camera perspective not kept device=%s file=%s: %s", self.id, path,
+                        exc.strerror)  # fmt: skip
 
     # ---- readings ----
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from cv2.typing import MatLike
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.vision.config import PersonHeight
 from edge.vision.motion import Blob
@@ -74,6 +75,22 @@ _FIELD_NEAR = 0.03  # frame fractions a second: a velocity this close to the fla
 # noise) moves with them, and never closer than half their speed (a still track in light snow)
 
 
+class LearnedScale(BaseModel):
+    """A learned perspective as kept on disk, so that a camera restarted (a power cut, an
+    update) goes on from what it learned instead of judging everyone against the prior again.
+    It holds only for the analysis size and prior it was learned with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analysis_height: int = Field(gt=0)
+    prior: float = Field(gt=0, le=1)
+    level: float = Field(ge=-1, le=1)
+    slope: float = Field(ge=0, le=10)
+    near: float | None = Field(default=None, ge=0, le=1)
+    # (foot row, height, track) as fitted, the tracks of an earlier run renumbered below zero
+    samples: list[tuple[float, float, int]] = Field(max_length=_SAMPLES)
+
+
 class PersonScale:
     """The expected height of a person's blob by foot row, both as shares of the frame height."""
 
@@ -93,6 +110,8 @@ class PersonScale:
         self._samples: deque[tuple[float, float, int]] = deque(maxlen=_SAMPLES)
         self._new = 0
         self.version = 0  # bumped when the line changes
+        self._height_px = height_px
+        self._configured = prior
 
     def height(self, row: float) -> float:
         h = self.level + self.slope * row
@@ -115,6 +134,42 @@ class PersonScale:
         if ready and len({s[2] for s in self._samples}) >= _FIT_TRACKS:
             self._new = 0
             self._fit()
+
+    def learnt(self) -> LearnedScale | None:
+        """What was learned, to keep (None when the line is set or not learned yet)."""
+        if self.fixed or not self.learned:
+            return None
+        return LearnedScale(analysis_height=self._height_px, prior=self._configured,
+                            level=self.level, slope=self.slope, near=self._near,
+                            samples=list(self._samples))  # fmt: skip
+
+    def resume(self, kept: LearnedScale) -> bool:
+        """Go on from a line learned before, unless the line is set or `kept` was learned at
+        another analysis size or with another prior (then it is learned again); whether it
+        was taken."""
+        if (
+            self.fixed
+            or kept.analysis_height != self._height_px
+            or not math.isclose(kept.prior, self._configured)
+        ):
+            return False
+        self.level, self.slope, self._near = kept.level, kept.slope, kept.near
+        # The samples' tracks are an earlier run's: numbered apart from this run's.
+        self._samples.extend((r, h, -abs(i) - 1) for r, h, i in kept.samples)
+        self.learned = True
+        self.version += 1
+        return True
+
+    def forget(self) -> None:
+        """The camera is in a new position: the learned line no longer holds (a set one is
+        the installer's to change)."""
+        if self.fixed:
+            return
+        self.level, self.slope, self._near = self.prior, 0.0, None
+        self._samples.clear()
+        self._new, self.learned = 0, False
+        self.version += 1
+        log.info("camera person scale forgotten: the camera was moved; learning it again")
 
     def _fit(self) -> None:
         """A straight line through the samples, refitted twice without the outliers."""

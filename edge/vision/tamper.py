@@ -164,6 +164,7 @@ class TamperDetector:
         self._sharp: Floats | None = None  # …log sharpness
         self._var: Floats | None = None  # …and contrast (variance)
         self.reference: _Reference | None = None
+        self.rebases = 0  # times a moved view became the reference (the camera's new position)
         self._orb_at = -1e18
         self._displaced: tuple[float, float] | None = None  # the last ORB verdict: where to…
         self._previous: tuple[float, float] | None = None  # (the last displacement seen)
@@ -431,3 +432,4 @@ class TamperDetector:
         self._mean, self._sharp, self._var, self.contrast = mean, sharp, var, contrast
         self._displaced, self._lost, self._shift, self._match = None, False, 0.0, 1.0
         self._moved.since = None
+        self.rebases += 1
