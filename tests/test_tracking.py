@@ -12,7 +12,7 @@ import pytest
 from edge.vision.analytics import CameraAnalytics, Output
 from edge.vision.config import CameraSettings, PersonHeight
 from edge.vision.motion import Blob
-from edge.vision.people import People, PersonScale
+from edge.vision.people import PERSON_FILL, People, PersonScale
 from edge.vision.tracking import ObjectKind, Track, Tracker
 from simulators.scenes import calibration, camera_settings, street
 from tests.vision_support import CALIBRATION, START, Figure, counted, footage, line, person
@@ -152,11 +152,11 @@ def test_a_track_counted_before_its_size_was_known_is_counted_again_for_the_rest
     assert analytics._lines["door"].entered == 2
 
 
-def _door_analytics() -> CameraAnalytics:
-    settings = CameraSettings.model_validate(
-        {"source": "rtsp://camera.local/stream", "zones": [DOOR], "calibration": CALIBRATION}
-    )
-    return CameraAnalytics(settings)
+def _door_analytics(calibrated: bool = True) -> CameraAnalytics:
+    given = {"source": "rtsp://camera.local/stream", "zones": [DOOR]}
+    if calibrated:
+        given["calibration"] = CALIBRATION
+    return CameraAnalytics(CameraSettings.model_validate(given))
 
 
 def _step(analytics: CameraAnalytics, track: Track, x: float, seen: bool = True) -> None:
@@ -236,3 +236,31 @@ def test_the_shadow_walking_beside_a_person_is_not_counted_too() -> None:
         tracks.append(tr)
     analytics._count(tracks)
     assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (1, 0)
+
+
+def test_a_pair_counted_before_the_perspective_was_known_is_counted_again_once_it_is() -> None:
+    """A pair one behind the other crosses in a new camera's first minute, counted as one
+    (nothing to judge its size by yet); once the perspective is learned from later walkers,
+    its looks show two people, and the second is counted then."""
+    analytics = _door_analytics(calibrated=False)
+    people = analytics.people
+    level, slope = -0.05, 0.35  # the line the walkers will teach: 0.195 of the frame at 0.7
+    eh = (level + slope * 0.7) * H
+    pair = Track(1, blob(0.3, 0.7), 0.3, 0.7, hits=9, kind=ObjectKind.PERSON)
+    pair.sizes.extend([(0.7, round(1.25 * eh), round(2.1 * PERSON_FILL * eh * eh),
+                        round(0.6 * eh))] * 8)  # fmt: skip
+    for x in (0.3, 0.4, 0.6, 0.7):
+        pair.x, pair.seen = x, True
+        analytics._count([pair])
+    pair.seen, pair.missed = False, analytics.tracker.max_missed + 1
+    analytics._count([])  # gone, counted as one
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (1, 0)
+    rng = np.random.default_rng(4)
+    for i in range(60):  # later walkers at every distance teach the perspective
+        row = float(rng.uniform(0.45, 0.95))
+        people.scale.observe(row, level + slope * row + float(rng.normal(0, 0.004)), 10 + i % 6)
+    assert people.scale.learned
+    analytics._count([])
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (2, 0)
+    analytics._count([])  # and once only
+    assert (analytics._lines["door"].entered, analytics._lines["door"].exited) == (2, 0)

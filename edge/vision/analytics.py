@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -43,6 +44,7 @@ _SHADOW_SPREAD = 0.13
 _SHADOW_EVEN = 0.5
 _TALL = 0.35  # a crossing blob this share of a person's height at its row may be someone
 _MIN_BLOB_PX = 12  # at 320x180: the smallest far person's blob (people filters by row)
+_UNJUDGED = 500  # tracks counted before the perspective is known, judged again once it is
 _RECOUNT_EVERY = 5  # frames between second looks at how many people a counted track holds
 _UNDECIDED_HITS = 5  # a track still undecided after this many frames is shown to the detector
 _NOT_PEOPLE = (ObjectKind.ANIMAL, ObjectKind.VEHICLE, ObjectKind.OBJECT)
@@ -142,6 +144,9 @@ class CameraAnalytics:
         self._polys = {z.name: np.array(z.points, np.float32) for z in settings.zones}
         self._alerts: dict[tuple[CameraAlertKind, str | None], Lifecycle] = {}
         self._crossed: list[Track] = []  # tracks with crossings not yet counted
+        # Tracks counted before the perspective was known (as one each), to judge again once
+        # it is: people abreast walked by then as one blob, as they do later.
+        self._unjudged: deque[Track] | None = deque(maxlen=_UNJUDGED)
         self._lines = {z.name: _Line(z, _LINE_BAND * math.dist(*z.points)) for z in settings.zones
                        if z.purpose is ZonePurpose.COUNTING_LINE}  # fmt: skip
 
@@ -340,14 +345,18 @@ class CameraAnalytics:
                 continue  # (a track never judged a person never counts)
             if not tr.crossings and not (tr.tallied and tr.hits % _RECOUNT_EVERY == 0):
                 continue
-            n = max(tr.counted_as, self.people.headcount(tr))
-            for name, way in tr.tallied:
-                self._tally(name, way, n - tr.counted_as)
-            for name, way in tr.crossings:
-                self._tally(name, way, n)
-            tr.counted_as = n
-            tr.tallied += tr.crossings
-            tr.crossings.clear()
+            self._recount(tr)
+            unjudged = self._unjudged
+            if (
+                unjudged is not None
+                and not self.people.scale.learned
+                and all(tr is not seen for seen in unjudged)
+            ):
+                unjudged.append(tr)
+        if self._unjudged is not None and self.people.scale.learned:
+            for tr in self._unjudged:  # once, when the perspective is first known
+                self._recount(tr)
+            self._unjudged = None
         # A track that ends undecided, that crossed at a person's height and never looked like
         # an animal, a vehicle or an object, nor drifted with the snow, nor was refused by the
         # person check: before the perspective is learned, people walking with their shadow
@@ -362,6 +371,18 @@ class CameraAnalytics:
         alive = [tr for tr in self._crossed if tr.missed <= self.tracker.max_missed]
         known = {id(tr) for tr in alive}
         self._crossed = alive + [tr for tr in tracks if tr.crossings and id(tr) not in known]
+
+    def _recount(self, tr: Track) -> None:
+        """Count a person's track's new crossings for as many people as it holds, and its
+        earlier ones again for any more people it is now seen to hold."""
+        n = max(tr.counted_as, self.people.headcount(tr))
+        for name, way in tr.tallied:
+            self._tally(name, way, n - tr.counted_as)
+        for name, way in tr.crossings:
+            self._tally(name, way, n)
+        tr.counted_as = n
+        tr.tallied += tr.crossings
+        tr.crossings.clear()
 
     def _shadow(self, tr: Track, tracks: list[Track]) -> bool:
         """Whether the track's blob is the shadow someone casts on the ground beside them (low
