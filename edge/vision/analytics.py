@@ -236,16 +236,18 @@ class CameraAnalytics:
 
     def _people(self, inside: list[Track], frame: Frame, check: bool) -> list[Track]:
         """The tracks in a zone that are people: judged so, or, for an undecided track that
-        would start an alert, seen as one by the person check (once per track)."""
+        would start an alert, seen as one by the person check (one look a frame)."""
         people = [tr for tr in inside if tr.kind is ObjectKind.PERSON]
         if people or not check:
             return people
         for tr in inside:
             if tr.kind is ObjectKind.UNKNOWN and tr.hits >= _UNDECIDED_HITS and tr.seen:
+                looks = tr.checks
                 if self.people.check(frame, tr):
                     tr.kind = ObjectKind.PERSON
                     return [tr]
-                break  # one look a frame at most
+                if tr.checks != looks:
+                    break  # one look a frame at most
         return []
 
     def _condition(

@@ -12,7 +12,7 @@ an object (a bag put down), and so is a person's track that stays behind on some
 smaller; it is left behind once nothing else is near it. Merged pairs are split where the outline dips between heads, by the expected width.
 Crowds are counted per ground area: each moving pixel over the area of a person at its row.
 The HOG people detector (and the upper-body cascade) OpenCV ships is asked only for undecided
-tracks, once each, when they would start an alert.
+tracks when they would start an alert: a few times, a second apart, since one look is one pose.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ _SPLIT_WIDTH = 1.6  # blobs wider than this many people are looked at for a spli
 _DIP = 0.08  # a split needs the outline to dip this share of a person's height between heads
 _MAX_PARTS = 4
 _OBJECT_SHARE = 0.4  # objects left may be this much smaller than the smallest person blob
+# The person check looks again at a track it did not see a person in, a second later, a few
+# times: one look is one pose, and a walker's legs together or a blurred frame can hide them.
+_CHECKS = 3
+_RECHECK_S = 1.0
 _JOIN_MAX = 24  # more blobs than this at once (rain, snow): not worth joining
 _SIZE_LOOKS = 5  # looks at a track's size before judging how many people it holds
 # A track's height over a person's at its row, times the square root of its area over theirs:
@@ -206,6 +210,7 @@ class People:
         self.scale = scale
         self.width, self.height, self.fps = width, height, fps
         self.min_area = min_area
+        self._recheck_hits = max(1, round(_RECHECK_S * fps))
         self._object_px = _OBJECT_MIN_PX * width * height / (320 * 180)
         self._weights_version = -1
         self._weights: NDArray[np.float64] = np.zeros(height)
@@ -484,9 +489,12 @@ class People:
 
     def check(self, frame: MatLike, tr: Track) -> bool:
         """Whether OpenCV's people detectors see a person around the track's blob in `frame`
-        (the full-size picture); asked once per track, the answer is kept."""
-        if tr.checked is not None:
-            return tr.checked
+        (the full-size picture). A person seen is kept; a track refused is looked at again a
+        second later, `_CHECKS` looks in all."""
+        if tr.checked or (tr.checked is False and (
+            tr.checks >= _CHECKS or tr.hits - tr.checked_hits < self._recheck_hits
+        )):  # fmt: skip
+            return bool(tr.checked)
         fh, fw = frame.shape[:2]
         sx, sy = fw / self.width, fh / self.height
         b = tr.blob
@@ -504,7 +512,7 @@ class People:
             if not found and not self._upper.empty():
                 grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
                 found = len(self._upper.detectMultiScale(grey, 1.1, 3)) > 0
-        tr.checked = found
+        tr.checked, tr.checks, tr.checked_hits = found, tr.checks + 1, tr.hits
         return found
 
     # ---- crowds ----

@@ -76,7 +76,9 @@ class Track:
     moving_area: float = 0.0  # its blob's area when it last moved
     left_at: float | None = None  # an object: when nothing else was near it any more
     roamed: bool = False  # it moved after it appeared (a bag put down never does)
-    checked: bool | None = None  # the person check's answer, once asked
+    checked: bool | None = None  # the person check's answer (False until it sees a person)
+    checks: int = 0  # times the person check looked…
+    checked_hits: int = 0  # …and the track's hits at the last look
     drifted: bool = False  # it moved with the snowfall at some time (people.py)
     crossed_tall: bool = False  # a person's height at its row when it last crossed a line
     sampled_at: float = -math.inf  # last calibration sample taken from it
