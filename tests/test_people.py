@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge.config import DeviceConfig
-from edge.vision.analytics import AlertOut, CameraAnalytics
+from edge.vision.analytics import AlertOut, CameraAnalytics, Frame
 from edge.vision.camera import AnalyzedCamera
 from edge.vision.config import CameraSettings
 from edge.vision.motion import Blob
@@ -24,6 +24,7 @@ from simulators.scenes import street
 from tests.vision_support import (
     CALIBRATION,
     START,
+    Draw,
     Figure,
     Place,
     bag,
@@ -54,6 +55,37 @@ def test_a_dog_in_a_restricted_zone_is_no_intrusion_and_a_person_there_is(
     assert started(with_dog) == []
     _, with_person = footage([Figure(person, path, (90, 70, 50))], 18, settings)
     assert [kind for kind, _, _ in started(with_person)] == ["intrusion"]
+
+
+def _in_low_sun(draw: Draw, length: float) -> Draw:
+    """`draw` with its shadow on the ground beside it, `length` of a person's height long and
+    the ground under it at 45% of its light (the sun low to one side)."""
+
+    def drawn(img: Frame, x: float, y: float, h: float, colour: tuple[int, int, int]) -> None:
+        hh, ww = img.shape[:2]
+        cx, cy, half = int(x * ww), int(y * hh), int(length * h * hh / 2)
+        ground = np.zeros(img.shape[:2], np.uint8)
+        cv2.ellipse(ground, (cx + half, cy), (half + 2, max(2, int(0.1 * h * hh))), 0, 0, 360,
+                    255, -1)  # fmt: skip
+        img[ground > 0] = (img[ground > 0] * 0.45).astype(np.uint8)
+        draw(img, x, y, h, colour)
+
+    return drawn
+
+
+def test_a_person_with_a_long_shadow_beside_them_is_a_person_before_the_perspective_is_known(
+) -> None:  # fmt: skip
+    """In low sun a walker's shadow joins their blob, about as wide as they are tall: too wide
+    for the shape alone to say person while the perspective is still unknown. Tall against the
+    configured person height, and not wider than tall, it is one (a dog with its shadow is
+    neither)."""
+    path = line(2, 14, (0.3, 0.6), (0.9, 0.65), height_at)
+    _, walker = footage([Figure(_in_low_sun(person, 0.75), path, (90, 70, 50))], 18,
+                        {"zones": [YARD]})  # fmt: skip
+    assert [kind for kind, _, _ in started(walker)] == ["intrusion"]
+    _, with_dog = footage([Figure(_in_low_sun(dog, 0.3), path, (90, 70, 50))], 18,
+                          {"zones": [YARD]})  # fmt: skip
+    assert started(with_dog) == []
 
 
 # Eight people walking in and standing; four far ones shoulder to shoulder (one blob).

@@ -424,7 +424,9 @@ class People:
         if area >= 3.0 and aspect >= 1.3 and ratio <= 1.4 and fill >= _SOLID:
             return ObjectKind.VEHICLE  # big, wide and solid (people in a row have a bumpy top)
         if not self.scale.learned:  # sizes are not to be trusted yet: mostly shape
-            if aspect <= 0.8:
+            # Narrow, or up to as wide as tall but tall against the configured height (a walker
+            # with their shadow beside them in low sun; a dog with its shadow is much lower).
+            if aspect <= 0.8 or (aspect < 1.05 and ratio >= 0.75):
                 return ObjectKind.PERSON
             return ObjectKind.ANIMAL if aspect >= 1.05 and ratio < 0.75 else ObjectKind.UNKNOWN
         if speed > _MAX_WALK:
