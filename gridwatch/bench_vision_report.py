@@ -61,7 +61,7 @@ def _figures(acc: dict[str, Any]) -> dict[str, Any]:
         out["event_free"] = {"hours": round(acc["free_s"] / 3600, 3), "alerts": acc["free_alerts"],
                              "per_hour": round(acc["free_alerts"] * 3600 / acc["free_s"], 2)}  # fmt: skip
     c = acc["confusion"]
-    if c.get("animal_visits") or c.get("animal_alerts") or c.get("vehicle_alerts"):
+    if any(c.get(f"{kind}_{n}") for kind in ("animal", "vehicle") for n in ("visits", "alerts")):
         out["confusion"] = dict(c)
         if c.get("animal_visits"):
             out["confusion"]["animal_alert_share"] = round(
@@ -103,17 +103,18 @@ def _pr(fig: dict[str, Any], kind: str) -> str:
 
 
 def table(out: dict[str, Any]) -> str:
-    """Precision/recall per kind (P/R), counting error, false alerts per hour and animal alerts,
-    one row per tag and a total row; speed below."""
+    """Precision/recall per kind (P/R), counting error, false alerts per hour, animal and vehicle
+    alerts (of their visits alone in a zone), one row per tag and a total row; speed below."""
     heads = ["tag", "clips", *[k.replace("tamper_", "t_") for k in _KINDS], "count%", "free/h",
-             "animal"]  # fmt: skip
+             "animal", "vehicle"]  # fmt: skip
     rows = [heads]
     for name, fig in [*out["per_tag"].items(), ("TOTAL", out["total"])]:
         c = fig.get("confusion", {})
         rows.append([name, str(fig["clips"]), *[_pr(fig, k) for k in _KINDS],
                      str(fig["counting"]["error_pct"]) if "counting" in fig else "-",
                      str(fig["event_free"]["per_hour"]) if "event_free" in fig else "-",
-                     f"{c.get('animal_alerts', 0)}/{c.get('animal_visits', 0)}" if c else "-"])  # fmt: skip
+                     f"{c.get('animal_alerts', 0)}/{c.get('animal_visits', 0)}" if c else "-",
+                     f"{c.get('vehicle_alerts', 0)}/{c.get('vehicle_visits', 0)}" if c else "-"])  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)) for r in rows]
     sp = out.get("speed", {})

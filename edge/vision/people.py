@@ -53,7 +53,9 @@ _SHED = 0.5  # a person's track left on something this much smaller than they we
 _FADED = 0.6  # a still blob this much smaller than when it moved is fading into the background
 _OBJECT_AFTER_S = 2.0  # still this long from the start, never a person: an object
 _MAX_WALK = 3.0  # person heights a second: faster is not someone walking
-_SOLID = 0.75  # a vehicle's blob fills at least this share of its box
+# A vehicle's blob fills at least this share of its box (a rendered car's 0.58-0.68, with its
+# roof and the mask's rim); a walker's with their shadow beside them fills 0.33-0.54.
+_SOLID = 0.55
 _SPLIT_WIDTH = 1.6  # blobs wider than this many people are looked at for a split
 _DIP = 0.08  # a split needs the outline to dip this share of a person's height between heads
 _MAX_PARTS = 4
@@ -421,12 +423,18 @@ class People:
         over height, how much of its box it fills, speed in person heights a second."""
         if area < self.min_area:
             return ObjectKind.UNKNOWN  # too small to be anyone (it may be a bag)
-        if area >= 3.0 and aspect >= 1.3 and ratio <= 1.4 and fill >= _SOLID:
+        if area >= 2.5 and aspect >= 1.1 and ratio <= 1.6 and fill >= _SOLID:
             return ObjectKind.VEHICLE  # big, wide and solid (people in a row have a bumpy top)
         if not self.scale.learned:  # sizes are not to be trusted yet: mostly shape
-            # Narrow, or up to as wide as tall but tall against the configured height (a walker
-            # with their shadow beside them in low sun; a dog with its shadow is much lower).
-            if aspect <= 0.8 or (aspect < 1.05 and ratio >= 0.75):
+            # Narrow, or a walker with their shadow beside them in low sun: wide but tall against
+            # the configured height, and neither big nor solid (a dog with its shadow is much
+            # lower; a car seen from the front is bigger and fills more of its box).
+            walker_and_shadow = (
+                area < 2.2
+                and fill < _SOLID
+                and ((aspect < 1.05 and ratio >= 0.75) or (aspect < 1.5 and ratio >= 0.9))
+            )
+            if aspect <= 0.8 or walker_and_shadow:
                 return ObjectKind.PERSON
             return ObjectKind.ANIMAL if aspect >= 1.05 and ratio < 0.75 else ObjectKind.UNKNOWN
         if speed > _MAX_WALK:

@@ -22,6 +22,7 @@ def street_clips(seed: int) -> list[Scene]:
         street.intrusion(seed, conditions=Conditions(clouds=Clouds(0.6, 8.0, 200.0)),
                          extra=["clouds60"]),
         street.intrusion(seed + 100, dog=True),
+        street.cars_through(seed),
         street.intrusion(seed, conditions=rain, extra=["rain"]),
         street.intrusion(seed, conditions=Conditions(snow=0.7), extra=["snow"]),
         street.intrusion(seed, conditions=Conditions(
