@@ -128,6 +128,26 @@ def test_a_car_is_no_person_before_the_perspective_is_learned() -> None:
     assert _street_alerts(scene) == []
 
 
+def test_a_standing_crowd_member_taken_for_a_left_object_still_counts_in_the_crowd() -> None:
+    """People gather on the square and stand. One of them, merged with a neighbour and then
+    fading into the background, is taken for something put down (their track kept on a blob
+    much smaller than they were): their looks are still a person's, and the crowd estimate
+    keeps their blob, so the crowd alert holds until the crowd disperses instead of ending
+    and starting again."""
+    scene = street.crowd(2)
+    analytics = CameraAnalytics(CameraSettings.model_validate(camera_settings(scene, "test")))
+    phases = []
+    for i in range(scene.frames()):
+        for o in analytics.process(scene.frame(i), START + timedelta(seconds=i / scene.fps)):
+            if isinstance(o, AlertOut) and o.kind.value == "crowd":
+                phases.append((o.phase.value, (o.when - START).total_seconds()))
+    (truth,) = [e for e in scene.truth()["events"] if e["kind"] == "crowd"]
+    starts = [t for phase, t in phases if phase == "start"]
+    ends = [t for phase, t in phases if phase == "end"]
+    assert len(starts) == 1 and abs(starts[0] - truth["start_s"]) <= 4
+    assert len(ends) == 1 and ends[0] >= truth["end_s"]
+
+
 # Eight people walking in and standing; four far ones shoulder to shoulder (one blob).
 FAR_GROUP = [(0.30, 0.48), (0.325, 0.48), (0.35, 0.485), (0.375, 0.48),
              (0.6, 0.5), (0.63, 0.5), (0.45, 0.7), (0.75, 0.88)]  # fmt: skip

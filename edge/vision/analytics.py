@@ -104,6 +104,12 @@ class _Line:
     reported_at: float | None = None
 
 
+def _looks_like_a_person(tr: Track) -> bool:
+    """An object's track whose recent looks are mostly a person's: someone standing in a crowd
+    whose fading blob was taken for something put down, or a person by a bag."""
+    return tr.kind is ObjectKind.OBJECT and 2 * tr.votes.count(ObjectKind.PERSON) > len(tr.votes)
+
+
 def _side(a: tuple[float, float], b: tuple[float, float], p: tuple[float, float]) -> float:
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 
@@ -279,7 +285,8 @@ class CameraAnalytics:
         poly = self._polys[zone.name]
         # Without a perspective a far group looks low and wide like an animal: count it.
         skip = _NOT_PEOPLE if self.people.scale.learned else _NOT_PEOPLE[1:]
-        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip}
+        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip
+                  and not _looks_like_a_person(tr)}  # fmt: skip
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
         mask = self.motion.without_cast_shadows(blobs, in_zone)
