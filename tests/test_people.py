@@ -115,14 +115,8 @@ def test_a_car_is_no_person_before_the_perspective_is_learned() -> None:
     """Cars only, at a car park's 2 m/s, on a camera that has not seen anyone yet: the blob of
     a car seen from the front is about as wide as tall and tall against the configured
     height, like a walker with their shadow, but twice a person's area or more and solid."""
-    g = street.g
-    legs = [
-        [g(0.75, 1.1), g(0.72, 0.42)],
-        [g(0.7, 0.42), g(0.78, 1.1)],
-        [g(1.1, 0.65), g(0.3, 0.65)],
-    ]
     cars = [street.Figure(street.CAMERA, street.route(3 + 17 * k, leg, 2.0), "car", 1.5, k)
-            for k, leg in enumerate(legs)]  # fmt: skip
+            for k, leg in enumerate(street.car_legs())]  # fmt: skip
     scene = street._scene("cars", 60.0, 2, list(cars), [street.GATE], street.Conditions(),
                           ["vehicle"])  # fmt: skip
     assert _street_alerts(scene) == []

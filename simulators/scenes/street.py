@@ -199,15 +199,19 @@ def headlights(seed: int, duration: float = 90.0) -> Scene:
                   ["intrusion", "headlights", "vehicle"])  # fmt: skip
 
 
+def car_legs() -> list[list[Point]]:
+    """Three drives through the gate zone: away from the camera, toward it, and across."""
+    return [[g(0.75, 1.1), g(0.72, 0.42)], [g(0.7, 0.42), g(0.78, 1.1)],
+            [g(1.1, 0.65), g(0.3, 0.65)]]  # fmt: skip
+
+
 def cars_through(seed: int, duration: float = 120.0) -> Scene:
     """People walk into the gate zone in the first minute; then cars drive through it with
     nobody there: away from the camera, toward it and across, slowly (a car park's 2 m/s) or at
     a town's 6 m/s. Only the people are intrusions."""
     rng = np.random.default_rng(seed)
     walkers = passers(rng, 3, duration) + intrusions(rng, 65.0, 2)
-    legs = [[g(0.75, 1.1), g(0.72, 0.42)], [g(0.7, 0.42), g(0.78, 1.1)],
-            [g(1.1, 0.65), g(0.3, 0.65)]]  # fmt: skip
-    for k, leg in enumerate(legs):
+    for k, leg in enumerate(car_legs()):
         t0 = 66 + 17 * k + float(rng.uniform(0, 3))
         speed = float(rng.uniform(2.0, 6.0))
         walkers.append(
