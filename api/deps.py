@@ -16,8 +16,8 @@ from api.database import Database
 from api.messages import ApiError
 from api.security import Claims, Use, read_token, token_subject
 from api.settings import ApiSettings
+from casework.tasks import Role
 from ingest import audit as audit_log
-from ingest.tasks import Role
 
 Conn = psycopg.Connection[tuple[Any, ...]]  # the same as api.database.Conn
 _oauth2 = OAuth2PasswordBearer(tokenUrl="/api/token")

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from api import messages, refusals
 from api.database import DatabaseUnavailable
 from api.records import Invalid
-from ingest.emergency import EmergencyError
-from ingest.tasks import TaskError, TaskForbidden
+from casework.emergency import EmergencyError
+from casework.tasks import TaskError, TaskForbidden
 
 
 class ErrorBody(BaseModel):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest import titles
+from casework import titles
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ingest.titles import DEFAULT_LANGUAGE, LANGUAGES, language
-from ingest.words import word
+from casework.titles import DEFAULT_LANGUAGE, LANGUAGES, language
+from casework.words import word
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -93,7 +93,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "wall.no_token": {"zh-CN": "您的辖区内没有编号为 {id} 的大屏令牌", "en": "no wall token {id} in your area"},
     "wall.revoked": {"zh-CN": "大屏令牌 {id} 已被吊销", "en": "wall token {id} is revoked already"},
     "wall.no_area": {"zh-CN": "此大屏没有区域“{area}”", "en": "no area '{area}' on this wall"},
-    # Tasks (ingest/tasks.py).
+    # Tasks (casework/tasks.py).
     "task.no_person": {"zh-CN": "没有在岗人员“{person}”", "en": "no active person '{person}'"},
     "task.role": {"zh-CN": "{role}不能{action}任务", "en": "a {role} cannot {action} a task"},
     "task.outside": {"zh-CN": "任务 {id} 不在 {person} 的辖区内", "en": "task {id} is outside {person}'s area"},
@@ -108,7 +108,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "task.no_picture": {"zh-CN": "任务 {id} 没有图片", "en": "task {id} has no picture"},
     "role.dispatch": {"zh-CN": "{role}不能派单，需由调度员操作", "en": "a {role} cannot dispatch tasks; dispatchers do"},
     "task.extend_seconds": {"zh-CN": "延期需要填写大于零的秒数", "en": "extend needs a positive number of seconds"},
-    # Emergencies (ingest/emergency.py).
+    # Emergencies (casework/emergency.py).
     "emergency.no_area": {"zh-CN": "没有区域“{area}”", "en": "no territory '{area}'"},
     "emergency.already": {"zh-CN": "{area} 已处于应急状态（由 {of} 启动）", "en": "{area} is already in an emergency (of {of})"},
     "emergency.none": {"zh-CN": "{area} 未处于应急状态", "en": "{area} is not in an emergency"},

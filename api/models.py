@@ -9,9 +9,9 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api import messages
+from casework import titles
+from casework.tasks import Action
 from gateway.topics import ID_PATTERN
-from ingest import titles
-from ingest.tasks import Action
 from registry.model import TERRITORY_ID
 
 # Identifiers in paths and queries, checked before they reach the database.
@@ -88,7 +88,7 @@ class Incident(BaseModel):
     severity: str
     status: str
     title: str = Field(description="in the request's language (Accept-Language; zh-CN default)")
-    title_code: str = Field(description="its rule, or the platform's own code (ingest/titles.py)")
+    title_code: str = Field(description="its rule, or the platform's own code (casework/titles.py)")
     title_params: dict[str, Any] = Field(
         description="what the title names: venue, venue_id, device, device_id, and the code's own"
     )
@@ -154,7 +154,7 @@ class Task(BaseModel):
     id: int
     incident_id: int
     title: str = Field(description="in the request's language (Accept-Language; zh-CN default)")
-    title_code: str = Field(description="task.<its incident's rule> (ingest/titles.py)")
+    title_code: str = Field(description="task.<its incident's rule> (casework/titles.py)")
     title_params: dict[str, Any] = Field(
         description="what the title names: venue, venue_id, device, device_id, and the code's own"
     )

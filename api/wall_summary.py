@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.database import Conn
-from ingest import kpi, titles
+from casework import kpi, titles
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class TodayKpi(BaseModel):
     incidents: int = Field(description="incidents opened today")
     incidents_red: int
     resolved: int = Field(description="incidents resolved today")
-    tasks: int = Field(description="tasks created today (ingest/kpi.py)")
+    tasks: int = Field(description="tasks created today (casework/kpi.py)")
     closed: int
     acceptance_rate: float | None
     on_time_closure_rate: float | None

@@ -146,8 +146,9 @@ def _first_load(browser: Any, base: str, worker: str, profile: str, *, signed_in
 
 def _tasks_for(dsn: str, site: str, n: int) -> None:
     """`n` open tasks in the venue's worker's inbox (red door incidents)."""
-    from ingest import incidents, registry, tasks
-    from ingest.rules import Raise, Rule, Severity
+    from casework import incidents, tasks
+    from casework.rules import Raise, Rule, Severity
+    from ingest import registry
 
     with psycopg.connect(dsn) as conn:
         venue = registry.load(conn).venues[site]

@@ -22,9 +22,9 @@ from typing import Any
 
 import psycopg
 
+from casework.tasks import Role
 from gridwatch import demo
 from gridwatch.local import LocalStack
-from ingest.tasks import Role
 from registry import document, store
 from registry.document import Document
 from registry.model import Level, Person, Shift

@@ -20,7 +20,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from api.security import hash_password
-from ingest import audit, emergency, kpi, people, rules, tasks
+from casework import emergency, kpi, rules, tasks
+from ingest import audit, people
 from registry import store
 from registry.model import Person
 

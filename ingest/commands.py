@@ -20,15 +20,16 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 import psycopg
 
+from casework import incidents
+from casework.emergency import COMMANDS_CHANNEL
+from casework.rules import Clear, Rule, RuleBook
+from casework.tasks import DeadlinePolicy
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.signing import Signer
-from ingest import incidents, metrics
-from ingest.emergency import COMMANDS_CHANNEL
+from ingest import metrics
 from ingest.groups import within
 from ingest.registry import Registry
-from ingest.rules import Clear, Rule, RuleBook
-from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,16 @@ from typing import Protocol
 
 import psycopg
 
+from casework import incidents, tasks
+from casework.emergency import COMMANDS_CHANNEL
+from casework.rules import Rule, RuleBook
+from casework.tasks import DeadlinePolicy
 from gateway.signing import Signer
-from ingest import commands, heartbeat, incidents, metrics, tasks
+from ingest import commands, heartbeat, metrics
 from ingest.commands import CommandPolicy, Publish
-from ingest.emergency import COMMANDS_CHANNEL
 from ingest.groups import WHOLE, Scope, within
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
-from ingest.rules import Rule, RuleBook
-from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 SNAPSHOT_RETENTION_DAYS = 90  # as the retention policy in migrations/006_camera.timescale.sql

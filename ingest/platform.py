@@ -22,9 +22,10 @@ from datetime import timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ingest import groups, incidents, metrics
-from ingest.rules import DEFAULTS, Rule, Severity
-from ingest.titles import Title
+from casework import incidents
+from casework.rules import DEFAULTS, Rule, Severity
+from casework.titles import Title
+from ingest import groups, metrics
 
 log = logging.getLogger(__name__)
 

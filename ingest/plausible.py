@@ -3,9 +3,9 @@ before any rule sees them, so one bad counter cannot raise incidents (or propose
 
 from __future__ import annotations
 
+from casework.venues import VenueInfo
 from gateway.codec import DecodeError, Inbound, RejectReason
 from gateway.messages import Occupancy
-from ingest.registry import VenueInfo
 
 CAPACITY_FACTOR = 5  # a count above five times the venue's capacity is not a count
 NO_CAPACITY_LIMIT = 5_000  # for a venue without a capacity: more than a large station holds

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from casework.tasks import DeadlinePolicy
 from gateway.client import MqttSettings
 from gateway.codec import DEFAULT_MAX_PAYLOAD
 from gateway.messages import CLIP_MAX_BYTES
@@ -17,7 +18,6 @@ from gateway.signing import Signer
 from gateway.topics import INGEST_SHARE_GROUP
 from ingest.clips import DEFAULT_MAX_INCOMPLETE
 from ingest.groups import AREA_PATTERN, DEFAULT_GROUP, GROUP_PATTERN
-from ingest.tasks import DeadlinePolicy
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/gridwatch"
 

@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from casework.rules import RuleBook
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.client import QOS_AT_LEAST_ONCE, connect_async, connect_properties, new_client
@@ -37,7 +38,6 @@ from ingest.groups import Scope
 from ingest.leader import REGISTRY_CHANNEL, Duty, Leader
 from ingest.platform import BrokerWatch
 from ingest.registry import Registry
-from ingest.rules import RuleBook
 from ingest.settings import IngestSettings
 from ingest.writer import BatchOutcome, BatchWriter, Received
 

@@ -20,6 +20,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from casework import incidents, rules
+from casework.incidents import Applied
+from casework.sqljson import records
+from casework.tasks import DeadlinePolicy
+from casework.venues import VenueInfo
 from gateway import topics
 from gateway.codec import DecodeError, Inbound, RejectReason, decode_for_topic
 from gateway.messages import (
@@ -43,11 +48,8 @@ from gateway.messages import (
     Occupancy,
     SpeakerStatus,
 )
-from ingest import clips, commands, incidents, plausible, rules
-from ingest.incidents import Applied
-from ingest.registry import Registry, VenueInfo
-from ingest.sqljson import records
-from ingest.tasks import DeadlinePolicy
+from ingest import clips, commands, plausible
+from ingest.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import psycopg
 
-from ingest import tasks
+from casework import tasks
 from notify.policy import Who
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.sqljson import records
+from casework.sqljson import records
 from notify import links, metrics, prefs, recipients, texts
 from notify.channels.base import Channel
 from notify.policy import Policies, Rule

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ingest import titles
-from ingest.words import WORDS
+from casework import titles
+from casework.words import WORDS
 
 LANGUAGES = ("zh-CN", "en")
 
@@ -70,7 +70,7 @@ _NAMES_OR_IDS = {"level": "level_id", "from_level": "from", "assignee_name": "as
                  "node": "node_id", "venue": "venue_id", "device": "device_id",
                  "by_name": "by"}  # fmt: skip
 # Codes an event carries, shown as words in Chinese (English shows the code): the kinds of
-# ingest/words.py each parameter may be, first match wins.
+# casework/words.py each parameter may be, first match wins.
 _WORD_KINDS = {"action": ("command", "action"), "state": ("command_state", "state")}
 
 

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from casework.tasks import Role
 from gateway.messages import DeviceKind
 from gateway.topics import ID_PATTERN
-from ingest.tasks import Role
 
 TERRITORY_ID = r"^[A-Za-z0-9_]{1,64}$"
 PERSON_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

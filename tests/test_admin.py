@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
+from casework import tasks
 from gateway.broker import hash_password
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import tasks
 from registry.model import KINDS
 from registry.secrets import load_seal_key, unseal
 from tests.support import rows, scalar

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from tests.support import rows, scalar
 
 

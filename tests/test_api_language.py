@@ -16,9 +16,9 @@ from api import messages
 from api.app import create_app
 from api.live import Change
 from api.settings import ApiSettings
+from casework import titles, words
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
-from ingest import titles, words
 from tests.support import scalar
 from tests.test_api import _second_grid, people_of, raise_incident, sign_in
 

@@ -6,15 +6,26 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"gateway", "edge", "simulators", "ingest", "registry", "notify", "api", "gridwatch"}
+OURS = {
+    "gateway",
+    "edge",
+    "simulators",
+    "casework",
+    "ingest",
+    "registry",
+    "notify",
+    "api",
+    "gridwatch",
+}
 MAY_IMPORT = {
     "gateway": set(),
     "edge": {"gateway"},
     "simulators": {"gateway", "edge"},
-    "ingest": {"gateway"},
-    "registry": {"gateway", "ingest"},
-    "notify": {"gateway", "ingest", "registry"},
-    "api": {"gateway", "ingest", "registry", "notify"},
+    "casework": {"gateway"},
+    "ingest": {"gateway", "casework"},
+    "registry": {"gateway", "casework", "ingest"},
+    "notify": {"gateway", "casework", "ingest", "registry"},
+    "api": {"gateway", "casework", "ingest", "registry", "notify"},
     "gridwatch": OURS,
 }
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from tests.support import rows, scalar
 
 COMMANDS = [

@@ -347,10 +347,10 @@ def test_old_clips_and_parts_of_clips_that_never_completed_are_deleted(
     (TimescaleDB's policy does it there), parts of an incomplete clip after a day."""
     import psycopg
 
-    from ingest import tasks
+    from casework import tasks
+    from casework.rules import RuleBook
     from ingest.leader import Leader
     from ingest.registry import Registry
-    from ingest.rules import RuleBook
 
     camera, node = device_of(nodes[0], "camera"), nodes[0].node
     clip = a_clip(1000)
@@ -458,9 +458,10 @@ def test_the_incident_page_plays_the_clip_beside_the_picture(
     import psycopg
     from playwright.sync_api import expect
 
+    from casework import incidents, tasks
+    from casework.rules import Raise, Rule, Severity
     from gateway.contract_doc import TINY_JPEG
-    from ingest import incidents, registry, tasks
-    from ingest.rules import Raise, Rule, Severity
+    from ingest import registry
     from tests.console_support import signed_in
 
     camera = device_of(nodes[0], "camera")

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from casework.rules import RuleBook, evaluate
+from casework.venues import VenueInfo
 from edge import drivers as d
 from edge.agent import to_message
 from edge.outbox import Outbox, Priority, Store
@@ -26,8 +28,6 @@ from gateway import messages as m
 from gateway.codec import RejectReason
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest.registry import VenueInfo
-from ingest.rules import RuleBook, evaluate
 from tests.support import Node, device_of, rows, scalar, start_ingest, stop_process, wait_until
 from tests.test_clips import FPS, T0, a_clip, frame, recorder
 
@@ -268,9 +268,10 @@ def test_a_clip_is_served_only_to_its_incident_s_grid(
     import psycopg
 
     from api.security import hash_password
+    from casework import incidents, tasks
+    from casework.rules import Raise, Rule, Severity
     from gridwatch.demo import DEMO_PASSWORD
-    from ingest import incidents, registry, tasks
-    from ingest.rules import Raise, Rule, Severity
+    from ingest import registry
     from registry import store
     from registry.model import Person
     from tests.test_api import _second_grid

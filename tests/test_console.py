@@ -24,12 +24,13 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gateway.messages import DoorMode
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port, wait_for_port
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from tests.console_support import DESKTOP, PHONE, catalogue, set_language, signed_in
 from tests.edge_support import fleet_of
@@ -284,9 +285,10 @@ def test_a_camera_incident_shows_its_picture_on_the_board(
 
     import psycopg
 
+    from casework import incidents, tasks
+    from casework.rules import Raise, Rule, Severity
     from gateway.contract_doc import TINY_JPEG
-    from ingest import incidents, registry, tasks
-    from ingest.rules import Raise, Rule, Severity
+    from ingest import registry
 
     camera = device_of(nodes[0], "camera")
     picture = uuid.uuid4()

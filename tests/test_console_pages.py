@@ -21,11 +21,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from psycopg.types.json import Jsonb
 
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from tests import console_support
 from tests.console_support import signed_in
 from tests.test_api import raise_incident

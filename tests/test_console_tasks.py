@@ -15,11 +15,12 @@ import psycopg
 from playwright.sync_api import Browser, Page, expect
 
 from api.security import hash_password
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gateway.contract_doc import TINY_JPEG
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from registry import store
 from registry.model import Area, Level, Person
 from tests.console_support import signed_in

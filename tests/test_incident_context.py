@@ -8,11 +8,12 @@ import psycopg
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from tests.support import scalar
 from tests.test_api import _second_grid, client, people_of, raise_incident, sign_in
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from casework import emergency, kpi, tasks
+from casework.tasks import Action, TaskError
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import emergency, kpi, tasks
-from ingest.tasks import Action, TaskError
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from simulators.fleet import Fleet
 from tests.edge_support import fleet_of
@@ -349,8 +349,9 @@ def test_task_cli(
 
 def _raise_one(dsn: str, site: str, rule: str = "door_forced") -> int:
     """An incident (and its task) straight through the incident code, without a device."""
-    from ingest import incidents, registry
-    from ingest.rules import Raise, Rule, Severity
+    from casework import incidents
+    from casework.rules import Raise, Rule, Severity
+    from ingest import registry
 
     with psycopg.connect(dsn) as conn:
         venue = registry.load(conn).venues[site]
@@ -437,7 +438,7 @@ def test_rule_overrides_and_maintenance_from_the_command_line(stack: LocalStack)
 def test_a_condition_that_clears_closes_a_task_nobody_took(
     stack: LocalStack, nodes: list[NodeCredentials]
 ) -> None:
-    from ingest import incidents
+    from casework import incidents
 
     dsn = stack.dsn
     task_id = _raise_one(dsn, nodes[0].site, rule="door_held_open")
@@ -473,9 +474,9 @@ def test_silent_devices_are_swept_by_their_venues_own_limit(
     raises `device_offline` by that venue's limit, and not earlier anywhere else."""
     import threading
 
+    from casework.rules import RuleBook
     from ingest.leader import Leader
     from ingest.registry import Registry
-    from ingest.rules import RuleBook
 
     dsn = stack.dsn
     strict, relaxed = nodes[0], nodes[1]
@@ -605,9 +606,9 @@ def test_a_door_that_refuses_or_fails_a_lock_is_an_incident_at_once(
     """Retrying cannot help a door that refused the lock (a node without the platform's key) or
     could not carry it out (a jammed lock): someone must go, so the incident opens at once, and
     only a newer lock the door carries out clears it."""
+    from casework.rules import RuleBook
     from ingest import commands
     from ingest.registry import Registry
-    from ingest.rules import RuleBook
 
     door_id = device_of(nodes[0], "door")
 

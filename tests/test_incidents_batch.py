@@ -8,10 +8,12 @@ from typing import Any
 
 import psycopg
 
+from casework import incidents
+from casework.rules import Clear, Raise, Rule, Severity, Signal
+from casework.tasks import DeadlinePolicy
+from casework.venues import VenueInfo
 from gridwatch.local import LocalStack
-from ingest import incidents, registry
-from ingest.rules import Clear, Raise, Rule, Severity, Signal
-from ingest.tasks import DeadlinePolicy
+from ingest import registry
 from tests.support import scalar
 
 
@@ -25,7 +27,7 @@ class CountingConnection(psycopg.Connection[tuple[Any, ...]]):
         return super().execute(*args, **kwargs)
 
 
-def _forced(venue: registry.VenueInfo, subject: str, at: datetime) -> Raise:
+def _forced(venue: VenueInfo, subject: str, at: datetime) -> Raise:
     return Raise(Rule.DOOR_FORCED, subject, Severity.RED, venue, at, device=None)
 
 

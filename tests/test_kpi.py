@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from casework import incidents, kpi, tasks
+from casework.tasks import Action
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, kpi, tasks
-from ingest.tasks import Action
 from tests.support import scalar
 from tests.test_api import people_of, raise_incident
 

@@ -8,12 +8,12 @@ import time
 
 import psycopg
 
+from casework import tasks
+from casework.rules import RuleBook
 from gridwatch.local import LocalStack
-from ingest import tasks
 from ingest.commands import Publish
 from ingest.leader import REGISTRY_CHANNEL, Leader
 from ingest.registry import Registry
-from ingest.rules import RuleBook
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -40,7 +40,7 @@ SELECT pg_notify('gridwatch_changes', id::text), id FROM made
 
 def _add_grid(dsn: str, site: str) -> tuple[str, str]:
     """Another grid beside `site`'s with a venue and a worker of its own: (venue, worker)."""
-    from ingest import tasks
+    from casework import tasks
     from registry import store
     from registry.model import Area, Level, Person, Venue, VenueKind
 

@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from casework import emergency, incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gridwatch.local import LocalStack
-from ingest import emergency, incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from notify import router, sender
 from notify.channels.base import Channel
 from notify.channels.console import ConsoleChannel

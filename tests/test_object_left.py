@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from casework.rules import DEFAULTS, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import LocalStack
-from ingest.rules import DEFAULTS, Rule, Severity
 from tests.support import Node, birth, device_of, envelope, rows, scalar, wait_until
 
 

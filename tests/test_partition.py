@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from casework import emergency
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.broker import CONTROL_USER
@@ -25,7 +26,7 @@ from gateway.dynsec import Acl, DynSec
 from gridwatch.demo import NodeCredentials, read_credentials
 from gridwatch.local import LocalStack, Ports
 from gridwatch.services import LocalPostgres, free_port
-from ingest import emergency, groups
+from ingest import groups
 from ingest.groups import GroupError
 from ingest.registry import Registry
 from tests.support import (

@@ -439,8 +439,8 @@ def _department_of_the_community(dsn: str, site: str) -> str:
     """A property management whose area is an estate of the community: called in by the grid,
     yet the grid is not in its area."""
     from api.security import hash_password
+    from casework import tasks
     from gridwatch.demo import DEMO_PASSWORD
-    from ingest import tasks
     from registry import store
     from registry.model import Area, Level, Person
 

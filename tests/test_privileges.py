@@ -13,11 +13,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gridwatch.local import LOGIN_ROLES, LocalStack
 from gridwatch.services import LocalPostgres, free_port
-from ingest import audit, incidents, privileges, registry, tasks
+from ingest import audit, privileges, registry
 from ingest.privileges import ServiceRole
-from ingest.rules import Raise, Rule, Severity
 from tests.support import needs_own_server, rows, scalar, start_ingest, stop_process
 
 SERVICES = list(LOGIN_ROLES)

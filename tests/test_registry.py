@@ -422,7 +422,7 @@ def test_weekly_shifts_route_tasks_in_their_time_zone(
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from ingest import tasks
+    from casework import tasks
 
     text = CITY.replace(
         '  - {id: s1, grid: ty_g1, person: w1, days: [mon, tue], starts: "08:00", ends: "20:00"}',

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from casework.rules import CancelTimer, Clear, Raise, RuleBook, StartTimer, evaluate
+from casework.venues import VenueInfo
 from gateway import codec, topics
 from gateway import messages as m
 from ingest import plausible
-from ingest.registry import VenueInfo
-from ingest.rules import CancelTimer, Clear, Raise, RuleBook, StartTimer, evaluate
 
 VENUE = VenueInfo("v1", "community_centre", 100, False, True, {}, "Asia/Shanghai", "g1", "c.d.g1")
 

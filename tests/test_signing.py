@@ -115,7 +115,7 @@ def test_the_ingest_needs_a_usable_command_key_in_production(tmp_path: Path) -> 
 
 
 def test_a_command_valid_longer_than_the_edge_accepts_is_not_queued() -> None:
-    from ingest import emergency
+    from casework import emergency
 
     with pytest.raises(ValueError, match="within 300 s"):
         emergency.queue_command(None, "d1", m.DoorLock(), issued_by="x",  # type: ignore[arg-type]

@@ -17,11 +17,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.security import hash_password
 from api.settings import ApiSettings
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gateway.contract_doc import TINY_JPEG
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from registry import store
 from registry.model import Area, Level, Person, Venue, VenueKind
 from tests.support import device_of, rows, scalar

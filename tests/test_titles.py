@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from casework import incidents, titles
+from casework.rules import Raise, Rule, Severity
+from casework.tasks import DeadlinePolicy
 from gridwatch.local import LocalPostgres, LocalStack
-from ingest import incidents, migrate, platform, registry, titles
-from ingest.rules import Raise, Rule, Severity
-from ingest.tasks import DeadlinePolicy
+from ingest import migrate, platform, registry
 from notify import texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +208,7 @@ def test_notifications_name_things_rather_than_show_their_ids() -> None:
 
 
 def test_an_emergency_is_told_with_its_area_and_who_by_name(stack: LocalStack) -> None:
-    from ingest import emergency
+    from casework import emergency
 
     with psycopg.connect(stack.dsn) as conn:
         city, city_name = conn.execute(

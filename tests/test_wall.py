@@ -19,10 +19,11 @@ from playwright.sync_api import Browser, expect
 from api import wall_tokens
 from api.app import create_app
 from api.settings import ApiSettings
+from casework import incidents, tasks
+from casework.rules import Raise, Rule, Severity
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
-from ingest import incidents, registry, tasks
-from ingest.rules import Raise, Rule, Severity
+from ingest import registry
 from tests.console_support import signed_in
 from tests.support import rows, scalar
 

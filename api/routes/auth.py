@@ -19,8 +19,8 @@ from api.messages import ApiError
 from api.models import Language, Me, Token
 from api.security import hash_password, make_token, verify_password
 from api.settings import ApiSettings
+from casework.tasks import Role
 from ingest import people
-from ingest.tasks import Role
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["auth"])

@@ -15,8 +15,8 @@ from api.deps import AdminUser, Conn, CurrentUser, DbDep, audit, client_of
 from api.errors import ErrorBody
 from api.messages import ApiError
 from api.settings import ApiSettings
+from casework.tasks import Role
 from gateway.topics import ID_PATTERN
-from ingest.tasks import Role
 from registry import enrol, nodeconfig
 from registry.secrets import SealError, issue_secret
 

@@ -26,8 +26,8 @@ from api.models import (
     as_models,
     page,
 )
-from ingest import incidents as incident_ops
-from ingest.tasks import SUPERVISORS
+from casework import incidents as incident_ops
+from casework.tasks import SUPERVISORS
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 _COLUMNS = """id, rule, severity::text, status::text, title, title_code, title_params, venue_id,

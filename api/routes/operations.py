@@ -15,11 +15,11 @@ from api.deps import CurrentUser, DbDep, User, audit
 from api.messages import ApiError
 from api.models import AreaPath, AreaQuery, Cursor, Page, VenuePath, as_models, page
 from api.routes.venues import area_path
+from casework import emergency, kpi, proposals
+from casework.tasks import SUPERVISORS, Role
 from gateway import messages as m
 from gateway.codec import RejectReason
 from gateway.topics import ID_PATTERN
-from ingest import emergency, kpi, proposals
-from ingest.tasks import SUPERVISORS, Role
 from registry.model import TERRITORY_ID
 
 router = APIRouter(prefix="/api", tags=["operations"])

@@ -12,9 +12,9 @@ from api.deps import CurrentUser, DbDep, audit
 from api.messages import ApiError
 from api.models import AreaQuery, as_model, as_models
 from api.routes.venues import area_path
+from casework import tasks
+from casework.tasks import Role
 from ingest import people as roster
-from ingest import tasks
-from ingest.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["people"])
 PersonPath = Annotated[

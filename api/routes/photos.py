@@ -16,7 +16,7 @@ from api.deps import BearerToken, Conn, CurrentUser, DbDep, KeyDep, User, audit,
 from api.messages import ApiError
 from api.models import RowId, as_model, as_models
 from api.routes.tasks import VISIBLE
-from ingest.tasks import SUPERVISORS, State
+from casework.tasks import SUPERVISORS, State
 
 router = APIRouter(prefix="/api/tasks", tags=["photos"])
 MAX_PHOTO_BYTES = 5 * 1024 * 1024  # api.limits lets a photo upload's body grow to this

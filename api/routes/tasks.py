@@ -23,8 +23,8 @@ from api.models import (
     page,
 )
 from api.routes.incidents import snapshot_jpeg
-from ingest import tasks as task_ops
-from ingest.tasks import SUPERVISORS, Group, State
+from casework import tasks as task_ops
+from casework.tasks import SUPERVISORS, Group, State
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 _COLUMNS = """id, incident_id, title, title_code, title_params, severity::text, state::text, assignee, grid_id, level_id,

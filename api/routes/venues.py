@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from api.deps import Conn, CurrentUser, DbDep, User
 from api.messages import ApiError
 from api.models import AreaQuery, Cursor, Page, TerritoryNode, VenuePath, as_model, as_models
-from ingest.tasks import Role
+from casework.tasks import Role
 
 router = APIRouter(prefix="/api", tags=["venues"])
 

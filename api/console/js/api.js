@@ -167,7 +167,7 @@ export class Live extends EventTarget {
 }
 
 /** Roles that run an area's work: dispatch and check tasks, change incidents, command devices
- * (ingest.tasks.SUPERVISORS). */
+ * (casework.tasks.SUPERVISORS). */
 export const SUPERVISORS = new Set(["admin", "operator", "dispatcher"]);
 
 /** Whether consoles keep quiet about an incident for now. */

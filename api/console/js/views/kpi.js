@@ -1,6 +1,6 @@
 // KPIs of an area and the areas under it, over a period, with charts. The rates count only
 // the tasks people took; tasks that closed by themselves (the condition cleared before anyone
-// acted) have their own column (ingest/kpi.py says how each figure is counted).
+// acted) have their own column (casework/kpi.py says how each figure is counted).
 
 import { api } from "../api.js";
 import { barChart, h, toast } from "../dom.js";

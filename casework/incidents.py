@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 
-from ingest import emergency, tasks
-from ingest.rules import CancelTimer, Clear, Raise, Rule, Severity, Signal, StartTimer
-from ingest.sqljson import records
+from casework import emergency, tasks
+from casework.rules import CancelTimer, Clear, Raise, Rule, Severity, Signal, StartTimer
+from casework.sqljson import records
 
 __all__ = ["Raise", "Signal", "apply", "decode", "raise_incident", "resolve"]
-from ingest.tasks import DeadlinePolicy
+from casework.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 

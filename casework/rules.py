@@ -1,7 +1,7 @@
 """Rules: what turns device messages into incidents, and what clears them.
 
 `evaluate` looks at one newly stored message and returns signals: raise an incident, clear one,
-start or cancel a timer for a rule with a duration. `ingest.incidents` applies them in the same
+start or cancel a timer for a rule with a duration. `casework.incidents` applies them in the same
 transaction as the message, so an incident exists exactly when its message is stored.
 
 Each rule has built-in settings (`DEFAULTS`), which the `rule_overrides` table changes per venue
@@ -22,10 +22,10 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
+from casework.titles import Title
+from casework.venues import VenueInfo
 from gateway import messages as m
 from gateway.codec import Inbound
-from ingest.registry import VenueInfo
-from ingest.titles import Title
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Raise:
     @property
     def title(self) -> Title:
         """What happened, as a code (the rule) with the names it shows; the device's name is
-        added where the incident is written (ingest.incidents), from the registry's table."""
+        added where the incident is written (casework.incidents), from the registry's table."""
         params: dict[str, Any] = {"venue": self.venue.name or self.venue.id,
                                   "venue_id": self.venue.id}  # fmt: skip
         if self.device is not None:

@@ -8,10 +8,10 @@ from datetime import datetime
 
 import psycopg
 
-from ingest import emergency, incidents
-from ingest.refused import Refused
-from ingest.rules import Rule, key
-from ingest.tasks import DeadlinePolicy
+from casework import emergency, incidents
+from casework.refused import Refused
+from casework.rules import Rule, key
+from casework.tasks import DeadlinePolicy
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

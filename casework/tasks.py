@@ -24,10 +24,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.refused import Refused
-from ingest.rules import Severity
-from ingest.sqljson import records
-from ingest.titles import Title
+from casework.refused import Refused
+from casework.rules import Severity
+from casework.sqljson import records
+from casework.titles import Title
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from casework import tasks
+from casework.refused import Refused
+from casework.tasks import DeadlinePolicy
 from gateway import messages as m
-from ingest import tasks
-from ingest.refused import Refused
-from ingest.tasks import DeadlinePolicy
 
 log = logging.getLogger(__name__)
 
