@@ -646,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi = add(
         bsub2,
         "ingest",
-        _lazy("gridwatch.bench:run_ingest_bench"),
+        _lazy("gridwatch.bench.ingest:run_ingest_bench"),
         "Load a backlog into the broker, then measure how fast the ingest drains it into PostgreSQL.",
     )
     bi.add_argument("--messages", type=int, default=200_000)
@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     bf = add(
         bsub2,
         "fleet",
-        _lazy("gridwatch.bench:run_fleet_bench"),
+        _lazy("gridwatch.bench.ingest:run_fleet_bench"),
         "Run a simulated city (fleet, broker, ingest, database) and measure rate, delay and loss.",
     )
     bf.add_argument("--venues", type=int, default=200)
@@ -699,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba = add(
         bsub2,
         "api",
-        _lazy("gridwatch.bench_api:run_api_bench"),
+        _lazy("gridwatch.bench.api:run_api_bench"),
         "API latency over a month of a city's data; a broadcast to every speaker, answered.",
     )
     ba.add_argument("--venues", type=int, default=250, help="25 devices each, 4 speakers")
@@ -713,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     bw = add(
         bsub2,
         "wall",
-        _lazy("gridwatch.bench_wall:run_wall_bench"),
+        _lazy("gridwatch.bench.wall:run_wall_bench"),
         "The wall's summary of a city with a year of incidents and tasks, with and without "
         "migration 025's indexes.",
     )
@@ -727,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl = add(
         bsub2,
         "live",
-        _lazy("gridwatch.bench_live:run_live_bench"),
+        _lazy("gridwatch.bench.live:run_live_bench"),
         "Open many live streams on one API process and time each change from its commit to "
         "every stream that may see it; check each got exactly its own.",
     )
@@ -744,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     bv = add(
         bsub2,
         "vision",
-        _lazy("gridwatch.bench_vision:run"),
+        _lazy("gridwatch.bench.vision:run"),
         "Camera analytics on synthetic H.264 clips, in total and per condition: precision, "
         "recall, delay, counting error, false alerts per hour, person/animal confusion, and "
         "frames per second per core beside a bare decode loop.",
@@ -765,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     brt = add(
         bsub2,
         "rtsp",
-        _lazy("gridwatch.bench_rtsp:run"),
+        _lazy("gridwatch.bench.rtsp:run"),
         "OpenCV reading the RTSP camera simulator: time to open, frames per second per client, "
         "CPU, for several scene rates and numbers of clients.",
     )
@@ -775,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     br = add(
         bsub2,
         "registry",
-        _lazy("gridwatch.bench_registry:run"),
+        _lazy("gridwatch.bench.registry:run"),
         "Plan and apply a city's registry file (200 venues, 5,000 devices, 1,000 people) and a "
         "province's (20,000 venues, 500,000 devices): times and peak memory.",
     )
@@ -792,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb = add(
         bsub2,
         "broker",
-        _lazy("gridwatch.bench_broker:run"),
+        _lazy("gridwatch.bench.broker:run"),
         "Reconcile the broker accounts of N nodes from an empty broker, then once more with"
         " nothing to change, against a real Mosquitto with its dynamic-security plugin.",
     )
@@ -808,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc = add(
         bsub2,
         "console",
-        _lazy("gridwatch.bench_console:run"),
+        _lazy("gridwatch.bench.console:run"),
         "A grid worker's first load of the console in headless Chromium on a throttled mobile"
         " network: bytes transferred (compressed) and the time until the inbox can be used.",
     )
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = add(
         bsub2,
         "notify",
-        _lazy("gridwatch.bench_notify:run"),
+        _lazy("gridwatch.bench.notify:run"),
         "With the city fleet running: from a red incident's commit to the first channel's HTTP"
         " request (p50, p99); then a storm of red incidents: deliveries, digests, provider limits.",
     )

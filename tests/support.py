@@ -22,7 +22,7 @@ from gateway.client import (
     new_client,
     publish_outcome,
 )
-from gridwatch.bench import scrape
+from gridwatch.bench.ingest import scrape
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import ExternalPostgres, LocalStack
 from gridwatch.services import LocalPostgres, free_ports, terminate

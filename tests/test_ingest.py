@@ -23,8 +23,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway import codec, topics
 from gateway import messages as m
 from gateway.codec import RejectReason
+from gridwatch.bench.loadgen import make_message
 from gridwatch.demo import NodeCredentials
-from gridwatch.loadgen import make_message
 from gridwatch.local import LocalStack
 from ingest.writer import COLUMNS
 from tests.support import (

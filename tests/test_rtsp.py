@@ -382,7 +382,7 @@ def test_a_malformed_request_is_answered_400(numbered: RtspServer) -> None:
 
 
 def test_the_rtsp_benchmark_runs() -> None:
-    from gridwatch.bench_rtsp import measure
+    from gridwatch.bench.rtsp import measure
 
     figures = measure(25.0, 2, 1.0)
     assert figures["clients"] == 2 and figures["frames_per_s_per_client_min"] > 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.vision.config import AlertTiming, CameraSettings
-from gridwatch.bench_vision import confusion, match
+from gridwatch.bench.vision import confusion, match
 from simulators import scenes
 from simulators.scenes import Conditions, Figure, PoleCamera, Scene, ZoneSpec, street
 

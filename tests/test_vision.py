@@ -21,7 +21,7 @@ from edge.vision.analytics import AlertOut, CameraAnalytics, CountOut, Output
 from edge.vision.config import AlertTiming, CameraSettings
 from edge.vision.motion import MotionDetector
 from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase
-from gridwatch.bench_vision import score
+from gridwatch.bench.vision import score
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
 from gridwatch.local import LocalStack
 from simulators import scenes

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from gridwatch.bench import _db_now, _scrape_all, _wait_connected, start_fleet
+from gridwatch.bench.ingest import _db_now, _scrape_all, _wait_connected, start_fleet
 from gridwatch.local import LocalStack
 from gridwatch.services import free_ports, terminate
 from notify.channels.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify

@@ -134,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _broker_figures(stack: LocalStack, args: argparse.Namespace) -> Any:
     """The broker accounts of the province's 20,000 nodes reconciled: measured by
-    `gridwatch.bench_broker.reconcile_figures(stack, nodes)` where it exists."""
+    `gridwatch.bench.broker.reconcile_figures(stack, nodes)` where it exists."""
     if args.no_broker:
         return "skipped (--no-broker)"
     try:
-        bench_broker = importlib.import_module("gridwatch.bench_broker")
+        bench_broker = importlib.import_module("gridwatch.bench.broker")
     except ImportError:
-        return "not measured: gridwatch/bench_broker.py is not there"
+        return "not measured: gridwatch/bench/broker.py is not there"
     return bench_broker.reconcile_figures(stack, nodes=PROVINCE["venues"])

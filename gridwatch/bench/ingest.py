@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 
 from gateway.broker import new_share_group
-from gridwatch import bench_limit, loadgen
+from gridwatch.bench import limit as bench_limit
+from gridwatch.bench import loadgen
 from gridwatch.demo import NodeCredentials
 from gridwatch.local import INGEST_SLOTS, ExternalPostgres, LocalStack
 from gridwatch.services import free_ports, terminate

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from gridwatch.bench import _wait_connected, start_fleet
+from gridwatch.bench.ingest import _wait_connected, start_fleet
 from gridwatch.demo import DEMO_PASSWORD
 from gridwatch.local import LocalStack
 from gridwatch.services import free_port, terminate, wait_for_port

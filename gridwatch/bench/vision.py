@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from edge.vision.analytics import AlertOut, CameraAnalytics, CountOut, Output
 from edge.vision.config import AlertTiming, CameraSettings
 from gateway.messages import AlertPhase
-from gridwatch import bench_vision_report as report
+from gridwatch.bench import vision_report as report
 from simulators import scenes
 from simulators.scenes import street
 from simulators.scenes.render import RENDER_VERSION
