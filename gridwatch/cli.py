@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from pydantic import ValidationError
 
-from gridwatch import home, logconfig
+from gridwatch import logconfig
 from gridwatch.errors import configuration_problems
+from gridwatch.local import home
 
 if TYPE_CHECKING:
     from ingest.groups import Scope
@@ -60,7 +61,7 @@ def _ingest(args: argparse.Namespace) -> int:
     first = args.slot if args.slot is not None else settings.worker_slot
     if args.workers == 1 or args.drain:
         return _run_worker(first, drain=args.drain, supervised=args.supervised)
-    from gridwatch import workers
+    from gridwatch.local import workers
 
     _claim_group(settings)  # a misconfigured group is refused once, before any worker starts
     return workers.run(first, args.workers, ["--log-level", args.log_level,
@@ -91,7 +92,7 @@ def _run_worker(slot: int, drain: bool = False, supervised: bool = False) -> int
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if supervised:
-        from gridwatch import workers
+        from gridwatch.local import workers
 
         workers.stop_when_orphaned(worker.stop)
     worker.run(until_idle_s=5.0 if drain else None)
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = add(
         sub,
         "up",
-        _lazy("gridwatch.up:run"),
+        _lazy("gridwatch.local.up:run"),
         "Run the whole system locally: PostgreSQL, Mosquitto, migrations, demo data, ingest and"
         " a simulated fleet.",
     )

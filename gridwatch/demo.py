@@ -23,7 +23,7 @@ from api.security import hash_password
 from casework.tasks import Role
 from gateway.messages import DeviceKind
 from gridwatch import demo_map
-from gridwatch.services import write_private
+from gridwatch.local.services import write_private
 from registry import document, store
 from registry.document import Document
 from registry.model import Area, Device, Level, Node, Person, Shift, Venue, VenueKind

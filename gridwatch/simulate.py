@@ -20,7 +20,7 @@ from edge.drivers import Device
 from gateway.client import MqttSettings
 from gateway.messages import DeviceKind
 from gridwatch import demo
-from gridwatch.services import stop_on_signals
+from gridwatch.local.services import stop_on_signals
 from simulators import scenario as scenarios
 from simulators.devices import SimDevice, make_device
 from simulators.engine import Engine, SimClock

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from gridwatch import demo
-from gridwatch.local import ExternalPostgres, LocalStack, Ports
-from gridwatch.services import LocalPostgres, free_port
+from gridwatch.local.services import LocalPostgres, free_port
+from gridwatch.local.stack import ExternalPostgres, LocalStack, Ports
 from tests.console_support import api_url, browser, shots  # noqa: F401  (the browser tests' fixtures)
 from tests.support import start_ingest, stop_process
 

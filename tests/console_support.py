@@ -23,8 +23,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from tests.support import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -25,7 +25,7 @@ from gateway import messages as m
 from gateway.client import connect_async, new_client
 from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import OPENCV_DRIVER, venues_from
 from simulators.fleet import SIMULATED_DRIVER, Fleet, site_secret_for
 

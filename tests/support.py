@@ -24,8 +24,8 @@ from gateway.client import (
 )
 from gridwatch.bench.ingest import scrape
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import ExternalPostgres, LocalStack
-from gridwatch.services import LocalPostgres, free_ports, terminate
+from gridwatch.local.services import LocalPostgres, free_ports, terminate
+from gridwatch.local.stack import ExternalPostgres, LocalStack
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:

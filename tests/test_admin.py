@@ -18,7 +18,7 @@ from api.settings import ApiSettings
 from casework import tasks
 from gateway.broker import hash_password
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from registry.model import KINDS
 from registry.secrets import load_seal_key, unseal
 from tests.support import rows, scalar

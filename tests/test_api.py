@@ -16,7 +16,7 @@ from api.settings import ApiSettings
 from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests.support import rows, scalar
 
@@ -385,7 +385,7 @@ def _emergencies(response: object, want: int) -> list[dict[str, object]]:
 def test_live_stream_is_scoped_and_resumes(stack: LocalStack, nodes: list[NodeCredentials]) -> None:
     import httpx
 
-    from gridwatch.services import free_port, wait_for_port
+    from gridwatch.local.services import free_port, wait_for_port
     from tests.support import stop_process
 
     port = free_port()

@@ -12,8 +12,8 @@ from api import messages
 from api.app import create_app
 from api.settings import ApiSettings
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port
+from gridwatch.local.services import free_port
+from gridwatch.local.stack import LocalStack
 from tests.test_api import raise_incident, sign_in
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.settings import ApiSettings
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.test_api import raise_incident, sign_in
 
 # The live stream never ends by itself; it is tested in test_api. Signing out would end the

@@ -18,7 +18,7 @@ from api.live import Change
 from api.settings import ApiSettings
 from casework import titles, words
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import scalar
 from tests.test_api import _second_grid, people_of, raise_incident, sign_in
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from tests.support import stop_process
 
 LIMITS = {

@@ -15,7 +15,7 @@ from api.app import create_app
 from api.database import Database
 from api.settings import ApiSettings
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 
 _INCIDENTS = """
 INSERT INTO incidents (dedup_key, rule, severity, status, title, title_code, venue_id, grid_id, path,

@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import DEV_SECRET, ApiSettings
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from tests.support import rows, scalar, stop_process
 from tests.test_api import people_of, sign_in
 

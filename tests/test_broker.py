@@ -25,8 +25,8 @@ from gateway.broker import new_secret, new_share_group
 from gateway.client import MqttSettings, connect_async, new_client
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
 from gridwatch.demo import NodeCredentials, read_credentials
-from gridwatch.local import LocalStack
-from gridwatch.services import LocalMosquitto, free_port
+from gridwatch.local.services import LocalMosquitto, free_port
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import venues_from
 from ingest.settings import Environment
 from simulators.fleet import Fleet

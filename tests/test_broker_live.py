@@ -18,7 +18,7 @@ import pytest
 from gateway.broker import node_role_name, secret_mark
 from gateway.dynsec import Acl, DynSec, DynSecError
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from registry.broker_sync import ChangeKind, node_acls, reconcile, refusals
 from registry.secrets import issue_secret, load_seal_key
 from tests.support import (

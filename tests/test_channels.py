@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from gridwatch.services import free_port
+from gridwatch.local.services import free_port
 from notify.channels import aliyun, configured
 from notify.channels.base import Channel, Failed, Message, Recipient, Retry, Sent
 from notify.channels.dingtalk import DingtalkChannel, DingtalkSettings

@@ -17,7 +17,7 @@ import pytest
 
 from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests.support import rows, scalar
 

@@ -30,7 +30,7 @@ from gateway import codec
 from gateway import messages as m
 from gateway.codec import DecodeError, RejectReason
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from simulators import scenes
 from simulators.scenes import Scene, Walker
 from tests.support import Node, device_of, rows, scalar, stop_process, wait_until

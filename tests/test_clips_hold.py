@@ -27,7 +27,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.codec import RejectReason
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import Node, device_of, rows, scalar, start_ingest, stop_process, wait_until
 from tests.test_clips import FPS, T0, a_clip, frame, recorder
 

@@ -28,8 +28,8 @@ from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gateway.messages import DoorMode
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from tests.console_support import DESKTOP, PHONE, catalogue, set_language, signed_in

@@ -25,7 +25,7 @@ from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests import console_support
 from tests.console_support import signed_in

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from gateway.messages import DeviceKind
-from gridwatch.local import LocalStack
-from gridwatch.services import LocalPostgres
+from gridwatch.local.services import LocalPostgres
+from gridwatch.local.stack import LocalStack
 from ingest import audit
 from ingest import migrate as migrations
 from registry import store

@@ -22,7 +22,7 @@ from gateway import messages as m
 from gateway.client import connect_async, new_client
 from gateway.signing import Signer
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import venues_from
 from simulators.devices import SimDoor, SimSpeaker
 from simulators.fleet import Fleet

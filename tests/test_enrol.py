@@ -17,8 +17,8 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from registry import enrol
 from tests.edge_support import config_version_of, site_file
 from tests.support import rows, scalar, start_ingest, stop_process, wait_until

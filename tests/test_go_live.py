@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gridwatch.local import LocalStack, Ports
-from gridwatch.services import LocalPostgres, free_port, wait_for_port
+from gridwatch.local.services import LocalPostgres, free_port, wait_for_port
+from gridwatch.local.stack import LocalStack, Ports
 from tests.support import rows, scalar, start_ingest, stop_process, wait_until
 
 CITY = """\

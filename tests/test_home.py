@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from gridwatch import demo
-from gridwatch import home as homes
-from gridwatch.local import LocalStack
+from gridwatch.local import home as homes
+from gridwatch.local.stack import LocalStack
 from tests.support import rows
 
 SCENARIO_NAMING_A_MISSING_DEVICE = """\

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.console_support import CATALOGUES, catalogue, set_language, signed_in, uncatalogued
 from tests.i18n_scan import scan_html, scan_js
 from tests.support import scalar

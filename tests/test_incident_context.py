@@ -12,7 +12,7 @@ from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests.support import scalar
 from tests.test_api import _second_grid, client, people_of, raise_incident, sign_in

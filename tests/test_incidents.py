@@ -15,7 +15,7 @@ from casework import emergency, kpi, tasks
 from casework.tasks import Action, TaskError
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from simulators.devices import SimCounter, SimDoor, SimSpeaker
 from simulators.fleet import Fleet
 from tests.edge_support import fleet_of

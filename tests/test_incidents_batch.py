@@ -12,7 +12,7 @@ from casework import incidents
 from casework.rules import Clear, Raise, Rule, Severity, Signal
 from casework.tasks import DeadlinePolicy
 from casework.venues import VenueInfo
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests.support import scalar
 

@@ -25,7 +25,7 @@ from gateway import messages as m
 from gateway.codec import RejectReason
 from gridwatch.bench.loadgen import make_message
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest.writer import COLUMNS
 from tests.support import (
     Node,

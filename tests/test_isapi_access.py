@@ -24,7 +24,7 @@ from edge.isapi.access import MAPPING, IsapiDoor, IsapiDoorSettings, read_event
 from edge.isapi.stream import Part, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import ISAPI_DRIVER, hardware_driver
 from simulators.devices import SimDoor, make_device
 from simulators.engine import Engine, SimClock

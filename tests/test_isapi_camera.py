@@ -25,7 +25,7 @@ from edge.isapi.session import IsapiSession, IsapiSettings, IsapiUnavailable, re
 from edge.isapi.stream import BadPart, MultipartReader, Part, boundary_of, decode
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import ISAPI_DRIVER, hardware_driver
 from simulators.isapi_camera import HikvisionCamera
 from simulators.isapi_http import IsapiServer, part, response_status

@@ -11,7 +11,7 @@ import psycopg
 from casework import incidents, kpi, tasks
 from casework.tasks import Action
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import scalar
 from tests.test_api import people_of, raise_incident
 

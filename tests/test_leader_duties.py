@@ -10,7 +10,7 @@ import psycopg
 
 from casework import tasks
 from casework.rules import RuleBook
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest.commands import Publish
 from ingest.leader import REGISTRY_CHANNEL, Leader
 from ingest.registry import Registry

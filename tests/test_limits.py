@@ -13,7 +13,7 @@ import pytest
 from gateway import codec, topics
 from gateway.client import connect_async, new_client
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import Node, occupancy, scalar, start_ingest, stop_process, wait_until
 
 

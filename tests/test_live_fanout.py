@@ -17,8 +17,8 @@ import pytest
 from api.live import ChangeFeed, in_scope
 from api.routes.live import _View
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from tests.support import scalar, stop_process
 
 _INCIDENT = """

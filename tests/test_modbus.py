@@ -18,7 +18,7 @@ from edge.drivers import CommandFailed, DeviceHealthSeen
 from edge.modbus import ModbusDoor, ModbusDoorSettings
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import MODBUS_DRIVER, hardware_driver
 from simulators.modbus_io import CONTACT_INPUT, EXIT_INPUT, LOCK_COIL, IoModule
 from tests.edge_support import command_result, platform_client, send_command, site_agent

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from casework import emergency, incidents, tasks
 from casework.rules import Raise, Rule, Severity
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from notify import router, sender
 from notify.channels.base import Channel

@@ -16,8 +16,8 @@ from api.app import create_app
 from api.settings import ApiSettings
 from casework.tasks import DeadlinePolicy
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from notify.channels.console import ConsoleChannel
 from notify.settings import NotifySettings
 from tests.support import metric, scalar, start_ingest, stop_process, wait_until

@@ -15,7 +15,7 @@ import pytest
 from casework.rules import DEFAULTS, Rule, Severity
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import Node, birth, device_of, envelope, rows, scalar, wait_until
 
 

@@ -20,7 +20,7 @@ from edge.onvif import events
 from edge.onvif.camera import OnvifCamera
 from edge.onvif.events import TOPICS_NS as TNS1
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import ONVIF_DRIVER, hardware_driver
 from simulators.onvif_camera import OnvifCameraSim
 from tests.edge_support import site_agent

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port
+from gridwatch.local.services import free_port
+from gridwatch.local.stack import LocalStack
 from tests.support import start_ingest, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import Node, birth, device_of, envelope, occupancy, rows, scalar, wait_until
 
 

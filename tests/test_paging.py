@@ -11,8 +11,8 @@ import psycopg
 
 from casework.tasks import DeadlinePolicy
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, wait_for_port
+from gridwatch.local.services import free_port, wait_for_port
+from gridwatch.local.stack import LocalStack
 from simulators.providers import SMS_PATH, VOICE_PATH, WECOM_PATH, Provider, Providers
 from tests.support import scalar, start_ingest, stop_process, wait_until
 from tests.test_notify import people_of, raise_at

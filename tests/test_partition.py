@@ -24,8 +24,8 @@ from gateway.client import QOS_AT_LEAST_ONCE, MqttSettings, connect_async, new_c
 from gateway.codec import DecodeError, RejectReason
 from gateway.dynsec import Acl, DynSec
 from gridwatch.demo import NodeCredentials, read_credentials
-from gridwatch.local import LocalStack, Ports
-from gridwatch.services import LocalPostgres, free_port
+from gridwatch.local.services import LocalPostgres, free_port
+from gridwatch.local.stack import LocalStack, Ports
 from ingest import groups
 from ingest.groups import GroupError
 from ingest.registry import Registry

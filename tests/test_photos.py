@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api import images, messages
 from api.routes.photos import MAX_PHOTO_BYTES
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.support import rows, scalar
 from tests.test_api import _second_grid, client, people_of, raise_incident, sign_in
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from tests.edge_support import fleet_of
 from tests.support import rows, scalar, start_ingest, stop_process, wait_until
 

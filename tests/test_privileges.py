@@ -15,8 +15,8 @@ from psycopg import sql
 
 from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
-from gridwatch.local import LOGIN_ROLES, LocalStack
-from gridwatch.services import LocalPostgres, free_port
+from gridwatch.local.services import LocalPostgres, free_port
+from gridwatch.local.stack import LOGIN_ROLES, LocalStack
 from ingest import audit, privileges, registry
 from ingest.privileges import ServiceRole
 from tests.support import needs_own_server, rows, scalar, start_ingest, stop_process

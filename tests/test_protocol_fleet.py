@@ -11,7 +11,7 @@ import pytest
 
 from gateway import messages as m
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import hardware_driver, venues_from
 from simulators.devices import SimDoor, SimSpeaker
 from simulators.fleet import SIMULATED_DRIVER, Fleet

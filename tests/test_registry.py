@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from gridwatch import demo
-from gridwatch.local import LocalStack, Ports
-from gridwatch.services import LocalPostgres, free_port
+from gridwatch.local.services import LocalPostgres, free_port
+from gridwatch.local.stack import LocalStack, Ports
 from registry import document, store
 from registry.document import RegistryFileError
 from tests.support import rows, scalar

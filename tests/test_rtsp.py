@@ -23,7 +23,7 @@ import pytest
 from cv2.typing import MatLike
 
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from simulators import scenes
 from simulators.rtp_jpeg import NotRtpJpeg
 from simulators.rtsp import PATH, RtspServer

@@ -9,7 +9,7 @@ import pytest
 
 from edge import drivers as d
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from simulators import scenario as sc
 from simulators.devices import SimCounter, SimDoor
 from simulators.engine import Engine, SimClock

@@ -43,7 +43,7 @@ from gateway import codec, topics
 from gateway import messages as m
 from gateway.signing import Signer
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from gridwatch.simulate import HTTP_SPEAKER_DRIVER, hardware_driver
 from simulators.http_speaker import HttpSpeakerSim, driver_settings
 from tests.edge_support import platform_client, site_agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from gridwatch.supervise import Supervisor
+from gridwatch.local.supervise import Supervisor
 from tests.support import wait_until
 
 

@@ -21,7 +21,7 @@ from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gateway.contract_doc import TINY_JPEG
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from registry import store
 from registry.model import Area, Level, Person, Venue, VenueKind

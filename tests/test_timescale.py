@@ -21,8 +21,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.routes.venues import occupancy_series
-from gridwatch.local import ExternalPostgres
-from gridwatch.services import LocalPostgres, scram_verifier
+from gridwatch.local.services import LocalPostgres, scram_verifier
+from gridwatch.local.stack import ExternalPostgres
 from ingest import migrate as migrations
 from tests.support import needs_timescale, rows, scalar
 

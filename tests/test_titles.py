@@ -16,7 +16,7 @@ import pytest
 from casework import incidents, titles
 from casework.rules import Raise, Rule, Severity
 from casework.tasks import DeadlinePolicy
-from gridwatch.local import LocalPostgres, LocalStack
+from gridwatch.local.stack import LocalPostgres, LocalStack
 from ingest import migrate, platform, registry
 from notify import texts
 

@@ -23,7 +23,7 @@ from edge.vision.motion import MotionDetector
 from gateway.messages import SNAPSHOT_MAX_BYTES, AlertPhase
 from gridwatch.bench.vision import score
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from simulators import scenes
 from simulators.scenes import LightSwitch, Scene, Shadow, Walker, ZoneSpec
 

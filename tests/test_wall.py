@@ -22,7 +22,7 @@ from api.settings import ApiSettings
 from casework import incidents, tasks
 from casework.rules import Raise, Rule, Severity
 from gridwatch.demo import DEMO_PASSWORD, NodeCredentials
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from ingest import registry
 from tests.console_support import signed_in
 from tests.support import rows, scalar

@@ -16,8 +16,8 @@ import psycopg
 
 from gridwatch.bench.ingest import _wait_connected, start_fleet
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, terminate, wait_for_port
+from gridwatch.local.services import free_port, terminate, wait_for_port
+from gridwatch.local.stack import LocalStack
 from simulators.fleet import Fleet
 
 _LOAD_OCCUPANCY = """

@@ -28,7 +28,7 @@ import psycopg
 from gateway.broker import hash_password, new_secret
 from gateway.client import MqttSettings, connect_async, new_client
 from gateway.dynsec import DynSec
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from registry.broker_sync import reconcile
 from registry.secrets import issue_secret, load_seal_key, seal, seal_public_key
 

@@ -28,8 +28,8 @@ import httpx
 import psycopg
 
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, terminate, wait_for_port
+from gridwatch.local.services import free_port, terminate, wait_for_port
+from gridwatch.local.stack import LocalStack
 
 # Chrome DevTools' throttling presets (latency in ms, throughput in bytes per second).
 PROFILES: dict[str, dict[str, float]] = {

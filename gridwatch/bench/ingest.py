@@ -22,8 +22,8 @@ from gateway.broker import new_share_group
 from gridwatch.bench import limit as bench_limit
 from gridwatch.bench import loadgen
 from gridwatch.demo import NodeCredentials
-from gridwatch.local import INGEST_SLOTS, ExternalPostgres, LocalStack
-from gridwatch.services import free_ports, terminate
+from gridwatch.local.services import free_ports, terminate
+from gridwatch.local.stack import INGEST_SLOTS, ExternalPostgres, LocalStack
 from ingest.writer import COLUMNS
 from simulators.devices import SimDoor
 from simulators.fleet import Fleet

@@ -20,8 +20,8 @@ import httpx
 import psycopg
 
 from gridwatch.demo import DEMO_PASSWORD
-from gridwatch.local import LocalStack
-from gridwatch.services import free_port, terminate, wait_for_port
+from gridwatch.local.services import free_port, terminate, wait_for_port
+from gridwatch.local.stack import LocalStack
 
 _ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 

@@ -32,8 +32,8 @@ from typing import Any
 import psycopg
 
 from gridwatch.bench.ingest import _db_now, _scrape_all, _wait_connected, start_fleet
-from gridwatch.local import LocalStack
-from gridwatch.services import free_ports, terminate
+from gridwatch.local.services import free_ports, terminate
+from gridwatch.local.stack import LocalStack
 from notify.channels.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from simulators.devices import SimDoor
 from simulators.fleet import Fleet

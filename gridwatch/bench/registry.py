@@ -24,7 +24,7 @@ import psycopg
 
 from casework.tasks import Role
 from gridwatch import demo
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 from registry import document, store
 from registry.document import Document
 from registry.model import Level, Person, Shift

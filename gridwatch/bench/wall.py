@@ -16,7 +16,7 @@ import psycopg
 
 from api import wall_summary
 from casework import kpi
-from gridwatch.local import LocalStack
+from gridwatch.local.stack import LocalStack
 
 # `n` incidents spread evenly over `days`, round the venues; the newest `open` still open with
 # a dispatched task, the others resolved 20 minutes after opening with their task closed.

@@ -8,11 +8,11 @@ import shutil
 import socket
 from pathlib import Path
 
-from gridwatch import home as homes
 from gridwatch.demo import DEMO_PASSWORD, read_credentials
-from gridwatch.local import LocalStack, Ports
-from gridwatch.services import free_port, stop_on_signals, wait_for_port
-from gridwatch.supervise import Supervisor
+from gridwatch.local import home as homes
+from gridwatch.local.services import free_port, stop_on_signals, wait_for_port
+from gridwatch.local.stack import LocalStack, Ports
+from gridwatch.local.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ DEFAULT_API_PORT = 8080
 API_START_S = 30.0  # the summary is printed once the console answers, or after this long
 # Played by the demo fleet unless told otherwise: incidents within the first minute. It names
 # the first six devices of the first five demo venues.
-DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "demo.yaml"
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "demo.yaml"
 DEMO_SCENARIO_VENUES = 5
 DEMO_SCENARIO_DEVICES = 6
 

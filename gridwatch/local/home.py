@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gridwatch.services import write_private
+from gridwatch.local.services import write_private
 
 log = logging.getLogger(__name__)
 

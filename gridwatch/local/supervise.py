@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gridwatch.services import terminate
+from gridwatch.local.services import terminate
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from gridwatch.services import stop_on_signals
-from gridwatch.supervise import Supervisor
+from gridwatch.local.services import stop_on_signals
+from gridwatch.local.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from gateway.client import MqttSettings
 from gateway.signing import Signer, init_key
 from gridwatch import demo
 from gridwatch.brokercfg import BrokerAccountsSettings, write_config
-from gridwatch.services import (
+from gridwatch.local.services import (
     SUPERUSER,
     LocalMosquitto,
     LocalPostgres,
