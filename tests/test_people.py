@@ -317,6 +317,27 @@ def test_the_person_check_looks_again_a_second_later_a_few_times() -> None:
     assert nobody.checks == 3 and nobody.checked is False
 
 
+def test_a_person_broken_into_pieces_is_one_person_in_a_crowd_estimate() -> None:
+    """In low sun or against a busy ground the mask breaks a standing person into pieces
+    (head and shoulders, hips, legs), each a blob. Counted as at least one person each, the
+    pieces made one person three and raised a crowd alert seconds early (crowd-angle-3). Blobs
+    not tracked as people add up their areas; a tracked person is at least one, however
+    little of them moves."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    mask = np.zeros((180, 320), np.uint8)
+    mask[87:124, 110:120] = 255  # one person's area at the prior's 38 px, feet on row 124
+    pieces = [Blob(110, y0, 10, y1 - y0, 10 * (y1 - y0), (115 / 320, y1 / 180))
+              for y0, y1 in ((87, 100), (101, 111), (112, 124))]  # fmt: skip
+    for rows in ((100, 101), (111, 112)):
+        mask[rows[0] : rows[1], 110:120] = 0  # the gaps between the pieces
+    everywhere = [True] * 3
+    assert people.crowd(pieces, mask, everywhere, [False] * 3) == 1
+    # A tracked person is one, and so are several tracked people however small.
+    assert people.crowd(pieces, mask, everywhere, [True] * 3) == 3
+    # Not in the zone, not counted.
+    assert people.crowd(pieces, mask, [False] * 3, [False] * 3) == 0
+
+
 def test_a_person_with_a_shadow_is_not_split_by_a_neighbours_feet_in_its_box() -> None:
     """A person (16x37 at the prior's 38 px) with their shadow on the ground to one side: one
     blob, low where the shadow is, not two people. The feet of someone standing just above

@@ -289,8 +289,11 @@ class CameraAnalytics:
                   and not _looks_like_a_person(tr)}  # fmt: skip
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
+        persons = {id(tr.blob) for tr in self.tracker.tracks
+                   if tr.seen and (tr.kind is ObjectKind.PERSON or _looks_like_a_person(tr))}  # fmt: skip
         mask = self.motion.without_cast_shadows(blobs, in_zone)
-        return max(len(people), self.people.crowd(blobs, mask, in_zone))
+        whole = [id(b) in persons for b in blobs]
+        return max(len(people), self.people.crowd(blobs, mask, in_zone, whole))
 
     def _alert(
         self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,

@@ -35,6 +35,7 @@ from edge.vision.tracking import ObjectKind, Track
 log = logging.getLogger(__name__)
 
 PERSON_FILL = 0.25  # a person's blob covers about this share of its height squared
+_PIECE = 1 / 3  # a crowd's blob smaller than this share of a person is a piece of one
 _ASPECT = 0.42  # one standing person's blob width over its height (arms, gait)
 _MASK_PAD_PX = 2  # the motion mask makes an object about this much taller (analysis px, measured)
 _MIN_HEIGHT = 0.02  # no person is expected smaller than this share of the frame's height
@@ -527,21 +528,30 @@ class People:
 
     # ---- crowds ----
 
-    def crowd(self, blobs: list[Blob], mask: MatLike, in_zone: list[bool]) -> int:
+    def crowd(
+        self, blobs: list[Blob], mask: MatLike, in_zone: list[bool], whole: list[bool]
+    ) -> int:
         """People in the blobs of a zone, per ground area: each row's moving pixels over the area
-        of a person whose body's middle is on that row."""
+        of a person whose body's middle is on that row. A blob tracked as a person (`whole`),
+        or as large as a third of one (someone standing, fading into the background), is at
+        least one; smaller blobs (a figure broken into pieces by shadow or by the mask's holes)
+        add up their areas, so that the pieces of one person are one person, not one each."""
         if self._weights_version != self.scale.version:
             self._weights = self._row_weights()
             self._weights_version = self.scale.version
         total = 0
+        pieces = 0.0
         m = np.asarray(mask)
-        for b, inside in zip(blobs, in_zone, strict=True):
+        for b, inside, person in zip(blobs, in_zone, whole, strict=True):
             if not inside:
                 continue
             rows = np.count_nonzero(m[b.y : b.y + b.h, b.x : b.x + b.w], axis=1)
             people = float(rows @ self._weights[b.y : b.y + b.h])
-            total += max(1, math.floor(people + 0.3))
-        return total
+            if person or people >= _PIECE:
+                total += max(1, math.floor(people + 0.3))
+            else:
+                pieces += people
+        return total + math.floor(pieces + 0.3)
 
     def _row_weights(self) -> NDArray[np.float64]:
         rows = (np.arange(self.height) + 0.5) / self.height
