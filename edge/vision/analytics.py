@@ -131,6 +131,7 @@ class CameraAnalytics:
         self.motion = MotionDetector(
             *self.small_size, min_area_px=floor,
             fps=settings.fps, background_s=settings.tuning.background_s,
+            colour=settings.tuning.colour_motion,
         )  # fmt: skip
         scale = PersonScale(settings.tuning.person_height,
                             settings.calibration.person_heights, self.small_size[1])  # fmt: skip
@@ -286,7 +287,7 @@ class CameraAnalytics:
         # Without a perspective a far group looks low and wide like an animal: count it.
         skip = _NOT_PEOPLE if self.people.scale.learned else _NOT_PEOPLE[1:]
         others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip
-                  and not _looks_like_a_person(tr)}  # fmt: skip
+                  and not _looks_like_a_person(tr) and not self._holds_people(tr)}  # fmt: skip
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
         persons = {id(tr.blob) for tr in self.tracker.tracks
@@ -294,6 +295,11 @@ class CameraAnalytics:
         mask = self.motion.without_cast_shadows(blobs, in_zone)
         whole = [id(b) in persons for b in blobs]
         return max(len(people), self.people.crowd(blobs, mask, in_zone, whole))
+
+    def _holds_people(self, tr: Track) -> bool:
+        """A still "object" larger than a person at its row: people standing together, whose
+        blobs merged into one that no longer moves (something put down is smaller)."""
+        return tr.kind is ObjectKind.OBJECT and tr.blob.area > self.people.person_px(tr.y)[1]
 
     def _alert(
         self, kind: CameraAlertKind, zone_name: str | None, holds: bool, t: float,

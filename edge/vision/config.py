@@ -163,6 +163,11 @@ class Tuning(_Config):
     background_s: float = Field(
         default=1800.0, gt=1, description="what stays put about this long becomes background"
     )
+    colour_motion: bool = Field(
+        default=False,
+        description="also find motion in colour (clothes of the ground's grey but another hue); "
+        "experimental: see docs/vision.md",
+    )
     covered_contrast: float = Field(
         default=0.05,
         gt=0,

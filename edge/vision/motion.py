@@ -67,6 +67,15 @@ _FLICKER_GAIN = 4.0  # a pixel that flickers all the time needs this much more c
 _MONO_SPREAD = (0.025, 0.06)  # channel spread per grey level: below is grey, above is colour
 _MONO_S = 3.0  # the picture must stay on the other side this long for the mode to switch
 _MONO_EVERY = 5  # frames between looks at the colour
+# Colour: chroma over brightness (YCrCb's Cr and Cb less 128, over Y), which light of one colour
+# leaves as it was: a shadow, a cloud, the exposure. Clothes of the ground's grey but not its
+# hue change it.
+_CHROMA_SCALE = 64.0  # a chroma unit: 1/64 of the brightness
+_CHROMA_DARK = 40.0  # below this brightness (frame or background) chroma is only noise
+_CHROMA_CLIP = 220.0  # above this brightness a channel may clip
+_MIN_CHROMA = 10.0  # chroma changes below this are never motion
+_CHROMA_SHARE = 0.4  # a blob this much of whose pixels changed colour is an object's
+_CHROMA_DAY = 70.0  # a scene darker than this (its median) is lit by lamps: colour is theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +94,9 @@ class MotionDetector:
     """Foreground blobs of the analysis-size frame; see the module for how light is told apart."""
 
     def __init__(
-        self, width: int, height: int, *, min_area_px: float, fps: float, background_s: float
-    ) -> None:
+        self, width: int, height: int, *, min_area_px: float, fps: float, background_s: float,
+        colour: bool = False,
+    ) -> None:  # fmt: skip
         self.width, self.height = width, height
         self.min_area_px = min_area_px
         self._fps = fps
@@ -101,6 +111,8 @@ class MotionDetector:
         self._cells = rows[:, None] * width + cols[None, :]  # flat indices of the cells' centres
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._bg: NDArray[np.float32] | None = None
+        self._chroma = _Chroma(width, height, self._flicker_rate) if colour else None
+        self._colour: MatLike | None = None  # 255 where the colour changed, this frame
         self._light: NDArray[np.float32] | None = None  # coarse light ratio, frame / background
         self._prev: NDArray[np.uint8] | None = None
         self._flicker = np.zeros((height, width), np.float32)
@@ -127,12 +139,19 @@ class MotionDetector:
         if colour and (self._frames % _MONO_EVERY == 1 or self._bg is None):
             self._judge_monochrome(small)
         f = grey.astype(np.float32)
+        chroma = (
+            self._chroma.look(small)
+            if self._chroma is not None and colour and not self.monochrome
+            else None
+        )
         if self._frames <= _WARMUP_FRAMES or self._bg is None:
             # The median of the first frames: what passes through one of them (a flake, a bird)
             # does not become background, to stand out as a ghost for `background_s`.
             # (Taken at the first frame, for a background to exist, and at the last: the ones
             # between are never compared with, and a median over frames costs milliseconds.)
             self._warm.append(f)
+            if chroma is not None and self._chroma is not None:
+                self._chroma.warm()
             if len(self._warm) == 1 or self._frames >= _WARMUP_FRAMES:
                 self._restart(_median_image(self._warm), grey)
             if self._frames >= _WARMUP_FRAMES:
@@ -172,6 +191,12 @@ class MotionDetector:
             x, y, w, h = cv2.boundingRect(fg)
             self._clear_same_ground(moving, f, expected, (x, y, w, h), threshold)
             fg = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._kernel)
+        self._colour = None
+        if chroma and self._chroma is not None and _median(np.take(bg, cells)) >= _CHROMA_DAY:
+            # What grey alone misses: clothes of the ground's own grey, but another colour.
+            changed = self._chroma.changed(self.mask, self._flicker)
+            self._colour = cv2.morphologyEx(changed, cv2.MORPH_OPEN, self._kernel)
+            fg = cv2.bitwise_or(fg, self._colour)
         fg = cv2.dilate(fg, self._kernel, iterations=2)
         if self._frames % _NOISE_EVERY == 0:
             self._estimate_noise(diff, fg)
@@ -184,14 +209,18 @@ class MotionDetector:
             cv2.accumulateWeighted(f, bg, self._adopt, mask=calm)
         absorb = self._relearn if self._frames < self._relearn_until else self._absorb
         cv2.accumulateWeighted(f, bg, absorb, mask=fg)
+        if chroma is not None and self._chroma is not None:
+            self._chroma.learn(calm, fg, self._follow, absorb)
         self.mask = fg
         return self._blobs(fg, f, expected)
 
     # ---- the parts ----
 
     def _restart(self, f: NDArray[np.float32], grey: NDArray[np.uint8]) -> None:
-        """Take `f` as the background."""
+        """Take `f` (and the frame's colour, if it has one) as the background."""
         self._bg = f.copy()
+        if self._chroma is not None:
+            self._chroma.restart()
         self._light = None
         self._prev = grey
         self.mask = np.zeros_like(self.mask)
@@ -330,7 +359,15 @@ class MotionDetector:
             if area < self.min_area_px:
                 continue
             x, y, w, h = cv2.boundingRect(c)
-            if not self._has_new_edges(fg, f, expected, (x, y, w, h), cv2.arcLength(c, True)):
+            coloured = (
+                self._colour is not None
+                and cv2.countNonZero(self._colour[y : y + h, x : x + w]) >= _CHROMA_SHARE * area
+                and self._chroma is not None
+                and self._chroma.new_edges((x, y, w, h), cv2.arcLength(c, True))
+            )
+            if not coloured and not self._has_new_edges(
+                fg, f, expected, (x, y, w, h), cv2.arcLength(c, True)
+            ):
                 continue
             blobs.append(Blob(x, y, w, h, int(area),
                               ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
@@ -374,13 +411,25 @@ class MotionDetector:
             moving = np.asarray(self.mask[box]) > 0
             ratio = (self.grey[box].astype(np.float32) + 1.0) / (self._bg[box] + 1.0)
             dark = moving & (ratio < _CAST_DARK)
+            coloured = None if self._colour is None else np.asarray(self._colour[box]) > 0
+            if coloured is not None:
+                dark &= (
+                    ~coloured
+                )  # a shadow keeps the ground's colour: what changed it is no shadow
             if np.count_nonzero(dark) < 0.1 * np.count_nonzero(moving):
                 continue  # no shadow of any size: nothing to leave out
             mid = _median(ratio[dark])
-            band = dark & (np.abs(ratio - mid) <= _CAST_BAND * mid)
+            if coloured is None:
+                band = dark & (np.abs(ratio - mid) <= _CAST_BAND * mid)
+            else:
+                # With colour to tell clothes from it, the whole shadow: from its core to its far
+                # end, lighter (its penumbra widens away from the feet).
+                band = dark & (ratio >= (1 - _CAST_BAND) * mid)
             # The body: what changes the ground otherwise (the mask's rim around a shadow is
             # ground as it was, ratio near one, and would pass for feet below the shadow).
             body = moving & ~band & (np.abs(ratio - 1.0) > _CAST_SAME)
+            if coloured is not None:
+                body |= coloured
             # The lowest body row per column (-1 where the column has no body: beside it);
             # below it, the shadow.
             rows = np.arange(b.h)[:, None]
@@ -414,6 +463,150 @@ def _median_image(frames: list[NDArray[np.float32]]) -> NDArray[np.float32]:
     a, b, c, d, e = frames
     low, high = cv2.max(cv2.min(a, b), cv2.min(c, d)), cv2.min(cv2.max(a, b), cv2.max(c, d))
     return _f32(cv2.max(cv2.min(low, high), cv2.min(cv2.max(low, high), e)))
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+class _Chroma:
+    """The colour half of the background: chroma over brightness (YCrCb's Cr and Cb less 128,
+    over Y), which light of one colour leaves as it was (a shadow, a cloud, the exposure), at
+    half the analysis size, as the encoder keeps it (4:2:0). Judged and learned only where a
+    pixel has light enough for a colour and no channel clips; `seen` says how lately each was
+    learned so (a pixel that comes out of a cloud's deep shadow is not judged against the
+    noise it had there)."""
+
+    def __init__(self, width: int, height: int, flicker_rate: float) -> None:
+        self.size = (width, height)
+        self.half = (max(1, width // 2), max(1, height // 2))
+        self._flicker_rate = flicker_rate
+        # How often each pixel's colour jumps from one frame to the next (leaves of another
+        # colour than what is behind them swaying, a shaking view's colour edges): there, colour
+        # says nothing, whatever the grey does.
+        self._flicker = np.zeros((self.half[1], self.half[0]), np.float32)
+        self._prev: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
+        self._grow = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        self.noise = 2.0
+        self._bg: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
+        self._seen: NDArray[np.float32] | None = None
+        self._now: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
+        self._valid: MatLike | None = None  # 255 where this frame's chroma counts
+        self._frames = 0
+        self._warm: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
+
+    def warm(self) -> None:
+        """Keep this frame's chroma for the background the warm-up frames make."""
+        if self._now is not None:
+            self._warm.append(self._now)
+
+    def restart(self) -> None:
+        """A new background: the median of the warm-up frames' chroma, as the grey one is
+        (what passes through one of them is not taken), or else the next frame's."""
+        if self._warm:
+            self._bg = (_median_image([u for u, _ in self._warm]),
+                        _median_image([v for _, v in self._warm]))  # fmt: skip
+            self._seen = np.asarray(self._valid, np.float32) / 255.0
+        else:
+            self._bg = None
+        if len(self._warm) >= _WARMUP_FRAMES:
+            self._warm = []
+
+    def look(self, small: Frame) -> bool:
+        """Take this frame's chroma; whether there is a background to compare it with."""
+        self._frames += 1
+        ycc = cv2.cvtColor(cv2.resize(small, self.half, interpolation=cv2.INTER_AREA),
+                           cv2.COLOR_BGR2YCrCb)  # fmt: skip
+        y, cr, cb = cv2.split(ycc)
+        self._valid = cv2.inRange(y, _CHROMA_DARK, _CHROMA_CLIP)
+        k = _CHROMA_SCALE / np.maximum(y, _CHROMA_DARK).astype(np.float32)
+        u = cr.astype(np.float32)
+        u -= 128.0
+        u *= k
+        v = cb.astype(np.float32)
+        v -= 128.0
+        v *= k
+        if self._prev is not None:
+            jump = cv2.add(cv2.absdiff(u, self._prev[0]), cv2.absdiff(v, self._prev[1]))
+            _, jumped = cv2.threshold(jump, max(_MIN_CHROMA, _NOISE_K * self.noise), 1.0,
+                                      cv2.THRESH_BINARY)  # fmt: skip
+            cv2.accumulateWeighted(jumped, self._flicker, self._flicker_rate)
+        self._now = self._prev = (u, v)
+        if self._bg is None:
+            self._bg = (u.copy(), v.copy())
+            self._seen = np.asarray(self._valid, np.float32) / 255.0
+            return False
+        return True
+
+    def changed(self, mask: MatLike, flicker: NDArray[np.float32]) -> MatLike:
+        """255 (at the analysis size) where the chroma changed beyond its noise, a white balance
+        shift of the whole picture taken out first, except where the grey or the colour is
+        restless; `mask` is the last motion mask, `flicker` how often each pixel's grey jumps
+        (both at the analysis size)."""
+        assert self._now is not None and self._bg is not None and self._seen is not None
+        assert self._valid is not None
+        w, h = self.half
+        calm = (np.asarray(mask)[::4, ::4] == 0)[: (h + 1) // 2, : (w + 1) // 2]
+        restless = cv2.max(cv2.resize(flicker, self.half, interpolation=cv2.INTER_NEAREST),
+                           self._flicker)  # fmt: skip
+        jumpy = cv2.dilate((restless > _RESTLESS).view(np.uint8), self._grow) > 0
+        parts = []
+        for now, bg in zip(self._now, self._bg, strict=True):
+            d = np.asarray(cv2.subtract(now, bg), np.float32)
+            d -= _median(d[::2, ::2][calm])
+            parts.append(np.abs(d))
+        dist = np.asarray(cv2.add(parts[0], parts[1]), np.float32)
+        if self._frames % _NOISE_EVERY == 0:
+            sample = dist[::2, ::2][calm]
+            if sample.size >= 100:
+                self.noise += 0.3 * (max(0.5, _MAD_SIGMA * _median(sample)) - self.noise)
+        threshold = max(_MIN_CHROMA, _NOISE_K * self.noise)
+        out: MatLike = np.greater(dist, threshold).view(np.uint8) * np.uint8(255)
+        cv2.bitwise_and(out, self._valid, dst=out)
+        out[self._seen <= 0.5] = 0
+        out[jumpy] = 0  # swaying leaves, a shaking view: colour edges moving; grey judges there
+        if cv2.countNonZero(out) > _GLOBAL_CHANGE * cv2.countNonZero(self._valid):
+            # The colour of much of the view changed at once (the white balance, IR coming on
+            # before the picture is judged grey, a new view): no object; learn it anew.
+            self._bg = None
+            out[:] = 0
+        # Back to the analysis size, smooth (not in blocks), less the pixel of colour the half
+        # size and the encoder smear around every figure.
+        up = cv2.resize(out, self.size, interpolation=cv2.INTER_LINEAR)
+        smooth: MatLike = np.greater(up, 127).view(np.uint8) * np.uint8(255)
+        return cv2.erode(smooth, _CROSS)
+
+    def new_edges(self, box: tuple[int, int, int, int], perimeter: float) -> bool:
+        """Whether a blob (its box and perimeter at the analysis size) shows colour edges the
+        background lacks: an object's outline, where leaves swaying or a view shaking only
+        move the colour edges already there."""
+        if self._now is None or self._bg is None:
+            return False
+        x, y, w, h = (v // 2 for v in box)
+        x0, y0 = max(0, x - 1), max(0, y - 1)
+        x1, y1 = min(self.half[0], x + w + 2), min(self.half[1], y + h + 2)
+        new = None
+        for now, bg in zip(self._now, self._bg, strict=True):
+            e = _edges(now[y0:y1, x0:x1])
+            e -= _edges(bg[y0:y1, x0:x1]) * 1.5
+            new = e if new is None else np.maximum(new, e)
+        assert new is not None
+        strong = np.greater(new, _NEW_EDGE_K * max(self.noise, 1.0))
+        return int(np.count_nonzero(strong)) >= _NEW_EDGE_SHARE * perimeter / 2
+
+    def learn(self, calm: MatLike, fg: MatLike, follow: float, absorb: float) -> None:
+        """Learn the chroma where the background learns (`calm` and `fg`, analysis size, with
+        their rates), only where it counts this frame."""
+        if self._bg is None:
+            return  # to be taken from the next frame
+        assert self._now is not None and self._seen is not None and self._valid is not None
+        valid = self._valid
+        near = cv2.INTER_NEAREST
+        calm_half = cv2.bitwise_and(cv2.resize(calm, self.half, interpolation=near), valid)
+        fg_half = cv2.bitwise_and(cv2.resize(fg, self.half, interpolation=near), valid)
+        for now, bg in zip(self._now, self._bg, strict=True):
+            cv2.accumulateWeighted(now, bg, follow, mask=calm_half)
+            cv2.accumulateWeighted(now, bg, absorb, mask=fg_half)
+        cv2.accumulateWeighted(np.asarray(valid, np.float32) / 255.0, self._seen, follow)
 
 
 def _centres(size: int, cells: int) -> NDArray[np.intp]:
