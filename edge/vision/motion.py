@@ -6,6 +6,8 @@ what stays put for `background_s` (a parked bicycle) is learned slowly all the s
 
 Everything is judged on one grey channel, so colour cameras and IR night pictures (grey, with
 every pixel the same "colour") are analysed alike; `monochrome` says which one the camera sends.
+Colour motion (`colour=True`, experimental, off by default) adds what grey alone cannot see:
+clothes of the ground's grey but another hue (`_Chroma`).
 A frame is compared with the background as light would change it, not as it is:
 - a global gain (auto-exposure, a light switched, IR switching on) is the median ratio of frame
   to background, and rescales the background instead of making everyone disappear;
