@@ -474,7 +474,7 @@ class _Chroma:
     """The colour half of the background: chroma over brightness (YCrCb's Cr and Cb less 128,
     over Y), which light of one colour leaves as it was (a shadow, a cloud, the exposure), at
     half the analysis size, as the encoder keeps it (4:2:0). Judged and learned only where a
-    pixel has light enough for a colour and no channel clips; `seen` says how lately each was
+    pixel has light enough for a colour and no channel clips; `_seen` says how lately each was
     learned so (a pixel that comes out of a cloud's deep shadow is not judged against the
     noise it had there)."""
 
