@@ -763,6 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--calibrated", action="store_true",
                     help="give each camera the optional calibration block (two people's heights "
                          "on the picture); the headline figures are without it")  # fmt: skip
+    bv.add_argument("--colour-motion", action="store_true",
+                    help="turn on the experimental colour motion (tuning.colour_motion); the "
+                         "headline figures are without it")  # fmt: skip
     brt = add(
         bsub2,
         "rtsp",

@@ -175,12 +175,16 @@ def ensure_clip(folder: Path, scene: scenes.Scene, suffix: str = "") -> Path:
     return video
 
 
-def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False) -> CameraSettings:
+def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False,
+                 colour: bool = False) -> CameraSettings:  # fmt: skip
     """The camera settings a user would give for the clip; with `calibrated`, also the optional
-    calibration block (two people's heights measured on the picture)."""
+    calibration block (two people's heights measured on the picture); with `colour`, the
+    experimental colour motion on."""
     given = scenes.camera_settings(scene, str(video))
     if calibrated:
         given["calibration"] = scenes.calibration(scene)
+    if colour:
+        given["tuning"] = {**given.get("tuning", {}), "colour_motion": True}
     try:
         return CameraSettings.model_validate(given)
     except ValidationError as e:
@@ -191,9 +195,10 @@ def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False) -> 
         raise
 
 
-def evaluate(scene: scenes.Scene, video: Path, calibrated: bool = False) -> dict[str, Any]:
+def evaluate(scene: scenes.Scene, video: Path, calibrated: bool = False,
+             colour: bool = False) -> dict[str, Any]:  # fmt: skip
     """One clip: its alerts scored against its truth, its counts, its confusion figures."""
-    settings = settings_for(scene, video, calibrated)
+    settings = settings_for(scene, video, calibrated, colour)
     result = run_clip(video, settings)
     truth = scene.truth()
     per, false = match(result.alerts, truth["events"], settings.alerts)
@@ -226,7 +231,8 @@ def bare_fps(video: Path, size: tuple[int, int]) -> tuple[int, float]:
     return frames, time.process_time() - started
 
 
-def speed(folder: Path, duration_s: float, repeats: int = 3) -> dict[str, Any]:
+def speed(folder: Path, duration_s: float, repeats: int = 3, colour: bool = False
+          ) -> dict[str, Any]:  # fmt: skip
     """Bare decode-and-resize and full analysis on the same H.264 file, at 640x360 and at
     1280x720 (analysed at 640x360, as a user would configure it). Each is run `repeats` times,
     the two taking turns, and the fastest run of each counts: what else the machine does only
@@ -237,9 +243,10 @@ def speed(folder: Path, duration_s: float, repeats: int = 3) -> dict[str, Any]:
         scene = dataclasses.replace(base, width=w, height=h, _street=None, _background=None,
                                     _noise=[])  # fmt: skip
         video = ensure_clip(folder, scene, f"-{w}x{h}")
-        settings = CameraSettings.model_validate(
-            {**scenes.camera_settings(scene, str(video)), "width": 640, "height": 360}
-        )
+        given = scenes.camera_settings(scene, str(video))
+        if colour:
+            given["tuning"] = {**given.get("tuning", {}), "colour_motion": True}
+        settings = CameraSettings.model_validate({**given, "width": 640, "height": 360})
         bare_runs, full_runs = [], []
         for _ in range(repeats):
             bare_runs.append(bare_fps(video, (640, 360)))
@@ -272,12 +279,14 @@ def run(args: argparse.Namespace) -> int:
     clips = [(scene, ensure_clip(folder, scene)) for scene in catalogue]
     rendered_s = time.monotonic() - began
     calibrated = bool(getattr(args, "calibrated", False))
-    results = [evaluate(scene, video, calibrated) for scene, video in clips]
+    colour = bool(getattr(args, "colour_motion", False))
+    results = [evaluate(scene, video, calibrated, colour) for scene, video in clips]
     out: dict[str, Any] = {"mode": "quick" if quick else "full", "calibrated": calibrated,
+                           "colour_motion": colour,
                            "clips": len(clips),
                            "folder": str(folder), "render_s": round(rendered_s, 1)}  # fmt: skip
     out.update(report.summarise(results))
-    out["speed"] = speed(folder, 30.0 if quick else 120.0, 1 if quick else 3)
+    out["speed"] = speed(folder, 30.0 if quick else 120.0, 1 if quick else 3, colour)
     print(json.dumps(out, indent=2))
     print(report.table(out), file=sys.stderr)
     return 0
