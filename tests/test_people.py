@@ -338,6 +338,29 @@ def test_a_person_broken_into_pieces_is_one_person_in_a_crowd_estimate() -> None
     assert people.crowd(pieces, mask, [False] * 3, [False] * 3) == 0
 
 
+def test_people_standing_together_in_one_still_blob_count_in_the_crowd_and_a_bag_does_not() -> None:
+    """People who walked into a square and stand close together can end in one blob that no
+    longer moves, a still "object" for the tracker. Larger than a person, it is people, not
+    something put down, and counts in the crowd estimate; a bag there does not."""
+    hall = {"name": "hall", "purpose": "crowd", "crowd_limit": 5,
+            "points": [[0.02, 0.3], [0.98, 0.3], [0.98, 0.99], [0.02, 0.99]]}  # fmt: skip
+    analytics = CameraAnalytics(
+        CameraSettings.model_validate({"source": "synthetic", "fps": 5.0, "zones": [hall]})
+    )
+    zone = analytics.settings.zones[0]
+    for box, expected in (((100, 70, 90, 40), 5), ((150, 100, 10, 8), 0)):
+        x, y, w, h = box
+        mask = np.zeros((180, 320), np.uint8)
+        mask[y : y + h, x : x + w] = 255
+        blob = Blob(x, y, w, h, w * h, ((x + w / 2) / 320, (y + h) / 180))
+        still = Track(1, blob, *blob.foot, hits=200)
+        still.kind = ObjectKind.OBJECT
+        analytics.tracker.tracks = [still]
+        analytics.motion.mask = mask
+        n = analytics._crowd_estimate(zone, [], [blob])
+        assert (n >= expected) if expected else n == 0, (box, n)
+
+
 def test_a_person_with_a_shadow_is_not_split_by_a_neighbours_feet_in_its_box() -> None:
     """A person (16x37 at the prior's 38 px) with their shadow on the ground to one side: one
     blob, low where the shadow is, not two people. The feet of someone standing just above

@@ -286,12 +286,17 @@ class CameraAnalytics:
         poly = self._polys[zone.name]
         # Without a perspective a far group looks low and wide like an animal: count it.
         skip = _NOT_PEOPLE if self.people.scale.learned else _NOT_PEOPLE[1:]
-        others = {id(tr.blob) for tr in self.tracker.tracks if tr.seen and tr.kind in skip
-                  and not _looks_like_a_person(tr) and not self._holds_people(tr)}  # fmt: skip
+        others: set[int] = set()
+        persons: set[int] = set()
+        for tr in self.tracker.tracks:
+            if not tr.seen:
+                continue
+            if tr.kind is ObjectKind.PERSON or _looks_like_a_person(tr):
+                persons.add(id(tr.blob))
+            elif tr.kind in skip and not self._holds_people(tr):
+                others.add(id(tr.blob))
         in_zone = [id(b) not in others and cv2.pointPolygonTest(poly, b.foot, False) >= 0
                    for b in blobs]  # fmt: skip
-        persons = {id(tr.blob) for tr in self.tracker.tracks
-                   if tr.seen and (tr.kind is ObjectKind.PERSON or _looks_like_a_person(tr))}  # fmt: skip
         mask = self.motion.without_cast_shadows(blobs, in_zone)
         whole = [id(b) in persons for b in blobs]
         return max(len(people), self.people.crowd(blobs, mask, in_zone, whole))

@@ -196,7 +196,9 @@ class MotionDetector:
         self._colour = None
         if chroma and self._chroma is not None and _median(np.take(bg, cells)) >= _CHROMA_DAY:
             # What grey alone misses: clothes of the ground's own grey, but another colour.
-            changed = self._chroma.changed(self.mask, self._flicker)
+            changed = self._chroma.changed(
+                self.mask, self._flicker, self._frames % _NOISE_EVERY == 0
+            )
             self._colour = cv2.morphologyEx(changed, cv2.MORPH_OPEN, self._kernel)
             fg = cv2.bitwise_or(fg, self._colour)
         fg = cv2.dilate(fg, self._kernel, iterations=2)
@@ -324,11 +326,9 @@ class MotionDetector:
         """Noise from the median deviation of the background's own pixels: robust to a shadow or
         a person over part of the frame."""
         s = self._step // 2 or 1
-        sample = np.asarray(diff)[::s, ::s][np.asarray(fg)[::s, ::s] == 0]
-        if sample.size < 100:
-            return
-        sigma = max(0.5, _MAD_SIGMA * _median(sample))
-        self.noise += 0.3 * (sigma - self.noise)
+        self.noise = _followed_noise(
+            self.noise, np.asarray(diff)[::s, ::s][np.asarray(fg)[::s, ::s] == 0]
+        )
 
     def _learn_flicker(self, grey: NDArray[np.uint8], threshold: float) -> None:
         """How often each pixel jumps from one frame to the next (foliage, rain, a shaking view);
@@ -493,7 +493,6 @@ class _Chroma:
         self._seen: NDArray[np.float32] | None = None
         self._now: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
         self._valid: MatLike | None = None  # 255 where this frame's chroma counts
-        self._frames = 0
         self._warm: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
 
     def warm(self) -> None:
@@ -515,7 +514,6 @@ class _Chroma:
 
     def look(self, small: Frame) -> bool:
         """Take this frame's chroma; whether there is a background to compare it with."""
-        self._frames += 1
         ycc = cv2.cvtColor(cv2.resize(small, self.half, interpolation=cv2.INTER_AREA),
                            cv2.COLOR_BGR2YCrCb)  # fmt: skip
         y, cr, cb = cv2.split(ycc)
@@ -539,11 +537,12 @@ class _Chroma:
             return False
         return True
 
-    def changed(self, mask: MatLike, flicker: NDArray[np.float32]) -> MatLike:
+    def changed(self, mask: MatLike, flicker: NDArray[np.float32], estimate_noise: bool
+                ) -> MatLike:  # fmt: skip
         """255 (at the analysis size) where the chroma changed beyond its noise, a white balance
         shift of the whole picture taken out first, except where the grey or the colour is
         restless; `mask` is the last motion mask, `flicker` how often each pixel's grey jumps
-        (both at the analysis size)."""
+        (both at the analysis size); `estimate_noise` on the frames the grey noise is taken."""
         assert self._now is not None and self._bg is not None and self._seen is not None
         assert self._valid is not None
         w, h = self.half
@@ -557,10 +556,8 @@ class _Chroma:
             d -= _median(d[::2, ::2][calm])
             parts.append(np.abs(d))
         dist = np.asarray(cv2.add(parts[0], parts[1]), np.float32)
-        if self._frames % _NOISE_EVERY == 0:
-            sample = dist[::2, ::2][calm]
-            if sample.size >= 100:
-                self.noise += 0.3 * (max(0.5, _MAD_SIGMA * _median(sample)) - self.noise)
+        if estimate_noise:
+            self.noise = _followed_noise(self.noise, dist[::2, ::2][calm])
         threshold = max(_MIN_CHROMA, _NOISE_K * self.noise)
         out: MatLike = np.greater(dist, threshold).view(np.uint8) * np.uint8(255)
         cv2.bitwise_and(out, self._valid, dst=out)
@@ -609,6 +606,15 @@ class _Chroma:
             cv2.accumulateWeighted(now, bg, follow, mask=calm_half)
             cv2.accumulateWeighted(now, bg, absorb, mask=fg_half)
         cv2.accumulateWeighted(np.asarray(valid, np.float32) / 255.0, self._seen, follow)
+
+
+def _followed_noise(noise: float, sample: NDArray[np.float32]) -> float:
+    """`noise` moved toward the standard deviation of `sample` (differences from the
+    background where nothing moves: their median deviation, robust to a shadow or a person over
+    part of the frame); unchanged when the sample is too small to say."""
+    if sample.size < 100:
+        return noise
+    return noise + 0.3 * (max(0.5, _MAD_SIGMA * _median(sample)) - noise)
 
 
 def _centres(size: int, cells: int) -> NDArray[np.intp]:
