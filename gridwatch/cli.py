@@ -766,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--colour-motion", action="store_true",
                     help="turn on the experimental colour motion (tuning.colour_motion); the "
                          "headline figures are without it")  # fmt: skip
+    bv.add_argument("--tag", action="append", metavar="TAG",
+                    help="only the clips with this tag (repeatable; e.g. --tag counting --seeds "
+                         "15: a wider sample of one condition); no speed figures then")  # fmt: skip
     brt = add(
         bsub2,
         "rtsp",

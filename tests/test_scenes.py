@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.vision.config import AlertTiming, CameraSettings
-from gridwatch.bench.vision import confusion, match
+from gridwatch.bench.vision import confusion, match, select
 from simulators import scenes
 from simulators.scenes import Conditions, Figure, PoleCamera, Scene, ZoneSpec, street
 
@@ -156,3 +156,15 @@ def test_the_optional_calibration_is_what_a_user_measures_on_the_picture() -> No
     assert far["row"] < near["row"] and far["height"] < near["height"] < 0.3
     x, y = CAM.ground(0.5, near["row"])
     assert near["height"] == pytest.approx(near["row"] - CAM.project(x, y, 1.7)[1], abs=1e-3)
+
+
+def test_the_bench_takes_the_clips_of_a_tag_and_names_the_tags_when_one_is_unknown() -> None:
+    catalogue = scenes.catalogue(range(1, 3), quiet_s=60)
+    counting = select(catalogue, ["counting"])
+    assert counting and all("counting" in s.tags for s in counting)
+    assert {s.name for s in counting} == {s.name for s in catalogue if "counting" in s.tags}
+    both = select(catalogue, ["counting", "crowd"])
+    assert {s.name for s in both} > {s.name for s in counting}
+    assert select(catalogue, []) == catalogue
+    with pytest.raises(ValueError, match=r"no clip is tagged countin;.*counting"):
+        select(catalogue, ["countin"])
