@@ -475,3 +475,25 @@ def test_a_faint_person_whose_figure_drops_out_now_and_then_still_raises_an_intr
     assert [(kind, zone) for kind, zone, _ in started(out)] == [("intrusion", "yard")]
     _, with_dog = footage([Figure(dog, flickering, (90, 70, 50))], 18, {"zones": [YARD]})
     assert started(with_dog) == []
+
+
+def test_what_arrived_where_it_stands_is_no_left_object_and_what_was_put_there_is() -> None:
+    """A person in clothes of the ground's grey is seen only by their head. Their track can be
+    born on one blob and take the head a person's width away at its next look, then stand
+    there: it moved by itself, so it is no left object. The same blob seen where it stays from
+    its first look is one."""
+    row = 0.47
+
+    def stands(first_x: int) -> Track:
+        people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+        tr = Track(4, Blob(first_x, 75, 11, 10, 60, ((first_x + 5.5) / 320, row)),
+                   (first_x + 5.5) / 320, row)  # fmt: skip
+        people.observe([tr], 0.0)
+        for k in range(1, 250):  # 50 s standing at x = 75
+            tr.hits += 1
+            tr.blob = Blob(75, 75, 11, 10, 60, (80.5 / 320, row))
+            people.observe([tr], k / 5.0)
+        return tr
+
+    assert stands(first_x=107).kind is not ObjectKind.OBJECT  # arrived: 32 px away at first
+    assert stands(first_x=75).kind is ObjectKind.OBJECT  # put down there

@@ -472,7 +472,9 @@ class People:
                 return
             if tr.kind is ObjectKind.OBJECT and vote is not ObjectKind.VEHICLE:
                 return  # someone stepping over it moves the merged blob, not the object
-            if tr.hits > 2:
+            # Off where it was first seen, from its second look on (a track born on one blob
+            # that takes a camouflaged person's head a person's width away, there to stand).
+            if tr.hits > 1:
                 tr.roamed = True  # it moved by itself: not something put down
         tr.anchor, tr.still_since = foot, t
 
