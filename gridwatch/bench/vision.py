@@ -175,6 +175,11 @@ def ensure_clip(folder: Path, scene: scenes.Scene, suffix: str = "") -> Path:
     return video
 
 
+def _colour_on(given: dict[str, Any]) -> None:
+    """Turn the experimental colour motion on in a camera's settings as a user gives them."""
+    given["tuning"] = {**given.get("tuning", {}), "colour_motion": True}
+
+
 def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False,
                  colour: bool = False) -> CameraSettings:  # fmt: skip
     """The camera settings a user would give for the clip; with `calibrated`, also the optional
@@ -184,7 +189,7 @@ def settings_for(scene: scenes.Scene, video: Path, calibrated: bool = False,
     if calibrated:
         given["calibration"] = scenes.calibration(scene)
     if colour:
-        given["tuning"] = {**given.get("tuning", {}), "colour_motion": True}
+        _colour_on(given)
     try:
         return CameraSettings.model_validate(given)
     except ValidationError as e:
@@ -245,7 +250,7 @@ def speed(folder: Path, duration_s: float, repeats: int = 3, colour: bool = Fals
         video = ensure_clip(folder, scene, f"-{w}x{h}")
         given = scenes.camera_settings(scene, str(video))
         if colour:
-            given["tuning"] = {**given.get("tuning", {}), "colour_motion": True}
+            _colour_on(given)
         settings = CameraSettings.model_validate({**given, "width": 640, "height": 360})
         bare_runs, full_runs = [], []
         for _ in range(repeats):
