@@ -374,6 +374,29 @@ def test_a_person_with_a_shadow_is_not_split_by_a_neighbours_feet_in_its_box() -
     assert people._split(b, mask, people.person_px(b.foot[1])[0]) == [b]
 
 
+def test_a_head_over_its_own_shadow_is_one_person_and_a_neighbours_head_is_not() -> None:
+    """Clothes of the ground's grey hide a person's body from the mask: only the dark head
+    moves, and below it the long shadow they cast in low sun, wider than a person. Seen
+    apart, neither is a person (the head too small, the shadow low and wide), and someone
+    standing in a restricted zone raised no intrusion (intrusion-car-2). The head sticks out
+    a pixel past the shadow's edge; the mask's own padding makes that much. Pieces further to
+    the side are two people, and stay two."""
+    people = People(PersonScale(0.2, [], 180), 320, 180, 5.0, 0.15)
+    mask = np.zeros((180, 320), np.uint8)
+    mask[102:119, 208:223] = 255  # the head and shoulders, in the air above the feet
+    for row in range(118, 140):  # the shadow, slanting away to the right of the feet
+        mask[row, 209 + (139 - row) // 2 : 226 + (139 - row) // 2] = 255
+    head = Blob(208, 102, 15, 17, int((mask[102:118, 208:223] > 0).sum()), (215.5 / 320, 119 / 180))
+    shadow = Blob(209, 118, 29, 22, int((mask[118:140] > 0).sum()), (223.5 / 320, 140 / 180))
+    (joined,) = people.prepare([shadow, head], mask)
+    assert (joined.x, joined.y, joined.w, joined.h) == (208, 102, 30, 38)
+    assert joined.area == shadow.area + head.area
+    # Someone beside a person, their head six pixels past the person's side: two blobs.
+    near = Blob(100, 100, 16, 38, 16 * 38, (108 / 320, 138 / 180))
+    beside = Blob(106, 95, 16, 14, 16 * 14, (114 / 320, 109 / 180))
+    assert len(people.prepare([near, beside], mask)) == 2
+
+
 def test_a_level_learned_from_far_walkers_is_not_the_height_expected_near_by() -> None:
     """Only far people walked by (feet on rows 0.2-0.25, a tenth of the frame tall): the level
     holds there, but a dog near the camera (row 0.6) is not to be judged against it."""

@@ -261,8 +261,12 @@ class People:
                 top = min(b.y, o.y)
                 if x1 - x0 < 0.5 * min(b.w, o.w) or b.y + b.h - top > 1.25 * eh:
                     continue
+                # Together wider than a person, and wider than the wider piece by more than
+                # the mask's padding (a head over its own long shadow sticks out that much):
+                # two people side by side, not pieces of one.
                 left, right = min(b.x, o.x), max(b.x + b.w, o.x + o.w)
-                if right - left > 1.3 * _ASPECT * eh and max(b.w, o.w) < right - left:
+                wide = right - left > 1.3 * _ASPECT * eh
+                if wide and right - left > max(b.w, o.w) + _MASK_PAD_PX:
                     continue
                 rest.remove(o)
                 b = Blob(left, top, right - left, b.y + b.h - top, b.area + o.area,
