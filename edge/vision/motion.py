@@ -334,9 +334,9 @@ class MotionDetector:
         """How often each pixel jumps from one frame to the next (foliage, rain, a shaking view);
         a person standing still does not jump, so loitering is not affected."""
         if self._prev is not None:
-            jump = cv2.absdiff(grey, self._prev)
-            _, jumped = cv2.threshold(jump, threshold, 1, cv2.THRESH_BINARY)
-            cv2.accumulateWeighted(jumped, self._flicker, self._flicker_rate)
+            _count_jumps(
+                cv2.absdiff(grey, self._prev), threshold, self._flicker, self._flicker_rate
+            )
         self._prev = grey
         if self._frames % _NOISE_EVERY == 0:
             _, restless = cv2.threshold(self._flicker, _RESTLESS, 255, cv2.THRESH_BINARY)
@@ -375,6 +375,15 @@ class MotionDetector:
                               ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
         return blobs
 
+    def _over_ground(self, b: Blob) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+        """In blob `b`'s box: where the mask moves, and the frame over the background (each
+        plus one: no division by a black pixel)."""
+        assert self._bg is not None
+        box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
+        moving = np.asarray(self.mask[box]) > 0
+        ratio = (self.grey[box].astype(np.float32) + 1.0) / (self._bg[box] + 1.0)
+        return moving, ratio
+
     def shade(self, b: Blob) -> tuple[float, float, float]:
         """How the blob's moving pixels change the background: the median ratio of frame over
         background, its spread (median absolute deviation) over that median, and the same
@@ -384,12 +393,11 @@ class MotionDetector:
         two cannot be told apart this way.)"""
         if self._bg is None:
             return 1.0, 1.0, 0.0
-        moving = np.asarray(self.mask[b.y : b.y + b.h, b.x : b.x + b.w]) > 0
-        f = self.grey[b.y : b.y + b.h, b.x : b.x + b.w][moving].astype(np.float32)
-        if f.size == 0:
+        moving, ratio = self._over_ground(b)
+        if not moving.any():
             return 1.0, 1.0, 0.0
+        ratio = ratio[moving]
         ground = self._bg[b.y : b.y + b.h, b.x : b.x + b.w][moving]
-        ratio = (f + 1.0) / (ground + 1.0)
         mid, level = _median(ratio), _median(ground)
         spread = _median(np.abs(ratio - mid)) / max(mid, 1e-6)
         return mid, spread, _median(np.abs(ground - level)) / max(level, 1.0)
@@ -410,8 +418,7 @@ class MotionDetector:
             if not k:
                 continue
             box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
-            moving = np.asarray(self.mask[box]) > 0
-            ratio = (self.grey[box].astype(np.float32) + 1.0) / (self._bg[box] + 1.0)
+            moving, ratio = self._over_ground(b)
             dark = moving & (ratio < _CAST_DARK)
             coloured = None if self._colour is None else np.asarray(self._colour[box]) > 0
             if coloured is not None:
@@ -527,9 +534,8 @@ class _Chroma:
         v *= k
         if self._prev is not None:
             jump = cv2.add(cv2.absdiff(u, self._prev[0]), cv2.absdiff(v, self._prev[1]))
-            _, jumped = cv2.threshold(jump, max(_MIN_CHROMA, _NOISE_K * self.noise), 1.0,
-                                      cv2.THRESH_BINARY)  # fmt: skip
-            cv2.accumulateWeighted(jumped, self._flicker, self._flicker_rate)
+            threshold = max(_MIN_CHROMA, _NOISE_K * self.noise)
+            _count_jumps(jump, threshold, self._flicker, self._flicker_rate)
         self._now = self._prev = (u, v)
         if self._bg is None:
             self._bg = (u.copy(), v.copy())
@@ -606,6 +612,14 @@ class _Chroma:
             cv2.accumulateWeighted(now, bg, follow, mask=calm_half)
             cv2.accumulateWeighted(now, bg, absorb, mask=fg_half)
         cv2.accumulateWeighted(np.asarray(valid, np.float32) / 255.0, self._seen, follow)
+
+
+def _count_jumps(jump: MatLike, threshold: float, flicker: NDArray[np.float32], rate: float
+                 ) -> None:  # fmt: skip
+    """Add this frame's jumps from the last (beyond `threshold`) to `flicker`, the running share
+    of frames each pixel jumped in lately (at `rate` a frame)."""
+    _, jumped = cv2.threshold(jump, threshold, 1, cv2.THRESH_BINARY)
+    cv2.accumulateWeighted(jumped, flicker, rate)
 
 
 def _followed_noise(noise: float, sample: NDArray[np.float32]) -> float:
