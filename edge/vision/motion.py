@@ -375,14 +375,17 @@ class MotionDetector:
                               ((x + w / 2) / self.width, (y + h) / self.height)))  # fmt: skip
         return blobs
 
-    def _over_ground(self, b: Blob) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
-        """In blob `b`'s box: where the mask moves, and the frame over the background (each
-        plus one: no division by a black pixel)."""
+    def _over_ground(
+        self, b: Blob
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32], NDArray[np.float32]]:
+        """In blob `b`'s box: where the mask moves, the frame over the background (each plus
+        one: no division by a black pixel), and the background."""
         assert self._bg is not None
         box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
         moving = np.asarray(self.mask[box]) > 0
-        ratio = (self.grey[box].astype(np.float32) + 1.0) / (self._bg[box] + 1.0)
-        return moving, ratio
+        ground = self._bg[box]
+        ratio = (self.grey[box].astype(np.float32) + 1.0) / (ground + 1.0)
+        return moving, ratio, ground
 
     def shade(self, b: Blob) -> tuple[float, float, float]:
         """How the blob's moving pixels change the background: the median ratio of frame over
@@ -393,11 +396,10 @@ class MotionDetector:
         two cannot be told apart this way.)"""
         if self._bg is None:
             return 1.0, 1.0, 0.0
-        moving, ratio = self._over_ground(b)
+        moving, ratio, ground = self._over_ground(b)
         if not moving.any():
             return 1.0, 1.0, 0.0
-        ratio = ratio[moving]
-        ground = self._bg[b.y : b.y + b.h, b.x : b.x + b.w][moving]
+        ratio, ground = ratio[moving], ground[moving]
         mid, level = _median(ratio), _median(ground)
         spread = _median(np.abs(ratio - mid)) / max(mid, 1e-6)
         return mid, spread, _median(np.abs(ground - level)) / max(level, 1.0)
@@ -418,7 +420,7 @@ class MotionDetector:
             if not k:
                 continue
             box = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
-            moving, ratio = self._over_ground(b)
+            moving, ratio, _ = self._over_ground(b)
             dark = moving & (ratio < _CAST_DARK)
             coloured = None if self._colour is None else np.asarray(self._colour[box]) > 0
             if coloured is not None:
@@ -614,8 +616,9 @@ class _Chroma:
         cv2.accumulateWeighted(np.asarray(valid, np.float32) / 255.0, self._seen, follow)
 
 
-def _count_jumps(jump: MatLike, threshold: float, flicker: NDArray[np.float32], rate: float
-                 ) -> None:  # fmt: skip
+def _count_jumps(
+    jump: MatLike, threshold: float, flicker: NDArray[np.float32], rate: float
+) -> None:
     """Add this frame's jumps from the last (beyond `threshold`) to `flicker`, the running share
     of frames each pixel jumped in lately (at `rate` a frame)."""
     _, jumped = cv2.threshold(jump, threshold, 1, cv2.THRESH_BINARY)
